@@ -1,0 +1,48 @@
+# carerecord: every command a person or CI runs. `make help` lists them.
+
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+CARGO ?= cargo
+# PostgreSQL for the test suite; unset runs SQLite only. CI sets it (see .ci/run).
+TEST_DATABASE_URL ?=
+export TEST_DATABASE_URL
+
+.PHONY: help run test test-sqlite lint fmt clippy proto-lint proto-breaking tools clean-test-dbs
+
+help: ## List the targets.
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
+
+run: ## Start all four services locally on SQLite under ./data (Ctrl-C stops them).
+	$(CARGO) run --quiet --bin carerecord -- up --data-dir data
+
+test: ## Run every test: SQLite always, PostgreSQL too when TEST_DATABASE_URL is set.
+	@if [ -n "$(TEST_DATABASE_URL)" ]; then echo "testing on SQLite and PostgreSQL"; else echo "testing on SQLite only (set TEST_DATABASE_URL for PostgreSQL)"; fi
+	$(CARGO) test --workspace --no-fail-fast
+	@$(MAKE) --no-print-directory clean-test-dbs
+
+lint: proto-lint ## rustfmt check, clippy with warnings denied, buf lint.
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+fmt: ## Format the Rust code.
+	$(CARGO) fmt --all
+
+proto-lint: tools ## Lint the contracts with buf (pinned in package.json).
+	npx --no-install buf lint
+
+proto-breaking: tools ## Fail if the contracts break compatibility with main.
+	@if git rev-parse --verify --quiet main >/dev/null; then \
+		npx --no-install buf breaking --against '.git#branch=main'; \
+	else echo "no main branch to compare with"; fi
+
+tools: node_modules/.package-lock.json ## Install the pinned npm tools (buf).
+
+node_modules/.package-lock.json: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+
+clean-test-dbs: ## Drop the per-test PostgreSQL databases the suite created.
+	@if [ -n "$(TEST_DATABASE_URL)" ] && command -v psql >/dev/null; then \
+		for db in $$(psql "$(TEST_DATABASE_URL)" -Atc "SELECT datname FROM pg_database WHERE datname LIKE 'carerecord\_test\_%'"); do \
+			psql "$(TEST_DATABASE_URL)" -qc "DROP DATABASE IF EXISTS $$db WITH (FORCE)" >/dev/null; \
+		done; \
+	fi

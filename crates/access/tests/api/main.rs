@@ -1,0 +1,3 @@
+//! API tests of the access service.
+
+mod startup;

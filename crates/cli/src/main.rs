@@ -1,0 +1,102 @@
+//! `carerecord`: run the platform on a laptop and talk to its services.
+
+mod up;
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "carerecord",
+    version,
+    about = "Run and call the carerecord care-record platform"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Start all four services on this machine (SQLite under --data-dir) until Ctrl-C.
+    Up(up::UpArgs),
+    /// Check that a service answers grpc.health.v1 SERVING.
+    Health {
+        /// The service's gRPC endpoint.
+        #[arg(
+            long,
+            default_value = "http://127.0.0.1:50050",
+            env = "CARERECORD_ENDPOINT"
+        )]
+        endpoint: String,
+        /// A fully qualified service name; empty checks the server as a whole.
+        #[arg(long, default_value = "")]
+        service: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Up(args) => up::run(args).await,
+            Command::Health { endpoint, service } => health(&endpoint, &service).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn health(endpoint: &str, service: &str) -> Result<(), String> {
+    use tonic_health::pb::{
+        HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+    };
+    let channel = tonic::transport::Endpoint::from_shared(endpoint.to_owned())
+        .map_err(|e| format!("--endpoint {endpoint:?} is not a valid URL: {e}"))?
+        .connect_timeout(Duration::from_secs(5))
+        .connect()
+        .await
+        .map_err(|e| format!("cannot connect to {endpoint}: {e}"))?;
+    let response = HealthClient::new(channel)
+        .check(HealthCheckRequest {
+            service: service.to_owned(),
+        })
+        .await
+        .map_err(|status| {
+            format!(
+                "health check failed: {}: {}",
+                status.code(),
+                status.message()
+            )
+        })?;
+    let status =
+        ServingStatus::try_from(response.into_inner().status).unwrap_or(ServingStatus::Unknown);
+    let label = if service.is_empty() {
+        endpoint
+    } else {
+        service
+    };
+    println!("{label}: {}", status.as_str_name());
+    if status == ServingStatus::Serving {
+        Ok(())
+    } else {
+        Err(format!("{label} is not serving"))
+    }
+}

@@ -1,0 +1,3 @@
+//! API tests of the consent service.
+
+mod startup;

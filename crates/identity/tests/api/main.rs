@@ -1,0 +1,3 @@
+//! API tests of the identity service.
+
+mod startup;

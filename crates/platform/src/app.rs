@@ -1,0 +1,96 @@
+//! What a service binary is: configuration in, a bound server out, served until shutdown.
+//!
+//! Each service crate implements [`Service`] on its application type; its `main.rs` is one call to
+//! [`main`]. The CLI's `carerecord up` starts several services in one process the same way.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{ConfigError, Env};
+use crate::db::DbError;
+use crate::server::ServeError;
+use crate::telemetry::{TelemetryConfig, TelemetryError};
+
+/// Why a service could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("configuration: {0}")]
+    Config(#[from] ConfigError),
+    #[error("database: {0}")]
+    Database(#[from] DbError),
+    #[error("{0}")]
+    Serve(#[from] ServeError),
+    #[error("telemetry: {0}")]
+    Telemetry(#[from] TelemetryError),
+    #[error("{0}")]
+    Other(String),
+}
+
+/// A carerecord service: built from its configuration, then served until shutdown.
+pub trait Service: Sized + Send + 'static {
+    /// The short name: `identity`, `records`, `consent` or `access`.
+    const NAME: &'static str;
+    type Config: Send + 'static;
+
+    fn config_from_env(env: &Env) -> Result<Self::Config, ConfigError>;
+    fn telemetry_config(config: &Self::Config) -> &TelemetryConfig;
+    /// Connects and migrates the database and binds the listener, so the port is known before serving.
+    fn build(config: Self::Config) -> impl Future<Output = Result<Self, StartError>> + Send;
+    fn local_addr(&self) -> SocketAddr;
+    /// Serves until `shutdown` is cancelled, then drains.
+    fn run(
+        self,
+        shutdown: CancellationToken,
+    ) -> impl Future<Output = Result<(), StartError>> + Send;
+}
+
+/// The whole of a service binary's `main`: configuration, telemetry, build, serve until SIGTERM or Ctrl-C.
+pub fn main<S: Service>() -> ExitCode {
+    let config = match S::config_from_env(&Env::from_process()) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("carerecord-{}: {e}", S::NAME);
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!(
+                "carerecord-{}: cannot start the async runtime: {e}",
+                S::NAME
+            );
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        let telemetry = match crate::telemetry::init(S::telemetry_config(&config)) {
+            Ok(guard) => guard,
+            Err(e) => {
+                eprintln!("carerecord-{}: {e}", S::NAME);
+                return ExitCode::FAILURE;
+            }
+        };
+        let result = async {
+            let service = S::build(config).await?;
+            tracing::info!(service = S::NAME, addr = %service.local_addr(), "started");
+            service.run(crate::server::shutdown_on_signal()).await
+        }
+        .await;
+        let code = match result {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                tracing::error!(service = S::NAME, error = %e, "service failed");
+                ExitCode::FAILURE
+            }
+        };
+        telemetry.shutdown();
+        code
+    })
+}

@@ -1,0 +1,15 @@
+//! The small, shared runtime of every carerecord service.
+//!
+//! - [`app`]: the shape of a service binary, and its `main`.
+//! - [`config`]: configuration from environment variables, with errors that name the variable.
+//! - [`telemetry`]: logs (human or JSON), OpenTelemetry traces over OTLP, W3C trace context.
+//! - [`server`]: gRPC serving with health, reflection, timeouts, size limits and graceful shutdown.
+//! - [`db`]: a sqlx pool over PostgreSQL or embedded SQLite, with migrations run at start.
+//! - [`testing`]: fresh databases for tests, on both backends.
+
+pub mod app;
+pub mod config;
+pub mod db;
+pub mod server;
+pub mod telemetry;
+pub mod testing;

@@ -1,0 +1,193 @@
+//! gRPC serving shared by every service: health, reflection, timeouts, size limits, tracing and
+//! graceful shutdown.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use tonic::body::Body;
+use tonic::server::NamedService;
+use tonic::service::RoutesBuilder;
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
+
+use crate::config::ServerConfig;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    #[error("server failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// A bound gRPC server, not yet serving: add services, then [`GrpcServer::serve`].
+pub struct GrpcServer {
+    config: ServerConfig,
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    routes: RoutesBuilder,
+    served: Vec<&'static str>,
+    descriptor_sets: Vec<&'static [u8]>,
+    health: HealthReporter,
+}
+
+impl GrpcServer {
+    /// Binds the listener now, so the real port (for `:0`) is known before serving.
+    pub async fn bind(config: &ServerConfig) -> Result<Self, ServeError> {
+        let addr = config.listen_addr;
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServeError::Bind { addr, source })?;
+        let local_addr = listener
+            .local_addr()
+            .map_err(|source| ServeError::Bind { addr, source })?;
+        let (health, health_service) = tonic_health::server::health_reporter();
+        let mut routes = RoutesBuilder::default();
+        routes.add_service(health_service);
+        Ok(GrpcServer {
+            config: config.clone(),
+            listener,
+            local_addr,
+            routes,
+            served: Vec::new(),
+            descriptor_sets: vec![tonic_health::pb::FILE_DESCRIPTOR_SET],
+            health,
+        })
+    }
+
+    /// The address actually bound.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Adds an API service; health reports it SERVING once [`GrpcServer::serve`] starts.
+    pub fn add_service<S>(mut self, service: S) -> Self
+    where
+        S: tower::Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>
+            + NamedService
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send + 'static,
+    {
+        self.routes.add_service(service);
+        self.served.push(S::NAME);
+        self
+    }
+
+    /// Registers an encoded `FileDescriptorSet` for server reflection.
+    pub fn with_descriptor_set(mut self, encoded: &'static [u8]) -> Self {
+        self.descriptor_sets.push(encoded);
+        self
+    }
+
+    /// Serves until `shutdown` is cancelled, then reports NOT_SERVING, stops accepting, and lets
+    /// in-flight calls finish for up to the configured grace period.
+    pub async fn serve(self, shutdown: CancellationToken) -> Result<(), ServeError> {
+        let GrpcServer {
+            config,
+            listener,
+            local_addr,
+            mut routes,
+            served,
+            descriptor_sets,
+            health,
+        } = self;
+
+        let mut reflection_v1 = tonic_reflection::server::Builder::configure();
+        let mut reflection_v1alpha = tonic_reflection::server::Builder::configure();
+        for set in &descriptor_sets {
+            reflection_v1 = reflection_v1.register_encoded_file_descriptor_set(set);
+            reflection_v1alpha = reflection_v1alpha.register_encoded_file_descriptor_set(set);
+        }
+        routes.add_service(reflection_v1.build_v1()?);
+        // Older grpcurl and Postman releases only speak v1alpha.
+        routes.add_service(reflection_v1alpha.build_v1alpha()?);
+
+        for name in &served {
+            health
+                .set_service_status(*name, ServingStatus::Serving)
+                .await;
+        }
+
+        let stop_accepting = CancellationToken::new();
+        let server = tonic::transport::Server::builder()
+            .timeout(config.request_timeout)
+            .trace_fn(crate::telemetry::server_span)
+            .add_routes(routes.routes())
+            .serve_with_incoming_shutdown(
+                TcpListenerStream::new(listener),
+                stop_accepting.clone().cancelled_owned(),
+            );
+        tracing::info!(addr = %local_addr, services = ?served, "serving");
+        tokio::pin!(server);
+
+        tokio::select! {
+            result = &mut server => return Ok(result?),
+            () = shutdown.cancelled() => {}
+        }
+        tracing::info!(grace = ?config.shutdown_grace, "shutting down: draining in-flight calls");
+        health
+            .set_service_status("", ServingStatus::NotServing)
+            .await;
+        for name in &served {
+            health
+                .set_service_status(*name, ServingStatus::NotServing)
+                .await;
+        }
+        stop_accepting.cancel();
+        match tokio::time::timeout(config.shutdown_grace, server).await {
+            Ok(result) => result?,
+            Err(_) => tracing::warn!("drain grace period ran out; closing remaining calls"),
+        }
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// A token cancelled on SIGTERM or Ctrl-C.
+pub fn shutdown_on_signal() -> CancellationToken {
+    let token = CancellationToken::new();
+    let trigger = token.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        trigger.cancel();
+    });
+    token
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => tracing::info!("received Ctrl-C"),
+        () = terminate => tracing::info!("received SIGTERM"),
+    }
+}

@@ -1,0 +1,281 @@
+//! Fresh databases for tests, so tests run in parallel on both backends.
+//!
+//! SQLite is always tested. PostgreSQL is tested when `TEST_DATABASE_URL` names a server (CI sets
+//! it); each test then gets a database of its own, created on that server. When the variable is set
+//! but the server cannot be reached, the test fails: a missing backend must never pass silently.
+
+use sqlx::any::AnyConnectOptions;
+use sqlx::{ConnectOptions, Connection, Executor};
+use std::str::FromStr;
+
+use crate::db::Backend;
+
+/// A database that lives as long as the test holds it.
+pub struct TestDatabase {
+    pub url: String,
+    pub backend: Backend,
+    // Keeps the SQLite file's directory alive until the test ends.
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl TestDatabase {
+    /// A fresh SQLite file in a temporary directory.
+    pub fn sqlite() -> Self {
+        let dir = tempfile::tempdir().expect("create a temporary directory");
+        let url = format!("sqlite://{}/test.db", dir.path().display());
+        TestDatabase {
+            url,
+            backend: Backend::Sqlite,
+            _dir: Some(dir),
+        }
+    }
+
+    /// A fresh PostgreSQL database on the server `TEST_DATABASE_URL` names, or `None` when unset.
+    ///
+    /// # Panics
+    /// When `TEST_DATABASE_URL` is set but the server cannot be reached or the database cannot be created.
+    pub async fn postgres() -> Option<Self> {
+        let server_url = std::env::var("TEST_DATABASE_URL")
+            .ok()
+            .filter(|u| !u.trim().is_empty())?;
+        sqlx::any::install_default_drivers();
+        let name = format!("carerecord_test_{}", uuid::Uuid::new_v4().simple());
+        let options = AnyConnectOptions::from_str(&server_url)
+            .unwrap_or_else(|e| panic!("TEST_DATABASE_URL is not a valid URL: {e}"));
+        let mut conn = options.connect().await.unwrap_or_else(|e| {
+            panic!(
+                "TEST_DATABASE_URL is set but PostgreSQL cannot be reached ({}): {e}",
+                crate::db::redact(&server_url)
+            )
+        });
+        conn.execute(sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "CREATE DATABASE {name}"
+        ))))
+        .await
+        .unwrap_or_else(|e| panic!("cannot create test database {name}: {e}"));
+        conn.close().await.ok();
+        Some(TestDatabase {
+            url: with_database(&server_url, &name),
+            backend: Backend::Postgres,
+            _dir: None,
+        })
+    }
+
+    /// One fresh database per backend under test: SQLite, then PostgreSQL when configured.
+    pub async fn each_backend() -> Vec<TestDatabase> {
+        let mut databases = vec![TestDatabase::sqlite()];
+        databases.extend(TestDatabase::postgres().await);
+        databases
+    }
+}
+
+/// `url` pointed at database `name` on the same server, keeping its query parameters.
+fn with_database(url: &str, name: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (url, None),
+    };
+    let authority_start = base.find("://").map_or(0, |i| i + 3);
+    let server = match base[authority_start..].find('/') {
+        Some(slash) => &base[..authority_start + slash],
+        None => base,
+    };
+    match query {
+        Some(query) => format!("{server}/{name}?{query}"),
+        None => format!("{server}/{name}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_name_replaces_the_path_only() {
+        assert_eq!(
+            with_database("postgres://postgres@127.0.0.1:5432/test", "x"),
+            "postgres://postgres@127.0.0.1:5432/x"
+        );
+        assert_eq!(
+            with_database("postgres://postgres@localhost", "x"),
+            "postgres://postgres@localhost/x"
+        );
+        assert_eq!(
+            with_database("postgres://u:p@h/test?sslmode=disable", "x"),
+            "postgres://u:p@h/x?sslmode=disable"
+        );
+    }
+
+    #[tokio::test]
+    async fn each_backend_gives_usable_empty_databases() {
+        for db in TestDatabase::each_backend().await {
+            let config = crate::db::DatabaseConfig::new(&db.url).unwrap();
+            static NONE: sqlx::migrate::Migrator = sqlx::migrate::Migrator::DEFAULT;
+            let migrations = crate::db::Migrations {
+                postgres: &NONE,
+                sqlite: &NONE,
+            };
+            let database = crate::db::Database::connect(&config, &migrations)
+                .await
+                .unwrap();
+            assert_eq!(database.backend, db.backend);
+            let row: (i64,) = sqlx::query_as("SELECT CAST(41 + 1 AS BIGINT)")
+                .fetch_one(&database.pool)
+                .await
+                .unwrap();
+            assert_eq!(row.0, 42);
+        }
+    }
+}
+
+/// A service binary started by a test, on an ephemeral port, stopped with SIGTERM.
+pub struct ServiceProcess {
+    pub addr: std::net::SocketAddr,
+    child: tokio::process::Child,
+    // Log lines after the start-up line, kept for assertions and diagnostics.
+    pub logs: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl ServiceProcess {
+    /// Starts `binary` with JSON logs, listening on `127.0.0.1:0`, with `envs` added, and waits for
+    /// its `started` log line to learn the port.
+    ///
+    /// # Panics
+    /// When the binary cannot start or exits before serving.
+    pub async fn start(binary: &str, envs: &[(&str, &str)]) -> Self {
+        use tokio::io::AsyncBufReadExt;
+        let mut command = tokio::process::Command::new(binary);
+        command
+            .env("CARERECORD_LISTEN_ADDR", "127.0.0.1:0")
+            .env("CARERECORD_LOG_FORMAT", "json")
+            .env("RUST_LOG", "info")
+            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true);
+        for (key, value) in envs {
+            command.env(key, value);
+        }
+        let mut child = command
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {binary}: {e}"));
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let mut lines = tokio::io::BufReader::new(stderr).lines();
+        let logs = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+        let addr = loop {
+            let line = tokio::time::timeout_at(deadline, lines.next_line())
+                .await
+                .unwrap_or_else(|_| panic!("{binary} did not start within 60 s"))
+                .unwrap_or_else(|e| panic!("reading {binary}'s log: {e}"))
+                .unwrap_or_else(|| {
+                    panic!(
+                        "{binary} exited before serving; log: {:?}",
+                        logs.lock().map(|l| l.clone())
+                    )
+                });
+            logs.lock().expect("log lock").push(line.clone());
+            if let Some(addr) = started_addr(&line) {
+                break addr;
+            }
+        };
+        let sink = logs.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                sink.lock().expect("log lock").push(line);
+            }
+        });
+        ServiceProcess { addr, child, logs }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Sends SIGTERM and returns whether the process exited successfully within `timeout`.
+    pub async fn terminate(mut self, timeout: std::time::Duration) -> bool {
+        let Some(pid) = self.child.id() else {
+            return false;
+        };
+        let sent = tokio::process::Command::new("kill")
+            .arg("-TERM")
+            .arg(pid.to_string())
+            .status()
+            .await;
+        if !sent.is_ok_and(|s| s.success()) {
+            return false;
+        }
+        matches!(tokio::time::timeout(timeout, self.child.wait()).await, Ok(Ok(status)) if status.success())
+    }
+}
+
+/// The address in a JSON `started` log line, as written by [`crate::app::main`].
+fn started_addr(line: &str) -> Option<std::net::SocketAddr> {
+    if !line.contains("\"message\":\"started\"") {
+        return None;
+    }
+    let start = line.find("\"addr\":\"")? + "\"addr\":\"".len();
+    let end = start + line[start..].find('"')?;
+    line[start..end].parse().ok()
+}
+
+/// Asserts that the server at `endpoint` reports `service` SERVING by grpc.health.v1 and lists it
+/// by server reflection (v1).
+///
+/// # Panics
+/// When either check fails.
+pub async fn assert_serves_health_and_reflection(endpoint: &str, service: &str) {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+
+    let channel = tonic::transport::Endpoint::from_shared(endpoint.to_owned())
+        .expect("valid endpoint")
+        .connect()
+        .await
+        .unwrap_or_else(|e| panic!("cannot connect to {endpoint}: {e}"));
+
+    let status = HealthClient::new(channel.clone())
+        .check(HealthCheckRequest {
+            service: service.to_owned(),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("health check of {service}: {e}"))
+        .into_inner()
+        .status;
+    assert_eq!(
+        status,
+        ServingStatus::Serving as i32,
+        "{service} is not SERVING"
+    );
+
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut responses = ServerReflectionClient::new(channel)
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await
+        .expect("reflection call")
+        .into_inner();
+    let response = responses
+        .message()
+        .await
+        .expect("reflection response")
+        .expect("one reflection response");
+    let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else {
+        panic!("unexpected reflection response: {response:?}");
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    assert!(
+        names.iter().any(|n| n == service),
+        "{service} not listed by reflection: {names:?}"
+    );
+    assert!(
+        names.iter().any(|n| n == "grpc.health.v1.Health"),
+        "health not listed: {names:?}"
+    );
+}

@@ -1,0 +1,3 @@
+//! API tests of the records service.
+
+mod startup;
