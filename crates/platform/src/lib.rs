@@ -4,12 +4,16 @@
 //! - [`config`]: configuration from environment variables, with errors that name the variable.
 //! - [`telemetry`]: logs (human or JSON), OpenTelemetry traces over OTLP, W3C trace context.
 //! - [`server`]: gRPC serving with health, reflection, timeouts, size limits and graceful shutdown.
+//! - [`errors`]: gRPC statuses with google.rpc error details.
+//! - [`page_token`]: opaque, unforgeable page tokens and cursors.
 //! - [`db`]: a sqlx pool over PostgreSQL or embedded SQLite, with migrations run at start.
 //! - [`testing`]: fresh databases for tests, on both backends.
 
 pub mod app;
 pub mod config;
 pub mod db;
+pub mod errors;
+pub mod page_token;
 pub mod server;
 pub mod telemetry;
 pub mod testing;

@@ -86,47 +86,6 @@ fn with_database(url: &str, name: &str) -> String {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn database_name_replaces_the_path_only() {
-        assert_eq!(
-            with_database("postgres://postgres@127.0.0.1:5432/test", "x"),
-            "postgres://postgres@127.0.0.1:5432/x"
-        );
-        assert_eq!(
-            with_database("postgres://postgres@localhost", "x"),
-            "postgres://postgres@localhost/x"
-        );
-        assert_eq!(
-            with_database("postgres://u:p@h/test?sslmode=disable", "x"),
-            "postgres://u:p@h/x?sslmode=disable"
-        );
-    }
-
-    #[tokio::test]
-    async fn each_backend_gives_usable_empty_databases() {
-        for db in TestDatabase::each_backend().await {
-            let config = crate::db::DatabaseConfig::new(&db.url).unwrap();
-            static NONE: sqlx::migrate::Migrator = sqlx::migrate::Migrator::DEFAULT;
-            let migrations = crate::db::Migrations {
-                postgres: &NONE,
-                sqlite: &NONE,
-            };
-            let database = crate::db::Database::connect(&config, &migrations)
-                .await
-                .unwrap();
-            assert_eq!(database.backend, db.backend);
-            let row: (i64,) = sqlx::query_as("SELECT CAST(41 + 1 AS BIGINT)")
-                .fetch_one(&database.pool)
-                .await
-                .unwrap();
-            assert_eq!(row.0, 42);
-        }
-    }
-}
 
 /// A service binary started by a test, on an ephemeral port, stopped with SIGTERM.
 pub struct ServiceProcess {
@@ -278,4 +237,46 @@ pub async fn assert_serves_health_and_reflection(endpoint: &str, service: &str) 
         names.iter().any(|n| n == "grpc.health.v1.Health"),
         "health not listed: {names:?}"
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_name_replaces_the_path_only() {
+        assert_eq!(
+            with_database("postgres://postgres@127.0.0.1:5432/test", "x"),
+            "postgres://postgres@127.0.0.1:5432/x"
+        );
+        assert_eq!(
+            with_database("postgres://postgres@localhost", "x"),
+            "postgres://postgres@localhost/x"
+        );
+        assert_eq!(
+            with_database("postgres://u:p@h/test?sslmode=disable", "x"),
+            "postgres://u:p@h/x?sslmode=disable"
+        );
+    }
+
+    #[tokio::test]
+    async fn each_backend_gives_usable_empty_databases() {
+        for db in TestDatabase::each_backend().await {
+            let config = crate::db::DatabaseConfig::new(&db.url).unwrap();
+            static NONE: sqlx::migrate::Migrator = sqlx::migrate::Migrator::DEFAULT;
+            let migrations = crate::db::Migrations {
+                postgres: &NONE,
+                sqlite: &NONE,
+            };
+            let database = crate::db::Database::connect(&config, &migrations)
+                .await
+                .unwrap();
+            assert_eq!(database.backend, db.backend);
+            let row: (i64,) = sqlx::query_as("SELECT CAST(41 + 1 AS BIGINT)")
+                .fetch_one(&database.pool)
+                .await
+                .unwrap();
+            assert_eq!(row.0, 42);
+        }
+    }
 }
