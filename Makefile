@@ -7,7 +7,7 @@ CARGO ?= cargo
 TEST_DATABASE_URL ?=
 export TEST_DATABASE_URL
 
-.PHONY: help run test test-sqlite lint fmt clippy proto-lint proto-breaking tools clean-test-dbs
+.PHONY: help run test bench lint fmt clippy proto-lint proto-breaking tools clean-test-dbs
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -19,6 +19,9 @@ test: ## Run every test: SQLite always, PostgreSQL too when TEST_DATABASE_URL is
 	@if [ -n "$(TEST_DATABASE_URL)" ]; then echo "testing on SQLite and PostgreSQL"; else echo "testing on SQLite only (set TEST_DATABASE_URL for PostgreSQL)"; fi
 	$(CARGO) test --workspace --no-fail-fast
 	@$(MAKE) --no-print-directory clean-test-dbs
+
+bench: ## Benchmarks: quality and speed figures, each against a baseline measured in the same run.
+	$(CARGO) bench --workspace
 
 lint: proto-lint ## rustfmt check, clippy with warnings denied, buf lint.
 	$(CARGO) fmt --all -- --check
