@@ -21,7 +21,7 @@ test: ## Run every test: SQLite always, PostgreSQL too when TEST_DATABASE_URL is
 	@$(MAKE) --no-print-directory clean-test-dbs
 
 bench: ## Benchmarks: quality and speed figures, each against a baseline measured in the same run.
-	$(CARGO) bench --workspace
+	TEST_DATABASE_URL="$${TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test}" $(CARGO) bench --workspace
 
 lint: proto-lint ## rustfmt check, clippy with warnings denied, buf lint.
 	$(CARGO) fmt --all -- --check
