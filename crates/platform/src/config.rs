@@ -156,7 +156,7 @@ pub fn parse_bytes(raw: &str) -> Result<usize, String> {
 }
 
 /// Settings every service's gRPC server shares.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct ServerConfig {
     /// `CARERECORD_LISTEN_ADDR`: where to listen; port 0 picks a free port.
     pub listen_addr: SocketAddr,
@@ -166,6 +166,8 @@ pub struct ServerConfig {
     pub max_message_bytes: usize,
     /// `CARERECORD_SHUTDOWN_GRACE`: how long in-flight calls may drain after a shutdown signal.
     pub shutdown_grace: Duration,
+    /// `CARERECORD_TLS_*`: serve TLS (and require client certificates) when set.
+    pub tls: Option<crate::tls::ServerTls>,
 }
 
 impl ServerConfig {
@@ -185,6 +187,7 @@ impl ServerConfig {
             )?,
             shutdown_grace: env
                 .duration_or("CARERECORD_SHUTDOWN_GRACE", Self::DEFAULT_SHUTDOWN_GRACE)?,
+            tls: crate::tls::ServerTls::from_env(env)?,
         })
     }
 }

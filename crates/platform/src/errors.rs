@@ -26,7 +26,12 @@ impl Violations {
     }
 
     /// Records a violation when `condition` is false.
-    pub fn check(&mut self, condition: bool, field: impl Into<String>, description: impl Into<String>) {
+    pub fn check(
+        &mut self,
+        condition: bool,
+        field: impl Into<String>,
+        description: impl Into<String>,
+    ) {
         if !condition {
             self.add(field, description);
         }
@@ -42,7 +47,11 @@ impl Violations {
 
     /// `Ok(())` when nothing was recorded, else an INVALID_ARGUMENT status listing every violation.
     pub fn into_result(self) -> Result<(), Status> {
-        if self.0.is_empty() { Ok(()) } else { Err(invalid_argument(&self)) }
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(invalid_argument(&self))
+        }
     }
 }
 
@@ -52,10 +61,18 @@ pub fn invalid_argument(violations: &Violations) -> Status {
     let message = match violations.0.as_slice() {
         [] => "invalid request".to_owned(),
         [(field, description)] => format!("{field}: {description}"),
-        [(field, description), rest @ ..] => format!("{field}: {description} (and {} more)", rest.len()),
+        [(field, description), rest @ ..] => {
+            format!("{field}: {description} (and {} more)", rest.len())
+        }
     };
     let mut details = ErrorDetails::new();
-    details.set_bad_request(violations.0.iter().map(|(f, d)| FieldViolation::new(f, d)).collect::<Vec<_>>());
+    details.set_bad_request(
+        violations
+            .0
+            .iter()
+            .map(|(f, d)| FieldViolation::new(f, d))
+            .collect::<Vec<_>>(),
+    );
     details.set_error_info("INVALID_ARGUMENT", DOMAIN, []);
     Status::with_error_details(Code::InvalidArgument, message, details)
 }
@@ -70,13 +87,31 @@ pub fn invalid_field(field: &str, description: &str) -> Status {
 /// NOT_FOUND naming the missing resource in a `ResourceInfo`.
 pub fn not_found(resource_type: &str, resource_name: &str) -> Status {
     let mut details = ErrorDetails::new();
-    details.set_resource_info(resource_type, resource_name, "", format!("no {resource_type} {resource_name}"));
-    details.set_error_info("NOT_FOUND", DOMAIN, [("resource_type".to_owned(), resource_type.to_owned())]);
-    Status::with_error_details(Code::NotFound, format!("{resource_type} {resource_name} not found"), details)
+    details.set_resource_info(
+        resource_type,
+        resource_name,
+        "",
+        format!("no {resource_type} {resource_name}"),
+    );
+    details.set_error_info(
+        "NOT_FOUND",
+        DOMAIN,
+        [("resource_type".to_owned(), resource_type.to_owned())],
+    );
+    Status::with_error_details(
+        Code::NotFound,
+        format!("{resource_type} {resource_name} not found"),
+        details,
+    )
 }
 
 /// ALREADY_EXISTS naming the resource that holds the conflicting value.
-pub fn already_exists(reason: &str, resource_type: &str, holder: &str, message: impl Into<String>) -> Status {
+pub fn already_exists(
+    reason: &str,
+    resource_type: &str,
+    holder: &str,
+    message: impl Into<String>,
+) -> Status {
     let message = message.into();
     let mut details = ErrorDetails::new();
     details.set_resource_info(resource_type, holder, "", message.clone());
@@ -87,11 +122,18 @@ pub fn already_exists(reason: &str, resource_type: &str, holder: &str, message: 
 /// ABORTED for an optimistic-concurrency conflict: the caller's etag is not the current one.
 pub fn stale_etag(resource_type: &str, resource_name: &str) -> Status {
     let mut details = ErrorDetails::new();
-    details.set_resource_info(resource_type, resource_name, "", "the resource changed since it was read");
+    details.set_resource_info(
+        resource_type,
+        resource_name,
+        "",
+        "the resource changed since it was read",
+    );
     details.set_error_info("ETAG_MISMATCH", DOMAIN, []);
     Status::with_error_details(
         Code::Aborted,
-        format!("{resource_type} {resource_name} was changed by someone else: read it again and retry with its current etag"),
+        format!(
+            "{resource_type} {resource_name} was changed by someone else: read it again and retry with its current etag"
+        ),
         details,
     )
 }
@@ -122,12 +164,20 @@ pub fn internal(error: &(dyn std::error::Error + 'static)) -> Status {
         source = cause.source();
     }
     tracing::error!(error = %chain, "internal error");
-    with_reason(Code::Internal, "INTERNAL", "internal error; the service has logged the cause")
+    with_reason(
+        Code::Internal,
+        "INTERNAL",
+        "internal error; the service has logged the cause",
+    )
 }
 
 /// UNAVAILABLE, for a dependency (database, another module) that cannot be reached; retryable.
 pub fn unavailable(what: &str) -> Status {
-    with_reason(Code::Unavailable, "UNAVAILABLE", format!("{what} is unavailable; retry with backoff"))
+    with_reason(
+        Code::Unavailable,
+        "UNAVAILABLE",
+        format!("{what} is unavailable; retry with backoff"),
+    )
 }
 
 #[cfg(test)]
@@ -142,10 +192,17 @@ mod tests {
         violations.add("patient.birth_date.month", "must be 1 to 12");
         let status = violations.into_result().unwrap_err();
         assert_eq!(status.code(), Code::InvalidArgument);
-        assert_eq!(status.message(), "patient.nhs_number: fails the modulus-11 check (and 1 more)");
+        assert_eq!(
+            status.message(),
+            "patient.nhs_number: fails the modulus-11 check (and 1 more)"
+        );
         let details = status.get_error_details();
         let bad_request = details.bad_request().expect("BadRequest detail");
-        let fields: Vec<&str> = bad_request.field_violations.iter().map(|v| v.field.as_str()).collect();
+        let fields: Vec<&str> = bad_request
+            .field_violations
+            .iter()
+            .map(|v| v.field.as_str())
+            .collect();
         assert_eq!(fields, ["patient.nhs_number", "patient.birth_date.month"]);
         assert_eq!(details.error_info().unwrap().reason, "INVALID_ARGUMENT");
     }
@@ -154,9 +211,21 @@ mod tests {
     fn resource_statuses_name_the_resource() {
         let status = not_found("patient", "0b9d…");
         assert_eq!(status.code(), Code::NotFound);
-        assert_eq!(status.get_error_details().resource_info().unwrap().resource_name, "0b9d…");
+        assert_eq!(
+            status
+                .get_error_details()
+                .resource_info()
+                .unwrap()
+                .resource_name,
+            "0b9d…"
+        );
 
-        let status = already_exists("IDENTIFIER_IN_USE", "patient", "p-1", "identifier held by patient p-1");
+        let status = already_exists(
+            "IDENTIFIER_IN_USE",
+            "patient",
+            "p-1",
+            "identifier held by patient p-1",
+        );
         assert_eq!(status.code(), Code::AlreadyExists);
         let details = status.get_error_details();
         assert_eq!(details.resource_info().unwrap().resource_name, "p-1");
@@ -164,12 +233,18 @@ mod tests {
 
         let status = stale_etag("record", "r-1");
         assert_eq!(status.code(), Code::Aborted);
-        assert_eq!(status.get_error_details().error_info().unwrap().reason, "ETAG_MISMATCH");
+        assert_eq!(
+            status.get_error_details().error_info().unwrap().reason,
+            "ETAG_MISMATCH"
+        );
 
         let status = failed_precondition("PATIENT_MERGED", "patient/p-2", "p-2 is merged into p-3");
         assert_eq!(status.code(), Code::FailedPrecondition);
         let details = status.get_error_details();
-        assert_eq!(details.precondition_failure().unwrap().violations[0].r#type, "PATIENT_MERGED");
+        assert_eq!(
+            details.precondition_failure().unwrap().violations[0].r#type,
+            "PATIENT_MERGED"
+        );
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! - [`errors`]: gRPC statuses with google.rpc error details.
 //! - [`page_token`]: opaque, unforgeable page tokens and cursors.
 //! - [`db`]: a sqlx pool over PostgreSQL or embedded SQLite, with migrations run at start.
+//! - [`tls`]: TLS and mutual TLS for serving and for calls between modules.
 //! - [`testing`]: fresh databases for tests, on both backends.
 
 pub mod app;
@@ -17,3 +18,4 @@ pub mod page_token;
 pub mod server;
 pub mod telemetry;
 pub mod testing;
+pub mod tls;

@@ -46,13 +46,18 @@ impl PageTokens {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         match env.get("CARERECORD_TOKEN_SECRET") {
             Some(secret) if secret.len() >= 16 => Ok(PageTokens::new(secret.as_bytes())),
-            Some(secret) => Err(ConfigError::invalid("CARERECORD_TOKEN_SECRET", "<redacted>", format!("must be at least 16 bytes, got {}", secret.len()))),
+            Some(secret) => Err(ConfigError::invalid(
+                "CARERECORD_TOKEN_SECRET",
+                "<redacted>",
+                format!("must be at least 16 bytes, got {}", secret.len()),
+            )),
             None => Ok(PageTokens::new(uuid::Uuid::new_v4().as_bytes())),
         }
     }
 
     fn tag(&self, query: &[u8], position: &[u8]) -> [u8; TAG_LEN] {
-        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.key).expect("HMAC accepts any key length");
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.key)
+            .expect("HMAC accepts any key length");
         mac.update(&(query.len() as u64).to_be_bytes());
         mac.update(query);
         mac.update(position);
@@ -72,17 +77,21 @@ impl PageTokens {
 
     /// The position in `token`, if it was issued by this key for this very `query`.
     pub fn verify(&self, query: &[u8], token: &str) -> Result<Vec<u8>, TokenError> {
-        let raw = URL_SAFE_NO_PAD.decode(token.trim()).map_err(|_| TokenError::Encoding)?;
+        let raw = URL_SAFE_NO_PAD
+            .decode(token.trim())
+            .map_err(|_| TokenError::Encoding)?;
         if raw.len() < TAG_LEN {
             return Err(TokenError::Mismatch);
         }
         let (tag, position) = raw.split_at(TAG_LEN);
-        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.key).expect("HMAC accepts any key length");
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.key)
+            .expect("HMAC accepts any key length");
         mac.update(&(query.len() as u64).to_be_bytes());
         mac.update(query);
         mac.update(position);
         // Constant-time comparison of the truncated tag.
-        mac.verify_truncated_left(tag).map_err(|_| TokenError::Mismatch)?;
+        mac.verify_truncated_left(tag)
+            .map_err(|_| TokenError::Mismatch)?;
         Ok(position.to_vec())
     }
 }
@@ -95,29 +104,52 @@ mod tests {
     fn round_trip_for_the_same_query() {
         let tokens = PageTokens::new(b"0123456789abcdef");
         let token = tokens.issue(b"patient=p1;types=Observation", b"\x00\x00\x00\x2a");
-        assert_eq!(tokens.verify(b"patient=p1;types=Observation", &token).unwrap(), b"\x00\x00\x00\x2a");
+        assert_eq!(
+            tokens
+                .verify(b"patient=p1;types=Observation", &token)
+                .unwrap(),
+            b"\x00\x00\x00\x2a"
+        );
     }
 
     #[test]
     fn another_query_or_an_edit_or_another_key_is_refused() {
         let tokens = PageTokens::new(b"0123456789abcdef");
         let token = tokens.issue(b"patient=p1", b"42");
-        assert_eq!(tokens.verify(b"patient=p2", &token), Err(TokenError::Mismatch));
+        assert_eq!(
+            tokens.verify(b"patient=p2", &token),
+            Err(TokenError::Mismatch)
+        );
 
         let mut raw = URL_SAFE_NO_PAD.decode(&token).unwrap();
         *raw.last_mut().unwrap() ^= 1;
-        assert_eq!(tokens.verify(b"patient=p1", &URL_SAFE_NO_PAD.encode(raw)), Err(TokenError::Mismatch));
+        assert_eq!(
+            tokens.verify(b"patient=p1", &URL_SAFE_NO_PAD.encode(raw)),
+            Err(TokenError::Mismatch)
+        );
 
-        assert_eq!(tokens.verify(b"patient=p1", "not base64!"), Err(TokenError::Encoding));
-        assert_eq!(tokens.verify(b"patient=p1", "AAAA"), Err(TokenError::Mismatch));
+        assert_eq!(
+            tokens.verify(b"patient=p1", "not base64!"),
+            Err(TokenError::Encoding)
+        );
+        assert_eq!(
+            tokens.verify(b"patient=p1", "AAAA"),
+            Err(TokenError::Mismatch)
+        );
         let other = PageTokens::new(b"fedcba9876543210");
-        assert_eq!(other.verify(b"patient=p1", &token), Err(TokenError::Mismatch));
+        assert_eq!(
+            other.verify(b"patient=p1", &token),
+            Err(TokenError::Mismatch)
+        );
     }
 
     #[test]
     fn short_secrets_are_rejected() {
         let env = Env::from_pairs([("CARERECORD_TOKEN_SECRET", "short")]);
         let err = PageTokens::from_env(&env).unwrap_err().to_string();
-        assert!(err.contains("CARERECORD_TOKEN_SECRET") && !err.contains("short\""), "{err}");
+        assert!(
+            err.contains("CARERECORD_TOKEN_SECRET") && !err.contains("short\""),
+            "{err}"
+        );
     }
 }

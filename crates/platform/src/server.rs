@@ -120,7 +120,12 @@ impl GrpcServer {
         }
 
         let stop_accepting = CancellationToken::new();
-        let server = tonic::transport::Server::builder()
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(tls) = &config.tls {
+            builder = builder.tls_config(tls.tonic_config())?;
+            tracing::info!(mutual = tls.requires_client_certificates(), "serving TLS");
+        }
+        let server = builder
             .timeout(config.request_timeout)
             .trace_fn(crate::telemetry::server_span)
             .add_routes(routes.routes())

@@ -86,7 +86,6 @@ fn with_database(url: &str, name: &str) -> String {
     }
 }
 
-
 /// A service binary started by a test, on an ephemeral port, stopped with SIGTERM.
 pub struct ServiceProcess {
     pub addr: std::net::SocketAddr,
