@@ -1,5 +1,10 @@
 //! `carerecord`: run the platform on a laptop and talk to its services.
 
+mod connect;
+mod consent;
+mod output;
+mod patient;
+mod record;
 mod up;
 
 use std::process::ExitCode;
@@ -14,6 +19,13 @@ use clap::{Parser, Subcommand};
     about = "Run and call the carerecord care-record platform"
 )]
 struct Cli {
+    /// Print results as JSON (canonical protobuf JSON) instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(flatten)]
+    endpoints: connect::Endpoints,
+    #[command(flatten)]
+    operator: connect::Operator,
     #[command(subcommand)]
     command: Command,
 }
@@ -22,15 +34,20 @@ struct Cli {
 enum Command {
     /// Start all four services on this machine (SQLite under --data-dir) until Ctrl-C.
     Up(up::UpArgs),
+    /// Register, resolve, search, match and merge patients (identity).
+    #[command(subcommand)]
+    Patient(patient::PatientCommand),
+    /// Add, read, list, import and export records (record hosting).
+    #[command(subcommand)]
+    Record(record::RecordCommand),
+    /// Directives, the national data opt-out and decisions (consent).
+    #[command(subcommand)]
+    Consent(consent::ConsentCommand),
     /// Check that a service answers grpc.health.v1 SERVING.
     Health {
-        /// The service's gRPC endpoint.
-        #[arg(
-            long,
-            default_value = "http://127.0.0.1:50050",
-            env = "CARERECORD_ENDPOINT"
-        )]
-        endpoint: String,
+        /// The service's gRPC endpoint; defaults to data access (--access).
+        #[arg(long)]
+        endpoint: Option<String>,
         /// A fully qualified service name; empty checks the server as a whole.
         #[arg(long, default_value = "")]
         service: String,
@@ -49,10 +66,17 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let out = output::Output { json: cli.json };
+    let (endpoints, operator) = (cli.endpoints, cli.operator);
     let result = runtime.block_on(async {
         match cli.command {
+            Command::Patient(command) => patient::run(command, &endpoints, &operator, out).await,
+            Command::Record(command) => record::run(command, &endpoints, &operator, out).await,
+            Command::Consent(command) => consent::run(command, &endpoints, &operator, out).await,
             Command::Up(args) => up::run(args).await,
-            Command::Health { endpoint, service } => health(&endpoint, &service).await,
+            Command::Health { endpoint, service } => {
+                health(endpoint.as_deref().unwrap_or(&endpoints.access), &service).await
+            }
         }
     });
     match result {
