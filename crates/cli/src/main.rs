@@ -2,6 +2,7 @@
 
 mod connect;
 mod consent;
+mod demo;
 mod output;
 mod patient;
 mod record;

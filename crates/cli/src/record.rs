@@ -79,6 +79,25 @@ fn read_input(path: &PathBuf) -> Result<Vec<u8>, String> {
     }
 }
 
+/// The source system this command records on what it writes.
+pub const SOURCE_SYSTEM: &str = "carerecord-cli";
+
+/// The clinically relevant time of a FHIR resource, from the usual R4 elements, when present.
+pub fn effective_time_of(json: &serde_json::Value) -> Option<prost_types::Timestamp> {
+    let candidates = [
+        json.get("effectiveDateTime"),
+        json.get("effectivePeriod").and_then(|p| p.get("start")),
+        json.get("onsetDateTime"),
+        json.get("period").and_then(|p| p.get("start")),
+        json.get("recordedDate"),
+        json.get("issued"),
+    ];
+    candidates
+        .into_iter()
+        .flatten()
+        .find_map(|v| v.as_str()?.parse().ok())
+}
+
 /// The `resourceType` and subject patient id of a FHIR resource, for routing an import line.
 fn resource_type_and_patient(json: &serde_json::Value) -> (String, String) {
     let resource_type = json
@@ -157,6 +176,8 @@ pub async fn run(
                 patient_id: patient,
                 resource_type,
                 content_type: FHIR_JSON.into(),
+                effective_time: effective_time_of(&json),
+                source_system: SOURCE_SYSTEM.into(),
                 payload,
                 data_classes: data_class,
                 authoring_organisation_ods_code: organisation,
@@ -248,6 +269,8 @@ pub async fn run(
                             patient_id,
                             resource_type,
                             content_type: FHIR_JSON.into(),
+                            effective_time: effective_time_of(&json),
+                            source_system: SOURCE_SYSTEM.into(),
                             payload: line.to_vec(),
                             ..Default::default()
                         };
@@ -380,6 +403,20 @@ mod tests {
         assert_eq!(
             resource_type_and_patient(&second),
             ("Encounter".to_owned(), "p-2".to_owned())
+        );
+    }
+
+    #[test]
+    fn effective_time_comes_from_the_usual_elements() {
+        let observation = serde_json::json!({"effectiveDateTime": "2026-03-01T09:30:00Z"});
+        assert_eq!(
+            effective_time_of(&observation).unwrap().seconds,
+            1_772_357_400
+        );
+        let encounter = serde_json::json!({"period": {"start": "2026-03-01T09:30:00Z"}});
+        assert!(effective_time_of(&encounter).is_some());
+        assert!(
+            effective_time_of(&serde_json::json!({"effectiveDateTime": "yesterday"})).is_none()
         );
     }
 }

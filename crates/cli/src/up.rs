@@ -7,6 +7,9 @@ use carerecord_platform::app::{Service, StartError};
 use carerecord_platform::config::Env;
 use tokio_util::sync::CancellationToken;
 
+use crate::connect::connect;
+use crate::demo::DemoPatient;
+
 #[derive(Debug, clap::Args)]
 pub struct UpArgs {
     /// Where the services keep their SQLite databases (created if missing; reused on the next run).
@@ -18,7 +21,14 @@ pub struct UpArgs {
     /// First of four consecutive ports: data access, identity, records, consent.
     #[arg(long, default_value_t = 50050)]
     base_port: u16,
+    /// Do not load the synthetic demo population on first start.
+    #[arg(long)]
+    no_demo: bool,
 }
+
+/// Written to the data directory once the demo population is loaded, so a second run reuses it.
+const DEMO_MARKER: &str = "demo-population.json";
+const DEMO_PATIENTS: usize = 24;
 
 pub async fn run(args: UpArgs) -> Result<(), String> {
     let config =
@@ -45,25 +55,53 @@ pub async fn run(args: UpArgs) -> Result<(), String> {
     let records = start::<carerecord_records::Application>(&env_for("records", 2)).await?;
     let consent = start::<carerecord_consent::Application>(&env_for("consent", 3)).await?;
 
-    println!("carerecord is running (data in {data_dir}/). Endpoints:");
-    println!("  data access  http://{}", access.local_addr());
-    println!("  identity     http://{}", identity.local_addr());
-    println!("  records      http://{}", records.local_addr());
-    println!("  consent      http://{}", consent.local_addr());
-    println!("Try:");
-    println!(
-        "  carerecord health --endpoint http://{} --service carerecord.access.v1.DataAccessService",
-        access.local_addr()
-    );
-    println!("  grpcurl -plaintext {} list", identity.local_addr());
-    println!("Stop with Ctrl-C.");
-
+    let addrs = [
+        access.local_addr(),
+        identity.local_addr(),
+        records.local_addr(),
+        consent.local_addr(),
+    ];
     let tasks = [
         tokio::spawn(serve(access, shutdown.clone())),
         tokio::spawn(serve(identity, shutdown.clone())),
         tokio::spawn(serve(records, shutdown.clone())),
         tokio::spawn(serve(consent, shutdown.clone())),
     ];
+    let [access_addr, identity_addr, records_addr, consent_addr] =
+        addrs.map(|a| format!("http://{a}"));
+    let demo = if args.no_demo {
+        Vec::new()
+    } else {
+        demo_population(&args.data_dir, &identity_addr, &records_addr, &consent_addr).await
+    };
+
+    println!("carerecord is running (data in {data_dir}/). Endpoints:");
+    println!("  data access  {access_addr}");
+    println!("  identity     {identity_addr}");
+    println!("  records      {records_addr}");
+    println!("  consent      {consent_addr}");
+    println!("Try:");
+    match demo.first() {
+        Some(patient) => {
+            println!(
+                "  carerecord patient resolve --nhs-number {}",
+                patient.nhs_number
+            );
+            println!("  carerecord record list --patient {}", patient.patient_id);
+            println!(
+                "  carerecord consent decide --patient {} --purpose HRESCH --as-role R8000",
+                patient.patient_id
+            );
+        }
+        None => {
+            println!("  carerecord health --endpoint {identity_addr}");
+            println!("  grpcurl -plaintext {} list", addrs[1]);
+            println!(
+                "  carerecord patient register --family Smith --given Ada --birth-date 1970-01-01 --gender female"
+            );
+        }
+    }
+    println!("Stop with Ctrl-C.");
     let mut failures = Vec::new();
     for task in tasks {
         match task.await {
@@ -81,6 +119,66 @@ pub async fn run(args: UpArgs) -> Result<(), String> {
         Ok(())
     } else {
         Err(failures.join("; "))
+    }
+}
+
+/// The demo population: loaded through the APIs on first start, read back from the marker after.
+async fn demo_population(
+    data_dir: &std::path::Path,
+    identity: &str,
+    records: &str,
+    consent: &str,
+) -> Vec<DemoPatient> {
+    let marker = data_dir.join(DEMO_MARKER);
+    if let Ok(saved) = std::fs::read(&marker) {
+        return serde_json::from_slice::<Vec<(String, String, String)>>(&saved)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(patient_id, nhs_number, name)| DemoPatient {
+                patient_id,
+                nhs_number,
+                name,
+            })
+            .collect();
+    }
+    let channels = (
+        connect("identity", identity),
+        connect("records", records),
+        connect("consent", consent),
+    );
+    let (Ok(identity), Ok(records), Ok(consent)) = channels else {
+        return Vec::new();
+    };
+    println!(
+        "loading the demo population ({DEMO_PATIENTS} patients with records, directives and opt-outs)…"
+    );
+    match crate::demo::load(identity, records, consent, DEMO_PATIENTS).await {
+        Ok(patients) => {
+            let saved: Vec<(&str, &str, &str)> = patients
+                .iter()
+                .map(|p| {
+                    (
+                        p.patient_id.as_str(),
+                        p.nhs_number.as_str(),
+                        p.name.as_str(),
+                    )
+                })
+                .collect();
+            if let Err(e) = std::fs::write(
+                &marker,
+                serde_json::to_vec_pretty(&saved).unwrap_or_default(),
+            ) {
+                eprintln!("warning: cannot write {}: {e}", marker.display());
+            }
+            patients
+        }
+        Err(status) => {
+            eprintln!(
+                "warning: the demo population was not loaded: {}",
+                crate::output::describe_status(&status)
+            );
+            Vec::new()
+        }
     }
 }
 
