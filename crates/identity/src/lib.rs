@@ -71,6 +71,11 @@ impl Service for Application {
         Ok(Application { server })
     }
 
+    async fn migrate(config: Config) -> Result<(), StartError> {
+        Database::connect(&config.service.database, &MIGRATIONS).await?;
+        Ok(())
+    }
+
     fn local_addr(&self) -> SocketAddr {
         self.server.local_addr()
     }

@@ -37,6 +37,9 @@ pub trait Service: Sized + Send + 'static {
 
     fn config_from_env(env: &Env) -> Result<Self::Config, ConfigError>;
     fn telemetry_config(config: &Self::Config) -> &TelemetryConfig;
+    /// Connects to the database and runs its migrations, then returns: `carerecord-<service> migrate`,
+    /// for an init container or a deploy hook that migrates before a new version serves.
+    fn migrate(config: Self::Config) -> impl Future<Output = Result<(), StartError>> + Send;
     /// Connects and migrates the database and binds the listener, so the port is known before serving.
     fn build(config: Self::Config) -> impl Future<Output = Result<Self, StartError>> + Send;
     fn local_addr(&self) -> SocketAddr;
@@ -47,8 +50,37 @@ pub trait Service: Sized + Send + 'static {
     ) -> impl Future<Output = Result<(), StartError>> + Send;
 }
 
-/// The whole of a service binary's `main`: configuration, telemetry, build, serve until SIGTERM or Ctrl-C.
+/// What the binary was asked to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Serve,
+    Migrate,
+}
+
+fn mode(args: &[String]) -> Result<Mode, String> {
+    match args {
+        [] => Ok(Mode::Serve),
+        [arg] if arg == "serve" => Ok(Mode::Serve),
+        [arg] if arg == "migrate" => Ok(Mode::Migrate),
+        _ => Err(format!("unexpected arguments {args:?}")),
+    }
+}
+
+/// The whole of a service binary's `main`: configuration, telemetry, then either serve until SIGTERM
+/// or Ctrl-C (no argument, or `serve`), or run the migrations and exit (`migrate`).
 pub fn main<S: Service>() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mode = match mode(&args) {
+        Ok(mode) => mode,
+        Err(e) => {
+            eprintln!(
+                "carerecord-{}: {e}\nusage: carerecord-{} [serve|migrate]  (configuration comes from the environment; see the README)",
+                S::NAME,
+                S::NAME
+            );
+            return ExitCode::from(2);
+        }
+    };
     let config = match S::config_from_env(&Env::from_process()) {
         Ok(config) => config,
         Err(e) => {
@@ -78,6 +110,11 @@ pub fn main<S: Service>() -> ExitCode {
             }
         };
         let result = async {
+            if mode == Mode::Migrate {
+                S::migrate(config).await?;
+                tracing::info!(service = S::NAME, "migrations applied");
+                return Ok(());
+            }
             let service = S::build(config).await?;
             tracing::info!(service = S::NAME, addr = %service.local_addr(), "started");
             service.run(crate::server::shutdown_on_signal()).await
@@ -93,4 +130,17 @@ pub fn main<S: Service>() -> ExitCode {
         telemetry.shutdown();
         code
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arguments_choose_the_mode() {
+        assert_eq!(mode(&[]), Ok(Mode::Serve));
+        assert_eq!(mode(&["serve".into()]), Ok(Mode::Serve));
+        assert_eq!(mode(&["migrate".into()]), Ok(Mode::Migrate));
+        assert!(mode(&["--port".into(), "80".into()]).is_err());
+    }
 }
