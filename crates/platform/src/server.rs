@@ -37,6 +37,7 @@ pub struct GrpcServer {
     served: Vec<&'static str>,
     descriptor_sets: Vec<&'static [u8]>,
     health: HealthReporter,
+    metrics: crate::metrics::RedMetricsLayer,
 }
 
 impl GrpcServer {
@@ -60,6 +61,9 @@ impl GrpcServer {
             served: Vec::new(),
             descriptor_sets: vec![tonic_health::pb::FILE_DESCRIPTOR_SET],
             health,
+            metrics: crate::metrics::RedMetricsLayer::new(&opentelemetry::global::meter(
+                "carerecord",
+            )),
         })
     }
 
@@ -84,6 +88,12 @@ impl GrpcServer {
         self
     }
 
+    /// Records RED metrics with `meter` instead of the global meter provider's.
+    pub fn with_meter(mut self, meter: &opentelemetry::metrics::Meter) -> Self {
+        self.metrics = crate::metrics::RedMetricsLayer::new(meter);
+        self
+    }
+
     /// Registers an encoded `FileDescriptorSet` for server reflection.
     pub fn with_descriptor_set(mut self, encoded: &'static [u8]) -> Self {
         self.descriptor_sets.push(encoded);
@@ -101,6 +111,7 @@ impl GrpcServer {
             served,
             descriptor_sets,
             health,
+            metrics,
         } = self;
 
         let mut reflection_v1 = tonic_reflection::server::Builder::configure();
@@ -128,6 +139,7 @@ impl GrpcServer {
         let server = builder
             .timeout(config.request_timeout)
             .trace_fn(crate::telemetry::server_span)
+            .layer(metrics)
             .add_routes(routes.routes())
             .serve_with_incoming_shutdown(
                 TcpListenerStream::new(listener),

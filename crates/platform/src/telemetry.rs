@@ -74,6 +74,7 @@ pub enum TelemetryError {
 #[must_use = "dropping the guard flushes and stops trace export"]
 pub struct TelemetryGuard {
     provider: SdkTracerProvider,
+    meters: Option<opentelemetry_sdk::metrics::SdkMeterProvider>,
 }
 
 impl TelemetryGuard {
@@ -86,6 +87,11 @@ impl Drop for TelemetryGuard {
     fn drop(&mut self) {
         if let Err(e) = self.provider.shutdown() {
             eprintln!("telemetry shutdown: {e}");
+        }
+        if let Some(meters) = &self.meters
+            && let Err(e) = meters.shutdown()
+        {
+            eprintln!("metrics shutdown: {e}");
         }
     }
 }
@@ -109,12 +115,44 @@ pub fn tracer_provider(config: &TelemetryConfig) -> Result<SdkTracerProvider, Te
     Ok(builder.build())
 }
 
-/// Installs the global subscriber and the W3C trace-context propagator.
+/// A meter provider exporting by OTLP/gRPC every 15 s, when an endpoint is configured.
+fn meter_provider(
+    config: &TelemetryConfig,
+) -> Result<Option<opentelemetry_sdk::metrics::SdkMeterProvider>, TelemetryError> {
+    use opentelemetry_otlp::WithExportConfig;
+    let Some(endpoint) = &config.otlp_endpoint else {
+        return Ok(None);
+    };
+    let exporter = opentelemetry_otlp::MetricExporter::builder()
+        .with_tonic()
+        .with_endpoint(endpoint.clone())
+        .build()
+        .map_err(|e| TelemetryError::Exporter(e.to_string()))?;
+    let reader = opentelemetry_sdk::metrics::PeriodicReader::builder(exporter)
+        .with_interval(std::time::Duration::from_secs(15))
+        .build();
+    let resource = opentelemetry_sdk::Resource::builder()
+        .with_service_name(config.service_name.clone())
+        .build();
+    Ok(Some(
+        opentelemetry_sdk::metrics::SdkMeterProvider::builder()
+            .with_reader(reader)
+            .with_resource(resource)
+            .build(),
+    ))
+}
+
+/// Installs the global subscriber, the W3C trace-context propagator and, with an OTLP endpoint,
+/// the global meter provider.
 pub fn init(config: &TelemetryConfig) -> Result<TelemetryGuard, TelemetryError> {
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     let provider = tracer_provider(config)?;
     let tracer = provider.tracer(config.service_name.clone());
     opentelemetry::global::set_tracer_provider(provider.clone());
+    let meters = meter_provider(config)?;
+    if let Some(meters) = &meters {
+        opentelemetry::global::set_meter_provider(meters.clone());
+    }
 
     let filter = EnvFilter::try_new(&config.log_filter).unwrap_or_else(|_| EnvFilter::new("info"));
     let fmt = match config.log_format {
@@ -135,7 +173,7 @@ pub fn init(config: &TelemetryConfig) -> Result<TelemetryGuard, TelemetryError> 
         .with(tracing_opentelemetry::layer().with_tracer(tracer))
         .try_init()
         .map_err(|_| TelemetryError::AlreadyInstalled)?;
-    Ok(TelemetryGuard { provider })
+    Ok(TelemetryGuard { provider, meters })
 }
 
 struct HeaderExtractor<'a>(&'a http::HeaderMap);
