@@ -38,10 +38,13 @@ proto-breaking: tools ## Fail if the contracts break compatibility with main.
 		npx --no-install buf breaking --against '.git#branch=main'; \
 	else echo "no main branch to compare with"; fi
 
-tools: node_modules/.package-lock.json ## Install the pinned npm tools (buf).
+tools: node_modules/.bin/buf ## Install the pinned npm tools (buf).
 
-node_modules/.package-lock.json: package.json package-lock.json
-	npm ci --no-audit --no-fund --loglevel=error
+# buf is pinned exactly in package.json and pins its per-platform binary package itself; no lock file,
+# because registry mirrors may not carry every platform's optional package.
+node_modules/.bin/buf: package.json
+	npm install --no-package-lock --no-audit --no-fund --loglevel=error
+	@touch $@
 
 clean-test-dbs: ## Drop the per-test PostgreSQL databases the suite created.
 	@if [ -n "$(TEST_DATABASE_URL)" ] && command -v psql >/dev/null; then \
