@@ -456,10 +456,15 @@ REFUSED: list[tuple[str, dict[str, Any], str]] = [
     ("hook migrations without existing secrets",
      {"migrations": {"strategy": "hook"}, "moduleDefaults": {"database": {"url": "postgres://x@db/x"}}},
      "existingSecret"),
-    ("unknown migration strategy", {"migrations": {"strategy": "manual"}}, "initContainer or hook"),
+    ("unknown migration strategy", {"migrations": {"strategy": "manual"}}, "at '/migrations/strategy'"),
     ("TLS without cert-manager or secrets", {"tls": {"enabled": True, "certManager": {"enabled": False}}},
      "tls.existingSecrets"),
-    ("allowFrom naming no module", {"identity": {"allowFrom": ["billing"]}}, "is not a module"),
+    ("allowFrom naming no module", {"identity": {"allowFrom": ["billing"]}}, "at '/identity/allowFrom/0'"),
+    ("a misspelt setting", {"identity": {"enabled": False, "externl": {"endpoint": "mpi.example:443"}}},
+     "'externl'"),
+    ("a short token secret", {"records": {"tokenSecret": "short"}}, "at '/records/tokenSecret'"),
+    ("a database URL of another kind", {"consent": {"database": {"url": "mysql://db/consent"}}},
+     "at '/consent/database/url'"),
 ]
 
 
@@ -503,6 +508,8 @@ def main() -> int:
             report.check(False, f"[refused] {description}: rendered, but the chart must refuse it")
         except helm.HelmError as e:
             report.check(message in str(e), f"[refused] {description}: failed with {e!s}, expected {message!r}")
+    # The refusals above include the schema's, so the chart's schema must also be what lint checks.
+    report.check((CHART / "values.schema.json").is_file(), "[refused] helm/carerecord/values.schema.json missing")
     print(f"{'ok' if not any(f.startswith('[refused]') for f in report.failures) else 'FAILED':6} "
           f"{len(REFUSED)} invalid values files refused with a message naming the setting")
 
