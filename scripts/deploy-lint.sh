@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Checks deploy/ without a Docker engine (none is needed):
+#   - shellcheck on the scripts that build and check it,
 #   - hadolint on deploy/Dockerfile (any finding fails),
 #   - `docker-compose config` on deploy/compose.yaml: parses it, resolves anchors and merges, and
 #     validates the result against the Compose specification's schema,
@@ -9,6 +10,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/deploy-tools.sh compose
+
+echo "shellcheck scripts/{deploy-tools,deploy-lint,helm-check,docker-dummy-sources}.sh"
+.venv/bin/shellcheck scripts/deploy-tools.sh scripts/deploy-lint.sh scripts/helm-check.sh \
+    scripts/docker-dummy-sources.sh
 
 echo "hadolint deploy/Dockerfile"
 .venv/bin/hadolint --failure-threshold style deploy/Dockerfile

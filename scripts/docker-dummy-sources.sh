@@ -3,8 +3,8 @@
 # `cargo build --workspace` compiles all third-party dependencies (build-dependencies too) before
 # our own code is copied in: deploy/Dockerfile's cached dependency layer.
 #
-# For each crate: an empty src/lib.rs, `fn main() {}` for every declared [[bin]], [[bench]], [[test]]
-# and [[example]] target (at its `path`, or cargo's default for its `name`), and a no-op build.rs when
+# For each crate: an empty src/lib.rs, `fn main() {}` for every declared [lib], [[bin]], [[bench]],
+# [[test]] and [[example]] target (at its `path`, or cargo's default for its `name`), and a no-op build.rs when
 # the crate has [build-dependencies]. Run from the workspace root: scripts/docker-dummy-sources.sh
 set -eu
 
@@ -17,6 +17,7 @@ for manifest in crates/*/Cargo.toml; do
         function flush() {
             if (kind == "") return
             if (path == "") {
+                if (kind == "lib")     path = "src/lib.rs"
                 if (kind == "bin")     path = (name == "" ? "src/main.rs" : "src/bin/" name ".rs")
                 if (kind == "bench")   path = "benches/" name ".rs"
                 if (kind == "test")    path = "tests/" name ".rs"
@@ -27,6 +28,7 @@ for manifest in crates/*/Cargo.toml; do
         }
         /^[[:space:]]*\[/ {
             flush()
+            if ($0 ~ /^[[:space:]]*\[lib\]/) kind = "lib"
             if ($0 ~ /^[[:space:]]*\[\[(bin|bench|test|example)\]\]/) {
                 kind = $0; gsub(/[][[:space:]]/, "", kind)
             }
