@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Checks deploy/ without a Docker engine (none is needed):
 #   - shellcheck on the scripts that build and check it,
-#   - hadolint on deploy/Dockerfile (any finding fails),
+#   - hadolint on deploy/Dockerfile (any finding fails), and every crate's manifest in its
+#     dependency layer,
 #   - `docker-compose config` on deploy/compose.yaml: parses it, resolves anchors and merges, and
 #     validates the result against the Compose specification's schema,
 #   - the OpenTelemetry collector config: every pipeline names receivers, processors and exporters
@@ -17,6 +18,14 @@ echo "shellcheck scripts/{deploy-tools,deploy-lint,helm-check,docker-dummy-sourc
 
 echo "hadolint deploy/Dockerfile"
 .venv/bin/hadolint --failure-threshold style deploy/Dockerfile
+
+# The dependency layer copies each crate's manifest by name: a new crate needs its line.
+for manifest in crates/*/Cargo.toml; do
+    if ! grep -qx "COPY $manifest $manifest" deploy/Dockerfile; then
+        echo "deploy/Dockerfile: add 'COPY $manifest $manifest' to the dependency layer" >&2
+        exit 1
+    fi
+done
 
 echo "docker-compose config deploy/compose.yaml"
 .venv/bin/docker-compose -f deploy/compose.yaml config --quiet
