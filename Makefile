@@ -7,7 +7,7 @@ CARGO ?= cargo
 TEST_DATABASE_URL ?=
 export TEST_DATABASE_URL
 
-.PHONY: help run test bench lint fmt clippy proto-lint proto-breaking tools clean-test-dbs
+.PHONY: help run test bench lint fmt clippy proto-lint proto-breaking tools clean-test-dbs helm-check deploy-lint
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -37,6 +37,12 @@ proto-breaking: tools ## Fail if the contracts break compatibility with main.
 	@if git rev-parse --verify --quiet main >/dev/null; then \
 		npx --no-install buf breaking --against '.git#branch=main'; \
 	else echo "no main branch to compare with"; fi
+
+helm-check: ## Lint, render and schema-validate the Helm chart with its three values files.
+	scripts/helm-check.sh
+
+deploy-lint: ## hadolint the Dockerfile, validate compose.yaml and the OTel collector config (no engine).
+	scripts/deploy-lint.sh
 
 tools: node_modules/.bin/buf ## Install the pinned npm tools (buf).
 
