@@ -166,6 +166,9 @@ pub struct ServerConfig {
     pub max_message_bytes: usize,
     /// `CARERECORD_SHUTDOWN_GRACE`: how long in-flight calls may drain after a shutdown signal.
     pub shutdown_grace: Duration,
+    /// `CARERECORD_HEALTH_LISTEN_ADDR`: an extra plaintext listener serving only grpc.health.v1, for
+    /// probes that cannot speak TLS.
+    pub health_listen_addr: Option<SocketAddr>,
     /// `CARERECORD_TLS_*`: serve TLS (and require client certificates) when set.
     pub tls: Option<crate::tls::ServerTls>,
 }
@@ -187,6 +190,12 @@ impl ServerConfig {
             )?,
             shutdown_grace: env
                 .duration_or("CARERECORD_SHUTDOWN_GRACE", Self::DEFAULT_SHUTDOWN_GRACE)?,
+            health_listen_addr: match env.get("CARERECORD_HEALTH_LISTEN_ADDR") {
+                None => None,
+                Some(raw) => Some(raw.parse().map_err(|e: std::net::AddrParseError| {
+                    ConfigError::invalid("CARERECORD_HEALTH_LISTEN_ADDR", raw, e.to_string())
+                })?),
+            },
             tls: crate::tls::ServerTls::from_env(env)?,
         })
     }

@@ -37,6 +37,8 @@ pub struct GrpcServer {
     served: Vec<&'static str>,
     descriptor_sets: Vec<&'static [u8]>,
     health: HealthReporter,
+    // A plaintext listener serving only health, for probes that cannot speak TLS (Kubernetes' gRPC probes).
+    health_only: Option<(TcpListener, RoutesBuilder)>,
     metrics: crate::metrics::RedMetricsLayer,
 }
 
@@ -52,6 +54,17 @@ impl GrpcServer {
             .map_err(|source| ServeError::Bind { addr, source })?;
         let (health, health_service) = tonic_health::server::health_reporter();
         let mut routes = RoutesBuilder::default();
+        let health_only = match config.health_listen_addr {
+            Some(addr) => {
+                let listener = TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| ServeError::Bind { addr, source })?;
+                let mut health_routes = RoutesBuilder::default();
+                health_routes.add_service(health_service.clone());
+                Some((listener, health_routes))
+            }
+            None => None,
+        };
         routes.add_service(health_service);
         Ok(GrpcServer {
             config: config.clone(),
@@ -61,6 +74,7 @@ impl GrpcServer {
             served: Vec::new(),
             descriptor_sets: vec![tonic_health::pb::FILE_DESCRIPTOR_SET],
             health,
+            health_only,
             metrics: crate::metrics::RedMetricsLayer::new(&opentelemetry::global::meter(
                 "carerecord",
             )),
@@ -111,6 +125,7 @@ impl GrpcServer {
             served,
             descriptor_sets,
             health,
+            health_only,
             metrics,
         } = self;
 
@@ -146,6 +161,23 @@ impl GrpcServer {
                 stop_accepting.clone().cancelled_owned(),
             );
         tracing::info!(addr = %local_addr, services = ?served, "serving");
+        if let Some((listener, health_routes)) = health_only {
+            let addr = listener.local_addr().ok();
+            let stop = stop_accepting.clone();
+            tracing::info!(addr = ?addr, "serving plaintext health for probes");
+            tokio::spawn(async move {
+                let result = tonic::transport::Server::builder()
+                    .add_routes(health_routes.routes())
+                    .serve_with_incoming_shutdown(
+                        TcpListenerStream::new(listener),
+                        stop.cancelled_owned(),
+                    )
+                    .await;
+                if let Err(e) = result {
+                    tracing::error!(error = %e, "health listener failed");
+                }
+            });
+        }
         tokio::pin!(server);
 
         tokio::select! {

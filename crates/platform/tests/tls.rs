@@ -42,9 +42,17 @@ fn pki() -> Pki {
 }
 
 async fn start(tls: ServerTls) -> (String, CancellationToken) {
+    start_with_health(tls, None).await
+}
+
+async fn start_with_health(
+    tls: ServerTls,
+    health_addr: Option<std::net::SocketAddr>,
+) -> (String, CancellationToken) {
     let mut config =
         ServerConfig::from_env(&Env::default(), "127.0.0.1:0".parse().unwrap()).unwrap();
     config.tls = Some(tls);
+    config.health_listen_addr = health_addr;
     let server = GrpcServer::bind(&config).await.unwrap();
     let url = format!("https://localhost:{}", server.local_addr().port());
     let shutdown = CancellationToken::new();
@@ -167,4 +175,24 @@ fn tls_settings_from_env_are_checked() {
         )
         .is_err()
     );
+}
+
+#[tokio::test]
+async fn probes_get_plaintext_health_beside_mutual_tls() {
+    let pki = pki();
+    // Reserve a free port for the health listener.
+    let health_addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let tls = ServerTls::new(&pki.server.0, &pki.server.1, Some(pki.ca_pem.as_bytes()));
+    let (url, shutdown) = start_with_health(tls, Some(health_addr)).await;
+    check(&format!("http://{health_addr}"), ClientTls::default())
+        .await
+        .expect("plaintext health for probes");
+    assert!(
+        check(&url, ClientTls::default()).await.is_err(),
+        "the API port still demands TLS"
+    );
+    shutdown.cancel();
 }
