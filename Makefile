@@ -17,8 +17,8 @@ run: ## Start all four services locally on SQLite under ./data (Ctrl-C stops the
 
 test: ## Run every test: SQLite always, PostgreSQL too when TEST_DATABASE_URL is set.
 	@if [ -n "$(TEST_DATABASE_URL)" ]; then echo "testing on SQLite and PostgreSQL"; else echo "testing on SQLite only (set TEST_DATABASE_URL for PostgreSQL)"; fi
-	$(CARGO) test --workspace --no-fail-fast
 	@$(MAKE) --no-print-directory clean-test-dbs
+	$(CARGO) test --workspace --no-fail-fast
 
 bench: ## Benchmarks: quality and speed figures, each against a baseline measured in the same run.
 	TEST_DATABASE_URL="$${TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test}" $(CARGO) bench --workspace
@@ -52,9 +52,9 @@ node_modules/.bin/buf: package.json
 	npm install --no-package-lock --no-audit --no-fund --loglevel=error
 	@touch $@
 
-clean-test-dbs: ## Drop the per-test PostgreSQL databases the suite created.
+clean-test-dbs: ## Drop per-test PostgreSQL databases older than an hour (never a running suite's).
 	@if [ -n "$(TEST_DATABASE_URL)" ] && command -v psql >/dev/null; then \
-		for db in $$(psql "$(TEST_DATABASE_URL)" -Atc "SELECT datname FROM pg_database WHERE datname LIKE 'carerecord\_test\_%'"); do \
-			psql "$(TEST_DATABASE_URL)" -qc "DROP DATABASE IF EXISTS $$db WITH (FORCE)" >/dev/null; \
+		for db in $$(psql "$(TEST_DATABASE_URL)" -Atc "SELECT datname FROM pg_database WHERE datname ~ '^carerecord_test_[0-9]+_' AND split_part(datname, '_', 3)::bigint < extract(epoch FROM now()) - 3600"); do \
+			psql "$(TEST_DATABASE_URL)" -qc "DROP DATABASE IF EXISTS $$db WITH (FORCE)" >/dev/null || true; \
 		done; \
 	fi
