@@ -46,7 +46,12 @@ pub(crate) use fail;
 /// Fails the current test unless the condition holds.
 macro_rules! ensure {
     ($cond:expr, $($arg:tt)*) => {
-        if !$cond { $crate::harness::fail!($($arg)*); }
+        {
+            let holds: bool = $cond;
+            if !holds {
+                $crate::harness::fail!($($arg)*);
+            }
+        }
     };
 }
 pub(crate) use ensure;
@@ -259,6 +264,19 @@ pub(crate) fn has_violation_under(status: &Status, prefix: &str) -> TestResult {
     ensure!(
         br.field_violations.iter().any(|v| matches(&v.field)),
         "expected a field violation under `{prefix}`, got {}",
+        describe(status)
+    );
+    Ok(())
+}
+
+/// Requires a google.rpc.BadRequest with at least one violation, where the contract does not
+/// name the field.
+pub(crate) fn has_bad_request(status: &Status) -> TestResult {
+    ensure!(
+        details(status)
+            .bad_request()
+            .is_some_and(|br| !br.field_violations.is_empty()),
+        "expected google.rpc.BadRequest, got {}",
         describe(status)
     );
     Ok(())
