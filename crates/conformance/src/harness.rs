@@ -133,14 +133,16 @@ pub struct Leftovers {
 pub struct Ctx {
     pub(crate) channel: Channel,
     pub(crate) auth: Auth,
+    pub(crate) options: Arc<crate::Options>,
     leftovers: Arc<Mutex<Leftovers>>,
 }
 
 impl Ctx {
-    pub(crate) fn new(channel: Channel, auth: Auth) -> Self {
+    pub(crate) fn new(channel: Channel, auth: Auth, options: Arc<crate::Options>) -> Self {
         Ctx {
             channel,
             auth,
+            options,
             leftovers: Arc::default(),
         }
     }
@@ -158,6 +160,34 @@ impl Ctx {
         let ids = leftovers.created.entry(kind.to_owned()).or_default();
         if !ids.iter().any(|known| known == id) {
             ids.push(id.to_owned());
+        }
+    }
+
+    /// A context for another module's endpoint of the same deployment (to seed test data),
+    /// without a token: modules behind data access authenticate their callers otherwise.
+    pub(crate) async fn for_endpoint(&self, endpoint: &str) -> TestResult<Ctx> {
+        match crate::connect(endpoint, self.options.ca_certificate_pem.as_deref()).await {
+            Ok(channel) => Ok(Ctx::new(channel, Auth(None), self.options.clone())),
+            Err(e) => fail!("{e}"),
+        }
+    }
+
+    /// Adds what a context for another endpoint left behind to this run's ledger.
+    pub(crate) fn absorb(&self, other: &Ctx) {
+        let theirs = other.leftovers();
+        let mut ours = self.lock();
+        for p in theirs.patients {
+            if !ours.patients.contains(&p) {
+                ours.patients.push(p);
+            }
+        }
+        for (kind, ids) in theirs.created {
+            let entry = ours.created.entry(kind).or_default();
+            for id in ids {
+                if !entry.contains(&id) {
+                    entry.push(id);
+                }
+            }
         }
     }
 

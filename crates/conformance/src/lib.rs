@@ -106,7 +106,17 @@ pub struct Options {
     /// `Patient.r` or any record read (for example `user/Encounter.c`); the PERMISSION_DENIED
     /// tests are skipped without it.
     pub unscoped_token: Option<String>,
-    /// PEM CA certificate(s) to trust for an `https://` endpoint.
+    /// Access only: the deployment's identity endpoint; the kit registers a test patient there.
+    /// Tests reading a patient's record are skipped without it and `records_endpoint`.
+    pub identity_endpoint: Option<String>,
+    /// Access only: the deployment's record hosting endpoint, to store the test patient's records.
+    pub records_endpoint: Option<String>,
+    /// Access only: the deployment's consent endpoint, to record a refusal (CONSENT_DENIED test).
+    pub consent_endpoint: Option<String>,
+    /// Access only: a registered project approved for HRESCH for this token's organisation and
+    /// client; the extract and aggregate tests are skipped without it.
+    pub project_id: Option<String>,
+    /// PEM CA certificate(s) to trust for an `https://` endpoint (all endpoints).
     pub ca_certificate_pem: Option<Vec<u8>>,
     /// Only run tests whose id starts with one of these prefixes; empty runs every test.
     pub only: Vec<String>,
@@ -119,6 +129,10 @@ impl Default for Options {
         Options {
             token: None,
             unscoped_token: None,
+            identity_endpoint: None,
+            records_endpoint: None,
+            consent_endpoint: None,
+            project_id: None,
             ca_certificate_pem: None,
             only: Vec::new(),
             test_timeout: Duration::from_secs(60),
@@ -142,6 +156,13 @@ pub fn catalogue(module: Module) -> Vec<Case> {
 pub async fn run(module: Module, endpoint: &str, options: Options) -> Report {
     let started = Instant::now();
     let mut report = Report::new(module, endpoint);
+    if module == Module::Access && options.token.is_none() {
+        report.setup_error = Some(
+            "the access module needs a bearer token of the deployment (--token), with scopes covering every read"
+                .to_owned(),
+        );
+        return report;
+    }
     let auth = match bearer(options.token.as_deref()) {
         Ok(auth) => auth,
         Err(message) => {
@@ -157,7 +178,7 @@ pub async fn run(module: Module, endpoint: &str, options: Options) -> Report {
         }
     };
     let options = Arc::new(options);
-    let ctx = harness::Ctx::new(channel, auth);
+    let ctx = harness::Ctx::new(channel, auth, options.clone());
     for case in catalogue(module) {
         if !options.only.is_empty() && !options.only.iter().any(|p| case.id.starts_with(p)) {
             continue;
@@ -198,7 +219,7 @@ pub(crate) fn bearer(token: Option<&str>) -> Result<harness::Auth, String> {
     }
 }
 
-async fn connect(
+pub(crate) async fn connect(
     endpoint: &str,
     ca_pem: Option<&[u8]>,
 ) -> Result<tonic::transport::Channel, String> {

@@ -947,7 +947,7 @@ async fn update_invalid(ctx: Ctx) -> TestResult {
             Code::InvalidArgument,
             &format!("UpdateConsentDirective(update_mask {paths:?})"),
         )?;
-        has_violation(&status, "update_mask")?;
+        has_violation_under(&status, "update_mask")?;
     }
     let mut no_mask = update_request(active.clone(), &active.etag, &[]);
     no_mask.update_mask = None;

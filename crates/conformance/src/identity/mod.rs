@@ -36,6 +36,23 @@ pub(crate) fn client(ctx: &Ctx) -> Client {
         .max_decoding_message_size(16 << 20)
 }
 
+/// Requires ErrorInfo with domain `carerecord.identity.v1` (as the contract's conventions say)
+/// and `reason`.
+pub(crate) fn has_reason(
+    status: &tonic::Status,
+    reason: &str,
+) -> TestResult<tonic_types::ErrorInfo> {
+    let info = crate::harness::has_reason(status, reason)?;
+    if info.domain != "carerecord.identity.v1" {
+        fail!(
+            "ErrorInfo domain must be carerecord.identity.v1, got {:?} ({})",
+            info.domain,
+            crate::harness::describe(status)
+        );
+    }
+    Ok(info)
+}
+
 pub(crate) fn requester() -> Requester {
     Requester {
         user_id: "conformance-kit".into(),

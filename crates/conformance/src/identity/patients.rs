@@ -13,13 +13,14 @@ use carerecord_contracts::identity::v1::{
 use prost_types::FieldMask;
 use tonic::Code;
 
+use super::has_reason;
 use super::{
     LOCAL_SYSTEM, NHS_SYSTEM, RESOURCE_TYPE, bad_check_digit, client, create, create_request,
     local_id, new_patient, nhs_number, requester,
 };
 use crate::harness::{
-    Case, Ctx, TestResult, describe, ensure, ensure_eq, err, fail, has_precondition, has_reason,
-    has_resource, has_violation, has_violation_under, ok,
+    Case, Ctx, TestResult, describe, ensure, ensure_eq, err, fail, has_precondition, has_resource,
+    has_violation, has_violation_under, ok,
 };
 
 pub(super) fn cases() -> Vec<Case> {
@@ -833,23 +834,25 @@ async fn update_basics(ctx: Ctx) -> TestResult {
 
 async fn update_stale(ctx: Ctx) -> TestResult {
     let v1 = create(&ctx, new_patient()).await?;
+    // new_patient() is female: a change to male is a real write.
     let v2 = update(
         &ctx,
         Patient {
             patient_id: v1.patient_id.clone(),
-            gender: 2,
+            gender: 1,
             ..Default::default()
         },
         &v1.etag,
         &["gender"],
     )
     .await?;
+    ensure_eq!(v2.version, 2, "version after a real change");
     let status = err(
         client(&ctx)
             .update_patient(update_request(
                 Patient {
                     patient_id: v1.patient_id.clone(),
-                    gender: 1,
+                    gender: 3,
                     ..Default::default()
                 },
                 &v1.etag,
@@ -890,7 +893,7 @@ async fn update_invalid(ctx: Ctx) -> TestResult {
             Code::InvalidArgument,
             &format!("UpdatePatient(update_mask {paths:?})"),
         )?;
-        has_violation(&status, "update_mask")?;
+        has_violation_under(&status, "update_mask")?;
     }
     let mut no_mask = update_request(v1.clone(), &v1.etag, &["gender"]);
     no_mask.update_mask = None;
