@@ -3,6 +3,8 @@
 //! ```sh
 //! cargo run -p carerecord-conformance --example run -- records http://127.0.0.1:50052 \
 //!     [--token T] [--unscoped-token T] [--only REC-LIST] [--report out.md|out.xml]
+//!     [--identity-endpoint URL] [--records-endpoint URL] [--consent-endpoint URL]
+//!     [--project ID] [--ca-cert ca.pem]
 //! ```
 //!
 //! Prints the summary and every failure; exits 1 unless the implementation conforms.
@@ -35,6 +37,17 @@ async fn main() -> ExitCode {
             ("--token", Some(v)) => options.token = Some(v),
             ("--unscoped-token", Some(v)) => options.unscoped_token = Some(v),
             ("--only", Some(v)) => options.only.push(v),
+            ("--identity-endpoint", Some(v)) => options.identity_endpoint = Some(v),
+            ("--records-endpoint", Some(v)) => options.records_endpoint = Some(v),
+            ("--consent-endpoint", Some(v)) => options.consent_endpoint = Some(v),
+            ("--project", Some(v)) => options.project_id = Some(v),
+            ("--ca-cert", Some(v)) => match std::fs::read(&v) {
+                Ok(pem) => options.ca_certificate_pem = Some(pem),
+                Err(e) => {
+                    eprintln!("cannot read {v}: {e}");
+                    return ExitCode::from(2);
+                }
+            },
             ("--report", Some(v)) => report_path = Some(v),
             (other, _) => {
                 eprintln!("unknown or incomplete option {other}");
