@@ -240,3 +240,72 @@ pub(crate) async fn connect(
         .await
         .map_err(|e| format!("cannot connect to {endpoint}: {e}"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn catalogue_ids_are_unique_stable_and_explained() {
+        let prefixes = [
+            (Module::Identity, "ID-"),
+            (Module::Records, "REC-"),
+            (Module::Consent, "CON-"),
+            (Module::Access, "ACC-"),
+        ];
+        let mut all = std::collections::BTreeSet::new();
+        for (module, prefix) in prefixes {
+            let cases = catalogue(module);
+            assert!(!cases.is_empty(), "{module} has no tests");
+            for case in &cases {
+                assert!(
+                    case.id.starts_with(prefix),
+                    "{} is not a {module} id",
+                    case.id
+                );
+                assert!(
+                    case.id.split('-').count() == 3
+                        && case
+                            .id
+                            .rsplit('-')
+                            .next()
+                            .is_some_and(|n| n.chars().all(|c| c.is_ascii_digit())),
+                    "{} is not <MODULE>-<AREA>-<NUMBER>",
+                    case.id
+                );
+                assert!(
+                    !case.title.trim().is_empty(),
+                    "{} has no explanation",
+                    case.id
+                );
+                assert!(all.insert(case.id.clone()), "{} is used twice", case.id);
+            }
+        }
+    }
+
+    #[test]
+    fn module_names_round_trip() {
+        for m in Module::ALL {
+            assert_eq!(m.name().parse::<Module>(), Ok(m));
+            assert!(
+                m.service()
+                    .starts_with(&format!("carerecord.{}.v1.", m.name()))
+            );
+        }
+        assert!("billing".parse::<Module>().is_err());
+    }
+
+    #[tokio::test]
+    async fn the_access_kit_needs_a_token_and_bad_endpoints_are_reported() {
+        let report = run(Module::Access, "http://127.0.0.1:9", Options::default()).await;
+        assert!(report.setup_error.is_some_and(|e| e.contains("--token")));
+        let report = run(Module::Records, "not a url", Options::default()).await;
+        assert!(!report.passed() && report.setup_error.is_some());
+        let report = run(Module::Records, "https://127.0.0.1:9", Options::default()).await;
+        assert!(
+            report
+                .setup_error
+                .is_some_and(|e| e.contains("CA certificate"))
+        );
+    }
+}
