@@ -1,0 +1,548 @@
+//! The tamper-evident audit log: signed tree heads, keys, RFC 6962 inclusion and consistency
+//! proofs (verified by the kit with RFC 9162's algorithms), leaf contents, VerifyAuditLog.
+
+use carerecord_contracts::access::v1::{
+    AuditAction, AuditLeaf, AuditOutcome, GetAuditPublicKeyRequest, GetConsistencyProofRequest,
+    GetInclusionProofRequest, GetSignedTreeHeadRequest, ListAuditEntriesRequest, SignedTreeHead,
+    TreeHeadToSign, VerifyAuditLogRequest,
+};
+use prost::Message;
+use sha2::{Digest, Sha256};
+use tonic::Code;
+
+use super::merkle::{Hash, leaf_hash, to_hash, verify_consistency, verify_inclusion};
+use super::{audited, by_id, client, find, has_reason};
+use crate::harness::{
+    Case, Ctx, Fail, TestResult, describe, ensure, ensure_eq, err, fail, has_resource,
+    has_violation_under, ok,
+};
+
+pub(super) fn cases() -> Vec<Case> {
+    vec![
+        Case::new(
+            "ACC-LOG-001",
+            "The latest signed tree head covers every entry appended before the call and its Ed25519 signature verifies with the key its key_id names",
+            tree_head,
+        ),
+        Case::new(
+            "ACC-LOG-002",
+            "A consistency proof between two heads verifies (RFC 9162 §2.1.4.2): the earlier log is a prefix of the later",
+            consistency,
+        ),
+        Case::new(
+            "ACC-LOG-003",
+            "An audited call's audit_index has an inclusion proof that verifies (RFC 9162 §2.1.3.2) against a signed head",
+            inclusion,
+        ),
+        Case::new(
+            "ACC-LOG-004",
+            "The audit entry of a refused lookup records it: entry_id, action FIND_PATIENT, outcome FAILED, status 5, reason PATIENT_NOT_FOUND; leaf decodes leaf_data",
+            leaf_contents,
+        ),
+        Case::new(
+            "ACC-LOG-005",
+            "A head for an earlier tree size is signed and consistent with the latest",
+            earlier_head,
+        ),
+        Case::new(
+            "ACC-LOG-006",
+            "Audit errors: tree size beyond the log -> OUT_OF_RANGE TREE_SIZE_OUT_OF_RANGE; negative sizes, leaf not below the size, first size 0, malformed key_id -> INVALID_ARGUMENT; unknown key -> NOT_FOUND KEY_NOT_FOUND",
+            audit_errors,
+        ),
+        Case::new(
+            "ACC-LOG-007",
+            "VerifyAuditLog reports ok with a genuine trusted head and not ok with an altered one",
+            verify_log,
+        ),
+    ]
+}
+
+/// Makes one audited call (a lookup of an unknown patient) and returns its audit index and entry id.
+async fn audited_call(ctx: &Ctx) -> TestResult<(i64, String)> {
+    let id = uuid::Uuid::new_v4().to_string();
+    let status = err(
+        client(ctx).find_patient(find(by_id(&id), "TREAT")).await,
+        Code::NotFound,
+        "FindPatient(unknown patient)",
+    )?;
+    let metadata = has_reason(&status, "PATIENT_NOT_FOUND")?;
+    let index = audited(&metadata)?;
+    Ok((
+        index,
+        metadata.get("audit_entry_id").cloned().unwrap_or_default(),
+    ))
+}
+
+async fn head(ctx: &Ctx, size: i64) -> TestResult<SignedTreeHead> {
+    match ok(
+        client(ctx)
+            .get_signed_tree_head(GetSignedTreeHeadRequest { tree_size: size })
+            .await,
+        "GetSignedTreeHead",
+    )?
+    .tree_head
+    {
+        Some(h) => Ok(h),
+        None => fail!("GetSignedTreeHead: no tree_head"),
+    }
+}
+
+fn root(h: &SignedTreeHead) -> TestResult<Hash> {
+    match to_hash(&h.root_hash) {
+        Some(r) => Ok(r),
+        None => fail!("root_hash must be 32 bytes, got {}", h.root_hash.len()),
+    }
+}
+
+/// Verifies a head's signature with the key its key_id names (fetched by key_id).
+async fn verify_head(ctx: &Ctx, h: &SignedTreeHead) -> TestResult {
+    root(h)?;
+    let key = ok(
+        client(ctx)
+            .get_audit_public_key(GetAuditPublicKeyRequest {
+                key_id: h.key_id.clone(),
+            })
+            .await,
+        "GetAuditPublicKey",
+    )?
+    .key;
+    let Some(key) = key else {
+        fail!("GetAuditPublicKey: no key")
+    };
+    ensure_eq!(key.algorithm, "Ed25519", "algorithm");
+    ensure_eq!(
+        hex::encode(Sha256::digest(&key.public_key)),
+        h.key_id,
+        "key_id is the SHA-256 of the public key"
+    );
+    let Ok(bytes) = <[u8; 32]>::try_from(key.public_key.as_slice()) else {
+        fail!("the public key must be 32 bytes")
+    };
+    let Ok(verifying) = ed25519_dalek::VerifyingKey::from_bytes(&bytes) else {
+        fail!("the public key is not a valid Ed25519 point")
+    };
+    let Ok(sig) = ed25519_dalek::Signature::from_slice(&h.signature) else {
+        fail!("the signature must be 64 bytes, got {}", h.signature.len())
+    };
+    let message = TreeHeadToSign {
+        log_id: h.log_id.clone(),
+        tree_size: h.tree_size,
+        root_hash: h.root_hash.clone(),
+        timestamp: h.timestamp,
+        key_id: h.key_id.clone(),
+    }
+    .encode_to_vec();
+    ensure!(
+        verifying.verify_strict(&message, &sig).is_ok(),
+        "the tree head's signature does not verify over the canonical TreeHeadToSign (tree_size {})",
+        h.tree_size
+    );
+    Ok(())
+}
+
+async fn tree_head(ctx: Ctx) -> TestResult {
+    let (index, _) = audited_call(&ctx).await?;
+    let h = head(&ctx, 0).await?;
+    ensure!(
+        h.tree_size > index,
+        "the latest head (size {}) must cover entry {index}, appended before the call",
+        h.tree_size
+    );
+    ensure!(!h.log_id.is_empty(), "log_id must be set");
+    ensure!(h.timestamp.is_some(), "timestamp must be set");
+    verify_head(&ctx, &h).await?;
+    let current = ok(
+        client(&ctx)
+            .get_audit_public_key(GetAuditPublicKeyRequest {
+                key_id: String::new(),
+            })
+            .await,
+        "GetAuditPublicKey(current)",
+    )?
+    .key;
+    ensure!(
+        current.is_some_and(|k| k.valid_until.is_none() && k.public_key.len() == 32),
+        "the current key has no valid_until and 32 bytes"
+    );
+    Ok(())
+}
+
+async fn consistency(ctx: Ctx) -> TestResult {
+    audited_call(&ctx).await?;
+    let first = head(&ctx, 0).await?;
+    audited_call(&ctx).await?;
+    audited_call(&ctx).await?;
+    let second = head(&ctx, 0).await?;
+    ensure!(
+        second.tree_size > first.tree_size,
+        "two audited calls must grow the log"
+    );
+    let proof = ok(
+        client(&ctx)
+            .get_consistency_proof(GetConsistencyProofRequest {
+                first_tree_size: first.tree_size,
+                second_tree_size: second.tree_size,
+            })
+            .await,
+        "GetConsistencyProof",
+    )?;
+    ensure_eq!(
+        (proof.first_tree_size, proof.second_tree_size),
+        (first.tree_size, second.tree_size),
+        "sizes"
+    );
+    let Some(h2) = proof.second_tree_head else {
+        fail!("no second_tree_head")
+    };
+    ensure_eq!(
+        (h2.tree_size, h2.root_hash.clone()),
+        (second.tree_size, second.root_hash.clone()),
+        "second_tree_head commits to the same tree as the latest head"
+    );
+    verify_head(&ctx, &h2).await?;
+    let path: Option<Vec<Hash>> = proof.proof.iter().map(|p| to_hash(p)).collect();
+    let Some(path) = path else {
+        fail!("proof hashes must be 32 bytes")
+    };
+    ensure!(
+        verify_consistency(
+            first.tree_size as u64,
+            second.tree_size as u64,
+            &root(&first)?,
+            &root(&second)?,
+            &path
+        ),
+        "the consistency proof from {} to {} does not verify",
+        first.tree_size,
+        second.tree_size
+    );
+    // Same sizes: empty proof.
+    let same = ok(
+        client(&ctx)
+            .get_consistency_proof(GetConsistencyProofRequest {
+                first_tree_size: first.tree_size,
+                second_tree_size: first.tree_size,
+            })
+            .await,
+        "GetConsistencyProof(equal sizes)",
+    )?;
+    ensure!(
+        same.proof.is_empty(),
+        "a proof between equal sizes is empty"
+    );
+    Ok(())
+}
+
+/// The leaf data of entry `index`, when this token may list audit entries.
+async fn leaf_data(
+    ctx: &Ctx,
+    index: i64,
+) -> TestResult<carerecord_contracts::access::v1::AuditEntry> {
+    let request = ListAuditEntriesRequest {
+        start_index: index,
+        tree_size: index + 1,
+        page_size: 1,
+        page_token: String::new(),
+    };
+    match client(ctx).list_audit_entries(request).await {
+        Ok(r) => match r.into_inner().entries.into_iter().next() {
+            Some(e) => Ok(e),
+            None => fail!("ListAuditEntries: entry {index} missing"),
+        },
+        Err(st) if st.code() == Code::PermissionDenied => Err(Fail::Skipped(format!(
+            "the token may not list audit entries ({})",
+            describe(&st)
+        ))),
+        Err(st) => fail!("ListAuditEntries: expected OK, got {}", describe(&st)),
+    }
+}
+
+async fn inclusion(ctx: Ctx) -> TestResult {
+    let (index, _) = audited_call(&ctx).await?;
+    let proof = ok(
+        client(&ctx)
+            .get_inclusion_proof(GetInclusionProofRequest {
+                leaf_index: index,
+                tree_size: 0,
+            })
+            .await,
+        "GetInclusionProof",
+    )?;
+    ensure_eq!(proof.leaf_index, index, "leaf_index");
+    let Some(h) = proof.tree_head else {
+        fail!("no tree_head")
+    };
+    ensure_eq!(
+        h.tree_size,
+        proof.tree_size,
+        "the head's size is the proof's"
+    );
+    verify_head(&ctx, &h).await?;
+    let path: Option<Vec<Hash>> = proof.audit_path.iter().map(|p| to_hash(p)).collect();
+    let Some(path) = path else {
+        fail!("audit path hashes must be 32 bytes")
+    };
+    let entry = leaf_data(&ctx, index).await?;
+    ensure_eq!(entry.index, index, "entry index");
+    ensure!(
+        verify_inclusion(
+            index as u64,
+            proof.tree_size as u64,
+            leaf_hash(&entry.leaf_data),
+            &path,
+            &root(&h)?
+        ),
+        "the inclusion proof of entry {index} in a tree of {} does not verify",
+        proof.tree_size
+    );
+    Ok(())
+}
+
+async fn leaf_contents(ctx: Ctx) -> TestResult {
+    let (index, entry_id) = audited_call(&ctx).await?;
+    let entry = leaf_data(&ctx, index).await?;
+    let Ok(leaf) = AuditLeaf::decode(entry.leaf_data.as_slice()) else {
+        fail!("leaf_data does not decode as an AuditLeaf")
+    };
+    ensure_eq!(
+        entry.leaf.as_ref(),
+        Some(&leaf),
+        "AuditEntry.leaf is leaf_data decoded"
+    );
+    ensure_eq!(leaf.entry_id, entry_id, "entry_id");
+    ensure_eq!(leaf.action, AuditAction::FindPatient as i32, "action");
+    ensure_eq!(leaf.outcome, AuditOutcome::Failed as i32, "outcome");
+    ensure_eq!(leaf.status_code, Code::NotFound as i32, "status_code");
+    ensure_eq!(leaf.error_reason, "PATIENT_NOT_FOUND", "error_reason");
+    ensure_eq!(leaf.purpose_of_use, "TREAT", "purpose_of_use");
+    ensure!(
+        leaf.time.is_some() && leaf.requester.is_some(),
+        "time and requester are recorded"
+    );
+    ensure!(
+        leaf.trace_id.len() == 32
+            && leaf
+                .trace_id
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)),
+        "trace_id is 32 lower-case hex characters, got {:?}",
+        leaf.trace_id
+    );
+    Ok(())
+}
+
+async fn earlier_head(ctx: Ctx) -> TestResult {
+    audited_call(&ctx).await?;
+    audited_call(&ctx).await?;
+    let latest = head(&ctx, 0).await?;
+    let earlier = head(&ctx, latest.tree_size - 1).await?;
+    ensure_eq!(
+        earlier.tree_size,
+        latest.tree_size - 1,
+        "tree_size of the earlier head"
+    );
+    verify_head(&ctx, &earlier).await?;
+    let proof = ok(
+        client(&ctx)
+            .get_consistency_proof(GetConsistencyProofRequest {
+                first_tree_size: earlier.tree_size,
+                second_tree_size: latest.tree_size,
+            })
+            .await,
+        "GetConsistencyProof",
+    )?;
+    let path: Option<Vec<Hash>> = proof.proof.iter().map(|p| to_hash(p)).collect();
+    let Some(path) = path else {
+        fail!("proof hashes must be 32 bytes")
+    };
+    ensure!(
+        verify_consistency(
+            earlier.tree_size as u64,
+            latest.tree_size as u64,
+            &root(&earlier)?,
+            &root(&latest)?,
+            &path
+        ),
+        "the earlier head is not consistent with the latest"
+    );
+    Ok(())
+}
+
+async fn audit_errors(ctx: Ctx) -> TestResult {
+    audited_call(&ctx).await?;
+    let size = head(&ctx, 0).await?.tree_size;
+    let beyond = size + 1_000_000;
+    let status = err(
+        client(&ctx)
+            .get_signed_tree_head(GetSignedTreeHeadRequest { tree_size: beyond })
+            .await,
+        Code::OutOfRange,
+        "GetSignedTreeHead(beyond the log)",
+    )?;
+    has_reason(&status, "TREE_SIZE_OUT_OF_RANGE")?;
+    let status = err(
+        client(&ctx)
+            .get_inclusion_proof(GetInclusionProofRequest {
+                leaf_index: 0,
+                tree_size: beyond,
+            })
+            .await,
+        Code::OutOfRange,
+        "GetInclusionProof(tree beyond the log)",
+    )?;
+    has_reason(&status, "TREE_SIZE_OUT_OF_RANGE")?;
+    let status = err(
+        client(&ctx)
+            .get_consistency_proof(GetConsistencyProofRequest {
+                first_tree_size: 1,
+                second_tree_size: beyond,
+            })
+            .await,
+        Code::OutOfRange,
+        "GetConsistencyProof(second beyond the log)",
+    )?;
+    has_reason(&status, "TREE_SIZE_OUT_OF_RANGE")?;
+    let invalid = [
+        (
+            "GetSignedTreeHead(-1)",
+            client(&ctx)
+                .get_signed_tree_head(GetSignedTreeHeadRequest { tree_size: -1 })
+                .await
+                .map(|_| ()),
+        ),
+        (
+            "GetInclusionProof(leaf not below the size)",
+            client(&ctx)
+                .get_inclusion_proof(GetInclusionProofRequest {
+                    leaf_index: size,
+                    tree_size: size,
+                })
+                .await
+                .map(|_| ()),
+        ),
+        (
+            "GetInclusionProof(negative leaf)",
+            client(&ctx)
+                .get_inclusion_proof(GetInclusionProofRequest {
+                    leaf_index: -1,
+                    tree_size: 0,
+                })
+                .await
+                .map(|_| ()),
+        ),
+        (
+            "GetConsistencyProof(first 0)",
+            client(&ctx)
+                .get_consistency_proof(GetConsistencyProofRequest {
+                    first_tree_size: 0,
+                    second_tree_size: size,
+                })
+                .await
+                .map(|_| ()),
+        ),
+        (
+            "GetConsistencyProof(first above second)",
+            client(&ctx)
+                .get_consistency_proof(GetConsistencyProofRequest {
+                    first_tree_size: size,
+                    second_tree_size: size - 1,
+                })
+                .await
+                .map(|_| ()),
+        ),
+        (
+            "GetAuditPublicKey(upper-case key_id)",
+            client(&ctx)
+                .get_audit_public_key(GetAuditPublicKeyRequest {
+                    key_id: "AB".repeat(32),
+                })
+                .await
+                .map(|_| ()),
+        ),
+        (
+            "GetAuditPublicKey(short key_id)",
+            client(&ctx)
+                .get_audit_public_key(GetAuditPublicKeyRequest {
+                    key_id: "abc".into(),
+                })
+                .await
+                .map(|_| ()),
+        ),
+    ];
+    for (what, result) in invalid {
+        let status = err(result, Code::InvalidArgument, what)?;
+        has_reason(&status, "INVALID_REQUEST")?;
+    }
+    let unknown = hex::encode(Sha256::digest(uuid::Uuid::new_v4().as_bytes()));
+    let status = err(
+        client(&ctx)
+            .get_audit_public_key(GetAuditPublicKeyRequest {
+                key_id: unknown.clone(),
+            })
+            .await,
+        Code::NotFound,
+        "GetAuditPublicKey(unknown key)",
+    )?;
+    has_reason(&status, "KEY_NOT_FOUND")?;
+    has_resource(&status, "AuditPublicKey", &unknown)
+}
+
+async fn verify_log(ctx: Ctx) -> TestResult {
+    audited_call(&ctx).await?;
+    let trusted = head(&ctx, 0).await?;
+    let good = match client(&ctx)
+        .verify_audit_log(VerifyAuditLogRequest {
+            trusted_tree_head: Some(trusted.clone()),
+        })
+        .await
+    {
+        Ok(r) => r.into_inner(),
+        Err(st) if st.code() == Code::PermissionDenied => {
+            return Err(Fail::Skipped(format!(
+                "the token may not verify the audit log ({})",
+                describe(&st)
+            )));
+        }
+        Err(st) => fail!("VerifyAuditLog: expected OK, got {}", describe(&st)),
+    };
+    ensure!(
+        good.ok,
+        "VerifyAuditLog with a genuine trusted head must be ok: {}",
+        good.message
+    );
+    ensure!(
+        good.tree_size >= trusted.tree_size && good.root_hash.len() == 32,
+        "tree_size and root_hash of the check"
+    );
+    if let Some(h) = &good.tree_head {
+        verify_head(&ctx, h).await?;
+    }
+    let mut altered = trusted.clone();
+    if let Some(b) = altered.root_hash.first_mut() {
+        *b ^= 0xff;
+    }
+    let bad = ok(
+        client(&ctx)
+            .verify_audit_log(VerifyAuditLogRequest {
+                trusted_tree_head: Some(altered),
+            })
+            .await,
+        "VerifyAuditLog(altered head)",
+    )?;
+    ensure!(
+        !bad.ok,
+        "VerifyAuditLog must not be ok with an altered trusted head"
+    );
+    let mut malformed = trusted;
+    malformed.root_hash.truncate(31);
+    let status = err(
+        client(&ctx)
+            .verify_audit_log(VerifyAuditLogRequest {
+                trusted_tree_head: Some(malformed),
+            })
+            .await,
+        Code::InvalidArgument,
+        "VerifyAuditLog(root_hash of 31 bytes)",
+    )?;
+    has_violation_under(&status, "trusted_tree_head")
+}

@@ -1,0 +1,199 @@
+//! Conformance tests of `carerecord.identity.v1.PatientIdentityService`.
+//!
+//! Test ids: `ID-<AREA>-<NNN>`. Tests register their own patients with invented names and NHS
+//! numbers from the 999 range (reserved for testing, never issued to a person), so they collide
+//! with no real patient and no other run.
+
+mod matching;
+mod patients;
+
+use carerecord_contracts::common::v1::{
+    Address, AdministrativeGender, ContactPoint, ContactPointSystem, Date, HumanName, Identifier,
+    NameUse, Requester,
+};
+use carerecord_contracts::identity::v1::patient_identity_service_client::PatientIdentityServiceClient;
+use carerecord_contracts::identity::v1::{CreatePatientRequest, Patient};
+use rand_free::Rng;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+
+use crate::harness::{Auth, Case, Ctx, TestResult, fail, ok};
+
+pub(crate) type Client = PatientIdentityServiceClient<InterceptedService<Channel, Auth>>;
+
+pub(crate) const RESOURCE_TYPE: &str = "carerecord.identity.v1.Patient";
+pub(crate) const NHS_SYSTEM: &str = "https://fhir.nhs.uk/Id/nhs-number";
+pub(crate) const LOCAL_SYSTEM: &str = "https://fhir.conformance.carerecord.invalid/Id/mrn";
+
+pub(crate) fn cases() -> Vec<Case> {
+    let mut cases = patients::cases();
+    cases.extend(matching::cases());
+    cases
+}
+
+pub(crate) fn client(ctx: &Ctx) -> Client {
+    PatientIdentityServiceClient::with_interceptor(ctx.channel.clone(), ctx.auth.clone())
+        .max_decoding_message_size(16 << 20)
+}
+
+/// Requires ErrorInfo with domain `carerecord.identity.v1` (as the contract's conventions say)
+/// and `reason`.
+pub(crate) fn has_reason(
+    status: &tonic::Status,
+    reason: &str,
+) -> TestResult<tonic_types::ErrorInfo> {
+    let info = crate::harness::has_reason(status, reason)?;
+    if info.domain != "carerecord.identity.v1" {
+        fail!(
+            "ErrorInfo domain must be carerecord.identity.v1, got {:?} ({})",
+            info.domain,
+            crate::harness::describe(status)
+        );
+    }
+    Ok(info)
+}
+
+pub(crate) fn requester() -> Requester {
+    Requester {
+        user_id: "conformance-kit".into(),
+        organisation_ods_code: "X26".into(),
+        role_code: "R8000".into(),
+        display_name: "carerecord conformance kit".into(),
+    }
+}
+
+/// Random numbers from UUIDs, so the kit needs no RNG crate.
+mod rand_free {
+    pub struct Rng;
+    impl Rng {
+        pub fn below(n: u64) -> u64 {
+            let v = uuid::Uuid::new_v4().as_u128();
+            (v % u128::from(n)) as u64
+        }
+    }
+}
+
+/// The modulus-11 check digit of nine digits, or None when it would be 10 (invalid).
+pub(crate) fn check_digit(nine: &[u8]) -> Option<u8> {
+    let sum: u32 = nine
+        .iter()
+        .zip((2..=10).rev())
+        .map(|(d, w)| u32::from(*d) * w)
+        .sum();
+    match 11 - (sum % 11) {
+        11 => Some(0),
+        10 => None,
+        c => Some(c as u8),
+    }
+}
+
+/// A fresh valid NHS number in the 999 test range.
+pub(crate) fn nhs_number() -> String {
+    loop {
+        let mut digits = vec![9, 9, 9];
+        for _ in 0..6 {
+            digits.push(Rng::below(10) as u8);
+        }
+        if let Some(c) = check_digit(&digits) {
+            digits.push(c);
+            return digits.iter().map(|d| char::from(b'0' + d)).collect();
+        }
+    }
+}
+
+/// A ten-digit number in the 999 range whose check digit is wrong.
+pub(crate) fn bad_check_digit() -> String {
+    let good = nhs_number();
+    let last = good.as_bytes()[9] - b'0';
+    format!("{}{}", &good[..9], (last + 1) % 10)
+}
+
+/// An invented family name: letters only, unique per call.
+pub(crate) fn family_name() -> String {
+    let letters: String = (0..10)
+        .map(|_| char::from(b'a' + Rng::below(26) as u8))
+        .collect();
+    format!("Kit{letters}")
+}
+
+pub(crate) fn local_id() -> Identifier {
+    Identifier {
+        system: LOCAL_SYSTEM.into(),
+        value: format!("MRN-{}", uuid::Uuid::new_v4().simple()),
+    }
+}
+
+/// A complete, valid patient with fresh identifiers.
+pub(crate) fn new_patient() -> Patient {
+    Patient {
+        nhs_number: nhs_number(),
+        identifiers: vec![local_id()],
+        names: vec![HumanName {
+            r#use: NameUse::Official as i32,
+            given: vec!["Alexandra".into()],
+            family: family_name(),
+            ..Default::default()
+        }],
+        birth_date: Some(Date {
+            year: 1984,
+            month: 3,
+            day: 17,
+        }),
+        gender: AdministrativeGender::Female as i32,
+        addresses: vec![Address {
+            lines: vec!["1 Conformance Street".into()],
+            city: "Leeds".into(),
+            postal_code: "LS1 4AP".into(),
+            ..Default::default()
+        }],
+        telecoms: vec![ContactPoint {
+            system: ContactPointSystem::Phone as i32,
+            value: "0113 496 0000".into(),
+            r#use: "home".into(),
+        }],
+        ..Default::default()
+    }
+}
+
+pub(crate) fn create_request(patient: Patient) -> CreatePatientRequest {
+    CreatePatientRequest {
+        request_id: uuid::Uuid::new_v4().to_string(),
+        patient: Some(patient),
+        requester: Some(requester()),
+    }
+}
+
+pub(crate) async fn create(ctx: &Ctx, patient: Patient) -> TestResult<Patient> {
+    match ok(
+        client(ctx).create_patient(create_request(patient)).await,
+        "CreatePatient",
+    )?
+    .patient
+    {
+        Some(p) => {
+            ctx.created("patient", &p.patient_id);
+            Ok(p)
+        }
+        None => fail!("CreatePatient: the response has no patient"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn check_digits_follow_modulus_11() {
+        // 943 476 5919 is the NHS's published example of a valid number.
+        assert_eq!(check_digit(&[9, 4, 3, 4, 7, 6, 5, 9, 1]), Some(9));
+        for _ in 0..50 {
+            let n = nhs_number();
+            assert!(n.starts_with("999") && n.len() == 10);
+            let d: Vec<u8> = n.bytes().map(|b| b - b'0').collect();
+            assert_eq!(check_digit(&d[..9]), Some(d[9]));
+            let bad = bad_check_digit();
+            let d: Vec<u8> = bad.bytes().map(|b| b - b'0').collect();
+            assert_ne!(check_digit(&d[..9]), Some(d[9]));
+        }
+    }
+}

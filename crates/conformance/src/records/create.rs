@@ -1,0 +1,526 @@
+//! CreateRecord, GetRecord and idempotency by request_id.
+
+use carerecord_contracts::records::v1::{
+    CreateRecordRequest, GetRecordRequest, Record, RecordStatus, RecordView,
+};
+use tonic::Code;
+
+use super::{
+    FHIR_JSON, MIN_PAYLOAD_LIMIT, RESOURCE_TYPE, client, create, create_request, create_with, get,
+    list_all, list_request, new_record, payload_with, relabel, requester, sha256_hex,
+};
+use crate::harness::{
+    Case, Ctx, TestResult, ensure, ensure_eq, err, has_reason, has_resource, has_violation,
+};
+
+pub(super) fn cases() -> Vec<Case> {
+    vec![
+        Case::new(
+            "REC-CREATE-001",
+            "CreateRecord returns version 1, status CURRENT, a lower-case record_id, an etag, the payload byte for byte, its SHA-256 and size",
+            create_basics,
+        ),
+        Case::new(
+            "REC-CREATE-002",
+            "The payload is stored and returned exactly as submitted: white space, member order, escapes, `id` and `meta` untouched",
+            payload_byte_for_byte,
+        ),
+        Case::new(
+            "REC-CREATE-003",
+            "data_classes are stored as a set: duplicates removed, sorted ascending",
+            data_classes_as_set,
+        ),
+        Case::new(
+            "REC-CREATE-004",
+            "Identifiers are accepted in any letter case and returned lower case; the ODS code is upper-cased",
+            identifiers_case,
+        ),
+        Case::new(
+            "REC-CREATE-005",
+            "Every patient reference form is accepted: Patient/<id>, urn:uuid:<id>, the `patient` element, typed references, upper-case UUIDs",
+            reference_forms,
+        ),
+        Case::new(
+            "REC-CREATE-006",
+            "recorded_time defaults to create_time; a past recorded_time and effective_time are kept as given",
+            recorded_time_default,
+        ),
+        Case::new(
+            "REC-CREATE-007",
+            "A payload just under 64 KiB (the smallest limit a deployment may configure) is accepted",
+            payload_under_min_limit,
+        ),
+        Case::new(
+            "REC-GET-001",
+            "GetRecord returns the latest version; version N returns that version as it was written",
+            get_versions,
+        ),
+        Case::new(
+            "REC-GET-002",
+            "RECORD_VIEW_METADATA leaves payload empty but keeps content_hash and payload_size",
+            get_metadata_view,
+        ),
+        Case::new(
+            "REC-GET-003",
+            "GetRecord of an unknown record_id -> NOT_FOUND with ResourceInfo(carerecord.records.v1.Record, record_id)",
+            get_unknown,
+        ),
+        Case::new(
+            "REC-GET-004",
+            "GetRecord of a version greater than the latest -> NOT_FOUND with ResourceInfo",
+            get_version_too_high,
+        ),
+        Case::new(
+            "REC-GET-005",
+            "GetRecord with a missing, malformed or nil record_id, or a negative version -> INVALID_ARGUMENT naming the field",
+            get_invalid,
+        ),
+        Case::new(
+            "REC-GET-006",
+            "GetRecord accepts an upper-case record_id",
+            get_upper_case,
+        ),
+        Case::new(
+            "REC-IDEM-001",
+            "A CreateRecord retry with the same request_id and record returns the first result and writes nothing",
+            idempotent_retry,
+        ),
+        Case::new(
+            "REC-IDEM-002",
+            "A retry after the record has changed still returns version 1 as first created",
+            idempotent_retry_after_update,
+        ),
+        Case::new(
+            "REC-IDEM-003",
+            "The same request_id with a different record -> FAILED_PRECONDITION, ErrorInfo REQUEST_ID_REUSED, nothing written",
+            request_id_reused,
+        ),
+    ]
+}
+
+async fn create_basics(ctx: Ctx) -> TestResult {
+    let pid = ctx.new_patient();
+    let input = new_record(&pid);
+    let r = create(&ctx, input.clone()).await?;
+    ensure!(
+        uuid::Uuid::parse_str(&r.record_id).is_ok_and(|u| !u.is_nil())
+            && r.record_id.len() == 36
+            && r.record_id == r.record_id.to_lowercase(),
+        "record_id must be a lower-case hyphenated UUID, got {:?}",
+        r.record_id
+    );
+    ensure_eq!(r.version, 1, "version");
+    ensure_eq!(r.status, RecordStatus::Current as i32, "status");
+    ensure!(!r.etag.is_empty(), "etag must be set");
+    ensure_eq!(r.patient_id, pid, "patient_id");
+    ensure_eq!(r.resource_type, "Observation", "resource_type");
+    ensure_eq!(r.content_type, FHIR_JSON, "content_type");
+    ensure_eq!(r.payload, input.payload, "payload bytes");
+    ensure_eq!(r.content_hash, sha256_hex(&input.payload), "content_hash");
+    ensure_eq!(r.payload_size, input.payload.len() as i64, "payload_size");
+    ensure_eq!(
+        r.authoring_organisation_ods_code,
+        "RR8",
+        "authoring_organisation_ods_code"
+    );
+    ensure_eq!(r.source_system, "carerecord-conformance", "source_system");
+    ensure!(r.create_time.is_some(), "create_time must be set");
+    ensure_eq!(r.update_time, r.create_time, "update_time of version 1");
+    ensure!(
+        r.retraction_reason.is_empty(),
+        "retraction_reason must be empty"
+    );
+    let read = get(&ctx, &r.record_id, 0).await?;
+    ensure_eq!(read, r, "GetRecord after CreateRecord");
+    Ok(())
+}
+
+async fn payload_byte_for_byte(ctx: Ctx) -> TestResult {
+    let pid = ctx.new_patient();
+    // Unusual but valid JSON a server might be tempted to normalise.
+    let text = format!(
+        "{{\n  \"status\" : \"final\",\t\"resourceType\":\"Observation\",\n  \"id\": \"client-side-id\", \"meta\": {{\"versionId\": \"42\"}},\n  \"valueQuantity\": {{\"value\": 1.50e1, \"unit\": \"\\u006dmol/L\"}},\n  \"note\": [{{\"text\": \"caf\u{e9} \\ud83d\\ude00 \\/ \"}}],\n  \"subject\": {{ \"reference\": \"Patient/{pid}\", \"display\": \"\" }}\n}}\n"
+    );
+    let input = Record {
+        payload: text.clone().into_bytes(),
+        ..new_record(&pid)
+    };
+    let r = create(&ctx, input).await?;
+    ensure!(
+        r.payload == text.as_bytes(),
+        "CreateRecord must return the payload byte for byte; got {:?}",
+        String::from_utf8_lossy(&r.payload)
+    );
+    let read = get(&ctx, &r.record_id, 0).await?;
+    ensure!(
+        read.payload == text.as_bytes(),
+        "GetRecord must return the payload byte for byte; got {:?}",
+        String::from_utf8_lossy(&read.payload)
+    );
+    ensure_eq!(
+        read.content_hash,
+        sha256_hex(text.as_bytes()),
+        "content_hash"
+    );
+    Ok(())
+}
+
+async fn data_classes_as_set(ctx: Ctx) -> TestResult {
+    let pid = ctx.new_patient();
+    let input = Record {
+        data_classes: ["safeguarding", "hiv", "safeguarding", "genomic"]
+            .map(String::from)
+            .to_vec(),
+        ..new_record(&pid)
+    };
+    let r = create(&ctx, input).await?;
+    ensure_eq!(
+        r.data_classes,
+        vec!["genomic", "hiv", "safeguarding"],
+        "data_classes"
+    );
+    let all = [
+        "mental-health",
+        "sexual-health",
+        "reproductive-health",
+        "safeguarding",
+        "genomic",
+        "substance-misuse",
+        "hiv",
+    ];
+    let r = create(
+        &ctx,
+        Record {
+            data_classes: all.map(String::from).to_vec(),
+            ..new_record(&pid)
+        },
+    )
+    .await?;
+    let mut sorted = all.to_vec();
+    sorted.sort_unstable();
+    ensure_eq!(
+        r.data_classes,
+        sorted,
+        "every defined data class is accepted"
+    );
+    Ok(())
+}
+
+async fn identifiers_case(ctx: Ctx) -> TestResult {
+    let pid = ctx.new_patient();
+    let upper = pid.to_uppercase();
+    let input = Record {
+        patient_id: upper.clone(),
+        payload: payload_with("Observation", "subject", &format!("Patient/{upper}")),
+        authoring_organisation_ods_code: "b86001".to_owned(),
+        ..new_record(&pid)
+    };
+    let r = create(&ctx, input).await?;
+    ensure_eq!(r.patient_id, pid, "patient_id is returned lower case");
+    ensure_eq!(
+        r.authoring_organisation_ods_code,
+        "B86001",
+        "the ODS code is upper-cased"
+    );
+    let (listed, _) = list_all(&ctx, list_request(&pid)).await?;
+    ensure_eq!(
+        super::ids(&listed),
+        vec![r.record_id.clone()],
+        "ListRecords by the lower-case patient_id"
+    );
+    let (listed, _) = list_all(&ctx, list_request(&upper)).await?;
+    ensure_eq!(
+        super::ids(&listed),
+        vec![r.record_id],
+        "ListRecords by the upper-case patient_id"
+    );
+    Ok(())
+}
+
+async fn reference_forms(ctx: Ctx) -> TestResult {
+    let pid = ctx.new_patient();
+    let typed = serde_json::json!({
+        "resourceType": "Condition",
+        "code": {"text": "conformance"},
+        "subject": {"reference": format!("Patient/{pid}"), "type": "Patient", "display": "someone",
+                    "identifier": {"system": "https://fhir.nhs.uk/Id/nhs-number", "value": "not checked"}},
+    });
+    let both = serde_json::json!({
+        "resourceType": "Observation",
+        "subject": {"reference": format!("urn:uuid:{pid}")},
+        "patient": {"reference": format!("Patient/{pid}")},
+    });
+    let forms: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "Observation",
+            payload_with("Observation", "subject", &format!("urn:uuid:{pid}")),
+        ),
+        (
+            "AllergyIntolerance",
+            payload_with("AllergyIntolerance", "patient", &format!("Patient/{pid}")),
+        ),
+        (
+            "Observation",
+            payload_with(
+                "Observation",
+                "subject",
+                &format!("Patient/{}", pid.to_uppercase()),
+            ),
+        ),
+        ("Condition", typed.to_string().into_bytes()),
+        ("Observation", both.to_string().into_bytes()),
+    ];
+    for (resource_type, payload) in forms {
+        let text = String::from_utf8_lossy(&payload).into_owned();
+        let request = create_request(Record {
+            resource_type: resource_type.to_owned(),
+            payload,
+            ..new_record(&pid)
+        });
+        let result = client(&ctx).create_record(request).await;
+        match result {
+            Ok(r) => {
+                if let Some(r) = r.into_inner().record {
+                    ctx.created("record", &r.record_id);
+                }
+            }
+            Err(s) => crate::harness::fail!(
+                "a payload the contract accepts was refused ({}): {text}",
+                crate::harness::describe(&s)
+            ),
+        }
+    }
+    Ok(())
+}
+
+async fn recorded_time_default(ctx: Ctx) -> TestResult {
+    let pid = ctx.new_patient();
+    let r = create(&ctx, new_record(&pid)).await?;
+    ensure_eq!(r.recorded_time, r.create_time, "recorded_time when unset");
+    ensure_eq!(r.effective_time, None, "effective_time when unset");
+    let recorded = super::day(10);
+    let effective = super::day(9);
+    let r = create(
+        &ctx,
+        Record {
+            recorded_time: Some(recorded),
+            effective_time: Some(effective),
+            ..new_record(&pid)
+        },
+    )
+    .await?;
+    ensure_eq!(r.recorded_time, Some(recorded), "recorded_time as given");
+    ensure_eq!(r.effective_time, Some(effective), "effective_time as given");
+    Ok(())
+}
+
+async fn payload_under_min_limit(ctx: Ctx) -> TestResult {
+    let pid = ctx.new_patient();
+    let base = String::from_utf8(super::observation(&pid)).unwrap_or_default();
+    // Pad inside a note so the whole payload is 63 KiB.
+    let pad = (MIN_PAYLOAD_LIMIT - 1024).saturating_sub(base.len() + 32);
+    let mut value: serde_json::Value = serde_json::from_str(&base).unwrap_or_default();
+    value["note"] = serde_json::json!([{"text": "x".repeat(pad)}]);
+    let payload = value.to_string().into_bytes();
+    let size = payload.len();
+    let r = create(
+        &ctx,
+        Record {
+            payload,
+            ..new_record(&pid)
+        },
+    )
+    .await?;
+    ensure_eq!(r.payload_size, size as i64, "payload_size");
+    Ok(())
+}
+
+async fn get_versions(ctx: Ctx) -> TestResult {
+    let pid = ctx.new_patient();
+    let v1 = create(&ctx, new_record(&pid)).await?;
+    let v2 = relabel(&ctx, &v1, &["genomic"]).await?;
+    let latest = get(&ctx, &v1.record_id, 0).await?;
+    ensure_eq!(latest, v2, "GetRecord version 0 (latest)");
+    let first = get(&ctx, &v1.record_id, 1).await?;
+    ensure_eq!(first, v1, "GetRecord version 1");
+    let second = get(&ctx, &v1.record_id, 2).await?;
+    ensure_eq!(second, v2, "GetRecord version 2");
+    Ok(())
+}
+
+async fn get_metadata_view(ctx: Ctx) -> TestResult {
+    let pid = ctx.new_patient();
+    let r = create(&ctx, new_record(&pid)).await?;
+    let got = super::got_record(
+        client(&ctx)
+            .get_record(GetRecordRequest {
+                record_id: r.record_id.clone(),
+                version: 0,
+                view: RecordView::Metadata as i32,
+            })
+            .await,
+        "GetRecord(view METADATA)",
+    )?;
+    ensure!(
+        got.payload.is_empty(),
+        "payload must be empty in METADATA view"
+    );
+    ensure_eq!(
+        got.content_hash,
+        r.content_hash,
+        "content_hash in METADATA view"
+    );
+    ensure_eq!(
+        got.payload_size,
+        r.payload_size,
+        "payload_size in METADATA view"
+    );
+    ensure_eq!(got.etag, r.etag, "etag in METADATA view");
+    let full = super::got_record(
+        client(&ctx)
+            .get_record(GetRecordRequest {
+                record_id: r.record_id.clone(),
+                version: 0,
+                view: RecordView::Full as i32,
+            })
+            .await,
+        "GetRecord(view FULL)",
+    )?;
+    ensure_eq!(full.payload, r.payload, "payload in FULL view");
+    Ok(())
+}
+
+async fn get_unknown(ctx: Ctx) -> TestResult {
+    let id = uuid::Uuid::new_v4().to_string();
+    let status = err(
+        client(&ctx)
+            .get_record(GetRecordRequest {
+                record_id: id.clone(),
+                ..Default::default()
+            })
+            .await,
+        Code::NotFound,
+        "GetRecord(unknown id)",
+    )?;
+    has_resource(&status, RESOURCE_TYPE, &id)
+}
+
+async fn get_version_too_high(ctx: Ctx) -> TestResult {
+    let pid = ctx.new_patient();
+    let r = create(&ctx, new_record(&pid)).await?;
+    let status = err(
+        client(&ctx)
+            .get_record(GetRecordRequest {
+                record_id: r.record_id.clone(),
+                version: 2,
+                ..Default::default()
+            })
+            .await,
+        Code::NotFound,
+        "GetRecord(version 2 of a record with one version)",
+    )?;
+    has_resource(&status, RESOURCE_TYPE, &r.record_id)
+}
+
+async fn get_invalid(ctx: Ctx) -> TestResult {
+    let pid = ctx.new_patient();
+    let r = create(&ctx, new_record(&pid)).await?;
+    let cases = [
+        ("", 0, "record_id"),
+        ("not-a-uuid", 0, "record_id"),
+        ("00000000-0000-0000-0000-000000000000", 0, "record_id"),
+        ("0f8fad5b-d9cb-469f-a165-70867728950", 0, "record_id"),
+        (r.record_id.as_str(), -1, "version"),
+    ];
+    for (record_id, version, field) in cases {
+        let status = err(
+            client(&ctx)
+                .get_record(GetRecordRequest {
+                    record_id: record_id.to_owned(),
+                    version,
+                    ..Default::default()
+                })
+                .await,
+            Code::InvalidArgument,
+            &format!("GetRecord(record_id {record_id:?}, version {version})"),
+        )?;
+        has_violation(&status, field)?;
+    }
+    Ok(())
+}
+
+async fn get_upper_case(ctx: Ctx) -> TestResult {
+    let pid = ctx.new_patient();
+    let r = create(&ctx, new_record(&pid)).await?;
+    let got = get(&ctx, &r.record_id.to_uppercase(), 0).await?;
+    ensure_eq!(
+        got.record_id,
+        r.record_id,
+        "record_id is returned lower case"
+    );
+    Ok(())
+}
+
+async fn idempotent_retry(ctx: Ctx) -> TestResult {
+    let pid = ctx.new_patient();
+    let request = create_request(new_record(&pid));
+    let first = create_with(&ctx, request.clone()).await?;
+    let again = create_with(&ctx, request).await?;
+    ensure_eq!(again, first, "the retry's result");
+    let (listed, _) = list_all(&ctx, list_request(&pid)).await?;
+    ensure_eq!(listed.len(), 1, "records after a retried create");
+    Ok(())
+}
+
+async fn idempotent_retry_after_update(ctx: Ctx) -> TestResult {
+    let pid = ctx.new_patient();
+    let request = create_request(new_record(&pid));
+    let first = create_with(&ctx, request.clone()).await?;
+    let v2 = relabel(&ctx, &first, &["hiv"]).await?;
+    let again = create_with(&ctx, request).await?;
+    ensure_eq!(
+        again,
+        first,
+        "a retry after an update returns version 1 as first created"
+    );
+    let latest = get(&ctx, &first.record_id, 0).await?;
+    ensure_eq!(latest, v2, "the retry wrote nothing");
+    Ok(())
+}
+
+async fn request_id_reused(ctx: Ctx) -> TestResult {
+    let pid = ctx.new_patient();
+    let request = create_request(new_record(&pid));
+    let first = create_with(&ctx, request.clone()).await?;
+    let other_patient = ctx.new_patient();
+    let reused = CreateRecordRequest {
+        record: Some(new_record(&other_patient)),
+        requester: Some(requester("create")),
+        ..request.clone()
+    };
+    let status = err(
+        client(&ctx).create_record(reused).await,
+        Code::FailedPrecondition,
+        "CreateRecord(same request_id, different record)",
+    )?;
+    has_reason(&status, "REQUEST_ID_REUSED")?;
+    super::ensure_nothing_written(&ctx, &other_patient).await?;
+    // Same patient, different payload: still a different record.
+    let mut changed = request.clone();
+    if let Some(r) = changed.record.as_mut() {
+        r.payload = super::observation(&pid);
+    }
+    let status = err(
+        client(&ctx).create_record(changed).await,
+        Code::FailedPrecondition,
+        "CreateRecord(same request_id, different payload)",
+    )?;
+    has_reason(&status, "REQUEST_ID_REUSED")?;
+    let (listed, _) = list_all(&ctx, list_request(&pid)).await?;
+    ensure_eq!(
+        super::ids(&listed),
+        vec![first.record_id],
+        "records of the patient"
+    );
+    Ok(())
+}

@@ -1,0 +1,657 @@
+//! ListRecords: snapshot pagination, filters, order, page tokens.
+
+use carerecord_contracts::common::v1::Period;
+use carerecord_contracts::records::v1::{
+    ListRecordsRequest, Record, RecordOrder, RecordStatus, RecordView,
+};
+use tonic::Code;
+
+use super::{
+    client, create, day, ids, list_all, list_request, new_record, new_record_of, relabel, retract,
+};
+use crate::harness::{
+    Case, Ctx, TestResult, ensure, ensure_eq, err, has_violation, has_violation_under, ok,
+};
+
+pub(super) fn cases() -> Vec<Case> {
+    vec![
+        Case::new(
+            "REC-LIST-001",
+            "ListRecords lists a patient's records (latest versions) in creation order; an unknown patient gives an empty list, not NOT_FOUND",
+            list_basics,
+        ),
+        Case::new(
+            "REC-LIST-002",
+            "ListRecords pages through every record exactly once, in order, with the same watch_cursor on every page",
+            list_paging,
+        ),
+        Case::new(
+            "REC-LIST-003",
+            "Snapshot pagination: writes after the first page (new records, updates, retractions) do not change later pages",
+            list_snapshot,
+        ),
+        Case::new(
+            "REC-LIST-004",
+            "Filters resource_types, data_classes, excluded_data_classes, include_retracted, effective_time and updated_since combine with AND",
+            list_filters,
+        ),
+        Case::new(
+            "REC-LIST-005",
+            "RECORD_ORDER_EFFECTIVE_TIME_DESCENDING: latest effective_time first, records without one last, ties newest creation first",
+            list_effective_order,
+        ),
+        Case::new(
+            "REC-LIST-006",
+            "A page token reused with different filters, forged or tampered with -> INVALID_ARGUMENT `page_token`; page_size may change",
+            list_bad_token,
+        ),
+        Case::new(
+            "REC-LIST-007",
+            "ListRecords validation: patient_id missing or malformed, unknown data class, malformed or over 50 resource types, empty period -> INVALID_ARGUMENT",
+            list_invalid,
+        ),
+        Case::new(
+            "REC-LIST-008",
+            "ListRecords RECORD_VIEW_METADATA returns records without payload but with content_hash and payload_size",
+            list_metadata_view,
+        ),
+    ]
+}
+
+async fn list_basics(ctx: Ctx) -> TestResult {
+    let pid = ctx.new_patient();
+    let a = create(&ctx, new_record(&pid)).await?;
+    let b = create(&ctx, new_record_of(&pid, "Condition")).await?;
+    let b2 = relabel(&ctx, &b, &["genomic"]).await?;
+    let other = ctx.new_patient();
+    create(&ctx, new_record(&other)).await?;
+    let (records, cursor) = list_all(&ctx, list_request(&pid)).await?;
+    ensure_eq!(
+        records,
+        vec![a, b2],
+        "records (latest versions, creation order)"
+    );
+    ensure!(!cursor.is_empty(), "watch_cursor must be set");
+    let unknown = uuid::Uuid::new_v4().to_string();
+    let page = ok(
+        client(&ctx).list_records(list_request(&unknown)).await,
+        "ListRecords(unknown patient)",
+    )?;
+    ensure!(page.records.is_empty(), "an unknown patient has no records");
+    ensure!(
+        page.next_page_token.is_empty(),
+        "an empty listing has no next page"
+    );
+    Ok(())
+}
+
+async fn list_paging(ctx: Ctx) -> TestResult {
+    let pid = ctx.new_patient();
+    let mut created = Vec::new();
+    for _ in 0..7 {
+        created.push(create(&ctx, new_record(&pid)).await?.record_id);
+    }
+    for page_size in [1, 2, 3, 0, 5000] {
+        let (records, _) = list_all(
+            &ctx,
+            ListRecordsRequest {
+                page_size,
+                ..list_request(&pid)
+            },
+        )
+        .await?;
+        ensure_eq!(
+            ids(&records),
+            created,
+            "record ids over every page with page_size {page_size}"
+        );
+    }
+    let page = ok(
+        client(&ctx)
+            .list_records(ListRecordsRequest {
+                page_size: 3,
+                ..list_request(&pid)
+            })
+            .await,
+        "ListRecords(page_size 3)",
+    )?;
+    ensure!(
+        page.records.len() <= 3,
+        "a page of size 3 held {} records",
+        page.records.len()
+    );
+    ensure!(
+        !page.next_page_token.is_empty(),
+        "a next_page_token while records remain"
+    );
+    Ok(())
+}
+
+async fn list_snapshot(ctx: Ctx) -> TestResult {
+    let pid = ctx.new_patient();
+    let mut rs = Vec::new();
+    for _ in 0..5 {
+        rs.push(create(&ctx, new_record(&pid)).await?);
+    }
+    let first = ok(
+        client(&ctx)
+            .list_records(ListRecordsRequest {
+                page_size: 2,
+                ..list_request(&pid)
+            })
+            .await,
+        "ListRecords(page 1)",
+    )?;
+    ensure_eq!(ids(&first.records), ids(&rs[..2]), "page 1");
+    ensure!(
+        !first.next_page_token.is_empty(),
+        "a next_page_token while records remain"
+    );
+    // Writes after the snapshot.
+    let late = create(&ctx, new_record(&pid)).await?;
+    let _ = late;
+    relabel(&ctx, &rs[2], &["hiv"]).await?;
+    retract(&ctx, &rs[0], "retract").await?;
+    retract(&ctx, &rs[3], "retract").await?;
+    let mut rest = Vec::new();
+    let mut token = first.next_page_token.clone();
+    while !token.is_empty() {
+        let page = ok(
+            client(&ctx)
+                .list_records(ListRecordsRequest {
+                    page_size: 2,
+                    page_token: token.clone(),
+                    ..list_request(&pid)
+                })
+                .await,
+            "ListRecords(next page)",
+        )?;
+        ensure_eq!(
+            page.watch_cursor,
+            first.watch_cursor,
+            "watch_cursor on a later page"
+        );
+        rest.extend(page.records);
+        token = page.next_page_token;
+        ensure!(rest.len() <= 10, "pagination does not end");
+    }
+    ensure_eq!(
+        rest,
+        rs[2..].to_vec(),
+        "pages after the first show the records as of the snapshot"
+    );
+    // The same filter applied to the snapshot: a record labelled hiv after the snapshot does
+    // not match an hiv filter of a listing started before.
+    let (after, _) = list_all(&ctx, list_request(&pid)).await?;
+    ensure_eq!(
+        after.len(),
+        4,
+        "a new listing sees the writes (5 + 1 created, 2 retracted)"
+    );
+    Ok(())
+}
+
+async fn list_filters(ctx: Ctx) -> TestResult {
+    let pid = ctx.new_patient();
+    let a = create(
+        &ctx,
+        Record {
+            effective_time: Some(day(0)),
+            ..new_record(&pid)
+        },
+    )
+    .await?;
+    let b = create(
+        &ctx,
+        Record {
+            data_classes: vec!["mental-health".into()],
+            effective_time: Some(day(400)),
+            ..new_record_of(&pid, "Condition")
+        },
+    )
+    .await?;
+    let c = create(
+        &ctx,
+        Record {
+            data_classes: vec!["sexual-health".into(), "hiv".into()],
+            ..new_record(&pid)
+        },
+    )
+    .await?;
+    let d = create(
+        &ctx,
+        Record {
+            effective_time: Some(day(10)),
+            ..new_record(&pid)
+        },
+    )
+    .await?;
+    let d = retract(&ctx, &d, "retract").await?;
+    let [a, b, c] = [a.record_id, b.record_id, c.record_id];
+    let d_id = d.record_id.clone();
+    let c_time = super::get(&ctx, &c, 0).await?.update_time;
+    let strs = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+    let base = list_request(&pid);
+    let checks: Vec<(&str, ListRecordsRequest, Vec<&String>)> = vec![
+        ("no filter", base.clone(), vec![&a, &b, &c]),
+        (
+            "include_retracted",
+            ListRecordsRequest {
+                include_retracted: true,
+                ..base.clone()
+            },
+            vec![&a, &b, &c, &d_id],
+        ),
+        (
+            "resource_types [Condition]",
+            ListRecordsRequest {
+                resource_types: strs(&["Condition"]),
+                ..base.clone()
+            },
+            vec![&b],
+        ),
+        (
+            "resource_types [Observation, Condition]",
+            ListRecordsRequest {
+                resource_types: strs(&["Observation", "Condition"]),
+                ..base.clone()
+            },
+            vec![&a, &b, &c],
+        ),
+        (
+            "resource_types [Immunization]",
+            ListRecordsRequest {
+                resource_types: strs(&["Immunization"]),
+                ..base.clone()
+            },
+            vec![],
+        ),
+        (
+            "data_classes [hiv]",
+            ListRecordsRequest {
+                data_classes: strs(&["hiv"]),
+                ..base.clone()
+            },
+            vec![&c],
+        ),
+        (
+            "data_classes [mental-health, hiv]",
+            ListRecordsRequest {
+                data_classes: strs(&["mental-health", "hiv"]),
+                ..base.clone()
+            },
+            vec![&b, &c],
+        ),
+        (
+            "excluded_data_classes [hiv]",
+            ListRecordsRequest {
+                excluded_data_classes: strs(&["hiv"]),
+                ..base.clone()
+            },
+            vec![&a, &b],
+        ),
+        (
+            "excluded_data_classes [hiv, mental-health]",
+            ListRecordsRequest {
+                excluded_data_classes: strs(&["hiv", "mental-health"]),
+                ..base.clone()
+            },
+            vec![&a],
+        ),
+        (
+            "resource_types [Observation] AND excluded [hiv]",
+            ListRecordsRequest {
+                resource_types: strs(&["Observation"]),
+                excluded_data_classes: strs(&["hiv"]),
+                ..base.clone()
+            },
+            vec![&a],
+        ),
+        (
+            "effective_time from day 5",
+            ListRecordsRequest {
+                effective_time: Some(Period {
+                    start: Some(day(5)),
+                    end: None,
+                }),
+                ..base.clone()
+            },
+            vec![&b],
+        ),
+        (
+            "effective_time before day 5",
+            ListRecordsRequest {
+                effective_time: Some(Period {
+                    start: None,
+                    end: Some(day(5)),
+                }),
+                ..base.clone()
+            },
+            vec![&a],
+        ),
+        (
+            "effective_time end exclusive (before day 0)",
+            ListRecordsRequest {
+                effective_time: Some(Period {
+                    start: None,
+                    end: Some(day(0)),
+                }),
+                ..base.clone()
+            },
+            vec![],
+        ),
+        (
+            "effective_time start inclusive (from day 0 to day 1)",
+            ListRecordsRequest {
+                effective_time: Some(Period {
+                    start: Some(day(0)),
+                    end: Some(day(1)),
+                }),
+                ..base.clone()
+            },
+            vec![&a],
+        ),
+        (
+            "effective_time with neither bound",
+            ListRecordsRequest {
+                effective_time: Some(Period::default()),
+                ..base.clone()
+            },
+            vec![&a, &b, &c],
+        ),
+        (
+            "effective_time with retracted",
+            ListRecordsRequest {
+                effective_time: Some(Period {
+                    start: Some(day(5)),
+                    end: Some(day(20)),
+                }),
+                include_retracted: true,
+                ..base.clone()
+            },
+            vec![&d_id],
+        ),
+        (
+            "updated_since c's update_time",
+            ListRecordsRequest {
+                updated_since: c_time,
+                ..base.clone()
+            },
+            vec![&c],
+        ),
+        (
+            "updated_since c's update_time with retracted",
+            ListRecordsRequest {
+                updated_since: c_time,
+                include_retracted: true,
+                ..base.clone()
+            },
+            vec![&c, &d_id],
+        ),
+    ];
+    for (what, request, expected) in checks {
+        let (records, _) = list_all(&ctx, request).await?;
+        let expected: Vec<String> = expected.into_iter().cloned().collect();
+        ensure_eq!(ids(&records), expected, "ListRecords({what})");
+        if what == "include_retracted" {
+            let status = records.last().map(|r| r.status);
+            ensure_eq!(
+                status,
+                Some(RecordStatus::EnteredInError as i32),
+                "a retracted record is listed with its status"
+            );
+        }
+    }
+    Ok(())
+}
+
+async fn list_effective_order(ctx: Ctx) -> TestResult {
+    let pid = ctx.new_patient();
+    let mut made = Vec::new();
+    for eff in [Some(10), Some(30), None, Some(20), Some(30), None] {
+        let r = create(
+            &ctx,
+            Record {
+                effective_time: eff.map(day),
+                ..new_record(&pid)
+            },
+        )
+        .await?;
+        made.push(r.record_id);
+    }
+    // 30 (second, newer creation), 30 (first), 20, 10, then none (newer creation first).
+    let expected = vec![
+        made[4].clone(),
+        made[1].clone(),
+        made[3].clone(),
+        made[0].clone(),
+        made[5].clone(),
+        made[2].clone(),
+    ];
+    for page_size in [0, 2] {
+        let (records, _) = list_all(
+            &ctx,
+            ListRecordsRequest {
+                order: RecordOrder::EffectiveTimeDescending as i32,
+                page_size,
+                ..list_request(&pid)
+            },
+        )
+        .await?;
+        ensure_eq!(
+            ids(&records),
+            expected,
+            "effective_time descending order with page_size {page_size}"
+        );
+    }
+    let (records, _) = list_all(
+        &ctx,
+        ListRecordsRequest {
+            order: RecordOrder::Creation as i32,
+            ..list_request(&pid)
+        },
+    )
+    .await?;
+    ensure_eq!(ids(&records), made, "RECORD_ORDER_CREATION");
+    Ok(())
+}
+
+async fn list_bad_token(ctx: Ctx) -> TestResult {
+    let pid = ctx.new_patient();
+    for _ in 0..3 {
+        create(&ctx, new_record(&pid)).await?;
+    }
+    let first = ok(
+        client(&ctx)
+            .list_records(ListRecordsRequest {
+                page_size: 1,
+                ..list_request(&pid)
+            })
+            .await,
+        "ListRecords(page_size 1)",
+    )?;
+    let token = first.next_page_token.clone();
+    ensure!(!token.is_empty(), "a next_page_token while records remain");
+    let other = ctx.new_patient();
+    let bad: Vec<(&str, ListRecordsRequest)> = vec![
+        (
+            "another patient",
+            ListRecordsRequest {
+                page_token: token.clone(),
+                ..list_request(&other)
+            },
+        ),
+        (
+            "another filter",
+            ListRecordsRequest {
+                page_token: token.clone(),
+                include_retracted: true,
+                ..list_request(&pid)
+            },
+        ),
+        (
+            "another order",
+            ListRecordsRequest {
+                page_token: token.clone(),
+                order: RecordOrder::EffectiveTimeDescending as i32,
+                ..list_request(&pid)
+            },
+        ),
+        (
+            "a forged token",
+            ListRecordsRequest {
+                page_token: super::FORGED_TOKEN.into(),
+                ..list_request(&pid)
+            },
+        ),
+        (
+            "a tampered token",
+            ListRecordsRequest {
+                page_token: super::tamper(&token),
+                ..list_request(&pid)
+            },
+        ),
+    ];
+    for (what, request) in bad {
+        let status = err(
+            client(&ctx).list_records(request).await,
+            Code::InvalidArgument,
+            &format!("ListRecords(page token with {what})"),
+        )?;
+        has_violation(&status, "page_token")?;
+    }
+    // page_size and view are not bound.
+    let next = ok(
+        client(&ctx)
+            .list_records(ListRecordsRequest {
+                page_token: token,
+                page_size: 10,
+                view: RecordView::Metadata as i32,
+                ..list_request(&pid)
+            })
+            .await,
+        "ListRecords(same token, another page_size and view)",
+    )?;
+    ensure_eq!(next.records.len(), 2, "records after the first page");
+    Ok(())
+}
+
+async fn list_invalid(ctx: Ctx) -> TestResult {
+    let pid = ctx.new_patient();
+    let base = list_request(&pid);
+    let many: Vec<String> = (0..51).map(|_| "Observation".to_owned()).collect();
+    let cases: Vec<(&str, ListRecordsRequest, &str, bool)> = vec![
+        (
+            "no patient_id",
+            ListRecordsRequest {
+                patient_id: String::new(),
+                ..base.clone()
+            },
+            "patient_id",
+            true,
+        ),
+        (
+            "malformed patient_id",
+            ListRecordsRequest {
+                patient_id: "abc".into(),
+                ..base.clone()
+            },
+            "patient_id",
+            true,
+        ),
+        (
+            "unknown data class",
+            ListRecordsRequest {
+                data_classes: vec!["secret".into()],
+                ..base.clone()
+            },
+            "data_classes",
+            false,
+        ),
+        (
+            "unknown excluded data class",
+            ListRecordsRequest {
+                excluded_data_classes: vec!["secret".into()],
+                ..base.clone()
+            },
+            "excluded_data_classes",
+            false,
+        ),
+        (
+            "malformed resource type",
+            ListRecordsRequest {
+                resource_types: vec!["Observation; DROP".into()],
+                ..base.clone()
+            },
+            "resource_types",
+            false,
+        ),
+        (
+            "51 resource types",
+            ListRecordsRequest {
+                resource_types: many,
+                ..base.clone()
+            },
+            "resource_types",
+            false,
+        ),
+        (
+            "effective_time.start equal to end",
+            ListRecordsRequest {
+                effective_time: Some(Period {
+                    start: Some(day(1)),
+                    end: Some(day(1)),
+                }),
+                ..base.clone()
+            },
+            "effective_time",
+            false,
+        ),
+        (
+            "effective_time.start after end",
+            ListRecordsRequest {
+                effective_time: Some(Period {
+                    start: Some(day(2)),
+                    end: Some(day(1)),
+                }),
+                ..base.clone()
+            },
+            "effective_time",
+            false,
+        ),
+    ];
+    for (what, request, field, exact) in cases {
+        let status = err(
+            client(&ctx).list_records(request).await,
+            Code::InvalidArgument,
+            &format!("ListRecords({what})"),
+        )?;
+        if exact {
+            has_violation(&status, field)?;
+        } else {
+            has_violation_under(&status, field)?;
+        }
+    }
+    Ok(())
+}
+
+async fn list_metadata_view(ctx: Ctx) -> TestResult {
+    let pid = ctx.new_patient();
+    let r = create(&ctx, new_record(&pid)).await?;
+    let (records, _) = list_all(
+        &ctx,
+        ListRecordsRequest {
+            view: RecordView::Metadata as i32,
+            ..list_request(&pid)
+        },
+    )
+    .await?;
+    ensure_eq!(records.len(), 1, "records");
+    ensure!(
+        records[0].payload.is_empty(),
+        "payload must be empty in METADATA view"
+    );
+    ensure_eq!(records[0].content_hash, r.content_hash, "content_hash");
+    ensure_eq!(records[0].payload_size, r.payload_size, "payload_size");
+    Ok(())
+}
