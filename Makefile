@@ -7,7 +7,7 @@ CARGO ?= cargo
 TEST_DATABASE_URL ?=
 export TEST_DATABASE_URL
 
-.PHONY: help run test bench lint fmt clippy proto-lint proto-breaking tools clean-test-dbs helm-check deploy-lint
+.PHONY: help run test bench lint conformance supplier-venv fmt clippy proto-lint proto-breaking tools clean-test-dbs helm-check deploy-lint
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -33,10 +33,14 @@ fmt: ## Format the Rust code.
 proto-lint: tools ## Lint the contracts with buf (pinned in package.json).
 	npx --no-install buf lint
 
-proto-breaking: tools ## Fail if the contracts break compatibility with main.
-	@if git rev-parse --verify --quiet main >/dev/null; then \
-		npx --no-install buf breaking --against '.git#branch=main'; \
-	else echo "no main branch to compare with"; fi
+proto-breaking: tools ## Fail if the contracts break compatibility with main (or, on main, with the previous commit).
+	scripts/proto-breaking.sh
+
+conformance: ## Certify a running implementation: make conformance MODULE=records ENDPOINT=http://127.0.0.1:50052
+	$(CARGO) run --quiet --bin carerecord -- conformance --module $(MODULE) --endpoint $(ENDPOINT) --report conformance-$(MODULE).md
+
+supplier-venv: ## The Python venv for the independent supplier implementations under tests/suppliers/.
+	scripts/supplier-venv.sh
 
 helm-check: ## Lint, render and schema-validate the Helm chart with its three values files.
 	scripts/helm-check.sh

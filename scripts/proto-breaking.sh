@@ -12,12 +12,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! npx --no-install buf --version >/dev/null 2>&1; then
-	# npm 11 refuses `npm ci` when the lock file lists only this platform's optional buf
-	# binary; `npm install --no-save` installs the same pinned version from the same lock.
-	npm ci --no-audit --no-fund --loglevel=error >/dev/null 2>&1 \
-		|| npm install --no-save --no-audit --no-fund --loglevel=error >/dev/null
-fi
+make --no-print-directory tools >/dev/null
 
 main_ref=""
 if git rev-parse --verify --quiet refs/heads/main >/dev/null; then

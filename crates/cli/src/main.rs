@@ -1,5 +1,6 @@
 //! `carerecord`: run the platform on a laptop and talk to its services.
 
+mod conformance;
 mod connect;
 mod consent;
 mod demo;
@@ -44,6 +45,8 @@ enum Command {
     /// Directives, the national data opt-out and decisions (consent).
     #[command(subcommand)]
     Consent(consent::ConsentCommand),
+    /// Certify an implementation of a module's contract (black-box gRPC tests, markdown or JUnit report).
+    Conformance(conformance::ConformanceArgs),
     /// Check that a service answers grpc.health.v1 SERVING.
     Health {
         /// The service's gRPC endpoint; defaults to data access (--access).
@@ -74,6 +77,7 @@ fn main() -> ExitCode {
             Command::Patient(command) => patient::run(command, &endpoints, &operator, out).await,
             Command::Record(command) => record::run(command, &endpoints, &operator, out).await,
             Command::Consent(command) => consent::run(command, &endpoints, &operator, out).await,
+            Command::Conformance(args) => conformance::run(args).await,
             Command::Up(args) => up::run(args).await,
             Command::Health { endpoint, service } => {
                 health(endpoint.as_deref().unwrap_or(&endpoints.access), &service).await

@@ -41,8 +41,13 @@ impl TestDatabase {
         sqlx::any::install_default_drivers();
         // The creation time in the name lets `make clean-test-dbs` drop only stale databases, never
         // those of a test run still going.
-        let created = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        let name = format!("carerecord_test_{created}_{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+        let created = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let name = format!(
+            "carerecord_test_{created}_{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..12]
+        );
         let options = AnyConnectOptions::from_str(&server_url)
             .unwrap_or_else(|e| panic!("TEST_DATABASE_URL is not a valid URL: {e}"));
         let mut conn = options.connect().await.unwrap_or_else(|e| {
