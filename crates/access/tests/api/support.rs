@@ -55,13 +55,25 @@ impl Fakes {
         let patient = identity::Patient {
             patient_id: id.clone(),
             nhs_number: nhs_number.to_owned(),
-            names: vec![common::HumanName { family: family.to_owned(), given: vec!["Alex".into()], ..Default::default() }],
-            birth_date: Some(common::Date { year: 1970, month: 5, day: 17 }),
+            names: vec![common::HumanName {
+                family: family.to_owned(),
+                given: vec!["Alex".into()],
+                ..Default::default()
+            }],
+            birth_date: Some(common::Date {
+                year: 1970,
+                month: 5,
+                day: 17,
+            }),
             state: identity::PatientState::Active as i32,
             version: 1,
             ..Default::default()
         };
-        self.world.lock().unwrap().patients.insert(id.clone(), patient);
+        self.world
+            .lock()
+            .unwrap()
+            .patients
+            .insert(id.clone(), patient);
         id
     }
 
@@ -71,11 +83,22 @@ impl Fakes {
         let dup = world.patients.get_mut(duplicate).unwrap();
         dup.state = identity::PatientState::Merged as i32;
         dup.merged_into_patient_id = survivor.to_owned();
-        world.patients.get_mut(survivor).unwrap().merged_from_patient_ids.push(duplicate.to_owned());
+        world
+            .patients
+            .get_mut(survivor)
+            .unwrap()
+            .merged_from_patient_ids
+            .push(duplicate.to_owned());
     }
 
     /// Adds a record; `effective_secs` is seconds since the epoch.
-    pub fn add_record(&self, patient_id: &str, resource_type: &str, classes: &[&str], effective_secs: Option<i64>) -> String {
+    pub fn add_record(
+        &self,
+        patient_id: &str,
+        resource_type: &str,
+        classes: &[&str],
+        effective_secs: Option<i64>,
+    ) -> String {
         let id = uuid();
         let payload = serde_json::json!({
             "resourceType": resource_type,
@@ -95,7 +118,10 @@ impl Fakes {
             data_classes: classes.iter().map(|c| (*c).to_owned()).collect(),
             authoring_organisation_ods_code: "RR8".into(),
             source_system: "test".into(),
-            effective_time: effective_secs.map(|s| prost_types::Timestamp { seconds: s, nanos: 0 }),
+            effective_time: effective_secs.map(|s| prost_types::Timestamp {
+                seconds: s,
+                nanos: 0,
+            }),
             status: records::RecordStatus::Current as i32,
             version: 1,
             etag: "e1".into(),
@@ -111,11 +137,13 @@ impl Fakes {
 
     fn decision(&self, patient_id: &str, purpose: &str) -> consent::Decision {
         let world = self.world.lock().unwrap();
-        let reason = |source: consent::DecisionSource, effect: consent::DecisionOutcome| consent::DecisionReason {
-            source: source as i32,
-            effect: effect as i32,
-            explanation: String::new(),
-            ..Default::default()
+        let reason = |source: consent::DecisionSource, effect: consent::DecisionOutcome| {
+            consent::DecisionReason {
+                source: source as i32,
+                effect: effect as i32,
+                explanation: String::new(),
+                ..Default::default()
+            }
         };
         let direct_care = matches!(purpose, "TREAT" | "ETREAT" | "PATRQT");
         let mut decision = consent::Decision {
@@ -126,10 +154,16 @@ impl Fakes {
         };
         if world.opted_out.contains(patient_id) && !direct_care {
             decision.outcome = consent::DecisionOutcome::Deny as i32;
-            decision.reasons = vec![reason(consent::DecisionSource::NationalDataOptOut, consent::DecisionOutcome::Deny)];
+            decision.reasons = vec![reason(
+                consent::DecisionSource::NationalDataOptOut,
+                consent::DecisionOutcome::Deny,
+            )];
         } else if world.dissent.contains(patient_id) {
             decision.outcome = consent::DecisionOutcome::Deny as i32;
-            decision.reasons = vec![reason(consent::DecisionSource::PatientDirective, consent::DecisionOutcome::Deny)];
+            decision.reasons = vec![reason(
+                consent::DecisionSource::PatientDirective,
+                consent::DecisionOutcome::Deny,
+            )];
         } else if let Some(classes) = world.withhold.get(patient_id) {
             decision.obligations = vec![consent::Obligation {
                 r#type: consent::ObligationType::WithholdDataClasses as i32,
@@ -138,11 +172,20 @@ impl Fakes {
                 data_period: None,
             }];
             decision.reasons = vec![
-                reason(consent::DecisionSource::PatientDirective, consent::DecisionOutcome::Deny),
-                reason(consent::DecisionSource::Default, consent::DecisionOutcome::Permit),
+                reason(
+                    consent::DecisionSource::PatientDirective,
+                    consent::DecisionOutcome::Deny,
+                ),
+                reason(
+                    consent::DecisionSource::Default,
+                    consent::DecisionOutcome::Permit,
+                ),
             ];
         } else {
-            decision.reasons = vec![reason(consent::DecisionSource::Default, consent::DecisionOutcome::Permit)];
+            decision.reasons = vec![reason(
+                consent::DecisionSource::Default,
+                consent::DecisionOutcome::Permit,
+            )];
         }
         if purpose == "ETREAT" {
             decision.obligations.push(consent::Obligation {
@@ -164,9 +207,16 @@ fn check_requester(requester: Option<&common::Requester>) -> Result<(), Status> 
 
 #[tonic::async_trait]
 impl identity::patient_identity_service_server::PatientIdentityService for Fakes {
-    async fn get_patient(&self, request: Request<identity::GetPatientRequest>) -> Result<Response<identity::GetPatientResponse>, Status> {
-        let patient = self.patient(&request.into_inner().patient_id).ok_or_else(|| Status::not_found("no such patient"))?;
-        Ok(Response::new(identity::GetPatientResponse { patient: Some(patient) }))
+    async fn get_patient(
+        &self,
+        request: Request<identity::GetPatientRequest>,
+    ) -> Result<Response<identity::GetPatientResponse>, Status> {
+        let patient = self
+            .patient(&request.into_inner().patient_id)
+            .ok_or_else(|| Status::not_found("no such patient"))?;
+        Ok(Response::new(identity::GetPatientResponse {
+            patient: Some(patient),
+        }))
     }
 
     async fn resolve_identifier(
@@ -180,8 +230,11 @@ impl identity::patient_identity_service_server::PatientIdentityService for Fakes
                 .patients
                 .values()
                 .find(|p| {
-                    (identifier.system == "https://fhir.nhs.uk/Id/nhs-number" && p.nhs_number == identifier.value)
-                        || p.identifiers.iter().any(|i| i.system == identifier.system && i.value == identifier.value)
+                    (identifier.system == "https://fhir.nhs.uk/Id/nhs-number"
+                        && p.nhs_number == identifier.value)
+                        || p.identifiers
+                            .iter()
+                            .any(|i| i.system == identifier.system && i.value == identifier.value)
                 })
                 .cloned()
         };
@@ -203,16 +256,25 @@ impl identity::patient_identity_service_server::PatientIdentityService for Fakes
         &self,
         request: Request<identity::MatchPatientsRequest>,
     ) -> Result<Response<identity::MatchPatientsResponse>, Status> {
-        let Some(identity::match_patients_request::Probe::Demographics(probe)) = request.into_inner().probe else {
+        let Some(identity::match_patients_request::Probe::Demographics(probe)) =
+            request.into_inner().probe
+        else {
             return Err(Status::invalid_argument("demographics expected"));
         };
-        let family = probe.names.first().map(|n| n.family.to_lowercase()).unwrap_or_default();
+        let family = probe
+            .names
+            .first()
+            .map(|n| n.family.to_lowercase())
+            .unwrap_or_default();
         let world = self.world.lock().unwrap();
         let candidates = world
             .patients
             .values()
             .filter(|p| p.state == identity::PatientState::Active as i32)
-            .filter(|p| p.birth_date == probe.birth_date && p.names.iter().any(|n| n.family.to_lowercase() == family))
+            .filter(|p| {
+                p.birth_date == probe.birth_date
+                    && p.names.iter().any(|n| n.family.to_lowercase() == family)
+            })
             .map(|p| identity::MatchCandidate {
                 patient: Some(p.clone()),
                 match_probability: 0.999,
@@ -220,41 +282,60 @@ impl identity::patient_identity_service_server::PatientIdentityService for Fakes
                 ..Default::default()
             })
             .collect();
-        Ok(Response::new(identity::MatchPatientsResponse { candidates, ..Default::default() }))
+        Ok(Response::new(identity::MatchPatientsResponse {
+            candidates,
+            ..Default::default()
+        }))
     }
 }
 
 #[tonic::async_trait]
 impl consent::consent_service_server::ConsentService for Fakes {
-    async fn decide(&self, request: Request<consent::DecideRequest>) -> Result<Response<consent::DecideResponse>, Status> {
+    async fn decide(
+        &self,
+        request: Request<consent::DecideRequest>,
+    ) -> Result<Response<consent::DecideResponse>, Status> {
         self.decide_calls.fetch_add(1, Ordering::SeqCst);
         if self.consent_down.load(Ordering::SeqCst) {
             return Err(Status::unavailable("consent is down"));
         }
         let req = request.into_inner();
         check_requester(req.requester.as_ref())?;
-        if (req.purpose_of_use == "ETREAT") != !req.break_glass_reason.is_empty() {
+        if (req.purpose_of_use == "ETREAT") == req.break_glass_reason.is_empty() {
             return Err(Status::invalid_argument("break_glass_reason iff ETREAT"));
         }
-        Ok(Response::new(consent::DecideResponse { decision: Some(self.decision(&req.patient_id, &req.purpose_of_use)) }))
+        Ok(Response::new(consent::DecideResponse {
+            decision: Some(self.decision(&req.patient_id, &req.purpose_of_use)),
+        }))
     }
 
-    async fn batch_decide(&self, request: Request<consent::BatchDecideRequest>) -> Result<Response<consent::BatchDecideResponse>, Status> {
+    async fn batch_decide(
+        &self,
+        request: Request<consent::BatchDecideRequest>,
+    ) -> Result<Response<consent::BatchDecideResponse>, Status> {
         if self.consent_down.load(Ordering::SeqCst) {
             return Err(Status::unavailable("consent is down"));
         }
         let req = request.into_inner();
         check_requester(req.requester.as_ref())?;
-        if req.patient_ids.is_empty() || req.patient_ids.len() > 10_000 || req.purpose_of_use == "ETREAT" {
+        if req.patient_ids.is_empty()
+            || req.patient_ids.len() > 10_000
+            || req.purpose_of_use == "ETREAT"
+        {
             return Err(Status::invalid_argument("bad batch"));
         }
-        let decisions = req.patient_ids.iter().map(|id| self.decision(id, &req.purpose_of_use)).collect();
+        let decisions = req
+            .patient_ids
+            .iter()
+            .map(|id| self.decision(id, &req.purpose_of_use))
+            .collect();
         Ok(Response::new(consent::BatchDecideResponse { decisions }))
     }
 }
 
 fn micros(ts: &Option<prost_types::Timestamp>) -> Option<i64> {
-    ts.as_ref().map(|t| t.seconds * 1_000_000 + i64::from(t.nanos / 1000))
+    ts.as_ref()
+        .map(|t| t.seconds * 1_000_000 + i64::from(t.nanos / 1000))
 }
 
 fn in_period(record: &records::Record, period: &Option<common::Period>) -> bool {
@@ -262,13 +343,18 @@ fn in_period(record: &records::Record, period: &Option<common::Period>) -> bool 
     if period.start.is_none() && period.end.is_none() {
         return true;
     }
-    let Some(t) = micros(&record.effective_time) else { return false };
+    let Some(t) = micros(&record.effective_time) else {
+        return false;
+    };
     micros(&period.start).is_none_or(|s| s <= t) && micros(&period.end).is_none_or(|e| t < e)
 }
 
 #[tonic::async_trait]
 impl records::record_hosting_service_server::RecordHostingService for Fakes {
-    async fn list_records(&self, request: Request<records::ListRecordsRequest>) -> Result<Response<records::ListRecordsResponse>, Status> {
+    async fn list_records(
+        &self,
+        request: Request<records::ListRecordsRequest>,
+    ) -> Result<Response<records::ListRecordsResponse>, Status> {
         let req = request.into_inner();
         let mut matching: Vec<records::Record> = {
             let world = self.world.lock().unwrap();
@@ -276,7 +362,9 @@ impl records::record_hosting_service_server::RecordHostingService for Fakes {
                 .records
                 .iter()
                 .filter(|r| r.patient_id == req.patient_id)
-                .filter(|r| req.resource_types.is_empty() || req.resource_types.contains(&r.resource_type))
+                .filter(|r| {
+                    req.resource_types.is_empty() || req.resource_types.contains(&r.resource_type)
+                })
                 .filter(|r| in_period(r, &req.effective_time))
                 .cloned()
                 .collect()
@@ -285,24 +373,37 @@ impl records::record_hosting_service_server::RecordHostingService for Fakes {
         let offset: usize = if req.page_token.is_empty() {
             0
         } else {
-            req.page_token.parse().map_err(|_| Status::invalid_argument("bad token"))?
+            req.page_token
+                .parse()
+                .map_err(|_| Status::invalid_argument("bad token"))?
         };
-        let size = if req.page_size == 0 { 50 } else { req.page_size as usize };
+        let size = if req.page_size == 0 {
+            50
+        } else {
+            req.page_size as usize
+        };
         let page: Vec<records::Record> = matching.iter().skip(offset).take(size).cloned().collect();
         let next = offset + page.len();
         Ok(Response::new(records::ListRecordsResponse {
             records: page,
-            next_page_token: if next < matching.len() { next.to_string() } else { String::new() },
+            next_page_token: if next < matching.len() {
+                next.to_string()
+            } else {
+                String::new()
+            },
             watch_cursor: "c".into(),
         }))
     }
 
-    type ExportRecordsStream = std::pin::Pin<Box<dyn futures::Stream<Item = Result<records::ExportRecordsResponse, Status>> + Send>>;
-
-    async fn export_records(&self, request: Request<records::ExportRecordsRequest>) -> Result<Response<Self::ExportRecordsStream>, Status> {
+    async fn export_records(
+        &self,
+        request: Request<records::ExportRecordsRequest>,
+    ) -> Result<Response<tonic::codegen::BoxStream<records::ExportRecordsResponse>>, Status> {
         let req = request.into_inner();
         let patients: Option<HashSet<String>> = match req.scope {
-            Some(records::export_records_request::Scope::Patients(list)) => Some(list.patient_ids.into_iter().collect()),
+            Some(records::export_records_request::Scope::Patients(list)) => {
+                Some(list.patient_ids.into_iter().collect())
+            }
             Some(records::export_records_request::Scope::UpdatedBetween(_)) => None,
             None => return Err(Status::invalid_argument("scope")),
         };
@@ -312,7 +413,9 @@ impl records::record_hosting_service_server::RecordHostingService for Fakes {
                 .records
                 .iter()
                 .filter(|r| patients.as_ref().is_none_or(|p| p.contains(&r.patient_id)))
-                .filter(|r| req.resource_types.is_empty() || req.resource_types.contains(&r.resource_type))
+                .filter(|r| {
+                    req.resource_types.is_empty() || req.resource_types.contains(&r.resource_type)
+                })
                 .cloned()
                 .map(|mut r| {
                     if req.view == records::RecordView::Metadata as i32 {
@@ -324,7 +427,13 @@ impl records::record_hosting_service_server::RecordHostingService for Fakes {
         };
         let mut messages: Vec<Result<records::ExportRecordsResponse, Status>> = matching
             .chunks(100)
-            .map(|c| Ok(records::ExportRecordsResponse { records: c.to_vec(), resume_cursor: "r".into(), watch_cursor: "w".into() }))
+            .map(|c| {
+                Ok(records::ExportRecordsResponse {
+                    records: c.to_vec(),
+                    resume_cursor: "r".into(),
+                    watch_cursor: "w".into(),
+                })
+            })
             .collect();
         if messages.is_empty() {
             messages.push(Ok(records::ExportRecordsResponse::default()));
@@ -339,9 +448,17 @@ async fn serve_fakes(fakes: Fakes) -> SocketAddr {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         tonic::transport::Server::builder()
-            .add_service(identity::patient_identity_service_server::PatientIdentityServiceServer::new(fakes.clone()))
-            .add_service(consent::consent_service_server::ConsentServiceServer::new(fakes.clone()))
-            .add_service(records::record_hosting_service_server::RecordHostingServiceServer::new(fakes))
+            .add_service(
+                identity::patient_identity_service_server::PatientIdentityServiceServer::new(
+                    fakes.clone(),
+                ),
+            )
+            .add_service(consent::consent_service_server::ConsentServiceServer::new(
+                fakes.clone(),
+            ))
+            .add_service(
+                records::record_hosting_service_server::RecordHostingServiceServer::new(fakes),
+            )
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
             .await
             .unwrap();
@@ -382,7 +499,10 @@ pub async fn spawn_app(db_url: &str) -> TestApp {
         ("CARERECORD_JWT_ISSUER", ISSUER.into()),
         ("CARERECORD_DEV_TOKENS", "true".into()),
         ("CARERECORD_PROJECTS_FILE", projects.display().to_string()),
-        ("CARERECORD_TOKEN_SECRET", "0123456789abcdef0123456789abcdef".into()),
+        (
+            "CARERECORD_TOKEN_SECRET",
+            "0123456789abcdef0123456789abcdef".into(),
+        ),
         ("CARERECORD_UPSTREAM_TIMEOUT", "2s".into()),
     ]);
     let config = Config::from_env(&env).unwrap();
@@ -391,7 +511,11 @@ pub async fn spawn_app(db_url: &str) -> TestApp {
     let shutdown = CancellationToken::new();
     let token = shutdown.clone();
     tokio::spawn(async move { app.run(token).await.unwrap() });
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
     TestApp {
         client: DataAccessServiceClient::new(channel).max_decoding_message_size(64 << 20),
         fakes,
@@ -414,13 +538,34 @@ pub struct Claims {
 
 impl Claims {
     pub fn clinician(scope: &str) -> Self {
-        Claims { sub: "dr-who".into(), org: "RR8".into(), role: "R8000".into(), scope: scope.into(), patient: String::new(), exp_offset: 300 }
+        Claims {
+            sub: "dr-who".into(),
+            org: "RR8".into(),
+            role: "R8000".into(),
+            scope: scope.into(),
+            patient: String::new(),
+            exp_offset: 300,
+        }
     }
     pub fn privacy_officer() -> Self {
-        Claims { sub: "po-1".into(), org: "RR8".into(), role: "R0001".into(), scope: "user/AuditEvent.rs user/AuditEvent.u".into(), patient: String::new(), exp_offset: 300 }
+        Claims {
+            sub: "po-1".into(),
+            org: "RR8".into(),
+            role: "R0001".into(),
+            scope: "user/AuditEvent.rs user/AuditEvent.u".into(),
+            patient: String::new(),
+            exp_offset: 300,
+        }
     }
     pub fn system(scope: &str) -> Self {
-        Claims { sub: "svc-research".into(), org: "X26".into(), role: String::new(), scope: scope.into(), patient: String::new(), exp_offset: 300 }
+        Claims {
+            sub: "svc-research".into(),
+            org: "X26".into(),
+            role: String::new(),
+            scope: scope.into(),
+            patient: String::new(),
+            exp_offset: 300,
+        }
     }
 }
 
@@ -454,18 +599,28 @@ pub fn token(claims: &Claims) -> String {
 /// A request carrying a bearer token.
 pub fn authed<T>(message: T, token: &str) -> Request<T> {
     let mut request = Request::new(message);
-    request.metadata_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
     request
 }
 
 /// The ErrorInfo of a status.
 pub fn error_info(status: &Status) -> tonic_types::ErrorInfo {
     use tonic_types::StatusExt;
-    status.get_error_details().error_info().cloned().unwrap_or_else(|| panic!("no ErrorInfo on {status:?}"))
+    status
+        .get_error_details()
+        .error_info()
+        .cloned()
+        .unwrap_or_else(|| panic!("no ErrorInfo on {status:?}"))
 }
 
 pub fn patient_ref(id: &str) -> Option<carerecord_contracts::access::v1::PatientReference> {
     Some(carerecord_contracts::access::v1::PatientReference {
-        reference: Some(carerecord_contracts::access::v1::patient_reference::Reference::PatientId(id.to_owned())),
+        reference: Some(
+            carerecord_contracts::access::v1::patient_reference::Reference::PatientId(
+                id.to_owned(),
+            ),
+        ),
     })
 }
