@@ -29,7 +29,8 @@ pub const DEFAULT_ADDR: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(
     50050,
 ));
 
-static MIGRATIONS: Migrations = Migrations {
+/// The audit store's migrations, per dialect.
+pub static MIGRATIONS: Migrations = Migrations {
     postgres: &sqlx::migrate!("./migrations/postgres"),
     sqlite: &sqlx::migrate!("./migrations/sqlite"),
 };

@@ -11,7 +11,7 @@ use carerecord_contracts::access::v1::{AuditLeaf, SignedTreeHead};
 use carerecord_platform::db::{Backend, Database};
 use prost::Message;
 use sqlx::{AssertSqlSafe, Row};
-use tokio::sync::Mutex;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::domain::merkle::{self, Frontier, Hash};
 use crate::error::Error;
@@ -97,9 +97,24 @@ pub struct EventFilter {
 #[derive(Clone)]
 pub struct Store {
     db: Database,
-    write_lock: Arc<Mutex<()>>,
+    appends: mpsc::Sender<Pending>,
     cache: Arc<RwLock<TreeCache>>,
 }
+
+/// An entry waiting for the writer.
+struct Pending {
+    data: Vec<u8>,
+    hash: Hash,
+    entry_id: String,
+    time_micros: i64,
+    action: i64,
+    patient_id: String,
+    effect: Effect,
+    reply: oneshot::Sender<Result<Appended, Error>>,
+}
+
+/// Most entries committed in one transaction.
+const MAX_BATCH: usize = 256;
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -123,12 +138,12 @@ fn placeholders(start: usize, count: usize) -> String {
 }
 
 impl Store {
+    /// The store, with its writer task (call within a Tokio runtime).
     pub fn new(db: Database) -> Self {
-        Store {
-            db,
-            write_lock: Arc::new(Mutex::new(())),
-            cache: Arc::new(RwLock::new(TreeCache::default())),
-        }
+        let (appends, queue) = mpsc::channel(4 * MAX_BATCH);
+        let cache = Arc::new(RwLock::new(TreeCache::default()));
+        tokio::spawn(writer(db.clone(), cache.clone(), queue));
+        Store { db, appends, cache }
     }
 
     pub fn backend(&self) -> Backend {
@@ -144,89 +159,31 @@ impl Store {
     }
 
     /// Appends one entry (and its effect) durably; returns its index.
+    ///
+    /// Appends are group-committed: concurrent calls share one transaction, so the serialised
+    /// section costs one commit per batch rather than per call.
     pub async fn append(&self, leaf: &AuditLeaf, effect: Effect) -> Result<Appended, Error> {
         let data = leaf.encode_to_vec();
-        let hash = merkle::leaf_hash(&data);
-        let _guard = self.write_lock.lock().await;
-        let mut tx = self.db.pool.begin().await?;
-        if self.db.backend == Backend::Postgres {
-            // Serialises appends across replicas for the rest of this transaction.
-            sqlx::query("SELECT pg_advisory_xact_lock(6962)")
-                .execute(&mut *tx)
-                .await?;
-        }
-        let next: i64 = sqlx::query("SELECT COALESCE(MAX(idx) + 1, 0) FROM audit_entries")
-            .fetch_one(&mut *tx)
-            .await?
-            .try_get(0)?;
-        let time = leaf
-            .time
-            .as_ref()
-            .and_then(crate::domain::micros)
-            .unwrap_or_default();
-        sqlx::query(
-            "INSERT INTO audit_entries (idx, entry_id, leaf_data, leaf_hash, time_micros, action, patient_id) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        )
-        .bind(next)
-        .bind(&leaf.entry_id)
-        .bind(data)
-        .bind(hash.to_vec())
-        .bind(time)
-        .bind(i64::from(leaf.action))
-        .bind(&leaf.patient_id)
-        .execute(&mut *tx)
-        .await?;
-        match effect {
-            Effect::None => {}
-            Effect::BreakGlass(mut row) => {
-                row.audit_index = next;
-                insert_event(&mut tx, &row).await?;
-            }
-            Effect::Review {
-                event_id,
-                expected_etag,
-                outcome,
-                notes,
-                reviewer,
-            } => {
-                let etag = uuid::Uuid::new_v4().simple().to_string();
-                let updated = sqlx::query(
-                    "UPDATE break_glass_events SET version = version + 1, etag = $1, review_outcome = $2, \
-                     review_notes = $3, reviewer_user_id = $4, reviewer_organisation_ods_code = $5, \
-                     reviewer_role_code = $6, reviewer_display_name = $7, review_time_micros = $8, \
-                     review_entry_id = $9 WHERE event_id = $10 AND etag = $11",
-                )
-                .bind(etag)
-                .bind(outcome)
-                .bind(notes)
-                .bind(reviewer.user_id)
-                .bind(reviewer.organisation_ods_code)
-                .bind(reviewer.role_code)
-                .bind(reviewer.display_name)
-                .bind(time)
-                .bind(&leaf.entry_id)
-                .bind(&event_id)
-                .bind(&expected_etag)
-                .execute(&mut *tx)
-                .await?;
-                if updated.rows_affected() != 1 {
-                    tx.rollback().await?;
-                    return Err(Error::EtagMismatch);
-                }
-            }
-        }
-        tx.commit().await?;
-        if let Ok(mut cache) = self.cache.write()
-            && cache.hashes.len() as i64 == next
-        {
-            cache.hashes.push(hash);
-            cache.frontier.push(hash);
-        }
-        Ok(Appended {
-            index: next,
+        let (reply, answer) = oneshot::channel();
+        let pending = Pending {
+            hash: merkle::leaf_hash(&data),
+            data,
             entry_id: leaf.entry_id.clone(),
-        })
+            time_micros: leaf
+                .time
+                .as_ref()
+                .and_then(crate::domain::micros)
+                .unwrap_or_default(),
+            action: i64::from(leaf.action),
+            patient_id: leaf.patient_id.clone(),
+            effect,
+            reply,
+        };
+        self.appends
+            .send(pending)
+            .await
+            .map_err(|_| Error::AuditLogUnavailable)?;
+        answer.await.map_err(|_| Error::AuditLogUnavailable)?
     }
 
     /// The log's current size.
@@ -476,7 +433,7 @@ impl Store {
 async fn insert_event(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     row: &BreakGlassRow,
-) -> Result<(), Error> {
+) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO break_glass_events (event_id, audit_index, time_micros, user_id, organisation_ods_code, \
          role_code, display_name, client_id, patient_id, reason, outcome, returned_count, withheld_count, \
@@ -537,4 +494,120 @@ fn event_from_row(row: &sqlx::any::AnyRow) -> Result<BreakGlassRow, Error> {
         review_time_micros: row.try_get(21)?,
         review_entry_id: row.try_get(22)?,
     })
+}
+
+/// The single writer: drains queued appends into one transaction at a time.
+async fn writer(db: Database, cache: Arc<RwLock<TreeCache>>, mut queue: mpsc::Receiver<Pending>) {
+    while let Some(first) = queue.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
+        }
+        match write_batch(&db, &batch).await {
+            Ok(results) => {
+                if let Ok(mut cache) = cache.write() {
+                    for (pending, result) in batch.iter().zip(&results) {
+                        if let Ok(appended) = result
+                            && cache.hashes.len() as i64 == appended.index
+                        {
+                            cache.hashes.push(pending.hash);
+                            cache.frontier.push(pending.hash);
+                        }
+                    }
+                }
+                for (pending, result) in batch.into_iter().zip(results) {
+                    let _ = pending.reply.send(result);
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, entries = batch.len(), "audit append failed");
+                for pending in batch {
+                    let _ = pending.reply.send(Err(Error::AuditLogUnavailable));
+                }
+            }
+        }
+    }
+}
+
+/// Writes a batch in one transaction; an entry whose review lost an etag race is skipped (its
+/// caller gets ETAG_MISMATCH) without disturbing the others or the index sequence.
+async fn write_batch(
+    db: &Database,
+    batch: &[Pending],
+) -> Result<Vec<Result<Appended, Error>>, sqlx::Error> {
+    let mut tx = db.pool.begin().await?;
+    if db.backend == Backend::Postgres {
+        // Serialises appends across replicas for the rest of this transaction.
+        sqlx::query("SELECT pg_advisory_xact_lock(6962)")
+            .execute(&mut *tx)
+            .await?;
+    }
+    let mut next: i64 = sqlx::query("SELECT COALESCE(MAX(idx) + 1, 0) FROM audit_entries")
+        .fetch_one(&mut *tx)
+        .await?
+        .try_get(0)?;
+    let mut results = Vec::with_capacity(batch.len());
+    for pending in batch {
+        if let Effect::Review {
+            event_id,
+            expected_etag,
+            outcome,
+            notes,
+            reviewer,
+        } = &pending.effect
+        {
+            let etag = uuid::Uuid::new_v4().simple().to_string();
+            let updated = sqlx::query(
+                "UPDATE break_glass_events SET version = version + 1, etag = $1, review_outcome = $2, \
+                 review_notes = $3, reviewer_user_id = $4, reviewer_organisation_ods_code = $5, \
+                 reviewer_role_code = $6, reviewer_display_name = $7, review_time_micros = $8, \
+                 review_entry_id = $9 WHERE event_id = $10 AND etag = $11",
+            )
+            .bind(etag)
+            .bind(*outcome)
+            .bind(notes)
+            .bind(&reviewer.user_id)
+            .bind(&reviewer.organisation_ods_code)
+            .bind(&reviewer.role_code)
+            .bind(&reviewer.display_name)
+            .bind(pending.time_micros)
+            .bind(&pending.entry_id)
+            .bind(event_id)
+            .bind(expected_etag)
+            .execute(&mut *tx)
+            .await?;
+            if updated.rows_affected() != 1 {
+                results.push(Err(Error::EtagMismatch));
+                continue;
+            }
+        }
+        sqlx::query(
+            "INSERT INTO audit_entries (idx, entry_id, leaf_data, leaf_hash, time_micros, action, patient_id) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(next)
+        .bind(&pending.entry_id)
+        .bind(pending.data.clone())
+        .bind(pending.hash.to_vec())
+        .bind(pending.time_micros)
+        .bind(pending.action)
+        .bind(&pending.patient_id)
+        .execute(&mut *tx)
+        .await?;
+        if let Effect::BreakGlass(row) = &pending.effect {
+            let mut row = (**row).clone();
+            row.audit_index = next;
+            insert_event(&mut tx, &row).await?;
+        }
+        results.push(Ok(Appended {
+            index: next,
+            entry_id: pending.entry_id.clone(),
+        }));
+        next += 1;
+    }
+    tx.commit().await?;
+    Ok(results)
 }

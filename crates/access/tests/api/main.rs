@@ -6,5 +6,6 @@ mod break_glass;
 mod extracts;
 mod reads;
 mod startup;
+mod store;
 mod support;
 mod tokens;
