@@ -468,6 +468,10 @@ async fn serve_fakes(fakes: Fakes) -> SocketAddr {
 
 pub struct TestApp {
     pub client: DataAccessServiceClient<Channel>,
+    /// Where data access listens.
+    pub addr: SocketAddr,
+    /// Where the doubles listen (all three modules on one port).
+    pub upstream: String,
     pub fakes: Fakes,
     pub db_url: String,
     _shutdown: tokio_util::sync::DropGuard,
@@ -478,6 +482,7 @@ pub struct TestApp {
 pub async fn spawn_app(db_url: &str) -> TestApp {
     let fakes = Fakes::default();
     let upstream = format!("http://{}", serve_fakes(fakes.clone()).await);
+    let upstream_endpoint = upstream.clone();
     let dir = tempfile::tempdir().unwrap();
     let projects = dir.path().join("projects.json");
     std::fs::write(
@@ -518,6 +523,8 @@ pub async fn spawn_app(db_url: &str) -> TestApp {
         .unwrap();
     TestApp {
         client: DataAccessServiceClient::new(channel).max_decoding_message_size(64 << 20),
+        addr,
+        upstream: upstream_endpoint,
         fakes,
         db_url: db_url.to_owned(),
         _shutdown: shutdown.drop_guard(),
