@@ -181,6 +181,19 @@ impl AccessService {
     }
 }
 
+/// Runs an audited call to completion even if the client goes away, so every attempt that
+/// passed validation is audited (a dropped handler future would write nothing).
+async fn detached<T: Send + 'static>(
+    call: impl std::future::Future<Output = Result<Response<T>, Status>> + Send + 'static,
+) -> Result<Response<T>, Status> {
+    use tracing::Instrument;
+    tokio::spawn(call.instrument(tracing::Span::current()))
+        .await
+        .unwrap_or_else(|e| {
+            Err(Error::Internal(format!("handler task failed: {e}")).to_status(None))
+        })
+}
+
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
 #[tonic::async_trait]
@@ -189,49 +202,56 @@ impl DataAccessService for AccessService {
         &self,
         request: Request<api::FindPatientRequest>,
     ) -> Result<Response<api::FindPatientResponse>, Status> {
-        self.find_patient_rpc(request).await
+        let this = self.clone();
+        detached(async move { this.find_patient_rpc(request).await }).await
     }
 
     async fn read_patient_record(
         &self,
         request: Request<api::ReadPatientRecordRequest>,
     ) -> Result<Response<api::ReadPatientRecordResponse>, Status> {
-        self.read_rpc(request).await
+        let this = self.clone();
+        detached(async move { this.read_rpc(request).await }).await
     }
 
     async fn break_glass_read_patient_record(
         &self,
         request: Request<api::BreakGlassReadPatientRecordRequest>,
     ) -> Result<Response<api::BreakGlassReadPatientRecordResponse>, Status> {
-        self.break_glass_rpc(request).await
+        let this = self.clone();
+        detached(async move { this.break_glass_rpc(request).await }).await
     }
 
     async fn list_break_glass_events(
         &self,
         request: Request<api::ListBreakGlassEventsRequest>,
     ) -> Result<Response<api::ListBreakGlassEventsResponse>, Status> {
-        self.list_events_rpc(request).await
+        let this = self.clone();
+        detached(async move { this.list_events_rpc(request).await }).await
     }
 
     async fn review_break_glass_event(
         &self,
         request: Request<api::ReviewBreakGlassEventRequest>,
     ) -> Result<Response<api::ReviewBreakGlassEventResponse>, Status> {
-        self.review_rpc(request).await
+        let this = self.clone();
+        detached(async move { this.review_rpc(request).await }).await
     }
 
     async fn list_disclosures(
         &self,
         request: Request<api::ListDisclosuresRequest>,
     ) -> Result<Response<api::ListDisclosuresResponse>, Status> {
-        self.list_disclosures_rpc(request).await
+        let this = self.clone();
+        detached(async move { this.list_disclosures_rpc(request).await }).await
     }
 
     async fn list_audit_entries(
         &self,
         request: Request<api::ListAuditEntriesRequest>,
     ) -> Result<Response<api::ListAuditEntriesResponse>, Status> {
-        self.list_audit_entries_rpc(request).await
+        let this = self.clone();
+        detached(async move { this.list_audit_entries_rpc(request).await }).await
     }
 
     async fn get_signed_tree_head(
@@ -273,14 +293,16 @@ impl DataAccessService for AccessService {
         &self,
         request: Request<api::ExtractPseudonymisedRequest>,
     ) -> Result<Response<BoxStream<api::ExtractPseudonymisedResponse>>, Status> {
-        self.extract_rpc(request).await
+        let this = self.clone();
+        detached(async move { this.extract_rpc(request).await }).await
     }
 
     async fn aggregate_extract(
         &self,
         request: Request<api::AggregateExtractRequest>,
     ) -> Result<Response<BoxStream<api::AggregateExtractResponse>>, Status> {
-        self.aggregate_rpc(request).await
+        let this = self.clone();
+        detached(async move { this.aggregate_rpc(request).await }).await
     }
 }
 
