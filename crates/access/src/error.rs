@@ -87,6 +87,8 @@ pub enum Error {
     AuditLogUnavailable,
     #[error("the call was cancelled")]
     Cancelled,
+    #[error("the call's deadline passed")]
+    DeadlineExceeded,
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -126,6 +128,7 @@ impl Error {
             Error::TreeSizeOutOfRange { .. } => Code::OutOfRange,
             Error::DependencyUnavailable(_) | Error::AuditLogUnavailable => Code::Unavailable,
             Error::Cancelled => Code::Cancelled,
+            Error::DeadlineExceeded => Code::DeadlineExceeded,
             Error::Internal(_) => Code::Internal,
         }
     }
@@ -154,6 +157,7 @@ impl Error {
             Error::DependencyUnavailable(_) => "DEPENDENCY_UNAVAILABLE",
             Error::AuditLogUnavailable => "AUDIT_LOG_UNAVAILABLE",
             Error::Cancelled => "CANCELLED",
+            Error::DeadlineExceeded => "DEADLINE_EXCEEDED",
             Error::Internal(_) => "INTERNAL",
         }
     }

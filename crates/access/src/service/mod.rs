@@ -170,6 +170,11 @@ impl AccessService {
         break_glass: bool,
         attach: impl FnOnce(&mut T, &Appended),
     ) -> Result<Response<T>, Status> {
+        // A client that stopped waiting received nothing: the attempt is audited as failed.
+        let result = match result {
+            Ok(_) if deadline_passed() => Err(Error::DeadlineExceeded),
+            other => other,
+        };
         let appended = self.audit(leaf, result.as_ref().err(), break_glass).await?;
         match result {
             Ok(mut response) => {
@@ -181,17 +186,49 @@ impl AccessService {
     }
 }
 
+tokio::task_local! {
+    /// The client's deadline for the current call (from `grpc-timeout`), if it set one.
+    static DEADLINE: Option<tokio::time::Instant>;
+}
+
+/// The instant a `grpc-timeout` header (e.g. `250m`, `5S`) ends at.
+fn deadline(metadata: &tonic::metadata::MetadataMap) -> Option<tokio::time::Instant> {
+    let raw = metadata.get("grpc-timeout")?.to_str().ok()?;
+    let (digits, unit) = raw.split_at(raw.len().checked_sub(1)?);
+    let amount: u64 = digits.parse().ok()?;
+    let duration = match unit {
+        "H" => std::time::Duration::from_secs(amount.saturating_mul(3600)),
+        "M" => std::time::Duration::from_secs(amount.saturating_mul(60)),
+        "S" => std::time::Duration::from_secs(amount),
+        "m" => std::time::Duration::from_millis(amount),
+        "u" => std::time::Duration::from_micros(amount),
+        "n" => std::time::Duration::from_nanos(amount),
+        _ => return None,
+    };
+    tokio::time::Instant::now().checked_add(duration)
+}
+
+/// Whether the current call's client deadline has passed (its answer can no longer arrive).
+fn deadline_passed() -> bool {
+    DEADLINE
+        .try_with(|d| d.is_some_and(|d| tokio::time::Instant::now() >= d))
+        .unwrap_or(false)
+}
+
 /// Runs an audited call to completion even if the client goes away, so every attempt that
 /// passed validation is audited (a dropped handler future would write nothing).
 async fn detached<T: Send + 'static>(
+    deadline: Option<tokio::time::Instant>,
     call: impl std::future::Future<Output = Result<Response<T>, Status>> + Send + 'static,
 ) -> Result<Response<T>, Status> {
     use tracing::Instrument;
-    tokio::spawn(call.instrument(tracing::Span::current()))
-        .await
-        .unwrap_or_else(|e| {
-            Err(Error::Internal(format!("handler task failed: {e}")).to_status(None))
-        })
+    tokio::spawn(
+        DEADLINE
+            .scope(deadline, call)
+            .instrument(tracing::Span::current()),
+    )
+    .await
+    .unwrap_or_else(|e| Err(Error::Internal(format!("handler task failed: {e}")).to_status(None)))
 }
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
@@ -203,7 +240,12 @@ impl DataAccessService for AccessService {
         request: Request<api::FindPatientRequest>,
     ) -> Result<Response<api::FindPatientResponse>, Status> {
         let this = self.clone();
-        detached(async move { this.find_patient_rpc(request).await }).await
+        let deadline = deadline(request.metadata());
+        detached(
+            deadline,
+            async move { this.find_patient_rpc(request).await },
+        )
+        .await
     }
 
     async fn read_patient_record(
@@ -211,7 +253,8 @@ impl DataAccessService for AccessService {
         request: Request<api::ReadPatientRecordRequest>,
     ) -> Result<Response<api::ReadPatientRecordResponse>, Status> {
         let this = self.clone();
-        detached(async move { this.read_rpc(request).await }).await
+        let deadline = deadline(request.metadata());
+        detached(deadline, async move { this.read_rpc(request).await }).await
     }
 
     async fn break_glass_read_patient_record(
@@ -219,7 +262,8 @@ impl DataAccessService for AccessService {
         request: Request<api::BreakGlassReadPatientRecordRequest>,
     ) -> Result<Response<api::BreakGlassReadPatientRecordResponse>, Status> {
         let this = self.clone();
-        detached(async move { this.break_glass_rpc(request).await }).await
+        let deadline = deadline(request.metadata());
+        detached(deadline, async move { this.break_glass_rpc(request).await }).await
     }
 
     async fn list_break_glass_events(
@@ -227,7 +271,8 @@ impl DataAccessService for AccessService {
         request: Request<api::ListBreakGlassEventsRequest>,
     ) -> Result<Response<api::ListBreakGlassEventsResponse>, Status> {
         let this = self.clone();
-        detached(async move { this.list_events_rpc(request).await }).await
+        let deadline = deadline(request.metadata());
+        detached(deadline, async move { this.list_events_rpc(request).await }).await
     }
 
     async fn review_break_glass_event(
@@ -235,7 +280,8 @@ impl DataAccessService for AccessService {
         request: Request<api::ReviewBreakGlassEventRequest>,
     ) -> Result<Response<api::ReviewBreakGlassEventResponse>, Status> {
         let this = self.clone();
-        detached(async move { this.review_rpc(request).await }).await
+        let deadline = deadline(request.metadata());
+        detached(deadline, async move { this.review_rpc(request).await }).await
     }
 
     async fn list_disclosures(
@@ -243,7 +289,12 @@ impl DataAccessService for AccessService {
         request: Request<api::ListDisclosuresRequest>,
     ) -> Result<Response<api::ListDisclosuresResponse>, Status> {
         let this = self.clone();
-        detached(async move { this.list_disclosures_rpc(request).await }).await
+        let deadline = deadline(request.metadata());
+        detached(
+            deadline,
+            async move { this.list_disclosures_rpc(request).await },
+        )
+        .await
     }
 
     async fn list_audit_entries(
@@ -251,7 +302,11 @@ impl DataAccessService for AccessService {
         request: Request<api::ListAuditEntriesRequest>,
     ) -> Result<Response<api::ListAuditEntriesResponse>, Status> {
         let this = self.clone();
-        detached(async move { this.list_audit_entries_rpc(request).await }).await
+        let deadline = deadline(request.metadata());
+        detached(deadline, async move {
+            this.list_audit_entries_rpc(request).await
+        })
+        .await
     }
 
     async fn get_signed_tree_head(
@@ -294,7 +349,8 @@ impl DataAccessService for AccessService {
         request: Request<api::ExtractPseudonymisedRequest>,
     ) -> Result<Response<BoxStream<api::ExtractPseudonymisedResponse>>, Status> {
         let this = self.clone();
-        detached(async move { this.extract_rpc(request).await }).await
+        let deadline = deadline(request.metadata());
+        detached(deadline, async move { this.extract_rpc(request).await }).await
     }
 
     async fn aggregate_extract(
@@ -302,7 +358,8 @@ impl DataAccessService for AccessService {
         request: Request<api::AggregateExtractRequest>,
     ) -> Result<Response<BoxStream<api::AggregateExtractResponse>>, Status> {
         let this = self.clone();
-        detached(async move { this.aggregate_rpc(request).await }).await
+        let deadline = deadline(request.metadata());
+        detached(deadline, async move { this.aggregate_rpc(request).await }).await
     }
 }
 

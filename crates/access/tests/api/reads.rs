@@ -493,3 +493,36 @@ async fn patient_facing_tokens_read_only_their_own_record() {
         assert_eq!(error_info(&status).reason, "PATIENT_CONTEXT_MISMATCH");
     }
 }
+
+#[tokio::test]
+async fn a_client_that_stops_waiting_is_audited_as_failed() {
+    for db in TestDatabase::each_backend().await {
+        let mut app = spawn_app(&db.url).await;
+        let p = app.fakes.add_patient("9434765919", "Smith");
+        app.fakes
+            .add_record(&p, "Observation", &[], Some(1_600_000_000));
+        app.fakes.consent_delay_ms.store(400, Ordering::SeqCst);
+        let clinician = token(&Claims::clinician("user/*.rs"));
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", app.addr))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut impatient = api::data_access_service_client::DataAccessServiceClient::new(channel);
+        let mut request = authed(read(&p, "TREAT"), &clinician);
+        request.set_timeout(std::time::Duration::from_millis(100));
+        let status = impatient.read_patient_record(request).await.unwrap_err();
+        assert!(
+            matches!(status.code(), Code::DeadlineExceeded | Code::Cancelled),
+            "{status:?}"
+        );
+        // The call runs on, finds its client gone, and is audited as failed with nothing returned.
+        tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+        app.fakes.consent_delay_ms.store(0, Ordering::SeqCst);
+        let leaf = audit_leaf(&mut app, 0).await;
+        assert_eq!(leaf.action, api::AuditAction::Read as i32);
+        assert_eq!(leaf.outcome, api::AuditOutcome::Failed as i32);
+        assert_eq!(leaf.error_reason, "DEADLINE_EXCEEDED");
+        assert!(leaf.returned_records.is_empty());
+    }
+}

@@ -43,6 +43,8 @@ pub struct Fakes {
     pub world: Arc<Mutex<World>>,
     pub consent_down: Arc<AtomicBool>,
     pub decide_calls: Arc<AtomicUsize>,
+    /// Makes Decide slow, in milliseconds.
+    pub consent_delay_ms: Arc<std::sync::atomic::AtomicU64>,
 }
 
 pub fn uuid() -> String {
@@ -296,6 +298,10 @@ impl consent::consent_service_server::ConsentService for Fakes {
         request: Request<consent::DecideRequest>,
     ) -> Result<Response<consent::DecideResponse>, Status> {
         self.decide_calls.fetch_add(1, Ordering::SeqCst);
+        let delay = self.consent_delay_ms.load(Ordering::SeqCst);
+        if delay > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+        }
         if self.consent_down.load(Ordering::SeqCst) {
             return Err(Status::unavailable("consent is down"));
         }
@@ -471,6 +477,7 @@ pub struct TestApp {
     /// Where data access listens.
     pub addr: SocketAddr,
     /// Where the doubles listen (all three modules on one port).
+    #[allow(dead_code)] // the benchmark reads from record hosting directly
     pub upstream: String,
     pub fakes: Fakes,
     pub db_url: String,
