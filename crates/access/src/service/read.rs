@@ -244,7 +244,20 @@ impl AccessService {
         } else {
             None
         };
-        let (disclosed, disclosure, any_labelled) = withhold(page.records, &policy);
+        // The contract breaks effective-time ties by record_id; record hosting by creation order.
+        let mut page_records = page.records;
+        page_records.sort_by(|a, b| {
+            let ta = a.effective_time.as_ref().and_then(crate::domain::micros);
+            let tb = b.effective_time.as_ref().and_then(crate::domain::micros);
+            match (ta, tb) {
+                (Some(x), Some(y)) => y.cmp(&x),
+                (Some(_), None) => std::cmp::Ordering::Less,
+                (None, Some(_)) => std::cmp::Ordering::Greater,
+                (None, None) => std::cmp::Ordering::Equal,
+            }
+            .then_with(|| a.record_id.cmp(&b.record_id))
+        });
+        let (disclosed, disclosure, any_labelled) = withhold(page_records, &policy);
         let outcome = if policy.overridden {
             api::DecisionOutcome::PermitBreakGlass
         } else if disclosure.withheld_count > 0 {

@@ -286,3 +286,120 @@ async fn a_tampered_entry_is_detected() {
         assert_eq!(status.code(), Code::InvalidArgument);
     }
 }
+
+#[tokio::test]
+async fn bad_audit_requests_are_precise() {
+    use tonic_types::StatusExt;
+    for db in TestDatabase::each_backend().await {
+        let mut app = spawn_app(&db.url).await;
+        fill(&mut app, 2).await;
+        let officer = token(&Claims::privacy_officer());
+        let status = app
+            .client
+            .list_audit_entries(authed(
+                api::ListAuditEntriesRequest {
+                    start_index: -1,
+                    page_size: -5,
+                    ..Default::default()
+                },
+                &officer,
+            ))
+            .await
+            .unwrap_err();
+        let fields: Vec<String> = status
+            .get_error_details()
+            .bad_request()
+            .unwrap()
+            .field_violations
+            .iter()
+            .map(|f| f.field.clone())
+            .collect();
+        assert_eq!(fields, ["start_index", "page_size"]);
+        let status = app
+            .client
+            .list_audit_entries(authed(
+                api::ListAuditEntriesRequest {
+                    tree_size: 99,
+                    ..Default::default()
+                },
+                &officer,
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::OutOfRange);
+        let status = app
+            .client
+            .list_audit_entries(authed(
+                api::ListAuditEntriesRequest {
+                    page_token: "forged".into(),
+                    ..Default::default()
+                },
+                &officer,
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(error_info(&status).reason, "INVALID_PAGE_TOKEN");
+        let status = app
+            .client
+            .get_inclusion_proof(authed(
+                api::GetInclusionProofRequest {
+                    leaf_index: 2,
+                    tree_size: 2,
+                },
+                &officer,
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument);
+        let status = app
+            .client
+            .review_break_glass_event(authed(
+                api::ReviewBreakGlassEventRequest {
+                    event_id: uuid(),
+                    etag: "x".into(),
+                    outcome: api::BreakGlassReviewOutcome::Appropriate as i32,
+                    notes: String::new(),
+                },
+                &officer,
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::NotFound);
+        assert_eq!(error_info(&status).reason, "BREAK_GLASS_EVENT_NOT_FOUND");
+        assert_eq!(
+            status
+                .get_error_details()
+                .resource_info()
+                .unwrap()
+                .resource_type,
+            "BreakGlassEvent"
+        );
+        let status = app
+            .client
+            .review_break_glass_event(authed(
+                api::ReviewBreakGlassEventRequest {
+                    event_id: "nope".into(),
+                    ..Default::default()
+                },
+                &officer,
+            ))
+            .await
+            .unwrap_err();
+        let fields: Vec<String> = status
+            .get_error_details()
+            .bad_request()
+            .unwrap()
+            .field_violations
+            .iter()
+            .map(|f| f.field.clone())
+            .collect();
+        assert_eq!(fields, ["event_id", "etag", "outcome"]);
+        // No token at all on an unaudited RPC.
+        let status = app
+            .client
+            .get_signed_tree_head(tonic::Request::new(api::GetSignedTreeHeadRequest::default()))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::Unauthenticated);
+    }
+}
