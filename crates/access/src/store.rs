@@ -549,7 +549,8 @@ async fn write_batch(
         .fetch_one(&mut *tx)
         .await?
         .try_get(0)?;
-    let mut results = Vec::with_capacity(batch.len());
+    // Reviews first: one that lost an etag race gets no entry and no index.
+    let mut results: Vec<Option<Result<Appended, Error>>> = Vec::with_capacity(batch.len());
     for pending in batch {
         if let Effect::Review {
             event_id,
@@ -580,34 +581,66 @@ async fn write_batch(
             .execute(&mut *tx)
             .await?;
             if updated.rows_affected() != 1 {
-                results.push(Err(Error::EtagMismatch));
+                results.push(Some(Err(Error::EtagMismatch)));
                 continue;
             }
         }
-        sqlx::query(
-            "INSERT INTO audit_entries (idx, entry_id, leaf_data, leaf_hash, time_micros, action, patient_id) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        )
-        .bind(next)
-        .bind(&pending.entry_id)
-        .bind(pending.data.clone())
-        .bind(pending.hash.to_vec())
-        .bind(pending.time_micros)
-        .bind(pending.action)
-        .bind(&pending.patient_id)
-        .execute(&mut *tx)
-        .await?;
+        results.push(None);
+    }
+    // Then every entry of the batch in one multi-row insert.
+    let writing: Vec<(usize, &Pending)> = batch
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| results[*i].is_none())
+        .collect();
+    if !writing.is_empty() {
+        let values: Vec<String> = (0..writing.len())
+            .map(|row| {
+                let base = row * 7;
+                format!(
+                    "(${}, ${}, ${}, ${}, ${}, ${}, ${})",
+                    base + 1,
+                    base + 2,
+                    base + 3,
+                    base + 4,
+                    base + 5,
+                    base + 6,
+                    base + 7
+                )
+            })
+            .collect();
+        let sql = format!(
+            "INSERT INTO audit_entries (idx, entry_id, leaf_data, leaf_hash, time_micros, action, patient_id) VALUES {}",
+            values.join(", ")
+        );
+        let mut insert = sqlx::query(AssertSqlSafe(sql));
+        for (offset, (_, pending)) in writing.iter().enumerate() {
+            insert = insert
+                .bind(next + offset as i64)
+                .bind(&pending.entry_id)
+                .bind(pending.data.clone())
+                .bind(pending.hash.to_vec())
+                .bind(pending.time_micros)
+                .bind(pending.action)
+                .bind(&pending.patient_id);
+        }
+        insert.execute(&mut *tx).await?;
+    }
+    for (i, pending) in writing {
         if let Effect::BreakGlass(row) = &pending.effect {
             let mut row = (**row).clone();
             row.audit_index = next;
             insert_event(&mut tx, &row).await?;
         }
-        results.push(Ok(Appended {
+        results[i] = Some(Ok(Appended {
             index: next,
             entry_id: pending.entry_id.clone(),
         }));
         next += 1;
     }
     tx.commit().await?;
-    Ok(results)
+    Ok(results
+        .into_iter()
+        .map(|r| r.unwrap_or(Err(Error::AuditLogUnavailable)))
+        .collect())
 }
