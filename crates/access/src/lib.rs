@@ -1,6 +1,13 @@
 //! Data access: the integrator's front door (authentication, consent-enforced reads, audit, extracts).
 //!
-//! Serves `carerecord.access.v1.DataAccessService`.
+//! Serves `carerecord.access.v1.DataAccessService`: authenticates bearer tokens, resolves patients
+//! through identity, asks consent for a decision, reads record hosting, withholds what the decision
+//! does not permit, and appends every attempt to a tamper-evident (RFC 6962) audit log.
+//!
+//! For the CLI: [`dev_token::mint`] mints development tokens (accepted only with
+//! `CARERECORD_DEV_TOKENS=true`), and [`audit::verify_entries`] verifies a whole log offline.
+//!
+//! Settings beyond the shared ones are documented on [`config::AccessConfig`].
 
 pub mod audit;
 pub mod config;
