@@ -1,7 +1,10 @@
 //! Bearer tokens: verification (RS256/ES256 against a JWKS, issuer, audience, expiry, not-before)
 //! and SMART App Launch v2 scopes.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use sha2::{Digest, Sha256};
 
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::jwk::JwkSet;
@@ -165,6 +168,7 @@ impl Caller {
 #[derive(Debug, Deserialize)]
 struct Claims {
     sub: String,
+    exp: u64,
     #[serde(default)]
     organisation_ods_code: String,
     #[serde(default)]
@@ -189,11 +193,22 @@ struct TrustedKey {
 }
 
 /// Verifies bearer tokens against the deployment's trusted keys.
+///
+/// Verified tokens are remembered (by their SHA-256) until they expire: clients send the same
+/// token on every call, and a signature check costs far more than the rest of a request's own
+/// work. A remembered token is still refused once expired.
 #[derive(Clone)]
 pub struct TokenVerifier {
     keys: Vec<TrustedKey>,
     audience: String,
+    verified: Arc<Mutex<Remembered>>,
 }
+
+/// Verified tokens by SHA-256: the caller and the token's `exp`.
+type Remembered = HashMap<[u8; 32], (Caller, u64)>;
+
+/// Most tokens remembered; the memory is cleared when full.
+const MAX_REMEMBERED: usize = 10_000;
 
 impl std::fmt::Debug for TokenVerifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -209,6 +224,7 @@ impl TokenVerifier {
         TokenVerifier {
             keys: Vec::new(),
             audience: audience.to_owned(),
+            verified: Arc::new(Mutex::new(HashMap::new())),
         }
     }
 
@@ -280,6 +296,30 @@ impl TokenVerifier {
 
     /// The caller a bearer token names, or UNAUTHENTICATED.
     pub fn verify(&self, token: &str) -> Result<Caller, Error> {
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let now = jsonwebtoken::get_current_timestamp();
+        if let Some((caller, exp)) = self
+            .verified
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&digest).cloned())
+        {
+            if now > exp.saturating_add(LEEWAY_SECONDS) {
+                return Err(Error::TokenExpired);
+            }
+            return Ok(caller);
+        }
+        let (caller, exp) = self.verify_signature(token)?;
+        if let Ok(mut memory) = self.verified.lock() {
+            if memory.len() >= MAX_REMEMBERED {
+                memory.clear();
+            }
+            memory.insert(digest, (caller.clone(), exp));
+        }
+        Ok(caller)
+    }
+
+    fn verify_signature(&self, token: &str) -> Result<(Caller, u64), Error> {
         let header =
             jsonwebtoken::decode_header(token).map_err(|e| Error::TokenInvalid(e.to_string()))?;
         if !matches!(header.alg, Algorithm::RS256 | Algorithm::ES256) {
@@ -302,7 +342,10 @@ impl TokenVerifier {
             validation.set_issuer(&[&candidate.issuer]);
             validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
             match jsonwebtoken::decode::<Claims>(token, &candidate.key, &validation) {
-                Ok(data) => return caller_from(data.claims),
+                Ok(data) => {
+                    let exp = data.claims.exp;
+                    return caller_from(data.claims).map(|c| (c, exp));
+                }
                 Err(e) => {
                     last_error = match e.kind() {
                         ErrorKind::ExpiredSignature => Error::TokenExpired,
@@ -387,6 +430,38 @@ mod tests {
         ] {
             assert_eq!(Scope::parse(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn remembered_tokens_still_expire() {
+        let verifier = TokenVerifier::new("aud");
+        let caller = Caller {
+            user_id: "u".into(),
+            organisation_ods_code: String::new(),
+            role_code: String::new(),
+            display_name: String::new(),
+            client_id: String::new(),
+            patient: String::new(),
+            scopes: Vec::new(),
+        };
+        let now = jsonwebtoken::get_current_timestamp();
+        let remember = |token: &str, exp: u64| {
+            let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+            verifier
+                .verified
+                .lock()
+                .unwrap()
+                .insert(digest, (caller.clone(), exp));
+        };
+        remember("fresh", now + 100);
+        remember("stale", now - LEEWAY_SECONDS - 1);
+        assert_eq!(verifier.verify("fresh").unwrap().user_id, "u");
+        assert!(matches!(verifier.verify("stale"), Err(Error::TokenExpired)));
+        // Never verified, and no trusted keys: invalid.
+        assert!(matches!(
+            verifier.verify("a.b.c"),
+            Err(Error::TokenInvalid(_))
+        ));
     }
 
     #[test]
