@@ -145,7 +145,8 @@ fn main() {
     let access_endpoint = format!("http://{}", app.addr);
     let upstream = app.upstream.clone();
 
-    let (direct, through) = load_rt.block_on(async {
+    let clinician_find = clinician.clone();
+    let (direct, find, through) = load_rt.block_on(async {
         let records_channel = tonic::transport::Endpoint::from_shared(upstream)
             .expect("endpoint")
             .connect()
@@ -173,6 +174,25 @@ fn main() {
             })
             .await
         };
+        let find = {
+            let patients = patients.clone();
+            let client = DataAccessServiceClient::new(access_channel.clone());
+            load(duration, move |i| {
+                let mut client = client.clone();
+                let request = api::FindPatientRequest {
+                    patient: patient_ref(&patients[i % patients.len()]),
+                    purpose_of_use: "TREAT".into(),
+                };
+                let request = authed(request, &clinician_find);
+                async move {
+                    client
+                        .find_patient(request)
+                        .await
+                        .expect("find through data access");
+                }
+            })
+            .await
+        };
         let through = {
             let patients = patients.clone();
             let client = DataAccessServiceClient::new(access_channel);
@@ -193,7 +213,7 @@ fn main() {
             })
             .await
         };
-        (direct, through)
+        (direct, find, through)
     });
     println!(
         "read, direct from the record hosting double: {} calls in {:.1?}: {:.0}/s, p50 {:.2?}, p99 {:.2?}",
@@ -202,6 +222,13 @@ fn main() {
         direct.per_second(),
         direct.p50,
         direct.p99
+    );
+    println!(
+        "find patient through data access (token, identity, audit; no consent or records): {} calls: {:.0}/s, p50 {:.2?}, p99 {:.2?}",
+        find.calls,
+        find.per_second(),
+        find.p50,
+        find.p99
     );
     println!(
         "read through data access ({CLIENTS} clients): {} calls in {:.1?}: {:.0}/s, p50 {:.2?}, p99 {:.2?} (goal < 20 ms)",
