@@ -526,3 +526,32 @@ async fn a_client_that_stops_waiting_is_audited_as_failed() {
         assert!(leaf.returned_records.is_empty());
     }
 }
+
+#[tokio::test]
+async fn identity_down_fails_closed_and_the_attempt_is_audited() {
+    for db in TestDatabase::each_backend().await {
+        let mut app = spawn_app(&db.url).await;
+        let p = app.fakes.add_patient("9434765919", "Smith");
+        app.fakes
+            .add_record(&p, "Observation", &[], Some(1_600_000_000));
+        app.fakes.identity_down.store(true, Ordering::SeqCst);
+        let clinician = token(&Claims::clinician("user/*.rs"));
+        let status = app
+            .client
+            .read_patient_record(authed(read(&p, "TREAT"), &clinician))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::Unavailable);
+        assert_eq!(error_info(&status).metadata["dependency"], "identity");
+        assert_eq!(
+            app.fakes.decide_calls.load(Ordering::SeqCst),
+            0,
+            "no decision without a resolved patient"
+        );
+        let index = audit_index(&status);
+        app.fakes.identity_down.store(false, Ordering::SeqCst);
+        let leaf = audit_leaf(&mut app, index).await;
+        assert_eq!(leaf.outcome, api::AuditOutcome::Failed as i32);
+        assert_eq!(leaf.error_reason, "DEPENDENCY_UNAVAILABLE");
+    }
+}

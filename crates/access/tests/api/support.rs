@@ -42,6 +42,7 @@ pub struct World {
 pub struct Fakes {
     pub world: Arc<Mutex<World>>,
     pub consent_down: Arc<AtomicBool>,
+    pub identity_down: Arc<AtomicBool>,
     pub decide_calls: Arc<AtomicUsize>,
     /// Makes Decide slow, in milliseconds.
     pub consent_delay_ms: Arc<std::sync::atomic::AtomicU64>,
@@ -213,6 +214,9 @@ impl identity::patient_identity_service_server::PatientIdentityService for Fakes
         &self,
         request: Request<identity::GetPatientRequest>,
     ) -> Result<Response<identity::GetPatientResponse>, Status> {
+        if self.identity_down.load(Ordering::SeqCst) {
+            return Err(Status::unavailable("identity is down"));
+        }
         let patient = self
             .patient(&request.into_inner().patient_id)
             .ok_or_else(|| Status::not_found("no such patient"))?;
