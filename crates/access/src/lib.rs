@@ -1,8 +1,22 @@
 //! Data access: the integrator's front door (authentication, consent-enforced reads, audit, extracts).
 //!
-//! Serves `carerecord.access.v1.DataAccessService`.
+//! Serves `carerecord.access.v1.DataAccessService`: authenticates bearer tokens, resolves patients
+//! through identity, asks consent for a decision, reads record hosting, withholds what the decision
+//! does not permit, and appends every attempt to a tamper-evident (RFC 6962) audit log.
+//!
+//! For the CLI: [`dev_token::mint`] mints development tokens (accepted only with
+//! `CARERECORD_DEV_TOKENS=true`), and [`audit::verify_entries`] verifies a whole log offline.
+//!
+//! Settings beyond the shared ones are documented on [`config::AccessConfig`].
 
+pub mod audit;
+pub mod config;
+pub mod dev_token;
+pub mod domain;
+pub mod error;
 mod service;
+pub mod store;
+pub mod upstream;
 
 use std::net::SocketAddr;
 
@@ -22,21 +36,25 @@ pub const DEFAULT_ADDR: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(
     50050,
 ));
 
-static MIGRATIONS: Migrations = Migrations {
+/// The audit store's migrations, per dialect.
+pub static MIGRATIONS: Migrations = Migrations {
     postgres: &sqlx::migrate!("./migrations/postgres"),
     sqlite: &sqlx::migrate!("./migrations/sqlite"),
 };
 
-/// The service's configuration: the shared server, database and telemetry settings.
+/// The service's configuration: the shared server, database and telemetry settings, and data
+/// access's own (see [`config::AccessConfig`]).
 #[derive(Debug, Clone)]
 pub struct Config {
     pub service: ServiceConfig,
+    pub access: config::AccessConfig,
 }
 
 impl Config {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         Ok(Config {
             service: ServiceConfig::from_env(env, Application::NAME, DEFAULT_ADDR)?,
+            access: config::AccessConfig::from_env(env)?,
         })
     }
 }
@@ -61,9 +79,39 @@ impl Service for Application {
     async fn build(config: Config) -> Result<Self, StartError> {
         let database = Database::connect(&config.service.database, &MIGRATIONS).await?;
         let limits = &config.service.server;
-        let api = DataAccessServiceServer::new(AccessService::new(database))
-            .max_decoding_message_size(limits.max_message_bytes)
-            .max_encoding_message_size(limits.max_message_bytes);
+        let access = &config.access;
+        let upstream = upstream::Upstream::new(
+            &access.identity_endpoint,
+            &access.consent_endpoint,
+            &access.records_endpoint,
+            &access.upstream_tls,
+            access.upstream_timeout,
+            access.upstream_retries,
+        )
+        .map_err(StartError::Other)?;
+        let store = store::Store::new(database);
+        store
+            .register_key(
+                access.signer.key_id(),
+                &access.signer.public_key(),
+                carerecord_platform::db::now_micros(),
+            )
+            .await
+            .map_err(|e| {
+                StartError::Other(format!("cannot register the audit signing key: {e}"))
+            })?;
+        if access.dev_tokens {
+            tracing::warn!(
+                "development tokens are accepted (CARERECORD_DEV_TOKENS=true): never in production"
+            );
+        }
+        let api = DataAccessServiceServer::new(AccessService::new(
+            store,
+            upstream,
+            config.access.clone(),
+        ))
+        .max_decoding_message_size(limits.max_message_bytes)
+        .max_encoding_message_size(limits.max_message_bytes);
         let server = GrpcServer::bind(&config.service.server)
             .await?
             .with_descriptor_set(carerecord_contracts::FILE_DESCRIPTOR_SET)
@@ -71,9 +119,8 @@ impl Service for Application {
         Ok(Application { server })
     }
 
-    async fn migrate(config: Config) -> Result<(), StartError> {
-        Database::connect(&config.service.database, &MIGRATIONS).await?;
-        Ok(())
+    fn migrations() -> &'static Migrations {
+        &MIGRATIONS
     }
 
     fn local_addr(&self) -> SocketAddr {

@@ -37,9 +37,10 @@ pub trait Service: Sized + Send + 'static {
 
     fn config_from_env(env: &Env) -> Result<Self::Config, ConfigError>;
     fn telemetry_config(config: &Self::Config) -> &TelemetryConfig;
-    /// Connects to the database and runs its migrations, then returns: `carerecord-<service> migrate`,
-    /// for an init container or a deploy hook that migrates before a new version serves.
-    fn migrate(config: Self::Config) -> impl Future<Output = Result<(), StartError>> + Send;
+    /// The service's migrations, one set per dialect. `carerecord-<service> migrate` applies them and
+    /// exits, needing only `DATABASE_URL` (for an init container or a hook that runs before a new
+    /// version serves).
+    fn migrations() -> &'static crate::db::Migrations;
     /// Connects and migrates the database and binds the listener, so the port is known before serving.
     fn build(config: Self::Config) -> impl Future<Output = Result<Self, StartError>> + Send;
     fn local_addr(&self) -> SocketAddr;
@@ -81,13 +82,7 @@ pub fn main<S: Service>() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let config = match S::config_from_env(&Env::from_process()) {
-        Ok(config) => config,
-        Err(e) => {
-            eprintln!("carerecord-{}: {e}", S::NAME);
-            return ExitCode::from(2);
-        }
-    };
+    let env = Env::from_process();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -101,35 +96,47 @@ pub fn main<S: Service>() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(async {
-        let telemetry = match crate::telemetry::init(S::telemetry_config(&config)) {
-            Ok(guard) => guard,
-            Err(e) => {
-                eprintln!("carerecord-{}: {e}", S::NAME);
-                return ExitCode::FAILURE;
-            }
-        };
-        let result = async {
-            if mode == Mode::Migrate {
-                S::migrate(config).await?;
-                tracing::info!(service = S::NAME, "migrations applied");
-                return Ok(());
-            }
-            let service = S::build(config).await?;
-            tracing::info!(service = S::NAME, addr = %service.local_addr(), "started");
-            service.run(crate::server::shutdown_on_signal()).await
+    let result = match mode {
+        Mode::Serve => runtime.block_on(serve::<S>(&env)),
+        Mode::Migrate => runtime.block_on(migrate::<S>(&env)),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // Telemetry may not be up (configuration errors come first), so say it on stderr too.
+            tracing::error!(service = S::NAME, error = %e, "service failed");
+            eprintln!("carerecord-{}: {e}", S::NAME);
+            ExitCode::FAILURE
         }
-        .await;
-        let code = match result {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                tracing::error!(service = S::NAME, error = %e, "service failed");
-                ExitCode::FAILURE
-            }
-        };
-        telemetry.shutdown();
-        code
-    })
+    }
+}
+
+async fn serve<S: Service>(env: &Env) -> Result<(), StartError> {
+    let config = S::config_from_env(env)?;
+    let telemetry = crate::telemetry::init(S::telemetry_config(&config))?;
+    let result = async {
+        let service = S::build(config).await?;
+        tracing::info!(service = S::NAME, addr = %service.local_addr(), "started");
+        service.run(crate::server::shutdown_on_signal()).await
+    }
+    .await;
+    telemetry.shutdown();
+    result
+}
+
+/// Applies the migrations with nothing but the database and log settings.
+async fn migrate<S: Service>(env: &Env) -> Result<(), StartError> {
+    let database = crate::db::DatabaseConfig::from_env(env, S::NAME)?;
+    let telemetry =
+        crate::telemetry::init(&crate::telemetry::TelemetryConfig::from_env(env, S::NAME)?)?;
+    let result = crate::db::Database::connect(&database, S::migrations())
+        .await
+        .map(drop);
+    if result.is_ok() {
+        tracing::info!(service = S::NAME, "migrations applied");
+    }
+    telemetry.shutdown();
+    Ok(result?)
 }
 
 #[cfg(test)]

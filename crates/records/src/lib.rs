@@ -71,9 +71,8 @@ impl Service for Application {
         Ok(Application { server })
     }
 
-    async fn migrate(config: Config) -> Result<(), StartError> {
-        Database::connect(&config.service.database, &MIGRATIONS).await?;
-        Ok(())
+    fn migrations() -> &'static Migrations {
+        &MIGRATIONS
     }
 
     fn local_addr(&self) -> SocketAddr {

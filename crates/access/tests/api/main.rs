@@ -1,3 +1,11 @@
-//! API tests of the access service.
+//! API tests of the access service: in-process, against in-memory doubles of identity, consent
+//! and record hosting, on SQLite and (with TEST_DATABASE_URL) PostgreSQL.
 
+mod audit_log;
+mod break_glass;
+mod extracts;
+mod reads;
 mod startup;
+mod store;
+mod support;
+mod tokens;

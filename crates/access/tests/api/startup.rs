@@ -9,7 +9,7 @@ async fn binary_migrates_serves_health_and_reflection_and_stops_on_sigterm() {
     for db in TestDatabase::each_backend().await {
         let process = ServiceProcess::start(
             env!("CARGO_BIN_EXE_carerecord-access"),
-            &[("DATABASE_URL", &db.url)],
+            &[("DATABASE_URL", &db.url), ("CARERECORD_DEV_TOKENS", "true")],
         )
         .await;
         assert_serves_health_and_reflection(

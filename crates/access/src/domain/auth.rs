@@ -1,0 +1,476 @@
+//! Bearer tokens: verification (RS256/ES256 against a JWKS, issuer, audience, expiry, not-before)
+//! and SMART App Launch v2 scopes.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use sha2::{Digest, Sha256};
+
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::Deserialize;
+
+use crate::error::Error;
+
+/// Clock skew allowed on `exp` and `nbf`.
+pub const LEEWAY_SECONDS: u64 = 60;
+
+/// A SMART scope context.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Context {
+    User,
+    System,
+    Patient,
+}
+
+impl Context {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Context::User => "user",
+            Context::System => "system",
+            Context::Patient => "patient",
+        }
+    }
+}
+
+/// One granted scope: context, resource type (`*` for any) and permission letters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scope {
+    pub context: Context,
+    pub resource_type: String,
+    pub permissions: HashSet<char>,
+}
+
+impl Scope {
+    /// Parses `user/Observation.rs`, `system/*.read` and the like; `None` for anything else
+    /// (non-SMART scopes such as `openid` are simply not resource scopes).
+    pub fn parse(raw: &str) -> Option<Scope> {
+        let (context, rest) = raw.split_once('/')?;
+        let context = match context {
+            "user" => Context::User,
+            "system" => Context::System,
+            "patient" => Context::Patient,
+            _ => return None,
+        };
+        // SMART v2 allows a `?query` suffix narrowing the scope; such scopes are not honoured here.
+        if rest.contains('?') {
+            return None;
+        }
+        let (resource_type, permissions) = rest.split_once('.')?;
+        if resource_type.is_empty() {
+            return None;
+        }
+        let permissions: HashSet<char> = match permissions {
+            "read" => "rs".chars().collect(),
+            "write" => "cud".chars().collect(),
+            "*" => "cruds".chars().collect(),
+            letters if !letters.is_empty() && letters.chars().all(|c| "cruds".contains(c)) => {
+                letters.chars().collect()
+            }
+            _ => return None,
+        };
+        Some(Scope {
+            context,
+            resource_type: resource_type.to_owned(),
+            permissions,
+        })
+    }
+
+    pub fn covers(&self, context: Context, resource_type: &str, permission: char) -> bool {
+        self.context == context
+            && (self.resource_type == "*" || self.resource_type == resource_type)
+            && self.permissions.contains(&permission)
+    }
+}
+
+/// The verified caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    pub user_id: String,
+    pub organisation_ods_code: String,
+    pub role_code: String,
+    pub display_name: String,
+    pub client_id: String,
+    /// The `patient` claim: the patient a patient-facing token acts for.
+    pub patient: String,
+    pub scopes: Vec<Scope>,
+}
+
+impl Caller {
+    pub fn requester(&self) -> carerecord_contracts::common::v1::Requester {
+        carerecord_contracts::common::v1::Requester {
+            user_id: self.user_id.clone(),
+            organisation_ods_code: self.organisation_ods_code.clone(),
+            role_code: self.role_code.clone(),
+            display_name: self.display_name.clone(),
+        }
+    }
+
+    pub fn has(&self, context: Context, resource_type: &str, permission: char) -> bool {
+        self.scopes
+            .iter()
+            .any(|s| s.covers(context, resource_type, permission))
+    }
+
+    /// Ok when one of `contexts` grants `permission` on `resource_type`; else SCOPE_MISSING naming
+    /// the first context's scope.
+    pub fn require(
+        &self,
+        contexts: &[Context],
+        resource_type: &str,
+        permission: char,
+    ) -> Result<Context, Error> {
+        contexts
+            .iter()
+            .copied()
+            .find(|c| self.has(*c, resource_type, permission))
+            .ok_or_else(|| Error::ScopeMissing {
+                required_scope: format!(
+                    "{}/{resource_type}.{permission}",
+                    contexts.first().map_or("user", |c| c.as_str())
+                ),
+            })
+    }
+
+    /// Whether any of `contexts` grants `permission` on every resource type (`*`).
+    pub fn covers_all_types(&self, contexts: &[Context], permission: char) -> bool {
+        self.scopes.iter().any(|s| {
+            contexts.contains(&s.context)
+                && s.resource_type == "*"
+                && s.permissions.contains(&permission)
+        })
+    }
+
+    /// The specific resource types `contexts` grant `permission` on (excluding `*`), sorted.
+    pub fn covered_types(&self, contexts: &[Context], permission: char) -> Vec<String> {
+        let mut types: Vec<String> = self
+            .scopes
+            .iter()
+            .filter(|s| {
+                contexts.contains(&s.context)
+                    && s.resource_type != "*"
+                    && s.permissions.contains(&permission)
+            })
+            .map(|s| s.resource_type.clone())
+            .collect();
+        types.sort();
+        types.dedup();
+        types
+    }
+
+    /// The context a token's scopes are in, by preference user > system > patient.
+    pub fn has_context(&self, context: Context) -> bool {
+        self.scopes.iter().any(|s| s.context == context)
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct Claims {
+    sub: String,
+    exp: u64,
+    #[serde(default)]
+    organisation_ods_code: String,
+    #[serde(default)]
+    role_code: String,
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    client_id: String,
+    #[serde(default)]
+    scope: String,
+    #[serde(default)]
+    patient: String,
+}
+
+/// A trusted signing key.
+#[derive(Clone)]
+struct TrustedKey {
+    kid: Option<String>,
+    algorithm: Algorithm,
+    key: DecodingKey,
+    issuer: String,
+}
+
+/// Verifies bearer tokens against the deployment's trusted keys.
+///
+/// Verified tokens are remembered (by their SHA-256) until they expire: clients send the same
+/// token on every call, and a signature check costs far more than the rest of a request's own
+/// work. A remembered token is still refused once expired.
+#[derive(Clone)]
+pub struct TokenVerifier {
+    keys: Vec<TrustedKey>,
+    audience: String,
+    verified: Arc<Mutex<Remembered>>,
+}
+
+/// Verified tokens by SHA-256: the caller and the token's `exp`.
+type Remembered = HashMap<[u8; 32], (Caller, u64)>;
+
+/// Most tokens remembered; the memory is cleared when full.
+const MAX_REMEMBERED: usize = 10_000;
+
+impl std::fmt::Debug for TokenVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenVerifier")
+            .field("keys", &self.keys.len())
+            .field("audience", &self.audience)
+            .finish()
+    }
+}
+
+impl TokenVerifier {
+    pub fn new(audience: &str) -> Self {
+        TokenVerifier {
+            keys: Vec::new(),
+            audience: audience.to_owned(),
+            verified: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
+    /// Trusts every RS256 or ES256 signing key of a JWKS document for tokens of `issuer`.
+    /// Keys of other types or algorithms (symmetric ones above all) are ignored.
+    pub fn add_jwks(&mut self, jwks_json: &str, issuer: &str) -> Result<usize, String> {
+        let set: JwkSet =
+            serde_json::from_str(jwks_json).map_err(|e| format!("not a JWKS document: {e}"))?;
+        let mut added = 0;
+        for jwk in &set.keys {
+            use jsonwebtoken::jwk::AlgorithmParameters;
+            let algorithm = match &jwk.algorithm {
+                AlgorithmParameters::RSA(_) => Algorithm::RS256,
+                AlgorithmParameters::EllipticCurve(ec)
+                    if ec.curve == jsonwebtoken::jwk::EllipticCurve::P256 =>
+                {
+                    Algorithm::ES256
+                }
+                _ => continue,
+            };
+            if let Some(declared) = jwk.common.key_algorithm {
+                let matches = matches!(
+                    (declared, algorithm),
+                    (jsonwebtoken::jwk::KeyAlgorithm::RS256, Algorithm::RS256)
+                        | (jsonwebtoken::jwk::KeyAlgorithm::ES256, Algorithm::ES256)
+                );
+                if !matches {
+                    continue;
+                }
+            }
+            let key = DecodingKey::from_jwk(jwk).map_err(|e| format!("unusable key: {e}"))?;
+            self.keys.push(TrustedKey {
+                kid: jwk.common.key_id.clone(),
+                algorithm,
+                key,
+                issuer: issuer.to_owned(),
+            });
+            added += 1;
+        }
+        Ok(added)
+    }
+
+    /// Trusts one PEM public key (SPKI) for tokens of `issuer` signed with `algorithm`.
+    pub fn add_pem(
+        &mut self,
+        kid: &str,
+        algorithm: Algorithm,
+        pem: &[u8],
+        issuer: &str,
+    ) -> Result<(), String> {
+        let key = match algorithm {
+            Algorithm::ES256 => DecodingKey::from_ec_pem(pem),
+            Algorithm::RS256 => DecodingKey::from_rsa_pem(pem),
+            other => return Err(format!("{other:?} is not accepted")),
+        }
+        .map_err(|e| e.to_string())?;
+        self.keys.push(TrustedKey {
+            kid: Some(kid.to_owned()),
+            algorithm,
+            key,
+            issuer: issuer.to_owned(),
+        });
+        Ok(())
+    }
+
+    pub fn key_count(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// The caller a bearer token names, or UNAUTHENTICATED.
+    pub fn verify(&self, token: &str) -> Result<Caller, Error> {
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let now = jsonwebtoken::get_current_timestamp();
+        if let Some((caller, exp)) = self
+            .verified
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&digest).cloned())
+        {
+            if now > exp.saturating_add(LEEWAY_SECONDS) {
+                return Err(Error::TokenExpired);
+            }
+            return Ok(caller);
+        }
+        let (caller, exp) = self.verify_signature(token)?;
+        if let Ok(mut memory) = self.verified.lock() {
+            if memory.len() >= MAX_REMEMBERED {
+                memory.clear();
+            }
+            memory.insert(digest, (caller.clone(), exp));
+        }
+        Ok(caller)
+    }
+
+    fn verify_signature(&self, token: &str) -> Result<(Caller, u64), Error> {
+        let header =
+            jsonwebtoken::decode_header(token).map_err(|e| Error::TokenInvalid(e.to_string()))?;
+        if !matches!(header.alg, Algorithm::RS256 | Algorithm::ES256) {
+            return Err(Error::TokenInvalid(format!(
+                "algorithm {:?} is not accepted",
+                header.alg
+            )));
+        }
+        let candidates = self
+            .keys
+            .iter()
+            .filter(|k| k.algorithm == header.alg && (header.kid.is_none() || k.kid == header.kid));
+        let mut last_error =
+            Error::TokenInvalid("no trusted key for the token's kid and algorithm".into());
+        for candidate in candidates {
+            let mut validation = Validation::new(candidate.algorithm);
+            validation.leeway = LEEWAY_SECONDS;
+            validation.validate_nbf = true;
+            validation.set_audience(&[&self.audience]);
+            validation.set_issuer(&[&candidate.issuer]);
+            validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+            match jsonwebtoken::decode::<Claims>(token, &candidate.key, &validation) {
+                Ok(data) => {
+                    let exp = data.claims.exp;
+                    return caller_from(data.claims).map(|c| (c, exp));
+                }
+                Err(e) => {
+                    last_error = match e.kind() {
+                        ErrorKind::ExpiredSignature => Error::TokenExpired,
+                        _ => Error::TokenInvalid(e.to_string()),
+                    };
+                    // An expired token with a good signature is expired whatever other keys say.
+                    if matches!(last_error, Error::TokenExpired) {
+                        return Err(last_error);
+                    }
+                }
+            }
+        }
+        Err(last_error)
+    }
+}
+
+fn caller_from(claims: Claims) -> Result<Caller, Error> {
+    if claims.sub.trim().is_empty() {
+        return Err(Error::TokenInvalid("empty sub".into()));
+    }
+    let scopes = claims
+        .scope
+        .split_whitespace()
+        .filter_map(Scope::parse)
+        .collect();
+    Ok(Caller {
+        user_id: claims.sub,
+        organisation_ods_code: claims.organisation_ods_code,
+        role_code: claims.role_code,
+        display_name: claims.name,
+        client_id: claims.client_id,
+        patient: claims.patient.to_ascii_lowercase(),
+        scopes,
+    })
+}
+
+/// The token of an `authorization: Bearer <token>` metadata value.
+pub fn bearer(metadata: &tonic::metadata::MetadataMap) -> Result<&str, Error> {
+    let value = metadata.get("authorization").ok_or(Error::TokenMissing)?;
+    let value = value
+        .to_str()
+        .map_err(|_| Error::TokenInvalid("not ASCII".into()))?;
+    let (scheme, token) = value.split_once(' ').ok_or(Error::TokenMissing)?;
+    if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
+        return Err(Error::TokenMissing);
+    }
+    Ok(token.trim())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scopes_parse_v1_and_v2_forms() {
+        let s = Scope::parse("user/Observation.rs").unwrap();
+        assert!(s.covers(Context::User, "Observation", 'r'));
+        assert!(!s.covers(Context::User, "Condition", 'r'));
+        assert!(!s.covers(Context::System, "Observation", 'r'));
+        assert!(!s.covers(Context::User, "Observation", 'u'));
+        let s = Scope::parse("system/*.read").unwrap();
+        assert!(s.covers(Context::System, "Condition", 'r'));
+        assert!(!s.covers(Context::System, "Condition", 'u'));
+        assert!(
+            Scope::parse("user/*.write")
+                .unwrap()
+                .covers(Context::User, "AuditEvent", 'u')
+        );
+        assert!(
+            Scope::parse("patient/*.*")
+                .unwrap()
+                .covers(Context::Patient, "X", 's')
+        );
+        for bad in [
+            "openid",
+            "user/Observation",
+            "user/.rs",
+            "group/*.rs",
+            "user/*.rx",
+            "user/*.",
+            "user/Observation.rs?code=x",
+        ] {
+            assert_eq!(Scope::parse(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn remembered_tokens_still_expire() {
+        let verifier = TokenVerifier::new("aud");
+        let caller = Caller {
+            user_id: "u".into(),
+            organisation_ods_code: String::new(),
+            role_code: String::new(),
+            display_name: String::new(),
+            client_id: String::new(),
+            patient: String::new(),
+            scopes: Vec::new(),
+        };
+        let now = jsonwebtoken::get_current_timestamp();
+        let remember = |token: &str, exp: u64| {
+            let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+            verifier
+                .verified
+                .lock()
+                .unwrap()
+                .insert(digest, (caller.clone(), exp));
+        };
+        remember("fresh", now + 100);
+        remember("stale", now - LEEWAY_SECONDS - 1);
+        assert_eq!(verifier.verify("fresh").unwrap().user_id, "u");
+        assert!(matches!(verifier.verify("stale"), Err(Error::TokenExpired)));
+        // Never verified, and no trusted keys: invalid.
+        assert!(matches!(
+            verifier.verify("a.b.c"),
+            Err(Error::TokenInvalid(_))
+        ));
+    }
+
+    #[test]
+    fn bearer_metadata_is_parsed() {
+        let mut md = tonic::metadata::MetadataMap::new();
+        assert!(matches!(bearer(&md), Err(Error::TokenMissing)));
+        md.insert("authorization", "Basic abc".parse().unwrap());
+        assert!(matches!(bearer(&md), Err(Error::TokenMissing)));
+        md.insert("authorization", "Bearer abc.def.ghi".parse().unwrap());
+        assert_eq!(bearer(&md).unwrap(), "abc.def.ghi");
+    }
+}

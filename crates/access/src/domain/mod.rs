@@ -1,0 +1,262 @@
+//! Pure domain logic: no I/O, unit-tested next to the code.
+
+pub mod auth;
+pub mod decision;
+pub mod deid;
+pub mod merkle;
+pub mod suppression;
+pub mod tree_head;
+
+use prost_types::Timestamp;
+
+/// HL7 v3 ActReason purposes of use the contract knows.
+pub const PURPOSES: [&str; 8] = [
+    "TREAT", "ETREAT", "HRESCH", "HOPERAT", "HPAYMT", "PUBHLTH", "HMARKT", "PATRQT",
+];
+
+pub fn is_known_purpose(code: &str) -> bool {
+    PURPOSES.contains(&code)
+}
+
+/// A protobuf timestamp from microseconds since the Unix epoch.
+pub fn timestamp(micros: i64) -> Timestamp {
+    Timestamp {
+        seconds: micros.div_euclid(1_000_000),
+        nanos: i32::try_from(micros.rem_euclid(1_000_000) * 1000).unwrap_or(0),
+    }
+}
+
+/// Microseconds since the epoch of a timestamp (saturating), or `None` if it is out of range.
+pub fn micros(ts: &Timestamp) -> Option<i64> {
+    if !(0..1_000_000_000).contains(&ts.nanos) {
+        return None;
+    }
+    ts.seconds
+        .checked_mul(1_000_000)?
+        .checked_add(i64::from(ts.nanos / 1000))
+}
+
+/// A canonical lower-case UUID, if `raw` is one (8-4-4-4-12 hex digits, any case).
+pub fn parse_uuid(raw: &str) -> Option<String> {
+    let bytes = raw.as_bytes();
+    if bytes.len() != 36 {
+        return None;
+    }
+    for (i, b) in bytes.iter().enumerate() {
+        let ok = match i {
+            8 | 13 | 18 | 23 => *b == b'-',
+            _ => b.is_ascii_hexdigit(),
+        };
+        if !ok {
+            return None;
+        }
+    }
+    Some(raw.to_ascii_lowercase())
+}
+
+/// Ten digits (spaces ignored) passing the modulus-11 check, normalised; otherwise why not.
+pub fn parse_nhs_number(raw: &str) -> Result<String, &'static str> {
+    let digits: String = raw.chars().filter(|c| *c != ' ').collect();
+    if digits.len() != 10 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err("must be ten digits");
+    }
+    let d: Vec<u32> = digits.bytes().map(|b| u32::from(b - b'0')).collect();
+    let sum: u32 = d[..9].iter().zip((2..=10).rev()).map(|(x, w)| x * w).sum();
+    let check = match 11 - (sum % 11) {
+        11 => 0,
+        10 => return Err("fails the modulus-11 check"),
+        c => c,
+    };
+    if check != d[9] {
+        return Err("fails the modulus-11 check");
+    }
+    Ok(digits)
+}
+
+/// The FHIR R4 resource types.
+pub const FHIR_R4_RESOURCE_TYPES: &[&str] = &[
+    "Account",
+    "ActivityDefinition",
+    "AdverseEvent",
+    "AllergyIntolerance",
+    "Appointment",
+    "AppointmentResponse",
+    "AuditEvent",
+    "Basic",
+    "Binary",
+    "BiologicallyDerivedProduct",
+    "BodyStructure",
+    "Bundle",
+    "CapabilityStatement",
+    "CarePlan",
+    "CareTeam",
+    "CatalogEntry",
+    "ChargeItem",
+    "ChargeItemDefinition",
+    "Claim",
+    "ClaimResponse",
+    "ClinicalImpression",
+    "CodeSystem",
+    "Communication",
+    "CommunicationRequest",
+    "CompartmentDefinition",
+    "Composition",
+    "ConceptMap",
+    "Condition",
+    "Consent",
+    "Contract",
+    "Coverage",
+    "CoverageEligibilityRequest",
+    "CoverageEligibilityResponse",
+    "DetectedIssue",
+    "Device",
+    "DeviceDefinition",
+    "DeviceMetric",
+    "DeviceRequest",
+    "DeviceUseStatement",
+    "DiagnosticReport",
+    "DocumentManifest",
+    "DocumentReference",
+    "EffectEvidenceSynthesis",
+    "Encounter",
+    "Endpoint",
+    "EnrollmentRequest",
+    "EnrollmentResponse",
+    "EpisodeOfCare",
+    "EventDefinition",
+    "Evidence",
+    "EvidenceVariable",
+    "ExampleScenario",
+    "ExplanationOfBenefit",
+    "FamilyMemberHistory",
+    "Flag",
+    "Goal",
+    "GraphDefinition",
+    "Group",
+    "GuidanceResponse",
+    "HealthcareService",
+    "ImagingStudy",
+    "Immunization",
+    "ImmunizationEvaluation",
+    "ImmunizationRecommendation",
+    "ImplementationGuide",
+    "InsurancePlan",
+    "Invoice",
+    "Library",
+    "Linkage",
+    "List",
+    "Location",
+    "Measure",
+    "MeasureReport",
+    "Media",
+    "Medication",
+    "MedicationAdministration",
+    "MedicationDispense",
+    "MedicationKnowledge",
+    "MedicationRequest",
+    "MedicationStatement",
+    "MedicinalProduct",
+    "MedicinalProductAuthorization",
+    "MedicinalProductContraindication",
+    "MedicinalProductIndication",
+    "MedicinalProductIngredient",
+    "MedicinalProductInteraction",
+    "MedicinalProductManufactured",
+    "MedicinalProductPackaged",
+    "MedicinalProductPharmaceutical",
+    "MedicinalProductUndesirableEffect",
+    "MessageDefinition",
+    "MessageHeader",
+    "MolecularSequence",
+    "NamingSystem",
+    "NutritionOrder",
+    "Observation",
+    "ObservationDefinition",
+    "OperationDefinition",
+    "OperationOutcome",
+    "Organization",
+    "OrganizationAffiliation",
+    "Parameters",
+    "Patient",
+    "PaymentNotice",
+    "PaymentReconciliation",
+    "Person",
+    "PlanDefinition",
+    "Practitioner",
+    "PractitionerRole",
+    "Procedure",
+    "Provenance",
+    "Questionnaire",
+    "QuestionnaireResponse",
+    "RelatedPerson",
+    "RequestGroup",
+    "ResearchDefinition",
+    "ResearchElementDefinition",
+    "ResearchStudy",
+    "ResearchSubject",
+    "RiskAssessment",
+    "RiskEvidenceSynthesis",
+    "Schedule",
+    "SearchParameter",
+    "ServiceRequest",
+    "Slot",
+    "Specimen",
+    "SpecimenDefinition",
+    "StructureDefinition",
+    "StructureMap",
+    "Subscription",
+    "Substance",
+    "SubstanceNucleicAcid",
+    "SubstancePolymer",
+    "SubstanceProtein",
+    "SubstanceReferenceInformation",
+    "SubstanceSourceMaterial",
+    "SubstanceSpecification",
+    "SupplyDelivery",
+    "SupplyRequest",
+    "Task",
+    "TerminologyCapabilities",
+    "TestReport",
+    "TestScript",
+    "ValueSet",
+    "VerificationResult",
+    "VisionPrescription",
+];
+
+pub fn is_resource_type(name: &str) -> bool {
+    FHIR_R4_RESOURCE_TYPES.binary_search(&name).is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resource_types_are_sorted_for_binary_search() {
+        assert!(FHIR_R4_RESOURCE_TYPES.windows(2).all(|w| w[0] < w[1]));
+        assert!(is_resource_type("Observation"));
+        assert!(!is_resource_type("observation"));
+        assert!(!is_resource_type("Widget"));
+    }
+
+    #[test]
+    fn nhs_numbers_are_checked() {
+        assert_eq!(parse_nhs_number("943 476 5919").unwrap(), "9434765919");
+        assert!(parse_nhs_number("9434765918").is_err());
+        assert!(parse_nhs_number("94347659").is_err());
+        assert!(parse_nhs_number("94347659x9").is_err());
+    }
+
+    #[test]
+    fn uuids_and_timestamps() {
+        assert_eq!(
+            parse_uuid("0B9D6C2E-1111-4222-8333-444455556666").unwrap(),
+            "0b9d6c2e-1111-4222-8333-444455556666"
+        );
+        assert!(parse_uuid("0b9d6c2e11114222833344445555666600000").is_none());
+        assert!(parse_uuid("0b9d6c2e-1111-4222-8333-44445555666g").is_none());
+        let ts = timestamp(-1);
+        assert_eq!((ts.seconds, ts.nanos), (-1, 999_999_000));
+        assert_eq!(micros(&ts), Some(-1));
+    }
+}

@@ -1,0 +1,255 @@
+//! The crate's one error type and its mapping to gRPC statuses with google.rpc details.
+//!
+//! The access contract fixes its own ErrorInfo domain (`carerecord.access.v1`) and reasons
+//! (`INVALID_REQUEST`, `PATIENT_NOT_FOUND`, ...), so statuses are built here rather than with the
+//! platform's generic builders; the shapes (BadRequest, ResourceInfo, PreconditionFailure,
+//! RetryInfo) are the same.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use carerecord_platform::errors::Violations;
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, FieldViolation, StatusExt};
+
+/// `ErrorInfo.domain` of every error of this service.
+pub const DOMAIN: &str = "carerecord.access.v1";
+
+/// How long clients are told to wait before retrying an UNAVAILABLE call.
+const RETRY_DELAY: Duration = Duration::from_secs(1);
+
+/// Which module data access depends on for a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dependency {
+    Identity,
+    Consent,
+    Records,
+}
+
+impl Dependency {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Dependency::Identity => "identity",
+            Dependency::Consent => "consent",
+            Dependency::Records => "records",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid request")]
+    InvalidRequest(Violations),
+    #[error(
+        "the page token is invalid, or was issued for other request fields or another requester"
+    )]
+    InvalidPageToken,
+    #[error("no bearer token in the authorization metadata")]
+    TokenMissing,
+    #[error("the bearer token is invalid: {0}")]
+    TokenInvalid(String),
+    #[error("the bearer token has expired")]
+    TokenExpired,
+    #[error("the token does not grant scope {required_scope}")]
+    ScopeMissing { required_scope: String },
+    #[error("the requester's role may not do this; permitted roles: {required_roles}")]
+    RoleNotPermitted { required_roles: String },
+    #[error("the token acts for another patient")]
+    PatientContextMismatch,
+    #[error("consent refused the disclosure")]
+    ConsentDenied {
+        reason_codes: Vec<String>,
+        reason_texts: Vec<String>,
+    },
+    #[error("the project is not approved for this {0}")]
+    ProjectNotPermitted(&'static str),
+    #[error("a privacy officer may not review their own break-glass access")]
+    SelfReview,
+    #[error("patient not found")]
+    PatientNotFound { name: String },
+    #[error("project {0} not found")]
+    ProjectNotFound(String),
+    #[error("break-glass event {0} not found")]
+    BreakGlassEventNotFound(String),
+    #[error("audit public key {0} not found")]
+    KeyNotFound(String),
+    #[error(
+        "the patient reference matches more than one patient confidently enough; refine it or use an identifier"
+    )]
+    PatientMatchAmbiguous,
+    #[error("the etag is not current: re-read and retry")]
+    EtagMismatch,
+    #[error("tree size {requested} is beyond the log's current size {current}")]
+    TreeSizeOutOfRange { requested: i64, current: i64 },
+    #[error("the {} module is unavailable", .0.as_str())]
+    DependencyUnavailable(Dependency),
+    #[error("the audit log is unavailable")]
+    AuditLogUnavailable,
+    #[error("the call was cancelled")]
+    Cancelled,
+    #[error("the call's deadline passed")]
+    DeadlineExceeded,
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<sqlx::Error> for Error {
+    fn from(e: sqlx::Error) -> Self {
+        tracing::error!(error = %e, "database error");
+        Error::AuditLogUnavailable
+    }
+}
+
+impl Error {
+    pub fn invalid(field: &str, description: impl Into<String>) -> Self {
+        let mut violations = Violations::new();
+        violations.add(field, description);
+        Error::InvalidRequest(violations)
+    }
+
+    pub fn code(&self) -> Code {
+        match self {
+            Error::InvalidRequest(_) | Error::InvalidPageToken => Code::InvalidArgument,
+            Error::TokenMissing | Error::TokenInvalid(_) | Error::TokenExpired => {
+                Code::Unauthenticated
+            }
+            Error::ScopeMissing { .. }
+            | Error::RoleNotPermitted { .. }
+            | Error::PatientContextMismatch
+            | Error::ConsentDenied { .. }
+            | Error::ProjectNotPermitted(_)
+            | Error::SelfReview => Code::PermissionDenied,
+            Error::PatientNotFound { .. }
+            | Error::ProjectNotFound(_)
+            | Error::BreakGlassEventNotFound(_)
+            | Error::KeyNotFound(_) => Code::NotFound,
+            Error::PatientMatchAmbiguous => Code::FailedPrecondition,
+            Error::EtagMismatch => Code::Aborted,
+            Error::TreeSizeOutOfRange { .. } => Code::OutOfRange,
+            Error::DependencyUnavailable(_) | Error::AuditLogUnavailable => Code::Unavailable,
+            Error::Cancelled => Code::Cancelled,
+            Error::DeadlineExceeded => Code::DeadlineExceeded,
+            Error::Internal(_) => Code::Internal,
+        }
+    }
+
+    /// The ErrorInfo reason, as recorded in audit entries.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Error::InvalidRequest(_) => "INVALID_REQUEST",
+            Error::InvalidPageToken => "INVALID_PAGE_TOKEN",
+            Error::TokenMissing => "TOKEN_MISSING",
+            Error::TokenInvalid(_) => "TOKEN_INVALID",
+            Error::TokenExpired => "TOKEN_EXPIRED",
+            Error::ScopeMissing { .. } => "SCOPE_MISSING",
+            Error::RoleNotPermitted { .. } => "ROLE_NOT_PERMITTED",
+            Error::PatientContextMismatch => "PATIENT_CONTEXT_MISMATCH",
+            Error::ConsentDenied { .. } => "CONSENT_DENIED",
+            Error::ProjectNotPermitted(_) => "PROJECT_NOT_PERMITTED",
+            Error::SelfReview => "SELF_REVIEW",
+            Error::PatientNotFound { .. } => "PATIENT_NOT_FOUND",
+            Error::ProjectNotFound(_) => "PROJECT_NOT_FOUND",
+            Error::BreakGlassEventNotFound(_) => "BREAK_GLASS_EVENT_NOT_FOUND",
+            Error::KeyNotFound(_) => "KEY_NOT_FOUND",
+            Error::PatientMatchAmbiguous => "PATIENT_MATCH_AMBIGUOUS",
+            Error::EtagMismatch => "ETAG_MISMATCH",
+            Error::TreeSizeOutOfRange { .. } => "TREE_SIZE_OUT_OF_RANGE",
+            Error::DependencyUnavailable(_) => "DEPENDENCY_UNAVAILABLE",
+            Error::AuditLogUnavailable => "AUDIT_LOG_UNAVAILABLE",
+            Error::Cancelled => "CANCELLED",
+            Error::DeadlineExceeded => "DEADLINE_EXCEEDED",
+            Error::Internal(_) => "INTERNAL",
+        }
+    }
+
+    /// The status for this error; `audit` names the audit entry written for the call, if any.
+    pub fn to_status(&self, audit: Option<(&str, i64)>) -> Status {
+        let mut metadata: HashMap<String, String> = HashMap::new();
+        if let Some((entry_id, index)) = audit {
+            metadata.insert("audit_entry_id".into(), entry_id.to_owned());
+            metadata.insert("audit_index".into(), index.to_string());
+        }
+        let mut details = ErrorDetails::new();
+        let message = match self {
+            Error::InvalidRequest(violations) => {
+                details.set_bad_request(
+                    violations
+                        .iter()
+                        .map(|(f, d)| FieldViolation::new(f, d))
+                        .collect::<Vec<_>>(),
+                );
+                let all: Vec<String> = violations
+                    .iter()
+                    .map(|(f, d)| format!("{f}: {d}"))
+                    .collect();
+                all.join("; ")
+            }
+            Error::ScopeMissing { required_scope } => {
+                metadata.insert("required_scope".into(), required_scope.clone());
+                self.to_string()
+            }
+            Error::RoleNotPermitted { required_roles } => {
+                metadata.insert("required_roles".into(), required_roles.clone());
+                self.to_string()
+            }
+            Error::ConsentDenied {
+                reason_codes,
+                reason_texts,
+            } => {
+                metadata.insert("decision_outcome".into(), "DENY".into());
+                metadata.insert("reason_codes".into(), reason_codes.join(","));
+                details.set_localized_message("en-GB", reason_texts.join("; "));
+                self.to_string()
+            }
+            Error::PatientNotFound { name } => {
+                details.set_resource_info("Patient", name, "", "no such current patient");
+                self.to_string()
+            }
+            Error::ProjectNotFound(name) => {
+                details.set_resource_info("Project", name, "", "no such registered project");
+                self.to_string()
+            }
+            Error::BreakGlassEventNotFound(name) => {
+                details.set_resource_info("BreakGlassEvent", name, "", "no such break-glass event");
+                self.to_string()
+            }
+            Error::KeyNotFound(name) => {
+                details.set_resource_info("AuditPublicKey", name, "", "no such audit key");
+                self.to_string()
+            }
+            Error::PatientMatchAmbiguous => {
+                details.add_precondition_failure_violation(
+                    "AMBIGUOUS_MATCH",
+                    "patient",
+                    self.to_string(),
+                );
+                self.to_string()
+            }
+            Error::DependencyUnavailable(dependency) => {
+                metadata.insert("dependency".into(), dependency.as_str().into());
+                details.set_retry_info(Some(RETRY_DELAY));
+                self.to_string()
+            }
+            Error::AuditLogUnavailable => {
+                details.set_retry_info(Some(RETRY_DELAY));
+                format!("{self}; nothing was disclosed")
+            }
+            Error::TokenInvalid(_) => "the bearer token is invalid".to_owned(),
+            Error::Internal(cause) => {
+                tracing::error!(error = %cause, "internal error");
+                "internal error; the service has logged the cause".to_owned()
+            }
+            other => other.to_string(),
+        };
+        details.set_error_info(self.reason(), DOMAIN, metadata);
+        Status::with_error_details(self.code(), message, details)
+    }
+}
+
+impl From<Error> for Status {
+    fn from(e: Error) -> Self {
+        e.to_status(None)
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

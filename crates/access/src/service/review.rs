@@ -1,0 +1,260 @@
+//! Break-glass review by privacy officers: listing events and recording reviews.
+
+use carerecord_contracts::access::v1 as api;
+use carerecord_contracts::common::v1 as common;
+use carerecord_platform::errors::Violations;
+use prost::Message;
+use tonic::{Request, Response, Status};
+
+use super::patients::{Reference, page_query, validate_period};
+use super::{AccessService, page_size};
+use crate::domain::parse_uuid;
+use crate::error::Error;
+use crate::store::{BreakGlassRow, Effect, EventFilter};
+
+fn event_from(row: BreakGlassRow) -> api::BreakGlassEvent {
+    let reviewed = row.review_outcome != 0;
+    api::BreakGlassEvent {
+        event_id: row.event_id,
+        audit_index: row.audit_index,
+        time: Some(crate::domain::timestamp(row.time_micros)),
+        requester: Some(common::Requester {
+            user_id: row.user_id,
+            organisation_ods_code: row.organisation_ods_code,
+            role_code: row.role_code,
+            display_name: row.display_name,
+        }),
+        client_id: row.client_id,
+        patient_id: row.patient_id,
+        reason: row.reason,
+        outcome: i32::try_from(row.outcome).unwrap_or_default(),
+        returned_count: row.returned_count,
+        withheld_count: row.withheld_count,
+        reviewed,
+        review: reviewed.then(|| api::BreakGlassReview {
+            outcome: i32::try_from(row.review_outcome).unwrap_or_default(),
+            notes: row.review_notes,
+            reviewer: Some(common::Requester {
+                user_id: row.reviewer_user_id,
+                organisation_ods_code: row.reviewer_organisation_ods_code,
+                role_code: row.reviewer_role_code,
+                display_name: row.reviewer_display_name,
+            }),
+            review_time: Some(crate::domain::timestamp(row.review_time_micros)),
+            audit_entry_id: row.review_entry_id,
+        }),
+        etag: row.etag,
+        version: row.version,
+    }
+}
+
+impl AccessService {
+    pub(super) async fn list_events_rpc(
+        &self,
+        request: Request<api::ListBreakGlassEventsRequest>,
+    ) -> Result<Response<api::ListBreakGlassEventsResponse>, Status> {
+        let caller = self.authenticate(&request)?;
+        let trace = super::trace_id(request.metadata());
+        let req = request.into_inner();
+        let mut v = Violations::new();
+        let (start, end) = validate_period(&mut v, "period", req.period.as_ref());
+        if api::BreakGlassReviewFilter::try_from(req.review_filter).is_err() {
+            v.add("review_filter", "unknown value");
+        }
+        let patient = if req.patient_id.is_empty() {
+            None
+        } else {
+            let parsed = parse_uuid(&req.patient_id);
+            if parsed.is_none() {
+                v.add("patient_id", "must be a UUID");
+            }
+            parsed
+        };
+        let limit = page_size(&mut v, "page_size", req.page_size);
+        let query = page_query(
+            &caller,
+            &api::ListBreakGlassEventsRequest {
+                page_size: 0,
+                page_token: String::new(),
+                ..req.clone()
+            }
+            .encode_to_vec(),
+        );
+        let after = if req.page_token.is_empty() {
+            -1
+        } else {
+            match self
+                .inner
+                .config
+                .page_tokens
+                .verify(&query, &req.page_token)
+            {
+                Ok(pos) if pos.len() == 8 => i64::from_be_bytes(pos.try_into().unwrap_or_default()),
+                _ => return Err(Error::InvalidPageToken.into()),
+            }
+        };
+        if !v.is_empty() {
+            return Err(Error::InvalidRequest(v).into());
+        }
+        let mut leaf = self.leaf(&caller, &trace, api::AuditAction::ListBreakGlassEvents);
+        leaf.purpose_of_use = "HOPERAT".into();
+        let result = async {
+            self.require_auditor(&caller, 'r', false)?;
+            let patient_ids = match &patient {
+                None => Vec::new(),
+                Some(id) => {
+                    let reference = Reference::PatientId(id.clone());
+                    match self.resolve(&reference).await {
+                        Ok(resolved) => {
+                            leaf.patient_id = resolved.id().to_owned();
+                            self.patient_ids(&resolved.patient).await?
+                        }
+                        // Events stay listable for a patient identity no longer knows.
+                        Err(Error::PatientNotFound { .. }) => vec![id.clone()],
+                        Err(e) => return Err(e),
+                    }
+                }
+            };
+            let rows = self
+                .inner
+                .store
+                .events(&EventFilter {
+                    start_micros: start,
+                    end_micros: end,
+                    review_filter: i64::from(req.review_filter),
+                    patient_ids,
+                    after_index: after,
+                    limit: limit + 1,
+                })
+                .await?;
+            let more = rows.len() as i64 > limit;
+            let events: Vec<api::BreakGlassEvent> = rows
+                .into_iter()
+                .take(usize::try_from(limit).unwrap_or(0))
+                .map(event_from)
+                .collect();
+            leaf.returned_count = events.len() as i64;
+            let next_page_token = match (more, events.last()) {
+                (true, Some(last)) => self
+                    .inner
+                    .config
+                    .page_tokens
+                    .issue(&query, &last.audit_index.to_be_bytes()),
+                _ => String::new(),
+            };
+            Ok(api::ListBreakGlassEventsResponse {
+                events,
+                next_page_token,
+            })
+        }
+        .await;
+        self.finish(leaf, result, false, |_, _| {}).await
+    }
+
+    pub(super) async fn review_rpc(
+        &self,
+        request: Request<api::ReviewBreakGlassEventRequest>,
+    ) -> Result<Response<api::ReviewBreakGlassEventResponse>, Status> {
+        let caller = self.authenticate(&request)?;
+        let trace = super::trace_id(request.metadata());
+        let req = request.into_inner();
+        let mut v = Violations::new();
+        let event_id = parse_uuid(&req.event_id);
+        if event_id.is_none() {
+            v.add("event_id", "must be a UUID");
+        }
+        v.check(
+            !req.etag.is_empty(),
+            "etag",
+            "is required: the event's current etag",
+        );
+        let outcome = api::BreakGlassReviewOutcome::try_from(req.outcome)
+            .unwrap_or(api::BreakGlassReviewOutcome::Unspecified);
+        if outcome == api::BreakGlassReviewOutcome::Unspecified {
+            v.add("outcome", "is required");
+        }
+        let notes = req.notes.trim().to_owned();
+        if notes.chars().count() > 4000 {
+            v.add("notes", "must be at most 4000 characters");
+        }
+        if notes.is_empty()
+            && matches!(
+                outcome,
+                api::BreakGlassReviewOutcome::Inappropriate
+                    | api::BreakGlassReviewOutcome::FollowUpRequired
+            )
+        {
+            v.add(
+                "notes",
+                "are required for INAPPROPRIATE and FOLLOW_UP_REQUIRED",
+            );
+        }
+        let event_id = match (event_id, v.is_empty()) {
+            (Some(id), true) => id,
+            _ => return Err(Error::InvalidRequest(v).into()),
+        };
+        let mut leaf = self.leaf(&caller, &trace, api::AuditAction::ReviewBreakGlassEvent);
+        leaf.purpose_of_use = "HOPERAT".into();
+        leaf.related_entry_id = event_id.clone();
+        leaf.review_outcome = outcome as i32;
+        let checked = async {
+            self.require_auditor(&caller, 'u', false)?;
+            let event = self
+                .inner
+                .store
+                .event(&event_id)
+                .await?
+                .ok_or_else(|| Error::BreakGlassEventNotFound(event_id.clone()))?;
+            leaf.patient_id = event.patient_id.clone();
+            if event.user_id == caller.user_id {
+                return Err(Error::SelfReview);
+            }
+            if event.etag != req.etag {
+                return Err(Error::EtagMismatch);
+            }
+            Ok(())
+        }
+        .await;
+        if let Err(e) = checked {
+            return self
+                .finish::<api::ReviewBreakGlassEventResponse>(leaf, Err(e), false, |_, _| {})
+                .await;
+        }
+        let mut disclosed = leaf.clone();
+        disclosed.outcome = api::AuditOutcome::Disclosed as i32;
+        let effect = Effect::Review {
+            event_id: event_id.clone(),
+            expected_etag: req.etag.clone(),
+            outcome: i64::from(outcome as i32),
+            notes,
+            reviewer: caller.requester(),
+        };
+        match self.inner.store.append(&disclosed, effect).await {
+            Ok(_) => {}
+            // Someone reviewed it meanwhile: the attempt is audited as failed.
+            Err(Error::EtagMismatch) => {
+                return self
+                    .finish::<api::ReviewBreakGlassEventResponse>(
+                        leaf,
+                        Err(Error::EtagMismatch),
+                        false,
+                        |_, _| {},
+                    )
+                    .await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot append to the audit log");
+                return Err(Error::AuditLogUnavailable.into());
+            }
+        }
+        let event = self
+            .inner
+            .store
+            .event(&event_id)
+            .await?
+            .ok_or_else(|| Error::Internal("reviewed event vanished".into()))?;
+        Ok(Response::new(api::ReviewBreakGlassEventResponse {
+            event: Some(event_from(event)),
+        }))
+    }
+}

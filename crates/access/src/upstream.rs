@@ -1,0 +1,118 @@
+//! Clients of the identity, consent and record hosting modules.
+//!
+//! Every call has a deadline (sent as `grpc-timeout` and enforced locally), carries the trace
+//! context, and is retried with backoff only when it is a read answered UNAVAILABLE (every call
+//! made here is a read). Whatever goes wrong surfaces as DEPENDENCY_UNAVAILABLE naming the module,
+//! except the answers that mean something to the caller (a patient not found, an ambiguous match).
+
+use std::future::Future;
+use std::time::Duration;
+
+use carerecord_contracts::consent::v1::consent_service_client::ConsentServiceClient;
+use carerecord_contracts::identity::v1::patient_identity_service_client::PatientIdentityServiceClient;
+use carerecord_contracts::records::v1::record_hosting_service_client::RecordHostingServiceClient;
+use carerecord_platform::telemetry::PropagateTrace;
+use carerecord_platform::tls::{ClientTls, channel};
+use tonic::codegen::InterceptedService;
+use tonic::transport::Channel;
+use tonic::{Code, Status};
+
+use crate::error::{Dependency, Error};
+
+pub type Traced = InterceptedService<Channel, PropagateTrace>;
+
+/// The largest message accepted from another module (record hosting keeps responses under 4 MiB;
+/// consent's batch decisions with explanations may reach 16 MiB).
+const MAX_MESSAGE: usize = 16 << 20;
+
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    pub identity: PatientIdentityServiceClient<Traced>,
+    pub consent: ConsentServiceClient<Traced>,
+    pub records: RecordHostingServiceClient<Traced>,
+    pub timeout: Duration,
+    pub retries: u32,
+}
+
+impl Upstream {
+    /// Lazily connecting clients: a module that is down at start-up only fails the calls that need it.
+    pub fn new(
+        identity: &str,
+        consent: &str,
+        records: &str,
+        tls: &ClientTls,
+        timeout: Duration,
+        retries: u32,
+    ) -> Result<Self, String> {
+        let channel =
+            |name: &str, url: &str| channel(name, url, tls, timeout).map_err(|e| e.to_string());
+        let identity = PatientIdentityServiceClient::with_interceptor(
+            channel("CARERECORD_IDENTITY_ENDPOINT", identity)?,
+            PropagateTrace,
+        )
+        .max_decoding_message_size(MAX_MESSAGE);
+        let consent = ConsentServiceClient::with_interceptor(
+            channel("CARERECORD_CONSENT_ENDPOINT", consent)?,
+            PropagateTrace,
+        )
+        .max_decoding_message_size(MAX_MESSAGE);
+        let records = RecordHostingServiceClient::with_interceptor(
+            channel("CARERECORD_RECORDS_ENDPOINT", records)?,
+            PropagateTrace,
+        )
+        .max_decoding_message_size(MAX_MESSAGE);
+        Ok(Upstream {
+            identity,
+            consent,
+            records,
+            timeout,
+            retries,
+        })
+    }
+
+    /// A request carrying the per-hop deadline.
+    pub fn request<T>(&self, message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        request.set_timeout(self.timeout);
+        request
+    }
+
+    /// Runs an idempotent call with deadline and retries; returns the module's final answer.
+    pub async fn call<T, F, Fut>(&self, dependency: Dependency, mut call: F) -> Result<T, Status>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, Status>>,
+    {
+        let mut backoff = Duration::from_millis(20);
+        let mut attempt = 0;
+        loop {
+            let outcome = tokio::time::timeout(self.timeout, call()).await;
+            match outcome {
+                Ok(Ok(response)) => return Ok(response.into_inner()),
+                Ok(Err(status)) if status.code() == Code::Unavailable && attempt < self.retries => {
+                    tracing::debug!(
+                        dependency = dependency.as_str(),
+                        attempt,
+                        "retrying after UNAVAILABLE"
+                    );
+                }
+                Ok(Err(status)) => return Err(status),
+                Err(_) => return Err(Status::deadline_exceeded("the call's deadline passed")),
+            }
+            attempt += 1;
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(self.timeout / 4);
+        }
+    }
+}
+
+/// The error for a module's failed answer: it is unavailable as far as this call is concerned.
+pub fn unavailable(dependency: Dependency, status: &Status) -> Error {
+    tracing::warn!(
+        dependency = dependency.as_str(),
+        code = ?status.code(),
+        message = status.message(),
+        "dependency call failed"
+    );
+    Error::DependencyUnavailable(dependency)
+}

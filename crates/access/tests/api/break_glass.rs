@@ -1,0 +1,218 @@
+//! Break glass: overriding dissent for clinical roles, events, review by privacy officers.
+
+use carerecord_contracts::access::v1 as api;
+use carerecord_platform::testing::TestDatabase;
+use tonic::Code;
+
+use crate::support::*;
+
+fn break_glass(patient_id: &str, reason: &str) -> api::BreakGlassReadPatientRecordRequest {
+    api::BreakGlassReadPatientRecordRequest {
+        patient: patient_ref(patient_id),
+        reason: reason.into(),
+        legal_basis: api::LegalBasis::VitalInterests as i32,
+        ..Default::default()
+    }
+}
+
+const REASON: &str = "Unconscious in ED, need medication history";
+
+#[tokio::test]
+async fn break_glass_overrides_dissent_and_is_reviewed() {
+    for db in TestDatabase::each_backend().await {
+        let mut app = spawn_app(&db.url).await;
+        let p = app.fakes.add_patient("9434765919", "Smith");
+        app.fakes
+            .add_record(&p, "MedicationStatement", &[], Some(1_600_000_000));
+        app.fakes.world.lock().unwrap().dissent.insert(p.clone());
+        let clinician = token(&Claims::clinician("user/*.rs"));
+
+        let response = app
+            .client
+            .break_glass_read_patient_record(authed(break_glass(&p, REASON), &clinician))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(response.records.len(), 1);
+        assert_eq!(
+            response.decision.unwrap().outcome,
+            api::DecisionOutcome::PermitBreakGlass as i32
+        );
+        let leaf = crate::reads::audit_leaf(&mut app, response.audit_index).await;
+        assert_eq!(leaf.action, api::AuditAction::BreakGlassRead as i32);
+        assert_eq!(leaf.purpose_of_use, "ETREAT");
+        assert_eq!(leaf.break_glass_reason, REASON);
+
+        // A reason too short is invalid (and not audited); a non-clinical role is refused (and audited).
+        let status = app
+            .client
+            .break_glass_read_patient_record(authed(break_glass(&p, "  urgent  "), &clinician))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument);
+        let mut receptionist = Claims::clinician("user/*.rs");
+        receptionist.sub = "reception-1".into();
+        receptionist.role = "R8008".into();
+        let status = app
+            .client
+            .break_glass_read_patient_record(authed(break_glass(&p, REASON), &token(&receptionist)))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::PermissionDenied);
+        let info = error_info(&status);
+        assert_eq!(info.reason, "ROLE_NOT_PERMITTED");
+        assert_eq!(info.metadata["required_roles"], "R8000,R8001,R8003");
+
+        // The privacy officer sees both attempts, oldest first.
+        let officer = token(&Claims::privacy_officer());
+        let events = app
+            .client
+            .list_break_glass_events(authed(
+                api::ListBreakGlassEventsRequest::default(),
+                &officer,
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+            .events;
+        assert_eq!(events.len(), 2);
+        assert_eq!(events[0].event_id, response.audit_entry_id);
+        assert_eq!(events[0].outcome, api::AuditOutcome::Disclosed as i32);
+        assert_eq!(events[0].returned_count, 1);
+        assert_eq!(events[0].reason, REASON);
+        assert!(!events[0].reviewed);
+        assert_eq!(events[1].outcome, api::AuditOutcome::Refused as i32);
+        assert_eq!(events[1].requester.as_ref().unwrap().user_id, "reception-1");
+
+        // Clinicians cannot list events.
+        let status = app
+            .client
+            .list_break_glass_events(authed(
+                api::ListBreakGlassEventsRequest::default(),
+                &clinician,
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(error_info(&status).reason, "ROLE_NOT_PERMITTED");
+
+        // Review: notes required for INAPPROPRIATE; stale etag aborted; self-review refused.
+        let review = |etag: &str, outcome: api::BreakGlassReviewOutcome, notes: &str| {
+            api::ReviewBreakGlassEventRequest {
+                event_id: events[0].event_id.clone(),
+                etag: etag.into(),
+                outcome: outcome as i32,
+                notes: notes.into(),
+            }
+        };
+        let status = app
+            .client
+            .review_break_glass_event(authed(
+                review(
+                    &events[0].etag,
+                    api::BreakGlassReviewOutcome::Inappropriate,
+                    "",
+                ),
+                &officer,
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument);
+        let reviewed = app
+            .client
+            .review_break_glass_event(authed(
+                review(
+                    &events[0].etag,
+                    api::BreakGlassReviewOutcome::Appropriate,
+                    "",
+                ),
+                &officer,
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+            .event
+            .unwrap();
+        assert!(reviewed.reviewed);
+        assert_eq!(reviewed.version, 2);
+        assert_ne!(reviewed.etag, events[0].etag);
+        let review_entry = reviewed.review.as_ref().unwrap().audit_entry_id.clone();
+        assert!(!review_entry.is_empty());
+        let status = app
+            .client
+            .review_break_glass_event(authed(
+                review(
+                    &events[0].etag,
+                    api::BreakGlassReviewOutcome::Appropriate,
+                    "",
+                ),
+                &officer,
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::Aborted);
+        assert_eq!(error_info(&status).reason, "ETAG_MISMATCH");
+
+        let self_reviewer = token(&Claims {
+            sub: "dr-who".into(),
+            ..Claims::privacy_officer()
+        });
+        let status = app
+            .client
+            .review_break_glass_event(authed(
+                review(
+                    &reviewed.etag,
+                    api::BreakGlassReviewOutcome::Appropriate,
+                    "",
+                ),
+                &self_reviewer,
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(error_info(&status).reason, "SELF_REVIEW");
+
+        let unreviewed = app
+            .client
+            .list_break_glass_events(authed(
+                api::ListBreakGlassEventsRequest {
+                    review_filter: api::BreakGlassReviewFilter::Unreviewed as i32,
+                    ..Default::default()
+                },
+                &officer,
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+            .events;
+        assert_eq!(unreviewed.len(), 1);
+        assert_eq!(
+            unreviewed[0].requester.as_ref().unwrap().user_id,
+            "reception-1"
+        );
+        let for_patient = app
+            .client
+            .list_break_glass_events(authed(
+                api::ListBreakGlassEventsRequest {
+                    patient_id: p.clone(),
+                    review_filter: api::BreakGlassReviewFilter::Reviewed as i32,
+                    ..Default::default()
+                },
+                &officer,
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+            .events;
+        assert_eq!(for_patient.len(), 1);
+        assert_eq!(
+            for_patient[0]
+                .review
+                .as_ref()
+                .unwrap()
+                .reviewer
+                .as_ref()
+                .unwrap()
+                .user_id,
+            "po-1"
+        );
+    }
+}
