@@ -1,5 +1,6 @@
 //! `carerecord`: run the platform on a laptop and talk to its services.
 
+mod access;
 mod conformance;
 mod connect;
 mod consent;
@@ -28,6 +29,9 @@ struct Cli {
     endpoints: connect::Endpoints,
     #[command(flatten)]
     operator: connect::Operator,
+    /// Bearer token for data access; without one, a development token is minted for --as-user.
+    #[arg(long, global = true, env = "CARERECORD_TOKEN", hide_env_values = true)]
+    token: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -45,6 +49,15 @@ enum Command {
     /// Directives, the national data opt-out and decisions (consent).
     #[command(subcommand)]
     Consent(consent::ConsentCommand),
+    /// Through data access: read a record, break glass, disclosures, extracts.
+    #[command(flatten)]
+    Access(access::AccessCommand),
+    /// Verify the audit log offline.
+    #[command(subcommand)]
+    Audit(access::AuditCommand),
+    /// Development tokens.
+    #[command(subcommand)]
+    Token(access::TokenCommand),
     /// Certify an implementation of a module's contract (black-box gRPC tests, markdown or JUnit report).
     Conformance(conformance::ConformanceArgs),
     /// Check that a service answers grpc.health.v1 SERVING.
@@ -71,13 +84,18 @@ fn main() -> ExitCode {
         }
     };
     let out = output::Output { json: cli.json };
-    let (endpoints, operator) = (cli.endpoints, cli.operator);
+    let (endpoints, operator, token) = (cli.endpoints, cli.operator, cli.token);
     let result = runtime.block_on(async {
         match cli.command {
             Command::Patient(command) => patient::run(command, &endpoints, &operator, out).await,
             Command::Record(command) => record::run(command, &endpoints, &operator, out).await,
             Command::Consent(command) => consent::run(command, &endpoints, &operator, out).await,
             Command::Conformance(args) => conformance::run(args).await,
+            Command::Access(command) => {
+                access::run(command, token, &endpoints, &operator, out).await
+            }
+            Command::Audit(command) => access::audit(command, token, &endpoints, &operator).await,
+            Command::Token(command) => access::token(command, &operator),
             Command::Up(args) => up::run(args).await,
             Command::Health { endpoint, service } => {
                 health(endpoint.as_deref().unwrap_or(&endpoints.access), &service).await

@@ -50,7 +50,19 @@ pub async fn run(args: UpArgs) -> Result<(), String> {
     };
 
     let shutdown = carerecord_platform::server::shutdown_on_signal();
-    let access = start::<carerecord_access::Application>(&env_for("access", 0)).await?;
+    std::fs::create_dir_all(&args.data_dir).map_err(|e| format!("--data-dir {data_dir}: {e}"))?;
+    let projects = demo_projects_file(&args.data_dir)?;
+    let mut access_env = env_for("access", 0);
+    for (offset, service) in [(1, "IDENTITY"), (2, "RECORDS"), (3, "CONSENT")] {
+        access_env.set_default(
+            &format!("CARERECORD_{service}_ENDPOINT"),
+            &format!("http://{}:{}", args.host, args.base_port + offset),
+        );
+    }
+    // Local development only: the CLI mints tokens with the well-known development key.
+    access_env.set_default("CARERECORD_DEV_TOKENS", "true");
+    access_env.set_default("CARERECORD_PROJECTS_FILE", &projects.display().to_string());
+    let access = start::<carerecord_access::Application>(&access_env).await?;
     let identity = start::<carerecord_identity::Application>(&env_for("identity", 1)).await?;
     let records = start::<carerecord_records::Application>(&env_for("records", 2)).await?;
     let consent = start::<carerecord_consent::Application>(&env_for("consent", 3)).await?;
@@ -83,14 +95,23 @@ pub async fn run(args: UpArgs) -> Result<(), String> {
     println!("Try:");
     match demo.first() {
         Some(patient) => {
+            // The first demo patient has a mental-health record and withholds it: the read shows both.
             println!(
-                "  carerecord patient resolve --nhs-number {}",
+                "  carerecord read --nhs-number {} --purpose TREAT",
                 patient.nhs_number
             );
-            println!("  carerecord record list --patient {}", patient.patient_id);
             println!(
-                "  carerecord consent decide --patient {} --purpose HRESCH --as-role R8000",
-                patient.patient_id
+                "  carerecord disclosures --nhs-number {}",
+                patient.nhs_number
+            );
+            let cohort: Vec<String> = demo
+                .iter()
+                .take(10)
+                .map(|p| format!("--patient {}", p.patient_id))
+                .collect();
+            println!(
+                "  carerecord extract --project demo-research {} --out extract.ndjson",
+                cohort.join(" ")
             );
         }
         None => {
@@ -120,6 +141,28 @@ pub async fn run(args: UpArgs) -> Result<(), String> {
     } else {
         Err(failures.join("; "))
     }
+}
+
+/// A research project for trying extracts locally, with a pseudonymisation key made on first start.
+fn demo_projects_file(data_dir: &std::path::Path) -> Result<std::path::PathBuf, String> {
+    let path = data_dir.join("demo-projects.json");
+    if !path.exists() {
+        let key = format!(
+            "{}{}",
+            uuid::Uuid::new_v4().simple(),
+            uuid::Uuid::new_v4().simple()
+        );
+        let projects = serde_json::json!({"projects": [{
+            "project_id": "demo-research",
+            "key": key,
+            "purposes": ["HRESCH", "HOPERAT"],
+            "organisations": [],
+            "clients": []
+        }]});
+        std::fs::write(&path, projects.to_string())
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    }
+    Ok(path)
 }
 
 /// The demo population: loaded through the APIs on first start, read back from the marker after.

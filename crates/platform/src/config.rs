@@ -57,6 +57,13 @@ impl Env {
         }
     }
 
+    /// Sets `name` unless it already has a value (for embedding: defaults under the caller's settings).
+    pub fn set_default(&mut self, name: &str, value: &str) {
+        if self.get(name).is_none() {
+            self.vars.insert(name.to_owned(), value.to_owned());
+        }
+    }
+
     /// The value of `name`, treating an empty or blank value as unset.
     pub fn get(&self, name: &str) -> Option<&str> {
         self.vars
