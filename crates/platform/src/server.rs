@@ -156,8 +156,9 @@ impl GrpcServer {
             .trace_fn(crate::telemetry::server_span)
             .layer(metrics)
             .add_routes(routes.routes())
+            // Without TCP_NODELAY, small responses wait ~40 ms on delayed ACKs (Nagle).
             .serve_with_incoming_shutdown(
-                TcpListenerStream::new(listener),
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
                 stop_accepting.clone().cancelled_owned(),
             );
         tracing::info!(addr = %local_addr, services = ?served, "serving");
