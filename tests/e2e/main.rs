@@ -1,0 +1,8 @@
+//! End-to-end tests of the whole platform: the four real services, in-process, on real listeners,
+//! on SQLite and (when TEST_DATABASE_URL is set) PostgreSQL.
+
+mod audit;
+mod extracts;
+mod observability;
+mod reads;
+mod swap;

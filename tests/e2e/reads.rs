@@ -1,0 +1,247 @@
+use carerecord_contracts::access::v1::{
+    BreakGlassReadPatientRecordRequest, ListBreakGlassEventsRequest, PatientReference,
+    ReadPatientRecordRequest, patient_reference::Reference,
+};
+use carerecord_contracts::common::v1::Requester;
+use carerecord_contracts::consent::v1::{
+    ConsentDecision, ConsentDirective, ConsentDirectiveStatus, CreateConsentDirectiveRequest,
+    Provision,
+};
+use carerecord_e2e::{Overrides, Platform, authed, token, uuid};
+use tonic::Code;
+
+fn by_nhs(nhs_number: &str) -> Option<PatientReference> {
+    Some(PatientReference {
+        reference: Some(Reference::NhsNumber(nhs_number.into())),
+    })
+}
+
+fn read(nhs_number: &str) -> ReadPatientRecordRequest {
+    ReadPatientRecordRequest {
+        patient: by_nhs(nhs_number),
+        purpose_of_use: "TREAT".into(),
+        page_size: 100,
+        ..Default::default()
+    }
+}
+
+async fn directive(
+    platform: &Platform,
+    patient_id: &str,
+    decision: ConsentDecision,
+    provisions: Vec<Provision>,
+) {
+    let directive = ConsentDirective {
+        patient_id: patient_id.into(),
+        status: ConsentDirectiveStatus::Active as i32,
+        decision: decision as i32,
+        provisions,
+        ..Default::default()
+    };
+    let requester = Requester {
+        user_id: "e2e".into(),
+        organisation_ods_code: "RR8".into(),
+        role_code: "R8000".into(),
+        display_name: String::new(),
+    };
+    platform
+        .consent_client()
+        .await
+        .create_consent_directive(CreateConsentDirectiveRequest {
+            request_id: uuid(),
+            directive: Some(directive),
+            requester: Some(requester),
+        })
+        .await
+        .expect("record the directive");
+}
+
+#[tokio::test]
+async fn a_permitted_read_returns_the_record_and_withholds_what_the_patient_withholds() {
+    for platform in Platform::each_backend(Overrides::default()).await {
+        let (patient_id, nhs) = platform.register_patient("Ada", "Lovelace").await;
+        let observation = platform.add_record(&patient_id, &[]).await;
+        platform.add_record(&patient_id, &["mental-health"]).await;
+        // Share everything except mental-health data.
+        let withhold = Provision {
+            data_classes: vec!["mental-health".into()],
+            ..Default::default()
+        };
+        directive(
+            &platform,
+            &patient_id,
+            ConsentDecision::Permit,
+            vec![withhold],
+        )
+        .await;
+
+        let clinician = token("R8000", "user/*.rs");
+        let response = platform
+            .access_client()
+            .await
+            .read_patient_record(authed(read(&nhs), &clinician))
+            .await;
+        let response = response
+            .unwrap_or_else(|s| panic!("{:?}: read failed: {s:?}", platform.backend))
+            .into_inner();
+        assert_eq!(response.patient_id, patient_id);
+        let returned: Vec<&str> = response
+            .records
+            .iter()
+            .map(|r| r.record_id.as_str())
+            .collect();
+        assert_eq!(returned, [observation.as_str()], "{:?}", platform.backend);
+        let summary = response.disclosure.expect("disclosure summary");
+        assert_eq!(
+            (summary.returned_count, summary.withheld_count),
+            (1, 1),
+            "{:?}",
+            platform.backend
+        );
+        assert!(!response.audit_entry_id.is_empty());
+    }
+}
+
+#[tokio::test]
+async fn dissent_refuses_a_read_and_break_glass_overrides_it_for_review() {
+    for platform in Platform::each_backend(Overrides::default()).await {
+        let (patient_id, nhs) = platform.register_patient("Grace", "Hopper").await;
+        platform.add_record(&patient_id, &[]).await;
+        directive(&platform, &patient_id, ConsentDecision::Deny, vec![]).await;
+        let clinician = token("R8000", "user/*.rs");
+        let mut access = platform.access_client().await;
+
+        let refused = access
+            .read_patient_record(authed(read(&nhs), &clinician))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            refused.code(),
+            Code::PermissionDenied,
+            "{:?}: {refused:?}",
+            platform.backend
+        );
+
+        let emergency = BreakGlassReadPatientRecordRequest {
+            patient: by_nhs(&nhs),
+            reason: "unconscious in ED, anticoagulant status needed".into(),
+            page_size: 100,
+            ..Default::default()
+        };
+        let response = access
+            .break_glass_read_patient_record(authed(emergency, &clinician))
+            .await;
+        let response = response
+            .unwrap_or_else(|s| panic!("{:?}: break-glass failed: {s:?}", platform.backend))
+            .into_inner();
+        assert_eq!(response.records.len(), 1);
+
+        let officer = token("R0001", "user/*.rs");
+        let events = access
+            .list_break_glass_events(authed(
+                ListBreakGlassEventsRequest {
+                    patient_id: patient_id.clone(),
+                    page_size: 10,
+                    ..Default::default()
+                },
+                &officer,
+            ))
+            .await
+            .expect("privacy officer lists break-glass events")
+            .into_inner()
+            .events;
+        assert_eq!(events.len(), 1, "{:?}", platform.backend);
+        assert_eq!(events[0].patient_id, patient_id);
+
+        let not_officer = access
+            .list_break_glass_events(authed(
+                ListBreakGlassEventsRequest {
+                    page_size: 10,
+                    ..Default::default()
+                },
+                &clinician,
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(not_officer.code(), Code::PermissionDenied);
+    }
+}
+
+#[tokio::test]
+async fn forged_and_unscoped_tokens_are_refused() {
+    for platform in Platform::each_backend(Overrides::default()).await {
+        let (_, nhs) = platform.register_patient("Alan", "Turing").await;
+        let mut access = platform.access_client().await;
+
+        let missing = access.read_patient_record(read(&nhs)).await.unwrap_err();
+        assert_eq!(missing.code(), Code::Unauthenticated);
+
+        let valid = token("R8000", "user/*.rs");
+        let (head, signature) = valid.rsplit_once('.').expect("a JWT");
+        let forged = format!("{head}.{}", signature.chars().rev().collect::<String>());
+        let refused = access
+            .read_patient_record(authed(read(&nhs), &forged))
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), Code::Unauthenticated);
+
+        let unscoped = token("R8000", "user/Encounter.rs");
+        let refused = access
+            .read_patient_record(authed(read(&nhs), &unscoped))
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+    }
+}
+
+#[tokio::test]
+async fn with_consent_down_nothing_is_disclosed_and_the_attempt_is_audited() {
+    // A port with nothing listening: consent is unreachable.
+    let dead = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", listener.local_addr().unwrap())
+    };
+    for platform in Platform::each_backend(Overrides {
+        consent: Some(dead.clone()),
+        ..Default::default()
+    })
+    .await
+    {
+        let (patient_id, nhs) = platform.register_patient("Mary", "Seacole").await;
+        platform.add_record(&patient_id, &[]).await;
+        let clinician = token("R8000", "user/*.rs");
+        let mut access = platform.access_client().await;
+        let refused = access
+            .read_patient_record(authed(read(&nhs), &clinician))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            refused.code(),
+            Code::Unavailable,
+            "{:?}: {refused:?}",
+            platform.backend
+        );
+
+        let entries = access
+            .list_audit_entries(authed(
+                carerecord_contracts::access::v1::ListAuditEntriesRequest {
+                    page_size: 100,
+                    ..Default::default()
+                },
+                &clinician,
+            ))
+            .await
+            .expect("audit entries")
+            .into_inner()
+            .entries;
+        let leaf = entries
+            .last()
+            .and_then(|e| e.leaf.clone())
+            .expect("the refused attempt is in the audit log");
+        assert_eq!(leaf.patient_id, patient_id);
+        assert!(
+            leaf.returned_records.is_empty() && leaf.returned_count == 0,
+            "nothing disclosed"
+        );
+    }
+}

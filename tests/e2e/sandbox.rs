@@ -1,0 +1,297 @@
+//! A sandbox of the whole platform for end-to-end tests: the four real services started in-process,
+//! each on its own ephemeral port with its own database, talking gRPC to each other exactly as when
+//! deployed apart.
+
+use std::net::SocketAddr;
+
+use carerecord_access::dev_token::{DevToken, mint};
+use carerecord_contracts::access::v1::data_access_service_client::DataAccessServiceClient;
+use carerecord_contracts::common::v1::{Date, HumanName, NameUse, Requester};
+use carerecord_contracts::consent::v1::consent_service_client::ConsentServiceClient;
+use carerecord_contracts::identity::v1::patient_identity_service_client::PatientIdentityServiceClient;
+use carerecord_contracts::identity::v1::{CreatePatientRequest, Patient};
+use carerecord_contracts::records::v1::record_hosting_service_client::RecordHostingServiceClient;
+use carerecord_contracts::records::v1::{CreateRecordRequest, Record};
+use carerecord_platform::app::Service;
+use carerecord_platform::config::Env;
+use carerecord_platform::db::Backend;
+use carerecord_platform::testing::TestDatabase;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+
+/// Where each module of the sandbox is; any may be another implementation (or nothing at all).
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub identity: Option<String>,
+    pub records: Option<String>,
+    pub consent: Option<String>,
+}
+
+pub struct Platform {
+    pub backend: Backend,
+    pub access: String,
+    pub identity: String,
+    pub records: String,
+    pub consent: String,
+    /// The access service's database, for tests that tamper with the audit log.
+    pub access_database_url: String,
+    shutdown: CancellationToken,
+    _databases: Vec<TestDatabase>,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Platform {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// A research project every sandbox registers, with its pseudonymisation key.
+pub const PROJECT: &str = "e2e-research";
+pub const OTHER_PROJECT: &str = "e2e-planning";
+
+fn service_env(database_url: &str) -> Vec<(String, String)> {
+    vec![
+        ("CARERECORD_LISTEN_ADDR".into(), "127.0.0.1:0".into()),
+        ("DATABASE_URL".into(), database_url.into()),
+        // Four pools per sandbox and tests in parallel: stay well inside PostgreSQL's 100 connections.
+        ("CARERECORD_DB_MAX_CONNECTIONS".into(), "4".into()),
+        ("CARERECORD_UPSTREAM_TIMEOUT".into(), "2s".into()),
+    ]
+}
+
+async fn start<S: Service>(vars: Vec<(String, String)>, shutdown: &CancellationToken) -> String {
+    let config = S::config_from_env(&Env::from_pairs(vars))
+        .unwrap_or_else(|e| panic!("{} config: {e}", S::NAME));
+    let service = S::build(config)
+        .await
+        .unwrap_or_else(|e| panic!("{} failed to start: {e}", S::NAME));
+    let addr: SocketAddr = service.local_addr();
+    tokio::spawn(service.run(shutdown.clone()));
+    format!("http://{addr}")
+}
+
+impl Platform {
+    /// One platform per backend under test (SQLite, and PostgreSQL when `TEST_DATABASE_URL` is set).
+    pub async fn each_backend(overrides: Overrides) -> Vec<Platform> {
+        let mut platforms = vec![Platform::start(Backend::Sqlite, overrides.clone()).await];
+        if std::env::var("TEST_DATABASE_URL").is_ok_and(|u| !u.trim().is_empty()) {
+            platforms.push(Platform::start(Backend::Postgres, overrides).await);
+        }
+        platforms
+    }
+
+    pub async fn start(backend: Backend, overrides: Overrides) -> Platform {
+        let mut databases = Vec::new();
+        for _ in 0..4 {
+            databases.push(match backend {
+                Backend::Sqlite => TestDatabase::sqlite(),
+                Backend::Postgres => TestDatabase::postgres()
+                    .await
+                    .expect("TEST_DATABASE_URL is set"),
+            });
+        }
+        let shutdown = CancellationToken::new();
+        let identity = match overrides.identity {
+            Some(endpoint) => endpoint,
+            None => {
+                start::<carerecord_identity::Application>(service_env(&databases[0].url), &shutdown)
+                    .await
+            }
+        };
+        let records = match overrides.records {
+            Some(endpoint) => endpoint,
+            None => {
+                start::<carerecord_records::Application>(service_env(&databases[1].url), &shutdown)
+                    .await
+            }
+        };
+        let consent = match overrides.consent {
+            Some(endpoint) => endpoint,
+            None => {
+                start::<carerecord_consent::Application>(service_env(&databases[2].url), &shutdown)
+                    .await
+            }
+        };
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let projects = dir.path().join("projects.json");
+        let project = |id: &str, key: &str| serde_json::json!({"project_id": id, "key": key, "purposes": ["HRESCH", "HOPERAT"], "organisations": [], "clients": []});
+        let projects_json = serde_json::json!({"projects": [project(PROJECT, &"1a".repeat(32)), project(OTHER_PROJECT, &"2b".repeat(32))]});
+        std::fs::write(&projects, projects_json.to_string()).expect("write projects file");
+        let mut access_env = service_env(&databases[3].url);
+        access_env.extend([
+            ("CARERECORD_IDENTITY_ENDPOINT".into(), identity.clone()),
+            ("CARERECORD_RECORDS_ENDPOINT".into(), records.clone()),
+            ("CARERECORD_CONSENT_ENDPOINT".into(), consent.clone()),
+            ("CARERECORD_DEV_TOKENS".into(), "true".into()),
+            (
+                "CARERECORD_PROJECTS_FILE".into(),
+                projects.display().to_string(),
+            ),
+        ]);
+        let access = start::<carerecord_access::Application>(access_env, &shutdown).await;
+        Platform {
+            backend,
+            access,
+            identity,
+            records,
+            consent,
+            access_database_url: databases[3].url.clone(),
+            shutdown,
+            _databases: databases,
+            _dir: dir,
+        }
+    }
+
+    pub async fn channel(endpoint: &str) -> Channel {
+        tonic::transport::Endpoint::from_shared(endpoint.to_owned())
+            .expect("endpoint")
+            .connect_lazy()
+    }
+
+    pub async fn access_client(&self) -> DataAccessServiceClient<Channel> {
+        DataAccessServiceClient::new(Self::channel(&self.access).await)
+    }
+
+    pub async fn identity_client(&self) -> PatientIdentityServiceClient<Channel> {
+        PatientIdentityServiceClient::new(Self::channel(&self.identity).await)
+    }
+
+    pub async fn records_client(&self) -> RecordHostingServiceClient<Channel> {
+        RecordHostingServiceClient::new(Self::channel(&self.records).await)
+    }
+
+    pub async fn consent_client(&self) -> ConsentServiceClient<Channel> {
+        ConsentServiceClient::new(Self::channel(&self.consent).await)
+    }
+
+    /// Registers a patient with a fresh valid NHS number; returns (patient_id, nhs_number).
+    pub async fn register_patient(&self, given: &str, family: &str) -> (String, String) {
+        let nhs_number = fresh_nhs_number();
+        let patient = Patient {
+            nhs_number: nhs_number.clone(),
+            names: vec![HumanName {
+                r#use: NameUse::Official as i32,
+                given: vec![given.into()],
+                family: family.into(),
+                ..Default::default()
+            }],
+            birth_date: Some(Date {
+                year: 1961,
+                month: 4,
+                day: 12,
+            }),
+            gender: carerecord_contracts::common::v1::AdministrativeGender::Female as i32,
+            ..Default::default()
+        };
+        let request = CreatePatientRequest {
+            request_id: uuid(),
+            patient: Some(patient),
+            requester: Some(loader()),
+        };
+        let patient = self
+            .identity_client()
+            .await
+            .create_patient(request)
+            .await
+            .expect("register patient")
+            .into_inner()
+            .patient
+            .expect("patient");
+        (patient.patient_id, nhs_number)
+    }
+
+    /// Stores an Observation (or, with a data class, a Condition) for a patient; returns the record id.
+    pub async fn add_record(&self, patient_id: &str, data_classes: &[&str]) -> String {
+        let payload = if data_classes.is_empty() {
+            serde_json::json!({"resourceType": "Observation", "status": "final",
+                "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
+                "subject": {"reference": format!("Patient/{patient_id}")},
+                "effectiveDateTime": "2026-10-01T09:00:00Z", "valueQuantity": {"value": 72, "unit": "/min"}})
+        } else {
+            serde_json::json!({"resourceType": "Condition",
+                "code": {"coding": [{"system": "http://snomed.info/sct", "code": "35489007"}]},
+                "subject": {"reference": format!("Patient/{patient_id}")}, "onsetDateTime": "2024-02-02"})
+        };
+        let record = Record {
+            patient_id: patient_id.into(),
+            resource_type: payload["resourceType"].as_str().unwrap_or_default().into(),
+            content_type: "application/fhir+json".into(),
+            payload: payload.to_string().into_bytes(),
+            data_classes: data_classes.iter().map(|c| c.to_string()).collect(),
+            source_system: "e2e".into(),
+            authoring_organisation_ods_code: "RR8".into(),
+            ..Default::default()
+        };
+        let request = CreateRecordRequest {
+            request_id: uuid(),
+            record: Some(record),
+            requester: Some(loader()),
+        };
+        self.records_client()
+            .await
+            .create_record(request)
+            .await
+            .expect("create record")
+            .into_inner()
+            .record
+            .expect("record")
+            .record_id
+    }
+}
+
+pub fn uuid() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+fn loader() -> Requester {
+    Requester {
+        user_id: "e2e-loader".into(),
+        organisation_ods_code: "RR8".into(),
+        role_code: "R8000".into(),
+        display_name: String::new(),
+    }
+}
+
+/// A random valid NHS number in the 999 test range.
+pub fn fresh_nhs_number() -> String {
+    loop {
+        let serial = uuid::Uuid::new_v4().as_u128() % 1_000_000;
+        let digits: Vec<u32> = format!("999{serial:06}")
+            .chars()
+            .filter_map(|c| c.to_digit(10))
+            .collect();
+        let sum: u32 = digits.iter().zip((2..=10).rev()).map(|(d, w)| d * w).sum();
+        let check = match 11 - sum % 11 {
+            11 => 0,
+            10 => continue,
+            c => c,
+        };
+        return format!("999{serial:06}{check}");
+    }
+}
+
+/// A development token (the sandbox's data access accepts them).
+pub fn token(role: &str, scope: &str) -> String {
+    mint(&DevToken {
+        subject: format!("e2e-user-{role}"),
+        organisation_ods_code: "RR8".into(),
+        role_code: role.into(),
+        display_name: "E2E User".into(),
+        client_id: "e2e".into(),
+        scope: scope.into(),
+        audience: carerecord_access::config::DEFAULT_AUDIENCE.into(),
+        ttl_seconds: 600,
+        ..Default::default()
+    })
+    .expect("mint a development token")
+}
+
+pub fn authed<T>(message: T, token: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {token}").parse().expect("header"),
+    );
+    request
+}
