@@ -1,0 +1,542 @@
+//! Storage of record versions and request ids, on PostgreSQL or SQLite through sqlx `Any`.
+//!
+//! One table, `record_versions`, is the history, the change feed and the current state (see the
+//! migration). Every write transaction first increments `feed_head`, whose row lock serialises
+//! writers until commit, so change sequences are assigned in commit order on both backends and a
+//! reader that sees sequence n has every committed sequence below n visible too.
+
+use std::collections::HashMap;
+
+use carerecord_platform::db::{Database, now_micros};
+use sqlx::any::{AnyArguments, AnyRow};
+use sqlx::{Any, AssertSqlSafe, Row};
+use tokio::sync::watch;
+
+use crate::domain::record::{Actor, RecordFields};
+
+/// `record_versions` columns as read back, with the payload or an empty blob in its place.
+macro_rules! version_columns {
+    ($payload:literal) => {
+        concat!(
+            "record_id, version, seq, creation_seq, change_type, patient_id, resource_type, status, ",
+            "retraction_reason, content_type, ",
+            $payload,
+            " AS payload, content_hash, payload_size, data_classes, authoring_org, author, source_system, ",
+            "effective_time, recorded_time, create_time, update_time, requester_user_id, requester_org, ",
+            "requester_role, requester_display"
+        )
+    };
+}
+const FULL_COLUMNS: &str = version_columns!("payload");
+const METADATA_COLUMNS: &str = version_columns!("substr(payload, 1, 0)");
+const INSERT_COLUMNS: &str = "record_id, version, seq, creation_seq, change_type, patient_id, resource_type, status, \
+     retraction_reason, content_type, payload, content_hash, payload_size, data_classes, authoring_org, author, \
+     source_system, effective_time, recorded_time, create_time, update_time, requester_user_id, requester_org, \
+     requester_role, requester_display";
+const INSERT_WIDTH: usize = 25;
+/// Rows per multi-row INSERT: 25 parameters a row stays well under SQLite's 32766 and
+/// PostgreSQL's 65535 bind parameters.
+const ROWS_PER_INSERT: usize = 500;
+
+/// `change_type` values, as in `carerecord.common.v1.ChangeType`.
+pub const CREATED: i64 = 1;
+pub const UPDATED: i64 = 2;
+pub const RETRACTED: i64 = 3;
+/// `status` values, as in `carerecord.records.v1.RecordStatus`.
+pub const CURRENT: i64 = 1;
+pub const ENTERED_IN_ERROR: i64 = 2;
+
+/// One stored version of a record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Version {
+    pub record_id: String,
+    pub version: i64,
+    pub seq: i64,
+    pub creation_seq: i64,
+    pub change_type: i64,
+    pub status: i64,
+    pub retraction_reason: String,
+    /// Empty when read in the metadata view; `payload_size` and `fields.content_hash` stay set.
+    pub fields: RecordFields,
+    pub payload_size: i64,
+    pub recorded_time: i64,
+    pub create_time: i64,
+    pub update_time: i64,
+    pub requester: Actor,
+}
+
+impl Version {
+    pub fn etag(&self) -> String {
+        format!("v{}-{}", self.version, self.seq)
+    }
+
+    fn from_row(row: &AnyRow) -> Result<Version, sqlx::Error> {
+        let recorded_time: i64 = row.try_get("recorded_time")?;
+        Ok(Version {
+            record_id: row.try_get("record_id")?,
+            version: row.try_get("version")?,
+            seq: row.try_get("seq")?,
+            creation_seq: row.try_get("creation_seq")?,
+            change_type: row.try_get("change_type")?,
+            status: row.try_get("status")?,
+            retraction_reason: row.try_get("retraction_reason")?,
+            fields: RecordFields {
+                patient_id: row.try_get("patient_id")?,
+                resource_type: row.try_get("resource_type")?,
+                payload: row.try_get("payload")?,
+                content_hash: row.try_get("content_hash")?,
+                data_classes: row.try_get("data_classes")?,
+                authoring_org: row.try_get("authoring_org")?,
+                author: row.try_get("author")?,
+                source_system: row.try_get("source_system")?,
+                effective_time: row.try_get("effective_time")?,
+                recorded_time: Some(recorded_time),
+            },
+            payload_size: row.try_get("payload_size")?,
+            recorded_time,
+            create_time: row.try_get("create_time")?,
+            update_time: row.try_get("update_time")?,
+            requester: Actor {
+                user_id: row.try_get("requester_user_id")?,
+                organisation_ods_code: row.try_get("requester_org")?,
+                role_code: row.try_get("requester_role")?,
+                display_name: row.try_get("requester_display")?,
+            },
+        })
+    }
+}
+
+/// A record to create, validated.
+#[derive(Debug, Clone)]
+pub struct NewRecord {
+    pub request_id: Option<String>,
+    pub fields: RecordFields,
+    pub requester: Actor,
+}
+
+/// What became of one create.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CreateOutcome {
+    /// Written as version 1.
+    Created(Box<Version>),
+    /// The request id was used before with the same record, which this is: nothing written.
+    Deduplicated { record_id: String },
+    /// The request id was used before with a different record: nothing written.
+    RequestIdReused,
+}
+
+/// A query parameter of dynamically built SQL.
+#[derive(Debug, Clone)]
+pub enum Param {
+    Int(i64),
+    Text(String),
+}
+
+/// SQL built piece by piece, with numbered placeholders for its parameters.
+#[derive(Debug, Default)]
+pub struct Sql {
+    text: String,
+    params: Vec<Param>,
+}
+
+impl Sql {
+    pub fn new(text: &str) -> Sql {
+        Sql {
+            text: text.to_owned(),
+            params: Vec::new(),
+        }
+    }
+
+    pub fn push(&mut self, text: &str) -> &mut Self {
+        self.text.push_str(text);
+        self
+    }
+
+    /// Appends a placeholder for `param`.
+    pub fn bind(&mut self, param: Param) -> &mut Self {
+        self.params.push(param);
+        self.text.push('$');
+        self.text.push_str(&self.params.len().to_string());
+        self
+    }
+
+    /// Appends `column IN ($a, $b, ...)` over `values` (at least one).
+    pub fn in_list(&mut self, column: &str, values: &[String]) -> &mut Self {
+        self.push(column).push(" IN (");
+        for (i, value) in values.iter().enumerate() {
+            if i > 0 {
+                self.push(", ");
+            }
+            self.bind(Param::Text(value.clone()));
+        }
+        self.push(")")
+    }
+
+    fn query(&self) -> sqlx::query::Query<'_, Any, AnyArguments> {
+        let mut query = sqlx::query(AssertSqlSafe(self.text.as_str()));
+        for param in &self.params {
+            query = match param {
+                Param::Int(v) => query.bind(*v),
+                Param::Text(v) => query.bind(v.as_str()),
+            };
+        }
+        query
+    }
+}
+
+/// The store of one records database.
+#[derive(Debug, Clone)]
+pub struct Store {
+    db: Database,
+    /// The newest sequence this process committed: wakes change feed watchers at once.
+    head: watch::Sender<i64>,
+}
+
+impl Store {
+    pub fn new(db: Database) -> Store {
+        Store {
+            db,
+            head: watch::Sender::new(0),
+        }
+    }
+
+    /// Notified with the newest sequence each time this process commits a write.
+    pub fn subscribe(&self) -> watch::Receiver<i64> {
+        self.head.subscribe()
+    }
+
+    fn committed(&self, seq: i64) {
+        self.head.send_if_modified(|head| {
+            let newer = seq > *head;
+            if newer {
+                *head = seq;
+            }
+            newer
+        });
+    }
+
+    /// The sequence of the last committed write (0 for an empty store).
+    pub async fn head(&self) -> Result<i64, sqlx::Error> {
+        sqlx::query_scalar("SELECT seq FROM feed_head WHERE id = 1")
+            .fetch_one(&self.db.pool)
+            .await
+    }
+
+    /// The latest version of a record, or the given one.
+    pub async fn get(
+        &self,
+        record_id: &str,
+        version: Option<i64>,
+        with_payload: bool,
+    ) -> Result<Option<Version>, sqlx::Error> {
+        let row = match (version, with_payload) {
+            (None, true) => {
+                sqlx::query(concat!(
+                    "SELECT ",
+                    version_columns!("payload"),
+                    " FROM record_versions WHERE record_id = $1 AND superseded_seq IS NULL"
+                ))
+                .bind(record_id)
+                .fetch_optional(&self.db.pool)
+                .await?
+            }
+            (None, false) => {
+                sqlx::query(concat!(
+                    "SELECT ",
+                    version_columns!("substr(payload, 1, 0)"),
+                    " FROM record_versions WHERE record_id = $1 AND superseded_seq IS NULL"
+                ))
+                .bind(record_id)
+                .fetch_optional(&self.db.pool)
+                .await?
+            }
+            (Some(v), true) => {
+                sqlx::query(concat!(
+                    "SELECT ",
+                    version_columns!("payload"),
+                    " FROM record_versions WHERE record_id = $1 AND version = $2"
+                ))
+                .bind(record_id)
+                .bind(v)
+                .fetch_optional(&self.db.pool)
+                .await?
+            }
+            (Some(v), false) => {
+                sqlx::query(concat!(
+                    "SELECT ",
+                    version_columns!("substr(payload, 1, 0)"),
+                    " FROM record_versions WHERE record_id = $1 AND version = $2"
+                ))
+                .bind(record_id)
+                .bind(v)
+                .fetch_optional(&self.db.pool)
+                .await?
+            }
+        };
+        row.as_ref().map(Version::from_row).transpose()
+    }
+
+    /// Versions of a record from `max_version` down, newest first.
+    pub async fn versions(
+        &self,
+        record_id: &str,
+        max_version: i64,
+        limit: i64,
+        with_payload: bool,
+    ) -> Result<Vec<Version>, sqlx::Error> {
+        let mut sql = select(with_payload);
+        sql.push(" WHERE record_id = ")
+            .bind(Param::Text(record_id.to_owned()));
+        sql.push(" AND version <= ").bind(Param::Int(max_version));
+        sql.push(" ORDER BY version DESC LIMIT ")
+            .bind(Param::Int(limit));
+        self.fetch(&sql).await
+    }
+
+    /// Runs a SELECT of version rows built with [`select`].
+    pub async fn fetch(&self, sql: &Sql) -> Result<Vec<Version>, sqlx::Error> {
+        let rows = sql.query().fetch_all(&self.db.pool).await?;
+        rows.iter().map(Version::from_row).collect()
+    }
+
+    /// Streams the rows of a SELECT built with [`select`], reading them as they are consumed.
+    pub fn stream<'a>(
+        &'a self,
+        sql: &'a Sql,
+    ) -> impl tokio_stream::Stream<Item = Result<Version, sqlx::Error>> + Send + 'a {
+        use tokio_stream::StreamExt;
+        sql.query()
+            .fetch(&self.db.pool)
+            .map(|row| row.and_then(|row| Version::from_row(&row)))
+    }
+
+    /// Creates records in one transaction, in order: creation sequences increase with position.
+    /// Request ids are checked against earlier creates and against earlier items of the batch.
+    pub async fn create_batch(
+        &self,
+        items: &[NewRecord],
+    ) -> Result<Vec<CreateOutcome>, sqlx::Error> {
+        if items.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut tx = self.db.pool.begin().await?;
+        // Taking the head lock first makes the request id lookup below race-free as well.
+        let last = take_sequences(&mut tx, items.len()).await?;
+        let first = last - items.len() as i64 + 1;
+        let known = known_request_ids(&mut tx, items).await?;
+        let now = now_micros();
+
+        // Per item: Ok(index into `versions`) for a new record, or the outcome without a write.
+        let mut slots: Vec<Result<usize, CreateOutcome>> = Vec::with_capacity(items.len());
+        // Request ids first used in this batch: fingerprint and record id.
+        let mut fresh: HashMap<&str, (Vec<u8>, String)> = HashMap::new();
+        let mut new_ids: Vec<(&str, Vec<u8>, String)> = Vec::new();
+        let mut versions = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            let fingerprint = item.request_id.as_ref().map(|_| item.fields.fingerprint());
+            if let (Some(request_id), Some(fingerprint)) = (&item.request_id, &fingerprint) {
+                let earlier = known
+                    .get(request_id.as_str())
+                    .or_else(|| fresh.get(request_id.as_str()));
+                if let Some((earlier_fingerprint, record_id)) = earlier {
+                    slots.push(Err(if earlier_fingerprint == fingerprint {
+                        CreateOutcome::Deduplicated {
+                            record_id: record_id.clone(),
+                        }
+                    } else {
+                        CreateOutcome::RequestIdReused
+                    }));
+                    continue;
+                }
+            }
+            let seq = first + i as i64;
+            let version = Version {
+                record_id: crate::domain::ids::new_record_id(),
+                version: 1,
+                seq,
+                creation_seq: seq,
+                change_type: CREATED,
+                status: CURRENT,
+                retraction_reason: String::new(),
+                payload_size: item.fields.payload.len() as i64,
+                recorded_time: item.fields.recorded_time.unwrap_or(now),
+                create_time: now,
+                update_time: now,
+                fields: item.fields.clone(),
+                requester: item.requester.clone(),
+            };
+            if let (Some(request_id), Some(fingerprint)) = (&item.request_id, fingerprint) {
+                fresh.insert(request_id, (fingerprint.clone(), version.record_id.clone()));
+                new_ids.push((request_id, fingerprint, version.record_id.clone()));
+            }
+            slots.push(Ok(versions.len()));
+            versions.push(version);
+        }
+        let refs: Vec<&Version> = versions.iter().collect();
+        for chunk in refs.chunks(ROWS_PER_INSERT) {
+            insert_versions(&mut tx, chunk).await?;
+        }
+        for chunk in new_ids.chunks(ROWS_PER_INSERT) {
+            let mut text = String::from(
+                "INSERT INTO request_ids (request_id, fingerprint, record_id) VALUES ",
+            );
+            for i in 0..chunk.len() {
+                let base = i * 3;
+                text.push_str(&format!(
+                    "{}(${}, ${}, ${})",
+                    if i == 0 { "" } else { ", " },
+                    base + 1,
+                    base + 2,
+                    base + 3
+                ));
+            }
+            let mut query = sqlx::query(AssertSqlSafe(text.as_str()));
+            for (request_id, fingerprint, record_id) in chunk {
+                query = query
+                    .bind(*request_id)
+                    .bind(fingerprint.as_slice())
+                    .bind(record_id.as_str());
+            }
+            query.execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        self.committed(last);
+
+        let mut versions: Vec<Option<Version>> = versions.into_iter().map(Some).collect();
+        Ok(slots
+            .into_iter()
+            .map(|slot| match slot {
+                Ok(i) => CreateOutcome::Created(Box::new(
+                    versions[i].take().expect("each new version is taken once"),
+                )),
+                Err(outcome) => outcome,
+            })
+            .collect())
+    }
+
+    /// Writes the next version of a record whose latest version is `expected_version`. Returns
+    /// None, writing nothing, when another write got there first.
+    pub async fn append_version(
+        &self,
+        expected_version: i64,
+        mut next: Version,
+    ) -> Result<Option<Version>, sqlx::Error> {
+        let mut tx = self.db.pool.begin().await?;
+        let seq = take_sequences(&mut tx, 1).await?;
+        let latest: Option<i64> = sqlx::query_scalar(
+            "SELECT version FROM record_versions WHERE record_id = $1 AND superseded_seq IS NULL",
+        )
+        .bind(next.record_id.as_str())
+        .fetch_optional(&mut *tx)
+        .await?;
+        if latest != Some(expected_version) {
+            tx.rollback().await?;
+            return Ok(None);
+        }
+        sqlx::query(
+            "UPDATE record_versions SET superseded_seq = $1 WHERE record_id = $2 AND version = $3",
+        )
+        .bind(seq)
+        .bind(next.record_id.as_str())
+        .bind(expected_version)
+        .execute(&mut *tx)
+        .await?;
+        next.version = expected_version + 1;
+        next.seq = seq;
+        next.update_time = now_micros();
+        next.payload_size = next.fields.payload.len() as i64;
+        insert_versions(&mut tx, &[&next]).await?;
+        tx.commit().await?;
+        self.committed(seq);
+        Ok(Some(next))
+    }
+}
+
+/// `SELECT <columns> FROM record_versions`, to be completed with conditions.
+pub fn select(with_payload: bool) -> Sql {
+    Sql::new(&format!(
+        "SELECT {} FROM record_versions",
+        if with_payload {
+            FULL_COLUMNS
+        } else {
+            METADATA_COLUMNS
+        }
+    ))
+}
+
+/// Reserves `n` sequences and takes the head lock until the transaction ends; returns the last.
+async fn take_sequences(tx: &mut sqlx::Transaction<'_, Any>, n: usize) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("UPDATE feed_head SET seq = seq + $1 WHERE id = 1 RETURNING seq")
+        .bind(n as i64)
+        .fetch_one(&mut **tx)
+        .await
+}
+
+async fn known_request_ids(
+    tx: &mut sqlx::Transaction<'_, Any>,
+    items: &[NewRecord],
+) -> Result<HashMap<String, (Vec<u8>, String)>, sqlx::Error> {
+    let ids: Vec<String> = items.iter().filter_map(|i| i.request_id.clone()).collect();
+    let mut known = HashMap::new();
+    for chunk in ids.chunks(ROWS_PER_INSERT * 4) {
+        let mut sql = Sql::new("SELECT request_id, fingerprint, record_id FROM request_ids WHERE ");
+        sql.in_list("request_id", chunk);
+        for row in sql.query().fetch_all(&mut **tx).await? {
+            known.insert(
+                row.try_get("request_id")?,
+                (row.try_get("fingerprint")?, row.try_get("record_id")?),
+            );
+        }
+    }
+    Ok(known)
+}
+
+async fn insert_versions(
+    tx: &mut sqlx::Transaction<'_, Any>,
+    versions: &[&Version],
+) -> Result<(), sqlx::Error> {
+    let mut text = format!("INSERT INTO record_versions ({INSERT_COLUMNS}) VALUES ");
+    for i in 0..versions.len() {
+        text.push_str(if i == 0 { "(" } else { ", (" });
+        for c in 0..INSERT_WIDTH {
+            if c > 0 {
+                text.push_str(", ");
+            }
+            text.push('$');
+            text.push_str(&(i * INSERT_WIDTH + c + 1).to_string());
+        }
+        text.push(')');
+    }
+    let mut query = sqlx::query(AssertSqlSafe(text.as_str()));
+    for v in versions {
+        let f = &v.fields;
+        query = query
+            .bind(v.record_id.as_str())
+            .bind(v.version)
+            .bind(v.seq)
+            .bind(v.creation_seq)
+            .bind(v.change_type)
+            .bind(f.patient_id.as_str())
+            .bind(f.resource_type.as_str())
+            .bind(v.status)
+            .bind(v.retraction_reason.as_str())
+            .bind(crate::domain::record::FHIR_JSON)
+            .bind(f.payload.as_slice())
+            .bind(f.content_hash.as_str())
+            .bind(v.payload_size)
+            .bind(f.data_classes.as_str())
+            .bind(f.authoring_org.as_str())
+            .bind(f.author.as_str())
+            .bind(f.source_system.as_str())
+            .bind(f.effective_time)
+            .bind(v.recorded_time)
+            .bind(v.create_time)
+            .bind(v.update_time)
+            .bind(v.requester.user_id.as_str())
+            .bind(v.requester.organisation_ods_code.as_str())
+            .bind(v.requester.role_code.as_str())
+            .bind(v.requester.display_name.as_str());
+    }
+    query.execute(&mut **tx).await?;
+    Ok(())
+}

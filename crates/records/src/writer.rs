@@ -1,0 +1,70 @@
+//! Group commit of creates: concurrent CreateRecord calls are written together in one
+//! transaction, so that many creates share one commit (one WAL flush) and one hold of the feed
+//! head lock. Alone, a create is written at once; under load, batches grow by themselves.
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::error::Error;
+use crate::store::{CreateOutcome, NewRecord, Store};
+
+/// Creates per transaction at most.
+const MAX_BATCH: usize = 256;
+
+struct Job {
+    record: NewRecord,
+    reply: oneshot::Sender<Result<CreateOutcome, Error>>,
+}
+
+/// The handle CreateRecord calls; the writing task stops when every handle is dropped.
+#[derive(Debug, Clone)]
+pub struct CreateWriter {
+    jobs: mpsc::Sender<Job>,
+}
+
+impl std::fmt::Debug for Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Job")
+    }
+}
+
+impl CreateWriter {
+    /// Starts the writing task on the current runtime.
+    pub fn start(store: Store) -> CreateWriter {
+        let (jobs, receiver) = mpsc::channel(4 * MAX_BATCH);
+        tokio::spawn(write_batches(store, receiver));
+        CreateWriter { jobs }
+    }
+
+    /// Writes one record (with whatever else is waiting) and returns its outcome.
+    pub async fn create(&self, record: NewRecord) -> Result<CreateOutcome, Error> {
+        let (reply, outcome) = oneshot::channel();
+        let stopped = || Error::Unavailable("the create writer has stopped".to_owned());
+        self.jobs
+            .send(Job { record, reply })
+            .await
+            .map_err(|_| stopped())?;
+        outcome.await.map_err(|_| stopped())?
+    }
+}
+
+async fn write_batches(store: Store, mut receiver: mpsc::Receiver<Job>) {
+    let mut jobs = Vec::with_capacity(MAX_BATCH);
+    while receiver.recv_many(&mut jobs, MAX_BATCH).await > 0 {
+        let (records, replies): (Vec<NewRecord>, Vec<_>) =
+            jobs.drain(..).map(|j| (j.record, j.reply)).unzip();
+        match store.create_batch(&records).await {
+            Ok(outcomes) => {
+                for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                    // A caller that went away still had its record written; a retry deduplicates.
+                    let _ = reply.send(Ok(outcome));
+                }
+            }
+            Err(e) => {
+                let error = Error::from(e);
+                for reply in replies {
+                    let _ = reply.send(Err(error.clone()));
+                }
+            }
+        }
+    }
+}
