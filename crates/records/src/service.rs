@@ -222,9 +222,6 @@ impl RecordsService {
             .store
             .versions(&record_id, next, limit + 1, with_payload)
             .await?;
-        if rows.is_empty() && request.page_token.is_empty() {
-            return Err(Error::NotFound(record_id));
-        }
         let (rows, more) = fit_page(rows, limit);
         let next_page_token = match (more, rows.last()) {
             (true, Some(last)) => self.tokens.issue(&query, &[newest, last.version - 1]),

@@ -229,51 +229,14 @@ impl Store {
         version: Option<i64>,
         with_payload: bool,
     ) -> Result<Option<Version>, sqlx::Error> {
-        let row = match (version, with_payload) {
-            (None, true) => {
-                sqlx::query(concat!(
-                    "SELECT ",
-                    version_columns!("payload"),
-                    " FROM record_versions WHERE record_id = $1 AND superseded_seq IS NULL"
-                ))
-                .bind(record_id)
-                .fetch_optional(&self.db.pool)
-                .await?
-            }
-            (None, false) => {
-                sqlx::query(concat!(
-                    "SELECT ",
-                    version_columns!("substr(payload, 1, 0)"),
-                    " FROM record_versions WHERE record_id = $1 AND superseded_seq IS NULL"
-                ))
-                .bind(record_id)
-                .fetch_optional(&self.db.pool)
-                .await?
-            }
-            (Some(v), true) => {
-                sqlx::query(concat!(
-                    "SELECT ",
-                    version_columns!("payload"),
-                    " FROM record_versions WHERE record_id = $1 AND version = $2"
-                ))
-                .bind(record_id)
-                .bind(v)
-                .fetch_optional(&self.db.pool)
-                .await?
-            }
-            (Some(v), false) => {
-                sqlx::query(concat!(
-                    "SELECT ",
-                    version_columns!("substr(payload, 1, 0)"),
-                    " FROM record_versions WHERE record_id = $1 AND version = $2"
-                ))
-                .bind(record_id)
-                .bind(v)
-                .fetch_optional(&self.db.pool)
-                .await?
-            }
+        let mut sql = select(with_payload);
+        sql.push(" WHERE record_id = ")
+            .bind(Param::Text(record_id.to_owned()));
+        match version {
+            Some(v) => sql.push(" AND version = ").bind(Param::Int(v)),
+            None => sql.push(" AND superseded_seq IS NULL"),
         };
-        row.as_ref().map(Version::from_row).transpose()
+        Ok(self.fetch(&sql).await?.pop())
     }
 
     /// Versions of a record from `max_version` down, newest first.

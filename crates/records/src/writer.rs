@@ -21,12 +21,6 @@ pub struct CreateWriter {
     jobs: mpsc::Sender<Job>,
 }
 
-impl std::fmt::Debug for Job {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Job")
-    }
-}
-
 impl CreateWriter {
     /// Starts the writing task on the current runtime.
     pub fn start(store: Store) -> CreateWriter {
