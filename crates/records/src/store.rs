@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 
-use carerecord_platform::db::{Database, now_micros};
+use carerecord_platform::db::{Backend, Database, now_micros};
 use sqlx::any::{AnyArguments, AnyRow};
 use sqlx::{Any, AssertSqlSafe, Row};
 use tokio::sync::watch;
@@ -34,6 +34,11 @@ const INSERT_COLUMNS: &str = "record_id, version, seq, creation_seq, change_type
      source_system, effective_time, recorded_time, create_time, update_time, requester_user_id, requester_org, \
      requester_role, requester_display";
 const INSERT_WIDTH: usize = 25;
+const SEQ_COLUMN: usize = 2;
+const CREATION_SEQ_COLUMN: usize = 3;
+/// Creates written by one statement or transaction at most: 1000 rows of 24 + 3 parameters
+/// stay under PostgreSQL's 65535 bind parameters.
+pub const MAX_CREATES_PER_WRITE: usize = 1000;
 /// Rows per multi-row INSERT: 25 parameters a row stays well under SQLite's 32766 and
 /// PostgreSQL's 65535 bind parameters.
 const ROWS_PER_INSERT: usize = 500;
@@ -273,84 +278,144 @@ impl Store {
             .map(|row| row.and_then(|row| Version::from_row(&row)))
     }
 
-    /// Creates records in one transaction, in order: creation sequences increase with position.
-    /// Request ids are checked against earlier creates and against earlier items of the batch.
+    /// Creates records, in order: creation sequences increase with position. Request ids are
+    /// checked against earlier creates and against earlier items of the batch. Each chunk of
+    /// [`MAX_CREATES_PER_WRITE`] items is written atomically.
     pub async fn create_batch(
         &self,
         items: &[NewRecord],
     ) -> Result<Vec<CreateOutcome>, sqlx::Error> {
-        if items.is_empty() {
-            return Ok(Vec::new());
+        let mut outcomes = Vec::with_capacity(items.len());
+        for chunk in items.chunks(MAX_CREATES_PER_WRITE) {
+            let written = match self.db.backend {
+                Backend::Postgres => self.create_postgres(chunk).await?,
+                Backend::Sqlite => self.create_sqlite(chunk).await?,
+            };
+            outcomes.extend(written);
         }
-        let mut tx = self.db.pool.begin().await?;
-        // Taking the head lock first makes the request id lookup below race-free as well.
-        let last = take_sequences(&mut tx, items.len()).await?;
-        let first = last - items.len() as i64 + 1;
-        let known = known_request_ids(&mut tx, items).await?;
-        let now = now_micros();
+        Ok(outcomes)
+    }
 
-        // Per item: Ok(index into `versions`) for a new record, or the outcome without a write.
-        let mut slots: Vec<Result<usize, CreateOutcome>> = Vec::with_capacity(items.len());
-        // Request ids first used in this batch: fingerprint and record id.
-        let mut fresh: HashMap<&str, (Vec<u8>, String)> = HashMap::new();
-        let mut new_ids: Vec<(&str, Vec<u8>, String)> = Vec::new();
-        let mut versions = Vec::new();
-        for (i, item) in items.iter().enumerate() {
-            let fingerprint = item.request_id.as_ref().map(|_| item.fields.fingerprint());
-            if let (Some(request_id), Some(fingerprint)) = (&item.request_id, &fingerprint) {
-                let earlier = known
-                    .get(request_id.as_str())
-                    .or_else(|| fresh.get(request_id.as_str()));
-                if let Some((earlier_fingerprint, record_id)) = earlier {
-                    slots.push(Err(if earlier_fingerprint == fingerprint {
-                        CreateOutcome::Deduplicated {
-                            record_id: record_id.clone(),
-                        }
-                    } else {
-                        CreateOutcome::RequestIdReused
-                    }));
+    /// PostgreSQL: one lookup, then one statement that takes the head lock, reserves the
+    /// sequences and inserts every row, committed on its own: two round trips per batch. The
+    /// lookup runs before the lock, so a request id committed meanwhile by another writer makes
+    /// the statement fail on the unique key, writing nothing; the batch is then planned again.
+    async fn create_postgres(
+        &self,
+        items: &[NewRecord],
+    ) -> Result<Vec<CreateOutcome>, sqlx::Error> {
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let known = known_request_ids(&self.db.pool, items).await?;
+            let mut plan = Plan::new(items, &known, now_micros());
+            if plan.versions.is_empty() {
+                return Ok(plan.outcomes());
+            }
+            match self.insert_from_head(&plan).await {
+                Ok(last) => {
+                    let first = last - plan.versions.len() as i64 + 1;
+                    for (j, version) in plan.versions.iter_mut().enumerate() {
+                        version.seq = first + j as i64;
+                        version.creation_seq = version.seq;
+                    }
+                    self.committed(last);
+                    return Ok(plan.outcomes());
+                }
+                Err(sqlx::Error::Database(e)) if e.is_unique_violation() && attempts < 3 => {
                     continue;
                 }
+                Err(e) => return Err(e),
             }
-            let seq = first + i as i64;
-            let version = Version {
-                record_id: crate::domain::ids::new_record_id(),
-                version: 1,
-                seq,
-                creation_seq: seq,
-                change_type: CREATED,
-                status: CURRENT,
-                retraction_reason: String::new(),
-                payload_size: item.fields.payload.len() as i64,
-                recorded_time: item.fields.recorded_time.unwrap_or(now),
-                create_time: now,
-                update_time: now,
-                fields: item.fields.clone(),
-                requester: item.requester.clone(),
-            };
-            if let (Some(request_id), Some(fingerprint)) = (&item.request_id, fingerprint) {
-                fresh.insert(request_id, (fingerprint.clone(), version.record_id.clone()));
-                new_ids.push((request_id, fingerprint, version.record_id.clone()));
-            }
-            slots.push(Ok(versions.len()));
-            versions.push(version);
         }
-        let refs: Vec<&Version> = versions.iter().collect();
+    }
+
+    async fn insert_from_head(&self, plan: &Plan<'_>) -> Result<i64, sqlx::Error> {
+        let n = plan.versions.len();
+        let mut text = String::from(
+            "WITH head AS (UPDATE feed_head SET seq = seq + $1 WHERE id = 1 RETURNING seq), v AS (",
+        );
+        text.push_str(&format!(
+            "INSERT INTO record_versions ({INSERT_COLUMNS}) VALUES "
+        ));
+        let mut next = 2;
+        for i in 0..n {
+            text.push_str(if i == 0 { "(" } else { ", (" });
+            for c in 0..INSERT_WIDTH {
+                if c > 0 {
+                    text.push_str(", ");
+                }
+                match c {
+                    // seq and creation_seq: the head minus this row's offset from the last.
+                    SEQ_COLUMN => text.push_str(&format!("(SELECT seq FROM head) - ${next}")),
+                    CREATION_SEQ_COLUMN => {
+                        text.push_str(&format!("(SELECT seq FROM head) - ${}", next - 1))
+                    }
+                    _ => text.push_str(&format!("${next}")),
+                }
+                if c != CREATION_SEQ_COLUMN {
+                    next += 1;
+                }
+            }
+            text.push(')');
+        }
+        text.push(')');
+        if !plan.new_ids.is_empty() {
+            text.push_str(
+                ", r AS (INSERT INTO request_ids (request_id, fingerprint, record_id) VALUES ",
+            );
+            for i in 0..plan.new_ids.len() {
+                let p = next + 3 * i;
+                text.push_str(&format!(
+                    "{}(${p}, ${}, ${})",
+                    if i == 0 { "" } else { ", " },
+                    p + 1,
+                    p + 2
+                ));
+            }
+            text.push(')');
+        }
+        text.push_str(" SELECT seq FROM head");
+        let mut query = sqlx::query_scalar(AssertSqlSafe(text.as_str())).bind(n as i64);
+        for (j, version) in plan.versions.iter().enumerate() {
+            query = bind_version(query, version, Some((n - 1 - j) as i64));
+        }
+        for (request_id, fingerprint, record_id) in &plan.new_ids {
+            query = query
+                .bind(*request_id)
+                .bind(fingerprint.as_slice())
+                .bind(record_id.as_str());
+        }
+        query.fetch_one(&self.db.pool).await
+    }
+
+    /// SQLite: one writer at a time; the statements of a transaction are in-process calls.
+    async fn create_sqlite(&self, items: &[NewRecord]) -> Result<Vec<CreateOutcome>, sqlx::Error> {
+        let mut tx = self.db.pool.begin().await?;
+        // Taking the head lock first makes the request id lookup race-free.
+        let last = take_sequences(&mut tx, items.len()).await?;
+        let first = last - items.len() as i64 + 1;
+        let known = known_request_ids(&mut *tx, items).await?;
+        let mut plan = Plan::new(items, &known, now_micros());
+        for (j, version) in plan.versions.iter_mut().enumerate() {
+            version.seq = first + j as i64;
+            version.creation_seq = version.seq;
+        }
+        let refs: Vec<&Version> = plan.versions.iter().collect();
         for chunk in refs.chunks(ROWS_PER_INSERT) {
             insert_versions(&mut tx, chunk).await?;
         }
-        for chunk in new_ids.chunks(ROWS_PER_INSERT) {
+        for chunk in plan.new_ids.chunks(ROWS_PER_INSERT) {
             let mut text = String::from(
                 "INSERT INTO request_ids (request_id, fingerprint, record_id) VALUES ",
             );
             for i in 0..chunk.len() {
-                let base = i * 3;
+                let p = 3 * i + 1;
                 text.push_str(&format!(
-                    "{}(${}, ${}, ${})",
+                    "{}(${p}, ${}, ${})",
                     if i == 0 { "" } else { ", " },
-                    base + 1,
-                    base + 2,
-                    base + 3
+                    p + 1,
+                    p + 2
                 ));
             }
             let mut query = sqlx::query(AssertSqlSafe(text.as_str()));
@@ -364,17 +429,7 @@ impl Store {
         }
         tx.commit().await?;
         self.committed(last);
-
-        let mut versions: Vec<Option<Version>> = versions.into_iter().map(Some).collect();
-        Ok(slots
-            .into_iter()
-            .map(|slot| match slot {
-                Ok(i) => CreateOutcome::Created(Box::new(
-                    versions[i].take().expect("each new version is taken once"),
-                )),
-                Err(outcome) => outcome,
-            })
-            .collect())
+        Ok(plan.outcomes())
     }
 
     /// Writes the next version of a record whose latest version is `expected_version`. Returns
@@ -435,23 +490,149 @@ async fn take_sequences(tx: &mut sqlx::Transaction<'_, Any>, n: usize) -> Result
         .await
 }
 
-async fn known_request_ids(
-    tx: &mut sqlx::Transaction<'_, Any>,
+/// What a batch of creates will write, before sequences are assigned.
+struct Plan<'a> {
+    /// Per item: the index of its new version, or its outcome without a write.
+    slots: Vec<Result<usize, CreateOutcome>>,
+    versions: Vec<Version>,
+    /// Request ids first used by this batch: id, fingerprint, record id.
+    new_ids: Vec<(&'a str, Vec<u8>, String)>,
+}
+
+impl<'a> Plan<'a> {
+    fn new(
+        items: &'a [NewRecord],
+        known: &HashMap<String, (Vec<u8>, String)>,
+        now: i64,
+    ) -> Plan<'a> {
+        let mut plan = Plan {
+            slots: Vec::with_capacity(items.len()),
+            versions: Vec::new(),
+            new_ids: Vec::new(),
+        };
+        let mut fresh: HashMap<&str, usize> = HashMap::new(); // request id -> index in new_ids
+        for item in items {
+            let fingerprint = item.request_id.as_ref().map(|_| item.fields.fingerprint());
+            if let (Some(request_id), Some(fingerprint)) = (&item.request_id, &fingerprint) {
+                let earlier = known
+                    .get(request_id.as_str())
+                    .map(|(f, id)| (f, id))
+                    .or_else(|| {
+                        fresh
+                            .get(request_id.as_str())
+                            .map(|&i| (&plan.new_ids[i].1, &plan.new_ids[i].2))
+                    });
+                if let Some((earlier_fingerprint, record_id)) = earlier {
+                    let outcome = if earlier_fingerprint == fingerprint {
+                        CreateOutcome::Deduplicated {
+                            record_id: record_id.clone(),
+                        }
+                    } else {
+                        CreateOutcome::RequestIdReused
+                    };
+                    plan.slots.push(Err(outcome));
+                    continue;
+                }
+            }
+            let version = Version {
+                record_id: crate::domain::ids::new_record_id(),
+                version: 1,
+                seq: 0,
+                creation_seq: 0,
+                change_type: CREATED,
+                status: CURRENT,
+                retraction_reason: String::new(),
+                payload_size: item.fields.payload.len() as i64,
+                recorded_time: item.fields.recorded_time.unwrap_or(now),
+                create_time: now,
+                update_time: now,
+                fields: item.fields.clone(),
+                requester: item.requester.clone(),
+            };
+            if let (Some(request_id), Some(fingerprint)) = (&item.request_id, fingerprint) {
+                fresh.insert(request_id, plan.new_ids.len());
+                plan.new_ids
+                    .push((request_id, fingerprint, version.record_id.clone()));
+            }
+            plan.slots.push(Ok(plan.versions.len()));
+            plan.versions.push(version);
+        }
+        plan
+    }
+
+    fn outcomes(self) -> Vec<CreateOutcome> {
+        let mut versions: Vec<Option<Version>> = self.versions.into_iter().map(Some).collect();
+        self.slots
+            .into_iter()
+            .map(|slot| match slot {
+                Ok(i) => CreateOutcome::Created(Box::new(
+                    versions[i].take().expect("each new version is taken once"),
+                )),
+                Err(outcome) => outcome,
+            })
+            .collect()
+    }
+}
+
+async fn known_request_ids<'e, E>(
+    executor: E,
     items: &[NewRecord],
-) -> Result<HashMap<String, (Vec<u8>, String)>, sqlx::Error> {
+) -> Result<HashMap<String, (Vec<u8>, String)>, sqlx::Error>
+where
+    E: sqlx::Executor<'e, Database = Any>,
+{
     let ids: Vec<String> = items.iter().filter_map(|i| i.request_id.clone()).collect();
     let mut known = HashMap::new();
-    for chunk in ids.chunks(ROWS_PER_INSERT * 4) {
-        let mut sql = Sql::new("SELECT request_id, fingerprint, record_id FROM request_ids WHERE ");
-        sql.in_list("request_id", chunk);
-        for row in sql.query().fetch_all(&mut **tx).await? {
-            known.insert(
-                row.try_get("request_id")?,
-                (row.try_get("fingerprint")?, row.try_get("record_id")?),
-            );
-        }
+    if ids.is_empty() {
+        return Ok(known);
+    }
+    // One chunk: batches hold at most MAX_CREATES_PER_WRITE items.
+    let mut sql = Sql::new("SELECT request_id, fingerprint, record_id FROM request_ids WHERE ");
+    sql.in_list("request_id", &ids);
+    for row in sql.query().fetch_all(executor).await? {
+        known.insert(
+            row.try_get("request_id")?,
+            (row.try_get("fingerprint")?, row.try_get("record_id")?),
+        );
     }
     Ok(known)
+}
+
+/// Binds the columns of one version in INSERT_COLUMNS order; with `head_offset`, that offset
+/// replaces seq and creation_seq (computed in SQL from the head).
+fn bind_version<'q, O>(
+    query: sqlx::query::QueryScalar<'q, Any, O, AnyArguments>,
+    v: &'q Version,
+    head_offset: Option<i64>,
+) -> sqlx::query::QueryScalar<'q, Any, O, AnyArguments> {
+    let f = &v.fields;
+    let query = query.bind(v.record_id.as_str()).bind(v.version);
+    let query = match head_offset {
+        Some(offset) => query.bind(offset),
+        None => query.bind(v.seq).bind(v.creation_seq),
+    };
+    query
+        .bind(v.change_type)
+        .bind(f.patient_id.as_str())
+        .bind(f.resource_type.as_str())
+        .bind(v.status)
+        .bind(v.retraction_reason.as_str())
+        .bind(crate::domain::record::FHIR_JSON)
+        .bind(f.payload.as_slice())
+        .bind(f.content_hash.as_str())
+        .bind(v.payload_size)
+        .bind(f.data_classes.as_str())
+        .bind(f.authoring_org.as_str())
+        .bind(f.author.as_str())
+        .bind(f.source_system.as_str())
+        .bind(f.effective_time)
+        .bind(v.recorded_time)
+        .bind(v.create_time)
+        .bind(v.update_time)
+        .bind(v.requester.user_id.as_str())
+        .bind(v.requester.organisation_ods_code.as_str())
+        .bind(v.requester.role_code.as_str())
+        .bind(v.requester.display_name.as_str())
 }
 
 async fn insert_versions(
@@ -470,36 +651,11 @@ async fn insert_versions(
         }
         text.push(')');
     }
-    let mut query = sqlx::query(AssertSqlSafe(text.as_str()));
+    // Returns nothing: the scalar query type only lets the binding code be shared.
+    let mut query = sqlx::query_scalar::<_, i64>(AssertSqlSafe(text.as_str()));
     for v in versions {
-        let f = &v.fields;
-        query = query
-            .bind(v.record_id.as_str())
-            .bind(v.version)
-            .bind(v.seq)
-            .bind(v.creation_seq)
-            .bind(v.change_type)
-            .bind(f.patient_id.as_str())
-            .bind(f.resource_type.as_str())
-            .bind(v.status)
-            .bind(v.retraction_reason.as_str())
-            .bind(crate::domain::record::FHIR_JSON)
-            .bind(f.payload.as_slice())
-            .bind(f.content_hash.as_str())
-            .bind(v.payload_size)
-            .bind(f.data_classes.as_str())
-            .bind(f.authoring_org.as_str())
-            .bind(f.author.as_str())
-            .bind(f.source_system.as_str())
-            .bind(f.effective_time)
-            .bind(v.recorded_time)
-            .bind(v.create_time)
-            .bind(v.update_time)
-            .bind(v.requester.user_id.as_str())
-            .bind(v.requester.organisation_ods_code.as_str())
-            .bind(v.requester.role_code.as_str())
-            .bind(v.requester.display_name.as_str());
+        query = bind_version(query, v, None);
     }
-    query.execute(&mut **tx).await?;
+    query.fetch_optional(&mut **tx).await?;
     Ok(())
 }

@@ -355,6 +355,9 @@ fn change_message(service: &RecordsService, v: Version) -> RecordChange {
     }
 }
 
+/// A batch of import items being written: their indexes and the write.
+type Write = tokio::task::JoinHandle<Result<(Vec<i64>, Vec<NewRecord>, Vec<CreateOutcome>), Error>>;
+
 /// The tally of an import stream.
 #[derive(Default)]
 struct Import {
@@ -363,6 +366,8 @@ struct Import {
     /// Valid items waiting for the next transaction, with their index.
     pending: Vec<(i64, NewRecord)>,
     pending_bytes: usize,
+    /// The batch being written while the next one is received and validated.
+    in_flight: Option<Write>,
 }
 
 impl Import {
@@ -382,31 +387,39 @@ impl Import {
             message,
             field_violations: violations,
         });
-        // With nothing pending, rejections are in index order: keep only the first ones.
-        if self.pending.is_empty() && self.response.rejections.len() > MAX_REJECTIONS {
-            self.response.rejections.truncate(MAX_REJECTIONS);
+        // Keeping the lowest indexes at any time keeps the first ones overall.
+        if self.response.rejections.len() >= 2 * MAX_REJECTIONS {
+            self.keep_first_rejections();
         }
     }
 
-    async fn flush(&mut self, service: &RecordsService) -> Result<(), Error> {
-        if self.pending.is_empty() {
+    fn keep_first_rejections(&mut self) {
+        let rejections = &mut self.response.rejections;
+        rejections.sort_by_key(|r| r.index);
+        rejections.truncate(MAX_REJECTIONS);
+    }
+
+    /// Waits for the batch being written, if any, and counts its outcomes.
+    async fn settle(&mut self) -> Result<(), Error> {
+        let Some(write) = self.in_flight.take() else {
             return Ok(());
-        }
-        let (indexes, items): (Vec<i64>, Vec<NewRecord>) =
-            std::mem::take(&mut self.pending).into_iter().unzip();
-        self.pending_bytes = 0;
-        let outcomes = service.store.create_batch(&items).await?;
+        };
+        let (indexes, items, outcomes) = write
+            .await
+            .map_err(|e| Error::Internal(format!("import batch task: {e}")))??;
         for ((index, item), outcome) in indexes.into_iter().zip(&items).zip(outcomes) {
             let (record_id, deduplicated) = match outcome {
                 CreateOutcome::Created(version) => (version.record_id, false),
                 CreateOutcome::Deduplicated { record_id } => (record_id, true),
                 CreateOutcome::RequestIdReused => {
                     let request_id = item.request_id.as_deref().unwrap_or_default();
+                    let message =
+                        format!("request_id {request_id} was already used with a different record");
                     self.reject(
                         index,
                         request_id,
                         ImportRejectionReason::RequestIdReused,
-                        format!("request_id {request_id} was already used with a different record"),
+                        message,
                         Vec::new(),
                     );
                     continue;
@@ -426,10 +439,24 @@ impl Import {
                 }
             }
         }
-        // Rejections arrive in index order except within one batch: sort, then keep the first.
-        let rejections = &mut self.response.rejections;
-        rejections.sort_by_key(|r| r.index);
-        rejections.truncate(MAX_REJECTIONS);
+        Ok(())
+    }
+
+    /// Starts writing the pending items once the previous batch is written, so that batches
+    /// commit in index order while the stream keeps being read.
+    async fn flush(&mut self, service: &RecordsService) -> Result<(), Error> {
+        self.settle().await?;
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let (indexes, items): (Vec<i64>, Vec<NewRecord>) =
+            std::mem::take(&mut self.pending).into_iter().unzip();
+        self.pending_bytes = 0;
+        let store = service.store.clone();
+        self.in_flight = Some(tokio::spawn(async move {
+            let outcomes = store.create_batch(&items).await?;
+            Ok((indexes, items, outcomes))
+        }));
         Ok(())
     }
 }
@@ -531,6 +558,8 @@ pub async fn import(
         message = stream.message().await?;
     }
     import.flush(service).await?;
+    import.settle().await?;
+    import.keep_first_rejections();
     let mut response = import.response;
     response.rejections_truncated = response.rejected_count > response.rejections.len() as i64;
     Ok(response)

@@ -704,3 +704,31 @@ async fn import_stream_errors() {
         app.stop().await;
     }
 }
+
+#[tokio::test]
+async fn racing_import_and_create_with_one_request_id_make_one_record() {
+    for db in TestDatabase::each_backend().await {
+        let app = spawn_app(&db).await;
+        let client = app.client.clone();
+        let patient = new_id();
+        for _ in 0..10 {
+            let request = create_request(record(&patient));
+            let import = ImportRecordsRequest {
+                items: vec![item(record(&patient), &request.request_id)],
+                requester: Some(requester()),
+                return_record_ids: true,
+            };
+            let (mut a, mut b) = (client.clone(), client.clone());
+            let (created, imported) = tokio::join!(
+                a.create_record(request),
+                b.import_records(tokio_stream::iter([import]))
+            );
+            let created = created.unwrap().into_inner().record.unwrap();
+            let imported = imported.unwrap().into_inner();
+            assert_eq!(imported.accepted_count, 1);
+            assert_eq!(imported.accepted_records[0].record_id, created.record_id);
+        }
+        assert_eq!(list_all(&mut client.clone(), &patient).await.len(), 10);
+        app.stop().await;
+    }
+}
