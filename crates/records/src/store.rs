@@ -34,8 +34,6 @@ const INSERT_COLUMNS: &str = "record_id, version, seq, creation_seq, change_type
      source_system, effective_time, recorded_time, create_time, update_time, requester_user_id, requester_org, \
      requester_role, requester_display";
 const INSERT_WIDTH: usize = 25;
-const SEQ_COLUMN: usize = 2;
-const CREATION_SEQ_COLUMN: usize = 3;
 /// Creates written by one statement or transaction at most: 1000 rows of 24 + 3 parameters
 /// stay under PostgreSQL's 65535 bind parameters.
 pub const MAX_CREATES_PER_WRITE: usize = 1000;
@@ -307,7 +305,7 @@ impl Store {
         let mut attempts = 0;
         loop {
             attempts += 1;
-            let known = known_request_ids(&self.db.pool, items).await?;
+            let known = known_request_ids(&self.db.pool, self.db.backend, items).await?;
             let mut plan = Plan::new(items, &known, now_micros());
             if plan.versions.is_empty() {
                 return Ok(plan.outcomes());
@@ -330,63 +328,94 @@ impl Store {
         }
     }
 
+    /// The one statement of a PostgreSQL batch. The rows travel as one JSON parameter, so the
+    /// statement text is the same for every batch size: prepared once per connection, with two
+    /// parameters instead of thousands (planning thousands of parameters costs more than the insert).
     async fn insert_from_head(&self, plan: &Plan<'_>) -> Result<i64, sqlx::Error> {
+        #[derive(serde::Serialize)]
+        struct Row<'a> {
+            record_id: &'a str,
+            offset: i64,
+            patient_id: &'a str,
+            resource_type: &'a str,
+            payload: String,
+            content_hash: &'a str,
+            data_classes: &'a str,
+            authoring_org: &'a str,
+            author: &'a str,
+            source_system: &'a str,
+            effective_time: Option<i64>,
+            recorded_time: i64,
+            create_time: i64,
+            requester_user_id: &'a str,
+            requester_org: &'a str,
+            requester_role: &'a str,
+            requester_display: &'a str,
+            request_id: Option<&'a str>,
+            fingerprint: Option<String>,
+        }
         let n = plan.versions.len();
-        let mut text = String::from(
-            "WITH head AS (UPDATE feed_head SET seq = seq + $1 WHERE id = 1 RETURNING seq), v AS (",
-        );
-        text.push_str(&format!(
-            "INSERT INTO record_versions ({INSERT_COLUMNS}) VALUES "
-        ));
-        let mut next = 2;
-        for i in 0..n {
-            text.push_str(if i == 0 { "(" } else { ", (" });
-            for c in 0..INSERT_WIDTH {
-                if c > 0 {
-                    text.push_str(", ");
+        let request_ids: HashMap<&str, (&str, &[u8])> = plan
+            .new_ids
+            .iter()
+            .map(|(request_id, fingerprint, record_id)| {
+                (record_id.as_str(), (*request_id, fingerprint.as_slice()))
+            })
+            .collect();
+        let rows: Vec<Row> = plan
+            .versions
+            .iter()
+            .enumerate()
+            .map(|(j, v)| {
+                let f = &v.fields;
+                let request = request_ids.get(v.record_id.as_str());
+                Row {
+                    record_id: &v.record_id,
+                    offset: (n - 1 - j) as i64,
+                    patient_id: &f.patient_id,
+                    resource_type: &f.resource_type,
+                    payload: hex::encode(&f.payload),
+                    content_hash: &f.content_hash,
+                    data_classes: &f.data_classes,
+                    authoring_org: &f.authoring_org,
+                    author: &f.author,
+                    source_system: &f.source_system,
+                    effective_time: f.effective_time,
+                    recorded_time: v.recorded_time,
+                    create_time: v.create_time,
+                    requester_user_id: &v.requester.user_id,
+                    requester_org: &v.requester.organisation_ods_code,
+                    requester_role: &v.requester.role_code,
+                    requester_display: &v.requester.display_name,
+                    request_id: request.map(|r| r.0),
+                    fingerprint: request.map(|r| hex::encode(r.1)),
                 }
-                match c {
-                    // seq and creation_seq: the head minus this row's offset from the last.
-                    SEQ_COLUMN => text.push_str(&format!("(SELECT seq FROM head) - ${next}")),
-                    CREATION_SEQ_COLUMN => {
-                        text.push_str(&format!("(SELECT seq FROM head) - ${}", next - 1))
-                    }
-                    _ => text.push_str(&format!("${next}")),
-                }
-                if c != CREATION_SEQ_COLUMN {
-                    next += 1;
-                }
-            }
-            text.push(')');
-        }
-        text.push(')');
-        if !plan.new_ids.is_empty() {
-            text.push_str(
-                ", r AS (INSERT INTO request_ids (request_id, fingerprint, record_id) VALUES ",
-            );
-            for i in 0..plan.new_ids.len() {
-                let p = next + 3 * i;
-                text.push_str(&format!(
-                    "{}(${p}, ${}, ${})",
-                    if i == 0 { "" } else { ", " },
-                    p + 1,
-                    p + 2
-                ));
-            }
-            text.push(')');
-        }
-        text.push_str(" SELECT seq FROM head");
-        let mut query = sqlx::query_scalar(AssertSqlSafe(text.as_str())).bind(n as i64);
-        for (j, version) in plan.versions.iter().enumerate() {
-            query = bind_version(query, version, Some((n - 1 - j) as i64));
-        }
-        for (request_id, fingerprint, record_id) in &plan.new_ids {
-            query = query
-                .bind(*request_id)
-                .bind(fingerprint.as_slice())
-                .bind(record_id.as_str());
-        }
-        query.fetch_one(&self.db.pool).await
+            })
+            .collect();
+        let rows = serde_json::to_string(&rows).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+        sqlx::query_scalar(
+            "WITH input AS (SELECT * FROM jsonb_to_recordset(CAST($2 AS jsonb)) AS x(record_id text, \"offset\" bigint, \
+             patient_id text, resource_type text, payload text, content_hash text, data_classes text, authoring_org text, \
+             author text, source_system text, effective_time bigint, recorded_time bigint, create_time bigint, \
+             requester_user_id text, requester_org text, requester_role text, requester_display text, request_id text, \
+             fingerprint text)), \
+             head AS (UPDATE feed_head SET seq = seq + $1 WHERE id = 1 RETURNING seq), \
+             v AS (INSERT INTO record_versions (record_id, version, seq, creation_seq, change_type, patient_id, \
+             resource_type, status, retraction_reason, content_type, payload, content_hash, payload_size, data_classes, \
+             authoring_org, author, source_system, effective_time, recorded_time, create_time, update_time, \
+             requester_user_id, requester_org, requester_role, requester_display) \
+             SELECT record_id, 1, h.seq - \"offset\", h.seq - \"offset\", 1, patient_id, resource_type, 1, '', \
+             'application/fhir+json', decode(payload, 'hex'), content_hash, length(payload) / 2, data_classes, \
+             authoring_org, author, source_system, effective_time, recorded_time, create_time, create_time, \
+             requester_user_id, requester_org, requester_role, requester_display FROM input, head h), \
+             r AS (INSERT INTO request_ids (request_id, fingerprint, record_id) \
+             SELECT request_id, decode(fingerprint, 'hex'), record_id FROM input WHERE request_id IS NOT NULL) \
+             SELECT seq FROM head",
+        )
+        .bind(n as i64)
+        .bind(rows)
+        .fetch_one(&self.db.pool)
+        .await
     }
 
     /// SQLite: one writer at a time; the statements of a transaction are in-process calls.
@@ -395,7 +424,7 @@ impl Store {
         // Taking the head lock first makes the request id lookup race-free.
         let last = take_sequences(&mut tx, items.len()).await?;
         let first = last - items.len() as i64 + 1;
-        let known = known_request_ids(&mut *tx, items).await?;
+        let known = known_request_ids(&mut *tx, self.db.backend, items).await?;
         let mut plan = Plan::new(items, &known, now_micros());
         for (j, version) in plan.versions.iter_mut().enumerate() {
             version.seq = first + j as i64;
@@ -574,8 +603,10 @@ impl<'a> Plan<'a> {
     }
 }
 
+/// The fingerprint and record of each request id of `items` used before.
 async fn known_request_ids<'e, E>(
     executor: E,
+    backend: Backend,
     items: &[NewRecord],
 ) -> Result<HashMap<String, (Vec<u8>, String)>, sqlx::Error>
 where
@@ -586,9 +617,21 @@ where
     if ids.is_empty() {
         return Ok(known);
     }
-    // One chunk: batches hold at most MAX_CREATES_PER_WRITE items.
+    // One chunk: batches hold at most MAX_CREATES_PER_WRITE items. On PostgreSQL the ids travel
+    // as one JSON array, so the statement is prepared once whatever the batch size.
     let mut sql = Sql::new("SELECT request_id, fingerprint, record_id FROM request_ids WHERE ");
-    sql.in_list("request_id", &ids);
+    match backend {
+        Backend::Postgres => {
+            let array =
+                serde_json::to_string(&ids).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+            sql.push("request_id IN (SELECT jsonb_array_elements_text(CAST(")
+                .bind(Param::Text(array))
+                .push(" AS jsonb)))");
+        }
+        Backend::Sqlite => {
+            sql.in_list("request_id", &ids);
+        }
+    }
     for row in sql.query().fetch_all(executor).await? {
         known.insert(
             row.try_get("request_id")?,
@@ -598,20 +641,17 @@ where
     Ok(known)
 }
 
-/// Binds the columns of one version in INSERT_COLUMNS order; with `head_offset`, that offset
-/// replaces seq and creation_seq (computed in SQL from the head).
-fn bind_version<'q, O>(
-    query: sqlx::query::QueryScalar<'q, Any, O, AnyArguments>,
+/// Binds the columns of one version in INSERT_COLUMNS order.
+fn bind_version<'q>(
+    query: sqlx::query::Query<'q, Any, AnyArguments>,
     v: &'q Version,
-    head_offset: Option<i64>,
-) -> sqlx::query::QueryScalar<'q, Any, O, AnyArguments> {
+) -> sqlx::query::Query<'q, Any, AnyArguments> {
     let f = &v.fields;
-    let query = query.bind(v.record_id.as_str()).bind(v.version);
-    let query = match head_offset {
-        Some(offset) => query.bind(offset),
-        None => query.bind(v.seq).bind(v.creation_seq),
-    };
     query
+        .bind(v.record_id.as_str())
+        .bind(v.version)
+        .bind(v.seq)
+        .bind(v.creation_seq)
         .bind(v.change_type)
         .bind(f.patient_id.as_str())
         .bind(f.resource_type.as_str())
@@ -651,11 +691,10 @@ async fn insert_versions(
         }
         text.push(')');
     }
-    // Returns nothing: the scalar query type only lets the binding code be shared.
-    let mut query = sqlx::query_scalar::<_, i64>(AssertSqlSafe(text.as_str()));
+    let mut query = sqlx::query(AssertSqlSafe(text.as_str()));
     for v in versions {
-        query = bind_version(query, v, None);
+        query = bind_version(query, v);
     }
-    query.fetch_optional(&mut **tx).await?;
+    query.execute(&mut **tx).await?;
     Ok(())
 }

@@ -283,18 +283,37 @@ pub async fn watch(
                 }
                 sql.push(" ORDER BY seq LIMIT ")
                     .bind(Param::Int(PER_MESSAGE as i64));
-                let rows = match service.store.fetch(&sql).await {
-                    Ok(rows) => rows,
-                    Err(e) => {
-                        let _ = tx.send(Err(Error::from(e).into())).await;
-                        return;
+                // Rows are read one by one so that a message stops at 100 changes or at the
+                // size budget without holding more than it sends.
+                let mut rows = Vec::new();
+                let mut bytes = 0;
+                let mut full = false;
+                let mut stream = service.store.stream(&sql);
+                while let Some(row) = stream.next().await {
+                    let version = match row {
+                        Ok(version) => version,
+                        Err(e) => {
+                            let _ = tx.send(Err(Error::from(e).into())).await;
+                            return;
+                        }
+                    };
+                    let size = version.fields.payload.len();
+                    if !rows.is_empty() && bytes + size > PAGE_PAYLOAD_BUDGET {
+                        full = true; // this row opens the next message
+                        break;
                     }
-                };
+                    bytes += size;
+                    rows.push(version);
+                    if rows.len() == PER_MESSAGE {
+                        full = true;
+                        break;
+                    }
+                }
+                drop(stream);
                 // A full message ends at its last change; otherwise every event up to head is accounted for.
-                position = if rows.len() == PER_MESSAGE {
-                    rows[PER_MESSAGE - 1].seq
-                } else {
-                    head
+                position = match rows.last() {
+                    Some(last) if full => last.seq,
+                    _ => head,
                 };
                 changes = rows
                     .into_iter()

@@ -732,3 +732,57 @@ async fn racing_import_and_create_with_one_request_id_make_one_record() {
         app.stop().await;
     }
 }
+
+#[tokio::test]
+async fn large_records_keep_every_message_under_4_mib() {
+    for db in TestDatabase::each_backend().await {
+        let app =
+            spawn_app_with(&db.url, &[("CARERECORD_RECORDS_MAX_PAYLOAD_BYTES", "3MiB")]).await;
+        // The client keeps tonic's default 4 MiB limit on messages it receives.
+        let mut client = app.client.clone();
+        let patient = new_id();
+        for _ in 0..3 {
+            let mut big = record(&patient);
+            big.payload = format!(
+                r#"{{"resourceType":"Observation","subject":{{"reference":"Patient/{patient}"}},"note":[{{"text":"{}"}}]}}"#,
+                "x".repeat(1_200_000)
+            )
+            .into_bytes();
+            create(&mut client, big).await;
+        }
+        let page = client
+            .list_records(carerecord_contracts::records::v1::ListRecordsRequest {
+                patient_id: patient.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(page.records.len(), 2);
+        assert_eq!(list_all(&mut client, &patient).await.len(), 3);
+
+        let mut stream = client
+            .watch_record_changes(watch_from(""))
+            .await
+            .unwrap()
+            .into_inner();
+        let first = next(&mut stream).await;
+        assert_eq!(first.changes.len(), 2);
+        let (rest, _) = changes(&mut stream, 1).await;
+        assert!(rest[0].sequence > first.changes[1].sequence);
+
+        let export = ExportRecordsRequest {
+            scope: Some(Scope::Patients(PatientIdList {
+                patient_ids: vec![patient.clone()],
+            })),
+            ..Default::default()
+        };
+        let sizes: Vec<usize> = export_all(&mut client, export)
+            .await
+            .iter()
+            .map(|m| m.records.len())
+            .collect();
+        assert_eq!(sizes, [2, 1]);
+        app.stop().await;
+    }
+}
