@@ -22,7 +22,8 @@ use carerecord_contracts::records::v1::record_hosting_service_server::{
 };
 use carerecord_contracts::records::v1::{
     CreateRecordRequest, CreateRecordResponse, ExportRecordsRequest, GetRecordRequest,
-    GetRecordResponse, ImportItem, ImportRecordsRequest, Record,
+    GetRecordResponse, ImportItem, ImportRecordsRequest, ListRecordsRequest, ListRecordsResponse,
+    Record,
 };
 use carerecord_platform::config::Env;
 use carerecord_platform::db::{Database, DatabaseConfig, now_micros};
@@ -85,6 +86,14 @@ struct Bare {
 
 #[tonic::async_trait]
 impl RecordHostingService for Bare {
+    /// An echo without the database: the ceiling of the transport on this machine.
+    async fn list_records(
+        &self,
+        _: Request<ListRecordsRequest>,
+    ) -> Result<Response<ListRecordsResponse>, Status> {
+        Ok(Response::new(ListRecordsResponse::default()))
+    }
+
     async fn create_record(
         &self,
         request: Request<CreateRecordRequest>,
@@ -307,6 +316,34 @@ fn main() {
         "  database pool: {} connections (CARERECORD_DB_MAX_CONNECTIONS default)",
         DatabaseConfig::DEFAULT_MAX_CONNECTIONS
     );
+    // The pool alone, on the server runtime: 64 tasks running SELECT 1.
+    server.block_on(async {
+        let start = Instant::now();
+        let tasks: Vec<_> = (0..CLIENTS)
+            .map(|_| {
+                let pool = db.pool.clone();
+                tokio::spawn(async move {
+                    let mut n = 0u64;
+                    while start.elapsed() < Duration::from_secs(1) {
+                        let _: i64 = sqlx::query_scalar("SELECT CAST(1 AS BIGINT)")
+                            .fetch_one(&pool)
+                            .await
+                            .unwrap();
+                        n += 1;
+                    }
+                    n
+                })
+            })
+            .collect();
+        let mut total = 0;
+        for task in tasks {
+            total += task.await.unwrap();
+        }
+        println!(
+            "  sqlx pool alone, SELECT 1 from {CLIENTS} tasks: {:.0} queries/s",
+            total as f64 / start.elapsed().as_secs_f64()
+        );
+    });
 
     generator.block_on(async {
         let real = clients(real_addr).await;
@@ -327,6 +364,11 @@ fn main() {
         load(&bare, phase / 5, create(patients.clone())).await;
         load(&real, phase / 5, create(patients.clone())).await;
 
+        let echo = |mut client: RecordHostingServiceClient<Channel>, _: usize| async move {
+            client.list_records(ListRecordsRequest::default()).await.map(|_| ())
+        };
+        load(&bare, phase / 5, echo).await;
+        print("tonic echo, no database", &load(&bare, phase, echo).await);
         println!("create, {CLIENTS} concurrent clients:");
         let bare_create = load(&bare, phase, create(patients.clone())).await;
         print("bare INSERT handler (baseline)", &bare_create);
