@@ -499,6 +499,76 @@ impl Store {
     }
 }
 
+/// Conditions on the state of records as of a snapshot, shared by ListRecords and ExportRecords.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    pub snapshot: i64,
+    /// Empty: every patient.
+    pub patient_ids: Vec<String>,
+    pub resource_types: Vec<String>,
+    pub data_classes: Vec<String>,
+    pub excluded_data_classes: Vec<String>,
+    pub effective_from: Option<i64>,
+    pub effective_to: Option<i64>,
+    pub updated_from: Option<i64>,
+    pub updated_to: Option<i64>,
+    pub include_retracted: bool,
+}
+
+impl Filter {
+    /// Appends ` WHERE ...`: the version current at the snapshot, matching every filter.
+    pub fn push_conditions(&self, sql: &mut Sql) {
+        sql.push(" WHERE seq <= ")
+            .bind(Param::Int(self.snapshot))
+            .push(" AND (superseded_seq IS NULL OR superseded_seq > ")
+            .bind(Param::Int(self.snapshot))
+            .push(")");
+        if !self.patient_ids.is_empty() {
+            sql.push(" AND ").in_list("patient_id", &self.patient_ids);
+        }
+        if !self.include_retracted {
+            sql.push(" AND status = ").bind(Param::Int(CURRENT));
+        }
+        if !self.resource_types.is_empty() {
+            sql.push(" AND ")
+                .in_list("resource_type", &self.resource_types);
+        }
+        let any_label = |sql: &mut Sql, labels: &[String]| {
+            sql.push("(");
+            for (i, label) in labels.iter().enumerate() {
+                sql.push(if i == 0 {
+                    "data_classes LIKE "
+                } else {
+                    " OR data_classes LIKE "
+                })
+                .bind(Param::Text(format!("%|{label}|%")));
+            }
+            sql.push(")");
+        };
+        if !self.data_classes.is_empty() {
+            sql.push(" AND ");
+            any_label(sql, &self.data_classes);
+        }
+        if !self.excluded_data_classes.is_empty() {
+            sql.push(" AND NOT ");
+            any_label(sql, &self.excluded_data_classes);
+        }
+        for (column, op, bound) in [
+            ("effective_time", " >= ", self.effective_from),
+            ("effective_time", " < ", self.effective_to),
+            ("update_time", " >= ", self.updated_from),
+            ("update_time", " < ", self.updated_to),
+        ] {
+            if let Some(bound) = bound {
+                sql.push(" AND ")
+                    .push(column)
+                    .push(op)
+                    .bind(Param::Int(bound));
+            }
+        }
+    }
+}
+
 /// `SELECT <columns> FROM record_versions`, to be completed with conditions.
 pub fn select(with_payload: bool) -> Sql {
     Sql::new(&format!(

@@ -27,9 +27,9 @@ use crate::domain::ids::{UUID_EXPECTED, parse_uuid};
 use crate::domain::record::{self, actor, validate_new};
 use crate::error::Error;
 use crate::service::{
-    Filter, PAGE_PAYLOAD_BUDGET, RecordsService, labels, period, record_message, with_payload,
+    PAGE_PAYLOAD_BUDGET, RecordsService, labels, period, record_message, with_payload,
 };
-use crate::store::{self, CreateOutcome, NewRecord, Param, Version};
+use crate::store::{self, CreateOutcome, Filter, NewRecord, Param, Version};
 use crate::tokens::QueryKey;
 
 pub type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
