@@ -453,6 +453,31 @@ fn main() {
         println!("bulk import, one stream of {items} Observations in messages of 1000:");
         println!("  ImportRecords                      {:>9.0} records/s (target >= 30,000)", items as f64 / elapsed.as_secs_f64());
 
+        // Breakdown of the export path: reading rows through the store alone.
+        {
+            use carerecord_records::store::{Filter, Param, Store, select};
+            use tokio_stream::StreamExt;
+            let store = Store::new(db.clone());
+            let filter = Filter { snapshot: store.head().await.unwrap(), include_retracted: true, ..Filter::default() };
+            let (mut after, mut read) = (0i64, 0usize);
+            let start = Instant::now();
+            loop {
+                let mut sql = select(true);
+                filter.push_conditions(&mut sql);
+                sql.push(" AND creation_seq > ").bind(Param::Int(after)).push(" ORDER BY creation_seq LIMIT 500");
+                let mut rows = store.stream(&sql);
+                let mut n = 0;
+                while let Some(row) = rows.next().await {
+                    after = row.unwrap().creation_seq;
+                    n += 1;
+                }
+                read += n;
+                if n < 500 {
+                    break;
+                }
+            }
+            println!("  breakdown: store read {:.1} us per record ({read} records in chunks of 500)", start.elapsed().as_secs_f64() * 1e6 / read as f64);
+        }
         // Export of the whole store, counting records and watching memory.
         let total: i64 = sqlx::query_scalar("SELECT count(*) FROM record_versions").fetch_one(&db.pool).await.unwrap();
         let before = rss_mib();
