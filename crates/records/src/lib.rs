@@ -1,19 +1,32 @@
 //! Record hosting: versioned FHIR R4 records, their history, provenance and change feed.
 //!
-//! Serves `carerecord.records.v1.RecordHostingService`.
+//! Serves `carerecord.records.v1.RecordHostingService`. Reading order: [`service`] (handlers),
+//! [`domain`] (pure validation), [`store`] (SQL), [`writer`] (group commit of creates).
 
+pub mod domain;
+mod error;
 mod service;
+pub mod store;
+mod streams;
+mod tokens;
+mod writer;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
 
 use carerecord_contracts::records::v1::record_hosting_service_server::RecordHostingServiceServer;
 use carerecord_platform::app::{Service, StartError};
 use carerecord_platform::config::{ConfigError, Env, ServiceConfig};
 use carerecord_platform::db::{Database, Migrations};
+use carerecord_platform::page_token::PageTokens;
 use carerecord_platform::server::GrpcServer;
 use carerecord_platform::telemetry::TelemetryConfig;
 use tokio_util::sync::CancellationToken;
 
+use crate::domain::payload::PayloadRules;
+use crate::domain::record::RecordRules;
+pub use error::Error;
 pub use service::RecordsService;
 
 /// Where the service listens unless `CARERECORD_LISTEN_ADDR` says otherwise.
@@ -22,21 +35,115 @@ pub const DEFAULT_ADDR: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(
     50052,
 ));
 
-static MIGRATIONS: Migrations = Migrations {
+pub static MIGRATIONS: Migrations = Migrations {
     postgres: &sqlx::migrate!("./migrations/postgres"),
     sqlite: &sqlx::migrate!("./migrations/sqlite"),
 };
 
-/// The service's configuration: the shared server, database and telemetry settings.
+/// The service's configuration: the shared settings plus record hosting's own.
 #[derive(Debug, Clone)]
 pub struct Config {
     pub service: ServiceConfig,
+    pub records: RecordsConfig,
+    pub tokens: PageTokens,
+}
+
+/// Record hosting's own settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordsConfig {
+    /// `CARERECORD_RECORDS_MAX_PAYLOAD_BYTES` (64KiB to 3MiB, default 1MiB), the
+    /// `CARERECORD_RECORDS_FHIR_BASE_URLS` under which `<base>/Patient/<id>` references are
+    /// accepted, and the `CARERECORD_RECORDS_RESOURCE_TYPES` allow-list (unset: every R4 type).
+    pub rules: RecordRules,
+    /// `CARERECORD_RECORDS_WATCH_POLL_INTERVAL`: how often change feed watchers look for writes
+    /// committed by other replicas (this replica's own writes wake them at once).
+    pub watch_poll_interval: Duration,
+    /// `CARERECORD_RECORDS_WATCH_HEARTBEAT`: the longest a watch stream stays silent (at most 60s).
+    pub watch_heartbeat: Duration,
+}
+
+impl RecordsConfig {
+    pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 1 << 20;
+
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        const PAYLOAD: &str = "CARERECORD_RECORDS_MAX_PAYLOAD_BYTES";
+        let max_bytes = env.bytes_or(PAYLOAD, Self::DEFAULT_MAX_PAYLOAD_BYTES)?;
+        if !(64 << 10..=3 << 20).contains(&max_bytes) {
+            return Err(ConfigError::invalid(
+                PAYLOAD,
+                env.get(PAYLOAD).unwrap_or_default(),
+                "must be from 64KiB to 3MiB",
+            ));
+        }
+        let list = |name: &str| -> Vec<String> {
+            env.get(name)
+                .map(|raw| {
+                    raw.split(',')
+                        .map(str::trim)
+                        .filter(|s| !s.is_empty())
+                        .map(str::to_owned)
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let fhir_base_urls: Vec<String> = list("CARERECORD_RECORDS_FHIR_BASE_URLS")
+            .into_iter()
+            .map(|url| url.trim_end_matches('/').to_owned())
+            .collect();
+        for url in &fhir_base_urls {
+            if !(url.starts_with("https://") || url.starts_with("http://")) {
+                return Err(ConfigError::invalid(
+                    "CARERECORD_RECORDS_FHIR_BASE_URLS",
+                    url,
+                    "each base URL must start with https:// or http://",
+                ));
+            }
+        }
+        let allowed = list("CARERECORD_RECORDS_RESOURCE_TYPES");
+        for name in &allowed {
+            if let Some(reason) = domain::resource_types::refusal(name) {
+                return Err(ConfigError::invalid(
+                    "CARERECORD_RECORDS_RESOURCE_TYPES",
+                    name,
+                    reason,
+                ));
+            }
+        }
+        let watch_heartbeat = env.duration_or(
+            "CARERECORD_RECORDS_WATCH_HEARTBEAT",
+            Duration::from_secs(30),
+        )?;
+        if watch_heartbeat.is_zero() || watch_heartbeat > Duration::from_secs(60) {
+            return Err(ConfigError::invalid(
+                "CARERECORD_RECORDS_WATCH_HEARTBEAT",
+                env.get("CARERECORD_RECORDS_WATCH_HEARTBEAT")
+                    .unwrap_or_default(),
+                "must be more than 0 and at most 60s (the contract promises a message at least every 60 seconds)",
+            ));
+        }
+        Ok(RecordsConfig {
+            rules: RecordRules {
+                payload: PayloadRules {
+                    max_bytes,
+                    fhir_base_urls,
+                },
+                allowed_resource_types: (!allowed.is_empty()).then_some(allowed),
+            },
+            watch_poll_interval: env.duration_or(
+                "CARERECORD_RECORDS_WATCH_POLL_INTERVAL",
+                Duration::from_millis(250),
+            )?,
+            watch_heartbeat,
+        })
+    }
 }
 
 impl Config {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         Ok(Config {
             service: ServiceConfig::from_env(env, Application::NAME, DEFAULT_ADDR)?,
+            records: RecordsConfig::from_env(env)?,
+            tokens: PageTokens::from_env(env)?,
         })
     }
 }
@@ -44,6 +151,8 @@ impl Config {
 /// The records service, bound and ready to serve.
 pub struct Application {
     server: GrpcServer,
+    /// Ends open streams (watch, export) when the server shuts down, so draining is quick.
+    streams: CancellationToken,
 }
 
 impl Service for Application {
@@ -60,15 +169,22 @@ impl Service for Application {
 
     async fn build(config: Config) -> Result<Self, StartError> {
         let database = Database::connect(&config.service.database, &MIGRATIONS).await?;
+        let streams = CancellationToken::new();
+        let service = RecordsService::new(
+            database,
+            Arc::new(config.records),
+            config.tokens,
+            streams.clone(),
+        );
         let limits = &config.service.server;
-        let api = RecordHostingServiceServer::new(RecordsService::new(database))
+        let api = RecordHostingServiceServer::new(service)
             .max_decoding_message_size(limits.max_message_bytes)
             .max_encoding_message_size(limits.max_message_bytes);
         let server = GrpcServer::bind(&config.service.server)
             .await?
             .with_descriptor_set(carerecord_contracts::FILE_DESCRIPTOR_SET)
             .add_service(api);
-        Ok(Application { server })
+        Ok(Application { server, streams })
     }
 
     fn migrations() -> &'static Migrations {
@@ -80,6 +196,53 @@ impl Service for Application {
     }
 
     async fn run(self, shutdown: CancellationToken) -> Result<(), StartError> {
-        Ok(self.server.serve(shutdown).await?)
+        let streams = self.streams.clone();
+        let stop_streams = shutdown.clone();
+        tokio::spawn(async move {
+            stop_streams.cancelled().await;
+            streams.cancel();
+        });
+        let result = self.server.serve(shutdown).await;
+        self.streams.cancel();
+        Ok(result?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_settings_have_defaults_and_limits() {
+        let config = RecordsConfig::from_env(&Env::default()).unwrap();
+        assert_eq!(config.rules.payload.max_bytes, 1 << 20);
+        assert_eq!(config.rules.allowed_resource_types, None);
+        let env = Env::from_pairs([
+            ("CARERECORD_RECORDS_MAX_PAYLOAD_BYTES", "64KiB"),
+            (
+                "CARERECORD_RECORDS_FHIR_BASE_URLS",
+                "https://fhir.example.nhs.uk/R4/, https://b.example/fhir",
+            ),
+            ("CARERECORD_RECORDS_RESOURCE_TYPES", "Observation,Condition"),
+        ]);
+        let config = RecordsConfig::from_env(&env).unwrap();
+        assert_eq!(
+            config.rules.payload.fhir_base_urls,
+            ["https://fhir.example.nhs.uk/R4", "https://b.example/fhir"]
+        );
+        assert_eq!(
+            config.rules.allowed_resource_types.unwrap(),
+            ["Observation", "Condition"]
+        );
+        for (name, value) in [
+            ("CARERECORD_RECORDS_MAX_PAYLOAD_BYTES", "4MiB"),
+            ("CARERECORD_RECORDS_MAX_PAYLOAD_BYTES", "1KiB"),
+            ("CARERECORD_RECORDS_RESOURCE_TYPES", "Patient"),
+            ("CARERECORD_RECORDS_FHIR_BASE_URLS", "fhir.example"),
+            ("CARERECORD_RECORDS_WATCH_HEARTBEAT", "2m"),
+        ] {
+            let err = RecordsConfig::from_env(&Env::from_pairs([(name, value)])).unwrap_err();
+            assert!(err.to_string().contains(name), "{err}");
+        }
     }
 }

@@ -1,3 +1,8 @@
-//! API tests of the records service.
+//! API tests of the records service, each on SQLite and (with TEST_DATABASE_URL) PostgreSQL.
 
+mod crud;
+mod faults;
+mod helpers;
+mod list;
 mod startup;
+mod streams;

@@ -1,0 +1,744 @@
+//! CreateRecord, GetRecord, UpdateRecord, RetractRecord, ListRecordVersions.
+
+use carerecord_contracts::common::v1::ChangeType;
+use carerecord_contracts::records::v1::{
+    GetRecordRequest, ListRecordVersionsRequest, RecordStatus, RecordView, RetractRecordRequest,
+    UpdateRecordRequest,
+};
+use carerecord_platform::testing::TestDatabase;
+use prost_types::{FieldMask, Timestamp};
+use sha2::{Digest, Sha256};
+use tonic::Code;
+use tonic_types::StatusExt;
+
+use crate::helpers::*;
+
+#[tokio::test]
+async fn create_then_get_latest_any_version_and_metadata() {
+    for db in TestDatabase::each_backend().await {
+        let app = spawn_app(&db).await;
+        let mut client = app.client.clone();
+        let patient = new_id();
+        let mut input = record(&patient.to_uppercase());
+        input.data_classes = vec!["mental-health".into(), "hiv".into(), "mental-health".into()];
+        input.effective_time = Some(Timestamp {
+            seconds: 1_700_000_000,
+            nanos: 5_000,
+        });
+        input.authoring_organisation_ods_code = "b86001".into();
+        input.payload = format!(r#"{{"resourceType":"Observation","subject":{{"reference":"{BASE_URL}/Patient/{patient}"}}}}"#).into_bytes();
+        let created = create(&mut client, input.clone()).await;
+        assert_eq!(created.patient_id, patient, "stored lower case");
+        assert_eq!(created.version, 1);
+        assert_eq!(created.status, RecordStatus::Current as i32);
+        assert_eq!(created.payload, input.payload, "payload byte for byte");
+        assert_eq!(
+            created.content_hash,
+            hex::encode(Sha256::digest(&input.payload))
+        );
+        assert_eq!(created.payload_size, input.payload.len() as i64);
+        assert_eq!(created.data_classes, ["hiv", "mental-health"]);
+        assert_eq!(created.authoring_organisation_ods_code, "B86001");
+        assert_eq!(created.create_time, created.update_time);
+        assert_eq!(
+            created.recorded_time, created.create_time,
+            "recorded_time defaults to create_time"
+        );
+        assert_eq!(created.effective_time, input.effective_time);
+        assert!(!created.etag.is_empty());
+
+        let get = |version: i64, view: RecordView| GetRecordRequest {
+            record_id: created.record_id.to_uppercase(),
+            version,
+            view: view as i32,
+        };
+        let latest = client
+            .get_record(get(0, RecordView::Unspecified))
+            .await
+            .unwrap()
+            .into_inner()
+            .record
+            .unwrap();
+        assert_eq!(latest, created);
+        let first = client
+            .get_record(get(1, RecordView::Full))
+            .await
+            .unwrap()
+            .into_inner()
+            .record
+            .unwrap();
+        assert_eq!(first, created);
+        let metadata = client
+            .get_record(get(0, RecordView::Metadata))
+            .await
+            .unwrap()
+            .into_inner()
+            .record
+            .unwrap();
+        assert!(metadata.payload.is_empty());
+        assert_eq!(metadata.content_hash, created.content_hash);
+        assert_eq!(metadata.payload_size, created.payload_size);
+        app.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn create_is_idempotent_by_request_id() {
+    for db in TestDatabase::each_backend().await {
+        let app = spawn_app(&db).await;
+        let mut client = app.client.clone();
+        let patient = new_id();
+        let request = create_request(record(&patient));
+        let first = client
+            .create_record(request.clone())
+            .await
+            .unwrap()
+            .into_inner()
+            .record
+            .unwrap();
+        let retry = client
+            .create_record(request.clone())
+            .await
+            .unwrap()
+            .into_inner()
+            .record
+            .unwrap();
+        assert_eq!(retry, first);
+
+        // After an update, a retry still returns version 1 as first created.
+        client
+            .update_record(UpdateRecordRequest {
+                record: Some(first.clone()),
+                etag: first.etag.clone(),
+                update_mask: None,
+                requester: Some(requester()),
+            })
+            .await
+            .unwrap();
+        let retry = client
+            .create_record(request.clone())
+            .await
+            .unwrap()
+            .into_inner()
+            .record
+            .unwrap();
+        assert_eq!(retry, first);
+
+        // The same request id with a different record.
+        let mut different = request.clone();
+        different.record.as_mut().unwrap().author = "someone else".into();
+        let status = client.create_record(different).await.unwrap_err();
+        assert_eq!(status.code(), Code::FailedPrecondition);
+        assert_eq!(reason(&status), "REQUEST_ID_REUSED");
+
+        // Concurrent retries of one request create one record.
+        let concurrent = create_request(record(&patient));
+        let calls = (0..8).map(|_| {
+            let mut client = client.clone();
+            let request = concurrent.clone();
+            tokio::spawn(async move {
+                client
+                    .create_record(request)
+                    .await
+                    .unwrap()
+                    .into_inner()
+                    .record
+                    .unwrap()
+                    .record_id
+            })
+        });
+        let mut ids = Vec::new();
+        for call in calls {
+            ids.push(call.await.unwrap());
+        }
+        ids.dedup();
+        assert_eq!(ids.len(), 1, "{ids:?}");
+        assert_eq!(list_all(&mut client, &patient).await.len(), 2);
+        app.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn create_refuses_bad_input_precisely_and_writes_nothing() {
+    for db in TestDatabase::each_backend().await {
+        let app = spawn_app_with(
+            &db.url,
+            &[("CARERECORD_RECORDS_MAX_PAYLOAD_BYTES", "64KiB")],
+        )
+        .await;
+        let mut client = app.client.clone();
+        let patient = new_id();
+        let other = new_id();
+        let with = |change: &dyn Fn(&mut carerecord_contracts::records::v1::Record)| {
+            let mut r = record(&patient);
+            change(&mut r);
+            create_request(r)
+        };
+        let cases: Vec<(
+            carerecord_contracts::records::v1::CreateRecordRequest,
+            Vec<&str>,
+            &str,
+        )> = vec![
+            (
+                with(&|r| r.payload = b"{not json".to_vec()),
+                vec!["record.payload"],
+                "not valid JSON",
+            ),
+            (
+                with(&|r| r.payload = b"[]".to_vec()),
+                vec!["record.payload"],
+                "must be an object",
+            ),
+            (
+                with(&|r| r.resource_type = "Condition".into()),
+                vec!["record.payload"],
+                "/resourceType",
+            ),
+            (
+                with(&|r| r.payload = observation(&other)),
+                vec!["record.payload"],
+                "/subject/reference: expected Patient/",
+            ),
+            (
+                with(&|r| r.payload = vec![b' '; 70_000]),
+                vec!["record.payload"],
+                "the payload is 70000 bytes, over the limit of 65536 bytes",
+            ),
+            (
+                with(&|r| r.resource_type = "Patient".into()),
+                vec!["record.resource_type"],
+                "cannot be records",
+            ),
+            (
+                with(&|r| r.resource_type = "observation".into()),
+                vec!["record.resource_type"],
+                "not a FHIR R4 resource type",
+            ),
+            (
+                with(&|r| r.content_type = "application/json".into()),
+                vec!["record.content_type"],
+                "only application/fhir+json",
+            ),
+            (
+                with(&|r| r.data_classes = vec!["hiv".into(), "cardiology".into()]),
+                vec!["record.data_classes[1]"],
+                "unknown data class",
+            ),
+            (
+                with(&|r| r.patient_id = "not-a-uuid".into()),
+                vec!["record.patient_id"],
+                "UUID",
+            ),
+            (
+                with(&|r| r.patient_id = "00000000-0000-0000-0000-000000000000".into()),
+                vec!["record.patient_id"],
+                "nil",
+            ),
+            (
+                with(&|r| r.source_system = String::new()),
+                vec!["record.source_system"],
+                "required",
+            ),
+            (
+                with(&|r| r.authoring_organisation_ods_code = "R-8".into()),
+                vec!["record.authoring_organisation_ods_code"],
+                "ODS",
+            ),
+            (
+                with(&|r| {
+                    r.recorded_time = Some(Timestamp {
+                        seconds: 4_000_000_000,
+                        nanos: 0,
+                    })
+                }),
+                vec!["record.recorded_time"],
+                "5 minutes",
+            ),
+        ];
+        for (request, fields, description) in cases {
+            let status = client.create_record(request).await.unwrap_err();
+            assert_invalid(&status, &fields);
+            assert!(
+                first_description(&status).contains(description),
+                "{description}: {status:?}"
+            );
+        }
+        let mut request = create_request(record(&patient));
+        request.request_id = String::new();
+        request.requester = None;
+        assert_invalid(
+            &client.create_record(request).await.unwrap_err(),
+            &["request_id", "requester"],
+        );
+        let mut request = create_request(record(&patient));
+        request.request_id = "123".into();
+        request.requester.as_mut().unwrap().user_id = String::new();
+        assert_invalid(
+            &client.create_record(request).await.unwrap_err(),
+            &["request_id", "requester.user_id"],
+        );
+        let mut request = create_request(record(&patient));
+        request.record = None;
+        assert_invalid(
+            &client.create_record(request).await.unwrap_err(),
+            &["record"],
+        );
+
+        assert!(
+            list_all(&mut client, &patient).await.is_empty(),
+            "nothing written"
+        );
+        app.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn get_refuses_bad_ids_and_unknown_records() {
+    for db in TestDatabase::each_backend().await {
+        let app = spawn_app(&db).await;
+        let mut client = app.client.clone();
+        let created = create(&mut client, record(&new_id())).await;
+        let status = client
+            .get_record(GetRecordRequest {
+                record_id: "nope".into(),
+                version: -1,
+                view: 0,
+            })
+            .await
+            .unwrap_err();
+        assert_invalid(&status, &["record_id", "version"]);
+        let status = client
+            .get_record(GetRecordRequest {
+                record_id: String::new(),
+                version: 0,
+                view: 9,
+            })
+            .await
+            .unwrap_err();
+        assert_invalid(&status, &["record_id", "view"]);
+        let unknown = new_id();
+        let status = client
+            .get_record(GetRecordRequest {
+                record_id: unknown.clone(),
+                version: 0,
+                view: 0,
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::NotFound);
+        let info = status.get_error_details().resource_info().cloned().unwrap();
+        assert_eq!(
+            (info.resource_type.as_str(), info.resource_name.as_str()),
+            ("carerecord.records.v1.Record", unknown.as_str())
+        );
+        let status = client
+            .get_record(GetRecordRequest {
+                record_id: created.record_id.clone(),
+                version: 2,
+                view: 0,
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::NotFound);
+        app.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn update_writes_versions_guarded_by_etag() {
+    for db in TestDatabase::each_backend().await {
+        let app = spawn_app(&db).await;
+        let mut client = app.client.clone();
+        let patient = new_id();
+        let v1 = create(&mut client, record(&patient)).await;
+        let update = |record: carerecord_contracts::records::v1::Record,
+                      etag: &str,
+                      paths: &[&str]| UpdateRecordRequest {
+            record: Some(record),
+            etag: etag.to_owned(),
+            update_mask: (!paths.is_empty()).then(|| FieldMask {
+                paths: paths.iter().map(|p| (*p).to_owned()).collect(),
+            }),
+            requester: Some(requester()),
+        };
+
+        // A masked update replaces only the author and keeps everything else.
+        let mut change = v1.clone();
+        change.author = "https://fhir.nhs.uk/Id/sds-user-id|123456789012".into();
+        change.payload = b"ignored: not in the mask".to_vec();
+        change.patient_id = String::new();
+        let v2 = client
+            .update_record(update(change, &v1.etag, &["author"]))
+            .await
+            .unwrap()
+            .into_inner()
+            .record
+            .unwrap();
+        assert_eq!(v2.version, 2);
+        assert_ne!(v2.etag, v1.etag);
+        assert_eq!(v2.author, "https://fhir.nhs.uk/Id/sds-user-id|123456789012");
+        assert_eq!(v2.payload, v1.payload);
+        assert_eq!(v2.create_time, v1.create_time);
+        assert_eq!(v2.recorded_time, v1.recorded_time);
+
+        // A full replacement with a new payload.
+        let mut change = v2.clone();
+        change.payload = format!(r#"{{"resourceType":"Observation","status":"amended","subject":{{"reference":"urn:uuid:{patient}"}}}}"#).into_bytes();
+        change.data_classes = vec!["safeguarding".into()];
+        let v3 = client
+            .update_record(update(change.clone(), &v2.etag, &["*"]))
+            .await
+            .unwrap()
+            .into_inner()
+            .record
+            .unwrap();
+        assert_eq!(v3.version, 3);
+        assert_eq!(v3.payload, change.payload);
+        assert_eq!(v3.data_classes, ["safeguarding"]);
+
+        // Stale etag: ABORTED, nothing written.
+        let status = client
+            .update_record(update(v3.clone(), &v2.etag, &[]))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::Aborted);
+        assert_eq!(reason(&status), "ETAG_MISMATCH");
+
+        // Bad requests.
+        let mut bad = v3.clone();
+        bad.patient_id = new_id();
+        assert_invalid(
+            &client
+                .update_record(update(bad, &v3.etag, &[]))
+                .await
+                .unwrap_err(),
+            &["record.patient_id"],
+        );
+        let mut bad = v3.clone();
+        bad.resource_type = "Condition".into();
+        assert_invalid(
+            &client
+                .update_record(update(bad, &v3.etag, &["author"]))
+                .await
+                .unwrap_err(),
+            &["record.resource_type"],
+        );
+        let mut bad = v3.clone();
+        bad.payload = observation(&new_id());
+        let status = client
+            .update_record(update(bad, &v3.etag, &["payload"]))
+            .await
+            .unwrap_err();
+        assert_invalid(&status, &["record.payload"]);
+        assert!(first_description(&status).starts_with("/subject/reference"));
+        assert_invalid(
+            &client
+                .update_record(update(v3.clone(), &v3.etag, &["patient_id"]))
+                .await
+                .unwrap_err(),
+            &["update_mask"],
+        );
+        let mut bad = v3.clone();
+        bad.source_system = String::new();
+        assert_invalid(
+            &client
+                .update_record(update(bad, "", &[]))
+                .await
+                .unwrap_err(),
+            &["etag", "record.source_system"],
+        );
+        let status = client
+            .update_record(UpdateRecordRequest {
+                record: None,
+                etag: v3.etag.clone(),
+                update_mask: None,
+                requester: None,
+            })
+            .await
+            .unwrap_err();
+        assert_invalid(&status, &["record"]);
+        let mut unknown = v3.clone();
+        unknown.record_id = new_id();
+        assert_eq!(
+            client
+                .update_record(update(unknown, &v3.etag, &[]))
+                .await
+                .unwrap_err()
+                .code(),
+            Code::NotFound
+        );
+
+        let latest = client
+            .get_record(GetRecordRequest {
+                record_id: v1.record_id.clone(),
+                version: 0,
+                view: 0,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(latest.record.unwrap(), v3, "refused updates wrote nothing");
+        app.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn concurrent_updates_with_one_etag_let_exactly_one_win() {
+    for db in TestDatabase::each_backend().await {
+        let app = spawn_app(&db).await;
+        let mut client = app.client.clone();
+        let v1 = create(&mut client, record(&new_id())).await;
+        let calls = (0..6).map(|i| {
+            let mut client = client.clone();
+            let mut change = v1.clone();
+            change.author = format!("author {i}");
+            let etag = v1.etag.clone();
+            tokio::spawn(async move {
+                client
+                    .update_record(UpdateRecordRequest {
+                        record: Some(change),
+                        etag,
+                        update_mask: None,
+                        requester: Some(requester()),
+                    })
+                    .await
+            })
+        });
+        let mut won = 0;
+        for call in calls {
+            match call.await.unwrap() {
+                Ok(_) => won += 1,
+                Err(status) => assert_eq!(status.code(), Code::Aborted, "{status:?}"),
+            }
+        }
+        assert_eq!(won, 1);
+        app.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn retract_keeps_every_version_readable_and_blocks_changes() {
+    for db in TestDatabase::each_backend().await {
+        let app = spawn_app(&db).await;
+        let mut client = app.client.clone();
+        let v1 = create(&mut client, record(&new_id())).await;
+        let retract = |etag: &str, reason: &str| RetractRecordRequest {
+            record_id: v1.record_id.clone(),
+            etag: etag.to_owned(),
+            reason: reason.to_owned(),
+            requester: Some(requester()),
+        };
+        assert_invalid(
+            &client
+                .retract_record(retract(&v1.etag, "  "))
+                .await
+                .unwrap_err(),
+            &["reason"],
+        );
+        assert_invalid(
+            &client
+                .retract_record(retract(&v1.etag, &"x".repeat(1025)))
+                .await
+                .unwrap_err(),
+            &["reason"],
+        );
+        let status = client
+            .retract_record(RetractRecordRequest {
+                record_id: "x".into(),
+                etag: String::new(),
+                reason: String::new(),
+                requester: None,
+            })
+            .await
+            .unwrap_err();
+        assert_invalid(&status, &["record_id", "etag", "reason", "requester"]);
+        assert_eq!(
+            client
+                .retract_record(retract("v9-9", "wrong patient"))
+                .await
+                .unwrap_err()
+                .code(),
+            Code::Aborted
+        );
+
+        let v2 = client
+            .retract_record(retract(&v1.etag, "entered against the wrong patient"))
+            .await
+            .unwrap()
+            .into_inner()
+            .record
+            .unwrap();
+        assert_eq!(v2.version, 2);
+        assert_eq!(v2.status, RecordStatus::EnteredInError as i32);
+        assert_eq!(v2.retraction_reason, "entered against the wrong patient");
+        assert_eq!(v2.payload, v1.payload);
+
+        let status = client
+            .retract_record(retract(&v2.etag, "again"))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::FailedPrecondition);
+        let details = status.get_error_details();
+        let violation = &details.precondition_failure().unwrap().violations[0];
+        assert_eq!(
+            (violation.r#type.as_str(), violation.subject.as_str()),
+            ("RECORD_STATUS", v1.record_id.as_str())
+        );
+        let status = client
+            .update_record(UpdateRecordRequest {
+                record: Some(v2.clone()),
+                etag: v2.etag.clone(),
+                update_mask: None,
+                requester: Some(requester()),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::FailedPrecondition);
+
+        let old = client
+            .get_record(GetRecordRequest {
+                record_id: v1.record_id.clone(),
+                version: 1,
+                view: 0,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(old.record.unwrap(), v1);
+        let latest = client
+            .get_record(GetRecordRequest {
+                record_id: v1.record_id.clone(),
+                version: 0,
+                view: 0,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(latest.record.unwrap(), v2);
+        app.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn versions_are_listed_newest_first_in_pages() {
+    for db in TestDatabase::each_backend().await {
+        let app = spawn_app(&db).await;
+        let mut client = app.client.clone();
+        let mut latest = create(&mut client, record(&new_id())).await;
+        let record_id = latest.record_id.clone();
+        for i in 0..3 {
+            let mut change = latest.clone();
+            change.author = format!("author {i}");
+            let mut by = requester();
+            by.user_id = format!("user {i}");
+            latest = client
+                .update_record(UpdateRecordRequest {
+                    record: Some(change),
+                    etag: latest.etag.clone(),
+                    update_mask: None,
+                    requester: Some(by),
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .record
+                .unwrap();
+        }
+        latest = client
+            .retract_record(RetractRecordRequest {
+                record_id: record_id.clone(),
+                etag: latest.etag.clone(),
+                reason: "dup".into(),
+                requester: Some(requester()),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .record
+            .unwrap();
+
+        let page = |page_token: String| ListRecordVersionsRequest {
+            record_id: record_id.clone(),
+            page_size: 2,
+            page_token,
+            view: RecordView::Metadata as i32,
+        };
+        let first = client
+            .list_record_versions(page(String::new()))
+            .await
+            .unwrap()
+            .into_inner();
+        // A version written after the first page is not listed by this listing.
+        assert!(!first.next_page_token.is_empty());
+        let second = client
+            .list_record_versions(page(first.next_page_token.clone()))
+            .await
+            .unwrap()
+            .into_inner();
+        let third = client
+            .list_record_versions(page(second.next_page_token.clone()))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(third.next_page_token.is_empty());
+        let versions: Vec<_> = first
+            .versions
+            .iter()
+            .chain(&second.versions)
+            .chain(&third.versions)
+            .collect();
+        let numbers: Vec<i64> = versions
+            .iter()
+            .map(|v| v.record.as_ref().unwrap().version)
+            .collect();
+        assert_eq!(numbers, [5, 4, 3, 2, 1]);
+        let types: Vec<i32> = versions.iter().map(|v| v.change_type).collect();
+        let (c, u, r) = (
+            ChangeType::Created as i32,
+            ChangeType::Updated as i32,
+            ChangeType::Retracted as i32,
+        );
+        assert_eq!(types, [r, u, u, u, c]);
+        assert_eq!(versions[1].requester.as_ref().unwrap().user_id, "user 2");
+        assert!(
+            versions
+                .iter()
+                .all(|v| v.record.as_ref().unwrap().payload.is_empty())
+        );
+        assert_eq!(versions[0].record.as_ref().unwrap().etag, latest.etag);
+
+        // A token is bound to its record and cannot be edited.
+        let other = create(&mut client, record(&new_id())).await;
+        let mut moved = page(first.next_page_token.clone());
+        moved.record_id = other.record_id.clone();
+        assert_invalid(
+            &client.list_record_versions(moved).await.unwrap_err(),
+            &["page_token"],
+        );
+        let mut tampered = first.next_page_token.clone();
+        tampered.replace_range(
+            tampered.len() - 2..,
+            if tampered.ends_with("AA") { "AB" } else { "AA" },
+        );
+        assert_invalid(
+            &client
+                .list_record_versions(page(tampered))
+                .await
+                .unwrap_err(),
+            &["page_token"],
+        );
+        let unknown = ListRecordVersionsRequest {
+            record_id: new_id(),
+            ..Default::default()
+        };
+        assert_eq!(
+            client
+                .list_record_versions(unknown)
+                .await
+                .unwrap_err()
+                .code(),
+            Code::NotFound
+        );
+        app.stop().await;
+    }
+}
