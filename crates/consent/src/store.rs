@@ -8,7 +8,9 @@ use carerecord_platform::db::{Backend, Database};
 use prost::Message;
 use sqlx::{AssertSqlSafe, Row};
 
-use crate::domain::decide::CompiledDirective;
+use std::sync::{Arc, Mutex};
+
+use crate::domain::decide::{CompiledDirective, CompiledRules};
 use crate::error::Error;
 
 /// The current opt-out record of a patient.
@@ -42,6 +44,29 @@ pub struct PatientState {
 #[derive(Debug, Clone)]
 pub struct Store {
     db: Database,
+    /// Compiled rules by their stored bytes. Content-addressed, so never stale; bounded by clearing.
+    rules: Arc<Mutex<HashMap<Vec<u8>, Arc<CompiledRules>>>>,
+}
+
+/// Distinct compiled rules kept before the cache is emptied.
+const RULES_CACHE_CAPACITY: usize = 100_000;
+
+/// Compiles rules, or reuses the compilation of identical bytes.
+fn compiled(
+    cache: &mut HashMap<Vec<u8>, Arc<CompiledRules>>,
+    bytes: Vec<u8>,
+) -> Result<Arc<CompiledRules>, Error> {
+    if let Some(rules) = cache.get(&bytes) {
+        return Ok(rules.clone());
+    }
+    let rules = Arc::new(CompiledRules::compile(&ConsentDirective::decode(
+        bytes.as_slice(),
+    )?));
+    if cache.len() >= RULES_CACHE_CAPACITY {
+        cache.clear();
+    }
+    cache.insert(bytes, rules.clone());
+    Ok(rules)
 }
 
 /// The fields decisions read, as a small message of their own.
@@ -63,7 +88,10 @@ fn micros_of(ts: Option<&prost_types::Timestamp>) -> i64 {
 
 impl Store {
     pub fn new(db: Database) -> Self {
-        Store { db }
+        Store {
+            db,
+            rules: Arc::new(Mutex::new(HashMap::new())),
+        }
     }
 
     /// Creates a directive (version 1) unless `request_id` was seen before.
@@ -338,9 +366,19 @@ impl Store {
         .fetch_all(&self.db.pool)
         .await?;
         let mut state = PatientState::default();
+        let mut cache = self.rules.lock().unwrap_or_else(|e| e.into_inner());
         for row in rows {
-            absorb(&mut state, &row)?;
+            let directive_id: String = row.try_get(0)?;
+            if directive_id.is_empty() {
+                state.opted_out = true;
+                continue;
+            }
+            let rules = compiled(&mut cache, row.try_get(2)?)?;
+            state
+                .directives
+                .push(CompiledDirective::new(directive_id, row.try_get(1)?, rules));
         }
+        drop(cache);
         sort_directives(&mut state.directives);
         Ok(state)
     }
@@ -354,12 +392,11 @@ impl Store {
         let (ids, sql) = match self.db.backend {
             Backend::Postgres => (
                 patient_ids.join(","),
-                "WITH ids AS (SELECT DISTINCT unnest(string_to_array($1, ',')) AS patient_id) \
-                 SELECT d.patient_id, d.directive_id, d.version, d.rules FROM consent_directives d \
-                 JOIN ids ON d.patient_id = ids.patient_id WHERE d.status = 2 \
+                "SELECT patient_id, directive_id, version, rules FROM consent_directives \
+                 WHERE status = 2 AND patient_id = ANY(string_to_array($1, ',')) \
                  UNION ALL \
-                 SELECT o.patient_id, '', 0, NULL FROM national_data_opt_outs o \
-                 JOIN ids ON o.patient_id = ids.patient_id WHERE o.opted_out = 1",
+                 SELECT patient_id, '', 0, NULL FROM national_data_opt_outs \
+                 WHERE opted_out = 1 AND patient_id = ANY(string_to_array($1, ','))",
             ),
             Backend::Sqlite => (
                 format!("[\"{}\"]", patient_ids.join("\",\"")),
@@ -372,6 +409,7 @@ impl Store {
         };
         let rows = sqlx::query(sql).bind(ids).fetch_all(&self.db.pool).await?;
         let mut states: HashMap<String, PatientState> = HashMap::new();
+        let mut cache = self.rules.lock().unwrap_or_else(|e| e.into_inner());
         for row in rows {
             let patient_id: String = row.try_get(0)?;
             let state = states.entry(patient_id).or_default();
@@ -380,36 +418,18 @@ impl Store {
                 state.opted_out = true;
             } else {
                 let version: i64 = row.try_get(2)?;
-                let rules: Vec<u8> = row.try_get(3)?;
-                state.directives.push(CompiledDirective::compile(
-                    directive_id,
-                    version,
-                    &ConsentDirective::decode(rules.as_slice())?,
-                ));
+                let rules = compiled(&mut cache, row.try_get(3)?)?;
+                state
+                    .directives
+                    .push(CompiledDirective::new(directive_id, version, rules));
             }
         }
+        drop(cache);
         for state in states.values_mut() {
             sort_directives(&mut state.directives);
         }
         Ok(states)
     }
-}
-
-/// Adds one row of the single-patient query to the state.
-fn absorb(state: &mut PatientState, row: &sqlx::any::AnyRow) -> Result<(), Error> {
-    let directive_id: String = row.try_get(0)?;
-    if directive_id.is_empty() {
-        state.opted_out = true;
-        return Ok(());
-    }
-    let version: i64 = row.try_get(1)?;
-    let rules: Vec<u8> = row.try_get(2)?;
-    state.directives.push(CompiledDirective::compile(
-        directive_id,
-        version,
-        &ConsentDirective::decode(rules.as_slice())?,
-    ));
-    Ok(())
 }
 
 /// Directive order does not change outcomes, but a fixed order keeps explanations deterministic.

@@ -13,8 +13,10 @@ CREATE TABLE consent_directives (
     body BYTEA NOT NULL,
     rules BYTEA NOT NULL
 );
--- Decide: a patient's ACTIVE directives (status 2).
-CREATE INDEX consent_directives_active ON consent_directives (patient_id) WHERE status = 2;
+-- Decide: a patient's ACTIVE directives (status 2), covering what decisions read so that they are
+-- index-only scans (BatchDecide reads thousands of patients scattered over the table).
+CREATE INDEX consent_directives_active ON consent_directives (patient_id)
+    INCLUDE (directive_id, version, rules) WHERE status = 2;
 -- ListConsentDirectives: newest first, then directive_id.
 CREATE INDEX consent_directives_by_patient ON consent_directives (patient_id, create_time DESC, directive_id);
 

@@ -4,7 +4,6 @@
 //! Pure: the platform rules arrive already evaluated for the request context ([`PlatformVerdicts`]),
 //! because they do not depend on the patient; this module never calls the policy engine.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use carerecord_contracts::consent::v1::{ConsentDecision, ConsentDirective, Provision};
@@ -163,24 +162,19 @@ impl Node {
     }
 }
 
-/// One ACTIVE directive, compiled for evaluation.
-#[derive(Debug, Clone)]
-pub struct CompiledDirective {
-    pub directive_id: String,
-    pub version: i64,
+/// The rules of a directive (decision, scope, period, provisions), compiled for evaluation. Many
+/// directives share identical rules (consent forms are templates), so compiled rules are shared.
+#[derive(Debug)]
+pub struct CompiledRules {
     permit: bool,
     scope_purposes: Purposes,
     period: Period,
     provisions: Vec<Node>,
 }
 
-impl CompiledDirective {
-    /// Compiles a stored directive's rules (validated when written; unknown codes are ignored).
-    pub fn compile(
-        directive_id: String,
-        version: i64,
-        rules: &ConsentDirective,
-    ) -> CompiledDirective {
+impl CompiledRules {
+    /// Compiles stored rules (validated when written; unknown codes are ignored).
+    pub fn compile(rules: &ConsentDirective) -> CompiledRules {
         let mut scope_purposes = Purposes::default();
         rules
             .scope_purposes
@@ -189,14 +183,51 @@ impl CompiledDirective {
             .for_each(|p| {
                 scope_purposes.insert(p);
             });
-        CompiledDirective {
-            directive_id,
-            version,
+        CompiledRules {
             permit: rules.decision == ConsentDecision::Permit as i32,
             scope_purposes,
             period: Period::from_proto(rules.period.as_ref()),
             provisions: rules.provisions.iter().map(Node::compile).collect(),
         }
+    }
+}
+
+/// One ACTIVE directive, compiled for evaluation.
+#[derive(Debug, Clone)]
+pub struct CompiledDirective {
+    pub directive_id: String,
+    pub version: i64,
+    rules: Arc<CompiledRules>,
+}
+
+impl std::ops::Deref for CompiledDirective {
+    type Target = CompiledRules;
+
+    fn deref(&self) -> &CompiledRules {
+        &self.rules
+    }
+}
+
+impl CompiledDirective {
+    pub fn new(directive_id: String, version: i64, rules: Arc<CompiledRules>) -> CompiledDirective {
+        CompiledDirective {
+            directive_id,
+            version,
+            rules,
+        }
+    }
+
+    /// Compiles a stored directive's rules.
+    pub fn compile(
+        directive_id: String,
+        version: i64,
+        rules: &ConsentDirective,
+    ) -> CompiledDirective {
+        CompiledDirective::new(
+            directive_id,
+            version,
+            Arc::new(CompiledRules::compile(rules)),
+        )
     }
 
     /// Whether the directive applies to the request (its status is ACTIVE: only those are loaded).
@@ -215,13 +246,38 @@ impl CompiledDirective {
     }
 }
 
+/// A provision path (indexes from the top level down), inline: evaluation allocates nothing per cell.
+/// Stored directives are at most 5 deep with at most 200 provisions, so a `u8` per level suffices.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+struct Path {
+    len: u8,
+    indexes: [u8; super::validate::MAX_DEPTH],
+}
+
+impl Path {
+    fn push(&mut self, index: usize) {
+        if let Some(slot) = self.indexes.get_mut(usize::from(self.len)) {
+            *slot = u8::try_from(index).unwrap_or(u8::MAX);
+            self.len += 1;
+        }
+    }
+
+    fn pop(&mut self) {
+        self.len = self.len.saturating_sub(1);
+    }
+
+    fn as_slice(&self) -> &[u8] {
+        &self.indexes[..usize::from(self.len)]
+    }
+}
+
 /// What one directive yields for one cell, and which provision decided.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct DirectiveResult {
     permit: bool,
     explicit: bool,
     study_specific: bool,
-    path: Vec<u32>,
+    path: Path,
 }
 
 /// The cell being evaluated: the request, the class, and the effective time of the records.
@@ -244,7 +300,7 @@ fn evaluate_children(
     children: &[Node],
     own_permit: bool,
     cell: Cell<'_>,
-    path: &mut Vec<u32>,
+    path: &mut Path,
     named: Named,
 ) -> DirectiveResult {
     let mut best: Option<DirectiveResult> = None;
@@ -252,7 +308,7 @@ fn evaluate_children(
         if !child.matches(cell.ctx, cell.class, cell.data_time) {
             continue;
         }
-        path.push(u32::try_from(i).unwrap_or(u32::MAX));
+        path.push(i);
         let child_named = Named {
             purpose: named.purpose || child.purposes.contains(cell.ctx.purpose),
             study: named.study || child.names_study(cell.ctx),
@@ -265,11 +321,11 @@ fn evaluate_children(
             best = Some(result);
         }
     }
-    best.unwrap_or_else(|| DirectiveResult {
+    best.unwrap_or(DirectiveResult {
         permit: own_permit,
         explicit: own_permit && named.purpose,
         study_specific: own_permit && named.purpose && named.study,
-        path: path.clone(),
+        path: *path,
     })
 }
 
@@ -279,7 +335,7 @@ fn evaluate_directive(
     class: Class,
     data_time: Instant,
 ) -> DirectiveResult {
-    let mut path = Vec::new();
+    let mut path = Path::default();
     let named = Named {
         purpose: d.scope_purposes.contains(ctx.purpose),
         study: false,
@@ -345,29 +401,41 @@ pub struct Decision {
     pub reasons: Vec<Reason>,
 }
 
-/// Reasons keyed by their listing order, deduplicated.
-type Reasons = BTreeMap<(Source, String, Vec<u32>, String, bool), Reason>;
-
-fn add_reason(reasons: &mut Reasons, reason: Reason) {
-    let key = (
-        reason.source,
-        reason.directive_id.clone(),
-        reason.provision_path.clone(),
-        reason.policy_id.clone(),
-        reason.permit,
-    );
-    reasons.entry(key).or_insert(reason);
+/// A reason while cells are evaluated: no strings, so evaluation does not allocate per cell.
+#[derive(Debug, Clone, PartialEq)]
+struct RawReason {
+    source: Source,
+    /// Index into the applicable directives (sorted by directive_id).
+    directive: Option<usize>,
+    path: Path,
+    rule: Option<Arc<str>>,
+    permit: bool,
 }
 
-fn rule_reason(rule: &RuleMatch, permit: bool) -> Reason {
-    Reason {
+/// The reasons of one decision, deduplicated (a decision has few, so a linear scan is cheapest).
+fn add_reason(reasons: &mut Vec<RawReason>, reason: RawReason) {
+    if !reasons.contains(&reason) {
+        reasons.push(reason);
+    }
+}
+
+fn rule_reason(rule: &RuleMatch, permit: bool) -> RawReason {
+    RawReason {
         source: Source::PlatformPolicy,
-        directive_id: String::new(),
-        provision_path: Vec::new(),
-        policy_id: rule.policy_id.to_string(),
+        directive: None,
+        path: Path::default(),
+        rule: Some(rule.policy_id.clone()),
         permit,
-        directive_version: 0,
-        explanation: String::new(),
+    }
+}
+
+fn plain_reason(source: Source, permit: bool) -> RawReason {
+    RawReason {
+        source,
+        directive: None,
+        path: Path::default(),
+        rule: None,
+        permit,
     }
 }
 
@@ -380,8 +448,9 @@ pub fn decide(
     opted_out: bool,
     explain: bool,
 ) -> Decision {
-    let applicable: Vec<&CompiledDirective> =
+    let mut applicable: Vec<&CompiledDirective> =
         directives.iter().filter(|d| d.applies(ctx)).collect();
+    applicable.sort_by(|a, b| a.directive_id.cmp(&b.directive_id));
 
     // The effective-time axis is split at every boundary of the data periods consulted; each interval
     // is evaluated at its start (the first at minus infinity), which every data period either contains
@@ -396,7 +465,8 @@ pub fn decide(
         .chain(bounds.iter().copied())
         .collect();
 
-    let mut reasons = Reasons::new();
+    let mut raw: Vec<RawReason> = Vec::new();
+    let mut results: Vec<DirectiveResult> = Vec::with_capacity(applicable.len());
     let mut any_permit = false;
     let mut pseudonymise = false;
     let mut rule_flag = false;
@@ -413,9 +483,12 @@ pub fn decide(
                 opted_out,
                 class,
                 data_time,
-                &mut reasons,
-                &mut pseudonymise,
-                &mut rule_flag,
+                &mut CellOut {
+                    reasons: &mut raw,
+                    results: &mut results,
+                    pseudonymise: &mut pseudonymise,
+                    rule_flag: &mut rule_flag,
+                },
             );
             if permit {
                 any_permit = true;
@@ -459,7 +532,42 @@ pub fn decide(
         obligations.push(Obligation::FlagForReview);
     }
 
-    let mut reasons: Vec<Reason> = reasons.into_values().collect();
+    // Listing order: source, directive_id, provision path (index by index), policy id.
+    raw.sort_by(|a, b| {
+        let id = |r: &RawReason| {
+            r.directive
+                .map_or("", |i| applicable[i].directive_id.as_str())
+        };
+        (
+            a.source,
+            id(a),
+            a.path.as_slice(),
+            a.rule.as_deref().unwrap_or(""),
+            a.permit,
+        )
+            .cmp(&(
+                b.source,
+                id(b),
+                b.path.as_slice(),
+                b.rule.as_deref().unwrap_or(""),
+                b.permit,
+            ))
+    });
+    let mut reasons: Vec<Reason> = raw
+        .iter()
+        .map(|r| {
+            let directive = r.directive.map(|i| applicable[i]);
+            Reason {
+                source: r.source,
+                directive_id: directive.map_or_else(String::new, |d| d.directive_id.clone()),
+                provision_path: r.path.as_slice().iter().map(|i| u32::from(*i)).collect(),
+                policy_id: r.rule.as_deref().unwrap_or("").to_owned(),
+                permit: r.permit,
+                directive_version: directive.map_or(0, |d| d.version),
+                explanation: String::new(),
+            }
+        })
+        .collect();
     if explain {
         for reason in &mut reasons {
             reason.explanation = super::explain::explain(reason, ctx, platform, &applicable);
@@ -472,8 +580,15 @@ pub fn decide(
     }
 }
 
+/// Where one cell's evaluation writes: reasons, scratch space, obligations of permitting rules.
+struct CellOut<'a> {
+    reasons: &'a mut Vec<RawReason>,
+    results: &'a mut Vec<DirectiveResult>,
+    pseudonymise: &'a mut bool,
+    rule_flag: &'a mut bool,
+}
+
 /// Steps 1 to 7 of the contract for one cell; returns whether the cell is permitted.
-#[allow(clippy::too_many_arguments)]
 fn decide_cell(
     ctx: &Context,
     verdicts: &ClassVerdicts,
@@ -481,29 +596,29 @@ fn decide_cell(
     opted_out: bool,
     class: Class,
     data_time: Instant,
-    reasons: &mut Reasons,
-    pseudonymise: &mut bool,
-    rule_flag: &mut bool,
+    out: &mut CellOut<'_>,
 ) -> bool {
     // 1. A platform FORBID rule: nothing overrides it.
     if !verdicts.forbid.is_empty() {
         for rule in &verdicts.forbid {
-            add_reason(reasons, rule_reason(rule, false));
+            add_reason(out.reasons, rule_reason(rule, false));
         }
         return false;
     }
 
     // The directives' verdict for the cell: DENY if any denies, else explicit PERMIT if any, else none.
-    let results: Vec<(&CompiledDirective, DirectiveResult)> = applicable
-        .iter()
-        .map(|d| (*d, evaluate_directive(d, ctx, class, data_time)))
-        .collect();
-    let any_deny = results.iter().any(|(_, r)| !r.permit);
-    let verdict = if any_deny {
+    out.results.clear();
+    out.results.extend(
+        applicable
+            .iter()
+            .map(|d| evaluate_directive(d, ctx, class, data_time)),
+    );
+    let results = &*out.results;
+    let verdict = if results.iter().any(|r| !r.permit) {
         DirectiveVerdict::Deny
-    } else if results.iter().any(|(_, r)| r.explicit) {
+    } else if results.iter().any(|r| r.explicit) {
         DirectiveVerdict::ExplicitPermit {
-            study_specific: results.iter().any(|(_, r)| r.study_specific),
+            study_specific: results.iter().any(|r| r.study_specific),
         }
     } else {
         DirectiveVerdict::NoObjection
@@ -511,20 +626,12 @@ fn decide_cell(
 
     // 2. The national data opt-out (statutory; its exemptions are a fixed table).
     if opted_out {
-        let exemption = optout::exemption(ctx, verdict);
+        let exempt = optout::exemption(ctx, verdict).is_some();
         add_reason(
-            reasons,
-            Reason {
-                source: Source::NationalDataOptOut,
-                directive_id: String::new(),
-                provision_path: Vec::new(),
-                policy_id: String::new(),
-                permit: exemption.is_some(),
-                directive_version: 0,
-                explanation: String::new(),
-            },
+            out.reasons,
+            plain_reason(Source::NationalDataOptOut, exempt),
         );
-        if exemption.is_none() {
+        if !exempt {
             return false;
         }
     }
@@ -532,33 +639,31 @@ fn decide_cell(
     // 3. A platform OVERRIDE rule.
     if !verdicts.overrides.is_empty() {
         for rule in &verdicts.overrides {
-            *pseudonymise |= rule.pseudonymise;
-            *rule_flag |= rule.flag_for_review;
-            add_reason(reasons, rule_reason(rule, true));
+            *out.pseudonymise |= rule.pseudonymise;
+            *out.rule_flag |= rule.flag_for_review;
+            add_reason(out.reasons, rule_reason(rule, true));
         }
         return true;
     }
 
     // 4. and 5. The patient's directives.
-    let directive_reason = |d: &CompiledDirective, r: &DirectiveResult| Reason {
+    let directive_reason = |i: usize, r: &DirectiveResult| RawReason {
         source: Source::PatientDirective,
-        directive_id: d.directive_id.clone(),
-        provision_path: r.path.clone(),
-        policy_id: String::new(),
+        directive: Some(i),
+        path: r.path,
+        rule: None,
         permit: r.permit,
-        directive_version: d.version,
-        explanation: String::new(),
     };
     match verdict {
         DirectiveVerdict::Deny => {
-            for (d, r) in results.iter().filter(|(_, r)| !r.permit) {
-                add_reason(reasons, directive_reason(d, r));
+            for (i, r) in results.iter().enumerate().filter(|(_, r)| !r.permit) {
+                add_reason(out.reasons, directive_reason(i, r));
             }
             return false;
         }
         DirectiveVerdict::ExplicitPermit { .. } => {
-            for (d, r) in results.iter().filter(|(_, r)| r.explicit) {
-                add_reason(reasons, directive_reason(d, r));
+            for (i, r) in results.iter().enumerate().filter(|(_, r)| r.explicit) {
+                add_reason(out.reasons, directive_reason(i, r));
             }
             return true;
         }
@@ -569,28 +674,17 @@ fn decide_cell(
     if let Some((permit, rules)) = &verdicts.default {
         for rule in rules {
             if *permit {
-                *pseudonymise |= rule.pseudonymise;
-                *rule_flag |= rule.flag_for_review;
+                *out.pseudonymise |= rule.pseudonymise;
+                *out.rule_flag |= rule.flag_for_review;
             }
-            add_reason(reasons, rule_reason(rule, *permit));
+            add_reason(out.reasons, rule_reason(rule, *permit));
         }
         return *permit;
     }
 
     // 7. The built-in default: implied consent for individual care only.
     let permit = matches!(ctx.purpose, Purpose::Treat | Purpose::Etreat);
-    add_reason(
-        reasons,
-        Reason {
-            source: Source::Default,
-            directive_id: String::new(),
-            provision_path: Vec::new(),
-            policy_id: String::new(),
-            permit,
-            directive_version: 0,
-            explanation: String::new(),
-        },
-    );
+    add_reason(out.reasons, plain_reason(Source::Default, permit));
     permit
 }
 
