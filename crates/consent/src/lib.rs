@@ -1,19 +1,29 @@
 //! Consent: patients' directives, the national data opt-out, and explainable access decisions.
 //!
-//! Serves `carerecord.consent.v1.ConsentService`.
+//! Serves `carerecord.consent.v1.ConsentService`. Patient directives are data evaluated by typed code
+//! ([`domain::decide`]); platform-wide rules are Cedar policies ([`policy`]) that an ICS can replace
+//! without rebuilding (`CARERECORD_CONSENT_POLICY_FILE`).
 
+pub mod domain;
+mod error;
+pub mod policy;
 mod service;
+mod store;
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
 
 use carerecord_contracts::consent::v1::consent_service_server::ConsentServiceServer;
 use carerecord_platform::app::{Service, StartError};
 use carerecord_platform::config::{ConfigError, Env, ServiceConfig};
 use carerecord_platform::db::{Database, Migrations};
+use carerecord_platform::page_token::PageTokens;
 use carerecord_platform::server::GrpcServer;
 use carerecord_platform::telemetry::TelemetryConfig;
 use tokio_util::sync::CancellationToken;
 
+pub use policy::PlatformPolicies;
 pub use service::ConsentDecider;
 
 /// Where the service listens unless `CARERECORD_LISTEN_ADDR` says otherwise.
@@ -22,22 +32,49 @@ pub const DEFAULT_ADDR: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(
     50053,
 ));
 
+/// The variable naming a Cedar policy file that replaces the embedded platform rules.
+pub const POLICY_FILE_VAR: &str = "CARERECORD_CONSENT_POLICY_FILE";
+
 static MIGRATIONS: Migrations = Migrations {
     postgres: &sqlx::migrate!("./migrations/postgres"),
     sqlite: &sqlx::migrate!("./migrations/sqlite"),
 };
 
-/// The service's configuration: the shared server, database and telemetry settings.
+/// The service's configuration: the shared settings, page tokens and the platform policy file.
 #[derive(Debug, Clone)]
 pub struct Config {
     pub service: ServiceConfig,
+    pub tokens: PageTokens,
+    /// `CARERECORD_CONSENT_POLICY_FILE`: Cedar platform rules; unset = the embedded defaults.
+    pub policy_file: Option<PathBuf>,
 }
 
 impl Config {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         Ok(Config {
             service: ServiceConfig::from_env(env, Application::NAME, DEFAULT_ADDR)?,
+            tokens: PageTokens::from_env(env)?,
+            policy_file: env.get(POLICY_FILE_VAR).map(PathBuf::from),
         })
+    }
+
+    /// Loads the platform policies this configuration names, with an error naming the file.
+    pub fn load_policies(&self) -> Result<PlatformPolicies, StartError> {
+        match &self.policy_file {
+            None => PlatformPolicies::embedded()
+                .map_err(|e| StartError::Other(format!("embedded consent policies: {e}"))),
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    StartError::Other(format!(
+                        "{POLICY_FILE_VAR}={}: cannot read: {e}",
+                        path.display()
+                    ))
+                })?;
+                PlatformPolicies::load(&text).map_err(|e| {
+                    StartError::Other(format!("{POLICY_FILE_VAR}={}: {e}", path.display()))
+                })
+            }
+        }
     }
 }
 
@@ -59,11 +96,21 @@ impl Service for Application {
     }
 
     async fn build(config: Config) -> Result<Self, StartError> {
+        // Policies first: a bad policy file must stop the service before it touches the database.
+        let policies = Arc::new(config.load_policies()?);
+        tracing::info!(
+            policy_set_version = policies.version(),
+            "platform policies loaded"
+        );
         let database = Database::connect(&config.service.database, &MIGRATIONS).await?;
         let limits = &config.service.server;
-        let api = ConsentServiceServer::new(ConsentDecider::new(database))
-            .max_decoding_message_size(limits.max_message_bytes)
-            .max_encoding_message_size(limits.max_message_bytes);
+        let api = ConsentServiceServer::new(ConsentDecider::new(
+            database,
+            policies,
+            config.tokens.clone(),
+        ))
+        .max_decoding_message_size(limits.max_message_bytes)
+        .max_encoding_message_size(limits.max_message_bytes);
         let server = GrpcServer::bind(&config.service.server)
             .await?
             .with_descriptor_set(carerecord_contracts::FILE_DESCRIPTOR_SET)

@@ -1,0 +1,570 @@
+//! Decide and BatchDecide against PostgreSQL with 1,000,000 directives stored.
+//!
+//! `make bench` (TEST_DATABASE_URL names the server; a fresh database is created and dropped).
+//! CARERECORD_BENCH_SCALE (default 1.0) scales the directives stored and the requests made.
+//!
+//! Figures: single Decide over gRPC on loopback (p50/p99, one call in flight), Decide throughput (32 in
+//! flight), BatchDecide of 10,000 patients; baselines measured in the same run: a bare gRPC call
+//! answering a constant decision, and the bare indexed select Decide makes.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use carerecord_consent::domain::codes::{DataClass, LegalBasis as CodesLegalBasis, Purpose};
+use carerecord_consent::domain::decide::Context;
+use carerecord_consent::{Application, Config};
+use carerecord_contracts::common::v1::{Period, Requester};
+use carerecord_contracts::consent::v1::consent_service_client::ConsentServiceClient;
+use carerecord_contracts::consent::v1::consent_service_server::{
+    ConsentService, ConsentServiceServer,
+};
+use carerecord_contracts::consent::v1::*;
+use carerecord_platform::app::Service;
+use carerecord_platform::config::Env;
+use carerecord_platform::testing::TestDatabase;
+use prost::Message;
+use prost_types::Timestamp;
+use sqlx::any::AnyPoolOptions;
+use sqlx::{AssertSqlSafe, Executor};
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+
+const SERVER_WORKERS: usize = 2;
+const ROWS_PER_INSERT: usize = 1000;
+const ROWS_PER_TRANSACTION: usize = 50_000;
+const BATCH: usize = 10_000;
+const IN_FLIGHT: usize = 32;
+
+fn scale() -> f64 {
+    std::env::var("CARERECORD_BENCH_SCALE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .filter(|s: &f64| *s > 0.0)
+        .unwrap_or(1.0)
+}
+
+fn scaled(n: usize) -> usize {
+    ((n as f64 * scale()).round() as usize).max(1)
+}
+
+/// Deterministic, well-spread ids (xorshift) so runs are comparable.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+fn patient_id(i: usize) -> String {
+    uuid::Uuid::from_u128(0x5eed_0000_0000_4000_8000_0000_0000_0000 | (i as u128) << 20)
+        .hyphenated()
+        .to_string()
+}
+
+fn ts(seconds: i64) -> Option<Timestamp> {
+    Some(Timestamp { seconds, nanos: 0 })
+}
+
+/// A mix of realistic directives: privacy directives with nested exceptions, research consents, refusals.
+fn directive_for(patient: &str, kind: usize, directive_id: &str) -> ConsentDirective {
+    let actor = |ods: &str| ProvisionActor {
+        organisation_ods_code: ods.into(),
+        ..Default::default()
+    };
+    let (decision, scope, provisions) = match kind % 4 {
+        0 | 1 => (
+            ConsentDecision::Permit,
+            vec![],
+            vec![
+                Provision {
+                    data_classes: vec!["mental-health".into(), "sexual-health".into()],
+                    provisions: vec![Provision {
+                        actors: vec![actor("RXA"), actor("RYJ")],
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                },
+                Provision {
+                    actors: vec![actor("X26")],
+                    data_period: Some(Period {
+                        start: None,
+                        end: ts(1_577_836_800),
+                    }),
+                    ..Default::default()
+                },
+            ],
+        ),
+        2 => (
+            ConsentDecision::Deny,
+            vec!["HRESCH".into()],
+            vec![Provision {
+                study_ids: vec![format!("IRAS-{}", kind % 50)],
+                provisions: vec![Provision {
+                    data_classes: vec!["genomic".into()],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        ),
+        _ => (
+            ConsentDecision::Deny,
+            vec!["HOPERAT".into(), "HMARKT".into()],
+            vec![],
+        ),
+    };
+    ConsentDirective {
+        directive_id: directive_id.into(),
+        patient_id: patient.into(),
+        status: ConsentDirectiveStatus::Active as i32,
+        decision: decision as i32,
+        scope_purposes: scope,
+        provisions,
+        date_time: ts(1_700_000_000),
+        grantor_role: GrantorRole::Patient as i32,
+        version: 1,
+        etag: "bench".into(),
+        create_time: ts(1_700_000_000),
+        update_time: ts(1_700_000_000),
+        ..Default::default()
+    }
+}
+
+fn rules_of(d: &ConsentDirective) -> ConsentDirective {
+    ConsentDirective {
+        decision: d.decision,
+        scope_purposes: d.scope_purposes.clone(),
+        period: d.period,
+        provisions: d.provisions.clone(),
+        ..Default::default()
+    }
+}
+
+/// Loads `directives` directives over `patients` patients (and opts out every 20th patient) with
+/// multi-row inserts in large transactions. The versions table is not loaded: decisions never read it.
+async fn load(url: &str, directives: usize, patients: usize) -> Duration {
+    let started = Instant::now();
+    sqlx::any::install_default_drivers();
+    let pool = AnyPoolOptions::new()
+        .max_connections(2)
+        .connect(url)
+        .await
+        .expect("connect for loading");
+    let mut written = 0;
+    while written < directives {
+        let mut tx = pool.begin().await.expect("begin");
+        let end = (written + ROWS_PER_TRANSACTION).min(directives);
+        while written < end {
+            let rows = (end - written).min(ROWS_PER_INSERT);
+            let mut sql = String::from(
+                "INSERT INTO consent_directives (directive_id, patient_id, status, version, etag, create_time, update_time, body, rules) VALUES ",
+            );
+            for r in 0..rows {
+                let b = r * 9;
+                if r > 0 {
+                    sql.push(',');
+                }
+                sql.push_str(&format!(
+                    "(${},${},2,1,'bench',${},${},${},${})",
+                    b + 1,
+                    b + 2,
+                    b + 3,
+                    b + 4,
+                    b + 5,
+                    b + 6
+                ));
+            }
+            // Six parameters per row are used; the numbering above leaves gaps, so renumber densely.
+            let sql = renumber(&sql);
+            let mut query = sqlx::query(AssertSqlSafe(sql));
+            for r in 0..rows {
+                let i = written + r;
+                let patient = patient_id(i % patients);
+                let id = uuid::Uuid::from_u128(
+                    0xd1ec_0000_0000_4000_8000_0000_0000_0000 | (i as u128) << 20,
+                )
+                .hyphenated()
+                .to_string();
+                let d = directive_for(&patient, i / patients + i, &id);
+                let micros = 1_700_000_000_000_000 + i as i64;
+                query = query
+                    .bind(id)
+                    .bind(patient)
+                    .bind(micros)
+                    .bind(micros)
+                    .bind(d.encode_to_vec())
+                    .bind(rules_of(&d).encode_to_vec());
+            }
+            query.execute(&mut *tx).await.expect("insert directives");
+            written += rows;
+        }
+        tx.commit().await.expect("commit");
+        if written % 200_000 < ROWS_PER_TRANSACTION {
+            eprintln!("  loaded {written} directives");
+        }
+    }
+    let mut tx = pool.begin().await.expect("begin");
+    let mut p = 0;
+    while p < patients {
+        let rows: Vec<usize> = (p..(p + ROWS_PER_INSERT * 20).min(patients))
+            .step_by(20)
+            .collect();
+        let mut sql = String::from(
+            "INSERT INTO national_data_opt_outs (patient_id, opted_out, version, etag, update_time, updated_by) VALUES ",
+        );
+        for (k, _) in rows.iter().enumerate() {
+            if k > 0 {
+                sql.push(',');
+            }
+            sql.push_str(&format!("(${},1,1,'bench',0,''::bytea)", k + 1));
+        }
+        let mut query = sqlx::query(AssertSqlSafe(sql));
+        for i in &rows {
+            query = query.bind(patient_id(*i));
+        }
+        query.execute(&mut *tx).await.expect("insert opt-outs");
+        p += ROWS_PER_INSERT * 20;
+    }
+    tx.commit().await.expect("commit");
+    // VACUUM sets the visibility map, so decisions read the covering index without visiting the heap.
+    pool.execute("VACUUM ANALYZE")
+        .await
+        .expect("vacuum analyze");
+    pool.close().await;
+    started.elapsed()
+}
+
+/// Replaces `$n` placeholders by `$1, $2, ...` in order of appearance.
+fn renumber(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len());
+    let mut n = 0;
+    let mut chars = sql.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '$' {
+            while chars.peek().is_some_and(char::is_ascii_digit) {
+                chars.next();
+            }
+            n += 1;
+            out.push_str(&format!("${n}"));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// A ConsentService that answers every Decide with a constant: the cost of gRPC alone.
+struct Constant;
+
+#[tonic::async_trait]
+impl ConsentService for Constant {
+    async fn decide(
+        &self,
+        request: tonic::Request<DecideRequest>,
+    ) -> Result<tonic::Response<DecideResponse>, tonic::Status> {
+        let patient_id = request.into_inner().patient_id;
+        Ok(tonic::Response::new(DecideResponse {
+            decision: Some(Decision {
+                patient_id,
+                outcome: DecisionOutcome::Permit as i32,
+                policy_set_version: "constant".into(),
+                ..Default::default()
+            }),
+        }))
+    }
+}
+
+fn requester(i: usize) -> Requester {
+    Requester {
+        user_id: format!("user-{}", i % 50),
+        organisation_ods_code: ["RXA", "A81001", "X26", "RYJ"][i % 4].into(),
+        role_code: ["R8000", "R8001", "R8003"][i % 3].into(),
+        display_name: String::new(),
+    }
+}
+
+fn decide_request(patient: String, i: usize) -> DecideRequest {
+    let (purpose, study) = match i % 4 {
+        0 | 1 => ("TREAT", ""),
+        2 => ("HRESCH", "IRAS-7"),
+        _ => ("HOPERAT", ""),
+    };
+    DecideRequest {
+        patient_id: patient,
+        requester: Some(requester(i)),
+        purpose_of_use: purpose.into(),
+        study_id: study.into(),
+        legal_basis: if purpose == "HRESCH" {
+            LegalBasis::ExplicitConsent as i32
+        } else {
+            0
+        },
+        ..Default::default()
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn micros(d: Duration) -> String {
+    format!("{:>8.1} µs", d.as_secs_f64() * 1e6)
+}
+
+struct Latencies {
+    p50: Duration,
+    p99: Duration,
+    mean: Duration,
+}
+
+fn summarise(mut samples: Vec<Duration>) -> Latencies {
+    samples.sort_unstable();
+    let mean = samples.iter().sum::<Duration>() / samples.len() as u32;
+    Latencies {
+        p50: percentile(&samples, 0.5),
+        p99: percentile(&samples, 0.99),
+        mean,
+    }
+}
+
+async fn sequential_decides(
+    client: &mut ConsentServiceClient<Channel>,
+    patients: usize,
+    n: usize,
+    seed: u64,
+) -> Latencies {
+    let mut rng = Rng(seed);
+    let mut samples = Vec::with_capacity(n);
+    for i in 0..n {
+        let request = decide_request(patient_id(rng.below(patients)), i);
+        let started = Instant::now();
+        let response = client.decide(request).await.expect("decide");
+        samples.push(started.elapsed());
+        std::hint::black_box(response);
+    }
+    summarise(samples)
+}
+
+async fn connect(addr: std::net::SocketAddr) -> ConsentServiceClient<Channel> {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("connect");
+    ConsentServiceClient::new(channel)
+}
+
+fn main() {
+    let Some(server_url) = std::env::var("TEST_DATABASE_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+    else {
+        eprintln!(
+            "decide bench: TEST_DATABASE_URL is not set; it needs PostgreSQL (make bench sets it). Skipped."
+        );
+        return;
+    };
+    let directives = scaled(1_000_000);
+    let patients = (directives / 2).max(1);
+    let requests = scaled(5_000).max(200);
+    let server_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(SERVER_WORKERS)
+        .enable_all()
+        .build()
+        .expect("server runtime");
+    let client_rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("client runtime");
+
+    println!(
+        "consent decide bench: PostgreSQL, {directives} directives over {patients} patients (1 in 20 opted out)"
+    );
+    println!(
+        "machine: {} CPUs; server runtime {SERVER_WORKERS} workers, load generator 1 thread (current-thread runtime), loopback gRPC",
+        std::thread::available_parallelism().map_or(0, usize::from)
+    );
+    let db = client_rt
+        .block_on(TestDatabase::postgres())
+        .expect("TEST_DATABASE_URL is set");
+    let url = db.url.clone();
+
+    // The service (migrates the fresh database), then the data.
+    let shutdown = CancellationToken::new();
+    let addr = server_rt.block_on(async {
+        let config = Config::from_env(&Env::from_pairs([
+            ("DATABASE_URL", url.as_str()),
+            ("CARERECORD_LISTEN_ADDR", "127.0.0.1:0"),
+            ("RUST_LOG", "warn"),
+        ]))
+        .expect("config");
+        let app = Application::build(config).await.expect("build");
+        let addr = app.local_addr();
+        tokio::spawn(app.run(shutdown.clone()));
+        addr
+    });
+    let load_time = client_rt.block_on(load(&url, directives, patients));
+    println!(
+        "loaded in {:.1} s ({:.0} directives/s)",
+        load_time.as_secs_f64(),
+        directives as f64 / load_time.as_secs_f64()
+    );
+
+    // Baseline 1: a constant gRPC answer on the same server runtime.
+    let constant_addr = server_rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        let token = shutdown.clone();
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(ConsentServiceServer::new(Constant))
+                .serve_with_incoming_shutdown(incoming, async move { token.cancelled().await }),
+        );
+        addr
+    });
+
+    client_rt.block_on(async {
+        let mut client = connect(addr).await;
+        let mut constant = connect(constant_addr).await;
+
+        // Warm up: connections, caches, the policy verdict cache.
+        sequential_decides(&mut client, patients, 500, 1).await;
+        sequential_decides(&mut constant, patients, 500, 1).await;
+
+        let grpc_only = sequential_decides(&mut constant, patients, requests, 2).await;
+        let single = sequential_decides(&mut client, patients, requests, 3).await;
+
+        // Baseline 2: the bare indexed select Decide makes, on a pool of its own.
+        let pool = AnyPoolOptions::new().max_connections(1).connect(&url).await.expect("pool");
+        let mut rng = Rng(4);
+        let mut samples = Vec::with_capacity(requests);
+        for _ in 0..requests {
+            let started = Instant::now();
+            let rows = sqlx::query("SELECT directive_id, version, rules FROM consent_directives WHERE patient_id = $1 AND status = 2")
+                .bind(patient_id(rng.below(patients)))
+                .fetch_all(&pool)
+                .await
+                .expect("select");
+            samples.push(started.elapsed());
+            std::hint::black_box(rows);
+        }
+        let select = summarise(samples);
+
+        // Throughput: IN_FLIGHT concurrent callers on one HTTP/2 connection each... sharing the channel.
+        let total = requests * 4;
+        let started = Instant::now();
+        let mut tasks = tokio::task::JoinSet::new();
+        let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        for w in 0..IN_FLIGHT {
+            let mut c = client.clone();
+            let next = next.clone();
+            tasks.spawn(async move {
+                let mut rng = Rng(100 + w as u64);
+                while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < total {
+                    c.decide(decide_request(patient_id(rng.below(patients)), w)).await.expect("decide");
+                }
+            });
+        }
+        while tasks.join_next().await.is_some() {}
+        let throughput = total as f64 / started.elapsed().as_secs_f64();
+
+        // BatchDecide of 10,000 patients.
+        let batch_size = BATCH.min(patients);
+        let runs = 8;
+        let mut batch_samples = Vec::new();
+        let mut rng = Rng(5);
+        for run in 0..runs + 1 {
+            let ids: Vec<String> = (0..batch_size).map(|_| patient_id(rng.below(patients))).collect();
+            let request = BatchDecideRequest {
+                patient_ids: ids,
+                requester: Some(requester(0)),
+                purpose_of_use: "HRESCH".into(),
+                legal_basis: LegalBasis::ExplicitConsent as i32,
+                study_id: "IRAS-7".into(),
+                ..Default::default()
+            };
+            let started = Instant::now();
+            let response = client.batch_decide(request).await.expect("batch");
+            let elapsed = started.elapsed();
+            assert_eq!(response.into_inner().decisions.len(), batch_size);
+            if run > 0 {
+                batch_samples.push(elapsed); // the first run warms the cache of database pages
+            }
+        }
+        let batch = summarise(batch_samples.clone());
+        let batch_max = batch_samples.iter().max().copied().unwrap_or_default();
+
+        // The platform rules for a context never seen before (Cedar, 8 cell classes), i.e. a cache miss.
+        let policies = carerecord_consent::PlatformPolicies::embedded().expect("policies");
+        let cold: Vec<Duration> = (0..2000)
+            .map(|i| {
+                let ctx = Context {
+                    time: 0,
+                    user_id: format!("cold-{i}"),
+                    organisation_ods_code: "RXA".into(),
+                    role_code: "R8000".into(),
+                    purpose: Purpose::Hresch,
+                    classes: DataClass::ALL.to_vec(),
+                    legal_basis: CodesLegalBasis::ExplicitConsent,
+                    study_id: Some("IRAS-7".into()),
+                    break_glass: false,
+                };
+                let started = Instant::now();
+                std::hint::black_box(policies.evaluate(&ctx).expect("evaluate"));
+                started.elapsed()
+            })
+            .collect();
+        let cold = summarise(cold);
+
+        println!();
+        println!("{:<44} {:>11} {:>11} {:>11}", "single Decide, 1 in flight", "p50", "p99", "mean");
+        println!("{:<44} {} {} {}", "  baseline: gRPC constant answer", micros(grpc_only.p50), micros(grpc_only.p99), micros(grpc_only.mean));
+        println!("{:<44} {} {} {}", "  baseline: bare indexed select (sqlx)", micros(select.p50), micros(select.p99), micros(select.mean));
+        println!("{:<44} {} {} {}", "  Decide (gRPC + select + policy + eval)", micros(single.p50), micros(single.p99), micros(single.mean));
+        println!("{:<44} {} {} {}", "  (Cedar rules for an uncached context)", micros(cold.p50), micros(cold.p99), micros(cold.mean));
+        println!(
+            "  Decide p99 / (gRPC p99 + select p99) = {:.2}; target p99 < 2 ms: {}",
+            single.p99.as_secs_f64() / (grpc_only.p99 + select.p99).as_secs_f64(),
+            if single.p99 < Duration::from_millis(2) { "MET" } else { "MISSED" }
+        );
+        println!("Decide throughput, {IN_FLIGHT} in flight: {throughput:.0} decisions/s ({total} calls)");
+        println!(
+            "BatchDecide of {batch_size} patients ({runs} runs): p50 {:.1} ms, max {:.1} ms, mean {:.1} ms; target < 100 ms: {}",
+            batch.p50.as_secs_f64() * 1e3,
+            batch_max.as_secs_f64() * 1e3,
+            batch.mean.as_secs_f64() * 1e3,
+            if batch.p50 < Duration::from_millis(100) { "MET" } else { "MISSED" }
+        );
+        pool.close().await;
+    });
+    shutdown.cancel();
+    drop(server_rt);
+
+    // Drop the bench database (it holds ~0.5 GB at full scale).
+    client_rt.block_on(async {
+        use sqlx::Connection;
+        let name = url
+            .rsplit('/')
+            .next()
+            .unwrap_or_default()
+            .split('?')
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+        if let Ok(mut conn) = sqlx::AnyConnection::connect(&server_url).await {
+            let _ = conn
+                .execute(AssertSqlSafe(format!(
+                    "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                )))
+                .await;
+        }
+    });
+}

@@ -1,0 +1,8 @@
+//! Pure domain logic: codes, validation, the decision, the opt-out's exemptions. No I/O.
+
+pub mod codes;
+pub mod decide;
+mod explain;
+pub mod optout;
+pub mod time;
+pub mod validate;

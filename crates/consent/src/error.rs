@@ -1,0 +1,84 @@
+//! The crate's error, mapped to gRPC statuses in one place.
+
+use carerecord_platform::errors::{self, Violations};
+use tonic::Status;
+
+use crate::policy::PolicyError;
+
+pub const DIRECTIVE_RESOURCE: &str = "carerecord.consent.v1.ConsentDirective";
+pub const OPT_OUT_RESOURCE: &str = "carerecord.consent.v1.NationalDataOptOut";
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid request")]
+    Invalid(Violations),
+    #[error("directive {0} not found")]
+    NotFound(String),
+    #[error("stale etag for {resource_type} {name}")]
+    StaleEtag {
+        resource_type: &'static str,
+        name: String,
+    },
+    #[error("status precondition failed for {subject}: {description}")]
+    Status {
+        subject: String,
+        description: String,
+    },
+    #[error("request id {0} reused with a different request")]
+    RequestIdReused(String),
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    #[error("platform policy: {0}")]
+    Policy(#[from] PolicyError),
+}
+
+impl Error {
+    pub fn invalid_field(field: &str, description: &str) -> Error {
+        let mut violations = Violations::new();
+        violations.add(field, description);
+        Error::Invalid(violations)
+    }
+}
+
+impl From<Violations> for Error {
+    fn from(violations: Violations) -> Self {
+        Error::Invalid(violations)
+    }
+}
+
+impl From<prost::DecodeError> for Error {
+    fn from(e: prost::DecodeError) -> Self {
+        Error::Corrupt(e.to_string())
+    }
+}
+
+impl From<Error> for Status {
+    fn from(error: Error) -> Status {
+        match error {
+            Error::Invalid(violations) => errors::invalid_argument(&violations),
+            Error::NotFound(id) => errors::not_found(DIRECTIVE_RESOURCE, &id),
+            Error::StaleEtag {
+                resource_type,
+                name,
+            } => errors::stale_etag(resource_type, &name),
+            Error::Status {
+                subject,
+                description,
+            } => errors::failed_precondition("STATUS", &subject, description),
+            Error::RequestIdReused(request_id) => errors::with_reason(
+                tonic::Code::FailedPrecondition,
+                "REQUEST_ID_REUSED",
+                format!("request_id {request_id} was already used with a different request"),
+            ),
+            Error::Database(
+                ref e @ (sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed),
+            ) => {
+                tracing::warn!(error = %e, "database unavailable");
+                errors::unavailable("the consent database")
+            }
+            other => errors::internal(&other),
+        }
+    }
+}

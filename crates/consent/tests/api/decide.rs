@@ -1,0 +1,513 @@
+//! Decide and BatchDecide with the embedded platform rules.
+
+use carerecord_consent::{Application, Config};
+use carerecord_contracts::consent::v1::*;
+use carerecord_platform::app::Service;
+use carerecord_platform::config::Env;
+use carerecord_platform::testing::TestDatabase;
+
+use crate::helpers::*;
+
+use DecisionOutcome::{Deny, Permit};
+use DecisionSource::{
+    Default as BuiltIn, NationalDataOptOut as OptOut, PatientDirective, PlatformPolicy,
+};
+
+fn s(x: &str) -> String {
+    x.to_owned()
+}
+
+async fn set_opt_out(c: &mut Client, patient_id: &str) {
+    c.set_national_data_opt_out(SetNationalDataOptOutRequest {
+        patient_id: patient_id.into(),
+        opted_out: true,
+        etag: String::new(),
+        requester: Some(requester()),
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn worked_example_over_the_api() {
+    for db in TestDatabase::each_backend().await {
+        let mut app = spawn_app(&db.url).await;
+        let c = &mut app.client;
+        let patient = new_id();
+        let d = create(c, worked_example(&patient)).await;
+
+        let gp = decide(c, decide_request(&patient, requester(), "TREAT")).await;
+        assert_eq!(gp.outcome(), Permit);
+        assert_eq!(gp.patient_id, patient);
+        assert_eq!(
+            gp.obligations,
+            [Obligation {
+                r#type: ObligationType::WithholdDataClasses as i32,
+                data_classes: strings(&["mental-health"]),
+                include_general_data: false,
+                data_period: None,
+            }]
+        );
+        assert_eq!(
+            reasons(&gp),
+            [
+                (
+                    PatientDirective,
+                    Deny,
+                    d.directive_id.clone(),
+                    s("0"),
+                    s("")
+                ),
+                (BuiltIn, Permit, s(""), s(""), s(""))
+            ]
+        );
+        assert_eq!(gp.reasons[0].directive_version, 1);
+        assert!(
+            gp.reasons
+                .iter()
+                .all(|r| !r.explanation.is_empty() && r.explanation.chars().count() <= 500)
+        );
+        assert!(gp.policy_set_version.starts_with("sha256:"));
+        assert!(gp.decided_at.is_some());
+
+        let mut rxa = decide_request(&patient, requester_at("RXA", "R8000"), "TREAT");
+        rxa.data_classes = strings(&["mental-health"]);
+        let trust = decide(c, rxa).await;
+        assert_eq!(trust.outcome(), Permit);
+        assert!(trust.obligations.is_empty());
+
+        let x1 = decide(
+            c,
+            decide_request(&patient, requester_at("X26", "R8000"), "TREAT"),
+        )
+        .await;
+        assert_eq!(x1.outcome(), Permit);
+        assert_eq!(x1.obligations.len(), 2);
+        assert_eq!(x1.obligations[0].data_classes.len(), 7);
+        assert!(x1.obligations[0].include_general_data);
+        assert_eq!(x1.obligations[0].data_period, period(None, Some(Y2020)));
+        assert_eq!(x1.obligations[1].data_classes, ["mental-health"]);
+        assert_eq!(x1.obligations[1].data_period, period(Some(Y2020), None));
+
+        let marketing = decide(c, decide_request(&patient, requester(), "HMARKT")).await;
+        assert_eq!(marketing.outcome(), Deny);
+        assert_eq!(
+            reasons(&marketing),
+            [(PlatformPolicy, Deny, s(""), s(""), s("no-marketing"))]
+        );
+    }
+}
+
+#[tokio::test]
+async fn revoked_and_draft_directives_stop_applying() {
+    for db in TestDatabase::each_backend().await {
+        let mut app = spawn_app(&db.url).await;
+        let c = &mut app.client;
+        let patient = new_id();
+        let draft = ConsentDirective {
+            status: ConsentDirectiveStatus::Draft as i32,
+            ..directive(&patient, ConsentDecision::Deny, vec![])
+        };
+        create(c, draft).await;
+        assert_eq!(
+            decide(c, decide_request(&patient, requester(), "TREAT"))
+                .await
+                .outcome(),
+            Permit
+        );
+        let refusal = create(c, directive(&patient, ConsentDecision::Deny, vec![])).await;
+        let denied = decide(c, decide_request(&patient, requester(), "TREAT")).await;
+        assert_eq!(denied.outcome(), Deny);
+        assert_eq!(
+            reasons(&denied),
+            [(
+                PatientDirective,
+                Deny,
+                refusal.directive_id.clone(),
+                s(""),
+                s("")
+            )]
+        );
+        c.revoke_consent_directive(RevokeConsentDirectiveRequest {
+            directive_id: refusal.directive_id.clone(),
+            etag: refusal.etag.clone(),
+            reason: "withdrawn".into(),
+            requester: Some(requester()),
+        })
+        .await
+        .unwrap();
+        assert_eq!(
+            decide(c, decide_request(&patient, requester(), "TREAT"))
+                .await
+                .outcome(),
+            Permit
+        );
+    }
+}
+
+#[tokio::test]
+async fn roles_purposes_and_break_glass() {
+    for db in TestDatabase::each_backend().await {
+        let mut app = spawn_app(&db.url).await;
+        let c = &mut app.client;
+        let patient = new_id();
+        let clerk = decide(
+            c,
+            decide_request(&patient, requester_at("A81001", "R8010"), "TREAT"),
+        )
+        .await;
+        assert_eq!(clerk.outcome(), Deny);
+        assert_eq!(
+            reasons(&clerk),
+            [(PlatformPolicy, Deny, s(""), s(""), s("care-roles-only"))]
+        );
+
+        let student = decide(
+            c,
+            decide_request(&patient, requester_at("A81001", "R8004"), "TREAT"),
+        )
+        .await;
+        assert_eq!(student.outcome(), Permit);
+        assert_eq!(student.obligations[0].data_classes, ["safeguarding"]);
+
+        create(c, directive(&patient, ConsentDecision::Deny, vec![])).await;
+        let mut glass = decide_request(&patient, requester(), "ETREAT");
+        glass.break_glass_reason = "Unconscious in A&E".into();
+        let emergency = decide(c, glass.clone()).await;
+        assert_eq!(
+            emergency.outcome(),
+            Deny,
+            "break-glass does not override the patient's refusal here"
+        );
+        assert_eq!(
+            obligation_types(&emergency),
+            [ObligationType::FlagForReview]
+        );
+        let fresh = new_id();
+        glass.patient_id = fresh.clone();
+        let emergency = decide(c, glass.clone()).await;
+        assert_eq!(emergency.outcome(), Permit);
+        assert_eq!(
+            obligation_types(&emergency),
+            [ObligationType::FlagForReview]
+        );
+        glass.requester = Some(requester_at("A81001", "R8008"));
+        let admin = decide(c, glass).await;
+        assert_eq!(admin.outcome(), Deny);
+        assert_eq!(obligation_types(&admin), [ObligationType::FlagForReview]);
+        assert_eq!(admin.reasons[0].policy_id, "break-glass-clinicians-only");
+    }
+}
+
+#[tokio::test]
+async fn opt_out_and_each_exemption() {
+    for db in TestDatabase::each_backend().await {
+        let mut app = spawn_app(&db.url).await;
+        let c = &mut app.client;
+        let patient = new_id();
+        let planning = decide(c, decide_request(&patient, requester(), "HOPERAT")).await;
+        assert_eq!(
+            planning.outcome(),
+            Permit,
+            "planning by default, pseudonymised, without genomic data"
+        );
+        assert_eq!(
+            obligation_types(&planning),
+            [
+                ObligationType::WithholdDataClasses,
+                ObligationType::Pseudonymise
+            ]
+        );
+        assert_eq!(planning.obligations[0].data_classes, ["genomic"]);
+
+        set_opt_out(c, &patient).await;
+        let planning = decide(c, decide_request(&patient, requester(), "HOPERAT")).await;
+        assert_eq!(planning.outcome(), Deny);
+        assert_eq!(reasons(&planning)[0].0, OptOut);
+
+        // Individual care.
+        let care = decide(c, decide_request(&patient, requester(), "TREAT")).await;
+        assert_eq!(care.outcome(), Permit);
+        assert_eq!(reasons(&care)[0], (OptOut, Permit, s(""), s(""), s("")));
+
+        // A court order: exempt, permitted by the override rule, flagged.
+        let mut court = decide_request(&patient, requester(), "HOPERAT");
+        court.legal_basis = LegalBasis::CourtOrder as i32;
+        let ordered = decide(c, court).await;
+        assert_eq!(ordered.outcome(), Permit);
+        assert_eq!(
+            reasons(&ordered),
+            [
+                (PlatformPolicy, Permit, s(""), s(""), s("court-order")),
+                (OptOut, Permit, s(""), s(""), s(""))
+            ]
+        );
+        assert_eq!(obligation_types(&ordered), [ObligationType::FlagForReview]);
+
+        // Communicable disease under a public-health basis.
+        let mut copi = decide_request(&patient, requester(), "PUBHLTH");
+        copi.legal_basis = LegalBasis::PublicHealth as i32;
+        let public_health = decide(c, copi).await;
+        assert_eq!(public_health.outcome(), Permit);
+        assert!(reasons(&public_health).contains(&(
+            PlatformPolicy,
+            Permit,
+            s(""),
+            s(""),
+            s("public-health")
+        )));
+
+        // A study the patient consented to specifically, and only that study.
+        let consent = ConsentDirective {
+            scope_purposes: strings(&["HRESCH"]),
+            ..directive(
+                &patient,
+                ConsentDecision::Deny,
+                vec![Provision {
+                    study_ids: strings(&["IRAS-1"]),
+                    ..Default::default()
+                }],
+            )
+        };
+        let consent = create(c, consent).await;
+        let mut research = decide_request(&patient, requester(), "HRESCH");
+        research.legal_basis = LegalBasis::ExplicitConsent as i32;
+        research.study_id = "IRAS-1".into();
+        let study = decide(c, research.clone()).await;
+        assert_eq!(study.outcome(), Permit);
+        assert_eq!(
+            reasons(&study),
+            [
+                (OptOut, Permit, s(""), s(""), s("")),
+                (
+                    PatientDirective,
+                    Permit,
+                    consent.directive_id.clone(),
+                    s("0"),
+                    s("")
+                )
+            ]
+        );
+        research.study_id = "IRAS-2".into();
+        assert_eq!(decide(c, research).await.outcome(), Deny);
+    }
+}
+
+#[tokio::test]
+async fn bad_decide_requests_are_rejected() {
+    for db in TestDatabase::each_backend().await {
+        let mut app = spawn_app(&db.url).await;
+        let c = &mut app.client;
+        let mut bad = decide_request("nope", requester_at("A81001", ""), "research");
+        bad.data_classes = strings(&["hiv", "cardiology"]);
+        bad.break_glass_reason = "because".into();
+        let err = c.decide(bad).await.unwrap_err();
+        assert_eq!(
+            violations(&err),
+            [
+                "patient_id",
+                "requester.role_code",
+                "purpose_of_use",
+                "data_classes[1]",
+                "break_glass_reason"
+            ]
+        );
+        let mut mismatch = decide_request(&new_id(), requester(), "HRESCH");
+        mismatch.legal_basis = LegalBasis::DirectCare as i32;
+        assert_eq!(
+            violations(&c.decide(mismatch.clone()).await.unwrap_err()),
+            ["legal_basis"]
+        );
+        mismatch.legal_basis = LegalBasis::ExplicitConsent as i32;
+        assert_eq!(
+            violations(&c.decide(mismatch.clone()).await.unwrap_err()),
+            ["study_id"]
+        );
+        mismatch.legal_basis = 42;
+        assert_eq!(
+            violations(&c.decide(mismatch).await.unwrap_err()),
+            ["legal_basis"]
+        );
+        let no_reason = decide_request(&new_id(), requester(), "ETREAT");
+        assert_eq!(
+            violations(&c.decide(no_reason).await.unwrap_err()),
+            ["break_glass_reason"]
+        );
+        let mut no_requester = decide_request(&new_id(), requester(), "TREAT");
+        no_requester.requester = None;
+        assert_eq!(
+            violations(&c.decide(no_requester).await.unwrap_err()),
+            ["requester"]
+        );
+    }
+}
+
+#[tokio::test]
+async fn batch_decides_each_patient_in_order() {
+    for db in TestDatabase::each_backend().await {
+        let mut app = spawn_app(&db.url).await;
+        let c = &mut app.client;
+        let with_directive = new_id();
+        let opted_out = new_id();
+        let nothing = new_id();
+        let consent = ConsentDirective {
+            scope_purposes: strings(&["HOPERAT"]),
+            ..directive(&with_directive, ConsentDecision::Permit, vec![])
+        };
+        create(c, consent).await;
+        set_opt_out(c, &opted_out).await;
+        let request = BatchDecideRequest {
+            patient_ids: vec![
+                with_directive.clone(),
+                opted_out.clone(),
+                nothing.clone(),
+                with_directive.clone(),
+            ],
+            requester: Some(requester()),
+            purpose_of_use: "HOPERAT".into(),
+            ..Default::default()
+        };
+        let decisions = c
+            .batch_decide(request.clone())
+            .await
+            .unwrap()
+            .into_inner()
+            .decisions;
+        let summary: Vec<(String, DecisionOutcome)> = decisions
+            .iter()
+            .map(|d| (d.patient_id.clone(), d.outcome()))
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                (with_directive.clone(), Permit),
+                (opted_out.clone(), Deny),
+                (nothing.clone(), Permit),
+                (with_directive.clone(), Permit)
+            ]
+        );
+        assert_eq!(decisions[0].reasons[0].source(), PatientDirective);
+        assert!(
+            decisions[0].obligations.is_empty(),
+            "explicit consent: no pseudonymisation, genomic included"
+        );
+        assert_eq!(
+            obligation_types(&decisions[2]),
+            [
+                ObligationType::WithholdDataClasses,
+                ObligationType::Pseudonymise
+            ]
+        );
+        assert!(
+            decisions
+                .iter()
+                .flat_map(|d| &d.reasons)
+                .all(|r| r.explanation.is_empty())
+        );
+        // Each matches the single Decide.
+        for d in &decisions {
+            let single = decide(c, decide_request(&d.patient_id, requester(), "HOPERAT")).await;
+            assert_eq!(
+                (single.outcome, &single.obligations),
+                (d.outcome, &d.obligations)
+            );
+            assert_eq!(reasons(&single), reasons(d));
+        }
+        let explained = BatchDecideRequest {
+            include_explanations: true,
+            ..request.clone()
+        };
+        let decisions = c
+            .batch_decide(explained)
+            .await
+            .unwrap()
+            .into_inner()
+            .decisions;
+        assert!(
+            decisions
+                .iter()
+                .flat_map(|d| &d.reasons)
+                .all(|r| !r.explanation.is_empty())
+        );
+
+        let mut bad = request.clone();
+        bad.patient_ids[2] = "x".into();
+        bad.purpose_of_use = "ETREAT".into();
+        assert_eq!(
+            violations(&c.batch_decide(bad).await.unwrap_err()),
+            ["patient_ids[2]", "purpose_of_use"]
+        );
+        let empty = BatchDecideRequest {
+            patient_ids: vec![],
+            ..request.clone()
+        };
+        assert_eq!(
+            violations(&c.batch_decide(empty).await.unwrap_err()),
+            ["patient_ids"]
+        );
+        let too_many = BatchDecideRequest {
+            patient_ids: vec![nothing.clone(); 10_001],
+            ..request
+        };
+        assert_eq!(
+            violations(&c.batch_decide(too_many).await.unwrap_err()),
+            ["patient_ids"]
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_policy_file_replaces_the_embedded_rules() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("rules.cedar");
+    std::fs::write(
+        &file,
+        "@id(\"ics-research-permit\") @kind(\"default\") @obligations(\"pseudonymise flag_for_review\")\n\
+         permit (principal, action == Action::\"HRESCH\", resource);",
+    )
+    .unwrap();
+    let path = file.display().to_string();
+    for db in TestDatabase::each_backend().await {
+        let mut app = spawn_app_with(&db.url, &[("CARERECORD_CONSENT_POLICY_FILE", &path)]).await;
+        let c = &mut app.client;
+        let research = decide(
+            c,
+            decide_request(&new_id(), requester_at("A81001", "R8010"), "HRESCH"),
+        )
+        .await;
+        assert_eq!(research.outcome(), Permit);
+        assert_eq!(
+            reasons(&research),
+            [(
+                PlatformPolicy,
+                Permit,
+                s(""),
+                s(""),
+                s("ics-research-permit")
+            )]
+        );
+        assert_eq!(
+            obligation_types(&research),
+            [ObligationType::Pseudonymise, ObligationType::FlagForReview]
+        );
+        let marketing = decide(c, decide_request(&new_id(), requester(), "HMARKT")).await;
+        assert_eq!(reasons(&marketing), [(BuiltIn, Deny, s(""), s(""), s(""))]);
+    }
+
+    std::fs::write(&file, "@id(\"x\") @kind(\"forbid\") forbid (principal, action, resource) when { context.porpoise };").unwrap();
+    let config = Config::from_env(&Env::from_pairs([
+        ("DATABASE_URL", "sqlite::memory:"),
+        ("CARERECORD_LISTEN_ADDR", "127.0.0.1:0"),
+        ("CARERECORD_CONSENT_POLICY_FILE", path.as_str()),
+    ]))
+    .unwrap();
+    let message = Application::build(config)
+        .await
+        .err()
+        .expect("a bad policy file stops start-up")
+        .to_string();
+    assert!(
+        message.contains("CARERECORD_CONSENT_POLICY_FILE") && message.contains("type-check"),
+        "{message}"
+    );
+}

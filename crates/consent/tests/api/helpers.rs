@@ -1,0 +1,226 @@
+//! Starting the service in-process, and request builders.
+
+use carerecord_consent::{Application, Config};
+use carerecord_contracts::common::v1::{Period, Requester};
+use carerecord_contracts::consent::v1::consent_service_client::ConsentServiceClient;
+use carerecord_contracts::consent::v1::*;
+use carerecord_platform::app::Service;
+use carerecord_platform::config::Env;
+use prost_types::Timestamp;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+use tonic_types::StatusExt;
+
+pub type Client = ConsentServiceClient<Channel>;
+
+/// A running service; stopped when dropped.
+pub struct TestApp {
+    pub client: Client,
+    shutdown: CancellationToken,
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+pub async fn spawn_app(db_url: &str) -> TestApp {
+    spawn_app_with(db_url, &[]).await
+}
+
+pub async fn spawn_app_with(db_url: &str, extra: &[(&str, &str)]) -> TestApp {
+    let mut pairs = vec![
+        ("DATABASE_URL".to_owned(), db_url.to_owned()),
+        (
+            "CARERECORD_LISTEN_ADDR".to_owned(),
+            "127.0.0.1:0".to_owned(),
+        ),
+        (
+            "CARERECORD_TOKEN_SECRET".to_owned(),
+            "test-secret-0123456789".to_owned(),
+        ),
+    ];
+    pairs.extend(
+        extra
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+    );
+    let config = Config::from_env(&Env::from_pairs(pairs)).expect("config");
+    let app = Application::build(config).await.expect("build");
+    let addr = app.local_addr();
+    let shutdown = CancellationToken::new();
+    tokio::spawn(app.run(shutdown.clone()));
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("connect");
+    let client = ConsentServiceClient::new(channel);
+    TestApp { client, shutdown }
+}
+
+pub fn requester() -> Requester {
+    Requester {
+        user_id: "555000111222".into(),
+        organisation_ods_code: "A81001".into(),
+        role_code: "R8000".into(),
+        display_name: "Dr Test".into(),
+    }
+}
+
+pub fn requester_at(ods: &str, role: &str) -> Requester {
+    Requester {
+        organisation_ods_code: ods.into(),
+        role_code: role.into(),
+        ..requester()
+    }
+}
+
+pub fn new_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+pub fn ts(seconds: i64) -> Option<Timestamp> {
+    Some(Timestamp { seconds, nanos: 0 })
+}
+
+pub fn period(start: Option<i64>, end: Option<i64>) -> Option<Period> {
+    Some(Period {
+        start: start.and_then(ts),
+        end: end.and_then(ts),
+    })
+}
+
+/// 2020-01-01T00:00:00Z.
+pub const Y2020: i64 = 1_577_836_800;
+
+pub fn strings(items: &[&str]) -> Vec<String> {
+    items.iter().map(|s| (*s).to_owned()).collect()
+}
+
+pub fn actor(ods: &str) -> ProvisionActor {
+    ProvisionActor {
+        organisation_ods_code: ods.into(),
+        ..Default::default()
+    }
+}
+
+/// An ACTIVE directive for `patient_id`.
+pub fn directive(
+    patient_id: &str,
+    decision: ConsentDecision,
+    provisions: Vec<Provision>,
+) -> ConsentDirective {
+    ConsentDirective {
+        patient_id: patient_id.into(),
+        status: ConsentDirectiveStatus::Active as i32,
+        decision: decision as i32,
+        provisions,
+        date_time: ts(1_700_000_000),
+        grantor_role: GrantorRole::Patient as i32,
+        policy_text: "Patient asked at the surgery".into(),
+        ..Default::default()
+    }
+}
+
+/// The contract's worked example.
+pub fn worked_example(patient_id: &str) -> ConsentDirective {
+    directive(
+        patient_id,
+        ConsentDecision::Permit,
+        vec![
+            Provision {
+                data_classes: strings(&["mental-health"]),
+                provisions: vec![Provision {
+                    actors: vec![actor("RXA")],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            },
+            Provision {
+                actors: vec![actor("X26")],
+                data_period: period(None, Some(Y2020)),
+                ..Default::default()
+            },
+        ],
+    )
+}
+
+pub async fn create(client: &mut Client, directive: ConsentDirective) -> ConsentDirective {
+    client
+        .create_consent_directive(CreateConsentDirectiveRequest {
+            request_id: new_id(),
+            directive: Some(directive),
+            requester: Some(requester()),
+        })
+        .await
+        .expect("create")
+        .into_inner()
+        .directive
+        .expect("directive")
+}
+
+pub fn decide_request(patient_id: &str, requester: Requester, purpose: &str) -> DecideRequest {
+    DecideRequest {
+        patient_id: patient_id.into(),
+        requester: Some(requester),
+        purpose_of_use: purpose.into(),
+        ..Default::default()
+    }
+}
+
+pub async fn decide(client: &mut Client, request: DecideRequest) -> Decision {
+    client
+        .decide(request)
+        .await
+        .expect("decide")
+        .into_inner()
+        .decision
+        .expect("decision")
+}
+
+/// The field paths of an INVALID_ARGUMENT status's BadRequest.
+pub fn violations(status: &tonic::Status) -> Vec<String> {
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    status
+        .get_error_details()
+        .bad_request()
+        .expect("BadRequest details")
+        .field_violations
+        .iter()
+        .map(|v| v.field.clone())
+        .collect()
+}
+
+pub fn error_reason(status: &tonic::Status) -> String {
+    status
+        .get_error_details()
+        .error_info()
+        .expect("ErrorInfo")
+        .reason
+        .clone()
+}
+
+/// (source, effect, directive_id, provision_path, policy_id) of each reason.
+pub fn reasons(
+    decision: &Decision,
+) -> Vec<(DecisionSource, DecisionOutcome, String, String, String)> {
+    decision
+        .reasons
+        .iter()
+        .map(|r| {
+            (
+                r.source(),
+                r.effect(),
+                r.directive_id.clone(),
+                r.provision_path.clone(),
+                r.policy_id.clone(),
+            )
+        })
+        .collect()
+}
+
+pub fn obligation_types(decision: &Decision) -> Vec<ObligationType> {
+    decision.obligations.iter().map(|o| o.r#type()).collect()
+}
