@@ -350,6 +350,13 @@ async fn sequential_decides(
     summarise(samples)
 }
 
+/// The 1, 5 and 15 minute load averages (Linux), to judge how quiet the machine was.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".to_owned())
+}
+
 async fn connect(addr: std::net::SocketAddr) -> ConsentServiceClient<Channel> {
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
         .expect("endpoint")
@@ -389,6 +396,7 @@ fn main() {
         "machine: {} CPUs; server runtime {SERVER_WORKERS} workers, load generator 1 thread (current-thread runtime), loopback gRPC",
         std::thread::available_parallelism().map_or(0, usize::from)
     );
+    println!("load average at start: {}", load_average());
     let db = client_rt
         .block_on(TestDatabase::postgres())
         .expect("TEST_DATABASE_URL is set");
@@ -542,6 +550,10 @@ fn main() {
             batch_max.as_secs_f64() * 1e3,
             batch.mean.as_secs_f64() * 1e3,
             if batch.p50 < Duration::from_millis(100) { "MET" } else { "MISSED" }
+        );
+        println!(
+            "load average at end: {} (other work on the machine inflates the tails)",
+            load_average()
         );
         pool.close().await;
     });
