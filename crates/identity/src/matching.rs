@@ -6,7 +6,6 @@ use std::time::{Duration, Instant};
 
 use carerecord_contracts::identity::v1::*;
 use carerecord_platform::errors::Violations;
-use prost::Message;
 
 use crate::Settings;
 use crate::domain::estimate::{self, SplitMix};
@@ -144,17 +143,14 @@ impl Matcher {
         let keys = features.blocking_keys();
         let candidates = self.store.candidates(&keys).await?;
         let mut scored: Vec<(f64, String, usize)> = Vec::with_capacity(candidates.len());
-        let decoded = candidates;
         let mut compared = 0;
-        // Ids are only in the full data; decode lazily but cheaply: patient_id is field 1.
-        for (i, (f, data)) in decoded.iter().enumerate() {
-            let id = patient_id_of(data);
+        for (i, (id, f)) in candidates.iter().enumerate() {
             if probe_id.as_deref() == Some(id.as_str()) {
                 continue;
             }
             compared += 1;
             let pattern = model::pattern_with(model, &features, f);
-            scored.push((model.pattern_weight(pattern), id, i));
+            scored.push((model.pattern_weight(pattern), id.clone(), i));
         }
         scored.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
         let mut out = Vec::new();
@@ -174,11 +170,21 @@ impl Matcher {
         }
         out.extend(non_matches);
         out.truncate(max);
+        let wanted: Vec<String> = out.iter().map(|c| candidates[c.3].0.clone()).collect();
+        let mut stored: std::collections::HashMap<String, Patient> = self
+            .store
+            .get_many(&wanted)
+            .await?
+            .into_iter()
+            .map(|s| (s.patient.patient_id.clone(), s.patient))
+            .collect();
         let candidates = out
             .into_iter()
             .map(|(weight, probability, class, i)| {
-                let (f, data) = &decoded[i];
-                let patient = Patient::decode(data.as_slice())?;
+                let (id, f) = &candidates[i];
+                let patient = stored
+                    .remove(id)
+                    .ok_or_else(|| Error::Corrupt(format!("candidate {id} vanished")))?;
                 let evidence = model::explain(model, &features, f)
                     .into_iter()
                     .map(|c| FieldEvidence {
@@ -317,21 +323,6 @@ impl Matcher {
             activated,
         })
     }
-}
-
-/// The patient_id (field 1) of an encoded Patient, without decoding the rest.
-fn patient_id_of(data: &[u8]) -> String {
-    // Field 1, wire type 2: tag byte 0x0a, then a one-byte length (36 for a UUID).
-    if data.len() > 2
-        && data[0] == 0x0a
-        && (data[1] as usize) < 128
-        && data.len() >= 2 + data[1] as usize
-    {
-        return String::from_utf8_lossy(&data[2..2 + data[1] as usize]).into_owned();
-    }
-    Patient::decode(data)
-        .map(|p| p.patient_id)
-        .unwrap_or_default()
 }
 
 type EstimationResult = (estimate::Estimate, i64, i64);

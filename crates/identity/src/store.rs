@@ -883,14 +883,14 @@ impl Store {
             .collect()
     }
 
-    /// Active patients sharing at least one blocking key, with their features; their full data
-    /// is decoded only when asked for.
-    pub async fn candidates(&self, keys: &[String]) -> Result<Vec<(Features, Vec<u8>)>, Error> {
+    /// Active patients sharing at least one blocking key: their ids and features only (the
+    /// full data of the few returned candidates is read afterwards).
+    pub async fn candidates(&self, keys: &[String]) -> Result<Vec<(String, Features)>, Error> {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
         let sql = format!(
-            "SELECT p.features, p.data FROM patients p WHERE p.state = 1 AND p.patient_id IN \
+            "SELECT p.patient_id, p.features FROM patients p WHERE p.state = 1 AND p.patient_id IN \
              (SELECT patient_id FROM blocking_keys WHERE key IN ({}))",
             placeholders(1, keys.len())
         );
@@ -902,7 +902,7 @@ impl Store {
         rows.iter()
             .map(|r| {
                 let f: Vec<u8> = r.try_get("features")?;
-                Ok((Features::decode(f.as_slice())?, r.try_get("data")?))
+                Ok((r.try_get("patient_id")?, Features::decode(f.as_slice())?))
             })
             .collect()
     }

@@ -238,6 +238,8 @@ pub fn estimate(
         }
     }
     normalise_levels(&mut m);
+    keep_unobservable_levels(&mut m, blocked, &weight_m);
+    make_monotone(&mut m, &u);
 
     // Lambda over the union of blocked pairs, m and u fixed.
     let mut patterns: HashMap<Pattern, f64> = HashMap::new();
@@ -277,6 +279,84 @@ pub fn estimate(
         iterations,
         converged: converged && lambda_converged,
         expected_matches: expected,
+    }
+}
+
+/// Levels that no blocked pair exhibits keep their starting m, the observed levels sharing the
+/// rest in their estimated proportions. This matters for identifiers: an identifier belongs to
+/// one patient, so two registered patients never agree on it exactly and the index cannot show
+/// how often the same person's records do; a probe, though, often carries the very identifier
+/// a registered patient holds.
+fn keep_unobservable_levels(
+    m: &mut [[f64; 3]; FIELD_COUNT],
+    blocked: &[(Pattern, u32)],
+    estimated_weight: &[f64; FIELD_COUNT],
+) {
+    let mut seen = [[false; 3]; FIELD_COUNT];
+    for (p, _) in blocked {
+        for (f, row) in seen.iter_mut().enumerate() {
+            let l = p.level(f);
+            if l != Level::Missing {
+                row[l.index()] = true;
+            }
+        }
+    }
+    let start = start_m();
+    for field in FIELDS {
+        let f = field.index();
+        let levels: Vec<usize> = field.levels().iter().map(|l| l.index()).collect();
+        let unseen: Vec<usize> = levels.iter().copied().filter(|&l| !seen[f][l]).collect();
+        if estimated_weight[f] == 0.0 || unseen.is_empty() || unseen.len() == levels.len() {
+            continue;
+        }
+        let reserved: f64 = unseen.iter().map(|&l| start[f][l]).sum();
+        let observed: f64 = levels
+            .iter()
+            .filter(|l| !unseen.contains(l))
+            .map(|&l| m[f][l])
+            .sum();
+        for &l in &levels {
+            m[f][l] = clamp_probability(if unseen.contains(&l) {
+                start[f][l]
+            } else {
+                m[f][l] / observed * (1.0 - reserved)
+            });
+        }
+    }
+}
+
+/// Makes each field's weights non-increasing from exact agreement to disagreement (a closer
+/// agreement is never weaker evidence of a match) by pooling adjacent violating levels: the
+/// pooled levels share the likelihood ratio sum(m) / sum(u), which keeps the m sum unchanged.
+fn make_monotone(m: &mut [[f64; 3]; FIELD_COUNT], u: &[[f64; 3]; FIELD_COUNT]) {
+    for field in FIELDS {
+        let f = field.index();
+        // Blocks of (sum m, sum u, levels), pool-adjacent-violators.
+        let mut blocks: Vec<(f64, f64, Vec<usize>)> = Vec::new();
+        for level in field.levels() {
+            let l = level.index();
+            blocks.push((m[f][l], u[f][l], vec![l]));
+            while blocks.len() >= 2 {
+                let (top_m, top_u, _) = &blocks[blocks.len() - 1];
+                let (prev_m, prev_u, _) = &blocks[blocks.len() - 2];
+                if prev_m / prev_u >= top_m / top_u {
+                    break;
+                }
+                let (tm, tu, tl) = blocks.pop().unwrap_or_default();
+                if let Some(prev) = blocks.last_mut() {
+                    prev.0 += tm;
+                    prev.1 += tu;
+                    prev.2.extend(tl);
+                }
+            }
+        }
+        for (sum_m, sum_u, levels) in blocks {
+            if levels.len() > 1 {
+                for l in levels {
+                    m[f][l] = clamp_probability(u[f][l] * sum_m / sum_u);
+                }
+            }
+        }
     }
 }
 
@@ -410,6 +490,39 @@ mod tests {
             let sum: f64 = u[field.index()].iter().sum();
             assert!((sum - 1.0).abs() < 1e-3, "{field:?} {sum}");
         }
+    }
+
+    #[test]
+    fn weights_are_made_monotone_keeping_sums() {
+        let mut m = [[0.9, 0.07, 0.03]; FIELD_COUNT];
+        let u = [[0.01, 0.5, 0.49]; FIELD_COUNT];
+        m[Field::Address.index()] = [0.5, 0.1, 0.4];
+        make_monotone(&mut m, &u);
+        let row = m[Field::Address.index()];
+        assert!((row.iter().sum::<f64>() - 1.0).abs() < 1e-9);
+        assert_eq!(row[0], 0.5);
+        assert!((row[1] / 0.5 - row[2] / 0.49).abs() < 1e-9, "{row:?}");
+    }
+
+    #[test]
+    fn exact_agreement_never_seen_keeps_its_starting_m() {
+        let field = Field::Identifier.index();
+        let mut levels = [Level::Missing; FIELD_COUNT];
+        levels[field] = Level::Partial;
+        let partial = Pattern::from_levels(&levels);
+        levels[field] = Level::Disagree;
+        let disagree = Pattern::from_levels(&levels);
+        let blocked = [(partial, 1), (disagree, 1), (disagree, 1)];
+        let mut m = [[0.0, 0.4, 0.6]; FIELD_COUNT];
+        let mut weight = [0.0; FIELD_COUNT];
+        weight[field] = 1.0;
+        keep_unobservable_levels(&mut m, &blocked, &weight);
+        let row = m[field];
+        assert_eq!(row[0], START_M[0]);
+        assert!((row[1] - 0.4 * (1.0 - START_M[0])).abs() < 1e-9);
+        assert!((row.iter().sum::<f64>() - 1.0).abs() < 1e-9);
+        // Fields not estimated at all are left alone.
+        assert_eq!(m[Field::GivenName.index()], [0.0, 0.4, 0.6]);
     }
 
     #[test]

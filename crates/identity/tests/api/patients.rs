@@ -227,7 +227,10 @@ async fn batch_create_commits_good_items_and_reports_bad_ones() {
         assert_eq!(error(1).field_violations[0].field, "patient.names");
         assert_eq!(error(2).code, Code::AlreadyExists as i32);
         assert_eq!(error(2).conflicting_patient_ids, [held.patient_id.as_str()]);
-        assert_eq!(error(3).conflicting_patient_ids, [first.patient_id.as_str()]);
+        assert_eq!(
+            error(3).conflicting_patient_ids,
+            [first.patient_id.as_str()]
+        );
         assert_eq!(error(4).field_violations[0].field, "requester");
         assert!(matches!(
             outcome(5),
