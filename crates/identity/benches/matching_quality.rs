@@ -349,6 +349,78 @@ async fn run(file: &str, client: &mut common::Client) {
         possible_true
     );
     println!("F1 ratio to baseline: {:.3}", ours.f1 / base.f1.max(1e-9));
+    // A pair of two records without a family name cannot be found: neither can be registered.
+    let findable: HashSet<(usize, usize)> = truth
+        .iter()
+        .filter(|(i, j)| patient_of.contains_key(i) || patient_of.contains_key(j))
+        .copied()
+        .collect();
+    let within = scores(&predicted, &findable);
+    println!(
+        "over the {} true pairs with at least one registrable record: precision {:.4} recall {:.4} F1 {:.4}",
+        findable.len(),
+        within.precision,
+        within.recall,
+        within.f1
+    );
+
+    // CARERECORD_BENCH_SHOW_MISSES=n prints why n missed true pairs were missed.
+    let show: usize = std::env::var("CARERECORD_BENCH_SHOW_MISSES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let mut missed: Vec<&(usize, usize)> = truth.difference(&predicted).collect();
+    missed.sort();
+    for &&(i, j) in missed.iter().take(show) {
+        let (probe, other) = if patient_of.contains_key(&j) {
+            (i, j)
+        } else {
+            (j, i)
+        };
+        let response = client
+            .match_patients(MatchPatientsRequest {
+                probe: Some(match_patients_request::Probe::Demographics(
+                    records[probe].patient.clone(),
+                )),
+                max_candidates: 100,
+                include_non_matches: true,
+            })
+            .await
+            .expect("match")
+            .into_inner();
+        let found = response.candidates.iter().find(|c| {
+            c.patient
+                .as_ref()
+                .is_some_and(|p| Some(&p.patient_id) == patient_of.get(&other))
+        });
+        match found {
+            None => println!("miss {probe}-{other}: not a candidate (blocking)"),
+            Some(c) => {
+                let evidence: Vec<String> = c
+                    .evidence
+                    .iter()
+                    .filter(|e| e.level != ComparisonLevel::Missing as i32)
+                    .map(|e| {
+                        format!(
+                            "{}:{:?}/{}({:+.1}) {:?}~{:?}",
+                            e.field,
+                            ComparisonLevel::try_from(e.level).unwrap_or_default(),
+                            e.comparator,
+                            e.weight,
+                            e.probe_value,
+                            e.candidate_value
+                        )
+                    })
+                    .collect();
+                println!(
+                    "miss {probe}-{other}: p={:.3} w={:.1} {}",
+                    c.match_probability,
+                    c.match_weight,
+                    evidence.join(" ")
+                );
+            }
+        }
+    }
 }
 
 fn main() {

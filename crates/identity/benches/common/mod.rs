@@ -92,6 +92,36 @@ impl Drop for Server {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+        // Bench databases are large: drop this one (tests' small ones are left to the harness).
+        if let (Ok(server_url), Some(name)) = (
+            std::env::var("TEST_DATABASE_URL"),
+            self._db
+                .url
+                .rsplit('/')
+                .next()
+                .map(|n| n.split('?').next().unwrap_or(n).to_owned()),
+        ) && self.backend == "Postgres"
+            && name.starts_with("carerecord_test_")
+        {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build();
+            if let Ok(runtime) = runtime {
+                runtime.block_on(async {
+                    use sqlx::{ConnectOptions, Executor};
+                    if let Ok(options) =
+                        <sqlx::any::AnyConnectOptions as std::str::FromStr>::from_str(&server_url)
+                        && let Ok(mut conn) = options.connect().await
+                    {
+                        let _ = conn
+                            .execute(sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                                "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                            ))))
+                            .await;
+                    }
+                });
+            }
+        }
     }
 }
 

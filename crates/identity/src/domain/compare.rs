@@ -191,6 +191,39 @@ pub fn token_set(a: &str, b: &str) -> f64 {
     2.0 * matched as f64 / (ta.len() + tb.len()) as f64
 }
 
+/// Dice coefficient of the character bigrams of two values with spaces removed, in [0, 1]:
+/// robust to words split or joined ("jervoisstreet" / "jervois street") and to typos.
+pub fn bigram_dice(a: &str, b: &str) -> f64 {
+    let grams = |s: &str| -> Vec<(char, char)> {
+        let chars: Vec<char> = s.chars().filter(|c| !c.is_whitespace()).collect();
+        let mut g: Vec<(char, char)> = chars.windows(2).map(|w| (w[0], w[1])).collect();
+        g.sort_unstable();
+        g
+    };
+    let (x, y) = (grams(a), grams(b));
+    if x.is_empty() || y.is_empty() {
+        return if a.trim() == b.trim() && !x.is_empty() {
+            1.0
+        } else {
+            0.0
+        };
+    }
+    // Multiset intersection of two sorted lists.
+    let (mut i, mut j, mut common) = (0, 0, 0usize);
+    while i < x.len() && j < y.len() {
+        match x[i].cmp(&y[j]) {
+            std::cmp::Ordering::Less => i += 1,
+            std::cmp::Ordering::Greater => j += 1,
+            std::cmp::Ordering::Equal => {
+                common += 1;
+                i += 1;
+                j += 1;
+            }
+        }
+    }
+    2.0 * common as f64 / (x.len() + y.len()) as f64
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -247,6 +280,17 @@ mod tests {
             compare_dates((1980, 3, 7), (1975, 11, 20)),
             DateAgreement::Different
         );
+    }
+
+    #[test]
+    fn bigrams_ignore_spacing() {
+        assert!(close(
+            bigram_dice("jervois street coolaroo", "jervoisstreet coolar oo"),
+            1.0
+        ));
+        assert!(bigram_dice("12 high street leeds", "4 church lane york") < 0.3);
+        assert_eq!(bigram_dice("", "abc"), 0.0);
+        assert!(close(bigram_dice("night", "nacht"), 0.25));
     }
 
     #[test]

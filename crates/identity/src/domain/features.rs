@@ -179,7 +179,6 @@ impl Features {
         if let Some((y, m, d)) = birth {
             push(format!("d:{y:04}{m:02}{d:02}"));
         }
-        let decade = birth.map_or_else(|| "-".to_owned(), |(y, _, _)| (y / 10).to_string());
         for name in &self.names {
             if let Some((y, _, _)) = birth
                 && !name.family_code.is_empty()
@@ -193,11 +192,14 @@ impl Features {
                 } else {
                     (&name.family_code, &name.given_code)
                 };
-                push(format!("gf:{a}|{b}|{decade}"));
+                push(format!("gf:{a}|{b}"));
             }
-            if !name.given_code.is_empty() {
-                for pc in &self.postcodes {
+            for pc in &self.postcodes {
+                if !name.given_code.is_empty() {
                     push(format!("pg:{pc}|{}", name.given_code));
+                }
+                if !name.family_code.is_empty() {
+                    push(format!("pf:{pc}|{}", name.family_code));
                 }
             }
         }
@@ -214,8 +216,9 @@ pub const BLOCKING_RULES: &[(&str, &[super::model::Field])] = {
         ("i:", &[Identifier]),
         ("d:", &[BirthDate]),
         ("fy:", &[FamilyName, BirthDate]),
-        ("gf:", &[GivenName, FamilyName, BirthDate]),
+        ("gf:", &[GivenName, FamilyName]),
         ("pg:", &[Postcode, GivenName]),
+        ("pf:", &[Postcode, FamilyName]),
     ]
 };
 

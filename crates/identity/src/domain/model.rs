@@ -74,13 +74,13 @@ impl Field {
                 Level::Partial,
             ) => "damerau_levenshtein <= 1",
             (Field::GivenName | Field::FamilyName, Level::Partial) => {
-                "jaro_winkler >= 0.88, or same phonetic (NYSIIS) key, or given and family transposed"
+                "jaro_winkler >= 0.88, or same phonetic (NYSIIS) key, or damerau_levenshtein <= 1, or given and family transposed"
             }
             (Field::BirthDate, Level::Partial) => {
                 "day and month swapped, or one digit mis-keyed or two adjacent digits transposed"
             }
             (Field::Postcode, Level::Partial) => "same outward code, or damerau_levenshtein <= 1",
-            (Field::Address, Level::Partial) => "token_set >= 0.6",
+            (Field::Address, Level::Partial) => "token_set >= 0.6 or bigram_dice >= 0.7",
             (_, Level::Disagree) => "otherwise",
             _ => "",
         }
@@ -305,6 +305,8 @@ fn name_outcome<'a>(a: &'a str, a_code: &str, b: &'a str, b_code: &str) -> Outco
         (Level::Partial, "jaro_winkler")
     } else if !a_code.is_empty() && a_code == b_code {
         (Level::Partial, "phonetic")
+    } else if compare::damerau_levenshtein(a, b) <= 1 {
+        (Level::Partial, "damerau_levenshtein")
     } else {
         (Level::Disagree, "jaro_winkler")
     };
@@ -461,14 +463,22 @@ fn compare_field<'a>(
                             candidate: Value::Str(b),
                         }
                     } else {
-                        let s = compare::token_set(a, b);
+                        // Tokens tolerate reordering; bigrams of the text without spaces
+                        // tolerate split and joined words ("jervoisstreet").
+                        let tokens = compare::token_set(a, b);
+                        let bigrams = compare::bigram_dice(a, b);
+                        let (s, comparator) = if bigrams > tokens {
+                            (bigrams, "bigram_dice")
+                        } else {
+                            (tokens, "token_set")
+                        };
                         Outcome {
-                            level: if s >= 0.6 {
+                            level: if tokens >= 0.6 || bigrams >= 0.7 {
                                 Level::Partial
                             } else {
                                 Level::Disagree
                             },
-                            comparator: "token_set",
+                            comparator,
                             similarity: s,
                             probe: Value::Str(a),
                             candidate: Value::Str(b),
