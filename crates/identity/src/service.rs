@@ -595,6 +595,7 @@ impl PatientIdentityService for IdentityService {
         let stored = self.store.get_many(&ids).await?;
         let mut scored: Vec<(f64, Patient)> = stored
             .into_iter()
+            .filter(|s| !s.is_merged())
             .filter_map(|s| {
                 let score = criteria.score(&s, fuzzy)?;
                 (score >= self.settings.search_min_score || !fuzzy).then_some((score, s.patient))

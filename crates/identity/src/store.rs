@@ -362,8 +362,7 @@ impl Store {
         let wanted: HashSet<&(String, String)> = keys.iter().collect();
         for chunk in values.chunks(1000) {
             let sql = format!(
-                "SELECT i.system, i.value, i.patient_id, p.merged_into FROM identifiers i \
-                 JOIN patients p ON p.patient_id = i.patient_id WHERE i.value IN ({})",
+                "SELECT system, value, patient_id FROM identifiers WHERE value IN ({})",
                 placeholders(1, chunk.len())
             );
             let mut query = sqlx::query(AssertSqlSafe(sql));
@@ -373,11 +372,18 @@ impl Store {
             for row in query.fetch_all(&mut *conn).await? {
                 let key: (String, String) = (row.try_get("system")?, row.try_get("value")?);
                 if wanted.contains(&key) {
-                    out.insert(
-                        key,
-                        (row.try_get("patient_id")?, row.try_get("merged_into")?),
-                    );
+                    out.insert(key, (row.try_get::<String, _>("patient_id")?, None));
                 }
+            }
+        }
+        // Conflicts are rare: name the survivor of a merged holder with one lookup each.
+        for (holder, merged_into) in out.values_mut() {
+            let row = sqlx::query("SELECT merged_into FROM patients WHERE patient_id = $1")
+                .bind(holder.clone())
+                .fetch_optional(&mut *conn)
+                .await?;
+            if let Some(row) = row {
+                *merged_into = row.try_get("merged_into")?;
             }
         }
         Ok(out)
@@ -858,7 +864,7 @@ impl Store {
 
     // ----- search and matching -----
 
-    /// Patient ids of active patients with a name entry satisfying the SQL `condition` over
+    /// Patient ids of patients (active or merged) with a name entry satisfying the SQL `condition` over
     /// `patient_names n` (placeholders from $1, bound from `args`).
     pub async fn name_search(
         &self,
@@ -866,9 +872,9 @@ impl Store {
         args: Vec<SearchArg>,
         limit: i64,
     ) -> Result<Vec<String>, Error> {
+        // Merged patients are filtered out by the caller, from their stored state.
         let sql = format!(
-            "SELECT DISTINCT n.patient_id FROM patient_names n JOIN patients p ON p.patient_id = n.patient_id \
-             WHERE p.state = 1 AND ({condition}) ORDER BY n.patient_id LIMIT {limit}"
+            "SELECT DISTINCT n.patient_id FROM patient_names n WHERE {condition} ORDER BY n.patient_id LIMIT {limit}"
         );
         let mut query = sqlx::query(AssertSqlSafe(sql));
         for arg in args {
@@ -889,16 +895,34 @@ impl Store {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
+        // Two index lookups rather than one join: the plan cannot degrade to a scan of
+        // patients when statistics lag behind a bulk load.
         let sql = format!(
-            "SELECT p.patient_id, p.features FROM patients p WHERE p.state = 1 AND p.patient_id IN \
-             (SELECT patient_id FROM blocking_keys WHERE key IN ({}))",
+            "SELECT DISTINCT patient_id FROM blocking_keys WHERE key IN ({})",
             placeholders(1, keys.len())
         );
         let mut query = sqlx::query(AssertSqlSafe(sql));
         for k in keys {
             query = query.bind(k.clone());
         }
-        let rows = query.fetch_all(&self.db.pool).await?;
+        let ids: Vec<String> = query
+            .fetch_all(&self.db.pool)
+            .await?
+            .iter()
+            .map(|r| r.try_get("patient_id"))
+            .collect::<Result<_, _>>()?;
+        let mut rows = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(1000) {
+            let sql = format!(
+                "SELECT patient_id, features FROM patients WHERE state = 1 AND patient_id IN ({})",
+                placeholders(1, chunk.len())
+            );
+            let mut query = sqlx::query(AssertSqlSafe(sql));
+            for id in chunk {
+                query = query.bind(id.clone());
+            }
+            rows.extend(query.fetch_all(&self.db.pool).await?);
+        }
         rows.iter()
             .map(|r| {
                 let f: Vec<u8> = r.try_get("features")?;
