@@ -2,14 +2,21 @@
 //!
 //! Serves `carerecord.identity.v1.PatientIdentityService`.
 
+pub mod domain;
+mod error;
+mod matching;
 mod service;
+mod store;
+pub mod synthetic;
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use carerecord_contracts::identity::v1::patient_identity_service_server::PatientIdentityServiceServer;
 use carerecord_platform::app::{Service, StartError};
 use carerecord_platform::config::{ConfigError, Env, ServiceConfig};
 use carerecord_platform::db::{Database, Migrations};
+use carerecord_platform::page_token::PageTokens;
 use carerecord_platform::server::GrpcServer;
 use carerecord_platform::telemetry::TelemetryConfig;
 use tokio_util::sync::CancellationToken;
@@ -27,16 +34,94 @@ static MIGRATIONS: Migrations = Migrations {
     sqlite: &sqlx::migrate!("./migrations/sqlite"),
 };
 
-/// The service's configuration: the shared server, database and telemetry settings.
+/// The identity module's own settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// `CARERECORD_MATCH_THRESHOLD`: match probability at or above which a candidate is MATCH.
+    pub match_threshold: f64,
+    /// `CARERECORD_POSSIBLE_THRESHOLD`: match probability at or above which it is POSSIBLE.
+    pub possible_threshold: f64,
+    /// `CARERECORD_SEARCH_DEFAULT_RESULTS`.
+    pub search_default_results: i32,
+    /// `CARERECORD_SEARCH_MAX_RESULTS`.
+    pub search_max_results: i32,
+    /// `CARERECORD_SEARCH_MIN_SCORE`: fuzzy results scoring below are omitted.
+    pub search_min_score: f64,
+    /// `CARERECORD_WATCH_POLL_INTERVAL`: how often feed streams poll for writes of other replicas.
+    pub watch_poll_interval: Duration,
+    /// `CARERECORD_ESTIMATION_MAX_RANDOM_PAIRS`.
+    pub estimation_max_random_pairs: i64,
+    /// `CARERECORD_ESTIMATION_MAX_BLOCKED_PAIRS`.
+    pub estimation_max_blocked_pairs: i64,
+}
+
+impl Settings {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let s = Settings {
+            match_threshold: env.parse_or("CARERECORD_MATCH_THRESHOLD", 0.95)?,
+            possible_threshold: env.parse_or("CARERECORD_POSSIBLE_THRESHOLD", 0.5)?,
+            search_default_results: env.parse_or("CARERECORD_SEARCH_DEFAULT_RESULTS", 10)?,
+            search_max_results: env.parse_or("CARERECORD_SEARCH_MAX_RESULTS", 50)?,
+            search_min_score: env.parse_or("CARERECORD_SEARCH_MIN_SCORE", 0.8)?,
+            watch_poll_interval: env
+                .duration_or("CARERECORD_WATCH_POLL_INTERVAL", Duration::from_secs(1))?,
+            estimation_max_random_pairs: env
+                .parse_or("CARERECORD_ESTIMATION_MAX_RANDOM_PAIRS", 10_000_000)?,
+            estimation_max_blocked_pairs: env
+                .parse_or("CARERECORD_ESTIMATION_MAX_BLOCKED_PAIRS", 5_000_000)?,
+        };
+        let unit = |name: &str, v: f64| {
+            if v > 0.0 && v < 1.0 {
+                Ok(())
+            } else {
+                Err(ConfigError::invalid(
+                    name,
+                    &v.to_string(),
+                    "must be between 0 and 1, exclusive",
+                ))
+            }
+        };
+        unit("CARERECORD_MATCH_THRESHOLD", s.match_threshold)?;
+        unit("CARERECORD_POSSIBLE_THRESHOLD", s.possible_threshold)?;
+        if s.possible_threshold >= s.match_threshold {
+            return Err(ConfigError::invalid(
+                "CARERECORD_POSSIBLE_THRESHOLD",
+                &s.possible_threshold.to_string(),
+                "must be below CARERECORD_MATCH_THRESHOLD",
+            ));
+        }
+        if s.search_default_results < 1 || s.search_max_results < s.search_default_results {
+            return Err(ConfigError::invalid(
+                "CARERECORD_SEARCH_MAX_RESULTS",
+                &s.search_max_results.to_string(),
+                "must be at least CARERECORD_SEARCH_DEFAULT_RESULTS, which must be at least 1",
+            ));
+        }
+        if s.estimation_max_random_pairs < 1 || s.estimation_max_blocked_pairs < 1 {
+            return Err(ConfigError::invalid(
+                "CARERECORD_ESTIMATION_MAX_BLOCKED_PAIRS",
+                &s.estimation_max_blocked_pairs.to_string(),
+                "estimation bounds must be at least 1",
+            ));
+        }
+        Ok(s)
+    }
+}
+
+/// The service's configuration: the shared server, database and telemetry settings, and its own.
 #[derive(Debug, Clone)]
 pub struct Config {
     pub service: ServiceConfig,
+    pub identity: Settings,
+    pub tokens: PageTokens,
 }
 
 impl Config {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         Ok(Config {
             service: ServiceConfig::from_env(env, Application::NAME, DEFAULT_ADDR)?,
+            identity: Settings::from_env(env)?,
+            tokens: PageTokens::from_env(env)?,
         })
     }
 }
@@ -44,6 +129,7 @@ impl Config {
 /// The identity service, bound and ready to serve.
 pub struct Application {
     server: GrpcServer,
+    streams: CancellationToken,
 }
 
 impl Service for Application {
@@ -61,14 +147,21 @@ impl Service for Application {
     async fn build(config: Config) -> Result<Self, StartError> {
         let database = Database::connect(&config.service.database, &MIGRATIONS).await?;
         let limits = &config.service.server;
-        let api = PatientIdentityServiceServer::new(IdentityService::new(database))
+        let streams = CancellationToken::new();
+        let service = IdentityService::new(
+            store::Store::new(database),
+            config.identity,
+            config.tokens,
+            streams.clone(),
+        );
+        let api = PatientIdentityServiceServer::new(service)
             .max_decoding_message_size(limits.max_message_bytes)
             .max_encoding_message_size(limits.max_message_bytes);
         let server = GrpcServer::bind(&config.service.server)
             .await?
             .with_descriptor_set(carerecord_contracts::FILE_DESCRIPTOR_SET)
             .add_service(api);
-        Ok(Application { server })
+        Ok(Application { server, streams })
     }
 
     fn migrations() -> &'static Migrations {
@@ -80,6 +173,16 @@ impl Service for Application {
     }
 
     async fn run(self, shutdown: CancellationToken) -> Result<(), StartError> {
-        Ok(self.server.serve(shutdown).await?)
+        // Change-feed streams never finish on their own: end them when shutdown starts, so the
+        // server can drain.
+        let streams = self.streams.clone();
+        let trigger = shutdown.clone();
+        tokio::spawn(async move {
+            trigger.cancelled().await;
+            streams.cancel();
+        });
+        let result = self.server.serve(shutdown).await;
+        self.streams.cancel();
+        Ok(result?)
     }
 }

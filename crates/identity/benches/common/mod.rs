@@ -1,0 +1,142 @@
+//! What the benches share: an in-process identity server on its own runtime, and a client.
+
+// Each bench uses part of this module.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+
+use carerecord_contracts::common::v1::Requester;
+use carerecord_contracts::identity::v1::patient_identity_service_client::PatientIdentityServiceClient;
+use carerecord_identity::{Application, Config};
+use carerecord_platform::app::Service;
+use carerecord_platform::config::Env;
+use carerecord_platform::testing::TestDatabase;
+use tokio_util::sync::CancellationToken;
+
+pub type Client = PatientIdentityServiceClient<tonic::transport::Channel>;
+
+/// A server on a runtime of `workers` threads, stopped on drop.
+pub struct Server {
+    pub addr: SocketAddr,
+    pub backend: String,
+    stop: CancellationToken,
+    thread: Option<std::thread::JoinHandle<()>>,
+    _db: TestDatabase,
+}
+
+impl Server {
+    /// A fresh database: PostgreSQL when `TEST_DATABASE_URL` is set, else SQLite.
+    pub fn start(workers: usize) -> Server {
+        let setup = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let db = setup.block_on(async {
+            match TestDatabase::postgres().await {
+                Some(db) => db,
+                None => TestDatabase::sqlite(),
+            }
+        });
+        let backend = format!("{:?}", db.backend);
+        let env = Env::from_pairs([
+            ("DATABASE_URL", db.url.as_str()),
+            ("CARERECORD_LISTEN_ADDR", "127.0.0.1:0"),
+            ("CARERECORD_TOKEN_SECRET", "bench-secret-0123456789"),
+            ("CARERECORD_DB_MAX_CONNECTIONS", "24"),
+            ("CARERECORD_REQUEST_TIMEOUT", "30m"),
+            ("CARERECORD_MAX_MESSAGE_BYTES", "64MiB"),
+        ]);
+        let config = Config::from_env(&env).expect("config");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stop = CancellationToken::new();
+        let token = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(workers)
+                .enable_all()
+                .build()
+                .expect("server runtime");
+            runtime.block_on(async move {
+                let app = Application::build(config)
+                    .await
+                    .expect("build the identity service");
+                tx.send(app.local_addr()).expect("send addr");
+                app.run(token).await.expect("serve");
+            });
+        });
+        let addr = rx.recv().expect("server address");
+        Server {
+            addr,
+            backend,
+            stop,
+            thread: Some(thread),
+            _db: db,
+        }
+    }
+
+    pub async fn client(&self) -> Client {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", self.addr))
+            .expect("endpoint")
+            .connect()
+            .await
+            .expect("connect");
+        PatientIdentityServiceClient::new(channel)
+            .max_decoding_message_size(64 << 20)
+            .max_encoding_message_size(64 << 20)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop.cancel();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        // Bench databases are large: drop this one (tests' small ones are left to the harness).
+        if let (Ok(server_url), Some(name)) = (
+            std::env::var("TEST_DATABASE_URL"),
+            self._db
+                .url
+                .rsplit('/')
+                .next()
+                .map(|n| n.split('?').next().unwrap_or(n).to_owned()),
+        ) && self.backend == "Postgres"
+            && name.starts_with("carerecord_test_")
+        {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build();
+            if let Ok(runtime) = runtime {
+                runtime.block_on(async {
+                    use sqlx::{ConnectOptions, Executor};
+                    if let Ok(options) =
+                        <sqlx::any::AnyConnectOptions as std::str::FromStr>::from_str(&server_url)
+                        && let Ok(mut conn) = options.connect().await
+                    {
+                        let _ = conn
+                            .execute(sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                                "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                            ))))
+                            .await;
+                    }
+                });
+            }
+        }
+    }
+}
+
+pub fn requester() -> Requester {
+    Requester {
+        user_id: "bench".into(),
+        ..Requester::default()
+    }
+}
+
+/// `CARERECORD_BENCH_SCALE` (default 1.0): multiplies the bench's sizes.
+pub fn scale() -> f64 {
+    std::env::var("CARERECORD_BENCH_SCALE")
+        .ok()
+        .and_then(|s| s.parse::<f64>().ok())
+        .filter(|s| *s > 0.0)
+        .unwrap_or(1.0)
+}

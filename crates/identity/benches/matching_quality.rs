@@ -1,0 +1,443 @@
+//! Matching quality on the FEBRL data sets: register every record through the gRPC API,
+//! estimate the parameters from the data (EstimateMatchParameters), match each record against
+//! the rest, and report precision, recall and F1 over record pairs at the default thresholds,
+//! beside an exact-identifier baseline (equal soc_sec_id) measured on the same records.
+//!
+//! Data: `CARERECORD_FEBRL_DIR`, by default `../shared/data/febrl` beside the repository.
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::time::Instant;
+
+use carerecord_contracts::common::v1::{Address, Date, HumanName, Identifier};
+use carerecord_contracts::identity::v1::*;
+
+const SOC_SEC_SYSTEM: &str = "https://febrl.example/Id/soc-sec-id";
+
+struct Record {
+    entity: String,
+    soc_sec_id: String,
+    patient: Patient,
+}
+
+fn febrl_dir() -> PathBuf {
+    match std::env::var("CARERECORD_FEBRL_DIR") {
+        Ok(dir) if !dir.trim().is_empty() => PathBuf::from(dir),
+        _ => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/febrl"),
+    }
+}
+
+fn parse_date(raw: &str) -> Option<Date> {
+    if raw.len() != 8 || !raw.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let year: i32 = raw[..4].parse().ok()?;
+    let month: i32 = raw[4..6].parse().ok()?;
+    let day: i32 = raw[6..].parse().ok()?;
+    let valid = (1..=12).contains(&month)
+        && day >= 1
+        && day <= carerecord_identity::domain::validate::days_in_month(year, month)
+        && (year, month, day) <= carerecord_identity::domain::validate::today();
+    valid.then_some(Date { year, month, day })
+}
+
+fn load(path: &PathBuf) -> Vec<Record> {
+    let text = std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    let mut lines = text.lines();
+    let header: Vec<String> = lines
+        .next()
+        .expect("header")
+        .split(',')
+        .map(|h| h.trim().to_owned())
+        .collect();
+    let col = |name: &str| {
+        header
+            .iter()
+            .position(|h| h == name)
+            .unwrap_or_else(|| panic!("no column {name}"))
+    };
+    let (rec, given, surname, number, a1, a2, suburb, postcode, state, dob, ssn) = (
+        col("rec_id"),
+        col("given_name"),
+        col("surname"),
+        col("street_number"),
+        col("address_1"),
+        col("address_2"),
+        col("suburb"),
+        col("postcode"),
+        col("state"),
+        col("date_of_birth"),
+        col("soc_sec_id"),
+    );
+    lines
+        .filter(|l| !l.trim().is_empty())
+        .map(|line| {
+            let f: Vec<&str> = line.split(',').map(str::trim).collect();
+            let lines: Vec<String> = [
+                format!("{} {}", f[number], f[a1]).trim().to_owned(),
+                f[a2].to_owned(),
+            ]
+            .into_iter()
+            .filter(|l| !l.is_empty())
+            .collect();
+            let patient = Patient {
+                names: vec![HumanName {
+                    given: if f[given].is_empty() {
+                        vec![]
+                    } else {
+                        vec![f[given].to_owned()]
+                    },
+                    family: f[surname].to_owned(),
+                    ..HumanName::default()
+                }],
+                birth_date: parse_date(f[dob]),
+                addresses: vec![Address {
+                    lines,
+                    city: f[suburb].to_owned(),
+                    district: f[state].to_owned(),
+                    postal_code: f[postcode].to_owned(),
+                    ..Address::default()
+                }],
+                identifiers: if f[ssn].is_empty() {
+                    vec![]
+                } else {
+                    vec![Identifier {
+                        system: SOC_SEC_SYSTEM.into(),
+                        value: f[ssn].to_owned(),
+                    }]
+                },
+                ..Patient::default()
+            };
+            Record {
+                entity: f[rec].split('-').nth(1).unwrap_or_default().to_owned(),
+                soc_sec_id: f[ssn].to_owned(),
+                patient,
+            }
+        })
+        .collect()
+}
+
+struct Scores {
+    precision: f64,
+    recall: f64,
+    f1: f64,
+    predicted: usize,
+    true_positives: usize,
+}
+
+fn scores(predicted: &HashSet<(usize, usize)>, truth: &HashSet<(usize, usize)>) -> Scores {
+    let tp = predicted.intersection(truth).count();
+    let precision = if predicted.is_empty() {
+        0.0
+    } else {
+        tp as f64 / predicted.len() as f64
+    };
+    let recall = if truth.is_empty() {
+        0.0
+    } else {
+        tp as f64 / truth.len() as f64
+    };
+    let f1 = if precision + recall == 0.0 {
+        0.0
+    } else {
+        2.0 * precision * recall / (precision + recall)
+    };
+    Scores {
+        precision,
+        recall,
+        f1,
+        predicted: predicted.len(),
+        true_positives: tp,
+    }
+}
+
+fn pair(a: usize, b: usize) -> (usize, usize) {
+    (a.min(b), a.max(b))
+}
+
+async fn run(file: &str, client: &mut common::Client) {
+    let path = febrl_dir().join(file);
+    let records = load(&path);
+    println!("\n== {file}: {} records", records.len());
+    let mut truth = HashSet::new();
+    let mut baseline = HashSet::new();
+    for i in 0..records.len() {
+        for j in i + 1..records.len() {
+            if records[i].entity == records[j].entity {
+                truth.insert((i, j));
+            }
+            if !records[i].soc_sec_id.is_empty() && records[i].soc_sec_id == records[j].soc_sec_id {
+                baseline.insert((i, j));
+            }
+        }
+    }
+
+    // Register. An identifier already held is refused (ALREADY_EXISTS), as it would be at a
+    // registration desk; such records are registered again without it. Records without a
+    // family name cannot be registered (the contract requires one) but are still matched as
+    // probes, below.
+    let started = Instant::now();
+    let mut patient_of: HashMap<usize, String> = HashMap::new();
+    let mut without_identifier = 0;
+    let mut refused = 0;
+    for chunk_start in (0..records.len()).step_by(1000) {
+        let indexes: Vec<usize> = (chunk_start..(chunk_start + 1000).min(records.len())).collect();
+        let mut pending: Vec<(usize, Patient)> = indexes
+            .iter()
+            .map(|&i| (i, records[i].patient.clone()))
+            .collect();
+        for attempt in 0..2 {
+            let request = BatchCreatePatientsRequest {
+                requests: pending
+                    .iter()
+                    .map(|(_, p)| CreatePatientRequest {
+                        request_id: uuid::Uuid::new_v4().to_string(),
+                        patient: Some(p.clone()),
+                        requester: None,
+                    })
+                    .collect(),
+                requester: Some(common::requester()),
+            };
+            let response = client
+                .batch_create_patients(request)
+                .await
+                .expect("batch create")
+                .into_inner();
+            let mut retry = Vec::new();
+            for (result, (i, p)) in response.results.into_iter().zip(pending) {
+                match result.outcome {
+                    Some(batch_create_patients_result::Outcome::Patient(created)) => {
+                        patient_of.insert(i, created.patient_id);
+                    }
+                    Some(batch_create_patients_result::Outcome::Error(e))
+                        if e.code == tonic::Code::AlreadyExists as i32 && attempt == 0 =>
+                    {
+                        without_identifier += 1;
+                        let mut p = p;
+                        p.identifiers.clear();
+                        retry.push((i, p));
+                    }
+                    Some(batch_create_patients_result::Outcome::Error(_)) => refused += 1,
+                    None => refused += 1,
+                }
+            }
+            pending = retry;
+            if pending.is_empty() {
+                break;
+            }
+        }
+    }
+    let record_of: HashMap<&str, usize> =
+        patient_of.iter().map(|(i, id)| (id.as_str(), *i)).collect();
+    println!(
+        "registered {} records in {:.1}s ({} without their already-held soc_sec_id, {} refused: no family name)",
+        patient_of.len(),
+        started.elapsed().as_secs_f64(),
+        without_identifier,
+        refused
+    );
+
+    let started = Instant::now();
+    let estimated = client
+        .estimate_match_parameters(EstimateMatchParametersRequest {
+            requester: Some(common::requester()),
+            random_seed: 20_240_601,
+            ..EstimateMatchParametersRequest::default()
+        })
+        .await
+        .expect("estimate")
+        .into_inner();
+    let params = estimated.parameters.expect("parameters");
+    println!(
+        "estimated parameters v{} in {:.1}s: converged {} after {} iterations, {} random and {} blocked pairs, lambda {:.3e}, thresholds match {} possible {}",
+        params.parameters_version,
+        started.elapsed().as_secs_f64(),
+        params.converged,
+        params.iterations,
+        params.random_pairs_used,
+        params.blocked_pairs_used,
+        params.prior_match_probability,
+        params.match_threshold,
+        params.possible_threshold
+    );
+    for field in &params.fields {
+        let levels: Vec<String> = field
+            .levels
+            .iter()
+            .map(|l| {
+                format!(
+                    "{:?} m={:.3} u={:.4} w={:+.1}",
+                    ComparisonLevel::try_from(l.level).unwrap_or_default(),
+                    l.m_probability,
+                    l.u_probability,
+                    l.weight
+                )
+            })
+            .collect();
+        println!("  {:12} {}", field.field, levels.join("  "));
+    }
+    assert!(
+        estimated.activated,
+        "the estimation did not converge; see the figures above"
+    );
+
+    // Match every record (as an incoming referral would be) against the index.
+    let started = Instant::now();
+    let mut predicted = HashSet::new();
+    let mut possible = HashSet::new();
+    for (i, record) in records.iter().enumerate() {
+        let response = client
+            .match_patients(MatchPatientsRequest {
+                probe: Some(match_patients_request::Probe::Demographics(
+                    record.patient.clone(),
+                )),
+                max_candidates: 20,
+                include_non_matches: false,
+            })
+            .await
+            .expect("match")
+            .into_inner();
+        for candidate in response.candidates {
+            let id = candidate
+                .patient
+                .as_ref()
+                .map(|p| p.patient_id.as_str())
+                .unwrap_or_default();
+            let Some(&j) = record_of.get(id) else {
+                continue;
+            };
+            if j == i {
+                continue;
+            }
+            if candidate.classification == MatchClassification::Match as i32 {
+                predicted.insert(pair(i, j));
+            } else {
+                possible.insert(pair(i, j));
+            }
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    println!(
+        "matched {} records in {:.1}s ({:.0}/s)",
+        records.len(),
+        elapsed,
+        records.len() as f64 / elapsed
+    );
+    let ours = scores(&predicted, &truth);
+    let base = scores(&baseline, &truth);
+    println!("true pairs: {}", truth.len());
+    println!(
+        "{:<34} {:>9} {:>9} {:>7} {:>9} {:>9}",
+        "method", "precision", "recall", "F1", "predicted", "correct"
+    );
+    for (name, s) in [
+        ("fellegi-sunter (MATCH, defaults)", &ours),
+        ("exact soc_sec_id baseline", &base),
+    ] {
+        println!(
+            "{:<34} {:>9.4} {:>9.4} {:>7.4} {:>9} {:>9}",
+            name, s.precision, s.recall, s.f1, s.predicted, s.true_positives
+        );
+    }
+    let possible_true = possible.intersection(&truth).count();
+    println!(
+        "POSSIBLE band (for review): {} pairs, {} of them true matches",
+        possible.len(),
+        possible_true
+    );
+    println!("F1 ratio to baseline: {:.3}", ours.f1 / base.f1.max(1e-9));
+    // A pair of two records without a family name cannot be found: neither can be registered.
+    let findable: HashSet<(usize, usize)> = truth
+        .iter()
+        .filter(|(i, j)| patient_of.contains_key(i) || patient_of.contains_key(j))
+        .copied()
+        .collect();
+    let within = scores(&predicted, &findable);
+    println!(
+        "over the {} true pairs with at least one registrable record: precision {:.4} recall {:.4} F1 {:.4}",
+        findable.len(),
+        within.precision,
+        within.recall,
+        within.f1
+    );
+
+    // CARERECORD_BENCH_SHOW_MISSES=n prints why n missed true pairs were missed.
+    let show: usize = std::env::var("CARERECORD_BENCH_SHOW_MISSES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let mut missed: Vec<&(usize, usize)> = truth.difference(&predicted).collect();
+    missed.sort();
+    for &&(i, j) in missed.iter().take(show) {
+        let (probe, other) = if patient_of.contains_key(&j) {
+            (i, j)
+        } else {
+            (j, i)
+        };
+        let response = client
+            .match_patients(MatchPatientsRequest {
+                probe: Some(match_patients_request::Probe::Demographics(
+                    records[probe].patient.clone(),
+                )),
+                max_candidates: 100,
+                include_non_matches: true,
+            })
+            .await
+            .expect("match")
+            .into_inner();
+        let found = response.candidates.iter().find(|c| {
+            c.patient
+                .as_ref()
+                .is_some_and(|p| Some(&p.patient_id) == patient_of.get(&other))
+        });
+        match found {
+            None => println!("miss {probe}-{other}: not a candidate (blocking)"),
+            Some(c) => {
+                let evidence: Vec<String> = c
+                    .evidence
+                    .iter()
+                    .filter(|e| e.level != ComparisonLevel::Missing as i32)
+                    .map(|e| {
+                        format!(
+                            "{}:{:?}/{}({:+.1}) {:?}~{:?}",
+                            e.field,
+                            ComparisonLevel::try_from(e.level).unwrap_or_default(),
+                            e.comparator,
+                            e.weight,
+                            e.probe_value,
+                            e.candidate_value
+                        )
+                    })
+                    .collect();
+                println!(
+                    "miss {probe}-{other}: p={:.3} w={:.1} {}",
+                    c.match_probability,
+                    c.match_weight,
+                    evidence.join(" ")
+                );
+            }
+        }
+    }
+}
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    for file in ["dataset1.csv", "dataset3.csv"] {
+        // A fresh index per data set.
+        let server = common::Server::start(2);
+        println!(
+            "matching_quality: identity server on {} (2 worker threads), client on 1 thread",
+            server.backend
+        );
+        runtime.block_on(async {
+            let mut client = server.client().await;
+            run(file, &mut client).await;
+        });
+    }
+}

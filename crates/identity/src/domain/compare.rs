@@ -1,0 +1,306 @@
+//! String and date comparators used by search and matching.
+
+/// Jaro-Winkler similarity in [0, 1] (prefix scale 0.1, at most four prefix characters).
+pub fn jaro_winkler(a: &str, b: &str) -> f64 {
+    let a: Vec<char> = a.chars().collect();
+    let b: Vec<char> = b.chars().collect();
+    let jaro = jaro(&a, &b);
+    let prefix = a.iter().zip(&b).take(4).take_while(|(x, y)| x == y).count();
+    jaro + prefix as f64 * 0.1 * (1.0 - jaro)
+}
+
+fn jaro(a: &[char], b: &[char]) -> f64 {
+    if a.is_empty() && b.is_empty() {
+        return 1.0;
+    }
+    if a.is_empty() || b.is_empty() {
+        return 0.0;
+    }
+    let window = (a.len().max(b.len()) / 2).saturating_sub(1);
+    let mut a_matched = [false; 64];
+    let mut b_matched = [false; 64];
+    if a.len() > 64 || b.len() > 64 {
+        return jaro_long(a, b, window);
+    }
+    let mut matches = 0usize;
+    for (i, ca) in a.iter().enumerate() {
+        let lo = i.saturating_sub(window);
+        let hi = (i + window + 1).min(b.len());
+        for j in lo..hi {
+            if !b_matched[j] && b[j] == *ca {
+                a_matched[i] = true;
+                b_matched[j] = true;
+                matches += 1;
+                break;
+            }
+        }
+    }
+    if matches == 0 {
+        return 0.0;
+    }
+    let mut transpositions = 0usize;
+    let mut k = 0usize;
+    for (i, ca) in a.iter().enumerate() {
+        if a_matched[i] {
+            while !b_matched[k] {
+                k += 1;
+            }
+            if *ca != b[k] {
+                transpositions += 1;
+            }
+            k += 1;
+        }
+    }
+    let m = matches as f64;
+    (m / a.len() as f64 + m / b.len() as f64 + (m - (transpositions / 2) as f64) / m) / 3.0
+}
+
+// Strings over 64 characters (addresses at most): the same algorithm with heap flags.
+fn jaro_long(a: &[char], b: &[char], window: usize) -> f64 {
+    let mut a_matched = vec![false; a.len()];
+    let mut b_matched = vec![false; b.len()];
+    let mut matches = 0usize;
+    for (i, ca) in a.iter().enumerate() {
+        let lo = i.saturating_sub(window);
+        let hi = (i + window + 1).min(b.len());
+        for j in lo..hi {
+            if !b_matched[j] && b[j] == *ca {
+                a_matched[i] = true;
+                b_matched[j] = true;
+                matches += 1;
+                break;
+            }
+        }
+    }
+    if matches == 0 {
+        return 0.0;
+    }
+    let mut transpositions = 0usize;
+    let mut k = 0usize;
+    for (i, ca) in a.iter().enumerate() {
+        if a_matched[i] {
+            while !b_matched[k] {
+                k += 1;
+            }
+            if *ca != b[k] {
+                transpositions += 1;
+            }
+            k += 1;
+        }
+    }
+    let m = matches as f64;
+    (m / a.len() as f64 + m / b.len() as f64 + (m - (transpositions / 2) as f64) / m) / 3.0
+}
+
+/// Damerau-Levenshtein distance (optimal string alignment: insertions, deletions,
+/// substitutions and adjacent transpositions).
+pub fn damerau_levenshtein(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
+    let b: Vec<char> = b.chars().collect();
+    let (n, m) = (a.len(), b.len());
+    let mut rows = vec![vec![0usize; m + 1]; n + 1];
+    for (i, row) in rows.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    for (j, cell) in rows[0].iter_mut().enumerate() {
+        *cell = j;
+    }
+    for i in 1..=n {
+        for j in 1..=m {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut best = (rows[i - 1][j] + 1)
+                .min(rows[i][j - 1] + 1)
+                .min(rows[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                best = best.min(rows[i - 2][j - 2] + 1);
+            }
+            rows[i][j] = best;
+        }
+    }
+    rows[n][m]
+}
+
+/// 1 - distance / length of the longer value.
+pub fn distance_similarity(distance: usize, a: &str, b: &str) -> f64 {
+    let longer = a.chars().count().max(b.chars().count());
+    if longer == 0 {
+        1.0
+    } else {
+        1.0 - distance as f64 / longer as f64
+    }
+}
+
+/// How two dates relate, for tolerant date comparison.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DateAgreement {
+    Exact,
+    /// Day and month transposed (for example 03/07 against 07/03).
+    Swapped,
+    /// One digit of YYYYMMDD mis-keyed, or two adjacent digits transposed.
+    OneTypo,
+    Different,
+}
+
+/// Compares two dates as `(year, month, day)`.
+pub fn compare_dates(a: (i32, i32, i32), b: (i32, i32, i32)) -> DateAgreement {
+    if a == b {
+        return DateAgreement::Exact;
+    }
+    if a.0 == b.0 && a.1 == b.2 && a.2 == b.1 {
+        return DateAgreement::Swapped;
+    }
+    let fa = format!("{:04}{:02}{:02}", a.0, a.1, a.2);
+    let fb = format!("{:04}{:02}{:02}", b.0, b.1, b.2);
+    let (xa, xb) = (fa.as_bytes(), fb.as_bytes());
+    let diffs: Vec<usize> = (0..xa.len().min(xb.len()))
+        .filter(|&i| xa[i] != xb[i])
+        .collect();
+    match diffs.as_slice() {
+        [_] => DateAgreement::OneTypo,
+        [i, j] if *j == i + 1 && xa[*i] == xb[*j] && xa[*j] == xb[*i] => DateAgreement::OneTypo,
+        _ => DateAgreement::Different,
+    }
+}
+
+/// Token-set similarity of two multi-word values (addresses): the share of tokens of both that
+/// find a close partner (Jaro-Winkler >= 0.9) in the other, in [0, 1].
+pub fn token_set(a: &str, b: &str) -> f64 {
+    let ta: Vec<&str> = a.split(' ').filter(|t| !t.is_empty()).collect();
+    let tb: Vec<&str> = b.split(' ').filter(|t| !t.is_empty()).collect();
+    if ta.is_empty() || tb.is_empty() {
+        return 0.0;
+    }
+    let mut used = vec![false; tb.len()];
+    let mut matched = 0usize;
+    for x in &ta {
+        let mut best: Option<(usize, f64)> = None;
+        for (j, y) in tb.iter().enumerate() {
+            if used[j] {
+                continue;
+            }
+            let s = if x == y { 1.0 } else { jaro_winkler(x, y) };
+            if s >= 0.9 && best.is_none_or(|(_, bs)| s > bs) {
+                best = Some((j, s));
+            }
+        }
+        if let Some((j, _)) = best {
+            used[j] = true;
+            matched += 1;
+        }
+    }
+    2.0 * matched as f64 / (ta.len() + tb.len()) as f64
+}
+
+/// Dice coefficient of the character bigrams of two values with spaces removed, in [0, 1]:
+/// robust to words split or joined ("jervoisstreet" / "jervois street") and to typos.
+pub fn bigram_dice(a: &str, b: &str) -> f64 {
+    let grams = |s: &str| -> Vec<(char, char)> {
+        let chars: Vec<char> = s.chars().filter(|c| !c.is_whitespace()).collect();
+        let mut g: Vec<(char, char)> = chars.windows(2).map(|w| (w[0], w[1])).collect();
+        g.sort_unstable();
+        g
+    };
+    let (x, y) = (grams(a), grams(b));
+    if x.is_empty() || y.is_empty() {
+        return if a.trim() == b.trim() && !x.is_empty() {
+            1.0
+        } else {
+            0.0
+        };
+    }
+    // Multiset intersection of two sorted lists.
+    let (mut i, mut j, mut common) = (0, 0, 0usize);
+    while i < x.len() && j < y.len() {
+        match x[i].cmp(&y[j]) {
+            std::cmp::Ordering::Less => i += 1,
+            std::cmp::Ordering::Greater => j += 1,
+            std::cmp::Ordering::Equal => {
+                common += 1;
+                i += 1;
+                j += 1;
+            }
+        }
+    }
+    2.0 * common as f64 / (x.len() + y.len()) as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn close(a: f64, b: f64) -> bool {
+        (a - b).abs() < 1e-3
+    }
+
+    #[test]
+    fn jaro_winkler_matches_published_values() {
+        assert!(close(jaro_winkler("martha", "marhta"), 0.961));
+        assert!(close(jaro_winkler("dwayne", "duane"), 0.84));
+        assert!(close(jaro_winkler("dixon", "dicksonx"), 0.813));
+        assert!(close(jaro_winkler("same", "same"), 1.0));
+        assert_eq!(jaro_winkler("", "abc"), 0.0);
+        assert_eq!(jaro_winkler("abc", "xyz"), 0.0);
+        let long_a = "a".repeat(70) + "b";
+        let long_b = "a".repeat(70) + "c";
+        assert!(jaro_winkler(&long_a, &long_b) > 0.95);
+    }
+
+    #[test]
+    fn damerau_levenshtein_counts_transpositions_once() {
+        assert_eq!(damerau_levenshtein("kitten", "sitting"), 3);
+        assert_eq!(damerau_levenshtein("ab", "ba"), 1);
+        assert_eq!(damerau_levenshtein("", "abc"), 3);
+        assert_eq!(damerau_levenshtein("smith", "smith"), 0);
+        assert!(close(distance_similarity(1, "smith", "smyth"), 0.8));
+    }
+
+    #[test]
+    fn dates_tolerate_swaps_and_single_typos() {
+        assert_eq!(
+            compare_dates((1980, 3, 7), (1980, 3, 7)),
+            DateAgreement::Exact
+        );
+        assert_eq!(
+            compare_dates((1980, 3, 7), (1980, 7, 3)),
+            DateAgreement::Swapped
+        );
+        assert_eq!(
+            compare_dates((1980, 3, 7), (1981, 3, 7)),
+            DateAgreement::OneTypo
+        );
+        assert_eq!(
+            compare_dates((1980, 3, 17), (1980, 3, 28)),
+            DateAgreement::Different
+        );
+        assert_eq!(
+            compare_dates((1989, 3, 7), (1998, 3, 7)),
+            DateAgreement::OneTypo
+        );
+        assert_eq!(
+            compare_dates((1980, 3, 7), (1975, 11, 20)),
+            DateAgreement::Different
+        );
+    }
+
+    #[test]
+    fn bigrams_ignore_spacing() {
+        assert!(close(
+            bigram_dice("jervois street coolaroo", "jervoisstreet coolar oo"),
+            1.0
+        ));
+        assert!(bigram_dice("12 high street leeds", "4 church lane york") < 0.3);
+        assert_eq!(bigram_dice("", "abc"), 0.0);
+        assert!(close(bigram_dice("night", "nacht"), 0.25));
+    }
+
+    #[test]
+    fn token_sets_ignore_order_and_small_typos() {
+        assert!(close(
+            token_set("12 high street leeds", "high street 12 leeds"),
+            1.0
+        ));
+        assert!(token_set("12 high street leeds", "12 hihg street leeds") > 0.99);
+        assert!(token_set("12 high street leeds", "4 church lane york") < 0.01);
+        assert_eq!(token_set("", "x"), 0.0);
+    }
+}

@@ -1,0 +1,293 @@
+//! The comparable form of a patient: normalised values and phonetic codes, computed once when a
+//! patient is written and stored beside it, so matching never re-normalises candidates.
+
+use carerecord_contracts::common::v1::{AdministrativeGender, ContactPointSystem};
+use carerecord_contracts::identity::v1::Patient;
+
+use super::{normalize, phonetic};
+
+/// A normalised name entry: the first given name and the family name, with their NYSIIS codes.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct NameFeatures {
+    #[prost(string, tag = "1")]
+    pub given: String,
+    #[prost(string, tag = "2")]
+    pub family: String,
+    #[prost(string, tag = "3")]
+    pub given_code: String,
+    #[prost(string, tag = "4")]
+    pub family_code: String,
+}
+
+/// A local identifier.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct IdentifierFeatures {
+    #[prost(string, tag = "1")]
+    pub system: String,
+    #[prost(string, tag = "2")]
+    pub value: String,
+}
+
+/// Everything matching compares, normalised.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Features {
+    #[prost(string, tag = "1")]
+    pub nhs_number: String,
+    #[prost(message, repeated, tag = "2")]
+    pub identifiers: Vec<IdentifierFeatures>,
+    #[prost(message, repeated, tag = "3")]
+    pub names: Vec<NameFeatures>,
+    /// YYYYMMDD, or 0 when unknown.
+    #[prost(int32, tag = "4")]
+    pub birth_date: i32,
+    /// 1 male, 2 female, 3 other; 0 when not given or unknown.
+    #[prost(int32, tag = "5")]
+    pub gender: i32,
+    /// Postcodes without spaces, upper case.
+    #[prost(string, repeated, tag = "6")]
+    pub postcodes: Vec<String>,
+    /// Address lines and city, normalised and joined by spaces.
+    #[prost(string, repeated, tag = "7")]
+    pub addresses: Vec<String>,
+    #[prost(string, repeated, tag = "8")]
+    pub phones: Vec<String>,
+    #[prost(string, repeated, tag = "9")]
+    pub emails: Vec<String>,
+}
+
+impl Features {
+    /// The features of `patient` (which need not be valid: match probes are relaxed).
+    pub fn of(patient: &Patient) -> Features {
+        let mut f = Features {
+            nhs_number: patient
+                .nhs_number
+                .chars()
+                .filter(char::is_ascii_digit)
+                .collect(),
+            ..Features::default()
+        };
+        for id in &patient.identifiers {
+            let value = id.value.trim();
+            if !id.system.is_empty() && !value.is_empty() {
+                f.identifiers.push(IdentifierFeatures {
+                    system: id.system.trim().to_owned(),
+                    value: value.to_owned(),
+                });
+            }
+        }
+        for name in &patient.names {
+            let given = name
+                .given
+                .iter()
+                .map(|g| normalize::text(g))
+                .find(|g| !g.is_empty())
+                .unwrap_or_default();
+            let family = normalize::text(&name.family);
+            if given.is_empty() && family.is_empty() {
+                continue;
+            }
+            let entry = NameFeatures {
+                given_code: phonetic::nysiis(&given),
+                family_code: phonetic::nysiis(&family),
+                given,
+                family,
+            };
+            if !f.names.contains(&entry) {
+                f.names.push(entry);
+            }
+        }
+        if let Some(d) = &patient.birth_date
+            && d.year > 0
+            && d.month > 0
+            && d.day > 0
+        {
+            f.birth_date = d.year * 10_000 + d.month * 100 + d.day;
+        }
+        f.gender = match AdministrativeGender::try_from(patient.gender) {
+            Ok(AdministrativeGender::Male) => 1,
+            Ok(AdministrativeGender::Female) => 2,
+            Ok(AdministrativeGender::Other) => 3,
+            _ => 0,
+        };
+        for address in &patient.addresses {
+            if let Some(key) = normalize::postcode_key(&address.postal_code)
+                && !f.postcodes.contains(&key)
+            {
+                f.postcodes.push(key);
+            }
+            let mut text = address
+                .lines
+                .iter()
+                .map(|l| normalize::text(l))
+                .filter(|l| !l.is_empty())
+                .collect::<Vec<_>>()
+                .join(" ");
+            let city = normalize::text(&address.city);
+            if !city.is_empty() {
+                if !text.is_empty() {
+                    text.push(' ');
+                }
+                text.push_str(&city);
+            }
+            if !text.is_empty() && !f.addresses.contains(&text) {
+                f.addresses.push(text);
+            }
+        }
+        for telecom in &patient.telecoms {
+            match ContactPointSystem::try_from(telecom.system) {
+                Ok(ContactPointSystem::Phone) => {
+                    let p = normalize::phone(&telecom.value);
+                    if !p.is_empty() && !f.phones.contains(&p) {
+                        f.phones.push(p);
+                    }
+                }
+                Ok(ContactPointSystem::Email) => {
+                    let e = telecom.value.trim().to_lowercase();
+                    if !e.is_empty() && !f.emails.contains(&e) {
+                        f.emails.push(e);
+                    }
+                }
+                _ => {}
+            }
+        }
+        f
+    }
+
+    pub fn birth(&self) -> Option<(i32, i32, i32)> {
+        (self.birth_date > 0).then_some((
+            self.birth_date / 10_000,
+            self.birth_date / 100 % 100,
+            self.birth_date % 100,
+        ))
+    }
+
+    /// The blocking keys of this record, each tagged by the rule that produced it.
+    pub fn blocking_keys(&self) -> Vec<String> {
+        let mut keys = Vec::new();
+        let mut push = |k: String| {
+            if !keys.contains(&k) {
+                keys.push(k);
+            }
+        };
+        if !self.nhs_number.is_empty() {
+            push(format!("n:{}", self.nhs_number));
+        }
+        for id in &self.identifiers {
+            push(format!("i:{}|{}", id.system, id.value));
+        }
+        let birth = self.birth();
+        if let Some((y, m, d)) = birth {
+            push(format!("d:{y:04}{m:02}{d:02}"));
+        }
+        for name in &self.names {
+            if let Some((y, _, _)) = birth
+                && !name.family_code.is_empty()
+            {
+                push(format!("fy:{}|{y}", name.family_code));
+            }
+            if !name.given_code.is_empty() && !name.family_code.is_empty() {
+                // Sorted, so a record with given and family transposed shares the key.
+                let (a, b) = if name.given_code <= name.family_code {
+                    (&name.given_code, &name.family_code)
+                } else {
+                    (&name.family_code, &name.given_code)
+                };
+                push(format!("gf:{a}|{b}"));
+            }
+            for pc in &self.postcodes {
+                if !name.given_code.is_empty() {
+                    push(format!("pg:{pc}|{}", name.given_code));
+                }
+                if !name.family_code.is_empty() {
+                    push(format!("pf:{pc}|{}", name.family_code));
+                }
+            }
+        }
+        keys
+    }
+}
+
+/// The blocking rules, by the key prefix they produce, with the compared fields each relies on
+/// (so estimation can leave those fields out of the pairs the rule produced).
+pub const BLOCKING_RULES: &[(&str, &[super::model::Field])] = {
+    use super::model::Field::*;
+    &[
+        ("n:", &[NhsNumber]),
+        ("i:", &[Identifier]),
+        ("d:", &[BirthDate]),
+        ("fy:", &[FamilyName, BirthDate]),
+        ("gf:", &[GivenName, FamilyName]),
+        ("pg:", &[Postcode, GivenName]),
+        ("pf:", &[Postcode, FamilyName]),
+    ]
+};
+
+/// The index in [`BLOCKING_RULES`] of the rule that produced `key`.
+pub fn rule_of(key: &str) -> Option<usize> {
+    BLOCKING_RULES
+        .iter()
+        .position(|(prefix, _)| key.starts_with(prefix))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use carerecord_contracts::common::v1::{Address, Date, HumanName};
+
+    #[test]
+    fn features_and_keys_of_a_patient() {
+        let patient = Patient {
+            nhs_number: "943 476 5919".into(),
+            names: vec![HumanName {
+                given: vec!["Zoë".into()],
+                family: "O'Brien".into(),
+                ..HumanName::default()
+            }],
+            birth_date: Some(Date {
+                year: 1980,
+                month: 3,
+                day: 7,
+            }),
+            addresses: vec![Address {
+                lines: vec!["1 High St.".into()],
+                city: "Leeds".into(),
+                postal_code: "ls1 4ap".into(),
+                ..Address::default()
+            }],
+            ..Patient::default()
+        };
+        let f = Features::of(&patient);
+        assert_eq!(f.nhs_number, "9434765919");
+        assert_eq!(f.names[0].given, "zoe");
+        assert_eq!(f.names[0].family, "obrien");
+        assert_eq!(f.birth(), Some((1980, 3, 7)));
+        assert_eq!(f.postcodes, ["LS14AP"]);
+        assert_eq!(f.addresses, ["1 high st leeds"]);
+        let keys = f.blocking_keys();
+        assert!(keys.contains(&"n:9434765919".to_owned()));
+        assert!(keys.contains(&"d:19800307".to_owned()));
+        assert!(
+            keys.iter()
+                .any(|k| k.starts_with("fy:") && k.ends_with("|1980"))
+        );
+        assert!(keys.iter().all(|k| rule_of(k).is_some()));
+    }
+
+    #[test]
+    fn transposed_names_share_a_key() {
+        let mk = |g: &str, fam: &str| {
+            Features::of(&Patient {
+                names: vec![HumanName {
+                    given: vec![g.into()],
+                    family: fam.into(),
+                    ..HumanName::default()
+                }],
+                ..Patient::default()
+            })
+            .blocking_keys()
+        };
+        let a = mk("Smith", "John");
+        let b = mk("John", "Smith");
+        assert!(a.iter().any(|k| k.starts_with("gf:") && b.contains(k)));
+    }
+}

@@ -1,0 +1,652 @@
+//! The Fellegi-Sunter model: the compared fields, their comparison levels, and scoring.
+
+use super::compare::{self, DateAgreement};
+use super::features::{Features, NameFeatures};
+
+/// A compared field, in evaluation order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Field {
+    NhsNumber,
+    Identifier,
+    GivenName,
+    FamilyName,
+    BirthDate,
+    Gender,
+    Postcode,
+    Address,
+    Phone,
+    Email,
+}
+
+pub const FIELD_COUNT: usize = 10;
+
+pub const FIELDS: [Field; FIELD_COUNT] = [
+    Field::NhsNumber,
+    Field::Identifier,
+    Field::GivenName,
+    Field::FamilyName,
+    Field::BirthDate,
+    Field::Gender,
+    Field::Postcode,
+    Field::Address,
+    Field::Phone,
+    Field::Email,
+];
+
+impl Field {
+    pub fn name(self) -> &'static str {
+        match self {
+            Field::NhsNumber => "nhs_number",
+            Field::Identifier => "identifier",
+            Field::GivenName => "given_name",
+            Field::FamilyName => "family_name",
+            Field::BirthDate => "birth_date",
+            Field::Gender => "gender",
+            Field::Postcode => "postcode",
+            Field::Address => "address",
+            Field::Phone => "phone",
+            Field::Email => "email",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Field> {
+        FIELDS.into_iter().find(|f| f.name() == name)
+    }
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// The levels this field can take other than missing.
+    pub fn levels(self) -> &'static [Level] {
+        match self {
+            Field::Gender => &[Level::Exact, Level::Disagree],
+            _ => &[Level::Exact, Level::Partial, Level::Disagree],
+        }
+    }
+
+    /// The documented rule of each level, as in `LevelParameters.comparator`.
+    pub fn rule(self, level: Level) -> &'static str {
+        match (self, level) {
+            (_, Level::Exact) => "exact after normalisation",
+            (
+                Field::NhsNumber | Field::Identifier | Field::Phone | Field::Email,
+                Level::Partial,
+            ) => "damerau_levenshtein <= 1",
+            (Field::GivenName | Field::FamilyName, Level::Partial) => {
+                "jaro_winkler >= 0.88, or same phonetic (NYSIIS) key, or damerau_levenshtein <= 1, or given and family transposed"
+            }
+            (Field::BirthDate, Level::Partial) => {
+                "day and month swapped, or one digit mis-keyed or two adjacent digits transposed"
+            }
+            (Field::Postcode, Level::Partial) => "same outward code, or damerau_levenshtein <= 1",
+            (Field::Address, Level::Partial) => "token_set >= 0.6 or bigram_dice >= 0.7",
+            (_, Level::Disagree) => "otherwise",
+            _ => "",
+        }
+    }
+}
+
+/// A comparison level; the discriminant indexes m/u arrays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Level {
+    Exact = 0,
+    Partial = 1,
+    Disagree = 2,
+    Missing = 3,
+}
+
+impl Level {
+    pub fn index(self) -> usize {
+        self as usize
+    }
+    fn from_index(i: u32) -> Level {
+        match i {
+            0 => Level::Exact,
+            1 => Level::Partial,
+            2 => Level::Disagree,
+            _ => Level::Missing,
+        }
+    }
+}
+
+/// One field's comparison, with the values that decided it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Comparison {
+    pub field: Field,
+    pub level: Level,
+    pub comparator: &'static str,
+    pub similarity: f64,
+    pub probe_value: String,
+    pub candidate_value: String,
+}
+
+/// The levels of every field for one pair, packed two bits per field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Pattern(pub u32);
+
+impl Pattern {
+    pub fn level(self, field: usize) -> Level {
+        Level::from_index((self.0 >> (2 * field)) & 3)
+    }
+    pub fn from_levels(levels: &[Level; FIELD_COUNT]) -> Pattern {
+        Pattern(
+            levels
+                .iter()
+                .enumerate()
+                .fold(0, |acc, (i, l)| acc | ((*l as u32) << (2 * i))),
+        )
+    }
+}
+
+/// The m and u probabilities of every field and level, the prior, and the thresholds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Model {
+    /// `m[field][level]` for Exact, Partial, Disagree.
+    pub m: [[f64; 3]; FIELD_COUNT],
+    pub u: [[f64; 3]; FIELD_COUNT],
+    pub lambda: f64,
+    pub match_threshold: f64,
+    pub possible_threshold: f64,
+}
+
+pub const PROBABILITY_FLOOR: f64 = 0.000_001;
+pub const PROBABILITY_CEILING: f64 = 0.999_999;
+
+pub fn clamp_probability(p: f64) -> f64 {
+    if p.is_nan() {
+        PROBABILITY_FLOOR
+    } else {
+        p.clamp(PROBABILITY_FLOOR, PROBABILITY_CEILING)
+    }
+}
+
+/// How a candidate is classified by the thresholds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Classification {
+    Match,
+    Possible,
+    NonMatch,
+}
+
+impl Model {
+    pub fn weight(&self, field: Field, level: Level) -> f64 {
+        if level == Level::Missing {
+            return 0.0;
+        }
+        let (m, u) = (
+            self.m[field.index()][level.index()],
+            self.u[field.index()][level.index()],
+        );
+        (m / u).log2()
+    }
+
+    /// The posterior match probability of a total match weight.
+    pub fn probability(&self, match_weight: f64) -> f64 {
+        let prior = (self.lambda / (1.0 - self.lambda)).log2();
+        1.0 / (1.0 + (-(prior + match_weight)).exp2())
+    }
+
+    pub fn classify(&self, probability: f64) -> Classification {
+        if probability >= self.match_threshold {
+            Classification::Match
+        } else if probability >= self.possible_threshold {
+            Classification::Possible
+        } else {
+            Classification::NonMatch
+        }
+    }
+
+    pub fn pattern_weight(&self, pattern: Pattern) -> f64 {
+        FIELDS
+            .iter()
+            .map(|f| self.weight(*f, pattern.level(f.index())))
+            .sum()
+    }
+}
+
+// A field-level outcome before values are copied out: cheap enough for millions of pairs.
+#[derive(Debug, Clone, Copy)]
+struct Outcome<'a> {
+    level: Level,
+    comparator: &'static str,
+    similarity: f64,
+    probe: Value<'a>,
+    candidate: Value<'a>,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Value<'a> {
+    None,
+    Str(&'a str),
+    Date(i32),
+    Gender(i32),
+}
+
+impl Value<'_> {
+    fn render(self) -> String {
+        match self {
+            Value::None => String::new(),
+            Value::Str(s) => s.to_owned(),
+            Value::Date(d) => format!("{:04}-{:02}-{:02}", d / 10_000, d / 100 % 100, d % 100),
+            Value::Gender(g) => match g {
+                1 => "male",
+                2 => "female",
+                3 => "other",
+                _ => "",
+            }
+            .to_owned(),
+        }
+    }
+}
+
+const MISSING: Outcome<'static> = Outcome {
+    level: Level::Missing,
+    comparator: "",
+    similarity: 0.0,
+    probe: Value::None,
+    candidate: Value::None,
+};
+
+/// Keeps the better of two outcomes: by weight when a model is known, else by level order.
+fn better<'a>(model: Option<&Model>, field: Field, a: Outcome<'a>, b: Outcome<'a>) -> Outcome<'a> {
+    let rank = |o: &Outcome| match model {
+        _ if o.level == Level::Missing => f64::NEG_INFINITY,
+        Some(model) => model.weight(field, o.level),
+        None => -(o.level as usize as f64),
+    };
+    if rank(&b) > rank(&a) || (rank(&b) == rank(&a) && b.similarity > a.similarity) {
+        b
+    } else {
+        a
+    }
+}
+
+fn edit_outcome<'a>(a: &'a str, b: &'a str) -> Outcome<'a> {
+    if a == b {
+        return Outcome {
+            level: Level::Exact,
+            comparator: "exact",
+            similarity: 1.0,
+            probe: Value::Str(a),
+            candidate: Value::Str(b),
+        };
+    }
+    let distance = compare::damerau_levenshtein(a, b);
+    Outcome {
+        level: if distance <= 1 {
+            Level::Partial
+        } else {
+            Level::Disagree
+        },
+        comparator: "damerau_levenshtein",
+        similarity: compare::distance_similarity(distance, a, b),
+        probe: Value::Str(a),
+        candidate: Value::Str(b),
+    }
+}
+
+fn name_outcome<'a>(a: &'a str, a_code: &str, b: &'a str, b_code: &str) -> Outcome<'a> {
+    if a.is_empty() || b.is_empty() {
+        return MISSING;
+    }
+    let (probe, candidate) = (Value::Str(a), Value::Str(b));
+    if a == b {
+        return Outcome {
+            level: Level::Exact,
+            comparator: "exact",
+            similarity: 1.0,
+            probe,
+            candidate,
+        };
+    }
+    let jw = compare::jaro_winkler(a, b);
+    let (level, comparator) = if jw >= 0.88 {
+        (Level::Partial, "jaro_winkler")
+    } else if !a_code.is_empty() && a_code == b_code {
+        (Level::Partial, "phonetic")
+    } else if compare::damerau_levenshtein(a, b) <= 1 {
+        (Level::Partial, "damerau_levenshtein")
+    } else {
+        (Level::Disagree, "jaro_winkler")
+    };
+    Outcome {
+        level,
+        comparator,
+        similarity: jw,
+        probe,
+        candidate,
+    }
+}
+
+fn compare_names<'a>(
+    model: Option<&Model>,
+    field: Field,
+    probe: &'a [NameFeatures],
+    candidate: &'a [NameFeatures],
+) -> Outcome<'a> {
+    let pick = |n: &'a NameFeatures, given: bool| -> (&'a str, &'a str) {
+        if given {
+            (&n.given, &n.given_code)
+        } else {
+            (&n.family, &n.family_code)
+        }
+    };
+    let given = field == Field::GivenName;
+    let mut best = MISSING;
+    for p in probe {
+        let (pv, pc) = pick(p, given);
+        for c in candidate {
+            let (cv, cc) = pick(c, given);
+            let mut outcome = name_outcome(pv, pc, cv, cc);
+            if outcome.level == Level::Disagree {
+                // Given and family transposed on one side: partial agreement at most.
+                let (tv, tc) = pick(c, !given);
+                let (ov, oc) = pick(p, !given);
+                let crossed = name_outcome(pv, pc, tv, tc);
+                let other = name_outcome(ov, oc, cv, cc);
+                if crossed.level != Level::Disagree
+                    && crossed.level != Level::Missing
+                    && other.level != Level::Disagree
+                    && other.level != Level::Missing
+                {
+                    outcome = Outcome {
+                        level: Level::Partial,
+                        comparator: "transposed",
+                        similarity: crossed.similarity,
+                        probe: crossed.probe,
+                        candidate: crossed.candidate,
+                    };
+                }
+            }
+            best = better(model, field, best, outcome);
+        }
+    }
+    best
+}
+
+fn compare_field<'a>(
+    model: Option<&Model>,
+    field: Field,
+    p: &'a Features,
+    c: &'a Features,
+) -> Outcome<'a> {
+    match field {
+        Field::NhsNumber => {
+            if p.nhs_number.is_empty() || c.nhs_number.is_empty() {
+                MISSING
+            } else {
+                edit_outcome(&p.nhs_number, &c.nhs_number)
+            }
+        }
+        Field::Identifier => {
+            let mut best = MISSING;
+            for a in &p.identifiers {
+                for b in c.identifiers.iter().filter(|b| b.system == a.system) {
+                    best = better(model, field, best, edit_outcome(&a.value, &b.value));
+                }
+            }
+            best
+        }
+        Field::GivenName | Field::FamilyName => compare_names(model, field, &p.names, &c.names),
+        Field::BirthDate => match (p.birth(), c.birth()) {
+            (Some(a), Some(b)) => {
+                let (level, comparator, similarity) = match compare::compare_dates(a, b) {
+                    DateAgreement::Exact => (Level::Exact, "exact", 1.0),
+                    DateAgreement::Swapped => (Level::Partial, "date_swap", 0.75),
+                    DateAgreement::OneTypo => (Level::Partial, "date_typo", 0.875),
+                    DateAgreement::Different => {
+                        let fa = p.birth_date.to_string();
+                        let fb = c.birth_date.to_string();
+                        let d = compare::damerau_levenshtein(&fa, &fb);
+                        (
+                            Level::Disagree,
+                            "levenshtein",
+                            compare::distance_similarity(d, &fa, &fb),
+                        )
+                    }
+                };
+                Outcome {
+                    level,
+                    comparator,
+                    similarity,
+                    probe: Value::Date(p.birth_date),
+                    candidate: Value::Date(c.birth_date),
+                }
+            }
+            _ => MISSING,
+        },
+        Field::Gender => {
+            if p.gender == 0 || c.gender == 0 {
+                MISSING
+            } else {
+                let same = p.gender == c.gender;
+                Outcome {
+                    level: if same { Level::Exact } else { Level::Disagree },
+                    comparator: "exact",
+                    similarity: if same { 1.0 } else { 0.0 },
+                    probe: Value::Gender(p.gender),
+                    candidate: Value::Gender(c.gender),
+                }
+            }
+        }
+        Field::Postcode => {
+            let mut best = MISSING;
+            for a in &p.postcodes {
+                for b in &c.postcodes {
+                    let mut outcome = edit_outcome(a, b);
+                    if outcome.level == Level::Disagree
+                        && let (Some(x), Some(y)) = (
+                            super::normalize::outward_code(a),
+                            super::normalize::outward_code(b),
+                        )
+                        && x == y
+                    {
+                        outcome.level = Level::Partial;
+                        outcome.comparator = "outward_code";
+                    }
+                    best = better(model, field, best, outcome);
+                }
+            }
+            best
+        }
+        Field::Address => {
+            let mut best = MISSING;
+            for a in &p.addresses {
+                for b in &c.addresses {
+                    let outcome = if a == b {
+                        Outcome {
+                            level: Level::Exact,
+                            comparator: "exact",
+                            similarity: 1.0,
+                            probe: Value::Str(a),
+                            candidate: Value::Str(b),
+                        }
+                    } else {
+                        // Tokens tolerate reordering; bigrams of the text without spaces
+                        // tolerate split and joined words ("jervoisstreet").
+                        let tokens = compare::token_set(a, b);
+                        let bigrams = compare::bigram_dice(a, b);
+                        let (s, comparator) = if bigrams > tokens {
+                            (bigrams, "bigram_dice")
+                        } else {
+                            (tokens, "token_set")
+                        };
+                        Outcome {
+                            level: if tokens >= 0.6 || bigrams >= 0.7 {
+                                Level::Partial
+                            } else {
+                                Level::Disagree
+                            },
+                            comparator,
+                            similarity: s,
+                            probe: Value::Str(a),
+                            candidate: Value::Str(b),
+                        }
+                    };
+                    best = better(model, field, best, outcome);
+                }
+            }
+            best
+        }
+        Field::Phone | Field::Email => {
+            let (xs, ys) = if field == Field::Phone {
+                (&p.phones, &c.phones)
+            } else {
+                (&p.emails, &c.emails)
+            };
+            let mut best = MISSING;
+            for a in xs {
+                for b in ys {
+                    best = better(model, field, best, edit_outcome(a, b));
+                }
+            }
+            best
+        }
+    }
+}
+
+/// The level pattern of a pair (levels chosen by level order), for estimation.
+pub fn pattern(p: &Features, c: &Features) -> Pattern {
+    let mut levels = [Level::Missing; FIELD_COUNT];
+    for field in FIELDS {
+        levels[field.index()] = compare_field(None, field, p, c).level;
+    }
+    Pattern::from_levels(&levels)
+}
+
+/// The level pattern of a pair under `model` (repeated data kept by highest weight), for scoring.
+pub fn pattern_with(model: &Model, p: &Features, c: &Features) -> Pattern {
+    let mut levels = [Level::Missing; FIELD_COUNT];
+    for field in FIELDS {
+        levels[field.index()] = compare_field(Some(model), field, p, c).level;
+    }
+    Pattern::from_levels(&levels)
+}
+
+/// Every field's comparison with the values that decided it, for evidence.
+pub fn explain(model: &Model, p: &Features, c: &Features) -> Vec<Comparison> {
+    FIELDS
+        .iter()
+        .map(|&field| {
+            let o = compare_field(Some(model), field, p, c);
+            Comparison {
+                field,
+                level: o.level,
+                comparator: o.comparator,
+                similarity: o.similarity,
+                probe_value: o.probe.render(),
+                candidate_value: o.candidate.render(),
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::features::IdentifierFeatures;
+
+    fn person(given: &str, family: &str, birth: i32) -> Features {
+        let given = crate::domain::normalize::text(given);
+        let family = crate::domain::normalize::text(family);
+        Features {
+            names: vec![NameFeatures {
+                given_code: crate::domain::phonetic::nysiis(&given),
+                family_code: crate::domain::phonetic::nysiis(&family),
+                given,
+                family,
+            }],
+            birth_date: birth,
+            ..Features::default()
+        }
+    }
+
+    #[test]
+    fn name_levels() {
+        let a = person("John", "Smith", 19800307);
+        let b = person("Jon", "Smyth", 19800703);
+        let p = pattern(&a, &b);
+        assert_eq!(p.level(Field::GivenName.index()), Level::Partial);
+        assert_eq!(p.level(Field::FamilyName.index()), Level::Partial);
+        assert_eq!(p.level(Field::BirthDate.index()), Level::Partial);
+        assert_eq!(p.level(Field::Postcode.index()), Level::Missing);
+        let c = person("Mary", "Jones", 19550101);
+        let p = pattern(&a, &c);
+        assert_eq!(p.level(Field::GivenName.index()), Level::Disagree);
+        assert_eq!(p.level(Field::BirthDate.index()), Level::Disagree);
+    }
+
+    #[test]
+    fn transposed_names_agree_partially() {
+        let a = person("John", "Smith", 0);
+        let b = person("Smith", "John", 0);
+        let model = Model {
+            m: [[0.9, 0.05, 0.05]; FIELD_COUNT],
+            u: [[0.01, 0.04, 0.95]; FIELD_COUNT],
+            lambda: 0.001,
+            match_threshold: 0.95,
+            possible_threshold: 0.5,
+        };
+        let evidence = explain(&model, &a, &b);
+        let given = &evidence[Field::GivenName.index()];
+        assert_eq!(given.level, Level::Partial);
+        assert_eq!(given.comparator, "transposed");
+    }
+
+    #[test]
+    fn weights_and_probability() {
+        let model = Model {
+            m: [[0.9, 0.05, 0.05]; FIELD_COUNT],
+            u: [[0.01, 0.04, 0.95]; FIELD_COUNT],
+            lambda: 0.5,
+            match_threshold: 0.95,
+            possible_threshold: 0.5,
+        };
+        assert!((model.weight(Field::GivenName, Level::Exact) - (90f64).log2()).abs() < 1e-9);
+        assert_eq!(model.weight(Field::GivenName, Level::Missing), 0.0);
+        assert!((model.probability(0.0) - 0.5).abs() < 1e-12);
+        assert!((model.probability(1.0) - 2.0 / 3.0).abs() < 1e-12);
+        assert_eq!(model.classify(0.96), Classification::Match);
+        assert_eq!(model.classify(0.6), Classification::Possible);
+        assert_eq!(model.classify(0.1), Classification::NonMatch);
+    }
+
+    #[test]
+    fn identifiers_compare_within_a_system_only() {
+        let mut a = person("A", "B", 0);
+        let mut b = person("A", "B", 0);
+        a.identifiers.push(IdentifierFeatures {
+            system: "s1".into(),
+            value: "12345".into(),
+        });
+        b.identifiers.push(IdentifierFeatures {
+            system: "s2".into(),
+            value: "12345".into(),
+        });
+        assert_eq!(
+            pattern(&a, &b).level(Field::Identifier.index()),
+            Level::Missing
+        );
+        b.identifiers.push(IdentifierFeatures {
+            system: "s1".into(),
+            value: "12354".into(),
+        });
+        assert_eq!(
+            pattern(&a, &b).level(Field::Identifier.index()),
+            Level::Partial
+        );
+    }
+
+    #[test]
+    fn patterns_pack_and_unpack() {
+        let mut levels = [Level::Missing; FIELD_COUNT];
+        levels[0] = Level::Exact;
+        levels[4] = Level::Partial;
+        levels[9] = Level::Disagree;
+        let p = Pattern::from_levels(&levels);
+        for (i, l) in levels.iter().enumerate() {
+            assert_eq!(p.level(i), *l);
+        }
+    }
+}

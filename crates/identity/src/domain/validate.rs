@@ -1,0 +1,386 @@
+//! Validation and normalisation of patients as written by CreatePatient and UpdatePatient.
+
+use carerecord_contracts::common::v1::{
+    AddressUse, AdministrativeGender, ContactPointSystem, Date, NameUse,
+};
+use carerecord_contracts::identity::v1::Patient;
+use carerecord_platform::errors::Violations;
+
+use super::{nhs, normalize};
+
+pub const NHS_NUMBER_SYSTEM: &str = "https://fhir.nhs.uk/Id/nhs-number";
+pub const MAX_IDENTIFIERS: usize = 50;
+pub const MAX_NAMES: usize = 20;
+pub const MAX_ADDRESSES: usize = 20;
+pub const MAX_TELECOMS: usize = 20;
+pub const MAX_STRING: usize = 256;
+
+/// Today's date (UTC) as (year, month, day).
+pub fn today() -> (i32, i32, i32) {
+    let days = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() / 86_400)
+        .unwrap_or(0) as i64;
+    civil_from_days(days)
+}
+
+// Howard Hinnant's days-to-civil algorithm.
+fn civil_from_days(z: i64) -> (i32, i32, i32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    ((y + i64::from(m <= 2)) as i32, m as i32, d as i32)
+}
+
+pub fn days_in_month(year: i32, month: i32) -> i32 {
+    match month {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        2 if (year % 4 == 0 && year % 100 != 0) || year % 400 == 0 => 29,
+        2 => 28,
+        _ => 0,
+    }
+}
+
+/// Checks a complete calendar date, recording violations under `path`.
+pub fn check_date(date: &Date, path: &str, violations: &mut Violations) -> bool {
+    let before = violations.clone();
+    if !(1..=9999).contains(&date.year) {
+        violations.add(format!("{path}.year"), "must be 1 to 9999");
+    }
+    if !(1..=12).contains(&date.month) {
+        violations.add(format!("{path}.month"), "must be 1 to 12");
+    } else if date.day < 1 || date.day > days_in_month(date.year, date.month) {
+        violations.add(
+            format!("{path}.day"),
+            format!(
+                "must be 1 to {} for {:04}-{:02}",
+                days_in_month(date.year, date.month),
+                date.year,
+                date.month
+            ),
+        );
+    }
+    *violations == before
+}
+
+pub fn date_key(date: &Date) -> (i32, i32, i32) {
+    (date.year, date.month, date.day)
+}
+
+/// Whether `system` is an absolute URI (a scheme, a colon and something after it).
+pub fn is_absolute_uri(system: &str) -> bool {
+    let Some((scheme, rest)) = system.split_once(':') else {
+        return false;
+    };
+    let mut chars = scheme.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+        && !rest.is_empty()
+        && !system.chars().any(char::is_whitespace)
+}
+
+fn check_len(value: &str, path: &str, violations: &mut Violations) {
+    if value.trim().chars().count() > MAX_STRING {
+        violations.add(path, format!("must be at most {MAX_STRING} characters"));
+    }
+}
+
+/// Which parts of a patient to validate (all for a create; the masked ones for an update).
+#[derive(Debug, Clone, Copy)]
+pub struct Parts {
+    pub nhs_number: bool,
+    pub identifiers: bool,
+    pub names: bool,
+    pub birth_date: bool,
+    pub gender: bool,
+    pub addresses: bool,
+    pub telecoms: bool,
+    pub deceased_date: bool,
+}
+
+impl Parts {
+    pub const ALL: Parts = Parts {
+        nhs_number: true,
+        identifiers: true,
+        names: true,
+        birth_date: true,
+        gender: true,
+        addresses: true,
+        telecoms: true,
+        deceased_date: true,
+    };
+}
+
+/// Validates the writable fields of `patient` named by `parts`, normalising them in place
+/// (NHS number digits, trimmed identifier values and strings, postcodes). Violation paths
+/// start with `prefix` (for example `patient`).
+pub fn patient(patient: &mut Patient, parts: Parts, prefix: &str, violations: &mut Violations) {
+    if parts.nhs_number && !patient.nhs_number.trim().is_empty() {
+        match nhs::normalise(&patient.nhs_number) {
+            Ok(n) => patient.nhs_number = n,
+            Err(e) => violations.add(format!("{prefix}.nhs_number"), e.description()),
+        }
+    } else if parts.nhs_number {
+        patient.nhs_number.clear();
+    }
+    if parts.identifiers {
+        if patient.identifiers.len() > MAX_IDENTIFIERS {
+            violations.add(
+                format!("{prefix}.identifiers"),
+                format!("at most {MAX_IDENTIFIERS} identifiers"),
+            );
+        }
+        let mut seen: Vec<(String, String)> = Vec::new();
+        for (i, id) in patient.identifiers.iter_mut().enumerate() {
+            let path = format!("{prefix}.identifiers[{i}]");
+            id.system = id.system.trim().to_owned();
+            id.value = id.value.trim().to_owned();
+            if id.system.is_empty() {
+                violations.add(format!("{path}.system"), "is required");
+            } else if id.system == NHS_NUMBER_SYSTEM {
+                violations.add(
+                    format!("{path}.system"),
+                    "the NHS number belongs in nhs_number, not identifiers",
+                );
+            } else if !is_absolute_uri(&id.system) {
+                violations.add(format!("{path}.system"), "must be an absolute URI");
+            }
+            check_len(&id.system, &format!("{path}.system"), violations);
+            if id.value.is_empty() {
+                violations.add(format!("{path}.value"), "is required");
+            }
+            check_len(&id.value, &format!("{path}.value"), violations);
+            let key = (id.system.clone(), id.value.clone());
+            if seen.contains(&key) {
+                violations.add(path, "duplicates an earlier identifier of this patient");
+            } else {
+                seen.push(key);
+            }
+        }
+    }
+    if parts.names {
+        if patient.names.len() > MAX_NAMES {
+            violations.add(
+                format!("{prefix}.names"),
+                format!("at most {MAX_NAMES} names"),
+            );
+        }
+        if !patient
+            .names
+            .iter()
+            .any(|n| !normalize::text(&n.family).is_empty())
+        {
+            violations.add(
+                format!("{prefix}.names"),
+                "at least one name with a non-empty family name is required",
+            );
+        }
+        for (i, name) in patient.names.iter_mut().enumerate() {
+            let path = format!("{prefix}.names[{i}]");
+            if NameUse::try_from(name.r#use).is_err() {
+                violations.add(format!("{path}.use"), "unknown name use");
+            }
+            name.family = name.family.trim().to_owned();
+            check_len(&name.family, &format!("{path}.family"), violations);
+            for (j, g) in name.given.iter_mut().enumerate() {
+                *g = g.trim().to_owned();
+                check_len(g, &format!("{path}.given[{j}]"), violations);
+            }
+            for (j, p) in name.prefixes.iter_mut().enumerate() {
+                *p = p.trim().to_owned();
+                check_len(p, &format!("{path}.prefixes[{j}]"), violations);
+            }
+        }
+    }
+    let today = today();
+    if parts.birth_date
+        && let Some(birth) = &patient.birth_date
+        && check_date(birth, &format!("{prefix}.birth_date"), violations)
+        && date_key(birth) > today
+    {
+        violations.add(format!("{prefix}.birth_date"), "must not be in the future");
+    }
+    if parts.gender && AdministrativeGender::try_from(patient.gender).is_err() {
+        violations.add(format!("{prefix}.gender"), "unknown administrative gender");
+    }
+    if parts.addresses {
+        if patient.addresses.len() > MAX_ADDRESSES {
+            violations.add(
+                format!("{prefix}.addresses"),
+                format!("at most {MAX_ADDRESSES} addresses"),
+            );
+        }
+        for (i, address) in patient.addresses.iter_mut().enumerate() {
+            let path = format!("{prefix}.addresses[{i}]");
+            if AddressUse::try_from(address.r#use).is_err() {
+                violations.add(format!("{path}.use"), "unknown address use");
+            }
+            for (j, line) in address.lines.iter_mut().enumerate() {
+                *line = line.trim().to_owned();
+                check_len(line, &format!("{path}.lines[{j}]"), violations);
+            }
+            for (field, value) in [
+                ("city", &mut address.city),
+                ("district", &mut address.district),
+                ("country", &mut address.country),
+                ("postal_code", &mut address.postal_code),
+            ] {
+                *value = value.trim().to_owned();
+                check_len(value, &format!("{path}.{field}"), violations);
+            }
+            address.postal_code = normalize::postcode_display(&address.postal_code);
+        }
+    }
+    if parts.telecoms {
+        if patient.telecoms.len() > MAX_TELECOMS {
+            violations.add(
+                format!("{prefix}.telecoms"),
+                format!("at most {MAX_TELECOMS} telecoms"),
+            );
+        }
+        for (i, telecom) in patient.telecoms.iter_mut().enumerate() {
+            let path = format!("{prefix}.telecoms[{i}]");
+            if ContactPointSystem::try_from(telecom.system).is_err() {
+                violations.add(format!("{path}.system"), "unknown contact point system");
+            }
+            telecom.value = telecom.value.trim().to_owned();
+            if telecom.value.is_empty() {
+                violations.add(format!("{path}.value"), "is required");
+            }
+            check_len(&telecom.value, &format!("{path}.value"), violations);
+            check_len(&telecom.r#use, &format!("{path}.use"), violations);
+        }
+    }
+    if parts.deceased_date
+        && let Some(death) = &patient.deceased_date
+        && check_date(death, &format!("{prefix}.deceased_date"), violations)
+    {
+        if date_key(death) > today {
+            violations.add(
+                format!("{prefix}.deceased_date"),
+                "must not be in the future",
+            );
+        } else if let Some(birth) = &patient.birth_date
+            && date_key(death) < date_key(birth)
+        {
+            violations.add(
+                format!("{prefix}.deceased_date"),
+                "must not be before birth_date",
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use carerecord_contracts::common::v1::{HumanName, Identifier};
+
+    fn valid() -> Patient {
+        Patient {
+            nhs_number: "943 476 5919".into(),
+            names: vec![HumanName {
+                family: " Smith ".into(),
+                given: vec!["Jo".into()],
+                ..HumanName::default()
+            }],
+            birth_date: Some(Date {
+                year: 1980,
+                month: 2,
+                day: 29,
+            }),
+            identifiers: vec![Identifier {
+                system: "https://fhir.rxx.nhs.uk/Id/mrn".into(),
+                value: " 123 ".into(),
+            }],
+            ..Patient::default()
+        }
+    }
+
+    fn fields(v: &Violations) -> Vec<String> {
+        v.iter().map(|(f, _)| f.to_owned()).collect()
+    }
+
+    #[test]
+    fn valid_patient_is_normalised() {
+        let mut p = valid();
+        let mut v = Violations::new();
+        patient(&mut p, Parts::ALL, "patient", &mut v);
+        assert!(v.is_empty(), "{v:?}");
+        assert_eq!(p.nhs_number, "9434765919");
+        assert_eq!(p.identifiers[0].value, "123");
+        assert_eq!(p.names[0].family, "Smith");
+    }
+
+    #[test]
+    fn each_rule_names_its_field() {
+        let mut p = valid();
+        p.nhs_number = "9434765918".into();
+        p.names[0].family = " - ".into();
+        p.birth_date = Some(Date {
+            year: 1981,
+            month: 2,
+            day: 29,
+        });
+        p.identifiers.push(Identifier {
+            system: "not a uri".into(),
+            value: "".into(),
+        });
+        p.identifiers.push(Identifier {
+            system: NHS_NUMBER_SYSTEM.into(),
+            value: "1".into(),
+        });
+        p.deceased_date = Some(Date {
+            year: 9999,
+            month: 1,
+            day: 1,
+        });
+        let mut v = Violations::new();
+        patient(&mut p, Parts::ALL, "patient", &mut v);
+        assert_eq!(
+            fields(&v),
+            [
+                "patient.nhs_number",
+                "patient.identifiers[1].system",
+                "patient.identifiers[1].value",
+                "patient.identifiers[2].system",
+                "patient.names",
+                "patient.birth_date.day",
+                "patient.deceased_date",
+            ]
+        );
+    }
+
+    #[test]
+    fn dates_and_uris() {
+        assert_eq!(days_in_month(2000, 2), 29);
+        assert_eq!(days_in_month(1900, 2), 28);
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(19_723), (2024, 1, 1));
+        assert!(is_absolute_uri("https://febrl.example/Id/soc-sec-id"));
+        assert!(is_absolute_uri("urn:oid:1.2.3"));
+        assert!(!is_absolute_uri("mrn"));
+        assert!(!is_absolute_uri("1http://x"));
+        let mut p = valid();
+        p.birth_date = Some(Date {
+            year: 2000,
+            month: 1,
+            day: 1,
+        });
+        p.deceased_date = Some(Date {
+            year: 1999,
+            month: 1,
+            day: 1,
+        });
+        let mut v = Violations::new();
+        patient(&mut p, Parts::ALL, "patient", &mut v);
+        assert_eq!(fields(&v), ["patient.deceased_date"]);
+    }
+}

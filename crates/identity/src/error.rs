@@ -1,0 +1,277 @@
+//! The crate's one error type, and its mapping to gRPC statuses (in one place).
+
+use carerecord_contracts::common::v1::FieldViolation as ProtoViolation;
+use carerecord_contracts::identity::v1::BatchItemError;
+use carerecord_platform::errors::{self, Violations};
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetail, ErrorDetails, StatusExt};
+
+/// `ErrorInfo.domain` of this module's errors, as the contract names it.
+pub const DOMAIN: &str = "carerecord.identity.v1";
+pub const PATIENT: &str = "carerecord.identity.v1.Patient";
+pub const IDENTIFIER: &str = "carerecord.common.v1.Identifier";
+pub const MATCH_PARAMETERS: &str = "carerecord.identity.v1.MatchParameters";
+
+/// An identifier or NHS number already held by another patient.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Conflict {
+    /// `<system>|<value>` of the identifier.
+    pub identifier: String,
+    pub holder: String,
+    /// The holder's survivor when the holder is merged.
+    pub holder_merged_into: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid request")]
+    Invalid(Violations),
+    #[error("{resource_type} {name} not found")]
+    NotFound {
+        resource_type: &'static str,
+        name: String,
+    },
+    #[error("patients not found: {0:?}")]
+    PatientsNotFound(Vec<String>),
+    #[error("identifiers already held by other patients")]
+    Conflicts(Vec<Conflict>),
+    #[error("request_id already used with a different request")]
+    RequestIdReused { patient_id: String },
+    #[error("etag mismatch on {patient_id}")]
+    EtagMismatch {
+        patient_id: String,
+        current_version: i64,
+    },
+    /// (patient_id, survivor) of each merged patient.
+    #[error("patients are merged")]
+    PatientMerged(Vec<(String, String)>),
+    #[error("patient {0} is not merged")]
+    PatientNotMerged(String),
+    #[error("no match parameters")]
+    ParametersMissing,
+    #[error("an estimation is already running")]
+    EstimationInProgress,
+    #[error("insufficient data: {0}")]
+    InsufficientData(String),
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("stored data cannot be decoded: {0}")]
+    Corrupt(String),
+}
+
+impl From<prost::DecodeError> for Error {
+    fn from(e: prost::DecodeError) -> Self {
+        Error::Corrupt(e.to_string())
+    }
+}
+
+impl Error {
+    pub fn invalid(field: impl Into<String>, description: impl Into<String>) -> Self {
+        let mut v = Violations::new();
+        v.add(field, description);
+        Error::Invalid(v)
+    }
+
+    pub fn patient_not_found(id: &str) -> Self {
+        Error::NotFound {
+            resource_type: PATIENT,
+            name: id.to_owned(),
+        }
+    }
+
+    /// Whether a database error is a uniqueness violation (a concurrent writer won a race).
+    pub fn is_unique_violation(&self) -> bool {
+        matches!(self, Error::Database(sqlx::Error::Database(e)) if e.is_unique_violation())
+    }
+
+    /// The per-item form of this error, for BatchCreatePatients.
+    pub fn to_batch_item(&self) -> BatchItemError {
+        let status = Status::from(self.clone_shallow());
+        let mut item = BatchItemError {
+            code: status.code() as i32,
+            message: status.message().to_owned(),
+            ..BatchItemError::default()
+        };
+        match self {
+            Error::Invalid(v) => {
+                item.field_violations = v
+                    .iter()
+                    .map(|(f, d)| ProtoViolation {
+                        field: f.to_owned(),
+                        description: d.to_owned(),
+                    })
+                    .collect();
+            }
+            Error::Conflicts(c) => {
+                item.conflicting_patient_ids = c.iter().map(|c| c.holder.clone()).collect();
+            }
+            Error::RequestIdReused { .. } => item.reason = "REQUEST_ID_REUSED".into(),
+            _ => {}
+        }
+        item
+    }
+
+    // Errors that carry a sqlx error cannot be cloned; their status does not need it.
+    fn clone_shallow(&self) -> Error {
+        match self {
+            Error::Invalid(v) => Error::Invalid(v.clone()),
+            Error::Conflicts(c) => Error::Conflicts(c.clone()),
+            Error::RequestIdReused { patient_id } => Error::RequestIdReused {
+                patient_id: patient_id.clone(),
+            },
+            Error::NotFound {
+                resource_type,
+                name,
+            } => Error::NotFound {
+                resource_type,
+                name: name.clone(),
+            },
+            other => Error::Corrupt(other.to_string()),
+        }
+    }
+}
+
+fn error_info(reason: &str, metadata: Vec<(&str, String)>) -> ErrorDetail {
+    ErrorDetail::from(tonic_types::ErrorInfo::new(
+        reason,
+        DOMAIN,
+        metadata
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect::<std::collections::HashMap<_, _>>(),
+    ))
+}
+
+impl From<Error> for Status {
+    fn from(error: Error) -> Status {
+        match error {
+            Error::Invalid(violations) => errors::invalid_argument(&violations),
+            Error::NotFound {
+                resource_type,
+                name,
+            } => errors::not_found(resource_type, &name),
+            Error::PatientsNotFound(ids) => {
+                let mut details: Vec<ErrorDetail> = ids
+                    .iter()
+                    .map(|id| {
+                        tonic_types::ResourceInfo::new(PATIENT, id, "", format!("no patient {id}"))
+                            .into()
+                    })
+                    .collect();
+                details.push(error_info("NOT_FOUND", vec![]));
+                Status::with_error_details_vec(
+                    Code::NotFound,
+                    format!("patients not found: {}", ids.join(", ")),
+                    details,
+                )
+            }
+            Error::Conflicts(conflicts) => {
+                let mut details: Vec<ErrorDetail> = conflicts
+                    .iter()
+                    .map(|c| {
+                        let description = match &c.holder_merged_into {
+                            Some(s) => format!(
+                                "identifier {} is held by patient {} (merged into {s})",
+                                c.identifier, c.holder
+                            ),
+                            None => format!(
+                                "identifier {} is held by patient {}",
+                                c.identifier, c.holder
+                            ),
+                        };
+                        tonic_types::ResourceInfo::new(PATIENT, &c.holder, "", description).into()
+                    })
+                    .collect();
+                let holders: Vec<&str> = conflicts.iter().map(|c| c.holder.as_str()).collect();
+                details.push(error_info(
+                    "IDENTIFIER_IN_USE",
+                    vec![("holder", holders.join(","))],
+                ));
+                let message = match conflicts.as_slice() {
+                    [one] => format!(
+                        "identifier {} is already held by patient {}",
+                        one.identifier, one.holder
+                    ),
+                    _ => format!(
+                        "{} identifiers are already held by other patients ({})",
+                        conflicts.len(),
+                        holders.join(", ")
+                    ),
+                };
+                Status::with_error_details_vec(Code::AlreadyExists, message, details)
+            }
+            Error::RequestIdReused { patient_id } => Status::with_error_details_vec(
+                Code::FailedPrecondition,
+                format!(
+                    "request_id was already used with a different request (first result: patient {patient_id})"
+                ),
+                vec![error_info(
+                    "REQUEST_ID_REUSED",
+                    vec![("patient_id", patient_id)],
+                )],
+            ),
+            Error::EtagMismatch {
+                patient_id,
+                current_version,
+            } => Status::with_error_details_vec(
+                Code::Aborted,
+                format!(
+                    "patient {patient_id} changed since it was read (now version {current_version}): read it again and retry with its current etag"
+                ),
+                vec![
+                    tonic_types::ResourceInfo::new(PATIENT, &patient_id, "", "stale etag").into(),
+                    error_info(
+                        "ETAG_MISMATCH",
+                        vec![
+                            ("patient_id", patient_id.clone()),
+                            ("current_version", current_version.to_string()),
+                        ],
+                    ),
+                ],
+            ),
+            Error::PatientMerged(merged) => {
+                let mut details = ErrorDetails::new();
+                for (id, survivor) in &merged {
+                    details.add_precondition_failure_violation(
+                        "PATIENT_MERGED",
+                        id,
+                        format!("patient {id} is merged into {survivor}"),
+                    );
+                }
+                details.set_error_info("PATIENT_MERGED", DOMAIN, []);
+                let message = merged
+                    .iter()
+                    .map(|(id, s)| format!("patient {id} is merged into {s}"))
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                Status::with_error_details(Code::FailedPrecondition, message, details)
+            }
+            Error::PatientNotMerged(id) => errors::failed_precondition(
+                "PATIENT_NOT_MERGED",
+                &id,
+                format!("patient {id} is not merged"),
+            ),
+            Error::ParametersMissing => Status::with_error_details_vec(
+                Code::FailedPrecondition,
+                "no match parameters exist yet: run EstimateMatchParameters first",
+                vec![error_info("MATCH_PARAMETERS_MISSING", vec![])],
+            ),
+            Error::EstimationInProgress => Status::with_error_details_vec(
+                Code::Aborted,
+                "another estimation is running; retry later",
+                vec![error_info("ESTIMATION_IN_PROGRESS", vec![])],
+            ),
+            Error::InsufficientData(description) => {
+                errors::failed_precondition("INSUFFICIENT_DATA", "patients", description)
+            }
+            Error::Database(e) => match &e {
+                sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
+                    tracing::warn!(error = %e, "database unavailable");
+                    errors::unavailable("the database")
+                }
+                _ => errors::internal(&e),
+            },
+            e @ Error::Corrupt(_) => errors::internal(&e),
+        }
+    }
+}

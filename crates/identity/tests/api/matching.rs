@@ -1,0 +1,473 @@
+//! Search, match and parameter estimation.
+
+use carerecord_contracts::common::v1::{Date, DateRange, HumanName};
+use carerecord_contracts::identity::v1::*;
+use carerecord_identity::synthetic::Generator;
+use carerecord_platform::testing::TestDatabase;
+use tonic::Code;
+
+use crate::helpers::*;
+
+async fn register(c: &mut Client, patients: Vec<Patient>) -> Vec<Patient> {
+    let mut out = Vec::new();
+    for chunk in patients.chunks(500) {
+        let response = c
+            .batch_create_patients(BatchCreatePatientsRequest {
+                requests: chunk
+                    .iter()
+                    .map(|p| CreatePatientRequest {
+                        request_id: request_id(),
+                        patient: Some(p.clone()),
+                        requester: None,
+                    })
+                    .collect(),
+                requester: Some(requester()),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        for r in response.results {
+            match r.outcome.unwrap() {
+                batch_create_patients_result::Outcome::Patient(p) => out.push(p),
+                batch_create_patients_result::Outcome::Error(e) => panic!("{e:?}"),
+            }
+        }
+    }
+    out
+}
+
+fn estimate_request() -> EstimateMatchParametersRequest {
+    EstimateMatchParametersRequest {
+        max_random_pairs: 20_000,
+        random_seed: 11,
+        requester: Some(requester()),
+        max_iterations: 200,
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn estimate_then_match_explains_candidates() {
+    for db in TestDatabase::each_backend().await {
+        let mut app = spawn_app(&db.url).await;
+        let c = &mut app.client;
+        // Before any estimation.
+        let probe = patient("Jo", "Smith", (1980, 3, 7));
+        let status = c
+            .match_patients(MatchPatientsRequest {
+                probe: Some(match_patients_request::Probe::Demographics(probe.clone())),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::FailedPrecondition);
+        assert_eq!(reason(&status), "MATCH_PARAMETERS_MISSING");
+        let status = c
+            .get_match_parameters(GetMatchParametersRequest::default())
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::NotFound);
+        let status = c
+            .estimate_match_parameters(estimate_request())
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::FailedPrecondition);
+        assert_eq!(reason(&status), "INSUFFICIENT_DATA");
+
+        let population = Generator::new(5).population(600, 0.25);
+        let registered = register(c, population.iter().map(|g| g.patient.clone()).collect()).await;
+
+        // A dry run stores nothing.
+        let dry = c
+            .estimate_match_parameters(EstimateMatchParametersRequest {
+                dry_run: true,
+                ..estimate_request()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(dry.parameters.as_ref().unwrap().parameters_version, 0);
+        assert!(!dry.activated);
+        assert!(
+            c.get_match_parameters(GetMatchParametersRequest::default())
+                .await
+                .is_err()
+        );
+
+        let estimated = c
+            .estimate_match_parameters(estimate_request())
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(estimated.activated);
+        let params = estimated.parameters.unwrap();
+        assert_eq!(params.parameters_version, 1);
+        assert!(params.current && params.converged);
+        assert_eq!(params.origin, MatchParametersOrigin::Estimated as i32);
+        assert_eq!(params.random_seed, 11);
+        assert_eq!(params.estimated_by.as_ref().unwrap().user_id, "clerk-1");
+        assert!(params.prior_match_probability > 0.0 && params.prior_match_probability < 0.01);
+        let fields: Vec<&str> = params.fields.iter().map(|f| f.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "nhs_number",
+                "identifier",
+                "given_name",
+                "family_name",
+                "birth_date",
+                "gender",
+                "postcode",
+                "address",
+                "phone",
+                "email"
+            ]
+        );
+        for f in &params.fields {
+            let m: f64 = f.levels.iter().map(|l| l.m_probability).sum();
+            let u: f64 = f.levels.iter().map(|l| l.u_probability).sum();
+            assert!((m - 1.0).abs() < 1e-3 && (u - 1.0).abs() < 1e-3, "{f:?}");
+        }
+        let family = params
+            .fields
+            .iter()
+            .find(|f| f.field == "family_name")
+            .unwrap();
+        assert!(family.levels[0].weight > 3.0, "{family:?}");
+        let got = c
+            .get_match_parameters(GetMatchParametersRequest {
+                parameters_version: 1,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(got.parameters.unwrap().fields, params.fields);
+        let status = c
+            .get_match_parameters(GetMatchParametersRequest {
+                parameters_version: 9,
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::NotFound);
+        let status = c
+            .get_match_parameters(GetMatchParametersRequest {
+                parameters_version: -1,
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(violations(&status), ["parameters_version"]);
+
+        // Each duplicate finds its original as the top MATCH, most of the time, with evidence.
+        let mut found = 0;
+        let mut total = 0;
+        for (i, g) in population.iter().enumerate() {
+            let Some(of) = g.duplicate_of else { continue };
+            total += 1;
+            let response = c
+                .match_patients(MatchPatientsRequest {
+                    probe: Some(match_patients_request::Probe::PatientId(
+                        registered[i].patient_id.clone(),
+                    )),
+                    max_candidates: 3,
+                    include_non_matches: false,
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            assert_eq!(response.parameters_version, 1);
+            assert!(
+                response
+                    .candidates
+                    .iter()
+                    .all(|cand| cand.patient.as_ref().unwrap().patient_id
+                        != registered[i].patient_id)
+            );
+            if response.candidates.iter().any(|cand| {
+                cand.patient.as_ref().unwrap().patient_id == registered[of].patient_id
+                    && cand.classification != MatchClassification::NonMatch as i32
+            }) {
+                found += 1;
+            }
+            for cand in &response.candidates {
+                assert_eq!(cand.evidence.len(), 10);
+                let sum: f64 = cand.evidence.iter().map(|e| e.weight).sum();
+                assert!((sum - cand.match_weight).abs() < 1e-9);
+                assert!(cand.match_probability >= response.possible_threshold);
+            }
+        }
+        assert!(
+            found as f64 >= 0.85 * total as f64,
+            "{found} of {total} duplicates found"
+        );
+
+        // A demographics probe with a typo: evidence says which fields agreed and how.
+        let loner = (0..population.len())
+            .find(|&i| {
+                population[i].duplicate_of.is_none()
+                    && !population.iter().any(|g| g.duplicate_of == Some(i))
+            })
+            .unwrap();
+        let original = &registered[loner];
+        let mut probe = original.clone();
+        probe.names[0].family = format!("{}x", probe.names[0].family);
+        probe.identifiers.clear();
+        let response = c
+            .match_patients(MatchPatientsRequest {
+                probe: Some(match_patients_request::Probe::Demographics(probe)),
+                max_candidates: 5,
+                include_non_matches: true,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let top = &response.candidates[0];
+        assert_eq!(
+            top.patient.as_ref().unwrap().patient_id,
+            original.patient_id
+        );
+        assert_eq!(top.classification, MatchClassification::Match as i32);
+        let family = top
+            .evidence
+            .iter()
+            .find(|e| e.field == "family_name")
+            .unwrap();
+        assert_eq!(family.level, ComparisonLevel::Partial as i32);
+        assert_eq!(family.comparator, "jaro_winkler");
+        let birth = top
+            .evidence
+            .iter()
+            .find(|e| e.field == "birth_date")
+            .unwrap();
+        assert_eq!(
+            (birth.level, birth.similarity),
+            (ComparisonLevel::Exact as i32, 1.0)
+        );
+        let identifier = top
+            .evidence
+            .iter()
+            .find(|e| e.field == "identifier")
+            .unwrap();
+        assert_eq!(
+            (identifier.level, identifier.weight),
+            (ComparisonLevel::Missing as i32, 0.0)
+        );
+        assert!(response.pairs_compared >= 1);
+
+        // Bad probes.
+        let status = c
+            .match_patients(MatchPatientsRequest::default())
+            .await
+            .unwrap_err();
+        assert_eq!(violations(&status), ["probe"]);
+        let status = c
+            .match_patients(MatchPatientsRequest {
+                probe: Some(match_patients_request::Probe::Demographics(Patient {
+                    nhs_number: "12345".into(),
+                    ..Default::default()
+                })),
+                max_candidates: -1,
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(
+            violations(&status),
+            ["max_candidates", "demographics.nhs_number"]
+        );
+        let status = c
+            .match_patients(MatchPatientsRequest {
+                probe: Some(match_patients_request::Probe::Demographics(
+                    Patient::default(),
+                )),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(violations(&status), ["demographics"]);
+        let status = c
+            .match_patients(MatchPatientsRequest {
+                probe: Some(match_patients_request::Probe::PatientId(
+                    uuid::Uuid::new_v4().to_string(),
+                )),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::NotFound);
+        let status = c
+            .estimate_match_parameters(EstimateMatchParametersRequest {
+                convergence_threshold: 1.0,
+                max_random_pairs: -1,
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(
+            violations(&status),
+            ["requester", "max_random_pairs", "convergence_threshold"]
+        );
+    }
+}
+
+#[tokio::test]
+async fn search_exact_and_fuzzy() {
+    for db in TestDatabase::each_backend().await {
+        let mut app = spawn_app(&db.url).await;
+        let c = &mut app.client;
+        let smith = create(c, patient("Catherine", "Smith", (1980, 3, 7))).await;
+        let smyth = create(c, patient("Catherine", "Smyth", (1980, 7, 3))).await;
+        let mut married = patient("Anne", "Brown", (1975, 5, 20));
+        married.names.push(HumanName {
+            given: vec!["Anne".into()],
+            family: "Green".into(),
+            ..Default::default()
+        });
+        let married = create(c, married).await;
+        let transposed = create(c, patient("Smith", "Catherine", (1980, 3, 7))).await;
+        let search = |family: &str,
+                      given: &str,
+                      birth: search_patients_request::Birth,
+                      mode: SearchMode| SearchPatientsRequest {
+            family_name: family.into(),
+            given_name: given.into(),
+            birth: Some(birth),
+            mode: mode as i32,
+            ..Default::default()
+        };
+        let date = |y, m, d| {
+            search_patients_request::Birth::BirthDate(Date {
+                year: y,
+                month: m,
+                day: d,
+            })
+        };
+        let ids = |r: &SearchPatientsResponse| {
+            r.results
+                .iter()
+                .map(|x| x.patient.as_ref().unwrap().patient_id.clone())
+                .collect::<Vec<_>>()
+        };
+
+        let exact = c
+            .search_patients(search(
+                "SMITH",
+                "catherine",
+                date(1980, 3, 7),
+                SearchMode::Exact,
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(ids(&exact), [smith.patient_id.as_str()]);
+        assert_eq!(exact.results[0].score, 1.0);
+        assert_eq!(exact.max_results_applied, 10);
+        // Prefix wildcard, historic names, ranges.
+        let r = c
+            .search_patients(search("Sm*", "", date(1980, 3, 7), SearchMode::Exact))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(ids(&r), [smith.patient_id.as_str()]);
+        let range = search_patients_request::Birth::BirthDateRange(DateRange {
+            start: Some(Date {
+                year: 1975,
+                month: 1,
+                day: 1,
+            }),
+            end: None,
+        });
+        let r = c
+            .search_patients(search("green", "", range, SearchMode::Exact))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(ids(&r), [married.patient_id.as_str()]);
+
+        // Fuzzy: phonetic and Jaro-Winkler names, swapped day and month, transposed names.
+        let fuzzy = c
+            .search_patients(search(
+                "Smith",
+                "Catherine",
+                date(1980, 3, 7),
+                SearchMode::Fuzzy,
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        let found = ids(&fuzzy);
+        assert_eq!(found[0], smith.patient_id);
+        assert_eq!(fuzzy.results[0].score, 1.0);
+        assert!(found.contains(&smyth.patient_id), "{fuzzy:?}");
+        assert!(found.contains(&transposed.patient_id), "{fuzzy:?}");
+        assert!(fuzzy.results[1..].iter().all(|r| r.score < 1.0));
+        // Capped results.
+        let r = c
+            .search_patients(SearchPatientsRequest {
+                max_results: 1,
+                ..search("Smith", "Catherine", date(1980, 3, 7), SearchMode::Fuzzy)
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(r.results.len(), 1);
+        assert!(r.more_results_available);
+        let r = c
+            .search_patients(SearchPatientsRequest {
+                max_results: 1000,
+                ..search("Smith", "", date(1980, 3, 7), SearchMode::Exact)
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(r.max_results_applied, 50);
+
+        // Bad input.
+        let status = c
+            .search_patients(SearchPatientsRequest {
+                family_name: " - ".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(violations(&status), ["family_name", "birth_date"]);
+        let status = c
+            .search_patients(search("S*", "Ca*t", date(1980, 2, 30), SearchMode::Exact))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            violations(&status),
+            ["family_name", "given_name", "birth_date.day"]
+        );
+        let status = c
+            .search_patients(search("Smi*", "", date(1980, 1, 1), SearchMode::Fuzzy))
+            .await
+            .unwrap_err();
+        assert_eq!(violations(&status), ["family_name"]);
+        let bad_range = search_patients_request::Birth::BirthDateRange(DateRange {
+            start: Some(Date {
+                year: 1990,
+                month: 1,
+                day: 1,
+            }),
+            end: Some(Date {
+                year: 1980,
+                month: 1,
+                day: 1,
+            }),
+        });
+        let status = c
+            .search_patients(SearchPatientsRequest {
+                max_results: -1,
+                ..search("Smith", "", bad_range, SearchMode::Exact)
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(violations(&status), ["birth_date_range", "max_results"]);
+        let empty_range = search_patients_request::Birth::BirthDateRange(DateRange::default());
+        let status = c
+            .search_patients(search("Smith", "", empty_range, SearchMode::Exact))
+            .await
+            .unwrap_err();
+        assert_eq!(violations(&status), ["birth_date_range"]);
+    }
+}
