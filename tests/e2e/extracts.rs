@@ -7,7 +7,9 @@ use carerecord_contracts::access::v1::{
 use carerecord_contracts::consent::v1::SetNationalDataOptOutRequest;
 use carerecord_e2e::{OTHER_PROJECT, Overrides, PROJECT, Platform, authed, token};
 
-/// Runs an extract; returns pseudonym per row and the count of opted-out patients excluded.
+/// Runs a planning extract (the default rules permit planning on pseudonymised data of patients who
+/// have not opted out; research needs explicit consent or an approved legal basis); returns the
+/// pseudonym per row and the count of patients excluded.
 async fn extract(
     platform: &Platform,
     project: &str,
@@ -16,7 +18,7 @@ async fn extract(
     let researcher = token("R8000", "system/*.rs");
     let request = ExtractPseudonymisedRequest {
         project_id: project.into(),
-        purpose_of_use: "HRESCH".into(),
+        purpose_of_use: "HOPERAT".into(),
         cohort: Some(Cohort {
             selection: Some(Selection::PatientList(PatientIdList {
                 patient_ids: cohort.to_vec(),
@@ -66,6 +68,12 @@ async fn extracts_exclude_opted_out_patients_and_pseudonyms_are_per_project() {
             .set_national_data_opt_out(SetNationalDataOptOutRequest {
                 patient_id: opted_out.clone(),
                 opted_out: true,
+                requester: Some(carerecord_contracts::common::v1::Requester {
+                    user_id: "e2e".into(),
+                    organisation_ods_code: "RR8".into(),
+                    role_code: "R8000".into(),
+                    display_name: String::new(),
+                }),
                 ..Default::default()
             })
             .await

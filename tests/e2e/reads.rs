@@ -36,6 +36,7 @@ async fn directive(
         status: ConsentDirectiveStatus::Active as i32,
         decision: decision as i32,
         provisions,
+        date_time: Some(std::time::SystemTime::now().into()),
         ..Default::default()
     };
     let requester = Requester {
@@ -185,7 +186,8 @@ async fn forged_and_unscoped_tokens_are_refused() {
             .unwrap_err();
         assert_eq!(refused.code(), Code::Unauthenticated);
 
-        let unscoped = token("R8000", "user/Encounter.rs");
+        // Allowed to create encounters, not to read anything.
+        let unscoped = token("R8000", "user/Encounter.c");
         let refused = access
             .read_patient_record(authed(read(&nhs), &unscoped))
             .await
@@ -222,13 +224,14 @@ async fn with_consent_down_nothing_is_disclosed_and_the_attempt_is_audited() {
             platform.backend
         );
 
+        let officer = token("R0001", "user/*.rs");
         let entries = access
             .list_audit_entries(authed(
                 carerecord_contracts::access::v1::ListAuditEntriesRequest {
                     page_size: 100,
                     ..Default::default()
                 },
-                &clinician,
+                &officer,
             ))
             .await
             .expect("audit entries")

@@ -104,8 +104,9 @@ pub enum AccessCommand {
     Extract {
         #[arg(long)]
         project: String,
-        /// HRESCH (research) or HOPERAT (planning).
-        #[arg(long, default_value = "HRESCH")]
+        /// HOPERAT (planning: the default rules permit pseudonymised data of patients who have not
+        /// opted out) or HRESCH (research: needs the patients' explicit consent or an approved legal basis).
+        #[arg(long, default_value = "HOPERAT")]
         purpose: String,
         /// Patient ids in the cohort (repeat).
         #[arg(long, required = true)]

@@ -261,6 +261,7 @@ pub async fn load(
                     data_classes: vec!["mental-health".into()],
                     ..Default::default()
                 }],
+                date_time: Some(std::time::SystemTime::now().into()),
                 ..Default::default()
             };
             let request_id = uuid::Uuid::new_v5(
