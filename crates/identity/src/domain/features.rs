@@ -179,6 +179,9 @@ impl Features {
         if let Some((y, m, d)) = birth {
             push(format!("d:{y:04}{m:02}{d:02}"));
         }
+        // The birth decade keeps name blocks small in a large index (common given and family
+        // names together are shared by hundreds of people in a million); "-" when unknown.
+        let decade = birth.map_or_else(|| "-".to_owned(), |(y, _, _)| (y / 10).to_string());
         for name in &self.names {
             if let Some((y, _, _)) = birth
                 && !name.family_code.is_empty()
@@ -192,7 +195,7 @@ impl Features {
                 } else {
                     (&name.family_code, &name.given_code)
                 };
-                push(format!("gf:{a}|{b}"));
+                push(format!("gf:{a}|{b}|{decade}"));
             }
             for pc in &self.postcodes {
                 if !name.given_code.is_empty() {
@@ -216,7 +219,7 @@ pub const BLOCKING_RULES: &[(&str, &[super::model::Field])] = {
         ("i:", &[Identifier]),
         ("d:", &[BirthDate]),
         ("fy:", &[FamilyName, BirthDate]),
-        ("gf:", &[GivenName, FamilyName]),
+        ("gf:", &[GivenName, FamilyName, BirthDate]),
         ("pg:", &[Postcode, GivenName]),
         ("pf:", &[Postcode, FamilyName]),
     ]
