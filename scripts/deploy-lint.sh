@@ -20,7 +20,7 @@ echo "hadolint deploy/Dockerfile"
 .venv/bin/hadolint --failure-threshold style deploy/Dockerfile
 
 # The dependency layer copies each crate's manifest by name: a new crate needs its line.
-for manifest in crates/*/Cargo.toml; do
+for manifest in crates/*/Cargo.toml tests/Cargo.toml; do
     if ! grep -qx "COPY $manifest $manifest" deploy/Dockerfile; then
         echo "deploy/Dockerfile: add 'COPY $manifest $manifest' to the dependency layer" >&2
         exit 1

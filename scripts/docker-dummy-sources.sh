@@ -8,7 +8,7 @@
 # the crate has [build-dependencies]. Run from the workspace root: scripts/docker-dummy-sources.sh
 set -eu
 
-for manifest in crates/*/Cargo.toml; do
+for manifest in crates/*/Cargo.toml tests/Cargo.toml; do
     dir=$(dirname "$manifest")
     mkdir -p "$dir/src"
     : > "$dir/src/lib.rs"
