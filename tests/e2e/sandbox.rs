@@ -25,6 +25,8 @@ pub struct Overrides {
     pub identity: Option<String>,
     pub records: Option<String>,
     pub consent: Option<String>,
+    /// Cedar platform rules for our consent service instead of the ones it ships with.
+    pub consent_policies: Option<String>,
 }
 
 pub struct Platform {
@@ -92,6 +94,7 @@ impl Platform {
             });
         }
         let shutdown = CancellationToken::new();
+        let dir = tempfile::tempdir().expect("temporary directory");
         let identity = match overrides.identity {
             Some(endpoint) => endpoint,
             None => {
@@ -109,11 +112,18 @@ impl Platform {
         let consent = match overrides.consent {
             Some(endpoint) => endpoint,
             None => {
-                start::<carerecord_consent::Application>(service_env(&databases[2].url), &shutdown)
-                    .await
+                let mut env = service_env(&databases[2].url);
+                if let Some(policies) = &overrides.consent_policies {
+                    let file = dir.path().join("platform.cedar");
+                    std::fs::write(&file, policies).expect("write consent policies");
+                    env.push((
+                        carerecord_consent::POLICY_FILE_VAR.into(),
+                        file.display().to_string(),
+                    ));
+                }
+                start::<carerecord_consent::Application>(env, &shutdown).await
             }
         };
-        let dir = tempfile::tempdir().expect("temporary directory");
         let projects = dir.path().join("projects.json");
         let project = |id: &str, key: &str| serde_json::json!({"project_id": id, "key": key, "purposes": ["HRESCH", "HOPERAT"], "organisations": [], "clients": []});
         let projects_json = serde_json::json!({"projects": [project(PROJECT, &"1a".repeat(32)), project(OTHER_PROJECT, &"2b".repeat(32))]});

@@ -18,6 +18,9 @@ pub struct ConformanceArgs {
     /// Access: a valid token without record-read scopes, for the PERMISSION_DENIED tests.
     #[arg(long)]
     unscoped_token: Option<String>,
+    /// Access: a token of a role that may list and verify the audit log (privacy officer, R0001).
+    #[arg(long)]
+    auditor_token: Option<String>,
     /// Access: the deployment's identity endpoint, where the kit registers its test patient.
     #[arg(long)]
     identity_endpoint: Option<String>,
@@ -51,6 +54,7 @@ pub async fn run(args: ConformanceArgs) -> Result<(), String> {
     let options = Options {
         token: args.token,
         unscoped_token: args.unscoped_token,
+        auditor_token: args.auditor_token,
         identity_endpoint: args.identity_endpoint,
         records_endpoint: args.records_endpoint,
         consent_endpoint: args.consent_endpoint,

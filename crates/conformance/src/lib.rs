@@ -106,6 +106,9 @@ pub struct Options {
     /// `Patient.r` or any record read (for example `user/Encounter.c`); the PERMISSION_DENIED
     /// tests are skipped without it.
     pub unscoped_token: Option<String>,
+    /// Access only: a valid token of a role that may list and verify the audit log (a privacy
+    /// officer); without it `token` is tried, and those tests are skipped if it is refused.
+    pub auditor_token: Option<String>,
     /// Access only: the deployment's identity endpoint; the kit registers a test patient there.
     /// Tests reading a patient's record are skipped without it and `records_endpoint`.
     pub identity_endpoint: Option<String>,
@@ -129,6 +132,7 @@ impl Default for Options {
         Options {
             token: None,
             unscoped_token: None,
+            auditor_token: None,
             identity_endpoint: None,
             records_endpoint: None,
             consent_endpoint: None,

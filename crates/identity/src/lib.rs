@@ -53,6 +53,9 @@ pub struct Settings {
     pub estimation_max_random_pairs: i64,
     /// `CARERECORD_ESTIMATION_MAX_BLOCKED_PAIRS`.
     pub estimation_max_blocked_pairs: i64,
+    /// `CARERECORD_MATCH_STARTING_PARAMETERS` (default true): an empty index starts with the
+    /// built-in CONFIGURED parameters, so matching works before the first estimation.
+    pub starting_parameters: bool,
 }
 
 impl Settings {
@@ -69,6 +72,7 @@ impl Settings {
                 .parse_or("CARERECORD_ESTIMATION_MAX_RANDOM_PAIRS", 10_000_000)?,
             estimation_max_blocked_pairs: env
                 .parse_or("CARERECORD_ESTIMATION_MAX_BLOCKED_PAIRS", 5_000_000)?,
+            starting_parameters: env.bool_or("CARERECORD_MATCH_STARTING_PARAMETERS", true)?,
         };
         let unit = |name: &str, v: f64| {
             if v > 0.0 && v < 1.0 {
@@ -148,12 +152,17 @@ impl Service for Application {
         let database = Database::connect(&config.service.database, &MIGRATIONS).await?;
         let limits = &config.service.server;
         let streams = CancellationToken::new();
-        let service = IdentityService::new(
-            store::Store::new(database),
-            config.identity,
-            config.tokens,
-            streams.clone(),
-        );
+        let store = store::Store::new(database);
+        if config.identity.starting_parameters {
+            let mut params = matching::starting_parameters(&config.identity);
+            store
+                .store_first_parameters(&mut params)
+                .await
+                .map_err(|e| {
+                    StartError::Other(format!("storing the starting match parameters: {e}"))
+                })?;
+        }
+        let service = IdentityService::new(store, config.identity, config.tokens, streams.clone());
         let api = PatientIdentityServiceServer::new(service)
             .max_decoding_message_size(limits.max_message_bytes)
             .max_encoding_message_size(limits.max_message_bytes);

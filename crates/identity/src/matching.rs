@@ -80,6 +80,61 @@ pub fn model_of(params: &MatchParameters) -> Model {
     }
 }
 
+/// The built-in starting values of m and u per field, for the levels of `Field::levels` in
+/// order, and the prior. They are deliberately conservative, typical of a national index (u from
+/// the cardinality of each field, m from typical keying and change rates), so that an
+/// identifier alone is never enough for a MATCH; EstimateMatchParameters replaces them with
+/// values from the deployment's own data.
+const STARTING_PRIOR: f64 = 1e-6;
+
+fn starting_values(field: Field) -> (&'static [f64], &'static [f64]) {
+    match field {
+        Field::NhsNumber => (&[0.95, 0.02, 0.03], &[1e-6, 1e-5, 1.0 - 1.1e-5]),
+        Field::Identifier => (&[0.90, 0.03, 0.07], &[1e-6, 1e-5, 1.0 - 1.1e-5]),
+        Field::GivenName => (&[0.88, 0.08, 0.04], &[0.01, 0.02, 0.97]),
+        Field::FamilyName => (&[0.90, 0.06, 0.04], &[0.005, 0.01, 0.985]),
+        Field::BirthDate => (&[0.92, 0.05, 0.03], &[3e-5, 5e-4, 1.0 - 5.3e-4]),
+        Field::Gender => (&[0.98, 0.02], &[0.5, 0.5]),
+        Field::Postcode => (&[0.75, 0.10, 0.15], &[1e-4, 0.005, 1.0 - 5.1e-3]),
+        Field::Address => (&[0.70, 0.15, 0.15], &[1e-4, 0.002, 1.0 - 2.1e-3]),
+        Field::Phone | Field::Email => (&[0.70, 0.05, 0.25], &[1e-6, 1e-5, 1.0 - 1.1e-5]),
+    }
+}
+
+/// The parameters an empty index starts with (origin CONFIGURED), with the configured thresholds.
+pub fn starting_parameters(settings: &Settings) -> MatchParameters {
+    MatchParameters {
+        parameters_version: 0,
+        origin: MatchParametersOrigin::Configured as i32,
+        current: false,
+        fields: FIELDS
+            .iter()
+            .map(|&field| {
+                let (m, u) = starting_values(field);
+                FieldParameters {
+                    field: field.name().to_owned(),
+                    levels: field
+                        .levels()
+                        .iter()
+                        .zip(m.iter().zip(u))
+                        .map(|(&level, (&m, &u))| LevelParameters {
+                            level: level_to_proto(level) as i32,
+                            comparator: field.rule(level).to_owned(),
+                            m_probability: m,
+                            u_probability: u,
+                            weight: (m / u).log2(),
+                        })
+                        .collect(),
+                }
+            })
+            .collect(),
+        prior_match_probability: STARTING_PRIOR,
+        match_threshold: settings.match_threshold,
+        possible_threshold: settings.possible_threshold,
+        ..Default::default()
+    }
+}
+
 /// The current parameters and their model.
 type Current = Arc<(MatchParameters, Model)>;
 
@@ -415,4 +470,82 @@ fn estimate_from(
         ..est
     };
     Ok((est, random_count as i64, blocked.len() as i64))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::model::Classification;
+    use carerecord_platform::config::Env;
+
+    fn classify(agreeing: &[(Field, Level)]) -> Classification {
+        let settings = Settings::from_env(&Env::from_pairs::<&str, &str>([])).expect("defaults");
+        let model = model_of(&starting_parameters(&settings));
+        let mut levels = [Level::Missing; FIELD_COUNT];
+        for (field, level) in agreeing {
+            levels[field.index()] = *level;
+        }
+        let weight = model.pattern_weight(Pattern::from_levels(&levels));
+        model.classify(model.probability(weight))
+    }
+
+    #[test]
+    fn starting_parameters_are_probabilities_for_every_level() {
+        let settings = Settings::from_env(&Env::from_pairs::<&str, &str>([])).expect("defaults");
+        let params = starting_parameters(&settings);
+        assert_eq!(params.origin, MatchParametersOrigin::Configured as i32);
+        assert_eq!(params.fields.len(), FIELD_COUNT);
+        for (fp, field) in params.fields.iter().zip(FIELDS) {
+            assert_eq!(fp.levels.len(), field.levels().len(), "{}", fp.field);
+            let m: f64 = fp.levels.iter().map(|l| l.m_probability).sum();
+            let u: f64 = fp.levels.iter().map(|l| l.u_probability).sum();
+            assert!(
+                (m - 1.0).abs() < 1e-9 && (u - 1.0).abs() < 1e-9,
+                "{}",
+                fp.field
+            );
+            for l in &fp.levels {
+                assert!((l.weight - (l.m_probability / l.u_probability).log2()).abs() < 1e-9);
+            }
+        }
+    }
+
+    #[test]
+    fn starting_parameters_classify_sensibly() {
+        use Field::*;
+        use Level::*;
+        // A national identifier alone is evidence, not proof.
+        assert_ne!(classify(&[(NhsNumber, Exact)]), Classification::Match);
+        assert_eq!(
+            classify(&[(NhsNumber, Exact), (BirthDate, Exact)]),
+            Classification::Match
+        );
+        assert_eq!(
+            classify(&[
+                (GivenName, Exact),
+                (FamilyName, Exact),
+                (BirthDate, Exact),
+                (Gender, Exact)
+            ]),
+            Classification::Match
+        );
+        // Same name, different birth date: different people.
+        assert_eq!(
+            classify(&[
+                (GivenName, Exact),
+                (FamilyName, Exact),
+                (BirthDate, Disagree)
+            ]),
+            Classification::NonMatch
+        );
+        // Names agree, birth date only nearly (a typo or a day/month swap): for a person to review.
+        assert_eq!(
+            classify(&[
+                (GivenName, Exact),
+                (FamilyName, Exact),
+                (BirthDate, Partial)
+            ]),
+            Classification::Possible
+        );
+    }
 }

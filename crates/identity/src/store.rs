@@ -974,6 +974,23 @@ impl Store {
         }
     }
 
+    /// Stores `params` as version 1, current, unless some version exists already (several
+    /// replicas may start at once: the first wins, the others change nothing).
+    pub async fn store_first_parameters(&self, params: &mut MatchParameters) -> Result<(), Error> {
+        params.parameters_version = 1;
+        params.current = true;
+        sqlx::query(
+            "INSERT INTO match_parameters (version, is_current, data, create_time) \
+             SELECT 1, 1, $1, $2 WHERE NOT EXISTS (SELECT 1 FROM match_parameters) \
+             ON CONFLICT (version) DO NOTHING",
+        )
+        .bind(params.encode_to_vec())
+        .bind(now_micros())
+        .execute(&self.db.pool)
+        .await?;
+        Ok(())
+    }
+
     /// Stores a new parameters version (numbered here), making it current if asked.
     pub async fn store_parameters(
         &self,

@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 use tonic::Code;
 
 use super::merkle::{Hash, leaf_hash, to_hash, verify_consistency, verify_inclusion};
-use super::{audited, by_id, client, find, has_reason};
+use super::{audited, auditor, by_id, client, find, has_reason};
 use crate::harness::{
     Case, Ctx, Fail, TestResult, describe, ensure, ensure_eq, err, fail, has_resource,
     has_violation_under, ok,
@@ -244,13 +244,13 @@ async fn leaf_data(
         page_size: 1,
         page_token: String::new(),
     };
-    match client(ctx).list_audit_entries(request).await {
+    match auditor(ctx)?.list_audit_entries(request).await {
         Ok(r) => match r.into_inner().entries.into_iter().next() {
             Some(e) => Ok(e),
             None => fail!("ListAuditEntries: entry {index} missing"),
         },
         Err(st) if st.code() == Code::PermissionDenied => Err(Fail::Skipped(format!(
-            "the token may not list audit entries ({})",
+            "the token may not list audit entries; give an auditor token ({})",
             describe(&st)
         ))),
         Err(st) => fail!("ListAuditEntries: expected OK, got {}", describe(&st)),
@@ -490,7 +490,7 @@ async fn audit_errors(ctx: Ctx) -> TestResult {
 async fn verify_log(ctx: Ctx) -> TestResult {
     audited_call(&ctx).await?;
     let trusted = head(&ctx, 0).await?;
-    let good = match client(&ctx)
+    let good = match auditor(&ctx)?
         .verify_audit_log(VerifyAuditLogRequest {
             trusted_tree_head: Some(trusted.clone()),
         })
@@ -499,7 +499,7 @@ async fn verify_log(ctx: Ctx) -> TestResult {
         Ok(r) => r.into_inner(),
         Err(st) if st.code() == Code::PermissionDenied => {
             return Err(Fail::Skipped(format!(
-                "the token may not verify the audit log ({})",
+                "the token may not verify the audit log; give an auditor token ({})",
                 describe(&st)
             )));
         }
@@ -522,7 +522,7 @@ async fn verify_log(ctx: Ctx) -> TestResult {
         *b ^= 0xff;
     }
     let bad = ok(
-        client(&ctx)
+        auditor(&ctx)?
             .verify_audit_log(VerifyAuditLogRequest {
                 trusted_tree_head: Some(altered),
             })
@@ -536,7 +536,7 @@ async fn verify_log(ctx: Ctx) -> TestResult {
     let mut malformed = trusted;
     malformed.root_hash.truncate(31);
     let status = err(
-        client(&ctx)
+        auditor(&ctx)?
             .verify_audit_log(VerifyAuditLogRequest {
                 trusted_tree_head: Some(malformed),
             })

@@ -58,6 +58,14 @@ pub(crate) fn unscoped(ctx: &Ctx) -> TestResult<Client> {
     }
 }
 
+/// A client with the auditor token, or with the main token when none was given.
+pub(crate) fn auditor(ctx: &Ctx) -> TestResult<Client> {
+    match &ctx.options.auditor_token {
+        Some(token) => with_header(ctx, &format!("Bearer {token}")),
+        None => Ok(client(ctx)),
+    }
+}
+
 /// Requires ErrorInfo with domain `carerecord.access.v1` and `reason`; returns its metadata.
 pub(crate) fn has_reason(
     status: &Status,

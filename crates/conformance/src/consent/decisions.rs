@@ -130,7 +130,7 @@ fn nested(pid: &str) -> Vec<ConsentDirective> {
             provisions: vec![Provision {
                 purposes: strings(&["TREAT"]),
                 provisions: vec![Provision {
-                    actors: vec![actor("X9", "")],
+                    actors: vec![actor("X99", "")],
                     ..Default::default()
                 }],
                 ..Default::default()
@@ -255,11 +255,11 @@ const TABLE: &[Row] = &[
     },
     Row {
         id: "CON-DT-08",
-        title: "Worked example, X1, all data: two withhold obligations split at 2020-01-01, in canonical order",
+        title: "Worked example, X11, all data: two withhold obligations split at 2020-01-01, in canonical order",
         directives: |p| vec![worked_example(p)],
         revoke: false,
         opted_out: false,
-        request: |p| ask_as(p, "TREAT", "X1", "R8000"),
+        request: |p| ask_as(p, "TREAT", "X11", "R8000"),
         outcome: Permit,
         obligations: || {
             vec![
@@ -578,11 +578,11 @@ const TABLE: &[Row] = &[
     },
     Row {
         id: "CON-DT-34",
-        title: "Nested provisions: for X9 the most specific 0.0.0 denies mental-health",
+        title: "Nested provisions: for X99 the most specific 0.0.0 denies mental-health",
         directives: nested,
         revoke: false,
         opted_out: false,
-        request: |p| ask_as(p, "TREAT", "X9", "R8000"),
+        request: |p| ask_as(p, "TREAT", "X99", "R8000"),
         outcome: Permit,
         obligations: || vec![withhold(&["mental-health"], false, None)],
         reasons: Some(&[(Pd, Deny, Some(0), "0.0.0"), (Builtin, Permit, None, "")]),
@@ -769,7 +769,7 @@ fn show_obligations(obligations: &[Obligation]) -> String {
 async fn deterministic(ctx: Ctx) -> TestResult {
     let pid = ctx.new_patient();
     create(&ctx, worked_example(&pid)).await?;
-    let request = at(ask_as(&pid, "TREAT", "X1", "R8000"), 2026);
+    let request = at(ask_as(&pid, "TREAT", "X11", "R8000"), 2026);
     let a = decide(&ctx, request.clone()).await?;
     let b = decide(&ctx, request).await?;
     ensure_eq!(a.patient_id, pid, "patient_id");

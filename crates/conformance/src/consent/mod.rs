@@ -159,7 +159,7 @@ pub(crate) fn worked_example(patient_id: &str) -> ConsentDirective {
                 ..Default::default()
             },
             Provision {
-                actors: vec![actor("X1", "")],
+                actors: vec![actor("X11", "")],
                 data_period: period(None, Some(year(2020))),
                 ..Default::default()
             },

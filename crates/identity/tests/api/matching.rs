@@ -47,9 +47,79 @@ fn estimate_request() -> EstimateMatchParametersRequest {
 }
 
 #[tokio::test]
-async fn estimate_then_match_explains_candidates() {
+async fn a_new_index_matches_with_the_configured_starting_parameters_until_estimated() {
     for db in TestDatabase::each_backend().await {
         let mut app = spawn_app(&db.url).await;
+        let c = &mut app.client;
+        let start = c
+            .get_match_parameters(GetMatchParametersRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .parameters
+            .unwrap();
+        assert_eq!(start.parameters_version, 1);
+        assert!(start.current);
+        assert_eq!(start.origin, MatchParametersOrigin::Configured as i32);
+        assert_eq!(start.match_threshold, 0.95);
+
+        let population = Generator::new(9).population(300, 0.2);
+        let registered = register(c, population.iter().map(|g| g.patient.clone()).collect()).await;
+        let (dup, original) = population
+            .iter()
+            .enumerate()
+            .find_map(|(i, g)| g.duplicate_of.map(|o| (i, o)))
+            .expect("a duplicate");
+        let found = c
+            .match_patients(MatchPatientsRequest {
+                probe: Some(match_patients_request::Probe::PatientId(
+                    registered[dup].patient_id.clone(),
+                )),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(found.parameters_version, 1);
+        assert!(
+            found.candidates.iter().any(|m| m
+                .patient
+                .as_ref()
+                .is_some_and(|p| p.patient_id == registered[original].patient_id)),
+            "the duplicate's original is a candidate under the starting parameters"
+        );
+
+        // Estimation supersedes them; they stay readable as version 1.
+        let estimated = c
+            .estimate_match_parameters(estimate_request())
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(estimated.activated);
+        assert_eq!(estimated.parameters.unwrap().parameters_version, 2);
+        let first = c
+            .get_match_parameters(GetMatchParametersRequest {
+                parameters_version: 1,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .parameters
+            .unwrap();
+        assert!(!first.current);
+        assert_eq!(first.origin, MatchParametersOrigin::Configured as i32);
+        app.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn estimate_then_match_explains_candidates() {
+    for db in TestDatabase::each_backend().await {
+        let mut app = spawn_app_with(
+            &db.url,
+            &[("CARERECORD_MATCH_STARTING_PARAMETERS", "false")],
+        )
+        .await;
         let c = &mut app.client;
         // Before any estimation.
         let probe = patient("Jo", "Smith", (1980, 3, 7));

@@ -1,0 +1,87 @@
+//! Our own four services certified by the conformance kit, on every backend under test: each
+//! module must pass its whole catalogue with nothing failed and nothing skipped (a skip would
+//! hide an untested promise of the contract).
+
+use carerecord_conformance::{Module, Options, Report, run};
+use carerecord_e2e::{OTHER_PROJECT, Overrides, PROJECT, Platform, token};
+
+fn options_for(module: Module, platform: &Platform) -> Options {
+    let mut options = Options {
+        test_timeout: std::time::Duration::from_secs(120),
+        ..Options::default()
+    };
+    if module == Module::Access {
+        options.token = Some(token("R8000", "user/*.rs"));
+        options.unscoped_token = Some(token("R8000", "user/Encounter.c"));
+        options.auditor_token = Some(token("R0001", "user/*.rs"));
+        options.identity_endpoint = Some(platform.identity.clone());
+        options.records_endpoint = Some(platform.records.clone());
+        options.consent_endpoint = Some(platform.consent.clone());
+        options.project_id = Some(PROJECT.to_owned());
+    }
+    options
+}
+
+fn endpoint(module: Module, platform: &Platform) -> &str {
+    match module {
+        Module::Identity => &platform.identity,
+        Module::Records => &platform.records,
+        Module::Consent => &platform.consent,
+        Module::Access => &platform.access,
+    }
+}
+
+/// Every failure and skip of a report, one per line, for the assertion message.
+fn shortfalls(report: &Report) -> String {
+    let mut out = report.summary();
+    for result in &report.results {
+        match &result.outcome {
+            carerecord_conformance::Outcome::Passed => {}
+            other => out.push_str(&format!("\n  {} {}: {other:?}", result.id, result.title)),
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn our_four_services_pass_their_whole_conformance_kits() {
+    // The second project exists so that a mistaken project id would be noticed, not silently used.
+    assert_ne!(PROJECT, OTHER_PROJECT);
+    // The consent kit's decision table tests directive semantics and assumes no deployment
+    // platform rules apply (it skips rows they decide), so our consent runs without them here;
+    // the shipped rules have their own tests in the consent crate.
+    let overrides = Overrides {
+        consent_policies: Some(String::new()),
+        ..Overrides::default()
+    };
+    for platform in Platform::each_backend(overrides).await {
+        // The modules are independent (each test makes its own data), so they run side by side.
+        let run_kit = |module: Module| {
+            run(
+                module,
+                endpoint(module, &platform),
+                options_for(module, &platform),
+            )
+        };
+        let (identity, records, consent, access) = tokio::join!(
+            run_kit(Module::Identity),
+            run_kit(Module::Records),
+            run_kit(Module::Consent),
+            run_kit(Module::Access)
+        );
+        let reports = [identity, records, consent, access];
+        let mut problems = Vec::new();
+        for report in &reports {
+            println!("{:?}: {}", platform.backend, report.summary());
+            if !report.passed() || report.skipped_count() > 0 {
+                problems.push(shortfalls(report));
+            }
+        }
+        assert!(
+            problems.is_empty(),
+            "{:?}: our services do not pass their own conformance kits:\n{}",
+            platform.backend,
+            problems.join("\n")
+        );
+    }
+}
