@@ -377,6 +377,10 @@ async fn run(file: &str, client: &mut common::Client) {
         } else {
             (j, i)
         };
+        if !patient_of.contains_key(&other) {
+            println!("miss {probe}-{other}: neither record could be registered");
+            continue;
+        }
         let response = client
             .match_patients(MatchPatientsRequest {
                 probe: Some(match_patients_request::Probe::Demographics(

@@ -196,18 +196,32 @@ impl Features {
                     (&name.family_code, &name.given_code)
                 };
                 push(format!("gf:{a}|{b}|{decade}"));
-            }
-            for pc in &self.postcodes {
-                if !name.given_code.is_empty() {
-                    push(format!("pg:{pc}|{}", name.given_code));
+                // The same names at the same house number: finds a re-registration whose birth
+                // date and postcode were both mis-keyed.
+                for house in self.addresses.iter().filter_map(|a| house_number(a)) {
+                    push(format!("nh:{a}|{b}|{house}"));
                 }
-                if !name.family_code.is_empty() {
-                    push(format!("pf:{pc}|{}", name.family_code));
+            }
+            // One prefix for given and family codes, so transposed names share the key.
+            for pc in &self.postcodes {
+                for code in [&name.given_code, &name.family_code] {
+                    if !code.is_empty() {
+                        push(format!("pn:{pc}|{code}"));
+                    }
                 }
             }
         }
         keys
     }
+}
+
+/// The house number of a normalised address: its first token when that starts with a digit
+/// ("12", "12a").
+fn house_number(address: &str) -> Option<&str> {
+    address
+        .split(' ')
+        .next()
+        .filter(|t| t.len() <= 6 && t.starts_with(|c: char| c.is_ascii_digit()))
 }
 
 /// The blocking rules, by the key prefix they produce, with the compared fields each relies on
@@ -220,8 +234,8 @@ pub const BLOCKING_RULES: &[(&str, &[super::model::Field])] = {
         ("d:", &[BirthDate]),
         ("fy:", &[FamilyName, BirthDate]),
         ("gf:", &[GivenName, FamilyName, BirthDate]),
-        ("pg:", &[Postcode, GivenName]),
-        ("pf:", &[Postcode, FamilyName]),
+        ("nh:", &[GivenName, FamilyName, Address]),
+        ("pn:", &[Postcode, GivenName, FamilyName]),
     ]
 };
 
@@ -292,5 +306,46 @@ mod tests {
         let a = mk("Smith", "John");
         let b = mk("John", "Smith");
         assert!(a.iter().any(|k| k.starts_with("gf:") && b.contains(k)));
+    }
+
+    fn keys_of(given: &str, family: &str, year: i32, line: &str, postcode: &str) -> Vec<String> {
+        Features::of(&Patient {
+            names: vec![HumanName {
+                given: vec![given.into()],
+                family: family.into(),
+                ..HumanName::default()
+            }],
+            birth_date: Some(Date {
+                year,
+                month: 6,
+                day: 1,
+            }),
+            addresses: vec![Address {
+                lines: vec![line.into()],
+                postal_code: postcode.into(),
+                ..Address::default()
+            }],
+            ..Patient::default()
+        })
+        .blocking_keys()
+    }
+
+    #[test]
+    fn transposed_names_at_one_postcode_share_a_key() {
+        let a = keys_of("Sam", "Webb", 1988, "5 Deamer Crescent", "LS1 4AP");
+        let b = keys_of("Webb", "Sam", 1936, "5 Deamer Crescent", "LS1 4AP");
+        assert!(a.iter().any(|k| k.starts_with("pn:") && b.contains(k)));
+    }
+
+    #[test]
+    fn same_names_at_the_same_house_number_share_a_key_across_mis_keyed_dates_and_postcodes() {
+        let a = keys_of("Amber", "Pamplin", 1969, "14 Andrea Place", "LS1 4AP");
+        let b = keys_of("Amber", "Pamplin", 1937, "14 Andrea Palce", "LS14 1AP");
+        let shared: Vec<&String> = a.iter().filter(|k| b.contains(k)).collect();
+        assert_eq!(shared.len(), 1, "{shared:?}");
+        assert!(shared[0].starts_with("nh:") && shared[0].ends_with("|14"));
+        // No house number, no such key.
+        let c = keys_of("Amber", "Pamplin", 1969, "Rose Cottage", "LS1 4AP");
+        assert!(!c.iter().any(|k| k.starts_with("nh:")));
     }
 }

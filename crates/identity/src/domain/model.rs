@@ -74,7 +74,7 @@ impl Field {
                 Level::Partial,
             ) => "damerau_levenshtein <= 1",
             (Field::GivenName | Field::FamilyName, Level::Partial) => {
-                "jaro_winkler >= 0.88, or same phonetic (NYSIIS) key, or damerau_levenshtein <= 1, or given and family transposed"
+                "jaro_winkler >= 0.88, or same phonetic (NYSIIS) key, or damerau_levenshtein <= 1, or found so in the other name field (given and family transposed or confused)"
             }
             (Field::BirthDate, Level::Partial) => {
                 "day and month swapped, or one digit mis-keyed or two adjacent digits transposed"
@@ -340,19 +340,23 @@ fn compare_names<'a>(
             let (cv, cc) = pick(c, given);
             let mut outcome = name_outcome(pv, pc, cv, cc);
             if outcome.level == Level::Disagree {
-                // Given and family transposed on one side: partial agreement at most.
+                // This name found in the candidate's other name field (given and family
+                // transposed, or one of them entered in the wrong field): partial at most.
                 let (tv, tc) = pick(c, !given);
-                let (ov, oc) = pick(p, !given);
                 let crossed = name_outcome(pv, pc, tv, tc);
-                let other = name_outcome(ov, oc, cv, cc);
-                if crossed.level != Level::Disagree
-                    && crossed.level != Level::Missing
-                    && other.level != Level::Disagree
-                    && other.level != Level::Missing
-                {
+                let (ov, oc) = pick(p, !given);
+                let other = name_outcome(ov, oc, cv, cc).level;
+                let both = matches!(other, Level::Exact | Level::Partial)
+                    && matches!(crossed.level, Level::Exact | Level::Partial);
+                // One name alone in the wrong field must be (nearly) the same name: similar-looking
+                // names are common, and crossing doubles the chances of a chance resemblance.
+                let alone = crossed.level == Level::Exact
+                    || (crossed.level == Level::Partial
+                        && compare::damerau_levenshtein(pv, tv) <= 1);
+                if both || alone {
                     outcome = Outcome {
                         level: Level::Partial,
-                        comparator: "transposed",
+                        comparator: if both { "transposed" } else { "crossed" },
                         similarity: crossed.similarity,
                         probe: crossed.probe,
                         candidate: crossed.candidate,
@@ -592,6 +596,29 @@ mod tests {
         let given = &evidence[Field::GivenName.index()];
         assert_eq!(given.level, Level::Partial);
         assert_eq!(given.comparator, "transposed");
+    }
+
+    #[test]
+    fn a_name_in_the_other_field_agrees_partially() {
+        // "Ebony Weller" registered again as given "Weller", family "Flynn".
+        let a = person("Weller", "Flynn", 0);
+        let b = person("Ebony", "Welqer", 0);
+        let model = Model {
+            m: [[0.9, 0.05, 0.05]; FIELD_COUNT],
+            u: [[0.01, 0.04, 0.95]; FIELD_COUNT],
+            lambda: 0.001,
+            match_threshold: 0.95,
+            possible_threshold: 0.5,
+        };
+        let evidence = explain(&model, &a, &b);
+        let given = &evidence[Field::GivenName.index()];
+        assert_eq!((given.level, given.comparator), (Level::Partial, "crossed"));
+        assert_eq!(
+            (given.probe_value.as_str(), given.candidate_value.as_str()),
+            ("weller", "welqer")
+        );
+        // The family names themselves still disagree.
+        assert_eq!(evidence[Field::FamilyName.index()].level, Level::Disagree);
     }
 
     #[test]
