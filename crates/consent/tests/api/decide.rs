@@ -587,3 +587,53 @@ async fn a_policy_file_replaces_the_embedded_rules() {
         "{message}"
     );
 }
+
+#[tokio::test]
+async fn a_large_batch_is_decided_in_chunks_each_patient_in_its_place() {
+    for db in TestDatabase::each_backend().await {
+        let mut app = spawn_app(&db.url).await;
+        let c = &mut app.client;
+        // 2,500 patients (several chunks); every 250th has refused planning, every 250th (offset
+        // 125) has opted out, so patients with state fall in every chunk.
+        let ids: Vec<String> = (0..2_500).map(|_| new_id()).collect();
+        for (i, id) in ids.iter().enumerate() {
+            if i % 250 == 0 {
+                let refusal = ConsentDirective {
+                    scope_purposes: strings(&["HOPERAT"]),
+                    ..directive(id, ConsentDecision::Deny, vec![])
+                };
+                create(c, refusal).await;
+            } else if i % 250 == 125 {
+                set_opt_out(c, id).await;
+            }
+        }
+        let mut patient_ids = ids.clone();
+        patient_ids.push(ids[0].clone());
+        patient_ids.push(ids[1].clone());
+        let decisions = c
+            .batch_decide(BatchDecideRequest {
+                patient_ids: patient_ids.clone(),
+                requester: Some(requester()),
+                purpose_of_use: "HOPERAT".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .decisions;
+        assert_eq!(decisions.len(), patient_ids.len());
+        for (i, (d, id)) in decisions.iter().zip(&patient_ids).enumerate() {
+            assert_eq!(&d.patient_id, id, "decision {i} is for its entry");
+            let expected = match i % 2_500 {
+                k if k % 250 == 0 => (Deny, PatientDirective),
+                k if k % 250 == 125 => (Deny, OptOut),
+                _ => (Permit, PlatformPolicy),
+            };
+            assert_eq!(
+                (d.outcome(), d.reasons[0].source()),
+                expected,
+                "decision {i}"
+            );
+        }
+    }
+}
