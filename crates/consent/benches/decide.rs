@@ -1,7 +1,8 @@
 //! Decide and BatchDecide against PostgreSQL with 1,000,000 directives stored.
 //!
 //! `make bench` (TEST_DATABASE_URL names the server; a fresh database is created and dropped).
-//! CARERECORD_BENCH_SCALE (default 1.0) scales the directives stored and the requests made.
+//! CARERECORD_BENCH_SCALE (default 1.0) scales the directives stored and the requests made;
+//! CARERECORD_DB_MAX_CONNECTIONS, when set, is passed to the service (its pool size).
 //!
 //! Figures: single Decide over gRPC on loopback (p50/p99, one call in flight), Decide throughput (32 in
 //! flight), BatchDecide of 10,000 patients; baselines measured in the same run: a bare gRPC call
@@ -463,13 +464,21 @@ fn main() {
 
     // The service (migrates the fresh database), then the data.
     let shutdown = CancellationToken::new();
+    let pool_size = std::env::var("CARERECORD_DB_MAX_CONNECTIONS").ok();
+    println!(
+        "service pool: {} connections",
+        pool_size.as_deref().unwrap_or("16 (default)")
+    );
     let addr = server_rt.block_on(async {
-        let config = Config::from_env(&Env::from_pairs([
+        let mut env = vec![
             ("DATABASE_URL", url.as_str()),
             ("CARERECORD_LISTEN_ADDR", "127.0.0.1:0"),
             ("RUST_LOG", "warn"),
-        ]))
-        .expect("config");
+        ];
+        if let Some(size) = &pool_size {
+            env.push(("CARERECORD_DB_MAX_CONNECTIONS", size.as_str()));
+        }
+        let config = Config::from_env(&Env::from_pairs(env)).expect("config");
         let app = Application::build(config).await.expect("build");
         let addr = app.local_addr();
         tokio::spawn(app.run(shutdown.clone()));
