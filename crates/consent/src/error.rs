@@ -32,6 +32,10 @@ pub enum Error {
     Corrupt(String),
     #[error("platform policy: {0}")]
     Policy(#[from] PolicyError),
+    #[error("a concurrent read failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+    #[error("internal: {0}")]
+    Internal(&'static str),
 }
 
 impl Error {

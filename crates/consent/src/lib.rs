@@ -98,10 +98,17 @@ impl Service for Application {
     async fn build(config: Config) -> Result<Self, StartError> {
         // Policies first: a bad policy file must stop the service before it touches the database.
         let policies = Arc::new(config.load_policies()?);
+        let exemptions = policies.exemption_ids();
         tracing::info!(
             policy_set_version = policies.version(),
+            opt_out_exemptions = ?exemptions,
             "platform policies loaded"
         );
+        if exemptions.is_empty() {
+            tracing::warn!(
+                "the platform policies have no @kind(\"optout-exemption\") rule: the national data opt-out withholds every purpose, individual care included"
+            );
+        }
         let database = Database::connect(&config.service.database, &MIGRATIONS).await?;
         let limits = &config.service.server;
         let api = ConsentServiceServer::new(ConsentDecider::new(

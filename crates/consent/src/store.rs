@@ -383,7 +383,10 @@ impl Store {
         Ok(state)
     }
 
-    /// The states of many patients in one statement (one consistent snapshot).
+    /// The states of several patients in one statement. BatchDecide reads its patients in chunks,
+    /// concurrently: each patient's state comes from one statement that started after the call did,
+    /// so every write acknowledged before the call is seen (the contract asks no snapshot across
+    /// patients).
     pub async fn patient_states(
         &self,
         patient_ids: &[String],

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use carerecord_contracts::consent::v1::{ConsentDecision, ConsentDirective, Provision};
 
 use super::codes::{CLASS_COUNT, Class, DataClass, DataClasses, LegalBasis, Purpose, Purposes};
-use super::optout::{self, DirectiveVerdict};
+use super::optout::{DirectiveVerdict, PATIENT_CONSENT_COUNT, PatientConsent};
 use super::time::{Instant, Period};
 
 /// The request context of a decision: everything but the patient.
@@ -55,6 +55,9 @@ pub struct ClassVerdicts {
     pub overrides: Vec<RuleMatch>,
     /// DEFAULT rules that decided, deny winning: (permit?, the deciding rules); `None` when none matched.
     pub default: Option<(bool, Vec<RuleMatch>)>,
+    /// By [`PatientConsent::index`]: the OPTOUT-EXEMPTION rule that sets an opted-out patient's opt-out
+    /// aside (the first matching in policy-file order); `None` when the opt-out applies.
+    pub exemptions: [Option<RuleMatch>; PATIENT_CONSENT_COUNT],
 }
 
 /// The platform rules' verdicts for every cell class of one request context.
@@ -624,15 +627,20 @@ fn decide_cell(
         DirectiveVerdict::NoObjection
     };
 
-    // 2. The national data opt-out (statutory; its exemptions are a fixed table).
+    // 2. The national data opt-out, unless an exemption rule sets it aside; the exemption is cited.
     if opted_out {
-        let exempt = optout::exemption(ctx, verdict).is_some();
-        add_reason(
-            out.reasons,
-            plain_reason(Source::NationalDataOptOut, exempt),
-        );
-        if !exempt {
-            return false;
+        match &verdicts.exemptions[PatientConsent::of(verdict).index()] {
+            Some(exemption) => add_reason(
+                out.reasons,
+                RawReason {
+                    rule: Some(exemption.policy_id.clone()),
+                    ..plain_reason(Source::NationalDataOptOut, true)
+                },
+            ),
+            None => {
+                add_reason(out.reasons, plain_reason(Source::NationalDataOptOut, false));
+                return false;
+            }
         }
     }
 
@@ -682,7 +690,8 @@ fn decide_cell(
         return *permit;
     }
 
-    // 7. The built-in default: implied consent for individual care only.
+    // 7. The contract's built-in default: implied consent for individual care only. A matching DEFAULT
+    // rule (step 6) comes first, so a deployment changes this default in its policy file.
     let permit = matches!(ctx.purpose, Purpose::Treat | Purpose::Etreat);
     add_reason(out.reasons, plain_reason(Source::Default, permit));
     permit
@@ -1184,10 +1193,21 @@ mod tests {
         assert_eq!(d.reasons[0].source, Source::PatientDirective);
     }
 
+    /// Verdicts where `rule` exempts from the opt-out for the given patient-consent values.
+    fn exempting(rule_id: &str, consents: &[PatientConsent]) -> PlatformVerdicts {
+        let mut v = PlatformVerdicts::default();
+        for class in &mut v.classes {
+            for c in consents {
+                class.exemptions[c.index()] = Some(rule(rule_id));
+            }
+        }
+        v
+    }
+
     #[test]
-    fn national_data_opt_out_and_its_exemptions() {
-        // Planning for an opted-out patient: denied by the opt-out.
-        let d = run(&ctx(Purpose::Hoperat), &[], true);
+    fn the_opt_out_denies_unless_an_exemption_rule_sets_it_aside() {
+        // No exemption rule: the opt-out withholds even individual care.
+        let d = run(&ctx(Purpose::Treat), &[], true);
         assert!(!d.permit);
         assert_eq!(
             reasons(&d),
@@ -1199,25 +1219,51 @@ mod tests {
                 String::new()
             )]
         );
-        // Individual care: exempt, and the exemption is recorded.
-        let d = run(&ctx(Purpose::Treat), &[], true);
+        // A context-only exemption (every patient-consent value): cited by id, then the next steps decide.
+        let care = exempting("care", &PatientConsent::ALL);
+        let d = run_with(&ctx(Purpose::Treat), &care, &[], true);
         assert!(d.permit);
-        assert_eq!(d.reasons[0].source, Source::NationalDataOptOut);
-        assert!(d.reasons[0].permit);
-        assert!(d.reasons[0].explanation.contains("own care"));
-        // Court order: exempt; the default would still deny without an override rule, and nothing is flagged.
-        let mut court = ctx(Purpose::Hoperat);
-        court.legal_basis = LegalBasis::CourtOrder;
-        let d = run(&court, &[], true);
+        assert_eq!(
+            reasons(&d),
+            [
+                (
+                    Source::NationalDataOptOut,
+                    true,
+                    String::new(),
+                    String::new(),
+                    "care".into()
+                ),
+                (
+                    Source::Default,
+                    true,
+                    String::new(),
+                    String::new(),
+                    String::new()
+                ),
+            ]
+        );
+        assert_eq!(
+            reasons(&run_with(&ctx(Purpose::Treat), &care, &[], false)),
+            [(
+                Source::Default,
+                true,
+                String::new(),
+                String::new(),
+                String::new()
+            )],
+            "not cited when the patient has not opted out"
+        );
+        // Exempt from the opt-out, a patient's refusal still applies.
+        let refusal = directive("d0", false, vec![]);
+        let d = run_with(&ctx(Purpose::Treat), &care, &[refusal], true);
         assert!(!d.permit);
-        assert_eq!(d.reasons[0].source, Source::NationalDataOptOut);
-        assert!(d.reasons[0].permit);
-        assert_eq!(d.reasons[1].source, Source::Default);
-        // Public health under a public-health basis: exempt.
-        let mut copi = ctx(Purpose::Pubhlth);
-        copi.legal_basis = LegalBasis::PublicHealth;
-        assert!(run(&copi, &[], true).reasons[0].permit);
-        // Research with explicit, study-specific consent: exempt, and permitted by the directive.
+        assert_eq!(d.reasons[0].policy_id, "care");
+        assert_eq!(d.reasons[1].source, Source::PatientDirective);
+    }
+
+    #[test]
+    fn exemptions_see_whether_the_patient_consented_explicitly_and_to_the_study() {
+        let study = exempting("study", &[PatientConsent::StudySpecific]);
         let consent = ConsentDirective {
             scope_purposes: vec!["HRESCH".into()],
             ..directive(
@@ -1232,7 +1278,7 @@ mod tests {
         let mut research = ctx(Purpose::Hresch);
         research.legal_basis = LegalBasis::ExplicitConsent;
         research.study_id = Some("S1".into());
-        let d = run(&research, std::slice::from_ref(&consent), true);
+        let d = run_with(&research, &study, std::slice::from_ref(&consent), true);
         assert!(d.permit);
         assert_eq!(
             reasons(&d),
@@ -1242,7 +1288,7 @@ mod tests {
                     true,
                     String::new(),
                     String::new(),
-                    String::new()
+                    "study".into()
                 ),
                 (
                     Source::PatientDirective,
@@ -1253,16 +1299,24 @@ mod tests {
                 ),
             ]
         );
-        // A general research consent (no study named) does not set the opt-out aside.
+        // A general research consent (no study named) is explicit but not study-specific.
         let general = ConsentDirective {
             scope_purposes: vec!["HRESCH".into()],
             ..directive("d2", true, vec![])
         };
-        assert!(!run(&research, std::slice::from_ref(&general), true).permit);
+        assert!(!run_with(&research, &study, std::slice::from_ref(&general), true).permit);
+        let explicit = exempting("explicit", &[PatientConsent::Explicit]);
+        assert_eq!(
+            run_with(&research, &explicit, std::slice::from_ref(&general), true).reasons[0]
+                .policy_id,
+            "explicit"
+        );
         assert!(
             run(&research, &[general], false).permit,
             "without the opt-out it is an explicit permit"
         );
+        // No directive at all: the patient gave no consent.
+        assert!(!run_with(&research, &study, &[], true).permit);
     }
 
     #[test]

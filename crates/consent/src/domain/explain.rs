@@ -4,7 +4,6 @@ use super::codes::LegalBasis;
 use super::decide::{
     CompiledDirective, Context, PlatformVerdicts, Reason, Source, describe_provision,
 };
-use super::optout::{self, DirectiveVerdict};
 
 /// The contract's limit on an explanation's length, in characters.
 pub const MAX_EXPLANATION_CHARS: usize = 500;
@@ -46,20 +45,22 @@ pub(super) fn explain(
             }
         }
         Source::NationalDataOptOut if reason.permit => {
-            // Context-only exemptions are tried first; otherwise it was the patient's explicit consent.
-            let exemption = optout::exemption(ctx, DirectiveVerdict::NoObjection)
-                .or_else(|| {
-                    optout::exemption(
-                        ctx,
-                        DirectiveVerdict::ExplicitPermit {
-                            study_specific: true,
-                        },
-                    )
-                })
-                .map_or("an exemption", |e| e.description);
-            format!(
-                "The patient has opted out of data sharing, but the opt-out does not apply to {exemption}"
-            )
+            let description = platform
+                .classes
+                .iter()
+                .flat_map(|c| c.exemptions.iter().flatten())
+                .find(|r| *r.policy_id == *reason.policy_id)
+                .and_then(|r| r.description.clone());
+            match description {
+                Some(d) => format!(
+                    "The patient has opted out of data sharing, but exemption {} sets the opt-out aside: {d}",
+                    reason.policy_id
+                ),
+                None => format!(
+                    "The patient has opted out of data sharing, but exemption {} sets the opt-out aside",
+                    reason.policy_id
+                ),
+            }
         }
         Source::NationalDataOptOut => format!(
             "The patient has registered a national data opt-out, which withholds data used for {} beyond their own care{}",

@@ -228,7 +228,17 @@ async fn opt_out_and_each_exemption() {
         // Individual care.
         let care = decide(c, decide_request(&patient, requester(), "TREAT")).await;
         assert_eq!(care.outcome(), Permit);
-        assert_eq!(reasons(&care)[0], (OptOut, Permit, s(""), s(""), s("")));
+        assert_eq!(
+            reasons(&care)[0],
+            (OptOut, Permit, s(""), s(""), s("opt-out-individual-care"))
+        );
+        assert!(
+            care.reasons[0]
+                .explanation
+                .contains("exemption opt-out-individual-care"),
+            "{}",
+            care.reasons[0].explanation
+        );
 
         // A court order: exempt, permitted by the override rule, flagged.
         let mut court = decide_request(&patient, requester(), "HOPERAT");
@@ -239,7 +249,7 @@ async fn opt_out_and_each_exemption() {
             reasons(&ordered),
             [
                 (PlatformPolicy, Permit, s(""), s(""), s("court-order")),
-                (OptOut, Permit, s(""), s(""), s(""))
+                (OptOut, Permit, s(""), s(""), s("opt-out-legal-obligation"))
             ]
         );
         assert_eq!(obligation_types(&ordered), [ObligationType::FlagForReview]);
@@ -249,13 +259,13 @@ async fn opt_out_and_each_exemption() {
         copi.legal_basis = LegalBasis::PublicHealth as i32;
         let public_health = decide(c, copi).await;
         assert_eq!(public_health.outcome(), Permit);
-        assert!(reasons(&public_health).contains(&(
-            PlatformPolicy,
-            Permit,
-            s(""),
-            s(""),
-            s("public-health")
-        )));
+        assert_eq!(
+            reasons(&public_health),
+            [
+                (PlatformPolicy, Permit, s(""), s(""), s("public-health")),
+                (OptOut, Permit, s(""), s(""), s("opt-out-public-health"))
+            ]
+        );
 
         // A study the patient consented to specifically, and only that study.
         let consent = ConsentDirective {
@@ -278,7 +288,7 @@ async fn opt_out_and_each_exemption() {
         assert_eq!(
             reasons(&study),
             [
-                (OptOut, Permit, s(""), s(""), s("")),
+                (OptOut, Permit, s(""), s(""), s("opt-out-explicit-consent")),
                 (
                     PatientDirective,
                     Permit,
@@ -289,7 +299,73 @@ async fn opt_out_and_each_exemption() {
             ]
         );
         research.study_id = "IRAS-2".into();
-        assert_eq!(decide(c, research).await.outcome(), Deny);
+        let other_study = decide(c, research).await;
+        assert_eq!(other_study.outcome(), Deny);
+        assert_eq!(reasons(&other_study), [(OptOut, Deny, s(""), s(""), s(""))]);
+    }
+}
+
+#[tokio::test]
+async fn an_ics_policy_file_changes_the_exemptions_and_the_default() {
+    // The embedded rules, with the public-health exemption withdrawn and a default rule that keeps
+    // genomic data out of individual care unless a patient directive permits it.
+    let text = carerecord_consent::policy::DEFAULT_POLICIES.replace(
+        "permit (principal, action == Action::\"PUBHLTH\", resource)\nwhen { context.legal_basis == \"PUBLIC_HEALTH\" };",
+        "permit (principal, action == Action::\"PUBHLTH\", resource)\nwhen { false };",
+    ) + "\n@id(\"ics-no-genomic-by-default\") @kind(\"default\")\n\
+           forbid (principal, action == Action::\"TREAT\", resource == DataClass::\"genomic\");\n";
+    assert!(text.contains("when { false }"), "the exemption was found");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("ics.cedar");
+    std::fs::write(&file, &text).unwrap();
+    let path = file.display().to_string();
+    for db in TestDatabase::each_backend().await {
+        let mut embedded = spawn_app(&db.url).await;
+        let mut ics = spawn_app_with(&db.url, &[("CARERECORD_CONSENT_POLICY_FILE", &path)]).await;
+        let patient = new_id();
+        set_opt_out(&mut embedded.client, &patient).await;
+        let mut copi = decide_request(&patient, requester(), "PUBHLTH");
+        copi.legal_basis = LegalBasis::PublicHealth as i32;
+
+        let before = decide(&mut embedded.client, copi.clone()).await;
+        assert_eq!(before.outcome(), Permit);
+        let after = decide(&mut ics.client, copi).await;
+        assert_eq!(
+            after.outcome(),
+            Deny,
+            "this ICS does not exempt public health"
+        );
+        assert_eq!(reasons(&after), [(OptOut, Deny, s(""), s(""), s(""))]);
+        assert_ne!(before.policy_set_version, after.policy_set_version);
+
+        // The other exemptions still hold, and the new default rule decides before the built-in one.
+        let care = decide(
+            &mut ics.client,
+            decide_request(&patient, requester(), "TREAT"),
+        )
+        .await;
+        assert_eq!(care.outcome(), Permit);
+        assert_eq!(care.obligations[0].data_classes, ["genomic"]);
+        assert_eq!(
+            reasons(&care),
+            [
+                (
+                    PlatformPolicy,
+                    Deny,
+                    s(""),
+                    s(""),
+                    s("ics-no-genomic-by-default")
+                ),
+                (OptOut, Permit, s(""), s(""), s("opt-out-individual-care")),
+                (BuiltIn, Permit, s(""), s(""), s(""))
+            ]
+        );
+        let embedded_care = decide(
+            &mut embedded.client,
+            decide_request(&patient, requester(), "TREAT"),
+        )
+        .await;
+        assert!(embedded_care.obligations.is_empty());
     }
 }
 
@@ -510,4 +586,54 @@ async fn a_policy_file_replaces_the_embedded_rules() {
         message.contains("CARERECORD_CONSENT_POLICY_FILE") && message.contains("type-check"),
         "{message}"
     );
+}
+
+#[tokio::test]
+async fn a_large_batch_is_decided_in_chunks_each_patient_in_its_place() {
+    for db in TestDatabase::each_backend().await {
+        let mut app = spawn_app(&db.url).await;
+        let c = &mut app.client;
+        // 2,500 patients (several chunks); every 250th has refused planning, every 250th (offset
+        // 125) has opted out, so patients with state fall in every chunk.
+        let ids: Vec<String> = (0..2_500).map(|_| new_id()).collect();
+        for (i, id) in ids.iter().enumerate() {
+            if i % 250 == 0 {
+                let refusal = ConsentDirective {
+                    scope_purposes: strings(&["HOPERAT"]),
+                    ..directive(id, ConsentDecision::Deny, vec![])
+                };
+                create(c, refusal).await;
+            } else if i % 250 == 125 {
+                set_opt_out(c, id).await;
+            }
+        }
+        let mut patient_ids = ids.clone();
+        patient_ids.push(ids[0].clone());
+        patient_ids.push(ids[1].clone());
+        let decisions = c
+            .batch_decide(BatchDecideRequest {
+                patient_ids: patient_ids.clone(),
+                requester: Some(requester()),
+                purpose_of_use: "HOPERAT".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .decisions;
+        assert_eq!(decisions.len(), patient_ids.len());
+        for (i, (d, id)) in decisions.iter().zip(&patient_ids).enumerate() {
+            assert_eq!(&d.patient_id, id, "decision {i} is for its entry");
+            let expected = match i % 2_500 {
+                k if k % 250 == 0 => (Deny, PatientDirective),
+                k if k % 250 == 125 => (Deny, OptOut),
+                _ => (Permit, PlatformPolicy),
+            };
+            assert_eq!(
+                (d.outcome(), d.reasons[0].source()),
+                expected,
+                "decision {i}"
+            );
+        }
+    }
 }
