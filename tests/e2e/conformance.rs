@@ -43,15 +43,32 @@ fn shortfalls(report: &Report) -> String {
     out
 }
 
+/// The consent kit's decision table tests directive semantics and the national data opt-out, and
+/// assumes no deployment platform rule applies (it skips rows one decides); so our consent runs
+/// with only the opt-out's exemptions from its shipped policies. The other shipped rules have their
+/// own tests in the consent crate.
+fn statutory_policies_only() -> String {
+    const MARKER: &str = "// The national data opt-out's exemptions";
+    let shipped = carerecord_consent::policy::DEFAULT_POLICIES;
+    let start = shipped
+        .find(MARKER)
+        .expect("the shipped policies keep the opt-out exemptions last, after this comment");
+    let statutory = &shipped[start..];
+    assert!(
+        !statutory.contains("@kind(\"forbid\")")
+            && !statutory.contains("@kind(\"override\")")
+            && !statutory.contains("@kind(\"default\")"),
+        "only opt-out exemptions may follow {MARKER:?} in policy/default.cedar"
+    );
+    statutory.to_owned()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn our_four_services_pass_their_whole_conformance_kits() {
     // The second project exists so that a mistaken project id would be noticed, not silently used.
     assert_ne!(PROJECT, OTHER_PROJECT);
-    // The consent kit's decision table tests directive semantics and assumes no deployment
-    // platform rules apply (it skips rows they decide), so our consent runs without them here;
-    // the shipped rules have their own tests in the consent crate.
     let overrides = Overrides {
-        consent_policies: Some(String::new()),
+        consent_policies: Some(statutory_policies_only()),
         ..Overrides::default()
     };
     for platform in Platform::each_backend(overrides).await {
