@@ -192,6 +192,13 @@ impl Database {
                              PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;",
                         )
                         .await?;
+                    } else {
+                        // Every query here is short OLTP. With statistics lagging behind a bulk
+                        // load, PostgreSQL's cost estimates can pass jit_above_cost and spend ~25
+                        // ms compiling a query that runs in 1 ms; parallel workers cost the same
+                        // way on a small machine.
+                        conn.execute("SET jit = off; SET max_parallel_workers_per_gather = 0")
+                            .await?;
                     }
                     Ok(())
                 })

@@ -139,6 +139,8 @@ pub fn channel(
         .map_err(|e| ConfigError::invalid(name, url, e.to_string()))?
         .connect_timeout(connect_timeout)
         .tcp_nodelay(true)
+        .initial_stream_window_size(crate::server::STREAM_WINDOW)
+        .initial_connection_window_size(crate::server::CONNECTION_WINDOW)
         .http2_keep_alive_interval(Duration::from_secs(30))
         .keep_alive_while_idle(true);
     match endpoint.uri().scheme_str() {
