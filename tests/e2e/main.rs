@@ -3,6 +3,7 @@
 
 mod audit;
 mod extracts;
+mod jwks;
 mod observability;
 mod reads;
 mod swap;
