@@ -509,6 +509,40 @@ mod tests {
         let _ = socket.shutdown().await;
     }
 
+    #[tokio::test]
+    async fn a_server_that_keeps_the_connection_open_does_not_stall_the_fetch() {
+        // Identity providers keep connections alive: the fetch must end with the body, not
+        // when the server closes (which would be the 10 s deadline here).
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/jwks", listener.local_addr().unwrap());
+        let body = jwks("kept-alive");
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let body = body.clone();
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 4096];
+                    let _ = socket.read(&mut buf).await;
+                    let head = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+                        body.len()
+                    );
+                    let _ = socket.write_all(head.as_bytes()).await;
+                    let _ = socket.write_all(body.as_bytes()).await;
+                    // Hold the connection open well past the test.
+                    tokio::time::sleep(Duration::from_secs(60)).await;
+                });
+            }
+        });
+        let started = Instant::now();
+        let remote = RemoteJwks::start(source(&url, "30s")).await.unwrap();
+        assert!(remote.knows("kept-alive"));
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+
     fn source(url: &str, min_interval: &str) -> JwksSource {
         JwksSource::from_env(&env(&[
             ("CARERECORD_JWKS_URL", url),
