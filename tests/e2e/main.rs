@@ -4,6 +4,7 @@
 mod audit;
 mod conformance;
 mod extracts;
+mod jwks;
 mod observability;
 mod reads;
 mod swap;

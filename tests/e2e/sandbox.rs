@@ -37,6 +37,10 @@ pub struct Platform {
     pub consent: String,
     /// The access service's database, for tests that tamper with the audit log.
     pub access_database_url: String,
+    /// One lazily connected channel per module, shared by the helpers (loading data for a
+    /// benchmark would otherwise open a connection per record).
+    identity_channel: Channel,
+    records_channel: Channel,
     shutdown: CancellationToken,
     _databases: Vec<TestDatabase>,
     _dir: tempfile::TempDir,
@@ -52,14 +56,22 @@ impl Drop for Platform {
 pub const PROJECT: &str = "e2e-research";
 pub const OTHER_PROJECT: &str = "e2e-planning";
 
-fn service_env(database_url: &str) -> Vec<(String, String)> {
-    vec![
+fn service_env(database_url: &str, extra: &[(String, String)]) -> Vec<(String, String)> {
+    let mut vars: Vec<(String, String)> = vec![
         ("CARERECORD_LISTEN_ADDR".into(), "127.0.0.1:0".into()),
         ("DATABASE_URL".into(), database_url.into()),
         // Four pools per sandbox and tests in parallel: stay well inside PostgreSQL's 100 connections.
         ("CARERECORD_DB_MAX_CONNECTIONS".into(), "4".into()),
         ("CARERECORD_UPSTREAM_TIMEOUT".into(), "2s".into()),
-    ]
+    ];
+    with(&mut vars, extra);
+    vars
+}
+
+/// `vars` with `extra` added, replacing any variable of the same name.
+fn with(vars: &mut Vec<(String, String)>, extra: &[(String, String)]) {
+    vars.retain(|(name, _)| !extra.iter().any(|(n, _)| n == name));
+    vars.extend(extra.iter().cloned());
 }
 
 async fn start<S: Service>(vars: Vec<(String, String)>, shutdown: &CancellationToken) -> String {
@@ -76,14 +88,33 @@ async fn start<S: Service>(vars: Vec<(String, String)>, shutdown: &CancellationT
 impl Platform {
     /// One platform per backend under test (SQLite, and PostgreSQL when `TEST_DATABASE_URL` is set).
     pub async fn each_backend(overrides: Overrides) -> Vec<Platform> {
-        let mut platforms = vec![Platform::start(Backend::Sqlite, overrides.clone()).await];
+        Self::each_backend_with(overrides, &[]).await
+    }
+
+    /// [`Platform::each_backend`] with more settings (see [`Platform::start_with`]).
+    pub async fn each_backend_with(
+        overrides: Overrides,
+        extra: &[(String, String)],
+    ) -> Vec<Platform> {
+        let mut platforms =
+            vec![Platform::start_with(Backend::Sqlite, overrides.clone(), extra).await];
         if std::env::var("TEST_DATABASE_URL").is_ok_and(|u| !u.trim().is_empty()) {
-            platforms.push(Platform::start(Backend::Postgres, overrides).await);
+            platforms.push(Platform::start_with(Backend::Postgres, overrides, extra).await);
         }
         platforms
     }
 
     pub async fn start(backend: Backend, overrides: Overrides) -> Platform {
+        Self::start_with(backend, overrides, &[]).await
+    }
+
+    /// [`Platform::start`] with more settings: `extra` is given to every service, replacing the
+    /// sandbox's own values (its pool sizes, development tokens...).
+    pub async fn start_with(
+        backend: Backend,
+        overrides: Overrides,
+        extra: &[(String, String)],
+    ) -> Platform {
         let mut databases = Vec::new();
         for _ in 0..4 {
             databases.push(match backend {
@@ -98,28 +129,37 @@ impl Platform {
         let identity = match overrides.identity {
             Some(endpoint) => endpoint,
             None => {
-                start::<carerecord_identity::Application>(service_env(&databases[0].url), &shutdown)
-                    .await
+                start::<carerecord_identity::Application>(
+                    service_env(&databases[0].url, extra),
+                    &shutdown,
+                )
+                .await
             }
         };
         let records = match overrides.records {
             Some(endpoint) => endpoint,
             None => {
-                start::<carerecord_records::Application>(service_env(&databases[1].url), &shutdown)
-                    .await
+                start::<carerecord_records::Application>(
+                    service_env(&databases[1].url, extra),
+                    &shutdown,
+                )
+                .await
             }
         };
         let consent = match overrides.consent {
             Some(endpoint) => endpoint,
             None => {
-                let mut env = service_env(&databases[2].url);
+                let mut env = service_env(&databases[2].url, extra);
                 if let Some(policies) = &overrides.consent_policies {
                     let file = dir.path().join("platform.cedar");
                     std::fs::write(&file, policies).expect("write consent policies");
-                    env.push((
-                        carerecord_consent::POLICY_FILE_VAR.into(),
-                        file.display().to_string(),
-                    ));
+                    with(
+                        &mut env,
+                        &[(
+                            carerecord_consent::POLICY_FILE_VAR.into(),
+                            file.display().to_string(),
+                        )],
+                    );
                 }
                 start::<carerecord_consent::Application>(env, &shutdown).await
             }
@@ -128,7 +168,7 @@ impl Platform {
         let project = |id: &str, key: &str| serde_json::json!({"project_id": id, "key": key, "purposes": ["HRESCH", "HOPERAT"], "organisations": [], "clients": []});
         let projects_json = serde_json::json!({"projects": [project(PROJECT, &"1a".repeat(32)), project(OTHER_PROJECT, &"2b".repeat(32))]});
         std::fs::write(&projects, projects_json.to_string()).expect("write projects file");
-        let mut access_env = service_env(&databases[3].url);
+        let mut access_env = service_env(&databases[3].url, &[]);
         access_env.extend([
             ("CARERECORD_IDENTITY_ENDPOINT".into(), identity.clone()),
             ("CARERECORD_RECORDS_ENDPOINT".into(), records.clone()),
@@ -139,7 +179,10 @@ impl Platform {
                 projects.display().to_string(),
             ),
         ]);
+        with(&mut access_env, extra);
         let access = start::<carerecord_access::Application>(access_env, &shutdown).await;
+        let identity_channel = Self::channel(&identity).await;
+        let records_channel = Self::channel(&records).await;
         Platform {
             backend,
             access,
@@ -147,6 +190,8 @@ impl Platform {
             records,
             consent,
             access_database_url: databases[3].url.clone(),
+            identity_channel,
+            records_channel,
             shutdown,
             _databases: databases,
             _dir: dir,
@@ -199,9 +244,7 @@ impl Platform {
             patient: Some(patient),
             requester: Some(loader()),
         };
-        let patient = self
-            .identity_client()
-            .await
+        let patient = PatientIdentityServiceClient::new(self.identity_channel.clone())
             .create_patient(request)
             .await
             .expect("register patient")
@@ -238,8 +281,7 @@ impl Platform {
             record: Some(record),
             requester: Some(loader()),
         };
-        self.records_client()
-            .await
+        RecordHostingServiceClient::new(self.records_channel.clone())
             .create_record(request)
             .await
             .expect("create record")

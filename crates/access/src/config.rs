@@ -10,6 +10,7 @@ use serde::Deserialize;
 use crate::domain::auth::TokenVerifier;
 use crate::domain::deid::Pseudonymiser;
 use crate::domain::tree_head::TreeHeadSigner;
+use crate::jwks::JwksSource;
 
 /// A registered research or planning project.
 #[derive(Debug, Clone)]
@@ -89,6 +90,11 @@ pub struct AccessConfig {
     /// Trusted token keys: `CARERECORD_JWKS_FILE` for issuer `CARERECORD_JWT_ISSUER`, audience
     /// `CARERECORD_JWT_AUDIENCE`, plus the development key when `CARERECORD_DEV_TOKENS=true`.
     pub tokens: TokenVerifier,
+    /// `CARERECORD_JWKS_URL` (issuer `CARERECORD_JWT_ISSUER`): keys fetched at startup and
+    /// refreshed every `CARERECORD_JWKS_REFRESH` (default 10m) and on unknown kids, at most once
+    /// per `CARERECORD_JWKS_MIN_INTERVAL` (default 30s); TLS roots `CARERECORD_JWKS_CA_FILE`, else
+    /// the system's bundle plus `CARERECORD_UPSTREAM_CA_FILE`. See [`crate::jwks`].
+    pub jwks_url: Option<JwksSource>,
     pub dev_tokens: bool,
     /// `CARERECORD_AUDIT_SIGNING_KEY_FILE` (PKCS#8 PEM Ed25519), log id `CARERECORD_AUDIT_LOG_ID`.
     pub signer: TreeHeadSigner,
@@ -134,14 +140,8 @@ impl AccessConfig {
                 ));
             }
         }
-        if let Some(url) = env.get("CARERECORD_JWKS_URL") {
-            // Fetching keys over HTTPS needs an HTTP client this service does not carry yet.
-            return Err(ConfigError::invalid(
-                "CARERECORD_JWKS_URL",
-                url,
-                "not supported yet: download the JWKS and set CARERECORD_JWKS_FILE",
-            ));
-        }
+        // Fetched when the service starts (see `Application::build`), not here: this is sync.
+        let jwks_url = JwksSource::from_env(env)?;
         if dev_tokens {
             tokens
                 .add_pem(
@@ -152,9 +152,9 @@ impl AccessConfig {
                 )
                 .map_err(|e| ConfigError::invalid("CARERECORD_DEV_TOKENS", "true", e))?;
         }
-        if tokens.key_count() == 0 {
+        if tokens.key_count() == 0 && jwks_url.is_none() {
             return Err(ConfigError::Missing {
-                name: "CARERECORD_JWKS_FILE (or CARERECORD_DEV_TOKENS=true for development)".into(),
+                name: "CARERECORD_JWKS_FILE or CARERECORD_JWKS_URL (or CARERECORD_DEV_TOKENS=true for development)".into(),
             });
         }
         let log_id = env.string_or("CARERECORD_AUDIT_LOG_ID", DEFAULT_LOG_ID);
@@ -199,6 +199,7 @@ impl AccessConfig {
             consent_endpoint: env
                 .string_or("CARERECORD_CONSENT_ENDPOINT", "http://127.0.0.1:50053"),
             tokens,
+            jwks_url,
             dev_tokens,
             signer,
             projects,

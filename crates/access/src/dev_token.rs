@@ -86,8 +86,8 @@ mod tests {
         v
     }
 
-    #[test]
-    fn minted_tokens_verify_only_where_the_dev_key_is_trusted() {
+    #[tokio::test]
+    async fn minted_tokens_verify_only_where_the_dev_key_is_trusted() {
         let token = mint(&DevToken {
             subject: "u-1".into(),
             organisation_ods_code: "RR8".into(),
@@ -99,19 +99,20 @@ mod tests {
             ..Default::default()
         })
         .unwrap();
-        let caller = verifier().verify(&token).unwrap();
+        let caller = verifier().verify(&token).await.unwrap();
         assert_eq!(caller.user_id, "u-1");
         assert_eq!(caller.role_code, "R8000");
         assert_eq!(caller.scopes.len(), 1);
         assert!(
             TokenVerifier::new("carerecord-access")
                 .verify(&token)
+                .await
                 .is_err()
         );
         let mut other_audience = TokenVerifier::new("elsewhere");
         other_audience
             .add_pem(KEY_ID, Algorithm::ES256, PUBLIC_KEY_PEM.as_bytes(), ISSUER)
             .unwrap();
-        assert!(other_audience.verify(&token).is_err());
+        assert!(other_audience.verify(&token).await.is_err());
     }
 }

@@ -14,6 +14,7 @@ pub mod config;
 pub mod dev_token;
 pub mod domain;
 pub mod error;
+pub mod jwks;
 mod service;
 pub mod store;
 pub mod upstream;
@@ -62,6 +63,8 @@ impl Config {
 /// The access service, bound and ready to serve.
 pub struct Application {
     server: GrpcServer,
+    /// The JWKS URL's keys, refreshed while the service runs.
+    jwks: Option<std::sync::Arc<jwks::RemoteJwks>>,
 }
 
 impl Service for Application {
@@ -77,6 +80,22 @@ impl Service for Application {
     }
 
     async fn build(config: Config) -> Result<Self, StartError> {
+        let mut config = config;
+        // The service does not start without the keys of its JWKS URL.
+        let jwks = match &config.access.jwks_url {
+            Some(source) => {
+                let remote = jwks::RemoteJwks::start(source.clone()).await.map_err(|e| {
+                    ConfigError::invalid(
+                        "CARERECORD_JWKS_URL",
+                        &source.url(),
+                        format!("cannot load the key set: {e}"),
+                    )
+                })?;
+                config.access.tokens.add_remote(remote.clone());
+                Some(remote)
+            }
+            None => None,
+        };
         let database = Database::connect(&config.service.database, &MIGRATIONS).await?;
         let limits = &config.service.server;
         let access = &config.access;
@@ -116,7 +135,7 @@ impl Service for Application {
             .await?
             .with_descriptor_set(carerecord_contracts::FILE_DESCRIPTOR_SET)
             .add_service(api);
-        Ok(Application { server })
+        Ok(Application { server, jwks })
     }
 
     fn migrations() -> &'static Migrations {
@@ -128,6 +147,9 @@ impl Service for Application {
     }
 
     async fn run(self, shutdown: CancellationToken) -> Result<(), StartError> {
+        if let Some(jwks) = self.jwks {
+            tokio::spawn(jwks.refresh_periodically(shutdown.clone()));
+        }
         Ok(self.server.serve(shutdown).await?)
     }
 }

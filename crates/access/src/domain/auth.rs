@@ -12,6 +12,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 
 use crate::error::Error;
+use crate::jwks::RemoteJwks;
 
 /// Clock skew allowed on `exp` and `nbf`.
 pub const LEEWAY_SECONDS: u64 = 60;
@@ -185,11 +186,49 @@ struct Claims {
 
 /// A trusted signing key.
 #[derive(Clone)]
-struct TrustedKey {
-    kid: Option<String>,
+pub(crate) struct TrustedKey {
+    pub(crate) kid: Option<String>,
     algorithm: Algorithm,
     key: DecodingKey,
     issuer: String,
+}
+
+/// Every RS256 or ES256 signing key of a JWKS document, trusted for tokens of `issuer`. Keys of
+/// other types or algorithms (symmetric ones above all) are ignored.
+pub(crate) fn keys_from_jwks(jwks_json: &str, issuer: &str) -> Result<Vec<TrustedKey>, String> {
+    let set: JwkSet =
+        serde_json::from_str(jwks_json).map_err(|e| format!("not a JWKS document: {e}"))?;
+    let mut keys = Vec::new();
+    for jwk in &set.keys {
+        use jsonwebtoken::jwk::AlgorithmParameters;
+        let algorithm = match &jwk.algorithm {
+            AlgorithmParameters::RSA(_) => Algorithm::RS256,
+            AlgorithmParameters::EllipticCurve(ec)
+                if ec.curve == jsonwebtoken::jwk::EllipticCurve::P256 =>
+            {
+                Algorithm::ES256
+            }
+            _ => continue,
+        };
+        if let Some(declared) = jwk.common.key_algorithm {
+            let matches = matches!(
+                (declared, algorithm),
+                (jsonwebtoken::jwk::KeyAlgorithm::RS256, Algorithm::RS256)
+                    | (jsonwebtoken::jwk::KeyAlgorithm::ES256, Algorithm::ES256)
+            );
+            if !matches {
+                continue;
+            }
+        }
+        let key = DecodingKey::from_jwk(jwk).map_err(|e| format!("unusable key: {e}"))?;
+        keys.push(TrustedKey {
+            kid: jwk.common.key_id.clone(),
+            algorithm,
+            key,
+            issuer: issuer.to_owned(),
+        });
+    }
+    Ok(keys)
 }
 
 /// Verifies bearer tokens against the deployment's trusted keys.
@@ -197,15 +236,20 @@ struct TrustedKey {
 /// Verified tokens are remembered (by their SHA-256) until they expire: clients send the same
 /// token on every call, and a signature check costs far more than the rest of a request's own
 /// work. A remembered token is still refused once expired.
+///
+/// Keys come from files (fixed) and from a JWKS URL (refreshed, see [`crate::jwks`]). A token
+/// whose `kid` no key has triggers a (rate-limited) refetch of the URL before it is refused.
 #[derive(Clone)]
 pub struct TokenVerifier {
     keys: Vec<TrustedKey>,
+    remote: Option<Arc<RemoteJwks>>,
     audience: String,
     verified: Arc<Mutex<Remembered>>,
 }
 
-/// Verified tokens by SHA-256: the caller and the token's `exp`.
-type Remembered = HashMap<[u8; 32], (Caller, u64)>;
+/// Verified tokens by SHA-256: the caller, the token's `exp`, and the remote key set's generation
+/// it was verified under (a token verified under an older set is checked again).
+type Remembered = HashMap<[u8; 32], (Caller, u64, u64)>;
 
 /// Most tokens remembered; the memory is cleared when full.
 const MAX_REMEMBERED: usize = 10_000;
@@ -214,6 +258,7 @@ impl std::fmt::Debug for TokenVerifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TokenVerifier")
             .field("keys", &self.keys.len())
+            .field("remote", &self.remote)
             .field("audience", &self.audience)
             .finish()
     }
@@ -223,48 +268,23 @@ impl TokenVerifier {
     pub fn new(audience: &str) -> Self {
         TokenVerifier {
             keys: Vec::new(),
+            remote: None,
             audience: audience.to_owned(),
             verified: Arc::new(Mutex::new(HashMap::new())),
         }
     }
 
     /// Trusts every RS256 or ES256 signing key of a JWKS document for tokens of `issuer`.
-    /// Keys of other types or algorithms (symmetric ones above all) are ignored.
     pub fn add_jwks(&mut self, jwks_json: &str, issuer: &str) -> Result<usize, String> {
-        let set: JwkSet =
-            serde_json::from_str(jwks_json).map_err(|e| format!("not a JWKS document: {e}"))?;
-        let mut added = 0;
-        for jwk in &set.keys {
-            use jsonwebtoken::jwk::AlgorithmParameters;
-            let algorithm = match &jwk.algorithm {
-                AlgorithmParameters::RSA(_) => Algorithm::RS256,
-                AlgorithmParameters::EllipticCurve(ec)
-                    if ec.curve == jsonwebtoken::jwk::EllipticCurve::P256 =>
-                {
-                    Algorithm::ES256
-                }
-                _ => continue,
-            };
-            if let Some(declared) = jwk.common.key_algorithm {
-                let matches = matches!(
-                    (declared, algorithm),
-                    (jsonwebtoken::jwk::KeyAlgorithm::RS256, Algorithm::RS256)
-                        | (jsonwebtoken::jwk::KeyAlgorithm::ES256, Algorithm::ES256)
-                );
-                if !matches {
-                    continue;
-                }
-            }
-            let key = DecodingKey::from_jwk(jwk).map_err(|e| format!("unusable key: {e}"))?;
-            self.keys.push(TrustedKey {
-                kid: jwk.common.key_id.clone(),
-                algorithm,
-                key,
-                issuer: issuer.to_owned(),
-            });
-            added += 1;
-        }
+        let keys = keys_from_jwks(jwks_json, issuer)?;
+        let added = keys.len();
+        self.keys.extend(keys);
         Ok(added)
+    }
+
+    /// Also trusts the keys of a JWKS URL, as they are whenever a token is checked.
+    pub fn add_remote(&mut self, remote: Arc<RemoteJwks>) {
+        self.remote = Some(remote);
     }
 
     /// Trusts one PEM public key (SPKI) for tokens of `issuer` signed with `algorithm`.
@@ -294,32 +314,27 @@ impl TokenVerifier {
         self.keys.len()
     }
 
+    fn generation(&self) -> u64 {
+        self.remote.as_ref().map_or(0, |r| r.generation())
+    }
+
     /// The caller a bearer token names, or UNAUTHENTICATED.
-    pub fn verify(&self, token: &str) -> Result<Caller, Error> {
+    pub async fn verify(&self, token: &str) -> Result<Caller, Error> {
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         let now = jsonwebtoken::get_current_timestamp();
-        if let Some((caller, exp)) = self
+        let generation = self.generation();
+        if let Some((caller, exp, _)) = self
             .verified
             .lock()
             .ok()
             .and_then(|m| m.get(&digest).cloned())
+            .filter(|(_, _, g)| *g == generation)
         {
             if now > exp.saturating_add(LEEWAY_SECONDS) {
                 return Err(Error::TokenExpired);
             }
             return Ok(caller);
         }
-        let (caller, exp) = self.verify_signature(token)?;
-        if let Ok(mut memory) = self.verified.lock() {
-            if memory.len() >= MAX_REMEMBERED {
-                memory.clear();
-            }
-            memory.insert(digest, (caller.clone(), exp));
-        }
-        Ok(caller)
-    }
-
-    fn verify_signature(&self, token: &str) -> Result<(Caller, u64), Error> {
         let header =
             jsonwebtoken::decode_header(token).map_err(|e| Error::TokenInvalid(e.to_string()))?;
         if !matches!(header.alg, Algorithm::RS256 | Algorithm::ES256) {
@@ -328,9 +343,35 @@ impl TokenVerifier {
                 header.alg
             )));
         }
+        if let (Some(remote), Some(kid)) = (&self.remote, header.kid.as_deref()) {
+            let known = self.keys.iter().any(|k| k.kid.as_deref() == Some(kid))
+                || remote.keys().iter().any(|k| k.kid.as_deref() == Some(kid));
+            if !known {
+                // Perhaps the provider rotated its keys since the last fetch.
+                remote.refresh_for_unknown_kid(kid).await;
+            }
+        }
+        let generation = self.generation();
+        let (caller, exp) = self.verify_signature(token, &header)?;
+        if let Ok(mut memory) = self.verified.lock() {
+            if memory.len() >= MAX_REMEMBERED {
+                memory.clear();
+            }
+            memory.insert(digest, (caller.clone(), exp, generation));
+        }
+        Ok(caller)
+    }
+
+    fn verify_signature(
+        &self,
+        token: &str,
+        header: &jsonwebtoken::Header,
+    ) -> Result<(Caller, u64), Error> {
+        let remote_keys = self.remote.as_ref().map(|r| r.keys());
         let candidates = self
             .keys
             .iter()
+            .chain(remote_keys.iter().flat_map(|keys| keys.iter()))
             .filter(|k| k.algorithm == header.alg && (header.kid.is_none() || k.kid == header.kid));
         let mut last_error =
             Error::TokenInvalid("no trusted key for the token's kid and algorithm".into());
@@ -432,8 +473,8 @@ mod tests {
         }
     }
 
-    #[test]
-    fn remembered_tokens_still_expire() {
+    #[tokio::test]
+    async fn remembered_tokens_still_expire() {
         let verifier = TokenVerifier::new("aud");
         let caller = Caller {
             user_id: "u".into(),
@@ -451,15 +492,18 @@ mod tests {
                 .verified
                 .lock()
                 .unwrap()
-                .insert(digest, (caller.clone(), exp));
+                .insert(digest, (caller.clone(), exp, 0));
         };
         remember("fresh", now + 100);
         remember("stale", now - LEEWAY_SECONDS - 1);
-        assert_eq!(verifier.verify("fresh").unwrap().user_id, "u");
-        assert!(matches!(verifier.verify("stale"), Err(Error::TokenExpired)));
+        assert_eq!(verifier.verify("fresh").await.unwrap().user_id, "u");
+        assert!(matches!(
+            verifier.verify("stale").await,
+            Err(Error::TokenExpired)
+        ));
         // Never verified, and no trusted keys: invalid.
         assert!(matches!(
-            verifier.verify("a.b.c"),
+            verifier.verify("a.b.c").await,
             Err(Error::TokenInvalid(_))
         ));
     }

@@ -62,7 +62,7 @@ impl AccessService {
         &self,
         request: Request<api::ListAuditEntriesRequest>,
     ) -> Result<Response<api::ListAuditEntriesResponse>, Status> {
-        let caller = self.authenticate(&request)?;
+        let caller = self.authenticate(&request).await?;
         let trace = super::trace_id(request.metadata());
         let req = request.into_inner();
         let mut v = Violations::new();
@@ -145,7 +145,7 @@ impl AccessService {
         &self,
         request: Request<api::GetSignedTreeHeadRequest>,
     ) -> Result<Response<api::GetSignedTreeHeadResponse>, Status> {
-        self.authenticate(&request)?;
+        self.authenticate(&request).await?;
         let req = request.into_inner();
         if req.tree_size < 0 {
             return Err(Error::invalid("tree_size", "must not be negative").into());
@@ -160,7 +160,7 @@ impl AccessService {
         &self,
         request: Request<api::GetAuditPublicKeyRequest>,
     ) -> Result<Response<api::GetAuditPublicKeyResponse>, Status> {
-        self.authenticate(&request)?;
+        self.authenticate(&request).await?;
         let req = request.into_inner();
         let key_id = if req.key_id.is_empty() {
             self.inner.config.signer.key_id().to_owned()
@@ -200,7 +200,7 @@ impl AccessService {
         &self,
         request: Request<api::GetInclusionProofRequest>,
     ) -> Result<Response<api::GetInclusionProofResponse>, Status> {
-        self.authenticate(&request)?;
+        self.authenticate(&request).await?;
         let req = request.into_inner();
         let mut v = Violations::new();
         v.check(req.leaf_index >= 0, "leaf_index", "must not be negative");
@@ -234,7 +234,7 @@ impl AccessService {
         &self,
         request: Request<api::GetConsistencyProofRequest>,
     ) -> Result<Response<api::GetConsistencyProofResponse>, Status> {
-        self.authenticate(&request)?;
+        self.authenticate(&request).await?;
         let req = request.into_inner();
         let mut v = Violations::new();
         v.check(
@@ -279,7 +279,7 @@ impl AccessService {
         &self,
         request: Request<api::VerifyAuditLogRequest>,
     ) -> Result<Response<api::VerifyAuditLogResponse>, Status> {
-        let caller = self.authenticate(&request)?;
+        let caller = self.authenticate(&request).await?;
         let req = request.into_inner();
         if let Some(head) = &req.trusted_tree_head {
             let mut v = Violations::new();

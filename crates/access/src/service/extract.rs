@@ -426,7 +426,7 @@ impl AccessService {
         &self,
         request: Request<api::ExtractPseudonymisedRequest>,
     ) -> Result<Response<super::BoxStream<api::ExtractPseudonymisedResponse>>, Status> {
-        let caller = self.authenticate(&request)?;
+        let caller = self.authenticate(&request).await?;
         let trace = super::trace_id(request.metadata());
         let req = request.into_inner();
         let mut v = Violations::new();
@@ -578,7 +578,7 @@ impl AccessService {
         &self,
         request: Request<api::AggregateExtractRequest>,
     ) -> Result<Response<super::BoxStream<api::AggregateExtractResponse>>, Status> {
-        let caller = self.authenticate(&request)?;
+        let caller = self.authenticate(&request).await?;
         let trace = super::trace_id(request.metadata());
         let req = request.into_inner();
         let mut v = Violations::new();

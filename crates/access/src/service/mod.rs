@@ -84,9 +84,9 @@ impl AccessService {
         }
     }
 
-    fn authenticate<T>(&self, request: &Request<T>) -> Result<Caller, Status> {
+    async fn authenticate<T>(&self, request: &Request<T>) -> Result<Caller, Status> {
         let token = auth::bearer(request.metadata())?;
-        Ok(self.inner.config.tokens.verify(token)?)
+        Ok(self.inner.config.tokens.verify(token).await?)
     }
 
     /// A new audit leaf for a call by `caller`.

@@ -372,7 +372,7 @@ impl AccessService {
         &self,
         request: Request<api::FindPatientRequest>,
     ) -> Result<Response<api::FindPatientResponse>, Status> {
-        let caller = self.authenticate(&request)?;
+        let caller = self.authenticate(&request).await?;
         let trace = super::trace_id(request.metadata());
         let req = request.into_inner();
         let mut v = Violations::new();
@@ -416,7 +416,7 @@ impl AccessService {
         &self,
         request: Request<api::ListDisclosuresRequest>,
     ) -> Result<Response<api::ListDisclosuresResponse>, Status> {
-        let caller = self.authenticate(&request)?;
+        let caller = self.authenticate(&request).await?;
         let trace = super::trace_id(request.metadata());
         let req = request.into_inner();
         let mut v = Violations::new();

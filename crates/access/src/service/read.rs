@@ -302,7 +302,7 @@ impl AccessService {
         &self,
         request: Request<api::ReadPatientRecordRequest>,
     ) -> Result<Response<api::ReadPatientRecordResponse>, Status> {
-        let caller = self.authenticate(&request)?;
+        let caller = self.authenticate(&request).await?;
         let trace = super::trace_id(request.metadata());
         let req = request.into_inner();
         let mut v = Violations::new();
@@ -376,7 +376,7 @@ impl AccessService {
         &self,
         request: Request<api::BreakGlassReadPatientRecordRequest>,
     ) -> Result<Response<api::BreakGlassReadPatientRecordResponse>, Status> {
-        let caller = self.authenticate(&request)?;
+        let caller = self.authenticate(&request).await?;
         let trace = super::trace_id(request.metadata());
         let req = request.into_inner();
         let mut v = Violations::new();

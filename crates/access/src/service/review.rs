@@ -53,7 +53,7 @@ impl AccessService {
         &self,
         request: Request<api::ListBreakGlassEventsRequest>,
     ) -> Result<Response<api::ListBreakGlassEventsResponse>, Status> {
-        let caller = self.authenticate(&request)?;
+        let caller = self.authenticate(&request).await?;
         let trace = super::trace_id(request.metadata());
         let req = request.into_inner();
         let mut v = Violations::new();
@@ -155,7 +155,7 @@ impl AccessService {
         &self,
         request: Request<api::ReviewBreakGlassEventRequest>,
     ) -> Result<Response<api::ReviewBreakGlassEventResponse>, Status> {
-        let caller = self.authenticate(&request)?;
+        let caller = self.authenticate(&request).await?;
         let trace = super::trace_id(request.metadata());
         let req = request.into_inner();
         let mut v = Violations::new();
