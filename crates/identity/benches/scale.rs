@@ -185,6 +185,10 @@ fn main() {
         );
 
         let started = Instant::now();
+        server.settle().await;
+        println!("VACUUM ANALYZE after the load (as autovacuum would leave it): {:.1}s", started.elapsed().as_secs_f64());
+
+        let started = Instant::now();
         let mut admin = client.clone();
         let estimated = admin
             .estimate_match_parameters(EstimateMatchParametersRequest {

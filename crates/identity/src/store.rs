@@ -912,13 +912,19 @@ impl Store {
             .map(|r| r.try_get("patient_id"))
             .collect::<Result<_, _>>()?;
         let mut rows = Vec::with_capacity(ids.len());
-        for chunk in ids.chunks(1000) {
+        for chunk in ids.chunks(512) {
+            // Padded to a power of two (repeating the last id) so that a few prepared statements
+            // serve every candidate count instead of one per count evicting each other.
+            let padded = chunk.len().next_power_of_two();
             let sql = format!(
                 "SELECT patient_id, features FROM patients WHERE state = 1 AND patient_id IN ({})",
-                placeholders(1, chunk.len())
+                placeholders(1, padded)
             );
             let mut query = sqlx::query(AssertSqlSafe(sql));
-            for id in chunk {
+            for id in chunk.iter().chain(std::iter::repeat_n(
+                &chunk[chunk.len() - 1],
+                padded - chunk.len(),
+            )) {
                 query = query.bind(id.clone());
             }
             rows.extend(query.fetch_all(&self.db.pool).await?);

@@ -74,6 +74,21 @@ impl Server {
         }
     }
 
+    /// After a bulk load, the state autovacuum reaches within minutes: fresh planner statistics
+    /// and a visibility map that lets blocking-key lookups be index-only scans. No-op on SQLite.
+    pub async fn settle(&self) {
+        if self.backend != "Postgres" {
+            return;
+        }
+        use sqlx::{ConnectOptions, Executor};
+        let options = <sqlx::any::AnyConnectOptions as std::str::FromStr>::from_str(&self._db.url)
+            .expect("database url");
+        let mut conn = options.connect().await.expect("connect for VACUUM");
+        conn.execute(sqlx::raw_sql("VACUUM ANALYZE"))
+            .await
+            .expect("VACUUM ANALYZE");
+    }
+
     pub async fn client(&self) -> Client {
         let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", self.addr))
             .expect("endpoint")
