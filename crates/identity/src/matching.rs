@@ -101,33 +101,41 @@ fn starting_values(field: Field) -> (&'static [f64], &'static [f64]) {
     }
 }
 
+/// Every field's parameters, from its (m, u) at each of its levels.
+fn field_parameters(m_u: impl Fn(Field, Level) -> (f64, f64)) -> Vec<FieldParameters> {
+    FIELDS
+        .iter()
+        .map(|&field| FieldParameters {
+            field: field.name().to_owned(),
+            levels: field
+                .levels()
+                .iter()
+                .map(|&level| {
+                    let (m, u) = m_u(field, level);
+                    LevelParameters {
+                        level: level_to_proto(level) as i32,
+                        comparator: field.rule(level).to_owned(),
+                        m_probability: m,
+                        u_probability: u,
+                        weight: (m / u).log2(),
+                    }
+                })
+                .collect(),
+        })
+        .collect()
+}
+
 /// The parameters an empty index starts with (origin CONFIGURED), with the configured thresholds.
 pub fn starting_parameters(settings: &Settings) -> MatchParameters {
     MatchParameters {
         parameters_version: 0,
         origin: MatchParametersOrigin::Configured as i32,
         current: false,
-        fields: FIELDS
-            .iter()
-            .map(|&field| {
-                let (m, u) = starting_values(field);
-                FieldParameters {
-                    field: field.name().to_owned(),
-                    levels: field
-                        .levels()
-                        .iter()
-                        .zip(m.iter().zip(u))
-                        .map(|(&level, (&m, &u))| LevelParameters {
-                            level: level_to_proto(level) as i32,
-                            comparator: field.rule(level).to_owned(),
-                            m_probability: m,
-                            u_probability: u,
-                            weight: (m / u).log2(),
-                        })
-                        .collect(),
-                }
-            })
-            .collect(),
+        fields: field_parameters(|field, level| {
+            let (m, u) = starting_values(field);
+            let i = field.levels().iter().position(|&l| l == level).unwrap_or(0);
+            (m[i], u[i])
+        }),
         prior_match_probability: STARTING_PRIOR,
         match_threshold: settings.match_threshold,
         possible_threshold: settings.possible_threshold,
@@ -328,29 +336,12 @@ impl Matcher {
             parameters_version: 0,
             origin: MatchParametersOrigin::Estimated as i32,
             current: false,
-            fields: FIELDS
-                .iter()
-                .map(|&field| FieldParameters {
-                    field: field.name().to_owned(),
-                    levels: field
-                        .levels()
-                        .iter()
-                        .map(|&level| {
-                            let (m, u) = (
-                                est.m[field.index()][level.index()],
-                                est.u[field.index()][level.index()],
-                            );
-                            LevelParameters {
-                                level: level_to_proto(level) as i32,
-                                comparator: field.rule(level).to_owned(),
-                                m_probability: m,
-                                u_probability: u,
-                                weight: (m / u).log2(),
-                            }
-                        })
-                        .collect(),
-                })
-                .collect(),
+            fields: field_parameters(|field, level| {
+                (
+                    est.m[field.index()][level.index()],
+                    est.u[field.index()][level.index()],
+                )
+            }),
             prior_match_probability: est.lambda,
             match_threshold,
             possible_threshold,

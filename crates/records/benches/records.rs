@@ -183,6 +183,9 @@ async fn clients(addr: SocketAddr) -> Vec<RecordHostingServiceClient<Channel>> {
     for _ in 0..CONNECTIONS {
         let channel = Channel::from_shared(format!("http://{addr}"))
             .unwrap()
+            .tcp_nodelay(true)
+            .initial_stream_window_size(WINDOW)
+            .initial_connection_window_size(2 * WINDOW)
             .connect()
             .await
             .unwrap();

@@ -566,6 +566,17 @@ mod tests {
         }
     }
 
+    /// The same m and u for every field.
+    fn uniform_model() -> Model {
+        Model {
+            m: [[0.9, 0.05, 0.05]; FIELD_COUNT],
+            u: [[0.01, 0.04, 0.95]; FIELD_COUNT],
+            lambda: 0.001,
+            match_threshold: 0.95,
+            possible_threshold: 0.5,
+        }
+    }
+
     #[test]
     fn name_levels() {
         let a = person("John", "Smith", 19800307);
@@ -585,13 +596,7 @@ mod tests {
     fn transposed_names_agree_partially() {
         let a = person("John", "Smith", 0);
         let b = person("Smith", "John", 0);
-        let model = Model {
-            m: [[0.9, 0.05, 0.05]; FIELD_COUNT],
-            u: [[0.01, 0.04, 0.95]; FIELD_COUNT],
-            lambda: 0.001,
-            match_threshold: 0.95,
-            possible_threshold: 0.5,
-        };
+        let model = uniform_model();
         let evidence = explain(&model, &a, &b);
         let given = &evidence[Field::GivenName.index()];
         assert_eq!(given.level, Level::Partial);
@@ -603,13 +608,7 @@ mod tests {
         // "Ebony Weller" registered again as given "Weller", family "Flynn".
         let a = person("Weller", "Flynn", 0);
         let b = person("Ebony", "Welqer", 0);
-        let model = Model {
-            m: [[0.9, 0.05, 0.05]; FIELD_COUNT],
-            u: [[0.01, 0.04, 0.95]; FIELD_COUNT],
-            lambda: 0.001,
-            match_threshold: 0.95,
-            possible_threshold: 0.5,
-        };
+        let model = uniform_model();
         let evidence = explain(&model, &a, &b);
         let given = &evidence[Field::GivenName.index()];
         assert_eq!((given.level, given.comparator), (Level::Partial, "crossed"));
