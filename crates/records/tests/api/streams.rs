@@ -786,3 +786,59 @@ async fn large_records_keep_every_message_under_4_mib() {
         app.stop().await;
     }
 }
+
+#[tokio::test]
+async fn a_large_import_refreshes_the_planner_statistics() {
+    // Only PostgreSQL keeps planner statistics that a bulk load makes stale.
+    let Some(db) = TestDatabase::postgres().await else {
+        return;
+    };
+    let app = spawn_app(&db).await;
+    let mut client = app.client.clone();
+    let analyzed = || async {
+        let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+        let at: Option<String> = sqlx::query_scalar(
+            "SELECT last_analyze::text FROM pg_stat_user_tables WHERE relname = 'record_versions'",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        pool.close().await;
+        at
+    };
+    let patient = new_id();
+    let import = |count: usize| {
+        let messages: Vec<ImportRecordsRequest> = (0..count.div_ceil(1000))
+            .map(|m| ImportRecordsRequest {
+                items: (0..(count - m * 1000).min(1000))
+                    .map(|_| item(record(&patient), ""))
+                    .collect(),
+                requester: Some(requester()),
+                return_record_ids: false,
+            })
+            .collect();
+        messages
+    };
+    let small = client
+        .import_records(tokio_stream::iter(import(100)))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(small.accepted_count, 100);
+    assert_eq!(
+        analyzed().await,
+        None,
+        "a small import leaves statistics to autovacuum"
+    );
+    let large = client
+        .import_records(tokio_stream::iter(import(10_000)))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(large.accepted_count, 10_000);
+    assert!(
+        analyzed().await.is_some(),
+        "ANALYZE ran at the end of the import"
+    );
+    app.stop().await;
+}
