@@ -47,14 +47,6 @@ const FEW_CLIENTS: usize = 4;
 /// Concurrent calls while loading the data.
 const LOADERS: usize = 16;
 
-fn scale() -> f64 {
-    std::env::var("CARERECORD_BENCH_SCALE")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .filter(|s: &f64| *s > 0.0)
-        .unwrap_or(1.0)
-}
-
 fn pool_size() -> u32 {
     std::env::var("CARERECORD_BENCH_POOL")
         .ok()
@@ -330,7 +322,7 @@ async fn breakdown(
 }
 
 fn main() {
-    let scale = scale();
+    let scale = carerecord_platform::testing::bench_scale();
     let pool = pool_size();
     let backend = if std::env::var("TEST_DATABASE_URL").is_ok_and(|u| !u.trim().is_empty()) {
         Backend::Postgres

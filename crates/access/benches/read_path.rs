@@ -32,14 +32,6 @@ const CLIENTS: usize = 64;
 const PATIENTS: usize = 200;
 const RECORDS_PER_PATIENT: usize = 20;
 
-fn scale() -> f64 {
-    std::env::var("CARERECORD_BENCH_SCALE")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .filter(|s: &f64| *s > 0.0)
-        .unwrap_or(1.0)
-}
-
 struct Stats {
     calls: usize,
     elapsed: Duration,
@@ -98,7 +90,7 @@ where
 }
 
 fn main() {
-    let scale = scale();
+    let scale = carerecord_platform::testing::bench_scale();
     let server = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -38,16 +38,8 @@ const ROWS_PER_TRANSACTION: usize = 50_000;
 const BATCH: usize = 10_000;
 const IN_FLIGHT: usize = 32;
 
-fn scale() -> f64 {
-    std::env::var("CARERECORD_BENCH_SCALE")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .filter(|s: &f64| *s > 0.0)
-        .unwrap_or(1.0)
-}
-
 fn scaled(n: usize) -> usize {
-    ((n as f64 * scale()).round() as usize).max(1)
+    ((n as f64 * carerecord_platform::testing::bench_scale()).round() as usize).max(1)
 }
 
 /// Deterministic, well-spread ids (xorshift) so runs are comparable.

@@ -112,7 +112,7 @@ where
 }
 
 fn main() {
-    let scale = common::scale();
+    let scale = carerecord_platform::testing::bench_scale();
     let n = ((1_000_000.0 * scale) as usize).max(2_000);
     let probes = ((20_000.0 * scale) as usize).clamp(1_000, 20_000);
     let server = common::Server::start(SERVER_WORKERS);

@@ -246,6 +246,16 @@ pub async fn assert_serves_health_and_reflection(endpoint: &str, service: &str) 
     );
 }
 
+/// `CARERECORD_BENCH_SCALE` (default 1.0, must be positive): what every benchmark multiplies its
+/// sizes and durations by, so `make bench` can be shortened on a slow machine.
+pub fn bench_scale() -> f64 {
+    std::env::var("CARERECORD_BENCH_SCALE")
+        .ok()
+        .and_then(|s| s.parse::<f64>().ok())
+        .filter(|s| *s > 0.0)
+        .unwrap_or(1.0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -40,14 +40,6 @@ const CONNECTIONS: usize = 4;
 /// HTTP/2 stream window of server and clients: 4 MiB.
 const WINDOW: u32 = 4 << 20;
 
-fn scale() -> f64 {
-    std::env::var("CARERECORD_BENCH_SCALE")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .filter(|s: &f64| *s > 0.0)
-        .unwrap_or(1.0)
-}
-
 fn payload(patient_id: &str) -> Vec<u8> {
     format!(
         r#"{{"resourceType":"Observation","status":"final","category":[{{"coding":[{{"system":"http://terminology.hl7.org/CodeSystem/observation-category","code":"vital-signs"}}]}}],"code":{{"coding":[{{"system":"http://snomed.info/sct","code":"434912009","display":"Blood glucose concentration"}}]}},"subject":{{"reference":"Patient/{patient_id}"}},"effectiveDateTime":"2026-11-21T06:00:00Z","valueQuantity":{{"value":5.4,"unit":"mmol/L","system":"http://unitsofmeasure.org","code":"mmol/L"}},"device":{{"display":"CGM sensor"}}}}"#
@@ -277,7 +269,7 @@ fn main() {
         println!("records bench: TEST_DATABASE_URL is empty; skipped");
         return;
     }
-    let scale = scale();
+    let scale = carerecord_platform::testing::bench_scale();
     let phase = Duration::from_secs_f64(5.0 * scale);
     let server = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)

@@ -146,12 +146,3 @@ pub fn requester() -> Requester {
         ..Requester::default()
     }
 }
-
-/// `CARERECORD_BENCH_SCALE` (default 1.0): multiplies the bench's sizes.
-pub fn scale() -> f64 {
-    std::env::var("CARERECORD_BENCH_SCALE")
-        .ok()
-        .and_then(|s| s.parse::<f64>().ok())
-        .filter(|s| *s > 0.0)
-        .unwrap_or(1.0)
-}
