@@ -2,14 +2,22 @@
 
 /// Jaro-Winkler similarity in [0, 1] (prefix scale 0.1, at most four prefix characters).
 pub fn jaro_winkler(a: &str, b: &str) -> f64 {
+    // Normalised names are ASCII: compare their bytes, with no allocation on this hot path.
+    if a.is_ascii() && b.is_ascii() {
+        return winkler(a.as_bytes(), b.as_bytes());
+    }
     let a: Vec<char> = a.chars().collect();
     let b: Vec<char> = b.chars().collect();
-    let jaro = jaro(&a, &b);
-    let prefix = a.iter().zip(&b).take(4).take_while(|(x, y)| x == y).count();
+    winkler(&a, &b)
+}
+
+fn winkler<T: PartialEq>(a: &[T], b: &[T]) -> f64 {
+    let jaro = jaro(a, b);
+    let prefix = a.iter().zip(b).take(4).take_while(|(x, y)| x == y).count();
     jaro + prefix as f64 * 0.1 * (1.0 - jaro)
 }
 
-fn jaro(a: &[char], b: &[char]) -> f64 {
+fn jaro<T: PartialEq>(a: &[T], b: &[T]) -> f64 {
     if a.is_empty() && b.is_empty() {
         return 1.0;
     }
@@ -17,48 +25,16 @@ fn jaro(a: &[char], b: &[char]) -> f64 {
         return 0.0;
     }
     let window = (a.len().max(b.len()) / 2).saturating_sub(1);
-    let mut a_matched = [false; 64];
-    let mut b_matched = [false; 64];
-    if a.len() > 64 || b.len() > 64 {
-        return jaro_long(a, b, window);
-    }
-    let mut matches = 0usize;
-    for (i, ca) in a.iter().enumerate() {
-        let lo = i.saturating_sub(window);
-        let hi = (i + window + 1).min(b.len());
-        for j in lo..hi {
-            if !b_matched[j] && b[j] == *ca {
-                a_matched[i] = true;
-                b_matched[j] = true;
-                matches += 1;
-                break;
-            }
-        }
-    }
-    if matches == 0 {
-        return 0.0;
-    }
-    let mut transpositions = 0usize;
-    let mut k = 0usize;
-    for (i, ca) in a.iter().enumerate() {
-        if a_matched[i] {
-            while !b_matched[k] {
-                k += 1;
-            }
-            if *ca != b[k] {
-                transpositions += 1;
-            }
-            k += 1;
-        }
-    }
-    let m = matches as f64;
-    (m / a.len() as f64 + m / b.len() as f64 + (m - (transpositions / 2) as f64) / m) / 3.0
-}
-
-// Strings over 64 characters (addresses at most): the same algorithm with heap flags.
-fn jaro_long(a: &[char], b: &[char], window: usize) -> f64 {
-    let mut a_matched = vec![false; a.len()];
-    let mut b_matched = vec![false; b.len()];
+    // Match flags on the stack for names; on the heap beyond 64 characters (long addresses).
+    let (mut a_small, mut b_small) = ([false; 64], [false; 64]);
+    let (mut a_large, mut b_large): (Vec<bool>, Vec<bool>);
+    let (a_matched, b_matched): (&mut [bool], &mut [bool]) = if a.len() <= 64 && b.len() <= 64 {
+        (&mut a_small[..a.len()], &mut b_small[..b.len()])
+    } else {
+        a_large = vec![false; a.len()];
+        b_large = vec![false; b.len()];
+        (&mut a_large, &mut b_large)
+    };
     let mut matches = 0usize;
     for (i, ca) in a.iter().enumerate() {
         let lo = i.saturating_sub(window);
@@ -95,29 +71,52 @@ fn jaro_long(a: &[char], b: &[char], window: usize) -> f64 {
 /// Damerau-Levenshtein distance (optimal string alignment: insertions, deletions,
 /// substitutions and adjacent transpositions).
 pub fn damerau_levenshtein(a: &str, b: &str) -> usize {
+    if a.is_ascii() && b.is_ascii() {
+        return osa_distance(a.as_bytes(), b.as_bytes());
+    }
     let a: Vec<char> = a.chars().collect();
     let b: Vec<char> = b.chars().collect();
+    osa_distance(&a, &b)
+}
+
+/// The dynamic programme over three rolling rows (the transposition looks two rows back), on the
+/// stack for values up to 64 characters.
+fn osa_distance<T: PartialEq>(a: &[T], b: &[T]) -> usize {
     let (n, m) = (a.len(), b.len());
-    let mut rows = vec![vec![0usize; m + 1]; n + 1];
-    for (i, row) in rows.iter_mut().enumerate() {
-        row[0] = i;
+    if n == 0 || m == 0 {
+        return n.max(m);
     }
-    for (j, cell) in rows[0].iter_mut().enumerate() {
+    let width = m + 1;
+    let mut small = [0usize; 3 * 65];
+    let mut large: Vec<usize>;
+    let rows: &mut [usize] = if width <= 65 {
+        &mut small[..3 * width]
+    } else {
+        large = vec![0; 3 * width];
+        &mut large
+    };
+    for (j, cell) in rows[..width].iter_mut().enumerate() {
         *cell = j;
     }
     for i in 1..=n {
+        let (cur, prev, before) = (
+            (i % 3) * width,
+            ((i - 1) % 3) * width,
+            ((i + 1) % 3) * width, // row i - 2
+        );
+        rows[cur] = i;
         for j in 1..=m {
             let cost = usize::from(a[i - 1] != b[j - 1]);
-            let mut best = (rows[i - 1][j] + 1)
-                .min(rows[i][j - 1] + 1)
-                .min(rows[i - 1][j - 1] + cost);
+            let mut best = (rows[prev + j] + 1)
+                .min(rows[cur + j - 1] + 1)
+                .min(rows[prev + j - 1] + cost);
             if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
-                best = best.min(rows[i - 2][j - 2] + 1);
+                best = best.min(rows[before + j - 2] + 1);
             }
-            rows[i][j] = best;
+            rows[cur + j] = best;
         }
     }
-    rows[n][m]
+    rows[(n % 3) * width + m]
 }
 
 /// 1 - distance / length of the longer value.
@@ -252,6 +251,42 @@ mod tests {
         assert_eq!(damerau_levenshtein("", "abc"), 3);
         assert_eq!(damerau_levenshtein("smith", "smith"), 0);
         assert!(close(distance_similarity(1, "smith", "smyth"), 0.8));
+    }
+
+    #[test]
+    fn byte_and_character_paths_agree() {
+        // Non-ASCII input takes the character path; the same letters in ASCII the byte path.
+        let pairs = [
+            ("zoe", "zeo"),
+            ("siobhan", "shivaun"),
+            ("", "x"),
+            ("ab", "ba"),
+            ("kitten", "sitting"),
+        ];
+        for (a, b) in pairs {
+            let (wide_a, wide_b) = (format!("{a}é"), format!("{b}é"));
+            let (chars_a, chars_b): (Vec<char>, Vec<char>) =
+                (a.chars().collect(), b.chars().collect());
+            assert_eq!(
+                damerau_levenshtein(a, b),
+                osa_distance(&chars_a, &chars_b),
+                "{a} {b}"
+            );
+            assert_eq!(
+                damerau_levenshtein(&wide_a, &wide_b),
+                damerau_levenshtein(a, b),
+                "{a} {b}"
+            );
+            assert!(
+                close(jaro_winkler(a, b), winkler(&chars_a, &chars_b)),
+                "{a} {b}"
+            );
+        }
+        // Rows on the heap past 64 characters: one substitution and one transposition.
+        let long_a = "ab".repeat(40) + "xy";
+        let long_b = "ab".repeat(39) + "cb" + "yx";
+        assert_eq!(damerau_levenshtein(&long_a, &long_b), 2);
+        assert_eq!(damerau_levenshtein("é", "e"), 1);
     }
 
     #[test]
