@@ -358,7 +358,7 @@ fn main() {
     );
     // Measured in the steady state autovacuum reaches within a minute: right after a load, stale
     // statistics let PostgreSQL scan whole tables.
-    services.block_on(platform.analyze());
+    services.block_on(platform.settle());
 
     let duration = Duration::from_secs_f64(5.0 * scale);
     let warm_up = Duration::from_secs_f64(1.0 * scale);

@@ -198,21 +198,11 @@ impl Platform {
         }
     }
 
-    /// Fresh planner statistics on every PostgreSQL database of the sandbox, as autovacuum leaves
-    /// them within a minute of a load; benchmarks call it between loading and measuring.
-    pub async fn analyze(&self) {
-        use sqlx::{ConnectOptions, Executor};
-        for db in self
-            ._databases
-            .iter()
-            .filter(|db| db.backend == Backend::Postgres)
-        {
-            let options = <sqlx::any::AnyConnectOptions as std::str::FromStr>::from_str(&db.url)
-                .expect("database url");
-            let mut conn = options.connect().await.expect("connect to ANALYZE");
-            conn.execute(sqlx::raw_sql("ANALYZE"))
-                .await
-                .expect("ANALYZE");
+    /// Every database of the sandbox as autovacuum leaves it within a minute of a load
+    /// ([`TestDatabase::settle`]); benchmarks call it between loading and measuring.
+    pub async fn settle(&self) {
+        for db in &self._databases {
+            db.settle().await;
         }
     }
 

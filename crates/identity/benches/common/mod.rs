@@ -74,19 +74,9 @@ impl Server {
         }
     }
 
-    /// After a bulk load, the state autovacuum reaches within minutes: fresh planner statistics
-    /// and a visibility map that lets blocking-key lookups be index-only scans. No-op on SQLite.
+    /// See [`TestDatabase::settle`].
     pub async fn settle(&self) {
-        if self.backend != "Postgres" {
-            return;
-        }
-        use sqlx::{ConnectOptions, Executor};
-        let options = <sqlx::any::AnyConnectOptions as std::str::FromStr>::from_str(&self._db.url)
-            .expect("database url");
-        let mut conn = options.connect().await.expect("connect for VACUUM");
-        conn.execute(sqlx::raw_sql("VACUUM ANALYZE"))
-            .await
-            .expect("VACUUM ANALYZE");
+        self._db.settle().await;
     }
 
     pub async fn client(&self) -> Client {
