@@ -431,7 +431,7 @@ fn main() {
                 .collect();
             let start = Instant::now();
             for chunk in items.chunks(1000) {
-                store.create_batch(chunk).await.unwrap();
+                store.create_batch(chunk, Default::default()).await.unwrap();
             }
             let write = start.elapsed();
             println!(

@@ -57,7 +57,7 @@ impl From<sqlx::Error> for Error {
 
 /// Whether a database error means "try again": the connection or server went away, the pool is
 /// exhausted, or the database is busy. These become UNAVAILABLE so clients retry.
-fn is_transient(e: &sqlx::Error) -> bool {
+pub(crate) fn is_transient(e: &sqlx::Error) -> bool {
     match e {
         sqlx::Error::Io(_)
         | sqlx::Error::Tls(_)

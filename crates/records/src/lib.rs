@@ -1,15 +1,16 @@
 //! Record hosting: versioned FHIR R4 records, their history, provenance and change feed.
 //!
 //! Serves `carerecord.records.v1.RecordHostingService`. Reading order: [`service`] (handlers),
-//! [`domain`] (pure validation), [`store`] (SQL), [`writer`] (group commit of creates).
+//! [`domain`] (pure validation), [`store`] (SQL), [`coalesce`] (group commit of creates, coalesced
+//! reads).
 
+mod coalesce;
 pub mod domain;
 mod error;
 mod service;
 pub mod store;
 mod streams;
 mod tokens;
-mod writer;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::RecordsConfig;
+use crate::coalesce::{CreateWriter, LatestReader, create_writer, latest_reader};
 use crate::domain::record::{
     self, FHIR_JSON, UpdatePaths, actor, apply_update, decode_data_classes, micros_timestamp,
     optional_time, required_uuid, retraction_reason, validate_new, validate_update,
@@ -28,7 +29,6 @@ use crate::error::Error;
 use crate::store::{self, CreateOutcome, Filter, NewRecord, Param, Store, Version};
 use crate::streams;
 use crate::tokens::{QueryKey, Tokens};
-use crate::writer::CreateWriter;
 
 /// Responses stay under 4 MiB: pages stop adding payloads beyond this many bytes.
 pub const PAGE_PAYLOAD_BUDGET: usize = 3 << 20;
@@ -38,6 +38,7 @@ pub const PAGE_PAYLOAD_BUDGET: usize = 3 << 20;
 pub struct RecordsService {
     pub(crate) store: Store,
     writer: CreateWriter,
+    reader: LatestReader,
     pub(crate) config: Arc<RecordsConfig>,
     pub(crate) tokens: Tokens,
     /// Cancelled at shutdown: ends open streams.
@@ -45,7 +46,7 @@ pub struct RecordsService {
 }
 
 impl RecordsService {
-    /// Must be called within a tokio runtime: it starts the create writer.
+    /// Must be called within a tokio runtime: it starts the create writer and the record reader.
     pub fn new(
         database: Database,
         config: Arc<RecordsConfig>,
@@ -54,7 +55,8 @@ impl RecordsService {
     ) -> Self {
         let store = Store::new(database);
         RecordsService {
-            writer: CreateWriter::start(store.clone()),
+            writer: create_writer(store.clone()),
+            reader: latest_reader(store.clone()),
             store,
             config,
             tokens: Tokens::new(tokens),
@@ -82,7 +84,7 @@ impl RecordsService {
         Error::check(violations)?;
         match self
             .writer
-            .create(NewRecord {
+            .call(NewRecord {
                 request_id: Some(request_id.clone()),
                 fields,
                 requester,
@@ -112,8 +114,19 @@ impl RecordsService {
         );
         let with_payload = with_payload(request.view, &mut violations);
         Error::check(violations)?;
-        let version = (request.version > 0).then_some(request.version);
-        let found = self.store.get(&record_id, version, with_payload).await?;
+        let found = if request.version > 0 {
+            self.store
+                .get(&record_id, Some(request.version), with_payload)
+                .await?
+        } else {
+            // The latest version, read together with other calls' (see coalesce.rs).
+            self.reader.call(record_id.clone()).await?.map(|mut v| {
+                if !with_payload {
+                    v.fields.payload = Vec::new();
+                }
+                v
+            })
+        };
         found.map(record_message).ok_or(Error::NotFound(record_id))
     }
 

@@ -83,6 +83,76 @@ async fn create_then_get_latest_any_version_and_metadata() {
 }
 
 #[tokio::test]
+async fn concurrent_gets_each_receive_their_own_record() {
+    // Concurrent reads of latest versions are looked up together: each call must still get its
+    // own record, in its own view, or NOT_FOUND for an unknown id, whatever it is read with.
+    for db in TestDatabase::each_backend().await {
+        let app = spawn_app(&db).await;
+        let mut client = app.client.clone();
+        let mut records = Vec::new();
+        for _ in 0..20 {
+            let mut r = record(&new_id());
+            r.author = new_id();
+            records.push(create(&mut client, r).await);
+        }
+        let updated = client
+            .update_record(UpdateRecordRequest {
+                record: Some(carerecord_contracts::records::v1::Record {
+                    author: "updated".into(),
+                    ..records[0].clone()
+                }),
+                etag: records[0].etag.clone(),
+                update_mask: Some(FieldMask {
+                    paths: vec!["author".into()],
+                }),
+                requester: Some(requester()),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .record
+            .unwrap();
+        records[0] = updated;
+        let unknown = new_id();
+        let calls = (0..200).map(|i| {
+            let mut client = client.clone();
+            let wanted = (i % 7 != 3).then(|| records[i % records.len()].clone());
+            let view = if i % 2 == 0 {
+                RecordView::Full
+            } else {
+                RecordView::Metadata
+            };
+            let record_id = wanted
+                .as_ref()
+                .map_or(unknown.clone(), |r| r.record_id.clone());
+            async move {
+                let got = client
+                    .get_record(GetRecordRequest {
+                        record_id,
+                        version: 0,
+                        view: view as i32,
+                    })
+                    .await;
+                match wanted {
+                    None => assert_eq!(got.unwrap_err().code(), Code::NotFound),
+                    Some(mut expected) => {
+                        if view == RecordView::Metadata {
+                            expected.payload.clear();
+                        }
+                        assert_eq!(got.unwrap().into_inner().record.unwrap(), expected);
+                    }
+                }
+            }
+        });
+        let calls: Vec<_> = calls.map(tokio::spawn).collect();
+        for call in calls {
+            call.await.unwrap();
+        }
+        app.stop().await;
+    }
+}
+
+#[tokio::test]
 async fn create_is_idempotent_by_request_id() {
     for db in TestDatabase::each_backend().await {
         let app = spawn_app(&db).await;

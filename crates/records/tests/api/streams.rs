@@ -705,16 +705,131 @@ async fn import_stream_errors() {
     }
 }
 
+/// A stored record without what differs between two writes of the same content.
+fn content(
+    mut record: carerecord_contracts::records::v1::Record,
+) -> carerecord_contracts::records::v1::Record {
+    record.record_id.clear();
+    record.etag.clear();
+    record.create_time = None;
+    record.update_time = None;
+    record.recorded_time = None;
+    record
+}
+
+#[tokio::test]
+async fn an_import_stores_exactly_what_a_create_stores() {
+    // On PostgreSQL an import's batches are written with COPY and a single create with INSERT:
+    // both must store the same columns, the same way, in feed order.
+    for db in TestDatabase::each_backend().await {
+        let app = spawn_app(&db).await;
+        let mut client = app.client.clone();
+        let patient = new_id();
+        let mut dated = record(&patient);
+        dated.author = "Dr Zoë Ó'Brien — 診療所".into();
+        dated.data_classes = vec!["safeguarding".into(), "mental-health".into()];
+        dated.effective_time = Some(prost_types::Timestamp {
+            seconds: 1_700_000_000,
+            nanos: 123_000,
+        });
+        let mut undated = dated.clone();
+        undated.effective_time = None;
+        let created = [
+            create(&mut client, dated.clone()).await,
+            create(&mut client, undated.clone()).await,
+        ];
+        let mut watch = client
+            .watch_record_changes(watch_from(""))
+            .await
+            .unwrap()
+            .into_inner();
+        let (before, _) = changes(&mut watch, 2).await;
+
+        let items: Vec<ImportItem> = (0..300)
+            .map(|i| item([&dated, &undated][i % 2].clone(), &new_id()))
+            .collect();
+        let import = ImportRecordsRequest {
+            items,
+            requester: Some(requester()),
+            return_record_ids: true,
+        };
+        let response = client
+            .import_records(tokio_stream::iter([import.clone()]))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!((response.accepted_count, response.rejected_count), (300, 0));
+        for (i, accepted) in response.accepted_records.iter().enumerate() {
+            let stored = client
+                .get_record(GetRecordRequest {
+                    record_id: accepted.record_id.clone(),
+                    version: 0,
+                    view: 0,
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .record
+                .unwrap();
+            assert_eq!(stored.record_id, accepted.record_id);
+            assert_eq!(content(stored), content(created[i % 2].clone()), "item {i}");
+        }
+
+        // The feed has every item once, in index order, right after the creates.
+        let (imported, _) = changes(&mut watch, 300).await;
+        assert_eq!(imported.len(), 300);
+        let ids: Vec<&str> = imported.iter().map(|c| c.record_id.as_str()).collect();
+        let expected: Vec<&str> = response
+            .accepted_records
+            .iter()
+            .map(|a| a.record_id.as_str())
+            .collect();
+        assert_eq!(ids, expected);
+        let mut last = before[1].sequence;
+        for change in &imported {
+            assert_eq!(change.sequence, last + 1, "no gap in the feed");
+            assert_eq!(change.change_type, ChangeType::Created as i32);
+            last = change.sequence;
+        }
+
+        // The request ids were kept with their records: sending again writes nothing.
+        let again = client
+            .import_records(tokio_stream::iter([import]))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!((again.accepted_count, again.deduplicated_count), (300, 300));
+        assert_eq!(
+            again.accepted_records,
+            response
+                .accepted_records
+                .iter()
+                .map(|a| carerecord_contracts::records::v1::ImportedRecord {
+                    deduplicated: true,
+                    ..a.clone()
+                })
+                .collect::<Vec<_>>()
+        );
+        assert_eq!(list_all(&mut client, &patient).await.len(), 302);
+        app.stop().await;
+    }
+}
+
 #[tokio::test]
 async fn racing_import_and_create_with_one_request_id_make_one_record() {
     for db in TestDatabase::each_backend().await {
         let app = spawn_app(&db).await;
         let client = app.client.clone();
         let patient = new_id();
-        for _ in 0..10 {
+        // Imports of one item and of many (written with COPY on PostgreSQL), each carrying the
+        // raced request id.
+        for size in [1, 1, 1, 1, 1, 1, 1, 1, 150, 150] {
             let request = create_request(record(&patient));
+            let mut items: Vec<ImportItem> =
+                (0..size).map(|_| item(record(&patient), "")).collect();
+            items[size / 2] = item(record(&patient), &request.request_id);
             let import = ImportRecordsRequest {
-                items: vec![item(record(&patient), &request.request_id)],
+                items,
                 requester: Some(requester()),
                 return_record_ids: true,
             };
@@ -725,10 +840,21 @@ async fn racing_import_and_create_with_one_request_id_make_one_record() {
             );
             let created = created.unwrap().into_inner().record.unwrap();
             let imported = imported.unwrap().into_inner();
-            assert_eq!(imported.accepted_count, 1);
-            assert_eq!(imported.accepted_records[0].record_id, created.record_id);
+            assert_eq!(imported.accepted_count, size as i64);
+            // Only the raced item can have been deduplicated, when the create got there first.
+            assert_eq!(
+                imported.deduplicated_count,
+                i64::from(imported.accepted_records[size / 2].deduplicated)
+            );
+            assert_eq!(
+                imported.accepted_records[size / 2].record_id,
+                created.record_id
+            );
         }
-        assert_eq!(list_all(&mut client.clone(), &patient).await.len(), 10);
+        assert_eq!(
+            list_all(&mut client.clone(), &patient).await.len(),
+            8 + 2 * 150
+        );
         app.stop().await;
     }
 }
