@@ -115,7 +115,7 @@ fn main() {
     let scale = carerecord_platform::testing::bench_scale();
     let n = ((1_000_000.0 * scale) as usize).max(2_000);
     let probes = ((20_000.0 * scale) as usize).clamp(1_000, 20_000);
-    let server = common::Server::start(SERVER_WORKERS);
+    let mut server = common::Server::start(SERVER_WORKERS);
     println!(
         "scale: {n} patients (CARERECORD_BENCH_SCALE={scale}) on {}; server runtime {SERVER_WORKERS} workers, load generator 1 thread with {CLIENTS} concurrent clients; machine: {} cores",
         server.backend,
@@ -125,7 +125,7 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
-    runtime.block_on(async {
+    let population = runtime.block_on(async {
         let client = server.client().await;
         let t = Instant::now();
         let population: Arc<Vec<Generated>> = Arc::new(Generator::new(2024).population(n, 0.1));
@@ -321,5 +321,31 @@ fn main() {
             compared.load(std::sync::atomic::Ordering::Relaxed) as f64 / probes as f64
         );
         println!("resolve: p99 {resolve_one_p99:.2} ms from one client (target < 3), {resolve_p99:.2} ms saturated by 16 clients");
+        // As a release that changes the blocking keys finds the index (see BLOCKING_SCHEME).
+        server.execute("UPDATE blocking_scheme SET version = 0").await;
+        population
+    });
+    let took = server.restart(SERVER_WORKERS);
+    println!(
+        "start-up that rebuilds the blocking keys of {n} patients (an upgrade that changes them): {:.1}s",
+        took.as_secs_f64()
+    );
+    runtime.block_on(async {
+        // Matching finds registered patients through the rebuilt keys.
+        let mut client = server.client().await;
+        let found = client
+            .match_patients(MatchPatientsRequest {
+                probe: Some(match_patients_request::Probe::Demographics(
+                    population[0].patient.clone(),
+                )),
+                ..Default::default()
+            })
+            .await
+            .expect("match after the rebuild")
+            .into_inner();
+        assert!(
+            found.pairs_compared > 0 && !found.candidates.is_empty(),
+            "a registered patient is found after the rebuild"
+        );
     });
 }

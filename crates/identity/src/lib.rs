@@ -153,6 +153,18 @@ impl Service for Application {
         let limits = &config.service.server;
         let streams = CancellationToken::new();
         let store = store::Store::new(database);
+        let scheme = domain::features::BLOCKING_SCHEME;
+        let rekeyed = store
+            .rekey_if_stale(scheme)
+            .await
+            .map_err(|e| StartError::Other(format!("rebuilding the blocking keys: {e}")))?;
+        if let Some(patients) = rekeyed {
+            tracing::info!(
+                patients,
+                scheme,
+                "rebuilt the blocking keys for this release"
+            );
+        }
         if config.identity.starting_parameters {
             let mut params = matching::starting_parameters(&config.identity);
             store

@@ -1,6 +1,6 @@
 //! MatchPatients and EstimateMatchParameters: blocking, Fellegi-Sunter scoring and estimation.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -204,16 +204,37 @@ impl Matcher {
         let current = self.current().await?;
         let (params, model) = (&current.0, &current.1);
         let keys = features.blocking_keys();
-        let candidates = self.store.candidates(&keys).await?;
+        let mut candidates = self.store.candidates(&keys).await?;
+        let score = |f: &Features| model.pattern_weight(model::pattern_with(model, &features, f));
+        let mut weights: Vec<f64> = candidates.iter().map(|(_, f)| score(f)).collect();
+        // The person the probe names, through its identifiers, is a second description of the
+        // probe: other records of that person, registered without the identifier and too noisy
+        // to share a blocking key with the probe, share one with that description.
+        let more_keys = identified_keys(
+            &features,
+            &keys,
+            probe_id.as_deref(),
+            &candidates,
+            &weights,
+            model,
+        );
+        if !more_keys.is_empty() {
+            let seen: HashSet<String> = candidates.iter().map(|(id, _)| id.clone()).collect();
+            for (id, f) in self.store.candidates(&more_keys).await? {
+                if !seen.contains(&id) {
+                    weights.push(score(&f));
+                    candidates.push((id, f));
+                }
+            }
+        }
         let mut scored: Vec<(f64, String, usize)> = Vec::with_capacity(candidates.len());
         let mut compared = 0;
-        for (i, (id, f)) in candidates.iter().enumerate() {
+        for (i, ((id, _), weight)) in candidates.iter().zip(&weights).enumerate() {
             if probe_id.as_deref() == Some(id.as_str()) {
                 continue;
             }
             compared += 1;
-            let pattern = model::pattern_with(model, &features, f);
-            scored.push((model.pattern_weight(pattern), id.clone(), i));
+            scored.push((*weight, id.clone(), i));
         }
         scored.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
         let mut out = Vec::new();
@@ -461,6 +482,43 @@ fn estimate_from(
         ..est
     };
     Ok((est, random_count as i64, blocked.len() as i64))
+}
+
+/// The blocking keys, beyond the probe's own, of the candidates the probe identifies: holders of
+/// its NHS number or of one of its identifiers whose demographics agree enough to classify as a
+/// match (a noisy identifier alone is evidence, not proof). Each record these keys find is still
+/// scored against the probe, never against the holder. An NHS number or identifier belongs to one
+/// live patient, so there are at most a few holders.
+fn identified_keys(
+    probe: &Features,
+    probe_keys: &[String],
+    probe_id: Option<&str>,
+    candidates: &[(String, Features)],
+    weights: &[f64],
+    model: &Model,
+) -> Vec<String> {
+    let mut keys = Vec::new();
+    for ((id, candidate), &weight) in candidates.iter().zip(weights) {
+        let identified = (!probe.nhs_number.is_empty() && probe.nhs_number == candidate.nhs_number)
+            || probe
+                .identifiers
+                .iter()
+                .any(|i| candidate.identifiers.contains(i));
+        if !identified
+            || probe_id == Some(id.as_str())
+            || model.classify(model.probability(weight)) != model::Classification::Match
+        {
+            continue;
+        }
+        for key in candidate.blocking_keys() {
+            // Identifier keys find only their holder, which is already here.
+            let by_identifier = key.starts_with("n:") || key.starts_with("i:");
+            if !by_identifier && !probe_keys.contains(&key) && !keys.contains(&key) {
+                keys.push(key);
+            }
+        }
+    }
+    keys
 }
 
 #[cfg(test)]

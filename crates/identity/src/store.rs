@@ -563,9 +563,7 @@ impl Store {
                     Arg::Int(0),
                     Arg::Int(now),
                 ]);
-                for key in features.blocking_keys() {
-                    keys.push(vec![Arg::Text(key), Arg::Text(id.clone())]);
-                }
+                keys.extend(key_rows(id, &features));
                 names.extend(name_rows(id, &features));
             }
             insert_many(&mut tx, "INSERT INTO patients (patient_id, version, state, merged_into, data, features, create_time, update_time)", 8, patients).await?;
@@ -937,6 +935,62 @@ impl Store {
             .collect()
     }
 
+    /// Rebuilds every patient's blocking keys from its stored features when they were written by
+    /// another scheme than `scheme` (a release that changed [`Features::blocking_keys`]); returns
+    /// how many patients were re-keyed, or None when the keys were current. One transaction: a
+    /// replica starting meanwhile waits for it, then finds the keys current.
+    pub async fn rekey_if_stale(&self, scheme: i64) -> Result<Option<u64>, Error> {
+        let mut tx = self.begin().await?;
+        // Takes the row's lock before reading it, on both backends.
+        sqlx::query("UPDATE blocking_scheme SET version = version WHERE id = 1")
+            .execute(&mut *tx)
+            .await?;
+        let stored: i64 = sqlx::query_scalar("SELECT version FROM blocking_scheme WHERE id = 1")
+            .fetch_one(&mut *tx)
+            .await?;
+        if stored == scheme {
+            tx.commit().await?;
+            return Ok(None);
+        }
+        sqlx::query("DELETE FROM blocking_keys")
+            .execute(&mut *tx)
+            .await?;
+        let (mut after, mut count) = (String::new(), 0u64);
+        loop {
+            let rows = sqlx::query(
+                "SELECT patient_id, features FROM patients WHERE patient_id > $1 \
+                 ORDER BY patient_id LIMIT 1000",
+            )
+            .bind(after.as_str())
+            .fetch_all(&mut *tx)
+            .await?;
+            if rows.is_empty() {
+                break;
+            }
+            let mut keys = Vec::new();
+            for row in &rows {
+                let id: String = row.try_get("patient_id")?;
+                let features: Vec<u8> = row.try_get("features")?;
+                keys.extend(key_rows(&id, &Features::decode(features.as_slice())?));
+                after = id;
+            }
+            count += rows.len() as u64;
+            insert_many(
+                &mut tx,
+                "INSERT INTO blocking_keys (key, patient_id)",
+                2,
+                keys,
+            )
+            .await?;
+        }
+        sqlx::query("UPDATE blocking_scheme SET version = $1 WHERE id = 1")
+            .bind(scheme)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Some(count))
+    }
+
     /// Every active patient's id and features, for estimation.
     pub async fn active_features(&self) -> Result<Vec<(String, Features)>, Error> {
         let rows = sqlx::query(
@@ -1045,6 +1099,15 @@ impl Write {
 pub enum SearchArg {
     Text(String),
     Int(i64),
+}
+
+/// The `blocking_keys` rows of a patient.
+fn key_rows(id: &str, features: &Features) -> Vec<Vec<Arg>> {
+    features
+        .blocking_keys()
+        .into_iter()
+        .map(|key| vec![Arg::Text(key), Arg::Text(id.to_owned())])
+        .collect()
 }
 
 fn name_rows(id: &str, features: &Features) -> Vec<Vec<Arg>> {

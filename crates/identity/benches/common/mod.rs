@@ -38,33 +38,7 @@ impl Server {
             }
         });
         let backend = format!("{:?}", db.backend);
-        let env = Env::from_pairs([
-            ("DATABASE_URL", db.url.as_str()),
-            ("CARERECORD_LISTEN_ADDR", "127.0.0.1:0"),
-            ("CARERECORD_TOKEN_SECRET", "bench-secret-0123456789"),
-            ("CARERECORD_DB_MAX_CONNECTIONS", "24"),
-            ("CARERECORD_REQUEST_TIMEOUT", "30m"),
-            ("CARERECORD_MAX_MESSAGE_BYTES", "64MiB"),
-        ]);
-        let config = Config::from_env(&env).expect("config");
-        let (tx, rx) = std::sync::mpsc::channel();
-        let stop = CancellationToken::new();
-        let token = stop.clone();
-        let thread = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(workers)
-                .enable_all()
-                .build()
-                .expect("server runtime");
-            runtime.block_on(async move {
-                let app = Application::build(config)
-                    .await
-                    .expect("build the identity service");
-                tx.send(app.local_addr()).expect("send addr");
-                app.run(token).await.expect("serve");
-            });
-        });
-        let addr = rx.recv().expect("server address");
+        let (addr, stop, thread) = spawn(&db.url, workers);
         Server {
             addr,
             backend,
@@ -72,6 +46,29 @@ impl Server {
             thread: Some(thread),
             _db: db,
         }
+    }
+
+    /// Stops the server and starts another on the same database; returns how long the new one
+    /// took to start (its migrations and start-up work included).
+    pub fn restart(&mut self, workers: usize) -> std::time::Duration {
+        self.stop.cancel();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        let started = std::time::Instant::now();
+        let (addr, stop, thread) = spawn(&self._db.url, workers);
+        let took = started.elapsed();
+        (self.addr, self.stop, self.thread) = (addr, stop, Some(thread));
+        took
+    }
+
+    /// Runs one statement on the server's database.
+    pub async fn execute(&self, statement: &'static str) {
+        use sqlx::{ConnectOptions, Executor};
+        let options =
+            <sqlx::any::AnyConnectOptions as std::str::FromStr>::from_str(&self._db.url).unwrap();
+        let mut conn = options.connect().await.expect("connect");
+        conn.execute(statement).await.expect("execute");
     }
 
     /// See [`TestDatabase::settle`].
@@ -89,6 +86,41 @@ impl Server {
             .max_decoding_message_size(64 << 20)
             .max_encoding_message_size(64 << 20)
     }
+}
+
+/// Starts a server on `db_url` on its own thread; returns once it listens.
+fn spawn(
+    db_url: &str,
+    workers: usize,
+) -> (SocketAddr, CancellationToken, std::thread::JoinHandle<()>) {
+    let env = Env::from_pairs([
+        ("DATABASE_URL", db_url),
+        ("CARERECORD_LISTEN_ADDR", "127.0.0.1:0"),
+        ("CARERECORD_TOKEN_SECRET", "bench-secret-0123456789"),
+        ("CARERECORD_DB_MAX_CONNECTIONS", "24"),
+        ("CARERECORD_REQUEST_TIMEOUT", "30m"),
+        ("CARERECORD_MAX_MESSAGE_BYTES", "64MiB"),
+    ]);
+    let config = Config::from_env(&env).expect("config");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stop = CancellationToken::new();
+    let token = stop.clone();
+    let thread = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(workers)
+            .enable_all()
+            .build()
+            .expect("server runtime");
+        runtime.block_on(async move {
+            let app = Application::build(config)
+                .await
+                .expect("build the identity service");
+            tx.send(app.local_addr()).expect("send addr");
+            app.run(token).await.expect("serve");
+        });
+    });
+    let addr = rx.recv().expect("server address");
+    (addr, stop, thread)
 }
 
 impl Drop for Server {

@@ -161,7 +161,8 @@ impl Features {
         ))
     }
 
-    /// The blocking keys of this record, each tagged by the rule that produced it.
+    /// The blocking keys of this record, each tagged by the rule that produced it. Changing them
+    /// means bumping [`BLOCKING_SCHEME`], so that stored keys are rebuilt at the next start.
     pub fn blocking_keys(&self) -> Vec<String> {
         let mut keys = Vec::new();
         let mut push = |k: String| {
@@ -214,6 +215,10 @@ impl Features {
         keys
     }
 }
+
+/// The version of [`Features::blocking_keys`]: 1 was the first release's keys; 2 has d:, fy:,
+/// gf: with the birth decade, nh: and pn:.
+pub const BLOCKING_SCHEME: i64 = 2;
 
 /// The house number of a normalised address: its first token when that starts with a digit
 /// ("12", "12a").

@@ -113,6 +113,143 @@ async fn a_new_index_matches_with_the_configured_starting_parameters_until_estim
 }
 
 #[tokio::test]
+async fn a_probe_finds_through_its_identifier_holder_a_record_it_shares_no_key_with() {
+    for db in TestDatabase::each_backend().await {
+        let mut app = spawn_app(&db.url).await;
+        let c = &mut app.client;
+        let at = |mut p: Patient, line: &str, postcode: &str| {
+            p.addresses[0].lines = vec![line.into()];
+            p.addresses[0].postal_code = postcode.into();
+            p
+        };
+        // One person three times: the holder of the MRN, and a record registered without it
+        // whose family name, birth date (day and month swapped) and postcode (two characters
+        // swapped) each differ from the probe's just enough to share no blocking key with it.
+        let holder = create(
+            c,
+            with_mrn(
+                at(
+                    patient("Amber", "Pamplin", (1969, 6, 10)),
+                    "14 Andrea Place",
+                    "LS2 7XY",
+                ),
+                "M-1667",
+            ),
+        )
+        .await;
+        let unidentified = create(
+            c,
+            at(
+                patient("Amber", "Pamplin", (1969, 6, 10)),
+                "14 Andrea Place",
+                "LS2 7YX",
+            ),
+        )
+        .await;
+        let probe = at(
+            patient("Amber", "Bamplin", (1969, 10, 6)),
+            "14 Andrea Place",
+            "LS2 7XY",
+        );
+        let candidates = |found: MatchPatientsResponse| -> Vec<(String, i32)> {
+            found
+                .candidates
+                .into_iter()
+                .map(|m| (m.patient.unwrap().patient_id, m.classification))
+                .collect()
+        };
+        let without_identifier = candidates(
+            c.match_patients(MatchPatientsRequest {
+                probe: Some(match_patients_request::Probe::Demographics(probe.clone())),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner(),
+        );
+        assert!(
+            !without_identifier
+                .iter()
+                .any(|(id, _)| *id == unidentified.patient_id),
+            "the probe alone shares no blocking key with the unidentified record"
+        );
+        let with_identifier = candidates(
+            c.match_patients(MatchPatientsRequest {
+                probe: Some(match_patients_request::Probe::Demographics(with_mrn(
+                    probe, "M-1667",
+                ))),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner(),
+        );
+        let matched = MatchClassification::Match as i32;
+        assert!(with_identifier.contains(&(holder.patient_id.clone(), matched)));
+        assert!(
+            with_identifier.contains(&(unidentified.patient_id.clone(), matched)),
+            "found through the holder's keys and scored against the probe: {with_identifier:?}"
+        );
+        app.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn blocking_keys_of_an_earlier_scheme_are_rebuilt_at_start() {
+    use sqlx::Connection;
+    for db in TestDatabase::each_backend().await {
+        let mut app = spawn_app(&db.url).await;
+        let original = create(&mut app.client, patient("Ada", "Lovelace", (1985, 12, 10))).await;
+        app.stop().await;
+
+        // As an index written by an earlier release leaves them: other keys, scheme unknown.
+        sqlx::any::install_default_drivers();
+        let mut conn = sqlx::AnyConnection::connect(&db.url).await.unwrap();
+        for statement in [
+            "DELETE FROM blocking_keys",
+            "INSERT INTO blocking_keys (key, patient_id) SELECT 'pg:old', patient_id FROM patients",
+            "UPDATE blocking_scheme SET version = 0",
+        ] {
+            sqlx::query(statement).execute(&mut conn).await.unwrap();
+        }
+
+        let mut app = spawn_app(&db.url).await;
+        let found = app
+            .client
+            .match_patients(MatchPatientsRequest {
+                probe: Some(match_patients_request::Probe::Demographics(patient(
+                    "Ada",
+                    "Lovelace",
+                    (1985, 12, 10),
+                ))),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            found.candidates[0].patient.as_ref().unwrap().patient_id,
+            original.patient_id
+        );
+        let old: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM blocking_keys WHERE key = 'pg:old'")
+                .fetch_one(&mut conn)
+                .await
+                .unwrap();
+        let scheme: i64 = sqlx::query_scalar("SELECT version FROM blocking_scheme")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(
+            (old, scheme),
+            (0, carerecord_identity::domain::features::BLOCKING_SCHEME)
+        );
+        conn.close().await.unwrap();
+        app.stop().await;
+    }
+}
+
+#[tokio::test]
 async fn estimate_then_match_explains_candidates() {
     for db in TestDatabase::each_backend().await {
         let mut app = spawn_app_with(
