@@ -215,7 +215,7 @@ class RecordHostingService(pb_grpc.RecordHostingServiceServicer):
     # ---- cursors of the feed: positions, valid for ever, usable with any filters
 
     def feed_cursor(self, seq: int) -> str:
-        return self.tokens.issue("feed", "", s=seq)
+        return self.tokens.issue("feed", "", expires=False, s=seq)
 
     def parse_feed_cursor(self, cursor: str) -> int:
         try:

@@ -38,8 +38,12 @@ class Tokens:
     def __init__(self, secret: bytes):
         self._secret = secret
 
-    def issue(self, kind: str, query: str, **body) -> str:
-        body = dict(body, k=kind, q=query, t=int(time.time()))
+    def issue(self, kind: str, query: str, expires: bool = True, **body) -> str:
+        # A feed cursor names a position and never expires, so it carries no issue time: the same
+        # position always gives the same cursor (every page of one listing shares its watch_cursor).
+        body = dict(body, k=kind, q=query)
+        if expires:
+            body["t"] = int(time.time())
         raw = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
         mac = hmac.new(self._secret, raw, hashlib.sha256).digest()
         return f"{_b64(raw)}.{_b64(mac)}"
