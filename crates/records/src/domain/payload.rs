@@ -2,7 +2,9 @@
 //!
 //! Structural rules beyond these are deliberately absent: the contract says the server checks only
 //! these rules and must accept any payload that passes them (no profile or terminology validation
-//! in v1). A FHIR model crate would also cost minutes of compile time for checks we may not apply.
+//! in v1). The typed R4 model we measured (fhirbolt 0.4) costs 74 s of cold debug build and 183 s
+//! of release build here, for a check that still accepts bad codes and dates (README, "What record
+//! hosting checks in a payload").
 
 use std::collections::BTreeMap;
 use std::fmt;
