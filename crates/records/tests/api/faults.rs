@@ -1,17 +1,29 @@
-//! Faults: PostgreSQL connections killed under load.
+//! Faults: PostgreSQL connections killed under load, or the PostgreSQL server restarted.
+//!
+//! `CARERECORD_TEST_POSTGRES_RESTART` names a shell command that restarts the server, for example
+//! `pg_ctlcluster 15 main restart -m fast`. With it, the fault is a real restart. Run the test alone
+//! then (`cargo test -p carerecord-records --test api faults::`): a restart breaks every other
+//! test's connections too, which is why `make test` kills only this test database's connections.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
-use carerecord_contracts::records::v1::GetRecordRequest;
+use carerecord_contracts::records::v1::{GetRecordRequest, ImportItem, ImportRecordsRequest};
 use carerecord_platform::db::Backend;
 use carerecord_platform::testing::TestDatabase;
 use sqlx::Connection;
+use tokio_util::sync::CancellationToken;
 use tonic::Code;
 
 use crate::helpers::*;
 
-/// Kills every server connection of the service's database while clients create records, then
-/// checks that each create the service acknowledged is stored, and that failures were retryable.
+/// Items per import stream: three transactions (2,000, 2,000, 1,000), each written by COPY.
+const IMPORT_ITEMS: usize = 5_000;
+
+/// Breaks the service's database connections while eight clients create records and one imports
+/// them, then checks that every create and import the service acknowledged is stored once, and
+/// that every failure was retryable. Each request is retried with its request ids until it is
+/// acknowledged.
 #[tokio::test]
 async fn killed_database_connections_lose_no_acknowledged_write() {
     let Some(db) = TestDatabase::postgres().await else {
@@ -19,18 +31,17 @@ async fn killed_database_connections_lose_no_acknowledged_write() {
     };
     assert_eq!(db.backend, Backend::Postgres);
     let app = spawn_app(&db).await;
-    let patient = new_id();
-    let stop = tokio_util::sync::CancellationToken::new();
+    let (created_for, imported_for) = (new_id(), new_id());
+    let stop = CancellationToken::new();
 
-    let clients: Vec<_> = (0..8)
+    let creators: Vec<_> = (0..8)
         .map(|_| {
             let mut client = app.client.clone();
-            let patient = patient.clone();
+            let patient = created_for.clone();
             let stop = stop.clone();
             tokio::spawn(async move {
                 let (mut acknowledged, mut unavailable) = (Vec::new(), 0);
                 while !stop.is_cancelled() {
-                    // Retry each request with its request id until it is acknowledged.
                     let request = create_request(record(&patient));
                     loop {
                         match client.create_record(request.clone()).await {
@@ -52,10 +63,123 @@ async fn killed_database_connections_lose_no_acknowledged_write() {
             })
         })
         .collect();
+    let importer = {
+        let mut client = app.client.clone();
+        let patient = imported_for.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let (mut acknowledged, mut unavailable) = (Vec::new(), 0);
+            while !stop.is_cancelled() {
+                let messages: Vec<ImportRecordsRequest> = (0..IMPORT_ITEMS / 1000)
+                    .map(|i| ImportRecordsRequest {
+                        items: (0..1000)
+                            .map(|_| ImportItem {
+                                request_id: new_id(),
+                                record: Some(record(&patient)),
+                            })
+                            .collect(),
+                        requester: (i == 0).then(requester),
+                        return_record_ids: i == 0,
+                    })
+                    .collect();
+                loop {
+                    match client
+                        .import_records(tokio_stream::iter(messages.clone()))
+                        .await
+                    {
+                        Ok(response) => {
+                            let response = response.into_inner();
+                            assert_eq!(
+                                (response.accepted_count, response.rejected_count),
+                                (IMPORT_ITEMS as i64, 0),
+                                "an acknowledged import accepts every item"
+                            );
+                            acknowledged
+                                .extend(response.accepted_records.into_iter().map(|r| r.record_id));
+                            break;
+                        }
+                        Err(status) if status.code() == Code::Unavailable => {
+                            unavailable += 1;
+                            tokio::time::sleep(Duration::from_millis(10)).await;
+                        }
+                        Err(status) => {
+                            panic!("an import failed with {status:?}, not a retryable status")
+                        }
+                    }
+                }
+            }
+            (acknowledged, unavailable)
+        })
+    };
 
-    let mut admin = sqlx::AnyConnection::connect(&db.url).await.unwrap();
-    let name = db
-        .url
+    match std::env::var("CARERECORD_TEST_POSTGRES_RESTART") {
+        Ok(command) if !command.trim().is_empty() => {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let status = tokio::process::Command::new("sh")
+                .args(["-c", &command])
+                .status()
+                .await
+                .unwrap();
+            assert!(status.success(), "{command:?} failed: {status}");
+            eprintln!("restarted PostgreSQL with {command:?}");
+            // Long enough for the pools to reconnect and acknowledge writes again.
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+        _ => kill_connections(&db.url).await,
+    }
+    stop.cancel();
+    let (mut created, mut unavailable) = (Vec::new(), 0);
+    for creator in creators {
+        let (ids, failures) = creator.await.unwrap();
+        created.extend(ids);
+        unavailable += failures;
+    }
+    let (imported, import_failures) = importer.await.unwrap();
+    assert!(!created.is_empty() && !imported.is_empty());
+
+    let mut client = app.client.clone();
+    for record_id in &created {
+        client
+            .get_record(GetRecordRequest {
+                record_id: record_id.clone(),
+                version: 0,
+                view: 2,
+            })
+            .await
+            .unwrap();
+    }
+    let stored = list_all(&mut client, &created_for).await;
+    assert_eq!(
+        stored.len(),
+        created.len(),
+        "retried creates wrote no duplicates"
+    );
+    // Every imported record is stored once, and nothing else: an import that failed partway and
+    // was sent again wrote each item once.
+    let stored: HashSet<String> = list_all(&mut client, &imported_for)
+        .await
+        .into_iter()
+        .map(|r| r.record_id)
+        .collect();
+    let imported_ids: HashSet<String> = imported.iter().cloned().collect();
+    assert_eq!(imported_ids.len(), imported.len());
+    assert_eq!(
+        stored, imported_ids,
+        "every acknowledged import item is stored once"
+    );
+    eprintln!(
+        "acknowledged {} creates and {} imported records; {unavailable} creates and \
+         {import_failures} imports answered UNAVAILABLE and were retried",
+        created.len(),
+        imported.len()
+    );
+    app.stop().await;
+}
+
+/// Terminates every server connection to the database of `url`, five times, 200 ms apart.
+async fn kill_connections(url: &str) {
+    let mut admin = sqlx::AnyConnection::connect(url).await.unwrap();
+    let name = url
         .rsplit('/')
         .next()
         .unwrap()
@@ -72,34 +196,4 @@ async fn killed_database_connections_lose_no_acknowledged_write() {
             .unwrap();
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
-    stop.cancel();
-    let (mut acknowledged, mut unavailable) = (Vec::new(), 0);
-    for client in clients {
-        let (ids, failures) = client.await.unwrap();
-        acknowledged.extend(ids);
-        unavailable += failures;
-    }
-    assert!(!acknowledged.is_empty());
-    let mut client = app.client.clone();
-    for record_id in &acknowledged {
-        client
-            .get_record(GetRecordRequest {
-                record_id: record_id.clone(),
-                version: 0,
-                view: 2,
-            })
-            .await
-            .unwrap();
-    }
-    let stored = list_all(&mut client, &patient).await;
-    assert_eq!(
-        stored.len(),
-        acknowledged.len(),
-        "retries with the request id wrote no duplicates"
-    );
-    eprintln!(
-        "acknowledged {} creates; {unavailable} UNAVAILABLE answers were retried",
-        acknowledged.len()
-    );
-    app.stop().await;
 }
