@@ -36,35 +36,27 @@ async fn killed_database_connections_lose_no_acknowledged_write() {
 
     let creators: Vec<_> = (0..8)
         .map(|_| {
-            let mut client = app.client.clone();
+            let client = app.client.clone();
             let patient = created_for.clone();
             let stop = stop.clone();
             tokio::spawn(async move {
                 let (mut acknowledged, mut unavailable) = (Vec::new(), 0);
                 while !stop.is_cancelled() {
                     let request = create_request(record(&patient));
-                    loop {
-                        match client.create_record(request.clone()).await {
-                            Ok(response) => {
-                                acknowledged.push(response.into_inner().record.unwrap().record_id);
-                                break;
-                            }
-                            Err(status) if status.code() == Code::Unavailable => {
-                                unavailable += 1;
-                                tokio::time::sleep(Duration::from_millis(10)).await;
-                            }
-                            Err(status) => {
-                                panic!("a create failed with {status:?}, not a retryable status")
-                            }
-                        }
-                    }
+                    let (response, retries) = until_acknowledged("a create", || {
+                        let (mut client, request) = (client.clone(), request.clone());
+                        async move { client.create_record(request).await }
+                    })
+                    .await;
+                    acknowledged.push(response.record.unwrap().record_id);
+                    unavailable += retries;
                 }
                 (acknowledged, unavailable)
             })
         })
         .collect();
     let importer = {
-        let mut client = app.client.clone();
+        let client = app.client.clone();
         let patient = imported_for.clone();
         let stop = stop.clone();
         tokio::spawn(async move {
@@ -82,31 +74,18 @@ async fn killed_database_connections_lose_no_acknowledged_write() {
                         return_record_ids: i == 0,
                     })
                     .collect();
-                loop {
-                    match client
-                        .import_records(tokio_stream::iter(messages.clone()))
-                        .await
-                    {
-                        Ok(response) => {
-                            let response = response.into_inner();
-                            assert_eq!(
-                                (response.accepted_count, response.rejected_count),
-                                (IMPORT_ITEMS as i64, 0),
-                                "an acknowledged import accepts every item"
-                            );
-                            acknowledged
-                                .extend(response.accepted_records.into_iter().map(|r| r.record_id));
-                            break;
-                        }
-                        Err(status) if status.code() == Code::Unavailable => {
-                            unavailable += 1;
-                            tokio::time::sleep(Duration::from_millis(10)).await;
-                        }
-                        Err(status) => {
-                            panic!("an import failed with {status:?}, not a retryable status")
-                        }
-                    }
-                }
+                let (response, retries) = until_acknowledged("an import", || {
+                    let (mut client, messages) = (client.clone(), messages.clone());
+                    async move { client.import_records(tokio_stream::iter(messages)).await }
+                })
+                .await;
+                assert_eq!(
+                    (response.accepted_count, response.rejected_count),
+                    (IMPORT_ITEMS as i64, 0),
+                    "an acknowledged import accepts every item"
+                );
+                acknowledged.extend(response.accepted_records.into_iter().map(|r| r.record_id));
+                unavailable += retries;
             }
             (acknowledged, unavailable)
         })
@@ -196,4 +175,24 @@ async fn kill_connections(url: &str) {
             .unwrap();
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
+}
+
+/// Sends a request (the same request ids each time) until it is answered, and counts the
+/// UNAVAILABLE answers it retried. Any other error fails the test: it would not be retryable.
+async fn until_acknowledged<T, F, Fut>(what: &str, mut send: F) -> (T, usize)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+{
+    let mut retries = 0;
+    loop {
+        match send().await {
+            Ok(response) => return (response.into_inner(), retries),
+            Err(status) if status.code() == Code::Unavailable => {
+                retries += 1;
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Err(status) => panic!("{what} failed with {status:?}, not a retryable status"),
+        }
+    }
 }
