@@ -9,7 +9,7 @@ use carerecord_platform::errors::Violations;
 
 use crate::Settings;
 use crate::domain::estimate::{self, SplitMix};
-use crate::domain::features::{BLOCKING_RULES, Features, rule_of};
+use crate::domain::features::{BLOCKING_RULES, Features, is_identifier_key, rule_of};
 use crate::domain::model::{self, FIELD_COUNT, FIELDS, Field, Level, Model, Pattern};
 use crate::domain::validate;
 use crate::error::Error;
@@ -512,8 +512,7 @@ fn identified_keys(
         }
         for key in candidate.blocking_keys() {
             // Identifier keys find only their holder, which is already here.
-            let by_identifier = key.starts_with("n:") || key.starts_with("i:");
-            if !by_identifier && !probe_keys.contains(&key) && !keys.contains(&key) {
+            if !is_identifier_key(&key) && !probe_keys.contains(&key) && !keys.contains(&key) {
                 keys.push(key);
             }
         }

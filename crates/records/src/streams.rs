@@ -38,13 +38,15 @@ pub type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send
 const PER_MESSAGE: usize = 100;
 /// Rows per export query: large enough to amortise the query, small enough to bound memory.
 const EXPORT_CHUNK: i64 = 500;
-/// Import items per transaction at most, and payload bytes per transaction at most.
-const IMPORT_BATCH: usize = 1000;
+/// Import items per message at most (the contract's limit).
+const MAX_ITEMS_PER_MESSAGE: usize = 1000;
+/// Payload bytes per import transaction at most.
 const IMPORT_BATCH_BYTES: usize = 16 << 20;
-/// Items per import transaction: two messages' worth. Larger transactions share a commit and a
-/// hand-over of the feed head lock (measured here, 200,000 items: 1,000 a transaction 25-31k
-/// records/s, 2,000 38-43k, 4,000 43k while holding the lock twice as long).
-const IMPORT_WRITE_ITEMS: usize = 2000;
+/// Items per import transaction: two messages' worth, as many as the store writes in one.
+/// Larger transactions share a commit and a hand-over of the feed head lock (measured here,
+/// 200,000 items: 1,000 a transaction 25-31k records/s, 2,000 38-43k, 4,000 43k while holding
+/// the lock twice as long).
+const IMPORT_WRITE_ITEMS: usize = store::MAX_CREATES_PER_WRITE;
 /// Import transactions written at once: while one holds the feed head lock, the next copies its
 /// request ids and waits its turn (one at a time: 22k records/s here at 1,000 items a
 /// transaction; two: 25-29k; three 28-31k; at 2,000 items two and three are alike).
@@ -524,11 +526,11 @@ pub async fn import(
     let mut next_index = 0i64;
     let mut message = Some(first);
     while let Some(request) = message {
-        if request.items.len() > IMPORT_BATCH {
+        if request.items.len() > MAX_ITEMS_PER_MESSAGE {
             return Err(Error::invalid(
                 "items",
                 format!(
-                    "at most {IMPORT_BATCH} items per message, got {}",
+                    "at most {MAX_ITEMS_PER_MESSAGE} items per message, got {}",
                     request.items.len()
                 ),
             )

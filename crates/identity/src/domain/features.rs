@@ -244,6 +244,12 @@ pub const BLOCKING_RULES: &[(&str, &[super::model::Field])] = {
     ]
 };
 
+/// Whether `key` blocks on an NHS number or an identifier: it finds only their one live holder.
+pub fn is_identifier_key(key: &str) -> bool {
+    use super::model::Field::{Identifier, NhsNumber};
+    rule_of(key).is_some_and(|rule| matches!(BLOCKING_RULES[rule].1, [NhsNumber] | [Identifier]))
+}
+
 /// The index in [`BLOCKING_RULES`] of the rule that produced `key`.
 pub fn rule_of(key: &str) -> Option<usize> {
     BLOCKING_RULES
@@ -255,6 +261,22 @@ pub fn rule_of(key: &str) -> Option<usize> {
 mod tests {
     use super::*;
     use carerecord_contracts::common::v1::{Address, Date, HumanName};
+
+    #[test]
+    fn identifier_keys_are_told_from_demographic_keys() {
+        assert!(is_identifier_key("n:9434765919"));
+        assert!(is_identifier_key("i:https://trust.example/mrn|123"));
+        for key in [
+            "d:19800101",
+            "fy:SM|1980",
+            "gf:JN|SM|198",
+            "nh:JN|SM|12",
+            "pn:LS1|SM",
+        ] {
+            assert!(!is_identifier_key(key), "{key}");
+        }
+        assert!(!is_identifier_key("x:unknown"));
+    }
 
     #[test]
     fn features_and_keys_of_a_patient() {
