@@ -11,8 +11,8 @@ use carerecord_contracts::access::v1::{
 };
 use carerecord_e2e::{Overrides, Platform, authed};
 use carerecord_platform::app::Service;
-use carerecord_platform::config::Env;
 use carerecord_platform::db::Backend;
+use carerecord_platform::env::Env;
 use carerecord_platform::testing::TestDatabase;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -240,7 +240,9 @@ async fn data_access_does_not_start_when_its_jwks_url_cannot_be_loaded() {
         ]);
         let config = carerecord_access::Application::config_from_env(&Env::from_pairs(vars))
             .expect("the configuration itself is valid");
-        let Err(error) = carerecord_access::Application::build(config).await else {
+        let Err(error) =
+            carerecord_platform::app::start::<carerecord_access::Application>(config).await
+        else {
             panic!("data access started without its keys (HTTP {status})");
         };
         let error = error.to_string();

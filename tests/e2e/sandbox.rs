@@ -13,8 +13,8 @@ use carerecord_contracts::identity::v1::{CreatePatientRequest, Patient};
 use carerecord_contracts::records::v1::record_hosting_service_client::RecordHostingServiceClient;
 use carerecord_contracts::records::v1::{CreateRecordRequest, Record};
 use carerecord_platform::app::Service;
-use carerecord_platform::config::Env;
 use carerecord_platform::db::Backend;
+use carerecord_platform::env::Env;
 use carerecord_platform::testing::TestDatabase;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
@@ -75,13 +75,11 @@ fn with(vars: &mut Vec<(String, String)>, extra: &[(String, String)]) {
 }
 
 async fn start<S: Service>(vars: Vec<(String, String)>, shutdown: &CancellationToken) -> String {
-    let config = S::config_from_env(&Env::from_pairs(vars))
-        .unwrap_or_else(|e| panic!("{} config: {e}", S::NAME));
-    let service = S::build(config)
+    let running = carerecord_platform::app::start_from_env::<S>(&Env::from_pairs(vars))
         .await
         .unwrap_or_else(|e| panic!("{} failed to start: {e}", S::NAME));
-    let addr: SocketAddr = service.local_addr();
-    tokio::spawn(service.run(shutdown.clone()));
+    let addr: SocketAddr = running.local_addr();
+    tokio::spawn(running.run(shutdown.clone()));
     format!("http://{addr}")
 }
 

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use carerecord_platform::config::{ConfigError, Env};
+use carerecord_platform::env::{ConfigError, Env};
 use carerecord_platform::page_token::PageTokens;
 use serde::Deserialize;
 

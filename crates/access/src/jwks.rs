@@ -15,7 +15,7 @@ use std::net::IpAddr;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use carerecord_platform::config::{ConfigError, Env};
+use carerecord_platform::env::{ConfigError, Env};
 use http_body_util::{BodyExt, Empty, LengthLimitError, Limited};
 use hyper::body::Bytes;
 use hyper::{Request, StatusCode, Uri, header};

@@ -22,12 +22,10 @@ pub mod upstream;
 use std::net::SocketAddr;
 
 use carerecord_contracts::access::v1::data_access_service_server::DataAccessServiceServer;
-use carerecord_platform::app::{Service, StartError};
-use carerecord_platform::config::{ConfigError, Env, ServiceConfig};
-use carerecord_platform::db::{Database, Migrations};
-use carerecord_platform::server::GrpcServer;
-use carerecord_platform::telemetry::TelemetryConfig;
-use tokio_util::sync::CancellationToken;
+use carerecord_platform::app::{Running, Service, StartError, Startup};
+use carerecord_platform::config::ServiceConfig;
+use carerecord_platform::db::Migrations;
+use carerecord_platform::env::{ConfigError, Env};
 
 pub use service::AccessService;
 
@@ -60,12 +58,8 @@ impl Config {
     }
 }
 
-/// The access service, bound and ready to serve.
-pub struct Application {
-    server: GrpcServer,
-    /// The JWKS URL's keys, refreshed while the service runs.
-    jwks: Option<std::sync::Arc<jwks::RemoteJwks>>,
-}
+/// The access service, as the platform starts it.
+pub struct Application;
 
 impl Service for Application {
     const NAME: &'static str = "access";
@@ -75,29 +69,28 @@ impl Service for Application {
         Config::from_env(env)
     }
 
-    fn telemetry_config(config: &Config) -> &TelemetryConfig {
-        &config.service.telemetry
+    fn shared_config(config: &Config) -> &ServiceConfig {
+        &config.service
     }
 
-    async fn build(config: Config) -> Result<Self, StartError> {
+    fn migrations() -> &'static Migrations {
+        &MIGRATIONS
+    }
+
+    async fn build(config: Config, startup: Startup) -> Result<Running, StartError> {
         let mut config = config;
         // The service does not start without the keys of its JWKS URL.
-        let jwks = match &config.access.jwks_url {
-            Some(source) => {
-                let remote = jwks::RemoteJwks::start(source.clone()).await.map_err(|e| {
-                    ConfigError::invalid(
-                        "CARERECORD_JWKS_URL",
-                        &source.url(),
-                        format!("cannot load the key set: {e}"),
-                    )
-                })?;
-                config.access.tokens.add_remote(remote.clone());
-                Some(remote)
-            }
-            None => None,
-        };
-        let database = Database::connect(&config.service.database, &MIGRATIONS).await?;
-        let limits = &config.service.server;
+        if let Some(source) = &config.access.jwks_url {
+            let remote = jwks::RemoteJwks::start(source.clone()).await.map_err(|e| {
+                ConfigError::invalid(
+                    "CARERECORD_JWKS_URL",
+                    &source.url(),
+                    format!("cannot load the key set: {e}"),
+                )
+            })?;
+            config.access.tokens.add_remote(remote.clone());
+            tokio::spawn(remote.refresh_periodically(startup.background()));
+        }
         let access = &config.access;
         let upstream = upstream::Upstream::new(
             &access.identity_endpoint,
@@ -108,7 +101,7 @@ impl Service for Application {
             access.upstream_retries,
         )
         .map_err(StartError::Other)?;
-        let store = store::Store::new(database);
+        let store = store::Store::new(startup.database().await?);
         store
             .register_key(
                 access.signer.key_id(),
@@ -124,32 +117,9 @@ impl Service for Application {
                 "development tokens are accepted (CARERECORD_DEV_TOKENS=true): never in production"
             );
         }
-        let api = DataAccessServiceServer::new(AccessService::new(
-            store,
-            upstream,
-            config.access.clone(),
-        ))
-        .max_decoding_message_size(limits.max_message_bytes)
-        .max_encoding_message_size(limits.max_message_bytes);
-        let server = GrpcServer::bind(&config.service.server)
-            .await?
-            .with_descriptor_set(carerecord_contracts::FILE_DESCRIPTOR_SET)
-            .add_service(api);
-        Ok(Application { server, jwks })
-    }
-
-    fn migrations() -> &'static Migrations {
-        &MIGRATIONS
-    }
-
-    fn local_addr(&self) -> SocketAddr {
-        self.server.local_addr()
-    }
-
-    async fn run(self, shutdown: CancellationToken) -> Result<(), StartError> {
-        if let Some(jwks) = self.jwks {
-            tokio::spawn(jwks.refresh_periodically(shutdown.clone()));
-        }
-        Ok(self.server.serve(shutdown).await?)
+        let api = DataAccessServiceServer::new(AccessService::new(store, upstream, config.access))
+            .max_decoding_message_size(startup.max_message_bytes())
+            .max_encoding_message_size(startup.max_message_bytes());
+        Ok(startup.serve(api))
     }
 }

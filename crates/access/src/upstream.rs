@@ -12,7 +12,8 @@ use carerecord_contracts::consent::v1::consent_service_client::ConsentServiceCli
 use carerecord_contracts::identity::v1::patient_identity_service_client::PatientIdentityServiceClient;
 use carerecord_contracts::records::v1::record_hosting_service_client::RecordHostingServiceClient;
 use carerecord_platform::telemetry::PropagateTrace;
-use carerecord_platform::tls::{ClientTls, channel};
+use carerecord_platform::tls::ClientTls;
+use carerecord_platform::transport::channel;
 use tonic::codegen::InterceptedService;
 use tonic::transport::Channel;
 use tonic::{Code, Status};

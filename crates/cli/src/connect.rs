@@ -3,8 +3,9 @@
 use std::time::Duration;
 
 use carerecord_contracts::common::v1::Requester;
-use carerecord_platform::config::Env;
-use carerecord_platform::tls::{ClientTls, channel};
+use carerecord_platform::env::Env;
+use carerecord_platform::tls::ClientTls;
+use carerecord_platform::transport::channel;
 use tonic::transport::Channel;
 
 /// The endpoints of the four services; defaults match `carerecord up`.

@@ -3,8 +3,8 @@
 
 use std::path::PathBuf;
 
-use carerecord_platform::app::{Service, StartError};
-use carerecord_platform::config::Env;
+use carerecord_platform::app::{Running, Service};
+use carerecord_platform::env::Env;
 use tokio_util::sync::CancellationToken;
 
 use crate::connect::connect;
@@ -68,10 +68,10 @@ pub async fn run(args: UpArgs) -> Result<(), String> {
     let consent = start::<carerecord_consent::Application>(&env_for("consent", 3)).await?;
 
     let addrs = [
-        access.local_addr(),
-        identity.local_addr(),
-        records.local_addr(),
-        consent.local_addr(),
+        access.1.local_addr(),
+        identity.1.local_addr(),
+        records.1.local_addr(),
+        consent.1.local_addr(),
     ];
     let tasks = [
         tokio::spawn(serve(access, shutdown.clone())),
@@ -225,16 +225,19 @@ async fn demo_population(
     }
 }
 
-async fn start<S: Service>(env: &Env) -> Result<S, String> {
-    let config = S::config_from_env(env).map_err(|e| format!("{}: {e}", S::NAME))?;
-    S::build(config)
-        .await
-        .map_err(|e: StartError| format!("{} failed to start: {e}", S::NAME))
+async fn start<S: Service>(env: &Env) -> Result<(&'static str, Running), String> {
+    match carerecord_platform::app::start_from_env::<S>(env).await {
+        Ok(running) => Ok((S::NAME, running)),
+        Err(e) => Err(format!("{} failed to start: {e}", S::NAME)),
+    }
 }
 
-async fn serve<S: Service>(service: S, shutdown: CancellationToken) -> Result<(), String> {
-    service
+async fn serve(
+    (name, running): (&'static str, Running),
+    shutdown: CancellationToken,
+) -> Result<(), String> {
+    running
         .run(shutdown)
         .await
-        .map_err(|e| format!("{}: {e}", S::NAME))
+        .map_err(|e| format!("{name}: {e}"))
 }

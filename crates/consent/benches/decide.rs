@@ -22,8 +22,7 @@ use carerecord_contracts::consent::v1::consent_service_server::{
     ConsentService, ConsentServiceServer,
 };
 use carerecord_contracts::consent::v1::*;
-use carerecord_platform::app::Service;
-use carerecord_platform::config::Env;
+use carerecord_platform::env::Env;
 use carerecord_platform::testing::TestDatabase;
 use prost::Message;
 use prost_types::Timestamp;
@@ -471,7 +470,9 @@ fn main() {
             env.push(("CARERECORD_DB_MAX_CONNECTIONS", size.as_str()));
         }
         let config = Config::from_env(&Env::from_pairs(env)).expect("config");
-        let app = Application::build(config).await.expect("build");
+        let app = carerecord_platform::app::start::<Application>(config)
+            .await
+            .expect("build");
         let addr = app.local_addr();
         tokio::spawn(app.run(shutdown.clone()));
         addr

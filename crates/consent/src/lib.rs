@@ -15,13 +15,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use carerecord_contracts::consent::v1::consent_service_server::ConsentServiceServer;
-use carerecord_platform::app::{Service, StartError};
-use carerecord_platform::config::{ConfigError, Env, ServiceConfig};
-use carerecord_platform::db::{Database, Migrations};
+use carerecord_platform::app::{Running, Service, StartError, Startup};
+use carerecord_platform::config::ServiceConfig;
+use carerecord_platform::db::Migrations;
+use carerecord_platform::env::{ConfigError, Env};
 use carerecord_platform::page_token::PageTokens;
-use carerecord_platform::server::GrpcServer;
-use carerecord_platform::telemetry::TelemetryConfig;
-use tokio_util::sync::CancellationToken;
 
 pub use policy::PlatformPolicies;
 pub use service::ConsentDecider;
@@ -78,10 +76,8 @@ impl Config {
     }
 }
 
-/// The consent service, bound and ready to serve.
-pub struct Application {
-    server: GrpcServer,
-}
+/// The consent service, as the platform starts it.
+pub struct Application;
 
 impl Service for Application {
     const NAME: &'static str = "consent";
@@ -91,11 +87,15 @@ impl Service for Application {
         Config::from_env(env)
     }
 
-    fn telemetry_config(config: &Config) -> &TelemetryConfig {
-        &config.service.telemetry
+    fn shared_config(config: &Config) -> &ServiceConfig {
+        &config.service
     }
 
-    async fn build(config: Config) -> Result<Self, StartError> {
+    fn migrations() -> &'static Migrations {
+        &MIGRATIONS
+    }
+
+    async fn build(config: Config, startup: Startup) -> Result<Running, StartError> {
         // Policies first: a bad policy file must stop the service before it touches the database.
         let policies = Arc::new(config.load_policies()?);
         let exemptions = policies.exemption_ids();
@@ -109,31 +109,10 @@ impl Service for Application {
                 "the platform policies have no @kind(\"optout-exemption\") rule: the national data opt-out withholds every purpose, individual care included"
             );
         }
-        let database = Database::connect(&config.service.database, &MIGRATIONS).await?;
-        let limits = &config.service.server;
-        let api = ConsentServiceServer::new(ConsentDecider::new(
-            database,
-            policies,
-            config.tokens.clone(),
-        ))
-        .max_decoding_message_size(limits.max_message_bytes)
-        .max_encoding_message_size(limits.max_message_bytes);
-        let server = GrpcServer::bind(&config.service.server)
-            .await?
-            .with_descriptor_set(carerecord_contracts::FILE_DESCRIPTOR_SET)
-            .add_service(api);
-        Ok(Application { server })
-    }
-
-    fn migrations() -> &'static Migrations {
-        &MIGRATIONS
-    }
-
-    fn local_addr(&self) -> SocketAddr {
-        self.server.local_addr()
-    }
-
-    async fn run(self, shutdown: CancellationToken) -> Result<(), StartError> {
-        Ok(self.server.serve(shutdown).await?)
+        let service = ConsentDecider::new(startup.database().await?, policies, config.tokens);
+        let api = ConsentServiceServer::new(service)
+            .max_decoding_message_size(startup.max_message_bytes())
+            .max_encoding_message_size(startup.max_message_bytes());
+        Ok(startup.serve(api))
     }
 }

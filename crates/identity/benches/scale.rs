@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use carerecord_contracts::common::v1::Identifier;
 use carerecord_contracts::identity::v1::*;
-use carerecord_identity::synthetic::{Generated, Generator};
+use carerecord_synthetic::{Generated, Generator};
 
 const CLIENTS: usize = 16;
 const SERVER_WORKERS: usize = 2;

@@ -7,19 +7,16 @@ mod error;
 mod matching;
 mod service;
 mod store;
-pub mod synthetic;
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use carerecord_contracts::identity::v1::patient_identity_service_server::PatientIdentityServiceServer;
-use carerecord_platform::app::{Service, StartError};
-use carerecord_platform::config::{ConfigError, Env, ServiceConfig};
-use carerecord_platform::db::{Database, Migrations};
+use carerecord_platform::app::{Running, Service, StartError, Startup};
+use carerecord_platform::config::ServiceConfig;
+use carerecord_platform::db::Migrations;
+use carerecord_platform::env::{ConfigError, Env};
 use carerecord_platform::page_token::PageTokens;
-use carerecord_platform::server::GrpcServer;
-use carerecord_platform::telemetry::TelemetryConfig;
-use tokio_util::sync::CancellationToken;
 
 pub use service::IdentityService;
 
@@ -130,11 +127,8 @@ impl Config {
     }
 }
 
-/// The identity service, bound and ready to serve.
-pub struct Application {
-    server: GrpcServer,
-    streams: CancellationToken,
-}
+/// The identity service, as the platform starts it.
+pub struct Application;
 
 impl Service for Application {
     const NAME: &'static str = "identity";
@@ -144,15 +138,16 @@ impl Service for Application {
         Config::from_env(env)
     }
 
-    fn telemetry_config(config: &Config) -> &TelemetryConfig {
-        &config.service.telemetry
+    fn shared_config(config: &Config) -> &ServiceConfig {
+        &config.service
     }
 
-    async fn build(config: Config) -> Result<Self, StartError> {
-        let database = Database::connect(&config.service.database, &MIGRATIONS).await?;
-        let limits = &config.service.server;
-        let streams = CancellationToken::new();
-        let store = store::Store::new(database);
+    fn migrations() -> &'static Migrations {
+        &MIGRATIONS
+    }
+
+    async fn build(config: Config, startup: Startup) -> Result<Running, StartError> {
+        let store = store::Store::new(startup.database().await?);
         let scheme = domain::features::BLOCKING_SCHEME;
         let rekeyed = store
             .rekey_if_stale(scheme)
@@ -174,36 +169,11 @@ impl Service for Application {
                     StartError::Other(format!("storing the starting match parameters: {e}"))
                 })?;
         }
-        let service = IdentityService::new(store, config.identity, config.tokens, streams.clone());
+        let service =
+            IdentityService::new(store, config.identity, config.tokens, startup.background());
         let api = PatientIdentityServiceServer::new(service)
-            .max_decoding_message_size(limits.max_message_bytes)
-            .max_encoding_message_size(limits.max_message_bytes);
-        let server = GrpcServer::bind(&config.service.server)
-            .await?
-            .with_descriptor_set(carerecord_contracts::FILE_DESCRIPTOR_SET)
-            .add_service(api);
-        Ok(Application { server, streams })
-    }
-
-    fn migrations() -> &'static Migrations {
-        &MIGRATIONS
-    }
-
-    fn local_addr(&self) -> SocketAddr {
-        self.server.local_addr()
-    }
-
-    async fn run(self, shutdown: CancellationToken) -> Result<(), StartError> {
-        // Change-feed streams never finish on their own: end them when shutdown starts, so the
-        // server can drain.
-        let streams = self.streams.clone();
-        let trigger = shutdown.clone();
-        tokio::spawn(async move {
-            trigger.cancelled().await;
-            streams.cancel();
-        });
-        let result = self.server.serve(shutdown).await;
-        self.streams.cancel();
-        Ok(result?)
+            .max_decoding_message_size(startup.max_message_bytes())
+            .max_encoding_message_size(startup.max_message_bytes());
+        Ok(startup.serve(api))
     }
 }

@@ -38,7 +38,9 @@ pub fn check_probe(p: &Patient, v: &mut Violations) {
             "needs at least one of nhs_number, identifiers, a name with a family or given name, or birth_date",
         );
     }
-    if !p.nhs_number.trim().is_empty() && crate::domain::nhs::digits(&p.nhs_number).is_err() {
+    if !p.nhs_number.trim().is_empty()
+        && carerecord_platform::nhs_number::digits(&p.nhs_number).is_err()
+    {
         v.add(
             "demographics.nhs_number",
             "must be ten digits (spaces and dashes allowed)",
@@ -524,7 +526,7 @@ fn identified_keys(
 mod tests {
     use super::*;
     use crate::domain::model::Classification;
-    use carerecord_platform::config::Env;
+    use carerecord_platform::env::Env;
 
     fn classify(agreeing: &[(Field, Level)]) -> Classification {
         let settings = Settings::from_env(&Env::from_pairs::<&str, &str>([])).expect("defaults");

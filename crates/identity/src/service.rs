@@ -21,10 +21,11 @@ use crate::Settings;
 use crate::domain::features::Features;
 use crate::domain::model::{Classification, Level};
 use crate::domain::validate::{self, NHS_NUMBER_SYSTEM, Parts};
-use crate::domain::{compare, nhs, normalize, phonetic};
+use crate::domain::{compare, normalize, phonetic};
 use crate::error::{Error, IDENTIFIER, MATCH_PARAMETERS};
 use crate::matching;
 use crate::store::{self, NewPatient, SearchArg, Store, Stored};
+use carerecord_platform::nhs_number as nhs;
 
 const MAX_BATCH: usize = 1000;
 const MAX_REASON: usize = 1000;

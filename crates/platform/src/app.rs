@@ -9,10 +9,11 @@ use std::process::ExitCode;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{ConfigError, Env};
-use crate::db::DbError;
-use crate::server::ServeError;
-use crate::telemetry::{TelemetryConfig, TelemetryError};
+use crate::config::ServiceConfig;
+use crate::db::{Database, DbError, Migrations};
+use crate::env::{ConfigError, Env};
+use crate::server::{GrpcServer, ServeError};
+use crate::telemetry::TelemetryError;
 
 /// Why a service could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -36,19 +37,119 @@ pub trait Service: Sized + Send + 'static {
     type Config: Send + 'static;
 
     fn config_from_env(env: &Env) -> Result<Self::Config, ConfigError>;
-    fn telemetry_config(config: &Self::Config) -> &TelemetryConfig;
+    /// The settings every service shares, inside this service's configuration.
+    fn shared_config(config: &Self::Config) -> &ServiceConfig;
     /// The service's migrations, one set per dialect. `carerecord-<service> migrate` applies them and
     /// exits, needing only `DATABASE_URL` (for an init container or a hook that runs before a new
     /// version serves).
-    fn migrations() -> &'static crate::db::Migrations;
-    /// Connects and migrates the database and binds the listener, so the port is known before serving.
-    fn build(config: Self::Config) -> impl Future<Output = Result<Self, StartError>> + Send;
-    fn local_addr(&self) -> SocketAddr;
-    /// Serves until `shutdown` is cancelled, then drains.
-    fn run(
-        self,
-        shutdown: CancellationToken,
-    ) -> impl Future<Output = Result<(), StartError>> + Send;
+    fn migrations() -> &'static Migrations;
+    /// Builds the API on `startup` (whose listener is already bound) and hands it to
+    /// [`Startup::serve`].
+    fn build(
+        config: Self::Config,
+        startup: Startup,
+    ) -> impl Future<Output = Result<Running, StartError>> + Send;
+}
+
+/// What a service builds itself with: its bound listener, its database, and a token that ends its
+/// long-lived streams and background tasks when shutdown begins.
+pub struct Startup {
+    shared: ServiceConfig,
+    migrations: &'static Migrations,
+    server: GrpcServer,
+    background: CancellationToken,
+}
+
+impl Startup {
+    /// Connects the database and applies the migrations; a service calls it once, when whatever
+    /// must be checked before touching the database has been.
+    pub async fn database(&self) -> Result<Database, StartError> {
+        Ok(Database::connect(&self.shared.database, self.migrations).await?)
+    }
+
+    /// The largest message the API may decode or encode (`CARERECORD_MAX_MESSAGE_BYTES`).
+    pub fn max_message_bytes(&self) -> usize {
+        self.shared.server.max_message_bytes
+    }
+
+    /// Cancelled as soon as shutdown begins: streams that never end on their own (change feeds,
+    /// exports) and background tasks stop on it, so in-flight calls can drain.
+    pub fn background(&self) -> CancellationToken {
+        self.background.clone()
+    }
+
+    /// Serves `api` (with the contracts' descriptors for reflection) once [`Running::run`] is called.
+    pub fn serve<S>(self, api: S) -> Running
+    where
+        S: tower::Service<
+                http::Request<tonic::body::Body>,
+                Response = http::Response<tonic::body::Body>,
+                Error = std::convert::Infallible,
+            > + tonic::server::NamedService
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send + 'static,
+    {
+        Running {
+            server: self
+                .server
+                .with_descriptor_set(carerecord_contracts::FILE_DESCRIPTOR_SET)
+                .add_service(api),
+            background: self.background.drop_guard(),
+        }
+    }
+}
+
+/// A built service, bound to its port, ready to serve.
+pub struct Running {
+    server: GrpcServer,
+    // Ends the service's streams and background tasks when shutdown begins, or when this is dropped
+    // without serving.
+    background: tokio_util::sync::DropGuard,
+}
+
+impl Running {
+    /// The address actually bound (the real port when configured with `:0`).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.server.local_addr()
+    }
+
+    /// Serves until `shutdown` is cancelled, then ends the streams and drains in-flight calls.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), StartError> {
+        let background = self.background.disarm();
+        let stop_background = background.clone();
+        let trigger = shutdown.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                () = trigger.cancelled() => stop_background.cancel(),
+                () = stop_background.cancelled() => {}
+            }
+        });
+        let result = self.server.serve(shutdown).await;
+        background.cancel();
+        Ok(result?)
+    }
+}
+
+/// Binds `S`'s listener and builds it from `config`: what `main`, `carerecord up` and the tests
+/// all start a service with.
+pub async fn start<S: Service>(config: S::Config) -> Result<Running, StartError> {
+    let shared = S::shared_config(&config).clone();
+    let server = GrpcServer::bind(&shared.server).await?;
+    let startup = Startup {
+        shared,
+        migrations: S::migrations(),
+        server,
+        background: CancellationToken::new(),
+    };
+    S::build(config, startup).await
+}
+
+/// [`start`] with the configuration read from `env`.
+pub async fn start_from_env<S: Service>(env: &Env) -> Result<Running, StartError> {
+    start::<S>(S::config_from_env(env)?).await
 }
 
 /// What the binary was asked to do.
@@ -113,9 +214,9 @@ pub fn main<S: Service>() -> ExitCode {
 
 async fn serve<S: Service>(env: &Env) -> Result<(), StartError> {
     let config = S::config_from_env(env)?;
-    let telemetry = crate::telemetry::init(S::telemetry_config(&config))?;
+    let telemetry = crate::telemetry::init(&S::shared_config(&config).telemetry)?;
     let result = async {
-        let service = S::build(config).await?;
+        let service = start::<S>(config).await?;
         tracing::info!(service = S::NAME, addr = %service.local_addr(), "started");
         service.run(crate::server::shutdown_on_signal()).await
     }

@@ -14,7 +14,7 @@ use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{AnyPool, Executor};
 
-use crate::config::{ConfigError, Env};
+use crate::env::{ConfigError, Env};
 
 /// Which database engine is behind a pool; stores use it where SQL dialects differ.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -243,6 +243,33 @@ impl Database {
             backend,
             postgres,
         })
+    }
+}
+
+/// Whether a database error means "try again": the connection or server went away, the pool is
+/// exhausted, or the database is busy. These become UNAVAILABLE so clients retry.
+pub fn is_transient(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed
+        | sqlx::Error::Protocol(_) => true,
+        sqlx::Error::Database(db) => match db.code() {
+            // PostgreSQL: connection exceptions (08), shutdown and crash recovery (57P0x),
+            // serialization failures and deadlocks (40001, 40P01), too many connections (53300).
+            Some(code) => {
+                let code = code.as_ref();
+                code.starts_with("08")
+                    || code.starts_with("57P")
+                    || matches!(code, "40001" | "40P01" | "53300")
+                    // SQLite: SQLITE_BUSY (5) and SQLITE_LOCKED (6), including extended codes.
+                    || code.parse::<i32>().is_ok_and(|c| matches!(c & 0xff, 5 | 6))
+            }
+            None => false,
+        },
+        _ => false,
     }
 }
 

@@ -45,13 +45,16 @@ impl Violations {
         self.0.iter().map(|(f, d)| (f.as_str(), d.as_str()))
     }
 
-    /// `Ok(())` when nothing was recorded, else an INVALID_ARGUMENT status listing every violation.
-    pub fn into_result(self) -> Result<(), Status> {
-        if self.0.is_empty() {
-            Ok(())
-        } else {
-            Err(invalid_argument(&self))
-        }
+    /// `Ok(())` when nothing was recorded, else the violations, for `?` into the crate's error
+    /// (every crate's error converts from [`Violations`]; a [`Status`] does too).
+    pub fn into_result(self) -> Result<(), Violations> {
+        if self.0.is_empty() { Ok(()) } else { Err(self) }
+    }
+}
+
+impl From<Violations> for Status {
+    fn from(violations: Violations) -> Status {
+        invalid_argument(&violations)
     }
 }
 
@@ -190,7 +193,7 @@ mod tests {
         violations.check(true, "ok", "never recorded");
         violations.add("patient.nhs_number", "fails the modulus-11 check");
         violations.add("patient.birth_date.month", "must be 1 to 12");
-        let status = violations.into_result().unwrap_err();
+        let status = Status::from(violations.into_result().unwrap_err());
         assert_eq!(status.code(), Code::InvalidArgument);
         assert_eq!(
             status.message(),

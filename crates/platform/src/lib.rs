@@ -1,25 +1,35 @@
 //! The small, shared runtime of every carerecord service.
 //!
 //! - [`app`]: the shape of a service binary, and its `main`.
-//! - [`config`]: configuration from environment variables, with errors that name the variable.
+//! - [`env`]: configuration variables, with errors that name the variable.
+//! - [`config`]: the settings every service shares (server, database, telemetry).
 //! - [`telemetry`]: logs (human or JSON), OpenTelemetry traces over OTLP, W3C trace context.
 //! - [`server`]: gRPC serving with health, reflection, timeouts, size limits and graceful shutdown.
 //! - [`errors`]: gRPC statuses with google.rpc error details.
 //! - [`page_token`]: opaque, unforgeable page tokens and cursors.
 //! - [`fhir`]: the FHIR R4 resource type names.
+//! - [`nhs_number`]: NHS numbers (ten digits, modulus-11 check digit).
 //! - [`metrics`]: RED metrics (rate, errors, duration) per RPC.
 //! - [`db`]: a sqlx pool over PostgreSQL or embedded SQLite, with migrations run at start.
 //! - [`tls`]: TLS and mutual TLS for serving and for calls between modules.
-//! - [`testing`]: fresh databases for tests, on both backends.
+//! - [`transport`]: HTTP/2 windows and the channel one module opens to another.
+//! - [`request`]: parsing requests into ids, page sizes and page positions.
+//! - [`testing`] (feature `testing`): the test kit: fresh databases on both backends, services
+//!   started in-process, assertions on error details.
 
 pub mod app;
 pub mod config;
 pub mod db;
+pub mod env;
 pub mod errors;
 pub mod fhir;
 pub mod metrics;
+pub mod nhs_number;
 pub mod page_token;
+pub mod request;
 pub mod server;
 pub mod telemetry;
+#[cfg(feature = "testing")]
 pub mod testing;
 pub mod tls;
+pub mod transport;

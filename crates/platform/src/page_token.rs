@@ -12,9 +12,119 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
-use crate::config::{ConfigError, Env};
+use crate::env::{ConfigError, Env};
 
 const TAG_LEN: usize = 16;
+
+/// The field violation's description for a token that fails verification.
+pub const REFUSED: &str =
+    "malformed, tampered with, or issued for a different query: start again without it";
+
+/// The canonical bytes of a query, to bind a token to it: every value length-prefixed, so no two
+/// queries share bytes.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct QueryKey(Vec<u8>);
+
+impl QueryKey {
+    /// A query of `kind` (the list or stream it pages), with no parameters yet.
+    pub fn new(kind: &str) -> QueryKey {
+        let mut key = QueryKey::default();
+        key.text(kind);
+        key
+    }
+
+    pub fn text(&mut self, value: &str) -> &mut Self {
+        self.0
+            .extend_from_slice(&(value.len() as u64).to_be_bytes());
+        self.0.extend_from_slice(value.as_bytes());
+        self
+    }
+
+    pub fn int(&mut self, value: i64) -> &mut Self {
+        self.0.extend_from_slice(&value.to_be_bytes());
+        self
+    }
+
+    pub fn flag(&mut self, value: bool) -> &mut Self {
+        self.int(i64::from(value))
+    }
+
+    pub fn optional(&mut self, value: Option<i64>) -> &mut Self {
+        match value {
+            Some(v) => self.int(1).int(v),
+            None => self.int(0),
+        }
+    }
+
+    /// A list whose order does not matter: sorted and deduplicated first.
+    pub fn set<S: AsRef<str>>(&mut self, values: &[S]) -> &mut Self {
+        let mut sorted: Vec<&str> = values.iter().map(AsRef::as_ref).collect();
+        sorted.sort_unstable();
+        sorted.dedup();
+        self.int(sorted.len() as i64);
+        for value in sorted {
+            self.text(value);
+        }
+        self
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+/// Where a page or stream resumes: integers and texts written in order, and read back in the same
+/// order from a verified token.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Position {
+    bytes: Vec<u8>,
+    read: usize,
+}
+
+impl Position {
+    pub fn new() -> Position {
+        Position::default()
+    }
+
+    pub fn int(&mut self, value: i64) -> &mut Self {
+        self.bytes.extend_from_slice(&value.to_be_bytes());
+        self
+    }
+
+    pub fn text(&mut self, value: &str) -> &mut Self {
+        self.bytes
+            .extend_from_slice(&(value.len() as u32).to_be_bytes());
+        self.bytes.extend_from_slice(value.as_bytes());
+        self
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// The next integer, if one was written here.
+    pub fn read_int(&mut self) -> Option<i64> {
+        let bytes: [u8; 8] = self.bytes.get(self.read..self.read + 8)?.try_into().ok()?;
+        self.read += 8;
+        Some(i64::from_be_bytes(bytes))
+    }
+
+    /// The next text, if one was written here.
+    pub fn read_text(&mut self) -> Option<String> {
+        let len: [u8; 4] = self.bytes.get(self.read..self.read + 4)?.try_into().ok()?;
+        let len = u32::from_be_bytes(len) as usize;
+        let start = self.read + 4;
+        let text = std::str::from_utf8(self.bytes.get(start..start.checked_add(len)?)?).ok()?;
+        self.read = start + len;
+        Some(text.to_owned())
+    }
+
+    /// Whether everything written has been read: a position with bytes left over is not one this
+    /// service issued for the query.
+    pub fn is_done(&self) -> bool {
+        self.read == self.bytes.len()
+    }
+}
 
 /// Why a token was refused.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
@@ -73,6 +183,19 @@ impl PageTokens {
         raw.extend_from_slice(&self.tag(query, position));
         raw.extend_from_slice(position);
         URL_SAFE_NO_PAD.encode(raw)
+    }
+
+    /// A token for resuming the query `query` at `position`.
+    pub fn issue_at(&self, query: &QueryKey, position: &Position) -> String {
+        self.issue(query.as_bytes(), position.as_bytes())
+    }
+
+    /// The position in `token`, if this key issued it for this very `query`.
+    pub fn resume(&self, query: &QueryKey, token: &str) -> Result<Position, TokenError> {
+        Ok(Position {
+            bytes: self.verify(query.as_bytes(), token)?,
+            read: 0,
+        })
     }
 
     /// The position in `token`, if it was issued by this key for this very `query`.

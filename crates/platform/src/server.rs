@@ -28,11 +28,6 @@ pub enum ServeError {
     Transport(#[from] tonic::transport::Error),
 }
 
-/// HTTP/2 flow-control windows. The 64 KiB default lets a stream carry one window per round trip,
-/// which caps a bulk import or an export at a few MB/s; the connection window bounds what all of a
-/// connection's streams may have buffered at once.
-pub const STREAM_WINDOW: u32 = 2 << 20;
-pub const CONNECTION_WINDOW: u32 = 8 << 20;
 /// A bound gRPC server, not yet serving: add services, then [`GrpcServer::serve`].
 pub struct GrpcServer {
     config: ServerConfig,
@@ -158,8 +153,8 @@ impl GrpcServer {
         }
         let server = builder
             .timeout(config.request_timeout)
-            .initial_stream_window_size(STREAM_WINDOW)
-            .initial_connection_window_size(CONNECTION_WINDOW)
+            .initial_stream_window_size(crate::transport::STREAM_WINDOW)
+            .initial_connection_window_size(crate::transport::CONNECTION_WINDOW)
             .trace_fn(crate::telemetry::server_span)
             .layer(metrics)
             .add_routes(routes.routes())

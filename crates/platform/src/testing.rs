@@ -1,4 +1,5 @@
-//! Fresh databases for tests, so tests run in parallel on both backends.
+//! The test kit (feature `testing`, never in a production binary): fresh databases on both
+//! backends, services started in-process or as processes, and assertions on error details.
 //!
 //! SQLite is always tested. PostgreSQL is tested when `TEST_DATABASE_URL` names a server (CI sets
 //! it); each test then gets a database of its own, created on that server. When the variable is set
@@ -258,6 +259,158 @@ pub async fn assert_serves_health_and_reflection(endpoint: &str, service: &str) 
         names.iter().any(|n| n == "grpc.health.v1.Health"),
         "health not listed: {names:?}"
     );
+}
+
+/// A service started in-process by a test on `127.0.0.1:0`, with a connected channel; stopped by
+/// [`TestApp::stop`] (waiting for it to drain) or when dropped.
+pub struct TestApp {
+    pub addr: std::net::SocketAddr,
+    pub channel: tonic::transport::Channel,
+    shutdown: tokio_util::sync::CancellationToken,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl TestApp {
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stops the service and waits until it has drained.
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(task) = self.task.take() {
+            task.await.expect("the service task ends cleanly");
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// Starts `S` from `vars` (plus `CARERECORD_LISTEN_ADDR=127.0.0.1:0` and a short shutdown grace
+/// unless `vars` say otherwise) and connects to it.
+///
+/// # Panics
+/// When the configuration is refused or the service does not start.
+pub async fn spawn<S: crate::app::Service>(vars: &[(&str, &str)]) -> TestApp {
+    let mut env = crate::env::Env::from_pairs(vars.iter().copied());
+    env.set_default("CARERECORD_LISTEN_ADDR", "127.0.0.1:0");
+    env.set_default("CARERECORD_SHUTDOWN_GRACE", "5s");
+    spawn_with_config::<S>(
+        S::config_from_env(&env).unwrap_or_else(|e| panic!("{} configuration: {e}", S::NAME)),
+    )
+    .await
+}
+
+/// Starts `S` from a configuration the test built itself, and connects to it.
+///
+/// # Panics
+/// When the service does not start.
+pub async fn spawn_with_config<S: crate::app::Service>(config: S::Config) -> TestApp {
+    let running = crate::app::start::<S>(config)
+        .await
+        .unwrap_or_else(|e| panic!("{} does not start: {e}", S::NAME));
+    let addr = running.local_addr();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let task = tokio::spawn(running.run(shutdown.clone()));
+    let task = tokio::spawn(async move {
+        match task.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => panic!("{} stopped with an error: {e}", S::NAME),
+            Err(e) => panic!("{} task failed: {e}", S::NAME),
+        }
+    });
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .expect("a valid endpoint")
+        .connect()
+        .await
+        .unwrap_or_else(|e| panic!("cannot connect to {}: {e}", S::NAME));
+    TestApp {
+        addr,
+        channel,
+        shutdown,
+        task: Some(task),
+    }
+}
+
+/// The field paths of an INVALID_ARGUMENT status's `BadRequest`, in order.
+///
+/// # Panics
+/// When the status is not INVALID_ARGUMENT or carries no `BadRequest`.
+pub fn violations(status: &tonic::Status) -> Vec<String> {
+    use tonic_types::StatusExt;
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    status
+        .get_error_details()
+        .bad_request()
+        .unwrap_or_else(|| panic!("no BadRequest in {status:?}"))
+        .field_violations
+        .iter()
+        .map(|v| v.field.clone())
+        .collect()
+}
+
+/// Asserts INVALID_ARGUMENT with exactly these field violation paths, in this order.
+pub fn assert_invalid(status: &tonic::Status, fields: &[&str]) {
+    assert_eq!(violations(status), fields, "{status:?}");
+}
+
+/// The description of the first field violation.
+///
+/// # Panics
+/// When the status carries no field violation.
+pub fn first_description(status: &tonic::Status) -> String {
+    use tonic_types::StatusExt;
+    status
+        .get_error_details()
+        .bad_request()
+        .and_then(|b| b.field_violations.first().map(|v| v.description.clone()))
+        .unwrap_or_else(|| panic!("no field violation in {status:?}"))
+}
+
+/// The `ErrorInfo` reason of a status, or an empty string when it has none.
+pub fn reason(status: &tonic::Status) -> String {
+    use tonic_types::StatusExt;
+    status
+        .get_error_details()
+        .error_info()
+        .map(|i| i.reason.clone())
+        .unwrap_or_default()
+}
+
+/// The status's `ErrorInfo`.
+///
+/// # Panics
+/// When it has none.
+pub fn error_info(status: &tonic::Status) -> tonic_types::ErrorInfo {
+    use tonic_types::StatusExt;
+    status
+        .get_error_details()
+        .error_info()
+        .cloned()
+        .unwrap_or_else(|| panic!("no ErrorInfo in {status:?}"))
+}
+
+/// The life of a service binary on each backend: it migrates its database, serves `api` (a gRPC
+/// service name) with health and reflection, and exits cleanly on SIGTERM.
+///
+/// # Panics
+/// When any of those does not happen.
+pub async fn assert_binary_lifecycle(binary: &str, api: &str, envs: &[(&str, &str)]) {
+    for db in TestDatabase::each_backend().await {
+        let mut vars = vec![("DATABASE_URL", db.url.as_str())];
+        vars.extend_from_slice(envs);
+        let process = ServiceProcess::start(binary, &vars).await;
+        assert_serves_health_and_reflection(&process.endpoint(), api).await;
+        assert!(
+            process.terminate(std::time::Duration::from_secs(30)).await,
+            "{binary} did not exit cleanly on SIGTERM ({:?})",
+            db.backend
+        );
+    }
 }
 
 /// `CARERECORD_BENCH_SCALE` (default 1.0, must be positive): what every benchmark multiplies its

@@ -8,13 +8,9 @@
 //! server certificates; `CARERECORD_UPSTREAM_CERT_FILE` + `CARERECORD_UPSTREAM_KEY_FILE` are the
 //! client certificate presented to them. An `https://` endpoint uses TLS, `http://` plain h2c.
 
-use std::time::Duration;
+use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
 
-use tonic::transport::{
-    Certificate, Channel, ClientTlsConfig, Endpoint, Identity, ServerTlsConfig,
-};
-
-use crate::config::{ConfigError, Env};
+use crate::env::{ConfigError, Env};
 
 fn read_pem(env: &Env, name: &str) -> Result<Option<Vec<u8>>, ConfigError> {
     let Some(path) = env.get(name) else {
@@ -115,7 +111,7 @@ impl ClientTls {
         })
     }
 
-    fn tonic_config(&self, domain: &str) -> ClientTlsConfig {
+    pub(crate) fn tonic_config(&self, domain: &str) -> ClientTlsConfig {
         let mut config = ClientTlsConfig::new().domain_name(domain);
         if let Some(ca) = &self.ca {
             config = config.ca_certificate(ca.clone());
@@ -125,39 +121,4 @@ impl ClientTls {
         }
         config
     }
-}
-
-/// A lazily connected channel to another module: `http://host:port` (h2c) or `https://…` (TLS with
-/// `tls`). The first call connects, so a service starts even while its dependencies are down.
-pub fn channel(
-    name: &str,
-    url: &str,
-    tls: &ClientTls,
-    connect_timeout: Duration,
-) -> Result<Channel, ConfigError> {
-    let mut endpoint = Endpoint::from_shared(url.to_owned())
-        .map_err(|e| ConfigError::invalid(name, url, e.to_string()))?
-        .connect_timeout(connect_timeout)
-        .tcp_nodelay(true)
-        .initial_stream_window_size(crate::server::STREAM_WINDOW)
-        .initial_connection_window_size(crate::server::CONNECTION_WINDOW)
-        .http2_keep_alive_interval(Duration::from_secs(30))
-        .keep_alive_while_idle(true);
-    match endpoint.uri().scheme_str() {
-        Some("https") => {
-            let host = endpoint.uri().host().unwrap_or_default().to_owned();
-            endpoint = endpoint
-                .tls_config(tls.tonic_config(&host))
-                .map_err(|e| ConfigError::invalid(name, url, format!("TLS: {e}")))?;
-        }
-        Some("http") => {}
-        _ => {
-            return Err(ConfigError::invalid(
-                name,
-                url,
-                "expected an http:// or https:// URL",
-            ));
-        }
-    }
-    Ok(endpoint.connect_lazy())
 }

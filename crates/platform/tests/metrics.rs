@@ -1,6 +1,7 @@
 //! RED metrics are recorded per RPC with its status code, including trailers-only errors.
 
-use carerecord_platform::config::{Env, ServerConfig};
+use carerecord_platform::config::ServerConfig;
+use carerecord_platform::env::Env;
 use carerecord_platform::server::GrpcServer;
 use opentelemetry::metrics::MeterProvider as _;
 use opentelemetry_sdk::metrics::data::{AggregatedMetrics, MetricData};

@@ -2,9 +2,11 @@
 
 use std::time::Duration;
 
-use carerecord_platform::config::{Env, ServerConfig};
+use carerecord_platform::config::ServerConfig;
+use carerecord_platform::env::Env;
 use carerecord_platform::server::GrpcServer;
-use carerecord_platform::tls::{ClientTls, ServerTls, channel};
+use carerecord_platform::tls::{ClientTls, ServerTls};
+use carerecord_platform::transport::channel;
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 use tokio_util::sync::CancellationToken;
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};

@@ -25,8 +25,8 @@ use carerecord_contracts::records::v1::{
     GetRecordResponse, ImportItem, ImportRecordsRequest, ListRecordsRequest, ListRecordsResponse,
     Record,
 };
-use carerecord_platform::config::Env;
 use carerecord_platform::db::{Database, DatabaseConfig, now_micros};
+use carerecord_platform::env::Env;
 use carerecord_platform::page_token::PageTokens;
 use carerecord_platform::testing::TestDatabase;
 use carerecord_records::{MIGRATIONS, RecordsConfig, RecordsService};

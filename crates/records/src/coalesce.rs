@@ -13,7 +13,9 @@ use std::sync::Arc;
 
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
-use crate::error::{Error, is_transient};
+use carerecord_platform::db::is_transient;
+
+use crate::error::Error;
 use crate::store::{CreateOutcome, NewRecord, Store, Turn, Version};
 
 type Reply<Resp> = oneshot::Sender<Result<Resp, Error>>;

@@ -47,38 +47,11 @@ impl Error {
 
 impl From<sqlx::Error> for Error {
     fn from(e: sqlx::Error) -> Error {
-        if is_transient(&e) {
+        if carerecord_platform::db::is_transient(&e) {
             Error::Unavailable(e.to_string())
         } else {
             Error::Internal(e.to_string())
         }
-    }
-}
-
-/// Whether a database error means "try again": the connection or server went away, the pool is
-/// exhausted, or the database is busy. These become UNAVAILABLE so clients retry.
-pub(crate) fn is_transient(e: &sqlx::Error) -> bool {
-    match e {
-        sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_)
-        | sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::WorkerCrashed
-        | sqlx::Error::Protocol(_) => true,
-        sqlx::Error::Database(db) => match db.code() {
-            // PostgreSQL: connection exceptions (08), shutdown and crash recovery (57P0x),
-            // serialization failures and deadlocks (40001, 40P01), too many connections (53300).
-            Some(code) => {
-                let code = code.as_ref();
-                code.starts_with("08")
-                    || code.starts_with("57P")
-                    || matches!(code, "40001" | "40P01" | "53300")
-                    // SQLite: SQLITE_BUSY (5) and SQLITE_LOCKED (6), including extended codes.
-                    || code.parse::<i32>().is_ok_and(|c| matches!(c & 0xff, 5 | 6))
-            }
-            None => false,
-        },
-        _ => false,
     }
 }
 

@@ -17,13 +17,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use carerecord_contracts::records::v1::record_hosting_service_server::RecordHostingServiceServer;
-use carerecord_platform::app::{Service, StartError};
-use carerecord_platform::config::{ConfigError, Env, ServiceConfig};
-use carerecord_platform::db::{Database, Migrations};
+use carerecord_platform::app::{Running, Service, StartError, Startup};
+use carerecord_platform::config::ServiceConfig;
+use carerecord_platform::db::Migrations;
+use carerecord_platform::env::{ConfigError, Env};
 use carerecord_platform::page_token::PageTokens;
-use carerecord_platform::server::GrpcServer;
-use carerecord_platform::telemetry::TelemetryConfig;
-use tokio_util::sync::CancellationToken;
 
 use crate::domain::payload::PayloadRules;
 use crate::domain::record::RecordRules;
@@ -149,12 +147,8 @@ impl Config {
     }
 }
 
-/// The records service, bound and ready to serve.
-pub struct Application {
-    server: GrpcServer,
-    /// Ends open streams (watch, export) when the server shuts down, so draining is quick.
-    streams: CancellationToken,
-}
+/// The records service, as the platform starts it.
+pub struct Application;
 
 impl Service for Application {
     const NAME: &'static str = "records";
@@ -164,48 +158,25 @@ impl Service for Application {
         Config::from_env(env)
     }
 
-    fn telemetry_config(config: &Config) -> &TelemetryConfig {
-        &config.service.telemetry
-    }
-
-    async fn build(config: Config) -> Result<Self, StartError> {
-        let database = Database::connect(&config.service.database, &MIGRATIONS).await?;
-        let streams = CancellationToken::new();
-        let service = RecordsService::new(
-            database,
-            Arc::new(config.records),
-            config.tokens,
-            streams.clone(),
-        );
-        let limits = &config.service.server;
-        let api = RecordHostingServiceServer::new(service)
-            .max_decoding_message_size(limits.max_message_bytes)
-            .max_encoding_message_size(limits.max_message_bytes);
-        let server = GrpcServer::bind(&config.service.server)
-            .await?
-            .with_descriptor_set(carerecord_contracts::FILE_DESCRIPTOR_SET)
-            .add_service(api);
-        Ok(Application { server, streams })
+    fn shared_config(config: &Config) -> &ServiceConfig {
+        &config.service
     }
 
     fn migrations() -> &'static Migrations {
         &MIGRATIONS
     }
 
-    fn local_addr(&self) -> SocketAddr {
-        self.server.local_addr()
-    }
-
-    async fn run(self, shutdown: CancellationToken) -> Result<(), StartError> {
-        let streams = self.streams.clone();
-        let stop_streams = shutdown.clone();
-        tokio::spawn(async move {
-            stop_streams.cancelled().await;
-            streams.cancel();
-        });
-        let result = self.server.serve(shutdown).await;
-        self.streams.cancel();
-        Ok(result?)
+    async fn build(config: Config, startup: Startup) -> Result<Running, StartError> {
+        let service = RecordsService::new(
+            startup.database().await?,
+            Arc::new(config.records),
+            config.tokens,
+            startup.background(),
+        );
+        let api = RecordHostingServiceServer::new(service)
+            .max_decoding_message_size(startup.max_message_bytes())
+            .max_encoding_message_size(startup.max_message_bytes());
+        Ok(startup.serve(api))
     }
 }
 

@@ -54,25 +54,6 @@ pub fn parse_uuid(raw: &str) -> Option<String> {
     Some(raw.to_ascii_lowercase())
 }
 
-/// Ten digits (spaces ignored) passing the modulus-11 check, normalised; otherwise why not.
-pub fn parse_nhs_number(raw: &str) -> Result<String, &'static str> {
-    let digits: String = raw.chars().filter(|c| *c != ' ').collect();
-    if digits.len() != 10 || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return Err("must be ten digits");
-    }
-    let d: Vec<u32> = digits.bytes().map(|b| u32::from(b - b'0')).collect();
-    let sum: u32 = d[..9].iter().zip((2..=10).rev()).map(|(x, w)| x * w).sum();
-    let check = match 11 - (sum % 11) {
-        11 => 0,
-        10 => return Err("fails the modulus-11 check"),
-        c => c,
-    };
-    if check != d[9] {
-        return Err("fails the modulus-11 check");
-    }
-    Ok(digits)
-}
-
 pub use carerecord_platform::fhir::FHIR_R4_RESOURCE_TYPES;
 
 pub fn is_resource_type(name: &str) -> bool {
@@ -89,14 +70,6 @@ mod tests {
         assert!(is_resource_type("Observation"));
         assert!(!is_resource_type("observation"));
         assert!(!is_resource_type("Widget"));
-    }
-
-    #[test]
-    fn nhs_numbers_are_checked() {
-        assert_eq!(parse_nhs_number("943 476 5919").unwrap(), "9434765919");
-        assert!(parse_nhs_number("9434765918").is_err());
-        assert!(parse_nhs_number("94347659").is_err());
-        assert!(parse_nhs_number("94347659x9").is_err());
     }
 
     #[test]

@@ -11,7 +11,9 @@ use tonic::{Code, Request, Response, Status};
 
 use super::{AccessService, page_size};
 use crate::domain::auth::{Caller, Context};
-use crate::domain::{parse_nhs_number, parse_uuid};
+use carerecord_platform::nhs_number;
+
+use crate::domain::parse_uuid;
 use crate::error::{Dependency, Error};
 use crate::upstream::unavailable;
 
@@ -75,10 +77,10 @@ pub fn validate_reference(
                 None
             }
         },
-        Ref::NhsNumber(n) => match parse_nhs_number(n) {
+        Ref::NhsNumber(n) => match nhs_number::normalise(n) {
             Ok(n) => Some(Reference::Nhs(n)),
             Err(why) => {
-                v.add(format!("{field}.nhs_number"), why);
+                v.add(format!("{field}.nhs_number"), why.description());
                 None
             }
         },
@@ -97,10 +99,10 @@ pub fn validate_reference(
                 return None;
             }
             if system == NHS_NUMBER_SYSTEM {
-                return match parse_nhs_number(value) {
+                return match nhs_number::normalise(value) {
                     Ok(n) => Some(Reference::Nhs(n)),
                     Err(why) => {
-                        v.add(format!("{field}.identifier.value"), why);
+                        v.add(format!("{field}.identifier.value"), why.description());
                         None
                     }
                 };

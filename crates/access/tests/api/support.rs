@@ -12,10 +12,9 @@ use carerecord_contracts::common::v1 as common;
 use carerecord_contracts::consent::v1 as consent;
 use carerecord_contracts::identity::v1 as identity;
 use carerecord_contracts::records::v1 as records;
-use carerecord_platform::app::Service;
-use carerecord_platform::config::Env;
+use carerecord_platform::env::Env;
+use carerecord_platform::testing::spawn_with_config;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
@@ -485,7 +484,7 @@ pub struct TestApp {
     pub upstream: String,
     pub fakes: Fakes,
     pub db_url: String,
-    _shutdown: tokio_util::sync::DropGuard,
+    _app: carerecord_platform::testing::TestApp,
     _dir: tempfile::TempDir,
 }
 
@@ -521,24 +520,16 @@ pub async fn spawn_app(db_url: &str) -> TestApp {
         ),
         ("CARERECORD_UPSTREAM_TIMEOUT", "2s".into()),
     ]);
-    let config = Config::from_env(&env).unwrap();
-    let app = Application::build(config).await.unwrap();
-    let addr = app.local_addr();
-    let shutdown = CancellationToken::new();
-    let token = shutdown.clone();
-    tokio::spawn(async move { app.run(token).await.unwrap() });
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let app = spawn_with_config::<Application>(Config::from_env(&env).unwrap()).await;
+    let addr = app.addr;
+    let channel = app.channel.clone();
     TestApp {
         client: DataAccessServiceClient::new(channel).max_decoding_message_size(64 << 20),
         addr,
         upstream: upstream_endpoint,
         fakes,
         db_url: db_url.to_owned(),
-        _shutdown: shutdown.drop_guard(),
+        _app: app,
         _dir: dir,
     }
 }

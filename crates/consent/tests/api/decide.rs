@@ -2,8 +2,7 @@
 
 use carerecord_consent::{Application, Config};
 use carerecord_contracts::consent::v1::*;
-use carerecord_platform::app::Service;
-use carerecord_platform::config::Env;
+use carerecord_platform::env::Env;
 use carerecord_platform::testing::TestDatabase;
 
 use crate::helpers::*;
@@ -577,7 +576,7 @@ async fn a_policy_file_replaces_the_embedded_rules() {
         ("CARERECORD_CONSENT_POLICY_FILE", path.as_str()),
     ]))
     .unwrap();
-    let message = Application::build(config)
+    let message = carerecord_platform::app::start::<Application>(config)
         .await
         .err()
         .expect("a bad policy file stops start-up")

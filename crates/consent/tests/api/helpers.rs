@@ -1,28 +1,19 @@
 //! Starting the service in-process, and request builders.
 
-use carerecord_consent::{Application, Config};
+use carerecord_consent::Application;
 use carerecord_contracts::common::v1::{Period, Requester};
 use carerecord_contracts::consent::v1::consent_service_client::ConsentServiceClient;
 use carerecord_contracts::consent::v1::*;
-use carerecord_platform::app::Service;
-use carerecord_platform::config::Env;
+use carerecord_platform::testing::spawn;
 use prost_types::Timestamp;
-use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
-use tonic_types::StatusExt;
 
 pub type Client = ConsentServiceClient<Channel>;
 
 /// A running service; stopped when dropped.
 pub struct TestApp {
     pub client: Client,
-    shutdown: CancellationToken,
-}
-
-impl Drop for TestApp {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-    }
+    _app: carerecord_platform::testing::TestApp,
 }
 
 pub async fn spawn_app(db_url: &str) -> TestApp {
@@ -30,34 +21,16 @@ pub async fn spawn_app(db_url: &str) -> TestApp {
 }
 
 pub async fn spawn_app_with(db_url: &str, extra: &[(&str, &str)]) -> TestApp {
-    let mut pairs = vec![
-        ("DATABASE_URL".to_owned(), db_url.to_owned()),
-        (
-            "CARERECORD_LISTEN_ADDR".to_owned(),
-            "127.0.0.1:0".to_owned(),
-        ),
-        (
-            "CARERECORD_TOKEN_SECRET".to_owned(),
-            "test-secret-0123456789".to_owned(),
-        ),
+    let mut vars = vec![
+        ("DATABASE_URL", db_url),
+        ("CARERECORD_TOKEN_SECRET", "test-secret-0123456789"),
     ];
-    pairs.extend(
-        extra
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
-    );
-    let config = Config::from_env(&Env::from_pairs(pairs)).expect("config");
-    let app = Application::build(config).await.expect("build");
-    let addr = app.local_addr();
-    let shutdown = CancellationToken::new();
-    tokio::spawn(app.run(shutdown.clone()));
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-        .expect("endpoint")
-        .connect()
-        .await
-        .expect("connect");
-    let client = ConsentServiceClient::new(channel);
-    TestApp { client, shutdown }
+    vars.extend_from_slice(extra);
+    let app = spawn::<Application>(&vars).await;
+    TestApp {
+        client: ConsentServiceClient::new(app.channel.clone()),
+        _app: app,
+    }
 }
 
 pub fn requester() -> Requester {
@@ -180,26 +153,10 @@ pub async fn decide(client: &mut Client, request: DecideRequest) -> Decision {
         .expect("decision")
 }
 
-/// The field paths of an INVALID_ARGUMENT status's BadRequest.
-pub fn violations(status: &tonic::Status) -> Vec<String> {
-    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
-    status
-        .get_error_details()
-        .bad_request()
-        .expect("BadRequest details")
-        .field_violations
-        .iter()
-        .map(|v| v.field.clone())
-        .collect()
-}
+pub use carerecord_platform::testing::{error_info, violations};
 
 pub fn error_reason(status: &tonic::Status) -> String {
-    status
-        .get_error_details()
-        .error_info()
-        .expect("ErrorInfo")
-        .reason
-        .clone()
+    error_info(status).reason
 }
 
 /// (source, effect, directive_id, provision_path, policy_id) of each reason.

@@ -8,8 +8,7 @@ use std::net::SocketAddr;
 use carerecord_contracts::common::v1::Requester;
 use carerecord_contracts::identity::v1::patient_identity_service_client::PatientIdentityServiceClient;
 use carerecord_identity::{Application, Config};
-use carerecord_platform::app::Service;
-use carerecord_platform::config::Env;
+use carerecord_platform::env::Env;
 use carerecord_platform::testing::TestDatabase;
 use tokio_util::sync::CancellationToken;
 
@@ -112,7 +111,7 @@ fn spawn(
             .build()
             .expect("server runtime");
         runtime.block_on(async move {
-            let app = Application::build(config)
+            let app = carerecord_platform::app::start::<Application>(config)
                 .await
                 .expect("build the identity service");
             tx.send(app.local_addr()).expect("send addr");

@@ -4,7 +4,6 @@ pub mod compare;
 pub mod estimate;
 pub mod features;
 pub mod model;
-pub mod nhs;
 pub mod normalize;
 pub mod phonetic;
 pub mod validate;

@@ -6,7 +6,9 @@ use carerecord_contracts::common::v1::{
 use carerecord_contracts::identity::v1::Patient;
 use carerecord_platform::errors::Violations;
 
-use super::{nhs, normalize};
+use carerecord_platform::nhs_number as nhs;
+
+use super::normalize;
 
 pub const NHS_NUMBER_SYSTEM: &str = "https://fhir.nhs.uk/Id/nhs-number";
 pub const MAX_IDENTIFIERS: usize = 50;

@@ -5,11 +5,8 @@ use carerecord_contracts::common::v1::{
 };
 use carerecord_contracts::identity::v1::patient_identity_service_client::PatientIdentityServiceClient;
 use carerecord_contracts::identity::v1::*;
-use carerecord_identity::{Application, Config};
-use carerecord_platform::app::Service;
-use carerecord_platform::config::Env;
-use tokio_util::sync::CancellationToken;
-use tonic_types::StatusExt;
+use carerecord_identity::Application;
+use carerecord_platform::testing::spawn;
 
 pub type Client = PatientIdentityServiceClient<tonic::transport::Channel>;
 
@@ -19,22 +16,12 @@ pub const MRN: &str = "https://fhir.rxx.nhs.uk/Id/mrn";
 /// A running service; stopped (and its streams ended) by `stop` or on drop.
 pub struct App {
     pub client: Client,
-    stop: CancellationToken,
-    task: Option<tokio::task::JoinHandle<()>>,
+    app: carerecord_platform::testing::TestApp,
 }
 
 impl App {
-    pub async fn stop(mut self) {
-        self.stop.cancel();
-        if let Some(task) = self.task.take() {
-            task.await.expect("server task");
-        }
-    }
-}
-
-impl Drop for App {
-    fn drop(&mut self) {
-        self.stop.cancel();
+    pub async fn stop(self) {
+        self.app.stop().await;
     }
 }
 
@@ -43,30 +30,15 @@ pub async fn spawn_app(db_url: &str) -> App {
 }
 
 pub async fn spawn_app_with(db_url: &str, extra: &[(&str, &str)]) -> App {
-    let mut pairs = vec![
+    let mut vars = vec![
         ("DATABASE_URL", db_url),
-        ("CARERECORD_LISTEN_ADDR", "127.0.0.1:0"),
         ("CARERECORD_TOKEN_SECRET", SECRET),
-        ("CARERECORD_SHUTDOWN_GRACE", "5s"),
     ];
-    pairs.extend_from_slice(extra);
-    let config = Config::from_env(&Env::from_pairs(pairs)).expect("config");
-    let app = Application::build(config).await.expect("build");
-    let addr = app.local_addr();
-    let stop = CancellationToken::new();
-    let token = stop.clone();
-    let task = tokio::spawn(async move {
-        app.run(token).await.expect("serve");
-    });
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-        .expect("endpoint")
-        .connect()
-        .await
-        .expect("connect");
+    vars.extend_from_slice(extra);
+    let app = spawn::<Application>(&vars).await;
     App {
-        client: PatientIdentityServiceClient::new(channel),
-        stop,
-        task: Some(task),
+        client: PatientIdentityServiceClient::new(app.channel.clone()),
+        app,
     }
 }
 
@@ -127,31 +99,13 @@ pub async fn create(client: &mut Client, p: Patient) -> Patient {
         .expect("patient")
 }
 
-/// The field paths of an INVALID_ARGUMENT's BadRequest.
-pub fn violations(status: &tonic::Status) -> Vec<String> {
-    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
-    status
-        .get_error_details()
-        .bad_request()
-        .expect("BadRequest detail")
-        .field_violations
-        .iter()
-        .map(|v| v.field.clone())
-        .collect()
-}
+pub use carerecord_platform::testing::{reason, violations};
 
-pub fn reason(status: &tonic::Status) -> String {
-    status
-        .get_error_details()
-        .error_info()
-        .map(|i| i.reason.clone())
-        .unwrap_or_default()
-}
-
+/// One `ErrorInfo.metadata` value of a status.
 pub fn metadata(status: &tonic::Status, key: &str) -> String {
-    status
-        .get_error_details()
-        .error_info()
-        .and_then(|i| i.metadata.get(key).cloned())
+    carerecord_platform::testing::error_info(status)
+        .metadata
+        .get(key)
+        .cloned()
         .unwrap_or_default()
 }

@@ -2,8 +2,8 @@
 
 use carerecord_contracts::common::v1::{Date, DateRange, HumanName};
 use carerecord_contracts::identity::v1::*;
-use carerecord_identity::synthetic::Generator;
 use carerecord_platform::testing::TestDatabase;
+use carerecord_synthetic::Generator;
 use tonic::Code;
 
 use crate::helpers::*;

@@ -1,26 +1,9 @@
-use std::time::Duration;
-
-use carerecord_platform::testing::{
-    ServiceProcess, TestDatabase, assert_serves_health_and_reflection,
-};
-
 #[tokio::test]
 async fn binary_migrates_serves_health_and_reflection_and_stops_on_sigterm() {
-    for db in TestDatabase::each_backend().await {
-        let process = ServiceProcess::start(
-            env!("CARGO_BIN_EXE_carerecord-identity"),
-            &[("DATABASE_URL", &db.url)],
-        )
-        .await;
-        assert_serves_health_and_reflection(
-            &process.endpoint(),
-            "carerecord.identity.v1.PatientIdentityService",
-        )
-        .await;
-        assert!(
-            process.terminate(Duration::from_secs(30)).await,
-            "identity did not exit cleanly on SIGTERM ({:?})",
-            db.backend
-        );
-    }
+    carerecord_platform::testing::assert_binary_lifecycle(
+        env!("CARGO_BIN_EXE_carerecord-identity"),
+        "carerecord.identity.v1.PatientIdentityService",
+        &[],
+    )
+    .await;
 }

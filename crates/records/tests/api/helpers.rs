@@ -3,14 +3,9 @@
 use carerecord_contracts::common::v1::Requester;
 use carerecord_contracts::records::v1::record_hosting_service_client::RecordHostingServiceClient;
 use carerecord_contracts::records::v1::{CreateRecordRequest, ListRecordsRequest, Record};
-use carerecord_platform::app::Service;
-use carerecord_platform::config::Env;
-use carerecord_platform::testing::TestDatabase;
-use carerecord_records::{Application, Config};
-use tokio_util::sync::CancellationToken;
+use carerecord_platform::testing::{TestDatabase, spawn};
+use carerecord_records::Application;
 use tonic::transport::Channel;
-use tonic::{Code, Status};
-use tonic_types::StatusExt;
 
 pub const BASE_URL: &str = "https://fhir.example-ics.nhs.uk/R4";
 pub const SECRET: &str = "records-test-secret-0123456789";
@@ -20,15 +15,13 @@ pub type Client = RecordHostingServiceClient<Channel>;
 /// A running service and a client of it.
 pub struct TestApp {
     pub client: Client,
-    shutdown: CancellationToken,
-    task: tokio::task::JoinHandle<()>,
+    app: carerecord_platform::testing::TestApp,
 }
 
 impl TestApp {
     /// Stops the service and waits for it to drain.
     pub async fn stop(self) {
-        self.shutdown.cancel();
-        self.task.await.expect("service task");
+        self.app.stop().await;
     }
 }
 
@@ -40,30 +33,15 @@ pub async fn spawn_app(db: &TestDatabase) -> TestApp {
 pub async fn spawn_app_with(db_url: &str, extra: &[(&str, &str)]) -> TestApp {
     let mut vars = vec![
         ("DATABASE_URL", db_url),
-        ("CARERECORD_LISTEN_ADDR", "127.0.0.1:0"),
         ("CARERECORD_TOKEN_SECRET", SECRET),
         ("CARERECORD_RECORDS_FHIR_BASE_URLS", BASE_URL),
         ("CARERECORD_RECORDS_WATCH_POLL_INTERVAL", "50ms"),
-        ("CARERECORD_SHUTDOWN_GRACE", "5s"),
     ];
     vars.extend_from_slice(extra);
-    let config = Config::from_env(&Env::from_pairs(vars)).expect("test configuration");
-    let app = Application::build(config).await.expect("service builds");
-    let addr = app.local_addr();
-    let shutdown = CancellationToken::new();
-    let token = shutdown.clone();
-    let task = tokio::spawn(async move {
-        app.run(token).await.expect("service runs");
-    });
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-        .expect("endpoint")
-        .connect()
-        .await
-        .expect("connect to the service");
+    let app = spawn::<Application>(&vars).await;
     TestApp {
-        client: RecordHostingServiceClient::new(channel),
-        shutdown,
-        task,
+        client: RecordHostingServiceClient::new(app.channel.clone()),
+        app,
     }
 }
 
@@ -141,36 +119,4 @@ pub async fn list_all(client: &mut Client, patient_id: &str) -> Vec<Record> {
     }
 }
 
-/// Asserts INVALID_ARGUMENT with exactly these field violation paths.
-pub fn assert_invalid(status: &Status, fields: &[&str]) {
-    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
-    let details = status.get_error_details();
-    let bad_request = details
-        .bad_request()
-        .unwrap_or_else(|| panic!("no BadRequest in {status:?}"));
-    let got: Vec<&str> = bad_request
-        .field_violations
-        .iter()
-        .map(|v| v.field.as_str())
-        .collect();
-    assert_eq!(got, fields, "{status:?}");
-}
-
-/// The description of the first field violation.
-pub fn first_description(status: &Status) -> String {
-    status
-        .get_error_details()
-        .bad_request()
-        .expect("BadRequest")
-        .field_violations[0]
-        .description
-        .clone()
-}
-
-pub fn reason(status: &Status) -> String {
-    status
-        .get_error_details()
-        .error_info()
-        .map(|i| i.reason.clone())
-        .unwrap_or_default()
-}
+pub use carerecord_platform::testing::{assert_invalid, first_description, reason};

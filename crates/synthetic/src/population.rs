@@ -7,8 +7,8 @@ use carerecord_contracts::common::v1::{
 };
 use carerecord_contracts::identity::v1::Patient;
 
-use crate::domain::estimate::SplitMix;
-use crate::domain::nhs;
+use carerecord_identity::domain::estimate::SplitMix;
+use carerecord_platform::nhs_number as nhs;
 
 const MALE: &[&str] = &[
     "Oliver",
@@ -490,7 +490,7 @@ impl Generator {
         let month = 1 + self.rng.below(12) as i32;
         let day = 1 + self
             .rng
-            .below(crate::domain::validate::days_in_month(year, month) as u64)
+            .below(carerecord_identity::domain::validate::days_in_month(year, month) as u64)
             as i32;
         let (postcode, town) = self.postcode();
         let street = self.pick(STREETS);
@@ -630,7 +630,7 @@ impl Generator {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::validate::{self, Parts};
+    use carerecord_identity::domain::validate::{self, Parts};
     use carerecord_platform::errors::Violations;
 
     #[test]
