@@ -6,6 +6,8 @@
 //! - [`telemetry`]: logs (human or JSON), OpenTelemetry traces over OTLP, W3C trace context.
 //! - [`server`]: gRPC serving with health, reflection, timeouts, size limits and graceful shutdown.
 //! - [`errors`]: gRPC statuses with google.rpc error details.
+//! - [`status_policy`]: every status sent is bounded in size, and undecodable requests are the
+//!   client's fault.
 //! - [`page_token`]: opaque, unforgeable page tokens and cursors.
 //! - [`fhir`]: the FHIR R4 resource type names.
 //! - [`nhs_number`]: NHS numbers (ten digits, modulus-11 check digit).
@@ -28,6 +30,7 @@ pub mod nhs_number;
 pub mod page_token;
 pub mod request;
 pub mod server;
+pub mod status_policy;
 pub mod telemetry;
 #[cfg(feature = "testing")]
 pub mod testing;

@@ -157,6 +157,7 @@ impl GrpcServer {
             .initial_connection_window_size(crate::transport::CONNECTION_WINDOW)
             .trace_fn(crate::telemetry::server_span)
             .layer(metrics)
+            .layer(crate::status_policy::StatusPolicyLayer)
             .add_routes(routes.routes())
             // Without TCP_NODELAY, small responses wait ~40 ms on delayed ACKs (Nagle).
             .serve_with_incoming_shutdown(

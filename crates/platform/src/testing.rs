@@ -413,6 +413,71 @@ pub async fn assert_binary_lifecycle(binary: &str, api: &str, envs: &[(&str, &st
     }
 }
 
+/// Calls the gRPC method `path` (e.g. `/carerecord.records.v1.RecordHostingService/GetRecord`) with
+/// `message` sent as the request message's bytes exactly as given, however malformed, and returns the
+/// response message's bytes or the status.
+///
+/// # Panics
+/// When the channel is not ready or `path` is not a valid path.
+pub async fn call_raw(
+    channel: tonic::transport::Channel,
+    path: &str,
+    message: Vec<u8>,
+) -> Result<Vec<u8>, tonic::Status> {
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.expect("the channel is ready");
+    let path: http::uri::PathAndQuery = path.parse().expect("a gRPC method path");
+    grpc.unary(tonic::Request::new(message), path, RawCodec)
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+/// Messages as bytes, unencoded and undecoded.
+#[derive(Debug, Clone, Copy, Default)]
+struct RawCodec;
+
+impl tonic::codec::Codec for RawCodec {
+    type Encode = Vec<u8>;
+    type Decode = Vec<u8>;
+    type Encoder = RawCodec;
+    type Decoder = RawCodec;
+
+    fn encoder(&mut self) -> RawCodec {
+        RawCodec
+    }
+
+    fn decoder(&mut self) -> RawCodec {
+        RawCodec
+    }
+}
+
+impl tonic::codec::Encoder for RawCodec {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+
+    fn encode(
+        &mut self,
+        item: Vec<u8>,
+        dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        bytes::BufMut::put_slice(dst, &item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for RawCodec {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+
+    fn decode(
+        &mut self,
+        src: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<Vec<u8>>, tonic::Status> {
+        let len = bytes::Buf::remaining(src);
+        Ok(Some(bytes::Buf::copy_to_bytes(src, len).to_vec()))
+    }
+}
+
 /// `CARERECORD_BENCH_SCALE` (default 1.0, must be positive): what every benchmark multiplies its
 /// sizes and durations by, so `make bench` can be shortened on a slow machine.
 pub fn bench_scale() -> f64 {
