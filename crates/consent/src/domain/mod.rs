@@ -2,7 +2,6 @@
 
 pub mod codes;
 pub mod decide;
-mod explain;
 pub mod optout;
 pub mod time;
 pub mod validate;
