@@ -211,11 +211,7 @@ pub(crate) fn ok<T>(result: Result<tonic::Response<T>, Status>, call: &str) -> T
 }
 
 /// Requires a call to fail with `code`; returns the status for further checks.
-pub(crate) fn err<T: fmt::Debug>(
-    result: Result<T, Status>,
-    code: Code,
-    call: &str,
-) -> TestResult<Status> {
+pub(crate) fn err<T>(result: Result<T, Status>, code: Code, call: &str) -> TestResult<Status> {
     match result {
         Ok(_) => fail!("{call}: expected {code:?}, got OK"),
         Err(status) if status.code() == code => Ok(status),
@@ -323,6 +319,24 @@ pub(crate) fn has_reason(status: &Status, reason: &str) -> TestResult<tonic_type
     }
 }
 
+/// Requires a google.rpc.ErrorInfo with `reason` in `domain` (the module's, where its contract
+/// names one).
+pub(crate) fn has_reason_in(
+    status: &Status,
+    domain: &str,
+    reason: &str,
+) -> TestResult<tonic_types::ErrorInfo> {
+    let info = has_reason(status, reason)?;
+    if info.domain != domain {
+        fail!(
+            "ErrorInfo domain must be {domain}, got {:?} ({})",
+            info.domain,
+            describe(status)
+        );
+    }
+    Ok(info)
+}
+
 /// Requires a google.rpc.ResourceInfo naming the resource.
 pub(crate) fn has_resource(status: &Status, resource_type: &str, name: &str) -> TestResult {
     match details(status).resource_info() {
@@ -347,5 +361,191 @@ pub(crate) fn has_precondition(status: &Status, kind: &str, subject: Option<&str
         subject.map(|s| format!(" subject {s}")).unwrap_or_default(),
         describe(status)
     );
+    Ok(())
+}
+
+/// The field a validation rule's violation must name: exactly that field, or it or a field
+/// under it (where the contract does not say how deep the path goes).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Field {
+    Is(&'static str),
+    Under(&'static str),
+}
+
+impl Field {
+    /// The field's path as the contract writes it.
+    pub(crate) fn path(self) -> &'static str {
+        match self {
+            Field::Is(path) | Field::Under(path) => path,
+        }
+    }
+
+    /// INVALID_ARGUMENT naming this field.
+    pub(crate) fn refusal(self) -> Refusal {
+        match self {
+            Field::Is(path) => Refusal::invalid(path),
+            Field::Under(path) => Refusal::invalid_under(path),
+        }
+    }
+}
+
+/// One error detail a refusal must carry.
+#[derive(Debug, Clone)]
+enum Detail {
+    Field(String),
+    FieldUnder(String),
+    /// A google.rpc.BadRequest with at least one violation.
+    BadRequest,
+    /// A google.rpc.BadRequest, whatever it holds.
+    AnyBadRequest,
+    Reason(Option<String>, String),
+    Resource(String, String),
+    Precondition(String, Option<String>),
+}
+
+/// How the contract says a call must be refused: a status code and the error details that come
+/// with it, checked in the order they were added.
+#[derive(Debug, Clone)]
+pub(crate) struct Refusal {
+    code: Code,
+    details: Vec<Detail>,
+}
+
+impl Refusal {
+    /// A refusal with `code` and no particular details.
+    pub(crate) fn new(code: Code) -> Self {
+        Refusal {
+            code,
+            details: Vec::new(),
+        }
+    }
+
+    /// INVALID_ARGUMENT with a field violation of exactly `field`.
+    pub(crate) fn invalid(field: &str) -> Self {
+        Self::new(Code::InvalidArgument).field(field)
+    }
+
+    /// INVALID_ARGUMENT with a field violation of `prefix` or a field under it.
+    pub(crate) fn invalid_under(prefix: &str) -> Self {
+        Self::new(Code::InvalidArgument).under(prefix)
+    }
+
+    /// INVALID_ARGUMENT with a google.rpc.BadRequest of any field.
+    pub(crate) fn invalid_request() -> Self {
+        Self::new(Code::InvalidArgument).bad_request()
+    }
+
+    /// NOT_FOUND with a google.rpc.ResourceInfo naming the resource.
+    pub(crate) fn not_found(resource_type: &str, name: &str) -> Self {
+        Self::new(Code::NotFound).resource(resource_type, name)
+    }
+
+    /// Also a field violation of exactly `field`.
+    pub(crate) fn field(mut self, field: &str) -> Self {
+        self.details.push(Detail::Field(field.to_owned()));
+        self
+    }
+
+    /// Also a field violation of `prefix` or a field under it.
+    pub(crate) fn under(mut self, prefix: &str) -> Self {
+        self.details.push(Detail::FieldUnder(prefix.to_owned()));
+        self
+    }
+
+    /// Also a google.rpc.BadRequest with at least one violation.
+    pub(crate) fn bad_request(mut self) -> Self {
+        self.details.push(Detail::BadRequest);
+        self
+    }
+
+    /// Also a google.rpc.BadRequest, even an empty one.
+    pub(crate) fn any_bad_request(mut self) -> Self {
+        self.details.push(Detail::AnyBadRequest);
+        self
+    }
+
+    /// Also a google.rpc.ErrorInfo with `reason`, in any domain.
+    pub(crate) fn reason(mut self, reason: &str) -> Self {
+        self.details.push(Detail::Reason(None, reason.to_owned()));
+        self
+    }
+
+    /// Also a google.rpc.ErrorInfo with `reason` in `domain`.
+    pub(crate) fn reason_in(mut self, domain: &str, reason: &str) -> Self {
+        self.details
+            .push(Detail::Reason(Some(domain.to_owned()), reason.to_owned()));
+        self
+    }
+
+    /// Also a google.rpc.ResourceInfo naming the resource.
+    pub(crate) fn resource(mut self, resource_type: &str, name: &str) -> Self {
+        self.details
+            .push(Detail::Resource(resource_type.to_owned(), name.to_owned()));
+        self
+    }
+
+    /// Also a google.rpc.PreconditionFailure violation of `kind` (on `subject`, if given).
+    pub(crate) fn precondition(mut self, kind: &str, subject: Option<&str>) -> Self {
+        self.details.push(Detail::Precondition(
+            kind.to_owned(),
+            subject.map(str::to_owned),
+        ));
+        self
+    }
+
+    fn check(&self, status: &Status) -> TestResult {
+        for detail in &self.details {
+            match detail {
+                Detail::Field(field) => has_violation(status, field).map(|_| ())?,
+                Detail::FieldUnder(prefix) => has_violation_under(status, prefix)?,
+                Detail::BadRequest => has_bad_request(status)?,
+                Detail::AnyBadRequest => ensure!(
+                    details(status).bad_request().is_some(),
+                    "expected google.rpc.BadRequest, got {}",
+                    describe(status)
+                ),
+                Detail::Reason(None, reason) => has_reason(status, reason).map(|_| ())?,
+                Detail::Reason(Some(domain), reason) => {
+                    has_reason_in(status, domain, reason).map(|_| ())?
+                }
+                Detail::Resource(kind, name) => has_resource(status, kind, name)?,
+                Detail::Precondition(kind, subject) => {
+                    has_precondition(status, kind, subject.as_deref())?
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Requires a call to be refused as `expected`; returns the status for further checks.
+pub(crate) fn refused<T>(
+    result: Result<T, Status>,
+    expected: &Refusal,
+    call: &str,
+) -> TestResult<Status> {
+    let status = err(result, expected.code, call)?;
+    expected.check(&status)?;
+    Ok(status)
+}
+
+/// Sends every request of a table with `send` (on a clone of `client`) and requires each to be
+/// refused as its row says; failures name the call as `<call>(<what>)`.
+pub(crate) async fn refuse_all<C, W, R, T, F, Fut>(
+    client: &C,
+    call: &str,
+    send: F,
+    table: Vec<(W, R, Refusal)>,
+) -> TestResult
+where
+    C: Clone,
+    W: fmt::Display,
+    F: Fn(C, R) -> Fut,
+    Fut: Future<Output = Result<T, Status>>,
+{
+    for (what, request, expected) in table {
+        let result = send(client.clone(), request).await;
+        refused(result, &expected, &format!("{call}({what})"))?;
+    }
     Ok(())
 }

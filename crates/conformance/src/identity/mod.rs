@@ -5,28 +5,45 @@
 //! with no real patient and no other run.
 
 mod matching;
-mod patients;
+mod merges;
+mod registration;
+mod search;
+mod updates;
+mod validation;
+mod watch;
 
 use carerecord_contracts::common::v1::{
     Address, AdministrativeGender, ContactPoint, ContactPointSystem, Date, HumanName, Identifier,
     NameUse, Requester,
 };
 use carerecord_contracts::identity::v1::patient_identity_service_client::PatientIdentityServiceClient;
-use carerecord_contracts::identity::v1::{CreatePatientRequest, Patient};
+use carerecord_contracts::identity::v1::{
+    CreatePatientRequest, GetPatientRequest, MergePatientsRequest, Patient,
+    ResolveIdentifierRequest, ResolveIdentifierResponse, UpdatePatientRequest,
+};
+use prost_types::FieldMask;
 use rand_free::Rng;
+use tonic::Code;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
-use crate::harness::{Auth, Case, Ctx, TestResult, fail, ok};
+use crate::harness::{Auth, Case, Ctx, Refusal, TestResult, fail, has_reason_in, ok};
 
 pub(crate) type Client = PatientIdentityServiceClient<InterceptedService<Channel, Auth>>;
 
 pub(crate) const RESOURCE_TYPE: &str = "carerecord.identity.v1.Patient";
 pub(crate) const NHS_SYSTEM: &str = "https://fhir.nhs.uk/Id/nhs-number";
 pub(crate) const LOCAL_SYSTEM: &str = "https://fhir.conformance.carerecord.invalid/Id/mrn";
+/// The ErrorInfo domain the contract's conventions give every identity error.
+pub(crate) const DOMAIN: &str = "carerecord.identity.v1";
 
 pub(crate) fn cases() -> Vec<Case> {
-    let mut cases = patients::cases();
+    let mut cases = registration::cases();
+    cases.extend(updates::cases());
+    cases.extend(merges::cases());
+    cases.extend(watch::cases());
+    cases.extend(validation::cases());
+    cases.extend(search::cases());
     cases.extend(matching::cases());
     cases
 }
@@ -36,21 +53,32 @@ pub(crate) fn client(ctx: &Ctx) -> Client {
         .max_decoding_message_size(16 << 20)
 }
 
-/// Requires ErrorInfo with domain `carerecord.identity.v1` (as the contract's conventions say)
-/// and `reason`.
+/// Requires ErrorInfo with domain `carerecord.identity.v1` and `reason`.
 pub(crate) fn has_reason(
     status: &tonic::Status,
     reason: &str,
 ) -> TestResult<tonic_types::ErrorInfo> {
-    let info = crate::harness::has_reason(status, reason)?;
-    if info.domain != "carerecord.identity.v1" {
-        fail!(
-            "ErrorInfo domain must be carerecord.identity.v1, got {:?} ({})",
-            info.domain,
-            crate::harness::describe(status)
-        );
-    }
-    Ok(info)
+    has_reason_in(status, DOMAIN, reason)
+}
+
+/// A refusal with `code` and ErrorInfo `reason` of the identity domain.
+pub(crate) fn refusal(code: Code, reason: &str) -> Refusal {
+    Refusal::new(code).reason_in(DOMAIN, reason)
+}
+
+/// NOT_FOUND with ResourceInfo naming the patient.
+pub(crate) fn unknown(patient_id: &str) -> Refusal {
+    Refusal::not_found(RESOURCE_TYPE, patient_id)
+}
+
+/// ALREADY_EXISTS with ResourceInfo naming the patient holding the identifier.
+pub(crate) fn held_by(holder: &Patient) -> Refusal {
+    Refusal::new(Code::AlreadyExists).resource(RESOURCE_TYPE, &holder.patient_id)
+}
+
+/// FAILED_PRECONDITION PATIENT_MERGED (or PATIENT_NOT_MERGED) on the patient.
+pub(crate) fn merge_state(kind: &str, patient_id: &str) -> Refusal {
+    Refusal::new(Code::FailedPrecondition).precondition(kind, Some(patient_id))
 }
 
 pub(crate) fn requester() -> Requester {
@@ -175,6 +203,135 @@ pub(crate) async fn create(ctx: &Ctx, patient: Patient) -> TestResult<Patient> {
             Ok(p)
         }
         None => fail!("CreatePatient: the response has no patient"),
+    }
+}
+
+pub(crate) async fn get(ctx: &Ctx, id: &str) -> TestResult<Patient> {
+    match ok(
+        client(ctx)
+            .get_patient(GetPatientRequest {
+                patient_id: id.into(),
+            })
+            .await,
+        "GetPatient",
+    )?
+    .patient
+    {
+        Some(p) => Ok(p),
+        None => fail!("GetPatient: no patient"),
+    }
+}
+
+pub(crate) fn update_request(patient: Patient, etag: &str, paths: &[&str]) -> UpdatePatientRequest {
+    UpdatePatientRequest {
+        patient: Some(patient),
+        update_mask: Some(FieldMask {
+            paths: paths.iter().map(|p| (*p).to_owned()).collect(),
+        }),
+        etag: etag.into(),
+        requester: Some(requester()),
+        reason: "conformance kit".into(),
+    }
+}
+
+/// A change of `patient_id` holding only what `change` sets on a default patient.
+pub(crate) fn change(patient_id: &str, change: impl FnOnce(&mut Patient)) -> Patient {
+    let mut patient = Patient {
+        patient_id: patient_id.to_owned(),
+        ..Default::default()
+    };
+    change(&mut patient);
+    patient
+}
+
+pub(crate) async fn update(
+    ctx: &Ctx,
+    patient: Patient,
+    etag: &str,
+    paths: &[&str],
+) -> TestResult<Patient> {
+    match ok(
+        client(ctx)
+            .update_patient(update_request(patient, etag, paths))
+            .await,
+        "UpdatePatient",
+    )?
+    .patient
+    {
+        Some(p) => Ok(p),
+        None => fail!("UpdatePatient: no patient"),
+    }
+}
+
+/// Sets a patient's gender (1 male, 3 other; new patients are female), requiring success.
+pub(crate) async fn regender(ctx: &Ctx, current: &Patient, gender: i32) -> TestResult<Patient> {
+    let patient = change(&current.patient_id, |p| p.gender = gender);
+    update(ctx, patient, &current.etag, &["gender"]).await
+}
+
+pub(crate) fn resolve_request(system: &str, value: &str) -> ResolveIdentifierRequest {
+    ResolveIdentifierRequest {
+        identifier: Some(Identifier {
+            system: system.into(),
+            value: value.into(),
+        }),
+    }
+}
+
+pub(crate) async fn resolve(
+    ctx: &Ctx,
+    system: &str,
+    value: &str,
+) -> TestResult<ResolveIdentifierResponse> {
+    ok(
+        client(ctx)
+            .resolve_identifier(resolve_request(system, value))
+            .await,
+        "ResolveIdentifier",
+    )
+}
+
+/// Requires that no patient holds the NHS number: a refused request wrote nothing.
+pub(crate) async fn ensure_unheld(ctx: &Ctx, nhs: &str, what: &str) -> TestResult {
+    let r = client(ctx)
+        .resolve_identifier(resolve_request(NHS_SYSTEM, nhs))
+        .await;
+    crate::harness::ensure!(r.err().map(|s| s.code()) == Some(Code::NotFound), "{what}");
+    Ok(())
+}
+
+/// An NHS number written with spaces, as people write it.
+pub(crate) fn spaced(nhs: &str) -> String {
+    format!("{} {} {}", &nhs[..3], &nhs[3..6], &nhs[6..])
+}
+
+pub(crate) fn merge_request(source: &Patient, target: &Patient) -> MergePatientsRequest {
+    MergePatientsRequest {
+        request_id: uuid::Uuid::new_v4().to_string(),
+        source_patient_id: source.patient_id.clone(),
+        target_patient_id: target.patient_id.clone(),
+        reason: "duplicate registration, confirmed by the conformance kit".into(),
+        requester: Some(requester()),
+        source_etag: source.etag.clone(),
+        target_etag: target.etag.clone(),
+    }
+}
+
+/// Merges `source` into `target`, requiring success; returns both as written.
+pub(crate) async fn merge(
+    ctx: &Ctx,
+    source: &Patient,
+    target: &Patient,
+) -> TestResult<(Patient, Patient)> {
+    let r = ok(
+        client(ctx)
+            .merge_patients(merge_request(source, target))
+            .await,
+        "MergePatients",
+    )?;
+    match (r.source_patient, r.target_patient) {
+        (Some(s), Some(t)) => Ok((s, t)),
+        _ => fail!("MergePatients: the response lacks a patient"),
     }
 }
 
