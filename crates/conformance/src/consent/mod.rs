@@ -3,20 +3,26 @@
 //! Test ids: `CON-<AREA>-<NNN>`; the decision table is `CON-DT-<NN>`. Every test works on freshly
 //! invented patient ids, so directives and opt-outs it records affect no one else.
 
+mod decision_table;
 mod decisions;
 mod directives;
+mod lifecycle;
+mod opt_out;
+mod validation;
 
 use carerecord_contracts::common::v1::{Period, Requester};
 use carerecord_contracts::consent::v1::consent_service_client::ConsentServiceClient;
 use carerecord_contracts::consent::v1::{
     ConsentDecision, ConsentDirective, ConsentDirectiveStatus, CreateConsentDirectiveRequest,
-    Provision, ProvisionActor,
+    DecideRequest, Decision, DecisionSource, GetConsentDirectiveRequest,
+    ListConsentDirectivesRequest, NationalDataOptOut, Provision, ProvisionActor,
+    SetNationalDataOptOutRequest, UpdateConsentDirectiveRequest,
 };
-use prost_types::Timestamp;
+use prost_types::{FieldMask, Timestamp};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
-use crate::harness::{Auth, Case, Ctx, TestResult, fail, ok};
+use crate::harness::{Auth, Case, Ctx, Refusal, TestResult, fail, ok};
 
 pub(crate) type Client = ConsentServiceClient<InterceptedService<Channel, Auth>>;
 
@@ -35,6 +41,10 @@ pub(crate) const ALL_CLASSES: [&str; 7] = [
 
 pub(crate) fn cases() -> Vec<Case> {
     let mut cases = directives::cases();
+    cases.extend(lifecycle::cases());
+    cases.extend(opt_out::cases());
+    cases.extend(validation::cases());
+    cases.extend(decision_table::cases());
     cases.extend(decisions::cases());
     cases
 }
@@ -165,4 +175,149 @@ pub(crate) fn worked_example(patient_id: &str) -> ConsentDirective {
             },
         ],
     )
+}
+
+/// A DRAFT directive for `patient_id` with a DENY base and no provisions.
+pub(crate) fn draft(patient_id: &str) -> ConsentDirective {
+    ConsentDirective {
+        status: ConsentDirectiveStatus::Draft as i32,
+        ..directive(patient_id, ConsentDecision::Deny, vec![])
+    }
+}
+
+pub(crate) fn with_status(
+    dir: &ConsentDirective,
+    status: ConsentDirectiveStatus,
+) -> ConsentDirective {
+    ConsentDirective {
+        status: status as i32,
+        ..dir.clone()
+    }
+}
+
+/// NOT_FOUND with ResourceInfo naming the directive.
+pub(crate) fn unknown(directive_id: &str) -> Refusal {
+    Refusal::not_found(RESOURCE_TYPE, directive_id)
+}
+
+pub(crate) async fn get(ctx: &Ctx, id: &str, version: i64) -> TestResult<ConsentDirective> {
+    let r = ok(
+        client(ctx)
+            .get_consent_directive(GetConsentDirectiveRequest {
+                directive_id: id.into(),
+                version,
+            })
+            .await,
+        "GetConsentDirective",
+    )?;
+    r.directive
+        .ok_or_else(|| crate::harness::Fail::Failed("GetConsentDirective: no directive".into()))
+}
+
+/// A listing of one patient's directives, all statuses, default page size.
+pub(crate) fn list_request(patient_id: &str) -> ListConsentDirectivesRequest {
+    ListConsentDirectivesRequest {
+        patient_id: patient_id.to_owned(),
+        ..Default::default()
+    }
+}
+
+pub(crate) fn update_request(
+    dir: ConsentDirective,
+    etag: &str,
+    paths: &[&str],
+) -> UpdateConsentDirectiveRequest {
+    UpdateConsentDirectiveRequest {
+        directive: Some(dir),
+        update_mask: Some(FieldMask {
+            paths: strings(paths),
+        }),
+        etag: etag.into(),
+        requester: Some(recorder()),
+    }
+}
+
+pub(crate) async fn update(
+    ctx: &Ctx,
+    dir: ConsentDirective,
+    etag: &str,
+    paths: &[&str],
+) -> TestResult<ConsentDirective> {
+    let r = ok(
+        client(ctx)
+            .update_consent_directive(update_request(dir, etag, paths))
+            .await,
+        "UpdateConsentDirective",
+    )?;
+    r.directive
+        .ok_or_else(|| crate::harness::Fail::Failed("UpdateConsentDirective: no directive".into()))
+}
+
+pub(crate) fn opt_out_request(
+    patient_id: &str,
+    opted_out: bool,
+    etag: &str,
+) -> SetNationalDataOptOutRequest {
+    SetNationalDataOptOutRequest {
+        patient_id: patient_id.into(),
+        opted_out,
+        etag: etag.into(),
+        requester: Some(recorder()),
+    }
+}
+
+pub(crate) async fn set_opt_out(
+    ctx: &Ctx,
+    pid: &str,
+    opted_out: bool,
+    etag: &str,
+) -> TestResult<NationalDataOptOut> {
+    let r = ok(
+        client(ctx)
+            .set_national_data_opt_out(opt_out_request(pid, opted_out, etag))
+            .await,
+        "SetNationalDataOptOut",
+    )?;
+    ctx.created("national data opt-out", pid);
+    r.national_data_opt_out.ok_or_else(|| {
+        crate::harness::Fail::Failed("SetNationalDataOptOut: no national_data_opt_out".into())
+    })
+}
+
+pub(crate) fn ask(pid: &str, purpose: &str) -> DecideRequest {
+    DecideRequest {
+        patient_id: pid.into(),
+        requester: Some(reader("A81001", "R8000")),
+        purpose_of_use: purpose.into(),
+        ..Default::default()
+    }
+}
+
+pub(crate) fn ask_as(pid: &str, purpose: &str, ods: &str, role: &str) -> DecideRequest {
+    DecideRequest {
+        requester: Some(reader(ods, role)),
+        ..ask(pid, purpose)
+    }
+}
+
+/// The request as if asked at midnight UTC on 1 January of `y`.
+pub(crate) fn at(mut r: DecideRequest, y: i64) -> DecideRequest {
+    r.time = Some(year(y));
+    r
+}
+
+/// The id of the platform rule that decided part of a decision, if one did.
+pub(crate) fn platform_rule(decision: &Decision) -> Option<String> {
+    decision
+        .reasons
+        .iter()
+        .find(|r| r.source == DecisionSource::PlatformPolicy as i32)
+        .map(|r| r.policy_id.clone())
+}
+
+pub(crate) async fn decide(ctx: &Ctx, request: DecideRequest) -> TestResult<Decision> {
+    match ok(client(ctx).decide(request).await, "Decide")?.decision {
+        Some(d) => Ok(d),
+        None => fail!("Decide: the response has no decision"),
+    }
 }
