@@ -93,18 +93,33 @@ impl Startup {
         S::Future: Send + 'static,
     {
         Running {
-            server: self
-                .server
-                .with_descriptor_set(carerecord_contracts::FILE_DESCRIPTOR_SET)
-                .add_service(api),
+            server: Server::Grpc(
+                self.server
+                    .with_descriptor_set(carerecord_contracts::FILE_DESCRIPTOR_SET)
+                    .add_service(api),
+            ),
+            background: self.background.drop_guard(),
+        }
+    }
+
+    /// Serves `router` as plain HTTP (a REST service such as the FHIR gateway) once
+    /// [`Running::run`] is called.
+    pub fn serve_http(self, router: axum::Router) -> Running {
+        Running {
+            server: Server::Http(self.server.into_http(), router),
             background: self.background.drop_guard(),
         }
     }
 }
 
+enum Server {
+    Grpc(GrpcServer),
+    Http(crate::http_server::HttpServer, axum::Router),
+}
+
 /// A built service, bound to its port, ready to serve.
 pub struct Running {
-    server: GrpcServer,
+    server: Server,
     // Ends the service's streams and background tasks when shutdown begins, or when this is dropped
     // without serving.
     background: tokio_util::sync::DropGuard,
@@ -113,7 +128,10 @@ pub struct Running {
 impl Running {
     /// The address actually bound (the real port when configured with `:0`).
     pub fn local_addr(&self) -> SocketAddr {
-        self.server.local_addr()
+        match &self.server {
+            Server::Grpc(server) => server.local_addr(),
+            Server::Http(server, _) => server.local_addr(),
+        }
     }
 
     /// Serves until `shutdown` is cancelled, then ends the streams and drains in-flight calls.
@@ -127,7 +145,10 @@ impl Running {
                 () = stop_background.cancelled() => {}
             }
         });
-        let result = self.server.serve(shutdown).await;
+        let result = match self.server {
+            Server::Grpc(server) => server.serve(shutdown).await,
+            Server::Http(server, router) => server.serve(router, shutdown).await,
+        };
         background.cancel();
         Ok(result?)
     }

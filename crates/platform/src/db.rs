@@ -132,6 +132,14 @@ pub struct Migrations {
     pub sqlite: &'static Migrator,
 }
 
+impl Migrations {
+    /// For a service that owns no database.
+    pub const NONE: Migrations = Migrations {
+        postgres: &Migrator::DEFAULT,
+        sqlite: &Migrator::DEFAULT,
+    };
+}
+
 /// A connected, migrated database.
 #[derive(Debug, Clone)]
 pub struct Database {

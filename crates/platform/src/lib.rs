@@ -5,11 +5,13 @@
 //! - [`config`]: the settings every service shares (server, database, telemetry).
 //! - [`telemetry`]: logs (human or JSON), OpenTelemetry traces over OTLP, W3C trace context.
 //! - [`server`]: gRPC serving with health, reflection, timeouts, size limits and graceful shutdown.
+//! - [`http_server`]: plain HTTP serving (the FHIR gateway) with the same lifecycle.
 //! - [`errors`]: gRPC statuses with google.rpc error details.
 //! - [`status_policy`]: every status sent is bounded in size, and undecodable requests are the
 //!   client's fault.
 //! - [`page_token`]: opaque, unforgeable page tokens and cursors.
 //! - [`fhir`]: the FHIR R4 resource type names.
+//! - [`time`]: timestamps, microseconds and FHIR's partial dates.
 //! - [`nhs_number`]: NHS numbers (ten digits, modulus-11 check digit).
 //! - [`metrics`]: RED metrics (rate, errors, duration) per RPC.
 //! - [`db`]: a sqlx pool over PostgreSQL or embedded SQLite, with migrations run at start.
@@ -25,6 +27,7 @@ pub mod db;
 pub mod env;
 pub mod errors;
 pub mod fhir;
+pub mod http_server;
 pub mod metrics;
 pub mod nhs_number;
 pub mod page_token;
@@ -34,5 +37,6 @@ pub mod status_policy;
 pub mod telemetry;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod time;
 pub mod tls;
 pub mod transport;

@@ -26,6 +26,10 @@ pub enum ServeError {
     Reflection(#[from] tonic_reflection::server::Error),
     #[error("server failed: {0}")]
     Transport(#[from] tonic::transport::Error),
+    #[error("server failed: {0}")]
+    Io(std::io::Error),
+    #[error("{0}")]
+    Unsupported(String),
 }
 
 /// A bound gRPC server, not yet serving: add services, then [`GrpcServer::serve`].
@@ -100,6 +104,11 @@ impl GrpcServer {
         self.routes.add_service(service);
         self.served.push(S::NAME);
         self
+    }
+
+    /// The listener, to serve plain HTTP on it instead of gRPC.
+    pub fn into_http(self) -> crate::http_server::HttpServer {
+        crate::http_server::HttpServer::new(self.config, self.listener, self.local_addr)
     }
 
     /// Records RED metrics with `meter` instead of the global meter provider's.
