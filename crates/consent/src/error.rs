@@ -1,5 +1,6 @@
 //! The crate's error, mapped to gRPC statuses in one place.
 
+use carerecord_platform::db::is_transient;
 use carerecord_platform::errors::{self, Violations};
 use tonic::Status;
 
@@ -76,9 +77,7 @@ impl From<Error> for Status {
                 "REQUEST_ID_REUSED",
                 format!("request_id {request_id} was already used with a different request"),
             ),
-            Error::Database(
-                ref e @ (sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed),
-            ) => {
+            Error::Database(ref e) if is_transient(e) => {
                 tracing::warn!(error = %e, "database unavailable");
                 errors::unavailable("the consent database")
             }

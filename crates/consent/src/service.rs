@@ -26,7 +26,10 @@ use crate::domain::validate::{
 };
 use crate::error::{Error, OPT_OUT_RESOURCE};
 use crate::policy::PlatformPolicies;
-use crate::store::{CreateOutcome, OptOutRecord, PatientState, Store};
+use crate::store::Store;
+use crate::store::decisions::PatientState;
+use crate::store::directives::CreateOutcome;
+use crate::store::opt_outs::OptOutRecord;
 
 /// The most patients one BatchDecide may ask about.
 pub const MAX_BATCH: usize = 10_000;
@@ -872,7 +875,7 @@ impl ConsentService for ConsentDecider {
         }
         let mut directives = self
             .store
-            .list(&patient_id, &statuses, after, size + 1)
+            .list(&patient_id, &statuses, after, size as i64 + 1)
             .await?;
         let mut next_page_token = String::new();
         if directives.len() > size {
@@ -938,7 +941,7 @@ impl ConsentService for ConsentDecider {
         if !v.is_empty() {
             return Err(Error::from(v).into());
         }
-        let mut versions = self.store.versions(&id, before, size + 1).await?;
+        let mut versions = self.store.versions(&id, before, size as i64 + 1).await?;
         if versions.is_empty() && before.is_none() {
             return Err(Error::NotFound(id).into());
         }

@@ -1,0 +1,220 @@
+//! Directives: the latest version of each, every version, and create request ids.
+
+use carerecord_contracts::consent::v1::{ConsentDirective, ConsentDirectiveStatus};
+use prost::Message;
+use sqlx::{Any, QueryBuilder, Row};
+
+use super::{Store, decode, micros_of};
+use crate::error::Error;
+
+/// What a create with a request id did.
+#[derive(Debug)]
+pub enum CreateOutcome {
+    Created,
+    /// The request id was used before with the same request: the directive it created.
+    Replayed(String),
+    /// The request id was used before with a different request.
+    Reused,
+}
+
+/// The fields decisions read, as a small message of their own.
+pub fn rules_of(directive: &ConsentDirective) -> ConsentDirective {
+    ConsentDirective {
+        decision: directive.decision,
+        scope_purposes: directive.scope_purposes.clone(),
+        period: directive.period,
+        provisions: directive.provisions.clone(),
+        ..Default::default()
+    }
+}
+
+impl Store {
+    /// Creates a directive (version 1) unless `request_id` was seen before.
+    pub async fn create(
+        &self,
+        request_id: &str,
+        body_hash: &str,
+        directive: &ConsentDirective,
+    ) -> Result<CreateOutcome, Error> {
+        let mut tx = self.db.pool.begin().await?;
+        let inserted = sqlx::query(
+            "INSERT INTO consent_create_requests (request_id, body_hash, directive_id, create_time) \
+             VALUES ($1, $2, $3, $4) ON CONFLICT (request_id) DO NOTHING",
+        )
+        .bind(request_id)
+        .bind(body_hash)
+        .bind(&directive.directive_id)
+        .bind(micros_of(directive.create_time.as_ref()))
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if inserted == 0 {
+            tx.rollback().await?;
+            let row = sqlx::query(
+                "SELECT body_hash, directive_id FROM consent_create_requests WHERE request_id = $1",
+            )
+            .bind(request_id)
+            .fetch_one(&self.db.pool)
+            .await?;
+            let hash: String = row.try_get(0)?;
+            return Ok(if hash == body_hash {
+                CreateOutcome::Replayed(row.try_get(1)?)
+            } else {
+                CreateOutcome::Reused
+            });
+        }
+        let body = directive.encode_to_vec();
+        sqlx::query(
+            "INSERT INTO consent_directives \
+             (directive_id, patient_id, status, version, etag, create_time, update_time, body, rules) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(&directive.directive_id)
+        .bind(&directive.patient_id)
+        .bind(i64::from(directive.status))
+        .bind(directive.version)
+        .bind(&directive.etag)
+        .bind(micros_of(directive.create_time.as_ref()))
+        .bind(micros_of(directive.update_time.as_ref()))
+        .bind(body.clone())
+        .bind(rules_of(directive).encode_to_vec())
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO consent_directive_versions (directive_id, version, body) VALUES ($1, $2, $3)",
+        )
+        .bind(&directive.directive_id)
+        .bind(directive.version)
+        .bind(body)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(CreateOutcome::Created)
+    }
+
+    /// The latest version of a directive.
+    pub async fn get(&self, directive_id: &str) -> Result<Option<ConsentDirective>, Error> {
+        let row = sqlx::query("SELECT body FROM consent_directives WHERE directive_id = $1")
+            .bind(directive_id)
+            .fetch_optional(&self.db.pool)
+            .await?;
+        row.map(|r| decode(&r.try_get::<Vec<u8>, _>(0)?))
+            .transpose()
+    }
+
+    /// One stored version of a directive.
+    pub async fn get_version(
+        &self,
+        directive_id: &str,
+        version: i64,
+    ) -> Result<Option<ConsentDirective>, Error> {
+        let row = sqlx::query(
+            "SELECT body FROM consent_directive_versions WHERE directive_id = $1 AND version = $2",
+        )
+        .bind(directive_id)
+        .bind(version)
+        .fetch_optional(&self.db.pool)
+        .await?;
+        row.map(|r| decode(&r.try_get::<Vec<u8>, _>(0)?))
+            .transpose()
+    }
+
+    /// A page of a patient's directives, newest first, after the position `(create_time, directive_id)`.
+    pub async fn list(
+        &self,
+        patient_id: &str,
+        statuses: &[ConsentDirectiveStatus],
+        after: Option<(i64, String)>,
+        limit: i64,
+    ) -> Result<Vec<ConsentDirective>, Error> {
+        let mut query =
+            QueryBuilder::<Any>::new("SELECT body FROM consent_directives WHERE patient_id = $1");
+        if !statuses.is_empty() {
+            // The statuses are validated enum numbers, written as literals. The other values are
+            // bound to numbered parameters: the Any driver's push_bind writes `?`, which PostgreSQL
+            // does not accept.
+            query.push(" AND status IN (");
+            let mut list = query.separated(", ");
+            for status in statuses {
+                list.push(*status as i32);
+            }
+            list.push_unseparated(")");
+        }
+        query.push(
+            " AND (create_time < $2 OR (create_time = $2 AND directive_id > $3)) \
+             ORDER BY create_time DESC, directive_id ASC LIMIT $4",
+        );
+        let (after_time, after_id) = after.unwrap_or((i64::MAX, String::new()));
+        let rows = query
+            .build()
+            .bind(patient_id)
+            .bind(after_time)
+            .bind(after_id)
+            .bind(limit)
+            .fetch_all(&self.db.pool)
+            .await?;
+        rows.iter()
+            .map(|r| decode(&r.try_get::<Vec<u8>, _>(0)?))
+            .collect()
+    }
+
+    /// Writes a new version if the stored version is still `expected_version`; false when it is not.
+    pub async fn write_version(
+        &self,
+        directive: &ConsentDirective,
+        expected_version: i64,
+    ) -> Result<bool, Error> {
+        let body = directive.encode_to_vec();
+        let mut tx = self.db.pool.begin().await?;
+        let updated = sqlx::query(
+            "UPDATE consent_directives SET status = $1, version = $2, etag = $3, update_time = $4, \
+             body = $5, rules = $6 WHERE directive_id = $7 AND version = $8",
+        )
+        .bind(i64::from(directive.status))
+        .bind(directive.version)
+        .bind(&directive.etag)
+        .bind(micros_of(directive.update_time.as_ref()))
+        .bind(body.clone())
+        .bind(rules_of(directive).encode_to_vec())
+        .bind(&directive.directive_id)
+        .bind(expected_version)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if updated == 0 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        sqlx::query(
+            "INSERT INTO consent_directive_versions (directive_id, version, body) VALUES ($1, $2, $3)",
+        )
+        .bind(&directive.directive_id)
+        .bind(directive.version)
+        .bind(body)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// A page of a directive's versions, newest first, below `before` (exclusive).
+    pub async fn versions(
+        &self,
+        directive_id: &str,
+        before: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<ConsentDirective>, Error> {
+        let rows = sqlx::query(
+            "SELECT body FROM consent_directive_versions WHERE directive_id = $1 AND version < $2 \
+             ORDER BY version DESC LIMIT $3",
+        )
+        .bind(directive_id)
+        .bind(before.unwrap_or(i64::MAX))
+        .bind(limit)
+        .fetch_all(&self.db.pool)
+        .await?;
+        rows.iter()
+            .map(|r| decode(&r.try_get::<Vec<u8>, _>(0)?))
+            .collect()
+    }
+}
