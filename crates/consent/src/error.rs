@@ -40,10 +40,20 @@ pub enum Error {
 }
 
 impl Error {
-    pub fn invalid_field(field: &str, description: &str) -> Error {
-        let mut violations = Violations::new();
-        violations.add(field, description);
-        Error::Invalid(violations)
+    /// The caller's etag (or expected version) is not the current one.
+    pub fn stale(resource_type: &'static str, name: impl Into<String>) -> Error {
+        Error::StaleEtag {
+            resource_type,
+            name: name.into(),
+        }
+    }
+
+    /// The directive's status does not allow what was asked.
+    pub fn directive_status(directive_id: impl std::fmt::Display, description: String) -> Error {
+        Error::Status {
+            subject: format!("directive/{directive_id}"),
+            description,
+        }
     }
 }
 

@@ -22,7 +22,7 @@ use carerecord_platform::env::{ConfigError, Env};
 use carerecord_platform::page_token::PageTokens;
 
 pub use policy::PlatformPolicies;
-pub use service::ConsentDecider;
+pub use service::ConsentService;
 
 /// Where the service listens unless `CARERECORD_LISTEN_ADDR` says otherwise.
 pub const DEFAULT_ADDR: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(
@@ -109,7 +109,7 @@ impl Service for Application {
                 "the platform policies have no @kind(\"optout-exemption\") rule: the national data opt-out withholds every purpose, individual care included"
             );
         }
-        let service = ConsentDecider::new(startup.database().await?, policies, config.tokens);
+        let service = ConsentService::new(startup.database().await?, policies, config.tokens);
         let api = ConsentServiceServer::new(service)
             .max_decoding_message_size(startup.max_message_bytes())
             .max_encoding_message_size(startup.max_message_bytes());

@@ -218,3 +218,11 @@ impl Store {
             .collect()
     }
 }
+
+/// Where a page of [`Store::list`] that ends with `last` resumes.
+pub fn position_after(last: &ConsentDirective) -> (i64, &str) {
+    (
+        micros_of(last.create_time.as_ref()),
+        last.directive_id.as_str(),
+    )
+}
