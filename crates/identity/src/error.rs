@@ -2,6 +2,7 @@
 
 use carerecord_contracts::common::v1::FieldViolation as ProtoViolation;
 use carerecord_contracts::identity::v1::BatchItemError;
+use carerecord_platform::db;
 use carerecord_platform::errors::{self, Violations};
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetail, ErrorDetails, StatusExt};
@@ -53,10 +54,29 @@ pub enum Error {
     EstimationInProgress,
     #[error("insufficient data: {0}")]
     InsufficientData(String),
+    /// The database cannot be reached or is busy: the client may retry.
+    #[error("database unavailable: {0}")]
+    Unavailable(sqlx::Error),
     #[error("database: {0}")]
-    Database(#[from] sqlx::Error),
+    Database(sqlx::Error),
     #[error("stored data cannot be decoded: {0}")]
     Corrupt(String),
+}
+
+impl From<sqlx::Error> for Error {
+    fn from(e: sqlx::Error) -> Self {
+        if db::is_transient(&e) {
+            Error::Unavailable(e)
+        } else {
+            Error::Database(e)
+        }
+    }
+}
+
+impl From<Violations> for Error {
+    fn from(violations: Violations) -> Self {
+        Error::Invalid(violations)
+    }
 }
 
 impl From<prost::DecodeError> for Error {
@@ -82,6 +102,14 @@ impl Error {
     /// Whether a database error is a uniqueness violation (a concurrent writer won a race).
     pub fn is_unique_violation(&self) -> bool {
         matches!(self, Error::Database(sqlx::Error::Database(e)) if e.is_unique_violation())
+    }
+
+    /// Whether this error fails a whole BatchCreatePatients call rather than one of its items.
+    pub fn fails_the_batch(&self) -> bool {
+        matches!(
+            self,
+            Error::Unavailable(_) | Error::Database(_) | Error::Corrupt(_)
+        )
     }
 
     /// The per-item form of this error, for BatchCreatePatients.
@@ -111,8 +139,9 @@ impl Error {
         item
     }
 
-    // Errors that carry a sqlx error cannot be cloned; their status does not need it.
-    fn clone_shallow(&self) -> Error {
+    /// A copy of an item's error. Errors that carry a sqlx error cannot be cloned; an item's error
+    /// never does, and a status does not need it.
+    pub fn clone_shallow(&self) -> Error {
         match self {
             Error::Invalid(v) => Error::Invalid(v.clone()),
             Error::Conflicts(c) => Error::Conflicts(c.clone()),
@@ -264,13 +293,11 @@ impl From<Error> for Status {
             Error::InsufficientData(description) => {
                 errors::failed_precondition("INSUFFICIENT_DATA", "patients", description)
             }
-            Error::Database(e) => match &e {
-                sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
-                    tracing::warn!(error = %e, "database unavailable");
-                    errors::unavailable("the database")
-                }
-                _ => errors::internal(&e),
-            },
+            Error::Unavailable(e) => {
+                tracing::warn!(error = %e, "database unavailable");
+                errors::unavailable("the database")
+            }
+            Error::Database(e) => errors::internal(&e),
             e @ Error::Corrupt(_) => errors::internal(&e),
         }
     }

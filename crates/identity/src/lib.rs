@@ -1,10 +1,22 @@
 //! Patient identity: the master patient index (NHS numbers, local identifiers, demographics, matching, merges).
 //!
-//! Serves `carerecord.identity.v1.PatientIdentityService`.
+//! Serves `carerecord.identity.v1.PatientIdentityService`. Read it top-down:
+//!
+//! - `main.rs` starts [`Application`] through the platform.
+//! - `lib.rs` (here): configuration ([`Config`], [`Settings`]) and [`Application`], which
+//!   rebuilds stale blocking keys, stores the starting match parameters and serves the API.
+//! - `service/`: the gRPC handlers, one file per area (patients, search, matching, estimation,
+//!   merges, feed). Each parses its request into typed values, calls the domain and the store, and
+//!   returns the crate's [`Error`](error::Error), mapped to a status in `error.rs`.
+//! - `convert.rs`: between the contract's messages and the domain's and store's types.
+//! - `domain/`: pure logic, no I/O: validation and normalisation, the life of a patient record,
+//!   search, comparators, the Fellegi-Sunter model and its estimation.
+//! - `store/`: all SQL, on PostgreSQL and SQLite, by aggregate (patients, identifiers, blocking
+//!   keys, request ids, merges, the change feed, match parameters, search).
 
+mod convert;
 pub mod domain;
 mod error;
-mod matching;
 mod service;
 mod store;
 
@@ -161,7 +173,10 @@ impl Service for Application {
             );
         }
         if config.identity.starting_parameters {
-            let mut params = matching::starting_parameters(&config.identity);
+            let mut params = convert::starting_parameters(
+                config.identity.match_threshold,
+                config.identity.possible_threshold,
+            );
             store
                 .store_first_parameters(&mut params)
                 .await

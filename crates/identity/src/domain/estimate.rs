@@ -7,7 +7,8 @@
 use std::collections::HashMap;
 
 use super::features::BLOCKING_RULES;
-use super::model::{FIELD_COUNT, FIELDS, Level, Pattern, clamp_probability};
+use super::field::{FIELD_COUNT, FIELDS, Level};
+use super::model::{Pattern, clamp_probability};
 
 /// What EM starts from, per level (exact, partial, disagree), before any data.
 const START_M: [f64; 3] = [0.9, 0.07, 0.03];
@@ -388,7 +389,7 @@ impl SplitMix {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::model::Field;
+    use crate::domain::field::Field;
 
     fn draw(rng: &mut SplitMix, probs: &[f64; 3]) -> Level {
         let x = rng.unit();

@@ -231,8 +231,8 @@ fn house_number(address: &str) -> Option<&str> {
 
 /// The blocking rules, by the key prefix they produce, with the compared fields each relies on
 /// (so estimation can leave those fields out of the pairs the rule produced).
-pub const BLOCKING_RULES: &[(&str, &[super::model::Field])] = {
-    use super::model::Field::*;
+pub const BLOCKING_RULES: &[(&str, &[super::field::Field])] = {
+    use super::field::Field::*;
     &[
         ("n:", &[NhsNumber]),
         ("i:", &[Identifier]),
@@ -246,7 +246,7 @@ pub const BLOCKING_RULES: &[(&str, &[super::model::Field])] = {
 
 /// Whether `key` blocks on an NHS number or an identifier: it finds only their one live holder.
 pub fn is_identifier_key(key: &str) -> bool {
-    use super::model::Field::{Identifier, NhsNumber};
+    use super::field::Field::{Identifier, NhsNumber};
     rule_of(key).is_some_and(|rule| matches!(BLOCKING_RULES[rule].1, [NhsNumber] | [Identifier]))
 }
 

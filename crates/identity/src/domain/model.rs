@@ -1,114 +1,8 @@
-//! The Fellegi-Sunter model: the compared fields, their comparison levels, and scoring.
+//! The Fellegi-Sunter model: the level pattern of a pair, its weight, probability and class.
 
 use super::compare::{self, DateAgreement};
 use super::features::{Features, NameFeatures};
-
-/// A compared field, in evaluation order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Field {
-    NhsNumber,
-    Identifier,
-    GivenName,
-    FamilyName,
-    BirthDate,
-    Gender,
-    Postcode,
-    Address,
-    Phone,
-    Email,
-}
-
-pub const FIELD_COUNT: usize = 10;
-
-pub const FIELDS: [Field; FIELD_COUNT] = [
-    Field::NhsNumber,
-    Field::Identifier,
-    Field::GivenName,
-    Field::FamilyName,
-    Field::BirthDate,
-    Field::Gender,
-    Field::Postcode,
-    Field::Address,
-    Field::Phone,
-    Field::Email,
-];
-
-impl Field {
-    pub fn name(self) -> &'static str {
-        match self {
-            Field::NhsNumber => "nhs_number",
-            Field::Identifier => "identifier",
-            Field::GivenName => "given_name",
-            Field::FamilyName => "family_name",
-            Field::BirthDate => "birth_date",
-            Field::Gender => "gender",
-            Field::Postcode => "postcode",
-            Field::Address => "address",
-            Field::Phone => "phone",
-            Field::Email => "email",
-        }
-    }
-
-    pub fn from_name(name: &str) -> Option<Field> {
-        FIELDS.into_iter().find(|f| f.name() == name)
-    }
-
-    pub fn index(self) -> usize {
-        self as usize
-    }
-
-    /// The levels this field can take other than missing.
-    pub fn levels(self) -> &'static [Level] {
-        match self {
-            Field::Gender => &[Level::Exact, Level::Disagree],
-            _ => &[Level::Exact, Level::Partial, Level::Disagree],
-        }
-    }
-
-    /// The documented rule of each level, as in `LevelParameters.comparator`.
-    pub fn rule(self, level: Level) -> &'static str {
-        match (self, level) {
-            (_, Level::Exact) => "exact after normalisation",
-            (
-                Field::NhsNumber | Field::Identifier | Field::Phone | Field::Email,
-                Level::Partial,
-            ) => "damerau_levenshtein <= 1",
-            (Field::GivenName | Field::FamilyName, Level::Partial) => {
-                "jaro_winkler >= 0.88, or same phonetic (NYSIIS) key, or damerau_levenshtein <= 1, or found so in the other name field (given and family transposed or confused)"
-            }
-            (Field::BirthDate, Level::Partial) => {
-                "day and month swapped, or one digit mis-keyed or two adjacent digits transposed"
-            }
-            (Field::Postcode, Level::Partial) => "same outward code, or damerau_levenshtein <= 1",
-            (Field::Address, Level::Partial) => "token_set >= 0.6 or bigram_dice >= 0.7",
-            (_, Level::Disagree) => "otherwise",
-            _ => "",
-        }
-    }
-}
-
-/// A comparison level; the discriminant indexes m/u arrays.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Level {
-    Exact = 0,
-    Partial = 1,
-    Disagree = 2,
-    Missing = 3,
-}
-
-impl Level {
-    pub fn index(self) -> usize {
-        self as usize
-    }
-    fn from_index(i: u32) -> Level {
-        match i {
-            0 => Level::Exact,
-            1 => Level::Partial,
-            2 => Level::Disagree,
-            _ => Level::Missing,
-        }
-    }
-}
+use super::field::{FIELD_COUNT, FIELDS, Field, Level};
 
 /// One field's comparison, with the values that decided it.
 #[derive(Debug, Clone, PartialEq)]
@@ -158,6 +52,28 @@ pub fn clamp_probability(p: f64) -> f64 {
         PROBABILITY_FLOOR
     } else {
         p.clamp(PROBABILITY_FLOOR, PROBABILITY_CEILING)
+    }
+}
+
+/// The built-in starting values of m and u per field, for the levels of `Field::levels` in
+/// order, and the prior. They are deliberately conservative, typical of a national index (u from
+/// the cardinality of each field, m from typical keying and change rates), so that an
+/// identifier alone is never enough for a MATCH; EstimateMatchParameters replaces them with
+/// values from the deployment's own data.
+pub const STARTING_PRIOR: f64 = 1e-6;
+
+/// See [`STARTING_PRIOR`].
+pub fn starting_values(field: Field) -> (&'static [f64], &'static [f64]) {
+    match field {
+        Field::NhsNumber => (&[0.95, 0.02, 0.03], &[1e-6, 1e-5, 1.0 - 1.1e-5]),
+        Field::Identifier => (&[0.90, 0.03, 0.07], &[1e-6, 1e-5, 1.0 - 1.1e-5]),
+        Field::GivenName => (&[0.88, 0.08, 0.04], &[0.01, 0.02, 0.97]),
+        Field::FamilyName => (&[0.90, 0.06, 0.04], &[0.005, 0.01, 0.985]),
+        Field::BirthDate => (&[0.92, 0.05, 0.03], &[3e-5, 5e-4, 1.0 - 5.3e-4]),
+        Field::Gender => (&[0.98, 0.02], &[0.5, 0.5]),
+        Field::Postcode => (&[0.75, 0.10, 0.15], &[1e-4, 0.005, 1.0 - 5.1e-3]),
+        Field::Address => (&[0.70, 0.15, 0.15], &[1e-4, 0.002, 1.0 - 2.1e-3]),
+        Field::Phone | Field::Email => (&[0.70, 0.05, 0.25], &[1e-6, 1e-5, 1.0 - 1.1e-5]),
     }
 }
 

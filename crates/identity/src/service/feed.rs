@@ -1,0 +1,97 @@
+//! WatchPatientChanges: the change feed, replayed from a cursor and then followed live.
+
+use carerecord_contracts::identity::v1::{WatchPatientChangesRequest, WatchPatientChangesResponse};
+use carerecord_platform::page_token::PageTokens;
+use tokio::sync::mpsc::Sender;
+use tonic::Status;
+
+use super::{IdentityService, WatchStream};
+use crate::convert::feed_event;
+use crate::error::Error;
+
+/// What feed cursors are bound to. Integrators keep cursors durably, so these bytes and the
+/// cursor's position (the sequence, 8 bytes big-endian) never change.
+const FEED_QUERY: &[u8] = b"carerecord.identity.v1/feed";
+
+/// Events read from the store at a time.
+const FEED_PAGE: i64 = 500;
+
+/// Events buffered for a slow client before the feed waits for it.
+const STREAM_BUFFER: usize = 256;
+
+fn cursor(tokens: &PageTokens, seq: i64) -> String {
+    tokens.issue(FEED_QUERY, &seq.to_be_bytes())
+}
+
+/// The sequence a cursor resumes after.
+fn resume_after(tokens: &PageTokens, cursor: &str) -> Result<i64, Error> {
+    if cursor.is_empty() {
+        return Ok(0);
+    }
+    match tokens.verify(FEED_QUERY, cursor) {
+        Ok(position) => match <[u8; 8]>::try_from(position.as_slice()) {
+            Ok(seq) => Ok(i64::from_be_bytes(seq)),
+            Err(_) => Err(refused()),
+        },
+        Err(_) => Err(refused()),
+    }
+}
+
+fn refused() -> Error {
+    Error::invalid(
+        "after_cursor",
+        "is malformed or was not issued by this index",
+    )
+}
+
+impl IdentityService {
+    pub(super) fn watch(&self, request: WatchPatientChangesRequest) -> Result<WatchStream, Error> {
+        let after = resume_after(&self.tokens, &request.after_cursor)?;
+        let (tx, rx) = tokio::sync::mpsc::channel(STREAM_BUFFER);
+        tokio::spawn(self.clone().follow(after, tx));
+        Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)))
+    }
+
+    /// Sends every event after `after`, then each new one as it commits, until the client goes
+    /// away or the server shuts down.
+    async fn follow(self, mut after: i64, tx: Sender<Result<WatchPatientChangesResponse, Status>>) {
+        let poll = self.settings.watch_poll_interval;
+        loop {
+            let notified = self.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.shutdown.is_cancelled() {
+                let _ = tx
+                    .send(Err(carerecord_platform::errors::unavailable(
+                        "the change feed (server shutting down)",
+                    )))
+                    .await;
+                return;
+            }
+            let rows = match self.store.feed(after, FEED_PAGE).await {
+                Ok(rows) => rows,
+                Err(e) => {
+                    let _ = tx.send(Err(e.into())).await;
+                    return;
+                }
+            };
+            let full = rows.len() as i64 == FEED_PAGE;
+            for row in rows {
+                after = row.seq;
+                let event = feed_event(row, cursor(&self.tokens, after));
+                if tx.send(Ok(event)).await.is_err() {
+                    return; // the client went away
+                }
+            }
+            if full {
+                continue;
+            }
+            tokio::select! {
+                () = &mut notified => {}
+                () = tokio::time::sleep(poll) => {}
+                () = tx.closed() => return,
+                () = self.shutdown.cancelled() => {}
+            }
+        }
+    }
+}
