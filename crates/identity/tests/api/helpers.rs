@@ -6,7 +6,7 @@ use carerecord_contracts::common::v1::{
 use carerecord_contracts::identity::v1::patient_identity_service_client::PatientIdentityServiceClient;
 use carerecord_contracts::identity::v1::*;
 use carerecord_identity::Application;
-use carerecord_platform::testing::spawn;
+use carerecord_platform::testing::{TestDatabase, spawn};
 
 pub type Client = PatientIdentityServiceClient<tonic::transport::Channel>;
 
@@ -22,6 +22,20 @@ pub struct App {
 impl App {
     pub async fn stop(self) {
         self.app.stop().await;
+    }
+}
+
+/// Runs `test` with a client of a fresh service on each backend under test.
+pub async fn on_each_backend(test: impl AsyncFn(&mut Client)) {
+    on_each_backend_with(&[], test).await;
+}
+
+/// [`on_each_backend`] with these settings added.
+pub async fn on_each_backend_with(vars: &[(&str, &str)], test: impl AsyncFn(&mut Client)) {
+    for db in TestDatabase::each_backend().await {
+        let mut app = spawn_app_with(&db.url, vars).await;
+        test(&mut app.client).await;
+        app.stop().await;
     }
 }
 
@@ -100,6 +114,77 @@ pub async fn create(client: &mut Client, p: Patient) -> Patient {
 }
 
 pub use carerecord_platform::testing::{reason, violations};
+
+/// The message of a call that must succeed.
+pub fn ok<T>(response: Result<tonic::Response<T>, tonic::Status>) -> T {
+    response.expect("the call succeeds").into_inner()
+}
+
+/// The status of a call that must fail.
+pub fn refused<T>(response: Result<tonic::Response<T>, tonic::Status>) -> tonic::Status {
+    match response {
+        Ok(_) => panic!("the call succeeded; it should have been refused"),
+        Err(status) => status,
+    }
+}
+
+pub fn resolve_request(system: &str, value: &str) -> ResolveIdentifierRequest {
+    ResolveIdentifierRequest {
+        identifier: Some(Identifier {
+            system: system.into(),
+            value: value.into(),
+        }),
+    }
+}
+
+/// An update of the fields `paths` names to their values in `p`, from the version `etag` names.
+pub fn update_request(
+    p: Patient,
+    etag: &str,
+    paths: &[&str],
+    reason: &str,
+) -> UpdatePatientRequest {
+    UpdatePatientRequest {
+        patient: Some(p),
+        update_mask: Some(prost_types::FieldMask {
+            paths: paths.iter().map(|s| (*s).to_owned()).collect(),
+        }),
+        etag: etag.to_owned(),
+        requester: Some(requester()),
+        reason: reason.into(),
+    }
+}
+
+/// A patient's versions, oldest first (one page).
+pub async fn versions(client: &mut Client, patient_id: &str) -> Vec<PatientVersion> {
+    ok(client
+        .list_patient_versions(ListPatientVersionsRequest {
+            patient_id: patient_id.to_owned(),
+            ..Default::default()
+        })
+        .await)
+    .versions
+}
+
+/// The resource a status names in its `ResourceInfo`.
+pub fn resource(status: &tonic::Status) -> tonic_types::ResourceInfo {
+    use tonic_types::StatusExt;
+    status
+        .get_error_details()
+        .resource_info()
+        .cloned()
+        .unwrap_or_else(|| panic!("no ResourceInfo in {status:?}"))
+}
+
+/// The first violation of a FAILED_PRECONDITION status's `PreconditionFailure`.
+pub fn precondition(status: &tonic::Status) -> tonic_types::PreconditionViolation {
+    use tonic_types::StatusExt;
+    status
+        .get_error_details()
+        .precondition_failure()
+        .and_then(|p| p.violations.first().cloned())
+        .unwrap_or_else(|| panic!("no PreconditionFailure in {status:?}"))
+}
 
 /// One `ErrorInfo.metadata` value of a status.
 pub fn metadata(status: &tonic::Status, key: &str) -> String {

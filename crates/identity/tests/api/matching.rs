@@ -11,7 +11,7 @@ use crate::helpers::*;
 async fn register(c: &mut Client, patients: Vec<Patient>) -> Vec<Patient> {
     let mut out = Vec::new();
     for chunk in patients.chunks(500) {
-        let response = c
+        let response = ok(c
             .batch_create_patients(BatchCreatePatientsRequest {
                 requests: chunk
                     .iter()
@@ -23,9 +23,7 @@ async fn register(c: &mut Client, patients: Vec<Patient>) -> Vec<Patient> {
                     .collect(),
                 requester: Some(requester()),
             })
-            .await
-            .unwrap()
-            .into_inner();
+            .await);
         for r in response.results {
             match r.outcome.unwrap() {
                 batch_create_patients_result::Outcome::Patient(p) => out.push(p),
@@ -34,6 +32,24 @@ async fn register(c: &mut Client, patients: Vec<Patient>) -> Vec<Patient> {
         }
     }
     out
+}
+
+/// A match of `patient`'s demographics, with the default limits.
+fn by_demographics(patient: Patient) -> MatchPatientsRequest {
+    MatchPatientsRequest {
+        probe: Some(match_patients_request::Probe::Demographics(patient)),
+        ..Default::default()
+    }
+}
+
+/// A match of the stored patient `patient_id`, with the default limits.
+fn by_id(patient_id: &str) -> MatchPatientsRequest {
+    MatchPatientsRequest {
+        probe: Some(match_patients_request::Probe::PatientId(
+            patient_id.to_owned(),
+        )),
+        ..Default::default()
+    }
 }
 
 fn estimate_request() -> EstimateMatchParametersRequest {
@@ -48,16 +64,12 @@ fn estimate_request() -> EstimateMatchParametersRequest {
 
 #[tokio::test]
 async fn a_new_index_matches_with_the_configured_starting_parameters_until_estimated() {
-    for db in TestDatabase::each_backend().await {
-        let mut app = spawn_app(&db.url).await;
-        let c = &mut app.client;
-        let start = c
+    on_each_backend(async |c| {
+        let start = ok(c
             .get_match_parameters(GetMatchParametersRequest::default())
-            .await
-            .unwrap()
-            .into_inner()
-            .parameters
-            .unwrap();
+            .await)
+        .parameters
+        .unwrap();
         assert_eq!(start.parameters_version, 1);
         assert!(start.current);
         assert_eq!(start.origin, MatchParametersOrigin::Configured as i32);
@@ -70,16 +82,7 @@ async fn a_new_index_matches_with_the_configured_starting_parameters_until_estim
             .enumerate()
             .find_map(|(i, g)| g.duplicate_of.map(|o| (i, o)))
             .expect("a duplicate");
-        let found = c
-            .match_patients(MatchPatientsRequest {
-                probe: Some(match_patients_request::Probe::PatientId(
-                    registered[dup].patient_id.clone(),
-                )),
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner();
+        let found = ok(c.match_patients(by_id(&registered[dup].patient_id)).await);
         assert_eq!(found.parameters_version, 1);
         assert!(
             found.candidates.iter().any(|m| m
@@ -90,33 +93,25 @@ async fn a_new_index_matches_with_the_configured_starting_parameters_until_estim
         );
 
         // Estimation supersedes them; they stay readable as version 1.
-        let estimated = c
-            .estimate_match_parameters(estimate_request())
-            .await
-            .unwrap()
-            .into_inner();
+        let estimated = ok(c.estimate_match_parameters(estimate_request()).await);
         assert!(estimated.activated);
         assert_eq!(estimated.parameters.unwrap().parameters_version, 2);
-        let first = c
+        let first = ok(c
             .get_match_parameters(GetMatchParametersRequest {
                 parameters_version: 1,
             })
-            .await
-            .unwrap()
-            .into_inner()
-            .parameters
-            .unwrap();
+            .await)
+        .parameters
+        .unwrap();
         assert!(!first.current);
         assert_eq!(first.origin, MatchParametersOrigin::Configured as i32);
-        app.stop().await;
-    }
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn a_probe_finds_through_its_identifier_holder_a_record_it_shares_no_key_with() {
-    for db in TestDatabase::each_backend().await {
-        let mut app = spawn_app(&db.url).await;
-        let c = &mut app.client;
+    on_each_backend(async |c| {
         let at = |mut p: Patient, line: &str, postcode: &str| {
             p.addresses[0].lines = vec![line.into()];
             p.addresses[0].postal_code = postcode.into();
@@ -158,40 +153,25 @@ async fn a_probe_finds_through_its_identifier_holder_a_record_it_shares_no_key_w
                 .map(|m| (m.patient.unwrap().patient_id, m.classification))
                 .collect()
         };
-        let without_identifier = candidates(
-            c.match_patients(MatchPatientsRequest {
-                probe: Some(match_patients_request::Probe::Demographics(probe.clone())),
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner(),
-        );
+        let without_identifier =
+            candidates(ok(c.match_patients(by_demographics(probe.clone())).await));
         assert!(
             !without_identifier
                 .iter()
                 .any(|(id, _)| *id == unidentified.patient_id),
             "the probe alone shares no blocking key with the unidentified record"
         );
-        let with_identifier = candidates(
-            c.match_patients(MatchPatientsRequest {
-                probe: Some(match_patients_request::Probe::Demographics(with_mrn(
-                    probe, "M-1667",
-                ))),
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner(),
-        );
+        let with_identifier = candidates(ok(c
+            .match_patients(by_demographics(with_mrn(probe, "M-1667")))
+            .await));
         let matched = MatchClassification::Match as i32;
         assert!(with_identifier.contains(&(holder.patient_id.clone(), matched)));
         assert!(
             with_identifier.contains(&(unidentified.patient_id.clone(), matched)),
             "found through the holder's keys and scored against the probe: {with_identifier:?}"
         );
-        app.stop().await;
-    }
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -214,19 +194,10 @@ async fn blocking_keys_of_an_earlier_scheme_are_rebuilt_at_start() {
         }
 
         let mut app = spawn_app(&db.url).await;
-        let found = app
+        let found = ok(app
             .client
-            .match_patients(MatchPatientsRequest {
-                probe: Some(match_patients_request::Probe::Demographics(patient(
-                    "Ada",
-                    "Lovelace",
-                    (1985, 12, 10),
-                ))),
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner();
+            .match_patients(by_demographics(patient("Ada", "Lovelace", (1985, 12, 10))))
+            .await);
         assert_eq!(
             found.candidates[0].patient.as_ref().unwrap().patient_id,
             original.patient_id
@@ -251,276 +222,223 @@ async fn blocking_keys_of_an_earlier_scheme_are_rebuilt_at_start() {
 
 #[tokio::test]
 async fn estimate_then_match_explains_candidates() {
-    for db in TestDatabase::each_backend().await {
-        let mut app = spawn_app_with(
-            &db.url,
-            &[("CARERECORD_MATCH_STARTING_PARAMETERS", "false")],
-        )
-        .await;
-        let c = &mut app.client;
-        // Before any estimation.
-        let probe = patient("Jo", "Smith", (1980, 3, 7));
-        let status = c
-            .match_patients(MatchPatientsRequest {
-                probe: Some(match_patients_request::Probe::Demographics(probe.clone())),
-                ..Default::default()
-            })
-            .await
-            .unwrap_err();
-        assert_eq!(status.code(), Code::FailedPrecondition);
-        assert_eq!(reason(&status), "MATCH_PARAMETERS_MISSING");
-        let status = c
-            .get_match_parameters(GetMatchParametersRequest::default())
-            .await
-            .unwrap_err();
-        assert_eq!(status.code(), Code::NotFound);
-        let status = c
-            .estimate_match_parameters(estimate_request())
-            .await
-            .unwrap_err();
-        assert_eq!(status.code(), Code::FailedPrecondition);
-        assert_eq!(reason(&status), "INSUFFICIENT_DATA");
-
-        let population = Generator::new(5).population(600, 0.25);
-        let registered = register(c, population.iter().map(|g| g.patient.clone()).collect()).await;
-
-        // A dry run stores nothing.
-        let dry = c
-            .estimate_match_parameters(EstimateMatchParametersRequest {
-                dry_run: true,
-                ..estimate_request()
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        assert_eq!(dry.parameters.as_ref().unwrap().parameters_version, 0);
-        assert!(!dry.activated);
-        assert!(
-            c.get_match_parameters(GetMatchParametersRequest::default())
-                .await
-                .is_err()
-        );
-
-        let estimated = c
-            .estimate_match_parameters(estimate_request())
-            .await
-            .unwrap()
-            .into_inner();
-        assert!(estimated.activated);
-        let params = estimated.parameters.unwrap();
-        assert_eq!(params.parameters_version, 1);
-        assert!(params.current && params.converged);
-        assert_eq!(params.origin, MatchParametersOrigin::Estimated as i32);
-        assert_eq!(params.random_seed, 11);
-        assert_eq!(params.estimated_by.as_ref().unwrap().user_id, "clerk-1");
-        assert!(params.prior_match_probability > 0.0 && params.prior_match_probability < 0.01);
-        let fields: Vec<&str> = params.fields.iter().map(|f| f.field.as_str()).collect();
-        assert_eq!(
-            fields,
-            [
-                "nhs_number",
-                "identifier",
-                "given_name",
-                "family_name",
-                "birth_date",
-                "gender",
-                "postcode",
-                "address",
-                "phone",
-                "email"
-            ]
-        );
-        for f in &params.fields {
-            let m: f64 = f.levels.iter().map(|l| l.m_probability).sum();
-            let u: f64 = f.levels.iter().map(|l| l.u_probability).sum();
-            assert!((m - 1.0).abs() < 1e-3 && (u - 1.0).abs() < 1e-3, "{f:?}");
-        }
-        let family = params
-            .fields
-            .iter()
-            .find(|f| f.field == "family_name")
-            .unwrap();
-        assert!(family.levels[0].weight > 3.0, "{family:?}");
-        let got = c
-            .get_match_parameters(GetMatchParametersRequest {
-                parameters_version: 1,
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        assert_eq!(got.parameters.unwrap().fields, params.fields);
-        let status = c
-            .get_match_parameters(GetMatchParametersRequest {
-                parameters_version: 9,
-            })
-            .await
-            .unwrap_err();
-        assert_eq!(status.code(), Code::NotFound);
-        let status = c
-            .get_match_parameters(GetMatchParametersRequest {
-                parameters_version: -1,
-            })
-            .await
-            .unwrap_err();
-        assert_eq!(violations(&status), ["parameters_version"]);
-
-        // Each duplicate finds its original as the top MATCH, most of the time, with evidence.
-        let mut found = 0;
-        let mut total = 0;
-        for (i, g) in population.iter().enumerate() {
-            let Some(of) = g.duplicate_of else { continue };
-            total += 1;
-            let response = c
-                .match_patients(MatchPatientsRequest {
-                    probe: Some(match_patients_request::Probe::PatientId(
-                        registered[i].patient_id.clone(),
-                    )),
-                    max_candidates: 3,
-                    include_non_matches: false,
-                })
-                .await
-                .unwrap()
-                .into_inner();
-            assert_eq!(response.parameters_version, 1);
-            assert!(
-                response
-                    .candidates
-                    .iter()
-                    .all(|cand| cand.patient.as_ref().unwrap().patient_id
-                        != registered[i].patient_id)
+    on_each_backend_with(
+        &[("CARERECORD_MATCH_STARTING_PARAMETERS", "false")],
+        async |c| {
+            // Before any estimation.
+            let probe = patient("Jo", "Smith", (1980, 3, 7));
+            let status = refused(c.match_patients(by_demographics(probe.clone())).await);
+            assert_eq!(status.code(), Code::FailedPrecondition);
+            assert_eq!(reason(&status), "MATCH_PARAMETERS_MISSING");
+            let status = refused(
+                c.get_match_parameters(GetMatchParametersRequest::default())
+                    .await,
             );
-            if response.candidates.iter().any(|cand| {
-                cand.patient.as_ref().unwrap().patient_id == registered[of].patient_id
-                    && cand.classification != MatchClassification::NonMatch as i32
-            }) {
-                found += 1;
-            }
-            for cand in &response.candidates {
-                assert_eq!(cand.evidence.len(), 10);
-                let sum: f64 = cand.evidence.iter().map(|e| e.weight).sum();
-                assert!((sum - cand.match_weight).abs() < 1e-9);
-                assert!(cand.match_probability >= response.possible_threshold);
-            }
-        }
-        assert!(
-            found as f64 >= 0.85 * total as f64,
-            "{found} of {total} duplicates found"
-        );
+            assert_eq!(status.code(), Code::NotFound);
+            let status = refused(c.estimate_match_parameters(estimate_request()).await);
+            assert_eq!(status.code(), Code::FailedPrecondition);
+            assert_eq!(reason(&status), "INSUFFICIENT_DATA");
 
-        // A demographics probe with a typo: evidence says which fields agreed and how.
-        let loner = (0..population.len())
-            .find(|&i| {
-                population[i].duplicate_of.is_none()
-                    && !population.iter().any(|g| g.duplicate_of == Some(i))
-            })
-            .unwrap();
-        let original = &registered[loner];
-        let mut probe = original.clone();
-        probe.names[0].family = format!("{}x", probe.names[0].family);
-        probe.identifiers.clear();
-        let response = c
-            .match_patients(MatchPatientsRequest {
-                probe: Some(match_patients_request::Probe::Demographics(probe)),
-                max_candidates: 5,
-                include_non_matches: true,
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        let top = &response.candidates[0];
-        assert_eq!(
-            top.patient.as_ref().unwrap().patient_id,
-            original.patient_id
-        );
-        assert_eq!(top.classification, MatchClassification::Match as i32);
-        let family = top
-            .evidence
-            .iter()
-            .find(|e| e.field == "family_name")
-            .unwrap();
-        assert_eq!(family.level, ComparisonLevel::Partial as i32);
-        assert_eq!(family.comparator, "jaro_winkler");
-        let birth = top
-            .evidence
-            .iter()
-            .find(|e| e.field == "birth_date")
-            .unwrap();
-        assert_eq!(
-            (birth.level, birth.similarity),
-            (ComparisonLevel::Exact as i32, 1.0)
-        );
-        let identifier = top
-            .evidence
-            .iter()
-            .find(|e| e.field == "identifier")
-            .unwrap();
-        assert_eq!(
-            (identifier.level, identifier.weight),
-            (ComparisonLevel::Missing as i32, 0.0)
-        );
-        assert!(response.pairs_compared >= 1);
+            let population = Generator::new(5).population(600, 0.25);
+            let registered =
+                register(c, population.iter().map(|g| g.patient.clone()).collect()).await;
 
-        // Bad probes.
-        let status = c
-            .match_patients(MatchPatientsRequest::default())
-            .await
-            .unwrap_err();
-        assert_eq!(violations(&status), ["probe"]);
-        let status = c
-            .match_patients(MatchPatientsRequest {
-                probe: Some(match_patients_request::Probe::Demographics(Patient {
-                    nhs_number: "12345".into(),
+            // A dry run stores nothing.
+            let dry = ok(c
+                .estimate_match_parameters(EstimateMatchParametersRequest {
+                    dry_run: true,
+                    ..estimate_request()
+                })
+                .await);
+            assert_eq!(dry.parameters.as_ref().unwrap().parameters_version, 0);
+            assert!(!dry.activated);
+            assert!(
+                c.get_match_parameters(GetMatchParametersRequest::default())
+                    .await
+                    .is_err()
+            );
+
+            let estimated = ok(c.estimate_match_parameters(estimate_request()).await);
+            assert!(estimated.activated);
+            let params = estimated.parameters.unwrap();
+            assert_eq!(params.parameters_version, 1);
+            assert!(params.current && params.converged);
+            assert_eq!(params.origin, MatchParametersOrigin::Estimated as i32);
+            assert_eq!(params.random_seed, 11);
+            assert_eq!(params.estimated_by.as_ref().unwrap().user_id, "clerk-1");
+            assert!(params.prior_match_probability > 0.0 && params.prior_match_probability < 0.01);
+            let fields: Vec<&str> = params.fields.iter().map(|f| f.field.as_str()).collect();
+            assert_eq!(
+                fields,
+                [
+                    "nhs_number",
+                    "identifier",
+                    "given_name",
+                    "family_name",
+                    "birth_date",
+                    "gender",
+                    "postcode",
+                    "address",
+                    "phone",
+                    "email"
+                ]
+            );
+            for f in &params.fields {
+                let m: f64 = f.levels.iter().map(|l| l.m_probability).sum();
+                let u: f64 = f.levels.iter().map(|l| l.u_probability).sum();
+                assert!((m - 1.0).abs() < 1e-3 && (u - 1.0).abs() < 1e-3, "{f:?}");
+            }
+            let family = params
+                .fields
+                .iter()
+                .find(|f| f.field == "family_name")
+                .unwrap();
+            assert!(family.levels[0].weight > 3.0, "{family:?}");
+            let got = ok(c
+                .get_match_parameters(GetMatchParametersRequest {
+                    parameters_version: 1,
+                })
+                .await);
+            assert_eq!(got.parameters.unwrap().fields, params.fields);
+            let status = refused(
+                c.get_match_parameters(GetMatchParametersRequest {
+                    parameters_version: 9,
+                })
+                .await,
+            );
+            assert_eq!(status.code(), Code::NotFound);
+            let status = refused(
+                c.get_match_parameters(GetMatchParametersRequest {
+                    parameters_version: -1,
+                })
+                .await,
+            );
+            assert_eq!(violations(&status), ["parameters_version"]);
+
+            // Each duplicate finds its original as the top MATCH, most of the time, with evidence.
+            let mut found = 0;
+            let mut total = 0;
+            for (i, g) in population.iter().enumerate() {
+                let Some(of) = g.duplicate_of else { continue };
+                total += 1;
+                let response = ok(c
+                    .match_patients(MatchPatientsRequest {
+                        max_candidates: 3,
+                        include_non_matches: false,
+                        ..by_id(&registered[i].patient_id)
+                    })
+                    .await);
+                assert_eq!(response.parameters_version, 1);
+                assert!(
+                    response.candidates.iter().all(|cand| cand
+                        .patient
+                        .as_ref()
+                        .unwrap()
+                        .patient_id
+                        != registered[i].patient_id)
+                );
+                if response.candidates.iter().any(|cand| {
+                    cand.patient.as_ref().unwrap().patient_id == registered[of].patient_id
+                        && cand.classification != MatchClassification::NonMatch as i32
+                }) {
+                    found += 1;
+                }
+                for cand in &response.candidates {
+                    assert_eq!(cand.evidence.len(), 10);
+                    let sum: f64 = cand.evidence.iter().map(|e| e.weight).sum();
+                    assert!((sum - cand.match_weight).abs() < 1e-9);
+                    assert!(cand.match_probability >= response.possible_threshold);
+                }
+            }
+            assert!(
+                found as f64 >= 0.85 * total as f64,
+                "{found} of {total} duplicates found"
+            );
+
+            // A demographics probe with a typo: evidence says which fields agreed and how.
+            let loner = (0..population.len())
+                .find(|&i| {
+                    population[i].duplicate_of.is_none()
+                        && !population.iter().any(|g| g.duplicate_of == Some(i))
+                })
+                .unwrap();
+            let original = &registered[loner];
+            let mut probe = original.clone();
+            probe.names[0].family = format!("{}x", probe.names[0].family);
+            probe.identifiers.clear();
+            let response = ok(c
+                .match_patients(MatchPatientsRequest {
+                    max_candidates: 5,
+                    include_non_matches: true,
+                    ..by_demographics(probe)
+                })
+                .await);
+            let top = &response.candidates[0];
+            assert_eq!(
+                top.patient.as_ref().unwrap().patient_id,
+                original.patient_id
+            );
+            assert_eq!(top.classification, MatchClassification::Match as i32);
+            let evidence = |field: &str| top.evidence.iter().find(|e| e.field == field).unwrap();
+            let family = evidence("family_name");
+            assert_eq!(family.level, ComparisonLevel::Partial as i32);
+            assert_eq!(family.comparator, "jaro_winkler");
+            let birth = evidence("birth_date");
+            assert_eq!(
+                (birth.level, birth.similarity),
+                (ComparisonLevel::Exact as i32, 1.0)
+            );
+            let identifier = evidence("identifier");
+            assert_eq!(
+                (identifier.level, identifier.weight),
+                (ComparisonLevel::Missing as i32, 0.0)
+            );
+            assert!(response.pairs_compared >= 1);
+
+            // Bad probes.
+            let status = refused(c.match_patients(MatchPatientsRequest::default()).await);
+            assert_eq!(violations(&status), ["probe"]);
+            let status = refused(
+                c.match_patients(MatchPatientsRequest {
+                    max_candidates: -1,
+                    ..by_demographics(Patient {
+                        nhs_number: "12345".into(),
+                        ..Default::default()
+                    })
+                })
+                .await,
+            );
+            assert_eq!(
+                violations(&status),
+                ["max_candidates", "demographics.nhs_number"]
+            );
+            let status = refused(c.match_patients(by_demographics(Patient::default())).await);
+            assert_eq!(violations(&status), ["demographics"]);
+            let status = refused(
+                c.match_patients(by_id(&uuid::Uuid::new_v4().to_string()))
+                    .await,
+            );
+            assert_eq!(status.code(), Code::NotFound);
+            let status = refused(
+                c.estimate_match_parameters(EstimateMatchParametersRequest {
+                    convergence_threshold: 1.0,
+                    max_random_pairs: -1,
                     ..Default::default()
-                })),
-                max_candidates: -1,
-                ..Default::default()
-            })
-            .await
-            .unwrap_err();
-        assert_eq!(
-            violations(&status),
-            ["max_candidates", "demographics.nhs_number"]
-        );
-        let status = c
-            .match_patients(MatchPatientsRequest {
-                probe: Some(match_patients_request::Probe::Demographics(
-                    Patient::default(),
-                )),
-                ..Default::default()
-            })
-            .await
-            .unwrap_err();
-        assert_eq!(violations(&status), ["demographics"]);
-        let status = c
-            .match_patients(MatchPatientsRequest {
-                probe: Some(match_patients_request::Probe::PatientId(
-                    uuid::Uuid::new_v4().to_string(),
-                )),
-                ..Default::default()
-            })
-            .await
-            .unwrap_err();
-        assert_eq!(status.code(), Code::NotFound);
-        let status = c
-            .estimate_match_parameters(EstimateMatchParametersRequest {
-                convergence_threshold: 1.0,
-                max_random_pairs: -1,
-                ..Default::default()
-            })
-            .await
-            .unwrap_err();
-        assert_eq!(
-            violations(&status),
-            ["requester", "max_random_pairs", "convergence_threshold"]
-        );
-    }
+                })
+                .await,
+            );
+            assert_eq!(
+                violations(&status),
+                ["requester", "max_random_pairs", "convergence_threshold"]
+            );
+        },
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn search_exact_and_fuzzy() {
-    for db in TestDatabase::each_backend().await {
-        let mut app = spawn_app(&db.url).await;
-        let c = &mut app.client;
+    on_each_backend(async |c| {
         let smith = create(c, patient("Catherine", "Smith", (1980, 3, 7))).await;
         let smyth = create(c, patient("Catherine", "Smyth", (1980, 7, 3))).await;
         let mut married = patient("Anne", "Brown", (1975, 5, 20));
@@ -555,25 +473,21 @@ async fn search_exact_and_fuzzy() {
                 .collect::<Vec<_>>()
         };
 
-        let exact = c
+        let exact = ok(c
             .search_patients(search(
                 "SMITH",
                 "catherine",
                 date(1980, 3, 7),
                 SearchMode::Exact,
             ))
-            .await
-            .unwrap()
-            .into_inner();
+            .await);
         assert_eq!(ids(&exact), [smith.patient_id.as_str()]);
         assert_eq!(exact.results[0].score, 1.0);
         assert_eq!(exact.max_results_applied, 10);
         // Prefix wildcard, historic names, ranges.
-        let r = c
+        let r = ok(c
             .search_patients(search("Sm*", "", date(1980, 3, 7), SearchMode::Exact))
-            .await
-            .unwrap()
-            .into_inner();
+            .await);
         assert_eq!(ids(&r), [smith.patient_id.as_str()]);
         let range = search_patients_request::Birth::BirthDateRange(DateRange {
             start: Some(Date {
@@ -583,24 +497,20 @@ async fn search_exact_and_fuzzy() {
             }),
             end: None,
         });
-        let r = c
+        let r = ok(c
             .search_patients(search("green", "", range, SearchMode::Exact))
-            .await
-            .unwrap()
-            .into_inner();
+            .await);
         assert_eq!(ids(&r), [married.patient_id.as_str()]);
 
         // Fuzzy: phonetic and Jaro-Winkler names, swapped day and month, transposed names.
-        let fuzzy = c
+        let fuzzy = ok(c
             .search_patients(search(
                 "Smith",
                 "Catherine",
                 date(1980, 3, 7),
                 SearchMode::Fuzzy,
             ))
-            .await
-            .unwrap()
-            .into_inner();
+            .await);
         let found = ids(&fuzzy);
         assert_eq!(found[0], smith.patient_id);
         assert_eq!(fuzzy.results[0].score, 1.0);
@@ -608,47 +518,43 @@ async fn search_exact_and_fuzzy() {
         assert!(found.contains(&transposed.patient_id), "{fuzzy:?}");
         assert!(fuzzy.results[1..].iter().all(|r| r.score < 1.0));
         // Capped results.
-        let r = c
+        let r = ok(c
             .search_patients(SearchPatientsRequest {
                 max_results: 1,
                 ..search("Smith", "Catherine", date(1980, 3, 7), SearchMode::Fuzzy)
             })
-            .await
-            .unwrap()
-            .into_inner();
+            .await);
         assert_eq!(r.results.len(), 1);
         assert!(r.more_results_available);
-        let r = c
+        let r = ok(c
             .search_patients(SearchPatientsRequest {
                 max_results: 1000,
                 ..search("Smith", "", date(1980, 3, 7), SearchMode::Exact)
             })
-            .await
-            .unwrap()
-            .into_inner();
+            .await);
         assert_eq!(r.max_results_applied, 50);
 
         // Bad input.
-        let status = c
-            .search_patients(SearchPatientsRequest {
+        let status = refused(
+            c.search_patients(SearchPatientsRequest {
                 family_name: " - ".into(),
                 ..Default::default()
             })
-            .await
-            .unwrap_err();
+            .await,
+        );
         assert_eq!(violations(&status), ["family_name", "birth_date"]);
-        let status = c
-            .search_patients(search("S*", "Ca*t", date(1980, 2, 30), SearchMode::Exact))
-            .await
-            .unwrap_err();
+        let status = refused(
+            c.search_patients(search("S*", "Ca*t", date(1980, 2, 30), SearchMode::Exact))
+                .await,
+        );
         assert_eq!(
             violations(&status),
             ["family_name", "given_name", "birth_date.day"]
         );
-        let status = c
-            .search_patients(search("Smi*", "", date(1980, 1, 1), SearchMode::Fuzzy))
-            .await
-            .unwrap_err();
+        let status = refused(
+            c.search_patients(search("Smi*", "", date(1980, 1, 1), SearchMode::Fuzzy))
+                .await,
+        );
         assert_eq!(violations(&status), ["family_name"]);
         let bad_range = search_patients_request::Birth::BirthDateRange(DateRange {
             start: Some(Date {
@@ -662,19 +568,20 @@ async fn search_exact_and_fuzzy() {
                 day: 1,
             }),
         });
-        let status = c
-            .search_patients(SearchPatientsRequest {
+        let status = refused(
+            c.search_patients(SearchPatientsRequest {
                 max_results: -1,
                 ..search("Smith", "", bad_range, SearchMode::Exact)
             })
-            .await
-            .unwrap_err();
+            .await,
+        );
         assert_eq!(violations(&status), ["birth_date_range", "max_results"]);
         let empty_range = search_patients_request::Birth::BirthDateRange(DateRange::default());
-        let status = c
-            .search_patients(search("Smith", "", empty_range, SearchMode::Exact))
-            .await
-            .unwrap_err();
+        let status = refused(
+            c.search_patients(search("Smith", "", empty_range, SearchMode::Exact))
+                .await,
+        );
         assert_eq!(violations(&status), ["birth_date_range"]);
-    }
+    })
+    .await;
 }

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use carerecord_contracts::common::v1::{ChangeType, Identifier};
+use carerecord_contracts::common::v1::ChangeType;
 use carerecord_contracts::identity::v1::*;
 use carerecord_platform::testing::TestDatabase;
 use tokio_stream::StreamExt;
@@ -25,20 +25,14 @@ fn merge(source: &Patient, target: &Patient) -> MergePatientsRequest {
 
 #[tokio::test]
 async fn merge_then_unmerge_restores_both_exactly() {
-    for db in TestDatabase::each_backend().await {
-        let mut app = spawn_app(&db.url).await;
-        let c = &mut app.client;
+    on_each_backend(async |c| {
         let mut dup = with_mrn(patient("Jo", "Smith", (1980, 3, 7)), "D1");
         dup.nhs_number = "9434765919".into();
         let dup = create(c, dup).await;
         let survivor = create(c, with_mrn(patient("Joanne", "Smith", (1980, 3, 7)), "S1")).await;
 
         let request = merge(&dup, &survivor);
-        let merged = c
-            .merge_patients(request.clone())
-            .await
-            .unwrap()
-            .into_inner();
+        let merged = ok(c.merge_patients(request.clone()).await);
         let source = merged.source_patient.unwrap();
         let target = merged.target_patient.unwrap();
         assert_eq!(source.state, PatientState::Merged as i32);
@@ -47,114 +41,70 @@ async fn merge_then_unmerge_restores_both_exactly() {
         assert_eq!(target.merged_from_patient_ids, [dup.patient_id.as_str()]);
         assert_eq!(target.names, survivor.names);
         // A retry replays the first result.
-        let replay = c
-            .merge_patients(request.clone())
-            .await
-            .unwrap()
-            .into_inner();
+        let replay = ok(c.merge_patients(request.clone()).await);
         assert_eq!(replay.source_patient.unwrap(), source);
         let mut reused = request.clone();
         reused.reason = "another reason".into();
-        let status = c.merge_patients(reused).await.unwrap_err();
+        let status = refused(c.merge_patients(reused).await);
         assert_eq!(reason(&status), "REQUEST_ID_REUSED");
 
         // The duplicate's identifiers resolve to the survivor; reads show the merge.
-        let r = c
-            .resolve_identifier(ResolveIdentifierRequest {
-                identifier: Some(Identifier {
-                    system: "https://fhir.nhs.uk/Id/nhs-number".into(),
-                    value: "9434765919".into(),
-                }),
-            })
-            .await
-            .unwrap()
-            .into_inner();
+        let r = ok(c
+            .resolve_identifier(resolve_request(
+                "https://fhir.nhs.uk/Id/nhs-number",
+                "9434765919",
+            ))
+            .await);
         assert_eq!(r.patient_id, survivor.patient_id);
         assert!(r.followed_merge);
         assert_eq!(r.merged_patient_ids, [dup.patient_id.as_str()]);
-        let got = c
+        let got = ok(c
             .get_patient(GetPatientRequest {
                 patient_id: dup.patient_id.clone(),
             })
-            .await
-            .unwrap()
-            .into_inner()
-            .patient
-            .unwrap();
+            .await)
+        .patient
+        .unwrap();
         assert_eq!(got, source);
         // The merged duplicate keeps reserving its identifiers.
-        let status = c
-            .create_patient(CreatePatientRequest {
+        let status = refused(
+            c.create_patient(CreatePatientRequest {
                 request_id: request_id(),
                 patient: Some(with_mrn(patient("X", "Y", (1990, 1, 1)), "D1")),
                 requester: Some(requester()),
             })
-            .await
-            .unwrap_err();
+            .await,
+        );
         assert_eq!(status.code(), Code::AlreadyExists);
-        assert!(
-            status
-                .get_error_details()
-                .resource_info()
-                .unwrap()
-                .description
-                .contains(&survivor.patient_id)
-        );
+        assert!(resource(&status).description.contains(&survivor.patient_id));
         // Merged patients are frozen.
-        let status = c
-            .update_patient(UpdatePatientRequest {
-                patient: Some(source.clone()),
-                update_mask: Some(prost_types::FieldMask {
-                    paths: vec!["names".into()],
-                }),
-                etag: source.etag.clone(),
-                requester: Some(requester()),
-                reason: String::new(),
-            })
-            .await
-            .unwrap_err();
-        assert_eq!(status.code(), Code::FailedPrecondition);
-        assert_eq!(
-            status
-                .get_error_details()
-                .precondition_failure()
-                .unwrap()
-                .violations[0]
-                .r#type,
-            "PATIENT_MERGED"
+        let status = refused(
+            c.update_patient(update_request(source.clone(), &source.etag, &["names"], ""))
+                .await,
         );
+        assert_eq!(status.code(), Code::FailedPrecondition);
+        assert_eq!(precondition(&status).r#type, "PATIENT_MERGED");
 
         // Merge errors: into itself, into a merged patient, missing patients, stale etags.
-        let status = c
-            .merge_patients(merge(&survivor, &survivor))
-            .await
-            .unwrap_err();
+        let status = refused(c.merge_patients(merge(&survivor, &survivor)).await);
         assert_eq!(violations(&status), ["target_patient_id"]);
         let third = create(c, patient("Third", "Person", (1960, 1, 1))).await;
         let mut into_merged = merge(&third, &source);
         into_merged.target_etag.clear();
-        let status = c.merge_patients(into_merged).await.unwrap_err();
+        let status = refused(c.merge_patients(into_merged).await);
         assert_eq!(status.code(), Code::FailedPrecondition);
-        let pf = status
-            .get_error_details()
-            .precondition_failure()
-            .cloned()
-            .unwrap();
-        assert_eq!(pf.violations[0].subject, dup.patient_id);
+        assert_eq!(precondition(&status).subject, dup.patient_id);
         let ghost = Patient {
             patient_id: uuid::Uuid::new_v4().to_string(),
             ..Default::default()
         };
-        let status = c
-            .merge_patients(merge(&ghost, &ghost.clone()))
-            .await
-            .unwrap_err();
+        let status = refused(c.merge_patients(merge(&ghost, &ghost.clone())).await);
         assert_eq!(violations(&status), ["target_patient_id"]);
         let ghost2 = Patient {
             patient_id: uuid::Uuid::new_v4().to_string(),
             ..Default::default()
         };
-        let status = c.merge_patients(merge(&ghost, &ghost2)).await.unwrap_err();
+        let status = refused(c.merge_patients(merge(&ghost, &ghost2)).await);
         assert_eq!(status.code(), Code::NotFound);
         assert_eq!(
             status
@@ -166,13 +116,10 @@ async fn merge_then_unmerge_restores_both_exactly() {
         );
         let mut stale = merge(&third, &target);
         stale.target_etag = survivor.etag.clone();
-        let status = c.merge_patients(stale).await.unwrap_err();
+        let status = refused(c.merge_patients(stale).await);
         assert_eq!(status.code(), Code::Aborted);
         assert_eq!(metadata(&status, "patient_id"), survivor.patient_id);
-        let status = c
-            .merge_patients(MergePatientsRequest::default())
-            .await
-            .unwrap_err();
+        let status = refused(c.merge_patients(MergePatientsRequest::default()).await);
         assert_eq!(
             violations(&status),
             [
@@ -187,21 +134,11 @@ async fn merge_then_unmerge_restores_both_exactly() {
         // The survivor changes after the merge; the unmerge keeps that change.
         let mut changed = target.clone();
         changed.gender = carerecord_contracts::common::v1::AdministrativeGender::Other as i32;
-        let target_v3 = c
-            .update_patient(UpdatePatientRequest {
-                patient: Some(changed),
-                update_mask: Some(prost_types::FieldMask {
-                    paths: vec!["gender".into()],
-                }),
-                etag: target.etag.clone(),
-                requester: Some(requester()),
-                reason: String::new(),
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .patient
-            .unwrap();
+        let target_v3 = ok(c
+            .update_patient(update_request(changed, &target.etag, &["gender"], ""))
+            .await)
+        .patient
+        .unwrap();
 
         let unmerge = |p: &Patient, etag: &str| UnmergePatientRequest {
             patient_id: p.patient_id.clone(),
@@ -209,39 +146,18 @@ async fn merge_then_unmerge_restores_both_exactly() {
             requester: Some(requester()),
             etag: etag.to_owned(),
         };
-        let status = c
-            .unmerge_patient(unmerge(&source, &dup.etag))
-            .await
-            .unwrap_err();
+        let status = refused(c.unmerge_patient(unmerge(&source, &dup.etag)).await);
         assert_eq!(status.code(), Code::Aborted);
-        let status = c
-            .unmerge_patient(unmerge(&survivor, &target_v3.etag))
-            .await
-            .unwrap_err();
+        let status = refused(c.unmerge_patient(unmerge(&survivor, &target_v3.etag)).await);
         assert_eq!(status.code(), Code::FailedPrecondition);
-        assert_eq!(
-            status
-                .get_error_details()
-                .precondition_failure()
-                .unwrap()
-                .violations[0]
-                .r#type,
-            "PATIENT_NOT_MERGED"
-        );
-        let status = c
-            .unmerge_patient(UnmergePatientRequest::default())
-            .await
-            .unwrap_err();
+        assert_eq!(precondition(&status).r#type, "PATIENT_NOT_MERGED");
+        let status = refused(c.unmerge_patient(UnmergePatientRequest::default()).await);
         assert_eq!(
             violations(&status),
             ["patient_id", "etag", "reason", "requester"]
         );
 
-        let restored = c
-            .unmerge_patient(unmerge(&source, &source.etag))
-            .await
-            .unwrap()
-            .into_inner();
+        let restored = ok(c.unmerge_patient(unmerge(&source, &source.etag)).await);
         let back = restored.patient.unwrap();
         let former = restored.former_target_patient.unwrap();
         assert_eq!(back.state, PatientState::Active as i32);
@@ -263,29 +179,12 @@ async fn merge_then_unmerge_restores_both_exactly() {
                 ..strip(&survivor)
             }
         );
-        let r = c
-            .resolve_identifier(ResolveIdentifierRequest {
-                identifier: Some(Identifier {
-                    system: MRN.into(),
-                    value: "D1".into(),
-                }),
-            })
-            .await
-            .unwrap()
-            .into_inner();
+        let r = ok(c.resolve_identifier(resolve_request(MRN, "D1")).await);
         assert_eq!(r.patient_id, dup.patient_id);
         assert!(!r.followed_merge);
 
         // History: who and why on both sides.
-        let versions = c
-            .list_patient_versions(ListPatientVersionsRequest {
-                patient_id: dup.patient_id.clone(),
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .versions;
+        let versions = versions(c, &dup.patient_id).await;
         let kinds: Vec<i32> = versions.iter().map(|v| v.change_type).collect();
         assert_eq!(
             kinds,
@@ -305,37 +204,28 @@ async fn merge_then_unmerge_restores_both_exactly() {
             ["state", "merged_into_patient_id"]
         );
         assert_eq!(versions[2].reason, "not the same person after all");
-    }
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn merge_chains_resolve_to_the_last_survivor() {
-    for db in TestDatabase::each_backend().await {
-        let mut app = spawn_app(&db.url).await;
-        let c = &mut app.client;
+    on_each_backend(async |c| {
         let a = create(c, with_mrn(patient("A", "Chain", (1980, 1, 1)), "A")).await;
         let b = create(c, with_mrn(patient("B", "Chain", (1980, 1, 1)), "B")).await;
         let d = create(c, with_mrn(patient("D", "Chain", (1980, 1, 1)), "D")).await;
-        let m = c.merge_patients(merge(&a, &b)).await.unwrap().into_inner();
+        let m = ok(c.merge_patients(merge(&a, &b)).await);
         c.merge_patients(merge(&m.target_patient.unwrap(), &d))
             .await
             .unwrap();
-        let r = c
-            .resolve_identifier(ResolveIdentifierRequest {
-                identifier: Some(Identifier {
-                    system: MRN.into(),
-                    value: "A".into(),
-                }),
-            })
-            .await
-            .unwrap()
-            .into_inner();
+        let r = ok(c.resolve_identifier(resolve_request(MRN, "A")).await);
         assert_eq!(r.patient_id, d.patient_id);
         assert_eq!(
             r.merged_patient_ids,
             [a.patient_id.clone(), b.patient_id.clone()]
         );
-    }
+    })
+    .await;
 }
 
 async fn next_event(
@@ -355,11 +245,9 @@ async fn change_feed_replays_follows_and_survives_a_restart() {
         let app = spawn_app_with(&db.url, &[("CARERECORD_WATCH_POLL_INTERVAL", "60s")]).await;
         let mut c = app.client.clone();
         let a = create(&mut c, patient("Feed", "One", (1980, 1, 1))).await;
-        let mut stream = c
+        let mut stream = ok(c
             .watch_patient_changes(WatchPatientChangesRequest::default())
-            .await
-            .unwrap()
-            .into_inner();
+            .await);
         let first = next_event(&mut stream).await;
         assert_eq!(first.change_type, ChangeType::Created as i32);
         assert_eq!(first.patient_id, a.patient_id);
@@ -405,22 +293,20 @@ async fn change_feed_replays_follows_and_survives_a_restart() {
         // A new application on the same database resumes from the cursor.
         let app = spawn_app(&db.url).await;
         let mut c = app.client.clone();
-        let mut stream = c
+        let mut stream = ok(c
             .watch_patient_changes(WatchPatientChangesRequest {
                 after_cursor: cursor,
             })
-            .await
-            .unwrap()
-            .into_inner();
+            .await);
         let resumed = next_event(&mut stream).await;
         assert_eq!(resumed.sequence, m1.sequence);
         assert_eq!(next_event(&mut stream).await.sequence, m2.sequence);
-        let status = c
-            .watch_patient_changes(WatchPatientChangesRequest {
+        let status = refused(
+            c.watch_patient_changes(WatchPatientChangesRequest {
                 after_cursor: "forged".into(),
             })
-            .await
-            .unwrap_err();
+            .await,
+        );
         assert_eq!(violations(&status), ["after_cursor"]);
         app.stop().await;
     }

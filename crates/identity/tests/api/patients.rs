@@ -2,7 +2,6 @@
 
 use carerecord_contracts::common::v1::{ChangeType, Date, Identifier};
 use carerecord_contracts::identity::v1::*;
-use carerecord_platform::testing::TestDatabase;
 use tonic::Code;
 use tonic_types::StatusExt;
 
@@ -12,9 +11,7 @@ const NHS: &str = "https://fhir.nhs.uk/Id/nhs-number";
 
 #[tokio::test]
 async fn create_is_validated_normalised_idempotent_and_unique() {
-    for db in TestDatabase::each_backend().await {
-        let mut app = spawn_app(&db.url).await;
-        let c = &mut app.client;
+    on_each_backend(async |c| {
         let mut p = with_mrn(patient("Zoë", "O'Brien", (1980, 3, 7)), " 12345 ");
         p.nhs_number = "943-476-5919".into();
         let request = CreatePatientRequest {
@@ -22,13 +19,7 @@ async fn create_is_validated_normalised_idempotent_and_unique() {
             patient: Some(p.clone()),
             requester: Some(requester()),
         };
-        let created = c
-            .create_patient(request.clone())
-            .await
-            .unwrap()
-            .into_inner()
-            .patient
-            .unwrap();
+        let created = ok(c.create_patient(request.clone()).await).patient.unwrap();
         assert_eq!(created.nhs_number, "9434765919");
         assert_eq!(created.identifiers[0].value, "12345");
         assert_eq!(created.addresses[0].postal_code, "LS1 4AP");
@@ -39,18 +30,12 @@ async fn create_is_validated_normalised_idempotent_and_unique() {
         assert!(uuid::Uuid::parse_str(&created.patient_id).is_ok());
 
         // A retry returns the first result and writes nothing.
-        let again = c
-            .create_patient(request.clone())
-            .await
-            .unwrap()
-            .into_inner()
-            .patient
-            .unwrap();
+        let again = ok(c.create_patient(request.clone()).await).patient.unwrap();
         assert_eq!(again, created);
         // The same request id with another body is refused.
         let mut other = request.clone();
         other.patient.as_mut().unwrap().names[0].family = "Other".into();
-        let status = c.create_patient(other).await.unwrap_err();
+        let status = refused(c.create_patient(other).await);
         assert_eq!(status.code(), Code::FailedPrecondition);
         assert_eq!(reason(&status), "REQUEST_ID_REUSED");
         assert_eq!(metadata(&status, "patient_id"), created.patient_id);
@@ -58,14 +43,14 @@ async fn create_is_validated_normalised_idempotent_and_unique() {
         // Identifier and NHS number held by another patient: ALREADY_EXISTS naming the holder.
         let mut dup = with_mrn(patient("Ann", "Other", (1990, 1, 1)), "12345");
         dup.nhs_number = "9434765919".into();
-        let status = c
-            .create_patient(CreatePatientRequest {
+        let status = refused(
+            c.create_patient(CreatePatientRequest {
                 request_id: request_id(),
                 patient: Some(dup),
                 requester: Some(requester()),
             })
-            .await
-            .unwrap_err();
+            .await,
+        );
         assert_eq!(status.code(), Code::AlreadyExists, "{status:?}");
         let holders: Vec<String> = status
             .get_error_details_vec()
@@ -81,28 +66,17 @@ async fn create_is_validated_normalised_idempotent_and_unique() {
         );
 
         // Nothing was written by the failures: still one version.
-        let versions = c
-            .list_patient_versions(ListPatientVersionsRequest {
-                patient_id: created.patient_id.clone(),
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        assert_eq!(versions.versions.len(), 1);
-        assert_eq!(versions.versions[0].change_type, ChangeType::Created as i32);
-        assert_eq!(
-            versions.versions[0].requester.as_ref().unwrap().user_id,
-            "clerk-1"
-        );
-    }
+        let versions = versions(c, &created.patient_id).await;
+        assert_eq!(versions.len(), 1);
+        assert_eq!(versions[0].change_type, ChangeType::Created as i32);
+        assert_eq!(versions[0].requester.as_ref().unwrap().user_id, "clerk-1");
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn bad_creates_name_every_field() {
-    for db in TestDatabase::each_backend().await {
-        let mut app = spawn_app(&db.url).await;
-        let c = &mut app.client;
+    on_each_backend(async |c| {
         let mut p = patient("A", " - ", (2023, 2, 29));
         p.nhs_number = "9434765918".into();
         p.identifiers.push(Identifier {
@@ -118,14 +92,14 @@ async fn bad_creates_name_every_field() {
             month: 12,
             day: 31,
         });
-        let status = c
-            .create_patient(CreatePatientRequest {
+        let status = refused(
+            c.create_patient(CreatePatientRequest {
                 request_id: "not-a-uuid".into(),
                 patient: Some(p),
                 requester: None,
             })
-            .await
-            .unwrap_err();
+            .await,
+        );
         assert_eq!(
             violations(&status),
             [
@@ -149,14 +123,14 @@ async fn bad_creates_name_every_field() {
                 value: i.to_string(),
             })
             .collect();
-        let status = c
-            .create_patient(CreatePatientRequest {
+        let status = refused(
+            c.create_patient(CreatePatientRequest {
                 request_id: request_id(),
                 patient: Some(p),
                 requester: Some(Default::default()),
             })
-            .await
-            .unwrap_err();
+            .await,
+        );
         assert_eq!(
             violations(&status),
             [
@@ -167,24 +141,15 @@ async fn bad_creates_name_every_field() {
             ]
         );
         // Nothing was created.
-        let status = c
-            .resolve_identifier(ResolveIdentifierRequest {
-                identifier: Some(Identifier {
-                    system: MRN.into(),
-                    value: "0".into(),
-                }),
-            })
-            .await
-            .unwrap_err();
+        let status = refused(c.resolve_identifier(resolve_request(MRN, "0")).await);
         assert_eq!(status.code(), Code::NotFound);
-    }
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn batch_create_commits_good_items_and_reports_bad_ones() {
-    for db in TestDatabase::each_backend().await {
-        let mut app = spawn_app(&db.url).await;
-        let c = &mut app.client;
+    on_each_backend(async |c| {
         let held = create(c, with_mrn(patient("Held", "Holder", (1970, 1, 1)), "H1")).await;
         let item = |p: Patient| CreatePatientRequest {
             request_id: request_id(),
@@ -208,11 +173,7 @@ async fn batch_create_commits_good_items_and_reports_bad_ones() {
             ],
             requester: Some(requester()),
         };
-        let response = c
-            .batch_create_patients(request.clone())
-            .await
-            .unwrap()
-            .into_inner();
+        let response = ok(c.batch_create_patients(request.clone()).await);
         assert_eq!((response.succeeded_count, response.failed_count), (2, 4));
         let outcome = |i: usize| response.results[i].outcome.clone().unwrap();
         let first = match outcome(0) {
@@ -241,11 +202,7 @@ async fn batch_create_commits_good_items_and_reports_bad_ones() {
         }
 
         // The whole batch retried: successes replay, nothing is created twice.
-        let retry = c
-            .batch_create_patients(request.clone())
-            .await
-            .unwrap()
-            .into_inner();
+        let retry = ok(c.batch_create_patients(request.clone()).await);
         assert_eq!(retry.succeeded_count, 2);
         match retry.results[0].outcome.clone().unwrap() {
             batch_create_patients_result::Outcome::Patient(p) => assert_eq!(p, first),
@@ -253,71 +210,68 @@ async fn batch_create_commits_good_items_and_reports_bad_ones() {
         }
 
         // Whole-call errors.
-        let status = c
-            .batch_create_patients(BatchCreatePatientsRequest {
+        let status = refused(
+            c.batch_create_patients(BatchCreatePatientsRequest {
                 requests: vec![],
                 requester: None,
             })
-            .await
-            .unwrap_err();
+            .await,
+        );
         assert_eq!(violations(&status), ["requests", "requester"]);
-        let status = c
-            .batch_create_patients(BatchCreatePatientsRequest {
+        let status = refused(
+            c.batch_create_patients(BatchCreatePatientsRequest {
                 requests: vec![good.clone(), good],
                 requester: Some(requester()),
             })
-            .await
-            .unwrap_err();
+            .await,
+        );
         assert_eq!(violations(&status), ["requests[1].request_id"]);
         let many = (0..1001)
             .map(|_| item(patient("A", "B", (1980, 1, 1))))
             .collect();
-        let status = c
-            .batch_create_patients(BatchCreatePatientsRequest {
+        let status = refused(
+            c.batch_create_patients(BatchCreatePatientsRequest {
                 requests: many,
                 requester: Some(requester()),
             })
-            .await
-            .unwrap_err();
+            .await,
+        );
         assert_eq!(violations(&status), ["requests"]);
-    }
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn get_update_versions_and_resolve() {
-    for db in TestDatabase::each_backend().await {
-        let mut app = spawn_app(&db.url).await;
-        let c = &mut app.client;
+    on_each_backend(async |c| {
         let created = create(c, with_mrn(patient("Jo", "Smith", (1980, 3, 7)), "M1")).await;
         let id = created.patient_id.clone();
-        let got = c
+        let got = ok(c
             .get_patient(GetPatientRequest {
                 patient_id: id.to_uppercase(),
             })
-            .await
-            .unwrap()
-            .into_inner()
-            .patient
-            .unwrap();
+            .await)
+        .patient
+        .unwrap();
         assert_eq!(got, created);
 
         // Bad ids.
-        let status = c
-            .get_patient(GetPatientRequest {
+        let status = refused(
+            c.get_patient(GetPatientRequest {
                 patient_id: "nope".into(),
             })
-            .await
-            .unwrap_err();
+            .await,
+        );
         assert_eq!(violations(&status), ["patient_id"]);
         let missing = uuid::Uuid::new_v4().to_string();
-        let status = c
-            .get_patient(GetPatientRequest {
+        let status = refused(
+            c.get_patient(GetPatientRequest {
                 patient_id: missing.clone(),
             })
-            .await
-            .unwrap_err();
+            .await,
+        );
         assert_eq!(status.code(), Code::NotFound);
-        let info = status.get_error_details().resource_info().cloned().unwrap();
+        let info = resource(&status);
         assert_eq!(
             (info.resource_type.as_str(), info.resource_name.as_str()),
             ("carerecord.identity.v1.Patient", missing.as_str())
@@ -327,43 +281,33 @@ async fn get_update_versions_and_resolve() {
         let mut change = created.clone();
         change.names[0].family = "Jones".into();
         change.nhs_number = "9434765919".into();
-        let update = |p: Patient, etag: &str, paths: &[&str]| UpdatePatientRequest {
-            patient: Some(p),
-            update_mask: Some(prost_types::FieldMask {
-                paths: paths.iter().map(|s| (*s).to_owned()).collect(),
-            }),
-            etag: etag.to_owned(),
-            requester: Some(requester()),
-            reason: "patient reported change of name".into(),
+        let update = |p: Patient, etag: &str, paths: &[&str]| {
+            update_request(p, etag, paths, "patient reported change of name")
         };
-        let v2 = c
+        let v2 = ok(c
             .update_patient(update(
                 change.clone(),
                 &created.etag,
                 &["names", "nhs_number"],
             ))
-            .await
-            .unwrap()
-            .into_inner()
-            .patient
-            .unwrap();
+            .await)
+        .patient
+        .unwrap();
         assert_eq!(v2.version, 2);
         assert_ne!(v2.etag, created.etag);
         assert_eq!(v2.names[0].family, "Jones");
         // A no-op update writes nothing.
-        let same = c
+        let same = ok(c
             .update_patient(update(v2.clone(), &v2.etag, &["names"]))
-            .await
-            .unwrap()
-            .into_inner()
-            .patient
-            .unwrap();
+            .await)
+        .patient
+        .unwrap();
         assert_eq!(same, v2);
         // Stale etag.
-        let status = c
-            .update_patient(update(change.clone(), &created.etag, &["names"]))
-            .await
-            .unwrap_err();
+        let status = refused(
+            c.update_patient(update(change.clone(), &created.etag, &["names"]))
+                .await,
+        );
         assert_eq!(status.code(), Code::Aborted);
         assert_eq!(reason(&status), "ETAG_MISMATCH");
         assert_eq!(metadata(&status, "current_version"), "2");
@@ -374,40 +318,34 @@ async fn get_update_versions_and_resolve() {
             month: 13,
             day: 1,
         });
-        let status = c
-            .update_patient(update(
-                bad,
+        let status = refused(
+            c.update_patient(update(
+                bad.clone(),
                 &v2.etag,
                 &["birth_date", "version", "names.family"],
             ))
-            .await
-            .unwrap_err();
+            .await,
+        );
         assert_eq!(
             violations(&status),
             ["update_mask.paths[1]", "update_mask.paths[2]"]
         );
-        let mut bad = v2.clone();
-        bad.birth_date = Some(Date {
-            year: 1980,
-            month: 13,
-            day: 1,
-        });
-        let status = c
-            .update_patient(update(bad, &v2.etag, &["birth_date"]))
-            .await
-            .unwrap_err();
+        let status = refused(
+            c.update_patient(update(bad, &v2.etag, &["birth_date"]))
+                .await,
+        );
         assert_eq!(violations(&status), ["patient.birth_date.month"]);
-        let status = c
-            .update_patient(UpdatePatientRequest {
+        let status = refused(
+            c.update_patient(UpdatePatientRequest {
                 patient: Some(v2.clone()),
                 ..Default::default()
             })
-            .await
-            .unwrap_err();
+            .await,
+        );
         assert_eq!(violations(&status), ["etag", "update_mask", "requester"]);
         // Clearing the names (a required field) is refused.
-        let status = c
-            .update_patient(update(
+        let status = refused(
+            c.update_patient(update(
                 Patient {
                     patient_id: id.clone(),
                     ..Default::default()
@@ -415,8 +353,8 @@ async fn get_update_versions_and_resolve() {
                 &v2.etag,
                 &["names"],
             ))
-            .await
-            .unwrap_err();
+            .await,
+        );
         assert_eq!(violations(&status), ["patient.names"]);
 
         // An identifier held by another patient.
@@ -426,41 +364,26 @@ async fn get_update_versions_and_resolve() {
             system: MRN.into(),
             value: "M2".into(),
         }];
-        let status = c
-            .update_patient(update(steal, &v2.etag, &["identifiers"]))
-            .await
-            .unwrap_err();
-        assert_eq!(status.code(), Code::AlreadyExists);
-        assert_eq!(
-            status
-                .get_error_details()
-                .resource_info()
-                .unwrap()
-                .resource_name,
-            other.patient_id
+        let status = refused(
+            c.update_patient(update(steal, &v2.etag, &["identifiers"]))
+                .await,
         );
+        assert_eq!(status.code(), Code::AlreadyExists);
+        assert_eq!(resource(&status).resource_name, other.patient_id);
 
         // Versions: ascending, with what changed and why, paged with tokens bound to the patient.
-        let page = c
-            .list_patient_versions(ListPatientVersionsRequest {
-                patient_id: id.clone(),
-                page_size: 1,
-                page_token: String::new(),
-            })
-            .await
-            .unwrap()
-            .into_inner();
+        let list =
+            |patient_id: &str, page_size: i32, page_token: &str| ListPatientVersionsRequest {
+                patient_id: patient_id.to_owned(),
+                page_size,
+                page_token: page_token.to_owned(),
+            };
+        let page = ok(c.list_patient_versions(list(&id, 1, "")).await);
         assert_eq!(page.versions[0].version, 1);
         assert!(!page.next_page_token.is_empty());
-        let page2 = c
-            .list_patient_versions(ListPatientVersionsRequest {
-                patient_id: id.clone(),
-                page_size: 1,
-                page_token: page.next_page_token.clone(),
-            })
-            .await
-            .unwrap()
-            .into_inner();
+        let page2 = ok(c
+            .list_patient_versions(list(&id, 1, &page.next_page_token))
+            .await);
         let v = &page2.versions[0];
         assert_eq!(v.version, 2);
         assert_eq!(v.change_type, ChangeType::Updated as i32);
@@ -471,64 +394,31 @@ async fn get_update_versions_and_resolve() {
         assert_eq!(v.reason, "patient reported change of name");
         assert_eq!(v.patient.as_ref().unwrap(), &v2);
         assert!(page2.next_page_token.is_empty());
-        let status = c
-            .list_patient_versions(ListPatientVersionsRequest {
-                patient_id: other.patient_id.clone(),
-                page_size: 1,
-                page_token: page.next_page_token,
-            })
-            .await
-            .unwrap_err();
+        let status = refused(
+            c.list_patient_versions(list(&other.patient_id, 1, &page.next_page_token))
+                .await,
+        );
         assert_eq!(violations(&status), ["page_token"]);
-        let status = c
-            .list_patient_versions(ListPatientVersionsRequest {
-                patient_id: id.clone(),
-                page_size: -1,
-                page_token: String::new(),
-            })
-            .await
-            .unwrap_err();
+        let status = refused(c.list_patient_versions(list(&id, -1, "")).await);
         assert_eq!(violations(&status), ["page_size"]);
 
         // Resolve: NHS numbers with separators, local identifiers trimmed, bad inputs.
-        let resolve = |system: &str, value: &str| ResolveIdentifierRequest {
-            identifier: Some(Identifier {
-                system: system.into(),
-                value: value.into(),
-            }),
-        };
-        let r = c
-            .resolve_identifier(resolve(NHS, "943 476 5919"))
-            .await
-            .unwrap()
-            .into_inner();
+        let resolve = resolve_request;
+        let r = ok(c.resolve_identifier(resolve(NHS, "943 476 5919")).await);
         assert_eq!(r.patient_id, id);
         assert!(!r.followed_merge);
-        let r = c
-            .resolve_identifier(resolve(MRN, " M1 "))
-            .await
-            .unwrap()
-            .into_inner();
+        let r = ok(c.resolve_identifier(resolve(MRN, " M1 ")).await);
         assert_eq!(r.patient.unwrap().version, 2);
-        let status = c.resolve_identifier(resolve(MRN, "m1")).await.unwrap_err();
+        let status = refused(c.resolve_identifier(resolve(MRN, "m1")).await);
         assert_eq!(status.code(), Code::NotFound);
-        assert_eq!(
-            status
-                .get_error_details()
-                .resource_info()
-                .unwrap()
-                .resource_name,
-            format!("{MRN}|m1")
-        );
-        let status = c
-            .resolve_identifier(resolve(NHS, "9434765918"))
-            .await
-            .unwrap_err();
+        assert_eq!(resource(&status).resource_name, format!("{MRN}|m1"));
+        let status = refused(c.resolve_identifier(resolve(NHS, "9434765918")).await);
         assert_eq!(violations(&status), ["identifier.value"]);
-        let status = c.resolve_identifier(resolve("", "")).await.unwrap_err();
+        let status = refused(c.resolve_identifier(resolve("", "")).await);
         assert_eq!(
             violations(&status),
             ["identifier.system", "identifier.value"]
         );
-    }
+    })
+    .await;
 }
