@@ -317,19 +317,21 @@ mod tests {
         assert!(keys.iter().all(|k| rule_of(k).is_some()));
     }
 
+    /// A patient with one name and nothing else.
+    fn named(given: &str, family: &str) -> Patient {
+        Patient {
+            names: vec![HumanName {
+                given: vec![given.into()],
+                family: family.into(),
+                ..HumanName::default()
+            }],
+            ..Patient::default()
+        }
+    }
+
     #[test]
     fn transposed_names_share_a_key() {
-        let mk = |g: &str, fam: &str| {
-            Features::of(&Patient {
-                names: vec![HumanName {
-                    given: vec![g.into()],
-                    family: fam.into(),
-                    ..HumanName::default()
-                }],
-                ..Patient::default()
-            })
-            .blocking_keys()
-        };
+        let mk = |g: &str, fam: &str| Features::of(&named(g, fam)).blocking_keys();
         let a = mk("Smith", "John");
         let b = mk("John", "Smith");
         assert!(a.iter().any(|k| k.starts_with("gf:") && b.contains(k)));
@@ -337,11 +339,6 @@ mod tests {
 
     fn keys_of(given: &str, family: &str, year: i32, line: &str, postcode: &str) -> Vec<String> {
         Features::of(&Patient {
-            names: vec![HumanName {
-                given: vec![given.into()],
-                family: family.into(),
-                ..HumanName::default()
-            }],
             birth_date: Some(Date {
                 year,
                 month: 6,
@@ -352,7 +349,7 @@ mod tests {
                 postal_code: postcode.into(),
                 ..Address::default()
             }],
-            ..Patient::default()
+            ..named(given, family)
         })
         .blocking_keys()
     }

@@ -428,18 +428,18 @@ fn compare_field<'a>(
 
 /// The level pattern of a pair (levels chosen by level order), for estimation.
 pub fn pattern(p: &Features, c: &Features) -> Pattern {
-    let mut levels = [Level::Missing; FIELD_COUNT];
-    for field in FIELDS {
-        levels[field.index()] = compare_field(None, field, p, c).level;
-    }
-    Pattern::from_levels(&levels)
+    levels(None, p, c)
 }
 
 /// The level pattern of a pair under `model` (repeated data kept by highest weight), for scoring.
 pub fn pattern_with(model: &Model, p: &Features, c: &Features) -> Pattern {
+    levels(Some(model), p, c)
+}
+
+fn levels(model: Option<&Model>, p: &Features, c: &Features) -> Pattern {
     let mut levels = [Level::Missing; FIELD_COUNT];
     for field in FIELDS {
-        levels[field.index()] = compare_field(Some(model), field, p, c).level;
+        levels[field.index()] = compare_field(model, field, p, c).level;
     }
     Pattern::from_levels(&levels)
 }
@@ -508,12 +508,14 @@ mod tests {
         assert_eq!(p.level(Field::BirthDate.index()), Level::Disagree);
     }
 
+    /// The evidence of each field when `a` is compared with `b` under [`uniform_model`].
+    fn evidence(a: &Features, b: &Features) -> Vec<Comparison> {
+        explain(&uniform_model(), a, b)
+    }
+
     #[test]
     fn transposed_names_agree_partially() {
-        let a = person("John", "Smith", 0);
-        let b = person("Smith", "John", 0);
-        let model = uniform_model();
-        let evidence = explain(&model, &a, &b);
+        let evidence = evidence(&person("John", "Smith", 0), &person("Smith", "John", 0));
         let given = &evidence[Field::GivenName.index()];
         assert_eq!(given.level, Level::Partial);
         assert_eq!(given.comparator, "transposed");
@@ -522,10 +524,7 @@ mod tests {
     #[test]
     fn a_name_in_the_other_field_agrees_partially() {
         // "Ebony Weller" registered again as given "Weller", family "Flynn".
-        let a = person("Weller", "Flynn", 0);
-        let b = person("Ebony", "Welqer", 0);
-        let model = uniform_model();
-        let evidence = explain(&model, &a, &b);
+        let evidence = evidence(&person("Weller", "Flynn", 0), &person("Ebony", "Welqer", 0));
         let given = &evidence[Field::GivenName.index()];
         assert_eq!((given.level, given.comparator), (Level::Partial, "crossed"));
         assert_eq!(

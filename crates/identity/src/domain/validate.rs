@@ -94,6 +94,16 @@ fn check_len(value: &str, path: &str, violations: &mut Violations) {
     }
 }
 
+/// A violation on `{prefix}.{field}` when the list holds more than `max` items.
+fn check_count(count: usize, max: usize, prefix: &str, field: &str, violations: &mut Violations) {
+    if count > max {
+        violations.add(
+            format!("{prefix}.{field}"),
+            format!("at most {max} {field}"),
+        );
+    }
+}
+
 /// Which parts of a patient to validate (all for a create; the masked ones for an update).
 #[derive(Debug, Clone, Copy)]
 pub struct Parts {
@@ -133,12 +143,13 @@ pub fn patient(patient: &mut Patient, parts: Parts, prefix: &str, violations: &m
         patient.nhs_number.clear();
     }
     if parts.identifiers {
-        if patient.identifiers.len() > MAX_IDENTIFIERS {
-            violations.add(
-                format!("{prefix}.identifiers"),
-                format!("at most {MAX_IDENTIFIERS} identifiers"),
-            );
-        }
+        check_count(
+            patient.identifiers.len(),
+            MAX_IDENTIFIERS,
+            prefix,
+            "identifiers",
+            violations,
+        );
         let mut seen: Vec<(String, String)> = Vec::new();
         for (i, id) in patient.identifiers.iter_mut().enumerate() {
             let path = format!("{prefix}.identifiers[{i}]");
@@ -168,12 +179,7 @@ pub fn patient(patient: &mut Patient, parts: Parts, prefix: &str, violations: &m
         }
     }
     if parts.names {
-        if patient.names.len() > MAX_NAMES {
-            violations.add(
-                format!("{prefix}.names"),
-                format!("at most {MAX_NAMES} names"),
-            );
-        }
+        check_count(patient.names.len(), MAX_NAMES, prefix, "names", violations);
         if !patient
             .names
             .iter()
@@ -213,12 +219,13 @@ pub fn patient(patient: &mut Patient, parts: Parts, prefix: &str, violations: &m
         violations.add(format!("{prefix}.gender"), "unknown administrative gender");
     }
     if parts.addresses {
-        if patient.addresses.len() > MAX_ADDRESSES {
-            violations.add(
-                format!("{prefix}.addresses"),
-                format!("at most {MAX_ADDRESSES} addresses"),
-            );
-        }
+        check_count(
+            patient.addresses.len(),
+            MAX_ADDRESSES,
+            prefix,
+            "addresses",
+            violations,
+        );
         for (i, address) in patient.addresses.iter_mut().enumerate() {
             let path = format!("{prefix}.addresses[{i}]");
             if AddressUse::try_from(address.r#use).is_err() {
@@ -241,12 +248,13 @@ pub fn patient(patient: &mut Patient, parts: Parts, prefix: &str, violations: &m
         }
     }
     if parts.telecoms {
-        if patient.telecoms.len() > MAX_TELECOMS {
-            violations.add(
-                format!("{prefix}.telecoms"),
-                format!("at most {MAX_TELECOMS} telecoms"),
-            );
-        }
+        check_count(
+            patient.telecoms.len(),
+            MAX_TELECOMS,
+            prefix,
+            "telecoms",
+            violations,
+        );
         for (i, telecom) in patient.telecoms.iter_mut().enumerate() {
             let path = format!("{prefix}.telecoms[{i}]");
             if ContactPointSystem::try_from(telecom.system).is_err() {
