@@ -1,6 +1,8 @@
 //! The closed code lists of the contract: purposes of use, data classes, legal bases, and the
 //! formats of ODS and role codes.
 
+use std::marker::PhantomData;
+
 /// A purpose of use (HL7 v3 ActReason code).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Purpose {
@@ -43,32 +45,16 @@ impl Purpose {
     pub fn parse(code: &str) -> Option<Purpose> {
         Purpose::ALL.into_iter().find(|p| p.code() == code)
     }
+}
 
-    /// This purpose as one bit of a [`Purposes`] set.
-    fn bit(self) -> u8 {
-        1 << (self as u8)
+impl Code for Purpose {
+    fn index(self) -> u8 {
+        self as u8
     }
 }
 
-/// A set of purposes, as a bit mask (lists of purposes are matched on every decision).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Purposes(u8);
-
-impl Purposes {
-    pub fn insert(&mut self, purpose: Purpose) -> bool {
-        let new = self.0 & purpose.bit() == 0;
-        self.0 |= purpose.bit();
-        new
-    }
-
-    pub fn contains(self, purpose: Purpose) -> bool {
-        self.0 & purpose.bit() != 0
-    }
-
-    pub fn is_empty(self) -> bool {
-        self.0 == 0
-    }
-}
+/// A set of purposes (lists of purposes are matched on every decision).
+pub type Purposes = CodeSet<Purpose>;
 
 /// A sensitivity label. The declaration order is the ascending order of the codes, which is the order
 /// obligations list them in.
@@ -145,24 +131,55 @@ impl Class {
 /// Number of cell classes: the seven data classes plus general data.
 pub const CLASS_COUNT: usize = DataClass::ALL.len() + 1;
 
-/// A set of data classes, as a bit mask.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct DataClasses(u8);
+impl Code for DataClass {
+    fn index(self) -> u8 {
+        self as u8
+    }
+}
 
-impl DataClasses {
-    pub fn insert(&mut self, class: DataClass) -> bool {
-        let bit = 1 << (class as u8);
-        let new = self.0 & bit == 0;
-        self.0 |= bit;
+/// A set of data classes.
+pub type DataClasses = CodeSet<DataClass>;
+
+/// A code of a closed list of at most eight.
+pub trait Code: Copy {
+    /// Its position in the list, below eight.
+    fn index(self) -> u8;
+}
+
+/// A set of codes of one list, as a bit mask.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CodeSet<C>(u8, PhantomData<C>);
+
+impl<C> Default for CodeSet<C> {
+    fn default() -> Self {
+        CodeSet(0, PhantomData)
+    }
+}
+
+impl<C: Code> CodeSet<C> {
+    /// Adds `code`; whether it was new.
+    pub fn insert(&mut self, code: C) -> bool {
+        let new = !self.contains(code);
+        self.0 |= 1 << code.index();
         new
     }
 
-    pub fn contains(self, class: DataClass) -> bool {
-        self.0 & (1 << (class as u8)) != 0
+    pub fn contains(self, code: C) -> bool {
+        self.0 & (1 << code.index()) != 0
     }
 
     pub fn is_empty(self) -> bool {
         self.0 == 0
+    }
+}
+
+impl<C: Code> FromIterator<C> for CodeSet<C> {
+    fn from_iter<I: IntoIterator<Item = C>>(codes: I) -> Self {
+        let mut set = CodeSet::default();
+        codes.into_iter().for_each(|c| {
+            set.insert(c);
+        });
+        set
     }
 }
 
@@ -228,16 +245,6 @@ pub fn is_role_code(raw: &str) -> bool {
     bytes.len() == 5 && bytes[0] == b'R' && bytes[1..].iter().all(u8::is_ascii_digit)
 }
 
-/// A canonical (lower-case, hyphenated) UUID string, if `raw` is a hyphenated UUID.
-pub fn canonical_uuid(raw: &str) -> Option<String> {
-    if raw.len() != 36 {
-        return None;
-    }
-    uuid::Uuid::try_parse(raw)
-        .ok()
-        .map(|u| u.hyphenated().to_string())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -268,11 +275,6 @@ mod tests {
         assert_eq!(normalise_ods_code("RX"), None);
         assert_eq!(normalise_ods_code("RX-A"), None);
         assert!(is_role_code("R8000") && !is_role_code("R800") && !is_role_code("S8000"));
-        assert_eq!(
-            canonical_uuid("0B9D6F3A-1C2D-4E5F-8A9B-0C1D2E3F4A5B").as_deref(),
-            Some("0b9d6f3a-1c2d-4e5f-8a9b-0c1d2e3f4a5b")
-        );
-        assert_eq!(canonical_uuid("0b9d6f3a1c2d4e5f8a9b0c1d2e3f4a5b"), None);
         assert_eq!(Class::from_index(Class::General.index()), Class::General);
     }
 }

@@ -6,6 +6,7 @@ use carerecord_contracts::consent::v1::{
     ConsentDecision, ConsentDirective, ConsentDirectiveStatus, GrantorRole, Provision,
 };
 use carerecord_platform::errors::Violations;
+use carerecord_platform::request::Id;
 
 use super::codes::{DataClass, DataClasses, Purpose, Purposes, is_role_code, normalise_ods_code};
 use super::time::{Instant, instant};
@@ -251,9 +252,9 @@ pub fn validate_directive(
     if directive.patient_id.is_empty() {
         v.add(format!("{path}.patient_id"), "is required");
     } else {
-        match super::codes::canonical_uuid(&directive.patient_id) {
-            Some(id) => directive.patient_id = id,
-            None => v.add(format!("{path}.patient_id"), "must be a UUID"),
+        match Id::parse(&directive.patient_id) {
+            Some(id) => directive.patient_id = id.into_string(),
+            None => v.add(format!("{path}.patient_id"), Id::EXPECTED),
         }
     }
     match ConsentDirectiveStatus::try_from(directive.status) {
@@ -376,6 +377,9 @@ mod tests {
         let mut d = valid();
         assert_eq!(fields(&mut d), Vec::<String>::new());
         assert_eq!(d.patient_id, "0b9d6f3a-1c2d-4e5f-8a9b-0c1d2e3f4a5b");
+        let mut simple = valid();
+        simple.patient_id = "0b9d6f3a1c2d4e5f8a9b0c1d2e3f4a5b".into();
+        assert_eq!(fields(&mut simple), ["directive.patient_id"]);
         assert_eq!(
             d.provisions[0].provisions[0].actors[0].organisation_ods_code,
             "RXA"

@@ -9,7 +9,7 @@ use carerecord_platform::errors::Violations;
 use carerecord_platform::request::Id;
 
 use super::context::{ContextFields, parse_context};
-use super::{ConsentService, now};
+use super::{ConsentService, now, parse};
 use crate::domain::decide::{self, Context, Obligation, PlatformVerdicts, Source};
 use crate::domain::time::timestamp_from_micros;
 use crate::error::Error;
@@ -28,12 +28,11 @@ impl ConsentService {
         req: pb::DecideRequest,
     ) -> Result<pb::DecideResponse, Error> {
         let (now_us, now) = now();
-        let mut v = Violations::new();
-        let patient_id = v.required_id("patient_id", &req.patient_id);
-        let ctx = parse_context(ContextFields::of_decide(&req), now, &mut v);
-        let (Some(patient_id), Some(ctx)) = (patient_id, ctx.filter(|_| v.is_empty())) else {
-            return Err(v.into());
-        };
+        let (patient_id, ctx) = parse(|v| {
+            let patient_id = v.required_id("patient_id", &req.patient_id);
+            let ctx = parse_context(ContextFields::of_decide(&req), now, v);
+            patient_id.zip(ctx)
+        })?;
         let platform = self.platform(&ctx)?;
         let state = self.store.patient_state(patient_id.as_str()).await?;
         let decision = decide::decide(&ctx, &platform, &state.directives, state.opted_out, true);
@@ -52,12 +51,11 @@ impl ConsentService {
         req: pb::BatchDecideRequest,
     ) -> Result<pb::BatchDecideResponse, Error> {
         let (now_us, now) = now();
-        let mut v = Violations::new();
-        let ids = patient_ids(&req.patient_ids, &mut v);
-        let ctx = parse_context(ContextFields::of_batch(&req), now, &mut v);
-        let Some(ctx) = ctx.filter(|_| v.is_empty()) else {
-            return Err(v.into());
-        };
+        let (ids, ctx) = parse(|v| {
+            let ids = patient_ids(&req.patient_ids, v);
+            let ctx = parse_context(ContextFields::of_batch(&req), now, v);
+            Some((ids, ctx?))
+        })?;
         let platform = self.platform(&ctx)?;
         let mut unique = ids.clone();
         unique.sort_unstable();

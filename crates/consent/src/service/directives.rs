@@ -6,12 +6,11 @@ use carerecord_contracts::consent::v1::{
     ConsentDirective, ConsentDirectiveStatus as DirectiveStatus,
 };
 use carerecord_platform::db::now_micros;
-use carerecord_platform::errors::Violations;
 use carerecord_platform::request::Id;
 use prost::Message;
 use sha2::{Digest, Sha256};
 
-use super::{ConsentService, new_etag, now};
+use super::{ConsentService, new_etag, now, parse};
 use crate::domain::lifecycle;
 use crate::domain::time::timestamp_from_micros;
 use crate::domain::validate::{
@@ -26,21 +25,19 @@ impl ConsentService {
         req: pb::CreateConsentDirectiveRequest,
     ) -> Result<pb::CreateConsentDirectiveResponse, Error> {
         let (now_us, now) = now();
-        let mut v = Violations::new();
-        let request_id = v.required_id("request_id", &req.request_id);
         let mut requester = req.requester;
-        validate_requester(requester.as_mut(), "requester", false, &mut v);
-        let Some(mut directive) = req.directive else {
-            v.add("directive", "is required");
-            return Err(v.into());
-        };
-        lifecycle::clear_output_only(&mut directive);
-        validate_directive(&mut directive, "directive", now, &mut v);
-        lifecycle::check_create_status(&directive, &mut v);
-        let Some(request_id) = request_id.filter(|_| v.is_empty()) else {
-            return Err(v.into());
-        };
-        let request_id = request_id.into_string();
+        let (request_id, mut directive) = parse(|v| {
+            let request_id = v.required_id("request_id", &req.request_id);
+            validate_requester(requester.as_mut(), "requester", false, v);
+            let Some(mut directive) = req.directive else {
+                v.add("directive", "is required");
+                return None;
+            };
+            lifecycle::clear_output_only(&mut directive);
+            validate_directive(&mut directive, "directive", now, v);
+            lifecycle::check_create_status(&directive, v);
+            Some((request_id?.into_string(), directive))
+        })?;
         let requester = requester.unwrap_or_default();
         // The request as normalised: a retry that differs only in letter case is the same request.
         let normalised = pb::CreateConsentDirectiveRequest {
@@ -80,12 +77,11 @@ impl ConsentService {
         &self,
         req: pb::GetConsentDirectiveRequest,
     ) -> Result<pb::GetConsentDirectiveResponse, Error> {
-        let mut v = Violations::new();
-        let id = v.required_id("directive_id", &req.directive_id);
-        v.check(req.version >= 0, "version", "must not be negative");
-        let Some(id) = id.filter(|_| v.is_empty()) else {
-            return Err(v.into());
-        };
+        let id = parse(|v| {
+            let id = v.required_id("directive_id", &req.directive_id);
+            v.check(req.version >= 0, "version", "must not be negative");
+            id
+        })?;
         let found = if req.version == 0 {
             self.store.get(id.as_str()).await?
         } else {
@@ -102,26 +98,24 @@ impl ConsentService {
         req: pb::UpdateConsentDirectiveRequest,
     ) -> Result<pb::UpdateConsentDirectiveResponse, Error> {
         let (now_us, now) = now();
-        let mut v = Violations::new();
-        let Some(input) = req.directive else {
-            v.add("directive", "is required");
-            return Err(v.into());
-        };
-        let id = v.required_id("directive.directive_id", &input.directive_id);
-        if req.etag.is_empty() {
-            v.add("etag", "is required");
-        }
         let mut requester = req.requester;
-        validate_requester(requester.as_mut(), "requester", false, &mut v);
-        let fields = lifecycle::masked_fields(req.update_mask.as_ref(), &mut v);
-        let Some(id) = id.filter(|_| v.is_empty()) else {
-            return Err(v.into());
-        };
+        let (id, input, fields) = parse(|v| {
+            let Some(input) = req.directive else {
+                v.add("directive", "is required");
+                return None;
+            };
+            let id = v.required_id("directive.directive_id", &input.directive_id);
+            v.check(!req.etag.is_empty(), "etag", "is required");
+            validate_requester(requester.as_mut(), "requester", false, v);
+            let fields = lifecycle::masked_fields(req.update_mask.as_ref(), v);
+            Some((id?, input, fields))
+        })?;
         let current = self.current(&id, &req.etag).await?;
-        let mut v = Violations::new();
-        let mut candidate = lifecycle::apply_update(&current, &input, &fields, &mut v);
-        validate_directive(&mut candidate, "directive", now, &mut v);
-        v.into_result()?;
+        let mut candidate = parse(|v| {
+            let mut candidate = lifecycle::apply_update(&current, &input, &fields, v);
+            validate_directive(&mut candidate, "directive", now, v);
+            Some(candidate)
+        })?;
         if let Some(refusal) = lifecycle::update_refusal(&current, &candidate) {
             return Err(Error::directive_status(&id, refusal));
         }
@@ -146,24 +140,21 @@ impl ConsentService {
         req: pb::RevokeConsentDirectiveRequest,
     ) -> Result<pb::RevokeConsentDirectiveResponse, Error> {
         let now_us = now_micros();
-        let mut v = Violations::new();
-        let id = v.required_id("directive_id", &req.directive_id);
-        if req.etag.is_empty() {
-            v.add("etag", "is required");
-        }
-        if req.reason.trim().is_empty() {
-            v.add("reason", "is required");
-        } else if char_count(&req.reason) > MAX_REASON_CHARS {
-            v.add(
-                "reason",
-                format!("must be at most {MAX_REASON_CHARS} characters"),
-            );
-        }
         let mut requester = req.requester;
-        validate_requester(requester.as_mut(), "requester", false, &mut v);
-        let Some(id) = id.filter(|_| v.is_empty()) else {
-            return Err(v.into());
-        };
+        let id = parse(|v| {
+            let id = v.required_id("directive_id", &req.directive_id);
+            v.check(!req.etag.is_empty(), "etag", "is required");
+            if req.reason.trim().is_empty() {
+                v.add("reason", "is required");
+            } else if char_count(&req.reason) > MAX_REASON_CHARS {
+                v.add(
+                    "reason",
+                    format!("must be at most {MAX_REASON_CHARS} characters"),
+                );
+            }
+            validate_requester(requester.as_mut(), "requester", false, v);
+            id
+        })?;
         let current = self.current(&id, &req.etag).await?;
         if let Some(refusal) = lifecycle::revoke_refusal(&current) {
             return Err(Error::directive_status(&id, refusal));

@@ -5,7 +5,7 @@ use carerecord_contracts::consent::v1 as pb;
 use carerecord_platform::errors::Violations;
 use carerecord_platform::page_token::{Position, QueryKey, REFUSED};
 
-use super::ConsentService;
+use super::{ConsentService, parse};
 use crate::domain::lifecycle;
 use crate::error::Error;
 use crate::store::directives::position_after;
@@ -15,20 +15,19 @@ impl ConsentService {
         &self,
         req: pb::ListConsentDirectivesRequest,
     ) -> Result<pb::ListConsentDirectivesResponse, Error> {
-        let mut v = Violations::new();
-        let patient_id = v.required_id("patient_id", &req.patient_id);
-        let size = v.page_size(req.page_size);
-        let mut statuses: Vec<_> = req
-            .statuses
-            .iter()
-            .enumerate()
-            .filter_map(|(i, s)| lifecycle::parse_status(*s, &format!("statuses[{i}]"), &mut v))
-            .collect();
-        statuses.sort_unstable();
-        statuses.dedup();
-        let Some(patient_id) = patient_id.filter(|_| v.is_empty()) else {
-            return Err(v.into());
-        };
+        let (patient_id, size, statuses) = parse(|v| {
+            let patient_id = v.required_id("patient_id", &req.patient_id);
+            let size = v.page_size(req.page_size);
+            let mut statuses: Vec<_> = req
+                .statuses
+                .iter()
+                .enumerate()
+                .filter_map(|(i, s)| lifecycle::parse_status(*s, &format!("statuses[{i}]"), v))
+                .collect();
+            statuses.sort_unstable();
+            statuses.dedup();
+            Some((patient_id?, size, statuses))
+        })?;
         let mut query = QueryKey::new("directives");
         query.text(patient_id.as_str()).int(statuses.len() as i64);
         for status in &statuses {
@@ -61,12 +60,11 @@ impl ConsentService {
         &self,
         req: pb::ListConsentDirectiveVersionsRequest,
     ) -> Result<pb::ListConsentDirectiveVersionsResponse, Error> {
-        let mut v = Violations::new();
-        let id = v.required_id("directive_id", &req.directive_id);
-        let size = v.page_size(req.page_size);
-        let Some(id) = id.filter(|_| v.is_empty()) else {
-            return Err(v.into());
-        };
+        let (id, size) = parse(|v| {
+            let id = v.required_id("directive_id", &req.directive_id);
+            let size = v.page_size(req.page_size);
+            Some((id?, size))
+        })?;
         let mut query = QueryKey::new("versions");
         query.text(id.as_str());
         let before = self.resume(&query, &req.page_token, Position::read_int)?;

@@ -18,6 +18,7 @@ use std::sync::Arc;
 use carerecord_contracts::consent::v1 as pb;
 use carerecord_contracts::consent::v1::consent_service_server::ConsentService as ConsentApi;
 use carerecord_platform::db::{Database, now_micros};
+use carerecord_platform::errors::Violations;
 use carerecord_platform::page_token::PageTokens;
 use tonic::{Request, Response, Status};
 
@@ -53,6 +54,17 @@ fn now() -> (i64, Instant) {
 /// A fresh etag for a new version.
 fn new_etag() -> String {
     uuid::Uuid::new_v4().simple().to_string()[..20].to_owned()
+}
+
+/// What `parse` makes of a request, or every violation it recorded as one INVALID_ARGUMENT.
+/// `parse` yields `None` only with a violation, so `None` without one is a fault of this service.
+fn parse<T>(parse: impl FnOnce(&mut Violations) -> Option<T>) -> Result<T, Error> {
+    let mut violations = Violations::new();
+    let parsed = parse(&mut violations);
+    violations.into_result()?;
+    parsed.ok_or(Error::Internal(
+        "a request parsed to nothing without a violation",
+    ))
 }
 
 fn reply<T>(handled: Result<T, Error>) -> Result<Response<T>, Status> {

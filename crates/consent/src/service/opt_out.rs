@@ -2,9 +2,8 @@
 
 use carerecord_contracts::consent::v1 as pb;
 use carerecord_platform::db::now_micros;
-use carerecord_platform::errors::Violations;
 
-use super::{ConsentService, new_etag};
+use super::{ConsentService, new_etag, parse};
 use crate::domain::time::timestamp_from_micros;
 use crate::domain::validate::validate_requester;
 use crate::error::{Error, OPT_OUT_RESOURCE};
@@ -15,11 +14,7 @@ impl ConsentService {
         &self,
         req: pb::GetNationalDataOptOutRequest,
     ) -> Result<pb::GetNationalDataOptOutResponse, Error> {
-        let mut v = Violations::new();
-        let patient_id = v.required_id("patient_id", &req.patient_id);
-        let Some(patient_id) = patient_id else {
-            return Err(v.into());
-        };
+        let patient_id = parse(|v| v.required_id("patient_id", &req.patient_id))?;
         let record = self.store.opt_out(patient_id.as_str()).await?;
         Ok(pb::GetNationalDataOptOutResponse {
             national_data_opt_out: Some(to_proto(patient_id.as_str(), record.as_ref())),
@@ -30,14 +25,13 @@ impl ConsentService {
         &self,
         req: pb::SetNationalDataOptOutRequest,
     ) -> Result<pb::SetNationalDataOptOutResponse, Error> {
-        let mut v = Violations::new();
-        let patient_id = v.required_id("patient_id", &req.patient_id);
         let mut requester = req.requester;
-        validate_requester(requester.as_mut(), "requester", false, &mut v);
-        let Some(patient_id) = patient_id.filter(|_| v.is_empty()) else {
-            return Err(v.into());
-        };
-        let patient_id = patient_id.into_string();
+        let patient_id = parse(|v| {
+            let patient_id = v.required_id("patient_id", &req.patient_id);
+            validate_requester(requester.as_mut(), "requester", false, v);
+            patient_id
+        })?
+        .into_string();
         let current = self.store.opt_out(&patient_id).await?;
         let current_etag = current.as_ref().map_or("", |r| r.etag.as_str());
         if !req.etag.is_empty() && req.etag != current_etag {

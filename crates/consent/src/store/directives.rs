@@ -2,7 +2,9 @@
 
 use carerecord_contracts::consent::v1::{ConsentDirective, ConsentDirectiveStatus};
 use prost::Message;
-use sqlx::{Any, QueryBuilder, Row};
+use sqlx::any::AnyArguments;
+use sqlx::query::Query;
+use sqlx::{Any, AnyConnection, QueryBuilder, Row};
 
 use super::{Store, decode, micros_of};
 use crate::error::Error;
@@ -80,26 +82,18 @@ impl Store {
         .bind(rules_of(directive).encode_to_vec())
         .execute(&mut *tx)
         .await?;
-        sqlx::query(
-            "INSERT INTO consent_directive_versions (directive_id, version, body) VALUES ($1, $2, $3)",
-        )
-        .bind(&directive.directive_id)
-        .bind(directive.version)
-        .bind(body)
-        .execute(&mut *tx)
-        .await?;
+        insert_version(&mut tx, directive, body).await?;
         tx.commit().await?;
         Ok(CreateOutcome::Created)
     }
 
     /// The latest version of a directive.
     pub async fn get(&self, directive_id: &str) -> Result<Option<ConsentDirective>, Error> {
-        let row = sqlx::query("SELECT body FROM consent_directives WHERE directive_id = $1")
-            .bind(directive_id)
-            .fetch_optional(&self.db.pool)
-            .await?;
-        row.map(|r| decode(&r.try_get::<Vec<u8>, _>(0)?))
-            .transpose()
+        self.directive(
+            sqlx::query("SELECT body FROM consent_directives WHERE directive_id = $1")
+                .bind(directive_id),
+        )
+        .await
     }
 
     /// One stored version of a directive.
@@ -108,15 +102,15 @@ impl Store {
         directive_id: &str,
         version: i64,
     ) -> Result<Option<ConsentDirective>, Error> {
-        let row = sqlx::query(
-            "SELECT body FROM consent_directive_versions WHERE directive_id = $1 AND version = $2",
+        self.directive(
+            sqlx::query(
+                "SELECT body FROM consent_directive_versions \
+                 WHERE directive_id = $1 AND version = $2",
+            )
+            .bind(directive_id)
+            .bind(version),
         )
-        .bind(directive_id)
-        .bind(version)
-        .fetch_optional(&self.db.pool)
-        .await?;
-        row.map(|r| decode(&r.try_get::<Vec<u8>, _>(0)?))
-            .transpose()
+        .await
     }
 
     /// A page of a patient's directives, newest first, after the position `(create_time, directive_id)`.
@@ -145,17 +139,15 @@ impl Store {
              ORDER BY create_time DESC, directive_id ASC LIMIT $4",
         );
         let (after_time, after_id) = after.unwrap_or((i64::MAX, String::new()));
-        let rows = query
-            .build()
-            .bind(patient_id)
-            .bind(after_time)
-            .bind(after_id)
-            .bind(limit)
-            .fetch_all(&self.db.pool)
-            .await?;
-        rows.iter()
-            .map(|r| decode(&r.try_get::<Vec<u8>, _>(0)?))
-            .collect()
+        self.directives(
+            query
+                .build()
+                .bind(patient_id)
+                .bind(after_time)
+                .bind(after_id)
+                .bind(limit),
+        )
+        .await
     }
 
     /// Writes a new version if the stored version is still `expected_version`; false when it is not.
@@ -185,14 +177,7 @@ impl Store {
             tx.rollback().await?;
             return Ok(false);
         }
-        sqlx::query(
-            "INSERT INTO consent_directive_versions (directive_id, version, body) VALUES ($1, $2, $3)",
-        )
-        .bind(&directive.directive_id)
-        .bind(directive.version)
-        .bind(body)
-        .execute(&mut *tx)
-        .await?;
+        insert_version(&mut tx, directive, body).await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -204,19 +189,52 @@ impl Store {
         before: Option<i64>,
         limit: i64,
     ) -> Result<Vec<ConsentDirective>, Error> {
-        let rows = sqlx::query(
-            "SELECT body FROM consent_directive_versions WHERE directive_id = $1 AND version < $2 \
-             ORDER BY version DESC LIMIT $3",
+        self.directives(
+            sqlx::query(
+                "SELECT body FROM consent_directive_versions \
+                 WHERE directive_id = $1 AND version < $2 ORDER BY version DESC LIMIT $3",
+            )
+            .bind(directive_id)
+            .bind(before.unwrap_or(i64::MAX))
+            .bind(limit),
         )
-        .bind(directive_id)
-        .bind(before.unwrap_or(i64::MAX))
-        .bind(limit)
-        .fetch_all(&self.db.pool)
-        .await?;
+        .await
+    }
+
+    /// The directive in the `body` of the one row `query` selects, if any.
+    async fn directive(&self, query: BodyQuery<'_>) -> Result<Option<ConsentDirective>, Error> {
+        let row = query.fetch_optional(&self.db.pool).await?;
+        row.map(|r| decode(&r.try_get::<Vec<u8>, _>(0)?))
+            .transpose()
+    }
+
+    /// The directives in the `body` of the rows `query` selects.
+    async fn directives(&self, query: BodyQuery<'_>) -> Result<Vec<ConsentDirective>, Error> {
+        let rows = query.fetch_all(&self.db.pool).await?;
         rows.iter()
             .map(|r| decode(&r.try_get::<Vec<u8>, _>(0)?))
             .collect()
     }
+}
+
+/// A query selecting stored directives' `body`.
+type BodyQuery<'q> = Query<'q, Any, AnyArguments>;
+
+/// Records `directive` (already encoded as `body`) as one of its versions.
+async fn insert_version(
+    tx: &mut AnyConnection,
+    directive: &ConsentDirective,
+    body: Vec<u8>,
+) -> Result<(), Error> {
+    sqlx::query(
+        "INSERT INTO consent_directive_versions (directive_id, version, body) VALUES ($1, $2, $3)",
+    )
+    .bind(&directive.directive_id)
+    .bind(directive.version)
+    .bind(body)
+    .execute(tx)
+    .await?;
+    Ok(())
 }
 
 /// Where a page of [`Store::list`] that ends with `last` resumes.

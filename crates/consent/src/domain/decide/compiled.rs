@@ -45,20 +45,6 @@ fn non_empty(s: &str) -> Option<String> {
 
 impl Node {
     fn compile(p: &Provision) -> Node {
-        let mut purposes = Purposes::default();
-        p.purposes
-            .iter()
-            .filter_map(|c| Purpose::parse(c))
-            .for_each(|c| {
-                purposes.insert(c);
-            });
-        let mut data_classes = DataClasses::default();
-        p.data_classes
-            .iter()
-            .filter_map(|c| DataClass::parse(c))
-            .for_each(|c| {
-                data_classes.insert(c);
-            });
         Node {
             period: Period::from_proto(p.period.as_ref()),
             actors: p
@@ -70,8 +56,16 @@ impl Node {
                     user_id: non_empty(&a.user_id),
                 })
                 .collect(),
-            purposes,
-            data_classes,
+            purposes: p
+                .purposes
+                .iter()
+                .filter_map(|c| Purpose::parse(c))
+                .collect(),
+            data_classes: p
+                .data_classes
+                .iter()
+                .filter_map(|c| DataClass::parse(c))
+                .collect(),
             study_ids: p.study_ids.clone(),
             data_period: Period::from_proto(p.data_period.as_ref()),
             children: p.provisions.iter().map(Node::compile).collect(),
@@ -121,17 +115,13 @@ pub struct CompiledRules {
 impl CompiledRules {
     /// Compiles stored rules (validated when written; unknown codes are ignored).
     pub fn compile(rules: &ConsentDirective) -> CompiledRules {
-        let mut scope_purposes = Purposes::default();
-        rules
-            .scope_purposes
-            .iter()
-            .filter_map(|c| Purpose::parse(c))
-            .for_each(|p| {
-                scope_purposes.insert(p);
-            });
         CompiledRules {
             permit: rules.decision == ConsentDecision::Permit as i32,
-            scope_purposes,
+            scope_purposes: rules
+                .scope_purposes
+                .iter()
+                .filter_map(|c| Purpose::parse(c))
+                .collect(),
             period: Period::from_proto(rules.period.as_ref()),
             provisions: rules.provisions.iter().map(Node::compile).collect(),
         }
