@@ -557,22 +557,17 @@ mod tests {
     fn identifiers_compare_within_a_system_only() {
         let mut a = person("A", "B", 0);
         let mut b = person("A", "B", 0);
-        a.identifiers.push(IdentifierFeatures {
-            system: "s1".into(),
-            value: "12345".into(),
-        });
-        b.identifiers.push(IdentifierFeatures {
-            system: "s2".into(),
-            value: "12345".into(),
-        });
+        let id = |system: &str, value: &str| IdentifierFeatures {
+            system: system.into(),
+            value: value.into(),
+        };
+        a.identifiers.push(id("s1", "12345"));
+        b.identifiers.push(id("s2", "12345"));
         assert_eq!(
             pattern(&a, &b).level(Field::Identifier.index()),
             Level::Missing
         );
-        b.identifiers.push(IdentifierFeatures {
-            system: "s1".into(),
-            value: "12354".into(),
-        });
+        b.identifiers.push(id("s1", "12354"));
         assert_eq!(
             pattern(&a, &b).level(Field::Identifier.index()),
             Level::Partial

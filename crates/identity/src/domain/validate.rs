@@ -95,7 +95,7 @@ fn check_len(value: &str, path: &str, violations: &mut Violations) {
 }
 
 /// A violation on `{prefix}.{field}` when the list holds more than `max` items.
-fn check_count(count: usize, max: usize, prefix: &str, field: &str, violations: &mut Violations) {
+fn check_count(violations: &mut Violations, prefix: &str, field: &str, count: usize, max: usize) {
     if count > max {
         violations.add(
             format!("{prefix}.{field}"),
@@ -144,11 +144,11 @@ pub fn patient(patient: &mut Patient, parts: Parts, prefix: &str, violations: &m
     }
     if parts.identifiers {
         check_count(
-            patient.identifiers.len(),
-            MAX_IDENTIFIERS,
+            violations,
             prefix,
             "identifiers",
-            violations,
+            patient.identifiers.len(),
+            MAX_IDENTIFIERS,
         );
         let mut seen: Vec<(String, String)> = Vec::new();
         for (i, id) in patient.identifiers.iter_mut().enumerate() {
@@ -179,7 +179,7 @@ pub fn patient(patient: &mut Patient, parts: Parts, prefix: &str, violations: &m
         }
     }
     if parts.names {
-        check_count(patient.names.len(), MAX_NAMES, prefix, "names", violations);
+        check_count(violations, prefix, "names", patient.names.len(), MAX_NAMES);
         if !patient
             .names
             .iter()
@@ -220,11 +220,11 @@ pub fn patient(patient: &mut Patient, parts: Parts, prefix: &str, violations: &m
     }
     if parts.addresses {
         check_count(
-            patient.addresses.len(),
-            MAX_ADDRESSES,
+            violations,
             prefix,
             "addresses",
-            violations,
+            patient.addresses.len(),
+            MAX_ADDRESSES,
         );
         for (i, address) in patient.addresses.iter_mut().enumerate() {
             let path = format!("{prefix}.addresses[{i}]");
@@ -249,11 +249,11 @@ pub fn patient(patient: &mut Patient, parts: Parts, prefix: &str, violations: &m
     }
     if parts.telecoms {
         check_count(
-            patient.telecoms.len(),
-            MAX_TELECOMS,
+            violations,
             prefix,
             "telecoms",
-            violations,
+            patient.telecoms.len(),
+            MAX_TELECOMS,
         );
         for (i, telecom) in patient.telecoms.iter_mut().enumerate() {
             let path = format!("{prefix}.telecoms[{i}]");

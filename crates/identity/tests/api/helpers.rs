@@ -155,6 +155,17 @@ pub fn update_request(
     }
 }
 
+/// The stored patient `patient_id`.
+pub async fn get(client: &mut Client, patient_id: &str) -> Patient {
+    ok(client
+        .get_patient(GetPatientRequest {
+            patient_id: patient_id.to_owned(),
+        })
+        .await)
+    .patient
+    .expect("patient")
+}
+
 /// A patient's versions, oldest first (one page).
 pub async fn versions(client: &mut Client, patient_id: &str) -> Vec<PatientVersion> {
     ok(client

@@ -438,6 +438,7 @@ async fn estimate_then_match_explains_candidates() {
 
 #[tokio::test]
 async fn search_exact_and_fuzzy() {
+    use SearchMode::{Exact, Fuzzy};
     on_each_backend(async |c| {
         let smith = create(c, patient("Catherine", "Smith", (1980, 3, 7))).await;
         let smyth = create(c, patient("Catherine", "Smyth", (1980, 7, 3))).await;
@@ -449,17 +450,17 @@ async fn search_exact_and_fuzzy() {
         });
         let married = create(c, married).await;
         let transposed = create(c, patient("Smith", "Catherine", (1980, 3, 7))).await;
-        let search = |family: &str,
-                      given: &str,
-                      birth: search_patients_request::Birth,
-                      mode: SearchMode| SearchPatientsRequest {
+        let query = |family: &str,
+                     given: &str,
+                     birth: search_patients_request::Birth,
+                     mode: SearchMode| SearchPatientsRequest {
             family_name: family.into(),
             given_name: given.into(),
             birth: Some(birth),
             mode: mode as i32,
             ..Default::default()
         };
-        let date = |y, m, d| {
+        let born = |y, m, d| {
             search_patients_request::Birth::BirthDate(Date {
                 year: y,
                 month: m,
@@ -474,19 +475,14 @@ async fn search_exact_and_fuzzy() {
         };
 
         let exact = ok(c
-            .search_patients(search(
-                "SMITH",
-                "catherine",
-                date(1980, 3, 7),
-                SearchMode::Exact,
-            ))
+            .search_patients(query("SMITH", "catherine", born(1980, 3, 7), Exact))
             .await);
         assert_eq!(ids(&exact), [smith.patient_id.as_str()]);
         assert_eq!(exact.results[0].score, 1.0);
         assert_eq!(exact.max_results_applied, 10);
         // Prefix wildcard, historic names, ranges.
         let r = ok(c
-            .search_patients(search("Sm*", "", date(1980, 3, 7), SearchMode::Exact))
+            .search_patients(query("Sm*", "", born(1980, 3, 7), Exact))
             .await);
         assert_eq!(ids(&r), [smith.patient_id.as_str()]);
         let range = search_patients_request::Birth::BirthDateRange(DateRange {
@@ -497,19 +493,12 @@ async fn search_exact_and_fuzzy() {
             }),
             end: None,
         });
-        let r = ok(c
-            .search_patients(search("green", "", range, SearchMode::Exact))
-            .await);
+        let r = ok(c.search_patients(query("green", "", range, Exact)).await);
         assert_eq!(ids(&r), [married.patient_id.as_str()]);
 
         // Fuzzy: phonetic and Jaro-Winkler names, swapped day and month, transposed names.
         let fuzzy = ok(c
-            .search_patients(search(
-                "Smith",
-                "Catherine",
-                date(1980, 3, 7),
-                SearchMode::Fuzzy,
-            ))
+            .search_patients(query("Smith", "Catherine", born(1980, 3, 7), Fuzzy))
             .await);
         let found = ids(&fuzzy);
         assert_eq!(found[0], smith.patient_id);
@@ -521,7 +510,7 @@ async fn search_exact_and_fuzzy() {
         let r = ok(c
             .search_patients(SearchPatientsRequest {
                 max_results: 1,
-                ..search("Smith", "Catherine", date(1980, 3, 7), SearchMode::Fuzzy)
+                ..query("Smith", "Catherine", born(1980, 3, 7), Fuzzy)
             })
             .await);
         assert_eq!(r.results.len(), 1);
@@ -529,7 +518,7 @@ async fn search_exact_and_fuzzy() {
         let r = ok(c
             .search_patients(SearchPatientsRequest {
                 max_results: 1000,
-                ..search("Smith", "", date(1980, 3, 7), SearchMode::Exact)
+                ..query("Smith", "", born(1980, 3, 7), Exact)
             })
             .await);
         assert_eq!(r.max_results_applied, 50);
@@ -544,7 +533,7 @@ async fn search_exact_and_fuzzy() {
         );
         assert_eq!(violations(&status), ["family_name", "birth_date"]);
         let status = refused(
-            c.search_patients(search("S*", "Ca*t", date(1980, 2, 30), SearchMode::Exact))
+            c.search_patients(query("S*", "Ca*t", born(1980, 2, 30), Exact))
                 .await,
         );
         assert_eq!(
@@ -552,7 +541,7 @@ async fn search_exact_and_fuzzy() {
             ["family_name", "given_name", "birth_date.day"]
         );
         let status = refused(
-            c.search_patients(search("Smi*", "", date(1980, 1, 1), SearchMode::Fuzzy))
+            c.search_patients(query("Smi*", "", born(1980, 1, 1), Fuzzy))
                 .await,
         );
         assert_eq!(violations(&status), ["family_name"]);
@@ -571,14 +560,14 @@ async fn search_exact_and_fuzzy() {
         let status = refused(
             c.search_patients(SearchPatientsRequest {
                 max_results: -1,
-                ..search("Smith", "", bad_range, SearchMode::Exact)
+                ..query("Smith", "", bad_range, Exact)
             })
             .await,
         );
         assert_eq!(violations(&status), ["birth_date_range", "max_results"]);
         let empty_range = search_patients_request::Birth::BirthDateRange(DateRange::default());
         let status = refused(
-            c.search_patients(search("Smith", "", empty_range, SearchMode::Exact))
+            c.search_patients(query("Smith", "", empty_range, Exact))
                 .await,
         );
         assert_eq!(violations(&status), ["birth_date_range"]);

@@ -58,13 +58,7 @@ async fn merge_then_unmerge_restores_both_exactly() {
         assert_eq!(r.patient_id, survivor.patient_id);
         assert!(r.followed_merge);
         assert_eq!(r.merged_patient_ids, [dup.patient_id.as_str()]);
-        let got = ok(c
-            .get_patient(GetPatientRequest {
-                patient_id: dup.patient_id.clone(),
-            })
-            .await)
-        .patient
-        .unwrap();
+        let got = get(c, &dup.patient_id).await;
         assert_eq!(got, source);
         // The merged duplicate keeps reserving its identifiers.
         let status = refused(

@@ -246,13 +246,7 @@ async fn get_update_versions_and_resolve() {
     on_each_backend(async |c| {
         let created = create(c, with_mrn(patient("Jo", "Smith", (1980, 3, 7)), "M1")).await;
         let id = created.patient_id.clone();
-        let got = ok(c
-            .get_patient(GetPatientRequest {
-                patient_id: id.to_uppercase(),
-            })
-            .await)
-        .patient
-        .unwrap();
+        let got = get(c, &id.to_uppercase()).await;
         assert_eq!(got, created);
 
         // Bad ids.
