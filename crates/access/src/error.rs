@@ -39,7 +39,7 @@ impl Dependency {
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("invalid request")]
-    InvalidRequest(Violations),
+    Invalid(Violations),
     #[error(
         "the page token is invalid, or was issued for other request fields or another requester"
     )]
@@ -91,6 +91,19 @@ pub enum Error {
     DeadlineExceeded,
     #[error("internal error: {0}")]
     Internal(String),
+    /// `error`, raised after the call was audited: the status names the audit entry.
+    #[error("{error}")]
+    Audited {
+        error: Box<Error>,
+        entry_id: String,
+        index: i64,
+    },
+}
+
+impl From<Violations> for Error {
+    fn from(violations: Violations) -> Self {
+        Error::Invalid(violations)
+    }
 }
 
 impl From<sqlx::Error> for Error {
@@ -104,12 +117,30 @@ impl Error {
     pub fn invalid(field: &str, description: impl Into<String>) -> Self {
         let mut violations = Violations::new();
         violations.add(field, description);
-        Error::InvalidRequest(violations)
+        Error::Invalid(violations)
+    }
+
+    /// This error, answered once the call's audit entry `entry_id` was appended at `index`.
+    pub fn audited(self, entry_id: &str, index: i64) -> Self {
+        Error::Audited {
+            error: Box::new(self.unaudited()),
+            entry_id: entry_id.to_owned(),
+            index,
+        }
+    }
+
+    /// The error itself, whether or not it was audited.
+    fn unaudited(self) -> Self {
+        match self {
+            Error::Audited { error, .. } => *error,
+            other => other,
+        }
     }
 
     pub fn code(&self) -> Code {
         match self {
-            Error::InvalidRequest(_) | Error::InvalidPageToken => Code::InvalidArgument,
+            Error::Audited { error, .. } => error.code(),
+            Error::Invalid(_) | Error::InvalidPageToken => Code::InvalidArgument,
             Error::TokenMissing | Error::TokenInvalid(_) | Error::TokenExpired => {
                 Code::Unauthenticated
             }
@@ -136,7 +167,8 @@ impl Error {
     /// The ErrorInfo reason, as recorded in audit entries.
     pub fn reason(&self) -> &'static str {
         match self {
-            Error::InvalidRequest(_) => "INVALID_REQUEST",
+            Error::Audited { error, .. } => error.reason(),
+            Error::Invalid(_) => "INVALID_REQUEST",
             Error::InvalidPageToken => "INVALID_PAGE_TOKEN",
             Error::TokenMissing => "TOKEN_MISSING",
             Error::TokenInvalid(_) => "TOKEN_INVALID",
@@ -163,7 +195,7 @@ impl Error {
     }
 
     /// The status for this error; `audit` names the audit entry written for the call, if any.
-    pub fn to_status(&self, audit: Option<(&str, i64)>) -> Status {
+    fn to_status(&self, audit: Option<(&str, i64)>) -> Status {
         let mut metadata: HashMap<String, String> = HashMap::new();
         if let Some((entry_id, index)) = audit {
             metadata.insert("audit_entry_id".into(), entry_id.to_owned());
@@ -171,7 +203,7 @@ impl Error {
         }
         let mut details = ErrorDetails::new();
         let message = match self {
-            Error::InvalidRequest(violations) => {
+            Error::Invalid(violations) => {
                 details.set_bad_request(
                     violations
                         .iter()
@@ -246,9 +278,17 @@ impl Error {
     }
 }
 
+/// The one mapping from this crate's errors to gRPC statuses.
 impl From<Error> for Status {
     fn from(e: Error) -> Self {
-        e.to_status(None)
+        match e {
+            Error::Audited {
+                error,
+                entry_id,
+                index,
+            } => error.to_status(Some((&entry_id, index))),
+            other => other.to_status(None),
+        }
     }
 }
 

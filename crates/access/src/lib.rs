@@ -4,12 +4,24 @@
 //! through identity, asks consent for a decision, reads record hosting, withholds what the decision
 //! does not permit, and appends every attempt to a tamper-evident (RFC 6962) audit log.
 //!
-//! For the CLI: [`dev_token::mint`] mints development tokens (accepted only with
-//! `CARERECORD_DEV_TOKENS=true`), and [`audit::verify_entries`] verifies a whole log offline.
+//! # Layout, top down
 //!
-//! Settings beyond the shared ones are documented on [`config::AccessConfig`].
+//! - `main.rs` starts [`Application`] (this file: configuration and wiring).
+//! - [`config`]: data access's own settings ([`config::AccessConfig`]), beyond the shared ones.
+//! - `service/`: the gRPC handlers, one file per area; the tonic trait implementation only
+//!   dispatches to methods returning `Result<_, Error>`.
+//! - [`domain`]: pure logic, no I/O: token verification and SMART scopes ([`domain::auth`]),
+//!   consent decisions, de-identification, small-number suppression, the Merkle tree, signed tree
+//!   heads, and verification of a whole log ([`domain::audit_verify`]).
+//! - [`store`]: all SQL, both dialects: the audit log, tree heads, audit keys, break-glass events.
+//! - [`upstream`]: clients of identity, consent and record hosting; [`jwks`]: the token keys of a
+//!   JWKS URL, fetched over HTTPS (a [`domain::auth::KeySource`]).
+//! - [`error`]: the crate's one error type, mapped to gRPC statuses in one place.
+//!
+//! For the CLI: [`dev_token::mint`] mints development tokens (accepted only with
+//! `CARERECORD_DEV_TOKENS=true`), and [`domain::audit_verify::verify_entries`] verifies a whole log
+//! offline.
 
-pub mod audit;
 pub mod config;
 pub mod dev_token;
 pub mod domain;
@@ -18,6 +30,9 @@ pub mod jwks;
 mod service;
 pub mod store;
 pub mod upstream;
+
+/// The former path of [`domain::audit_verify`], kept for callers that verify logs offline.
+pub use domain::audit_verify as audit;
 
 use std::net::SocketAddr;
 
@@ -88,7 +103,7 @@ impl Service for Application {
                     format!("cannot load the key set: {e}"),
                 )
             })?;
-            config.access.tokens.add_remote(remote.clone());
+            config.access.tokens.add_source(remote.clone());
             tokio::spawn(remote.refresh_periodically(startup.background()));
         }
         let access = &config.access;

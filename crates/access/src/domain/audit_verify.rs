@@ -9,8 +9,8 @@ use std::collections::HashSet;
 use carerecord_contracts::access::v1::{AuditEntry, AuditLeaf, SignedTreeHead};
 use prost::Message;
 
-use crate::domain::merkle::{self, Hash};
-use crate::domain::tree_head;
+use super::merkle::{self, Hash};
+use super::tree_head;
 
 /// The result of a verification.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,18 +1,21 @@
 //! Bearer tokens: verification (RS256/ES256 against a JWKS, issuer, audience, expiry, not-before)
 //! and SMART App Launch v2 scopes.
+//!
+//! Keys are fixed (files, the development key) or come from a [`KeySource`] whose set may change;
+//! how such a source fetches its keys (the JWKS URL over HTTPS, [`crate::jwks`]) is not this
+//! module's business.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
-use sha2::{Digest, Sha256};
-
+use futures::future::BoxFuture;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
+use sha2::{Digest, Sha256};
 
 use crate::error::Error;
-use crate::jwks::RemoteJwks;
 
 /// Clock skew allowed on `exp` and `nbf`.
 pub const LEEWAY_SECONDS: u64 = 60;
@@ -186,16 +189,37 @@ struct Claims {
 
 /// A trusted signing key.
 #[derive(Clone)]
-pub(crate) struct TrustedKey {
-    pub(crate) kid: Option<String>,
+pub struct TrustedKey {
+    kid: Option<String>,
     algorithm: Algorithm,
     key: DecodingKey,
     issuer: String,
 }
 
+impl TrustedKey {
+    pub fn kid(&self) -> Option<&str> {
+        self.kid.as_deref()
+    }
+}
+
+/// Keys that may change while the service runs (a provider rotates them). Verification reads the
+/// current set; when a token names a `kid` no key has, the source may look again before the token
+/// is refused.
+pub trait KeySource: Send + Sync + std::fmt::Debug {
+    /// The current keys.
+    fn keys(&self) -> Arc<Vec<TrustedKey>>;
+
+    /// Changes whenever the key set does, so tokens verified under an older set are checked again
+    /// (a key the provider withdrew must stop working).
+    fn generation(&self) -> u64;
+
+    /// A token names `kid`, which no current key has: refresh if the source's own limits allow.
+    fn refresh_for_unknown_kid<'a>(&'a self, kid: &'a str) -> BoxFuture<'a, ()>;
+}
+
 /// Every RS256 or ES256 signing key of a JWKS document, trusted for tokens of `issuer`. Keys of
 /// other types or algorithms (symmetric ones above all) are ignored.
-pub(crate) fn keys_from_jwks(jwks_json: &str, issuer: &str) -> Result<Vec<TrustedKey>, String> {
+pub fn keys_from_jwks(jwks_json: &str, issuer: &str) -> Result<Vec<TrustedKey>, String> {
     let set: JwkSet =
         serde_json::from_str(jwks_json).map_err(|e| format!("not a JWKS document: {e}"))?;
     let mut keys = Vec::new();
@@ -237,17 +261,17 @@ pub(crate) fn keys_from_jwks(jwks_json: &str, issuer: &str) -> Result<Vec<Truste
 /// token on every call, and a signature check costs far more than the rest of a request's own
 /// work. A remembered token is still refused once expired.
 ///
-/// Keys come from files (fixed) and from a JWKS URL (refreshed, see [`crate::jwks`]). A token
-/// whose `kid` no key has triggers a (rate-limited) refetch of the URL before it is refused.
+/// Keys come from files (fixed) and from a [`KeySource`] (refreshed). A token whose `kid` no key
+/// has asks the source to look again before it is refused.
 #[derive(Clone)]
 pub struct TokenVerifier {
     keys: Vec<TrustedKey>,
-    remote: Option<Arc<RemoteJwks>>,
+    remote: Option<Arc<dyn KeySource>>,
     audience: String,
     verified: Arc<Mutex<Remembered>>,
 }
 
-/// Verified tokens by SHA-256: the caller, the token's `exp`, and the remote key set's generation
+/// Verified tokens by SHA-256: the caller, the token's `exp`, and the key source's generation
 /// it was verified under (a token verified under an older set is checked again).
 type Remembered = HashMap<[u8; 32], (Caller, u64, u64)>;
 
@@ -282,9 +306,9 @@ impl TokenVerifier {
         Ok(added)
     }
 
-    /// Also trusts the keys of a JWKS URL, as they are whenever a token is checked.
-    pub fn add_remote(&mut self, remote: Arc<RemoteJwks>) {
-        self.remote = Some(remote);
+    /// Also trusts the keys of `source`, as they are whenever a token is checked.
+    pub fn add_source(&mut self, source: Arc<dyn KeySource>) {
+        self.remote = Some(source);
     }
 
     /// Trusts one PEM public key (SPKI) for tokens of `issuer` signed with `algorithm`.
@@ -423,19 +447,6 @@ fn caller_from(claims: Claims) -> Result<Caller, Error> {
     })
 }
 
-/// The token of an `authorization: Bearer <token>` metadata value.
-pub fn bearer(metadata: &tonic::metadata::MetadataMap) -> Result<&str, Error> {
-    let value = metadata.get("authorization").ok_or(Error::TokenMissing)?;
-    let value = value
-        .to_str()
-        .map_err(|_| Error::TokenInvalid("not ASCII".into()))?;
-    let (scheme, token) = value.split_once(' ').ok_or(Error::TokenMissing)?;
-    if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
-        return Err(Error::TokenMissing);
-    }
-    Ok(token.trim())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -506,15 +517,5 @@ mod tests {
             verifier.verify("a.b.c").await,
             Err(Error::TokenInvalid(_))
         ));
-    }
-
-    #[test]
-    fn bearer_metadata_is_parsed() {
-        let mut md = tonic::metadata::MetadataMap::new();
-        assert!(matches!(bearer(&md), Err(Error::TokenMissing)));
-        md.insert("authorization", "Basic abc".parse().unwrap());
-        assert!(matches!(bearer(&md), Err(Error::TokenMissing)));
-        md.insert("authorization", "Bearer abc.def.ghi".parse().unwrap());
-        assert_eq!(bearer(&md).unwrap(), "abc.def.ghi");
     }
 }

@@ -6,6 +6,7 @@
 //! string elsewhere; `text` is a Narrative when it is an object). When in doubt an element is
 //! removed rather than kept.
 
+use carerecord_platform::request::Id;
 use hmac::{Hmac, KeyInit, Mac};
 use serde_json::{Map, Value};
 use sha2::Sha256;
@@ -223,7 +224,7 @@ fn rewrite_reference(map: &mut Map<String, Value>, subject: &Subject<'_>) {
         Some(format!("Patient/{}", subject.patient_pseudonym))
     } else {
         match (&ref_type, &ref_id) {
-            (Some(t), Some(id)) if t != "Patient" && super::parse_uuid(id).is_some() => {
+            (Some(t), Some(id)) if t != "Patient" && Id::parse(id).is_some() => {
                 Some(format!("{t}/{}", subject.pseudonymiser.pseudonym(id)))
             }
             _ => None,

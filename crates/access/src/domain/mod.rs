@@ -1,5 +1,6 @@
 //! Pure domain logic: no I/O, unit-tested next to the code.
 
+pub mod audit_verify;
 pub mod auth;
 pub mod decision;
 pub mod deid;
@@ -36,24 +37,6 @@ pub fn micros(ts: &Timestamp) -> Option<i64> {
         .checked_add(i64::from(ts.nanos / 1000))
 }
 
-/// A canonical lower-case UUID, if `raw` is one (8-4-4-4-12 hex digits, any case).
-pub fn parse_uuid(raw: &str) -> Option<String> {
-    let bytes = raw.as_bytes();
-    if bytes.len() != 36 {
-        return None;
-    }
-    for (i, b) in bytes.iter().enumerate() {
-        let ok = match i {
-            8 | 13 | 18 | 23 => *b == b'-',
-            _ => b.is_ascii_hexdigit(),
-        };
-        if !ok {
-            return None;
-        }
-    }
-    Some(raw.to_ascii_lowercase())
-}
-
 pub use carerecord_platform::fhir::FHIR_R4_RESOURCE_TYPES;
 
 pub fn is_resource_type(name: &str) -> bool {
@@ -74,12 +57,16 @@ mod tests {
 
     #[test]
     fn uuids_and_timestamps() {
+        // Ids are parsed by the platform's `Id` everywhere in this service.
+        use carerecord_platform::request::Id;
         assert_eq!(
-            parse_uuid("0B9D6C2E-1111-4222-8333-444455556666").unwrap(),
+            Id::parse("0B9D6C2E-1111-4222-8333-444455556666")
+                .unwrap()
+                .as_str(),
             "0b9d6c2e-1111-4222-8333-444455556666"
         );
-        assert!(parse_uuid("0b9d6c2e11114222833344445555666600000").is_none());
-        assert!(parse_uuid("0b9d6c2e-1111-4222-8333-44445555666g").is_none());
+        assert!(Id::parse("0b9d6c2e11114222833344445555666600000").is_none());
+        assert!(Id::parse("0b9d6c2e-1111-4222-8333-44445555666g").is_none());
         let ts = timestamp(-1);
         assert_eq!((ts.seconds, ts.nanos), (-1, 999_999_000));
         assert_eq!(micros(&ts), Some(-1));

@@ -2,12 +2,13 @@
 
 use carerecord_contracts::access::v1 as api;
 use carerecord_platform::errors::Violations;
+use carerecord_platform::page_token::Position;
 use prost::Message;
-use tonic::{Request, Response, Status};
+use tonic::Request;
 
-use super::patients::page_query;
-use super::{AccessService, page_size};
-use crate::audit::{Leaf, check_head, check_leaves};
+use super::AccessService;
+use super::parse::{page_query, resume};
+use crate::domain::audit_verify::{Leaf, check_head, check_leaves};
 use crate::domain::auth::{Caller, Context};
 use crate::domain::merkle;
 use crate::error::Error;
@@ -58,56 +59,40 @@ impl AccessService {
         Ok(head)
     }
 
-    pub(super) async fn list_audit_entries_rpc(
+    pub(super) async fn audit_entries(
         &self,
         request: Request<api::ListAuditEntriesRequest>,
-    ) -> Result<Response<api::ListAuditEntriesResponse>, Status> {
-        let caller = self.authenticate(&request).await?;
-        let trace = super::trace_id(request.metadata());
-        let req = request.into_inner();
+    ) -> Result<api::ListAuditEntriesResponse, Error> {
+        let (caller, trace, req) = self.authenticated(request).await?;
         let mut v = Violations::new();
         v.check(req.start_index >= 0, "start_index", "must not be negative");
         v.check(req.tree_size >= 0, "tree_size", "must not be negative");
-        let limit = page_size(&mut v, "page_size", req.page_size);
+        let limit = v.page_size(req.page_size);
         let query = page_query(
+            "audit-entries",
             &caller,
             &api::ListAuditEntriesRequest {
                 page_size: 0,
                 page_token: String::new(),
                 start_index: 0,
                 ..req.clone()
-            }
-            .encode_to_vec(),
+            },
         );
-        let resume = if req.page_token.is_empty() {
-            None
-        } else {
-            match self
-                .inner
-                .config
-                .page_tokens
-                .verify(&query, &req.page_token)
-            {
-                Ok(pos) if pos.len() == 16 => {
-                    let next = i64::from_be_bytes(pos[..8].try_into().unwrap_or_default());
-                    let end = i64::from_be_bytes(pos[8..].try_into().unwrap_or_default());
-                    Some((next, end))
-                }
-                _ => return Err(Error::InvalidPageToken.into()),
-            }
-        };
-        if !v.is_empty() {
-            return Err(Error::InvalidRequest(v).into());
-        }
+        let tokens = &self.inner.config.page_tokens;
+        // A page resumes at its next index, up to the tree size of the first page.
+        let resumed = resume(tokens, &query, &req.page_token, |position| {
+            Some((position.read_int()?, position.read_int()?))
+        })?;
+        v.into_result()?;
         let mut leaf = self.leaf(&caller, &trace, api::AuditAction::ListAuditEntries);
         let result = async {
             self.require_auditor(&caller, 'r', true)?;
             let log_size = self.inner.store.size().await?;
-            let (start, end) = match resume {
+            let (start, end) = match resumed {
                 Some(pair) => pair,
                 None => (req.start_index, self.size_at(req.tree_size).await?),
             };
-            let stop = end.min(start.saturating_add(limit));
+            let stop = end.min(start.saturating_add(limit.as_i64()));
             let rows = if start < stop {
                 self.inner.store.entries(start, stop).await?
             } else {
@@ -125,9 +110,7 @@ impl AccessService {
             leaf.row_count = entries.len() as i64;
             leaf.returned_count = entries.len() as i64;
             let next_page_token = if stop < end {
-                let mut pos = stop.to_be_bytes().to_vec();
-                pos.extend_from_slice(&end.to_be_bytes());
-                self.inner.config.page_tokens.issue(&query, &pos)
+                tokens.issue_at(&query, Position::new().int(stop).int(end))
             } else {
                 String::new()
             };
@@ -138,30 +121,28 @@ impl AccessService {
             })
         }
         .await;
-        self.finish(leaf, result, false, |_, _| {}).await
+        self.finish(leaf, result, false).await
     }
 
-    pub(super) async fn get_signed_tree_head_rpc(
+    pub(super) async fn signed_tree_head(
         &self,
         request: Request<api::GetSignedTreeHeadRequest>,
-    ) -> Result<Response<api::GetSignedTreeHeadResponse>, Status> {
-        self.authenticate(&request).await?;
-        let req = request.into_inner();
+    ) -> Result<api::GetSignedTreeHeadResponse, Error> {
+        let (_, _, req) = self.authenticated(request).await?;
         if req.tree_size < 0 {
-            return Err(Error::invalid("tree_size", "must not be negative").into());
+            return Err(Error::invalid("tree_size", "must not be negative"));
         }
         let size = self.size_at(req.tree_size).await?;
-        Ok(Response::new(api::GetSignedTreeHeadResponse {
+        Ok(api::GetSignedTreeHeadResponse {
             tree_head: Some(self.head(size).await?),
-        }))
+        })
     }
 
-    pub(super) async fn get_audit_public_key_rpc(
+    pub(super) async fn audit_public_key(
         &self,
         request: Request<api::GetAuditPublicKeyRequest>,
-    ) -> Result<Response<api::GetAuditPublicKeyResponse>, Status> {
-        self.authenticate(&request).await?;
-        let req = request.into_inner();
+    ) -> Result<api::GetAuditPublicKeyResponse, Error> {
+        let (_, _, req) = self.authenticated(request).await?;
         let key_id = if req.key_id.is_empty() {
             self.inner.config.signer.key_id().to_owned()
         } else {
@@ -174,8 +155,7 @@ impl AccessService {
                 return Err(Error::invalid(
                     "key_id",
                     "must be 64 lowercase hexadecimal characters",
-                )
-                .into());
+                ));
             }
             req.key_id
         };
@@ -185,7 +165,7 @@ impl AccessService {
             .key(&key_id)
             .await?
             .ok_or(Error::KeyNotFound(key_id.clone()))?;
-        Ok(Response::new(api::GetAuditPublicKeyResponse {
+        Ok(api::GetAuditPublicKeyResponse {
             key: Some(api::AuditPublicKey {
                 key_id,
                 public_key,
@@ -193,28 +173,24 @@ impl AccessService {
                 valid_from: Some(crate::domain::timestamp(from)),
                 valid_until: until.map(crate::domain::timestamp),
             }),
-        }))
+        })
     }
 
-    pub(super) async fn get_inclusion_proof_rpc(
+    pub(super) async fn inclusion_proof(
         &self,
         request: Request<api::GetInclusionProofRequest>,
-    ) -> Result<Response<api::GetInclusionProofResponse>, Status> {
-        self.authenticate(&request).await?;
-        let req = request.into_inner();
+    ) -> Result<api::GetInclusionProofResponse, Error> {
+        let (_, _, req) = self.authenticated(request).await?;
         let mut v = Violations::new();
         v.check(req.leaf_index >= 0, "leaf_index", "must not be negative");
         v.check(req.tree_size >= 0, "tree_size", "must not be negative");
-        if !v.is_empty() {
-            return Err(Error::InvalidRequest(v).into());
-        }
+        v.into_result()?;
         let size = self.size_at(req.tree_size).await?;
         if req.leaf_index >= size {
             return Err(Error::invalid(
                 "leaf_index",
                 format!("must be below the tree size {size}"),
-            )
-            .into());
+            ));
         }
         let hashes = self.inner.store.leaf_hashes(size).await?;
         let proof = merkle::inclusion_proof(
@@ -222,20 +198,19 @@ impl AccessService {
             usize::try_from(req.leaf_index).unwrap_or(usize::MAX),
         )
         .ok_or_else(|| Error::invalid("leaf_index", "must be below the tree size"))?;
-        Ok(Response::new(api::GetInclusionProofResponse {
+        Ok(api::GetInclusionProofResponse {
             leaf_index: req.leaf_index,
             tree_size: size,
             audit_path: proof.into_iter().map(|h| h.to_vec()).collect(),
             tree_head: Some(self.head(size).await?),
-        }))
+        })
     }
 
-    pub(super) async fn get_consistency_proof_rpc(
+    pub(super) async fn consistency_proof(
         &self,
         request: Request<api::GetConsistencyProofRequest>,
-    ) -> Result<Response<api::GetConsistencyProofResponse>, Status> {
-        self.authenticate(&request).await?;
-        let req = request.into_inner();
+    ) -> Result<api::GetConsistencyProofResponse, Error> {
+        let (_, _, req) = self.authenticated(request).await?;
         let mut v = Violations::new();
         v.check(
             req.first_tree_size >= 1,
@@ -247,16 +222,13 @@ impl AccessService {
             "second_tree_size",
             "must not be negative",
         );
-        if !v.is_empty() {
-            return Err(Error::InvalidRequest(v).into());
-        }
+        v.into_result()?;
         let second = self.size_at(req.second_tree_size).await?;
         if req.first_tree_size > second {
             return Err(Error::invalid(
                 "first_tree_size",
                 format!("must not exceed the second tree size {second}"),
-            )
-            .into());
+            ));
         }
         let hashes = self.inner.store.leaf_hashes(second).await?;
         let proof =
@@ -267,20 +239,19 @@ impl AccessService {
                     "must be between 1 and the second tree size",
                 )
             })?;
-        Ok(Response::new(api::GetConsistencyProofResponse {
+        Ok(api::GetConsistencyProofResponse {
             first_tree_size: req.first_tree_size,
             second_tree_size: second,
             proof: proof.into_iter().map(|h| h.to_vec()).collect(),
             second_tree_head: Some(self.head(second).await?),
-        }))
+        })
     }
 
-    pub(super) async fn verify_audit_log_rpc(
+    pub(super) async fn verify_log(
         &self,
         request: Request<api::VerifyAuditLogRequest>,
-    ) -> Result<Response<api::VerifyAuditLogResponse>, Status> {
-        let caller = self.authenticate(&request).await?;
-        let req = request.into_inner();
+    ) -> Result<api::VerifyAuditLogResponse, Error> {
+        let (caller, _, req) = self.authenticated(request).await?;
         if let Some(head) = &req.trusted_tree_head {
             let mut v = Violations::new();
             v.check(
@@ -298,9 +269,7 @@ impl AccessService {
                 "trusted_tree_head.tree_size",
                 "must not be negative",
             );
-            if !v.is_empty() {
-                return Err(Error::InvalidRequest(v).into());
-            }
+            v.into_result()?;
         }
         self.require_auditor(&caller, 'r', true)?;
         let store = &self.inner.store;
@@ -383,13 +352,13 @@ impl AccessService {
         if !ok {
             tracing::error!(tree_size = hashes.len(), "audit log verification failed");
         }
-        Ok(Response::new(api::VerifyAuditLogResponse {
+        Ok(api::VerifyAuditLogResponse {
             ok,
             tree_size: hashes.len() as i64,
             root_hash: root.to_vec(),
             tree_head: Some(head),
             first_bad_index: failure.map(|(i, _)| i as i64),
             message,
-        }))
+        })
     }
 }

@@ -1,140 +1,27 @@
-//! Patient references: validation, resolution through identity (following merges), FindPatient
-//! and the patient's disclosure log.
+//! Resolving patient references through identity (following merges), FindPatient and the
+//! patient's disclosure log.
 
 use carerecord_contracts::access::v1 as api;
-use carerecord_contracts::access::v1::patient_reference::Reference as Ref;
 use carerecord_contracts::common::v1 as common;
 use carerecord_contracts::identity::v1 as identity;
 use carerecord_platform::errors::Violations;
+use carerecord_platform::page_token::Position;
 use prost::Message;
-use tonic::{Code, Request, Response, Status};
+use tonic::{Code, Request, Status};
 
-use super::{AccessService, page_size};
+use super::AccessService;
+use super::parse::{
+    NHS_NUMBER_SYSTEM, Reference, page_query, resume, validate_period, validate_purpose,
+    validate_reference,
+};
 use crate::domain::auth::{Caller, Context};
-use carerecord_platform::nhs_number;
-
-use crate::domain::parse_uuid;
 use crate::error::{Dependency, Error};
 use crate::upstream::unavailable;
 
-pub const NHS_NUMBER_SYSTEM: &str = "https://fhir.nhs.uk/Id/nhs-number";
 /// How many merges are followed before giving up (a cycle or a corrupt index).
 const MAX_MERGE_HOPS: usize = 32;
 /// How many patients merged into one are looked up for disclosure logs and reads.
 const MAX_MERGED: usize = 64;
-
-/// A validated patient reference.
-#[derive(Debug, Clone)]
-pub enum Reference {
-    PatientId(String),
-    Nhs(String),
-    Identifier(String, String),
-    Demographics(api::Demographics),
-}
-
-impl Reference {
-    pub fn kind(&self) -> api::PatientReferenceKind {
-        match self {
-            Reference::PatientId(_) => api::PatientReferenceKind::PatientId,
-            Reference::Nhs(_) => api::PatientReferenceKind::NhsNumber,
-            Reference::Identifier(..) => api::PatientReferenceKind::Identifier,
-            Reference::Demographics(_) => api::PatientReferenceKind::Demographics,
-        }
-    }
-
-    /// The ResourceInfo name for NOT_FOUND: the id given, empty for demographics.
-    fn name(&self) -> String {
-        match self {
-            Reference::PatientId(id) => id.clone(),
-            Reference::Nhs(n) => n.clone(),
-            Reference::Identifier(s, v) => format!("{s}|{v}"),
-            Reference::Demographics(_) => String::new(),
-        }
-    }
-}
-
-/// Validates a PatientReference at `field`.
-pub fn validate_reference(
-    v: &mut Violations,
-    field: &str,
-    reference: Option<&api::PatientReference>,
-) -> Option<Reference> {
-    let Some(reference) = reference.and_then(|r| r.reference.as_ref()) else {
-        v.add(
-            field,
-            "a patient reference is required: patient_id, nhs_number, identifier or demographics",
-        );
-        return None;
-    };
-    match reference {
-        Ref::PatientId(id) => match parse_uuid(id.trim()) {
-            Some(id) => Some(Reference::PatientId(id)),
-            None => {
-                v.add(
-                    format!("{field}.patient_id"),
-                    "must be a UUID (8-4-4-4-12 hexadecimal digits)",
-                );
-                None
-            }
-        },
-        Ref::NhsNumber(n) => match nhs_number::normalise(n) {
-            Ok(n) => Some(Reference::Nhs(n)),
-            Err(why) => {
-                v.add(format!("{field}.nhs_number"), why.description());
-                None
-            }
-        },
-        Ref::Identifier(id) => {
-            let (system, value) = (id.system.trim(), id.value.trim());
-            let mut ok = true;
-            if system.is_empty() {
-                v.add(format!("{field}.identifier.system"), "is required");
-                ok = false;
-            }
-            if value.is_empty() {
-                v.add(format!("{field}.identifier.value"), "is required");
-                ok = false;
-            }
-            if !ok {
-                return None;
-            }
-            if system == NHS_NUMBER_SYSTEM {
-                return match nhs_number::normalise(value) {
-                    Ok(n) => Some(Reference::Nhs(n)),
-                    Err(why) => {
-                        v.add(format!("{field}.identifier.value"), why.description());
-                        None
-                    }
-                };
-            }
-            Some(Reference::Identifier(system.to_owned(), value.to_owned()))
-        }
-        Ref::Demographics(d) => {
-            let before = v.iter().count();
-            if d.family.trim().is_empty() {
-                v.add(format!("{field}.demographics.family"), "is required");
-            }
-            match &d.birth_date {
-                None => v.add(format!("{field}.demographics.birth_date"), "is required"),
-                Some(date) => {
-                    if !(1..=9999).contains(&date.year)
-                        || !(1..=12).contains(&date.month)
-                        || !(1..=31).contains(&date.day)
-                    {
-                        v.add(
-                            format!("{field}.demographics.birth_date"),
-                            "must be a full, valid date",
-                        );
-                    }
-                }
-            }
-            if common::AdministrativeGender::try_from(d.gender).is_err() {
-                v.add(format!("{field}.demographics.gender"), "unknown value");
-            }
-            (v.iter().count() == before).then(|| Reference::Demographics(d.clone()))
-        }
-    }
-}
 
 /// A patient resolved to the current (surviving) registration.
 #[derive(Debug, Clone)]
@@ -370,19 +257,16 @@ impl AccessService {
         }
     }
 
-    pub(super) async fn find_patient_rpc(
+    pub(super) async fn find(
         &self,
         request: Request<api::FindPatientRequest>,
-    ) -> Result<Response<api::FindPatientResponse>, Status> {
-        let caller = self.authenticate(&request).await?;
-        let trace = super::trace_id(request.metadata());
-        let req = request.into_inner();
+    ) -> Result<api::FindPatientResponse, Error> {
+        let (caller, trace, req) = self.authenticated(request).await?;
         let mut v = Violations::new();
         let reference = validate_reference(&mut v, "patient", req.patient.as_ref());
         validate_purpose(&mut v, &req.purpose_of_use);
-        let reference = match (reference, v.is_empty()) {
-            (Some(r), true) => r,
-            _ => return Err(Error::InvalidRequest(v).into()),
+        let Some(reference) = reference.filter(|_| v.is_empty()) else {
+            return Err(v.into());
         };
         let mut leaf = self.leaf(&caller, &trace, api::AuditAction::FindPatient);
         leaf.purpose_of_use = req.purpose_of_use.clone();
@@ -407,49 +291,32 @@ impl AccessService {
             })
         }
         .await;
-        self.finish(leaf, result, false, |r, a| {
-            r.audit_entry_id = a.entry_id.clone();
-            r.audit_index = a.index;
-        })
-        .await
+        self.finish(leaf, result, false).await
     }
 
-    pub(super) async fn list_disclosures_rpc(
+    pub(super) async fn disclosures(
         &self,
         request: Request<api::ListDisclosuresRequest>,
-    ) -> Result<Response<api::ListDisclosuresResponse>, Status> {
-        let caller = self.authenticate(&request).await?;
-        let trace = super::trace_id(request.metadata());
-        let req = request.into_inner();
+    ) -> Result<api::ListDisclosuresResponse, Error> {
+        let (caller, trace, req) = self.authenticated(request).await?;
         let mut v = Violations::new();
         let reference = validate_reference(&mut v, "patient", req.patient.as_ref());
         let (start, end) = validate_period(&mut v, "period", req.period.as_ref());
-        let limit = page_size(&mut v, "page_size", req.page_size);
+        let limit = v.page_size(req.page_size);
         let query = page_query(
+            "disclosures",
             &caller,
             &api::ListDisclosuresRequest {
                 page_size: 0,
                 page_token: String::new(),
                 ..req.clone()
-            }
-            .encode_to_vec(),
+            },
         );
-        let before = if req.page_token.is_empty() {
-            i64::MAX
-        } else {
-            match self
-                .inner
-                .config
-                .page_tokens
-                .verify(&query, &req.page_token)
-            {
-                Ok(pos) if pos.len() == 8 => i64::from_be_bytes(pos.try_into().unwrap_or_default()),
-                _ => return Err(Error::InvalidPageToken.into()),
-            }
-        };
-        let reference = match (reference, v.is_empty()) {
-            (Some(r), true) => r,
-            _ => return Err(Error::InvalidRequest(v).into()),
+        let tokens = &self.inner.config.page_tokens;
+        let before =
+            resume(tokens, &query, &req.page_token, Position::read_int)?.unwrap_or(i64::MAX);
+        let Some(reference) = reference.filter(|_| v.is_empty()) else {
+            return Err(v.into());
         };
         let mut leaf = self.leaf(&caller, &trace, api::AuditAction::ListDisclosures);
         leaf.purpose_of_use = "PATRQT".into();
@@ -479,12 +346,12 @@ impl AccessService {
             let rows = self
                 .inner
                 .store
-                .patient_entries(&ids, &actions, before, start, end, limit + 1)
+                .patient_entries(&ids, &actions, before, start, end, limit.fetch_limit())
                 .await?;
-            let more = rows.len() as i64 > limit;
+            let more = rows.len() > limit.get();
             let mut disclosures = Vec::new();
             let mut last = before;
-            for row in rows.into_iter().take(usize::try_from(limit).unwrap_or(0)) {
+            for row in rows.into_iter().take(limit.get()) {
                 last = row.index;
                 let entry = api::AuditLeaf::decode(row.leaf_data.as_slice()).map_err(|_| {
                     Error::Internal(format!("audit entry {} does not parse", row.index))
@@ -506,10 +373,7 @@ impl AccessService {
             }
             leaf.returned_count = disclosures.len() as i64;
             let next_page_token = if more {
-                self.inner
-                    .config
-                    .page_tokens
-                    .issue(&query, &last.to_be_bytes())
+                tokens.issue_at(&query, Position::new().int(last))
             } else {
                 String::new()
             };
@@ -522,64 +386,6 @@ impl AccessService {
             })
         }
         .await;
-        self.finish(leaf, result, false, |r, a| {
-            r.audit_entry_id = a.entry_id.clone();
-            r.audit_index = a.index;
-        })
-        .await
+        self.finish(leaf, result, false).await
     }
-}
-
-/// Purpose of use: required and known.
-pub fn validate_purpose(v: &mut Violations, purpose: &str) {
-    if purpose.is_empty() {
-        v.add(
-            "purpose_of_use",
-            "is required (an HL7 ActReason code such as TREAT)",
-        );
-    } else if !crate::domain::is_known_purpose(purpose) {
-        v.add("purpose_of_use", "unknown purpose of use; expected one of TREAT, ETREAT, HRESCH, HOPERAT, HPAYMT, PUBHLTH, HMARKT, PATRQT");
-    }
-}
-
-/// A period's bounds in microseconds; end before start is a violation.
-pub fn validate_period(
-    v: &mut Violations,
-    field: &str,
-    period: Option<&common::Period>,
-) -> (Option<i64>, Option<i64>) {
-    let Some(period) = period else {
-        return (None, None);
-    };
-    let mut bound = |name: &str, ts: Option<&prost_types::Timestamp>| -> Option<i64> {
-        let ts = ts?;
-        let micros = crate::domain::micros(ts);
-        if micros.is_none() {
-            v.add(format!("{field}.{name}"), "is not a valid timestamp");
-        }
-        micros
-    };
-    let start = bound("start", period.start.as_ref());
-    let end = bound("end", period.end.as_ref());
-    if let (Some(s), Some(e)) = (start, end)
-        && e < s
-    {
-        v.add(format!("{field}.end"), "must not be before start");
-    }
-    (start, end)
-}
-
-/// The bytes a page token is bound to: the request's other fields and the requester.
-pub fn page_query(caller: &Caller, request_bytes: &[u8]) -> Vec<u8> {
-    let mut query = Vec::with_capacity(request_bytes.len() + 64);
-    for part in [
-        &caller.user_id,
-        &caller.client_id,
-        &caller.organisation_ods_code,
-    ] {
-        query.extend_from_slice(&(part.len() as u32).to_be_bytes());
-        query.extend_from_slice(part.as_bytes());
-    }
-    query.extend_from_slice(request_bytes);
-    query
 }

@@ -1,4 +1,5 @@
-//! ReadPatientRecord and BreakGlassReadPatientRecord: resolve, decide, fetch, withhold, audit.
+//! ReadPatientRecord and BreakGlassReadPatientRecord: one path (resolve, decide, fetch, withhold,
+//! audit) for both; what differs is parsed up front into [`ReadArgs`].
 
 use std::collections::BTreeMap;
 
@@ -7,14 +8,20 @@ use carerecord_contracts::common::v1 as common;
 use carerecord_contracts::consent::v1 as consent;
 use carerecord_contracts::records::v1 as records;
 use carerecord_platform::errors::Violations;
-use prost::Message;
-use tonic::{Request, Response, Status};
+use carerecord_platform::page_token::{Position, QueryKey};
+use carerecord_platform::request::PageSize;
+use tonic::{Request, Status};
 
-use super::patients::{Reference, page_query, validate_period, validate_reference};
-use super::{AccessService, page_size};
+use super::AccessService;
+use super::audited::NamesAuditEntry;
+use super::parse::{
+    Reference, page_query, resume, validate_period, validate_purpose, validate_reference,
+    validate_types,
+};
 use crate::domain::auth::{Caller, Context};
 use crate::domain::decision::{self, Policy};
 use crate::error::{Dependency, Error};
+use crate::store::Appended;
 use crate::upstream::unavailable;
 
 /// A validated read request (either RPC).
@@ -24,13 +31,37 @@ struct ReadArgs {
     legal_basis: i32,
     types: Vec<String>,
     period: Option<common::Period>,
-    page_size: i64,
-    /// (index into the patient's ids, record hosting's page token).
-    position: (usize, String),
-    query: Vec<u8>,
+    page_size: PageSize,
+    /// Where the page token resumes: (index into the patient's ids, record hosting's page token).
+    position: Option<(usize, String)>,
+    query: QueryKey,
+    /// Set for a break-glass read.
     break_glass_reason: Option<String>,
 }
 
+/// The fields both read requests carry besides the patient and the purpose.
+struct ReadFields<'a> {
+    legal_basis: i32,
+    resource_types: &'a [String],
+    effective_period: Option<&'a common::Period>,
+    page_size: i32,
+    page_token: &'a str,
+}
+
+/// The [`ReadFields`] of either request (both name them alike).
+macro_rules! read_fields {
+    ($request:expr) => {
+        ReadFields {
+            legal_basis: $request.legal_basis,
+            resource_types: &$request.resource_types,
+            effective_period: $request.effective_period.as_ref(),
+            page_size: $request.page_size,
+            page_token: &$request.page_token,
+        }
+    };
+}
+
+/// A page of either read, and the audit entry recording it.
 struct ReadPage {
     patient_id: String,
     merged_from: String,
@@ -38,6 +69,47 @@ struct ReadPage {
     disclosure: api::DisclosureSummary,
     decision: api::DecisionSummary,
     next_page_token: String,
+    audit_entry_id: String,
+    audit_index: i64,
+}
+
+impl NamesAuditEntry for ReadPage {
+    fn name_entry(&mut self, appended: &Appended) {
+        self.audit_entry_id = appended.entry_id.clone();
+        self.audit_index = appended.index;
+    }
+}
+
+/// Both read responses carry the same fields.
+macro_rules! read_response_from_page {
+    ($($response:ty),*) => {
+        $(impl From<ReadPage> for $response {
+            fn from(page: ReadPage) -> Self {
+                Self {
+                    patient_id: page.patient_id,
+                    resolved_from_merged_patient_id: page.merged_from,
+                    records: page.records,
+                    disclosure: Some(page.disclosure),
+                    decision: Some(page.decision),
+                    next_page_token: page.next_page_token,
+                    audit_entry_id: page.audit_entry_id,
+                    audit_index: page.audit_index,
+                }
+            }
+        })*
+    };
+}
+
+read_response_from_page!(
+    api::ReadPatientRecordResponse,
+    api::BreakGlassReadPatientRecordResponse
+);
+
+/// A token whose scopes are only patient-facing ones.
+fn is_patient_facing(caller: &Caller) -> bool {
+    caller.has_context(Context::Patient)
+        && !caller.has_context(Context::User)
+        && !caller.has_context(Context::System)
 }
 
 /// The access legal basis as the consent module knows it (bases consent has no code for are
@@ -49,22 +121,6 @@ pub fn consent_legal_basis(basis: i32) -> consent::LegalBasis {
         Ok(api::LegalBasis::LegalObligation) => consent::LegalBasis::LegalRequirement,
         _ => consent::LegalBasis::Unspecified,
     }
-}
-
-/// Validates resource types: known FHIR R4 types, duplicates dropped.
-pub fn validate_types(v: &mut Violations, field: &str, types: &[String]) -> Vec<String> {
-    let mut out: Vec<String> = Vec::new();
-    for (i, t) in types.iter().enumerate() {
-        if !crate::domain::is_resource_type(t) {
-            v.add(
-                format!("{field}[{i}]"),
-                "is not a FHIR R4 resource type (case-sensitive)",
-            );
-        } else if !out.contains(t) {
-            out.push(t.clone());
-        }
-    }
-    out
 }
 
 fn validate_legal_basis(v: &mut Violations, basis: i32, purpose: &str) {
@@ -79,18 +135,6 @@ fn validate_legal_basis(v: &mut Violations, basis: i32, purpose: &str) {
         ),
         Ok(_) => {}
     }
-}
-
-fn decode_position(pos: &[u8]) -> Option<(usize, String)> {
-    let (idx, token) = pos.split_at_checked(4)?;
-    let idx = u32::from_be_bytes(idx.try_into().ok()?) as usize;
-    Some((idx, String::from_utf8(token.to_vec()).ok()?))
-}
-
-fn encode_position(idx: usize, token: &str) -> Vec<u8> {
-    let mut out = (idx as u32).to_be_bytes().to_vec();
-    out.extend_from_slice(token.as_bytes());
-    out
 }
 
 /// The records' types a call reads: those asked for (each must be in scope), or all in scope.
@@ -166,10 +210,7 @@ impl AccessService {
         leaf: &mut api::AuditLeaf,
     ) -> Result<ReadPage, Error> {
         let break_glass = args.break_glass_reason.is_some();
-        let patient_facing = !break_glass
-            && caller.has_context(Context::Patient)
-            && !caller.has_context(Context::User)
-            && !caller.has_context(Context::System);
+        let patient_facing = !break_glass && is_patient_facing(caller);
         let contexts: &[Context] = if break_glass {
             &[Context::User]
         } else if patient_facing {
@@ -217,7 +258,7 @@ impl AccessService {
             });
         }
         let owners = self.patient_ids(&resolved.patient).await?;
-        let (owner_idx, inner_token) = args.position.clone();
+        let (owner_idx, inner_token) = args.position.clone().unwrap_or_default();
         let owner = owners.get(owner_idx).ok_or(Error::InvalidPageToken)?;
         let up = &self.inner.upstream;
         let list = records::ListRecordsRequest {
@@ -225,7 +266,7 @@ impl AccessService {
             resource_types: fetch_types.clone().unwrap_or_default(),
             effective_time: args.period,
             order: records::RecordOrder::EffectiveTimeDescending as i32,
-            page_size: i32::try_from(args.page_size).unwrap_or(50),
+            page_size: i32::try_from(args.page_size.get()).unwrap_or(50),
             page_token: inner_token,
             ..Default::default()
         };
@@ -238,12 +279,21 @@ impl AccessService {
             .await
             .map_err(|s| unavailable(Dependency::Records, &s))?;
         let next = if !page.next_page_token.is_empty() {
-            Some(encode_position(owner_idx, &page.next_page_token))
+            Some((owner_idx, page.next_page_token.as_str()))
         } else if owner_idx + 1 < owners.len() {
-            Some(encode_position(owner_idx + 1, ""))
+            Some((owner_idx + 1, ""))
         } else {
             None
         };
+        let next_page_token = next
+            .map(|(owner, token)| {
+                let owner = i64::try_from(owner).unwrap_or(i64::MAX);
+                self.inner
+                    .config
+                    .page_tokens
+                    .issue_at(&args.query, Position::new().int(owner).text(token))
+            })
+            .unwrap_or_default();
         // The contract breaks effective-time ties by record_id; record hosting by creation order.
         let mut page_records = page.records;
         page_records.sort_by(|a, b| {
@@ -292,93 +342,59 @@ impl AccessService {
             records: disclosed,
             disclosure,
             decision,
-            next_page_token: next
-                .map(|pos| self.inner.config.page_tokens.issue(&args.query, &pos))
-                .unwrap_or_default(),
+            next_page_token,
+            audit_entry_id: String::new(),
+            audit_index: 0,
         })
     }
 
-    pub(super) async fn read_rpc(
+    pub(super) async fn read(
         &self,
         request: Request<api::ReadPatientRecordRequest>,
-    ) -> Result<Response<api::ReadPatientRecordResponse>, Status> {
-        let caller = self.authenticate(&request).await?;
-        let trace = super::trace_id(request.metadata());
-        let req = request.into_inner();
+    ) -> Result<api::ReadPatientRecordResponse, Error> {
+        let (caller, trace, req) = self.authenticated(request).await?;
         let mut v = Violations::new();
         let reference = validate_reference(&mut v, "patient", req.patient.as_ref());
-        super::patients::validate_purpose(&mut v, &req.purpose_of_use);
+        validate_purpose(&mut v, &req.purpose_of_use);
         if req.purpose_of_use == "ETREAT" {
             v.add(
                 "purpose_of_use",
                 "ETREAT is only accepted by BreakGlassReadPatientRecord",
             );
         }
-        let patient_facing = caller.has_context(Context::Patient)
-            && !caller.has_context(Context::User)
-            && !caller.has_context(Context::System);
-        if patient_facing && !req.purpose_of_use.is_empty() && req.purpose_of_use != "PATRQT" {
+        if is_patient_facing(&caller)
+            && !req.purpose_of_use.is_empty()
+            && req.purpose_of_use != "PATRQT"
+        {
             v.add("purpose_of_use", "patient-facing tokens must use PATRQT");
         }
-        validate_legal_basis(&mut v, req.legal_basis, &req.purpose_of_use);
-        let types = validate_types(&mut v, "resource_types", &req.resource_types);
-        validate_period(&mut v, "effective_period", req.effective_period.as_ref());
-        let size = page_size(&mut v, "page_size", req.page_size);
         let query = page_query(
+            "read",
             &caller,
             &api::ReadPatientRecordRequest {
                 page_size: 0,
                 page_token: String::new(),
                 ..req.clone()
-            }
-            .encode_to_vec(),
+            },
         );
-        let position = self.position(&query, &req.page_token)?;
-        let reference = match (reference, v.is_empty()) {
-            (Some(r), true) => r,
-            _ => return Err(Error::InvalidRequest(v).into()),
-        };
-        let args = ReadArgs {
+        let fields = read_fields!(req);
+        let args = self.read_args(
+            v,
             reference,
-            purpose: req.purpose_of_use.clone(),
-            legal_basis: req.legal_basis,
-            types,
-            period: req.effective_period,
-            page_size: size,
-            position,
+            req.purpose_of_use.clone(),
+            None,
+            fields,
             query,
-            break_glass_reason: None,
-        };
-        let mut leaf = self.leaf(&caller, &trace, api::AuditAction::Read);
-        leaf.purpose_of_use = args.purpose.clone();
-        leaf.legal_basis = args.legal_basis;
-        leaf.reference_kind = args.reference.kind() as i32;
-        leaf.resource_types = args.types.clone();
-        let result = self.read_body(&caller, &args, &mut leaf).await.map(|page| {
-            api::ReadPatientRecordResponse {
-                patient_id: page.patient_id,
-                resolved_from_merged_patient_id: page.merged_from,
-                records: page.records,
-                disclosure: Some(page.disclosure),
-                decision: Some(page.decision),
-                next_page_token: page.next_page_token,
-                ..Default::default()
-            }
-        });
-        self.finish(leaf, result, false, |r, a| {
-            r.audit_entry_id = a.entry_id.clone();
-            r.audit_index = a.index;
-        })
-        .await
+        )?;
+        let page = self.read_page(&caller, &trace, args).await?;
+        Ok(page.into())
     }
 
-    pub(super) async fn break_glass_rpc(
+    pub(super) async fn break_glass_read(
         &self,
         request: Request<api::BreakGlassReadPatientRecordRequest>,
-    ) -> Result<Response<api::BreakGlassReadPatientRecordResponse>, Status> {
-        let caller = self.authenticate(&request).await?;
-        let trace = super::trace_id(request.metadata());
-        let req = request.into_inner();
+    ) -> Result<api::BreakGlassReadPatientRecordResponse, Error> {
+        let (caller, trace, req) = self.authenticated(request).await?;
         let mut v = Violations::new();
         let reference = validate_reference(&mut v, "patient", req.patient.as_ref());
         let reason = req.reason.trim().to_owned();
@@ -388,70 +404,81 @@ impl AccessService {
         } else if !(10..=1000).contains(&reason_len) {
             v.add("reason", "must be 10 to 1000 characters after trimming");
         }
-        validate_legal_basis(&mut v, req.legal_basis, "ETREAT");
-        let types = validate_types(&mut v, "resource_types", &req.resource_types);
-        validate_period(&mut v, "effective_period", req.effective_period.as_ref());
-        let size = page_size(&mut v, "page_size", req.page_size);
         let query = page_query(
+            "break-glass-read",
             &caller,
             &api::BreakGlassReadPatientRecordRequest {
                 page_size: 0,
                 page_token: String::new(),
                 ..req.clone()
-            }
-            .encode_to_vec(),
+            },
         );
-        let position = self.position(&query, &req.page_token)?;
-        let reference = match (reference, v.is_empty()) {
-            (Some(r), true) => r,
-            _ => return Err(Error::InvalidRequest(v).into()),
+        let fields = read_fields!(req);
+        let args = self.read_args(v, reference, "ETREAT".into(), Some(reason), fields, query)?;
+        let page = self.read_page(&caller, &trace, args).await?;
+        Ok(page.into())
+    }
+
+    /// The rest of either request's validation, after its own fields.
+    fn read_args(
+        &self,
+        mut v: Violations,
+        reference: Option<Reference>,
+        purpose: String,
+        break_glass_reason: Option<String>,
+        fields: ReadFields<'_>,
+        query: QueryKey,
+    ) -> Result<ReadArgs, Error> {
+        validate_legal_basis(&mut v, fields.legal_basis, &purpose);
+        let types = validate_types(&mut v, "resource_types", fields.resource_types);
+        validate_period(&mut v, "effective_period", fields.effective_period);
+        let page_size = v.page_size(fields.page_size);
+        let position = resume(
+            &self.inner.config.page_tokens,
+            &query,
+            fields.page_token,
+            |position| {
+                let owner = usize::try_from(position.read_int()?).ok()?;
+                Some((owner, position.read_text()?))
+            },
+        )?;
+        let Some(reference) = reference.filter(|_| v.is_empty()) else {
+            return Err(v.into());
         };
-        let args = ReadArgs {
+        Ok(ReadArgs {
             reference,
-            purpose: "ETREAT".into(),
-            legal_basis: req.legal_basis,
+            purpose,
+            legal_basis: fields.legal_basis,
             types,
-            period: req.effective_period,
-            page_size: size,
+            period: fields.effective_period.copied(),
+            page_size,
             position,
             query,
-            break_glass_reason: Some(reason.clone()),
+            break_glass_reason,
+        })
+    }
+
+    /// Reads a page and audits it (as a break-glass event too, for a break-glass read).
+    async fn read_page(
+        &self,
+        caller: &Caller,
+        trace: &str,
+        args: ReadArgs,
+    ) -> Result<ReadPage, Error> {
+        let break_glass = args.break_glass_reason.is_some();
+        let action = if break_glass {
+            api::AuditAction::BreakGlassRead
+        } else {
+            api::AuditAction::Read
         };
-        let mut leaf = self.leaf(&caller, &trace, api::AuditAction::BreakGlassRead);
-        leaf.purpose_of_use = "ETREAT".into();
+        let mut leaf = self.leaf(caller, trace, action);
+        leaf.purpose_of_use = args.purpose.clone();
         leaf.legal_basis = args.legal_basis;
         leaf.reference_kind = args.reference.kind() as i32;
         leaf.resource_types = args.types.clone();
-        leaf.break_glass_reason = reason;
-        let result = self.read_body(&caller, &args, &mut leaf).await.map(|page| {
-            api::BreakGlassReadPatientRecordResponse {
-                patient_id: page.patient_id,
-                resolved_from_merged_patient_id: page.merged_from,
-                records: page.records,
-                disclosure: Some(page.disclosure),
-                decision: Some(page.decision),
-                next_page_token: page.next_page_token,
-                ..Default::default()
-            }
-        });
-        self.finish(leaf, result, true, |r, a| {
-            r.audit_entry_id = a.entry_id.clone();
-            r.audit_index = a.index;
-        })
-        .await
-    }
-
-    fn position(&self, query: &[u8], token: &str) -> Result<(usize, String), Status> {
-        if token.is_empty() {
-            return Ok((0, String::new()));
-        }
-        self.inner
-            .config
-            .page_tokens
-            .verify(query, token)
-            .ok()
-            .and_then(|pos| decode_position(&pos))
-            .ok_or_else(|| Error::InvalidPageToken.into())
+        leaf.break_glass_reason = args.break_glass_reason.clone().unwrap_or_default();
+        let result = self.read_body(caller, &args, &mut leaf).await;
+        self.finish(leaf, result, break_glass).await
     }
 }
 

@@ -3,12 +3,11 @@
 use carerecord_contracts::access::v1 as api;
 use carerecord_contracts::common::v1 as common;
 use carerecord_platform::errors::Violations;
-use prost::Message;
-use tonic::{Request, Response, Status};
+use carerecord_platform::page_token::Position;
+use tonic::Request;
 
-use super::patients::{Reference, page_query, validate_period};
-use super::{AccessService, page_size};
-use crate::domain::parse_uuid;
+use super::AccessService;
+use super::parse::{Reference, page_query, resume, validate_period};
 use crate::error::Error;
 use crate::store::{BreakGlassRow, Effect, EventFilter};
 
@@ -49,53 +48,30 @@ fn event_from(row: BreakGlassRow) -> api::BreakGlassEvent {
 }
 
 impl AccessService {
-    pub(super) async fn list_events_rpc(
+    pub(super) async fn events(
         &self,
         request: Request<api::ListBreakGlassEventsRequest>,
-    ) -> Result<Response<api::ListBreakGlassEventsResponse>, Status> {
-        let caller = self.authenticate(&request).await?;
-        let trace = super::trace_id(request.metadata());
-        let req = request.into_inner();
+    ) -> Result<api::ListBreakGlassEventsResponse, Error> {
+        let (caller, trace, req) = self.authenticated(request).await?;
         let mut v = Violations::new();
         let (start, end) = validate_period(&mut v, "period", req.period.as_ref());
         if api::BreakGlassReviewFilter::try_from(req.review_filter).is_err() {
             v.add("review_filter", "unknown value");
         }
-        let patient = if req.patient_id.is_empty() {
-            None
-        } else {
-            let parsed = parse_uuid(&req.patient_id);
-            if parsed.is_none() {
-                v.add("patient_id", "must be a UUID");
-            }
-            parsed
-        };
-        let limit = page_size(&mut v, "page_size", req.page_size);
+        let patient = v.optional_id("patient_id", &req.patient_id);
+        let limit = v.page_size(req.page_size);
         let query = page_query(
+            "break-glass-events",
             &caller,
             &api::ListBreakGlassEventsRequest {
                 page_size: 0,
                 page_token: String::new(),
                 ..req.clone()
-            }
-            .encode_to_vec(),
+            },
         );
-        let after = if req.page_token.is_empty() {
-            -1
-        } else {
-            match self
-                .inner
-                .config
-                .page_tokens
-                .verify(&query, &req.page_token)
-            {
-                Ok(pos) if pos.len() == 8 => i64::from_be_bytes(pos.try_into().unwrap_or_default()),
-                _ => return Err(Error::InvalidPageToken.into()),
-            }
-        };
-        if !v.is_empty() {
-            return Err(Error::InvalidRequest(v).into());
-        }
+        let tokens = &self.inner.config.page_tokens;
+        let after = resume(tokens, &query, &req.page_token, Position::read_int)?.unwrap_or(-1);
+        v.into_result()?;
         let mut leaf = self.leaf(&caller, &trace, api::AuditAction::ListBreakGlassEvents);
         leaf.purpose_of_use = "HOPERAT".into();
         let result = async {
@@ -103,14 +79,14 @@ impl AccessService {
             let patient_ids = match &patient {
                 None => Vec::new(),
                 Some(id) => {
-                    let reference = Reference::PatientId(id.clone());
+                    let reference = Reference::PatientId(id.to_string());
                     match self.resolve(&reference).await {
                         Ok(resolved) => {
                             leaf.patient_id = resolved.id().to_owned();
                             self.patient_ids(&resolved.patient).await?
                         }
                         // Events stay listable for a patient identity no longer knows.
-                        Err(Error::PatientNotFound { .. }) => vec![id.clone()],
+                        Err(Error::PatientNotFound { .. }) => vec![id.to_string()],
                         Err(e) => return Err(e),
                     }
                 }
@@ -124,22 +100,17 @@ impl AccessService {
                     review_filter: i64::from(req.review_filter),
                     patient_ids,
                     after_index: after,
-                    limit: limit + 1,
+                    limit: limit.fetch_limit(),
                 })
                 .await?;
-            let more = rows.len() as i64 > limit;
-            let events: Vec<api::BreakGlassEvent> = rows
-                .into_iter()
-                .take(usize::try_from(limit).unwrap_or(0))
-                .map(event_from)
-                .collect();
+            let more = rows.len() > limit.get();
+            let events: Vec<api::BreakGlassEvent> =
+                rows.into_iter().take(limit.get()).map(event_from).collect();
             leaf.returned_count = events.len() as i64;
             let next_page_token = match (more, events.last()) {
-                (true, Some(last)) => self
-                    .inner
-                    .config
-                    .page_tokens
-                    .issue(&query, &last.audit_index.to_be_bytes()),
+                (true, Some(last)) => {
+                    tokens.issue_at(&query, Position::new().int(last.audit_index))
+                }
                 _ => String::new(),
             };
             Ok(api::ListBreakGlassEventsResponse {
@@ -148,21 +119,16 @@ impl AccessService {
             })
         }
         .await;
-        self.finish(leaf, result, false, |_, _| {}).await
+        self.finish(leaf, result, false).await
     }
 
-    pub(super) async fn review_rpc(
+    pub(super) async fn review(
         &self,
         request: Request<api::ReviewBreakGlassEventRequest>,
-    ) -> Result<Response<api::ReviewBreakGlassEventResponse>, Status> {
-        let caller = self.authenticate(&request).await?;
-        let trace = super::trace_id(request.metadata());
-        let req = request.into_inner();
+    ) -> Result<api::ReviewBreakGlassEventResponse, Error> {
+        let (caller, trace, req) = self.authenticated(request).await?;
         let mut v = Violations::new();
-        let event_id = parse_uuid(&req.event_id);
-        if event_id.is_none() {
-            v.add("event_id", "must be a UUID");
-        }
+        let event_id = v.required_id("event_id", &req.event_id);
         v.check(
             !req.etag.is_empty(),
             "etag",
@@ -189,10 +155,10 @@ impl AccessService {
                 "are required for INAPPROPRIATE and FOLLOW_UP_REQUIRED",
             );
         }
-        let event_id = match (event_id, v.is_empty()) {
-            (Some(id), true) => id,
-            _ => return Err(Error::InvalidRequest(v).into()),
+        let Some(event_id) = event_id.filter(|_| v.is_empty()) else {
+            return Err(v.into());
         };
+        let event_id = event_id.into_string();
         let mut leaf = self.leaf(&caller, &trace, api::AuditAction::ReviewBreakGlassEvent);
         leaf.purpose_of_use = "HOPERAT".into();
         leaf.related_entry_id = event_id.clone();
@@ -216,9 +182,7 @@ impl AccessService {
         }
         .await;
         if let Err(e) = checked {
-            return self
-                .finish::<api::ReviewBreakGlassEventResponse>(leaf, Err(e), false, |_, _| {})
-                .await;
+            return Err(self.audited_failure(leaf, e, false).await);
         }
         let mut disclosed = leaf.clone();
         disclosed.outcome = api::AuditOutcome::Disclosed as i32;
@@ -233,18 +197,11 @@ impl AccessService {
             Ok(_) => {}
             // Someone reviewed it meanwhile: the attempt is audited as failed.
             Err(Error::EtagMismatch) => {
-                return self
-                    .finish::<api::ReviewBreakGlassEventResponse>(
-                        leaf,
-                        Err(Error::EtagMismatch),
-                        false,
-                        |_, _| {},
-                    )
-                    .await;
+                return Err(self.audited_failure(leaf, Error::EtagMismatch, false).await);
             }
             Err(e) => {
                 tracing::error!(error = %e, "cannot append to the audit log");
-                return Err(Error::AuditLogUnavailable.into());
+                return Err(Error::AuditLogUnavailable);
             }
         }
         let event = self
@@ -253,8 +210,8 @@ impl AccessService {
             .event(&event_id)
             .await?
             .ok_or_else(|| Error::Internal("reviewed event vanished".into()))?;
-        Ok(Response::new(api::ReviewBreakGlassEventResponse {
+        Ok(api::ReviewBreakGlassEventResponse {
             event: Some(event_from(event)),
-        }))
+        })
     }
 }

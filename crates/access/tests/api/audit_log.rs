@@ -3,7 +3,7 @@
 use carerecord_access::domain::merkle;
 use carerecord_access::domain::tree_head;
 use carerecord_contracts::access::v1 as api;
-use carerecord_platform::testing::TestDatabase;
+use carerecord_platform::testing::{TestDatabase, violations};
 use sqlx::Connection;
 use tonic::Code;
 
@@ -306,15 +306,7 @@ async fn bad_audit_requests_are_precise() {
             ))
             .await
             .unwrap_err();
-        let fields: Vec<String> = status
-            .get_error_details()
-            .bad_request()
-            .unwrap()
-            .field_violations
-            .iter()
-            .map(|f| f.field.clone())
-            .collect();
-        assert_eq!(fields, ["start_index", "page_size"]);
+        assert_eq!(violations(&status), ["start_index", "page_size"]);
         let status = app
             .client
             .list_audit_entries(authed(
@@ -385,15 +377,7 @@ async fn bad_audit_requests_are_precise() {
             ))
             .await
             .unwrap_err();
-        let fields: Vec<String> = status
-            .get_error_details()
-            .bad_request()
-            .unwrap()
-            .field_violations
-            .iter()
-            .map(|f| f.field.clone())
-            .collect();
-        assert_eq!(fields, ["event_id", "etag", "outcome"]);
+        assert_eq!(violations(&status), ["event_id", "etag", "outcome"]);
         // No token at all on an unaudited RPC.
         let status = app
             .client

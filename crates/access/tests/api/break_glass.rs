@@ -38,7 +38,7 @@ async fn break_glass_overrides_dissent_and_is_reviewed() {
             response.decision.unwrap().outcome,
             api::DecisionOutcome::PermitBreakGlass as i32
         );
-        let leaf = crate::reads::audit_leaf(&mut app, response.audit_index).await;
+        let leaf = audit_leaf(&mut app, response.audit_index).await;
         assert_eq!(leaf.action, api::AuditAction::BreakGlassRead as i32);
         assert_eq!(leaf.purpose_of_use, "ETREAT");
         assert_eq!(leaf.break_glass_reason, REASON);
@@ -65,12 +65,12 @@ async fn break_glass_overrides_dissent_and_is_reviewed() {
 
         // The privacy officer sees both attempts, oldest first.
         let officer = token(&Claims::privacy_officer());
-        let events = app
-            .client
-            .list_break_glass_events(authed(
-                api::ListBreakGlassEventsRequest::default(),
-                &officer,
-            ))
+        let list_events = |request: api::ListBreakGlassEventsRequest, token: &str| {
+            let request = authed(request, token);
+            let mut client = app.client.clone();
+            async move { client.list_break_glass_events(request).await }
+        };
+        let events = list_events(Default::default(), &officer)
             .await
             .unwrap()
             .into_inner()
@@ -85,48 +85,31 @@ async fn break_glass_overrides_dissent_and_is_reviewed() {
         assert_eq!(events[1].requester.as_ref().unwrap().user_id, "reception-1");
 
         // Clinicians cannot list events.
-        let status = app
-            .client
-            .list_break_glass_events(authed(
-                api::ListBreakGlassEventsRequest::default(),
-                &clinician,
-            ))
+        let status = list_events(Default::default(), &clinician)
             .await
             .unwrap_err();
         assert_eq!(error_info(&status).reason, "ROLE_NOT_PERMITTED");
 
         // Review: notes required for INAPPROPRIATE; stale etag aborted; self-review refused.
-        let review = |etag: &str, outcome: api::BreakGlassReviewOutcome, notes: &str| {
-            api::ReviewBreakGlassEventRequest {
-                event_id: events[0].event_id.clone(),
-                etag: etag.into(),
-                outcome: outcome as i32,
-                notes: notes.into(),
-            }
+        let review = |etag: &str, outcome: api::BreakGlassReviewOutcome, token: &str| {
+            let request = authed(
+                api::ReviewBreakGlassEventRequest {
+                    event_id: events[0].event_id.clone(),
+                    etag: etag.into(),
+                    outcome: outcome as i32,
+                    notes: String::new(),
+                },
+                token,
+            );
+            let mut client = app.client.clone();
+            async move { client.review_break_glass_event(request).await }
         };
-        let status = app
-            .client
-            .review_break_glass_event(authed(
-                review(
-                    &events[0].etag,
-                    api::BreakGlassReviewOutcome::Inappropriate,
-                    "",
-                ),
-                &officer,
-            ))
+        use api::BreakGlassReviewOutcome::{Appropriate, Inappropriate};
+        let status = review(&events[0].etag, Inappropriate, &officer)
             .await
             .unwrap_err();
         assert_eq!(status.code(), Code::InvalidArgument);
-        let reviewed = app
-            .client
-            .review_break_glass_event(authed(
-                review(
-                    &events[0].etag,
-                    api::BreakGlassReviewOutcome::Appropriate,
-                    "",
-                ),
-                &officer,
-            ))
+        let reviewed = review(&events[0].etag, Appropriate, &officer)
             .await
             .unwrap()
             .into_inner()
@@ -137,16 +120,7 @@ async fn break_glass_overrides_dissent_and_is_reviewed() {
         assert_ne!(reviewed.etag, events[0].etag);
         let review_entry = reviewed.review.as_ref().unwrap().audit_entry_id.clone();
         assert!(!review_entry.is_empty());
-        let status = app
-            .client
-            .review_break_glass_event(authed(
-                review(
-                    &events[0].etag,
-                    api::BreakGlassReviewOutcome::Appropriate,
-                    "",
-                ),
-                &officer,
-            ))
+        let status = review(&events[0].etag, Appropriate, &officer)
             .await
             .unwrap_err();
         assert_eq!(status.code(), Code::Aborted);
@@ -156,52 +130,39 @@ async fn break_glass_overrides_dissent_and_is_reviewed() {
             sub: "dr-who".into(),
             ..Claims::privacy_officer()
         });
-        let status = app
-            .client
-            .review_break_glass_event(authed(
-                review(
-                    &reviewed.etag,
-                    api::BreakGlassReviewOutcome::Appropriate,
-                    "",
-                ),
-                &self_reviewer,
-            ))
+        let status = review(&reviewed.etag, Appropriate, &self_reviewer)
             .await
             .unwrap_err();
         assert_eq!(error_info(&status).reason, "SELF_REVIEW");
 
-        let unreviewed = app
-            .client
-            .list_break_glass_events(authed(
-                api::ListBreakGlassEventsRequest {
-                    review_filter: api::BreakGlassReviewFilter::Unreviewed as i32,
-                    ..Default::default()
-                },
-                &officer,
-            ))
-            .await
-            .unwrap()
-            .into_inner()
-            .events;
+        let unreviewed = list_events(
+            api::ListBreakGlassEventsRequest {
+                review_filter: api::BreakGlassReviewFilter::Unreviewed as i32,
+                ..Default::default()
+            },
+            &officer,
+        )
+        .await
+        .unwrap()
+        .into_inner()
+        .events;
         assert_eq!(unreviewed.len(), 1);
         assert_eq!(
             unreviewed[0].requester.as_ref().unwrap().user_id,
             "reception-1"
         );
-        let for_patient = app
-            .client
-            .list_break_glass_events(authed(
-                api::ListBreakGlassEventsRequest {
-                    patient_id: p.clone(),
-                    review_filter: api::BreakGlassReviewFilter::Reviewed as i32,
-                    ..Default::default()
-                },
-                &officer,
-            ))
-            .await
-            .unwrap()
-            .into_inner()
-            .events;
+        let for_patient = list_events(
+            api::ListBreakGlassEventsRequest {
+                patient_id: p.clone(),
+                review_filter: api::BreakGlassReviewFilter::Reviewed as i32,
+                ..Default::default()
+            },
+            &officer,
+        )
+        .await
+        .unwrap()
+        .into_inner()
+        .events;
         assert_eq!(for_patient.len(), 1);
         assert_eq!(
             for_patient[0]

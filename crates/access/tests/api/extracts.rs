@@ -4,7 +4,7 @@ use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 
 use carerecord_contracts::access::v1 as api;
-use carerecord_platform::testing::TestDatabase;
+use carerecord_platform::testing::{TestDatabase, violations};
 use tonic::Code;
 
 use crate::support::*;
@@ -115,7 +115,7 @@ async fn extracts_exclude_opted_out_patients_and_pseudonymise_stably_per_project
         }
 
         // The extract is audited with its project, counts and rows.
-        let leaf = crate::reads::audit_leaf(&mut app, summary.audit_index).await;
+        let leaf = audit_leaf(&mut app, summary.audit_index).await;
         assert_eq!(leaf.action, api::AuditAction::Extract as i32);
         assert_eq!(leaf.project_id, PROJECT_A);
         assert_eq!(leaf.row_count, 4);
@@ -157,17 +157,8 @@ async fn extracts_exclude_opted_out_patients_and_pseudonymise_stably_per_project
             .await
             .unwrap_err();
         assert_eq!(status.code(), Code::InvalidArgument);
-        use tonic_types::StatusExt;
-        let fields: Vec<String> = status
-            .get_error_details()
-            .bad_request()
-            .unwrap()
-            .field_violations
-            .iter()
-            .map(|f| f.field.clone())
-            .collect();
         assert_eq!(
-            fields,
+            violations(&status),
             ["purpose_of_use", "cohort.patient_list.patient_ids[0]"]
         );
 
@@ -179,8 +170,7 @@ async fn extracts_exclude_opted_out_patients_and_pseudonymise_stably_per_project
             .await
             .unwrap_err();
         assert_eq!(status.code(), Code::Unavailable);
-        let index: i64 = error_info(&status).metadata["audit_index"].parse().unwrap();
-        let leaf = crate::reads::audit_leaf(&mut app, index).await;
+        let leaf = audit_leaf(&mut app, audit_index(&status)).await;
         assert_eq!(leaf.outcome, api::AuditOutcome::Failed as i32);
     }
 }
@@ -244,7 +234,7 @@ async fn aggregates_suppress_small_numbers() {
             (15, false),
             "13 rounds to 15"
         );
-        let leaf = crate::reads::audit_leaf(&mut app, summary.audit_index).await;
+        let leaf = audit_leaf(&mut app, summary.audit_index).await;
         assert_eq!(leaf.action, api::AuditAction::Aggregate as i32);
         let counts = leaf.cohort_counts.unwrap();
         assert_eq!(

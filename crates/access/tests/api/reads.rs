@@ -3,11 +3,28 @@
 use std::sync::atomic::Ordering;
 
 use carerecord_contracts::access::v1 as api;
-use carerecord_platform::testing::TestDatabase;
-use prost::Message;
+use carerecord_platform::testing::{TestDatabase, violations};
 use tonic::Code;
 
 use crate::support::*;
+
+fn find_by_nhs_number(nhs_number: &str, purpose: &str) -> api::FindPatientRequest {
+    api::FindPatientRequest {
+        patient: Some(api::PatientReference {
+            reference: Some(api::patient_reference::Reference::NhsNumber(
+                nhs_number.into(),
+            )),
+        }),
+        purpose_of_use: purpose.into(),
+    }
+}
+
+fn disclosures_of(patient_id: &str) -> api::ListDisclosuresRequest {
+    api::ListDisclosuresRequest {
+        patient: patient_ref(patient_id),
+        ..Default::default()
+    }
+}
 
 fn read(patient_id: &str, purpose: &str) -> api::ReadPatientRecordRequest {
     api::ReadPatientRecordRequest {
@@ -15,31 +32,6 @@ fn read(patient_id: &str, purpose: &str) -> api::ReadPatientRecordRequest {
         purpose_of_use: purpose.into(),
         ..Default::default()
     }
-}
-
-/// The audit entry at `index`, read through ListAuditEntries.
-pub async fn audit_leaf(app: &mut TestApp, index: i64) -> api::AuditLeaf {
-    let officer = token(&Claims::privacy_officer());
-    let response = app
-        .client
-        .list_audit_entries(authed(
-            api::ListAuditEntriesRequest {
-                start_index: index,
-                page_size: 1,
-                ..Default::default()
-            },
-            &officer,
-        ))
-        .await
-        .unwrap()
-        .into_inner();
-    let entry = response.entries.into_iter().next().expect("an entry");
-    assert_eq!(entry.index, index);
-    api::AuditLeaf::decode(entry.leaf_data.as_slice()).unwrap()
-}
-
-fn audit_index(status: &tonic::Status) -> i64 {
-    error_info(status).metadata["audit_index"].parse().unwrap()
 }
 
 #[tokio::test]
@@ -145,14 +137,7 @@ async fn find_patient_by_nhs_number_and_demographics() {
         let mut app = spawn_app(&db.url).await;
         let p = app.fakes.add_patient("9434765919", "Smith");
         let clinician = token(&Claims::clinician("user/Patient.rs"));
-        let by_nhs = api::FindPatientRequest {
-            patient: Some(api::PatientReference {
-                reference: Some(api::patient_reference::Reference::NhsNumber(
-                    "943 476 5919".into(),
-                )),
-            }),
-            purpose_of_use: "TREAT".into(),
-        };
+        let by_nhs = find_by_nhs_number("943 476 5919", "TREAT");
         let found = app
             .client
             .find_patient(authed(by_nhs.clone(), &clinician))
@@ -204,14 +189,7 @@ async fn find_patient_by_nhs_number_and_demographics() {
         assert_eq!(leaf.outcome, api::AuditOutcome::Failed as i32);
 
         // Unknown NHS number: NOT_FOUND, audited; bad check digit: INVALID_ARGUMENT, not audited.
-        let unknown = api::FindPatientRequest {
-            patient: Some(api::PatientReference {
-                reference: Some(api::patient_reference::Reference::NhsNumber(
-                    "9876543210".into(),
-                )),
-            }),
-            purpose_of_use: "TREAT".into(),
-        };
+        let unknown = find_by_nhs_number("9876543210", "TREAT");
         let status = app
             .client
             .find_patient(authed(unknown, &clinician))
@@ -219,30 +197,17 @@ async fn find_patient_by_nhs_number_and_demographics() {
             .unwrap_err();
         assert_eq!(status.code(), Code::NotFound);
         assert_eq!(error_info(&status).reason, "PATIENT_NOT_FOUND");
-        let bad = api::FindPatientRequest {
-            patient: Some(api::PatientReference {
-                reference: Some(api::patient_reference::Reference::NhsNumber(
-                    "9434765918".into(),
-                )),
-            }),
-            purpose_of_use: "WHATEVER".into(),
-        };
+        let bad = find_by_nhs_number("9434765918", "WHATEVER");
         let status = app
             .client
             .find_patient(authed(bad, &clinician))
             .await
             .unwrap_err();
         assert_eq!(status.code(), Code::InvalidArgument);
-        use tonic_types::StatusExt;
-        let fields: Vec<String> = status
-            .get_error_details()
-            .bad_request()
-            .unwrap()
-            .field_violations
-            .iter()
-            .map(|f| f.field.clone())
-            .collect();
-        assert_eq!(fields, ["patient.nhs_number", "purpose_of_use"]);
+        assert_eq!(
+            violations(&status),
+            ["patient.nhs_number", "purpose_of_use"]
+        );
         assert_eq!(error_info(&status).reason, "INVALID_REQUEST");
         assert!(!error_info(&status).metadata.contains_key("audit_index"));
     }
@@ -383,35 +348,6 @@ async fn a_merged_patient_id_resolves_to_the_survivor_with_both_records() {
 }
 
 #[tokio::test]
-async fn consent_down_fails_closed_and_the_attempt_is_audited() {
-    for db in TestDatabase::each_backend().await {
-        let mut app = spawn_app(&db.url).await;
-        let p = app.fakes.add_patient("9434765919", "Smith");
-        app.fakes
-            .add_record(&p, "Observation", &[], Some(1_600_000_000));
-        app.fakes.consent_down.store(true, Ordering::SeqCst);
-        let clinician = token(&Claims::clinician("user/*.rs"));
-        let status = app
-            .client
-            .read_patient_record(authed(read(&p, "TREAT"), &clinician))
-            .await
-            .unwrap_err();
-        assert_eq!(status.code(), Code::Unavailable);
-        let info = error_info(&status);
-        assert_eq!(info.reason, "DEPENDENCY_UNAVAILABLE");
-        assert_eq!(info.metadata["dependency"], "consent");
-        use tonic_types::StatusExt;
-        assert!(status.get_error_details().retry_info().is_some());
-        // Retried on UNAVAILABLE (1 + 2 retries), then given up.
-        assert_eq!(app.fakes.decide_calls.load(Ordering::SeqCst), 3);
-        let leaf = audit_leaf(&mut app, audit_index(&status)).await;
-        assert_eq!(leaf.outcome, api::AuditOutcome::Failed as i32);
-        assert_eq!(leaf.error_reason, "DEPENDENCY_UNAVAILABLE");
-        assert!(leaf.returned_records.is_empty());
-    }
-}
-
-#[tokio::test]
 async fn patient_facing_tokens_read_only_their_own_record() {
     for db in TestDatabase::each_backend().await {
         let mut app = spawn_app(&db.url).await;
@@ -459,13 +395,7 @@ async fn patient_facing_tokens_read_only_their_own_record() {
             .unwrap();
         let log = app
             .client
-            .list_disclosures(authed(
-                api::ListDisclosuresRequest {
-                    patient: patient_ref(&me),
-                    ..Default::default()
-                },
-                &patient_token,
-            ))
+            .list_disclosures(authed(disclosures_of(&me), &patient_token))
             .await
             .unwrap()
             .into_inner();
@@ -481,13 +411,7 @@ async fn patient_facing_tokens_read_only_their_own_record() {
         assert_eq!(leaf.purpose_of_use, "PATRQT");
         let status = app
             .client
-            .list_disclosures(authed(
-                api::ListDisclosuresRequest {
-                    patient: patient_ref(&someone),
-                    ..Default::default()
-                },
-                &patient_token,
-            ))
+            .list_disclosures(authed(disclosures_of(&someone), &patient_token))
             .await
             .unwrap_err();
         assert_eq!(error_info(&status).reason, "PATIENT_CONTEXT_MISMATCH");
@@ -528,30 +452,44 @@ async fn a_client_that_stops_waiting_is_audited_as_failed() {
 }
 
 #[tokio::test]
-async fn identity_down_fails_closed_and_the_attempt_is_audited() {
+async fn a_module_down_fails_closed_and_the_attempt_is_audited() {
+    // (module, its switch, Decide calls made: consent is retried on UNAVAILABLE (1 + 2 retries)
+    // then given up; without a resolved patient there is no decision at all)
+    type Switch = fn(&Fakes) -> &std::sync::atomic::AtomicBool;
+    let cases: [(&str, Switch, usize); 2] = [
+        ("consent", |f| &f.consent_down, 3),
+        ("identity", |f| &f.identity_down, 0),
+    ];
     for db in TestDatabase::each_backend().await {
-        let mut app = spawn_app(&db.url).await;
-        let p = app.fakes.add_patient("9434765919", "Smith");
-        app.fakes
-            .add_record(&p, "Observation", &[], Some(1_600_000_000));
-        app.fakes.identity_down.store(true, Ordering::SeqCst);
-        let clinician = token(&Claims::clinician("user/*.rs"));
-        let status = app
-            .client
-            .read_patient_record(authed(read(&p, "TREAT"), &clinician))
-            .await
-            .unwrap_err();
-        assert_eq!(status.code(), Code::Unavailable);
-        assert_eq!(error_info(&status).metadata["dependency"], "identity");
-        assert_eq!(
-            app.fakes.decide_calls.load(Ordering::SeqCst),
-            0,
-            "no decision without a resolved patient"
-        );
-        let index = audit_index(&status);
-        app.fakes.identity_down.store(false, Ordering::SeqCst);
-        let leaf = audit_leaf(&mut app, index).await;
-        assert_eq!(leaf.outcome, api::AuditOutcome::Failed as i32);
-        assert_eq!(leaf.error_reason, "DEPENDENCY_UNAVAILABLE");
+        for (module, switch, decide_calls) in cases {
+            let mut app = spawn_app(&db.url).await;
+            let p = app.fakes.add_patient("9434765919", "Smith");
+            app.fakes
+                .add_record(&p, "Observation", &[], Some(1_600_000_000));
+            switch(&app.fakes).store(true, Ordering::SeqCst);
+            let clinician = token(&Claims::clinician("user/*.rs"));
+            let status = app
+                .client
+                .read_patient_record(authed(read(&p, "TREAT"), &clinician))
+                .await
+                .unwrap_err();
+            assert_eq!(status.code(), Code::Unavailable, "{module}");
+            let info = error_info(&status);
+            assert_eq!(info.reason, "DEPENDENCY_UNAVAILABLE");
+            assert_eq!(info.metadata["dependency"], module);
+            use tonic_types::StatusExt;
+            assert!(status.get_error_details().retry_info().is_some());
+            assert_eq!(
+                app.fakes.decide_calls.load(Ordering::SeqCst),
+                decide_calls,
+                "{module}"
+            );
+            let index = audit_index(&status);
+            switch(&app.fakes).store(false, Ordering::SeqCst);
+            let leaf = audit_leaf(&mut app, index).await;
+            assert_eq!(leaf.outcome, api::AuditOutcome::Failed as i32);
+            assert_eq!(leaf.error_reason, "DEPENDENCY_UNAVAILABLE");
+            assert!(leaf.returned_records.is_empty());
+        }
     }
 }

@@ -7,14 +7,17 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use carerecord_access::{Application, Config};
+use carerecord_contracts::access::v1 as api;
 use carerecord_contracts::access::v1::data_access_service_client::DataAccessServiceClient;
 use carerecord_contracts::common::v1 as common;
 use carerecord_contracts::consent::v1 as consent;
 use carerecord_contracts::identity::v1 as identity;
 use carerecord_contracts::records::v1 as records;
 use carerecord_platform::env::Env;
+pub use carerecord_platform::testing::error_info;
 use carerecord_platform::testing::spawn_with_config;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use prost::Message;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
@@ -614,22 +617,34 @@ pub fn authed<T>(message: T, token: &str) -> Request<T> {
     request
 }
 
-/// The ErrorInfo of a status.
-pub fn error_info(status: &Status) -> tonic_types::ErrorInfo {
-    use tonic_types::StatusExt;
-    status
-        .get_error_details()
-        .error_info()
-        .cloned()
-        .unwrap_or_else(|| panic!("no ErrorInfo on {status:?}"))
+/// The audit entry at `index`, read through ListAuditEntries.
+pub async fn audit_leaf(app: &mut TestApp, index: i64) -> api::AuditLeaf {
+    let officer = token(&Claims::privacy_officer());
+    let response = app
+        .client
+        .list_audit_entries(authed(
+            api::ListAuditEntriesRequest {
+                start_index: index,
+                page_size: 1,
+                ..Default::default()
+            },
+            &officer,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let entry = response.entries.into_iter().next().expect("an entry");
+    assert_eq!(entry.index, index);
+    api::AuditLeaf::decode(entry.leaf_data.as_slice()).unwrap()
 }
 
-pub fn patient_ref(id: &str) -> Option<carerecord_contracts::access::v1::PatientReference> {
-    Some(carerecord_contracts::access::v1::PatientReference {
-        reference: Some(
-            carerecord_contracts::access::v1::patient_reference::Reference::PatientId(
-                id.to_owned(),
-            ),
-        ),
+/// The index of the audit entry an error names.
+pub fn audit_index(status: &Status) -> i64 {
+    error_info(status).metadata["audit_index"].parse().unwrap()
+}
+
+pub fn patient_ref(id: &str) -> Option<api::PatientReference> {
+    Some(api::PatientReference {
+        reference: Some(api::patient_reference::Reference::PatientId(id.to_owned())),
     })
 }

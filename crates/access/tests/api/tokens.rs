@@ -109,8 +109,7 @@ async fn missing_expired_forged_and_unscoped_tokens_are_refused() {
         let info = error_info(&status);
         assert_eq!(info.reason, "SCOPE_MISSING");
         assert_eq!(info.metadata["required_scope"], "user/Condition.r");
-        let index: i64 = info.metadata["audit_index"].parse().unwrap();
-        let leaf = crate::reads::audit_leaf(&mut app, index).await;
+        let leaf = audit_leaf(&mut app, audit_index(&status)).await;
         assert_eq!(leaf.outcome, api::AuditOutcome::Refused as i32);
         // With no types asked for, the token's own types are read.
         let response = app
