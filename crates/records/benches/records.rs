@@ -450,17 +450,14 @@ fn main() {
 
         // Breakdown of the export path: reading rows through the store alone.
         {
-            use carerecord_records::store::{Filter, Param, Store, select};
+            use carerecord_records::store::{Filter, Store};
             use tokio_stream::StreamExt;
             let store = Store::new(db.clone());
             let filter = Filter { snapshot: store.head().await.unwrap(), include_retracted: true, ..Filter::default() };
             let (mut after, mut read) = (0i64, 0usize);
             let start = Instant::now();
             loop {
-                let mut sql = select(true);
-                filter.push_conditions(&mut sql);
-                sql.push(" AND creation_seq > ").bind(Param::Int(after)).push(" ORDER BY creation_seq LIMIT 500");
-                let mut rows = store.stream(&sql);
+                let mut rows = store.export_chunk(&filter, after, 500, true);
                 let mut n = 0;
                 while let Some(row) = rows.next().await {
                     after = row.unwrap().creation_seq;

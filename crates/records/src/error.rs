@@ -21,6 +21,9 @@ pub enum Error {
     RequestIdReused(String),
     #[error("cursor {cursor} is ahead of the feed head {head}")]
     CursorAhead { cursor: i64, head: i64 },
+    /// The client's request stream failed; its status is passed back as it is.
+    #[error("request stream: {0}")]
+    Stream(Status),
     /// The database cannot be reached or dropped the connection: the client may retry.
     #[error("database unavailable: {0}")]
     Unavailable(String),
@@ -34,14 +37,11 @@ impl Error {
         violations.add(field, description);
         Error::Invalid(violations)
     }
+}
 
-    /// `Ok(())` if nothing was recorded.
-    pub fn check(violations: Violations) -> Result<(), Error> {
-        if violations.is_empty() {
-            Ok(())
-        } else {
-            Err(Error::Invalid(violations))
-        }
+impl From<Violations> for Error {
+    fn from(violations: Violations) -> Error {
+        Error::Invalid(violations)
     }
 }
 
@@ -85,6 +85,7 @@ impl From<Error> for Status {
                     "the cursor is at sequence {cursor}, beyond the newest event {head}: resynchronise, for example with ExportRecords"
                 ),
             ),
+            Error::Stream(status) => status,
             Error::Unavailable(cause) => {
                 tracing::warn!(error = %cause, "database unavailable");
                 errors::unavailable("the records database")

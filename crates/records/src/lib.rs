@@ -1,16 +1,22 @@
 //! Record hosting: versioned FHIR R4 records, their history, provenance and change feed.
 //!
-//! Serves `carerecord.records.v1.RecordHostingService`. Reading order: [`service`] (handlers),
-//! [`domain`] (pure validation), [`store`] (SQL), [`coalesce`] (group commit of creates, coalesced
-//! reads).
+//! Serves `carerecord.records.v1.RecordHostingService`. Reading order, top down:
+//!
+//! - this file: the configuration ([`Config`], [`RecordsConfig`]) and the [`Application`] the
+//!   platform starts (`main.rs` only calls it);
+//! - [`service`]: the gRPC handlers, one file per area (writes, reads, import, export, watch),
+//!   behind a thin trait impl; they parse requests, call the domain and the store, map errors;
+//! - [`domain`]: the pure rules (ids, payloads, record fields, resource types), no I/O;
+//! - [`store`]: all SQL, both backends, one file per aggregate (versions, snapshots, the feed,
+//!   creates, request ids) with PostgreSQL's and SQLite's ways of writing creates apart;
+//! - beside them: [`error`] (the crate's one error, mapped to statuses in one place) and
+//!   [`coalesce`] (group commit of creates, coalesced reads of latest versions).
 
 mod coalesce;
 pub mod domain;
 mod error;
 mod service;
 pub mod store;
-mod streams;
-mod tokens;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -6,7 +6,7 @@ use carerecord_platform::errors::Violations;
 use prost_types::Timestamp;
 use sha2::{Digest, Sha256};
 
-use super::ids::{UUID_EXPECTED, parse_uuid};
+use super::ids::required_id;
 use super::payload::{self, PayloadRules};
 use super::resource_types;
 
@@ -124,18 +124,6 @@ pub fn actor(requester: Option<&Requester>, field: &str, violations: &mut Violat
     }
 }
 
-/// A required UUID field, lower-cased; records a violation when missing or malformed.
-pub fn required_uuid(raw: &str, field: &str, violations: &mut Violations) -> String {
-    if raw.is_empty() {
-        violations.add(field, "required");
-        return String::new();
-    }
-    parse_uuid(raw).unwrap_or_else(|| {
-        violations.add(field, UUID_EXPECTED);
-        String::new()
-    })
-}
-
 /// Validates the input fields of a record to create. `prefix` is the path of the Record in the
 /// request (`record`); `now` is the server time in microseconds.
 pub fn validate_new(
@@ -146,7 +134,7 @@ pub fn validate_new(
     violations: &mut Violations,
 ) -> RecordFields {
     let field = |name: &str| format!("{prefix}.{name}");
-    let patient_id = required_uuid(&record.patient_id, &field("patient_id"), violations);
+    let patient_id = required_id(&record.patient_id, &field("patient_id"), violations);
     let type_ok = check_resource_type(
         &record.resource_type,
         &field("resource_type"),
@@ -409,16 +397,16 @@ impl UpdatePaths {
 }
 
 /// The new values of an update, validated on their own (the payload against the stored identity
-/// comes later, once the record is read).
+/// comes later, once the record is read); `None` for a field the update leaves as it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UpdateValues {
-    pub paths: UpdatePaths,
-    pub payload: Vec<u8>,
-    pub data_classes: String,
-    pub effective_time: Option<i64>,
-    pub author: String,
-    pub authoring_org: String,
-    pub source_system: String,
+    pub payload: Option<Vec<u8>>,
+    pub data_classes: Option<String>,
+    /// The new effective time, which may be none.
+    pub effective_time: Option<Option<i64>>,
+    pub author: Option<String>,
+    pub authoring_org: Option<String>,
+    pub source_system: Option<String>,
 }
 
 pub fn validate_update(
@@ -434,41 +422,30 @@ pub fn validate_update(
         }
     }
     UpdateValues {
-        paths,
-        payload: record.payload.clone(),
-        data_classes: if paths.data_classes {
-            data_classes(&record.data_classes, "record.data_classes", violations)
-        } else {
-            String::new()
-        },
-        effective_time: if paths.effective_time {
+        payload: paths.payload.then(|| record.payload.clone()),
+        data_classes: paths
+            .data_classes
+            .then(|| data_classes(&record.data_classes, "record.data_classes", violations)),
+        effective_time: paths.effective_time.then(|| {
             optional_time(
                 record.effective_time.as_ref(),
                 "record.effective_time",
                 violations,
             )
-        } else {
-            None
-        },
-        author: if paths.author {
-            author(&record.author, "record.author", violations)
-        } else {
-            String::new()
-        },
-        authoring_org: if paths.authoring_org {
+        }),
+        author: paths
+            .author
+            .then(|| author(&record.author, "record.author", violations)),
+        authoring_org: paths.authoring_org.then(|| {
             ods_code(
                 &record.authoring_organisation_ods_code,
                 "record.authoring_organisation_ods_code",
                 violations,
             )
-        } else {
-            String::new()
-        },
-        source_system: if paths.source_system {
-            source_system(&record.source_system, "record.source_system", violations)
-        } else {
-            String::new()
-        },
+        }),
+        source_system: paths
+            .source_system
+            .then(|| source_system(&record.source_system, "record.source_system", violations)),
     }
 }
 
@@ -498,34 +475,23 @@ pub fn apply_update(
         );
     }
     let mut next = stored.clone();
-    let paths = values.paths;
-    if paths.payload {
+    if let Some(payload) = values.payload {
         if let Err(description) = payload::validate(
-            &values.payload,
+            &payload,
             &stored.resource_type,
             &stored.patient_id,
             &rules.payload,
         ) {
             violations.add("record.payload", description);
         }
-        next.content_hash = payload::content_hash(&values.payload);
-        next.payload = values.payload;
+        next.content_hash = payload::content_hash(&payload);
+        next.payload = payload;
     }
-    if paths.data_classes {
-        next.data_classes = values.data_classes;
-    }
-    if paths.effective_time {
-        next.effective_time = values.effective_time;
-    }
-    if paths.author {
-        next.author = values.author;
-    }
-    if paths.authoring_org {
-        next.authoring_org = values.authoring_org;
-    }
-    if paths.source_system {
-        next.source_system = values.source_system;
-    }
+    next.data_classes = values.data_classes.unwrap_or(next.data_classes);
+    next.effective_time = values.effective_time.unwrap_or(next.effective_time);
+    next.author = values.author.unwrap_or(next.author);
+    next.authoring_org = values.authoring_org.unwrap_or(next.authoring_org);
+    next.source_system = values.source_system.unwrap_or(next.source_system);
     if violations.is_empty() {
         Ok(next)
     } else {
@@ -543,182 +509,4 @@ pub fn retraction_reason(reason: &str, violations: &mut Violations) {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const PATIENT: &str = "0b9d5c4e-1f2a-4b3c-8d4e-5f6a7b8c9d0e";
-
-    fn rules() -> RecordRules {
-        RecordRules {
-            payload: PayloadRules {
-                max_bytes: 1 << 20,
-                fhir_base_urls: vec![],
-            },
-            allowed_resource_types: None,
-        }
-    }
-
-    fn record() -> Record {
-        Record {
-            patient_id: PATIENT.to_uppercase(),
-            resource_type: "Observation".into(),
-            content_type: FHIR_JSON.into(),
-            payload: format!(
-                r#"{{"resourceType":"Observation","subject":{{"reference":"Patient/{PATIENT}"}}}}"#
-            )
-            .into_bytes(),
-            data_classes: vec!["mental-health".into(), "hiv".into(), "hiv".into()],
-            authoring_organisation_ods_code: "rr8".into(),
-            source_system: "EPR".into(),
-            ..Default::default()
-        }
-    }
-
-    fn fields(violations: &Violations) -> Vec<&str> {
-        violations.iter().map(|(f, _)| f).collect()
-    }
-
-    #[test]
-    fn a_valid_record_is_normalised() {
-        let mut violations = Violations::new();
-        let fields = validate_new(&record(), "record", &rules(), 0, &mut violations);
-        assert!(violations.is_empty(), "{violations:?}");
-        assert_eq!(fields.patient_id, PATIENT);
-        assert_eq!(fields.data_classes, "|hiv|mental-health|");
-        assert_eq!(
-            decode_data_classes(&fields.data_classes),
-            ["hiv", "mental-health"]
-        );
-        assert_eq!(fields.authoring_org, "RR8");
-        assert_eq!(fields.recorded_time, None);
-    }
-
-    #[test]
-    fn every_bad_field_is_reported_with_its_path() {
-        let bad = Record {
-            patient_id: "nope".into(),
-            resource_type: "Patient".into(),
-            content_type: "application/json".into(),
-            payload: vec![],
-            data_classes: vec!["hiv".into(), "cardiology".into()],
-            authoring_organisation_ods_code: "R!".into(),
-            author: "x".repeat(257),
-            source_system: " ".into(),
-            effective_time: Some(Timestamp {
-                seconds: 0,
-                nanos: -1,
-            }),
-            recorded_time: Some(micros_timestamp(10 * 60 * 1_000_000)),
-            ..Default::default()
-        };
-        let mut violations = Violations::new();
-        validate_new(&bad, "record", &rules(), 0, &mut violations);
-        assert_eq!(
-            fields(&violations),
-            [
-                "record.patient_id",
-                "record.resource_type",
-                "record.content_type",
-                "record.payload",
-                "record.recorded_time",
-                "record.data_classes[1]",
-                "record.authoring_organisation_ods_code",
-                "record.author",
-                "record.source_system",
-                "record.effective_time",
-            ]
-        );
-    }
-
-    #[test]
-    fn allow_list_restricts_types() {
-        let mut rules = rules();
-        rules.allowed_resource_types = Some(vec!["Condition".into()]);
-        let mut violations = Violations::new();
-        validate_new(&record(), "record", &rules, 0, &mut violations);
-        assert_eq!(fields(&violations), ["record.resource_type"]);
-    }
-
-    #[test]
-    fn fingerprint_changes_with_any_field() {
-        let mut violations = Violations::new();
-        let a = validate_new(&record(), "record", &rules(), 0, &mut violations);
-        let mut changed = record();
-        changed.author = "someone".into();
-        let b = validate_new(&changed, "record", &rules(), 0, &mut violations);
-        assert_eq!(a.fingerprint(), a.clone().fingerprint());
-        assert_ne!(a.fingerprint(), b.fingerprint());
-    }
-
-    #[test]
-    fn update_mask_paths() {
-        let mut violations = Violations::new();
-        assert_eq!(
-            UpdatePaths::from_mask(&[], &mut violations),
-            UpdatePaths::ALL
-        );
-        assert_eq!(
-            UpdatePaths::from_mask(&["*".into()], &mut violations),
-            UpdatePaths::ALL
-        );
-        let only = UpdatePaths::from_mask(&["author".into()], &mut violations);
-        assert!(only.author && !only.payload);
-        assert!(violations.is_empty());
-        UpdatePaths::from_mask(&["patient_id".into()], &mut violations);
-        assert_eq!(fields(&violations), ["update_mask"]);
-    }
-
-    #[test]
-    fn updates_keep_identity_and_check_the_payload_against_it() {
-        let mut violations = Violations::new();
-        let stored = validate_new(&record(), "record", &rules(), 0, &mut violations);
-        let mut change = record();
-        change.patient_id = String::new();
-        change.author = "dr who".into();
-        change.payload = br#"{"resourceType":"Observation","subject":{"reference":"Patient/1b9d5c4e-1f2a-4b3c-8d4e-5f6a7b8c9d0e"}}"#.to_vec();
-        let values = validate_update(
-            &change,
-            UpdatePaths {
-                author: true,
-                ..Default::default()
-            },
-            &rules(),
-            &mut violations,
-        );
-        let next = apply_update(&stored, &change, values, &rules()).unwrap();
-        assert_eq!(next.author, "dr who");
-        assert_eq!(next.payload, stored.payload);
-        let values = validate_update(&change, UpdatePaths::ALL, &rules(), &mut violations);
-        let err = apply_update(&stored, &change, values, &rules()).unwrap_err();
-        assert_eq!(fields(&err), ["record.payload"]);
-        change.resource_type = "Condition".into();
-        let values = validate_update(&change, UpdatePaths::ALL, &rules(), &mut violations);
-        assert_eq!(
-            fields(&apply_update(&stored, &change, values, &rules()).unwrap_err()),
-            ["record.resource_type", "record.payload"]
-        );
-    }
-
-    #[test]
-    fn timestamps_round_trip_in_microseconds() {
-        let ts = Timestamp {
-            seconds: -5,
-            nanos: 123_456_789,
-        };
-        let micros = timestamp_micros(&ts).unwrap();
-        assert_eq!(
-            micros_timestamp(micros),
-            Timestamp {
-                seconds: -5,
-                nanos: 123_456_000
-            }
-        );
-        assert!(
-            timestamp_micros(&Timestamp {
-                seconds: 253_402_300_800,
-                nanos: 0
-            })
-            .is_err()
-        );
-    }
-}
+mod tests;

@@ -2,6 +2,8 @@
 //! binary)`: the server reads each value as it is stored, with no parsing. Text must be valid
 //! UTF-8 without NUL (PostgreSQL checks it, as it does for parameters); integers are `bigint`.
 
+use sqlx::postgres::PgConnection;
+
 /// The signature, flags and header extension length that open every binary COPY stream.
 const HEADER: &[u8] = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
 
@@ -38,6 +40,17 @@ impl CopyRows {
         self.buf.extend_from_slice(&(-1i16).to_be_bytes());
         self.buf
     }
+}
+
+/// Sends `rows` with a `COPY ... FROM STDIN (FORMAT binary)` statement.
+pub async fn copy_in(
+    conn: &mut PgConnection,
+    statement: &'static str,
+    rows: CopyRows,
+) -> Result<u64, sqlx::Error> {
+    let mut copy = conn.copy_in_raw(statement).await?;
+    copy.send(rows.finish()).await?;
+    copy.finish().await
 }
 
 /// Where the values of a row go, in column order: a COPY row here, bind parameters elsewhere.

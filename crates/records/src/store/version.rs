@@ -1,0 +1,153 @@
+//! One row of `record_versions`: its columns, as read back and as written.
+
+use sqlx::Any;
+use sqlx::any::AnyRow;
+use sqlx::{QueryBuilder, Row};
+
+use super::copy::Columns;
+use crate::domain::record::{Actor, FHIR_JSON, RecordFields};
+
+/// `change_type` values, as in `carerecord.common.v1.ChangeType`.
+pub const CREATED: i64 = 1;
+pub const UPDATED: i64 = 2;
+pub const RETRACTED: i64 = 3;
+/// `status` values, as in `carerecord.records.v1.RecordStatus`.
+pub const CURRENT: i64 = 1;
+pub const ENTERED_IN_ERROR: i64 = 2;
+
+/// `record_versions` columns as read back, with the payload or an empty blob in its place.
+macro_rules! version_columns {
+    ($payload:literal) => {
+        concat!(
+            "record_id, version, seq, creation_seq, change_type, patient_id, resource_type, status, ",
+            "retraction_reason, content_type, ",
+            $payload,
+            " AS payload, content_hash, payload_size, data_classes, authoring_org, author, source_system, ",
+            "effective_time, recorded_time, create_time, update_time, requester_user_id, requester_org, ",
+            "requester_role, requester_display"
+        )
+    };
+}
+
+/// The columns a write fills, in the order of [`put_version`].
+macro_rules! insert_columns {
+    () => {
+        "record_id, version, seq, creation_seq, change_type, patient_id, resource_type, status, \
+         retraction_reason, content_type, payload, content_hash, payload_size, data_classes, authoring_org, author, \
+         source_system, effective_time, recorded_time, create_time, update_time, requester_user_id, requester_org, \
+         requester_role, requester_display"
+    };
+}
+pub(super) use insert_columns;
+
+/// How many values [`put_version`] puts.
+pub const INSERT_WIDTH: usize = 25;
+
+/// `SELECT <columns> FROM record_versions`, to be completed with conditions.
+pub fn select(with_payload: bool) -> QueryBuilder<Any> {
+    QueryBuilder::new(if with_payload {
+        concat!(
+            "SELECT ",
+            version_columns!("payload"),
+            " FROM record_versions"
+        )
+    } else {
+        concat!(
+            "SELECT ",
+            version_columns!("substr(payload, 1, 0)"),
+            " FROM record_versions"
+        )
+    })
+}
+
+/// One stored version of a record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Version {
+    pub record_id: String,
+    pub version: i64,
+    pub seq: i64,
+    pub creation_seq: i64,
+    pub change_type: i64,
+    pub status: i64,
+    pub retraction_reason: String,
+    /// Empty when read in the metadata view; `payload_size` and `fields.content_hash` stay set.
+    pub fields: RecordFields,
+    pub payload_size: i64,
+    pub recorded_time: i64,
+    pub create_time: i64,
+    pub update_time: i64,
+    pub requester: Actor,
+}
+
+impl Version {
+    pub fn etag(&self) -> String {
+        format!("v{}-{}", self.version, self.seq)
+    }
+
+    /// A row selected with [`select`].
+    pub(super) fn from_row(row: &AnyRow) -> Result<Version, sqlx::Error> {
+        let recorded_time: i64 = row.try_get("recorded_time")?;
+        Ok(Version {
+            record_id: row.try_get("record_id")?,
+            version: row.try_get("version")?,
+            seq: row.try_get("seq")?,
+            creation_seq: row.try_get("creation_seq")?,
+            change_type: row.try_get("change_type")?,
+            status: row.try_get("status")?,
+            retraction_reason: row.try_get("retraction_reason")?,
+            fields: RecordFields {
+                patient_id: row.try_get("patient_id")?,
+                resource_type: row.try_get("resource_type")?,
+                payload: row.try_get("payload")?,
+                content_hash: row.try_get("content_hash")?,
+                data_classes: row.try_get("data_classes")?,
+                authoring_org: row.try_get("authoring_org")?,
+                author: row.try_get("author")?,
+                source_system: row.try_get("source_system")?,
+                effective_time: row.try_get("effective_time")?,
+                recorded_time: Some(recorded_time),
+            },
+            payload_size: row.try_get("payload_size")?,
+            recorded_time,
+            create_time: row.try_get("create_time")?,
+            update_time: row.try_get("update_time")?,
+            requester: Actor {
+                user_id: row.try_get("requester_user_id")?,
+                organisation_ods_code: row.try_get("requester_org")?,
+                role_code: row.try_get("requester_role")?,
+                display_name: row.try_get("requester_display")?,
+            },
+        })
+    }
+}
+
+/// Puts the columns of one version in `insert_columns!()` order, as bind parameters or a COPY row.
+pub(super) fn put_version<C: Columns>(columns: &mut C, v: &Version) {
+    let (f, r) = (&v.fields, &v.requester);
+    columns
+        .text(&v.record_id)
+        .int(v.version)
+        .int(v.seq)
+        .int(v.creation_seq)
+        .int(v.change_type)
+        .text(&f.patient_id)
+        .text(&f.resource_type)
+        .int(v.status)
+        .text(&v.retraction_reason)
+        .text(FHIR_JSON)
+        .bytes(&f.payload)
+        .text(&f.content_hash)
+        .int(v.payload_size)
+        .text(&f.data_classes)
+        .text(&f.authoring_org)
+        .text(&f.author)
+        .text(&f.source_system)
+        .optional_int(f.effective_time)
+        .int(v.recorded_time)
+        .int(v.create_time)
+        .int(v.update_time)
+        .text(&r.user_id)
+        .text(&r.organisation_ods_code)
+        .text(&r.role_code)
+        .text(&r.display_name);
+}
