@@ -2,11 +2,11 @@
 
 use carerecord_contracts::common::v1::ChangeType;
 use carerecord_contracts::records::v1::{
-    GetRecordRequest, ListRecordVersionsRequest, RecordStatus, RecordView, RetractRecordRequest,
-    UpdateRecordRequest,
+    CreateRecordRequest, GetRecordRequest, ListRecordVersionsRequest, Record, RecordStatus,
+    RecordView, RetractRecordRequest, UpdateRecordRequest,
 };
 use carerecord_platform::testing::TestDatabase;
-use prost_types::{FieldMask, Timestamp};
+use prost_types::Timestamp;
 use sha2::{Digest, Sha256};
 use tonic::Code;
 use tonic_types::StatusExt;
@@ -47,34 +47,11 @@ async fn create_then_get_latest_any_version_and_metadata() {
         assert_eq!(created.effective_time, input.effective_time);
         assert!(!created.etag.is_empty());
 
-        let get = |version: i64, view: RecordView| GetRecordRequest {
-            record_id: created.record_id.to_uppercase(),
-            version,
-            view: view as i32,
-        };
-        let latest = client
-            .get_record(get(0, RecordView::Unspecified))
-            .await
-            .unwrap()
-            .into_inner()
-            .record
-            .unwrap();
-        assert_eq!(latest, created);
-        let first = client
-            .get_record(get(1, RecordView::Full))
-            .await
-            .unwrap()
-            .into_inner()
-            .record
-            .unwrap();
-        assert_eq!(first, created);
-        let metadata = client
-            .get_record(get(0, RecordView::Metadata))
-            .await
-            .unwrap()
-            .into_inner()
-            .record
-            .unwrap();
+        let record_id = created.record_id.to_uppercase();
+        for (version, view) in [(0, RecordView::Unspecified), (1, RecordView::Full)] {
+            assert_eq!(get(&mut client, &record_id, version, view).await, created);
+        }
+        let metadata = get(&mut client, &record_id, 0, RecordView::Metadata).await;
         assert!(metadata.payload.is_empty());
         assert_eq!(metadata.content_hash, created.content_hash);
         assert_eq!(metadata.payload_size, created.payload_size);
@@ -95,24 +72,15 @@ async fn concurrent_gets_each_receive_their_own_record() {
             r.author = new_id();
             records.push(create(&mut client, r).await);
         }
-        let updated = client
-            .update_record(UpdateRecordRequest {
-                record: Some(carerecord_contracts::records::v1::Record {
-                    author: "updated".into(),
-                    ..records[0].clone()
-                }),
-                etag: records[0].etag.clone(),
-                update_mask: Some(FieldMask {
-                    paths: vec!["author".into()],
-                }),
-                requester: Some(requester()),
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .record
-            .unwrap();
-        records[0] = updated;
+        let change = Record {
+            author: "updated".into(),
+            ..records[0].clone()
+        };
+        records[0] = update(
+            &mut client,
+            update_request(change, &records[0].etag, &["author"]),
+        )
+        .await;
         let unknown = new_id();
         let calls = (0..200).map(|i| {
             let mut client = client.clone();
@@ -126,13 +94,7 @@ async fn concurrent_gets_each_receive_their_own_record() {
                 .as_ref()
                 .map_or(unknown.clone(), |r| r.record_id.clone());
             async move {
-                let got = client
-                    .get_record(GetRecordRequest {
-                        record_id,
-                        version: 0,
-                        view: view as i32,
-                    })
-                    .await;
+                let got = client.get_record(get_request(&record_id, 0, view)).await;
                 match wanted {
                     None => assert_eq!(got.unwrap_err().code(), Code::NotFound),
                     Some(mut expected) => {
@@ -159,39 +121,13 @@ async fn create_is_idempotent_by_request_id() {
         let mut client = app.client.clone();
         let patient = new_id();
         let request = create_request(record(&patient));
-        let first = client
-            .create_record(request.clone())
-            .await
-            .unwrap()
-            .into_inner()
-            .record
-            .unwrap();
-        let retry = client
-            .create_record(request.clone())
-            .await
-            .unwrap()
-            .into_inner()
-            .record
-            .unwrap();
+        let first = create_with(&mut client, request.clone()).await;
+        let retry = create_with(&mut client, request.clone()).await;
         assert_eq!(retry, first);
 
         // After an update, a retry still returns version 1 as first created.
-        client
-            .update_record(UpdateRecordRequest {
-                record: Some(first.clone()),
-                etag: first.etag.clone(),
-                update_mask: None,
-                requester: Some(requester()),
-            })
-            .await
-            .unwrap();
-        let retry = client
-            .create_record(request.clone())
-            .await
-            .unwrap()
-            .into_inner()
-            .record
-            .unwrap();
+        update(&mut client, update_request(first.clone(), &first.etag, &[])).await;
+        let retry = create_with(&mut client, request.clone()).await;
         assert_eq!(retry, first);
 
         // The same request id with a different record.
@@ -206,16 +142,7 @@ async fn create_is_idempotent_by_request_id() {
         let calls = (0..8).map(|_| {
             let mut client = client.clone();
             let request = concurrent.clone();
-            tokio::spawn(async move {
-                client
-                    .create_record(request)
-                    .await
-                    .unwrap()
-                    .into_inner()
-                    .record
-                    .unwrap()
-                    .record_id
-            })
+            tokio::spawn(async move { create_with(&mut client, request).await.record_id })
         });
         let mut ids = Vec::new();
         for call in calls {
@@ -239,16 +166,12 @@ async fn create_refuses_bad_input_precisely_and_writes_nothing() {
         let mut client = app.client.clone();
         let patient = new_id();
         let other = new_id();
-        let with = |change: &dyn Fn(&mut carerecord_contracts::records::v1::Record)| {
+        let with = |change: &dyn Fn(&mut Record)| {
             let mut r = record(&patient);
             change(&mut r);
             create_request(r)
         };
-        let cases: Vec<(
-            carerecord_contracts::records::v1::CreateRecordRequest,
-            Vec<&str>,
-            &str,
-        )> = vec![
+        let cases: Vec<(CreateRecordRequest, Vec<&str>, &str)> = vec![
             (
                 with(&|r| r.payload = b"{not json".to_vec()),
                 vec!["record.payload"],
@@ -333,26 +256,31 @@ async fn create_refuses_bad_input_precisely_and_writes_nothing() {
                 "{description}: {status:?}"
             );
         }
-        let mut request = create_request(record(&patient));
-        request.request_id = String::new();
-        request.requester = None;
-        assert_invalid(
-            &client.create_record(request).await.unwrap_err(),
-            &["request_id", "requester"],
-        );
-        let mut request = create_request(record(&patient));
-        request.request_id = "123".into();
-        request.requester.as_mut().unwrap().user_id = String::new();
-        assert_invalid(
-            &client.create_record(request).await.unwrap_err(),
-            &["request_id", "requester.user_id"],
-        );
-        let mut request = create_request(record(&patient));
-        request.record = None;
-        assert_invalid(
-            &client.create_record(request).await.unwrap_err(),
-            &["record"],
-        );
+        let request = |change: &dyn Fn(&mut CreateRecordRequest)| {
+            let mut request = create_request(record(&patient));
+            change(&mut request);
+            request
+        };
+        let cases: [(CreateRecordRequest, &[&str]); 3] = [
+            (
+                request(&|r| {
+                    r.request_id = String::new();
+                    r.requester = None;
+                }),
+                &["request_id", "requester"],
+            ),
+            (
+                request(&|r| {
+                    r.request_id = "123".into();
+                    r.requester.as_mut().unwrap().user_id = String::new();
+                }),
+                &["request_id", "requester.user_id"],
+            ),
+            (request(&|r| r.record = None), &["record"]),
+        ];
+        for (request, fields) in cases {
+            assert_invalid(&client.create_record(request).await.unwrap_err(), fields);
+        }
 
         assert!(
             list_all(&mut client, &patient).await.is_empty(),
@@ -368,31 +296,30 @@ async fn get_refuses_bad_ids_and_unknown_records() {
         let app = spawn_app(&db).await;
         let mut client = app.client.clone();
         let created = create(&mut client, record(&new_id())).await;
-        let status = client
-            .get_record(GetRecordRequest {
-                record_id: "nope".into(),
-                version: -1,
-                view: 0,
-            })
-            .await
-            .unwrap_err();
-        assert_invalid(&status, &["record_id", "version"]);
-        let status = client
-            .get_record(GetRecordRequest {
-                record_id: String::new(),
-                version: 0,
-                view: 9,
-            })
-            .await
-            .unwrap_err();
-        assert_invalid(&status, &["record_id", "view"]);
+        let invalid: [(GetRecordRequest, &[&str]); 2] = [
+            (
+                GetRecordRequest {
+                    record_id: "nope".into(),
+                    version: -1,
+                    view: 0,
+                },
+                &["record_id", "version"],
+            ),
+            (
+                GetRecordRequest {
+                    record_id: String::new(),
+                    version: 0,
+                    view: 9,
+                },
+                &["record_id", "view"],
+            ),
+        ];
+        for (request, fields) in invalid {
+            assert_invalid(&client.get_record(request).await.unwrap_err(), fields);
+        }
         let unknown = new_id();
         let status = client
-            .get_record(GetRecordRequest {
-                record_id: unknown.clone(),
-                version: 0,
-                view: 0,
-            })
+            .get_record(get_request(&unknown, 0, RecordView::Unspecified))
             .await
             .unwrap_err();
         assert_eq!(status.code(), Code::NotFound);
@@ -402,11 +329,7 @@ async fn get_refuses_bad_ids_and_unknown_records() {
             ("carerecord.records.v1.Record", unknown.as_str())
         );
         let status = client
-            .get_record(GetRecordRequest {
-                record_id: created.record_id.clone(),
-                version: 2,
-                view: 0,
-            })
+            .get_record(get_request(&created.record_id, 2, RecordView::Unspecified))
             .await
             .unwrap_err();
         assert_eq!(status.code(), Code::NotFound);
@@ -421,29 +344,13 @@ async fn update_writes_versions_guarded_by_etag() {
         let mut client = app.client.clone();
         let patient = new_id();
         let v1 = create(&mut client, record(&patient)).await;
-        let update = |record: carerecord_contracts::records::v1::Record,
-                      etag: &str,
-                      paths: &[&str]| UpdateRecordRequest {
-            record: Some(record),
-            etag: etag.to_owned(),
-            update_mask: (!paths.is_empty()).then(|| FieldMask {
-                paths: paths.iter().map(|p| (*p).to_owned()).collect(),
-            }),
-            requester: Some(requester()),
-        };
 
         // A masked update replaces only the author and keeps everything else.
         let mut change = v1.clone();
         change.author = "https://fhir.nhs.uk/Id/sds-user-id|123456789012".into();
         change.payload = b"ignored: not in the mask".to_vec();
         change.patient_id = String::new();
-        let v2 = client
-            .update_record(update(change, &v1.etag, &["author"]))
-            .await
-            .unwrap()
-            .into_inner()
-            .record
-            .unwrap();
+        let v2 = update(&mut client, update_request(change, &v1.etag, &["author"])).await;
         assert_eq!(v2.version, 2);
         assert_ne!(v2.etag, v1.etag);
         assert_eq!(v2.author, "https://fhir.nhs.uk/Id/sds-user-id|123456789012");
@@ -455,99 +362,92 @@ async fn update_writes_versions_guarded_by_etag() {
         let mut change = v2.clone();
         change.payload = format!(r#"{{"resourceType":"Observation","status":"amended","subject":{{"reference":"urn:uuid:{patient}"}}}}"#).into_bytes();
         change.data_classes = vec!["safeguarding".into()];
-        let v3 = client
-            .update_record(update(change.clone(), &v2.etag, &["*"]))
-            .await
-            .unwrap()
-            .into_inner()
-            .record
-            .unwrap();
+        let v3 = update(
+            &mut client,
+            update_request(change.clone(), &v2.etag, &["*"]),
+        )
+        .await;
         assert_eq!(v3.version, 3);
         assert_eq!(v3.payload, change.payload);
         assert_eq!(v3.data_classes, ["safeguarding"]);
 
         // Stale etag: ABORTED, nothing written.
         let status = client
-            .update_record(update(v3.clone(), &v2.etag, &[]))
+            .update_record(update_request(v3.clone(), &v2.etag, &[]))
             .await
             .unwrap_err();
         assert_eq!(status.code(), Code::Aborted);
         assert_eq!(reason(&status), "ETAG_MISMATCH");
 
-        // Bad requests.
-        let mut bad = v3.clone();
-        bad.patient_id = new_id();
-        assert_invalid(
-            &client
-                .update_record(update(bad, &v3.etag, &[]))
-                .await
-                .unwrap_err(),
-            &["record.patient_id"],
-        );
-        let mut bad = v3.clone();
-        bad.resource_type = "Condition".into();
-        assert_invalid(
-            &client
-                .update_record(update(bad, &v3.etag, &["author"]))
-                .await
-                .unwrap_err(),
-            &["record.resource_type"],
-        );
-        let mut bad = v3.clone();
-        bad.payload = observation(&new_id());
-        let status = client
-            .update_record(update(bad, &v3.etag, &["payload"]))
-            .await
-            .unwrap_err();
-        assert_invalid(&status, &["record.payload"]);
-        assert!(first_description(&status).starts_with("/subject/reference"));
-        assert_invalid(
-            &client
-                .update_record(update(v3.clone(), &v3.etag, &["patient_id"]))
-                .await
-                .unwrap_err(),
-            &["update_mask"],
-        );
-        let mut bad = v3.clone();
-        bad.source_system = String::new();
-        assert_invalid(
-            &client
-                .update_record(update(bad, "", &[]))
-                .await
-                .unwrap_err(),
-            &["etag", "record.source_system"],
-        );
-        let status = client
-            .update_record(UpdateRecordRequest {
-                record: None,
-                etag: v3.etag.clone(),
-                update_mask: None,
-                requester: None,
-            })
-            .await
-            .unwrap_err();
-        assert_invalid(&status, &["record"]);
+        // Bad requests: the fields at fault, and how the first violation's description begins.
+        let with = |change: &dyn Fn(&mut Record), etag: &str, paths: &[&str]| {
+            let mut bad = v3.clone();
+            change(&mut bad);
+            update_request(bad, etag, paths)
+        };
+        let invalid: [(UpdateRecordRequest, &[&str], &str); 6] = [
+            (
+                with(&|r| r.patient_id = new_id(), &v3.etag, &[]),
+                &["record.patient_id"],
+                "",
+            ),
+            (
+                with(
+                    &|r| r.resource_type = "Condition".into(),
+                    &v3.etag,
+                    &["author"],
+                ),
+                &["record.resource_type"],
+                "",
+            ),
+            (
+                with(
+                    &|r| r.payload = observation(&new_id()),
+                    &v3.etag,
+                    &["payload"],
+                ),
+                &["record.payload"],
+                "/subject/reference",
+            ),
+            (
+                with(&|_| {}, &v3.etag, &["patient_id"]),
+                &["update_mask"],
+                "",
+            ),
+            (
+                with(&|r| r.source_system = String::new(), "", &[]),
+                &["etag", "record.source_system"],
+                "",
+            ),
+            (
+                UpdateRecordRequest {
+                    record: None,
+                    etag: v3.etag.clone(),
+                    update_mask: None,
+                    requester: None,
+                },
+                &["record"],
+                "",
+            ),
+        ];
+        for (request, fields, description) in invalid {
+            let status = client.update_record(request).await.unwrap_err();
+            assert_invalid(&status, fields);
+            assert!(first_description(&status).starts_with(description));
+        }
         let mut unknown = v3.clone();
         unknown.record_id = new_id();
         assert_eq!(
             client
-                .update_record(update(unknown, &v3.etag, &[]))
+                .update_record(update_request(unknown, &v3.etag, &[]))
                 .await
                 .unwrap_err()
                 .code(),
             Code::NotFound
         );
 
-        let latest = client
-            .get_record(GetRecordRequest {
-                record_id: v1.record_id.clone(),
-                version: 0,
-                view: 0,
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        assert_eq!(latest.record.unwrap(), v3, "refused updates wrote nothing");
+        let latest = get(&mut client, &v1.record_id, 0, RecordView::Unspecified).await;
+        assert_eq!(latest, v3, "refused updates wrote nothing");
         app.stop().await;
     }
 }
@@ -562,17 +462,8 @@ async fn concurrent_updates_with_one_etag_let_exactly_one_win() {
             let mut client = client.clone();
             let mut change = v1.clone();
             change.author = format!("author {i}");
-            let etag = v1.etag.clone();
-            tokio::spawn(async move {
-                client
-                    .update_record(UpdateRecordRequest {
-                        record: Some(change),
-                        etag,
-                        update_mask: None,
-                        requester: Some(requester()),
-                    })
-                    .await
-            })
+            let request = update_request(change, &v1.etag, &[]);
+            tokio::spawn(async move { client.update_record(request).await })
         });
         let mut won = 0;
         for call in calls {
@@ -592,59 +483,46 @@ async fn retract_keeps_every_version_readable_and_blocks_changes() {
         let app = spawn_app(&db).await;
         let mut client = app.client.clone();
         let v1 = create(&mut client, record(&new_id())).await;
-        let retract = |etag: &str, reason: &str| RetractRecordRequest {
-            record_id: v1.record_id.clone(),
-            etag: etag.to_owned(),
-            reason: reason.to_owned(),
-            requester: Some(requester()),
-        };
-        assert_invalid(
-            &client
-                .retract_record(retract(&v1.etag, "  "))
-                .await
-                .unwrap_err(),
-            &["reason"],
-        );
-        assert_invalid(
-            &client
-                .retract_record(retract(&v1.etag, &"x".repeat(1025)))
-                .await
-                .unwrap_err(),
-            &["reason"],
-        );
-        let status = client
-            .retract_record(RetractRecordRequest {
-                record_id: "x".into(),
-                etag: String::new(),
-                reason: String::new(),
-                requester: None,
-            })
-            .await
-            .unwrap_err();
-        assert_invalid(&status, &["record_id", "etag", "reason", "requester"]);
+        let invalid: [(RetractRecordRequest, &[&str]); 3] = [
+            (retract_request(&v1.record_id, &v1.etag, "  "), &["reason"]),
+            (
+                retract_request(&v1.record_id, &v1.etag, &"x".repeat(1025)),
+                &["reason"],
+            ),
+            (
+                RetractRecordRequest {
+                    record_id: "x".into(),
+                    etag: String::new(),
+                    reason: String::new(),
+                    requester: None,
+                },
+                &["record_id", "etag", "reason", "requester"],
+            ),
+        ];
+        for (request, fields) in invalid {
+            assert_invalid(&client.retract_record(request).await.unwrap_err(), fields);
+        }
         assert_eq!(
             client
-                .retract_record(retract("v9-9", "wrong patient"))
+                .retract_record(retract_request(&v1.record_id, "v9-9", "wrong patient"))
                 .await
                 .unwrap_err()
                 .code(),
             Code::Aborted
         );
 
-        let v2 = client
-            .retract_record(retract(&v1.etag, "entered against the wrong patient"))
-            .await
-            .unwrap()
-            .into_inner()
-            .record
-            .unwrap();
+        let v2 = retract(
+            &mut client,
+            retract_request(&v1.record_id, &v1.etag, "entered against the wrong patient"),
+        )
+        .await;
         assert_eq!(v2.version, 2);
         assert_eq!(v2.status, RecordStatus::EnteredInError as i32);
         assert_eq!(v2.retraction_reason, "entered against the wrong patient");
         assert_eq!(v2.payload, v1.payload);
 
         let status = client
-            .retract_record(retract(&v2.etag, "again"))
+            .retract_record(retract_request(&v1.record_id, &v2.etag, "again"))
             .await
             .unwrap_err();
         assert_eq!(status.code(), Code::FailedPrecondition);
@@ -655,36 +533,15 @@ async fn retract_keeps_every_version_readable_and_blocks_changes() {
             ("RECORD_STATUS", v1.record_id.as_str())
         );
         let status = client
-            .update_record(UpdateRecordRequest {
-                record: Some(v2.clone()),
-                etag: v2.etag.clone(),
-                update_mask: None,
-                requester: Some(requester()),
-            })
+            .update_record(update_request(v2.clone(), &v2.etag, &[]))
             .await
             .unwrap_err();
         assert_eq!(status.code(), Code::FailedPrecondition);
 
-        let old = client
-            .get_record(GetRecordRequest {
-                record_id: v1.record_id.clone(),
-                version: 1,
-                view: 0,
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        assert_eq!(old.record.unwrap(), v1);
-        let latest = client
-            .get_record(GetRecordRequest {
-                record_id: v1.record_id.clone(),
-                version: 0,
-                view: 0,
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        assert_eq!(latest.record.unwrap(), v2);
+        for (version, expected) in [(1, &v1), (0, &v2)] {
+            let read = get(&mut client, &v1.record_id, version, RecordView::Unspecified).await;
+            assert_eq!(&read, expected);
+        }
         app.stop().await;
     }
 }
@@ -699,33 +556,15 @@ async fn versions_are_listed_newest_first_in_pages() {
         for i in 0..3 {
             let mut change = latest.clone();
             change.author = format!("author {i}");
-            let mut by = requester();
-            by.user_id = format!("user {i}");
-            latest = client
-                .update_record(UpdateRecordRequest {
-                    record: Some(change),
-                    etag: latest.etag.clone(),
-                    update_mask: None,
-                    requester: Some(by),
-                })
-                .await
-                .unwrap()
-                .into_inner()
-                .record
-                .unwrap();
+            let mut request = update_request(change, &latest.etag, &[]);
+            request.requester.as_mut().unwrap().user_id = format!("user {i}");
+            latest = update(&mut client, request).await;
         }
-        latest = client
-            .retract_record(RetractRecordRequest {
-                record_id: record_id.clone(),
-                etag: latest.etag.clone(),
-                reason: "dup".into(),
-                requester: Some(requester()),
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .record
-            .unwrap();
+        latest = retract(
+            &mut client,
+            retract_request(&record_id, &latest.etag, "dup"),
+        )
+        .await;
 
         let page = |page_token: String| ListRecordVersionsRequest {
             record_id: record_id.clone(),
@@ -733,30 +572,22 @@ async fn versions_are_listed_newest_first_in_pages() {
             page_token,
             view: RecordView::Metadata as i32,
         };
-        let first = client
-            .list_record_versions(page(String::new()))
-            .await
-            .unwrap()
-            .into_inner();
+        let mut pages = Vec::new();
+        let mut page_token = String::new();
+        for _ in 0..3 {
+            let listed = client
+                .list_record_versions(page(page_token))
+                .await
+                .unwrap()
+                .into_inner();
+            page_token = listed.next_page_token.clone();
+            pages.push(listed);
+        }
         // A version written after the first page is not listed by this listing.
-        assert!(!first.next_page_token.is_empty());
-        let second = client
-            .list_record_versions(page(first.next_page_token.clone()))
-            .await
-            .unwrap()
-            .into_inner();
-        let third = client
-            .list_record_versions(page(second.next_page_token.clone()))
-            .await
-            .unwrap()
-            .into_inner();
-        assert!(third.next_page_token.is_empty());
-        let versions: Vec<_> = first
-            .versions
-            .iter()
-            .chain(&second.versions)
-            .chain(&third.versions)
-            .collect();
+        let first_token = pages[0].next_page_token.clone();
+        assert!(!first_token.is_empty());
+        assert!(pages[2].next_page_token.is_empty());
+        let versions: Vec<_> = pages.iter().flat_map(|p| &p.versions).collect();
         let numbers: Vec<i64> = versions
             .iter()
             .map(|v| v.record.as_ref().unwrap().version)
@@ -779,24 +610,19 @@ async fn versions_are_listed_newest_first_in_pages() {
 
         // A token is bound to its record and cannot be edited.
         let other = create(&mut client, record(&new_id())).await;
-        let mut moved = page(first.next_page_token.clone());
+        let mut moved = page(first_token.clone());
         moved.record_id = other.record_id.clone();
-        assert_invalid(
-            &client.list_record_versions(moved).await.unwrap_err(),
-            &["page_token"],
-        );
-        let mut tampered = first.next_page_token.clone();
+        let mut tampered = first_token.clone();
         tampered.replace_range(
             tampered.len() - 2..,
             if tampered.ends_with("AA") { "AB" } else { "AA" },
         );
-        assert_invalid(
-            &client
-                .list_record_versions(page(tampered))
-                .await
-                .unwrap_err(),
-            &["page_token"],
-        );
+        for request in [moved, page(tampered)] {
+            assert_invalid(
+                &client.list_record_versions(request).await.unwrap_err(),
+                &["page_token"],
+            );
+        }
         let unknown = ListRecordVersionsRequest {
             record_id: new_id(),
             ..Default::default()

@@ -8,7 +8,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use carerecord_contracts::records::v1::{GetRecordRequest, ImportItem, ImportRecordsRequest};
+use carerecord_contracts::records::v1::{ImportRecordsRequest, RecordView};
 use carerecord_platform::db::Backend;
 use carerecord_platform::testing::TestDatabase;
 use sqlx::Connection;
@@ -38,37 +38,30 @@ async fn killed_database_connections_lose_no_acknowledged_write() {
         .map(|_| {
             let client = app.client.clone();
             let patient = created_for.clone();
-            let stop = stop.clone();
-            tokio::spawn(async move {
-                let (mut acknowledged, mut unavailable) = (Vec::new(), 0);
-                while !stop.is_cancelled() {
+            until_stopped(stop.clone(), move || {
+                let (client, patient) = (client.clone(), patient.clone());
+                async move {
                     let request = create_request(record(&patient));
                     let (response, retries) = until_acknowledged("a create", || {
                         let (mut client, request) = (client.clone(), request.clone());
                         async move { client.create_record(request).await }
                     })
                     .await;
-                    acknowledged.push(response.record.unwrap().record_id);
-                    unavailable += retries;
+                    (vec![response.record.unwrap().record_id], retries)
                 }
-                (acknowledged, unavailable)
             })
         })
         .collect();
     let importer = {
         let client = app.client.clone();
         let patient = imported_for.clone();
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            let (mut acknowledged, mut unavailable) = (Vec::new(), 0);
-            while !stop.is_cancelled() {
+        until_stopped(stop.clone(), move || {
+            let (client, patient) = (client.clone(), patient.clone());
+            async move {
                 let messages: Vec<ImportRecordsRequest> = (0..IMPORT_ITEMS / 1000)
                     .map(|i| ImportRecordsRequest {
                         items: (0..1000)
-                            .map(|_| ImportItem {
-                                request_id: new_id(),
-                                record: Some(record(&patient)),
-                            })
+                            .map(|_| item(record(&patient), &new_id()))
                             .collect(),
                         requester: (i == 0).then(requester),
                         return_record_ids: i == 0,
@@ -84,10 +77,9 @@ async fn killed_database_connections_lose_no_acknowledged_write() {
                     (IMPORT_ITEMS as i64, 0),
                     "an acknowledged import accepts every item"
                 );
-                acknowledged.extend(response.accepted_records.into_iter().map(|r| r.record_id));
-                unavailable += retries;
+                let acknowledged = response.accepted_records.into_iter().map(|r| r.record_id);
+                (acknowledged.collect(), retries)
             }
-            (acknowledged, unavailable)
         })
     };
 
@@ -118,14 +110,7 @@ async fn killed_database_connections_lose_no_acknowledged_write() {
 
     let mut client = app.client.clone();
     for record_id in &created {
-        client
-            .get_record(GetRecordRequest {
-                record_id: record_id.clone(),
-                version: 0,
-                view: 2,
-            })
-            .await
-            .unwrap();
+        get(&mut client, record_id, 0, RecordView::Metadata).await;
     }
     let stored = list_all(&mut client, &created_for).await;
     assert_eq!(
@@ -175,6 +160,27 @@ async fn kill_connections(url: &str) {
             .unwrap();
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
+}
+
+/// Runs `round` until `stop`, gathering the ids of the writes each round had acknowledged and the
+/// UNAVAILABLE answers it retried.
+fn until_stopped<F, Fut>(
+    stop: CancellationToken,
+    mut round: F,
+) -> tokio::task::JoinHandle<(Vec<String>, usize)>
+where
+    F: FnMut() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = (Vec<String>, usize)> + Send,
+{
+    tokio::spawn(async move {
+        let (mut acknowledged, mut unavailable) = (Vec::new(), 0);
+        while !stop.is_cancelled() {
+            let (ids, retries) = round().await;
+            acknowledged.extend(ids);
+            unavailable += retries;
+        }
+        (acknowledged, unavailable)
+    })
 }
 
 /// Sends a request (the same request ids each time) until it is answered, and counts the

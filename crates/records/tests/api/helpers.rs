@@ -2,9 +2,13 @@
 
 use carerecord_contracts::common::v1::Requester;
 use carerecord_contracts::records::v1::record_hosting_service_client::RecordHostingServiceClient;
-use carerecord_contracts::records::v1::{CreateRecordRequest, ListRecordsRequest, Record};
+use carerecord_contracts::records::v1::{
+    CreateRecordRequest, GetRecordRequest, ImportItem, ImportRecordsRequest, ImportRecordsResponse,
+    ListRecordsRequest, Record, RecordView, RetractRecordRequest, UpdateRecordRequest,
+};
 use carerecord_platform::testing::{TestDatabase, spawn};
 use carerecord_records::Application;
+use prost_types::FieldMask;
 use tonic::transport::Channel;
 
 pub const BASE_URL: &str = "https://fhir.example-ics.nhs.uk/R4";
@@ -87,13 +91,102 @@ pub fn create_request(record: Record) -> CreateRecordRequest {
 
 /// Creates a record and returns it as stored.
 pub async fn create(client: &mut Client, record: Record) -> Record {
+    create_with(client, create_request(record)).await
+}
+
+/// Sends a CreateRecord request and returns the record as stored.
+pub async fn create_with(client: &mut Client, request: CreateRecordRequest) -> Record {
     client
-        .create_record(create_request(record))
+        .create_record(request)
         .await
         .expect("create")
         .into_inner()
         .record
         .expect("record")
+}
+
+/// A version of a record (0: the latest) in a view.
+pub fn get_request(record_id: &str, version: i64, view: RecordView) -> GetRecordRequest {
+    GetRecordRequest {
+        record_id: record_id.to_owned(),
+        version,
+        view: view as i32,
+    }
+}
+
+/// Reads a version of a record (0: the latest).
+pub async fn get(client: &mut Client, record_id: &str, version: i64, view: RecordView) -> Record {
+    client
+        .get_record(get_request(record_id, version, view))
+        .await
+        .expect("get")
+        .into_inner()
+        .record
+        .expect("record")
+}
+
+/// An update of `record` read with `etag`, replacing `paths` (none: every field).
+pub fn update_request(record: Record, etag: &str, paths: &[&str]) -> UpdateRecordRequest {
+    UpdateRecordRequest {
+        record: Some(record),
+        etag: etag.to_owned(),
+        update_mask: (!paths.is_empty()).then(|| FieldMask {
+            paths: paths.iter().map(|p| (*p).to_owned()).collect(),
+        }),
+        requester: Some(requester()),
+    }
+}
+
+/// Sends an UpdateRecord request and returns the version written.
+pub async fn update(client: &mut Client, request: UpdateRecordRequest) -> Record {
+    client
+        .update_record(request)
+        .await
+        .expect("update")
+        .into_inner()
+        .record
+        .expect("record")
+}
+
+/// A retraction of a record read with `etag`.
+pub fn retract_request(record_id: &str, etag: &str, reason: &str) -> RetractRecordRequest {
+    RetractRecordRequest {
+        record_id: record_id.to_owned(),
+        etag: etag.to_owned(),
+        reason: reason.to_owned(),
+        requester: Some(requester()),
+    }
+}
+
+/// Sends a RetractRecord request and returns the version written.
+pub async fn retract(client: &mut Client, request: RetractRecordRequest) -> Record {
+    client
+        .retract_record(request)
+        .await
+        .expect("retract")
+        .into_inner()
+        .record
+        .expect("record")
+}
+
+/// An import item.
+pub fn item(record: Record, request_id: &str) -> ImportItem {
+    ImportItem {
+        request_id: request_id.to_owned(),
+        record: Some(record),
+    }
+}
+
+/// Sends an import stream and returns its answer.
+pub async fn import(
+    client: &mut Client,
+    messages: Vec<ImportRecordsRequest>,
+) -> ImportRecordsResponse {
+    client
+        .import_records(tokio_stream::iter(messages))
+        .await
+        .expect("import")
+        .into_inner()
 }
 
 /// Every record of a patient, all pages, including retracted ones.

@@ -1,9 +1,7 @@
 //! ListRecords: filters, snapshot pagination, page tokens.
 
 use carerecord_contracts::common::v1::Period;
-use carerecord_contracts::records::v1::{
-    ListRecordsRequest, Record, RecordOrder, RetractRecordRequest,
-};
+use carerecord_contracts::records::v1::{ListRecordsRequest, Record, RecordOrder};
 use carerecord_platform::testing::TestDatabase;
 use prost_types::Timestamp;
 
@@ -53,70 +51,73 @@ async fn filters_combine_with_and_and_match_any_value() {
         .await;
         let undated = create(&mut client, make("CarePlan", &[], None)).await;
         let retracted = create(&mut client, make("Observation", &[], Some(4000))).await;
-        client
-            .retract_record(RetractRecordRequest {
-                record_id: retracted.record_id.clone(),
-                etag: retracted.etag.clone(),
-                reason: "error".into(),
-                requester: Some(requester()),
-            })
-            .await
-            .unwrap();
+        retract(
+            &mut client,
+            retract_request(&retracted.record_id, &retracted.etag, "error"),
+        )
+        .await;
         create(&mut client, record(&new_id())).await; // another patient's
 
         let base = || ListRecordsRequest {
             patient_id: patient.clone(),
             ..Default::default()
         };
-        assert_eq!(
-            ids(&list(&mut client, base()).await),
-            ids(&[obs.clone(), mental.clone(), hiv.clone(), undated.clone()])
-        );
+        let with = |change: &dyn Fn(&mut ListRecordsRequest)| {
+            let mut request = base();
+            change(&mut request);
+            request
+        };
         let mut all = base();
         all.include_retracted = true;
         assert_eq!(list(&mut client, all).await.len(), 5);
-        let mut types = base();
-        types.resource_types = vec!["Condition".into(), "CarePlan".into()];
-        assert_eq!(
-            ids(&list(&mut client, types).await),
-            ids(&[mental.clone(), undated.clone()])
-        );
-        let mut classes = base();
-        classes.data_classes = vec!["sexual-health".into(), "mental-health".into()];
-        assert_eq!(
-            ids(&list(&mut client, classes).await),
-            ids(&[mental.clone(), hiv.clone()])
-        );
-        let mut excluded = base();
-        excluded.excluded_data_classes = vec!["hiv".into()];
-        assert_eq!(
-            ids(&list(&mut client, excluded).await),
-            ids(&[obs.clone(), mental.clone(), undated.clone()])
-        );
-        let mut window = base();
-        window.effective_time = Some(Period {
-            start: at(2000),
-            end: at(3000),
-        });
-        assert_eq!(
-            ids(&list(&mut client, window).await),
-            ids(std::slice::from_ref(&mental))
-        );
-        let mut open = base();
-        open.effective_time = Some(Period {
-            start: at(1500),
-            end: None,
-        });
-        assert_eq!(
-            ids(&list(&mut client, open).await),
-            ids(&[mental.clone(), hiv.clone()])
-        );
-        let mut updated = base();
-        updated.updated_since = hiv.update_time;
-        assert_eq!(
-            ids(&list(&mut client, updated).await),
-            ids(&[hiv.clone(), undated.clone()])
-        );
+        let cases: Vec<(ListRecordsRequest, Vec<&Record>)> = vec![
+            (base(), vec![&obs, &mental, &hiv, &undated]),
+            (
+                with(&|r| r.resource_types = vec!["Condition".into(), "CarePlan".into()]),
+                vec![&mental, &undated],
+            ),
+            (
+                with(&|r| r.data_classes = vec!["sexual-health".into(), "mental-health".into()]),
+                vec![&mental, &hiv],
+            ),
+            (
+                with(&|r| r.excluded_data_classes = vec!["hiv".into()]),
+                vec![&obs, &mental, &undated],
+            ),
+            (
+                with(&|r| {
+                    r.effective_time = Some(Period {
+                        start: at(2000),
+                        end: at(3000),
+                    })
+                }),
+                vec![&mental],
+            ),
+            (
+                with(&|r| {
+                    r.effective_time = Some(Period {
+                        start: at(1500),
+                        end: None,
+                    })
+                }),
+                vec![&mental, &hiv],
+            ),
+            (
+                with(&|r| r.updated_since = hiv.update_time),
+                vec![&hiv, &undated],
+            ),
+            (
+                ListRecordsRequest {
+                    patient_id: new_id(),
+                    ..Default::default()
+                },
+                vec![],
+            ),
+        ];
+        for (request, expected) in cases {
+            let expected: Vec<String> = expected.iter().map(|r| r.record_id.clone()).collect();
+            assert_eq!(ids(&list(&mut client, request).await), expected);
+        }
         let mut newest_first = base();
         newest_first.order = RecordOrder::EffectiveTimeDescending as i32;
         newest_first.page_size = 1;
@@ -137,17 +138,6 @@ async fn filters_combine_with_and_and_match_any_value() {
             ids(&seen),
             ids(&[hiv, mental, obs, undated]),
             "effective time descending, undated last"
-        );
-        assert!(
-            list(
-                &mut client,
-                ListRecordsRequest {
-                    patient_id: new_id(),
-                    ..Default::default()
-                }
-            )
-            .await
-            .is_empty()
         );
         app.stop().await;
     }
@@ -185,15 +175,11 @@ async fn pages_hold_a_snapshot_while_records_are_added() {
             create(&mut client, record(&patient)).await;
             if pages == 1 {
                 let last = &before[6];
-                client
-                    .retract_record(RetractRecordRequest {
-                        record_id: last.record_id.clone(),
-                        etag: last.etag.clone(),
-                        reason: "error".into(),
-                        requester: Some(requester()),
-                    })
-                    .await
-                    .unwrap();
+                retract(
+                    &mut client,
+                    retract_request(&last.record_id, &last.etag, "error"),
+                )
+                .await;
             }
             if page.next_page_token.is_empty() {
                 break;
@@ -242,28 +228,25 @@ async fn page_tokens_cannot_be_forged_or_moved_to_another_query() {
         assert!(!token.is_empty());
 
         let mut other_filter = request.clone();
-        other_filter.page_token = token.clone();
         other_filter.resource_types = vec!["Observation".into()];
-        assert_invalid(
-            &client.list_records(other_filter).await.unwrap_err(),
-            &["page_token"],
-        );
         let mut other_patient = request.clone();
-        other_patient.page_token = token.clone();
         other_patient.patient_id = new_id();
-        assert_invalid(
-            &client.list_records(other_patient).await.unwrap_err(),
-            &["page_token"],
-        );
-        for forged in [
+        let moved = [other_filter, other_patient].map(|mut moved| {
+            moved.page_token = token.clone();
+            moved
+        });
+        let forged = [
             format!("{token}A"),
             "garbage!".to_owned(),
             token[..token.len() - 1].to_owned(),
-        ] {
-            let mut tampered = request.clone();
-            tampered.page_token = forged;
+        ]
+        .map(|forged| ListRecordsRequest {
+            page_token: forged,
+            ..request.clone()
+        });
+        for refused in moved.into_iter().chain(forged) {
             assert_invalid(
-                &client.list_records(tampered).await.unwrap_err(),
+                &client.list_records(refused).await.unwrap_err(),
                 &["page_token"],
             );
         }

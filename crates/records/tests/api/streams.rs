@@ -6,9 +6,8 @@ use std::time::Duration;
 use carerecord_contracts::common::v1::{ChangeType, Period};
 use carerecord_contracts::records::v1::export_records_request::Scope;
 use carerecord_contracts::records::v1::{
-    ExportRecordsRequest, ExportRecordsResponse, GetRecordRequest, ImportItem,
-    ImportRecordsRequest, ImportRejectionReason, PatientIdList, RecordChange, RecordView,
-    RetractRecordRequest, UpdateRecordRequest, WatchRecordChangesRequest,
+    ExportRecordsRequest, ExportRecordsResponse, ImportItem, ImportRecordsRequest,
+    ImportRejectionReason, PatientIdList, RecordChange, RecordView, WatchRecordChangesRequest,
     WatchRecordChangesResponse,
 };
 use carerecord_platform::testing::TestDatabase;
@@ -79,27 +78,12 @@ async fn watch_replays_history_then_live_changes_in_commit_order() {
         let mut client = app.client.clone();
         let patient = new_id();
         let v1 = create(&mut client, record(&patient)).await;
-        let v2 = client
-            .update_record(UpdateRecordRequest {
-                record: Some(v1.clone()),
-                etag: v1.etag.clone(),
-                update_mask: None,
-                requester: Some(requester()),
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .record
-            .unwrap();
-        client
-            .retract_record(RetractRecordRequest {
-                record_id: v1.record_id.clone(),
-                etag: v2.etag.clone(),
-                reason: "error".into(),
-                requester: Some(requester()),
-            })
-            .await
-            .unwrap();
+        let v2 = update(&mut client, update_request(v1.clone(), &v1.etag, &[])).await;
+        retract(
+            &mut client,
+            retract_request(&v1.record_id, &v2.etag, "error"),
+        )
+        .await;
 
         let mut stream = client
             .watch_record_changes(watch_from(""))
@@ -284,33 +268,32 @@ async fn watch_refuses_bad_cursors() {
         let (seen, _) = changes(&mut stream, 3).await;
         let cursor = seen[2].cursor.clone();
 
-        for bad in ["garbage", &format!("{cursor}x")] {
-            assert_invalid(
-                &client
-                    .watch_record_changes(watch_from(bad))
-                    .await
-                    .unwrap_err(),
+        let invalid: [(WatchRecordChangesRequest, &[&str]); 4] = [
+            (watch_from("garbage"), &["after_cursor"]),
+            (watch_from(&format!("{cursor}x")), &["after_cursor"]),
+            (
+                WatchRecordChangesRequest {
+                    after_cursor: cursor.clone(),
+                    start_at_head: true,
+                    ..Default::default()
+                },
                 &["after_cursor"],
+            ),
+            (
+                WatchRecordChangesRequest {
+                    patient_ids: vec!["x".into()],
+                    resource_types: vec!["Nope".into()],
+                    ..Default::default()
+                },
+                &["patient_ids[0]", "resource_types[0]"],
+            ),
+        ];
+        for (request, fields) in invalid {
+            assert_invalid(
+                &client.watch_record_changes(request).await.unwrap_err(),
+                fields,
             );
         }
-        let both = WatchRecordChangesRequest {
-            after_cursor: cursor.clone(),
-            start_at_head: true,
-            ..Default::default()
-        };
-        assert_invalid(
-            &client.watch_record_changes(both).await.unwrap_err(),
-            &["after_cursor"],
-        );
-        let too_many = WatchRecordChangesRequest {
-            patient_ids: vec!["x".into()],
-            resource_types: vec!["Nope".into()],
-            ..Default::default()
-        };
-        assert_invalid(
-            &client.watch_record_changes(too_many).await.unwrap_err(),
-            &["patient_ids[0]", "resource_types[0]"],
-        );
         // Another deployment's cursor.
         let other = spawn_app_with(
             &db.url,
@@ -364,6 +347,14 @@ async fn export_all(
     messages
 }
 
+/// The ids of the records in export messages, in order.
+fn exported_ids(messages: &[ExportRecordsResponse]) -> Vec<String> {
+    messages
+        .iter()
+        .flat_map(|m| m.records.iter().map(|r| r.record_id.clone()))
+        .collect()
+}
+
 #[tokio::test]
 async fn export_streams_in_creation_order_and_resumes_identically() {
     for db in TestDatabase::each_backend().await {
@@ -385,11 +376,7 @@ async fn export_streams_in_creation_order_and_resumes_identically() {
         };
         let messages = export_all(&mut client, request.clone()).await;
         assert!(messages.iter().all(|m| m.records.len() <= 100));
-        let exported: Vec<String> = messages
-            .iter()
-            .flat_map(|m| m.records.iter().map(|r| r.record_id.clone()))
-            .collect();
-        assert_eq!(exported, expected);
+        assert_eq!(exported_ids(&messages), expected);
         assert!(
             messages
                 .windows(2)
@@ -401,11 +388,10 @@ async fn export_streams_in_creation_order_and_resumes_identically() {
         let mut resume = request.clone();
         resume.resume_cursor = messages[0].resume_cursor.clone();
         let resumed = export_all(&mut client, resume.clone()).await;
-        let rest: Vec<String> = resumed
-            .iter()
-            .flat_map(|m| m.records.iter().map(|r| r.record_id.clone()))
-            .collect();
-        assert_eq!(rest, expected[messages[0].records.len()..]);
+        assert_eq!(
+            exported_ids(&resumed),
+            expected[messages[0].records.len()..]
+        );
 
         // A cancelled export leaves the service working and can be resumed (this export's
         // snapshot includes the record written above: 251 records, 100 in its first message).
@@ -418,28 +404,16 @@ async fn export_streams_in_creation_order_and_resumes_identically() {
         drop(stream);
         let mut resume_after_cancel = request.clone();
         resume_after_cancel.resume_cursor = first.resume_cursor;
-        assert_eq!(
-            export_all(&mut client, resume_after_cancel)
-                .await
-                .iter()
-                .map(|m| m.records.len())
-                .sum::<usize>(),
-            151
-        );
-
-        // A whole-store export, and an export matching nothing.
+        // Then a whole-store export.
         let everything = ExportRecordsRequest {
             scope: Some(Scope::UpdatedBetween(Period::default())),
             ..Default::default()
         };
-        assert_eq!(
-            export_all(&mut client, everything)
-                .await
-                .iter()
-                .map(|m| m.records.len())
-                .sum::<usize>(),
-            252
-        );
+        for (request, count) in [(resume_after_cancel, 151), (everything, 252)] {
+            let messages = export_all(&mut client, request).await;
+            assert_eq!(exported_ids(&messages).len(), count);
+        }
+        // An export matching nothing.
         let nothing = ExportRecordsRequest {
             scope: Some(Scope::Patients(PatientIdList {
                 patient_ids: vec![new_id()],
@@ -451,45 +425,34 @@ async fn export_streams_in_creation_order_and_resumes_identically() {
         assert!(messages[0].records.is_empty());
 
         // Bad requests.
-        assert_invalid(
-            &client
-                .export_records(ExportRecordsRequest::default())
-                .await
-                .unwrap_err(),
-            &["scope"],
-        );
-        let empty = ExportRecordsRequest {
-            scope: Some(Scope::Patients(PatientIdList::default())),
-            ..Default::default()
-        };
-        assert_invalid(
-            &client.export_records(empty).await.unwrap_err(),
-            &["patients.patient_ids"],
-        );
         let mut other_query = resume.clone();
         other_query.include_retracted = true;
-        assert_invalid(
-            &client.export_records(other_query).await.unwrap_err(),
-            &["resume_cursor"],
-        );
-        let window = ExportRecordsRequest {
-            scope: Some(Scope::UpdatedBetween(Period {
-                start: Some(prost_types::Timestamp {
-                    seconds: 5,
-                    nanos: 0,
-                }),
-                end: Some(prost_types::Timestamp {
-                    seconds: 1,
-                    nanos: 0,
-                }),
-            })),
-            excluded_data_classes: vec!["x".into()],
-            ..Default::default()
-        };
-        assert_invalid(
-            &client.export_records(window).await.unwrap_err(),
-            &["updated_between", "excluded_data_classes[0]"],
-        );
+        let at = |seconds| Some(prost_types::Timestamp { seconds, nanos: 0 });
+        let invalid: [(ExportRecordsRequest, &[&str]); 4] = [
+            (ExportRecordsRequest::default(), &["scope"]),
+            (
+                ExportRecordsRequest {
+                    scope: Some(Scope::Patients(PatientIdList::default())),
+                    ..Default::default()
+                },
+                &["patients.patient_ids"],
+            ),
+            (other_query, &["resume_cursor"]),
+            (
+                ExportRecordsRequest {
+                    scope: Some(Scope::UpdatedBetween(Period {
+                        start: at(5),
+                        end: at(1),
+                    })),
+                    excluded_data_classes: vec!["x".into()],
+                    ..Default::default()
+                },
+                &["updated_between", "excluded_data_classes[0]"],
+            ),
+        ];
+        for (request, fields) in invalid {
+            assert_invalid(&client.export_records(request).await.unwrap_err(), fields);
+        }
         app.stop().await;
     }
 }
@@ -497,13 +460,6 @@ async fn export_streams_in_creation_order_and_resumes_identically() {
 /// Creates a record with CreateRecord, returning its id.
 async fn create_fast(client: &mut Client, patient: &str) -> String {
     create(client, record(patient)).await.record_id
-}
-
-fn item(record: carerecord_contracts::records::v1::Record, request_id: &str) -> ImportItem {
-    ImportItem {
-        request_id: request_id.to_owned(),
-        record: Some(record),
-    }
 }
 
 #[tokio::test]
@@ -548,11 +504,7 @@ async fn import_keeps_good_items_and_reports_bad_ones_by_position() {
                 return_record_ids: false,
             },
         ];
-        let response = client
-            .import_records(tokio_stream::iter(messages.clone()))
-            .await
-            .unwrap()
-            .into_inner();
+        let response = import(&mut client, messages.clone()).await;
         assert_eq!(
             (
                 response.accepted_count,
@@ -598,23 +550,12 @@ async fn import_keeps_good_items_and_reports_bad_ones_by_position() {
             response.accepted_records[2].record_id
         );
         for accepted in &response.accepted_records {
-            client
-                .get_record(GetRecordRequest {
-                    record_id: accepted.record_id.clone(),
-                    version: 0,
-                    view: 0,
-                })
-                .await
-                .unwrap();
+            get(&mut client, &accepted.record_id, 0, RecordView::Unspecified).await;
         }
         assert_eq!(list_all(&mut client, &patient).await.len(), 4);
 
         // Re-sending the whole stream writes only the item without a request id again.
-        let again = client
-            .import_records(tokio_stream::iter(messages))
-            .await
-            .unwrap()
-            .into_inner();
+        let again = import(&mut client, messages).await;
         assert_eq!(
             (
                 again.accepted_count,
@@ -634,35 +575,28 @@ async fn import_stream_errors() {
         let app = spawn_app(&db).await;
         let mut client = app.client.clone();
         let patient = new_id();
-        let status = client
-            .import_records(tokio_stream::iter(Vec::<ImportRecordsRequest>::new()))
-            .await
-            .unwrap_err();
-        assert_invalid(&status, &["items"]);
         let no_requester = ImportRecordsRequest {
             items: vec![item(record(&patient), "")],
             requester: None,
             return_record_ids: false,
         };
-        assert_invalid(
-            &client
-                .import_records(tokio_stream::iter([no_requester]))
-                .await
-                .unwrap_err(),
-            &["requester"],
-        );
         let too_many = ImportRecordsRequest {
             items: vec![item(record(&patient), ""); 1001],
             requester: Some(requester()),
             return_record_ids: false,
         };
-        assert_invalid(
-            &client
-                .import_records(tokio_stream::iter([too_many]))
+        let invalid: [(Vec<ImportRecordsRequest>, &[&str]); 3] = [
+            (Vec::new(), &["items"]),
+            (vec![no_requester], &["requester"]),
+            (vec![too_many], &["items"]),
+        ];
+        for (messages, fields) in invalid {
+            let status = client
+                .import_records(tokio_stream::iter(messages))
                 .await
-                .unwrap_err(),
-            &["items"],
-        );
+                .unwrap_err();
+            assert_invalid(&status, fields);
+        }
         assert!(list_all(&mut client, &patient).await.is_empty());
 
         // Many items over several transactions, with the rejection list capped.
@@ -681,11 +615,7 @@ async fn import_stream_errors() {
                 return_record_ids: false,
             })
             .collect();
-        let response = client
-            .import_records(tokio_stream::iter(messages))
-            .await
-            .unwrap()
-            .into_inner();
+        let response = import(&mut client, messages).await;
         assert_eq!(
             (response.accepted_count, response.rejected_count),
             (1500, 1500)
@@ -748,29 +678,15 @@ async fn an_import_stores_exactly_what_a_create_stores() {
         let items: Vec<ImportItem> = (0..300)
             .map(|i| item([&dated, &undated][i % 2].clone(), &new_id()))
             .collect();
-        let import = ImportRecordsRequest {
+        let message = ImportRecordsRequest {
             items,
             requester: Some(requester()),
             return_record_ids: true,
         };
-        let response = client
-            .import_records(tokio_stream::iter([import.clone()]))
-            .await
-            .unwrap()
-            .into_inner();
+        let response = import(&mut client, vec![message.clone()]).await;
         assert_eq!((response.accepted_count, response.rejected_count), (300, 0));
         for (i, accepted) in response.accepted_records.iter().enumerate() {
-            let stored = client
-                .get_record(GetRecordRequest {
-                    record_id: accepted.record_id.clone(),
-                    version: 0,
-                    view: 0,
-                })
-                .await
-                .unwrap()
-                .into_inner()
-                .record
-                .unwrap();
+            let stored = get(&mut client, &accepted.record_id, 0, RecordView::Unspecified).await;
             assert_eq!(stored.record_id, accepted.record_id);
             assert_eq!(content(stored), content(created[i % 2].clone()), "item {i}");
         }
@@ -793,11 +709,7 @@ async fn an_import_stores_exactly_what_a_create_stores() {
         }
 
         // The request ids were kept with their records: sending again writes nothing.
-        let again = client
-            .import_records(tokio_stream::iter([import]))
-            .await
-            .unwrap()
-            .into_inner();
+        let again = import(&mut client, vec![message]).await;
         assert_eq!((again.accepted_count, again.deduplicated_count), (300, 300));
         assert_eq!(
             again.accepted_records,
@@ -828,18 +740,14 @@ async fn racing_import_and_create_with_one_request_id_make_one_record() {
             let mut items: Vec<ImportItem> =
                 (0..size).map(|_| item(record(&patient), "")).collect();
             items[size / 2] = item(record(&patient), &request.request_id);
-            let import = ImportRecordsRequest {
+            let message = ImportRecordsRequest {
                 items,
                 requester: Some(requester()),
                 return_record_ids: true,
             };
             let (mut a, mut b) = (client.clone(), client.clone());
-            let (created, imported) = tokio::join!(
-                a.create_record(request),
-                b.import_records(tokio_stream::iter([import]))
-            );
-            let created = created.unwrap().into_inner().record.unwrap();
-            let imported = imported.unwrap().into_inner();
+            let (created, imported) =
+                tokio::join!(create_with(&mut a, request), import(&mut b, vec![message]));
             assert_eq!(imported.accepted_count, size as i64);
             // Only the raced item can have been deduplicated, when the create got there first.
             assert_eq!(
@@ -933,7 +841,7 @@ async fn a_large_import_refreshes_the_planner_statistics() {
         at
     };
     let patient = new_id();
-    let import = |count: usize| {
+    let messages_of = |count: usize| {
         let messages: Vec<ImportRecordsRequest> = (0..count.div_ceil(1000))
             .map(|m| ImportRecordsRequest {
                 items: (0..(count - m * 1000).min(1000))
@@ -945,22 +853,14 @@ async fn a_large_import_refreshes_the_planner_statistics() {
             .collect();
         messages
     };
-    let small = client
-        .import_records(tokio_stream::iter(import(100)))
-        .await
-        .unwrap()
-        .into_inner();
+    let small = import(&mut client, messages_of(100)).await;
     assert_eq!(small.accepted_count, 100);
     assert_eq!(
         analyzed().await,
         None,
         "a small import leaves statistics to autovacuum"
     );
-    let large = client
-        .import_records(tokio_stream::iter(import(10_000)))
-        .await
-        .unwrap()
-        .into_inner();
+    let large = import(&mut client, messages_of(10_000)).await;
     assert_eq!(large.accepted_count, 10_000);
     assert!(
         analyzed().await.is_some(),
