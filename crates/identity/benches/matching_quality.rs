@@ -260,29 +260,15 @@ async fn run(set: &str, client: &mut common::Client) {
         refused
     );
 
-    let started = Instant::now();
-    let estimated = client
-        .estimate_match_parameters(EstimateMatchParametersRequest {
-            requester: Some(common::requester()),
+    let estimated = common::estimate(
+        client,
+        EstimateMatchParametersRequest {
             random_seed: 20_240_601,
             ..EstimateMatchParametersRequest::default()
-        })
-        .await
-        .expect("estimate")
-        .into_inner();
-    let params = estimated.parameters.expect("parameters");
-    println!(
-        "estimated parameters v{} in {:.1}s: converged {} after {} iterations, {} random and {} blocked pairs, lambda {:.3e}, thresholds match {} possible {}",
-        params.parameters_version,
-        started.elapsed().as_secs_f64(),
-        params.converged,
-        params.iterations,
-        params.random_pairs_used,
-        params.blocked_pairs_used,
-        params.prior_match_probability,
-        params.match_threshold,
-        params.possible_threshold
-    );
+        },
+    )
+    .await;
+    let params = estimated.parameters.clone().expect("parameters");
     for field in &params.fields {
         let levels: Vec<String> = field
             .levels

@@ -188,29 +188,16 @@ fn main() {
         server.settle().await;
         println!("VACUUM ANALYZE after the load (as autovacuum would leave it): {:.1}s", started.elapsed().as_secs_f64());
 
-        let started = Instant::now();
-        let mut admin = client.clone();
-        let estimated = admin
-            .estimate_match_parameters(EstimateMatchParametersRequest {
+        common::estimate(
+            &mut client.clone(),
+            EstimateMatchParametersRequest {
                 max_random_pairs: 500_000,
                 max_blocked_pairs: 2_000_000,
                 random_seed: 7,
-                requester: Some(common::requester()),
                 ..Default::default()
-            })
-            .await
-            .expect("estimate")
-            .into_inner();
-        let params = estimated.parameters.expect("parameters");
-        println!(
-            "estimation: {:.1}s, converged {} in {} iterations, {} random + {} blocked pairs, lambda {:.3e}",
-            started.elapsed().as_secs_f64(),
-            params.converged,
-            params.iterations,
-            params.random_pairs_used,
-            params.blocked_pairs_used,
-            params.prior_match_probability
-        );
+            },
+        )
+        .await;
 
         let ids: Arc<Vec<String>> = Arc::new(ids.lock().expect("ids").clone());
         // Probes: every other probe a noisy duplicate's demographics, else an original's.

@@ -7,6 +7,9 @@ use std::net::SocketAddr;
 
 use carerecord_contracts::common::v1::Requester;
 use carerecord_contracts::identity::v1::patient_identity_service_client::PatientIdentityServiceClient;
+use carerecord_contracts::identity::v1::{
+    EstimateMatchParametersRequest, EstimateMatchParametersResponse,
+};
 use carerecord_identity::{Application, Config};
 use carerecord_platform::env::Env;
 use carerecord_platform::testing::TestDatabase;
@@ -166,4 +169,35 @@ pub fn requester() -> Requester {
         user_id: "bench".into(),
         ..Requester::default()
     }
+}
+
+/// Estimates the match parameters (as the bench's requester), and says how it went and how long
+/// it took.
+pub async fn estimate(
+    client: &mut Client,
+    request: EstimateMatchParametersRequest,
+) -> EstimateMatchParametersResponse {
+    let started = std::time::Instant::now();
+    let estimated = client
+        .estimate_match_parameters(EstimateMatchParametersRequest {
+            requester: Some(requester()),
+            ..request
+        })
+        .await
+        .expect("estimate")
+        .into_inner();
+    let params = estimated.parameters.as_ref().expect("parameters");
+    println!(
+        "estimated parameters v{} in {:.1}s: converged {} after {} iterations, {} random and {} blocked pairs, lambda {:.3e}, thresholds match {} possible {}",
+        params.parameters_version,
+        started.elapsed().as_secs_f64(),
+        params.converged,
+        params.iterations,
+        params.random_pairs_used,
+        params.blocked_pairs_used,
+        params.prior_match_probability,
+        params.match_threshold,
+        params.possible_threshold
+    );
+    estimated
 }

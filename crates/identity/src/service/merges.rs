@@ -9,6 +9,7 @@ use super::request::{body_hash, check_reason, check_requester, required_id, vali
 use crate::domain::patient::{merged, unmerged};
 use crate::error::Error;
 use crate::store::Stored;
+use crate::store::merges::PairWrite;
 
 /// ETAG_MISMATCH unless `etag` is that of the stored patient.
 fn check_etag(etag: &str, stored: &Stored) -> Result<(), Error> {
@@ -101,18 +102,15 @@ impl IdentityService {
         }
         let now = carerecord_platform::db::now_micros();
         let (new_source, new_target) = merged(&source.patient, &target.patient, now);
-        let requester = request.requester.unwrap_or_default();
-        self.store
-            .write_pair(
-                write,
-                ChangeType::Merged,
-                (&source, &new_source),
-                (&target, &new_target),
-                &requester,
-                request.reason.trim(),
-                Some((&request_id, &hash)),
-            )
-            .await?;
+        let pair = PairWrite {
+            change_type: ChangeType::Merged,
+            first: (&source, &new_source),
+            second: (&target, &new_target),
+            requester: &request.requester.unwrap_or_default(),
+            reason: request.reason.trim(),
+            request: Some((&request_id, &hash)),
+        };
+        self.store.write_pair(write, pair).await?;
         self.written();
         tracing::info!(source = %source_id, target = %target_id, "patients merged");
         Ok(MergePatientsResponse {
@@ -149,18 +147,15 @@ impl IdentityService {
             .ok_or_else(|| Error::Corrupt(format!("merge target {former_id} missing")))?;
         let now = carerecord_platform::db::now_micros();
         let (restored, new_former) = unmerged(&duplicate.patient, &former.patient, now);
-        let requester = request.requester.unwrap_or_default();
-        self.store
-            .write_pair(
-                write,
-                ChangeType::Unmerged,
-                (&duplicate, &restored),
-                (&former, &new_former),
-                &requester,
-                request.reason.trim(),
-                None,
-            )
-            .await?;
+        let pair = PairWrite {
+            change_type: ChangeType::Unmerged,
+            first: (&duplicate, &restored),
+            second: (&former, &new_former),
+            requester: &request.requester.unwrap_or_default(),
+            reason: request.reason.trim(),
+            request: None,
+        };
+        self.store.write_pair(write, pair).await?;
         self.written();
         tracing::info!(patient = %id, former_target = %former_id, "patient unmerged");
         Ok(UnmergePatientResponse {

@@ -11,23 +11,29 @@ use super::{Store, Stored, Write};
 use crate::domain::patient::changed_fields;
 use crate::error::Error;
 
-/// One side of a merge or an unmerge: the patient as loaded, and its next version.
-pub type Side<'a> = (&'a Stored, &'a Patient);
+/// A merge or an unmerge to write: the two patients as loaded with their next versions, first
+/// then second, who asked and why, and for a merge its request id and body hash.
+pub struct PairWrite<'a> {
+    pub change_type: ChangeType,
+    pub first: (&'a Stored, &'a Patient),
+    pub second: (&'a Stored, &'a Patient),
+    pub requester: &'a Requester,
+    pub reason: &'a str,
+    pub request: Option<(&'a str, &'a str)>,
+}
 
 impl Store {
-    /// Writes a merge or an unmerge: the two patients' new rows and their two versions, first
-    /// `first` then `second`, and the request id when there is one (`(request_id, body_hash)`).
-    #[allow(clippy::too_many_arguments)]
-    pub async fn write_pair(
-        &self,
-        mut write: Write,
-        change_type: ChangeType,
-        (old_first, first): Side<'_>,
-        (old_second, second): Side<'_>,
-        requester: &Requester,
-        reason: &str,
-        request: Option<(&str, &str)>,
-    ) -> Result<(), Error> {
+    /// Writes a merge or an unmerge: the two patients' new rows and their two versions, and the
+    /// request id when there is one, in the transaction `write` (which loaded them).
+    pub async fn write_pair(&self, mut write: Write, pair: PairWrite<'_>) -> Result<(), Error> {
+        let PairWrite {
+            change_type,
+            first: (old_first, first),
+            second: (old_second, second),
+            requester,
+            reason,
+            request,
+        } = pair;
         let conn = &mut *write.tx;
         // Merges and unmerges change no demographics: features stay as they were.
         self.rewrite(conn, old_first, first, &old_first.features)

@@ -14,7 +14,7 @@
 mod blocking;
 pub mod feed;
 mod identifiers;
-mod merges;
+pub mod merges;
 mod parameters;
 mod patients;
 mod requests;
