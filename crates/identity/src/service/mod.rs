@@ -1,8 +1,10 @@
 //! gRPC handlers for `carerecord.identity.v1.PatientIdentityService`, one file per area:
 //! `patients` (create, get, update, versions), `search` (resolve an identifier, search by
 //! name), `matching` (match patients, and the match parameters: read and estimate), `merges`
-//! (merge and unmerge) and `feed` (the change feed). Each handler parses its request into typed values (`request`), calls the
-//! domain and the store, and returns `Result<_, Error>`; the trait implementation below only
+//! (merge and unmerge) and `feed` (the change feed).
+//!
+//! Each handler parses its request into typed values (what several share is in `request`), calls
+//! the domain and the store, and returns `Result<_, Error>`; the trait implementation below only
 //! unwraps requests and maps errors to statuses.
 
 mod feed;
