@@ -19,13 +19,19 @@ use crate::store::{Filter, Version};
 /// Rows per export query: large enough to amortise the query, small enough to bound memory.
 const EXPORT_CHUNK: i64 = 500;
 
-impl RecordsService {
-    pub(super) async fn export(
-        &self,
-        request: ExportRecordsRequest,
-    ) -> Result<ResponseStream<ExportRecordsResponse>, Error> {
+/// An ExportRecords request, parsed.
+struct ExportQuery {
+    /// Every condition but the snapshot, which comes from the resume cursor or the feed head.
+    filter: Filter,
+    with_payload: bool,
+    /// What the resume cursors of this export are bound to.
+    key: QueryKey,
+}
+
+impl ExportQuery {
+    fn parse(request: &ExportRecordsRequest) -> Result<ExportQuery, Violations> {
         let mut violations = Violations::new();
-        let mut query = QueryKey::new("export");
+        let mut key = QueryKey::new("export");
         let mut filter = Filter::default();
         match &request.scope {
             None => violations.add("scope", "required: set patients or updated_between"),
@@ -39,13 +45,12 @@ impl RecordsService {
                     1000,
                     &mut violations,
                 );
-                query.text("patients").set(&filter.patient_ids);
+                key.text("patients").set(&filter.patient_ids);
             }
             Some(Scope::UpdatedBetween(window)) => {
                 (filter.updated_from, filter.updated_to) =
                     period(Some(window), "updated_between", &mut violations);
-                query
-                    .text("updated_between")
+                key.text("updated_between")
                     .optional(filter.updated_from)
                     .optional(filter.updated_to);
             }
@@ -65,22 +70,31 @@ impl RecordsService {
         filter.include_retracted = request.include_retracted;
         let with_payload = with_payload(request.view, &mut violations);
         violations.into_result()?;
-        query
-            .set(&filter.resource_types)
+        key.set(&filter.resource_types)
             .set(&filter.excluded_data_classes)
             .flag(filter.include_retracted)
             .int(i64::from(request.view));
+        Ok(ExportQuery {
+            filter,
+            with_payload,
+            key,
+        })
+    }
+}
+
+impl RecordsService {
+    pub(super) async fn export(
+        &self,
+        request: ExportRecordsRequest,
+    ) -> Result<ResponseStream<ExportRecordsResponse>, Error> {
+        let mut query = ExportQuery::parse(&request)?;
         // Position: the snapshot and the creation sequence of the last record sent.
-        let [snapshot, after] = match resume(
-            &self.tokens,
-            &query,
-            &request.resume_cursor,
-            "resume_cursor",
-        )? {
+        let cursor = &request.resume_cursor;
+        let [snapshot, after] = match resume(&self.tokens, &query.key, cursor, "resume_cursor")? {
             Some(position) => position,
             None => [self.store.head().await?, 0],
         };
-        filter.snapshot = snapshot;
+        query.filter.snapshot = snapshot;
         let (tx, stream) = channel();
         let service = self.clone();
         tokio::spawn(async move {
@@ -88,8 +102,6 @@ impl RecordsService {
                 watch_cursor: feed_cursor(&service.tokens, snapshot),
                 service: &service,
                 query,
-                filter,
-                with_payload,
             };
             export.send(&tx, after).await;
         });
@@ -100,9 +112,7 @@ impl RecordsService {
 /// One export being streamed.
 struct Export<'a> {
     service: &'a RecordsService,
-    query: QueryKey,
-    filter: Filter,
-    with_payload: bool,
+    query: ExportQuery,
     watch_cursor: String,
 }
 
@@ -113,8 +123,8 @@ impl Export<'_> {
             records: records.into_iter().map(record_message).collect(),
             resume_cursor: issue(
                 &self.service.tokens,
-                &self.query,
-                &[self.filter.snapshot, after],
+                &self.query.key,
+                &[self.query.filter.snapshot, after],
             ),
             watch_cursor: self.watch_cursor.clone(),
         }
@@ -126,10 +136,12 @@ impl Export<'_> {
         let service = self.service;
         let mut sent_any = false;
         loop {
-            let mut rows =
-                service
-                    .store
-                    .export_chunk(&self.filter, after, EXPORT_CHUNK, self.with_payload);
+            let mut rows = service.store.export_chunk(
+                &self.query.filter,
+                after,
+                EXPORT_CHUNK,
+                self.query.with_payload,
+            );
             let mut batch = Vec::with_capacity(PER_MESSAGE);
             let mut batch_bytes = 0;
             let mut fetched = 0;

@@ -2,9 +2,9 @@
 //! typed values, calls the domain and the store, and maps errors to [`crate::Error`].
 //!
 //! - [`state`]: the [`RecordsService`] every handler runs on; [`api`]: the tonic trait, thin.
-//! - [`write`]: CreateRecord, UpdateRecord, RetractRecord; [`read`]: GetRecord, ListRecords,
-//!   ListRecordVersions; [`import`]: ImportRecords; [`export`]: ExportRecords; [`watch`]:
-//!   WatchRecordChanges.
+//! - [`write`]: CreateRecord, UpdateRecord, RetractRecord; [`read`]: GetRecord,
+//!   ListRecordVersions; [`list`]: ListRecords; [`import`]: ImportRecords; [`export`]:
+//!   ExportRecords; [`watch`]: WatchRecordChanges.
 //! - Shared by them: [`request`] (fields every area parses), [`paging`] (page tokens and the
 //!   response budget), [`cursor`] (change feed cursors), [`messages`] (stored versions as
 //!   messages), [`stream`] (server streams).
@@ -13,6 +13,7 @@ mod api;
 mod cursor;
 mod export;
 mod import;
+mod list;
 mod messages;
 mod paging;
 mod read;
