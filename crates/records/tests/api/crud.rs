@@ -5,7 +5,6 @@ use carerecord_contracts::records::v1::{
     CreateRecordRequest, GetRecordRequest, ListRecordVersionsRequest, Record, RecordStatus,
     RecordView, RetractRecordRequest, UpdateRecordRequest,
 };
-use carerecord_platform::testing::TestDatabase;
 use prost_types::Timestamp;
 use sha2::{Digest, Sha256};
 use tonic::Code;
@@ -15,9 +14,7 @@ use crate::helpers::*;
 
 #[tokio::test]
 async fn create_then_get_latest_any_version_and_metadata() {
-    for db in TestDatabase::each_backend().await {
-        let app = spawn_app(&db).await;
-        let mut client = app.client.clone();
+    on_each_backend(async |mut client| {
         let patient = new_id();
         let mut input = record(&patient.to_uppercase());
         input.data_classes = vec!["mental-health".into(), "hiv".into(), "mental-health".into()];
@@ -55,17 +52,15 @@ async fn create_then_get_latest_any_version_and_metadata() {
         assert!(metadata.payload.is_empty());
         assert_eq!(metadata.content_hash, created.content_hash);
         assert_eq!(metadata.payload_size, created.payload_size);
-        app.stop().await;
-    }
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn concurrent_gets_each_receive_their_own_record() {
     // Concurrent reads of latest versions are looked up together: each call must still get its
     // own record, in its own view, or NOT_FOUND for an unknown id, whatever it is read with.
-    for db in TestDatabase::each_backend().await {
-        let app = spawn_app(&db).await;
-        let mut client = app.client.clone();
+    on_each_backend(async |mut client| {
         let mut records = Vec::new();
         for _ in 0..20 {
             let mut r = record(&new_id());
@@ -110,15 +105,13 @@ async fn concurrent_gets_each_receive_their_own_record() {
         for call in calls {
             call.await.unwrap();
         }
-        app.stop().await;
-    }
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn create_is_idempotent_by_request_id() {
-    for db in TestDatabase::each_backend().await {
-        let app = spawn_app(&db).await;
-        let mut client = app.client.clone();
+    on_each_backend(async |mut client| {
         let patient = new_id();
         let request = create_request(record(&patient));
         let first = create_with(&mut client, request.clone()).await;
@@ -151,150 +144,145 @@ async fn create_is_idempotent_by_request_id() {
         ids.dedup();
         assert_eq!(ids.len(), 1, "{ids:?}");
         assert_eq!(list_all(&mut client, &patient).await.len(), 2);
-        app.stop().await;
-    }
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn create_refuses_bad_input_precisely_and_writes_nothing() {
-    for db in TestDatabase::each_backend().await {
-        let app = spawn_app_with(
-            &db.url,
-            &[("CARERECORD_RECORDS_MAX_PAYLOAD_BYTES", "64KiB")],
-        )
-        .await;
-        let mut client = app.client.clone();
-        let patient = new_id();
-        let other = new_id();
-        let with = |change: &dyn Fn(&mut Record)| {
-            let mut r = record(&patient);
-            change(&mut r);
-            create_request(r)
-        };
-        let cases: Vec<(CreateRecordRequest, Vec<&str>, &str)> = vec![
-            (
-                with(&|r| r.payload = b"{not json".to_vec()),
-                vec!["record.payload"],
-                "not valid JSON",
-            ),
-            (
-                with(&|r| r.payload = b"[]".to_vec()),
-                vec!["record.payload"],
-                "must be an object",
-            ),
-            (
-                with(&|r| r.resource_type = "Condition".into()),
-                vec!["record.payload"],
-                "/resourceType",
-            ),
-            (
-                with(&|r| r.payload = observation(&other)),
-                vec!["record.payload"],
-                "/subject/reference: expected Patient/",
-            ),
-            (
-                with(&|r| r.payload = vec![b' '; 70_000]),
-                vec!["record.payload"],
-                "the payload is 70000 bytes, over the limit of 65536 bytes",
-            ),
-            (
-                with(&|r| r.resource_type = "Patient".into()),
-                vec!["record.resource_type"],
-                "cannot be records",
-            ),
-            (
-                with(&|r| r.resource_type = "observation".into()),
-                vec!["record.resource_type"],
-                "not a FHIR R4 resource type",
-            ),
-            (
-                with(&|r| r.content_type = "application/json".into()),
-                vec!["record.content_type"],
-                "only application/fhir+json",
-            ),
-            (
-                with(&|r| r.data_classes = vec!["hiv".into(), "cardiology".into()]),
-                vec!["record.data_classes[1]"],
-                "unknown data class",
-            ),
-            (
-                with(&|r| r.patient_id = "not-a-uuid".into()),
-                vec!["record.patient_id"],
-                "UUID",
-            ),
-            (
-                with(&|r| r.patient_id = "00000000-0000-0000-0000-000000000000".into()),
-                vec!["record.patient_id"],
-                "nil",
-            ),
-            (
-                with(&|r| r.source_system = String::new()),
-                vec!["record.source_system"],
-                "required",
-            ),
-            (
-                with(&|r| r.authoring_organisation_ods_code = "R-8".into()),
-                vec!["record.authoring_organisation_ods_code"],
-                "ODS",
-            ),
-            (
-                with(&|r| {
-                    r.recorded_time = Some(Timestamp {
-                        seconds: 4_000_000_000,
-                        nanos: 0,
-                    })
-                }),
-                vec!["record.recorded_time"],
-                "5 minutes",
-            ),
-        ];
-        for (request, fields, description) in cases {
-            let status = client.create_record(request).await.unwrap_err();
-            assert_invalid(&status, &fields);
-            assert!(
-                first_description(&status).contains(description),
-                "{description}: {status:?}"
-            );
-        }
-        let request = |change: &dyn Fn(&mut CreateRecordRequest)| {
-            let mut request = create_request(record(&patient));
-            change(&mut request);
-            request
-        };
-        let cases: [(CreateRecordRequest, &[&str]); 3] = [
-            (
-                request(&|r| {
-                    r.request_id = String::new();
-                    r.requester = None;
-                }),
-                &["request_id", "requester"],
-            ),
-            (
-                request(&|r| {
-                    r.request_id = "123".into();
-                    r.requester.as_mut().unwrap().user_id = String::new();
-                }),
-                &["request_id", "requester.user_id"],
-            ),
-            (request(&|r| r.record = None), &["record"]),
-        ];
-        for (request, fields) in cases {
-            assert_invalid(&client.create_record(request).await.unwrap_err(), fields);
-        }
+    on_each_backend_with(
+        &[("CARERECORD_RECORDS_MAX_PAYLOAD_BYTES", "64KiB")],
+        async |mut client| {
+            let patient = new_id();
+            let other = new_id();
+            let with = |change: &dyn Fn(&mut Record)| {
+                let mut r = record(&patient);
+                change(&mut r);
+                create_request(r)
+            };
+            let cases: Vec<(CreateRecordRequest, Vec<&str>, &str)> = vec![
+                (
+                    with(&|r| r.payload = b"{not json".to_vec()),
+                    vec!["record.payload"],
+                    "not valid JSON",
+                ),
+                (
+                    with(&|r| r.payload = b"[]".to_vec()),
+                    vec!["record.payload"],
+                    "must be an object",
+                ),
+                (
+                    with(&|r| r.resource_type = "Condition".into()),
+                    vec!["record.payload"],
+                    "/resourceType",
+                ),
+                (
+                    with(&|r| r.payload = observation(&other)),
+                    vec!["record.payload"],
+                    "/subject/reference: expected Patient/",
+                ),
+                (
+                    with(&|r| r.payload = vec![b' '; 70_000]),
+                    vec!["record.payload"],
+                    "the payload is 70000 bytes, over the limit of 65536 bytes",
+                ),
+                (
+                    with(&|r| r.resource_type = "Patient".into()),
+                    vec!["record.resource_type"],
+                    "cannot be records",
+                ),
+                (
+                    with(&|r| r.resource_type = "observation".into()),
+                    vec!["record.resource_type"],
+                    "not a FHIR R4 resource type",
+                ),
+                (
+                    with(&|r| r.content_type = "application/json".into()),
+                    vec!["record.content_type"],
+                    "only application/fhir+json",
+                ),
+                (
+                    with(&|r| r.data_classes = vec!["hiv".into(), "cardiology".into()]),
+                    vec!["record.data_classes[1]"],
+                    "unknown data class",
+                ),
+                (
+                    with(&|r| r.patient_id = "not-a-uuid".into()),
+                    vec!["record.patient_id"],
+                    "UUID",
+                ),
+                (
+                    with(&|r| r.patient_id = "00000000-0000-0000-0000-000000000000".into()),
+                    vec!["record.patient_id"],
+                    "nil",
+                ),
+                (
+                    with(&|r| r.source_system = String::new()),
+                    vec!["record.source_system"],
+                    "required",
+                ),
+                (
+                    with(&|r| r.authoring_organisation_ods_code = "R-8".into()),
+                    vec!["record.authoring_organisation_ods_code"],
+                    "ODS",
+                ),
+                (
+                    with(&|r| {
+                        r.recorded_time = Some(Timestamp {
+                            seconds: 4_000_000_000,
+                            nanos: 0,
+                        })
+                    }),
+                    vec!["record.recorded_time"],
+                    "5 minutes",
+                ),
+            ];
+            for (request, fields, description) in cases {
+                let status = client.create_record(request).await.unwrap_err();
+                assert_invalid(&status, &fields);
+                assert!(
+                    first_description(&status).contains(description),
+                    "{description}: {status:?}"
+                );
+            }
+            let request = |change: &dyn Fn(&mut CreateRecordRequest)| {
+                let mut request = create_request(record(&patient));
+                change(&mut request);
+                request
+            };
+            let cases: [(CreateRecordRequest, &[&str]); 3] = [
+                (
+                    request(&|r| {
+                        r.request_id = String::new();
+                        r.requester = None;
+                    }),
+                    &["request_id", "requester"],
+                ),
+                (
+                    request(&|r| {
+                        r.request_id = "123".into();
+                        r.requester.as_mut().unwrap().user_id = String::new();
+                    }),
+                    &["request_id", "requester.user_id"],
+                ),
+                (request(&|r| r.record = None), &["record"]),
+            ];
+            for (request, fields) in cases {
+                assert_invalid(&client.create_record(request).await.unwrap_err(), fields);
+            }
 
-        assert!(
-            list_all(&mut client, &patient).await.is_empty(),
-            "nothing written"
-        );
-        app.stop().await;
-    }
+            assert!(
+                list_all(&mut client, &patient).await.is_empty(),
+                "nothing written"
+            );
+        },
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn get_refuses_bad_ids_and_unknown_records() {
-    for db in TestDatabase::each_backend().await {
-        let app = spawn_app(&db).await;
-        let mut client = app.client.clone();
+    on_each_backend(async |mut client| {
         let created = create(&mut client, record(&new_id())).await;
         let invalid: [(GetRecordRequest, &[&str]); 2] = [
             (
@@ -333,15 +321,13 @@ async fn get_refuses_bad_ids_and_unknown_records() {
             .await
             .unwrap_err();
         assert_eq!(status.code(), Code::NotFound);
-        app.stop().await;
-    }
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn update_writes_versions_guarded_by_etag() {
-    for db in TestDatabase::each_backend().await {
-        let app = spawn_app(&db).await;
-        let mut client = app.client.clone();
+    on_each_backend(async |mut client| {
         let patient = new_id();
         let v1 = create(&mut client, record(&patient)).await;
 
@@ -448,15 +434,13 @@ async fn update_writes_versions_guarded_by_etag() {
 
         let latest = get(&mut client, &v1.record_id, 0, RecordView::Unspecified).await;
         assert_eq!(latest, v3, "refused updates wrote nothing");
-        app.stop().await;
-    }
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn concurrent_updates_with_one_etag_let_exactly_one_win() {
-    for db in TestDatabase::each_backend().await {
-        let app = spawn_app(&db).await;
-        let mut client = app.client.clone();
+    on_each_backend(async |mut client| {
         let v1 = create(&mut client, record(&new_id())).await;
         let calls = (0..6).map(|i| {
             let mut client = client.clone();
@@ -473,15 +457,13 @@ async fn concurrent_updates_with_one_etag_let_exactly_one_win() {
             }
         }
         assert_eq!(won, 1);
-        app.stop().await;
-    }
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn retract_keeps_every_version_readable_and_blocks_changes() {
-    for db in TestDatabase::each_backend().await {
-        let app = spawn_app(&db).await;
-        let mut client = app.client.clone();
+    on_each_backend(async |mut client| {
         let v1 = create(&mut client, record(&new_id())).await;
         let invalid: [(RetractRecordRequest, &[&str]); 3] = [
             (retract_request(&v1.record_id, &v1.etag, "  "), &["reason"]),
@@ -542,15 +524,13 @@ async fn retract_keeps_every_version_readable_and_blocks_changes() {
             let read = get(&mut client, &v1.record_id, version, RecordView::Unspecified).await;
             assert_eq!(&read, expected);
         }
-        app.stop().await;
-    }
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn versions_are_listed_newest_first_in_pages() {
-    for db in TestDatabase::each_backend().await {
-        let app = spawn_app(&db).await;
-        let mut client = app.client.clone();
+    on_each_backend(async |mut client| {
         let mut latest = create(&mut client, record(&new_id())).await;
         let record_id = latest.record_id.clone();
         for i in 0..3 {
@@ -635,6 +615,6 @@ async fn versions_are_listed_newest_first_in_pages() {
                 .code(),
             Code::NotFound
         );
-        app.stop().await;
-    }
+    })
+    .await;
 }

@@ -4,7 +4,8 @@ use carerecord_contracts::common::v1::Requester;
 use carerecord_contracts::records::v1::record_hosting_service_client::RecordHostingServiceClient;
 use carerecord_contracts::records::v1::{
     CreateRecordRequest, GetRecordRequest, ImportItem, ImportRecordsRequest, ImportRecordsResponse,
-    ListRecordsRequest, Record, RecordView, RetractRecordRequest, UpdateRecordRequest,
+    ListRecordsRequest, ListRecordsResponse, Record, RecordView, RetractRecordRequest,
+    UpdateRecordRequest,
 };
 use carerecord_platform::testing::{TestDatabase, spawn};
 use carerecord_records::Application;
@@ -26,6 +27,20 @@ impl TestApp {
     /// Stops the service and waits for it to drain.
     pub async fn stop(self) {
         self.app.stop().await;
+    }
+}
+
+/// Runs `test` with a client of a fresh service on each backend under test.
+pub async fn on_each_backend(test: impl AsyncFn(Client)) {
+    on_each_backend_with(&[], test).await;
+}
+
+/// [`on_each_backend`] with these settings added.
+pub async fn on_each_backend_with(vars: &[(&str, &str)], test: impl AsyncFn(Client)) {
+    for db in TestDatabase::each_backend().await {
+        let app = spawn_app_with(&db.url, vars).await;
+        test(app.client.clone()).await;
+        app.stop().await;
     }
 }
 
@@ -89,6 +104,14 @@ pub fn create_request(record: Record) -> CreateRecordRequest {
     }
 }
 
+/// The record in a successful answer.
+fn answered<R>(
+    answer: Result<tonic::Response<R>, tonic::Status>,
+    record: impl FnOnce(R) -> Option<Record>,
+) -> Record {
+    record(answer.expect("an answer").into_inner()).expect("a record")
+}
+
 /// Creates a record and returns it as stored.
 pub async fn create(client: &mut Client, record: Record) -> Record {
     create_with(client, create_request(record)).await
@@ -96,13 +119,7 @@ pub async fn create(client: &mut Client, record: Record) -> Record {
 
 /// Sends a CreateRecord request and returns the record as stored.
 pub async fn create_with(client: &mut Client, request: CreateRecordRequest) -> Record {
-    client
-        .create_record(request)
-        .await
-        .expect("create")
-        .into_inner()
-        .record
-        .expect("record")
+    answered(client.create_record(request).await, |r| r.record)
 }
 
 /// A version of a record (0: the latest) in a view.
@@ -116,13 +133,12 @@ pub fn get_request(record_id: &str, version: i64, view: RecordView) -> GetRecord
 
 /// Reads a version of a record (0: the latest).
 pub async fn get(client: &mut Client, record_id: &str, version: i64, view: RecordView) -> Record {
-    client
-        .get_record(get_request(record_id, version, view))
-        .await
-        .expect("get")
-        .into_inner()
-        .record
-        .expect("record")
+    answered(
+        client
+            .get_record(get_request(record_id, version, view))
+            .await,
+        |r| r.record,
+    )
 }
 
 /// An update of `record` read with `etag`, replacing `paths` (none: every field).
@@ -139,13 +155,7 @@ pub fn update_request(record: Record, etag: &str, paths: &[&str]) -> UpdateRecor
 
 /// Sends an UpdateRecord request and returns the version written.
 pub async fn update(client: &mut Client, request: UpdateRecordRequest) -> Record {
-    client
-        .update_record(request)
-        .await
-        .expect("update")
-        .into_inner()
-        .record
-        .expect("record")
+    answered(client.update_record(request).await, |r| r.record)
 }
 
 /// A retraction of a record read with `etag`.
@@ -160,13 +170,7 @@ pub fn retract_request(record_id: &str, etag: &str, reason: &str) -> RetractReco
 
 /// Sends a RetractRecord request and returns the version written.
 pub async fn retract(client: &mut Client, request: RetractRecordRequest) -> Record {
-    client
-        .retract_record(request)
-        .await
-        .expect("retract")
-        .into_inner()
-        .record
-        .expect("record")
+    answered(client.retract_record(request).await, |r| r.record)
 }
 
 /// An import item.
@@ -189,26 +193,30 @@ pub async fn import(
         .into_inner()
 }
 
+/// One page of ListRecords.
+pub async fn list_page(client: &mut Client, request: ListRecordsRequest) -> ListRecordsResponse {
+    client
+        .list_records(request)
+        .await
+        .expect("list")
+        .into_inner()
+}
+
 /// Every record of a patient, all pages, including retracted ones.
 pub async fn list_all(client: &mut Client, patient_id: &str) -> Vec<Record> {
     let mut records = Vec::new();
-    let mut page_token = String::new();
+    let mut request = ListRecordsRequest {
+        patient_id: patient_id.to_owned(),
+        include_retracted: true,
+        ..Default::default()
+    };
     loop {
-        let page = client
-            .list_records(ListRecordsRequest {
-                patient_id: patient_id.to_owned(),
-                include_retracted: true,
-                page_token,
-                ..Default::default()
-            })
-            .await
-            .expect("list")
-            .into_inner();
+        let page = list_page(client, request.clone()).await;
         records.extend(page.records);
         if page.next_page_token.is_empty() {
             return records;
         }
-        page_token = page.next_page_token;
+        request.page_token = page.next_page_token;
     }
 }
 

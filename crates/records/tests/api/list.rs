@@ -2,7 +2,6 @@
 
 use carerecord_contracts::common::v1::Period;
 use carerecord_contracts::records::v1::{ListRecordsRequest, Record, RecordOrder};
-use carerecord_platform::testing::TestDatabase;
 use prost_types::Timestamp;
 
 use crate::helpers::*;
@@ -16,19 +15,12 @@ fn ids(records: &[Record]) -> Vec<String> {
 }
 
 async fn list(client: &mut Client, request: ListRecordsRequest) -> Vec<Record> {
-    client
-        .list_records(request)
-        .await
-        .expect("list")
-        .into_inner()
-        .records
+    list_page(client, request).await.records
 }
 
 #[tokio::test]
 async fn filters_combine_with_and_and_match_any_value() {
-    for db in TestDatabase::each_backend().await {
-        let app = spawn_app(&db).await;
-        let mut client = app.client.clone();
+    on_each_backend(async |mut client| {
         let patient = new_id();
         let make = |resource_type: &str, classes: &[&str], effective: Option<i64>| {
             let mut r = record(&patient);
@@ -123,11 +115,7 @@ async fn filters_combine_with_and_and_match_any_value() {
         newest_first.page_size = 1;
         let mut seen = Vec::new();
         loop {
-            let page = client
-                .list_records(newest_first.clone())
-                .await
-                .unwrap()
-                .into_inner();
+            let page = list_page(&mut client, newest_first.clone()).await;
             seen.extend(page.records);
             if page.next_page_token.is_empty() {
                 break;
@@ -139,15 +127,13 @@ async fn filters_combine_with_and_and_match_any_value() {
             ids(&[hiv, mental, obs, undated]),
             "effective time descending, undated last"
         );
-        app.stop().await;
-    }
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn pages_hold_a_snapshot_while_records_are_added() {
-    for db in TestDatabase::each_backend().await {
-        let app = spawn_app(&db).await;
-        let mut client = app.client.clone();
+    on_each_backend(async |mut client| {
         let patient = new_id();
         let mut before = Vec::new();
         for _ in 0..7 {
@@ -162,11 +148,7 @@ async fn pages_hold_a_snapshot_while_records_are_added() {
         let mut cursors = Vec::new();
         let mut pages = 0;
         loop {
-            let page = client
-                .list_records(request.clone())
-                .await
-                .unwrap()
-                .into_inner();
+            let page = list_page(&mut client, request.clone()).await;
             pages += 1;
             seen.extend(page.records);
             cursors.push(page.watch_cursor);
@@ -201,15 +183,13 @@ async fn pages_hold_a_snapshot_while_records_are_added() {
             "records as of the snapshot"
         );
         assert_eq!(list_all(&mut client, &patient).await.len(), 10);
-        app.stop().await;
-    }
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn page_tokens_cannot_be_forged_or_moved_to_another_query() {
-    for db in TestDatabase::each_backend().await {
-        let app = spawn_app(&db).await;
-        let mut client = app.client.clone();
+    on_each_backend(async |mut client| {
         let patient = new_id();
         for _ in 0..3 {
             create(&mut client, record(&patient)).await;
@@ -219,11 +199,8 @@ async fn page_tokens_cannot_be_forged_or_moved_to_another_query() {
             page_size: 1,
             ..Default::default()
         };
-        let token = client
-            .list_records(request.clone())
+        let token = list_page(&mut client, request.clone())
             .await
-            .unwrap()
-            .into_inner()
             .next_page_token;
         assert!(!token.is_empty());
 
@@ -255,25 +232,14 @@ async fn page_tokens_cannot_be_forged_or_moved_to_another_query() {
         resized.page_token = token;
         resized.page_size = 100;
         resized.view = 2;
-        assert_eq!(
-            client
-                .list_records(resized)
-                .await
-                .unwrap()
-                .into_inner()
-                .records
-                .len(),
-            2
-        );
-        app.stop().await;
-    }
+        assert_eq!(list(&mut client, resized).await.len(), 2);
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn list_refuses_bad_filters() {
-    for db in TestDatabase::each_backend().await {
-        let app = spawn_app(&db).await;
-        let mut client = app.client.clone();
+    on_each_backend(async |mut client| {
         let status = client
             .list_records(ListRecordsRequest {
                 patient_id: "p".into(),
@@ -309,6 +275,6 @@ async fn list_refuses_bad_filters() {
             .await
             .unwrap_err();
         assert_invalid(&status, &["resource_types"]);
-        app.stop().await;
-    }
+    })
+    .await;
 }

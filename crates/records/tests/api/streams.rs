@@ -73,9 +73,7 @@ fn watch_from(cursor: &str) -> WatchRecordChangesRequest {
 
 #[tokio::test]
 async fn watch_replays_history_then_live_changes_in_commit_order() {
-    for db in TestDatabase::each_backend().await {
-        let app = spawn_app(&db).await;
-        let mut client = app.client.clone();
+    on_each_backend(async |mut client| {
         let patient = new_id();
         let v1 = create(&mut client, record(&patient)).await;
         let v2 = update(&mut client, update_request(v1.clone(), &v1.etag, &[])).await;
@@ -141,8 +139,8 @@ async fn watch_replays_history_then_live_changes_in_commit_order() {
         let (live, _) = changes(&mut stream, 80).await;
         assert_eq!(live.len(), 80);
         assert!(live.windows(2).all(|w| w[0].sequence < w[1].sequence));
-        app.stop().await;
-    }
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -206,9 +204,7 @@ async fn a_watcher_reconnecting_across_a_restart_misses_nothing() {
 
 #[tokio::test]
 async fn watch_filters_and_progress_cursors() {
-    for db in TestDatabase::each_backend().await {
-        let app = spawn_app(&db).await;
-        let mut client = app.client.clone();
+    on_each_backend(async |mut client| {
         let (alice, bob) = (new_id(), new_id());
         for _ in 0..3 {
             create(&mut client, record(&bob)).await;
@@ -248,8 +244,8 @@ async fn watch_filters_and_progress_cursors() {
         let (after, _) = changes(&mut stream, 1).await;
         assert_eq!(after[0].record_id, next_one.record_id);
         assert_ne!(after[0].record_id, last_bob.record_id);
-        app.stop().await;
-    }
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -357,9 +353,7 @@ fn exported_ids(messages: &[ExportRecordsResponse]) -> Vec<String> {
 
 #[tokio::test]
 async fn export_streams_in_creation_order_and_resumes_identically() {
-    for db in TestDatabase::each_backend().await {
-        let app = spawn_app(&db).await;
-        let mut client = app.client.clone();
+    on_each_backend(async |mut client| {
         let (alice, bob, carol) = (new_id(), new_id(), new_id());
         let mut expected = Vec::new();
         for i in 0..250 {
@@ -453,8 +447,8 @@ async fn export_streams_in_creation_order_and_resumes_identically() {
         for (request, fields) in invalid {
             assert_invalid(&client.export_records(request).await.unwrap_err(), fields);
         }
-        app.stop().await;
-    }
+    })
+    .await;
 }
 
 /// Creates a record with CreateRecord, returning its id.
@@ -464,9 +458,7 @@ async fn create_fast(client: &mut Client, patient: &str) -> String {
 
 #[tokio::test]
 async fn import_keeps_good_items_and_reports_bad_ones_by_position() {
-    for db in TestDatabase::each_backend().await {
-        let app = spawn_app(&db).await;
-        let mut client = app.client.clone();
+    on_each_backend(async |mut client| {
         let patient = new_id();
         let used = create_request(record(&patient));
         client.create_record(used.clone()).await.unwrap();
@@ -565,15 +557,13 @@ async fn import_keeps_good_items_and_reports_bad_ones_by_position() {
             (5, 4, 4)
         );
         assert_eq!(list_all(&mut client, &patient).await.len(), 5);
-        app.stop().await;
-    }
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn import_stream_errors() {
-    for db in TestDatabase::each_backend().await {
-        let app = spawn_app(&db).await;
-        let mut client = app.client.clone();
+    on_each_backend(async |mut client| {
         let patient = new_id();
         let no_requester = ImportRecordsRequest {
             items: vec![item(record(&patient), "")],
@@ -631,8 +621,8 @@ async fn import_stream_errors() {
         assert_eq!(response.rejections[999].index, 1999);
         assert!(response.accepted_records.is_empty());
         assert_eq!(list_all(&mut client, &patient).await.len(), 1500);
-        app.stop().await;
-    }
+    })
+    .await;
 }
 
 /// A stored record without what differs between two writes of the same content.
@@ -651,9 +641,7 @@ fn content(
 async fn an_import_stores_exactly_what_a_create_stores() {
     // On PostgreSQL an import's batches are written with COPY and a single create with INSERT:
     // both must store the same columns, the same way, in feed order.
-    for db in TestDatabase::each_backend().await {
-        let app = spawn_app(&db).await;
-        let mut client = app.client.clone();
+    on_each_backend(async |mut client| {
         let patient = new_id();
         let mut dated = record(&patient);
         dated.author = "Dr Zoë Ó'Brien — 診療所".into();
@@ -723,15 +711,13 @@ async fn an_import_stores_exactly_what_a_create_stores() {
                 .collect::<Vec<_>>()
         );
         assert_eq!(list_all(&mut client, &patient).await.len(), 302);
-        app.stop().await;
-    }
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn racing_import_and_create_with_one_request_id_make_one_record() {
-    for db in TestDatabase::each_backend().await {
-        let app = spawn_app(&db).await;
-        let client = app.client.clone();
+    on_each_backend(async |client| {
         let patient = new_id();
         // Imports of one item and of many (written with COPY on PostgreSQL), each carrying the
         // raced request id.
@@ -763,17 +749,15 @@ async fn racing_import_and_create_with_one_request_id_make_one_record() {
             list_all(&mut client.clone(), &patient).await.len(),
             8 + 2 * 150
         );
-        app.stop().await;
-    }
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn large_records_keep_every_message_under_4_mib() {
-    for db in TestDatabase::each_backend().await {
-        let app =
-            spawn_app_with(&db.url, &[("CARERECORD_RECORDS_MAX_PAYLOAD_BYTES", "3MiB")]).await;
-        // The client keeps tonic's default 4 MiB limit on messages it receives.
-        let mut client = app.client.clone();
+    let vars = [("CARERECORD_RECORDS_MAX_PAYLOAD_BYTES", "3MiB")];
+    // The client keeps tonic's default 4 MiB limit on messages it receives.
+    on_each_backend_with(&vars, async |mut client| {
         let patient = new_id();
         for _ in 0..3 {
             let mut big = record(&patient);
@@ -784,14 +768,11 @@ async fn large_records_keep_every_message_under_4_mib() {
             .into_bytes();
             create(&mut client, big).await;
         }
-        let page = client
-            .list_records(carerecord_contracts::records::v1::ListRecordsRequest {
-                patient_id: patient.clone(),
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner();
+        let request = carerecord_contracts::records::v1::ListRecordsRequest {
+            patient_id: patient.clone(),
+            ..Default::default()
+        };
+        let page = list_page(&mut client, request).await;
         assert_eq!(page.records.len(), 2);
         assert_eq!(list_all(&mut client, &patient).await.len(), 3);
 
@@ -817,8 +798,8 @@ async fn large_records_keep_every_message_under_4_mib() {
             .map(|m| m.records.len())
             .collect();
         assert_eq!(sizes, [2, 1]);
-        app.stop().await;
-    }
+    })
+    .await;
 }
 
 #[tokio::test]
