@@ -78,6 +78,27 @@ impl Upstream {
         request
     }
 
+    /// One idempotent call of `dependency` through `client` (see [`Upstream::call`]): each attempt
+    /// gets a fresh client handle and a fresh request carrying `message` and the deadline.
+    pub async fn ask<C, M, T, F, Fut>(
+        &self,
+        dependency: Dependency,
+        client: &C,
+        message: M,
+        call: F,
+    ) -> Result<T, Status>
+    where
+        C: Clone,
+        M: Clone,
+        F: Fn(C, tonic::Request<M>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, Status>>,
+    {
+        self.call(dependency, || {
+            call(client.clone(), self.request(message.clone()))
+        })
+        .await
+    }
+
     /// Runs an idempotent call with deadline and retries; returns the module's final answer.
     pub async fn call<T, F, Fut>(&self, dependency: Dependency, mut call: F) -> Result<T, Status>
     where

@@ -273,11 +273,12 @@ impl AccessService {
     ) -> Result<(), Error> {
         let up = &self.inner.upstream;
         let mut stream = up
-            .call(Dependency::Records, || {
-                let mut client = up.records.clone();
-                let request = up.request(request.clone());
-                async move { client.export_records(request).await }
-            })
+            .ask(
+                Dependency::Records,
+                &up.records,
+                request,
+                |mut c, r| async move { c.export_records(r).await },
+            )
             .await
             .map_err(|s| unavailable(Dependency::Records, &s))?;
         loop {
@@ -372,11 +373,12 @@ impl AccessService {
                 ..Default::default()
             };
             let response = up
-                .call(Dependency::Consent, || {
-                    let mut client = up.consent.clone();
-                    let request = up.request(request.clone());
-                    async move { client.batch_decide(request).await }
-                })
+                .ask(
+                    Dependency::Consent,
+                    &up.consent,
+                    request,
+                    |mut c, r| async move { c.batch_decide(r).await },
+                )
                 .await
                 .map_err(|s| unavailable(Dependency::Consent, &s))?;
             if response.decisions.len() != chunk.len() {

@@ -56,14 +56,16 @@ fn reference_is_identifier(reference: &Reference) -> bool {
 impl AccessService {
     async fn get_patient(&self, patient_id: &str) -> Result<Option<identity::Patient>, Error> {
         let up = &self.inner.upstream;
+        let request = identity::GetPatientRequest {
+            patient_id: patient_id.to_owned(),
+        };
         let result = up
-            .call(Dependency::Identity, || {
-                let mut client = up.identity.clone();
-                let request = up.request(identity::GetPatientRequest {
-                    patient_id: patient_id.to_owned(),
-                });
-                async move { client.get_patient(request).await }
-            })
+            .ask(
+                Dependency::Identity,
+                &up.identity,
+                request,
+                |mut c, r| async move { c.get_patient(r).await },
+            )
             .await;
         match result {
             Ok(response) => Ok(response.patient),
@@ -137,18 +139,18 @@ impl AccessService {
                     },
                     ..Default::default()
                 };
+                let request = identity::MatchPatientsRequest {
+                    probe: Some(identity::match_patients_request::Probe::Demographics(probe)),
+                    max_candidates: 10,
+                    include_non_matches: false,
+                };
                 let response = up
-                    .call(Dependency::Identity, || {
-                        let mut client = up.identity.clone();
-                        let request = up.request(identity::MatchPatientsRequest {
-                            probe: Some(identity::match_patients_request::Probe::Demographics(
-                                probe.clone(),
-                            )),
-                            max_candidates: 10,
-                            include_non_matches: false,
-                        });
-                        async move { client.match_patients(request).await }
-                    })
+                    .ask(
+                        Dependency::Identity,
+                        &up.identity,
+                        request,
+                        |mut c, r| async move { c.match_patients(r).await },
+                    )
                     .await
                     .map_err(|s| unavailable(Dependency::Identity, &s))?;
                 let at_least_possible: Vec<&identity::MatchCandidate> = response
@@ -188,14 +190,16 @@ impl AccessService {
             system: system.to_owned(),
             value: value.to_owned(),
         };
+        let request = identity::ResolveIdentifierRequest {
+            identifier: Some(identifier),
+        };
         let response = up
-            .call(Dependency::Identity, || {
-                let mut client = up.identity.clone();
-                let request = up.request(identity::ResolveIdentifierRequest {
-                    identifier: Some(identifier.clone()),
-                });
-                async move { client.resolve_identifier(request).await }
-            })
+            .ask(
+                Dependency::Identity,
+                &up.identity,
+                request,
+                |mut c, r| async move { c.resolve_identifier(r).await },
+            )
             .await
             .map_err(|s| identity_error(&s, reference))?;
         let patient = match response.patient {

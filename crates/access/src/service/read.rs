@@ -191,11 +191,12 @@ impl AccessService {
             ..Default::default()
         };
         let response = up
-            .call(Dependency::Consent, || {
-                let mut client = up.consent.clone();
-                let request = up.request(request.clone());
-                async move { client.decide(request).await }
-            })
+            .ask(
+                Dependency::Consent,
+                &up.consent,
+                request,
+                |mut c, r| async move { c.decide(r).await },
+            )
             .await
             .map_err(|s| unavailable(Dependency::Consent, &s))?;
         response
@@ -271,11 +272,12 @@ impl AccessService {
             ..Default::default()
         };
         let page = up
-            .call(Dependency::Records, || {
-                let mut client = up.records.clone();
-                let request = up.request(list.clone());
-                async move { client.list_records(request).await }
-            })
+            .ask(
+                Dependency::Records,
+                &up.records,
+                list,
+                |mut c, r| async move { c.list_records(r).await },
+            )
             .await
             .map_err(|s| unavailable(Dependency::Records, &s))?;
         let next = if !page.next_page_token.is_empty() {

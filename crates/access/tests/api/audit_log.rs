@@ -14,9 +14,7 @@ fn hash(bytes: &[u8]) -> merkle::Hash {
 }
 
 async fn fill(app: &mut TestApp, reads: usize) {
-    let p = app.fakes.add_patient("9434765919", "Smith");
-    app.fakes
-        .add_record(&p, "Observation", &[], Some(1_600_000_000));
+    let p = app.fakes.patient_with_an_observation();
     let clinician = token(&Claims::clinician("user/*.rs"));
     for _ in 0..reads {
         let request = api::ReadPatientRecordRequest {
@@ -294,42 +292,32 @@ async fn bad_audit_requests_are_precise() {
         let mut app = spawn_app(&db.url).await;
         fill(&mut app, 2).await;
         let officer = token(&Claims::privacy_officer());
-        let status = app
-            .client
-            .list_audit_entries(authed(
-                api::ListAuditEntriesRequest {
-                    start_index: -1,
-                    page_size: -5,
-                    ..Default::default()
-                },
-                &officer,
-            ))
-            .await
-            .unwrap_err();
+        let list = |request: api::ListAuditEntriesRequest| {
+            let request = authed(request, &officer);
+            let mut client = app.client.clone();
+            async move { client.list_audit_entries(request).await }
+        };
+        let status = list(api::ListAuditEntriesRequest {
+            start_index: -1,
+            page_size: -5,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
         assert_eq!(violations(&status), ["start_index", "page_size"]);
-        let status = app
-            .client
-            .list_audit_entries(authed(
-                api::ListAuditEntriesRequest {
-                    tree_size: 99,
-                    ..Default::default()
-                },
-                &officer,
-            ))
-            .await
-            .unwrap_err();
+        let status = list(api::ListAuditEntriesRequest {
+            tree_size: 99,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
         assert_eq!(status.code(), Code::OutOfRange);
-        let status = app
-            .client
-            .list_audit_entries(authed(
-                api::ListAuditEntriesRequest {
-                    page_token: "forged".into(),
-                    ..Default::default()
-                },
-                &officer,
-            ))
-            .await
-            .unwrap_err();
+        let status = list(api::ListAuditEntriesRequest {
+            page_token: "forged".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
         assert_eq!(error_info(&status).reason, "INVALID_PAGE_TOKEN");
         let status = app
             .client

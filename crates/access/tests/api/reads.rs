@@ -217,9 +217,7 @@ async fn find_patient_by_nhs_number_and_demographics() {
 async fn a_denied_read_discloses_nothing_and_is_audited_as_refused() {
     for db in TestDatabase::each_backend().await {
         let mut app = spawn_app(&db.url).await;
-        let p = app.fakes.add_patient("9434765919", "Smith");
-        app.fakes
-            .add_record(&p, "Observation", &[], Some(1_600_000_000));
+        let p = app.fakes.patient_with_an_observation();
         app.fakes.world.lock().unwrap().dissent.insert(p.clone());
         let clinician = token(&Claims::clinician("user/*.rs"));
         let status = app
@@ -249,9 +247,7 @@ async fn a_denied_read_discloses_nothing_and_is_audited_as_refused() {
 async fn withheld_data_classes_are_counted_not_revealed() {
     for db in TestDatabase::each_backend().await {
         let app = spawn_app(&db.url).await;
-        let p = app.fakes.add_patient("9434765919", "Smith");
-        app.fakes
-            .add_record(&p, "Observation", &[], Some(1_600_000_000));
+        let p = app.fakes.patient_with_an_observation();
         app.fakes
             .add_record(&p, "Condition", &["mental-health"], Some(1_600_000_001));
         app.fakes.add_record(
@@ -422,9 +418,7 @@ async fn patient_facing_tokens_read_only_their_own_record() {
 async fn a_client_that_stops_waiting_is_audited_as_failed() {
     for db in TestDatabase::each_backend().await {
         let mut app = spawn_app(&db.url).await;
-        let p = app.fakes.add_patient("9434765919", "Smith");
-        app.fakes
-            .add_record(&p, "Observation", &[], Some(1_600_000_000));
+        let p = app.fakes.patient_with_an_observation();
         app.fakes.consent_delay_ms.store(400, Ordering::SeqCst);
         let clinician = token(&Claims::clinician("user/*.rs"));
         let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", app.addr))
@@ -463,9 +457,7 @@ async fn a_module_down_fails_closed_and_the_attempt_is_audited() {
     for db in TestDatabase::each_backend().await {
         for (module, switch, decide_calls) in cases {
             let mut app = spawn_app(&db.url).await;
-            let p = app.fakes.add_patient("9434765919", "Smith");
-            app.fakes
-                .add_record(&p, "Observation", &[], Some(1_600_000_000));
+            let p = app.fakes.patient_with_an_observation();
             switch(&app.fakes).store(true, Ordering::SeqCst);
             let clinician = token(&Claims::clinician("user/*.rs"));
             let status = app

@@ -82,6 +82,13 @@ impl Fakes {
         id
     }
 
+    /// A patient (NHS number 9434765919, family name Smith) with one Observation.
+    pub fn patient_with_an_observation(&self) -> String {
+        let p = self.add_patient("9434765919", "Smith");
+        self.add_record(&p, "Observation", &[], Some(1_600_000_000));
+        p
+    }
+
     /// Merges `duplicate` into `survivor`.
     pub fn merge(&self, duplicate: &str, survivor: &str) {
         let mut world = self.world.lock().unwrap();

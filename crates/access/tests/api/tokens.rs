@@ -20,9 +20,7 @@ fn read(patient_id: &str, types: &[&str]) -> api::ReadPatientRecordRequest {
 async fn missing_expired_forged_and_unscoped_tokens_are_refused() {
     for db in TestDatabase::each_backend().await {
         let mut app = spawn_app(&db.url).await;
-        let p = app.fakes.add_patient("9434765919", "Smith");
-        app.fakes
-            .add_record(&p, "Observation", &[], Some(1_600_000_000));
+        let p = app.fakes.patient_with_an_observation();
 
         let status = app
             .client
