@@ -14,6 +14,8 @@
 //! - [`time`]: timestamps, microseconds and FHIR's partial dates.
 //! - [`nhs_number`]: NHS numbers (ten digits, modulus-11 check digit).
 //! - [`metrics`]: RED metrics (rate, errors, duration) per RPC.
+//! - [`sql`]: dynamic SQL with `sqlx::QueryBuilder` on both backends (numbered binds, IN lists,
+//!   batched inserts).
 //! - [`db`]: a sqlx pool over PostgreSQL or embedded SQLite, with migrations run at start.
 //! - [`tls`]: TLS and mutual TLS for serving and for calls between modules.
 //! - [`transport`]: HTTP/2 windows and the channel one module opens to another.
@@ -33,6 +35,7 @@ pub mod nhs_number;
 pub mod page_token;
 pub mod request;
 pub mod server;
+pub mod sql;
 pub mod status_policy;
 pub mod telemetry;
 #[cfg(feature = "testing")]

@@ -5,10 +5,10 @@ use std::collections::HashSet;
 
 use sqlx::{Any, AnyConnection, QueryBuilder, Row};
 
-use super::sql::{Value, finish, insert_rows, push_in};
 use super::{Store, decode_features, decode_id_features};
 use crate::domain::features::Features;
 use crate::error::Error;
+use carerecord_platform::sql::{Value, finish, insert_rows, push_in};
 
 const INSERT_KEYS: &str = "INSERT INTO blocking_keys (key, patient_id)";
 const INSERT_NAMES: &str =

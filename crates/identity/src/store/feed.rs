@@ -8,8 +8,8 @@ use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
 use super::Store;
-use super::sql::{Value, insert_rows};
 use crate::error::Error;
+use carerecord_platform::sql::{Value, insert_rows};
 
 /// One stored version (and change-feed event).
 #[derive(Debug, Clone)]

@@ -6,10 +6,10 @@ use std::collections::{HashMap, HashSet};
 use carerecord_contracts::identity::v1::Patient;
 use sqlx::{Any, AnyConnection, QueryBuilder, Row};
 
-use super::sql::{Value, finish, insert_rows, push_in};
 use super::{Store, Stored, decode_stored};
 use crate::domain::patient::identifier_keys;
 use crate::error::{Conflict, Error};
+use carerecord_platform::sql::{Value, finish, insert_rows, push_in};
 
 /// An identifier key: (system, value).
 pub(super) type Key = (String, String);

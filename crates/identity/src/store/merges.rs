@@ -6,10 +6,10 @@ use carerecord_platform::db::now_micros;
 
 use super::feed::NewVersion;
 use super::requests::{self, RecordedRequest};
-use super::sql::insert_rows;
 use super::{Store, Stored, Write};
 use crate::domain::patient::changed_fields;
 use crate::error::Error;
+use carerecord_platform::sql::insert_rows;
 
 /// A merge or an unmerge to write: the two patients as loaded with their next versions, first
 /// then second, who asked and why, and for a merge its request id and body hash.

@@ -9,7 +9,7 @@
 //! By aggregate: `patients` (reads, creates, updates), `identifiers` (who holds an identifier),
 //! `blocking` (blocking keys and name entries, and candidates by key), `requests` (request ids
 //! for idempotent retries), `merges`, `feed` (versions and the change feed), `parameters` (match
-//! parameters and what estimation reads), `search` (name search); `sql` builds dynamic SQL.
+//! parameters and what estimation reads), `search` (name search); dynamic SQL is built with `carerecord_platform::sql`.
 
 mod blocking;
 pub mod feed;
@@ -19,7 +19,6 @@ mod parameters;
 mod patients;
 mod requests;
 mod search;
-mod sql;
 
 use carerecord_contracts::identity::v1::Patient;
 use carerecord_platform::db::{Backend, Database};

@@ -12,11 +12,11 @@ use super::blocking::{self, Derived};
 use super::feed::NewVersion;
 use super::identifiers::{self, Key};
 use super::requests::{self, RecordedRequest};
-use super::sql::{Value, finish, insert_rows, push_in};
 use super::{NewPatient, Store, Stored, decode_stored, load};
 use crate::domain::features::Features;
 use crate::domain::patient::{identifier_keys, micros, stamp};
 use crate::error::Error;
+use carerecord_platform::sql::{Value, finish, insert_rows, push_in};
 
 const INSERT: &str = "INSERT INTO patients (patient_id, version, state, merged_into, data, features, create_time, update_time)";
 

@@ -6,8 +6,8 @@ use std::collections::HashMap;
 use sqlx::{Any, AnyConnection, QueryBuilder, Row};
 
 use super::Write;
-use super::sql::{Value, finish, push_in};
 use crate::error::Error;
+use carerecord_platform::sql::{Value, finish, push_in};
 
 /// What the first request with an id wrote.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -3,9 +3,9 @@
 use sqlx::{Any, QueryBuilder, Row};
 
 use super::Store;
-use super::sql::{finish, push_in};
 use crate::domain::search::{NameQuery, Term};
 use crate::error::Error;
+use carerecord_platform::sql::{finish, push_in};
 
 /// Appends the condition that `column` equals `term`, or starts with it.
 fn push_term(builder: &mut QueryBuilder<Any>, column: &str, term: &Term) {

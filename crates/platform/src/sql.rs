@@ -1,15 +1,16 @@
-//! Dynamic SQL: statements whose shape depends on their input (row counts, IN lists, search
-//! conditions), built with `sqlx::QueryBuilder` and run on either backend.
+//! Dynamic SQL, the one way every store builds it: statements whose shape depends on their input
+//! (row counts, IN lists, search conditions), built with `sqlx::QueryBuilder` and run on either
+//! backend.
 
 use sqlx::any::AnyArguments;
 use sqlx::query::Query;
 use sqlx::{Any, AnyConnection, AssertSqlSafe, Execute, QueryBuilder};
 
 /// The most bind values one statement carries (SQLite allows 32,766; PostgreSQL 65,535).
-const MAX_BINDS: usize = 30_000;
+pub const MAX_BINDS: usize = 30_000;
 
 /// A value of a row to insert.
-pub(super) enum Value {
+pub enum Value {
     Text(String),
     OptText(Option<String>),
     Int(i64),
@@ -19,7 +20,7 @@ pub(super) enum Value {
 /// The statement `builder` holds, ready to run. sqlx's `Any` driver writes every bind as `?`, not
 /// knowing the backend while the text is built; PostgreSQL wants `$1, $2, ...`, which SQLite reads
 /// too. The statements built here hold no `?` of their own outside quotes.
-pub(super) fn finish(
+pub fn finish(
     builder: &mut QueryBuilder<Any>,
 ) -> Result<Query<'static, Any, AnyArguments>, sqlx::Error> {
     let mut built = builder.build();
@@ -53,7 +54,7 @@ fn number_binds(sql: &str) -> String {
 }
 
 /// Appends ` IN (...)` binding `values` (at least one).
-pub(super) fn push_in<T>(builder: &mut QueryBuilder<Any>, values: impl IntoIterator<Item = T>)
+pub fn push_in<T>(builder: &mut QueryBuilder<Any>, values: impl IntoIterator<Item = T>)
 where
     T: for<'q> sqlx::Encode<'q, Any> + sqlx::Type<Any>,
 {
@@ -67,7 +68,7 @@ where
 
 /// Inserts `rows` with `head` (`INSERT INTO t (a, b)`), in as few statements as the bind limit
 /// allows; every row has as many values as `head` names columns.
-pub(super) async fn insert_rows(
+pub async fn insert_rows(
     conn: &mut AnyConnection,
     head: &str,
     rows: Vec<Vec<Value>>,
