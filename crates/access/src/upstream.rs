@@ -8,8 +8,11 @@
 use std::future::Future;
 use std::time::Duration;
 
+use carerecord_contracts::consent::v1 as consent;
 use carerecord_contracts::consent::v1::consent_service_client::ConsentServiceClient;
+use carerecord_contracts::identity::v1 as identity;
 use carerecord_contracts::identity::v1::patient_identity_service_client::PatientIdentityServiceClient;
+use carerecord_contracts::records::v1 as records;
 use carerecord_contracts::records::v1::record_hosting_service_client::RecordHostingServiceClient;
 use carerecord_platform::telemetry::PropagateTrace;
 use carerecord_platform::tls::ClientTls;
@@ -126,6 +129,34 @@ impl Upstream {
             backoff = (backoff * 2).min(self.timeout / 4);
         }
     }
+}
+
+/// One method per RPC data access makes, each through [`Upstream::ask`]: the module's answer, or
+/// its final status after retries.
+macro_rules! rpcs {
+    ($($dependency:ident $client:ident . $rpc:ident($request:ty) -> $response:ty;)*) => {
+        impl Upstream {
+            $(pub async fn $rpc(&self, request: $request) -> Result<$response, Status> {
+                self.ask(Dependency::$dependency, &self.$client, request, |mut c, r| async move {
+                    c.$rpc(r).await
+                })
+                .await
+            })*
+        }
+    };
+}
+
+rpcs! {
+    Identity identity.get_patient(identity::GetPatientRequest) -> identity::GetPatientResponse;
+    Identity identity.resolve_identifier(identity::ResolveIdentifierRequest)
+        -> identity::ResolveIdentifierResponse;
+    Identity identity.match_patients(identity::MatchPatientsRequest)
+        -> identity::MatchPatientsResponse;
+    Consent consent.decide(consent::DecideRequest) -> consent::DecideResponse;
+    Consent consent.batch_decide(consent::BatchDecideRequest) -> consent::BatchDecideResponse;
+    Records records.list_records(records::ListRecordsRequest) -> records::ListRecordsResponse;
+    Records records.export_records(records::ExportRecordsRequest)
+        -> tonic::Streaming<records::ExportRecordsResponse>;
 }
 
 /// The error for a module's failed answer: it is unavailable as far as this call is concerned.

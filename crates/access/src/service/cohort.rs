@@ -273,12 +273,7 @@ impl AccessService {
     ) -> Result<(), Error> {
         let up = &self.inner.upstream;
         let mut stream = up
-            .ask(
-                Dependency::Records,
-                &up.records,
-                request,
-                |mut c, r| async move { c.export_records(r).await },
-            )
+            .export_records(request)
             .await
             .map_err(|s| unavailable(Dependency::Records, &s))?;
         loop {
@@ -373,12 +368,7 @@ impl AccessService {
                 ..Default::default()
             };
             let response = up
-                .ask(
-                    Dependency::Consent,
-                    &up.consent,
-                    request,
-                    |mut c, r| async move { c.batch_decide(r).await },
-                )
+                .batch_decide(request)
                 .await
                 .map_err(|s| unavailable(Dependency::Consent, &s))?;
             if response.decisions.len() != chunk.len() {

@@ -59,14 +59,7 @@ impl AccessService {
         let request = identity::GetPatientRequest {
             patient_id: patient_id.to_owned(),
         };
-        let result = up
-            .ask(
-                Dependency::Identity,
-                &up.identity,
-                request,
-                |mut c, r| async move { c.get_patient(r).await },
-            )
-            .await;
+        let result = up.get_patient(request).await;
         match result {
             Ok(response) => Ok(response.patient),
             Err(status) if status.code() == Code::NotFound => Ok(None),
@@ -145,12 +138,7 @@ impl AccessService {
                     include_non_matches: false,
                 };
                 let response = up
-                    .ask(
-                        Dependency::Identity,
-                        &up.identity,
-                        request,
-                        |mut c, r| async move { c.match_patients(r).await },
-                    )
+                    .match_patients(request)
                     .await
                     .map_err(|s| unavailable(Dependency::Identity, &s))?;
                 let at_least_possible: Vec<&identity::MatchCandidate> = response
@@ -194,12 +182,7 @@ impl AccessService {
             identifier: Some(identifier),
         };
         let response = up
-            .ask(
-                Dependency::Identity,
-                &up.identity,
-                request,
-                |mut c, r| async move { c.resolve_identifier(r).await },
-            )
+            .resolve_identifier(request)
             .await
             .map_err(|s| identity_error(&s, reference))?;
         let patient = match response.patient {

@@ -191,12 +191,7 @@ impl AccessService {
             ..Default::default()
         };
         let response = up
-            .ask(
-                Dependency::Consent,
-                &up.consent,
-                request,
-                |mut c, r| async move { c.decide(r).await },
-            )
+            .decide(request)
             .await
             .map_err(|s| unavailable(Dependency::Consent, &s))?;
         response
@@ -272,12 +267,7 @@ impl AccessService {
             ..Default::default()
         };
         let page = up
-            .ask(
-                Dependency::Records,
-                &up.records,
-                list,
-                |mut c, r| async move { c.list_records(r).await },
-            )
+            .list_records(list)
             .await
             .map_err(|s| unavailable(Dependency::Records, &s))?;
         let next = if !page.next_page_token.is_empty() {
