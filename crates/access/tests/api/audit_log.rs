@@ -22,10 +22,7 @@ async fn fill(app: &mut TestApp, reads: usize) {
             purpose_of_use: "TREAT".into(),
             ..Default::default()
         };
-        app.client
-            .read_patient_record(authed(request, &clinician))
-            .await
-            .unwrap();
+        app.read(request, &clinician).await.unwrap();
     }
 }
 

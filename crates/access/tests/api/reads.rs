@@ -101,30 +101,16 @@ async fn a_permitted_read_discloses_in_order_and_is_audited() {
         // Paging: one record per page, each page its own audit entry, the token bound to the request.
         let mut request = read(&p, "TREAT");
         request.page_size = 2;
-        let first = app
-            .client
-            .read_patient_record(authed(request.clone(), &clinician))
-            .await
-            .unwrap()
-            .into_inner();
+        let first = app.read(request.clone(), &clinician).await.unwrap();
         assert_eq!(first.records.len(), 2);
         assert!(!first.next_page_token.is_empty());
         request.page_token = first.next_page_token.clone();
-        let second = app
-            .client
-            .read_patient_record(authed(request.clone(), &clinician))
-            .await
-            .unwrap()
-            .into_inner();
+        let second = app.read(request.clone(), &clinician).await.unwrap();
         assert_eq!(second.records.len(), 1);
         assert!(second.next_page_token.is_empty());
         assert!(second.audit_index > first.audit_index);
         request.purpose_of_use = "HOPERAT".into();
-        let status = app
-            .client
-            .read_patient_record(authed(request, &clinician))
-            .await
-            .unwrap_err();
+        let status = app.read(request, &clinician).await.unwrap_err();
         assert_eq!(status.code(), Code::InvalidArgument);
         assert_eq!(error_info(&status).reason, "INVALID_PAGE_TOKEN");
         assert_eq!(error_info(&status).domain, "carerecord.access.v1");
@@ -220,11 +206,7 @@ async fn a_denied_read_discloses_nothing_and_is_audited_as_refused() {
         let p = app.fakes.patient_with_an_observation();
         app.fakes.world.lock().unwrap().dissent.insert(p.clone());
         let clinician = token(&Claims::clinician("user/*.rs"));
-        let status = app
-            .client
-            .read_patient_record(authed(read(&p, "TREAT"), &clinician))
-            .await
-            .unwrap_err();
+        let status = app.read(read(&p, "TREAT"), &clinician).await.unwrap_err();
         assert_eq!(status.code(), Code::PermissionDenied);
         let info = error_info(&status);
         assert_eq!(info.reason, "CONSENT_DENIED");
@@ -312,24 +294,14 @@ async fn a_merged_patient_id_resolves_to_the_survivor_with_both_records() {
         let clinician = token(&Claims::clinician("user/Observation.rs"));
         let mut request = read(&duplicate, "TREAT");
         request.resource_types = vec!["Observation".into()];
-        let first = app
-            .client
-            .read_patient_record(authed(request.clone(), &clinician))
-            .await
-            .unwrap()
-            .into_inner();
+        let first = app.read(request.clone(), &clinician).await.unwrap();
         assert_eq!(first.patient_id, survivor);
         assert_eq!(first.resolved_from_merged_patient_id, duplicate);
         let mut ids: Vec<String> = first.records.iter().map(|r| r.record_id.clone()).collect();
         let mut token = first.next_page_token.clone();
         while !token.is_empty() {
             request.page_token = token;
-            let page = app
-                .client
-                .read_patient_record(authed(request.clone(), &clinician))
-                .await
-                .unwrap()
-                .into_inner();
+            let page = app.read(request.clone(), &clinician).await.unwrap();
             ids.extend(page.records.iter().map(|r| r.record_id.clone()));
             token = page.next_page_token;
         }
@@ -360,8 +332,7 @@ async fn patient_facing_tokens_read_only_their_own_record() {
             exp_offset: 300,
         });
         let status = app
-            .client
-            .read_patient_record(authed(read(&me, "TREAT"), &patient_token))
+            .read(read(&me, "TREAT"), &patient_token)
             .await
             .unwrap_err();
         assert_eq!(
@@ -369,26 +340,17 @@ async fn patient_facing_tokens_read_only_their_own_record() {
             Code::InvalidArgument,
             "patient-facing tokens must use PATRQT"
         );
-        let mine = app
-            .client
-            .read_patient_record(authed(read(&me, "PATRQT"), &patient_token))
-            .await
-            .unwrap()
-            .into_inner();
+        let mine = app.read(read(&me, "PATRQT"), &patient_token).await.unwrap();
         assert_eq!(mine.records.len(), 1);
         let status = app
-            .client
-            .read_patient_record(authed(read(&someone, "PATRQT"), &patient_token))
+            .read(read(&someone, "PATRQT"), &patient_token)
             .await
             .unwrap_err();
         assert_eq!(error_info(&status).reason, "PATIENT_CONTEXT_MISMATCH");
 
         // The patient's disclosure log shows the clinician's read and their own.
         let clinician = token(&Claims::clinician("user/*.rs"));
-        app.client
-            .read_patient_record(authed(read(&me, "TREAT"), &clinician))
-            .await
-            .unwrap();
+        app.read(read(&me, "TREAT"), &clinician).await.unwrap();
         let log = app
             .client
             .list_disclosures(authed(disclosures_of(&me), &patient_token))
@@ -460,11 +422,7 @@ async fn a_module_down_fails_closed_and_the_attempt_is_audited() {
             let p = app.fakes.patient_with_an_observation();
             switch(&app.fakes).store(true, Ordering::SeqCst);
             let clinician = token(&Claims::clinician("user/*.rs"));
-            let status = app
-                .client
-                .read_patient_record(authed(read(&p, "TREAT"), &clinician))
-                .await
-                .unwrap_err();
+            let status = app.read(read(&p, "TREAT"), &clinician).await.unwrap_err();
             assert_eq!(status.code(), Code::Unavailable, "{module}");
             let info = error_info(&status);
             assert_eq!(info.reason, "DEPENDENCY_UNAVAILABLE");

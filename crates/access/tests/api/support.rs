@@ -498,6 +498,19 @@ pub struct TestApp {
     _dir: tempfile::TempDir,
 }
 
+impl TestApp {
+    /// ReadPatientRecord with a bearer token.
+    pub async fn read(
+        &self,
+        request: api::ReadPatientRecordRequest,
+        token: &str,
+    ) -> Result<api::ReadPatientRecordResponse, Status> {
+        let mut client = self.client.clone();
+        let response = client.read_patient_record(authed(request, token)).await?;
+        Ok(response.into_inner())
+    }
+}
+
 /// Data access on `db_url`, wired to fresh doubles.
 pub async fn spawn_app(db_url: &str) -> TestApp {
     let fakes = Fakes::default();

@@ -55,11 +55,7 @@ async fn missing_expired_forged_and_unscoped_tokens_are_refused() {
             "test-ec",
             Algorithm::ES256,
         );
-        let status = app
-            .client
-            .read_patient_record(authed(read(&p, &[]), &forged))
-            .await
-            .unwrap_err();
+        let status = app.read(read(&p, &[]), &forged).await.unwrap_err();
         assert_eq!(status.code(), Code::Unauthenticated);
         assert_eq!(error_info(&status).reason, "TOKEN_INVALID");
 
@@ -70,17 +66,10 @@ async fn missing_expired_forged_and_unscoped_tokens_are_refused() {
             "test-ec",
             Algorithm::ES256,
         );
-        app.client
-            .read_patient_record(authed(read(&p, &[]), &ec))
-            .await
-            .unwrap();
+        app.read(read(&p, &[]), &ec).await.unwrap();
 
         // Garbage and a tampered payload.
-        let status = app
-            .client
-            .read_patient_record(authed(read(&p, &[]), "not.a.jwt"))
-            .await
-            .unwrap_err();
+        let status = app.read(read(&p, &[]), "not.a.jwt").await.unwrap_err();
         assert_eq!(error_info(&status).reason, "TOKEN_INVALID");
         let good = token(&Claims::clinician("user/Observation.rs"));
         let mut parts: Vec<String> = good.split('.').map(str::to_owned).collect();
@@ -89,18 +78,13 @@ async fn missing_expired_forged_and_unscoped_tokens_are_refused() {
             .nth(1)
             .unwrap()
             .to_owned();
-        let status = app
-            .client
-            .read_patient_record(authed(read(&p, &[]), &parts.join(".")))
-            .await
-            .unwrap_err();
+        let status = app.read(read(&p, &[]), &parts.join(".")).await.unwrap_err();
         assert_eq!(error_info(&status).reason, "TOKEN_INVALID");
 
         // Valid, but not for Conditions: PERMISSION_DENIED naming a scope that would do, audited.
         let observations_only = token(&Claims::clinician("user/Observation.rs"));
         let status = app
-            .client
-            .read_patient_record(authed(read(&p, &["Condition"]), &observations_only))
+            .read(read(&p, &["Condition"]), &observations_only)
             .await
             .unwrap_err();
         assert_eq!(status.code(), Code::PermissionDenied);
@@ -110,20 +94,11 @@ async fn missing_expired_forged_and_unscoped_tokens_are_refused() {
         let leaf = audit_leaf(&mut app, audit_index(&status)).await;
         assert_eq!(leaf.outcome, api::AuditOutcome::Refused as i32);
         // With no types asked for, the token's own types are read.
-        let response = app
-            .client
-            .read_patient_record(authed(read(&p, &[]), &observations_only))
-            .await
-            .unwrap()
-            .into_inner();
+        let response = app.read(read(&p, &[]), &observations_only).await.unwrap();
         assert_eq!(response.records.len(), 1);
         // A token with no resource scopes at all.
         let none = token(&Claims::clinician("openid profile"));
-        let status = app
-            .client
-            .read_patient_record(authed(read(&p, &[]), &none))
-            .await
-            .unwrap_err();
+        let status = app.read(read(&p, &[]), &none).await.unwrap_err();
         assert_eq!(error_info(&status).reason, "SCOPE_MISSING");
 
         // Development tokens are accepted because this deployment enables them.
@@ -137,9 +112,6 @@ async fn missing_expired_forged_and_unscoped_tokens_are_refused() {
             ..Default::default()
         })
         .unwrap();
-        app.client
-            .read_patient_record(authed(read(&p, &[]), &dev))
-            .await
-            .unwrap();
+        app.read(read(&p, &[]), &dev).await.unwrap();
     }
 }
