@@ -6,8 +6,8 @@ use carerecord_platform::db::Database;
 use carerecord_platform::page_token::PageTokens;
 use tokio_util::sync::CancellationToken;
 
-use crate::RecordsConfig;
 use crate::coalesce::{CreateWriter, LatestReader, create_writer, latest_reader};
+use crate::config::RecordsConfig;
 use crate::store::Store;
 
 /// The records API.
