@@ -529,6 +529,21 @@ pub(crate) fn refused<T>(
     Ok(status)
 }
 
+/// Sends every request of a table with `client.$method` and requires each to be refused as its
+/// row says; failures name the call as `<call>(<what>)`. For calls that need more than the
+/// request, see [`refuse_all`].
+macro_rules! refuse_each {
+    ($client:expr, $method:ident, $call:expr, $table:expr $(,)?) => {
+        $crate::harness::refuse_all(
+            &$client,
+            $call,
+            |mut c, r| async move { c.$method(r).await },
+            $table,
+        )
+    };
+}
+pub(crate) use refuse_each;
+
 /// Sends every request of a table with `send` (on a clone of `client`) and requires each to be
 /// refused as its row says; failures name the call as `<call>(<what>)`.
 pub(crate) async fn refuse_all<C, W, R, T, F, Fut>(
@@ -548,4 +563,24 @@ where
         refused(result, &expected, &format!("{call}({what})"))?;
     }
     Ok(())
+}
+
+/// Requires a response field the contract says is always set; `missing` says which was not.
+pub(crate) fn present<T>(value: Option<T>, missing: &str) -> TestResult<T> {
+    match value {
+        Some(value) => Ok(value),
+        None => fail!("{missing}"),
+    }
+}
+
+/// One row per update mask, each request refused as `refusal` says; failures name the mask.
+pub(crate) fn masks_refused<R>(
+    masks: &[&[&str]],
+    request: impl Fn(&[&str]) -> R,
+    refusal: impl Fn() -> Refusal,
+) -> Vec<(String, R, Refusal)> {
+    masks
+        .iter()
+        .map(|paths| (format!("update_mask {paths:?}"), request(paths), refusal()))
+        .collect()
 }

@@ -11,51 +11,11 @@ use sha2::{Digest, Sha256};
 use tonic::Code;
 
 use super::merkle::{Hash, leaf_hash, to_hash, verify_consistency, verify_inclusion};
-use super::{audited, auditor, by_id, client, find, has_reason};
+use super::support::{audited, auditor, by_id, client, find, has_reason};
 use crate::harness::{
-    Case, Ctx, Fail, TestResult, describe, ensure, ensure_eq, err, fail, has_resource,
+    Ctx, Fail, TestResult, describe, ensure, ensure_eq, err, fail, has_resource,
     has_violation_under, ok,
 };
-
-pub(super) fn cases() -> Vec<Case> {
-    vec![
-        Case::new(
-            "ACC-LOG-001",
-            "The latest signed tree head covers every entry appended before the call and its Ed25519 signature verifies with the key its key_id names",
-            tree_head,
-        ),
-        Case::new(
-            "ACC-LOG-002",
-            "A consistency proof between two heads verifies (RFC 9162 §2.1.4.2): the earlier log is a prefix of the later",
-            consistency,
-        ),
-        Case::new(
-            "ACC-LOG-003",
-            "An audited call's audit_index has an inclusion proof that verifies (RFC 9162 §2.1.3.2) against a signed head",
-            inclusion,
-        ),
-        Case::new(
-            "ACC-LOG-004",
-            "The audit entry of a refused lookup records it: entry_id, action FIND_PATIENT, outcome FAILED, status 5, reason PATIENT_NOT_FOUND; leaf decodes leaf_data",
-            leaf_contents,
-        ),
-        Case::new(
-            "ACC-LOG-005",
-            "A head for an earlier tree size is signed and consistent with the latest",
-            earlier_head,
-        ),
-        Case::new(
-            "ACC-LOG-006",
-            "Audit errors: tree size beyond the log -> OUT_OF_RANGE TREE_SIZE_OUT_OF_RANGE; negative sizes, leaf not below the size, first size 0, malformed key_id -> INVALID_ARGUMENT; unknown key -> NOT_FOUND KEY_NOT_FOUND",
-            audit_errors,
-        ),
-        Case::new(
-            "ACC-LOG-007",
-            "VerifyAuditLog reports ok with a genuine trusted head and not ok with an altered one",
-            verify_log,
-        ),
-    ]
-}
 
 /// Makes one audited call (a lookup of an unknown patient) and returns its audit index and entry id.
 async fn audited_call(ctx: &Ctx) -> TestResult<(i64, String)> {
@@ -140,7 +100,7 @@ async fn verify_head(ctx: &Ctx, h: &SignedTreeHead) -> TestResult {
     Ok(())
 }
 
-async fn tree_head(ctx: Ctx) -> TestResult {
+pub(super) async fn tree_head(ctx: Ctx) -> TestResult {
     let (index, _) = audited_call(&ctx).await?;
     let h = head(&ctx, 0).await?;
     ensure!(
@@ -167,7 +127,7 @@ async fn tree_head(ctx: Ctx) -> TestResult {
     Ok(())
 }
 
-async fn consistency(ctx: Ctx) -> TestResult {
+pub(super) async fn consistency(ctx: Ctx) -> TestResult {
     audited_call(&ctx).await?;
     let first = head(&ctx, 0).await?;
     audited_call(&ctx).await?;
@@ -257,7 +217,7 @@ async fn leaf_data(
     }
 }
 
-async fn inclusion(ctx: Ctx) -> TestResult {
+pub(super) async fn inclusion(ctx: Ctx) -> TestResult {
     let (index, _) = audited_call(&ctx).await?;
     let proof = ok(
         client(&ctx)
@@ -298,7 +258,7 @@ async fn inclusion(ctx: Ctx) -> TestResult {
     Ok(())
 }
 
-async fn leaf_contents(ctx: Ctx) -> TestResult {
+pub(super) async fn leaf_contents(ctx: Ctx) -> TestResult {
     let (index, entry_id) = audited_call(&ctx).await?;
     let entry = leaf_data(&ctx, index).await?;
     let Ok(leaf) = AuditLeaf::decode(entry.leaf_data.as_slice()) else {
@@ -331,7 +291,7 @@ async fn leaf_contents(ctx: Ctx) -> TestResult {
     Ok(())
 }
 
-async fn earlier_head(ctx: Ctx) -> TestResult {
+pub(super) async fn earlier_head(ctx: Ctx) -> TestResult {
     audited_call(&ctx).await?;
     audited_call(&ctx).await?;
     let latest = head(&ctx, 0).await?;
@@ -368,7 +328,7 @@ async fn earlier_head(ctx: Ctx) -> TestResult {
     Ok(())
 }
 
-async fn audit_errors(ctx: Ctx) -> TestResult {
+pub(super) async fn audit_errors(ctx: Ctx) -> TestResult {
     audited_call(&ctx).await?;
     let size = head(&ctx, 0).await?.tree_size;
     let beyond = size + 1_000_000;
@@ -487,7 +447,7 @@ async fn audit_errors(ctx: Ctx) -> TestResult {
     has_resource(&status, "AuditPublicKey", &unknown)
 }
 
-async fn verify_log(ctx: Ctx) -> TestResult {
+pub(super) async fn verify_log(ctx: Ctx) -> TestResult {
     audited_call(&ctx).await?;
     let trusted = head(&ctx, 0).await?;
     let good = match auditor(&ctx)?

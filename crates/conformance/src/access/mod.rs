@@ -7,108 +7,146 @@
 //! (`Options::project_id`) are skipped without one.
 
 mod audit;
+mod auth;
+mod extracts;
+mod lookups;
 mod merkle;
 mod reads;
+mod support;
 
-use carerecord_contracts::access::v1::data_access_service_client::DataAccessServiceClient;
-use carerecord_contracts::access::v1::patient_reference::Reference;
-use carerecord_contracts::access::v1::{FindPatientRequest, PatientReference};
-use tonic::Status;
-use tonic::metadata::MetadataValue;
-use tonic::service::interceptor::InterceptedService;
-use tonic::transport::Channel;
+use crate::harness::Case;
 
-use crate::harness::{Auth, Case, Ctx, Fail, TestResult, describe, fail};
-
-pub(crate) type Client = DataAccessServiceClient<InterceptedService<Channel, Auth>>;
-
-/// The ErrorInfo domain of every data access error.
-pub(crate) const DOMAIN: &str = "carerecord.access.v1";
-
+/// The catalogue: every test of the module, in run order.
 pub(crate) fn cases() -> Vec<Case> {
-    let mut cases = reads::cases();
-    cases.extend(audit::cases());
-    cases
-}
-
-pub(crate) fn client(ctx: &Ctx) -> Client {
-    with_auth(ctx, ctx.auth.clone())
-}
-
-pub(crate) fn with_auth(ctx: &Ctx, auth: Auth) -> Client {
-    DataAccessServiceClient::with_interceptor(ctx.channel.clone(), auth)
-        .max_decoding_message_size(64 << 20)
-}
-
-/// A client sending `authorization: <value>` verbatim.
-pub(crate) fn with_header(ctx: &Ctx, value: &str) -> TestResult<Client> {
-    match MetadataValue::try_from(value) {
-        Ok(v) => Ok(with_auth(ctx, Auth(Some(v)))),
-        Err(_) => fail!("cannot send {value:?} as metadata"),
-    }
-}
-
-/// A client with the unscoped token, or a skip when none was given.
-pub(crate) fn unscoped(ctx: &Ctx) -> TestResult<Client> {
-    match &ctx.options.unscoped_token {
-        Some(token) => with_header(ctx, &format!("Bearer {token}")),
-        None => Err(Fail::Skipped(
-            "needs a second valid token without read scopes (--unscoped-token)".into(),
-        )),
-    }
-}
-
-/// A client with the auditor token, or with the main token when none was given.
-pub(crate) fn auditor(ctx: &Ctx) -> TestResult<Client> {
-    match &ctx.options.auditor_token {
-        Some(token) => with_header(ctx, &format!("Bearer {token}")),
-        None => Ok(client(ctx)),
-    }
-}
-
-/// Requires ErrorInfo with domain `carerecord.access.v1` and `reason`; returns its metadata.
-pub(crate) fn has_reason(
-    status: &Status,
-    reason: &str,
-) -> TestResult<std::collections::HashMap<String, String>> {
-    let info = crate::harness::has_reason(status, reason)?;
-    if info.domain != DOMAIN {
-        fail!(
-            "ErrorInfo domain must be {DOMAIN}, got {:?} ({})",
-            info.domain,
-            describe(status)
-        );
-    }
-    Ok(info.metadata)
-}
-
-/// Requires the ErrorInfo metadata of an audited call's error: audit_entry_id (a UUID) and
-/// audit_index (a non-negative integer). Returns the index.
-pub(crate) fn audited(metadata: &std::collections::HashMap<String, String>) -> TestResult<i64> {
-    let id_ok = metadata
-        .get("audit_entry_id")
-        .is_some_and(|id| uuid::Uuid::parse_str(id).is_ok());
-    let index = metadata
-        .get("audit_index")
-        .and_then(|i| i.parse::<i64>().ok())
-        .filter(|i| *i >= 0);
-    match (id_ok, index) {
-        (true, Some(i)) => Ok(i),
-        _ => fail!(
-            "an audited call's error must carry ErrorInfo metadata audit_entry_id and audit_index, got {metadata:?}"
+    let mut cases = Vec::new();
+    cases.extend([
+        Case::new(
+            "ACC-AUTH-001",
+            "A call without authorization metadata -> UNAUTHENTICATED, ErrorInfo TOKEN_MISSING",
+            auth::auth_missing,
         ),
-    }
-}
-
-pub(crate) fn by_id(id: &str) -> Option<PatientReference> {
-    Some(PatientReference {
-        reference: Some(Reference::PatientId(id.to_owned())),
-    })
-}
-
-pub(crate) fn find(reference: Option<PatientReference>, purpose: &str) -> FindPatientRequest {
-    FindPatientRequest {
-        patient: reference,
-        purpose_of_use: purpose.into(),
-    }
+        Case::new(
+            "ACC-AUTH-002",
+            "A bearer value that is not a JWT -> UNAUTHENTICATED, ErrorInfo TOKEN_INVALID",
+            auth::auth_malformed,
+        ),
+        Case::new(
+            "ACC-AUTH-003",
+            "The given token with its signature altered -> UNAUTHENTICATED TOKEN_INVALID",
+            auth::auth_tampered,
+        ),
+        Case::new(
+            "ACC-AUTH-004",
+            "The given token's claims re-sent with `alg: none` and no signature -> UNAUTHENTICATED TOKEN_INVALID",
+            auth::auth_alg_none,
+        ),
+        Case::new(
+            "ACC-AUTH-005",
+            "A valid token without the needed scope -> PERMISSION_DENIED SCOPE_MISSING with metadata required_scope",
+            auth::auth_scope_missing,
+        ),
+        Case::new(
+            "ACC-FIND-001",
+            "FindPatient of an unknown patient_id -> NOT_FOUND PATIENT_NOT_FOUND with ResourceInfo(Patient, id), audited (audit_entry_id, audit_index)",
+            lookups::find_unknown_id,
+        ),
+        Case::new(
+            "ACC-FIND-002",
+            "FindPatient of an unknown NHS number -> NOT_FOUND PATIENT_NOT_FOUND with ResourceInfo(Patient), audited",
+            lookups::find_unknown_nhs,
+        ),
+        Case::new(
+            "ACC-FIND-003",
+            "FindPatient validation: no reference, malformed id, bad NHS check digit, identifier without system, demographics without family, missing or unknown purpose -> INVALID_ARGUMENT INVALID_REQUEST naming the field",
+            lookups::find_invalid,
+        ),
+        Case::new(
+            "ACC-FIND-004",
+            "FindPatient by patient_id, NHS number and identifier returns one summary without address or contact details, audited",
+            lookups::find_seeded,
+        ),
+        Case::new(
+            "ACC-READ-001",
+            "ReadPatientRecord returns the patient's current records, effective time descending (none last) then record_id, payload byte for byte, counted and audited",
+            reads::read_seeded,
+        ),
+        Case::new(
+            "ACC-READ-002",
+            "ReadPatientRecord pages without gaps or duplicates; a tampered page token or one reused with other filters -> INVALID_ARGUMENT INVALID_PAGE_TOKEN",
+            reads::read_paging,
+        ),
+        Case::new(
+            "ACC-READ-003",
+            "ReadPatientRecord validation: ETREAT, unknown resource type, period end before start -> INVALID_ARGUMENT INVALID_REQUEST",
+            reads::read_invalid,
+        ),
+        Case::new(
+            "ACC-READ-004",
+            "A consent DENY -> PERMISSION_DENIED CONSENT_DENIED with decision_outcome DENY, reason codes and audit metadata; nothing disclosed",
+            reads::read_consent_denied,
+        ),
+        Case::new(
+            "ACC-DISC-001",
+            "ListDisclosures shows the patient's finds and reads newest first, refused ones too; the listing is audited but not in its own page",
+            reads::disclosures,
+        ),
+        Case::new(
+            "ACC-EXT-001",
+            "ExtractPseudonymised and AggregateExtract validation: purpose other than HRESCH/HOPERAT, malformed project id, no cohort, repeated or unspecified dimension -> INVALID_ARGUMENT",
+            extracts::extract_invalid,
+        ),
+        Case::new(
+            "ACC-EXT-002",
+            "An extract for an unregistered project -> NOT_FOUND PROJECT_NOT_FOUND with ResourceInfo(Project, id), before any row",
+            extracts::extract_unknown_project,
+        ),
+        Case::new(
+            "ACC-EXT-003",
+            "ExtractPseudonymised streams de-identified rows then exactly one summary, last, whose counts add up; pseudonyms are 64 lower-case hex",
+            extracts::extract_shape,
+        ),
+        Case::new(
+            "ACC-AGG-001",
+            "AggregateExtract streams protected counts (suppressed 1-7 as 0, others multiples of 5) in order, then one summary counting the rows",
+            extracts::aggregate_shape,
+        ),
+    ]);
+    cases.extend([
+        Case::new(
+            "ACC-LOG-001",
+            "The latest signed tree head covers every entry appended before the call and its Ed25519 signature verifies with the key its key_id names",
+            audit::tree_head,
+        ),
+        Case::new(
+            "ACC-LOG-002",
+            "A consistency proof between two heads verifies (RFC 9162 §2.1.4.2): the earlier log is a prefix of the later",
+            audit::consistency,
+        ),
+        Case::new(
+            "ACC-LOG-003",
+            "An audited call's audit_index has an inclusion proof that verifies (RFC 9162 §2.1.3.2) against a signed head",
+            audit::inclusion,
+        ),
+        Case::new(
+            "ACC-LOG-004",
+            "The audit entry of a refused lookup records it: entry_id, action FIND_PATIENT, outcome FAILED, status 5, reason PATIENT_NOT_FOUND; leaf decodes leaf_data",
+            audit::leaf_contents,
+        ),
+        Case::new(
+            "ACC-LOG-005",
+            "A head for an earlier tree size is signed and consistent with the latest",
+            audit::earlier_head,
+        ),
+        Case::new(
+            "ACC-LOG-006",
+            "Audit errors: tree size beyond the log -> OUT_OF_RANGE TREE_SIZE_OUT_OF_RANGE; negative sizes, leaf not below the size, first size 0, malformed key_id -> INVALID_ARGUMENT; unknown key -> NOT_FOUND KEY_NOT_FOUND",
+            audit::audit_errors,
+        ),
+        Case::new(
+            "ACC-LOG-007",
+            "VerifyAuditLog reports ok with a genuine trusted head and not ok with an altered one",
+            audit::verify_log,
+        ),
+    ]);
+    cases
 }

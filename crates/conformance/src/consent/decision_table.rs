@@ -11,7 +11,7 @@ use carerecord_contracts::consent::v1::{
     RevokeConsentDirectiveRequest,
 };
 
-use super::{
+use super::support::{
     ALL_CLASSES, actor, ask, ask_as, at, classes, client, create, decide, directive, period,
     platform_rule, recorder, set_opt_out, strings, worked_example, year,
 };

@@ -5,41 +5,16 @@ use carerecord_contracts::consent::v1::{
     BatchDecideRequest, ConsentDecision, DecideRequest, DecisionOutcome, LegalBasis,
 };
 
-use super::{
+use super::support::{
     ask, ask_as, at, client, create, decide, directive, platform_rule, reader, strings,
     worked_example,
 };
-use crate::harness::{Case, Ctx, Fail, Refusal, TestResult, ensure, ensure_eq, ok, refuse_all};
+use crate::harness::{Ctx, Fail, Refusal, TestResult, ensure, ensure_eq, ok, refuse_each};
 
 use ConsentDecision::Deny as BaseDeny;
 use DecisionOutcome::{Deny, Permit};
 
-pub(super) fn cases() -> Vec<Case> {
-    vec![
-        Case::new(
-            "CON-DEC-001",
-            "Decide is deterministic and echoes the patient: same outcome, obligations and reasons; policy_set_version and decided_at set",
-            deterministic,
-        ),
-        Case::new(
-            "CON-DEC-002",
-            "Decide validation: bad patient_id, requester without role, unknown or lower-case purpose, unknown class, inconsistent legal basis, break-glass reason rules, long study id -> INVALID_ARGUMENT",
-            decide_invalid,
-        ),
-        Case::new(
-            "CON-BATCH-001",
-            "BatchDecide returns one decision per entry, in order, duplicates decided independently, each as Decide would",
-            batch,
-        ),
-        Case::new(
-            "CON-BATCH-002",
-            "BatchDecide validation: no ids, over 10000 ids, a malformed id, ETREAT -> INVALID_ARGUMENT",
-            batch_invalid,
-        ),
-    ]
-}
-
-async fn deterministic(ctx: Ctx) -> TestResult {
+pub(super) async fn deterministic(ctx: Ctx) -> TestResult {
     let pid = ctx.new_patient();
     create(&ctx, worked_example(&pid)).await?;
     let request = at(ask_as(&pid, "TREAT", "X11", "R8000"), 2026);
@@ -60,7 +35,7 @@ async fn deterministic(ctx: Ctx) -> TestResult {
     Ok(())
 }
 
-async fn decide_invalid(ctx: Ctx) -> TestResult {
+pub(super) async fn decide_invalid(ctx: Ctx) -> TestResult {
     let pid = ctx.new_patient();
     let treat = |change: fn(&mut DecideRequest)| {
         let mut request = ask(&pid, "TREAT");
@@ -82,10 +57,10 @@ async fn decide_invalid(ctx: Ctx) -> TestResult {
     let basis = || Refusal::invalid("legal_basis");
     let study = || Refusal::invalid("study_id");
     let break_glass = || Refusal::invalid("break_glass_reason");
-    refuse_all(
-        &client(&ctx),
+    refuse_each!(
+        client(&ctx),
+        decide,
         "Decide",
-        |mut c, r| async move { c.decide(r).await },
         vec![
             (
                 "a malformed patient_id",
@@ -159,7 +134,7 @@ async fn decide_invalid(ctx: Ctx) -> TestResult {
     .await
 }
 
-async fn batch(ctx: Ctx) -> TestResult {
+pub(super) async fn batch(ctx: Ctx) -> TestResult {
     let denied = ctx.new_patient();
     create(&ctx, directive(&denied, BaseDeny, vec![])).await?;
     let free = ctx.new_patient();
@@ -207,7 +182,7 @@ async fn batch(ctx: Ctx) -> TestResult {
     Ok(())
 }
 
-async fn batch_invalid(ctx: Ctx) -> TestResult {
+pub(super) async fn batch_invalid(ctx: Ctx) -> TestResult {
     let pid = ctx.new_patient();
     let base = BatchDecideRequest {
         patient_ids: vec![pid.clone()],
@@ -220,10 +195,10 @@ async fn batch_invalid(ctx: Ctx) -> TestResult {
         ..base.clone()
     };
     let many: Vec<String> = (0..10_001).map(|_| pid.clone()).collect();
-    refuse_all(
-        &client(&ctx),
+    refuse_each!(
+        client(&ctx),
+        batch_decide,
         "BatchDecide",
-        |mut c, r| async move { c.batch_decide(r).await },
         vec![
             (
                 "no patient ids",

@@ -6,45 +6,13 @@ use carerecord_contracts::consent::v1::{
 };
 use tonic::Code;
 
-use super::{
+use super::support::{
     classes, client, create, create_request, directive, draft, get, list_request, recorder,
     strings, unknown, update, update_request, with_status,
 };
-use crate::harness::{
-    Case, Ctx, Refusal, TestResult, ensure, ensure_eq, err, ok, refuse_all, refused,
-};
+use crate::harness::{Ctx, Refusal, TestResult, ensure, ensure_eq, err, ok, refuse_each, refused};
 
-pub(super) fn cases() -> Vec<Case> {
-    vec![
-        Case::new(
-            "CON-DIR-001",
-            "CreateConsentDirective returns version 1 with a lower-case directive_id, an etag, times, and recorded_by/updated_by from the requester",
-            create_basics,
-        ),
-        Case::new(
-            "CON-DIR-002",
-            "A create retried with the same request_id and body returns the first directive; a different body -> FAILED_PRECONDITION REQUEST_ID_REUSED",
-            create_idempotent,
-        ),
-        Case::new(
-            "CON-DIR-003",
-            "GetConsentDirective returns the latest or a given version; unknown id or version -> NOT_FOUND with ResourceInfo; bad id or negative version -> INVALID_ARGUMENT",
-            get_versions,
-        ),
-        Case::new(
-            "CON-DIR-004",
-            "ListConsentDirectives: newest first, statuses filter, pages without gaps, empty for an unknown patient; bad token or UNSPECIFIED status -> INVALID_ARGUMENT",
-            list_directives,
-        ),
-        Case::new(
-            "CON-DIR-005",
-            "UpdateConsentDirective: DRAFT -> ACTIVE writes a new version; stale etag -> ABORTED; an update changing nothing writes nothing",
-            update_basics,
-        ),
-    ]
-}
-
-async fn create_basics(ctx: Ctx) -> TestResult {
+pub(super) async fn create_basics(ctx: Ctx) -> TestResult {
     let pid = ctx.new_patient();
     let input = ConsentDirective {
         scope_purposes: strings(&["HRESCH"]),
@@ -103,7 +71,7 @@ async fn create_basics(ctx: Ctx) -> TestResult {
     Ok(())
 }
 
-async fn create_idempotent(ctx: Ctx) -> TestResult {
+pub(super) async fn create_idempotent(ctx: Ctx) -> TestResult {
     let pid = ctx.new_patient();
     let request = create_request(directive(
         &pid,
@@ -147,7 +115,7 @@ async fn create_idempotent(ctx: Ctx) -> TestResult {
     Ok(())
 }
 
-async fn get_versions(ctx: Ctx) -> TestResult {
+pub(super) async fn get_versions(ctx: Ctx) -> TestResult {
     let pid = ctx.new_patient();
     let draft = create(&ctx, draft(&pid)).await?;
     let active = update(
@@ -200,16 +168,16 @@ async fn get_versions(ctx: Ctx) -> TestResult {
             Refusal::invalid(field),
         ));
     }
-    refuse_all(
-        &client(&ctx),
+    refuse_each!(
+        client(&ctx),
+        get_consent_directive,
         "GetConsentDirective",
-        |mut c, r| async move { c.get_consent_directive(r).await },
         table,
     )
     .await
 }
 
-async fn list_directives(ctx: Ctx) -> TestResult {
+pub(super) async fn list_directives(ctx: Ctx) -> TestResult {
     let pid = ctx.new_patient();
     let mut made = Vec::new();
     for i in 0..4 {
@@ -241,6 +209,7 @@ async fn list_directives(ctx: Ctx) -> TestResult {
     // Page by page with page_size 1.
     let mut got = Vec::new();
     let mut token = String::new();
+    let mut first_token = String::new();
     loop {
         let page = ok(
             client(&ctx)
@@ -263,32 +232,8 @@ async fn list_directives(ctx: Ctx) -> TestResult {
         }
         ensure!(got.len() <= 10, "pagination does not end");
         token = page.next_page_token;
-        if got.len() == 1 {
-            // The token is bound to patient_id and statuses.
-            let other = ctx.new_patient();
-            lists_refused(
-                &ctx,
-                vec![
-                    (
-                        "token of another patient",
-                        ListConsentDirectivesRequest {
-                            page_token: token.clone(),
-                            ..list_request(&other)
-                        },
-                        Refusal::invalid("page_token"),
-                    ),
-                    (
-                        "token with other statuses",
-                        ListConsentDirectivesRequest {
-                            statuses: vec![ConsentDirectiveStatus::Active as i32],
-                            page_token: token.clone(),
-                            ..list_request(&pid)
-                        },
-                        Refusal::invalid("page_token"),
-                    ),
-                ],
-            )
-            .await?;
+        if first_token.is_empty() {
+            first_token = token.clone();
         }
     }
     ensure_eq!(
@@ -329,9 +274,29 @@ async fn list_directives(ctx: Ctx) -> TestResult {
         none.directives.is_empty(),
         "an unknown patient has no directives"
     );
-    lists_refused(
-        &ctx,
+    refuse_each!(
+        client(&ctx),
+        list_consent_directives,
+        "ListConsentDirectives",
         vec![
+            // The token is bound to patient_id and statuses.
+            (
+                "token of another patient",
+                ListConsentDirectivesRequest {
+                    page_token: first_token.clone(),
+                    ..list_request(&ctx.new_patient())
+                },
+                Refusal::invalid("page_token"),
+            ),
+            (
+                "token with other statuses",
+                ListConsentDirectivesRequest {
+                    statuses: vec![ConsentDirectiveStatus::Active as i32],
+                    page_token: first_token,
+                    ..list_request(&pid)
+                },
+                Refusal::invalid("page_token"),
+            ),
             (
                 "statuses [UNSPECIFIED]",
                 ListConsentDirectivesRequest {
@@ -366,21 +331,7 @@ async fn list_directives(ctx: Ctx) -> TestResult {
     .await
 }
 
-/// Sends ListConsentDirectives requests, each of which must be refused as its row says.
-async fn lists_refused(
-    ctx: &Ctx,
-    table: Vec<(&str, ListConsentDirectivesRequest, Refusal)>,
-) -> TestResult {
-    refuse_all(
-        &client(ctx),
-        "ListConsentDirectives",
-        |mut c, r| async move { c.list_consent_directives(r).await },
-        table,
-    )
-    .await
-}
-
-async fn update_basics(ctx: Ctx) -> TestResult {
+pub(super) async fn update_basics(ctx: Ctx) -> TestResult {
     let pid = ctx.new_patient();
     let draft = create(&ctx, draft(&pid)).await?;
     let active = update(

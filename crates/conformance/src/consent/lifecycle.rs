@@ -2,68 +2,33 @@
 
 use carerecord_contracts::consent::v1::{
     ConsentDecision, ConsentDirective, ConsentDirectiveStatus, ListConsentDirectiveVersionsRequest,
-    RevokeConsentDirectiveRequest, UpdateConsentDirectiveRequest,
+    RevokeConsentDirectiveRequest,
 };
 use tonic::Code;
 
-use super::{
+use super::support::{
     classes, client, create, directive, draft, get, recorder, unknown, update, update_request,
     with_status,
 };
-use crate::harness::{Case, Ctx, Refusal, TestResult, ensure, ensure_eq, fail, ok, refuse_all};
-
-pub(super) fn cases() -> Vec<Case> {
-    vec![
-        Case::new(
-            "CON-DIR-006",
-            "UpdateConsentDirective refuses ACTIVE -> INACTIVE (INVALID_ARGUMENT), edits of ENTERED_IN_ERROR and transitions out of it (FAILED_PRECONDITION STATUS)",
-            update_transitions,
-        ),
-        Case::new(
-            "CON-DIR-007",
-            "UpdateConsentDirective update_mask missing, unknown, immutable or output-only -> INVALID_ARGUMENT `update_mask`; unknown directive -> NOT_FOUND",
-            update_invalid,
-        ),
-        Case::new(
-            "CON-DIR-008",
-            "RevokeConsentDirective: ACTIVE -> INACTIVE with reason and revoke_time; not ACTIVE -> FAILED_PRECONDITION STATUS; stale etag -> ABORTED; bad reason -> INVALID_ARGUMENT",
-            revoke,
-        ),
-        Case::new(
-            "CON-DIR-009",
-            "ListConsentDirectiveVersions lists complete snapshots newest first, in pages; unknown directive -> NOT_FOUND; token of another directive -> INVALID_ARGUMENT",
-            versions,
-        ),
-    ]
-}
-
-/// Sends UpdateConsentDirective requests, each of which must be refused as its row says.
-async fn updates_refused(
-    ctx: &Ctx,
-    table: Vec<(String, UpdateConsentDirectiveRequest, Refusal)>,
-) -> TestResult {
-    refuse_all(
-        &client(ctx),
-        "UpdateConsentDirective",
-        |mut c, r| async move { c.update_consent_directive(r).await },
-        table,
-    )
-    .await
-}
+use crate::harness::{
+    Ctx, Refusal, TestResult, ensure, ensure_eq, fail, masks_refused, ok, refuse_each,
+};
 
 /// FAILED_PRECONDITION, PreconditionFailure STATUS.
 fn status_precondition() -> Refusal {
     Refusal::new(Code::FailedPrecondition).precondition("STATUS", None)
 }
 
-async fn update_transitions(ctx: Ctx) -> TestResult {
+pub(super) async fn update_transitions(ctx: Ctx) -> TestResult {
     let pid = ctx.new_patient();
     let active = create(&ctx, directive(&pid, ConsentDecision::Deny, vec![])).await?;
     let to = |from: &ConsentDirective, status| {
         update_request(with_status(from, status), &from.etag, &["status"])
     };
-    updates_refused(
-        &ctx,
+    refuse_each!(
+        client(&ctx),
+        update_consent_directive,
+        "UpdateConsentDirective",
         vec![
             (
                 "ACTIVE -> INACTIVE".to_owned(),
@@ -95,8 +60,10 @@ async fn update_transitions(ctx: Ctx) -> TestResult {
         provisions: vec![classes(&["hiv"])],
         ..Default::default()
     };
-    updates_refused(
-        &ctx,
+    refuse_each!(
+        client(&ctx),
+        update_consent_directive,
+        "UpdateConsentDirective",
         vec![
             (
                 "ENTERED_IN_ERROR -> ACTIVE".to_owned(),
@@ -113,27 +80,23 @@ async fn update_transitions(ctx: Ctx) -> TestResult {
     .await
 }
 
-async fn update_invalid(ctx: Ctx) -> TestResult {
+pub(super) async fn update_invalid(ctx: Ctx) -> TestResult {
     let pid = ctx.new_patient();
     let active = create(&ctx, directive(&pid, ConsentDecision::Deny, vec![])).await?;
-    let mut table: Vec<_> = [
-        &[][..],
-        &["patient_id"][..],
-        &["version"][..],
-        &["etag"][..],
-        &["recorded_by"][..],
-        &["no_such_field"][..],
-        &["provisions.0"][..],
-    ]
-    .into_iter()
-    .map(|paths| {
-        (
-            format!("update_mask {paths:?}"),
-            update_request(active.clone(), &active.etag, paths),
-            Refusal::invalid_under("update_mask"),
-        )
-    })
-    .collect();
+    let masks: &[&[&str]] = &[
+        &[],
+        &["patient_id"],
+        &["version"],
+        &["etag"],
+        &["recorded_by"],
+        &["no_such_field"],
+        &["provisions.0"],
+    ];
+    let mut table = masks_refused(
+        masks,
+        |paths| update_request(active.clone(), &active.etag, paths),
+        || Refusal::invalid_under("update_mask"),
+    );
     let mut no_mask = update_request(active.clone(), &active.etag, &[]);
     no_mask.update_mask = None;
     let unknown_id = uuid::Uuid::new_v4().to_string();
@@ -159,27 +122,19 @@ async fn update_invalid(ctx: Ctx) -> TestResult {
             unknown(&unknown_id),
         ),
     ]);
-    updates_refused(&ctx, table).await?;
+    refuse_each!(
+        client(&ctx),
+        update_consent_directive,
+        "UpdateConsentDirective",
+        table
+    )
+    .await?;
     ensure_eq!(
         get(&ctx, &active.directive_id, 0).await?.version,
         1,
         "version after refused updates"
     );
     Ok(())
-}
-
-/// Sends RevokeConsentDirective requests, each of which must be refused as its row says.
-async fn revokes_refused(
-    ctx: &Ctx,
-    table: Vec<(&str, RevokeConsentDirectiveRequest, Refusal)>,
-) -> TestResult {
-    refuse_all(
-        &client(ctx),
-        "RevokeConsentDirective",
-        |mut c, r| async move { c.revoke_consent_directive(r).await },
-        table,
-    )
-    .await
 }
 
 fn revoke_request(directive_id: &str, etag: &str, reason: &str) -> RevokeConsentDirectiveRequest {
@@ -191,12 +146,14 @@ fn revoke_request(directive_id: &str, etag: &str, reason: &str) -> RevokeConsent
     }
 }
 
-async fn revoke(ctx: Ctx) -> TestResult {
+pub(super) async fn revoke(ctx: Ctx) -> TestResult {
     let pid = ctx.new_patient();
     let active = create(&ctx, directive(&pid, ConsentDecision::Deny, vec![])).await?;
     let req = |etag: &str, reason: &str| revoke_request(&active.directive_id, etag, reason);
-    revokes_refused(
-        &ctx,
+    refuse_each!(
+        client(&ctx),
+        revoke_consent_directive,
+        "RevokeConsentDirective",
         vec![
             (
                 "bad reason",
@@ -249,8 +206,10 @@ async fn revoke(ctx: Ctx) -> TestResult {
     ensure_eq!(revoked.version, 2, "version");
     let draft = create(&ctx, draft(&pid)).await?;
     let unknown_id = uuid::Uuid::new_v4().to_string();
-    revokes_refused(
-        &ctx,
+    refuse_each!(
+        client(&ctx),
+        revoke_consent_directive,
+        "RevokeConsentDirective",
         vec![
             (
                 "already INACTIVE",
@@ -272,7 +231,7 @@ async fn revoke(ctx: Ctx) -> TestResult {
     .await
 }
 
-async fn versions(ctx: Ctx) -> TestResult {
+pub(super) async fn versions(ctx: Ctx) -> TestResult {
     let pid = ctx.new_patient();
     let v1 = create(&ctx, draft(&pid)).await?;
     let v2 = update(
@@ -327,10 +286,10 @@ async fn versions(ctx: Ctx) -> TestResult {
         "ListConsentDirectiveVersions(page_size 1)",
     )?;
     let unknown_id = uuid::Uuid::new_v4().to_string();
-    refuse_all(
-        &client(&ctx),
+    refuse_each!(
+        client(&ctx),
+        list_consent_directive_versions,
         "ListConsentDirectiveVersions",
-        |mut c, r| async move { c.list_consent_directive_versions(r).await },
         vec![
             (
                 "token of another directive",

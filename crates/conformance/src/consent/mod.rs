@@ -8,316 +8,110 @@ mod decisions;
 mod directives;
 mod lifecycle;
 mod opt_out;
+mod support;
 mod validation;
 
-use carerecord_contracts::common::v1::{Period, Requester};
-use carerecord_contracts::consent::v1::consent_service_client::ConsentServiceClient;
-use carerecord_contracts::consent::v1::{
-    ConsentDecision, ConsentDirective, ConsentDirectiveStatus, CreateConsentDirectiveRequest,
-    DecideRequest, Decision, DecisionSource, GetConsentDirectiveRequest,
-    ListConsentDirectivesRequest, NationalDataOptOut, Provision, ProvisionActor,
-    SetNationalDataOptOutRequest, UpdateConsentDirectiveRequest,
-};
-use prost_types::{FieldMask, Timestamp};
-use tonic::service::interceptor::InterceptedService;
-use tonic::transport::Channel;
+use crate::harness::Case;
 
-use crate::harness::{Auth, Case, Ctx, Refusal, TestResult, fail, ok};
+pub(crate) use support::{create, directive};
 
-pub(crate) type Client = ConsentServiceClient<InterceptedService<Channel, Auth>>;
-
-/// The protobuf type named in ResourceInfo for directives.
-pub(crate) const RESOURCE_TYPE: &str = "carerecord.consent.v1.ConsentDirective";
-/// Every data class the contract defines, sorted.
-pub(crate) const ALL_CLASSES: [&str; 7] = [
-    "genomic",
-    "hiv",
-    "mental-health",
-    "reproductive-health",
-    "safeguarding",
-    "sexual-health",
-    "substance-misuse",
-];
-
+/// The catalogue: every test of the module, in run order.
 pub(crate) fn cases() -> Vec<Case> {
-    let mut cases = directives::cases();
-    cases.extend(lifecycle::cases());
-    cases.extend(opt_out::cases());
+    let mut cases = Vec::new();
+    cases.extend([
+        Case::new(
+            "CON-DIR-001",
+            "CreateConsentDirective returns version 1 with a lower-case directive_id, an etag, times, and recorded_by/updated_by from the requester",
+            directives::create_basics,
+        ),
+        Case::new(
+            "CON-DIR-002",
+            "A create retried with the same request_id and body returns the first directive; a different body -> FAILED_PRECONDITION REQUEST_ID_REUSED",
+            directives::create_idempotent,
+        ),
+        Case::new(
+            "CON-DIR-003",
+            "GetConsentDirective returns the latest or a given version; unknown id or version -> NOT_FOUND with ResourceInfo; bad id or negative version -> INVALID_ARGUMENT",
+            directives::get_versions,
+        ),
+        Case::new(
+            "CON-DIR-004",
+            "ListConsentDirectives: newest first, statuses filter, pages without gaps, empty for an unknown patient; bad token or UNSPECIFIED status -> INVALID_ARGUMENT",
+            directives::list_directives,
+        ),
+        Case::new(
+            "CON-DIR-005",
+            "UpdateConsentDirective: DRAFT -> ACTIVE writes a new version; stale etag -> ABORTED; an update changing nothing writes nothing",
+            directives::update_basics,
+        ),
+    ]);
+    cases.extend([
+        Case::new(
+            "CON-DIR-006",
+            "UpdateConsentDirective refuses ACTIVE -> INACTIVE (INVALID_ARGUMENT), edits of ENTERED_IN_ERROR and transitions out of it (FAILED_PRECONDITION STATUS)",
+            lifecycle::update_transitions,
+        ),
+        Case::new(
+            "CON-DIR-007",
+            "UpdateConsentDirective update_mask missing, unknown, immutable or output-only -> INVALID_ARGUMENT `update_mask`; unknown directive -> NOT_FOUND",
+            lifecycle::update_invalid,
+        ),
+        Case::new(
+            "CON-DIR-008",
+            "RevokeConsentDirective: ACTIVE -> INACTIVE with reason and revoke_time; not ACTIVE -> FAILED_PRECONDITION STATUS; stale etag -> ABORTED; bad reason -> INVALID_ARGUMENT",
+            lifecycle::revoke,
+        ),
+        Case::new(
+            "CON-DIR-009",
+            "ListConsentDirectiveVersions lists complete snapshots newest first, in pages; unknown directive -> NOT_FOUND; token of another directive -> INVALID_ARGUMENT",
+            lifecycle::versions,
+        ),
+    ]);
+    cases.extend([
+        Case::new(
+            "CON-NDOO-001",
+            "GetNationalDataOptOut of a patient never recorded: not opted out, version 0, empty etag, no update_time (never NOT_FOUND)",
+            opt_out::opt_out_default,
+        ),
+        Case::new(
+            "CON-NDOO-002",
+            "SetNationalDataOptOut writes a version per change; a write not changing opted_out writes nothing",
+            opt_out::opt_out_set,
+        ),
+        Case::new(
+            "CON-NDOO-003",
+            "SetNationalDataOptOut with a stale etag (any etag for a never-recorded patient) -> ABORTED; empty etag writes unconditionally",
+            opt_out::opt_out_etag,
+        ),
+        Case::new(
+            "CON-NDOO-004",
+            "Opt-out validation: malformed patient_id, missing requester -> INVALID_ARGUMENT",
+            opt_out::opt_out_invalid,
+        ),
+    ]);
     cases.extend(validation::cases());
     cases.extend(decision_table::cases());
-    cases.extend(decisions::cases());
+    cases.extend([
+        Case::new(
+            "CON-DEC-001",
+            "Decide is deterministic and echoes the patient: same outcome, obligations and reasons; policy_set_version and decided_at set",
+            decisions::deterministic,
+        ),
+        Case::new(
+            "CON-DEC-002",
+            "Decide validation: bad patient_id, requester without role, unknown or lower-case purpose, unknown class, inconsistent legal basis, break-glass reason rules, long study id -> INVALID_ARGUMENT",
+            decisions::decide_invalid,
+        ),
+        Case::new(
+            "CON-BATCH-001",
+            "BatchDecide returns one decision per entry, in order, duplicates decided independently, each as Decide would",
+            decisions::batch,
+        ),
+        Case::new(
+            "CON-BATCH-002",
+            "BatchDecide validation: no ids, over 10000 ids, a malformed id, ETREAT -> INVALID_ARGUMENT",
+            decisions::batch_invalid,
+        ),
+    ]);
     cases
-}
-
-pub(crate) fn client(ctx: &Ctx) -> Client {
-    ConsentServiceClient::with_interceptor(ctx.channel.clone(), ctx.auth.clone())
-        .max_decoding_message_size(16 << 20)
-}
-
-/// The requester recording directives (user_id and organisation_ods_code set, as required).
-pub(crate) fn recorder() -> Requester {
-    Requester {
-        user_id: "conformance-kit-recorder".into(),
-        organisation_ods_code: "X26".into(),
-        role_code: "R8000".into(),
-        display_name: "carerecord conformance kit".into(),
-    }
-}
-
-/// A requester asking for a decision.
-pub(crate) fn reader(ods: &str, role: &str) -> Requester {
-    Requester {
-        user_id: "conformance-kit-reader".into(),
-        organisation_ods_code: ods.into(),
-        role_code: role.into(),
-        display_name: "carerecord conformance kit".into(),
-    }
-}
-
-pub(crate) fn now_minus_days(days: i64) -> Timestamp {
-    crate::records::seconds_from_now(-days * 86_400)
-}
-
-/// Midnight UTC on 1 January of `year`.
-pub(crate) fn year(y: i64) -> Timestamp {
-    // Days from 1970 to 1 January of y (proleptic Gregorian).
-    let days_before =
-        |y: i64| 365 * (y - 1970) + ((y - 1969) / 4) - ((y - 1901) / 100) + ((y - 1601) / 400);
-    Timestamp {
-        seconds: days_before(y) * 86_400,
-        nanos: 0,
-    }
-}
-
-pub(crate) fn period(start: Option<Timestamp>, end: Option<Timestamp>) -> Option<Period> {
-    Some(Period { start, end })
-}
-
-pub(crate) fn strings(v: &[&str]) -> Vec<String> {
-    v.iter().map(|s| (*s).to_owned()).collect()
-}
-
-pub(crate) fn actor(ods: &str, role: &str) -> ProvisionActor {
-    ProvisionActor {
-        organisation_ods_code: ods.into(),
-        role_code: role.into(),
-        user_id: String::new(),
-    }
-}
-
-/// A provision covering the given data classes.
-pub(crate) fn classes(v: &[&str]) -> Provision {
-    Provision {
-        data_classes: strings(v),
-        ..Default::default()
-    }
-}
-
-/// An ACTIVE directive for `patient_id` with the given base decision and provisions.
-pub(crate) fn directive(
-    patient_id: &str,
-    decision: ConsentDecision,
-    provisions: Vec<Provision>,
-) -> ConsentDirective {
-    ConsentDirective {
-        patient_id: patient_id.to_owned(),
-        status: ConsentDirectiveStatus::Active as i32,
-        decision: decision as i32,
-        provisions,
-        date_time: Some(now_minus_days(1)),
-        ..Default::default()
-    }
-}
-
-pub(crate) fn create_request(d: ConsentDirective) -> CreateConsentDirectiveRequest {
-    CreateConsentDirectiveRequest {
-        request_id: uuid::Uuid::new_v4().to_string(),
-        directive: Some(d),
-        requester: Some(recorder()),
-    }
-}
-
-/// Creates a directive, requiring success.
-pub(crate) async fn create(ctx: &Ctx, d: ConsentDirective) -> TestResult<ConsentDirective> {
-    let response = ok(
-        client(ctx)
-            .create_consent_directive(create_request(d))
-            .await,
-        "CreateConsentDirective",
-    )?;
-    match response.directive {
-        Some(d) => {
-            ctx.created("consent directive", &d.directive_id);
-            Ok(d)
-        }
-        None => fail!("CreateConsentDirective: the response has no directive"),
-    }
-}
-
-/// The worked example of the contract (Provision's comment).
-pub(crate) fn worked_example(patient_id: &str) -> ConsentDirective {
-    directive(
-        patient_id,
-        ConsentDecision::Permit,
-        vec![
-            Provision {
-                data_classes: strings(&["mental-health"]),
-                provisions: vec![Provision {
-                    actors: vec![actor("RXA", "")],
-                    ..Default::default()
-                }],
-                ..Default::default()
-            },
-            Provision {
-                actors: vec![actor("X11", "")],
-                data_period: period(None, Some(year(2020))),
-                ..Default::default()
-            },
-        ],
-    )
-}
-
-/// A DRAFT directive for `patient_id` with a DENY base and no provisions.
-pub(crate) fn draft(patient_id: &str) -> ConsentDirective {
-    ConsentDirective {
-        status: ConsentDirectiveStatus::Draft as i32,
-        ..directive(patient_id, ConsentDecision::Deny, vec![])
-    }
-}
-
-pub(crate) fn with_status(
-    dir: &ConsentDirective,
-    status: ConsentDirectiveStatus,
-) -> ConsentDirective {
-    ConsentDirective {
-        status: status as i32,
-        ..dir.clone()
-    }
-}
-
-/// NOT_FOUND with ResourceInfo naming the directive.
-pub(crate) fn unknown(directive_id: &str) -> Refusal {
-    Refusal::not_found(RESOURCE_TYPE, directive_id)
-}
-
-pub(crate) async fn get(ctx: &Ctx, id: &str, version: i64) -> TestResult<ConsentDirective> {
-    let r = ok(
-        client(ctx)
-            .get_consent_directive(GetConsentDirectiveRequest {
-                directive_id: id.into(),
-                version,
-            })
-            .await,
-        "GetConsentDirective",
-    )?;
-    r.directive
-        .ok_or_else(|| crate::harness::Fail::Failed("GetConsentDirective: no directive".into()))
-}
-
-/// A listing of one patient's directives, all statuses, default page size.
-pub(crate) fn list_request(patient_id: &str) -> ListConsentDirectivesRequest {
-    ListConsentDirectivesRequest {
-        patient_id: patient_id.to_owned(),
-        ..Default::default()
-    }
-}
-
-pub(crate) fn update_request(
-    dir: ConsentDirective,
-    etag: &str,
-    paths: &[&str],
-) -> UpdateConsentDirectiveRequest {
-    UpdateConsentDirectiveRequest {
-        directive: Some(dir),
-        update_mask: Some(FieldMask {
-            paths: strings(paths),
-        }),
-        etag: etag.into(),
-        requester: Some(recorder()),
-    }
-}
-
-pub(crate) async fn update(
-    ctx: &Ctx,
-    dir: ConsentDirective,
-    etag: &str,
-    paths: &[&str],
-) -> TestResult<ConsentDirective> {
-    let r = ok(
-        client(ctx)
-            .update_consent_directive(update_request(dir, etag, paths))
-            .await,
-        "UpdateConsentDirective",
-    )?;
-    r.directive
-        .ok_or_else(|| crate::harness::Fail::Failed("UpdateConsentDirective: no directive".into()))
-}
-
-pub(crate) fn opt_out_request(
-    patient_id: &str,
-    opted_out: bool,
-    etag: &str,
-) -> SetNationalDataOptOutRequest {
-    SetNationalDataOptOutRequest {
-        patient_id: patient_id.into(),
-        opted_out,
-        etag: etag.into(),
-        requester: Some(recorder()),
-    }
-}
-
-pub(crate) async fn set_opt_out(
-    ctx: &Ctx,
-    pid: &str,
-    opted_out: bool,
-    etag: &str,
-) -> TestResult<NationalDataOptOut> {
-    let r = ok(
-        client(ctx)
-            .set_national_data_opt_out(opt_out_request(pid, opted_out, etag))
-            .await,
-        "SetNationalDataOptOut",
-    )?;
-    ctx.created("national data opt-out", pid);
-    r.national_data_opt_out.ok_or_else(|| {
-        crate::harness::Fail::Failed("SetNationalDataOptOut: no national_data_opt_out".into())
-    })
-}
-
-pub(crate) fn ask(pid: &str, purpose: &str) -> DecideRequest {
-    DecideRequest {
-        patient_id: pid.into(),
-        requester: Some(reader("A81001", "R8000")),
-        purpose_of_use: purpose.into(),
-        ..Default::default()
-    }
-}
-
-pub(crate) fn ask_as(pid: &str, purpose: &str, ods: &str, role: &str) -> DecideRequest {
-    DecideRequest {
-        requester: Some(reader(ods, role)),
-        ..ask(pid, purpose)
-    }
-}
-
-/// The request as if asked at midnight UTC on 1 January of `y`.
-pub(crate) fn at(mut r: DecideRequest, y: i64) -> DecideRequest {
-    r.time = Some(year(y));
-    r
-}
-
-/// The id of the platform rule that decided part of a decision, if one did.
-pub(crate) fn platform_rule(decision: &Decision) -> Option<String> {
-    decision
-        .reasons
-        .iter()
-        .find(|r| r.source == DecisionSource::PlatformPolicy as i32)
-        .map(|r| r.policy_id.clone())
-}
-
-pub(crate) async fn decide(ctx: &Ctx, request: DecideRequest) -> TestResult<Decision> {
-    match ok(client(ctx).decide(request).await, "Decide")?.decision {
-        Some(d) => Ok(d),
-        None => fail!("Decide: the response has no decision"),
-    }
 }

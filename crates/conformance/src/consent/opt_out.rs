@@ -5,35 +5,10 @@ use carerecord_contracts::consent::v1::{
 };
 use tonic::Code;
 
-use super::{client, opt_out_request, recorder, set_opt_out};
+use super::support::{client, opt_out_request, recorder, set_opt_out};
 use crate::harness::{
-    Case, Ctx, Refusal, TestResult, ensure, ensure_eq, err, ok, refuse_all, refused,
+    Ctx, Refusal, TestResult, ensure, ensure_eq, err, ok, present, refuse_each, refused,
 };
-
-pub(super) fn cases() -> Vec<Case> {
-    vec![
-        Case::new(
-            "CON-NDOO-001",
-            "GetNationalDataOptOut of a patient never recorded: not opted out, version 0, empty etag, no update_time (never NOT_FOUND)",
-            opt_out_default,
-        ),
-        Case::new(
-            "CON-NDOO-002",
-            "SetNationalDataOptOut writes a version per change; a write not changing opted_out writes nothing",
-            opt_out_set,
-        ),
-        Case::new(
-            "CON-NDOO-003",
-            "SetNationalDataOptOut with a stale etag (any etag for a never-recorded patient) -> ABORTED; empty etag writes unconditionally",
-            opt_out_etag,
-        ),
-        Case::new(
-            "CON-NDOO-004",
-            "Opt-out validation: malformed patient_id, missing requester -> INVALID_ARGUMENT",
-            opt_out_invalid,
-        ),
-    ]
-}
 
 async fn get_opt_out(ctx: &Ctx, pid: &str) -> TestResult<NationalDataOptOut> {
     let r = ok(
@@ -44,12 +19,13 @@ async fn get_opt_out(ctx: &Ctx, pid: &str) -> TestResult<NationalDataOptOut> {
             .await,
         "GetNationalDataOptOut",
     )?;
-    r.national_data_opt_out.ok_or_else(|| {
-        crate::harness::Fail::Failed("GetNationalDataOptOut: no national_data_opt_out".into())
-    })
+    present(
+        r.national_data_opt_out,
+        "GetNationalDataOptOut: no national_data_opt_out",
+    )
 }
 
-async fn opt_out_default(ctx: Ctx) -> TestResult {
+pub(super) async fn opt_out_default(ctx: Ctx) -> TestResult {
     let pid = ctx.new_patient();
     let o = get_opt_out(&ctx, &pid).await?;
     ensure!(!o.opted_out, "a never-recorded patient is not opted out");
@@ -59,7 +35,7 @@ async fn opt_out_default(ctx: Ctx) -> TestResult {
     Ok(())
 }
 
-async fn opt_out_set(ctx: Ctx) -> TestResult {
+pub(super) async fn opt_out_set(ctx: Ctx) -> TestResult {
     let pid = ctx.new_patient();
     let v1 = set_opt_out(&ctx, &pid, true, "").await?;
     ensure!(v1.opted_out, "opted_out after opting out");
@@ -87,7 +63,7 @@ async fn opt_out_set(ctx: Ctx) -> TestResult {
     Ok(())
 }
 
-async fn opt_out_etag(ctx: Ctx) -> TestResult {
+pub(super) async fn opt_out_etag(ctx: Ctx) -> TestResult {
     let pid = ctx.new_patient();
     err(
         client(&ctx)
@@ -115,7 +91,7 @@ async fn opt_out_etag(ctx: Ctx) -> TestResult {
     Ok(())
 }
 
-async fn opt_out_invalid(ctx: Ctx) -> TestResult {
+pub(super) async fn opt_out_invalid(ctx: Ctx) -> TestResult {
     refused(
         client(&ctx)
             .get_national_data_opt_out(GetNationalDataOptOutRequest {
@@ -126,10 +102,10 @@ async fn opt_out_invalid(ctx: Ctx) -> TestResult {
         "GetNationalDataOptOut(bad id)",
     )?;
     let pid = ctx.new_patient();
-    refuse_all(
-        &client(&ctx),
+    refuse_each!(
+        client(&ctx),
+        set_national_data_opt_out,
         "SetNationalDataOptOut",
-        |mut c, r| async move { c.set_national_data_opt_out(r).await },
         vec![
             (
                 "bad id",

@@ -6,7 +6,7 @@ use carerecord_contracts::consent::v1::{
     Provision, ProvisionActor,
 };
 
-use super::{
+use super::support::{
     actor, classes, client, create_request, directive, list_request, period, strings, year,
 };
 use crate::harness::Field::{Is, Under};

@@ -12,36 +12,11 @@ use carerecord_contracts::identity::v1::{
 };
 use tonic::Code;
 
-use super::{client, create, new_patient, requester};
+use super::support::{client, create, new_patient, requester};
 use crate::harness::{
-    Case, Ctx, Fail, Refusal, TestResult, describe, ensure, ensure_eq, fail, has_reason,
-    has_resource, ok, refuse_all, refused,
+    Ctx, Fail, Refusal, TestResult, describe, ensure, ensure_eq, fail, has_reason, has_resource,
+    ok, refuse_each, refused,
 };
-
-pub(super) fn cases() -> Vec<Case> {
-    vec![
-        Case::new(
-            "ID-PARAM-001",
-            "GetMatchParameters: per field the m and u probabilities each sum to 1, weights are log2(m/u), thresholds ordered; none -> NOT_FOUND `current`",
-            parameters,
-        ),
-        Case::new(
-            "ID-MATCH-001",
-            "MatchPatients: the probe patient is never a candidate; weights sum to match_weight, probability and class follow the parameters; ranked by weight",
-            match_arithmetic,
-        ),
-        Case::new(
-            "ID-MATCH-002",
-            "MatchPatients validation: no probe, malformed id, empty demographics, bad NHS number, negative max_candidates -> INVALID_ARGUMENT; unknown id -> NOT_FOUND",
-            match_invalid,
-        ),
-        Case::new(
-            "ID-EST-001",
-            "EstimateMatchParameters validation: no requester, negative bound, convergence_threshold outside [0, 1) -> INVALID_ARGUMENT",
-            estimate_invalid,
-        ),
-    ]
-}
 
 /// The protobuf type named in ResourceInfo for match parameters.
 const PARAMETERS: &str = "carerecord.identity.v1.MatchParameters";
@@ -65,7 +40,7 @@ fn version(parameters_version: i64) -> GetMatchParametersRequest {
     GetMatchParametersRequest { parameters_version }
 }
 
-async fn parameters(ctx: Ctx) -> TestResult {
+pub(super) async fn parameters(ctx: Ctx) -> TestResult {
     refused(
         client(&ctx).get_match_parameters(version(-1)).await,
         &Refusal::invalid("parameters_version"),
@@ -133,7 +108,7 @@ async fn parameters(ctx: Ctx) -> TestResult {
     .map(|_| ())
 }
 
-async fn match_arithmetic(ctx: Ctx) -> TestResult {
+pub(super) async fn match_arithmetic(ctx: Ctx) -> TestResult {
     let a = create(&ctx, new_patient()).await?;
     let mut dup = new_patient();
     dup.names = a.names.clone();
@@ -253,7 +228,7 @@ async fn match_arithmetic(ctx: Ctx) -> TestResult {
     Ok(())
 }
 
-async fn match_invalid(ctx: Ctx) -> TestResult {
+pub(super) async fn match_invalid(ctx: Ctx) -> TestResult {
     let probe = |probe| MatchPatientsRequest {
         probe: Some(probe),
         ..Default::default()
@@ -263,10 +238,10 @@ async fn match_invalid(ctx: Ctx) -> TestResult {
         change(&mut patient);
         probe(Probe::Demographics(patient))
     };
-    refuse_all(
-        &client(&ctx),
+    refuse_each!(
+        client(&ctx),
+        match_patients,
         "MatchPatients",
-        |mut c, r| async move { c.match_patients(r).await },
         vec![
             (
                 "no probe",
@@ -304,7 +279,9 @@ async fn match_invalid(ctx: Ctx) -> TestResult {
         .match_patients(probe(Probe::PatientId(unknown.clone())))
         .await
     {
-        Err(s) if s.code() == Code::NotFound => has_resource(&s, super::RESOURCE_TYPE, &unknown),
+        Err(s) if s.code() == Code::NotFound => {
+            has_resource(&s, super::support::RESOURCE_TYPE, &unknown)
+        }
         Err(s) if s.code() == Code::FailedPrecondition => Err(Fail::Skipped(format!(
             "the deployment has no match parameters yet ({})",
             describe(&s)
@@ -316,7 +293,7 @@ async fn match_invalid(ctx: Ctx) -> TestResult {
     }
 }
 
-async fn estimate_invalid(ctx: Ctx) -> TestResult {
+pub(super) async fn estimate_invalid(ctx: Ctx) -> TestResult {
     let with = |change: fn(&mut EstimateMatchParametersRequest)| {
         let mut request = EstimateMatchParametersRequest {
             dry_run: true,
@@ -327,10 +304,10 @@ async fn estimate_invalid(ctx: Ctx) -> TestResult {
         request
     };
     let threshold = || Refusal::invalid_under("convergence_threshold");
-    refuse_all(
-        &client(&ctx),
+    refuse_each!(
+        client(&ctx),
+        estimate_match_parameters,
         "EstimateMatchParameters",
-        |mut c, r| async move { c.estimate_match_parameters(r).await },
         vec![
             (
                 "no requester",

@@ -6,73 +6,14 @@ use carerecord_contracts::identity::v1::{
 };
 use tonic::Code;
 
-use super::{
+use super::support::{
     LOCAL_SYSTEM, NHS_SYSTEM, bad_check_digit, client, create, create_request, get, held_by,
     local_id, merge, merge_request, merge_state, new_patient, nhs_number, refusal, regender,
     requester, resolve, resolve_request, spaced, unknown, update_request,
 };
-use crate::harness::{Case, Ctx, Refusal, TestResult, ensure, ensure_eq, fail, ok, refuse_all};
+use crate::harness::{Ctx, Refusal, TestResult, ensure, ensure_eq, fail, ok, refuse_each};
 
-pub(super) fn cases() -> Vec<Case> {
-    vec![
-        Case::new(
-            "ID-RES-001",
-            "ResolveIdentifier finds the holder of an NHS number (spaces and dashes accepted) and of a local identifier (trimmed, case-sensitive)",
-            resolve_case,
-        ),
-        Case::new(
-            "ID-RES-002",
-            "ResolveIdentifier of an unknown identifier -> NOT_FOUND with ResourceInfo(carerecord.common.v1.Identifier, system|value); invalid -> INVALID_ARGUMENT",
-            resolve_errors,
-        ),
-        Case::new(
-            "ID-MERGE-001",
-            "MergePatients freezes the source as MERGED into the target, appends it to merged_from, and identifiers resolve through the merge",
-            merge_basics,
-        ),
-        Case::new(
-            "ID-MERGE-002",
-            "Merge chains resolve to the last survivor, listing the merged patients passed through",
-            merge_chain,
-        ),
-        Case::new(
-            "ID-MERGE-003",
-            "Merge errors: same patient, already merged (PATIENT_MERGED), unknown patient, stale etag, reused request_id; a retry returns the first result",
-            merge_errors,
-        ),
-        Case::new(
-            "ID-MERGE-004",
-            "UpdatePatient of a merged patient -> FAILED_PRECONDITION PATIENT_MERGED",
-            update_merged,
-        ),
-        Case::new(
-            "ID-UNMERGE-001",
-            "UnmergePatient restores the duplicate exactly and removes it from the survivor's merged_from",
-            unmerge,
-        ),
-        Case::new(
-            "ID-UNMERGE-002",
-            "UnmergePatient of an active patient -> FAILED_PRECONDITION PATIENT_NOT_MERGED; stale etag -> ABORTED; bad reason -> INVALID_ARGUMENT",
-            unmerge_errors,
-        ),
-    ]
-}
-
-/// Sends ResolveIdentifier requests, each of which must be refused as its row says.
-async fn resolve_refused(
-    ctx: &Ctx,
-    table: Vec<(String, ResolveIdentifierRequest, Refusal)>,
-) -> TestResult {
-    refuse_all(
-        &client(ctx),
-        "ResolveIdentifier",
-        |mut c, r| async move { c.resolve_identifier(r).await },
-        table,
-    )
-    .await
-}
-
-async fn resolve_case(ctx: Ctx) -> TestResult {
+pub(super) async fn resolve_case(ctx: Ctx) -> TestResult {
     let p = create(&ctx, new_patient()).await?;
     let nhs = &p.nhs_number;
     let dashed = format!("{}-{}-{}", &nhs[..3], &nhs[3..6], &nhs[6..]);
@@ -96,8 +37,10 @@ async fn resolve_case(ctx: Ctx) -> TestResult {
         p.patient_id,
         "ResolveIdentifier(local identifier, padded)"
     );
-    resolve_refused(
-        &ctx,
+    refuse_each!(
+        client(&ctx),
+        resolve_identifier,
+        "ResolveIdentifier",
         vec![(
             "value in another case".to_owned(),
             resolve_request(&id.system, &id.value.to_lowercase()),
@@ -107,7 +50,7 @@ async fn resolve_case(ctx: Ctx) -> TestResult {
     .await
 }
 
-async fn resolve_errors(ctx: Ctx) -> TestResult {
+pub(super) async fn resolve_errors(ctx: Ctx) -> TestResult {
     let identifier = |system: &str, value: &str| {
         Refusal::not_found(
             "carerecord.common.v1.Identifier",
@@ -147,10 +90,10 @@ async fn resolve_errors(ctx: Ctx) -> TestResult {
             Refusal::invalid(field),
         ));
     }
-    resolve_refused(&ctx, table).await
+    refuse_each!(client(&ctx), resolve_identifier, "ResolveIdentifier", table).await
 }
 
-async fn merge_basics(ctx: Ctx) -> TestResult {
+pub(super) async fn merge_basics(ctx: Ctx) -> TestResult {
     let source = create(&ctx, new_patient()).await?;
     let target = create(&ctx, new_patient()).await?;
     let (s, t) = merge(&ctx, &source, &target).await?;
@@ -224,7 +167,7 @@ async fn merge_basics(ctx: Ctx) -> TestResult {
     .map(|_| ())
 }
 
-async fn merge_chain(ctx: Ctx) -> TestResult {
+pub(super) async fn merge_chain(ctx: Ctx) -> TestResult {
     let a = create(&ctx, new_patient()).await?;
     let b = create(&ctx, new_patient()).await?;
     let c = create(&ctx, new_patient()).await?;
@@ -243,12 +186,10 @@ async fn merge_chain(ctx: Ctx) -> TestResult {
     Ok(())
 }
 
-async fn merge_errors(ctx: Ctx) -> TestResult {
+pub(super) async fn merge_errors(ctx: Ctx) -> TestResult {
     let a = create(&ctx, new_patient()).await?;
     let b = create(&ctx, new_patient()).await?;
     let c = create(&ctx, new_patient()).await?;
-    let merges = client(&ctx);
-    let send = |mut c: super::Client, r| async move { c.merge_patients(r).await };
     let mut no_reason = merge_request(&a, &b);
     no_reason.reason.clear();
     let mut stale = merge_request(&a, &b);
@@ -257,10 +198,10 @@ async fn merge_errors(ctx: Ctx) -> TestResult {
         patient_id: uuid::Uuid::new_v4().to_string(),
         ..Default::default()
     };
-    refuse_all(
-        &merges,
+    refuse_each!(
+        client(&ctx),
+        merge_patients,
         "MergePatients",
-        send,
         vec![
             (
                 "source = target",
@@ -302,10 +243,10 @@ async fn merge_errors(ctx: Ctx) -> TestResult {
     again_merge.source_etag.clear();
     let mut into_merged = merge_request(&c, &a);
     into_merged.target_etag.clear();
-    refuse_all(
-        &merges,
+    refuse_each!(
+        client(&ctx),
+        merge_patients,
         "MergePatients",
-        send,
         vec![
             (
                 "reused request_id, another body",
@@ -327,7 +268,7 @@ async fn merge_errors(ctx: Ctx) -> TestResult {
     .await
 }
 
-async fn update_merged(ctx: Ctx) -> TestResult {
+pub(super) async fn update_merged(ctx: Ctx) -> TestResult {
     let a = create(&ctx, new_patient()).await?;
     let b = create(&ctx, new_patient()).await?;
     let (s, _) = merge(&ctx, &a, &b).await?;
@@ -346,7 +287,7 @@ async fn update_merged(ctx: Ctx) -> TestResult {
     .map(|_| ())
 }
 
-async fn unmerge(ctx: Ctx) -> TestResult {
+pub(super) async fn unmerge(ctx: Ctx) -> TestResult {
     let a = create(&ctx, new_patient()).await?;
     let b = create(&ctx, new_patient()).await?;
     let (s, t) = merge(&ctx, &a, &b).await?;
@@ -419,15 +360,13 @@ fn unmerge_request(id: &str, etag: &str, reason: &str) -> UnmergePatientRequest 
     }
 }
 
-async fn unmerge_errors(ctx: Ctx) -> TestResult {
-    let unmerges = client(&ctx);
-    let send = |mut c: super::Client, r| async move { c.unmerge_patient(r).await };
+pub(super) async fn unmerge_errors(ctx: Ctx) -> TestResult {
     let req = unmerge_request;
     let a = create(&ctx, new_patient()).await?;
-    refuse_all(
-        &unmerges,
+    refuse_each!(
+        client(&ctx),
+        unmerge_patient,
         "UnmergePatient",
-        send,
         vec![(
             "active patient".to_owned(),
             req(&a.patient_id, &a.etag, "why"),
@@ -456,5 +395,5 @@ async fn unmerge_errors(ctx: Ctx) -> TestResult {
         req(&unknown_id, "e", "why"),
         unknown(&unknown_id),
     ));
-    refuse_all(&unmerges, "UnmergePatient", send, table).await
+    refuse_each!(client(&ctx), unmerge_patient, "UnmergePatient", table).await
 }

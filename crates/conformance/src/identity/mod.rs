@@ -8,349 +8,185 @@ mod matching;
 mod merges;
 mod registration;
 mod search;
+mod support;
 mod updates;
 mod validation;
 mod watch;
 
-use carerecord_contracts::common::v1::{
-    Address, AdministrativeGender, ContactPoint, ContactPointSystem, Date, HumanName, Identifier,
-    NameUse, Requester,
-};
-use carerecord_contracts::identity::v1::patient_identity_service_client::PatientIdentityServiceClient;
-use carerecord_contracts::identity::v1::{
-    CreatePatientRequest, GetPatientRequest, MergePatientsRequest, Patient,
-    ResolveIdentifierRequest, ResolveIdentifierResponse, UpdatePatientRequest,
-};
-use prost_types::FieldMask;
-use rand_free::Rng;
-use tonic::Code;
-use tonic::service::interceptor::InterceptedService;
-use tonic::transport::Channel;
+use crate::harness::Case;
 
-use crate::harness::{Auth, Case, Ctx, Refusal, TestResult, fail, has_reason_in, ok};
+pub(crate) use support::{bad_check_digit, create, new_patient, nhs_number};
 
-pub(crate) type Client = PatientIdentityServiceClient<InterceptedService<Channel, Auth>>;
-
-pub(crate) const RESOURCE_TYPE: &str = "carerecord.identity.v1.Patient";
-pub(crate) const NHS_SYSTEM: &str = "https://fhir.nhs.uk/Id/nhs-number";
-pub(crate) const LOCAL_SYSTEM: &str = "https://fhir.conformance.carerecord.invalid/Id/mrn";
-/// The ErrorInfo domain the contract's conventions give every identity error.
-pub(crate) const DOMAIN: &str = "carerecord.identity.v1";
-
+/// The catalogue: every test of the module, in run order.
 pub(crate) fn cases() -> Vec<Case> {
-    let mut cases = registration::cases();
-    cases.extend(updates::cases());
-    cases.extend(merges::cases());
-    cases.extend(watch::cases());
+    let mut cases = Vec::new();
+    cases.extend([
+        Case::new(
+            "ID-CREATE-001",
+            "CreatePatient returns version 1, ACTIVE, a lower-case patient_id, an etag, and normalised NHS number, identifiers and postcode",
+            registration::create_basics,
+        ),
+        Case::new(
+            "ID-CREATE-002",
+            "A create retried with the same request_id and body returns the first result; another body -> FAILED_PRECONDITION REQUEST_ID_REUSED with metadata patient_id",
+            registration::create_idempotent,
+        ),
+        Case::new(
+            "ID-CREATE-003",
+            "An NHS number or identifier held by another patient -> ALREADY_EXISTS with ResourceInfo naming the holder",
+            registration::create_conflicts,
+        ),
+        Case::new(
+            "ID-BATCH-001",
+            "BatchCreatePatients: one result per item in order, bad items fail alone, a duplicate within the batch names the earlier item's patient; retry safe",
+            registration::batch_create,
+        ),
+        Case::new(
+            "ID-BATCH-002",
+            "BatchCreatePatients with no items, over 1000 items, no requester or a repeated request_id -> INVALID_ARGUMENT, nothing written",
+            registration::batch_invalid,
+        ),
+        Case::new(
+            "ID-GET-001",
+            "GetPatient returns the current version; unknown id -> NOT_FOUND with ResourceInfo; malformed id -> INVALID_ARGUMENT",
+            registration::get_patient,
+        ),
+    ]);
+    cases.extend([
+        Case::new(
+            "ID-UPD-001",
+            "UpdatePatient replaces masked fields in a new version; an update changing nothing writes nothing",
+            updates::update_basics,
+        ),
+        Case::new(
+            "ID-UPD-002",
+            "UpdatePatient with a stale etag -> ABORTED ETAG_MISMATCH with metadata current_version",
+            updates::update_stale,
+        ),
+        Case::new(
+            "ID-UPD-003",
+            "UpdatePatient update_mask missing, empty, unknown, output-only or a sub-path -> INVALID_ARGUMENT `update_mask`; unknown patient -> NOT_FOUND",
+            updates::update_invalid,
+        ),
+        Case::new(
+            "ID-UPD-004",
+            "UpdatePatient to an NHS number held by another patient -> ALREADY_EXISTS naming the holder",
+            updates::update_conflict,
+        ),
+        Case::new(
+            "ID-VER-001",
+            "ListPatientVersions lists every version oldest first with change type, changed fields, requester and reason, in pages",
+            updates::versions,
+        ),
+        Case::new(
+            "ID-VER-002",
+            "ListPatientVersions: token of another patient or forged -> INVALID_ARGUMENT; unknown patient -> NOT_FOUND",
+            updates::versions_invalid,
+        ),
+    ]);
+    cases.extend([
+        Case::new(
+            "ID-RES-001",
+            "ResolveIdentifier finds the holder of an NHS number (spaces and dashes accepted) and of a local identifier (trimmed, case-sensitive)",
+            merges::resolve_case,
+        ),
+        Case::new(
+            "ID-RES-002",
+            "ResolveIdentifier of an unknown identifier -> NOT_FOUND with ResourceInfo(carerecord.common.v1.Identifier, system|value); invalid -> INVALID_ARGUMENT",
+            merges::resolve_errors,
+        ),
+        Case::new(
+            "ID-MERGE-001",
+            "MergePatients freezes the source as MERGED into the target, appends it to merged_from, and identifiers resolve through the merge",
+            merges::merge_basics,
+        ),
+        Case::new(
+            "ID-MERGE-002",
+            "Merge chains resolve to the last survivor, listing the merged patients passed through",
+            merges::merge_chain,
+        ),
+        Case::new(
+            "ID-MERGE-003",
+            "Merge errors: same patient, already merged (PATIENT_MERGED), unknown patient, stale etag, reused request_id; a retry returns the first result",
+            merges::merge_errors,
+        ),
+        Case::new(
+            "ID-MERGE-004",
+            "UpdatePatient of a merged patient -> FAILED_PRECONDITION PATIENT_MERGED",
+            merges::update_merged,
+        ),
+        Case::new(
+            "ID-UNMERGE-001",
+            "UnmergePatient restores the duplicate exactly and removes it from the survivor's merged_from",
+            merges::unmerge,
+        ),
+        Case::new(
+            "ID-UNMERGE-002",
+            "UnmergePatient of an active patient -> FAILED_PRECONDITION PATIENT_NOT_MERGED; stale etag -> ABORTED; bad reason -> INVALID_ARGUMENT",
+            merges::unmerge_errors,
+        ),
+    ]);
+    cases.extend([
+        Case::new(
+            "ID-WATCH-001",
+            "WatchPatientChanges replays events after a cursor in commit order: creates, updates and merges (source first, then target)",
+            watch::watch,
+        ),
+        Case::new(
+            "ID-WATCH-002",
+            "WatchPatientChanges with a malformed or foreign cursor -> INVALID_ARGUMENT",
+            watch::watch_invalid,
+        ),
+    ]);
     cases.extend(validation::cases());
-    cases.extend(search::cases());
-    cases.extend(matching::cases());
+    cases.extend([
+        Case::new(
+            "ID-SEARCH-001",
+            "Exact search by family name and birth date finds the patient with score 1.0; given name, gender and postcode narrow it",
+            search::search_exact,
+        ),
+        Case::new(
+            "ID-SEARCH-002",
+            "Exact search: a final `*` after two characters matches by prefix; birth date ranges are inclusive; historic names match",
+            search::search_prefix_and_range,
+        ),
+        Case::new(
+            "ID-SEARCH-003",
+            "Search excludes merged patients and reports max_results_applied (default 10)",
+            search::search_merged_and_limits,
+        ),
+        Case::new(
+            "ID-SEARCH-004",
+            "Fuzzy search returns every exact match with score 1.0, ordered by score then patient_id",
+            search::search_fuzzy_includes_exact,
+        ),
+        Case::new(
+            "ID-SEARCH-005",
+            "Search validation: empty family name, no birth date, empty or reversed range, invalid date, bad wildcard, any wildcard when fuzzy, negative max_results -> INVALID_ARGUMENT",
+            search::search_invalid,
+        ),
+    ]);
+    cases.extend([
+        Case::new(
+            "ID-PARAM-001",
+            "GetMatchParameters: per field the m and u probabilities each sum to 1, weights are log2(m/u), thresholds ordered; none -> NOT_FOUND `current`",
+            matching::parameters,
+        ),
+        Case::new(
+            "ID-MATCH-001",
+            "MatchPatients: the probe patient is never a candidate; weights sum to match_weight, probability and class follow the parameters; ranked by weight",
+            matching::match_arithmetic,
+        ),
+        Case::new(
+            "ID-MATCH-002",
+            "MatchPatients validation: no probe, malformed id, empty demographics, bad NHS number, negative max_candidates -> INVALID_ARGUMENT; unknown id -> NOT_FOUND",
+            matching::match_invalid,
+        ),
+        Case::new(
+            "ID-EST-001",
+            "EstimateMatchParameters validation: no requester, negative bound, convergence_threshold outside [0, 1) -> INVALID_ARGUMENT",
+            matching::estimate_invalid,
+        ),
+    ]);
     cases
-}
-
-pub(crate) fn client(ctx: &Ctx) -> Client {
-    PatientIdentityServiceClient::with_interceptor(ctx.channel.clone(), ctx.auth.clone())
-        .max_decoding_message_size(16 << 20)
-}
-
-/// Requires ErrorInfo with domain `carerecord.identity.v1` and `reason`.
-pub(crate) fn has_reason(
-    status: &tonic::Status,
-    reason: &str,
-) -> TestResult<tonic_types::ErrorInfo> {
-    has_reason_in(status, DOMAIN, reason)
-}
-
-/// A refusal with `code` and ErrorInfo `reason` of the identity domain.
-pub(crate) fn refusal(code: Code, reason: &str) -> Refusal {
-    Refusal::new(code).reason_in(DOMAIN, reason)
-}
-
-/// NOT_FOUND with ResourceInfo naming the patient.
-pub(crate) fn unknown(patient_id: &str) -> Refusal {
-    Refusal::not_found(RESOURCE_TYPE, patient_id)
-}
-
-/// ALREADY_EXISTS with ResourceInfo naming the patient holding the identifier.
-pub(crate) fn held_by(holder: &Patient) -> Refusal {
-    Refusal::new(Code::AlreadyExists).resource(RESOURCE_TYPE, &holder.patient_id)
-}
-
-/// FAILED_PRECONDITION PATIENT_MERGED (or PATIENT_NOT_MERGED) on the patient.
-pub(crate) fn merge_state(kind: &str, patient_id: &str) -> Refusal {
-    Refusal::new(Code::FailedPrecondition).precondition(kind, Some(patient_id))
-}
-
-pub(crate) fn requester() -> Requester {
-    Requester {
-        user_id: "conformance-kit".into(),
-        organisation_ods_code: "X26".into(),
-        role_code: "R8000".into(),
-        display_name: "carerecord conformance kit".into(),
-    }
-}
-
-/// Random numbers from UUIDs, so the kit needs no RNG crate.
-mod rand_free {
-    pub struct Rng;
-    impl Rng {
-        pub fn below(n: u64) -> u64 {
-            let v = uuid::Uuid::new_v4().as_u128();
-            (v % u128::from(n)) as u64
-        }
-    }
-}
-
-/// The modulus-11 check digit of nine digits, or None when it would be 10 (invalid).
-pub(crate) fn check_digit(nine: &[u8]) -> Option<u8> {
-    let sum: u32 = nine
-        .iter()
-        .zip((2..=10).rev())
-        .map(|(d, w)| u32::from(*d) * w)
-        .sum();
-    match 11 - (sum % 11) {
-        11 => Some(0),
-        10 => None,
-        c => Some(c as u8),
-    }
-}
-
-/// A fresh valid NHS number in the 999 test range.
-pub(crate) fn nhs_number() -> String {
-    loop {
-        let mut digits = vec![9, 9, 9];
-        for _ in 0..6 {
-            digits.push(Rng::below(10) as u8);
-        }
-        if let Some(c) = check_digit(&digits) {
-            digits.push(c);
-            return digits.iter().map(|d| char::from(b'0' + d)).collect();
-        }
-    }
-}
-
-/// A ten-digit number in the 999 range whose check digit is wrong.
-pub(crate) fn bad_check_digit() -> String {
-    let good = nhs_number();
-    let last = good.as_bytes()[9] - b'0';
-    format!("{}{}", &good[..9], (last + 1) % 10)
-}
-
-/// An invented family name: letters only, unique per call.
-pub(crate) fn family_name() -> String {
-    let letters: String = (0..10)
-        .map(|_| char::from(b'a' + Rng::below(26) as u8))
-        .collect();
-    format!("Kit{letters}")
-}
-
-pub(crate) fn local_id() -> Identifier {
-    Identifier {
-        system: LOCAL_SYSTEM.into(),
-        value: format!("MRN-{}", uuid::Uuid::new_v4().simple()),
-    }
-}
-
-/// A complete, valid patient with fresh identifiers.
-pub(crate) fn new_patient() -> Patient {
-    Patient {
-        nhs_number: nhs_number(),
-        identifiers: vec![local_id()],
-        names: vec![HumanName {
-            r#use: NameUse::Official as i32,
-            given: vec!["Alexandra".into()],
-            family: family_name(),
-            ..Default::default()
-        }],
-        birth_date: Some(Date {
-            year: 1984,
-            month: 3,
-            day: 17,
-        }),
-        gender: AdministrativeGender::Female as i32,
-        addresses: vec![Address {
-            lines: vec!["1 Conformance Street".into()],
-            city: "Leeds".into(),
-            postal_code: "LS1 4AP".into(),
-            ..Default::default()
-        }],
-        telecoms: vec![ContactPoint {
-            system: ContactPointSystem::Phone as i32,
-            value: "0113 496 0000".into(),
-            r#use: "home".into(),
-        }],
-        ..Default::default()
-    }
-}
-
-pub(crate) fn create_request(patient: Patient) -> CreatePatientRequest {
-    CreatePatientRequest {
-        request_id: uuid::Uuid::new_v4().to_string(),
-        patient: Some(patient),
-        requester: Some(requester()),
-    }
-}
-
-pub(crate) async fn create(ctx: &Ctx, patient: Patient) -> TestResult<Patient> {
-    match ok(
-        client(ctx).create_patient(create_request(patient)).await,
-        "CreatePatient",
-    )?
-    .patient
-    {
-        Some(p) => {
-            ctx.created("patient", &p.patient_id);
-            Ok(p)
-        }
-        None => fail!("CreatePatient: the response has no patient"),
-    }
-}
-
-pub(crate) async fn get(ctx: &Ctx, id: &str) -> TestResult<Patient> {
-    match ok(
-        client(ctx)
-            .get_patient(GetPatientRequest {
-                patient_id: id.into(),
-            })
-            .await,
-        "GetPatient",
-    )?
-    .patient
-    {
-        Some(p) => Ok(p),
-        None => fail!("GetPatient: no patient"),
-    }
-}
-
-pub(crate) fn update_request(patient: Patient, etag: &str, paths: &[&str]) -> UpdatePatientRequest {
-    UpdatePatientRequest {
-        patient: Some(patient),
-        update_mask: Some(FieldMask {
-            paths: paths.iter().map(|p| (*p).to_owned()).collect(),
-        }),
-        etag: etag.into(),
-        requester: Some(requester()),
-        reason: "conformance kit".into(),
-    }
-}
-
-/// A change of `patient_id` holding only what `change` sets on a default patient.
-pub(crate) fn change(patient_id: &str, change: impl FnOnce(&mut Patient)) -> Patient {
-    let mut patient = Patient {
-        patient_id: patient_id.to_owned(),
-        ..Default::default()
-    };
-    change(&mut patient);
-    patient
-}
-
-pub(crate) async fn update(
-    ctx: &Ctx,
-    patient: Patient,
-    etag: &str,
-    paths: &[&str],
-) -> TestResult<Patient> {
-    match ok(
-        client(ctx)
-            .update_patient(update_request(patient, etag, paths))
-            .await,
-        "UpdatePatient",
-    )?
-    .patient
-    {
-        Some(p) => Ok(p),
-        None => fail!("UpdatePatient: no patient"),
-    }
-}
-
-/// Sets a patient's gender (1 male, 3 other; new patients are female), requiring success.
-pub(crate) async fn regender(ctx: &Ctx, current: &Patient, gender: i32) -> TestResult<Patient> {
-    let patient = change(&current.patient_id, |p| p.gender = gender);
-    update(ctx, patient, &current.etag, &["gender"]).await
-}
-
-pub(crate) fn resolve_request(system: &str, value: &str) -> ResolveIdentifierRequest {
-    ResolveIdentifierRequest {
-        identifier: Some(Identifier {
-            system: system.into(),
-            value: value.into(),
-        }),
-    }
-}
-
-pub(crate) async fn resolve(
-    ctx: &Ctx,
-    system: &str,
-    value: &str,
-) -> TestResult<ResolveIdentifierResponse> {
-    ok(
-        client(ctx)
-            .resolve_identifier(resolve_request(system, value))
-            .await,
-        "ResolveIdentifier",
-    )
-}
-
-/// Requires that no patient holds the NHS number: a refused request wrote nothing.
-pub(crate) async fn ensure_unheld(ctx: &Ctx, nhs: &str, what: &str) -> TestResult {
-    let r = client(ctx)
-        .resolve_identifier(resolve_request(NHS_SYSTEM, nhs))
-        .await;
-    crate::harness::ensure!(r.err().map(|s| s.code()) == Some(Code::NotFound), "{what}");
-    Ok(())
-}
-
-/// An NHS number written with spaces, as people write it.
-pub(crate) fn spaced(nhs: &str) -> String {
-    format!("{} {} {}", &nhs[..3], &nhs[3..6], &nhs[6..])
-}
-
-pub(crate) fn merge_request(source: &Patient, target: &Patient) -> MergePatientsRequest {
-    MergePatientsRequest {
-        request_id: uuid::Uuid::new_v4().to_string(),
-        source_patient_id: source.patient_id.clone(),
-        target_patient_id: target.patient_id.clone(),
-        reason: "duplicate registration, confirmed by the conformance kit".into(),
-        requester: Some(requester()),
-        source_etag: source.etag.clone(),
-        target_etag: target.etag.clone(),
-    }
-}
-
-/// Merges `source` into `target`, requiring success; returns both as written.
-pub(crate) async fn merge(
-    ctx: &Ctx,
-    source: &Patient,
-    target: &Patient,
-) -> TestResult<(Patient, Patient)> {
-    let r = ok(
-        client(ctx)
-            .merge_patients(merge_request(source, target))
-            .await,
-        "MergePatients",
-    )?;
-    match (r.source_patient, r.target_patient) {
-        (Some(s), Some(t)) => Ok((s, t)),
-        _ => fail!("MergePatients: the response lacks a patient"),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn check_digits_follow_modulus_11() {
-        // 943 476 5919 is the NHS's published example of a valid number.
-        assert_eq!(check_digit(&[9, 4, 3, 4, 7, 6, 5, 9, 1]), Some(9));
-        for _ in 0..50 {
-            let n = nhs_number();
-            assert!(n.starts_with("999") && n.len() == 10);
-            let d: Vec<u8> = n.bytes().map(|b| b - b'0').collect();
-            assert_eq!(check_digit(&d[..9]), Some(d[9]));
-            let bad = bad_check_digit();
-            let d: Vec<u8> = bad.bytes().map(|b| b - b'0').collect();
-            assert_ne!(check_digit(&d[..9]), Some(d[9]));
-        }
-    }
 }

@@ -6,50 +6,13 @@ use carerecord_contracts::identity::v1::{
 };
 use tonic::Code;
 
-use super::{
+use super::support::{
     bad_check_digit, client, create, create_request, ensure_unheld, get, has_reason, held_by,
     local_id, new_patient, nhs_number, regender, requester, unknown,
 };
-use crate::harness::{
-    Case, Ctx, Refusal, TestResult, ensure, ensure_eq, err, fail, ok, refuse_all,
-};
+use crate::harness::{Ctx, Refusal, TestResult, ensure, ensure_eq, err, fail, ok, refuse_each};
 
-pub(super) fn cases() -> Vec<Case> {
-    vec![
-        Case::new(
-            "ID-CREATE-001",
-            "CreatePatient returns version 1, ACTIVE, a lower-case patient_id, an etag, and normalised NHS number, identifiers and postcode",
-            create_basics,
-        ),
-        Case::new(
-            "ID-CREATE-002",
-            "A create retried with the same request_id and body returns the first result; another body -> FAILED_PRECONDITION REQUEST_ID_REUSED with metadata patient_id",
-            create_idempotent,
-        ),
-        Case::new(
-            "ID-CREATE-003",
-            "An NHS number or identifier held by another patient -> ALREADY_EXISTS with ResourceInfo naming the holder",
-            create_conflicts,
-        ),
-        Case::new(
-            "ID-BATCH-001",
-            "BatchCreatePatients: one result per item in order, bad items fail alone, a duplicate within the batch names the earlier item's patient; retry safe",
-            batch_create,
-        ),
-        Case::new(
-            "ID-BATCH-002",
-            "BatchCreatePatients with no items, over 1000 items, no requester or a repeated request_id -> INVALID_ARGUMENT, nothing written",
-            batch_invalid,
-        ),
-        Case::new(
-            "ID-GET-001",
-            "GetPatient returns the current version; unknown id -> NOT_FOUND with ResourceInfo; malformed id -> INVALID_ARGUMENT",
-            get_patient,
-        ),
-    ]
-}
-
-async fn create_basics(ctx: Ctx) -> TestResult {
+pub(super) async fn create_basics(ctx: Ctx) -> TestResult {
     let mut input = new_patient();
     let nhs = input.nhs_number.clone();
     input.nhs_number = format!("{}-{}-{}", &nhs[..3], &nhs[3..6], &nhs[6..]);
@@ -94,7 +57,7 @@ async fn create_basics(ctx: Ctx) -> TestResult {
     Ok(())
 }
 
-async fn create_idempotent(ctx: Ctx) -> TestResult {
+pub(super) async fn create_idempotent(ctx: Ctx) -> TestResult {
     let request = create_request(new_patient());
     let first = ok(
         client(&ctx).create_patient(request.clone()).await,
@@ -136,7 +99,7 @@ async fn create_idempotent(ctx: Ctx) -> TestResult {
     Ok(())
 }
 
-async fn create_conflicts(ctx: Ctx) -> TestResult {
+pub(super) async fn create_conflicts(ctx: Ctx) -> TestResult {
     let holder = create(&ctx, new_patient()).await?;
     let same_nhs = Patient {
         nhs_number: holder.nhs_number.clone(),
@@ -146,10 +109,10 @@ async fn create_conflicts(ctx: Ctx) -> TestResult {
         identifiers: holder.identifiers.clone(),
         ..new_patient()
     };
-    refuse_all(
-        &client(&ctx),
+    refuse_each!(
+        client(&ctx),
+        create_patient,
         "CreatePatient",
-        |mut c, r| async move { c.create_patient(r).await },
         vec![
             (
                 "NHS number held by another",
@@ -178,7 +141,7 @@ async fn create_conflicts(ctx: Ctx) -> TestResult {
     Ok(())
 }
 
-async fn batch_create(ctx: Ctx) -> TestResult {
+pub(super) async fn batch_create(ctx: Ctx) -> TestResult {
     let good = create_request(new_patient());
     let bad = create_request(Patient {
         nhs_number: bad_check_digit(),
@@ -262,7 +225,7 @@ async fn batch_create(ctx: Ctx) -> TestResult {
     Ok(())
 }
 
-async fn batch_invalid(ctx: Ctx) -> TestResult {
+pub(super) async fn batch_invalid(ctx: Ctx) -> TestResult {
     let item = create_request(new_patient());
     let nhs = item
         .patient
@@ -276,10 +239,10 @@ async fn batch_invalid(ctx: Ctx) -> TestResult {
         requester,
     };
     let too_many = (0..1001).map(|_| create_request(new_patient())).collect();
-    refuse_all(
-        &client(&ctx),
+    refuse_each!(
+        client(&ctx),
+        batch_create_patients,
         "BatchCreatePatients",
-        |mut c, r| async move { c.batch_create_patients(r).await },
         vec![
             (
                 "no items",
@@ -307,31 +270,16 @@ async fn batch_invalid(ctx: Ctx) -> TestResult {
     ensure_unheld(&ctx, &nhs, "a refused batch wrote a patient").await
 }
 
-async fn get_patient(ctx: Ctx) -> TestResult {
+pub(super) async fn get_patient(ctx: Ctx) -> TestResult {
     let created = create(&ctx, new_patient()).await?;
     ensure_eq!(get(&ctx, &created.patient_id).await?, created, "GetPatient");
     let unknown_id = uuid::Uuid::new_v4().to_string();
-    refuse_all(
-        &client(&ctx),
-        "GetPatient",
-        |mut c, patient_id| async move { c.get_patient(GetPatientRequest { patient_id }).await },
-        vec![
-            (
-                "unknown".to_owned(),
-                unknown_id.clone(),
-                unknown(&unknown_id),
-            ),
-            (
-                format!("{:?}", ""),
-                String::new(),
-                Refusal::invalid("patient_id"),
-            ),
-            (
-                format!("{:?}", "not-a-uuid"),
-                "not-a-uuid".to_owned(),
-                Refusal::invalid("patient_id"),
-            ),
-        ],
-    )
-    .await
+    let get = |patient_id: &str| GetPatientRequest {
+        patient_id: patient_id.to_owned(),
+    };
+    let mut table = vec![("unknown".to_owned(), get(&unknown_id), unknown(&unknown_id))];
+    for bad in ["", "not-a-uuid"] {
+        table.push((format!("{bad:?}"), get(bad), Refusal::invalid("patient_id")));
+    }
+    refuse_each!(client(&ctx), get_patient, "GetPatient", table).await
 }

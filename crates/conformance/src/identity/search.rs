@@ -7,38 +7,8 @@ use carerecord_contracts::common::v1::{AdministrativeGender, Date, DateRange};
 use carerecord_contracts::identity::v1::search_patients_request::Birth;
 use carerecord_contracts::identity::v1::{SearchMode, SearchPatientsRequest};
 
-use super::{client, create, new_patient, requester};
-use crate::harness::{Case, Ctx, Refusal, TestResult, ensure, ensure_eq, ok, refuse_all};
-
-pub(super) fn cases() -> Vec<Case> {
-    vec![
-        Case::new(
-            "ID-SEARCH-001",
-            "Exact search by family name and birth date finds the patient with score 1.0; given name, gender and postcode narrow it",
-            search_exact,
-        ),
-        Case::new(
-            "ID-SEARCH-002",
-            "Exact search: a final `*` after two characters matches by prefix; birth date ranges are inclusive; historic names match",
-            search_prefix_and_range,
-        ),
-        Case::new(
-            "ID-SEARCH-003",
-            "Search excludes merged patients and reports max_results_applied (default 10)",
-            search_merged_and_limits,
-        ),
-        Case::new(
-            "ID-SEARCH-004",
-            "Fuzzy search returns every exact match with score 1.0, ordered by score then patient_id",
-            search_fuzzy_includes_exact,
-        ),
-        Case::new(
-            "ID-SEARCH-005",
-            "Search validation: empty family name, no birth date, empty or reversed range, invalid date, bad wildcard, any wildcard when fuzzy, negative max_results -> INVALID_ARGUMENT",
-            search_invalid,
-        ),
-    ]
-}
+use super::support::{client, create, new_patient, requester};
+use crate::harness::{Ctx, Refusal, TestResult, ensure, ensure_eq, ok, refuse_each};
 
 const DOB: Date = Date {
     year: 1984,
@@ -62,7 +32,7 @@ async fn ids(ctx: &Ctx, request: SearchPatientsRequest) -> TestResult<Vec<(Strin
         .collect())
 }
 
-async fn search_exact(ctx: Ctx) -> TestResult {
+pub(super) async fn search_exact(ctx: Ctx) -> TestResult {
     let p = create(&ctx, new_patient()).await?;
     let family = p.names[0].family.clone();
     let found = ids(&ctx, search(&family, Birth::BirthDate(DOB))).await?;
@@ -134,9 +104,9 @@ async fn search_exact(ctx: Ctx) -> TestResult {
     Ok(())
 }
 
-async fn search_prefix_and_range(ctx: Ctx) -> TestResult {
+pub(super) async fn search_prefix_and_range(ctx: Ctx) -> TestResult {
     let mut input = new_patient();
-    let old_family = super::family_name();
+    let old_family = super::support::family_name();
     input
         .names
         .push(carerecord_contracts::common::v1::HumanName {
@@ -215,7 +185,7 @@ async fn search_prefix_and_range(ctx: Ctx) -> TestResult {
     Ok(())
 }
 
-async fn search_merged_and_limits(ctx: Ctx) -> TestResult {
+pub(super) async fn search_merged_and_limits(ctx: Ctx) -> TestResult {
     let a = create(&ctx, new_patient()).await?;
     let family = a.names[0].family.clone();
     let mut twin = new_patient();
@@ -284,7 +254,7 @@ async fn search_merged_and_limits(ctx: Ctx) -> TestResult {
     Ok(())
 }
 
-async fn search_fuzzy_includes_exact(ctx: Ctx) -> TestResult {
+pub(super) async fn search_fuzzy_includes_exact(ctx: Ctx) -> TestResult {
     let p = create(&ctx, new_patient()).await?;
     let family = p.names[0].family.clone();
     let r = ok(
@@ -328,15 +298,15 @@ async fn search_fuzzy_includes_exact(ctx: Ctx) -> TestResult {
     Ok(())
 }
 
-async fn search_invalid(ctx: Ctx) -> TestResult {
+pub(super) async fn search_invalid(ctx: Ctx) -> TestResult {
     let on = |year, month, day| Date { year, month, day };
     let range = |start, end| Birth::BirthDateRange(DateRange { start, end });
     let smith = |birth| search("Smith", birth);
     let family_name = || Refusal::invalid_under("family_name");
-    refuse_all(
-        &client(&ctx),
+    refuse_each!(
+        client(&ctx),
+        search_patients,
         "SearchPatients",
-        |mut c, r| async move { c.search_patients(r).await },
         vec![
             (
                 "an empty family name",

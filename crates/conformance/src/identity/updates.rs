@@ -4,54 +4,19 @@ use carerecord_contracts::common::v1::{ChangeType, Date, HumanName};
 use carerecord_contracts::identity::v1::{ListPatientVersionsRequest, Patient};
 use tonic::Code;
 
-use super::{
+use super::support::{
     client, create, get, has_reason, held_by, new_patient, regender, requester, unknown, update,
     update_request,
 };
 use crate::harness::{
-    Case, Ctx, Refusal, TestResult, ensure, ensure_eq, err, ok, refuse_all, refused,
+    Ctx, Refusal, TestResult, ensure, ensure_eq, err, masks_refused, ok, refuse_each, refused,
 };
 
-pub(super) fn cases() -> Vec<Case> {
-    vec![
-        Case::new(
-            "ID-UPD-001",
-            "UpdatePatient replaces masked fields in a new version; an update changing nothing writes nothing",
-            update_basics,
-        ),
-        Case::new(
-            "ID-UPD-002",
-            "UpdatePatient with a stale etag -> ABORTED ETAG_MISMATCH with metadata current_version",
-            update_stale,
-        ),
-        Case::new(
-            "ID-UPD-003",
-            "UpdatePatient update_mask missing, empty, unknown, output-only or a sub-path -> INVALID_ARGUMENT `update_mask`; unknown patient -> NOT_FOUND",
-            update_invalid,
-        ),
-        Case::new(
-            "ID-UPD-004",
-            "UpdatePatient to an NHS number held by another patient -> ALREADY_EXISTS naming the holder",
-            update_conflict,
-        ),
-        Case::new(
-            "ID-VER-001",
-            "ListPatientVersions lists every version oldest first with change type, changed fields, requester and reason, in pages",
-            versions,
-        ),
-        Case::new(
-            "ID-VER-002",
-            "ListPatientVersions: token of another patient or forged -> INVALID_ARGUMENT; unknown patient -> NOT_FOUND",
-            versions_invalid,
-        ),
-    ]
-}
-
-async fn update_basics(ctx: Ctx) -> TestResult {
+pub(super) async fn update_basics(ctx: Ctx) -> TestResult {
     let v1 = create(&ctx, new_patient()).await?;
     let mut names = v1.names.clone();
     names.push(HumanName {
-        family: super::family_name(),
+        family: super::support::family_name(),
         given: vec!["Alex".into()],
         ..Default::default()
     });
@@ -116,7 +81,7 @@ async fn update_basics(ctx: Ctx) -> TestResult {
     Ok(())
 }
 
-async fn update_stale(ctx: Ctx) -> TestResult {
+pub(super) async fn update_stale(ctx: Ctx) -> TestResult {
     let v1 = create(&ctx, new_patient()).await?;
     // new_patient() is female: a change to male is a real write.
     let v2 = regender(&ctx, &v1, 1).await?;
@@ -147,25 +112,21 @@ async fn update_stale(ctx: Ctx) -> TestResult {
     Ok(())
 }
 
-async fn update_invalid(ctx: Ctx) -> TestResult {
+pub(super) async fn update_invalid(ctx: Ctx) -> TestResult {
     let v1 = create(&ctx, new_patient()).await?;
-    let mut table: Vec<_> = [
-        &[][..],
-        &["version"][..],
-        &["state"][..],
-        &["merged_into_patient_id"][..],
-        &["names.family"][..],
-        &["favourite_colour"][..],
-    ]
-    .into_iter()
-    .map(|paths| {
-        (
-            format!("update_mask {paths:?}"),
-            update_request(v1.clone(), &v1.etag, paths),
-            Refusal::invalid_under("update_mask"),
-        )
-    })
-    .collect();
+    let masks: &[&[&str]] = &[
+        &[],
+        &["version"],
+        &["state"],
+        &["merged_into_patient_id"],
+        &["names.family"],
+        &["favourite_colour"],
+    ];
+    let mut table = masks_refused(
+        masks,
+        |paths| update_request(v1.clone(), &v1.etag, paths),
+        || Refusal::invalid_under("update_mask"),
+    );
     let mut no_mask = update_request(v1.clone(), &v1.etag, &["gender"]);
     no_mask.update_mask = None;
     let no_names = Patient {
@@ -199,13 +160,7 @@ async fn update_invalid(ctx: Ctx) -> TestResult {
             unknown(&unknown_id),
         ),
     ]);
-    refuse_all(
-        &client(&ctx),
-        "UpdatePatient",
-        |mut c, r| async move { c.update_patient(r).await },
-        table,
-    )
-    .await?;
+    refuse_each!(client(&ctx), update_patient, "UpdatePatient", table,).await?;
     ensure_eq!(
         get(&ctx, &v1.patient_id).await?.version,
         1,
@@ -214,7 +169,7 @@ async fn update_invalid(ctx: Ctx) -> TestResult {
     Ok(())
 }
 
-async fn update_conflict(ctx: Ctx) -> TestResult {
+pub(super) async fn update_conflict(ctx: Ctx) -> TestResult {
     let holder = create(&ctx, new_patient()).await?;
     let other = create(&ctx, new_patient()).await?;
     let taken = Patient {
@@ -244,7 +199,7 @@ fn versions_request(
     }
 }
 
-async fn versions(ctx: Ctx) -> TestResult {
+pub(super) async fn versions(ctx: Ctx) -> TestResult {
     let v1 = create(&ctx, new_patient()).await?;
     let v2 = regender(&ctx, &v1, 1).await?;
     let v3 = update(
@@ -319,7 +274,7 @@ async fn versions(ctx: Ctx) -> TestResult {
     Ok(())
 }
 
-async fn versions_invalid(ctx: Ctx) -> TestResult {
+pub(super) async fn versions_invalid(ctx: Ctx) -> TestResult {
     let a = create(&ctx, new_patient()).await?;
     regender(&ctx, &a, 1).await?;
     let b = create(&ctx, new_patient()).await?;
@@ -334,10 +289,10 @@ async fn versions_invalid(ctx: Ctx) -> TestResult {
         "a next_page_token while versions remain"
     );
     let unknown_id = uuid::Uuid::new_v4().to_string();
-    refuse_all(
-        &client(&ctx),
+    refuse_each!(
+        client(&ctx),
+        list_patient_versions,
         "ListPatientVersions",
-        |mut c, r| async move { c.list_patient_versions(r).await },
         vec![
             (
                 "a token of another patient",

@@ -4,7 +4,7 @@
 use carerecord_contracts::common::v1::{ContactPoint, Date, HumanName, Identifier};
 use carerecord_contracts::identity::v1::{CreatePatientRequest, Patient};
 
-use super::{
+use super::support::{
     LOCAL_SYSTEM, NHS_SYSTEM, bad_check_digit, check_digit, client, create_request, ensure_unheld,
     local_id, new_patient, nhs_number,
 };

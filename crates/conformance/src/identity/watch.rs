@@ -2,27 +2,10 @@
 
 use std::time::Duration;
 
-use super::{client, create, merge, new_patient, regender};
-use crate::harness::{
-    Case, Ctx, Refusal, TestResult, describe, ensure, ensure_eq, fail, ok, refused,
-};
+use super::support::{client, create, merge, new_patient, regender};
+use crate::harness::{Ctx, Refusal, TestResult, describe, ensure, ensure_eq, fail, ok, refused};
 use carerecord_contracts::common::v1::ChangeType;
 use carerecord_contracts::identity::v1::{WatchPatientChangesRequest, WatchPatientChangesResponse};
-
-pub(super) fn cases() -> Vec<Case> {
-    vec![
-        Case::new(
-            "ID-WATCH-001",
-            "WatchPatientChanges replays events after a cursor in commit order: creates, updates and merges (source first, then target)",
-            watch,
-        ),
-        Case::new(
-            "ID-WATCH-002",
-            "WatchPatientChanges with a malformed or foreign cursor -> INVALID_ARGUMENT",
-            watch_invalid,
-        ),
-    ]
-}
 
 async fn next_event(
     stream: &mut tonic::codec::Streaming<WatchPatientChangesResponse>,
@@ -35,7 +18,7 @@ async fn next_event(
     }
 }
 
-async fn watch(ctx: Ctx) -> TestResult {
+pub(super) async fn watch(ctx: Ctx) -> TestResult {
     let a = create(&ctx, new_patient()).await?;
     // Find a's creation event from the start of the feed to get a cursor.
     let mut stream = ok(
@@ -128,7 +111,7 @@ async fn watch(ctx: Ctx) -> TestResult {
     Ok(())
 }
 
-async fn watch_invalid(ctx: Ctx) -> TestResult {
+pub(super) async fn watch_invalid(ctx: Ctx) -> TestResult {
     for cursor in [crate::records::FORGED_TOKEN, "not a cursor"] {
         let result = match client(&ctx)
             .watch_patient_changes(WatchPatientChangesRequest {

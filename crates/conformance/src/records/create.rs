@@ -3,102 +3,15 @@
 use carerecord_contracts::records::v1::{
     CreateRecordRequest, GetRecordRequest, Record, RecordStatus, RecordView,
 };
-use tonic::Code;
 
-use super::{
-    FHIR_JSON, MIN_PAYLOAD_LIMIT, RESOURCE_TYPE, client, create, create_request, create_with, get,
-    list_all, list_request, new_record, payload_with, relabel, requester, sha256_hex,
+use super::support::{
+    FHIR_JSON, MIN_PAYLOAD_LIMIT, client, create, create_request, create_with, get, list_all,
+    list_request, new_record, payload_with, relabel, requester, reused_request_id, sha256_hex,
+    unknown,
 };
-use crate::harness::{
-    Case, Ctx, TestResult, ensure, ensure_eq, err, has_reason, has_resource, has_violation,
-};
+use crate::harness::{Ctx, Refusal, TestResult, ensure, ensure_eq, refuse_each, refused};
 
-pub(super) fn cases() -> Vec<Case> {
-    vec![
-        Case::new(
-            "REC-CREATE-001",
-            "CreateRecord returns version 1, status CURRENT, a lower-case record_id, an etag, the payload byte for byte, its SHA-256 and size",
-            create_basics,
-        ),
-        Case::new(
-            "REC-CREATE-002",
-            "The payload is stored and returned exactly as submitted: white space, member order, escapes, `id` and `meta` untouched",
-            payload_byte_for_byte,
-        ),
-        Case::new(
-            "REC-CREATE-003",
-            "data_classes are stored as a set: duplicates removed, sorted ascending",
-            data_classes_as_set,
-        ),
-        Case::new(
-            "REC-CREATE-004",
-            "Identifiers are accepted in any letter case and returned lower case; the ODS code is upper-cased",
-            identifiers_case,
-        ),
-        Case::new(
-            "REC-CREATE-005",
-            "Every patient reference form is accepted: Patient/<id>, urn:uuid:<id>, the `patient` element, typed references, upper-case UUIDs",
-            reference_forms,
-        ),
-        Case::new(
-            "REC-CREATE-006",
-            "recorded_time defaults to create_time; a past recorded_time and effective_time are kept as given",
-            recorded_time_default,
-        ),
-        Case::new(
-            "REC-CREATE-007",
-            "A payload just under 64 KiB (the smallest limit a deployment may configure) is accepted",
-            payload_under_min_limit,
-        ),
-        Case::new(
-            "REC-GET-001",
-            "GetRecord returns the latest version; version N returns that version as it was written",
-            get_versions,
-        ),
-        Case::new(
-            "REC-GET-002",
-            "RECORD_VIEW_METADATA leaves payload empty but keeps content_hash and payload_size",
-            get_metadata_view,
-        ),
-        Case::new(
-            "REC-GET-003",
-            "GetRecord of an unknown record_id -> NOT_FOUND with ResourceInfo(carerecord.records.v1.Record, record_id)",
-            get_unknown,
-        ),
-        Case::new(
-            "REC-GET-004",
-            "GetRecord of a version greater than the latest -> NOT_FOUND with ResourceInfo",
-            get_version_too_high,
-        ),
-        Case::new(
-            "REC-GET-005",
-            "GetRecord with a missing, malformed or nil record_id, or a negative version -> INVALID_ARGUMENT naming the field",
-            get_invalid,
-        ),
-        Case::new(
-            "REC-GET-006",
-            "GetRecord accepts an upper-case record_id",
-            get_upper_case,
-        ),
-        Case::new(
-            "REC-IDEM-001",
-            "A CreateRecord retry with the same request_id and record returns the first result and writes nothing",
-            idempotent_retry,
-        ),
-        Case::new(
-            "REC-IDEM-002",
-            "A retry after the record has changed still returns version 1 as first created",
-            idempotent_retry_after_update,
-        ),
-        Case::new(
-            "REC-IDEM-003",
-            "The same request_id with a different record -> FAILED_PRECONDITION, ErrorInfo REQUEST_ID_REUSED, nothing written",
-            request_id_reused,
-        ),
-    ]
-}
-
-async fn create_basics(ctx: Ctx) -> TestResult {
+pub(super) async fn create_basics(ctx: Ctx) -> TestResult {
     let pid = ctx.new_patient();
     let input = new_record(&pid);
     let r = create(&ctx, input.clone()).await?;
@@ -135,7 +48,7 @@ async fn create_basics(ctx: Ctx) -> TestResult {
     Ok(())
 }
 
-async fn payload_byte_for_byte(ctx: Ctx) -> TestResult {
+pub(super) async fn payload_byte_for_byte(ctx: Ctx) -> TestResult {
     let pid = ctx.new_patient();
     // Unusual but valid JSON a server might be tempted to normalise.
     let text = format!(
@@ -165,7 +78,7 @@ async fn payload_byte_for_byte(ctx: Ctx) -> TestResult {
     Ok(())
 }
 
-async fn data_classes_as_set(ctx: Ctx) -> TestResult {
+pub(super) async fn data_classes_as_set(ctx: Ctx) -> TestResult {
     let pid = ctx.new_patient();
     let input = Record {
         data_classes: ["safeguarding", "hiv", "safeguarding", "genomic"]
@@ -206,7 +119,7 @@ async fn data_classes_as_set(ctx: Ctx) -> TestResult {
     Ok(())
 }
 
-async fn identifiers_case(ctx: Ctx) -> TestResult {
+pub(super) async fn identifiers_case(ctx: Ctx) -> TestResult {
     let pid = ctx.new_patient();
     let upper = pid.to_uppercase();
     let input = Record {
@@ -224,20 +137,20 @@ async fn identifiers_case(ctx: Ctx) -> TestResult {
     );
     let (listed, _) = list_all(&ctx, list_request(&pid)).await?;
     ensure_eq!(
-        super::ids(&listed),
+        super::support::ids(&listed),
         vec![r.record_id.clone()],
         "ListRecords by the lower-case patient_id"
     );
     let (listed, _) = list_all(&ctx, list_request(&upper)).await?;
     ensure_eq!(
-        super::ids(&listed),
+        super::support::ids(&listed),
         vec![r.record_id],
         "ListRecords by the upper-case patient_id"
     );
     Ok(())
 }
 
-async fn reference_forms(ctx: Ctx) -> TestResult {
+pub(super) async fn reference_forms(ctx: Ctx) -> TestResult {
     let pid = ctx.new_patient();
     let typed = serde_json::json!({
         "resourceType": "Condition",
@@ -293,13 +206,13 @@ async fn reference_forms(ctx: Ctx) -> TestResult {
     Ok(())
 }
 
-async fn recorded_time_default(ctx: Ctx) -> TestResult {
+pub(super) async fn recorded_time_default(ctx: Ctx) -> TestResult {
     let pid = ctx.new_patient();
     let r = create(&ctx, new_record(&pid)).await?;
     ensure_eq!(r.recorded_time, r.create_time, "recorded_time when unset");
     ensure_eq!(r.effective_time, None, "effective_time when unset");
-    let recorded = super::day(10);
-    let effective = super::day(9);
+    let recorded = super::support::day(10);
+    let effective = super::support::day(9);
     let r = create(
         &ctx,
         Record {
@@ -314,9 +227,9 @@ async fn recorded_time_default(ctx: Ctx) -> TestResult {
     Ok(())
 }
 
-async fn payload_under_min_limit(ctx: Ctx) -> TestResult {
+pub(super) async fn payload_under_min_limit(ctx: Ctx) -> TestResult {
     let pid = ctx.new_patient();
-    let base = String::from_utf8(super::observation(&pid)).unwrap_or_default();
+    let base = String::from_utf8(super::support::observation(&pid)).unwrap_or_default();
     // Pad inside a note so the whole payload is 63 KiB.
     let pad = (MIN_PAYLOAD_LIMIT - 1024).saturating_sub(base.len() + 32);
     let mut value: serde_json::Value = serde_json::from_str(&base).unwrap_or_default();
@@ -335,7 +248,7 @@ async fn payload_under_min_limit(ctx: Ctx) -> TestResult {
     Ok(())
 }
 
-async fn get_versions(ctx: Ctx) -> TestResult {
+pub(super) async fn get_versions(ctx: Ctx) -> TestResult {
     let pid = ctx.new_patient();
     let v1 = create(&ctx, new_record(&pid)).await?;
     let v2 = relabel(&ctx, &v1, &["genomic"]).await?;
@@ -348,10 +261,10 @@ async fn get_versions(ctx: Ctx) -> TestResult {
     Ok(())
 }
 
-async fn get_metadata_view(ctx: Ctx) -> TestResult {
+pub(super) async fn get_metadata_view(ctx: Ctx) -> TestResult {
     let pid = ctx.new_patient();
     let r = create(&ctx, new_record(&pid)).await?;
-    let got = super::got_record(
+    let got = super::support::got_record(
         client(&ctx)
             .get_record(GetRecordRequest {
                 record_id: r.record_id.clone(),
@@ -376,7 +289,7 @@ async fn get_metadata_view(ctx: Ctx) -> TestResult {
         "payload_size in METADATA view"
     );
     ensure_eq!(got.etag, r.etag, "etag in METADATA view");
-    let full = super::got_record(
+    let full = super::support::got_record(
         client(&ctx)
             .get_record(GetRecordRequest {
                 record_id: r.record_id.clone(),
@@ -390,66 +303,65 @@ async fn get_metadata_view(ctx: Ctx) -> TestResult {
     Ok(())
 }
 
-async fn get_unknown(ctx: Ctx) -> TestResult {
+/// A request for `version` of `record_id` (0: the latest), full view.
+fn get_request(record_id: &str, version: i64) -> GetRecordRequest {
+    GetRecordRequest {
+        record_id: record_id.to_owned(),
+        version,
+        ..Default::default()
+    }
+}
+
+pub(super) async fn get_unknown(ctx: Ctx) -> TestResult {
     let id = uuid::Uuid::new_v4().to_string();
-    let status = err(
-        client(&ctx)
-            .get_record(GetRecordRequest {
-                record_id: id.clone(),
-                ..Default::default()
-            })
-            .await,
-        Code::NotFound,
-        "GetRecord(unknown id)",
-    )?;
-    has_resource(&status, RESOURCE_TYPE, &id)
+    refuse_each!(
+        client(&ctx),
+        get_record,
+        "GetRecord",
+        vec![("unknown id".to_owned(), get_request(&id, 0), unknown(&id))],
+    )
+    .await
 }
 
-async fn get_version_too_high(ctx: Ctx) -> TestResult {
+pub(super) async fn get_version_too_high(ctx: Ctx) -> TestResult {
     let pid = ctx.new_patient();
     let r = create(&ctx, new_record(&pid)).await?;
-    let status = err(
-        client(&ctx)
-            .get_record(GetRecordRequest {
-                record_id: r.record_id.clone(),
-                version: 2,
-                ..Default::default()
-            })
-            .await,
-        Code::NotFound,
-        "GetRecord(version 2 of a record with one version)",
-    )?;
-    has_resource(&status, RESOURCE_TYPE, &r.record_id)
+    refuse_each!(
+        client(&ctx),
+        get_record,
+        "GetRecord",
+        vec![(
+            "version 2 of a record with one version".to_owned(),
+            get_request(&r.record_id, 2),
+            unknown(&r.record_id),
+        )],
+    )
+    .await
 }
 
-async fn get_invalid(ctx: Ctx) -> TestResult {
+pub(super) async fn get_invalid(ctx: Ctx) -> TestResult {
     let pid = ctx.new_patient();
     let r = create(&ctx, new_record(&pid)).await?;
-    let cases = [
+    let table = [
         ("", 0, "record_id"),
         ("not-a-uuid", 0, "record_id"),
         ("00000000-0000-0000-0000-000000000000", 0, "record_id"),
         ("0f8fad5b-d9cb-469f-a165-70867728950", 0, "record_id"),
         (r.record_id.as_str(), -1, "version"),
-    ];
-    for (record_id, version, field) in cases {
-        let status = err(
-            client(&ctx)
-                .get_record(GetRecordRequest {
-                    record_id: record_id.to_owned(),
-                    version,
-                    ..Default::default()
-                })
-                .await,
-            Code::InvalidArgument,
-            &format!("GetRecord(record_id {record_id:?}, version {version})"),
-        )?;
-        has_violation(&status, field)?;
-    }
-    Ok(())
+    ]
+    .into_iter()
+    .map(|(record_id, version, field)| {
+        (
+            format!("record_id {record_id:?}, version {version}"),
+            get_request(record_id, version),
+            Refusal::invalid(field),
+        )
+    })
+    .collect();
+    refuse_each!(client(&ctx), get_record, "GetRecord", table).await
 }
 
-async fn get_upper_case(ctx: Ctx) -> TestResult {
+pub(super) async fn get_upper_case(ctx: Ctx) -> TestResult {
     let pid = ctx.new_patient();
     let r = create(&ctx, new_record(&pid)).await?;
     let got = get(&ctx, &r.record_id.to_uppercase(), 0).await?;
@@ -461,7 +373,7 @@ async fn get_upper_case(ctx: Ctx) -> TestResult {
     Ok(())
 }
 
-async fn idempotent_retry(ctx: Ctx) -> TestResult {
+pub(super) async fn idempotent_retry(ctx: Ctx) -> TestResult {
     let pid = ctx.new_patient();
     let request = create_request(new_record(&pid));
     let first = create_with(&ctx, request.clone()).await?;
@@ -472,7 +384,7 @@ async fn idempotent_retry(ctx: Ctx) -> TestResult {
     Ok(())
 }
 
-async fn idempotent_retry_after_update(ctx: Ctx) -> TestResult {
+pub(super) async fn idempotent_retry_after_update(ctx: Ctx) -> TestResult {
     let pid = ctx.new_patient();
     let request = create_request(new_record(&pid));
     let first = create_with(&ctx, request.clone()).await?;
@@ -488,7 +400,7 @@ async fn idempotent_retry_after_update(ctx: Ctx) -> TestResult {
     Ok(())
 }
 
-async fn request_id_reused(ctx: Ctx) -> TestResult {
+pub(super) async fn request_id_reused(ctx: Ctx) -> TestResult {
     let pid = ctx.new_patient();
     let request = create_request(new_record(&pid));
     let first = create_with(&ctx, request.clone()).await?;
@@ -498,27 +410,25 @@ async fn request_id_reused(ctx: Ctx) -> TestResult {
         requester: Some(requester("create")),
         ..request.clone()
     };
-    let status = err(
+    refused(
         client(&ctx).create_record(reused).await,
-        Code::FailedPrecondition,
+        &reused_request_id(),
         "CreateRecord(same request_id, different record)",
     )?;
-    has_reason(&status, "REQUEST_ID_REUSED")?;
-    super::ensure_nothing_written(&ctx, &other_patient).await?;
+    super::support::ensure_nothing_written(&ctx, &other_patient).await?;
     // Same patient, different payload: still a different record.
     let mut changed = request.clone();
     if let Some(r) = changed.record.as_mut() {
-        r.payload = super::observation(&pid);
+        r.payload = super::support::observation(&pid);
     }
-    let status = err(
+    refused(
         client(&ctx).create_record(changed).await,
-        Code::FailedPrecondition,
+        &reused_request_id(),
         "CreateRecord(same request_id, different payload)",
     )?;
-    has_reason(&status, "REQUEST_ID_REUSED")?;
     let (listed, _) = list_all(&ctx, list_request(&pid)).await?;
     ensure_eq!(
-        super::ids(&listed),
+        super::support::ids(&listed),
         vec![first.record_id],
         "records of the patient"
     );

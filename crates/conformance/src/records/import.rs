@@ -7,40 +7,11 @@ use carerecord_contracts::records::v1::{
 };
 use tonic::Code;
 
-use super::{
+use super::support::{
     client, create_request, create_with, get, ids, list_all, list_request, new_record, requester,
+    reused_request_id,
 };
-use crate::harness::{Case, Ctx, TestResult, ensure, ensure_eq, err, fail, ok};
-
-pub(super) fn cases() -> Vec<Case> {
-    vec![
-        Case::new(
-            "REC-IMP-001",
-            "ImportRecords accepts valid items and reports each invalid one (index over the whole stream, reason, field violations) without failing the others",
-            import_mixed,
-        ),
-        Case::new(
-            "REC-IMP-002",
-            "Re-sending an import stream deduplicates the items with request_ids: same record ids, nothing written",
-            import_resend,
-        ),
-        Case::new(
-            "REC-IMP-003",
-            "Import items share CreateRecord's request_id space: same record -> deduplicated, different record -> REQUEST_ID_REUSED",
-            import_shared_request_ids,
-        ),
-        Case::new(
-            "REC-IMP-004",
-            "Accepted items are written in index order with the stream's requester; return_record_ids off lists none",
-            import_order_and_requester,
-        ),
-        Case::new(
-            "REC-IMP-005",
-            "ImportRecords with no message, no requester in the first message, or over 1000 items in a message -> INVALID_ARGUMENT",
-            import_stream_errors,
-        ),
-    ]
-}
+use crate::harness::{Ctx, Refusal, TestResult, ensure, ensure_eq, fail, ok, refuse_all, refused};
 
 fn item(request_id: &str, record: Record) -> ImportItem {
     ImportItem {
@@ -107,7 +78,7 @@ fn mixed(pid: &str, rids: &[String; 4]) -> Vec<ImportRecordsRequest> {
     ]
 }
 
-async fn import_mixed(ctx: Ctx) -> TestResult {
+pub(super) async fn import_mixed(ctx: Ctx) -> TestResult {
     let pid = ctx.new_patient();
     let rids = [rid(), rid(), rid(), rid()];
     let response = import(&ctx, mixed(&pid, &rids)).await?;
@@ -181,7 +152,7 @@ async fn import_mixed(ctx: Ctx) -> TestResult {
     Ok(())
 }
 
-async fn import_resend(ctx: Ctx) -> TestResult {
+pub(super) async fn import_resend(ctx: Ctx) -> TestResult {
     let pid = ctx.new_patient();
     let rids = [rid(), rid(), rid(), rid()];
     let messages = mixed(&pid, &rids);
@@ -224,7 +195,7 @@ async fn import_resend(ctx: Ctx) -> TestResult {
     Ok(())
 }
 
-async fn import_shared_request_ids(ctx: Ctx) -> TestResult {
+pub(super) async fn import_shared_request_ids(ctx: Ctx) -> TestResult {
     let pid = ctx.new_patient();
     let request = create_request(new_record(&pid));
     let created = create_with(&ctx, request.clone()).await?;
@@ -278,12 +249,11 @@ async fn import_shared_request_ids(ctx: Ctx) -> TestResult {
     // And the other way: CreateRecord with an import item's request_id and another record.
     let mut reuse = create_request(new_record(&pid));
     reuse.request_id = shared;
-    let status = err(
+    refused(
         client(&ctx).create_record(reuse).await,
-        Code::FailedPrecondition,
+        &reused_request_id(),
         "CreateRecord(an import item's request_id, another record)",
     )?;
-    crate::harness::has_reason(&status, "REQUEST_ID_REUSED")?;
     let (listed, _) = list_all(&ctx, list_request(&pid)).await?;
     ensure_eq!(
         listed.len(),
@@ -293,7 +263,7 @@ async fn import_shared_request_ids(ctx: Ctx) -> TestResult {
     Ok(())
 }
 
-async fn import_order_and_requester(ctx: Ctx) -> TestResult {
+pub(super) async fn import_order_and_requester(ctx: Ctx) -> TestResult {
     let pid = ctx.new_patient();
     let items: Vec<ImportItem> = (0..25).map(|_| item(&rid(), new_record(&pid))).collect();
     let payloads: Vec<Vec<u8>> = items
@@ -356,36 +326,45 @@ async fn import_order_and_requester(ctx: Ctx) -> TestResult {
     Ok(())
 }
 
-async fn import_stream_errors(ctx: Ctx) -> TestResult {
+/// Sends import streams, each of which must be refused with INVALID_ARGUMENT.
+async fn imports_refused(ctx: &Ctx, table: Vec<(&str, Vec<ImportRecordsRequest>)>) -> TestResult {
+    let table = table
+        .into_iter()
+        .map(|(what, messages)| (what, messages, Refusal::new(Code::InvalidArgument)))
+        .collect();
+    refuse_all(
+        &client(ctx),
+        "ImportRecords",
+        |mut c, messages: Vec<ImportRecordsRequest>| async move {
+            c.import_records(tokio_stream::iter(messages)).await
+        },
+        table,
+    )
+    .await
+}
+
+pub(super) async fn import_stream_errors(ctx: Ctx) -> TestResult {
     let pid = ctx.new_patient();
-    err(
-        client(&ctx)
-            .import_records(tokio_stream::iter(Vec::<ImportRecordsRequest>::new()))
-            .await,
-        Code::InvalidArgument,
-        "ImportRecords(no message)",
-    )?;
     let no_requester = ImportRecordsRequest {
         items: vec![item(&rid(), new_record(&pid))],
         requester: None,
         return_record_ids: false,
     };
-    err(
-        client(&ctx)
-            .import_records(tokio_stream::iter(vec![no_requester]))
-            .await,
-        Code::InvalidArgument,
-        "ImportRecords(first message without requester)",
-    )?;
-    super::ensure_nothing_written(&ctx, &pid).await?;
+    imports_refused(
+        &ctx,
+        vec![
+            ("no message", vec![]),
+            ("first message without requester", vec![no_requester]),
+        ],
+    )
+    .await?;
+    super::support::ensure_nothing_written(&ctx, &pid).await?;
     let big: Vec<ImportItem> = (0..1001).map(|_| item(&rid(), new_record(&pid))).collect();
-    err(
-        client(&ctx)
-            .import_records(tokio_stream::iter(vec![first(big, false)]))
-            .await,
-        Code::InvalidArgument,
-        "ImportRecords(a message with 1001 items)",
-    )?;
+    imports_refused(
+        &ctx,
+        vec![("a message with 1001 items", vec![first(big, false)])],
+    )
+    .await?;
     // An item whose request_id is not a UUID is an item problem, not a stream error.
     let response = import(
         &ctx,

@@ -4,61 +4,13 @@ use carerecord_contracts::common::v1::Period;
 use carerecord_contracts::records::v1::{
     ListRecordsRequest, Record, RecordOrder, RecordStatus, RecordView,
 };
-use tonic::Code;
 
-use super::{
+use super::support::{
     client, create, day, ids, list_all, list_request, new_record, new_record_of, relabel, retract,
 };
-use crate::harness::{
-    Case, Ctx, TestResult, ensure, ensure_eq, err, has_violation, has_violation_under, ok,
-};
+use crate::harness::{Ctx, Refusal, TestResult, ensure, ensure_eq, ok, refuse_each};
 
-pub(super) fn cases() -> Vec<Case> {
-    vec![
-        Case::new(
-            "REC-LIST-001",
-            "ListRecords lists a patient's records (latest versions) in creation order; an unknown patient gives an empty list, not NOT_FOUND",
-            list_basics,
-        ),
-        Case::new(
-            "REC-LIST-002",
-            "ListRecords pages through every record exactly once, in order, with the same watch_cursor on every page",
-            list_paging,
-        ),
-        Case::new(
-            "REC-LIST-003",
-            "Snapshot pagination: writes after the first page (new records, updates, retractions) do not change later pages",
-            list_snapshot,
-        ),
-        Case::new(
-            "REC-LIST-004",
-            "Filters resource_types, data_classes, excluded_data_classes, include_retracted, effective_time and updated_since combine with AND",
-            list_filters,
-        ),
-        Case::new(
-            "REC-LIST-005",
-            "RECORD_ORDER_EFFECTIVE_TIME_DESCENDING: latest effective_time first, records without one last, ties newest creation first",
-            list_effective_order,
-        ),
-        Case::new(
-            "REC-LIST-006",
-            "A page token reused with different filters, forged or tampered with -> INVALID_ARGUMENT `page_token`; page_size may change",
-            list_bad_token,
-        ),
-        Case::new(
-            "REC-LIST-007",
-            "ListRecords validation: patient_id missing or malformed, unknown data class, malformed or over 50 resource types, empty period -> INVALID_ARGUMENT",
-            list_invalid,
-        ),
-        Case::new(
-            "REC-LIST-008",
-            "ListRecords RECORD_VIEW_METADATA returns records without payload but with content_hash and payload_size",
-            list_metadata_view,
-        ),
-    ]
-}
-
-async fn list_basics(ctx: Ctx) -> TestResult {
+pub(super) async fn list_basics(ctx: Ctx) -> TestResult {
     let pid = ctx.new_patient();
     let a = create(&ctx, new_record(&pid)).await?;
     let b = create(&ctx, new_record_of(&pid, "Condition")).await?;
@@ -85,7 +37,7 @@ async fn list_basics(ctx: Ctx) -> TestResult {
     Ok(())
 }
 
-async fn list_paging(ctx: Ctx) -> TestResult {
+pub(super) async fn list_paging(ctx: Ctx) -> TestResult {
     let pid = ctx.new_patient();
     let mut created = Vec::new();
     for _ in 0..7 {
@@ -127,7 +79,7 @@ async fn list_paging(ctx: Ctx) -> TestResult {
     Ok(())
 }
 
-async fn list_snapshot(ctx: Ctx) -> TestResult {
+pub(super) async fn list_snapshot(ctx: Ctx) -> TestResult {
     let pid = ctx.new_patient();
     let mut rs = Vec::new();
     for _ in 0..5 {
@@ -148,8 +100,7 @@ async fn list_snapshot(ctx: Ctx) -> TestResult {
         "a next_page_token while records remain"
     );
     // Writes after the snapshot.
-    let late = create(&ctx, new_record(&pid)).await?;
-    let _ = late;
+    create(&ctx, new_record(&pid)).await?;
     relabel(&ctx, &rs[2], &["hiv"]).await?;
     retract(&ctx, &rs[0], "retract").await?;
     retract(&ctx, &rs[3], "retract").await?;
@@ -191,7 +142,7 @@ async fn list_snapshot(ctx: Ctx) -> TestResult {
     Ok(())
 }
 
-async fn list_filters(ctx: Ctx) -> TestResult {
+pub(super) async fn list_filters(ctx: Ctx) -> TestResult {
     let pid = ctx.new_patient();
     let a = create(
         &ctx,
@@ -229,7 +180,7 @@ async fn list_filters(ctx: Ctx) -> TestResult {
     let d = retract(&ctx, &d, "retract").await?;
     let [a, b, c] = [a.record_id, b.record_id, c.record_id];
     let d_id = d.record_id.clone();
-    let c_time = super::get(&ctx, &c, 0).await?.update_time;
+    let c_time = super::support::get(&ctx, &c, 0).await?.update_time;
     let strs = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
     let base = list_request(&pid);
     let checks: Vec<(&str, ListRecordsRequest, Vec<&String>)> = vec![
@@ -405,7 +356,7 @@ async fn list_filters(ctx: Ctx) -> TestResult {
     Ok(())
 }
 
-async fn list_effective_order(ctx: Ctx) -> TestResult {
+pub(super) async fn list_effective_order(ctx: Ctx) -> TestResult {
     let pid = ctx.new_patient();
     let mut made = Vec::new();
     for eff in [Some(10), Some(30), None, Some(20), Some(30), None] {
@@ -456,7 +407,7 @@ async fn list_effective_order(ctx: Ctx) -> TestResult {
     Ok(())
 }
 
-async fn list_bad_token(ctx: Ctx) -> TestResult {
+pub(super) async fn list_bad_token(ctx: Ctx) -> TestResult {
     let pid = ctx.new_patient();
     for _ in 0..3 {
         create(&ctx, new_record(&pid)).await?;
@@ -473,53 +424,50 @@ async fn list_bad_token(ctx: Ctx) -> TestResult {
     let token = first.next_page_token.clone();
     ensure!(!token.is_empty(), "a next_page_token while records remain");
     let other = ctx.new_patient();
-    let bad: Vec<(&str, ListRecordsRequest)> = vec![
-        (
-            "another patient",
-            ListRecordsRequest {
-                page_token: token.clone(),
-                ..list_request(&other)
-            },
-        ),
-        (
-            "another filter",
-            ListRecordsRequest {
-                page_token: token.clone(),
-                include_retracted: true,
-                ..list_request(&pid)
-            },
-        ),
-        (
-            "another order",
-            ListRecordsRequest {
-                page_token: token.clone(),
-                order: RecordOrder::EffectiveTimeDescending as i32,
-                ..list_request(&pid)
-            },
-        ),
-        (
-            "a forged token",
-            ListRecordsRequest {
-                page_token: super::FORGED_TOKEN.into(),
-                ..list_request(&pid)
-            },
-        ),
-        (
-            "a tampered token",
-            ListRecordsRequest {
-                page_token: super::tamper(&token),
-                ..list_request(&pid)
-            },
-        ),
-    ];
-    for (what, request) in bad {
-        let status = err(
-            client(&ctx).list_records(request).await,
-            Code::InvalidArgument,
-            &format!("ListRecords(page token with {what})"),
-        )?;
-        has_violation(&status, "page_token")?;
-    }
+    let with_token = |patient_id: &str, page_token: String| ListRecordsRequest {
+        page_token,
+        ..list_request(patient_id)
+    };
+    let page_token = || Refusal::invalid("page_token");
+    refuse_each!(
+        client(&ctx),
+        list_records,
+        "ListRecords",
+        vec![
+            (
+                "page token with another patient",
+                with_token(&other, token.clone()),
+                page_token(),
+            ),
+            (
+                "page token with another filter",
+                ListRecordsRequest {
+                    include_retracted: true,
+                    ..with_token(&pid, token.clone())
+                },
+                page_token(),
+            ),
+            (
+                "page token with another order",
+                ListRecordsRequest {
+                    order: RecordOrder::EffectiveTimeDescending as i32,
+                    ..with_token(&pid, token.clone())
+                },
+                page_token(),
+            ),
+            (
+                "page token with a forged token",
+                with_token(&pid, super::support::FORGED_TOKEN.into()),
+                page_token(),
+            ),
+            (
+                "page token with a tampered token",
+                with_token(&pid, super::support::tamper(&token)),
+                page_token(),
+            ),
+        ],
+    )
+    .await?;
     // page_size and view are not bound.
     let next = ok(
         client(&ctx)
@@ -536,106 +484,78 @@ async fn list_bad_token(ctx: Ctx) -> TestResult {
     Ok(())
 }
 
-async fn list_invalid(ctx: Ctx) -> TestResult {
+pub(super) async fn list_invalid(ctx: Ctx) -> TestResult {
     let pid = ctx.new_patient();
-    let base = list_request(&pid);
-    let many: Vec<String> = (0..51).map(|_| "Observation".to_owned()).collect();
-    let cases: Vec<(&str, ListRecordsRequest, &str, bool)> = vec![
-        (
-            "no patient_id",
-            ListRecordsRequest {
-                patient_id: String::new(),
-                ..base.clone()
-            },
-            "patient_id",
-            true,
-        ),
-        (
-            "malformed patient_id",
-            ListRecordsRequest {
-                patient_id: "abc".into(),
-                ..base.clone()
-            },
-            "patient_id",
-            true,
-        ),
-        (
-            "unknown data class",
-            ListRecordsRequest {
-                data_classes: vec!["secret".into()],
-                ..base.clone()
-            },
-            "data_classes",
-            false,
-        ),
-        (
-            "unknown excluded data class",
-            ListRecordsRequest {
-                excluded_data_classes: vec!["secret".into()],
-                ..base.clone()
-            },
-            "excluded_data_classes",
-            false,
-        ),
-        (
-            "malformed resource type",
-            ListRecordsRequest {
-                resource_types: vec!["Observation; DROP".into()],
-                ..base.clone()
-            },
-            "resource_types",
-            false,
-        ),
-        (
-            "51 resource types",
-            ListRecordsRequest {
-                resource_types: many,
-                ..base.clone()
-            },
-            "resource_types",
-            false,
-        ),
-        (
-            "effective_time.start equal to end",
-            ListRecordsRequest {
-                effective_time: Some(Period {
-                    start: Some(day(1)),
-                    end: Some(day(1)),
-                }),
-                ..base.clone()
-            },
-            "effective_time",
-            false,
-        ),
-        (
-            "effective_time.start after end",
-            ListRecordsRequest {
-                effective_time: Some(Period {
-                    start: Some(day(2)),
-                    end: Some(day(1)),
-                }),
-                ..base.clone()
-            },
-            "effective_time",
-            false,
-        ),
-    ];
-    for (what, request, field, exact) in cases {
-        let status = err(
-            client(&ctx).list_records(request).await,
-            Code::InvalidArgument,
-            &format!("ListRecords({what})"),
-        )?;
-        if exact {
-            has_violation(&status, field)?;
-        } else {
-            has_violation_under(&status, field)?;
-        }
-    }
-    Ok(())
+    let with = |change: fn(&mut ListRecordsRequest)| {
+        let mut request = list_request(&pid);
+        change(&mut request);
+        request
+    };
+    let period = |start, end| {
+        Some(Period {
+            start: Some(day(start)),
+            end: Some(day(end)),
+        })
+    };
+    let one_day = period(1, 1);
+    let backwards = period(2, 1);
+    refuse_each!(
+        client(&ctx),
+        list_records,
+        "ListRecords",
+        vec![
+            (
+                "no patient_id",
+                list_request(""),
+                Refusal::invalid("patient_id"),
+            ),
+            (
+                "malformed patient_id",
+                list_request("abc"),
+                Refusal::invalid("patient_id"),
+            ),
+            (
+                "unknown data class",
+                with(|r| r.data_classes = vec!["secret".into()]),
+                Refusal::invalid_under("data_classes"),
+            ),
+            (
+                "unknown excluded data class",
+                with(|r| r.excluded_data_classes = vec!["secret".into()]),
+                Refusal::invalid_under("excluded_data_classes"),
+            ),
+            (
+                "malformed resource type",
+                with(|r| r.resource_types = vec!["Observation; DROP".into()]),
+                Refusal::invalid_under("resource_types"),
+            ),
+            (
+                "51 resource types",
+                with(|r| r.resource_types = vec!["Observation".to_owned(); 51]),
+                Refusal::invalid_under("resource_types"),
+            ),
+            (
+                "effective_time.start equal to end",
+                ListRecordsRequest {
+                    effective_time: one_day,
+                    ..list_request(&pid)
+                },
+                Refusal::invalid_under("effective_time"),
+            ),
+            (
+                "effective_time.start after end",
+                ListRecordsRequest {
+                    effective_time: backwards,
+                    ..list_request(&pid)
+                },
+                Refusal::invalid_under("effective_time"),
+            ),
+        ],
+    )
+    .await
 }
 
-async fn list_metadata_view(ctx: Ctx) -> TestResult {
+pub(super) async fn list_metadata_view(ctx: Ctx) -> TestResult {
     let pid = ctx.new_patient();
     let r = create(&ctx, new_record(&pid)).await?;
     let (records, _) = list_all(

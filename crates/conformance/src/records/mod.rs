@@ -7,316 +7,366 @@ mod create;
 mod export;
 mod import;
 mod list;
+mod retract;
+mod support;
 mod update;
 mod validation;
+mod versions;
 mod watch;
 
-use std::time::{Duration, SystemTime};
+use crate::harness::Case;
 
-use carerecord_contracts::common::v1::Requester;
-use carerecord_contracts::records::v1::record_hosting_service_client::RecordHostingServiceClient;
-use carerecord_contracts::records::v1::{
-    CreateRecordRequest, GetRecordRequest, ListRecordsRequest, Record, RecordView,
-    RetractRecordRequest, UpdateRecordRequest,
-};
-use prost_types::Timestamp;
-use sha2::{Digest, Sha256};
-use tonic::service::interceptor::InterceptedService;
-use tonic::transport::Channel;
+pub(crate) use support::{FORGED_TOKEN, create, day, new_record, seconds_from_now, tamper, ts_key};
 
-use crate::harness::{Case, Ctx, TestResult, ensure, ensure_eq, ok};
-
-pub(crate) type Client =
-    RecordHostingServiceClient<InterceptedService<Channel, crate::harness::Auth>>;
-
-/// The only content type v1 accepts.
-pub(crate) const FHIR_JSON: &str = "application/fhir+json";
-/// The protobuf type named in ResourceInfo for records.
-pub(crate) const RESOURCE_TYPE: &str = "carerecord.records.v1.Record";
-/// The smallest payload limit a deployment may configure (64 KiB).
-pub(crate) const MIN_PAYLOAD_LIMIT: usize = 64 * 1024;
-/// The largest payload limit a deployment may configure (3 MiB).
-pub(crate) const MAX_PAYLOAD_LIMIT: usize = 3 * 1024 * 1024;
-
+/// The catalogue: every test of the module, in run order.
 pub(crate) fn cases() -> Vec<Case> {
     let mut cases = Vec::new();
-    cases.extend(create::cases());
+    cases.extend([
+        Case::new(
+            "REC-CREATE-001",
+            "CreateRecord returns version 1, status CURRENT, a lower-case record_id, an etag, the payload byte for byte, its SHA-256 and size",
+            create::create_basics,
+        ),
+        Case::new(
+            "REC-CREATE-002",
+            "The payload is stored and returned exactly as submitted: white space, member order, escapes, `id` and `meta` untouched",
+            create::payload_byte_for_byte,
+        ),
+        Case::new(
+            "REC-CREATE-003",
+            "data_classes are stored as a set: duplicates removed, sorted ascending",
+            create::data_classes_as_set,
+        ),
+        Case::new(
+            "REC-CREATE-004",
+            "Identifiers are accepted in any letter case and returned lower case; the ODS code is upper-cased",
+            create::identifiers_case,
+        ),
+        Case::new(
+            "REC-CREATE-005",
+            "Every patient reference form is accepted: Patient/<id>, urn:uuid:<id>, the `patient` element, typed references, upper-case UUIDs",
+            create::reference_forms,
+        ),
+        Case::new(
+            "REC-CREATE-006",
+            "recorded_time defaults to create_time; a past recorded_time and effective_time are kept as given",
+            create::recorded_time_default,
+        ),
+        Case::new(
+            "REC-CREATE-007",
+            "A payload just under 64 KiB (the smallest limit a deployment may configure) is accepted",
+            create::payload_under_min_limit,
+        ),
+        Case::new(
+            "REC-GET-001",
+            "GetRecord returns the latest version; version N returns that version as it was written",
+            create::get_versions,
+        ),
+        Case::new(
+            "REC-GET-002",
+            "RECORD_VIEW_METADATA leaves payload empty but keeps content_hash and payload_size",
+            create::get_metadata_view,
+        ),
+        Case::new(
+            "REC-GET-003",
+            "GetRecord of an unknown record_id -> NOT_FOUND with ResourceInfo(carerecord.records.v1.Record, record_id)",
+            create::get_unknown,
+        ),
+        Case::new(
+            "REC-GET-004",
+            "GetRecord of a version greater than the latest -> NOT_FOUND with ResourceInfo",
+            create::get_version_too_high,
+        ),
+        Case::new(
+            "REC-GET-005",
+            "GetRecord with a missing, malformed or nil record_id, or a negative version -> INVALID_ARGUMENT naming the field",
+            create::get_invalid,
+        ),
+        Case::new(
+            "REC-GET-006",
+            "GetRecord accepts an upper-case record_id",
+            create::get_upper_case,
+        ),
+        Case::new(
+            "REC-IDEM-001",
+            "A CreateRecord retry with the same request_id and record returns the first result and writes nothing",
+            create::idempotent_retry,
+        ),
+        Case::new(
+            "REC-IDEM-002",
+            "A retry after the record has changed still returns version 1 as first created",
+            create::idempotent_retry_after_update,
+        ),
+        Case::new(
+            "REC-IDEM-003",
+            "The same request_id with a different record -> FAILED_PRECONDITION, ErrorInfo REQUEST_ID_REUSED, nothing written",
+            create::request_id_reused,
+        ),
+    ]);
     cases.extend(validation::cases());
-    cases.extend(update::cases());
-    cases.extend(list::cases());
-    cases.extend(export::cases());
-    cases.extend(watch::cases());
-    cases.extend(import::cases());
+    cases.extend([
+        Case::new(
+            "REC-UPD-001",
+            "UpdateRecord with the latest etag writes version 2 with a new etag; create_time, patient_id and resource_type unchanged",
+            update::update_payload,
+        ),
+        Case::new(
+            "REC-UPD-002",
+            "UpdateRecord with a stale etag -> ABORTED, ErrorInfo ETAG_MISMATCH, nothing written",
+            update::stale_etag,
+        ),
+        Case::new(
+            "REC-UPD-003",
+            "Every successful UpdateRecord writes a new version, even if no value changed",
+            update::update_without_change,
+        ),
+        Case::new(
+            "REC-UPD-004",
+            "update_mask `data_classes` replaces only the data classes; `payload` replaces payload and content_type only",
+            update::update_mask_partial,
+        ),
+        Case::new(
+            "REC-UPD-005",
+            "An empty update_mask or `*` replaces every updatable field: empty optional fields are cleared",
+            update::update_full_replacement,
+        ),
+        Case::new(
+            "REC-UPD-006",
+            "A full replacement with an empty required field -> INVALID_ARGUMENT naming it",
+            update::update_full_replacement_required,
+        ),
+        Case::new(
+            "REC-UPD-007",
+            "update_mask naming an unknown or non-updatable path -> INVALID_ARGUMENT naming `update_mask`",
+            update::update_mask_invalid,
+        ),
+        Case::new(
+            "REC-UPD-008",
+            "record.patient_id or record.resource_type set and different from the stored value -> INVALID_ARGUMENT",
+            update::update_immutable,
+        ),
+        Case::new(
+            "REC-UPD-009",
+            "UpdateRecord without record_id, etag or requester -> INVALID_ARGUMENT naming the field",
+            update::update_missing_fields,
+        ),
+        Case::new(
+            "REC-UPD-010",
+            "UpdateRecord of an unknown record -> NOT_FOUND with ResourceInfo",
+            update::update_unknown,
+        ),
+        Case::new(
+            "REC-UPD-011",
+            "UpdateRecord of a retracted record -> FAILED_PRECONDITION, PreconditionFailure RECORD_STATUS on the record_id",
+            update::update_retracted,
+        ),
+        Case::new(
+            "REC-UPD-012",
+            "Order of checks: validation, then existence, then etag, then state, then the payload against stored values",
+            update::update_order_of_checks,
+        ),
+        Case::new(
+            "REC-UPD-013",
+            "A new payload is checked against the stored patient: referencing another patient -> INVALID_ARGUMENT `record.payload`",
+            update::update_payload_checked,
+        ),
+    ]);
+    cases.extend([
+        Case::new(
+            "REC-RET-001",
+            "RetractRecord writes a version with status ENTERED_IN_ERROR, the reason and the same payload; GetRecord still returns it",
+            retract::retract_basics,
+        ),
+        Case::new(
+            "REC-RET-002",
+            "RetractRecord of a retracted record -> FAILED_PRECONDITION, PreconditionFailure RECORD_STATUS",
+            retract::retract_twice,
+        ),
+        Case::new(
+            "REC-RET-003",
+            "RetractRecord with a stale etag -> ABORTED, ErrorInfo ETAG_MISMATCH",
+            retract::retract_stale,
+        ),
+        Case::new(
+            "REC-RET-004",
+            "RetractRecord reason: missing, white space only or over 1024 characters -> INVALID_ARGUMENT `reason`; 1024 accepted",
+            retract::retract_reason,
+        ),
+        Case::new(
+            "REC-RET-005",
+            "RetractRecord without record_id, etag or requester -> INVALID_ARGUMENT; unknown record -> NOT_FOUND",
+            retract::retract_invalid,
+        ),
+    ]);
+    cases.extend([
+        Case::new(
+            "REC-VER-001",
+            "ListRecordVersions lists every version newest first, with its change type and requester",
+            versions::versions_basics,
+        ),
+        Case::new(
+            "REC-VER-002",
+            "ListRecordVersions pages through every version without gaps or duplicates; later writes are not listed",
+            versions::versions_paging,
+        ),
+        Case::new(
+            "REC-VER-003",
+            "ListRecordVersions page_token forged, tampered with or issued for another record -> INVALID_ARGUMENT `page_token`",
+            versions::versions_bad_token,
+        ),
+        Case::new(
+            "REC-VER-004",
+            "ListRecordVersions of an unknown record -> NOT_FOUND; malformed record_id -> INVALID_ARGUMENT; METADATA view has no payload",
+            versions::versions_errors_and_view,
+        ),
+    ]);
+    cases.extend([
+        Case::new(
+            "REC-LIST-001",
+            "ListRecords lists a patient's records (latest versions) in creation order; an unknown patient gives an empty list, not NOT_FOUND",
+            list::list_basics,
+        ),
+        Case::new(
+            "REC-LIST-002",
+            "ListRecords pages through every record exactly once, in order, with the same watch_cursor on every page",
+            list::list_paging,
+        ),
+        Case::new(
+            "REC-LIST-003",
+            "Snapshot pagination: writes after the first page (new records, updates, retractions) do not change later pages",
+            list::list_snapshot,
+        ),
+        Case::new(
+            "REC-LIST-004",
+            "Filters resource_types, data_classes, excluded_data_classes, include_retracted, effective_time and updated_since combine with AND",
+            list::list_filters,
+        ),
+        Case::new(
+            "REC-LIST-005",
+            "RECORD_ORDER_EFFECTIVE_TIME_DESCENDING: latest effective_time first, records without one last, ties newest creation first",
+            list::list_effective_order,
+        ),
+        Case::new(
+            "REC-LIST-006",
+            "A page token reused with different filters, forged or tampered with -> INVALID_ARGUMENT `page_token`; page_size may change",
+            list::list_bad_token,
+        ),
+        Case::new(
+            "REC-LIST-007",
+            "ListRecords validation: patient_id missing or malformed, unknown data class, malformed or over 50 resource types, empty period -> INVALID_ARGUMENT",
+            list::list_invalid,
+        ),
+        Case::new(
+            "REC-LIST-008",
+            "ListRecords RECORD_VIEW_METADATA returns records without payload but with content_hash and payload_size",
+            list::list_metadata_view,
+        ),
+    ]);
+    cases.extend([
+        Case::new(
+            "REC-EXP-001",
+            "ExportRecords of a set of patients streams every current record (latest version) once, in creation order, then ends OK",
+            export::export_complete,
+        ),
+        Case::new(
+            "REC-EXP-002",
+            "Every export message holds at most 100 records, a resume_cursor and the same watch_cursor",
+            export::export_batching,
+        ),
+        Case::new(
+            "REC-EXP-003",
+            "An export matching nothing sends one message with no records and ends OK",
+            export::export_empty,
+        ),
+        Case::new(
+            "REC-EXP-004",
+            "A resumed export (resume_cursor) continues the same snapshot: identical to an uninterrupted one, despite writes in between",
+            export::export_resume,
+        ),
+        Case::new(
+            "REC-EXP-005",
+            "Export filters: include_retracted, resource_types, excluded_data_classes and RECORD_VIEW_METADATA",
+            export::export_filters,
+        ),
+        Case::new(
+            "REC-EXP-006",
+            "updated_between selects records by update_time (start inclusive, end exclusive) across patients",
+            export::export_updated_between,
+        ),
+        Case::new(
+            "REC-EXP-007",
+            "ExportRecords validation: no scope, no or over 1000 or malformed ids, empty period, forged or foreign resume_cursor -> INVALID_ARGUMENT",
+            export::export_invalid,
+        ),
+    ]);
+    cases.extend([
+        Case::new(
+            "REC-WATCH-001",
+            "Watching after a listing's watch_cursor delivers every later write once, in increasing sequence, then caught_up",
+            watch::watch_after_listing,
+        ),
+        Case::new(
+            "REC-WATCH-002",
+            "Every change carries its sequence, cursor, type, record_id, patient_id, version, change_time, requester and the record at that version",
+            watch::watch_change_fields,
+        ),
+        Case::new(
+            "REC-WATCH-003",
+            "Resuming from a change's cursor continues with the next change: nothing missed, nothing repeated",
+            watch::watch_resume,
+        ),
+        Case::new(
+            "REC-WATCH-004",
+            "start_at_head delivers only live changes, which arrive after caught_up",
+            watch::watch_live,
+        ),
+        Case::new(
+            "REC-WATCH-005",
+            "Filters patient_ids and resource_types select changes; progress messages keep the cursor moving",
+            watch::watch_filters,
+        ),
+        Case::new(
+            "REC-WATCH-006",
+            "RECORD_VIEW_METADATA: changes carry the record without payload but with content_hash",
+            watch::watch_metadata_view,
+        ),
+        Case::new(
+            "REC-WATCH-007",
+            "Watching from the beginning of the feed (no cursor) reaches this run's writes",
+            watch::watch_from_beginning,
+        ),
+        Case::new(
+            "REC-WATCH-008",
+            "WatchRecordChanges validation: cursor with start_at_head, forged or tampered cursor, over 1000 patient ids or 50 types, malformed id -> INVALID_ARGUMENT",
+            watch::watch_invalid,
+        ),
+    ]);
+    cases.extend([
+        Case::new(
+            "REC-IMP-001",
+            "ImportRecords accepts valid items and reports each invalid one (index over the whole stream, reason, field violations) without failing the others",
+            import::import_mixed,
+        ),
+        Case::new(
+            "REC-IMP-002",
+            "Re-sending an import stream deduplicates the items with request_ids: same record ids, nothing written",
+            import::import_resend,
+        ),
+        Case::new(
+            "REC-IMP-003",
+            "Import items share CreateRecord's request_id space: same record -> deduplicated, different record -> REQUEST_ID_REUSED",
+            import::import_shared_request_ids,
+        ),
+        Case::new(
+            "REC-IMP-004",
+            "Accepted items are written in index order with the stream's requester; return_record_ids off lists none",
+            import::import_order_and_requester,
+        ),
+        Case::new(
+            "REC-IMP-005",
+            "ImportRecords with no message, no requester in the first message, or over 1000 items in a message -> INVALID_ARGUMENT",
+            import::import_stream_errors,
+        ),
+    ]);
     cases
-}
-
-pub(crate) fn client(ctx: &Ctx) -> Client {
-    RecordHostingServiceClient::with_interceptor(ctx.channel.clone(), ctx.auth.clone())
-        // The contract: clients and servers accept messages of at least 4 MiB.
-        .max_decoding_message_size(8 << 20)
-        .max_encoding_message_size(8 << 20)
-}
-
-/// A requester naming the kit; `who` distinguishes writes in history.
-pub(crate) fn requester(who: &str) -> Requester {
-    Requester {
-        user_id: format!("conformance-kit-{who}"),
-        organisation_ods_code: "X26".to_owned(),
-        role_code: "R8000".to_owned(),
-        display_name: "carerecord conformance kit".to_owned(),
-    }
-}
-
-/// A FHIR resource of `resource_type` whose `element` (`subject` or `patient`) references
-/// `reference`, with a unique identifier so no two payloads are equal.
-pub(crate) fn payload_with(resource_type: &str, element: &str, reference: &str) -> Vec<u8> {
-    serde_json::json!({
-        "resourceType": resource_type,
-        "identifier": [{"system": "https://conformance.carerecord.invalid/Id/test", "value": uuid::Uuid::new_v4().to_string()}],
-        "status": "final",
-        "code": {"text": "carerecord conformance kit test data"},
-        element: {"reference": reference},
-    })
-    .to_string()
-    .into_bytes()
-}
-
-/// An Observation about `patient_id`.
-pub(crate) fn observation(patient_id: &str) -> Vec<u8> {
-    payload_with("Observation", "subject", &format!("Patient/{patient_id}"))
-}
-
-/// A valid new Record: an Observation about `patient_id`.
-pub(crate) fn new_record(patient_id: &str) -> Record {
-    Record {
-        patient_id: patient_id.to_owned(),
-        resource_type: "Observation".to_owned(),
-        content_type: FHIR_JSON.to_owned(),
-        payload: observation(patient_id),
-        authoring_organisation_ods_code: "RR8".to_owned(),
-        source_system: "carerecord-conformance".to_owned(),
-        ..Default::default()
-    }
-}
-
-/// A valid new Record of another resource type.
-pub(crate) fn new_record_of(patient_id: &str, resource_type: &str) -> Record {
-    Record {
-        resource_type: resource_type.to_owned(),
-        payload: payload_with(resource_type, "subject", &format!("Patient/{patient_id}")),
-        ..new_record(patient_id)
-    }
-}
-
-pub(crate) fn create_request(record: Record) -> CreateRecordRequest {
-    CreateRecordRequest {
-        request_id: uuid::Uuid::new_v4().to_string(),
-        record: Some(record),
-        requester: Some(requester("create")),
-    }
-}
-
-/// Creates `record`, requiring success, and notes it as left behind.
-pub(crate) async fn create(ctx: &Ctx, record: Record) -> TestResult<Record> {
-    create_with(ctx, create_request(record)).await
-}
-
-pub(crate) async fn create_with(ctx: &Ctx, request: CreateRecordRequest) -> TestResult<Record> {
-    let response = ok(client(ctx).create_record(request).await, "CreateRecord")?;
-    let Some(record) = response.record else {
-        crate::harness::fail!("CreateRecord: the response has no record");
-    };
-    ctx.created("record", &record.record_id);
-    Ok(record)
-}
-
-pub(crate) async fn get(ctx: &Ctx, record_id: &str, version: i64) -> TestResult<Record> {
-    let response = ok(
-        client(ctx)
-            .get_record(GetRecordRequest {
-                record_id: record_id.to_owned(),
-                version,
-                view: RecordView::Unspecified as i32,
-            })
-            .await,
-        "GetRecord",
-    )?;
-    match response.record {
-        Some(r) => Ok(r),
-        None => crate::harness::fail!("GetRecord: the response has no record"),
-    }
-}
-
-/// Updates with the given mask (empty for a full replacement), requiring success.
-pub(crate) async fn update(
-    ctx: &Ctx,
-    record: Record,
-    etag: &str,
-    paths: &[&str],
-    who: &str,
-) -> TestResult<Record> {
-    let response = ok(
-        client(ctx)
-            .update_record(UpdateRecordRequest {
-                record: Some(record),
-                etag: etag.to_owned(),
-                update_mask: Some(prost_types::FieldMask {
-                    paths: paths.iter().map(|p| (*p).to_owned()).collect(),
-                }),
-                requester: Some(requester(who)),
-            })
-            .await,
-        "UpdateRecord",
-    )?;
-    match response.record {
-        Some(r) => Ok(r),
-        None => crate::harness::fail!("UpdateRecord: the response has no record"),
-    }
-}
-
-/// Changes a record's data classes (a new version), requiring success.
-pub(crate) async fn relabel(ctx: &Ctx, current: &Record, classes: &[&str]) -> TestResult<Record> {
-    let record = Record {
-        record_id: current.record_id.clone(),
-        data_classes: classes.iter().map(|c| (*c).to_owned()).collect(),
-        ..Default::default()
-    };
-    update(ctx, record, &current.etag, &["data_classes"], "relabel").await
-}
-
-pub(crate) async fn retract(ctx: &Ctx, current: &Record, who: &str) -> TestResult<Record> {
-    let response = ok(
-        client(ctx)
-            .retract_record(RetractRecordRequest {
-                record_id: current.record_id.clone(),
-                etag: current.etag.clone(),
-                reason: "carerecord conformance kit: test data".to_owned(),
-                requester: Some(requester(who)),
-            })
-            .await,
-        "RetractRecord",
-    )?;
-    match response.record {
-        Some(r) => Ok(r),
-        None => crate::harness::fail!("RetractRecord: the response has no record"),
-    }
-}
-
-/// Every record of a listing, following next_page_token to the end (at most 10000 pages).
-/// Checks that every page carries the same watch_cursor; returns the records and that cursor.
-pub(crate) async fn list_all(
-    ctx: &Ctx,
-    mut request: ListRecordsRequest,
-) -> TestResult<(Vec<Record>, String)> {
-    let mut all = Vec::new();
-    let mut cursor: Option<String> = None;
-    for _ in 0..10_000 {
-        let page = ok(
-            client(ctx).list_records(request.clone()).await,
-            "ListRecords",
-        )?;
-        all.extend(page.records);
-        match &cursor {
-            None => cursor = Some(page.watch_cursor.clone()),
-            Some(c) => ensure_eq!(
-                page.watch_cursor,
-                *c,
-                "watch_cursor must be the same on every page"
-            ),
-        }
-        if page.next_page_token.is_empty() {
-            return Ok((all, cursor.unwrap_or_default()));
-        }
-        request.page_token = page.next_page_token;
-    }
-    crate::harness::fail!("ListRecords: still returning next_page_token after 10000 pages")
-}
-
-/// A listing of one patient's records with default filters.
-pub(crate) fn list_request(patient_id: &str) -> ListRecordsRequest {
-    ListRecordsRequest {
-        patient_id: patient_id.to_owned(),
-        ..Default::default()
-    }
-}
-
-/// Requires the patient to have no records at all (including retracted ones): a refused
-/// request wrote nothing.
-pub(crate) async fn ensure_nothing_written(ctx: &Ctx, patient_id: &str) -> TestResult {
-    let (records, _) = list_all(
-        ctx,
-        ListRecordsRequest {
-            include_retracted: true,
-            ..list_request(patient_id)
-        },
-    )
-    .await?;
-    ensure!(
-        records.is_empty(),
-        "a refused request must write nothing, but patient {patient_id} now has {} record(s)",
-        records.len()
-    );
-    Ok(())
-}
-
-pub(crate) fn ids(records: &[Record]) -> Vec<String> {
-    records.iter().map(|r| r.record_id.clone()).collect()
-}
-
-pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
-}
-
-pub(crate) fn timestamp(t: SystemTime) -> Timestamp {
-    Timestamp::from(t)
-}
-
-pub(crate) fn seconds_from_now(seconds: i64) -> Timestamp {
-    let now = SystemTime::now();
-    let t = if seconds >= 0 {
-        now + Duration::from_secs(seconds.unsigned_abs())
-    } else {
-        now - Duration::from_secs(seconds.unsigned_abs())
-    };
-    timestamp(t)
-}
-
-/// A timestamp at midnight UTC of a day in 2020-2023 (`days` after 2020-01-01).
-pub(crate) fn day(days: i64) -> Timestamp {
-    Timestamp {
-        seconds: 1_577_836_800 + days * 86_400,
-        nanos: 0,
-    }
-}
-
-/// Alters a token so that it is the same length but no longer what the server issued.
-pub(crate) fn tamper(token: &str) -> String {
-    let mut bytes: Vec<char> = token.chars().collect();
-    let i = bytes.len() / 2;
-    if let Some(c) = bytes.get_mut(i) {
-        *c = if *c == 'A' { 'B' } else { 'A' };
-    }
-    bytes.into_iter().collect()
-}
-
-/// A made-up token no server issued.
-pub(crate) const FORGED_TOKEN: &str = "Y29uZm9ybWFuY2Uta2l0LWZvcmdlZC10b2tlbg";
-
-/// The record of a successful GetRecord.
-pub(crate) fn got_record(
-    result: Result<
-        tonic::Response<carerecord_contracts::records::v1::GetRecordResponse>,
-        tonic::Status,
-    >,
-    call: &str,
-) -> TestResult<Record> {
-    match ok(result, call)?.record {
-        Some(r) => Ok(r),
-        None => crate::harness::fail!("{call}: the response has no record"),
-    }
-}
-
-/// A timestamp as a comparable (seconds, nanos) pair; unset sorts first.
-pub(crate) fn ts_key(t: &Option<Timestamp>) -> (i64, i32) {
-    t.as_ref().map_or((i64::MIN, 0), |t| (t.seconds, t.nanos))
 }

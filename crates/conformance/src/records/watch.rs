@@ -9,57 +9,10 @@ use carerecord_contracts::records::v1::{
 use tonic::codec::Streaming;
 use tonic::{Code, Status};
 
-use super::{
+use super::support::{
     client, create, list_all, list_request, new_record, new_record_of, relabel, requester, retract,
 };
-use crate::harness::{
-    Case, Ctx, TestResult, describe, ensure, ensure_eq, fail, has_violation_under,
-};
-
-pub(super) fn cases() -> Vec<Case> {
-    vec![
-        Case::new(
-            "REC-WATCH-001",
-            "Watching after a listing's watch_cursor delivers every later write once, in increasing sequence, then caught_up",
-            watch_after_listing,
-        ),
-        Case::new(
-            "REC-WATCH-002",
-            "Every change carries its sequence, cursor, type, record_id, patient_id, version, change_time, requester and the record at that version",
-            watch_change_fields,
-        ),
-        Case::new(
-            "REC-WATCH-003",
-            "Resuming from a change's cursor continues with the next change: nothing missed, nothing repeated",
-            watch_resume,
-        ),
-        Case::new(
-            "REC-WATCH-004",
-            "start_at_head delivers only live changes, which arrive after caught_up",
-            watch_live,
-        ),
-        Case::new(
-            "REC-WATCH-005",
-            "Filters patient_ids and resource_types select changes; progress messages keep the cursor moving",
-            watch_filters,
-        ),
-        Case::new(
-            "REC-WATCH-006",
-            "RECORD_VIEW_METADATA: changes carry the record without payload but with content_hash",
-            watch_metadata_view,
-        ),
-        Case::new(
-            "REC-WATCH-007",
-            "Watching from the beginning of the feed (no cursor) reaches this run's writes",
-            watch_from_beginning,
-        ),
-        Case::new(
-            "REC-WATCH-008",
-            "WatchRecordChanges validation: cursor with start_at_head, forged or tampered cursor, over 1000 patient ids or 50 types, malformed id -> INVALID_ARGUMENT",
-            watch_invalid,
-        ),
-    ]
-}
+use crate::harness::{Ctx, Refusal, TestResult, describe, ensure, ensure_eq, fail, refused};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -184,7 +137,7 @@ fn expected(s: &Scenario) -> Vec<(String, i32, i64)> {
     ]
 }
 
-async fn watch_after_listing(ctx: Ctx) -> TestResult {
+pub(super) async fn watch_after_listing(ctx: Ctx) -> TestResult {
     let s = scenario(&ctx).await?;
     let mut stream = open(&ctx, watch(&s.cursor, &[&s.pid])).await?;
     let (changes, _) = read_until_caught_up(&mut stream).await?;
@@ -197,7 +150,7 @@ async fn watch_after_listing(ctx: Ctx) -> TestResult {
     Ok(())
 }
 
-async fn watch_change_fields(ctx: Ctx) -> TestResult {
+pub(super) async fn watch_change_fields(ctx: Ctx) -> TestResult {
     let s = scenario(&ctx).await?;
     let mut stream = open(&ctx, watch(&s.cursor, &[&s.pid])).await?;
     let (changes, _) = read_until_caught_up(&mut stream).await?;
@@ -222,7 +175,7 @@ async fn watch_change_fields(ctx: Ctx) -> TestResult {
     Ok(())
 }
 
-async fn watch_resume(ctx: Ctx) -> TestResult {
+pub(super) async fn watch_resume(ctx: Ctx) -> TestResult {
     let s = scenario(&ctx).await?;
     let mut stream = open(&ctx, watch(&s.cursor, &[&s.pid])).await?;
     let (changes, caught_up_cursor) = read_until_caught_up(&mut stream).await?;
@@ -259,7 +212,7 @@ async fn watch_resume(ctx: Ctx) -> TestResult {
     Ok(())
 }
 
-async fn watch_live(ctx: Ctx) -> TestResult {
+pub(super) async fn watch_live(ctx: Ctx) -> TestResult {
     let pid = ctx.new_patient();
     create(&ctx, new_record(&pid)).await?;
     let mut stream = open(
@@ -301,7 +254,7 @@ async fn watch_live(ctx: Ctx) -> TestResult {
     Ok(())
 }
 
-async fn watch_filters(ctx: Ctx) -> TestResult {
+pub(super) async fn watch_filters(ctx: Ctx) -> TestResult {
     let s = scenario(&ctx).await?;
     // Another patient's write in the same window must not appear under a patient filter.
     let other = ctx.new_patient();
@@ -354,7 +307,7 @@ async fn watch_filters(ctx: Ctx) -> TestResult {
     Ok(())
 }
 
-async fn watch_metadata_view(ctx: Ctx) -> TestResult {
+pub(super) async fn watch_metadata_view(ctx: Ctx) -> TestResult {
     let s = scenario(&ctx).await?;
     let mut stream = open(
         &ctx,
@@ -382,7 +335,7 @@ async fn watch_metadata_view(ctx: Ctx) -> TestResult {
     Ok(())
 }
 
-async fn watch_from_beginning(ctx: Ctx) -> TestResult {
+pub(super) async fn watch_from_beginning(ctx: Ctx) -> TestResult {
     let s = scenario(&ctx).await?;
     let mut stream = open(&ctx, watch("", &[&s.pid])).await?;
     let (changes, _) = read_until_caught_up(&mut stream).await?;
@@ -411,30 +364,30 @@ async fn stream_error(
     }
 }
 
-async fn watch_invalid(ctx: Ctx) -> TestResult {
+pub(super) async fn watch_invalid(ctx: Ctx) -> TestResult {
     let s = scenario(&ctx).await?;
     let many: Vec<String> = (0..1001)
         .map(|_| uuid::Uuid::new_v4().to_string())
         .collect();
     let types: Vec<String> = (0..51).map(|_| "Observation".to_owned()).collect();
-    let cases: Vec<(&str, WatchRecordChangesRequest, Option<&str>)> = vec![
+    let cases: Vec<(&str, WatchRecordChangesRequest, Refusal)> = vec![
         (
             "after_cursor with start_at_head",
             WatchRecordChangesRequest {
                 start_at_head: true,
                 ..watch(&s.cursor, &[])
             },
-            None,
+            Refusal::new(Code::InvalidArgument).any_bad_request(),
         ),
         (
             "a forged cursor",
-            watch(super::FORGED_TOKEN, &[]),
-            Some("after_cursor"),
+            watch(super::support::FORGED_TOKEN, &[]),
+            Refusal::invalid_under("after_cursor"),
         ),
         (
             "a tampered cursor",
-            watch(&super::tamper(&s.cursor), &[]),
-            Some("after_cursor"),
+            watch(&super::support::tamper(&s.cursor), &[]),
+            Refusal::invalid_under("after_cursor"),
         ),
         (
             "1001 patient ids",
@@ -442,12 +395,12 @@ async fn watch_invalid(ctx: Ctx) -> TestResult {
                 patient_ids: many,
                 ..watch(&s.cursor, &[])
             },
-            Some("patient_ids"),
+            Refusal::invalid_under("patient_ids"),
         ),
         (
             "a malformed patient id",
             watch(&s.cursor, &["12345"]),
-            Some("patient_ids"),
+            Refusal::invalid_under("patient_ids"),
         ),
         (
             "51 resource types",
@@ -455,7 +408,7 @@ async fn watch_invalid(ctx: Ctx) -> TestResult {
                 resource_types: types,
                 ..watch(&s.cursor, &[&s.pid])
             },
-            Some("resource_types"),
+            Refusal::invalid_under("resource_types"),
         ),
         (
             "a malformed resource type",
@@ -463,26 +416,12 @@ async fn watch_invalid(ctx: Ctx) -> TestResult {
                 resource_types: vec!["Obs ervation".into()],
                 ..watch(&s.cursor, &[&s.pid])
             },
-            Some("resource_types"),
+            Refusal::invalid_under("resource_types"),
         ),
     ];
-    for (what, request, field) in cases {
-        let status = match stream_error(&ctx, request).await? {
-            Err(s) if s.code() == Code::InvalidArgument => s,
-            Err(s) => fail!(
-                "WatchRecordChanges({what}): expected INVALID_ARGUMENT, got {}",
-                describe(&s)
-            ),
-            Ok(()) => fail!("WatchRecordChanges({what}): expected INVALID_ARGUMENT, got a message"),
-        };
-        match field {
-            Some(f) => has_violation_under(&status, f)?,
-            None => ensure!(
-                tonic_types::StatusExt::get_details_bad_request(&status).is_some(),
-                "WatchRecordChanges({what}): expected google.rpc.BadRequest, got {}",
-                describe(&status)
-            ),
-        }
+    for (what, request, expected) in cases {
+        let result = stream_error(&ctx, request).await?;
+        refused(result, &expected, &format!("WatchRecordChanges({what})"))?;
     }
     Ok(())
 }

@@ -1,0 +1,267 @@
+//! ListRecordVersions: every version newest first, in pages, with its change type and requester.
+
+use carerecord_contracts::common::v1::ChangeType;
+use carerecord_contracts::records::v1::{
+    ListRecordVersionsRequest, Record, RecordVersion, RecordView,
+};
+
+use super::support::{
+    client, create, new_record, observation, requester, retract, unknown, update,
+};
+use crate::harness::{Ctx, Refusal, TestResult, ensure, ensure_eq, fail, ok, refuse_each};
+
+async fn list_versions(
+    ctx: &Ctx,
+    record_id: &str,
+    page_size: i32,
+    view: RecordView,
+) -> TestResult<Vec<RecordVersion>> {
+    let mut all = Vec::new();
+    let mut token = String::new();
+    for _ in 0..10_000 {
+        let page = ok(
+            client(ctx)
+                .list_record_versions(ListRecordVersionsRequest {
+                    record_id: record_id.to_owned(),
+                    page_size,
+                    page_token: token.clone(),
+                    view: view as i32,
+                })
+                .await,
+            "ListRecordVersions",
+        )?;
+        all.extend(page.versions);
+        if page.next_page_token.is_empty() {
+            return Ok(all);
+        }
+        token = page.next_page_token;
+    }
+    fail!("ListRecordVersions: still returning next_page_token after 10000 pages")
+}
+
+/// Creates a record with 4 versions (created, updated twice, retracted), each by a different requester.
+async fn four_versions(ctx: &Ctx) -> TestResult<Vec<Record>> {
+    let pid = ctx.new_patient();
+    let v1 = create(ctx, new_record(&pid)).await?;
+    let v2 = update(
+        ctx,
+        Record {
+            record_id: v1.record_id.clone(),
+            data_classes: vec!["hiv".into()],
+            ..Default::default()
+        },
+        &v1.etag,
+        &["data_classes"],
+        "second",
+    )
+    .await?;
+    let v3 = update(
+        ctx,
+        Record {
+            record_id: v1.record_id.clone(),
+            content_type: super::support::FHIR_JSON.into(),
+            payload: observation(&pid),
+            ..Default::default()
+        },
+        &v2.etag,
+        &["payload"],
+        "third",
+    )
+    .await?;
+    let v4 = retract(ctx, &v3, "fourth").await?;
+    Ok(vec![v1, v2, v3, v4])
+}
+
+pub(super) async fn versions_basics(ctx: Ctx) -> TestResult {
+    let written = four_versions(&ctx).await?;
+    let versions = list_versions(&ctx, &written[0].record_id, 0, RecordView::Unspecified).await?;
+    let expected = [
+        (&written[3], ChangeType::Retracted, "fourth"),
+        (&written[2], ChangeType::Updated, "third"),
+        (&written[1], ChangeType::Updated, "second"),
+        (&written[0], ChangeType::Created, "create"),
+    ];
+    ensure_eq!(versions.len(), 4, "number of versions");
+    for (got, (record, change, who)) in versions.iter().zip(expected) {
+        ensure_eq!(
+            got.record.as_ref(),
+            Some(record),
+            "version {}",
+            record.version
+        );
+        ensure_eq!(
+            got.change_type,
+            change as i32,
+            "change_type of version {}",
+            record.version
+        );
+        ensure_eq!(
+            got.requester,
+            Some(requester(who)),
+            "requester of version {}",
+            record.version
+        );
+    }
+    Ok(())
+}
+
+pub(super) async fn versions_paging(ctx: Ctx) -> TestResult {
+    let written = four_versions(&ctx).await?;
+    let id = written[0].record_id.clone();
+    let first = ok(
+        client(&ctx)
+            .list_record_versions(ListRecordVersionsRequest {
+                record_id: id.clone(),
+                page_size: 1,
+                ..Default::default()
+            })
+            .await,
+        "ListRecordVersions(page_size 1)",
+    )?;
+    ensure_eq!(first.versions.len(), 1, "versions on a page of size 1");
+    ensure!(
+        !first.next_page_token.is_empty(),
+        "a next_page_token while versions remain"
+    );
+    // A write after the first page: never listed by this pagination.
+    let pid = written[0].patient_id.clone();
+    create(&ctx, new_record(&pid)).await?;
+    let mut versions: Vec<i64> = first
+        .versions
+        .iter()
+        .filter_map(|v| v.record.as_ref().map(|r| r.version))
+        .collect();
+    let mut token = first.next_page_token;
+    while !token.is_empty() {
+        let page = ok(
+            client(&ctx)
+                .list_record_versions(ListRecordVersionsRequest {
+                    record_id: id.clone(),
+                    page_size: 1,
+                    page_token: token.clone(),
+                    ..Default::default()
+                })
+                .await,
+            "ListRecordVersions(next page)",
+        )?;
+        ensure!(
+            page.versions.len() <= 1,
+            "a page of size 1 held {} versions",
+            page.versions.len()
+        );
+        versions.extend(
+            page.versions
+                .iter()
+                .filter_map(|v| v.record.as_ref().map(|r| r.version)),
+        );
+        token = page.next_page_token;
+        ensure!(versions.len() <= 10, "pagination does not end");
+    }
+    ensure_eq!(versions, vec![4, 3, 2, 1], "versions over all pages");
+    // Page sizes above 1000 are coerced, not refused.
+    let all = ok(
+        client(&ctx)
+            .list_record_versions(ListRecordVersionsRequest {
+                record_id: id.clone(),
+                page_size: 5000,
+                ..Default::default()
+            })
+            .await,
+        "ListRecordVersions(page_size 5000)",
+    )?;
+    ensure_eq!(all.versions.len(), 4, "versions with page_size 5000");
+    Ok(())
+}
+
+pub(super) async fn versions_bad_token(ctx: Ctx) -> TestResult {
+    let written = four_versions(&ctx).await?;
+    let id = written[0].record_id.clone();
+    let other = create(&ctx, new_record(&written[0].patient_id)).await?;
+    let first = ok(
+        client(&ctx)
+            .list_record_versions(ListRecordVersionsRequest {
+                record_id: id.clone(),
+                page_size: 1,
+                ..Default::default()
+            })
+            .await,
+        "ListRecordVersions(page_size 1)",
+    )?;
+    let token = first.next_page_token;
+    ensure!(!token.is_empty(), "a next_page_token while versions remain");
+    let page_after = |record_id: &str, page_token: String| ListRecordVersionsRequest {
+        record_id: record_id.to_owned(),
+        page_size: 1,
+        page_token,
+        ..Default::default()
+    };
+    let page_token = || Refusal::invalid("page_token");
+    refuse_each!(
+        client(&ctx),
+        list_record_versions,
+        "ListRecordVersions",
+        vec![
+            (
+                "a forged token".to_owned(),
+                page_after(&id, super::support::FORGED_TOKEN.to_owned()),
+                page_token(),
+            ),
+            (
+                "a tampered token".to_owned(),
+                page_after(&id, super::support::tamper(&token)),
+                page_token(),
+            ),
+            (
+                "a token issued for another record".to_owned(),
+                page_after(&other.record_id, token.clone()),
+                page_token(),
+            ),
+        ],
+    )
+    .await
+}
+
+pub(super) async fn versions_errors_and_view(ctx: Ctx) -> TestResult {
+    let unknown_id = uuid::Uuid::new_v4().to_string();
+    let of = |record_id: &str| ListRecordVersionsRequest {
+        record_id: record_id.to_owned(),
+        ..Default::default()
+    };
+    let mut table = vec![(
+        "unknown record".to_owned(),
+        of(&unknown_id),
+        unknown(&unknown_id),
+    )];
+    for bad in ["", "not-a-uuid"] {
+        table.push((
+            format!("record_id {bad:?}"),
+            of(bad),
+            Refusal::invalid("record_id"),
+        ));
+    }
+    refuse_each!(
+        client(&ctx),
+        list_record_versions,
+        "ListRecordVersions",
+        table
+    )
+    .await?;
+    let written = four_versions(&ctx).await?;
+    let versions = list_versions(&ctx, &written[0].record_id, 0, RecordView::Metadata).await?;
+    ensure_eq!(versions.len(), 4, "number of versions");
+    for v in &versions {
+        let Some(r) = &v.record else {
+            fail!("a version without its record")
+        };
+        ensure!(
+            r.payload.is_empty(),
+            "payload must be empty in METADATA view (version {})",
+            r.version
+        );
+        ensure!(
+            !r.content_hash.is_empty(),
+            "content_hash must be set in METADATA view"
+        );
+    }
+    Ok(())
+}
