@@ -27,7 +27,8 @@ use carerecord_platform::testing::TestDatabase;
 use prost::Message;
 use prost_types::Timestamp;
 use sqlx::any::AnyPoolOptions;
-use sqlx::{AssertSqlSafe, Executor};
+use sqlx::postgres::PgPoolOptions;
+use sqlx::{AssertSqlSafe, Executor, Postgres, QueryBuilder};
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
@@ -140,13 +141,13 @@ fn rules_of(d: &ConsentDirective) -> ConsentDirective {
 }
 
 /// Loads `directives` directives over `patients` patients (and opts out every 20th patient) with
-/// multi-row inserts in large transactions. The versions table is not loaded: decisions never read it.
-async fn load(url: &str, directives: usize, patients: usize) -> Duration {
+/// multi-row inserts in large transactions, then settles the database. The versions table is not
+/// loaded: decisions never read it.
+async fn load(db: &TestDatabase, directives: usize, patients: usize) -> Duration {
     let started = Instant::now();
-    sqlx::any::install_default_drivers();
-    let pool = AnyPoolOptions::new()
+    let pool = PgPoolOptions::new()
         .max_connections(2)
-        .connect(url)
+        .connect(&db.url)
         .await
         .expect("connect for loading");
     let mut written = 0;
@@ -154,30 +155,12 @@ async fn load(url: &str, directives: usize, patients: usize) -> Duration {
         let mut tx = pool.begin().await.expect("begin");
         let end = (written + ROWS_PER_TRANSACTION).min(directives);
         while written < end {
-            let rows = (end - written).min(ROWS_PER_INSERT);
-            let mut sql = String::from(
-                "INSERT INTO consent_directives (directive_id, patient_id, status, version, etag, create_time, update_time, body, rules) VALUES ",
+            let rows = written..(written + ROWS_PER_INSERT).min(end);
+            let mut insert = QueryBuilder::<Postgres>::new(
+                "INSERT INTO consent_directives \
+                 (directive_id, patient_id, status, version, etag, create_time, update_time, body, rules) ",
             );
-            for r in 0..rows {
-                let b = r * 9;
-                if r > 0 {
-                    sql.push(',');
-                }
-                sql.push_str(&format!(
-                    "(${},${},2,1,'bench',${},${},${},${})",
-                    b + 1,
-                    b + 2,
-                    b + 3,
-                    b + 4,
-                    b + 5,
-                    b + 6
-                ));
-            }
-            // Six parameters per row are used; the numbering above leaves gaps, so renumber densely.
-            let sql = renumber(&sql);
-            let mut query = sqlx::query(AssertSqlSafe(sql));
-            for r in 0..rows {
-                let i = written + r;
+            insert.push_values(rows.clone(), |mut row, i| {
                 let patient = patient_id(i % patients);
                 let id = uuid::Uuid::from_u128(
                     0xd1ec_0000_0000_4000_8000_0000_0000_0000 | (i as u128) << 20,
@@ -186,16 +169,22 @@ async fn load(url: &str, directives: usize, patients: usize) -> Duration {
                 .to_string();
                 let d = directive_for(&patient, i / patients + i, &id);
                 let micros = 1_700_000_000_000_000 + i as i64;
-                query = query
-                    .bind(id)
-                    .bind(patient)
-                    .bind(micros)
-                    .bind(micros)
-                    .bind(d.encode_to_vec())
-                    .bind(rules_of(&d).encode_to_vec());
-            }
-            query.execute(&mut *tx).await.expect("insert directives");
-            written += rows;
+                row.push_bind(id)
+                    .push_bind(patient)
+                    .push("2")
+                    .push("1")
+                    .push("'bench'")
+                    .push_bind(micros)
+                    .push_bind(micros)
+                    .push_bind(d.encode_to_vec())
+                    .push_bind(rules_of(&d).encode_to_vec());
+            });
+            insert
+                .build()
+                .execute(&mut *tx)
+                .await
+                .expect("insert directives");
+            written = rows.end;
         }
         tx.commit().await.expect("commit");
         if written % 200_000 < ROWS_PER_TRANSACTION {
@@ -203,53 +192,31 @@ async fn load(url: &str, directives: usize, patients: usize) -> Duration {
         }
     }
     let mut tx = pool.begin().await.expect("begin");
-    let mut p = 0;
-    while p < patients {
-        let rows: Vec<usize> = (p..(p + ROWS_PER_INSERT * 20).min(patients))
-            .step_by(20)
-            .collect();
-        let mut sql = String::from(
-            "INSERT INTO national_data_opt_outs (patient_id, opted_out, version, etag, update_time, updated_by) VALUES ",
+    let opted_out: Vec<usize> = (0..patients).step_by(20).collect();
+    for rows in opted_out.chunks(ROWS_PER_INSERT) {
+        let mut insert = QueryBuilder::<Postgres>::new(
+            "INSERT INTO national_data_opt_outs \
+             (patient_id, opted_out, version, etag, update_time, updated_by) ",
         );
-        for (k, _) in rows.iter().enumerate() {
-            if k > 0 {
-                sql.push(',');
-            }
-            sql.push_str(&format!("(${},1,1,'bench',0,''::bytea)", k + 1));
-        }
-        let mut query = sqlx::query(AssertSqlSafe(sql));
-        for i in &rows {
-            query = query.bind(patient_id(*i));
-        }
-        query.execute(&mut *tx).await.expect("insert opt-outs");
-        p += ROWS_PER_INSERT * 20;
+        insert.push_values(rows, |mut row, i| {
+            row.push_bind(patient_id(*i))
+                .push("1")
+                .push("1")
+                .push("'bench'")
+                .push("0")
+                .push("''::bytea");
+        });
+        insert
+            .build()
+            .execute(&mut *tx)
+            .await
+            .expect("insert opt-outs");
     }
     tx.commit().await.expect("commit");
-    // VACUUM sets the visibility map, so decisions read the covering index without visiting the heap.
-    pool.execute("VACUUM ANALYZE")
-        .await
-        .expect("vacuum analyze");
     pool.close().await;
+    // The visibility map lets decisions read the covering index without visiting the heap.
+    db.settle().await;
     started.elapsed()
-}
-
-/// Replaces `$n` placeholders by `$1, $2, ...` in order of appearance.
-fn renumber(sql: &str) -> String {
-    let mut out = String::with_capacity(sql.len());
-    let mut n = 0;
-    let mut chars = sql.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c == '$' {
-            while chars.peek().is_some_and(char::is_ascii_digit) {
-                chars.next();
-            }
-            n += 1;
-            out.push_str(&format!("${n}"));
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 /// A ConsentService that answers every Decide with a constant: the cost of gRPC alone.
@@ -477,7 +444,7 @@ fn main() {
         tokio::spawn(app.run(shutdown.clone()));
         addr
     });
-    let load_time = client_rt.block_on(load(&url, directives, patients));
+    let load_time = client_rt.block_on(load(&db, directives, patients));
     println!(
         "loaded in {:.1} s ({:.0} directives/s)",
         load_time.as_secs_f64(),

@@ -16,22 +16,20 @@ fn s(x: &str) -> String {
     x.to_owned()
 }
 
-async fn set_opt_out(c: &mut Client, patient_id: &str) {
-    c.set_national_data_opt_out(SetNationalDataOptOutRequest {
+/// Registers the patient's national data opt-out.
+async fn opt_out(c: &mut Client, patient_id: &str) {
+    let request = SetNationalDataOptOutRequest {
         patient_id: patient_id.into(),
         opted_out: true,
         etag: String::new(),
         requester: Some(requester()),
-    })
-    .await
-    .unwrap();
+    };
+    set_opt_out(c, request).await.unwrap();
 }
 
 #[tokio::test]
 async fn worked_example_over_the_api() {
-    for db in TestDatabase::each_backend().await {
-        let mut app = spawn_app(&db.url).await;
-        let c = &mut app.client;
+    on_each_backend(async |c: &mut Client| {
         let patient = new_id();
         let d = create(c, worked_example(&patient)).await;
 
@@ -94,14 +92,13 @@ async fn worked_example_over_the_api() {
             reasons(&marketing),
             [(PlatformPolicy, Deny, s(""), s(""), s("no-marketing"))]
         );
-    }
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn revoked_and_draft_directives_stop_applying() {
-    for db in TestDatabase::each_backend().await {
-        let mut app = spawn_app(&db.url).await;
-        let c = &mut app.client;
+    on_each_backend(async |c: &mut Client| {
         let patient = new_id();
         let draft = ConsentDirective {
             status: ConsentDirectiveStatus::Draft as i32,
@@ -141,14 +138,13 @@ async fn revoked_and_draft_directives_stop_applying() {
                 .outcome(),
             Permit
         );
-    }
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn roles_purposes_and_break_glass() {
-    for db in TestDatabase::each_backend().await {
-        let mut app = spawn_app(&db.url).await;
-        let c = &mut app.client;
+    on_each_backend(async |c: &mut Client| {
         let patient = new_id();
         let clerk = decide(
             c,
@@ -195,14 +191,13 @@ async fn roles_purposes_and_break_glass() {
         assert_eq!(admin.outcome(), Deny);
         assert_eq!(obligation_types(&admin), [ObligationType::FlagForReview]);
         assert_eq!(admin.reasons[0].policy_id, "break-glass-clinicians-only");
-    }
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn opt_out_and_each_exemption() {
-    for db in TestDatabase::each_backend().await {
-        let mut app = spawn_app(&db.url).await;
-        let c = &mut app.client;
+    on_each_backend(async |c: &mut Client| {
         let patient = new_id();
         let planning = decide(c, decide_request(&patient, requester(), "HOPERAT")).await;
         assert_eq!(
@@ -219,7 +214,7 @@ async fn opt_out_and_each_exemption() {
         );
         assert_eq!(planning.obligations[0].data_classes, ["genomic"]);
 
-        set_opt_out(c, &patient).await;
+        opt_out(c, &patient).await;
         let planning = decide(c, decide_request(&patient, requester(), "HOPERAT")).await;
         assert_eq!(planning.outcome(), Deny);
         assert_eq!(reasons(&planning)[0].0, OptOut);
@@ -239,32 +234,40 @@ async fn opt_out_and_each_exemption() {
             care.reasons[0].explanation
         );
 
-        // A court order: exempt, permitted by the override rule, flagged.
-        let mut court = decide_request(&patient, requester(), "HOPERAT");
-        court.legal_basis = LegalBasis::CourtOrder as i32;
-        let ordered = decide(c, court).await;
-        assert_eq!(ordered.outcome(), Permit);
-        assert_eq!(
-            reasons(&ordered),
-            [
-                (PlatformPolicy, Permit, s(""), s(""), s("court-order")),
-                (OptOut, Permit, s(""), s(""), s("opt-out-legal-obligation"))
-            ]
-        );
-        assert_eq!(obligation_types(&ordered), [ObligationType::FlagForReview]);
-
-        // Communicable disease under a public-health basis.
-        let mut copi = decide_request(&patient, requester(), "PUBHLTH");
-        copi.legal_basis = LegalBasis::PublicHealth as i32;
-        let public_health = decide(c, copi).await;
-        assert_eq!(public_health.outcome(), Permit);
-        assert_eq!(
-            reasons(&public_health),
-            [
-                (PlatformPolicy, Permit, s(""), s(""), s("public-health")),
-                (OptOut, Permit, s(""), s(""), s("opt-out-public-health"))
-            ]
-        );
+        // A court order (exempt, permitted by the override rule, flagged) and communicable disease
+        // under a public-health basis: (purpose, basis, permitting rule, exemption, flagged).
+        let exempt = [
+            (
+                "HOPERAT",
+                LegalBasis::CourtOrder,
+                "court-order",
+                "opt-out-legal-obligation",
+                true,
+            ),
+            (
+                "PUBHLTH",
+                LegalBasis::PublicHealth,
+                "public-health",
+                "opt-out-public-health",
+                false,
+            ),
+        ];
+        for (purpose, basis, rule, exemption, flagged) in exempt {
+            let mut request = decide_request(&patient, requester(), purpose);
+            request.legal_basis = basis as i32;
+            let decision = decide(c, request).await;
+            assert_eq!(decision.outcome(), Permit, "{purpose}");
+            assert_eq!(
+                reasons(&decision),
+                [
+                    (PlatformPolicy, Permit, s(""), s(""), s(rule)),
+                    (OptOut, Permit, s(""), s(""), s(exemption))
+                ]
+            );
+            if flagged {
+                assert_eq!(obligation_types(&decision), [ObligationType::FlagForReview]);
+            }
+        }
 
         // A study the patient consented to specifically, and only that study.
         let consent = ConsentDirective {
@@ -301,7 +304,8 @@ async fn opt_out_and_each_exemption() {
         let other_study = decide(c, research).await;
         assert_eq!(other_study.outcome(), Deny);
         assert_eq!(reasons(&other_study), [(OptOut, Deny, s(""), s(""), s(""))]);
-    }
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -322,7 +326,7 @@ async fn an_ics_policy_file_changes_the_exemptions_and_the_default() {
         let mut embedded = spawn_app(&db.url).await;
         let mut ics = spawn_app_with(&db.url, &[("CARERECORD_CONSENT_POLICY_FILE", &path)]).await;
         let patient = new_id();
-        set_opt_out(&mut embedded.client, &patient).await;
+        opt_out(&mut embedded.client, &patient).await;
         let mut copi = decide_request(&patient, requester(), "PUBHLTH");
         copi.legal_basis = LegalBasis::PublicHealth as i32;
 
@@ -370,9 +374,7 @@ async fn an_ics_policy_file_changes_the_exemptions_and_the_default() {
 
 #[tokio::test]
 async fn bad_decide_requests_are_rejected() {
-    for db in TestDatabase::each_backend().await {
-        let mut app = spawn_app(&db.url).await;
-        let c = &mut app.client;
+    on_each_backend(async |c: &mut Client| {
         let mut bad = decide_request("nope", requester_at("A81001", ""), "research");
         bad.data_classes = strings(&["hiv", "cardiology"]);
         bad.break_glass_reason = "because".into();
@@ -387,41 +389,41 @@ async fn bad_decide_requests_are_rejected() {
                 "break_glass_reason"
             ]
         );
-        let mut mismatch = decide_request(&new_id(), requester(), "HRESCH");
-        mismatch.legal_basis = LegalBasis::DirectCare as i32;
-        assert_eq!(
-            violations(&c.decide(mismatch.clone()).await.unwrap_err()),
-            ["legal_basis"]
-        );
-        mismatch.legal_basis = LegalBasis::ExplicitConsent as i32;
-        assert_eq!(
-            violations(&c.decide(mismatch.clone()).await.unwrap_err()),
-            ["study_id"]
-        );
-        mismatch.legal_basis = 42;
-        assert_eq!(
-            violations(&c.decide(mismatch).await.unwrap_err()),
-            ["legal_basis"]
-        );
-        let no_reason = decide_request(&new_id(), requester(), "ETREAT");
-        assert_eq!(
-            violations(&c.decide(no_reason).await.unwrap_err()),
-            ["break_glass_reason"]
-        );
-        let mut no_requester = decide_request(&new_id(), requester(), "TREAT");
-        no_requester.requester = None;
-        assert_eq!(
-            violations(&c.decide(no_requester).await.unwrap_err()),
-            ["requester"]
-        );
-    }
+        let research_under = |legal_basis: i32| DecideRequest {
+            legal_basis,
+            ..decide_request(&new_id(), requester(), "HRESCH")
+        };
+        let no_requester = DecideRequest {
+            requester: None,
+            ..decide_request(&new_id(), requester(), "TREAT")
+        };
+        // (request, the fields refused)
+        let refused: [(DecideRequest, &[&str]); 5] = [
+            (
+                research_under(LegalBasis::DirectCare as i32),
+                &["legal_basis"],
+            ),
+            (
+                research_under(LegalBasis::ExplicitConsent as i32),
+                &["study_id"],
+            ),
+            (research_under(42), &["legal_basis"]),
+            (
+                decide_request(&new_id(), requester(), "ETREAT"),
+                &["break_glass_reason"],
+            ),
+            (no_requester, &["requester"]),
+        ];
+        for (request, fields) in refused {
+            assert_invalid(&c.decide(request).await.unwrap_err(), fields);
+        }
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn batch_decides_each_patient_in_order() {
-    for db in TestDatabase::each_backend().await {
-        let mut app = spawn_app(&db.url).await;
-        let c = &mut app.client;
+    on_each_backend(async |c: &mut Client| {
         let with_directive = new_id();
         let opted_out = new_id();
         let nothing = new_id();
@@ -430,7 +432,7 @@ async fn batch_decides_each_patient_in_order() {
             ..directive(&with_directive, ConsentDecision::Permit, vec![])
         };
         create(c, consent).await;
-        set_opt_out(c, &opted_out).await;
+        opt_out(c, &opted_out).await;
         let request = BatchDecideRequest {
             patient_ids: vec![
                 with_directive.clone(),
@@ -508,27 +510,25 @@ async fn batch_decides_each_patient_in_order() {
         let mut bad = request.clone();
         bad.patient_ids[2] = "x".into();
         bad.purpose_of_use = "ETREAT".into();
-        assert_eq!(
-            violations(&c.batch_decide(bad).await.unwrap_err()),
-            ["patient_ids[2]", "purpose_of_use"]
-        );
         let empty = BatchDecideRequest {
             patient_ids: vec![],
             ..request.clone()
         };
-        assert_eq!(
-            violations(&c.batch_decide(empty).await.unwrap_err()),
-            ["patient_ids"]
-        );
         let too_many = BatchDecideRequest {
             patient_ids: vec![nothing.clone(); 10_001],
             ..request
         };
-        assert_eq!(
-            violations(&c.batch_decide(too_many).await.unwrap_err()),
-            ["patient_ids"]
-        );
-    }
+        // (request, the fields refused)
+        let refused: [(BatchDecideRequest, &[&str]); 3] = [
+            (bad, &["patient_ids[2]", "purpose_of_use"]),
+            (empty, &["patient_ids"]),
+            (too_many, &["patient_ids"]),
+        ];
+        for (request, fields) in refused {
+            assert_invalid(&c.batch_decide(request).await.unwrap_err(), fields);
+        }
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -589,9 +589,7 @@ async fn a_policy_file_replaces_the_embedded_rules() {
 
 #[tokio::test]
 async fn a_large_batch_is_decided_in_chunks_each_patient_in_its_place() {
-    for db in TestDatabase::each_backend().await {
-        let mut app = spawn_app(&db.url).await;
-        let c = &mut app.client;
+    on_each_backend(async |c: &mut Client| {
         // 2,500 patients (several chunks); every 250th has refused planning, every 250th (offset
         // 125) has opted out, so patients with state fall in every chunk.
         let ids: Vec<String> = (0..2_500).map(|_| new_id()).collect();
@@ -603,7 +601,7 @@ async fn a_large_batch_is_decided_in_chunks_each_patient_in_its_place() {
                 };
                 create(c, refusal).await;
             } else if i % 250 == 125 {
-                set_opt_out(c, id).await;
+                opt_out(c, id).await;
             }
         }
         let mut patient_ids = ids.clone();
@@ -634,5 +632,6 @@ async fn a_large_batch_is_decided_in_chunks_each_patient_in_its_place() {
                 "decision {i}"
             );
         }
-    }
+    })
+    .await;
 }

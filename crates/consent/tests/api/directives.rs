@@ -1,7 +1,6 @@
 //! Directive lifecycle: create (idempotent), get, list, update, revoke, versions.
 
 use carerecord_contracts::consent::v1::*;
-use carerecord_platform::testing::TestDatabase;
 use prost_types::FieldMask;
 use tonic::Code;
 use tonic_types::StatusExt;
@@ -38,9 +37,7 @@ fn revoke_request(d: &ConsentDirective) -> RevokeConsentDirectiveRequest {
 
 #[tokio::test]
 async fn lifecycle_keeps_every_version() {
-    for db in TestDatabase::each_backend().await {
-        let mut app = spawn_app(&db.url).await;
-        let c = &mut app.client;
+    on_each_backend(async |c: &mut Client| {
         let patient = new_id();
         let mut input = worked_example(&patient);
         input.provisions[1].actors[0].organisation_ods_code = "x26".into();
@@ -55,16 +52,7 @@ async fn lifecycle_keeps_every_version() {
             "ODS codes are upper-cased"
         );
 
-        let got = c
-            .get_consent_directive(GetConsentDirectiveRequest {
-                directive_id: created.directive_id.clone(),
-                version: 0,
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .directive
-            .unwrap();
+        let got = get_directive(c, &created.directive_id, 0).await.unwrap();
         assert_eq!(got, created);
 
         let edit = ConsentDirective {
@@ -72,17 +60,12 @@ async fn lifecycle_keeps_every_version() {
             policy_text: "Revised".into(),
             ..Default::default()
         };
-        let updated = c
-            .update_consent_directive(update_request(
-                edit.clone(),
-                &["policy_text"],
-                &created.etag,
-            ))
-            .await
-            .unwrap()
-            .into_inner()
-            .directive
-            .unwrap();
+        let updated = update(
+            c,
+            update_request(edit.clone(), &["policy_text"], &created.etag),
+        )
+        .await
+        .unwrap();
         assert_eq!(updated.version, 2);
         assert_ne!(updated.etag, created.etag);
         assert_eq!(updated.policy_text, "Revised");
@@ -94,22 +77,12 @@ async fn lifecycle_keeps_every_version() {
         assert_eq!(updated.recorded_by, created.recorded_by);
 
         // The same values again write nothing.
-        let same = c
-            .update_consent_directive(update_request(edit, &["policy_text"], &updated.etag))
+        let same = update(c, update_request(edit, &["policy_text"], &updated.etag))
             .await
-            .unwrap()
-            .into_inner()
-            .directive
             .unwrap();
         assert_eq!(same, updated);
 
-        let revoked = c
-            .revoke_consent_directive(revoke_request(&updated))
-            .await
-            .unwrap()
-            .into_inner()
-            .directive
-            .unwrap();
+        let revoked = revoke(c, revoke_request(&updated)).await.unwrap();
         assert_eq!(revoked.status(), ConsentDirectiveStatus::Inactive);
         assert_eq!(revoked.version, 3);
         assert_eq!(
@@ -118,10 +91,7 @@ async fn lifecycle_keeps_every_version() {
         );
         assert!(revoked.revoke_time.is_some());
 
-        let again = c
-            .revoke_consent_directive(revoke_request(&revoked))
-            .await
-            .unwrap_err();
+        let again = revoke(c, revoke_request(&revoked)).await.unwrap_err();
         assert_eq!(again.code(), Code::FailedPrecondition);
         assert_eq!(
             again
@@ -139,42 +109,33 @@ async fn lifecycle_keeps_every_version() {
             policy_text: "Late edit".into(),
             ..Default::default()
         };
-        let err = c
-            .update_consent_directive(update_request(edit, &["policy_text"], &revoked.etag))
+        let err = update(c, update_request(edit, &["policy_text"], &revoked.etag))
             .await
             .unwrap_err();
         assert_eq!(err.code(), Code::FailedPrecondition);
-        let to_error = ConsentDirective {
-            directive_id: created.directive_id.clone(),
-            status: ConsentDirectiveStatus::EnteredInError as i32,
-            ..Default::default()
+        let change_status = |status: ConsentDirectiveStatus, etag: &str| {
+            let to = ConsentDirective {
+                directive_id: created.directive_id.clone(),
+                status: status as i32,
+                ..Default::default()
+            };
+            update_request(to, &["status"], etag)
         };
-        let errored = c
-            .update_consent_directive(update_request(to_error, &["status"], &revoked.etag))
-            .await
-            .unwrap()
-            .into_inner()
-            .directive
-            .unwrap();
+        let to_error = change_status(ConsentDirectiveStatus::EnteredInError, &revoked.etag);
+        let errored = update(c, to_error).await.unwrap();
         assert_eq!(errored.status(), ConsentDirectiveStatus::EnteredInError);
         assert_eq!(errored.revocation_reason, revoked.revocation_reason);
-        let back = ConsentDirective {
-            directive_id: created.directive_id.clone(),
-            status: ConsentDirectiveStatus::Active as i32,
-            ..Default::default()
-        };
-        let err = c
-            .update_consent_directive(update_request(back, &["status"], &errored.etag))
-            .await
-            .unwrap_err();
+        let back = change_status(ConsentDirectiveStatus::Active, &errored.etag);
+        let err = update(c, back).await.unwrap_err();
         assert_eq!(err.code(), Code::FailedPrecondition);
 
+        let page_after = |page_token: String| ListConsentDirectiveVersionsRequest {
+            directive_id: created.directive_id.clone(),
+            page_size: 3,
+            page_token,
+        };
         let versions = c
-            .list_consent_directive_versions(ListConsentDirectiveVersionsRequest {
-                directive_id: created.directive_id.clone(),
-                page_size: 3,
-                page_token: String::new(),
-            })
+            .list_consent_directive_versions(page_after(String::new()))
             .await
             .unwrap()
             .into_inner();
@@ -187,11 +148,7 @@ async fn lifecycle_keeps_every_version() {
             [4, 3, 2]
         );
         let rest = c
-            .list_consent_directive_versions(ListConsentDirectiveVersionsRequest {
-                directive_id: created.directive_id.clone(),
-                page_size: 3,
-                page_token: versions.next_page_token,
-            })
+            .list_consent_directive_versions(page_after(versions.next_page_token))
             .await
             .unwrap()
             .into_inner();
@@ -202,59 +159,38 @@ async fn lifecycle_keeps_every_version() {
         );
         assert!(rest.next_page_token.is_empty());
 
-        let v1 = c
-            .get_consent_directive(GetConsentDirectiveRequest {
-                directive_id: created.directive_id.clone(),
-                version: 1,
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .directive
-            .unwrap();
+        let v1 = get_directive(c, &created.directive_id, 1).await.unwrap();
         assert_eq!(v1, created);
-        let missing = c
-            .get_consent_directive(GetConsentDirectiveRequest {
-                directive_id: created.directive_id.clone(),
-                version: 9,
-            })
+        let missing = get_directive(c, &created.directive_id, 9)
             .await
             .unwrap_err();
         assert_eq!(missing.code(), Code::NotFound);
-    }
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn create_is_idempotent_on_request_id() {
-    for db in TestDatabase::each_backend().await {
-        let mut app = spawn_app(&db.url).await;
-        let c = &mut app.client;
+    on_each_backend(async |c: &mut Client| {
         let patient = new_id();
         let request = CreateConsentDirectiveRequest {
             request_id: new_id(),
             directive: Some(worked_example(&patient)),
             requester: Some(requester()),
         };
-        let first = c
-            .create_consent_directive(request.clone())
-            .await
-            .unwrap()
-            .into_inner()
-            .directive
-            .unwrap();
-        let retry = c
-            .create_consent_directive(request.clone())
-            .await
-            .unwrap()
-            .into_inner()
-            .directive
-            .unwrap();
+        // The first create, then its retry.
+        let mut answers = Vec::new();
+        for _ in 0..2 {
+            let response = c.create_consent_directive(request.clone()).await.unwrap();
+            answers.push(response.into_inner().directive.unwrap());
+        }
+        let (first, retry) = (&answers[0], &answers[1]);
         assert_eq!(first, retry);
         let mut different = request.clone();
         different.directive.as_mut().unwrap().policy_text = "Something else".into();
         let err = c.create_consent_directive(different).await.unwrap_err();
         assert_eq!(err.code(), Code::FailedPrecondition);
-        assert_eq!(error_reason(&err), "REQUEST_ID_REUSED");
+        assert_eq!(reason(&err), "REQUEST_ID_REUSED");
         let listed = c
             .list_consent_directives(ListConsentDirectivesRequest {
                 patient_id: patient.clone(),
@@ -264,14 +200,13 @@ async fn create_is_idempotent_on_request_id() {
             .unwrap()
             .into_inner();
         assert_eq!(listed.directives.len(), 1);
-    }
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn malformed_directives_are_rejected_field_by_field() {
-    for db in TestDatabase::each_backend().await {
-        let mut app = spawn_app(&db.url).await;
-        let c = &mut app.client;
+    on_each_backend(async |c: &mut Client| {
         let mut bad = directive(
             "",
             ConsentDecision::Permit,
@@ -315,7 +250,7 @@ async fn malformed_directives_are_rejected_field_by_field() {
                 "directive.status",
             ]
         );
-        assert_eq!(error_reason(&err), "INVALID_ARGUMENT");
+        assert_eq!(reason(&err), "INVALID_ARGUMENT");
 
         let err = c
             .create_consent_directive(CreateConsentDirectiveRequest {
@@ -325,7 +260,7 @@ async fn malformed_directives_are_rejected_field_by_field() {
             })
             .await
             .unwrap_err();
-        assert_eq!(violations(&err), ["directive"]);
+        assert_invalid(&err, &["directive"]);
         // Nothing was written.
         let listed = c
             .list_consent_directives(ListConsentDirectivesRequest {
@@ -336,14 +271,13 @@ async fn malformed_directives_are_rejected_field_by_field() {
             .unwrap()
             .into_inner();
         assert!(listed.directives.is_empty());
-    }
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn update_checks_mask_etag_and_transitions() {
-    for db in TestDatabase::each_backend().await {
-        let mut app = spawn_app(&db.url).await;
-        let c = &mut app.client;
+    on_each_backend(async |c: &mut Client| {
         let patient = new_id();
         let mut draft = worked_example(&patient);
         draft.status = ConsentDirectiveStatus::Draft as i32;
@@ -358,45 +292,34 @@ async fn update_checks_mask_etag_and_transitions() {
             x
         };
 
-        let err = c
-            .update_consent_directive(update_request(
-                with_id(|_| {}),
-                &["patient_id", "colour"],
-                &d.etag,
-            ))
-            .await
-            .unwrap_err();
-        assert_eq!(
-            violations(&err),
-            ["update_mask.paths[0]", "update_mask.paths[1]"]
-        );
-        let err = c
-            .update_consent_directive(update_request(with_id(|_| {}), &[], ""))
-            .await
-            .unwrap_err();
-        assert_eq!(violations(&err), ["etag", "update_mask"]);
-        let err = c
-            .update_consent_directive(update_request(
-                with_id(|x| x.decision = 0),
-                &["decision"],
-                &d.etag,
-            ))
-            .await
-            .unwrap_err();
-        assert_eq!(violations(&err), ["directive.decision"]);
-        let err = c
-            .update_consent_directive(update_request(
-                with_id(|x| x.decision = 1),
-                &["decision"],
-                "stale",
-            ))
-            .await
-            .unwrap_err();
+        // (request, the fields refused)
+        let refused: [(UpdateConsentDirectiveRequest, &[&str]); 3] = [
+            (
+                update_request(with_id(|_| {}), &["patient_id", "colour"], &d.etag),
+                &["update_mask.paths[0]", "update_mask.paths[1]"],
+            ),
+            (
+                update_request(with_id(|_| {}), &[], ""),
+                &["etag", "update_mask"],
+            ),
+            (
+                update_request(with_id(|x| x.decision = 0), &["decision"], &d.etag),
+                &["directive.decision"],
+            ),
+        ];
+        for (request, fields) in refused {
+            assert_invalid(&update(c, request).await.unwrap_err(), fields);
+        }
+        let err = update(
+            c,
+            update_request(with_id(|x| x.decision = 1), &["decision"], "stale"),
+        )
+        .await
+        .unwrap_err();
         assert_eq!(err.code(), Code::Aborted);
         let mut unknown = with_id(|_| {});
         unknown.directive_id = new_id();
-        let err = c
-            .update_consent_directive(update_request(unknown.clone(), &["decision"], "x"))
+        let err = update(c, update_request(unknown.clone(), &["decision"], "x"))
             .await
             .unwrap_err();
         assert_eq!(err.code(), Code::NotFound);
@@ -412,48 +335,36 @@ async fn update_checks_mask_etag_and_transitions() {
         let mut whole = d.clone();
         whole.status = ConsentDirectiveStatus::Active as i32;
         whole.scope_purposes = strings(&["TREAT"]);
-        let active = c
-            .update_consent_directive(update_request(whole, &["*"], &d.etag))
+        let active = update(c, update_request(whole, &["*"], &d.etag))
             .await
-            .unwrap()
-            .into_inner()
-            .directive
             .unwrap();
         assert_eq!(active.status(), ConsentDirectiveStatus::Active);
         assert_eq!(active.scope_purposes, ["TREAT"]);
         assert_eq!(active.version, 2);
 
-        let err = c
-            .update_consent_directive(update_request(
-                with_id(|x| x.status = ConsentDirectiveStatus::Inactive as i32),
-                &["status"],
-                &active.etag,
-            ))
-            .await
-            .unwrap_err();
+        // An edit of one field of the ACTIVE directive.
+        let edit_active = |edit: fn(&mut ConsentDirective), field: &str| {
+            update_request(with_id(edit), &[field], &active.etag)
+        };
+        let to_inactive = edit_active(
+            |x| x.status = ConsentDirectiveStatus::Inactive as i32,
+            "status",
+        );
+        let err = update(c, to_inactive).await.unwrap_err();
         assert_eq!(
             violations(&err),
             ["directive.status"],
             "revoke is the way to INACTIVE"
         );
-        let err = c
-            .update_consent_directive(update_request(
-                with_id(|x| x.status = ConsentDirectiveStatus::Draft as i32),
-                &["status"],
-                &active.etag,
-            ))
-            .await
-            .unwrap_err();
+        let to_draft = edit_active(
+            |x| x.status = ConsentDirectiveStatus::Draft as i32,
+            "status",
+        );
+        let err = update(c, to_draft).await.unwrap_err();
         assert_eq!(err.code(), Code::FailedPrecondition);
-        let err = c
-            .update_consent_directive(update_request(
-                with_id(|x| x.period = period(Some(Y2020), Some(Y2020))),
-                &["period"],
-                &active.etag,
-            ))
-            .await
-            .unwrap_err();
-        assert_eq!(violations(&err), ["directive.period.end"]);
+        let empty_period = edit_active(|x| x.period = period(Some(Y2020), Some(Y2020)), "period");
+        let err = update(c, empty_period).await.unwrap_err();
+        assert_invalid(&err, &["directive.period.end"]);
         // A DRAFT cannot be revoked.
         let draft = create(
             c,
@@ -463,24 +374,20 @@ async fn update_checks_mask_etag_and_transitions() {
             },
         )
         .await;
-        let err = c
-            .revoke_consent_directive(revoke_request(&draft))
-            .await
-            .unwrap_err();
+        let err = revoke(c, revoke_request(&draft)).await.unwrap_err();
         assert_eq!(err.code(), Code::FailedPrecondition);
         let mut no_reason = revoke_request(&active);
         no_reason.reason.clear();
         no_reason.directive_id = "x".into();
-        let err = c.revoke_consent_directive(no_reason).await.unwrap_err();
-        assert_eq!(violations(&err), ["directive_id", "reason"]);
-    }
+        let err = revoke(c, no_reason).await.unwrap_err();
+        assert_invalid(&err, &["directive_id", "reason"]);
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn list_pages_newest_first_with_bound_tokens() {
-    for db in TestDatabase::each_backend().await {
-        let mut app = spawn_app(&db.url).await;
-        let c = &mut app.client;
+    on_each_backend(async |c: &mut Client| {
         let patient = new_id();
         let mut ids = Vec::new();
         for i in 0..3 {
@@ -551,7 +458,7 @@ async fn list_pages_newest_first_with_bound_tokens() {
             })
             .await
             .unwrap_err();
-        assert_eq!(violations(&err), ["patient_id", "page_size", "statuses[0]"]);
+        assert_invalid(&err, &["patient_id", "page_size", "statuses[0]"]);
 
         let err = c
             .list_consent_directive_versions(ListConsentDirectiveVersionsRequest {
@@ -561,13 +468,8 @@ async fn list_pages_newest_first_with_bound_tokens() {
             .await
             .unwrap_err();
         assert_eq!(err.code(), Code::NotFound);
-        let err = c
-            .get_consent_directive(GetConsentDirectiveRequest {
-                directive_id: "zzz".into(),
-                version: -1,
-            })
-            .await
-            .unwrap_err();
-        assert_eq!(violations(&err), ["directive_id", "version"]);
-    }
+        let err = get_directive(c, "zzz", -1).await.unwrap_err();
+        assert_invalid(&err, &["directive_id", "version"]);
+    })
+    .await;
 }

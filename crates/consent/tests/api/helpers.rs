@@ -4,8 +4,9 @@ use carerecord_consent::Application;
 use carerecord_contracts::common::v1::{Period, Requester};
 use carerecord_contracts::consent::v1::consent_service_client::ConsentServiceClient;
 use carerecord_contracts::consent::v1::*;
-use carerecord_platform::testing::spawn;
+use carerecord_platform::testing::{TestDatabase, spawn};
 use prost_types::Timestamp;
+use tonic::Status;
 use tonic::transport::Channel;
 
 pub type Client = ConsentServiceClient<Channel>;
@@ -14,6 +15,14 @@ pub type Client = ConsentServiceClient<Channel>;
 pub struct TestApp {
     pub client: Client,
     _app: carerecord_platform::testing::TestApp,
+}
+
+/// Runs `test` against a service of its own on each backend.
+pub async fn on_each_backend(test: impl AsyncFn(&mut Client)) {
+    for db in TestDatabase::each_backend().await {
+        let mut app = spawn_app(&db.url).await;
+        test(&mut app.client).await;
+    }
 }
 
 pub async fn spawn_app(db_url: &str) -> TestApp {
@@ -120,6 +129,63 @@ pub fn worked_example(patient_id: &str) -> ConsentDirective {
     )
 }
 
+/// A directive: its latest version when `version` is 0.
+pub async fn get_directive(
+    client: &mut Client,
+    directive_id: &str,
+    version: i64,
+) -> Result<ConsentDirective, Status> {
+    let response = client
+        .get_consent_directive(GetConsentDirectiveRequest {
+            directive_id: directive_id.into(),
+            version,
+        })
+        .await?;
+    Ok(response.into_inner().directive.expect("directive"))
+}
+
+pub async fn update(
+    client: &mut Client,
+    request: UpdateConsentDirectiveRequest,
+) -> Result<ConsentDirective, Status> {
+    let response = client.update_consent_directive(request).await?;
+    Ok(response.into_inner().directive.expect("directive"))
+}
+
+pub async fn revoke(
+    client: &mut Client,
+    request: RevokeConsentDirectiveRequest,
+) -> Result<ConsentDirective, Status> {
+    let response = client.revoke_consent_directive(request).await?;
+    Ok(response.into_inner().directive.expect("directive"))
+}
+
+pub async fn get_opt_out(
+    client: &mut Client,
+    patient_id: &str,
+) -> Result<NationalDataOptOut, Status> {
+    let response = client
+        .get_national_data_opt_out(GetNationalDataOptOutRequest {
+            patient_id: patient_id.into(),
+        })
+        .await?;
+    Ok(response
+        .into_inner()
+        .national_data_opt_out
+        .expect("opt-out"))
+}
+
+pub async fn set_opt_out(
+    client: &mut Client,
+    request: SetNationalDataOptOutRequest,
+) -> Result<NationalDataOptOut, Status> {
+    let response = client.set_national_data_opt_out(request).await?;
+    Ok(response
+        .into_inner()
+        .national_data_opt_out
+        .expect("opt-out"))
+}
+
 pub async fn create(client: &mut Client, directive: ConsentDirective) -> ConsentDirective {
     client
         .create_consent_directive(CreateConsentDirectiveRequest {
@@ -153,11 +219,7 @@ pub async fn decide(client: &mut Client, request: DecideRequest) -> Decision {
         .expect("decision")
 }
 
-pub use carerecord_platform::testing::{error_info, violations};
-
-pub fn error_reason(status: &tonic::Status) -> String {
-    error_info(status).reason
-}
+pub use carerecord_platform::testing::{assert_invalid, reason, violations};
 
 /// (source, effect, directive_id, provision_path, policy_id) of each reason.
 pub fn reasons(

@@ -1,7 +1,6 @@
 //! The national data opt-out: get and set.
 
 use carerecord_contracts::consent::v1::*;
-use carerecord_platform::testing::TestDatabase;
 use tonic::Code;
 
 use crate::helpers::*;
@@ -17,19 +16,9 @@ fn set(patient_id: &str, opted_out: bool, etag: &str) -> SetNationalDataOptOutRe
 
 #[tokio::test]
 async fn opt_out_is_versioned_and_compare_and_set() {
-    for db in TestDatabase::each_backend().await {
-        let mut app = spawn_app(&db.url).await;
-        let c = &mut app.client;
+    on_each_backend(async |c: &mut Client| {
         let patient = new_id();
-        let never = c
-            .get_national_data_opt_out(GetNationalDataOptOutRequest {
-                patient_id: patient.clone(),
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .national_data_opt_out
-            .unwrap();
+        let never = get_opt_out(c, &patient).await.unwrap();
         assert_eq!(
             never,
             NationalDataOptOut {
@@ -39,14 +28,9 @@ async fn opt_out_is_versioned_and_compare_and_set() {
         );
 
         // Opting back in when never opted out writes nothing.
-        let unchanged = c
-            .set_national_data_opt_out(set(&patient, false, ""))
-            .await
-            .unwrap()
-            .into_inner();
-        assert_eq!(unchanged.national_data_opt_out.unwrap().version, 0);
-        let err = c
-            .set_national_data_opt_out(set(&patient, true, "some-etag"))
+        let unchanged = set_opt_out(c, set(&patient, false, "")).await.unwrap();
+        assert_eq!(unchanged.version, 0);
+        let err = set_opt_out(c, set(&patient, true, "some-etag"))
             .await
             .unwrap_err();
         assert_eq!(
@@ -55,67 +39,40 @@ async fn opt_out_is_versioned_and_compare_and_set() {
             "any etag is stale for a never-recorded patient"
         );
 
-        let out = c
-            .set_national_data_opt_out(set(&patient, true, ""))
-            .await
-            .unwrap()
-            .into_inner()
-            .national_data_opt_out
-            .unwrap();
+        let out = set_opt_out(c, set(&patient, true, "")).await.unwrap();
         assert!(out.opted_out);
         assert_eq!(out.version, 1);
         assert_eq!(out.updated_by, Some(requester()));
         assert!(out.update_time.is_some() && !out.etag.is_empty());
 
-        let retry = c
-            .set_national_data_opt_out(set(&patient, true, ""))
-            .await
-            .unwrap()
-            .into_inner()
-            .national_data_opt_out
-            .unwrap();
+        let retry = set_opt_out(c, set(&patient, true, "")).await.unwrap();
         assert_eq!(retry, out, "a blind retry is harmless");
-        let err = c
-            .set_national_data_opt_out(set(&patient, false, "stale"))
+        let err = set_opt_out(c, set(&patient, false, "stale"))
             .await
             .unwrap_err();
         assert_eq!(err.code(), Code::Aborted);
-        let back = c
-            .set_national_data_opt_out(set(&patient, false, &out.etag))
+        let back = set_opt_out(c, set(&patient, false, &out.etag))
             .await
-            .unwrap()
-            .into_inner()
-            .national_data_opt_out
             .unwrap();
         assert!(!back.opted_out);
         assert_eq!(back.version, 2);
-        let read = c
-            .get_national_data_opt_out(GetNationalDataOptOutRequest {
-                patient_id: patient.to_uppercase(),
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .national_data_opt_out
-            .unwrap();
+        let read = get_opt_out(c, &patient.to_uppercase()).await.unwrap();
         assert_eq!(read, back);
 
-        let err = c
-            .set_national_data_opt_out(SetNationalDataOptOutRequest {
+        let err = set_opt_out(
+            c,
+            SetNationalDataOptOutRequest {
                 patient_id: "p1".into(),
                 opted_out: true,
                 etag: String::new(),
                 requester: None,
-            })
-            .await
-            .unwrap_err();
-        assert_eq!(violations(&err), ["patient_id", "requester"]);
-        let err = c
-            .get_national_data_opt_out(GetNationalDataOptOutRequest {
-                patient_id: String::new(),
-            })
-            .await
-            .unwrap_err();
-        assert_eq!(violations(&err), ["patient_id"]);
-    }
+            },
+        )
+        .await
+        .unwrap_err();
+        assert_invalid(&err, &["patient_id", "requester"]);
+        let err = get_opt_out(c, "").await.unwrap_err();
+        assert_invalid(&err, &["patient_id"]);
+    })
+    .await;
 }

@@ -54,6 +54,30 @@ fn directive(id: &str, permit: bool, provisions: Vec<Provision>) -> ConsentDirec
     }
 }
 
+/// Directive `id` about `purpose` only, with no provisions.
+fn scoped(id: &str, purpose: &str, permit: bool) -> ConsentDirective {
+    ConsentDirective {
+        scope_purposes: vec![purpose.into()],
+        ..directive(id, permit, vec![])
+    }
+}
+
+/// Directive "d1" about research: DENY, but for `study`, whose provision holds `within`.
+fn study_consent(study: &str, within: Vec<Provision>) -> ConsentDirective {
+    ConsentDirective {
+        scope_purposes: vec!["HRESCH".into()],
+        ..directive(
+            "d1",
+            false,
+            vec![Provision {
+                study_ids: vec![study.into()],
+                provisions: within,
+                ..Default::default()
+            }],
+        )
+    }
+}
+
 fn compile(d: &ConsentDirective) -> CompiledDirective {
     CompiledDirective::compile(d.directive_id.clone(), 3, d)
 }
@@ -284,21 +308,13 @@ fn deny_wins_between_siblings_and_the_first_is_reported() {
 
 #[test]
 fn research_consent_is_explicit_and_study_specific() {
-    let consent = ConsentDirective {
-        scope_purposes: vec!["HRESCH".into()],
-        ..directive(
-            "d1",
-            false,
-            vec![Provision {
-                study_ids: vec!["IRAS-1".into()],
-                provisions: vec![Provision {
-                    data_classes: classes(&["genomic"]),
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }],
-        )
-    };
+    let consent = study_consent(
+        "IRAS-1",
+        vec![Provision {
+            data_classes: classes(&["genomic"]),
+            ..Default::default()
+        }],
+    );
     let mut c = ctx(Purpose::Hresch);
     c.study_id = Some("IRAS-1".into());
     let d = run(&c, std::slice::from_ref(&consent), false);
@@ -390,10 +406,7 @@ fn actors_roles_and_users_must_all_match() {
 
 #[test]
 fn a_deny_in_one_directive_beats_a_permit_in_another() {
-    let permit = ConsentDirective {
-        scope_purposes: vec!["HOPERAT".into()],
-        ..directive("a", true, vec![])
-    };
+    let permit = scoped("a", "HOPERAT", true);
     let deny = directive("b", false, vec![]);
     let d = run(&ctx(Purpose::Hoperat), &[permit.clone(), deny], false);
     assert!(!d.permit);
@@ -453,17 +466,7 @@ fn the_opt_out_denies_unless_an_exemption_rule_sets_it_aside() {
 #[test]
 fn exemptions_see_whether_the_patient_consented_explicitly_and_to_the_study() {
     let study = exempting("study", &[PatientConsent::StudySpecific]);
-    let consent = ConsentDirective {
-        scope_purposes: vec!["HRESCH".into()],
-        ..directive(
-            "d1",
-            false,
-            vec![Provision {
-                study_ids: vec!["S1".into()],
-                ..Default::default()
-            }],
-        )
-    };
+    let consent = study_consent("S1", vec![]);
     let mut research = ctx(Purpose::Hresch);
     research.legal_basis = LegalBasis::ExplicitConsent;
     research.study_id = Some("S1".into());
@@ -477,10 +480,7 @@ fn exemptions_see_whether_the_patient_consented_explicitly_and_to_the_study() {
         ]
     );
     // A general research consent (no study named) is explicit but not study-specific.
-    let general = ConsentDirective {
-        scope_purposes: vec!["HRESCH".into()],
-        ..directive("d2", true, vec![])
-    };
+    let general = scoped("d2", "HRESCH", true);
     assert!(!run_with(&research, &study, std::slice::from_ref(&general), true).permit);
     let explicit = exempting("explicit", &[PatientConsent::Explicit]);
     assert_eq!(
@@ -497,10 +497,7 @@ fn exemptions_see_whether_the_patient_consented_explicitly_and_to_the_study() {
 
 #[test]
 fn platform_rules_take_their_steps() {
-    let consent = ConsentDirective {
-        scope_purposes: vec!["HOPERAT".into()],
-        ..directive("d1", true, vec![])
-    };
+    let consent = scoped("d1", "HOPERAT", true);
     let refusal = directive("d2", false, vec![]);
     let mut forbid = PlatformVerdicts::default();
     forbid
@@ -595,10 +592,7 @@ fn break_glass_and_asserted_bases_are_flagged() {
         "flagged on DENY too"
     );
 
-    let consent = ConsentDirective {
-        scope_purposes: vec!["HOPERAT".into()],
-        ..directive("d2", true, vec![])
-    };
+    let consent = scoped("d2", "HOPERAT", true);
     let mut legal = ctx(Purpose::Hoperat);
     legal.legal_basis = LegalBasis::LegalRequirement;
     assert_eq!(
