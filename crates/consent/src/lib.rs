@@ -3,6 +3,19 @@
 //! Serves `carerecord.consent.v1.ConsentService`. Patient directives are data evaluated by typed code
 //! ([`domain::decide`]); platform-wide rules are Cedar policies ([`policy`]) that an ICS can replace
 //! without rebuilding (`CARERECORD_CONSENT_POLICY_FILE`).
+//!
+//! Read it top-down:
+//! - this file: the configuration and the [`Application`] the platform starts (`main.rs` only
+//!   calls it);
+//! - `service/`: the gRPC handlers, one file per area (directives, listing, decisions and their
+//!   request context, opt-out); each parses its request, calls the domain and the store, and
+//!   returns the crate's `Error`, mapped to a status in one place (`error.rs`);
+//! - [`domain`]: pure code, no I/O: the code lists, validation, a directive's lifecycle, the
+//!   decision (`domain/decide/`: context, compiled directives, evaluation, result, explanations)
+//!   and the opt-out's exemptions;
+//! - [`policy`]: the Cedar platform rules: embedded defaults, loading and checking, evaluation;
+//! - `store/`: all SQL, for PostgreSQL and SQLite, by aggregate (directives, opt-outs, the reads
+//!   decisions make) with the cache of compiled directive rules.
 
 pub mod domain;
 mod error;

@@ -4,9 +4,9 @@
 //! explicitly (and to the study): they are evaluated for each of its three values, so that deciding
 //! for a patient stays a lookup.
 //!
-//! [`embedded`] holds the rules and schema shipped with the service, [`load`] parses, type-checks
-//! and sorts a policy set by kind, [`evaluate`] answers the verdicts for a request context, and
-//! [`error`] says why a set was refused.
+//! `embedded` holds the rules and schema shipped with the service, `load` parses, type-checks
+//! and sorts a policy set by kind, `evaluate` answers the verdicts for a request context, and
+//! `error` says why a set was refused.
 
 mod embedded;
 mod error;

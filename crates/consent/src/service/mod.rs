@@ -1,10 +1,10 @@
 //! gRPC handlers for `carerecord.consent.v1.ConsentService`. Each handler parses its request into
-//! typed values, calls the domain and the store, and returns the response or a [`crate::Error`];
+//! typed values, calls the domain and the store, and returns the response or a `crate::Error`;
 //! the trait impl below only hands each call to its handler and maps the error to a status.
 //!
-//! [`directives`] creates, reads, updates and revokes directives, [`listing`] pages through a
-//! patient's directives and a directive's versions, [`decisions`] answers Decide and BatchDecide
-//! (with [`context`] parsing their request context), and [`opt_out`] reads and sets the national
+//! `directives` creates, reads, updates and revokes directives, `listing` pages through a
+//! patient's directives and a directive's versions, `decisions` answers Decide and BatchDecide
+//! (with `context` parsing their request context), and `opt_out` reads and sets the national
 //! data opt-out.
 
 mod context;

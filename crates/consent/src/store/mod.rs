@@ -1,7 +1,7 @@
 //! Storage on PostgreSQL or SQLite; the only place with SQL.
 //!
-//! [`directives`] holds directives, their versions and create request ids, [`opt_outs`] the national
-//! data opt-out, [`decisions`] what Decide and BatchDecide read of a patient, and [`rules_cache`] the
+//! `directives` holds directives, their versions and create request ids, `opt_outs` the national
+//! data opt-out, `decisions` what Decide and BatchDecide read of a patient, and `rules_cache` the
 //! compiled rules those reads share.
 
 pub mod decisions;

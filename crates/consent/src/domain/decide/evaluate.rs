@@ -8,7 +8,9 @@ use crate::domain::time::Instant;
 use crate::domain::validate::MAX_DEPTH;
 
 /// A provision path (indexes from the top level down), inline: evaluation allocates nothing per cell.
-/// Stored directives are at most 5 deep with at most 200 provisions, so a `u8` per level suffices.
+/// Stored directives are at most [`MAX_DEPTH`] deep with at most
+/// [`MAX_PROVISIONS`](crate::domain::validate::MAX_PROVISIONS) provisions, so a `u8` per level
+/// suffices.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub(super) struct Path {
     len: u8,

@@ -4,9 +4,9 @@
 //! Pure: the platform rules arrive already evaluated for the request context ([`PlatformVerdicts`]),
 //! because they do not depend on the patient; this module never calls the policy engine.
 //!
-//! [`context`] holds the inputs besides the patient, [`compiled`] the patient's directives compiled
-//! for evaluation, [`evaluate`] one directive's verdict for one cell, [`decision`] the result, and
-//! [`explain`] the reasons in words; this module combines them cell by cell.
+//! `context` holds the inputs besides the patient, `compiled` the patient's directives compiled
+//! for evaluation, `evaluate` one directive's verdict for one cell, `decision` the result, and
+//! `explain` the reasons in words; this module combines them cell by cell.
 
 mod compiled;
 mod context;
