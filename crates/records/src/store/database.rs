@@ -1,12 +1,17 @@
 //! The store of one records database: its connections, and the feed head this process committed.
 
+use std::pin::Pin;
+
 use carerecord_platform::db::{Backend, Database};
+use carerecord_platform::sql::finish;
 use sqlx::{Any, QueryBuilder};
 use tokio::sync::watch;
 use tokio_stream::{Stream, StreamExt};
 
-use super::sql::numbered;
 use super::version::Version;
+
+/// Versions read one by one as they are consumed.
+pub type VersionStream<'a> = Pin<Box<dyn Stream<Item = Result<Version, sqlx::Error>> + Send + 'a>>;
 
 /// The store of one records database.
 #[derive(Debug, Clone)]
@@ -43,19 +48,21 @@ impl Store {
     /// Runs a SELECT of version rows started with [`super::version::select`].
     pub(super) async fn fetch_versions(
         &self,
-        sql: QueryBuilder<Any>,
+        mut sql: QueryBuilder<Any>,
     ) -> Result<Vec<Version>, sqlx::Error> {
-        let rows = numbered(sql).fetch_all(&self.db.pool).await?;
+        let rows = finish(&mut sql)?.fetch_all(&self.db.pool).await?;
         rows.iter().map(Version::from_row).collect()
     }
 
     /// Streams the rows of a SELECT started with [`super::version::select`].
-    pub(super) fn stream_versions(
-        &self,
-        sql: QueryBuilder<Any>,
-    ) -> impl Stream<Item = Result<Version, sqlx::Error>> + Send + '_ {
-        numbered(sql)
-            .fetch(&self.db.pool)
-            .map(|row| row.and_then(|row| Version::from_row(&row)))
+    pub(super) fn stream_versions(&self, mut sql: QueryBuilder<Any>) -> VersionStream<'_> {
+        match finish(&mut sql) {
+            Ok(query) => Box::pin(
+                query
+                    .fetch(&self.db.pool)
+                    .map(|row| row.and_then(|row| Version::from_row(&row))),
+            ),
+            Err(e) => Box::pin(tokio_stream::once(Err(e))),
+        }
     }
 }

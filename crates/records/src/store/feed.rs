@@ -1,12 +1,11 @@
 //! The change feed: its head, the sequences writes take from it, and the changes after a cursor.
 
+use carerecord_platform::sql::push_in;
 use sqlx::Any;
 use tokio::sync::watch;
-use tokio_stream::Stream;
 
-use super::database::Store;
-use super::sql::push_in;
-use super::version::{Version, select};
+use super::database::{Store, VersionStream};
+use super::version::select;
 
 /// Reserves `$1` sequences and takes the head lock until the transaction ends; returns the last.
 pub(super) const TAKE_SEQUENCES: &str =
@@ -63,19 +62,19 @@ impl Store {
         head: i64,
         limit: i64,
         with_payload: bool,
-    ) -> impl Stream<Item = Result<Version, sqlx::Error>> + Send + use<'a> {
+    ) -> VersionStream<'a> {
         let mut sql = select(with_payload);
         sql.push(" WHERE seq > ")
             .push_bind(after)
             .push(" AND seq <= ")
             .push_bind(head);
         if !filter.patient_ids.is_empty() {
-            sql.push(" AND ");
-            push_in(&mut sql, "patient_id", &filter.patient_ids);
+            sql.push(" AND patient_id");
+            push_in(&mut sql, filter.patient_ids.iter().cloned());
         }
         if !filter.resource_types.is_empty() {
-            sql.push(" AND ");
-            push_in(&mut sql, "resource_type", &filter.resource_types);
+            sql.push(" AND resource_type");
+            push_in(&mut sql, filter.resource_types.iter().cloned());
         }
         sql.push(" ORDER BY seq LIMIT ").push_bind(limit);
         self.stream_versions(sql)

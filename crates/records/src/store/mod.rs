@@ -6,7 +6,8 @@
 //! writers until commit, so change sequences are assigned in commit order on both backends and a
 //! reader that sees sequence n has every committed sequence below n visible too.
 //!
-//! - [`database`]: the [`Store`] handle; [`sql`]: dynamic SQL (`QueryBuilder`) for both backends.
+//! - [`database`]: the [`Store`] handle. Dynamic SQL is built with `QueryBuilder` and run with
+//!   `carerecord_platform::sql`.
 //! - [`version`]: a row of `record_versions`; [`versions`]: reads by record, updates, retractions.
 //! - [`snapshot`]: records as of a snapshot (ListRecords pages, ExportRecords chunks).
 //! - [`feed`]: the feed head, sequences, and the changes WatchRecordChanges reads.
@@ -22,7 +23,6 @@ mod plan;
 mod postgres;
 mod request_ids;
 mod snapshot;
-mod sql;
 mod sqlite;
 mod turns;
 mod version;

@@ -3,11 +3,11 @@
 use std::collections::HashMap;
 
 use carerecord_platform::db::Backend;
+use carerecord_platform::sql::{Value, finish, insert_rows, push_in};
 use sqlx::postgres::PgConnection;
 use sqlx::{Any, QueryBuilder, Row};
 
 use super::copy::{Columns, CopyRows, copy_in};
-use super::sql::{numbered, push_in};
 
 /// A request id first used by a batch: id, fingerprint, record id.
 pub(super) type NewRequestId<'a> = (&'a str, Vec<u8>, String);
@@ -40,11 +40,18 @@ where
                 .push_bind(array)
                 .push(" AS jsonb)))");
         }
-        Backend::Sqlite => push_in(&mut sql, "request_id", &ids),
+        Backend::Sqlite => {
+            sql.push("request_id");
+            push_in(&mut sql, ids);
+        }
     }
     // Planned at each use, never from a cached generic plan: one made while request_ids was small
     // is a hash join over a sequential scan, and was kept while an import grew the table.
-    for row in numbered(sql).persistent(false).fetch_all(executor).await? {
+    for row in finish(&mut sql)?
+        .persistent(false)
+        .fetch_all(executor)
+        .await?
+    {
         known.insert(
             row.try_get("request_id")?,
             (row.try_get("fingerprint")?, row.try_get("record_id")?),
@@ -58,15 +65,22 @@ pub(super) async fn insert(
     tx: &mut sqlx::Transaction<'_, Any>,
     new_ids: &[NewRequestId<'_>],
 ) -> Result<(), sqlx::Error> {
-    let mut sql =
-        QueryBuilder::new("INSERT INTO request_ids (request_id, fingerprint, record_id) ");
-    sql.push_values(new_ids, |mut row, (request_id, fingerprint, record_id)| {
-        row.push_bind(*request_id)
-            .push_bind(fingerprint.as_slice())
-            .push_bind(record_id.as_str());
-    });
-    numbered(sql).execute(&mut **tx).await?;
-    Ok(())
+    let rows = new_ids
+        .iter()
+        .map(|(request_id, fingerprint, record_id)| {
+            vec![
+                Value::Text((*request_id).to_owned()),
+                Value::Blob(fingerprint.clone()),
+                Value::Text(record_id.clone()),
+            ]
+        })
+        .collect();
+    insert_rows(
+        tx,
+        "INSERT INTO request_ids (request_id, fingerprint, record_id)",
+        rows,
+    )
+    .await
 }
 
 /// PostgreSQL: writes request ids with COPY.

@@ -1,10 +1,9 @@
 //! Records as of a snapshot of the feed: the pages of ListRecords and the chunks of ExportRecords.
 
+use carerecord_platform::sql::push_in;
 use sqlx::{Any, QueryBuilder};
-use tokio_stream::Stream;
 
-use super::database::Store;
-use super::sql::push_in;
+use super::database::{Store, VersionStream};
 use super::version::{CURRENT, Version, select};
 
 /// Conditions on the state of records as of a snapshot, shared by ListRecords and ExportRecords.
@@ -32,15 +31,15 @@ impl Filter {
             .push_bind(self.snapshot)
             .push(")");
         if !self.patient_ids.is_empty() {
-            sql.push(" AND ");
-            push_in(sql, "patient_id", &self.patient_ids);
+            sql.push(" AND patient_id");
+            push_in(sql, self.patient_ids.iter().cloned());
         }
         if !self.include_retracted {
             sql.push(" AND status = ").push_bind(CURRENT);
         }
         if !self.resource_types.is_empty() {
-            sql.push(" AND ");
-            push_in(sql, "resource_type", &self.resource_types);
+            sql.push(" AND resource_type");
+            push_in(sql, self.resource_types.iter().cloned());
         }
         let any_label = |sql: &mut QueryBuilder<Any>, labels: &[String]| {
             sql.push("(");
@@ -156,7 +155,7 @@ impl Store {
         after: i64,
         limit: i64,
         with_payload: bool,
-    ) -> impl Stream<Item = Result<Version, sqlx::Error>> + Send + use<'a> {
+    ) -> VersionStream<'a> {
         let mut sql = select(with_payload);
         filter.push_conditions(&mut sql);
         sql.push(" AND creation_seq > ").push_bind(after);

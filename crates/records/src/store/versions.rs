@@ -1,13 +1,13 @@
 //! Reads of versions by record, and the writes of updates and retractions.
 
 use carerecord_platform::db::now_micros;
+use carerecord_platform::sql::{finish, push_in};
 use sqlx::query_builder::Separated;
 use sqlx::{Any, QueryBuilder};
 
 use super::copy::Columns;
 use super::database::Store;
 use super::feed::take_sequences;
-use super::sql::{numbered, push_in};
 use super::version::{Version, insert_columns, put_version, select};
 
 impl Store {
@@ -30,8 +30,8 @@ impl Store {
     /// The latest versions of the records `ids` (distinct) that exist, with their payloads.
     pub async fn latest_many(&self, ids: &[String]) -> Result<Vec<Version>, sqlx::Error> {
         let mut sql = select(true);
-        sql.push(" WHERE superseded_seq IS NULL AND ");
-        push_in(&mut sql, "record_id", ids);
+        sql.push(" WHERE superseded_seq IS NULL AND record_id");
+        push_in(&mut sql, ids.iter().cloned());
         self.fetch_versions(sql).await
     }
 
@@ -99,7 +99,7 @@ pub(super) async fn insert_versions(
         ") "
     ));
     sql.push_values(versions, |mut row, version| put_version(&mut row, version));
-    numbered(sql).execute(&mut **tx).await?;
+    finish(&mut sql)?.execute(&mut **tx).await?;
     Ok(())
 }
 
