@@ -3,18 +3,18 @@
 
 use carerecord_contracts::access::v1::{
     AuditAction, AuditLeaf, AuditOutcome, GetAuditPublicKeyRequest, GetConsistencyProofRequest,
-    GetInclusionProofRequest, GetSignedTreeHeadRequest, ListAuditEntriesRequest, SignedTreeHead,
-    TreeHeadToSign, VerifyAuditLogRequest,
+    GetConsistencyProofResponse, GetInclusionProofRequest, GetSignedTreeHeadRequest,
+    ListAuditEntriesRequest, SignedTreeHead, TreeHeadToSign, VerifyAuditLogRequest,
 };
 use prost::Message;
 use sha2::{Digest, Sha256};
 use tonic::Code;
 
 use super::merkle::{Hash, leaf_hash, to_hash, verify_consistency, verify_inclusion};
-use super::support::{audited, auditor, by_id, client, find, has_reason};
+use super::support::{audited, auditor, by_id, client, find, has_reason, refusal};
 use crate::harness::{
-    Ctx, Fail, TestResult, describe, ensure, ensure_eq, err, fail, has_resource,
-    has_violation_under, ok,
+    Ctx, Fail, TestResult, describe, ensure, ensure_eq, err, fail, has_violation_under, ok,
+    refuse_each,
 };
 
 /// Makes one audited call (a lookup of an unknown patient) and returns its audit index and entry id.
@@ -137,15 +137,13 @@ pub(super) async fn consistency(ctx: Ctx) -> TestResult {
         second.tree_size > first.tree_size,
         "two audited calls must grow the log"
     );
-    let proof = ok(
-        client(&ctx)
-            .get_consistency_proof(GetConsistencyProofRequest {
-                first_tree_size: first.tree_size,
-                second_tree_size: second.tree_size,
-            })
-            .await,
+    let proof = proof_between(
+        &ctx,
+        first.tree_size,
+        second.tree_size,
         "GetConsistencyProof",
-    )?;
+    )
+    .await?;
     ensure_eq!(
         (proof.first_tree_size, proof.second_tree_size),
         (first.tree_size, second.tree_size),
@@ -160,7 +158,42 @@ pub(super) async fn consistency(ctx: Ctx) -> TestResult {
         "second_tree_head commits to the same tree as the latest head"
     );
     verify_head(&ctx, &h2).await?;
-    let path: Option<Vec<Hash>> = proof.proof.iter().map(|p| to_hash(p)).collect();
+    let message = format!(
+        "the consistency proof from {} to {} does not verify",
+        first.tree_size, second.tree_size
+    );
+    ensure_consistent(&proof.proof, &first, &second, &message)?;
+    // Same sizes: empty proof.
+    let call = "GetConsistencyProof(equal sizes)";
+    let same = proof_between(&ctx, first.tree_size, first.tree_size, call).await?;
+    ensure!(
+        same.proof.is_empty(),
+        "a proof between equal sizes is empty"
+    );
+    Ok(())
+}
+
+async fn proof_between(
+    ctx: &Ctx,
+    first_tree_size: i64,
+    second_tree_size: i64,
+    call: &str,
+) -> TestResult<GetConsistencyProofResponse> {
+    let request = GetConsistencyProofRequest {
+        first_tree_size,
+        second_tree_size,
+    };
+    ok(client(ctx).get_consistency_proof(request).await, call)
+}
+
+/// Requires a consistency proof (RFC 9162 §2.1.4.2) between two heads to verify.
+fn ensure_consistent(
+    proof: &[Vec<u8>],
+    first: &SignedTreeHead,
+    second: &SignedTreeHead,
+    inconsistent: &str,
+) -> TestResult {
+    let path: Option<Vec<Hash>> = proof.iter().map(|p| to_hash(p)).collect();
     let Some(path) = path else {
         fail!("proof hashes must be 32 bytes")
     };
@@ -168,27 +201,11 @@ pub(super) async fn consistency(ctx: Ctx) -> TestResult {
         verify_consistency(
             first.tree_size as u64,
             second.tree_size as u64,
-            &root(&first)?,
-            &root(&second)?,
+            &root(first)?,
+            &root(second)?,
             &path
         ),
-        "the consistency proof from {} to {} does not verify",
-        first.tree_size,
-        second.tree_size
-    );
-    // Same sizes: empty proof.
-    let same = ok(
-        client(&ctx)
-            .get_consistency_proof(GetConsistencyProofRequest {
-                first_tree_size: first.tree_size,
-                second_tree_size: first.tree_size,
-            })
-            .await,
-        "GetConsistencyProof(equal sizes)",
-    )?;
-    ensure!(
-        same.proof.is_empty(),
-        "a proof between equal sizes is empty"
+        "{inconsistent}"
     );
     Ok(())
 }
@@ -302,149 +319,82 @@ pub(super) async fn earlier_head(ctx: Ctx) -> TestResult {
         "tree_size of the earlier head"
     );
     verify_head(&ctx, &earlier).await?;
-    let proof = ok(
-        client(&ctx)
-            .get_consistency_proof(GetConsistencyProofRequest {
-                first_tree_size: earlier.tree_size,
-                second_tree_size: latest.tree_size,
-            })
-            .await,
+    let proof = proof_between(
+        &ctx,
+        earlier.tree_size,
+        latest.tree_size,
         "GetConsistencyProof",
-    )?;
-    let path: Option<Vec<Hash>> = proof.proof.iter().map(|p| to_hash(p)).collect();
-    let Some(path) = path else {
-        fail!("proof hashes must be 32 bytes")
-    };
-    ensure!(
-        verify_consistency(
-            earlier.tree_size as u64,
-            latest.tree_size as u64,
-            &root(&earlier)?,
-            &root(&latest)?,
-            &path
-        ),
-        "the earlier head is not consistent with the latest"
-    );
-    Ok(())
+    )
+    .await?;
+    let message = "the earlier head is not consistent with the latest";
+    ensure_consistent(&proof.proof, &earlier, &latest, message)
 }
 
 pub(super) async fn audit_errors(ctx: Ctx) -> TestResult {
     audited_call(&ctx).await?;
     let size = head(&ctx, 0).await?.tree_size;
     let beyond = size + 1_000_000;
-    let status = err(
-        client(&ctx)
-            .get_signed_tree_head(GetSignedTreeHeadRequest { tree_size: beyond })
-            .await,
-        Code::OutOfRange,
-        "GetSignedTreeHead(beyond the log)",
-    )?;
-    has_reason(&status, "TREE_SIZE_OUT_OF_RANGE")?;
-    let status = err(
-        client(&ctx)
-            .get_inclusion_proof(GetInclusionProofRequest {
-                leaf_index: 0,
-                tree_size: beyond,
-            })
-            .await,
-        Code::OutOfRange,
-        "GetInclusionProof(tree beyond the log)",
-    )?;
-    has_reason(&status, "TREE_SIZE_OUT_OF_RANGE")?;
-    let status = err(
-        client(&ctx)
-            .get_consistency_proof(GetConsistencyProofRequest {
-                first_tree_size: 1,
-                second_tree_size: beyond,
-            })
-            .await,
-        Code::OutOfRange,
-        "GetConsistencyProof(second beyond the log)",
-    )?;
-    has_reason(&status, "TREE_SIZE_OUT_OF_RANGE")?;
-    let invalid = [
-        (
-            "GetSignedTreeHead(-1)",
-            client(&ctx)
-                .get_signed_tree_head(GetSignedTreeHeadRequest { tree_size: -1 })
-                .await
-                .map(|_| ()),
-        ),
-        (
-            "GetInclusionProof(leaf not below the size)",
-            client(&ctx)
-                .get_inclusion_proof(GetInclusionProofRequest {
-                    leaf_index: size,
-                    tree_size: size,
-                })
-                .await
-                .map(|_| ()),
-        ),
-        (
-            "GetInclusionProof(negative leaf)",
-            client(&ctx)
-                .get_inclusion_proof(GetInclusionProofRequest {
-                    leaf_index: -1,
-                    tree_size: 0,
-                })
-                .await
-                .map(|_| ()),
-        ),
-        (
-            "GetConsistencyProof(first 0)",
-            client(&ctx)
-                .get_consistency_proof(GetConsistencyProofRequest {
-                    first_tree_size: 0,
-                    second_tree_size: size,
-                })
-                .await
-                .map(|_| ()),
-        ),
-        (
-            "GetConsistencyProof(first above second)",
-            client(&ctx)
-                .get_consistency_proof(GetConsistencyProofRequest {
-                    first_tree_size: size,
-                    second_tree_size: size - 1,
-                })
-                .await
-                .map(|_| ()),
-        ),
-        (
-            "GetAuditPublicKey(upper-case key_id)",
-            client(&ctx)
-                .get_audit_public_key(GetAuditPublicKeyRequest {
-                    key_id: "AB".repeat(32),
-                })
-                .await
-                .map(|_| ()),
-        ),
-        (
-            "GetAuditPublicKey(short key_id)",
-            client(&ctx)
-                .get_audit_public_key(GetAuditPublicKeyRequest {
-                    key_id: "abc".into(),
-                })
-                .await
-                .map(|_| ()),
-        ),
-    ];
-    for (what, result) in invalid {
-        let status = err(result, Code::InvalidArgument, what)?;
-        has_reason(&status, "INVALID_REQUEST")?;
-    }
+    let out_of_range = || refusal(Code::OutOfRange, "TREE_SIZE_OUT_OF_RANGE");
+    let invalid = || refusal(Code::InvalidArgument, "INVALID_REQUEST");
+    let signed_head = |tree_size| GetSignedTreeHeadRequest { tree_size };
+    let inclusion = |leaf_index, tree_size| GetInclusionProofRequest {
+        leaf_index,
+        tree_size,
+    };
+    let consistency = |first_tree_size, second_tree_size| GetConsistencyProofRequest {
+        first_tree_size,
+        second_tree_size,
+    };
+    let key = |key_id: String| GetAuditPublicKeyRequest { key_id };
+    refuse_each!(
+        client(&ctx),
+        get_signed_tree_head,
+        "GetSignedTreeHead",
+        vec![
+            ("beyond the log", signed_head(beyond), out_of_range()),
+            ("-1", signed_head(-1), invalid()),
+        ],
+    )
+    .await?;
+    refuse_each!(
+        client(&ctx),
+        get_inclusion_proof,
+        "GetInclusionProof",
+        vec![
+            ("tree beyond the log", inclusion(0, beyond), out_of_range()),
+            ("leaf not below the size", inclusion(size, size), invalid()),
+            ("negative leaf", inclusion(-1, 0), invalid()),
+        ],
+    )
+    .await?;
+    refuse_each!(
+        client(&ctx),
+        get_consistency_proof,
+        "GetConsistencyProof",
+        vec![
+            (
+                "second beyond the log",
+                consistency(1, beyond),
+                out_of_range()
+            ),
+            ("first 0", consistency(0, size), invalid()),
+            ("first above second", consistency(size, size - 1), invalid()),
+        ],
+    )
+    .await?;
     let unknown = hex::encode(Sha256::digest(uuid::Uuid::new_v4().as_bytes()));
-    let status = err(
-        client(&ctx)
-            .get_audit_public_key(GetAuditPublicKeyRequest {
-                key_id: unknown.clone(),
-            })
-            .await,
-        Code::NotFound,
-        "GetAuditPublicKey(unknown key)",
-    )?;
-    has_reason(&status, "KEY_NOT_FOUND")?;
-    has_resource(&status, "AuditPublicKey", &unknown)
+    let not_found = refusal(Code::NotFound, "KEY_NOT_FOUND").resource("AuditPublicKey", &unknown);
+    refuse_each!(
+        client(&ctx),
+        get_audit_public_key,
+        "GetAuditPublicKey",
+        vec![
+            ("upper-case key_id", key("AB".repeat(32)), invalid()),
+            ("short key_id", key("abc".into()), invalid()),
+            ("unknown key", key(unknown.clone()), not_found),
+        ],
+    )
+    .await
 }
 
 pub(super) async fn verify_log(ctx: Ctx) -> TestResult {

@@ -31,6 +31,20 @@ async fn drain<T>(
     }
 }
 
+/// Reads a server stream to its end, requiring it to end OK.
+async fn drained_ok<T>(
+    result: Result<tonic::Response<tonic::Streaming<T>>, Status>,
+    call: &str,
+) -> TestResult<Vec<T>> {
+    match drain(result).await? {
+        (messages, Ok(())) => Ok(messages),
+        (_, Err(st)) => fail!(
+            "{call}: expected the stream to end OK, got {}",
+            describe(&st)
+        ),
+    }
+}
+
 fn cohort(ids: Vec<String>) -> Option<Cohort> {
     Some(Cohort {
         selection: Some(Selection::PatientList(PatientIdList { patient_ids: ids })),
@@ -168,13 +182,11 @@ pub(super) async fn extract_shape(ctx: Ctx) -> TestResult {
         "HRESCH",
         cohort(vec![s.patient.patient_id.clone(), unknown]),
     );
-    let (messages, end) = drain(client(&ctx).extract_pseudonymised(request).await).await?;
-    if let Err(st) = end {
-        fail!(
-            "ExtractPseudonymised: expected the stream to end OK, got {}",
-            describe(&st)
-        );
-    }
+    let messages = drained_ok(
+        client(&ctx).extract_pseudonymised(request).await,
+        "ExtractPseudonymised",
+    )
+    .await?;
     use carerecord_contracts::access::v1::extract_pseudonymised_response::Item;
     let Some((last, rows)) = messages.split_last() else {
         fail!("an extract must end with a summary")
@@ -248,13 +260,11 @@ pub(super) async fn aggregate_shape(ctx: Ctx) -> TestResult {
         ],
         ..Default::default()
     };
-    let (messages, end) = drain(client(&ctx).aggregate_extract(request).await).await?;
-    if let Err(st) = end {
-        fail!(
-            "AggregateExtract: expected the stream to end OK, got {}",
-            describe(&st)
-        );
-    }
+    let messages = drained_ok(
+        client(&ctx).aggregate_extract(request).await,
+        "AggregateExtract",
+    )
+    .await?;
     use carerecord_contracts::access::v1::aggregate_extract_response::Item;
     let Some((last, rows)) = messages.split_last() else {
         fail!("an aggregate must end with a summary")

@@ -7,8 +7,8 @@ use carerecord_contracts::consent::v1::{
 use tonic::Code;
 
 use super::support::{
-    classes, client, create, create_request, directive, draft, get, list_request, recorder,
-    strings, unknown, update, update_request, with_status,
+    classes, client, create, create_request, directive, directives_of, draft, get, list_request,
+    provisions_of, recorder, set_status, strings, unknown, update, update_request,
 };
 use crate::harness::{Ctx, Refusal, TestResult, ensure, ensure_eq, err, ok, refuse_each, refused};
 
@@ -101,14 +101,8 @@ pub(super) async fn create_idempotent(ctx: Ctx) -> TestResult {
         &Refusal::new(Code::FailedPrecondition).reason("REQUEST_ID_REUSED"),
         "CreateConsentDirective(same request_id, different body)",
     )?;
-    let listed = ok(
-        client(&ctx)
-            .list_consent_directives(list_request(&pid))
-            .await,
-        "ListConsentDirectives",
-    )?;
     ensure_eq!(
-        listed.directives.len(),
+        directives_of(&ctx, &pid).await?.len(),
         1,
         "directives after a retry and a reuse"
     );
@@ -118,13 +112,7 @@ pub(super) async fn create_idempotent(ctx: Ctx) -> TestResult {
 pub(super) async fn get_versions(ctx: Ctx) -> TestResult {
     let pid = ctx.new_patient();
     let draft = create(&ctx, draft(&pid)).await?;
-    let active = update(
-        &ctx,
-        with_status(&draft, ConsentDirectiveStatus::Active),
-        &draft.etag,
-        &["status"],
-    )
-    .await?;
+    let active = set_status(&ctx, &draft, ConsentDirectiveStatus::Active).await?;
     ensure_eq!(
         get(&ctx, &draft.directive_id, 0).await?,
         active.clone(),
@@ -357,11 +345,7 @@ pub(super) async fn update_basics(ctx: Ctx) -> TestResult {
     // Edit an ACTIVE directive's provisions.
     let edited = update(
         &ctx,
-        ConsentDirective {
-            directive_id: draft.directive_id.clone(),
-            provisions: vec![classes(&["genomic"])],
-            ..Default::default()
-        },
+        provisions_of(&draft.directive_id, &["genomic"]),
         &active.etag,
         &["provisions"],
     )
@@ -377,11 +361,7 @@ pub(super) async fn update_basics(ctx: Ctx) -> TestResult {
     err(
         client(&ctx)
             .update_consent_directive(update_request(
-                ConsentDirective {
-                    directive_id: draft.directive_id.clone(),
-                    provisions: vec![classes(&["hiv"])],
-                    ..Default::default()
-                },
+                provisions_of(&draft.directive_id, &["hiv"]),
                 &active.etag,
                 &["provisions"],
             ))
@@ -393,10 +373,8 @@ pub(super) async fn update_basics(ctx: Ctx) -> TestResult {
     let same = update(
         &ctx,
         ConsentDirective {
-            directive_id: draft.directive_id.clone(),
-            provisions: vec![classes(&["genomic"])],
             status: ConsentDirectiveStatus::Active as i32,
-            ..Default::default()
+            ..provisions_of(&draft.directive_id, &["genomic"])
         },
         &edited.etag,
         &["provisions", "status"],

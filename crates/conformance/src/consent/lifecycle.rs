@@ -7,8 +7,8 @@ use carerecord_contracts::consent::v1::{
 use tonic::Code;
 
 use super::support::{
-    classes, client, create, directive, draft, get, recorder, unknown, update, update_request,
-    with_status,
+    client, create, directive, draft, get, provisions_of, recorder, set_status, unknown, update,
+    update_request, with_status,
 };
 use crate::harness::{
     Ctx, Refusal, TestResult, ensure, ensure_eq, fail, masks_refused, ok, refuse_each,
@@ -43,23 +43,13 @@ pub(super) async fn update_transitions(ctx: Ctx) -> TestResult {
         ],
     )
     .await?;
-    let eie = update(
-        &ctx,
-        with_status(&active, ConsentDirectiveStatus::EnteredInError),
-        &active.etag,
-        &["status"],
-    )
-    .await?;
+    let eie = set_status(&ctx, &active, ConsentDirectiveStatus::EnteredInError).await?;
     ensure_eq!(
         eie.status,
         ConsentDirectiveStatus::EnteredInError as i32,
         "status after ACTIVE -> ENTERED_IN_ERROR"
     );
-    let edit = ConsentDirective {
-        directive_id: eie.directive_id.clone(),
-        provisions: vec![classes(&["hiv"])],
-        ..Default::default()
-    };
+    let edit = provisions_of(&eie.directive_id, &["hiv"]);
     refuse_each!(
         client(&ctx),
         update_consent_directive,
@@ -234,20 +224,10 @@ pub(super) async fn revoke(ctx: Ctx) -> TestResult {
 pub(super) async fn versions(ctx: Ctx) -> TestResult {
     let pid = ctx.new_patient();
     let v1 = create(&ctx, draft(&pid)).await?;
-    let v2 = update(
-        &ctx,
-        with_status(&v1, ConsentDirectiveStatus::Active),
-        &v1.etag,
-        &["status"],
-    )
-    .await?;
+    let v2 = set_status(&ctx, &v1, ConsentDirectiveStatus::Active).await?;
     let v3 = update(
         &ctx,
-        ConsentDirective {
-            directive_id: v1.directive_id.clone(),
-            provisions: vec![classes(&["hiv"])],
-            ..Default::default()
-        },
+        provisions_of(&v1.directive_id, &["hiv"]),
         &v2.etag,
         &["provisions"],
     )

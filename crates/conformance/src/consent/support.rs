@@ -175,6 +175,15 @@ pub(crate) fn with_status(
     }
 }
 
+/// Moves a directive to `status` (a new version), requiring success.
+pub(crate) async fn set_status(
+    ctx: &Ctx,
+    dir: &ConsentDirective,
+    status: ConsentDirectiveStatus,
+) -> TestResult<ConsentDirective> {
+    update(ctx, with_status(dir, status), &dir.etag, &["status"]).await
+}
+
 /// NOT_FOUND with ResourceInfo naming the directive.
 pub(crate) fn unknown(directive_id: &str) -> Refusal {
     Refusal::not_found(RESOURCE_TYPE, directive_id)
@@ -191,6 +200,29 @@ pub(crate) async fn get(ctx: &Ctx, id: &str, version: i64) -> TestResult<Consent
         "GetConsentDirective",
     )?;
     present(r.directive, "GetConsentDirective: no directive")
+}
+
+/// A change of a directive's provisions to one covering `data_classes` (with mask `provisions`).
+pub(crate) fn provisions_of(directive_id: &str, data_classes: &[&str]) -> ConsentDirective {
+    ConsentDirective {
+        directive_id: directive_id.to_owned(),
+        provisions: vec![classes(data_classes)],
+        ..Default::default()
+    }
+}
+
+/// Every directive of a patient on the first page of a default listing.
+pub(crate) async fn directives_of(
+    ctx: &Ctx,
+    patient_id: &str,
+) -> TestResult<Vec<ConsentDirective>> {
+    let listed = ok(
+        client(ctx)
+            .list_consent_directives(list_request(patient_id))
+            .await,
+        "ListConsentDirectives",
+    )?;
+    Ok(listed.directives)
 }
 
 /// A listing of one patient's directives, all statuses, default page size.

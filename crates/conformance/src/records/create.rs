@@ -5,9 +5,9 @@ use carerecord_contracts::records::v1::{
 };
 
 use super::support::{
-    FHIR_JSON, MIN_PAYLOAD_LIMIT, client, create, create_request, create_with, get, list_all,
-    list_request, new_record, payload_with, relabel, requester, reused_request_id, sha256_hex,
-    unknown,
+    FHIR_JSON, MIN_PAYLOAD_LIMIT, client, create, create_request, create_with, get, got_record,
+    list_all, list_request, new_record, payload_with, relabel, requester, reused_request_id,
+    sha256_hex, unknown,
 };
 use crate::harness::{Ctx, Refusal, TestResult, ensure, ensure_eq, refuse_each, refused};
 
@@ -264,14 +264,13 @@ pub(super) async fn get_versions(ctx: Ctx) -> TestResult {
 pub(super) async fn get_metadata_view(ctx: Ctx) -> TestResult {
     let pid = ctx.new_patient();
     let r = create(&ctx, new_record(&pid)).await?;
-    let got = super::support::got_record(
-        client(&ctx)
-            .get_record(GetRecordRequest {
-                record_id: r.record_id.clone(),
-                version: 0,
-                view: RecordView::Metadata as i32,
-            })
-            .await,
+    let in_view = |view: RecordView| GetRecordRequest {
+        record_id: r.record_id.clone(),
+        version: 0,
+        view: view as i32,
+    };
+    let got = got_record(
+        client(&ctx).get_record(in_view(RecordView::Metadata)).await,
         "GetRecord(view METADATA)",
     )?;
     ensure!(
@@ -289,14 +288,8 @@ pub(super) async fn get_metadata_view(ctx: Ctx) -> TestResult {
         "payload_size in METADATA view"
     );
     ensure_eq!(got.etag, r.etag, "etag in METADATA view");
-    let full = super::support::got_record(
-        client(&ctx)
-            .get_record(GetRecordRequest {
-                record_id: r.record_id.clone(),
-                version: 0,
-                view: RecordView::Full as i32,
-            })
-            .await,
+    let full = got_record(
+        client(&ctx).get_record(in_view(RecordView::Full)).await,
         "GetRecord(view FULL)",
     )?;
     ensure_eq!(full.payload, r.payload, "payload in FULL view");

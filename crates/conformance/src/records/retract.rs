@@ -3,7 +3,8 @@
 use carerecord_contracts::records::v1::{Record, RecordStatus, RetractRecordRequest};
 
 use super::support::{
-    client, create, etag_mismatch, get, new_record, relabel, requester, retract, retracted, unknown,
+    client, create, ensure_latest, ensure_version, etag_mismatch, get, new_record, relabel,
+    requester, retract, retracted, unknown,
 };
 use crate::harness::{Ctx, Refusal, TestResult, ensure, ensure_eq, ok, refuse_each, refused};
 
@@ -30,11 +31,13 @@ pub(super) async fn retract_basics(ctx: Ctx) -> TestResult {
     ensure_eq!(v2.data_classes, v1.data_classes, "data_classes");
     ensure_eq!(v2.source_system, v1.source_system, "source_system");
     ensure_eq!(v2.create_time, v1.create_time, "create_time");
-    ensure_eq!(
-        get(&ctx, &v1.record_id, 0).await?,
-        v2,
-        "GetRecord returns a retracted record"
-    );
+    ensure_latest(
+        &ctx,
+        &v1.record_id,
+        &v2,
+        "GetRecord returns a retracted record",
+    )
+    .await?;
     ensure_eq!(
         get(&ctx, &v1.record_id, 1).await?,
         v1,
@@ -54,11 +57,7 @@ pub(super) async fn retract_twice(ctx: Ctx) -> TestResult {
         &retracted(&v1.record_id),
         "RetractRecord(already retracted)",
     )?;
-    ensure_eq!(
-        get(&ctx, &v1.record_id, 0).await?.version,
-        2,
-        "version after a refused retraction"
-    );
+    ensure_version(&ctx, &v1.record_id, 2, "version after a refused retraction").await?;
     Ok(())
 }
 
@@ -150,10 +149,12 @@ pub(super) async fn retract_invalid(ctx: Ctx) -> TestResult {
         unknown(&unknown_id),
     ));
     refuse_each!(client(&ctx), retract_record, "RetractRecord", table).await?;
-    ensure_eq!(
-        get(&ctx, &v1.record_id, 0).await?,
-        v1,
-        "the record after refused retractions"
-    );
+    ensure_latest(
+        &ctx,
+        &v1.record_id,
+        &v1,
+        "the record after refused retractions",
+    )
+    .await?;
     Ok(())
 }

@@ -142,6 +142,28 @@ pub(crate) async fn get(ctx: &Ctx, record_id: &str, version: i64) -> TestResult<
     present(response.record, "GetRecord: the response has no record")
 }
 
+/// Requires the latest version of `record_id` to be `expected`.
+pub(crate) async fn ensure_latest(
+    ctx: &Ctx,
+    record_id: &str,
+    expected: &Record,
+    what: &str,
+) -> TestResult {
+    ensure_eq!(get(ctx, record_id, 0).await?, *expected, "{what}");
+    Ok(())
+}
+
+/// Requires the latest version number of `record_id` to be `version`.
+pub(crate) async fn ensure_version(
+    ctx: &Ctx,
+    record_id: &str,
+    version: i64,
+    what: &str,
+) -> TestResult {
+    ensure_eq!(get(ctx, record_id, 0).await?.version, version, "{what}");
+    Ok(())
+}
+
 /// Updates with the given mask (empty for a full replacement), requiring success.
 pub(crate) async fn update(
     ctx: &Ctx,

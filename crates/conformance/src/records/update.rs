@@ -4,8 +4,8 @@ use carerecord_contracts::records::v1::{Record, RecordStatus, UpdateRecordReques
 use prost_types::FieldMask;
 
 use super::support::{
-    client, create, etag_mismatch, get, new_record, observation, payload_with, relabel, requester,
-    retract, retracted, sha256_hex, unknown, update,
+    client, create, ensure_latest, ensure_version, etag_mismatch, new_record, observation,
+    payload_with, relabel, requester, retract, retracted, sha256_hex, unknown, update,
 };
 use crate::harness::{
     Ctx, Refusal, TestResult, ensure, ensure_eq, masks_refused, refuse_each, refused,
@@ -48,11 +48,7 @@ pub(super) async fn update_payload(ctx: Ctx) -> TestResult {
     ensure_eq!(v2.resource_type, v1.resource_type, "resource_type");
     ensure_eq!(v2.recorded_time, v1.recorded_time, "recorded_time");
     ensure_eq!(v2.status, RecordStatus::Current as i32, "status");
-    ensure_eq!(
-        get(&ctx, &v1.record_id, 0).await?,
-        v2,
-        "GetRecord after UpdateRecord"
-    );
+    ensure_latest(&ctx, &v1.record_id, &v2, "GetRecord after UpdateRecord").await?;
     Ok(())
 }
 
@@ -72,11 +68,13 @@ pub(super) async fn stale_etag(ctx: Ctx) -> TestResult {
         &etag_mismatch(),
         "UpdateRecord(version 1's etag after version 2)",
     )?;
-    ensure_eq!(
-        get(&ctx, &v1.record_id, 0).await?,
-        v2,
-        "the latest version after a stale update"
-    );
+    ensure_latest(
+        &ctx,
+        &v1.record_id,
+        &v2,
+        "the latest version after a stale update",
+    )
+    .await?;
     Ok(())
 }
 
@@ -231,11 +229,7 @@ pub(super) async fn update_full_replacement_required(ctx: Ctx) -> TestResult {
         &Refusal::invalid("record.source_system"),
         "UpdateRecord(full replacement, empty source_system)",
     )?;
-    ensure_eq!(
-        get(&ctx, &v1.record_id, 0).await?.version,
-        1,
-        "version after a refused update"
-    );
+    ensure_version(&ctx, &v1.record_id, 1, "version after a refused update").await?;
     Ok(())
 }
 
@@ -256,11 +250,7 @@ pub(super) async fn update_mask_invalid(ctx: Ctx) -> TestResult {
         || Refusal::invalid("update_mask"),
     );
     refuse_each!(client(&ctx), update_record, "UpdateRecord", table).await?;
-    ensure_eq!(
-        get(&ctx, &v1.record_id, 0).await?.version,
-        1,
-        "version after refused updates"
-    );
+    ensure_version(&ctx, &v1.record_id, 1, "version after refused updates").await?;
     Ok(())
 }
 
@@ -331,11 +321,7 @@ pub(super) async fn update_missing_fields(ctx: Ctx) -> TestResult {
         table.push((format!("bad {field}"), request, Refusal::invalid(field)));
     }
     refuse_each!(client(&ctx), update_record, "UpdateRecord", table).await?;
-    ensure_eq!(
-        get(&ctx, &v1.record_id, 0).await?.version,
-        1,
-        "version after refused updates"
-    );
+    ensure_version(&ctx, &v1.record_id, 1, "version after refused updates").await?;
     Ok(())
 }
 
@@ -370,11 +356,13 @@ pub(super) async fn update_retracted(ctx: Ctx) -> TestResult {
         &retracted(&v1.record_id),
         "UpdateRecord(retracted record)",
     )?;
-    ensure_eq!(
-        get(&ctx, &v1.record_id, 0).await?,
-        v2,
-        "latest version after a refused update"
-    );
+    ensure_latest(
+        &ctx,
+        &v1.record_id,
+        &v2,
+        "latest version after a refused update",
+    )
+    .await?;
     Ok(())
 }
 
@@ -475,10 +463,6 @@ pub(super) async fn update_payload_checked(ctx: Ctx) -> TestResult {
         Refusal::invalid("record.content_type"),
     ));
     refuse_each!(client(&ctx), update_record, "UpdateRecord", table).await?;
-    ensure_eq!(
-        get(&ctx, &v1.record_id, 0).await?,
-        v1,
-        "the record after refused updates"
-    );
+    ensure_latest(&ctx, &v1.record_id, &v1, "the record after refused updates").await?;
     Ok(())
 }

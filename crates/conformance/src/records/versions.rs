@@ -2,7 +2,7 @@
 
 use carerecord_contracts::common::v1::ChangeType;
 use carerecord_contracts::records::v1::{
-    ListRecordVersionsRequest, Record, RecordVersion, RecordView,
+    ListRecordVersionsRequest, ListRecordVersionsResponse, Record, RecordVersion, RecordView,
 };
 
 use super::support::{
@@ -37,6 +37,27 @@ async fn list_versions(
         token = page.next_page_token;
     }
     fail!("ListRecordVersions: still returning next_page_token after 10000 pages")
+}
+
+/// A page of `record_id`'s versions in the default view.
+fn page_request(record_id: &str, page_size: i32, page_token: &str) -> ListRecordVersionsRequest {
+    ListRecordVersionsRequest {
+        record_id: record_id.to_owned(),
+        page_size,
+        page_token: page_token.to_owned(),
+        view: RecordView::Unspecified as i32,
+    }
+}
+
+async fn versions_page(
+    ctx: &Ctx,
+    record_id: &str,
+    page_size: i32,
+    page_token: &str,
+    call: &str,
+) -> TestResult<ListRecordVersionsResponse> {
+    let request = page_request(record_id, page_size, page_token);
+    ok(client(ctx).list_record_versions(request).await, call)
 }
 
 /// Creates a record with 4 versions (created, updated twice, retracted), each by a different requester.
@@ -108,16 +129,7 @@ pub(super) async fn versions_basics(ctx: Ctx) -> TestResult {
 pub(super) async fn versions_paging(ctx: Ctx) -> TestResult {
     let written = four_versions(&ctx).await?;
     let id = written[0].record_id.clone();
-    let first = ok(
-        client(&ctx)
-            .list_record_versions(ListRecordVersionsRequest {
-                record_id: id.clone(),
-                page_size: 1,
-                ..Default::default()
-            })
-            .await,
-        "ListRecordVersions(page_size 1)",
-    )?;
+    let first = versions_page(&ctx, &id, 1, "", "ListRecordVersions(page_size 1)").await?;
     ensure_eq!(first.versions.len(), 1, "versions on a page of size 1");
     ensure!(
         !first.next_page_token.is_empty(),
@@ -133,17 +145,7 @@ pub(super) async fn versions_paging(ctx: Ctx) -> TestResult {
         .collect();
     let mut token = first.next_page_token;
     while !token.is_empty() {
-        let page = ok(
-            client(&ctx)
-                .list_record_versions(ListRecordVersionsRequest {
-                    record_id: id.clone(),
-                    page_size: 1,
-                    page_token: token.clone(),
-                    ..Default::default()
-                })
-                .await,
-            "ListRecordVersions(next page)",
-        )?;
+        let page = versions_page(&ctx, &id, 1, &token, "ListRecordVersions(next page)").await?;
         ensure!(
             page.versions.len() <= 1,
             "a page of size 1 held {} versions",
@@ -159,16 +161,7 @@ pub(super) async fn versions_paging(ctx: Ctx) -> TestResult {
     }
     ensure_eq!(versions, vec![4, 3, 2, 1], "versions over all pages");
     // Page sizes above 1000 are coerced, not refused.
-    let all = ok(
-        client(&ctx)
-            .list_record_versions(ListRecordVersionsRequest {
-                record_id: id.clone(),
-                page_size: 5000,
-                ..Default::default()
-            })
-            .await,
-        "ListRecordVersions(page_size 5000)",
-    )?;
+    let all = versions_page(&ctx, &id, 5000, "", "ListRecordVersions(page_size 5000)").await?;
     ensure_eq!(all.versions.len(), 4, "versions with page_size 5000");
     Ok(())
 }
@@ -177,24 +170,9 @@ pub(super) async fn versions_bad_token(ctx: Ctx) -> TestResult {
     let written = four_versions(&ctx).await?;
     let id = written[0].record_id.clone();
     let other = create(&ctx, new_record(&written[0].patient_id)).await?;
-    let first = ok(
-        client(&ctx)
-            .list_record_versions(ListRecordVersionsRequest {
-                record_id: id.clone(),
-                page_size: 1,
-                ..Default::default()
-            })
-            .await,
-        "ListRecordVersions(page_size 1)",
-    )?;
+    let first = versions_page(&ctx, &id, 1, "", "ListRecordVersions(page_size 1)").await?;
     let token = first.next_page_token;
     ensure!(!token.is_empty(), "a next_page_token while versions remain");
-    let page_after = |record_id: &str, page_token: String| ListRecordVersionsRequest {
-        record_id: record_id.to_owned(),
-        page_size: 1,
-        page_token,
-        ..Default::default()
-    };
     let page_token = || Refusal::invalid("page_token");
     refuse_each!(
         client(&ctx),
@@ -203,17 +181,17 @@ pub(super) async fn versions_bad_token(ctx: Ctx) -> TestResult {
         vec![
             (
                 "a forged token".to_owned(),
-                page_after(&id, super::support::FORGED_TOKEN.to_owned()),
+                page_request(&id, 1, super::support::FORGED_TOKEN),
                 page_token(),
             ),
             (
                 "a tampered token".to_owned(),
-                page_after(&id, super::support::tamper(&token)),
+                page_request(&id, 1, &super::support::tamper(&token)),
                 page_token(),
             ),
             (
                 "a token issued for another record".to_owned(),
-                page_after(&other.record_id, token.clone()),
+                page_request(&other.record_id, 1, &token),
                 page_token(),
             ),
         ],
@@ -223,19 +201,15 @@ pub(super) async fn versions_bad_token(ctx: Ctx) -> TestResult {
 
 pub(super) async fn versions_errors_and_view(ctx: Ctx) -> TestResult {
     let unknown_id = uuid::Uuid::new_v4().to_string();
-    let of = |record_id: &str| ListRecordVersionsRequest {
-        record_id: record_id.to_owned(),
-        ..Default::default()
-    };
     let mut table = vec![(
         "unknown record".to_owned(),
-        of(&unknown_id),
+        page_request(&unknown_id, 0, ""),
         unknown(&unknown_id),
     )];
     for bad in ["", "not-a-uuid"] {
         table.push((
             format!("record_id {bad:?}"),
-            of(bad),
+            page_request(bad, 0, ""),
             Refusal::invalid("record_id"),
         ));
     }
