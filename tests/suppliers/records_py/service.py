@@ -133,6 +133,7 @@ def to_record(row, view=pb.RECORD_VIEW_FULL) -> pb.Record:
         create_time=us_ts(row.create_us),
         update_time=us_ts(row.update_us),
         recorded_time=us_ts(row.recorded_us),
+        modified_by=to_requester(row.requester),
     )
     if view != pb.RECORD_VIEW_METADATA:
         r.payload = bytes(row.payload)

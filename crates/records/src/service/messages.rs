@@ -10,6 +10,7 @@ use crate::store::Version;
 /// A Record message of a stored version.
 pub fn record_message(v: Version) -> Record {
     let etag = v.etag();
+    let modified_by = Some((&v.requester).into());
     let f = v.fields;
     Record {
         record_id: v.record_id,
@@ -31,6 +32,7 @@ pub fn record_message(v: Version) -> Record {
         etag,
         create_time: Some(micros_timestamp(v.create_time)),
         update_time: Some(micros_timestamp(v.update_time)),
+        modified_by,
     }
 }
 

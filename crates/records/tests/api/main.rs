@@ -4,5 +4,6 @@ mod crud;
 mod faults;
 mod helpers;
 mod list;
+mod provenance;
 mod startup;
 mod streams;
