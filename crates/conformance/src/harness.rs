@@ -3,6 +3,11 @@
 //! A test is an async function from a [`Ctx`] to `Result<(), Fail>`. Assertions return
 //! `Fail::Failed` with a message saying what the contract promised and what the server did, so a
 //! report reader can act on it without reading the kit's code.
+//!
+//! Most refusals the contracts promise are checked as tables: a [`Refusal`] says how a call must
+//! fail (its code and the error details that come with it), [`refused`] checks one call, and
+//! [`refuse_each!`] / [`refuse_all`] send every request of a table of `(what, request, refusal)`
+//! rows, naming the failing row.
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -19,6 +19,7 @@ use crate::harness::Case;
 /// The catalogue: every test of the module, in run order.
 pub(crate) fn cases() -> Vec<Case> {
     let mut cases = Vec::new();
+    // Authentication: missing, malformed, altered and unsigned tokens, and missing scopes.
     cases.extend([
         Case::new(
             "ACC-AUTH-001",
@@ -111,6 +112,7 @@ pub(crate) fn cases() -> Vec<Case> {
             extracts::aggregate_shape,
         ),
     ]);
+    // The tamper-evident audit log: signed tree heads, keys, proofs, VerifyAuditLog.
     cases.extend([
         Case::new(
             "ACC-LOG-001",

@@ -18,6 +18,7 @@ pub(crate) use support::{create, directive};
 /// The catalogue: every test of the module, in run order.
 pub(crate) fn cases() -> Vec<Case> {
     let mut cases = Vec::new();
+    // Consent directives: create, idempotency, get, list and update.
     cases.extend([
         Case::new(
             "CON-DIR-001",
@@ -45,6 +46,7 @@ pub(crate) fn cases() -> Vec<Case> {
             directives::update_basics,
         ),
     ]);
+    // Consent directive lifecycle: status transitions, update validation, revocation and versions.
     cases.extend([
         Case::new(
             "CON-DIR-006",
@@ -67,6 +69,7 @@ pub(crate) fn cases() -> Vec<Case> {
             lifecycle::versions,
         ),
     ]);
+    // The national data opt-out: GetNationalDataOptOut and SetNationalDataOptOut.
     cases.extend([
         Case::new(
             "CON-NDOO-001",
@@ -89,8 +92,11 @@ pub(crate) fn cases() -> Vec<Case> {
             opt_out::opt_out_invalid,
         ),
     ]);
+    // CreateConsentDirective validation: one test per rule of the contract.
     cases.extend(validation::cases());
+    // The decision table: the contract's DECISION SEMANTICS, case by case, through Decide.
     cases.extend(decision_table::cases());
+    // Decide and BatchDecide beyond the decision table: determinism, batches, validation.
     cases.extend([
         Case::new(
             "CON-DEC-001",

@@ -12,7 +12,7 @@ use carerecord_contracts::identity::v1::{
 };
 use tonic::Code;
 
-use super::support::{client, create, new_patient, requester};
+use super::support::{RESOURCE_TYPE, client, create, new_patient, requester};
 use crate::harness::{
     Ctx, Fail, Refusal, TestResult, describe, ensure, ensure_eq, fail, has_reason, has_resource,
     ok, refuse_each, refused,
@@ -279,9 +279,7 @@ pub(super) async fn match_invalid(ctx: Ctx) -> TestResult {
         .match_patients(probe(Probe::PatientId(unknown.clone())))
         .await
     {
-        Err(s) if s.code() == Code::NotFound => {
-            has_resource(&s, super::support::RESOURCE_TYPE, &unknown)
-        }
+        Err(s) if s.code() == Code::NotFound => has_resource(&s, RESOURCE_TYPE, &unknown),
         Err(s) if s.code() == Code::FailedPrecondition => Err(Fail::Skipped(format!(
             "the deployment has no match parameters yet ({})",
             describe(&s)

@@ -20,6 +20,7 @@ pub(crate) use support::{bad_check_digit, create, new_patient, nhs_number};
 /// The catalogue: every test of the module, in run order.
 pub(crate) fn cases() -> Vec<Case> {
     let mut cases = Vec::new();
+    // CreatePatient, BatchCreatePatients and GetPatient.
     cases.extend([
         Case::new(
             "ID-CREATE-001",
@@ -52,6 +53,7 @@ pub(crate) fn cases() -> Vec<Case> {
             registration::get_patient,
         ),
     ]);
+    // UpdatePatient and ListPatientVersions.
     cases.extend([
         Case::new(
             "ID-UPD-001",
@@ -84,6 +86,7 @@ pub(crate) fn cases() -> Vec<Case> {
             updates::versions_invalid,
         ),
     ]);
+    // ResolveIdentifier, MergePatients and UnmergePatient.
     cases.extend([
         Case::new(
             "ID-RES-001",
@@ -126,6 +129,7 @@ pub(crate) fn cases() -> Vec<Case> {
             merges::unmerge_errors,
         ),
     ]);
+    // WatchPatientChanges: the change feed.
     cases.extend([
         Case::new(
             "ID-WATCH-001",
@@ -138,7 +142,9 @@ pub(crate) fn cases() -> Vec<Case> {
             watch::watch_invalid,
         ),
     ]);
+    // CreatePatient validation: one test per rule of the contract.
     cases.extend(validation::cases());
+    // SearchPatients: exact and fuzzy search, ordering, limits and validation.
     cases.extend([
         Case::new(
             "ID-SEARCH-001",
@@ -166,6 +172,7 @@ pub(crate) fn cases() -> Vec<Case> {
             search::search_invalid,
         ),
     ]);
+    // GetMatchParameters, MatchPatients and EstimateMatchParameters.
     cases.extend([
         Case::new(
             "ID-PARAM-001",

@@ -7,7 +7,7 @@ use carerecord_contracts::common::v1::{AdministrativeGender, Date, DateRange};
 use carerecord_contracts::identity::v1::search_patients_request::Birth;
 use carerecord_contracts::identity::v1::{SearchMode, SearchPatientsRequest};
 
-use super::support::{client, create, new_patient, requester};
+use super::support::{client, create, family_name, new_patient, requester};
 use crate::harness::{Ctx, Refusal, TestResult, ensure, ensure_eq, ok, refuse_each};
 
 const DOB: Date = Date {
@@ -106,7 +106,7 @@ pub(super) async fn search_exact(ctx: Ctx) -> TestResult {
 
 pub(super) async fn search_prefix_and_range(ctx: Ctx) -> TestResult {
     let mut input = new_patient();
-    let old_family = super::support::family_name();
+    let old_family = family_name();
     input
         .names
         .push(carerecord_contracts::common::v1::HumanName {

@@ -5,8 +5,8 @@ use carerecord_contracts::identity::v1::{ListPatientVersionsRequest, Patient};
 use tonic::Code;
 
 use super::support::{
-    client, create, get, has_reason, held_by, new_patient, regender, requester, unknown, update,
-    update_request,
+    client, create, family_name, get, has_reason, held_by, new_patient, regender, requester,
+    unknown, update, update_request,
 };
 use crate::harness::{
     Ctx, Refusal, TestResult, ensure, ensure_eq, err, masks_refused, ok, refuse_each, refused,
@@ -16,7 +16,7 @@ pub(super) async fn update_basics(ctx: Ctx) -> TestResult {
     let v1 = create(&ctx, new_patient()).await?;
     let mut names = v1.names.clone();
     names.push(HumanName {
-        family: super::support::family_name(),
+        family: family_name(),
         given: vec!["Alex".into()],
         ..Default::default()
     });

@@ -5,9 +5,9 @@ use carerecord_contracts::records::v1::{
 };
 
 use super::support::{
-    FHIR_JSON, MIN_PAYLOAD_LIMIT, client, create, create_request, create_with, get, got_record,
-    list_all, list_request, new_record, payload_with, relabel, requester, reused_request_id,
-    sha256_hex, unknown,
+    FHIR_JSON, MIN_PAYLOAD_LIMIT, client, create, create_request, create_with, day,
+    ensure_nothing_written, get, got_record, ids, list_all, list_request, new_record, observation,
+    payload_with, relabel, requester, reused_request_id, sha256_hex, unknown,
 };
 use crate::harness::{Ctx, Refusal, TestResult, ensure, ensure_eq, refuse_each, refused};
 
@@ -137,13 +137,13 @@ pub(super) async fn identifiers_case(ctx: Ctx) -> TestResult {
     );
     let (listed, _) = list_all(&ctx, list_request(&pid)).await?;
     ensure_eq!(
-        super::support::ids(&listed),
+        ids(&listed),
         vec![r.record_id.clone()],
         "ListRecords by the lower-case patient_id"
     );
     let (listed, _) = list_all(&ctx, list_request(&upper)).await?;
     ensure_eq!(
-        super::support::ids(&listed),
+        ids(&listed),
         vec![r.record_id],
         "ListRecords by the upper-case patient_id"
     );
@@ -211,8 +211,8 @@ pub(super) async fn recorded_time_default(ctx: Ctx) -> TestResult {
     let r = create(&ctx, new_record(&pid)).await?;
     ensure_eq!(r.recorded_time, r.create_time, "recorded_time when unset");
     ensure_eq!(r.effective_time, None, "effective_time when unset");
-    let recorded = super::support::day(10);
-    let effective = super::support::day(9);
+    let recorded = day(10);
+    let effective = day(9);
     let r = create(
         &ctx,
         Record {
@@ -229,7 +229,7 @@ pub(super) async fn recorded_time_default(ctx: Ctx) -> TestResult {
 
 pub(super) async fn payload_under_min_limit(ctx: Ctx) -> TestResult {
     let pid = ctx.new_patient();
-    let base = String::from_utf8(super::support::observation(&pid)).unwrap_or_default();
+    let base = String::from_utf8(observation(&pid)).unwrap_or_default();
     // Pad inside a note so the whole payload is 63 KiB.
     let pad = (MIN_PAYLOAD_LIMIT - 1024).saturating_sub(base.len() + 32);
     let mut value: serde_json::Value = serde_json::from_str(&base).unwrap_or_default();
@@ -408,11 +408,11 @@ pub(super) async fn request_id_reused(ctx: Ctx) -> TestResult {
         &reused_request_id(),
         "CreateRecord(same request_id, different record)",
     )?;
-    super::support::ensure_nothing_written(&ctx, &other_patient).await?;
+    ensure_nothing_written(&ctx, &other_patient).await?;
     // Same patient, different payload: still a different record.
     let mut changed = request.clone();
     if let Some(r) = changed.record.as_mut() {
-        r.payload = super::support::observation(&pid);
+        r.payload = observation(&pid);
     }
     refused(
         client(&ctx).create_record(changed).await,
@@ -421,7 +421,7 @@ pub(super) async fn request_id_reused(ctx: Ctx) -> TestResult {
     )?;
     let (listed, _) = list_all(&ctx, list_request(&pid)).await?;
     ensure_eq!(
-        super::support::ids(&listed),
+        ids(&listed),
         vec![first.record_id],
         "records of the patient"
     );

@@ -9,7 +9,9 @@ use carerecord_contracts::records::v1::{
 };
 use tonic::{Code, Status};
 
-use super::support::{client, create, ids, new_record, new_record_of, relabel, retract};
+use super::support::{
+    FORGED_TOKEN, client, create, day, ids, new_record, new_record_of, relabel, retract, tamper,
+};
 use crate::harness::{Ctx, Refusal, TestResult, describe, ensure, ensure_eq, fail, refused};
 
 fn by_patients(pids: &[&str]) -> ExportRecordsRequest {
@@ -386,8 +388,8 @@ pub(super) async fn export_invalid(ctx: Ctx) -> TestResult {
             "updated_between.start equal to end",
             ExportRecordsRequest {
                 scope: Some(Scope::UpdatedBetween(Period {
-                    start: Some(super::support::day(1)),
-                    end: Some(super::support::day(1)),
+                    start: Some(day(1)),
+                    end: Some(day(1)),
                 })),
                 ..Default::default()
             },
@@ -412,7 +414,7 @@ pub(super) async fn export_invalid(ctx: Ctx) -> TestResult {
         (
             "a forged resume_cursor",
             ExportRecordsRequest {
-                resume_cursor: super::support::FORGED_TOKEN.into(),
+                resume_cursor: FORGED_TOKEN.into(),
                 ..by_patients(&[&pid])
             },
             Refusal::invalid_under("resume_cursor"),
@@ -420,7 +422,7 @@ pub(super) async fn export_invalid(ctx: Ctx) -> TestResult {
         (
             "a tampered resume_cursor",
             ExportRecordsRequest {
-                resume_cursor: super::support::tamper(&cursor),
+                resume_cursor: tamper(&cursor),
                 ..by_patients(&[&pid])
             },
             Refusal::invalid_under("resume_cursor"),

@@ -8,8 +8,8 @@ use carerecord_contracts::records::v1::{
 use tonic::Code;
 
 use super::support::{
-    client, create_request, create_with, get, ids, list_all, list_request, new_record, requester,
-    reused_request_id,
+    client, create_request, create_with, ensure_nothing_written, get, ids, list_all, list_request,
+    new_record, requester, reused_request_id,
 };
 use crate::harness::{Ctx, Refusal, TestResult, ensure, ensure_eq, fail, ok, refuse_all, refused};
 
@@ -358,7 +358,7 @@ pub(super) async fn import_stream_errors(ctx: Ctx) -> TestResult {
         ],
     )
     .await?;
-    super::support::ensure_nothing_written(&ctx, &pid).await?;
+    ensure_nothing_written(&ctx, &pid).await?;
     let big: Vec<ImportItem> = (0..1001).map(|_| item(&rid(), new_record(&pid))).collect();
     imports_refused(
         &ctx,

@@ -6,7 +6,8 @@ use carerecord_contracts::records::v1::{
 };
 
 use super::support::{
-    client, create, day, ids, list_all, list_request, new_record, new_record_of, relabel, retract,
+    FORGED_TOKEN, client, create, day, get, ids, list_all, list_request, new_record, new_record_of,
+    relabel, retract, tamper,
 };
 use crate::harness::{Ctx, Refusal, TestResult, ensure, ensure_eq, ok, refuse_each};
 
@@ -180,7 +181,7 @@ pub(super) async fn list_filters(ctx: Ctx) -> TestResult {
     let d = retract(&ctx, &d, "retract").await?;
     let [a, b, c] = [a.record_id, b.record_id, c.record_id];
     let d_id = d.record_id.clone();
-    let c_time = super::support::get(&ctx, &c, 0).await?.update_time;
+    let c_time = get(&ctx, &c, 0).await?.update_time;
     let strs = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
     let base = list_request(&pid);
     let checks: Vec<(&str, ListRecordsRequest, Vec<&String>)> = vec![
@@ -457,12 +458,12 @@ pub(super) async fn list_bad_token(ctx: Ctx) -> TestResult {
             ),
             (
                 "page token with a forged token",
-                with_token(&pid, super::support::FORGED_TOKEN.into()),
+                with_token(&pid, FORGED_TOKEN.into()),
                 page_token(),
             ),
             (
                 "page token with a tampered token",
-                with_token(&pid, super::support::tamper(&token)),
+                with_token(&pid, tamper(&token)),
                 page_token(),
             ),
         ],

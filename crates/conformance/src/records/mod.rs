@@ -21,6 +21,7 @@ pub(crate) use support::{FORGED_TOKEN, create, day, new_record, seconds_from_now
 /// The catalogue: every test of the module, in run order.
 pub(crate) fn cases() -> Vec<Case> {
     let mut cases = Vec::new();
+    // CreateRecord, GetRecord and idempotency by request_id.
     cases.extend([
         Case::new(
             "REC-CREATE-001",
@@ -103,7 +104,9 @@ pub(crate) fn cases() -> Vec<Case> {
             create::request_id_reused,
         ),
     ]);
+    // CreateRecord validation: one test per rule of the contract.
     cases.extend(validation::cases());
+    // UpdateRecord: versions, etags, update masks and the order of checks.
     cases.extend([
         Case::new(
             "REC-UPD-001",
@@ -171,6 +174,7 @@ pub(crate) fn cases() -> Vec<Case> {
             update::update_payload_checked,
         ),
     ]);
+    // RetractRecord: the retraction version, its reason, and refusals.
     cases.extend([
         Case::new(
             "REC-RET-001",
@@ -198,6 +202,7 @@ pub(crate) fn cases() -> Vec<Case> {
             retract::retract_invalid,
         ),
     ]);
+    // ListRecordVersions: every version newest first, in pages, with its change type and requester.
     cases.extend([
         Case::new(
             "REC-VER-001",
@@ -220,6 +225,7 @@ pub(crate) fn cases() -> Vec<Case> {
             versions::versions_errors_and_view,
         ),
     ]);
+    // ListRecords: snapshot pagination, filters, order, page tokens.
     cases.extend([
         Case::new(
             "REC-LIST-001",
@@ -262,6 +268,7 @@ pub(crate) fn cases() -> Vec<Case> {
             list::list_metadata_view,
         ),
     ]);
+    // ExportRecords: completeness, order, batching, resumption, validation.
     cases.extend([
         Case::new(
             "REC-EXP-001",
@@ -299,6 +306,7 @@ pub(crate) fn cases() -> Vec<Case> {
             export::export_invalid,
         ),
     ]);
+    // WatchRecordChanges: history after a cursor, caught_up, live changes, resumption, filters.
     cases.extend([
         Case::new(
             "REC-WATCH-001",
@@ -341,6 +349,7 @@ pub(crate) fn cases() -> Vec<Case> {
             watch::watch_invalid,
         ),
     ]);
+    // ImportRecords: per-item rejections, idempotency shared with CreateRecord, stream errors.
     cases.extend([
         Case::new(
             "REC-IMP-001",

@@ -4,8 +4,9 @@ use carerecord_contracts::records::v1::{Record, RecordStatus, UpdateRecordReques
 use prost_types::FieldMask;
 
 use super::support::{
-    client, create, ensure_latest, ensure_version, etag_mismatch, new_record, observation,
-    payload_with, relabel, requester, retract, retracted, sha256_hex, unknown, update,
+    FHIR_JSON, client, create, day, ensure_latest, ensure_version, etag_mismatch, new_record,
+    observation, payload_with, relabel, requester, retract, retracted, sha256_hex, ts_key, unknown,
+    update,
 };
 use crate::harness::{
     Ctx, Refusal, TestResult, ensure, ensure_eq, masks_refused, refuse_each, refused,
@@ -29,7 +30,7 @@ pub(super) async fn update_payload(ctx: Ctx) -> TestResult {
     let change = Record {
         record_id: v1.record_id.clone(),
         payload: payload.clone(),
-        content_type: super::support::FHIR_JSON.to_owned(),
+        content_type: FHIR_JSON.to_owned(),
         // Record.etag is ignored: only the request's etag counts.
         etag: "not-the-etag".to_owned(),
         ..Default::default()
@@ -41,7 +42,7 @@ pub(super) async fn update_payload(ctx: Ctx) -> TestResult {
     ensure_eq!(v2.content_hash, sha256_hex(&payload), "content_hash");
     ensure_eq!(v2.create_time, v1.create_time, "create_time");
     ensure!(
-        super::support::ts_key(&v2.update_time) >= super::support::ts_key(&v1.update_time),
+        ts_key(&v2.update_time) >= ts_key(&v1.update_time),
         "update_time must not go backwards"
     );
     ensure_eq!(v2.patient_id, v1.patient_id, "patient_id");
@@ -107,7 +108,7 @@ pub(super) async fn update_mask_partial(ctx: Ctx) -> TestResult {
     let change = Record {
         record_id: v1.record_id.clone(),
         payload: new_payload.clone(),
-        content_type: super::support::FHIR_JSON.into(),
+        content_type: FHIR_JSON.into(),
         data_classes: vec!["sexual-health".into()],
         source_system: "ignored".into(),
         author: String::new(),
@@ -143,7 +144,7 @@ pub(super) async fn update_full_replacement(ctx: Ctx) -> TestResult {
             Record {
                 author: "device|cgm-1".into(),
                 data_classes: vec!["genomic".into()],
-                effective_time: Some(super::support::day(3)),
+                effective_time: Some(day(3)),
                 ..new_record(&pid)
             },
         )
@@ -151,7 +152,7 @@ pub(super) async fn update_full_replacement(ctx: Ctx) -> TestResult {
         let payload = observation(&pid);
         let change = Record {
             record_id: v1.record_id.clone(),
-            content_type: super::support::FHIR_JSON.into(),
+            content_type: FHIR_JSON.into(),
             payload: payload.clone(),
             authoring_organisation_ods_code: "rx1".into(),
             source_system: "replacement".into(),
@@ -186,7 +187,7 @@ pub(super) async fn update_full_replacement(ctx: Ctx) -> TestResult {
     Ok(())
 }
 
-/// A change of `record_id`'s data classes to [hiv].
+/// A change of `record_id`'s data classes to `hiv` alone.
 fn relabelling(record_id: &str) -> Record {
     Record {
         record_id: record_id.to_owned(),
@@ -381,7 +382,7 @@ pub(super) async fn update_order_of_checks(ctx: Ctx) -> TestResult {
     no_requester.requester = None;
     let unknown_id = uuid::Uuid::new_v4().to_string();
     let payload = |etag: &str| {
-        let change = new_payload(id, super::support::FHIR_JSON, about_someone_else());
+        let change = new_payload(id, FHIR_JSON, about_someone_else());
         update_request(change, etag, &["payload"])
     };
     refuse_each!(
@@ -440,7 +441,7 @@ pub(super) async fn update_order_of_checks(ctx: Ctx) -> TestResult {
 pub(super) async fn update_payload_checked(ctx: Ctx) -> TestResult {
     let pid = ctx.new_patient();
     let v1 = create(&ctx, new_record(&pid)).await?;
-    let fhir = |payload| new_payload(&v1.record_id, super::support::FHIR_JSON, payload);
+    let fhir = |payload| new_payload(&v1.record_id, FHIR_JSON, payload);
     let mut table = Vec::new();
     for (payload, what) in [
         (about_someone_else(), "another patient"),

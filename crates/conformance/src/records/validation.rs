@@ -4,7 +4,10 @@
 use carerecord_contracts::records::v1::CreateRecordRequest;
 use tonic::Code;
 
-use super::support::{MAX_PAYLOAD_LIMIT, client, create_request, new_record, payload_with};
+use super::support::{
+    MAX_PAYLOAD_LIMIT, client, create_request, ensure_nothing_written, new_record, observation,
+    payload_with, seconds_from_now,
+};
 use crate::harness::{Case, Ctx, Refusal, TestResult, ensure, err, has_violation, refused};
 
 type Mutate = fn(&mut CreateRecordRequest, &str);
@@ -170,7 +173,7 @@ const RULES: &[Rule] = &[
         pointer: None,
         mutate: |r, pid| {
             let mut p = vec![0xEF, 0xBB, 0xBF];
-            p.extend(super::support::observation(pid));
+            p.extend(observation(pid));
             set_payload(r, p)
         },
     },
@@ -192,10 +195,7 @@ const RULES: &[Rule] = &[
         field: "record.payload",
         pointer: None,
         mutate: |r, pid| {
-            let p = format!(
-                "[{}]",
-                String::from_utf8_lossy(&super::support::observation(pid))
-            );
+            let p = format!("[{}]", String::from_utf8_lossy(&observation(pid)));
             set_payload(r, p.into_bytes())
         },
     },
@@ -225,7 +225,7 @@ const RULES: &[Rule] = &[
         pointer: None,
         mutate: |r, pid| {
             let mut v: serde_json::Value =
-                serde_json::from_slice(&super::support::observation(pid)).unwrap_or_default();
+                serde_json::from_slice(&observation(pid)).unwrap_or_default();
             v["note"] = serde_json::json!([{"text": "x".repeat(MAX_PAYLOAD_LIMIT)}]);
             set_payload(r, v.to_string().into_bytes())
         },
@@ -405,7 +405,7 @@ const RULES: &[Rule] = &[
         title: "record.recorded_time more than 5 minutes in the future",
         field: "record.recorded_time",
         pointer: None,
-        mutate: |r, _| record(r).recorded_time = Some(super::support::seconds_from_now(3600)),
+        mutate: |r, _| record(r).recorded_time = Some(seconds_from_now(3600)),
     },
 ];
 
@@ -452,7 +452,7 @@ async fn check_rule(ctx: Ctx, rule: &'static Rule) -> TestResult {
             "the violation's description must begin with the JSON Pointer {pointer}, got {description:?}"
         );
     }
-    super::support::ensure_nothing_written(&ctx, &pid).await
+    ensure_nothing_written(&ctx, &pid).await
 }
 
 async fn every_problem(ctx: Ctx) -> TestResult {
@@ -468,7 +468,7 @@ async fn every_problem(ctx: Ctx) -> TestResult {
             .field("record.data_classes[0]"),
         "CreateRecord(three invalid fields)",
     )?;
-    super::support::ensure_nothing_written(&ctx, &pid).await
+    ensure_nothing_written(&ctx, &pid).await
 }
 
 async fn missing_record(ctx: Ctx) -> TestResult {

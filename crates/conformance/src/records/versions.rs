@@ -6,7 +6,8 @@ use carerecord_contracts::records::v1::{
 };
 
 use super::support::{
-    client, create, new_record, observation, requester, retract, unknown, update,
+    FHIR_JSON, FORGED_TOKEN, client, create, new_record, observation, requester, retract, tamper,
+    unknown, update,
 };
 use crate::harness::{Ctx, Refusal, TestResult, ensure, ensure_eq, fail, ok, refuse_each};
 
@@ -80,7 +81,7 @@ async fn four_versions(ctx: &Ctx) -> TestResult<Vec<Record>> {
         ctx,
         Record {
             record_id: v1.record_id.clone(),
-            content_type: super::support::FHIR_JSON.into(),
+            content_type: FHIR_JSON.into(),
             payload: observation(&pid),
             ..Default::default()
         },
@@ -181,12 +182,12 @@ pub(super) async fn versions_bad_token(ctx: Ctx) -> TestResult {
         vec![
             (
                 "a forged token".to_owned(),
-                page_request(&id, 1, super::support::FORGED_TOKEN),
+                page_request(&id, 1, FORGED_TOKEN),
                 page_token(),
             ),
             (
                 "a tampered token".to_owned(),
-                page_request(&id, 1, &super::support::tamper(&token)),
+                page_request(&id, 1, &tamper(&token)),
                 page_token(),
             ),
             (

@@ -10,7 +10,8 @@ use tonic::codec::Streaming;
 use tonic::{Code, Status};
 
 use super::support::{
-    client, create, list_all, list_request, new_record, new_record_of, relabel, requester, retract,
+    FORGED_TOKEN, client, create, list_all, list_request, new_record, new_record_of, relabel,
+    requester, retract, tamper,
 };
 use crate::harness::{Ctx, Refusal, TestResult, describe, ensure, ensure_eq, fail, refused};
 
@@ -381,12 +382,12 @@ pub(super) async fn watch_invalid(ctx: Ctx) -> TestResult {
         ),
         (
             "a forged cursor",
-            watch(super::support::FORGED_TOKEN, &[]),
+            watch(FORGED_TOKEN, &[]),
             Refusal::invalid_under("after_cursor"),
         ),
         (
             "a tampered cursor",
-            watch(&super::support::tamper(&s.cursor), &[]),
+            watch(&tamper(&s.cursor), &[]),
             Refusal::invalid_under("after_cursor"),
         ),
         (
