@@ -111,8 +111,13 @@ pub struct AccessConfig {
     /// `CARERECORD_SYSTEM_ROLE_CODE`: the role code sent to consent for system tokens without a
     /// `role_code` claim (consent requires one; default R0000).
     pub system_role_code: String,
-    /// `CARERECORD_TOKEN_SECRET`: page tokens.
+    /// `CARERECORD_TOKEN_SECRET`: page tokens and follow cursors (which are durable: replicas and
+    /// restarts must keep the same secret).
     pub page_tokens: PageTokens,
+    /// `CARERECORD_PATIENT_CONTRIBUTIONS_ODS_CODE`: when set, patient-facing tokens may contribute
+    /// records for their own patient, filed under this organisation (the deployment's own code for
+    /// patient-entered data); unset, they may not.
+    pub patient_contributions_ods_code: Option<String>,
 }
 
 /// The audience tokens must name unless configured otherwise.
@@ -210,6 +215,24 @@ impl AccessConfig {
             clinical_roles,
             system_role_code: env.string_or("CARERECORD_SYSTEM_ROLE_CODE", "R0000"),
             page_tokens: PageTokens::from_env(env)?,
+            patient_contributions_ods_code: match env
+                .get("CARERECORD_PATIENT_CONTRIBUTIONS_ODS_CODE")
+            {
+                None => None,
+                Some(code)
+                    if (3..=10).contains(&code.len())
+                        && code.bytes().all(|b| b.is_ascii_alphanumeric()) =>
+                {
+                    Some(code.to_ascii_uppercase())
+                }
+                Some(code) => {
+                    return Err(ConfigError::invalid(
+                        "CARERECORD_PATIENT_CONTRIBUTIONS_ODS_CODE",
+                        code,
+                        "expected an ODS code: 3 to 10 letters and digits",
+                    ));
+                }
+            },
         })
     }
 }

@@ -79,6 +79,22 @@ pub enum Error {
     PatientMatchAmbiguous,
     #[error("the etag is not current: re-read and retry")]
     EtagMismatch,
+    #[error("record {0} not found")]
+    RecordNotFound(String),
+    #[error("only the organisation that contributed the record may change it")]
+    RecordNotOwned,
+    #[error("record {0} is retracted (entered in error) and cannot be changed")]
+    RecordRetracted(String),
+    #[error("this deployment does not accept contributions from patient-facing tokens")]
+    PatientContributionsDisabled,
+    #[error(
+        "request_id was already used with different content; use a new request_id for a new request"
+    )]
+    RequestIdReused,
+    #[error(
+        "the cursor is beyond the newest change (record hosting may have been restored): start again without it"
+    )]
+    CursorAheadOfFeed,
     #[error("tree size {requested} is beyond the log's current size {current}")]
     TreeSizeOutOfRange { requested: i64, current: i64 },
     #[error("the {} module is unavailable", .0.as_str())]
@@ -149,12 +165,18 @@ impl Error {
             | Error::PatientContextMismatch
             | Error::ConsentDenied { .. }
             | Error::ProjectNotPermitted(_)
-            | Error::SelfReview => Code::PermissionDenied,
+            | Error::SelfReview
+            | Error::RecordNotOwned
+            | Error::PatientContributionsDisabled => Code::PermissionDenied,
             Error::PatientNotFound { .. }
             | Error::ProjectNotFound(_)
             | Error::BreakGlassEventNotFound(_)
-            | Error::KeyNotFound(_) => Code::NotFound,
-            Error::PatientMatchAmbiguous => Code::FailedPrecondition,
+            | Error::KeyNotFound(_)
+            | Error::RecordNotFound(_) => Code::NotFound,
+            Error::PatientMatchAmbiguous
+            | Error::RecordRetracted(_)
+            | Error::RequestIdReused
+            | Error::CursorAheadOfFeed => Code::FailedPrecondition,
             Error::EtagMismatch => Code::Aborted,
             Error::TreeSizeOutOfRange { .. } => Code::OutOfRange,
             Error::DependencyUnavailable(_) | Error::AuditLogUnavailable => Code::Unavailable,
@@ -185,6 +207,12 @@ impl Error {
             Error::KeyNotFound(_) => "KEY_NOT_FOUND",
             Error::PatientMatchAmbiguous => "PATIENT_MATCH_AMBIGUOUS",
             Error::EtagMismatch => "ETAG_MISMATCH",
+            Error::RecordNotFound(_) => "RECORD_NOT_FOUND",
+            Error::RecordNotOwned => "RECORD_NOT_OWNED",
+            Error::RecordRetracted(_) => "RECORD_STATUS",
+            Error::PatientContributionsDisabled => "PATIENT_CONTRIBUTIONS_DISABLED",
+            Error::RequestIdReused => "REQUEST_ID_REUSED",
+            Error::CursorAheadOfFeed => "CURSOR_AHEAD_OF_FEED",
             Error::TreeSizeOutOfRange { .. } => "TREE_SIZE_OUT_OF_RANGE",
             Error::DependencyUnavailable(_) => "DEPENDENCY_UNAVAILABLE",
             Error::AuditLogUnavailable => "AUDIT_LOG_UNAVAILABLE",
@@ -247,6 +275,26 @@ impl Error {
             }
             Error::KeyNotFound(name) => {
                 details.set_resource_info("AuditPublicKey", name, "", "no such audit key");
+                self.to_string()
+            }
+            Error::RecordNotFound(name) => {
+                details.set_resource_info("Record", name, "", "no such record");
+                self.to_string()
+            }
+            Error::RecordRetracted(name) => {
+                details.add_precondition_failure_violation(
+                    "RECORD_STATUS",
+                    name,
+                    "the record is entered in error",
+                );
+                self.to_string()
+            }
+            Error::CursorAheadOfFeed => {
+                details.add_precondition_failure_violation(
+                    "CURSOR_AHEAD_OF_FEED",
+                    "after_cursor",
+                    self.to_string(),
+                );
                 self.to_string()
             }
             Error::PatientMatchAmbiguous => {

@@ -155,8 +155,60 @@ rpcs! {
     Consent consent.decide(consent::DecideRequest) -> consent::DecideResponse;
     Consent consent.batch_decide(consent::BatchDecideRequest) -> consent::BatchDecideResponse;
     Records records.list_records(records::ListRecordsRequest) -> records::ListRecordsResponse;
+    Records records.get_record(records::GetRecordRequest) -> records::GetRecordResponse;
+    Records records.list_record_versions(records::ListRecordVersionsRequest)
+        -> records::ListRecordVersionsResponse;
+    Records records.create_record(records::CreateRecordRequest) -> records::CreateRecordResponse;
+    Records records.watch_record_changes(records::WatchRecordChangesRequest)
+        -> tonic::Streaming<records::WatchRecordChangesResponse>;
     Records records.export_records(records::ExportRecordsRequest)
         -> tonic::Streaming<records::ExportRecordsResponse>;
+}
+
+impl Upstream {
+    /// UpdateRecord, sent once: a retry after a lost answer would meet its own new etag.
+    pub async fn update_record(
+        &self,
+        request: records::UpdateRecordRequest,
+    ) -> Result<records::UpdateRecordResponse, Status> {
+        let mut client = self.records.clone();
+        self.once(client.update_record(self.request(request))).await
+    }
+
+    /// RetractRecord, sent once, as UpdateRecord.
+    pub async fn retract_record(
+        &self,
+        request: records::RetractRecordRequest,
+    ) -> Result<records::RetractRecordResponse, Status> {
+        let mut client = self.records.clone();
+        self.once(client.retract_record(self.request(request)))
+            .await
+    }
+
+    /// One ImportRecords stream of `items`, its record ids returned: sent once (items carry
+    /// request ids, so the caller's retry is safe).
+    pub async fn import_records(
+        &self,
+        request: records::ImportRecordsRequest,
+    ) -> Result<records::ImportRecordsResponse, Status> {
+        let mut client = self.records.clone();
+        let mut call = tonic::Request::new(tokio_stream::once(request));
+        call.set_timeout(self.timeout * 4);
+        match tokio::time::timeout(self.timeout * 4, client.import_records(call)).await {
+            Ok(result) => result.map(tonic::Response::into_inner),
+            Err(_) => Err(Status::deadline_exceeded("the call's deadline passed")),
+        }
+    }
+
+    async fn once<T>(
+        &self,
+        call: impl Future<Output = Result<tonic::Response<T>, Status>>,
+    ) -> Result<T, Status> {
+        match tokio::time::timeout(self.timeout, call).await {
+            Ok(result) => result.map(tonic::Response::into_inner),
+            Err(_) => Err(Status::deadline_exceeded("the call's deadline passed")),
+        }
+    }
 }
 
 /// The error for a module's failed answer: it is unavailable as far as this call is concerned.

@@ -2,6 +2,7 @@
 
 pub mod audit_verify;
 pub mod auth;
+pub mod contribution;
 pub mod decision;
 pub mod deid;
 pub mod merkle;

@@ -26,7 +26,15 @@ macro_rules! names_audit_entry {
     };
 }
 
-names_audit_entry!(api::FindPatientResponse, api::ListDisclosuresResponse);
+names_audit_entry!(
+    api::FindPatientResponse,
+    api::ListDisclosuresResponse,
+    api::CreateRecordResponse,
+    api::UpdateRecordResponse,
+    api::RetractRecordResponse,
+    api::ReadRecordResponse,
+    api::ListRecordVersionsResponse,
+);
 
 /// Listings whose contract names no entry: the entry is appended all the same.
 macro_rules! names_no_audit_entry {

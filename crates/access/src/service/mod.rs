@@ -16,15 +16,24 @@
 //! - `review.rs`: break-glass events and their review.
 //! - `audit_log.rs`: the audit log's read side (entries, heads, keys, proofs, VerifyAuditLog).
 //! - `cohort.rs`, `extract.rs`, `aggregate.rs`: research and planning extracts.
+//! - `contribute.rs`: CreateRecord, UpdateRecord, RetractRecord; `import.rs`: ImportRecords.
+//! - `record.rs`: ReadRecord and ListRecordVersions (one record by id).
+//! - `follow.rs`: FollowRecordChanges (notifications decided and audited at delivery).
+//! - `disclose.rs`: a record of record hosting as the front door discloses it.
 
 mod aggregate;
 mod audit_log;
 mod audited;
 mod cohort;
+mod contribute;
+mod disclose;
 mod extract;
+mod follow;
+mod import;
 mod parse;
 mod patients;
 mod read;
+mod record;
 mod review;
 
 use std::future::Future;
@@ -228,5 +237,63 @@ impl DataAccessService for AccessService {
     ) -> Result<Response<BoxStream<api::AggregateExtractResponse>>, Status> {
         let this = self.clone();
         detached(request, |r| async move { this.aggregate(r).await }).await
+    }
+
+    async fn create_record(
+        &self,
+        request: Request<api::CreateRecordRequest>,
+    ) -> Result<Response<api::CreateRecordResponse>, Status> {
+        let this = self.clone();
+        detached(request, |r| async move { this.create_record(r).await }).await
+    }
+
+    async fn update_record(
+        &self,
+        request: Request<api::UpdateRecordRequest>,
+    ) -> Result<Response<api::UpdateRecordResponse>, Status> {
+        let this = self.clone();
+        detached(request, |r| async move { this.update_record(r).await }).await
+    }
+
+    async fn retract_record(
+        &self,
+        request: Request<api::RetractRecordRequest>,
+    ) -> Result<Response<api::RetractRecordResponse>, Status> {
+        let this = self.clone();
+        detached(request, |r| async move { this.retract_record(r).await }).await
+    }
+
+    async fn import_records(
+        &self,
+        request: Request<tonic::Streaming<api::ImportRecordsRequest>>,
+    ) -> Result<Response<BoxStream<api::ImportRecordsResponse>>, Status> {
+        answer(self.import_records(request).await)
+    }
+
+    async fn read_record(
+        &self,
+        request: Request<api::ReadRecordRequest>,
+    ) -> Result<Response<api::ReadRecordResponse>, Status> {
+        let this = self.clone();
+        detached(request, |r| async move { this.read_record(r).await }).await
+    }
+
+    async fn list_record_versions(
+        &self,
+        request: Request<api::ListRecordVersionsRequest>,
+    ) -> Result<Response<api::ListRecordVersionsResponse>, Status> {
+        let this = self.clone();
+        detached(
+            request,
+            |r| async move { this.list_record_versions(r).await },
+        )
+        .await
+    }
+
+    async fn follow_record_changes(
+        &self,
+        request: Request<api::FollowRecordChangesRequest>,
+    ) -> Result<Response<BoxStream<api::FollowRecordChangesResponse>>, Status> {
+        answer(self.follow_record_changes(request).await)
     }
 }

@@ -329,6 +329,11 @@ impl AccessService {
                 api::AuditAction::Read as i32,
                 api::AuditAction::BreakGlassRead as i32,
                 api::AuditAction::ListDisclosures as i32,
+                api::AuditAction::CreateRecord as i32,
+                api::AuditAction::UpdateRecord as i32,
+                api::AuditAction::RetractRecord as i32,
+                api::AuditAction::ImportRecords as i32,
+                api::AuditAction::FollowRecordChanges as i32,
             ];
             let rows = self
                 .inner
@@ -343,6 +348,12 @@ impl AccessService {
                 let entry = api::AuditLeaf::decode(row.leaf_data.as_slice()).map_err(|_| {
                     Error::Internal(format!("audit entry {} does not parse", row.index))
                 })?;
+                // An entry about several patients counts only this patient's records.
+                let named = entry.patients.iter().find(|p| ids.contains(&p.patient_id));
+                let (patient_id, returned_count) = match named {
+                    Some(named) => (named.patient_id.clone(), named.record_count),
+                    None => (entry.patient_id.clone(), entry.returned_count),
+                };
                 disclosures.push(api::Disclosure {
                     audit_entry_id: entry.entry_id,
                     audit_index: row.index,
@@ -352,10 +363,10 @@ impl AccessService {
                     action: entry.action,
                     purpose_of_use: entry.purpose_of_use,
                     outcome: entry.outcome,
-                    returned_count: entry.returned_count,
+                    returned_count,
                     withheld_count: entry.withheld_count,
                     break_glass_reason: entry.break_glass_reason,
-                    patient_id: entry.patient_id,
+                    patient_id,
                 });
             }
             leaf.returned_count = disclosures.len() as i64;

@@ -106,7 +106,7 @@ read_response_from_page!(
 );
 
 /// A token whose scopes are only patient-facing ones.
-fn is_patient_facing(caller: &Caller) -> bool {
+pub(super) fn is_patient_facing(caller: &Caller) -> bool {
     caller.has_context(Context::Patient)
         && !caller.has_context(Context::User)
         && !caller.has_context(Context::System)
@@ -123,7 +123,7 @@ pub fn consent_legal_basis(basis: i32) -> consent::LegalBasis {
     }
 }
 
-fn validate_legal_basis(v: &mut Violations, basis: i32, purpose: &str) {
+pub(super) fn validate_legal_basis(v: &mut Violations, basis: i32, purpose: &str) {
     match api::LegalBasis::try_from(basis) {
         Err(_) => v.add("legal_basis", "unknown value"),
         Ok(api::LegalBasis::DirectCare) if !matches!(purpose, "TREAT" | "ETREAT") => {
@@ -173,7 +173,7 @@ impl AccessService {
         requester
     }
 
-    async fn decide(
+    pub(super) async fn decide(
         &self,
         caller: &Caller,
         patient_id: &str,
@@ -493,17 +493,7 @@ fn withhold(
             continue;
         }
         labelled |= !record.data_classes.is_empty();
-        disclosed.push(api::DisclosedRecord {
-            record_id: record.record_id,
-            version: record.version,
-            resource_type: record.resource_type,
-            content_type: "application/fhir+json; fhirVersion=4.0".into(),
-            payload: record.payload,
-            data_classes: record.data_classes,
-            effective_time: record.effective_time,
-            last_updated: record.update_time,
-            source_organisation_ods_code: record.authoring_organisation_ods_code,
-        });
+        disclosed.push(super::disclose::disclosed(record, None));
     }
     let withheld_count = withheld.values().sum();
     let summary = api::DisclosureSummary {

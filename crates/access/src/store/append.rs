@@ -44,6 +44,11 @@ impl Store {
                 .unwrap_or_default(),
             action: i64::from(leaf.action),
             patient_id: leaf.patient_id.clone(),
+            patients: leaf
+                .patients
+                .iter()
+                .map(|p| (p.patient_id.clone(), p.record_count))
+                .collect(),
             effect,
             reply,
         };
@@ -168,6 +173,30 @@ async fn write_batch(
                 .push(")");
         }
         insert.builder().build().execute(&mut *tx).await?;
+        let named: Vec<(i64, &(String, i64))> = writing
+            .iter()
+            .enumerate()
+            .flat_map(|(offset, (_, p))| p.patients.iter().map(move |n| (next + offset as i64, n)))
+            .collect();
+        for chunk in named.chunks(1000) {
+            let mut insert = DynamicSql::new(
+                "INSERT INTO audit_entry_patients (patient_id, idx, record_count) VALUES ",
+            );
+            for (i, (idx, (patient_id, count))) in chunk.iter().enumerate() {
+                if i > 0 {
+                    insert.push(", ");
+                }
+                insert
+                    .push("(")
+                    .bind(patient_id.clone())
+                    .push(", ")
+                    .bind(*idx)
+                    .push(", ")
+                    .bind(*count)
+                    .push(")");
+            }
+            insert.builder().build().execute(&mut *tx).await?;
+        }
     }
     for (i, pending) in writing {
         if let Effect::BreakGlass(row) = &pending.effect {

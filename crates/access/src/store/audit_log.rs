@@ -101,7 +101,8 @@ impl Store {
         rows.iter().map(entry_from_row).collect()
     }
 
-    /// Disclosure-log entries (the given actions) of the given patients, newest first.
+    /// Disclosure-log entries (the given actions) of the given patients, newest first: entries
+    /// about one of them, and entries naming them among several patients.
     pub async fn patient_entries(
         &self,
         patient_ids: &[String],
@@ -112,9 +113,11 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<StoredEntry>, Error> {
         let mut sql = DynamicSql::new(select_entries!());
-        sql.push(" WHERE patient_id IN ")
+        sql.push(" WHERE (patient_id IN ")
             .list(patient_ids.iter().cloned())
-            .push(" AND action IN ")
+            .push(" OR idx IN (SELECT idx FROM audit_entry_patients WHERE patient_id IN ")
+            .list(patient_ids.iter().cloned())
+            .push(")) AND action IN ")
             .list(actions.iter().map(|a| i64::from(*a)))
             .push(" AND idx < ")
             .bind(before_index)

@@ -5,6 +5,7 @@
 //! - `audit_log.rs`: reading entries and leaf hashes; the tree heads handed out.
 //! - `break_glass.rs`: break-glass events and their reviews.
 //! - `keys.rs`: the audit signing keys.
+//! - `contributions.rs`: updates and retractions by request_id (idempotency).
 //!
 //! Appends are serialised (a process-wide lock, plus a transaction-scoped advisory lock on
 //! PostgreSQL for replicas) so leaf indexes are consecutive with no gaps; the primary key on
@@ -13,6 +14,7 @@
 mod append;
 mod audit_log;
 mod break_glass;
+mod contributions;
 mod keys;
 
 use std::fmt::Display;
@@ -25,6 +27,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::domain::merkle::{Frontier, Hash};
 use crate::error::Error;
+
+pub use contributions::Contribution;
 
 /// A stored audit entry.
 #[derive(Debug, Clone)]
@@ -119,6 +123,8 @@ struct Pending {
     time_micros: i64,
     action: i64,
     patient_id: String,
+    /// The patients an entry concerning several names, with their record counts.
+    patients: Vec<(String, i64)>,
     effect: Effect,
     reply: oneshot::Sender<Result<Appended, Error>>,
 }

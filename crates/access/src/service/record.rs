@@ -1,0 +1,241 @@
+//! Reading one record by id: ReadRecord (a version) and ListRecordVersions (its history), each
+//! consent-decided for the record's patient and audited as a read.
+
+use carerecord_contracts::access::v1 as api;
+use carerecord_contracts::records::v1 as records;
+use carerecord_platform::errors::Violations;
+use carerecord_platform::page_token::{Position, QueryKey};
+use tonic::Request;
+
+use super::AccessService;
+use super::disclose::{disclosed, record_ref};
+use super::parse::{Reference, page_query, resume, validate_purpose};
+use super::read::{is_patient_facing, validate_legal_basis};
+use crate::domain::auth::{Caller, Context};
+use crate::domain::decision::{self, Policy};
+use crate::error::{Dependency, Error};
+use crate::upstream::unavailable;
+
+/// Purpose rules shared with ReadPatientRecord: any known code but ETREAT; PATRQT for patients.
+fn validate_read_purpose(v: &mut Violations, caller: &Caller, purpose: &str) {
+    validate_purpose(v, purpose);
+    if purpose == "ETREAT" {
+        v.add(
+            "purpose_of_use",
+            "ETREAT is only accepted by BreakGlassReadPatientRecord",
+        );
+    }
+    if is_patient_facing(caller) && !purpose.is_empty() && purpose != "PATRQT" {
+        v.add("purpose_of_use", "patient-facing tokens must use PATRQT");
+    }
+}
+
+impl AccessService {
+    /// The consent policy for reading a record of `record`'s patient and type, after the scope and
+    /// patient-context checks; refuses when the decision denies. Returns the record's current
+    /// patient (after merges) and the policy.
+    async fn record_policy(
+        &self,
+        caller: &Caller,
+        record: &records::Record,
+        purpose: &str,
+        legal_basis: i32,
+        leaf: &mut api::AuditLeaf,
+    ) -> Result<(String, Policy), Error> {
+        let patient_facing = is_patient_facing(caller);
+        let contexts: &[Context] = if patient_facing {
+            &[Context::Patient]
+        } else {
+            &[Context::User, Context::System]
+        };
+        caller.require(contexts, &record.resource_type, 'r')?;
+        let owner = self
+            .resolve(&Reference::PatientId(record.patient_id.clone()))
+            .await?;
+        leaf.patient_id = owner.id().to_owned();
+        if patient_facing {
+            self.check_patient_context(caller, &owner).await?;
+        }
+        let decision = self
+            .decide(caller, owner.id(), purpose, legal_basis, "")
+            .await?;
+        let policy = decision::interpret(&decision, false);
+        let summary = |outcome: api::DecisionOutcome| api::DecisionSummary {
+            outcome: outcome as i32,
+            obligations: Vec::new(),
+            reasons: policy.reasons.clone(),
+        };
+        if policy.denied || policy.pseudonymise {
+            leaf.decision = Some(summary(api::DecisionOutcome::Deny));
+            return Err(Error::ConsentDenied {
+                reason_codes: policy.reason_codes(),
+                reason_texts: policy.reason_texts(),
+            });
+        }
+        leaf.decision = Some(summary(api::DecisionOutcome::Permit));
+        Ok((owner.id().to_owned(), policy))
+    }
+
+    pub(super) async fn read_record(
+        &self,
+        request: Request<api::ReadRecordRequest>,
+    ) -> Result<api::ReadRecordResponse, Error> {
+        let (caller, trace, req) = self.authenticated(request).await?;
+        let mut v = Violations::new();
+        let record_id = v.required_id("record_id", &req.record_id);
+        if req.version < 0 {
+            v.add(
+                "version",
+                "must be 0 (the latest) or a version number from 1",
+            );
+        }
+        validate_read_purpose(&mut v, &caller, &req.purpose_of_use);
+        validate_legal_basis(&mut v, req.legal_basis, &req.purpose_of_use);
+        let Some(record_id) = record_id.filter(|_| v.is_empty()) else {
+            return Err(v.into());
+        };
+        let mut leaf = self.leaf(&caller, &trace, api::AuditAction::Read);
+        leaf.purpose_of_use = req.purpose_of_use.clone();
+        leaf.legal_basis = req.legal_basis;
+        leaf.reference_kind = api::PatientReferenceKind::PatientId as i32;
+        let result = async {
+            let record = self.record_version(record_id.as_str(), req.version).await?;
+            leaf.resource_types = vec![record.resource_type.clone()];
+            let (patient_id, policy) = self
+                .record_policy(
+                    &caller,
+                    &record,
+                    &req.purpose_of_use,
+                    req.legal_basis,
+                    &mut leaf,
+                )
+                .await?;
+            let effective = record
+                .effective_time
+                .as_ref()
+                .and_then(carerecord_platform::time::micros);
+            if policy.withholds(&record.data_classes, effective) {
+                return Err(Error::ConsentDenied {
+                    reason_codes: vec![policy.withheld_reason.clone()],
+                    reason_texts: vec![
+                        "the patient's consent directives withhold this record from you".into(),
+                    ],
+                });
+            }
+            let record = disclosed(record, None);
+            leaf.returned_records = vec![record_ref(&record)];
+            leaf.returned_count = 1;
+            Ok(api::ReadRecordResponse {
+                decision: leaf.decision.clone(),
+                record: Some(record),
+                patient_id,
+                audit_entry_id: String::new(),
+                audit_index: 0,
+            })
+        }
+        .await;
+        self.finish(leaf, result, false).await
+    }
+
+    pub(super) async fn list_record_versions(
+        &self,
+        request: Request<api::ListRecordVersionsRequest>,
+    ) -> Result<api::ListRecordVersionsResponse, Error> {
+        let (caller, trace, req) = self.authenticated(request).await?;
+        let mut v = Violations::new();
+        let record_id = v.required_id("record_id", &req.record_id);
+        validate_read_purpose(&mut v, &caller, &req.purpose_of_use);
+        validate_legal_basis(&mut v, req.legal_basis, &req.purpose_of_use);
+        let page_size = v.page_size(req.page_size);
+        let query: QueryKey = page_query(
+            "record-versions",
+            &caller,
+            &api::ListRecordVersionsRequest {
+                page_size: 0,
+                page_token: String::new(),
+                ..req.clone()
+            },
+        );
+        let tokens = &self.inner.config.page_tokens;
+        let inner_token = resume(tokens, &query, &req.page_token, Position::read_text)?;
+        let Some(record_id) = record_id.filter(|_| v.is_empty()) else {
+            return Err(v.into());
+        };
+        let mut leaf = self.leaf(&caller, &trace, api::AuditAction::Read);
+        leaf.purpose_of_use = req.purpose_of_use.clone();
+        leaf.legal_basis = req.legal_basis;
+        leaf.reference_kind = api::PatientReferenceKind::PatientId as i32;
+        let result = async {
+            let latest = self.record_version(record_id.as_str(), 0).await?;
+            leaf.resource_types = vec![latest.resource_type.clone()];
+            let (patient_id, policy) = self
+                .record_policy(
+                    &caller,
+                    &latest,
+                    &req.purpose_of_use,
+                    req.legal_basis,
+                    &mut leaf,
+                )
+                .await?;
+            let page = self
+                .inner
+                .upstream
+                .list_record_versions(records::ListRecordVersionsRequest {
+                    record_id: record_id.to_string(),
+                    page_size: i32::try_from(page_size.get()).unwrap_or(50),
+                    page_token: inner_token.unwrap_or_default(),
+                    view: records::RecordView::Full as i32,
+                })
+                .await
+                .map_err(|s| unavailable(Dependency::Records, &s))?;
+            let mut versions = Vec::with_capacity(page.versions.len());
+            let mut withheld = 0;
+            for version in page.versions {
+                let Some(record) = version.record else {
+                    continue;
+                };
+                let effective = record
+                    .effective_time
+                    .as_ref()
+                    .and_then(carerecord_platform::time::micros);
+                if policy.withholds(&record.data_classes, effective) {
+                    withheld += 1;
+                    continue;
+                }
+                versions.push(disclosed(record, version.requester));
+            }
+            let disclosure = api::DisclosureSummary {
+                returned_count: versions.len() as i64,
+                withheld_count: withheld,
+                withheld_by_rule: if withheld > 0 {
+                    vec![api::WithheldCount {
+                        reason_code: policy.withheld_reason.clone(),
+                        count: withheld,
+                    }]
+                } else {
+                    Vec::new()
+                },
+            };
+            leaf.returned_records = versions.iter().map(record_ref).collect();
+            leaf.returned_count = disclosure.returned_count;
+            leaf.withheld_count = disclosure.withheld_count;
+            leaf.withheld_by_rule = disclosure.withheld_by_rule.clone();
+            let next_page_token = if page.next_page_token.is_empty() {
+                String::new()
+            } else {
+                tokens.issue_at(&query, Position::new().text(&page.next_page_token))
+            };
+            Ok(api::ListRecordVersionsResponse {
+                versions,
+                patient_id,
+                disclosure: Some(disclosure),
+                decision: leaf.decision.clone(),
+                next_page_token,
+                audit_entry_id: String::new(),
+                audit_index: 0,
+            })
+        }
+        .await;
+        self.finish(leaf, result, false).await
+    }
+}
