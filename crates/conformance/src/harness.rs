@@ -589,3 +589,79 @@ pub(crate) fn masks_refused<R>(
         .map(|paths| (format!("update_mask {paths:?}"), request(paths), refusal()))
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use tonic_types::{ErrorDetails, StatusExt};
+
+    use super::*;
+
+    /// INVALID_ARGUMENT naming `patient.names[0]`, with ErrorInfo INVALID_REQUEST of `domain`.
+    fn invalid_names(domain: &str) -> Result<(), Status> {
+        let mut details = ErrorDetails::with_error_info("INVALID_REQUEST", domain, HashMap::new());
+        details.add_bad_request_violation("patient.names[0]", "a name needs a family name");
+        Err(Status::with_error_details(
+            Code::InvalidArgument,
+            "invalid",
+            details,
+        ))
+    }
+
+    fn failure(result: TestResult<Status>) -> String {
+        match result {
+            Err(Fail::Failed(message)) => message,
+            other => panic!("expected a failure, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_refusal_checks_the_code_then_each_detail() {
+        let expected = Refusal::invalid_under("patient.names").reason_in("kit", "INVALID_REQUEST");
+        assert!(refused(invalid_names("kit"), &expected, "Call").is_ok());
+        let exact = Refusal::invalid("patient.names[0]")
+            .bad_request()
+            .any_bad_request();
+        assert!(refused(invalid_names("kit"), &exact, "Call").is_ok());
+
+        let message = failure(refused(Ok::<(), Status>(()), &expected, "Call(ok)"));
+        assert_eq!(message, "Call(ok): expected InvalidArgument, got OK");
+        let not_found = Refusal::not_found("Patient", "p1");
+        let message = failure(refused(invalid_names("kit"), &not_found, "Call(code)"));
+        assert!(message.starts_with("Call(code): expected NotFound, got InvalidArgument"));
+        let message = failure(refused(invalid_names("other"), &expected, "Call"));
+        assert!(message.starts_with("ErrorInfo domain must be kit"));
+        let message = failure(refused(
+            invalid_names("kit"),
+            &Refusal::invalid("patient.names"),
+            "Call",
+        ));
+        assert!(message.starts_with("expected a field violation for `patient.names`"));
+        let precondition = Refusal::new(Code::InvalidArgument).precondition("STATUS", None);
+        let message = failure(refused(invalid_names("kit"), &precondition, "Call"));
+        assert!(message.starts_with("expected google.rpc.PreconditionFailure type STATUS"));
+    }
+
+    #[tokio::test]
+    async fn a_table_names_the_row_that_was_not_refused() {
+        let table = vec![
+            ("bad", 1, Refusal::invalid("patient.names[0]")),
+            ("good", 2, Refusal::invalid("patient.names[0]")),
+        ];
+        let send = |_: (), row: i32| async move {
+            if row == 1 {
+                invalid_names("kit")
+            } else {
+                Ok(())
+            }
+        };
+        let result = refuse_all(&(), "Call", send, table).await;
+        assert_eq!(
+            result,
+            Err(Fail::Failed(
+                "Call(good): expected InvalidArgument, got OK".into()
+            ))
+        );
+    }
+}
