@@ -582,6 +582,7 @@ fn main() {
                     user_id: format!("cold-{i}"),
                     organisation_ods_code: "RXA".into(),
                     role_code: "R8000".into(),
+        requester_is_patient: false,
                     purpose: Purpose::Hresch,
                     classes: DataClass::ALL.to_vec(),
                     legal_basis: CodesLegalBasis::ExplicitConsent,

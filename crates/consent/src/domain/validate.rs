@@ -40,14 +40,7 @@ pub fn validate_requester(
         v.add(path, "is required");
         return;
     };
-    if requester.user_id.trim().is_empty() {
-        v.add(format!("{path}.user_id"), "is required");
-    } else if char_count(&requester.user_id) > MAX_USER_ID_CHARS {
-        v.add(
-            format!("{path}.user_id"),
-            format!("must be at most {MAX_USER_ID_CHARS} characters"),
-        );
-    }
+    check_user_id(requester, path, v);
     if requester.organisation_ods_code.is_empty() {
         v.add(format!("{path}.organisation_ods_code"), "is required");
     } else {
@@ -68,6 +61,45 @@ pub fn validate_requester(
             format!("{path}.role_code"),
             "must be a national RBAC role code such as R8000",
         );
+    }
+}
+
+fn check_user_id(requester: &Requester, path: &str, v: &mut Violations) {
+    if requester.user_id.trim().is_empty() {
+        v.add(format!("{path}.user_id"), "is required");
+    } else if char_count(&requester.user_id) > MAX_USER_ID_CHARS {
+        v.add(
+            format!("{path}.user_id"),
+            format!("must be at most {MAX_USER_ID_CHARS} characters"),
+        );
+    }
+}
+
+/// Whether a decision's requester is the patient themselves: purpose PATRQT with neither an
+/// organisation nor a role (a patient acts for no organisation).
+pub fn is_patient_self(requester: &Requester, purpose: Option<Purpose>) -> bool {
+    purpose == Some(Purpose::Patrqt)
+        && requester.organisation_ods_code.is_empty()
+        && requester.role_code.is_empty()
+}
+
+/// Checks the requester of a decision in place: user, organisation and role are all required,
+/// except for the patient themselves ([`is_patient_self`]), who has only a user id. Returns
+/// whether the requester is the patient.
+pub fn validate_decision_requester(
+    requester: Option<&mut Requester>,
+    purpose: Option<Purpose>,
+    v: &mut Violations,
+) -> bool {
+    match requester {
+        Some(r) if is_patient_self(r, purpose) => {
+            check_user_id(r, "requester", v);
+            true
+        }
+        other => {
+            validate_requester(other, "requester", true, v);
+            false
+        }
     }
 }
 

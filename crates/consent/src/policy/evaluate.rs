@@ -28,6 +28,7 @@ struct ContextKey {
     purpose: &'static str,
     organisation: String,
     user: String,
+    requester_is_patient: bool,
     legal_basis: &'static str,
     study_id: Option<String>,
     break_glass: bool,
@@ -99,6 +100,7 @@ impl PlatformPolicies {
             purpose: ctx.purpose.code(),
             organisation: ctx.organisation_ods_code.clone(),
             user: ctx.user_id.clone(),
+            requester_is_patient: ctx.requester_is_patient,
             legal_basis: ctx.legal_basis.policy_name(),
             study_id: ctx.study_id.clone(),
             break_glass: ctx.break_glass,
@@ -208,6 +210,10 @@ fn cedar_context(key: &ContextKey, consent: PatientConsent) -> Result<CedarConte
         (
             "user".to_owned(),
             RestrictedExpression::new_string(key.user.clone()),
+        ),
+        (
+            "requester_is_patient".to_owned(),
+            RestrictedExpression::new_bool(key.requester_is_patient),
         ),
         (
             "legal_basis".to_owned(),

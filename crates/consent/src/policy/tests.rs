@@ -11,6 +11,7 @@ fn ctx(role: &str, purpose: Purpose) -> Context {
         user_id: "u1".into(),
         organisation_ods_code: "RXA".into(),
         role_code: role.into(),
+        requester_is_patient: false,
         purpose,
         classes: DataClass::ALL.to_vec(),
         legal_basis: LegalBasis::Unspecified,
@@ -35,7 +36,7 @@ fn forbids(p: &PlatformPolicies, c: &Context, class: Class) -> Vec<String> {
 fn embedded_rules_load_and_have_a_version() {
     let p = PlatformPolicies::embedded().unwrap();
     assert!(p.version().starts_with("sha256:"));
-    assert_eq!(p.sets.by_id.len(), 13);
+    assert_eq!(p.sets.by_id.len(), 14);
     assert_eq!(
         p.exemption_ids(),
         [
@@ -45,6 +46,25 @@ fn embedded_rules_load_and_have_a_version() {
             "opt-out-explicit-consent"
         ]
     );
+}
+
+#[test]
+fn a_patient_reading_their_own_record_does_not_see_safeguarding() {
+    let p = PlatformPolicies::embedded().unwrap();
+    let patient = Context {
+        organisation_ods_code: String::new(),
+        role_code: String::new(),
+        requester_is_patient: true,
+        ..ctx("", Purpose::Patrqt)
+    };
+    let safeguarding = Class::Labelled(DataClass::Safeguarding);
+    assert_eq!(
+        forbids(&p, &patient, safeguarding),
+        ["patient-access-no-safeguarding"]
+    );
+    assert!(forbids(&p, &patient, Class::General).is_empty());
+    // Staff acting at the patient's request are reviewed by their organisation, not this rule.
+    assert!(forbids(&p, &ctx("R8000", Purpose::Patrqt), safeguarding).is_empty());
 }
 
 #[test]

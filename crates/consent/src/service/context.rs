@@ -9,7 +9,8 @@ use crate::domain::codes::{DataClass, LegalBasis, Purpose};
 use crate::domain::decide::Context;
 use crate::domain::time::Instant;
 use crate::domain::validate::{
-    self, MAX_REASON_CHARS, MAX_STUDY_ID_CHARS, char_count, check_timestamp, validate_requester,
+    self, MAX_REASON_CHARS, MAX_STUDY_ID_CHARS, char_count, check_timestamp,
+    validate_decision_requester,
 };
 
 /// The fields of Decide and BatchDecide that make the request context.
@@ -60,7 +61,8 @@ pub(super) fn parse_context(
     v: &mut Violations,
 ) -> Option<Context> {
     let mut requester = fields.requester;
-    validate_requester(requester.as_mut(), "requester", true, v);
+    let patient_self =
+        validate_decision_requester(requester.as_mut(), Purpose::parse(fields.purpose_of_use), v);
     let purpose = if fields.purpose_of_use.is_empty() {
         v.add("purpose_of_use", "is required");
         None
@@ -148,6 +150,7 @@ pub(super) fn parse_context(
         user_id: requester.user_id,
         organisation_ods_code: requester.organisation_ods_code,
         role_code: requester.role_code,
+        requester_is_patient: patient_self,
         purpose: purpose?,
         classes,
         legal_basis: legal_basis?,

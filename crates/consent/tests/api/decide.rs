@@ -1,6 +1,7 @@
 //! Decide and BatchDecide with the embedded platform rules.
 
 use carerecord_consent::{Application, Config};
+use carerecord_contracts::common::v1::Requester;
 use carerecord_contracts::consent::v1::*;
 use carerecord_platform::env::Env;
 use carerecord_platform::testing::TestDatabase;
@@ -370,6 +371,90 @@ async fn an_ics_policy_file_changes_the_exemptions_and_the_default() {
         .await;
         assert!(embedded_care.obligations.is_empty());
     }
+}
+
+#[tokio::test]
+async fn a_patient_reads_their_own_record() {
+    on_each_backend(async |c: &mut Client| {
+        let patient = new_id();
+        // A patient acts for no organisation and holds no role.
+        let me = Requester {
+            user_id: "nhs-login-subject-1".into(),
+            ..Default::default()
+        };
+        let own = decide(c, decide_request(&patient, me.clone(), "PATRQT")).await;
+        assert_eq!(own.outcome(), Permit);
+        assert_eq!(
+            own.obligations,
+            [Obligation {
+                r#type: ObligationType::WithholdDataClasses as i32,
+                data_classes: strings(&["safeguarding"]),
+                ..Default::default()
+            }]
+        );
+        assert_eq!(
+            reasons(&own),
+            [
+                (
+                    PlatformPolicy,
+                    Deny,
+                    s(""),
+                    s(""),
+                    s("patient-access-no-safeguarding")
+                ),
+                (BuiltIn, Permit, s(""), s(""), s(""))
+            ]
+        );
+
+        // Staff asking at the patient's request are not the patient: denied unless a rule permits.
+        let staff = decide(c, decide_request(&patient, requester(), "PATRQT")).await;
+        assert_eq!(reasons(&staff), [(BuiltIn, Deny, s(""), s(""), s(""))]);
+
+        // The national data opt-out does not apply to the patient's own request.
+        opt_out(c, &patient).await;
+        let opted_out = decide(c, decide_request(&patient, me.clone(), "PATRQT")).await;
+        assert_eq!(opted_out.outcome(), Permit);
+        assert_eq!(
+            reasons(&opted_out)[1],
+            (OptOut, Permit, s(""), s(""), s("opt-out-individual-care"))
+        );
+
+        // Without an organisation only PATRQT is valid, and only with neither organisation nor role.
+        let refused: [(&str, Requester, &[&str]); 3] = [
+            (
+                "TREAT",
+                me.clone(),
+                &["requester.organisation_ods_code", "requester.role_code"],
+            ),
+            (
+                "HRESCH",
+                me.clone(),
+                &["requester.organisation_ods_code", "requester.role_code"],
+            ),
+            (
+                "PATRQT",
+                Requester {
+                    role_code: "R8000".into(),
+                    ..me.clone()
+                },
+                &["requester.organisation_ods_code"],
+            ),
+        ];
+        for (purpose, requester, fields) in refused {
+            let err = c
+                .decide(decide_request(&patient, requester, purpose))
+                .await
+                .unwrap_err();
+            assert_invalid(&err, fields);
+        }
+        let nobody = Requester::default();
+        let err = c
+            .decide(decide_request(&patient, nobody, "PATRQT"))
+            .await
+            .unwrap_err();
+        assert_invalid(&err, &["requester.user_id"]);
+    })
+    .await;
 }
 
 #[tokio::test]

@@ -14,6 +14,8 @@ pub struct Context {
     pub user_id: String,
     pub organisation_ods_code: String,
     pub role_code: String,
+    /// The requester is the patient themselves (purpose PATRQT, no organisation or role).
+    pub requester_is_patient: bool,
     pub purpose: Purpose,
     /// The data classes in scope, ascending and without duplicates (all seven when the request named none).
     pub classes: Vec<DataClass>,

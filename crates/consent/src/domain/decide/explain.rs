@@ -3,7 +3,7 @@
 use super::compiled::{CompiledDirective, describe_provision};
 use super::context::{Context, PlatformVerdicts};
 use super::decision::{Reason, Source};
-use crate::domain::codes::LegalBasis;
+use crate::domain::codes::{LegalBasis, Purpose};
 
 /// The contract's limit on an explanation's length, in characters.
 pub const MAX_EXPLANATION_CHARS: usize = 500;
@@ -92,6 +92,9 @@ pub(super) fn explain(
                     effect(reason.permit)
                 )
             }
+        }
+        Source::Default if reason.permit && ctx.purpose == Purpose::Patrqt => {
+            "No patient directive or platform rule decided; the patient's right of access to their own record (UK GDPR Art. 15) permits".to_owned()
         }
         Source::Default if reason.permit => format!(
             "No patient directive or platform rule decided; implied consent for individual care ({}) permits",

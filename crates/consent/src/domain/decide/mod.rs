@@ -314,9 +314,20 @@ fn decide_cell(
         return *permit;
     }
 
-    // 7. The contract's built-in default: implied consent for individual care only. A matching DEFAULT
-    // rule (step 6) comes first, so a deployment changes this default in its policy file.
-    let permit = matches!(ctx.purpose, Purpose::Treat | Purpose::Etreat);
+    // 7. The contract's built-in default: implied consent for individual care, and the patient's
+    // right of access to their own record. A matching DEFAULT rule (step 6) comes first, so a
+    // deployment changes this default in its policy file.
+    let permit = builtin_permits(ctx);
     add_reason(out.reasons, plain_reason(Source::Default, permit));
     permit
+}
+
+/// The built-in default (step 7): individual care (TREAT, ETREAT), and the patient reading their
+/// own record (PATRQT with the patient as requester; subject access, UK GDPR Art. 15).
+pub(super) fn builtin_permits(ctx: &Context) -> bool {
+    match ctx.purpose {
+        Purpose::Treat | Purpose::Etreat => true,
+        Purpose::Patrqt => ctx.requester_is_patient,
+        _ => false,
+    }
 }

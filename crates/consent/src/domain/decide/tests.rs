@@ -22,6 +22,7 @@ fn ctx(purpose: Purpose) -> Context {
         user_id: "u1".into(),
         organisation_ods_code: "A81001".into(),
         role_code: "R8000".into(),
+        requester_is_patient: false,
         purpose,
         classes: DataClass::ALL.to_vec(),
         legal_basis: LegalBasis::Unspecified,
@@ -197,6 +198,26 @@ fn no_directive_means_implied_consent_for_care_only() {
         assert!(!d.permit, "{p:?}");
         assert_eq!(d.reasons[0].source, Source::Default);
     }
+}
+
+#[test]
+fn the_patient_may_read_their_own_record_by_default() {
+    let patient = Context {
+        organisation_ods_code: String::new(),
+        role_code: String::new(),
+        requester_is_patient: true,
+        ..ctx(Purpose::Patrqt)
+    };
+    let d = run(&patient, &[], false);
+    assert!(d.permit);
+    assert!(d.obligations.is_empty());
+    assert_eq!(reasons(&d), [cited(Source::Default, true, "", "", "")]);
+    assert!(d.reasons[0].explanation.contains("right of access"));
+    // The patient's own directive about PATRQT still decides (e.g. online access switched off).
+    let d = run(&patient, &[scoped("d1", "PATRQT", false)], false);
+    assert!(!d.permit);
+    // Staff acting at the patient's request are not the patient: the default denies.
+    assert!(!run(&ctx(Purpose::Patrqt), &[], false).permit);
 }
 
 #[test]
