@@ -15,8 +15,9 @@
 //! system without colliding with its data or with another run; contracts have no delete, so the
 //! report lists what a run left behind.
 //!
-//! Layout: `harness` (cases, the context they run in, assertions, and refusal tables: how a call
-//! must fail, checked row by row), `report` (markdown and JUnit XML), and a folder per module.
+//! Layout: `harness` (cases, the context they run in, assertions), `refusal` (how a call must
+//! fail, checked one call at a time or row by row in tables), `report` (markdown and JUnit XML),
+//! and a folder per module.
 //! In each folder `mod.rs` holds the module's catalogue (every test's id and title, in run
 //! order), `support.rs` what its tests share (the client, test data, calls that set a test up),
 //! and one file per area of the contract holds the tests themselves.
@@ -26,6 +27,7 @@ mod consent;
 mod harness;
 mod identity;
 mod records;
+mod refusal;
 mod report;
 
 use std::fmt;

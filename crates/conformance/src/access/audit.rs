@@ -14,8 +14,8 @@ use super::merkle::{Hash, leaf_hash, to_hash, verify_consistency, verify_inclusi
 use super::support::{audited, auditor, by_id, client, find, has_reason, refusal};
 use crate::harness::{
     Ctx, Fail, TestResult, describe, ensure, ensure_eq, err, fail, has_violation_under, ok,
-    refuse_each,
 };
+use crate::refusal::refuse_each;
 
 /// Makes one audited call (a lookup of an unknown patient) and returns its audit index and entry id.
 async fn audited_call(ctx: &Ctx) -> TestResult<(i64, String)> {

@@ -5,7 +5,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use tonic::Code;
 
 use super::support::{Client, by_id, find, has_reason, refusal, unscoped, with_auth, with_header};
-use crate::harness::{Auth, Ctx, Fail, TestResult, ensure, refused};
+use crate::harness::{Auth, Ctx, Fail, TestResult, ensure};
+use crate::refusal::refused;
 
 /// Looks up an unknown patient with `client`, requiring `code` with ErrorInfo `reason`; returns
 /// the ErrorInfo metadata.

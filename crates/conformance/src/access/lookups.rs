@@ -6,9 +6,8 @@ use carerecord_contracts::common::v1::{Date, Identifier};
 use tonic::Code;
 
 use super::support::{DOMAIN, audited, by_id, client, find, has_reason, seed};
-use crate::harness::{
-    Ctx, Refusal, TestResult, describe, ensure, ensure_eq, err, fail, has_resource, ok, refuse_each,
-};
+use crate::harness::{Ctx, TestResult, describe, ensure, ensure_eq, err, fail, has_resource, ok};
+use crate::refusal::{Refusal, refuse_each};
 
 pub(super) async fn find_unknown_id(ctx: Ctx) -> TestResult {
     let id = uuid::Uuid::new_v4().to_string();

@@ -9,7 +9,8 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 
-use crate::harness::{Auth, Ctx, Fail, Refusal, TestResult, describe, fail};
+use crate::harness::{Auth, Ctx, Fail, TestResult, describe, fail};
+use crate::refusal::Refusal;
 
 pub(crate) type Client = DataAccessServiceClient<InterceptedService<Channel, Auth>>;
 

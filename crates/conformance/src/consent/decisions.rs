@@ -9,7 +9,8 @@ use super::support::{
     ask, ask_as, at, client, create, decide, directive, platform_rule, reader, strings,
     worked_example,
 };
-use crate::harness::{Ctx, Fail, Refusal, TestResult, ensure, ensure_eq, ok, refuse_each};
+use crate::harness::{Ctx, Fail, TestResult, ensure, ensure_eq, ok};
+use crate::refusal::{Refusal, refuse_each};
 
 use ConsentDecision::Deny as BaseDeny;
 use DecisionOutcome::{Deny, Permit};

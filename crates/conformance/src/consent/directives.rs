@@ -10,7 +10,8 @@ use super::support::{
     classes, client, create, create_request, directive, directives_of, draft, get, list_request,
     provisions_of, recorder, set_status, strings, unknown, update, update_request,
 };
-use crate::harness::{Ctx, Refusal, TestResult, ensure, ensure_eq, err, ok, refuse_each, refused};
+use crate::harness::{Ctx, TestResult, ensure, ensure_eq, err, ok};
+use crate::refusal::{Refusal, refuse_each, refused};
 
 pub(super) async fn create_basics(ctx: Ctx) -> TestResult {
     let pid = ctx.new_patient();

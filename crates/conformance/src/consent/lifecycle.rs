@@ -10,9 +10,8 @@ use super::support::{
     client, create, directive, draft, get, provisions_of, recorder, set_status, unknown, update,
     update_request, with_status,
 };
-use crate::harness::{
-    Ctx, Refusal, TestResult, ensure, ensure_eq, fail, masks_refused, ok, refuse_each,
-};
+use crate::harness::{Ctx, TestResult, ensure, ensure_eq, fail, ok};
+use crate::refusal::{Refusal, masks_refused, refuse_each};
 
 /// FAILED_PRECONDITION, PreconditionFailure STATUS.
 fn status_precondition() -> Refusal {

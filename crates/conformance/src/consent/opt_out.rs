@@ -6,9 +6,8 @@ use carerecord_contracts::consent::v1::{
 use tonic::Code;
 
 use super::support::{client, opt_out_request, recorder, set_opt_out};
-use crate::harness::{
-    Ctx, Refusal, TestResult, ensure, ensure_eq, err, ok, present, refuse_each, refused,
-};
+use crate::harness::{Ctx, TestResult, ensure, ensure_eq, err, ok, present};
+use crate::refusal::{Refusal, refuse_each, refused};
 
 async fn get_opt_out(ctx: &Ctx, pid: &str) -> TestResult<NationalDataOptOut> {
     let r = ok(

@@ -13,7 +13,8 @@ use prost_types::{FieldMask, Timestamp};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
-use crate::harness::{Auth, Ctx, Refusal, TestResult, ok, present};
+use crate::harness::{Auth, Ctx, TestResult, ok, present};
+use crate::refusal::Refusal;
 
 pub(crate) type Client = ConsentServiceClient<InterceptedService<Channel, Auth>>;
 

@@ -9,8 +9,9 @@ use carerecord_contracts::consent::v1::{
 use super::support::{
     actor, classes, client, create_request, directive, directives_of, period, strings, year,
 };
-use crate::harness::Field::{Is, Under};
-use crate::harness::{Case, Field, ensure, refused};
+use crate::harness::{Case, ensure};
+use crate::refusal::Field::{Is, Under};
+use crate::refusal::{Field, refused};
 
 type Mutate = fn(&mut CreateConsentDirectiveRequest);
 

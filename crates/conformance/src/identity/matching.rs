@@ -14,9 +14,9 @@ use tonic::Code;
 
 use super::support::{RESOURCE_TYPE, client, create, new_patient, requester};
 use crate::harness::{
-    Ctx, Fail, Refusal, TestResult, describe, ensure, ensure_eq, fail, has_reason, has_resource,
-    ok, refuse_each, refused,
+    Ctx, Fail, TestResult, describe, ensure, ensure_eq, fail, has_reason, has_resource, ok,
 };
+use crate::refusal::{Refusal, refuse_each, refused};
 
 /// The protobuf type named in ResourceInfo for match parameters.
 const PARAMETERS: &str = "carerecord.identity.v1.MatchParameters";

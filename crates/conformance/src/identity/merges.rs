@@ -11,7 +11,8 @@ use super::support::{
     local_id, merge, merge_request, merge_state, new_patient, nhs_number, refusal, regender,
     requester, resolve, resolve_request, spaced, unknown, update_request,
 };
-use crate::harness::{Ctx, Refusal, TestResult, ensure, ensure_eq, fail, ok, refuse_each};
+use crate::harness::{Ctx, TestResult, ensure, ensure_eq, fail, ok};
+use crate::refusal::{Refusal, refuse_each, refused};
 
 pub(super) async fn resolve_case(ctx: Ctx) -> TestResult {
     let p = create(&ctx, new_patient()).await?;
@@ -159,7 +160,7 @@ pub(super) async fn merge_basics(ctx: Ctx) -> TestResult {
         nhs_number: source.nhs_number.clone(),
         ..new_patient()
     };
-    crate::harness::refused(
+    refused(
         client(&ctx).create_patient(create_request(same_nhs)).await,
         &held_by(&source),
         "CreatePatient(a merged patient's NHS number)",
@@ -277,7 +278,7 @@ pub(super) async fn update_merged(ctx: Ctx) -> TestResult {
         gender: 1,
         ..Default::default()
     };
-    crate::harness::refused(
+    refused(
         client(&ctx)
             .update_patient(update_request(change, &s.etag, &["gender"]))
             .await,

@@ -10,7 +10,8 @@ use super::support::{
     bad_check_digit, client, create, create_request, ensure_unheld, get, has_reason, held_by,
     local_id, new_patient, nhs_number, regender, requester, unknown,
 };
-use crate::harness::{Ctx, Refusal, TestResult, ensure, ensure_eq, err, fail, ok, refuse_each};
+use crate::harness::{Ctx, TestResult, ensure, ensure_eq, err, fail, ok};
+use crate::refusal::{Refusal, refuse_each};
 
 pub(super) async fn create_basics(ctx: Ctx) -> TestResult {
     let mut input = new_patient();

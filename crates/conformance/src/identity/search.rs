@@ -8,7 +8,8 @@ use carerecord_contracts::identity::v1::search_patients_request::Birth;
 use carerecord_contracts::identity::v1::{SearchMode, SearchPatientsRequest};
 
 use super::support::{client, create, family_name, new_patient, requester};
-use crate::harness::{Ctx, Refusal, TestResult, ensure, ensure_eq, ok, refuse_each};
+use crate::harness::{Ctx, TestResult, ensure, ensure_eq, ok};
+use crate::refusal::{Refusal, refuse_each};
 
 const DOB: Date = Date {
     year: 1984,

@@ -16,7 +16,8 @@ use tonic::Code;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
-use crate::harness::{Auth, Ctx, Refusal, TestResult, fail, has_reason_in, ok, present};
+use crate::harness::{Auth, Ctx, TestResult, fail, has_reason_in, ok, present};
+use crate::refusal::Refusal;
 
 pub(crate) type Client = PatientIdentityServiceClient<InterceptedService<Channel, Auth>>;
 

@@ -8,9 +8,8 @@ use super::support::{
     client, create, family_name, get, has_reason, held_by, new_patient, regender, requester,
     unknown, update, update_request,
 };
-use crate::harness::{
-    Ctx, Refusal, TestResult, ensure, ensure_eq, err, masks_refused, ok, refuse_each, refused,
-};
+use crate::harness::{Ctx, TestResult, ensure, ensure_eq, err, ok};
+use crate::refusal::{Refusal, masks_refused, refuse_each, refused};
 
 pub(super) async fn update_basics(ctx: Ctx) -> TestResult {
     let v1 = create(&ctx, new_patient()).await?;

@@ -8,8 +8,9 @@ use super::support::{
     LOCAL_SYSTEM, NHS_SYSTEM, bad_check_digit, check_digit, client, create_request, ensure_unheld,
     local_id, new_patient, nhs_number,
 };
-use crate::harness::Field::{Is, Under};
-use crate::harness::{Case, Field, refused};
+use crate::harness::Case;
+use crate::refusal::Field::{Is, Under};
+use crate::refusal::{Field, refused};
 
 type Mutate = fn(&mut CreatePatientRequest);
 

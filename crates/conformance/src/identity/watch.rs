@@ -3,7 +3,8 @@
 use std::time::Duration;
 
 use super::support::{client, create, merge, new_patient, regender};
-use crate::harness::{Ctx, Refusal, TestResult, describe, ensure, ensure_eq, fail, ok, refused};
+use crate::harness::{Ctx, TestResult, describe, ensure, ensure_eq, fail, ok};
+use crate::refusal::{Refusal, refused};
 use carerecord_contracts::common::v1::ChangeType;
 use carerecord_contracts::identity::v1::{WatchPatientChangesRequest, WatchPatientChangesResponse};
 

@@ -9,7 +9,8 @@ use super::support::{
     ensure_nothing_written, get, got_record, ids, list_all, list_request, new_record, observation,
     payload_with, relabel, requester, reused_request_id, sha256_hex, unknown,
 };
-use crate::harness::{Ctx, Refusal, TestResult, ensure, ensure_eq, refuse_each, refused};
+use crate::harness::{Ctx, TestResult, ensure, ensure_eq};
+use crate::refusal::{Refusal, refuse_each, refused};
 
 pub(super) async fn create_basics(ctx: Ctx) -> TestResult {
     let pid = ctx.new_patient();

@@ -12,7 +12,8 @@ use tonic::{Code, Status};
 use super::support::{
     FORGED_TOKEN, client, create, day, ids, new_record, new_record_of, relabel, retract, tamper,
 };
-use crate::harness::{Ctx, Refusal, TestResult, describe, ensure, ensure_eq, fail, refused};
+use crate::harness::{Ctx, TestResult, describe, ensure, ensure_eq, fail};
+use crate::refusal::{Refusal, refused};
 
 fn by_patients(pids: &[&str]) -> ExportRecordsRequest {
     ExportRecordsRequest {

@@ -11,7 +11,8 @@ use super::support::{
     client, create_request, create_with, ensure_nothing_written, get, ids, list_all, list_request,
     new_record, requester, reused_request_id,
 };
-use crate::harness::{Ctx, Refusal, TestResult, ensure, ensure_eq, fail, ok, refuse_all, refused};
+use crate::harness::{Ctx, TestResult, ensure, ensure_eq, fail, ok};
+use crate::refusal::{Refusal, refuse_all, refused};
 
 fn item(request_id: &str, record: Record) -> ImportItem {
     ImportItem {

@@ -9,7 +9,8 @@ use super::support::{
     FORGED_TOKEN, client, create, day, get, ids, list_all, list_request, new_record, new_record_of,
     relabel, retract, tamper,
 };
-use crate::harness::{Ctx, Refusal, TestResult, ensure, ensure_eq, ok, refuse_each};
+use crate::harness::{Ctx, TestResult, ensure, ensure_eq, ok};
+use crate::refusal::{Refusal, refuse_each};
 
 pub(super) async fn list_basics(ctx: Ctx) -> TestResult {
     let pid = ctx.new_patient();

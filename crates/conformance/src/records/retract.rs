@@ -6,7 +6,8 @@ use super::support::{
     client, create, ensure_latest, ensure_version, etag_mismatch, get, new_record, relabel,
     requester, retract, retracted, unknown,
 };
-use crate::harness::{Ctx, Refusal, TestResult, ensure, ensure_eq, ok, refuse_each, refused};
+use crate::harness::{Ctx, TestResult, ensure, ensure_eq, ok};
+use crate::refusal::{Refusal, refuse_each, refused};
 
 pub(super) async fn retract_basics(ctx: Ctx) -> TestResult {
     let pid = ctx.new_patient();

@@ -16,7 +16,8 @@ use tonic::transport::Channel;
 
 use tonic::Code;
 
-use crate::harness::{Ctx, Refusal, TestResult, ensure, ensure_eq, ok, present};
+use crate::harness::{Ctx, TestResult, ensure, ensure_eq, ok, present};
+use crate::refusal::Refusal;
 
 pub(crate) type Client =
     RecordHostingServiceClient<InterceptedService<Channel, crate::harness::Auth>>;

@@ -8,9 +8,8 @@ use super::support::{
     observation, payload_with, relabel, requester, retract, retracted, sha256_hex, ts_key, unknown,
     update,
 };
-use crate::harness::{
-    Ctx, Refusal, TestResult, ensure, ensure_eq, masks_refused, refuse_each, refused,
-};
+use crate::harness::{Ctx, TestResult, ensure, ensure_eq};
+use crate::refusal::{Refusal, masks_refused, refuse_each, refused};
 
 fn update_request(record: Record, etag: &str, paths: &[&str]) -> UpdateRecordRequest {
     UpdateRecordRequest {

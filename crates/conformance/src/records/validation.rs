@@ -8,7 +8,8 @@ use super::support::{
     MAX_PAYLOAD_LIMIT, client, create_request, ensure_nothing_written, new_record, observation,
     payload_with, seconds_from_now,
 };
-use crate::harness::{Case, Ctx, Refusal, TestResult, ensure, err, has_violation, refused};
+use crate::harness::{Case, Ctx, TestResult, ensure, err, has_violation};
+use crate::refusal::{Refusal, refused};
 
 type Mutate = fn(&mut CreateRecordRequest, &str);
 

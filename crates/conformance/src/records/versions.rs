@@ -9,7 +9,8 @@ use super::support::{
     FHIR_JSON, FORGED_TOKEN, client, create, new_record, observation, requester, retract, tamper,
     unknown, update,
 };
-use crate::harness::{Ctx, Refusal, TestResult, ensure, ensure_eq, fail, ok, refuse_each};
+use crate::harness::{Ctx, TestResult, ensure, ensure_eq, fail, ok};
+use crate::refusal::{Refusal, refuse_each};
 
 async fn list_versions(
     ctx: &Ctx,

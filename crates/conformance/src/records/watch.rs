@@ -13,7 +13,8 @@ use super::support::{
     FORGED_TOKEN, client, create, list_all, list_request, new_record, new_record_of, relabel,
     requester, retract, tamper,
 };
-use crate::harness::{Ctx, Refusal, TestResult, describe, ensure, ensure_eq, fail, refused};
+use crate::harness::{Ctx, TestResult, describe, ensure, ensure_eq, fail};
+use crate::refusal::{Refusal, refused};
 
 const WAIT: Duration = Duration::from_secs(20);
 

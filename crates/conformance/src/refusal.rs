@@ -1,0 +1,306 @@
+//! Refusals: how the contract says a call must fail, checked one call at a time or as tables.
+//!
+//! A [`Refusal`] names a status code and the error details that must come with it; [`refused`]
+//! checks one call, and [`refuse_each!`] / [`refuse_all`] send every request of a table of
+//! `(what, request, refusal)` rows, naming the row that was not refused as it says.
+
+use std::fmt;
+use std::future::Future;
+
+use tonic::{Code, Status};
+use tonic_types::StatusExt;
+
+use crate::harness::{
+    TestResult, describe, ensure, err, has_bad_request, has_precondition, has_reason,
+    has_reason_in, has_resource, has_violation, has_violation_under,
+};
+
+/// The field a validation rule's violation must name: exactly that field, or it or a field
+/// under it (where the contract does not say how deep the path goes).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Field {
+    Is(&'static str),
+    Under(&'static str),
+}
+
+impl Field {
+    /// The field's path as the contract writes it.
+    pub(crate) fn path(self) -> &'static str {
+        match self {
+            Field::Is(path) | Field::Under(path) => path,
+        }
+    }
+
+    /// INVALID_ARGUMENT naming this field.
+    pub(crate) fn refusal(self) -> Refusal {
+        match self {
+            Field::Is(path) => Refusal::invalid(path),
+            Field::Under(path) => Refusal::invalid_under(path),
+        }
+    }
+}
+
+/// One error detail a refusal must carry.
+#[derive(Debug, Clone)]
+enum Detail {
+    Field(String),
+    FieldUnder(String),
+    /// A google.rpc.BadRequest with at least one violation.
+    BadRequest,
+    /// A google.rpc.BadRequest, whatever it holds.
+    AnyBadRequest,
+    Reason(Option<String>, String),
+    Resource(String, String),
+    Precondition(String, Option<String>),
+}
+
+/// How the contract says a call must be refused: a status code and the error details that come
+/// with it, checked in the order they were added.
+#[derive(Debug, Clone)]
+pub(crate) struct Refusal {
+    code: Code,
+    details: Vec<Detail>,
+}
+
+impl Refusal {
+    /// A refusal with `code` and no particular details.
+    pub(crate) fn new(code: Code) -> Self {
+        Refusal {
+            code,
+            details: Vec::new(),
+        }
+    }
+
+    /// INVALID_ARGUMENT with a field violation of exactly `field`.
+    pub(crate) fn invalid(field: &str) -> Self {
+        Self::new(Code::InvalidArgument).field(field)
+    }
+
+    /// INVALID_ARGUMENT with a field violation of `prefix` or a field under it.
+    pub(crate) fn invalid_under(prefix: &str) -> Self {
+        Self::new(Code::InvalidArgument).under(prefix)
+    }
+
+    /// INVALID_ARGUMENT with a google.rpc.BadRequest of any field.
+    pub(crate) fn invalid_request() -> Self {
+        Self::new(Code::InvalidArgument).bad_request()
+    }
+
+    /// NOT_FOUND with a google.rpc.ResourceInfo naming the resource.
+    pub(crate) fn not_found(resource_type: &str, name: &str) -> Self {
+        Self::new(Code::NotFound).resource(resource_type, name)
+    }
+
+    /// Also a field violation of exactly `field`.
+    pub(crate) fn field(mut self, field: &str) -> Self {
+        self.details.push(Detail::Field(field.to_owned()));
+        self
+    }
+
+    /// Also a field violation of `prefix` or a field under it.
+    pub(crate) fn under(mut self, prefix: &str) -> Self {
+        self.details.push(Detail::FieldUnder(prefix.to_owned()));
+        self
+    }
+
+    /// Also a google.rpc.BadRequest with at least one violation.
+    pub(crate) fn bad_request(mut self) -> Self {
+        self.details.push(Detail::BadRequest);
+        self
+    }
+
+    /// Also a google.rpc.BadRequest, even an empty one.
+    pub(crate) fn any_bad_request(mut self) -> Self {
+        self.details.push(Detail::AnyBadRequest);
+        self
+    }
+
+    /// Also a google.rpc.ErrorInfo with `reason`, in any domain.
+    pub(crate) fn reason(mut self, reason: &str) -> Self {
+        self.details.push(Detail::Reason(None, reason.to_owned()));
+        self
+    }
+
+    /// Also a google.rpc.ErrorInfo with `reason` in `domain`.
+    pub(crate) fn reason_in(mut self, domain: &str, reason: &str) -> Self {
+        self.details
+            .push(Detail::Reason(Some(domain.to_owned()), reason.to_owned()));
+        self
+    }
+
+    /// Also a google.rpc.ResourceInfo naming the resource.
+    pub(crate) fn resource(mut self, resource_type: &str, name: &str) -> Self {
+        self.details
+            .push(Detail::Resource(resource_type.to_owned(), name.to_owned()));
+        self
+    }
+
+    /// Also a google.rpc.PreconditionFailure violation of `kind` (on `subject`, if given).
+    pub(crate) fn precondition(mut self, kind: &str, subject: Option<&str>) -> Self {
+        self.details.push(Detail::Precondition(
+            kind.to_owned(),
+            subject.map(str::to_owned),
+        ));
+        self
+    }
+
+    fn check(&self, status: &Status) -> TestResult {
+        for detail in &self.details {
+            match detail {
+                Detail::Field(field) => has_violation(status, field).map(|_| ())?,
+                Detail::FieldUnder(prefix) => has_violation_under(status, prefix)?,
+                Detail::BadRequest => has_bad_request(status)?,
+                Detail::AnyBadRequest => ensure!(
+                    status.get_details_bad_request().is_some(),
+                    "expected google.rpc.BadRequest, got {}",
+                    describe(status)
+                ),
+                Detail::Reason(None, reason) => has_reason(status, reason).map(|_| ())?,
+                Detail::Reason(Some(domain), reason) => {
+                    has_reason_in(status, domain, reason).map(|_| ())?
+                }
+                Detail::Resource(kind, name) => has_resource(status, kind, name)?,
+                Detail::Precondition(kind, subject) => {
+                    has_precondition(status, kind, subject.as_deref())?
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Requires a call to be refused as `expected`; returns the status for further checks.
+pub(crate) fn refused<T>(
+    result: Result<T, Status>,
+    expected: &Refusal,
+    call: &str,
+) -> TestResult<Status> {
+    let status = err(result, expected.code, call)?;
+    expected.check(&status)?;
+    Ok(status)
+}
+
+/// Sends every request of a table with `client.$method` and requires each to be refused as its
+/// row says; failures name the call as `<call>(<what>)`. For calls that need more than the
+/// request, see [`refuse_all`].
+macro_rules! refuse_each {
+    ($client:expr, $method:ident, $call:expr, $table:expr $(,)?) => {
+        $crate::refusal::refuse_all(
+            &$client,
+            $call,
+            |mut c, r| async move { c.$method(r).await },
+            $table,
+        )
+    };
+}
+pub(crate) use refuse_each;
+
+/// Sends every request of a table with `send` (on a clone of `client`) and requires each to be
+/// refused as its row says; failures name the call as `<call>(<what>)`.
+pub(crate) async fn refuse_all<C, W, R, T, F, Fut>(
+    client: &C,
+    call: &str,
+    send: F,
+    table: Vec<(W, R, Refusal)>,
+) -> TestResult
+where
+    C: Clone,
+    W: fmt::Display,
+    F: Fn(C, R) -> Fut,
+    Fut: Future<Output = Result<T, Status>>,
+{
+    for (what, request, expected) in table {
+        let result = send(client.clone(), request).await;
+        refused(result, &expected, &format!("{call}({what})"))?;
+    }
+    Ok(())
+}
+
+/// One row per update mask, each request refused as `refusal` says; failures name the mask.
+pub(crate) fn masks_refused<R>(
+    masks: &[&[&str]],
+    request: impl Fn(&[&str]) -> R,
+    refusal: impl Fn() -> Refusal,
+) -> Vec<(String, R, Refusal)> {
+    masks
+        .iter()
+        .map(|paths| (format!("update_mask {paths:?}"), request(paths), refusal()))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use tonic_types::{ErrorDetails, StatusExt};
+
+    use super::*;
+    use crate::harness::Fail;
+
+    /// INVALID_ARGUMENT naming `patient.names[0]`, with ErrorInfo INVALID_REQUEST of `domain`.
+    fn invalid_names(domain: &str) -> Result<(), Status> {
+        let mut details = ErrorDetails::with_error_info("INVALID_REQUEST", domain, HashMap::new());
+        details.add_bad_request_violation("patient.names[0]", "a name needs a family name");
+        Err(Status::with_error_details(
+            Code::InvalidArgument,
+            "invalid",
+            details,
+        ))
+    }
+
+    fn failure(result: TestResult<Status>) -> String {
+        match result {
+            Err(Fail::Failed(message)) => message,
+            other => panic!("expected a failure, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_refusal_checks_the_code_then_each_detail() {
+        let expected = Refusal::invalid_under("patient.names").reason_in("kit", "INVALID_REQUEST");
+        assert!(refused(invalid_names("kit"), &expected, "Call").is_ok());
+        let exact = Refusal::invalid("patient.names[0]")
+            .bad_request()
+            .any_bad_request();
+        assert!(refused(invalid_names("kit"), &exact, "Call").is_ok());
+
+        let message = failure(refused(Ok::<(), Status>(()), &expected, "Call(ok)"));
+        assert_eq!(message, "Call(ok): expected InvalidArgument, got OK");
+        let not_found = Refusal::not_found("Patient", "p1");
+        let message = failure(refused(invalid_names("kit"), &not_found, "Call(code)"));
+        assert!(message.starts_with("Call(code): expected NotFound, got InvalidArgument"));
+        let message = failure(refused(invalid_names("other"), &expected, "Call"));
+        assert!(message.starts_with("ErrorInfo domain must be kit"));
+        let message = failure(refused(
+            invalid_names("kit"),
+            &Refusal::invalid("patient.names"),
+            "Call",
+        ));
+        assert!(message.starts_with("expected a field violation for `patient.names`"));
+        let precondition = Refusal::new(Code::InvalidArgument).precondition("STATUS", None);
+        let message = failure(refused(invalid_names("kit"), &precondition, "Call"));
+        assert!(message.starts_with("expected google.rpc.PreconditionFailure type STATUS"));
+    }
+
+    #[tokio::test]
+    async fn a_table_names_the_row_that_was_not_refused() {
+        let table = vec![
+            ("bad", 1, Refusal::invalid("patient.names[0]")),
+            ("good", 2, Refusal::invalid("patient.names[0]")),
+        ];
+        let send = |_: (), row: i32| async move {
+            if row == 1 {
+                invalid_names("kit")
+            } else {
+                Ok(())
+            }
+        };
+        let result = refuse_all(&(), "Call", send, table).await;
+        assert_eq!(
+            result,
+            Err(Fail::Failed(
+                "Call(good): expected InvalidArgument, got OK".into()
+            ))
+        );
+    }
+}
