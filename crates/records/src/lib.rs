@@ -4,7 +4,7 @@
 //!
 //! - this file: the configuration ([`Config`]: the shared settings, [`RecordsConfig`] from
 //!   [`config`], page token keys) and the [`Application`] the platform starts (`main.rs` only
-//!   calls it);
+//!   calls it), which backfills the clinical terms of older versions before serving;
 //! - [`service`]: the gRPC handlers, one file per area (writes, reads, lists, import, export,
 //!   watch) behind a thin trait impl; they parse requests, call the domain and the store, and
 //!   map errors;
@@ -84,8 +84,20 @@ impl Service for Application {
     }
 
     async fn build(config: Config, startup: Startup) -> Result<Running, StartError> {
+        let database = startup.database().await?;
+        // Listings filter on terms, so every version has them before the API is served.
+        let indexed = store::Store::new(database.clone())
+            .backfill_terms()
+            .await
+            .map_err(|e| StartError::Other(format!("reading the terms of older versions: {e}")))?;
+        if indexed > 0 {
+            tracing::info!(
+                versions = indexed,
+                "read the clinical terms of older versions"
+            );
+        }
         let service = RecordsService::new(
-            startup.database().await?,
+            database,
             Arc::new(config.records),
             config.tokens,
             startup.background(),

@@ -467,6 +467,15 @@ class RecordHostingService(pb_grpc.RecordHostingServiceServicer):
         violations += v.data_class_violations("excluded_data_classes", request.excluded_data_classes)
         if request.HasField("effective_time"):
             violations += period_violations("effective_time", request.effective_time)
+        violations += v.token_filter_violations("codes", request.codes)
+        violations += v.token_filter_violations("categories", request.categories)
+        violations += v.token_filter_violations("statuses", request.statuses, v.MAX_STATUSES)
+        if (
+            request.HasField("updated_since")
+            and request.HasField("updated_before")
+            and ts_us(request.updated_since) >= ts_us(request.updated_before)
+        ):
+            violations.append(("updated_before", "must be after updated_since"))
         return violations
 
     @rpc
@@ -481,7 +490,13 @@ class RecordHostingService(pb_grpc.RecordHostingServiceServicer):
         if effective == (None, None):
             effective = None
         since = ts_us(request.updated_since) if request.HasField("updated_since") else None
+        before = ts_us(request.updated_before) if request.HasField("updated_before") else None
+        codes, categories, statuses = list(request.codes), list(request.categories), set(request.statuses)
         query = query_hash(
+            codes=sorted(set(codes)),
+            categories=sorted(set(categories)),
+            statuses=sorted(statuses),
+            before=before,
             patient_id=patient_id,
             resource_types=list(request.resource_types),
             data_classes=sorted(request.data_classes),
@@ -503,6 +518,16 @@ class RecordHostingService(pb_grpc.RecordHostingServiceServicer):
             rows = self.store.patient_as_of(patient_id, snapshot)
         types, classes, excluded = set(request.resource_types), set(request.data_classes), set(request.excluded_data_classes)
 
+        def matches_terms(row):
+            if not (codes or categories or statuses):
+                return True
+            row_codes, row_categories, row_status = v.payload_terms(bytes(row.payload))
+            return (
+                (not codes or any(v.token_matches(t, row_codes) for t in codes))
+                and (not categories or any(v.token_matches(t, row_categories) for t in categories))
+                and (not statuses or row_status in statuses)
+            )
+
         def matches(row):
             labels = set(json.loads(row.data_classes))
             return (
@@ -512,6 +537,8 @@ class RecordHostingService(pb_grpc.RecordHostingServiceServicer):
                 and not labels & excluded
                 and in_period(row.effective_us, effective)
                 and (since is None or row.update_us >= since)
+                and (before is None or row.update_us < before)
+                and matches_terms(row)
             )
 
         rows = [r for r in rows if matches(r)]

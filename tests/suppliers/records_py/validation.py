@@ -242,3 +242,79 @@ def metadata_violations(record, paths) -> list:
         elif len(record.source_system) > 256:
             out.append(("record.source_system", "at most 256 characters"))
     return out
+
+
+# -- ListRecords filters on the payload (codes, categories, statuses) --------------------------
+
+MAX_TOKENS = 50
+MAX_STATUSES = 20
+MAX_TOKEN_CHARS = 512
+
+
+def _filter_value_problem(value: str):
+    if not value:
+        return "must not be empty"
+    if len(value) > MAX_TOKEN_CHARS:
+        return f"at most {MAX_TOKEN_CHARS} characters"
+    if any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in value):
+        return "must not contain control characters"
+    return None
+
+
+def token_filter_violations(field: str, values, limit: int = MAX_TOKENS) -> list:
+    """`system|code`, `code`, `|code` or `system|` values; too many -> a violation on the list."""
+    if len(values) > limit:
+        return [(field, f"at most {limit} values, got {len(values)}")]
+    violations = []
+    for i, value in enumerate(values):
+        problem = _filter_value_problem(value)
+        if problem is None and field != "statuses" and value == "|":
+            problem = "expected system|code, |code, system| or code"
+        if problem:
+            violations.append((f"{field}[{i}]", problem))
+    return violations
+
+
+def _codings(concept):
+    """(system, code) pairs of a CodeableConcept; a plain string is a code without system."""
+    if isinstance(concept, str):
+        return [(None, concept)]
+    if not isinstance(concept, dict) or not isinstance(concept.get("coding"), list):
+        return []
+    pairs = []
+    for coding in concept["coding"]:
+        if not isinstance(coding, dict) or not isinstance(coding.get("code"), str) or not coding["code"]:
+            continue
+        system = coding.get("system") if isinstance(coding.get("system"), str) else None
+        if any(ch in (system or "") + coding["code"] for ch in "\t\n\r"):
+            continue
+        pairs.append((system, coding["code"]))
+    return pairs
+
+
+def payload_terms(payload: bytes):
+    """The codings of the top-level code and category, and the top-level status string."""
+    try:
+        value = json.loads(payload)
+    except ValueError:
+        return [], [], None
+    if not isinstance(value, dict):
+        return [], [], None
+    codes = _codings(value.get("code"))
+    category = value.get("category")
+    categories = []
+    for concept in category if isinstance(category, list) else [category]:
+        categories += _codings(concept)
+    status = value.get("status") if isinstance(value.get("status"), str) else None
+    return codes, categories, status
+
+
+def token_matches(token: str, codings) -> bool:
+    if "|" not in token:
+        return any(code == token for _, code in codings)
+    system, code = token.split("|", 1)
+    for s, c in codings:
+        s = s or ""
+        if s == system and (code == "" or c == code):
+            return True
+    return False

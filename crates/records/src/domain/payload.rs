@@ -12,6 +12,8 @@ use std::fmt;
 use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use sha2::{Digest, Sha256};
 
+use super::terms::{Codings, Terms};
+
 /// The deepest nesting accepted (objects and arrays).
 pub const MAX_DEPTH: usize = 64;
 
@@ -52,20 +54,21 @@ pub fn validate(
     patient_id: &str,
     rules: &PayloadRules,
 ) -> Result<(), String> {
+    validate_indexed(payload, resource_type, patient_id, rules).map(|_| ())
+}
+
+/// [`validate`], also returning the payload's clinical terms, read in the same parse.
+pub fn validate_indexed(
+    payload: &[u8],
+    resource_type: &str,
+    patient_id: &str,
+    rules: &PayloadRules,
+) -> Result<Terms, String> {
     check_size(payload, rules)?;
     if payload.starts_with(b"\xEF\xBB\xBF") {
         return Err("must not start with a byte order mark".to_owned());
     }
-    let text = std::str::from_utf8(payload)
-        .map_err(|e| format!("not UTF-8: invalid byte at offset {}", e.valid_up_to()))?;
-    let mut deserializer = serde_json::Deserializer::from_str(text);
-    let value = Node { depth: 0 }
-        .deserialize(&mut deserializer)
-        .and_then(|value| deserializer.end().map(|()| value))
-        .map_err(|e| format!("not valid JSON: {e}"))?;
-    let Json::Object(members) = value else {
-        return Err("the top-level JSON value must be an object".to_owned());
-    };
+    let members = parse_object(payload)?;
     match members.get("resourceType") {
         Some(Json::String(declared)) if declared == resource_type => {}
         Some(Json::String(declared)) => {
@@ -80,7 +83,83 @@ pub fn validate(
             ));
         }
     }
-    check_patient_references(&members, patient_id, rules)
+    check_patient_references(&members, patient_id, rules)?;
+    Ok(terms(&members))
+}
+
+/// The clinical terms of a stored payload (valid when it was stored); none if it does not parse.
+pub fn index(payload: &[u8]) -> Terms {
+    parse_object(payload)
+        .map(|members| terms(&members))
+        .unwrap_or_default()
+}
+
+/// The payload's top-level members, strictly parsed.
+fn parse_object(payload: &[u8]) -> Result<BTreeMap<String, Json>, String> {
+    let text = std::str::from_utf8(payload)
+        .map_err(|e| format!("not UTF-8: invalid byte at offset {}", e.valid_up_to()))?;
+    let mut deserializer = serde_json::Deserializer::from_str(text);
+    let value = Node::TOP
+        .deserialize(&mut deserializer)
+        .and_then(|value| deserializer.end().map(|()| value))
+        .map_err(|e| format!("not valid JSON: {e}"))?;
+    match value {
+        Json::Object(members) => Ok(members),
+        _ => Err("the top-level JSON value must be an object".to_owned()),
+    }
+}
+
+/// The terms of the top-level `code`, `category` and `status`.
+fn terms(members: &BTreeMap<String, Json>) -> Terms {
+    let mut codes = Codings::default();
+    if let Some(concept) = members.get("code") {
+        add_concept(&mut codes, concept);
+    }
+    let mut categories = Codings::default();
+    match members.get("category") {
+        Some(Json::Array(items)) => {
+            for item in items {
+                add_concept(&mut categories, item);
+            }
+        }
+        Some(concept) => add_concept(&mut categories, concept),
+        None => {}
+    }
+    let status = match members.get("status") {
+        Some(Json::String(status)) => status.clone(),
+        _ => String::new(),
+    };
+    Terms {
+        codes: codes.encode(),
+        categories: categories.encode(),
+        status,
+    }
+}
+
+/// The codings of a CodeableConcept; a plain string counts as a code without system (the form
+/// of, for example, AllergyIntolerance.category).
+fn add_concept(codings: &mut Codings, concept: &Json) {
+    match concept {
+        Json::String(code) => codings.add(None, code),
+        Json::Object(members) => {
+            let Some(Json::Array(items)) = members.get("coding") else {
+                return;
+            };
+            for item in items {
+                let Json::Object(coding) = item else {
+                    continue;
+                };
+                let text = |name: &str| match coding.get(name) {
+                    Some(Json::String(s)) => Some(s.as_str()),
+                    _ => None,
+                };
+                if let Some(code) = text("code") {
+                    codings.add(text("system"), code);
+                }
+            }
+        }
+        _ => {}
+    }
 }
 
 fn check_patient_references(
@@ -169,18 +248,23 @@ enum Json {
 }
 
 /// Deserialises one value at `depth`, refusing deeper nesting and duplicate member names.
+#[derive(Clone, Copy)]
 struct Node {
     depth: usize,
-}
-
-impl<'de> DeserializeSeed<'de> for Node {
-    type Value = Json;
-    fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<Json, D::Error> {
-        deserializer.deserialize_any(self)
-    }
+    /// Within a top-level `code` or `category`, whose strings are kept at any depth.
+    terms: bool,
 }
 
 impl Node {
+    const TOP: Node = Node {
+        depth: 0,
+        terms: false,
+    };
+
+    fn keeps_strings(&self) -> bool {
+        self.depth <= 3 || self.terms
+    }
+
     fn nested<E: de::Error>(&self) -> Result<Node, E> {
         if self.depth >= MAX_DEPTH {
             return Err(E::custom(format_args!(
@@ -189,7 +273,15 @@ impl Node {
         }
         Ok(Node {
             depth: self.depth + 1,
+            terms: self.terms,
         })
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for Node {
+    type Value = Json;
+    fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<Json, D::Error> {
+        deserializer.deserialize_any(self)
     }
 }
 
@@ -215,15 +307,15 @@ impl<'de> Visitor<'de> for Node {
         Ok(Json::Other)
     }
     fn visit_str<E>(self, v: &str) -> Result<Json, E> {
-        // Only short strings near the top are ever read; deeper ones need not be kept.
-        Ok(if self.depth <= 3 {
+        // Only strings near the top or within the terms are ever read; others need not be kept.
+        Ok(if self.keeps_strings() {
             Json::String(v.to_owned())
         } else {
             Json::Other
         })
     }
     fn visit_string<E>(self, v: String) -> Result<Json, E> {
-        Ok(if self.depth <= 3 {
+        Ok(if self.keeps_strings() {
             Json::String(v)
         } else {
             Json::Other
@@ -232,7 +324,7 @@ impl<'de> Visitor<'de> for Node {
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Json, A::Error> {
         let child = self.nested()?;
         let mut items = Vec::new();
-        while let Some(item) = seq.next_element_seed(Node { depth: child.depth })? {
+        while let Some(item) = seq.next_element_seed(child)? {
             items.push(item);
         }
         Ok(Json::Array(items))
@@ -246,7 +338,8 @@ impl<'de> Visitor<'de> for Node {
                     "duplicate member name {key:?}"
                 )));
             }
-            let value = map.next_value_seed(Node { depth: child.depth })?;
+            let terms = child.terms || (self.depth == 0 && (key == "code" || key == "category"));
+            let value = map.next_value_seed(Node { terms, ..child })?;
             members.insert(key, value);
         }
         Ok(Json::Object(members))
@@ -398,6 +491,30 @@ mod tests {
             validate(&big, "Observation", PATIENT, &rules()).unwrap_err(),
             "the payload is 4097 bytes, over the limit of 4096 bytes"
         );
+    }
+
+    #[test]
+    fn terms_are_read_from_code_category_and_status() {
+        let json = format!(
+            r#"{{"resourceType":"Observation","status":"final","subject":{{"reference":"Patient/{PATIENT}"}},
+            "category":[{{"coding":[{{"system":"http://terminology.hl7.org/CodeSystem/observation-category","code":"vital-signs"}}]}},"laboratory",{{"text":"x"}}],
+            "code":{{"coding":[{{"system":"http://loinc.org","code":"8867-4","display":"Heart rate"}},{{"code":"hr"}},{{"system":"s"}}],"text":"HR"}},
+            "component":[{{"code":{{"coding":[{{"system":"http://loinc.org","code":"x"}}]}}}}]}}"#
+        );
+        let terms = validate_indexed(json.as_bytes(), "Observation", PATIENT, &rules()).unwrap();
+        assert_eq!(terms.codes, "\nhttp://loinc.org\t8867-4\n\thr\n");
+        assert_eq!(
+            terms.categories,
+            "\nhttp://terminology.hl7.org/CodeSystem/observation-category\tvital-signs\n\tlaboratory\n"
+        );
+        assert_eq!(terms.status, "final");
+        assert_eq!(index(json.as_bytes()), terms);
+        // A single CodeableConcept as category; no terms at all; a payload that does not parse.
+        let single = r#"{"category":{"coding":[{"system":"s","code":"c"}]},"status":7}"#;
+        assert_eq!(index(single.as_bytes()).categories, "\ns\tc\n");
+        assert_eq!(index(single.as_bytes()).status, "");
+        assert_eq!(index(b"{}"), Terms::default());
+        assert_eq!(index(b"not json"), Terms::default());
     }
 
     #[test]

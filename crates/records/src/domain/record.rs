@@ -9,6 +9,7 @@ use sha2::{Digest, Sha256};
 use super::ids::required_id;
 use super::payload::{self, PayloadRules};
 use super::resource_types;
+use super::terms::Terms;
 
 /// The one media type v1 accepts.
 pub const FHIR_JSON: &str = "application/fhir+json";
@@ -51,6 +52,8 @@ pub struct RecordFields {
     pub effective_time: Option<i64>,
     /// None means "set it to the create time".
     pub recorded_time: Option<i64>,
+    /// What ListRecords filters on in the payload; derived from it, so not in the fingerprint.
+    pub terms: Terms,
 }
 
 impl RecordFields {
@@ -144,18 +147,19 @@ pub fn validate_new(
     check_content_type(&record.content_type, &field("content_type"), violations);
     // The payload is checked against the identity only once the identity itself is valid.
     let payload_result = if patient_id.is_empty() || !type_ok {
-        payload::check_size(&record.payload, &rules.payload)
+        payload::check_size(&record.payload, &rules.payload).map(|()| Terms::default())
     } else {
-        payload::validate(
+        payload::validate_indexed(
             &record.payload,
             &record.resource_type,
             &patient_id,
             &rules.payload,
         )
     };
-    if let Err(description) = payload_result {
+    let terms = payload_result.unwrap_or_else(|description| {
         violations.add(field("payload"), description);
-    }
+        Terms::default()
+    });
     let recorded_time = optional_time(
         record.recorded_time.as_ref(),
         &field("recorded_time"),
@@ -188,6 +192,7 @@ pub fn validate_new(
             violations,
         ),
         recorded_time,
+        terms,
     }
 }
 
@@ -476,13 +481,14 @@ pub fn apply_update(
     }
     let mut next = stored.clone();
     if let Some(payload) = values.payload {
-        if let Err(description) = payload::validate(
+        match payload::validate_indexed(
             &payload,
             &stored.resource_type,
             &stored.patient_id,
             &rules.payload,
         ) {
-            violations.add("record.payload", description);
+            Ok(terms) => next.terms = terms,
+            Err(description) => violations.add("record.payload", description),
         }
         next.content_hash = payload::content_hash(&payload);
         next.payload = payload;

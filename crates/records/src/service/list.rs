@@ -12,6 +12,7 @@ use super::request::{labels, period, with_payload};
 use super::state::RecordsService;
 use crate::domain::ids::required_id;
 use crate::domain::record::{check_type_filter, optional_time};
+use crate::domain::terms::{coding_needles, statuses};
 use crate::error::Error;
 use crate::store::{Filter, ListOrder, Listed};
 
@@ -52,6 +53,19 @@ impl Listing {
             "updated_since",
             &mut violations,
         );
+        let updated_before = optional_time(
+            request.updated_before.as_ref(),
+            "updated_before",
+            &mut violations,
+        );
+        if let (Some(since), Some(before)) = (updated_since, updated_before)
+            && since >= before
+        {
+            violations.add("updated_before", "must be after updated_since");
+        }
+        let code_needles = coding_needles(&request.codes, "codes", &mut violations);
+        let category_needles = coding_needles(&request.categories, "categories", &mut violations);
+        let statuses = statuses(&request.statuses, "statuses", &mut violations);
         let order = match RecordOrder::try_from(request.order) {
             Ok(RecordOrder::Unspecified | RecordOrder::Creation) => ListOrder::Creation,
             Ok(RecordOrder::EffectiveTimeDescending) => ListOrder::EffectiveTimeDescending,
@@ -75,6 +89,19 @@ impl Listing {
             .optional(updated_since)
             .flag(request.include_retracted)
             .flag(order == ListOrder::EffectiveTimeDescending);
+        // Named, and only when set, so that tokens of listings without them stay as they were.
+        for (name, values) in [
+            ("codes", &code_needles),
+            ("categories", &category_needles),
+            ("statuses", &statuses),
+        ] {
+            if !values.is_empty() {
+                query.text(name).set(values);
+            }
+        }
+        if updated_before.is_some() {
+            query.text("updated_before").optional(updated_before);
+        }
         let filter = Filter {
             snapshot: 0,
             patient_ids: vec![patient_id],
@@ -84,8 +111,11 @@ impl Listing {
             effective_from,
             effective_to,
             updated_from: updated_since,
-            updated_to: None,
+            updated_to: updated_before,
             include_retracted: request.include_retracted,
+            code_needles,
+            category_needles,
+            statuses,
         };
         Ok(Listing {
             filter,

@@ -14,7 +14,9 @@
 //! - [`creates`]: batches of creates, planned by [`plan`] and ordered by [`turns`], written by
 //!   [`postgres`] (one statement, or binary COPY rows from [`copy`]) or [`sqlite`].
 //! - [`request_ids`]: what each request id was first used with.
+//! - [`backfill`]: the clinical terms of versions written before terms were stored, at start-up.
 
+mod backfill;
 mod copy;
 mod creates;
 mod database;

@@ -96,6 +96,9 @@ impl Store {
             requester_display: &'a str,
             request_id: Option<&'a str>,
             fingerprint: Option<String>,
+            codes: &'a str,
+            categories: &'a str,
+            fhir_status: &'a str,
         }
         let n = plan.versions.len();
         let request_ids: HashMap<&str, (&str, &[u8])> = plan
@@ -132,6 +135,9 @@ impl Store {
                     requester_display: &v.requester.display_name,
                     request_id: request.map(|r| r.0),
                     fingerprint: request.map(|r| hex::encode(r.1)),
+                    codes: &f.terms.codes,
+                    categories: &f.terms.categories,
+                    fhir_status: &f.terms.status,
                 }
             })
             .collect();
@@ -141,16 +147,17 @@ impl Store {
              patient_id text, resource_type text, payload text, content_hash text, data_classes text, authoring_org text, \
              author text, source_system text, effective_time bigint, recorded_time bigint, create_time bigint, \
              requester_user_id text, requester_org text, requester_role text, requester_display text, request_id text, \
-             fingerprint text)), \
+             fingerprint text, codes text, categories text, fhir_status text)), \
              head AS (UPDATE feed_head SET seq = seq + $1 WHERE id = 1 RETURNING seq), \
              v AS (INSERT INTO record_versions (record_id, version, seq, creation_seq, change_type, patient_id, \
              resource_type, status, retraction_reason, content_type, payload, content_hash, payload_size, data_classes, \
              authoring_org, author, source_system, effective_time, recorded_time, create_time, update_time, \
-             requester_user_id, requester_org, requester_role, requester_display) \
+             requester_user_id, requester_org, requester_role, requester_display, codes, categories, fhir_status) \
              SELECT record_id, 1, h.seq - \"offset\", h.seq - \"offset\", 1, patient_id, resource_type, 1, '', \
              'application/fhir+json', decode(payload, 'hex'), content_hash, length(payload) / 2, data_classes, \
              authoring_org, author, source_system, effective_time, recorded_time, create_time, create_time, \
-             requester_user_id, requester_org, requester_role, requester_display FROM input, head h), \
+             requester_user_id, requester_org, requester_role, requester_display, codes, categories, fhir_status \
+             FROM input, head h), \
              r AS (INSERT INTO request_ids (request_id, fingerprint, record_id) \
              SELECT request_id, decode(fingerprint, 'hex'), record_id FROM input WHERE request_id IS NOT NULL) \
              SELECT seq FROM head",

@@ -1,5 +1,6 @@
 //! Records as of a snapshot of the feed: the pages of ListRecords and the chunks of ExportRecords.
 
+use carerecord_platform::db::Backend;
 use carerecord_platform::sql::push_in;
 use sqlx::{Any, QueryBuilder};
 
@@ -20,11 +21,17 @@ pub struct Filter {
     pub updated_from: Option<i64>,
     pub updated_to: Option<i64>,
     pub include_retracted: bool,
+    /// Substrings of the stored codings of `code` (any one matches): see `domain::terms`.
+    pub code_needles: Vec<String>,
+    /// Likewise for `category`.
+    pub category_needles: Vec<String>,
+    /// The payload's top-level `status`, any of these.
+    pub statuses: Vec<String>,
 }
 
 impl Filter {
     /// Appends ` WHERE ...`: the version current at the snapshot, matching every filter.
-    fn push_conditions(&self, sql: &mut QueryBuilder<Any>) {
+    fn push_conditions(&self, sql: &mut QueryBuilder<Any>, backend: Backend) {
         sql.push(" WHERE seq <= ")
             .push_bind(self.snapshot)
             .push(" AND (superseded_seq IS NULL OR superseded_seq > ")
@@ -60,6 +67,32 @@ impl Filter {
         if !self.excluded_data_classes.is_empty() {
             sql.push(" AND NOT ");
             any_label(sql, &self.excluded_data_classes);
+        }
+        // A case-sensitive substring search without wildcards: the needles are taken as they are.
+        let contains = match backend {
+            Backend::Postgres => "strpos",
+            Backend::Sqlite => "instr",
+        };
+        for (column, needles) in [
+            ("codes", &self.code_needles),
+            ("categories", &self.category_needles),
+        ] {
+            for (i, needle) in needles.iter().enumerate() {
+                sql.push(if i == 0 { " AND (" } else { " OR " })
+                    .push(contains)
+                    .push("(")
+                    .push(column)
+                    .push(", ")
+                    .push_bind(needle.clone())
+                    .push(") > 0");
+            }
+            if !needles.is_empty() {
+                sql.push(")");
+            }
+        }
+        if !self.statuses.is_empty() {
+            sql.push(" AND fhir_status");
+            push_in(sql, self.statuses.iter().cloned());
         }
         for (column, op, bound) in [
             ("effective_time", " >= ", self.effective_from),
@@ -110,7 +143,7 @@ impl Store {
         with_payload: bool,
     ) -> Result<Vec<Version>, sqlx::Error> {
         let mut sql = select(with_payload);
-        filter.push_conditions(&mut sql);
+        filter.push_conditions(&mut sql, self.db.backend);
         match order {
             ListOrder::EffectiveTimeDescending => {
                 match after {
@@ -157,7 +190,7 @@ impl Store {
         with_payload: bool,
     ) -> VersionStream<'a> {
         let mut sql = select(with_payload);
-        filter.push_conditions(&mut sql);
+        filter.push_conditions(&mut sql, self.db.backend);
         sql.push(" AND creation_seq > ").push_bind(after);
         sql.push(" ORDER BY creation_seq LIMIT ").push_bind(limit);
         self.stream_versions(sql)

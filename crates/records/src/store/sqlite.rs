@@ -11,7 +11,7 @@ use super::turns::Turn;
 use super::version::Version;
 use super::versions::insert_versions;
 
-/// Rows per multi-row INSERT: 25 parameters a row stays well under SQLite's limit of bind
+/// Rows per multi-row INSERT: 28 parameters a row stays well under SQLite's limit of bind
 /// parameters.
 const ROWS_PER_INSERT: usize = 500;
 

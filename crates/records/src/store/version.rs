@@ -6,6 +6,7 @@ use sqlx::{QueryBuilder, Row};
 
 use super::copy::Columns;
 use crate::domain::record::{Actor, FHIR_JSON, RecordFields};
+use crate::domain::terms::Terms;
 
 /// `change_type` values, as in `carerecord.common.v1.ChangeType`.
 pub const CREATED: i64 = 1;
@@ -24,7 +25,7 @@ macro_rules! version_columns {
             $payload,
             " AS payload, content_hash, payload_size, data_classes, authoring_org, author, source_system, ",
             "effective_time, recorded_time, create_time, update_time, requester_user_id, requester_org, ",
-            "requester_role, requester_display"
+            "requester_role, requester_display, codes, categories, fhir_status"
         )
     };
 }
@@ -35,13 +36,13 @@ macro_rules! insert_columns {
         "record_id, version, seq, creation_seq, change_type, patient_id, resource_type, status, \
          retraction_reason, content_type, payload, content_hash, payload_size, data_classes, authoring_org, author, \
          source_system, effective_time, recorded_time, create_time, update_time, requester_user_id, requester_org, \
-         requester_role, requester_display"
+         requester_role, requester_display, codes, categories, fhir_status"
     };
 }
 pub(super) use insert_columns;
 
 /// How many values [`put_version`] puts.
-pub const INSERT_WIDTH: usize = 25;
+pub const INSERT_WIDTH: usize = 28;
 
 /// `SELECT <columns> FROM record_versions`, to be completed with conditions.
 pub fn select(with_payload: bool) -> QueryBuilder<Any> {
@@ -106,6 +107,18 @@ impl Version {
                 source_system: row.try_get("source_system")?,
                 effective_time: row.try_get("effective_time")?,
                 recorded_time: Some(recorded_time),
+                // NULL only before the start-up backfill has reached the version.
+                terms: Terms {
+                    codes: row
+                        .try_get::<Option<String>, _>("codes")?
+                        .unwrap_or_default(),
+                    categories: row
+                        .try_get::<Option<String>, _>("categories")?
+                        .unwrap_or_default(),
+                    status: row
+                        .try_get::<Option<String>, _>("fhir_status")?
+                        .unwrap_or_default(),
+                },
             },
             payload_size: row.try_get("payload_size")?,
             recorded_time,
@@ -149,5 +162,8 @@ pub(super) fn put_version<C: Columns>(columns: &mut C, v: &Version) {
         .text(&r.user_id)
         .text(&r.organisation_ods_code)
         .text(&r.role_code)
-        .text(&r.display_name);
+        .text(&r.display_name)
+        .text(&f.terms.codes)
+        .text(&f.terms.categories)
+        .text(&f.terms.status);
 }

@@ -7,3 +7,4 @@ mod list;
 mod provenance;
 mod startup;
 mod streams;
+mod terms;
