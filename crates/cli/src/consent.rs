@@ -64,9 +64,14 @@ pub enum ConsentCommand {
         /// Data classes asked for (repeat); none asks for all.
         #[arg(long)]
         data_class: Vec<String>,
-        /// direct-care, explicit-consent, legal-requirement, court-order, public-health, overriding-public-interest.
+        /// direct-care, explicit-consent, legal-requirement, court-order, public-health,
+        /// overriding-public-interest, section-251-support.
         #[arg(long)]
         legal_basis: Option<String>,
+        /// The research study (e.g. an IRAS id); required for HRESCH under explicit-consent or
+        /// section-251-support.
+        #[arg(long)]
+        study: Option<String>,
         #[arg(long)]
         break_glass_reason: Option<String>,
     },
@@ -118,7 +123,7 @@ impl ProvisionArgs {
 
 pub fn parse_legal_basis(raw: &str) -> Result<LegalBasis, String> {
     let name = format!("LEGAL_BASIS_{}", raw.replace('-', "_").to_ascii_uppercase());
-    LegalBasis::from_str_name(&name).ok_or_else(|| format!("--legal-basis {raw:?} is not one of direct-care, explicit-consent, legal-requirement, court-order, public-health, overriding-public-interest"))
+    LegalBasis::from_str_name(&name).ok_or_else(|| format!("--legal-basis {raw:?} is not one of direct-care, explicit-consent, legal-requirement, court-order, public-health, overriding-public-interest, section-251-support"))
 }
 
 fn enum_name(name: Option<&str>, prefix: &str) -> String {
@@ -347,6 +352,7 @@ pub async fn run(
             purpose,
             data_class,
             legal_basis,
+            study,
             break_glass_reason,
         } => {
             let request = DecideRequest {
@@ -359,6 +365,7 @@ pub async fn run(
                     .map(parse_legal_basis)
                     .transpose()?
                     .map_or(0, |b| b as i32),
+                study_id: study.unwrap_or_default(),
                 break_glass_reason: break_glass_reason.unwrap_or_default(),
                 ..Default::default()
             };
@@ -384,6 +391,10 @@ mod tests {
         assert_eq!(
             parse_legal_basis("court-order").unwrap(),
             LegalBasis::CourtOrder
+        );
+        assert_eq!(
+            parse_legal_basis("section-251-support").unwrap(),
+            LegalBasis::Section251Support
         );
         assert!(
             parse_legal_basis("because")

@@ -193,6 +193,7 @@ pub enum LegalBasis {
     CourtOrder,
     PublicHealth,
     OverridingPublicInterest,
+    Section251Support,
 }
 
 impl LegalBasis {
@@ -205,6 +206,7 @@ impl LegalBasis {
             4 => LegalBasis::CourtOrder,
             5 => LegalBasis::PublicHealth,
             6 => LegalBasis::OverridingPublicInterest,
+            7 => LegalBasis::Section251Support,
             _ => return None,
         })
     }
@@ -219,6 +221,7 @@ impl LegalBasis {
             LegalBasis::CourtOrder => "COURT_ORDER",
             LegalBasis::PublicHealth => "PUBLIC_HEALTH",
             LegalBasis::OverridingPublicInterest => "OVERRIDING_PUBLIC_INTEREST",
+            LegalBasis::Section251Support => "SECTION_251_SUPPORT",
         }
     }
 

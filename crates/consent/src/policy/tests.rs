@@ -36,7 +36,7 @@ fn forbids(p: &PlatformPolicies, c: &Context, class: Class) -> Vec<String> {
 fn embedded_rules_load_and_have_a_version() {
     let p = PlatformPolicies::embedded().unwrap();
     assert!(p.version().starts_with("sha256:"));
-    assert_eq!(p.sets.by_id.len(), 14);
+    assert_eq!(p.sets.by_id.len(), 15);
     assert_eq!(
         p.exemption_ids(),
         [

@@ -112,14 +112,24 @@ pub(super) fn parse_context(
             "legal_basis",
             "PUBLIC_HEALTH is only valid with purpose PUBHLTH",
         ),
-        (Some(LegalBasis::ExplicitConsent), Some(Purpose::Hresch))
-            if fields.study_id.is_empty() =>
+        (Some(LegalBasis::Section251Support), Some(p))
+            if !matches!(p, Purpose::Hresch | Purpose::Hoperat | Purpose::Hpaymt) =>
         {
             v.add(
-                "study_id",
-                "is required for research (HRESCH) under EXPLICIT_CONSENT",
+                "legal_basis",
+                "SECTION_251_SUPPORT is only valid with purpose HRESCH, HOPERAT or HPAYMT",
             )
         }
+        (
+            Some(basis @ (LegalBasis::ExplicitConsent | LegalBasis::Section251Support)),
+            Some(Purpose::Hresch),
+        ) if fields.study_id.is_empty() => v.add(
+            "study_id",
+            format!(
+                "is required for research (HRESCH) under {}",
+                basis.policy_name()
+            ),
+        ),
         _ => {}
     }
     if char_count(fields.study_id) > MAX_STUDY_ID_CHARS {

@@ -310,6 +310,78 @@ async fn opt_out_and_each_exemption() {
 }
 
 #[tokio::test]
+async fn section_251_support_permits_research_and_planning_but_not_over_the_opt_out() {
+    on_each_backend(async |c: &mut Client| {
+        let under_251 = |patient: &str, purpose: &str| DecideRequest {
+            legal_basis: LegalBasis::Section251Support as i32,
+            study_id: if purpose == "HRESCH" {
+                s("IRAS-251")
+            } else {
+                s("")
+            },
+            ..decide_request(patient, requester(), purpose)
+        };
+        let patient = new_id();
+        let research = decide(c, under_251(&patient, "HRESCH")).await;
+        assert_eq!(research.outcome(), Permit);
+        assert_eq!(
+            reasons(&research),
+            [(
+                PlatformPolicy,
+                Permit,
+                s(""),
+                s(""),
+                s("section-251-support")
+            )]
+        );
+        assert_eq!(obligation_types(&research), [ObligationType::FlagForReview]);
+        // Planning on it: identifiable (no pseudonymisation), genomic still withheld.
+        let planning = decide(c, under_251(&patient, "HOPERAT")).await;
+        assert_eq!(planning.outcome(), Permit);
+        assert_eq!(
+            obligation_types(&planning),
+            [
+                ObligationType::WithholdDataClasses,
+                ObligationType::FlagForReview
+            ]
+        );
+        assert_eq!(planning.obligations[0].data_classes, ["genomic"]);
+
+        // The national data opt-out still applies.
+        let opted_out = new_id();
+        opt_out(c, &opted_out).await;
+        let denied = decide(c, under_251(&opted_out, "HRESCH")).await;
+        assert_eq!(reasons(&denied), [(OptOut, Deny, s(""), s(""), s(""))]);
+        // And so does the patient's own objection.
+        let objector = new_id();
+        let objection = ConsentDirective {
+            scope_purposes: strings(&["HRESCH"]),
+            ..directive(&objector, ConsentDecision::Deny, vec![])
+        };
+        create(c, objection).await;
+        let denied = decide(c, under_251(&objector, "HRESCH")).await;
+        assert_eq!(denied.outcome(), Deny);
+        assert_eq!(denied.reasons[0].source(), PatientDirective);
+
+        // Only research, planning and payment; research names its study.
+        for (request, field) in [
+            (under_251(&patient, "TREAT"), "legal_basis"),
+            (under_251(&patient, "HMARKT"), "legal_basis"),
+            (
+                DecideRequest {
+                    study_id: s(""),
+                    ..under_251(&patient, "HRESCH")
+                },
+                "study_id",
+            ),
+        ] {
+            assert_invalid(&c.decide(request).await.unwrap_err(), &[field]);
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn an_ics_policy_file_changes_the_exemptions_and_the_default() {
     // The embedded rules, with the public-health exemption withdrawn and a default rule that keeps
     // genomic data out of individual care unless a patient directive permits it.
