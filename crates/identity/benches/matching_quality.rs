@@ -11,6 +11,8 @@
 mod common;
 
 use std::collections::{HashMap, HashSet};
+
+use common::{pair, scores};
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -121,44 +123,6 @@ fn load(path: &PathBuf) -> Vec<Record> {
             }
         })
         .collect()
-}
-
-struct Scores {
-    precision: f64,
-    recall: f64,
-    f1: f64,
-    predicted: usize,
-    true_positives: usize,
-}
-
-fn scores(predicted: &HashSet<(usize, usize)>, truth: &HashSet<(usize, usize)>) -> Scores {
-    let tp = predicted.intersection(truth).count();
-    let precision = if predicted.is_empty() {
-        0.0
-    } else {
-        tp as f64 / predicted.len() as f64
-    };
-    let recall = if truth.is_empty() {
-        0.0
-    } else {
-        tp as f64 / truth.len() as f64
-    };
-    let f1 = if precision + recall == 0.0 {
-        0.0
-    } else {
-        2.0 * precision * recall / (precision + recall)
-    };
-    Scores {
-        precision,
-        recall,
-        f1,
-        predicted: predicted.len(),
-        true_positives: tp,
-    }
-}
-
-fn pair(a: usize, b: usize) -> (usize, usize) {
-    (a.min(b), a.max(b))
 }
 
 /// The data sets to measure, each one or more files registered together.

@@ -7,8 +7,9 @@ use carerecord_contracts::identity::v1::{
 };
 
 use crate::domain::field::{FIELD_COUNT, FIELDS, Field, Level};
-use crate::domain::model::{self, Classification, Comparison, Model};
+use crate::domain::model::{self, Classification, Model};
 use crate::domain::patient::timestamp;
+use crate::domain::score::FieldScore;
 use crate::store::feed::VersionRow;
 
 pub fn level_to_proto(level: Level) -> ComparisonLevel {
@@ -106,18 +107,23 @@ pub fn starting_parameters(match_threshold: f64, possible_threshold: f64) -> Mat
     }
 }
 
-/// A candidate's evidence: each field's comparison and its weight under `model`.
-pub fn evidence(model: &Model, comparisons: Vec<Comparison>) -> Vec<FieldEvidence> {
-    comparisons
+/// A candidate's evidence: each field's comparison, level weight and weight.
+pub fn evidence(scores: Vec<FieldScore>) -> Vec<FieldEvidence> {
+    scores
         .into_iter()
-        .map(|c| FieldEvidence {
-            field: c.field.name().to_owned(),
-            level: level_to_proto(c.level) as i32,
-            comparator: c.comparator.to_owned(),
-            similarity: c.similarity,
-            weight: model.weight(c.field, c.level),
-            probe_value: c.probe_value,
-            candidate_value: c.candidate_value,
+        .map(|s| {
+            let c = s.comparison;
+            FieldEvidence {
+                field: c.field.name().to_owned(),
+                level: level_to_proto(c.level) as i32,
+                comparator: c.comparator.to_owned(),
+                similarity: c.similarity,
+                weight: s.weight,
+                probe_value: c.probe_value,
+                candidate_value: c.candidate_value,
+                level_weight: s.level_weight,
+                adjustment: s.adjustment.name().to_owned(),
+            }
         })
         .collect()
 }

@@ -3,6 +3,7 @@
 // Each bench uses part of this module.
 #![allow(dead_code)]
 
+use std::collections::HashSet;
 use std::net::SocketAddr;
 
 use carerecord_contracts::common::v1::Requester;
@@ -200,4 +201,44 @@ pub async fn estimate(
         params.possible_threshold
     );
     estimated
+}
+
+/// Precision, recall and F1 over pairs.
+pub struct Scores {
+    pub precision: f64,
+    pub recall: f64,
+    pub f1: f64,
+    pub predicted: usize,
+    pub true_positives: usize,
+}
+
+pub fn scores(predicted: &HashSet<(usize, usize)>, truth: &HashSet<(usize, usize)>) -> Scores {
+    let tp = predicted.intersection(truth).count();
+    let precision = if predicted.is_empty() {
+        0.0
+    } else {
+        tp as f64 / predicted.len() as f64
+    };
+    let recall = if truth.is_empty() {
+        0.0
+    } else {
+        tp as f64 / truth.len() as f64
+    };
+    let f1 = if precision + recall == 0.0 {
+        0.0
+    } else {
+        2.0 * precision * recall / (precision + recall)
+    };
+    Scores {
+        precision,
+        recall,
+        f1,
+        predicted: predicted.len(),
+        true_positives: tp,
+    }
+}
+
+/// A pair in a canonical order.
+pub fn pair(a: usize, b: usize) -> (usize, usize) {
+    (a.min(b), a.max(b))
 }

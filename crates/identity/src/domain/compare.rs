@@ -129,6 +129,17 @@ pub fn distance_similarity(distance: usize, a: &str, b: &str) -> f64 {
     }
 }
 
+/// Whether one family name is a part of the other, as when a double-barrelled name is recorded
+/// whole on one record and in part on the other ("smithjones" and "jones", normalised): the
+/// shorter is at least three characters and begins or ends the longer.
+pub fn one_part_of_other(a: &str, b: &str) -> bool {
+    let (short, long) = if a.len() <= b.len() { (a, b) } else { (b, a) };
+    let short = short.trim();
+    short.len() >= 3
+        && long.len() >= short.len() + 3
+        && (long.starts_with(short) || long.ends_with(short))
+}
+
 /// How two dates relate, for tolerant date comparison.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DateAgreement {
@@ -315,6 +326,14 @@ mod tests {
             compare_dates((1980, 3, 7), (1975, 11, 20)),
             DateAgreement::Different
         );
+    }
+
+    #[test]
+    fn double_barrelled_names_contain_their_parts() {
+        assert!(one_part_of_other("smithjones", "jones"));
+        assert!(one_part_of_other("smith", "smithjones"));
+        assert!(!one_part_of_other("smith", "smyth"));
+        assert!(!one_part_of_other("li", "lin"));
     }
 
     #[test]

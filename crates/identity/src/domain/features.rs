@@ -37,7 +37,7 @@ pub struct Features {
     pub identifiers: Vec<IdentifierFeatures>,
     #[prost(message, repeated, tag = "3")]
     pub names: Vec<NameFeatures>,
-    /// YYYYMMDD, or 0 when unknown.
+    /// YYYYMMDD, or 0 when unknown; a partial date has 00 for its unknown month and day.
     #[prost(int32, tag = "4")]
     pub birth_date: i32,
     /// 1 male, 2 female, 3 other; 0 when not given or unknown.
@@ -98,8 +98,7 @@ impl Features {
         }
         if let Some(d) = &patient.birth_date
             && d.year > 0
-            && d.month > 0
-            && d.day > 0
+            && (d.month > 0 || d.day == 0)
         {
             f.birth_date = d.year * 10_000 + d.month * 100 + d.day;
         }
@@ -153,12 +152,21 @@ impl Features {
         f
     }
 
+    /// The birth date as (year, month, day), month and day 0 when unknown.
     pub fn birth(&self) -> Option<(i32, i32, i32)> {
         (self.birth_date > 0).then_some((
             self.birth_date / 10_000,
             self.birth_date / 100 % 100,
             self.birth_date % 100,
         ))
+    }
+
+    /// The birth date as YYYYMMDD when complete, else 0 (search finds complete dates only).
+    pub fn complete_birth_date(&self) -> i32 {
+        match self.birth() {
+            Some((_, m, d)) if m > 0 && d > 0 => self.birth_date,
+            _ => 0,
+        }
     }
 
     /// The blocking keys of this record, each tagged by the rule that produced it. Changing them
@@ -177,7 +185,10 @@ impl Features {
             push(format!("i:{}|{}", id.system, id.value));
         }
         let birth = self.birth();
-        if let Some((y, m, d)) = birth {
+        if let Some((y, m, d)) = birth
+            && m > 0
+            && d > 0
+        {
             push(format!("d:{y:04}{m:02}{d:02}"));
         }
         // The birth decade keeps name blocks small in a large index (common given and family
@@ -188,6 +199,13 @@ impl Features {
                 && !name.family_code.is_empty()
             {
                 push(format!("fy:{}|{y}", name.family_code));
+            }
+            // A single name (no family name): its given name and birth year.
+            if let Some((y, _, _)) = birth
+                && name.family_code.is_empty()
+                && !name.given_code.is_empty()
+            {
+                push(format!("gy:{}|{y}", name.given_code));
             }
             if !name.given_code.is_empty() && !name.family_code.is_empty() {
                 // Sorted, so a record with given and family transposed shares the key.
@@ -217,12 +235,12 @@ impl Features {
 }
 
 /// The version of [`Features::blocking_keys`]: 1 was the first release's keys; 2 has d:, fy:,
-/// gf: with the birth decade, nh: and pn:.
-pub const BLOCKING_SCHEME: i64 = 2;
+/// gf: with the birth decade, nh: and pn:; 3 adds gy: for single names.
+pub const BLOCKING_SCHEME: i64 = 3;
 
 /// The house number of a normalised address: its first token when that starts with a digit
 /// ("12", "12a").
-fn house_number(address: &str) -> Option<&str> {
+pub(crate) fn house_number(address: &str) -> Option<&str> {
     address
         .split(' ')
         .next()
@@ -238,6 +256,7 @@ pub const BLOCKING_RULES: &[(&str, &[super::field::Field])] = {
         ("i:", &[Identifier]),
         ("d:", &[BirthDate]),
         ("fy:", &[FamilyName, BirthDate]),
+        ("gy:", &[GivenName, BirthDate]),
         ("gf:", &[GivenName, FamilyName, BirthDate]),
         ("nh:", &[GivenName, FamilyName, Address]),
         ("pn:", &[Postcode, GivenName, FamilyName]),

@@ -57,22 +57,23 @@ pub fn clamp_probability(p: f64) -> f64 {
 
 /// The built-in starting values of m and u per field, for the levels of `Field::levels` in
 /// order, and the prior. They are deliberately conservative, typical of a national index (u from
-/// the cardinality of each field, m from typical keying and change rates), so that an
-/// identifier alone is never enough for a MATCH; EstimateMatchParameters replaces them with
+/// the cardinality of each field, m from typical keying and change rates: people move house and
+/// change surnames), so that an identifier alone is never enough for a MATCH; an NHS number,
+/// traced and unique to one person, comes close. EstimateMatchParameters replaces them with
 /// values from the deployment's own data.
 pub const STARTING_PRIOR: f64 = 1e-6;
 
 /// See [`STARTING_PRIOR`].
 pub fn starting_values(field: Field) -> (&'static [f64], &'static [f64]) {
     match field {
-        Field::NhsNumber => (&[0.95, 0.02, 0.03], &[1e-6, 1e-5, 1.0 - 1.1e-5]),
+        Field::NhsNumber => (&[0.95, 0.02, 0.03], &[1e-7, 1e-5, 1.0 - 1.01e-5]),
         Field::Identifier => (&[0.90, 0.03, 0.07], &[1e-6, 1e-5, 1.0 - 1.1e-5]),
-        Field::GivenName => (&[0.88, 0.08, 0.04], &[0.01, 0.02, 0.97]),
-        Field::FamilyName => (&[0.90, 0.06, 0.04], &[0.005, 0.01, 0.985]),
+        Field::GivenName => (&[0.86, 0.10, 0.04], &[0.01, 0.02, 0.97]),
+        Field::FamilyName => (&[0.88, 0.06, 0.06], &[0.005, 0.01, 0.985]),
         Field::BirthDate => (&[0.92, 0.05, 0.03], &[3e-5, 5e-4, 1.0 - 5.3e-4]),
         Field::Gender => (&[0.98, 0.02], &[0.5, 0.5]),
-        Field::Postcode => (&[0.75, 0.10, 0.15], &[1e-4, 0.005, 1.0 - 5.1e-3]),
-        Field::Address => (&[0.70, 0.15, 0.15], &[1e-4, 0.002, 1.0 - 2.1e-3]),
+        Field::Postcode => (&[0.70, 0.05, 0.25], &[1e-4, 0.005, 1.0 - 5.1e-3]),
+        Field::Address => (&[0.65, 0.10, 0.25], &[1e-4, 0.002, 1.0 - 2.1e-3]),
         Field::Phone | Field::Email => (&[0.70, 0.05, 0.25], &[1e-6, 1e-5, 1.0 - 1.1e-5]),
     }
 }
@@ -86,6 +87,25 @@ pub enum Classification {
 }
 
 impl Model {
+    /// The model of the starting values, with these thresholds.
+    pub fn starting(match_threshold: f64, possible_threshold: f64) -> Model {
+        let (mut m, mut u) = ([[0.0; 3]; FIELD_COUNT], [[0.0; 3]; FIELD_COUNT]);
+        for field in FIELDS {
+            let (sm, su) = starting_values(field);
+            for (i, level) in field.levels().iter().enumerate() {
+                m[field.index()][level.index()] = sm[i];
+                u[field.index()][level.index()] = su[i];
+            }
+        }
+        Model {
+            m,
+            u,
+            lambda: STARTING_PRIOR,
+            match_threshold,
+            possible_threshold,
+        }
+    }
+
     pub fn weight(&self, field: Field, level: Level) -> f64 {
         if level == Level::Missing {
             return 0.0;
@@ -121,29 +141,39 @@ impl Model {
     }
 }
 
-// A field-level outcome before values are copied out: cheap enough for millions of pairs.
+/// A field-level outcome before values are copied out: cheap enough for millions of pairs.
 #[derive(Debug, Clone, Copy)]
-struct Outcome<'a> {
-    level: Level,
-    comparator: &'static str,
-    similarity: f64,
-    probe: Value<'a>,
-    candidate: Value<'a>,
+pub(crate) struct Outcome<'a> {
+    pub level: Level,
+    pub comparator: &'static str,
+    pub similarity: f64,
+    pub probe: Value<'a>,
+    pub candidate: Value<'a>,
 }
 
+/// A compared value, as the outcome holds it.
 #[derive(Debug, Clone, Copy)]
-enum Value<'a> {
+pub(crate) enum Value<'a> {
     None,
     Str(&'a str),
     Date(i32),
     Gender(i32),
 }
 
-impl Value<'_> {
-    fn render(self) -> String {
+impl<'a> Value<'a> {
+    pub fn text(self) -> &'a str {
+        match self {
+            Value::Str(s) => s,
+            _ => "",
+        }
+    }
+
+    pub fn render(self) -> String {
         match self {
             Value::None => String::new(),
             Value::Str(s) => s.to_owned(),
+            Value::Date(d) if d % 10_000 == 0 => format!("{:04}", d / 10_000),
+            Value::Date(d) if d % 100 == 0 => format!("{:04}-{:02}", d / 10_000, d / 100 % 100),
             Value::Date(d) => format!("{:04}-{:02}-{:02}", d / 10_000, d / 100 % 100, d % 100),
             Value::Gender(g) => match g {
                 1 => "male",
@@ -202,7 +232,13 @@ fn edit_outcome<'a>(a: &'a str, b: &'a str) -> Outcome<'a> {
     }
 }
 
-fn name_outcome<'a>(a: &'a str, a_code: &str, b: &'a str, b_code: &str) -> Outcome<'a> {
+fn name_outcome<'a>(
+    family: bool,
+    a: &'a str,
+    a_code: &str,
+    b: &'a str,
+    b_code: &str,
+) -> Outcome<'a> {
     if a.is_empty() || b.is_empty() {
         return MISSING;
     }
@@ -217,7 +253,11 @@ fn name_outcome<'a>(a: &'a str, a_code: &str, b: &'a str, b_code: &str) -> Outco
         };
     }
     let jw = compare::jaro_winkler(a, b);
-    let (level, comparator) = if jw >= 0.88 {
+    let (level, comparator) = if !family && super::nicknames::same_name(a, b) {
+        (Level::Partial, "nickname")
+    } else if family && compare::one_part_of_other(a, b) {
+        (Level::Partial, "double_barrelled")
+    } else if jw >= 0.88 {
         (Level::Partial, "jaro_winkler")
     } else if !a_code.is_empty() && a_code == b_code {
         (Level::Partial, "phonetic")
@@ -254,14 +294,14 @@ fn compare_names<'a>(
         let (pv, pc) = pick(p, given);
         for c in candidate {
             let (cv, cc) = pick(c, given);
-            let mut outcome = name_outcome(pv, pc, cv, cc);
+            let mut outcome = name_outcome(!given, pv, pc, cv, cc);
             if outcome.level == Level::Disagree {
                 // This name found in the candidate's other name field (given and family
                 // transposed, or one of them entered in the wrong field): partial at most.
                 let (tv, tc) = pick(c, !given);
-                let crossed = name_outcome(pv, pc, tv, tc);
+                let crossed = name_outcome(false, pv, pc, tv, tc);
                 let (ov, oc) = pick(p, !given);
-                let other = name_outcome(ov, oc, cv, cc).level;
+                let other = name_outcome(given, ov, oc, cv, cc).level;
                 let both = matches!(other, Level::Exact | Level::Partial)
                     && matches!(crossed.level, Level::Exact | Level::Partial);
                 // One name alone in the wrong field must be (nearly) the same name: similar-looking
@@ -310,6 +350,21 @@ fn compare_field<'a>(
         }
         Field::GivenName | Field::FamilyName => compare_names(model, field, &p.names, &c.names),
         Field::BirthDate => match (p.birth(), c.birth()) {
+            (Some(a), Some(b)) if a.1 == 0 || a.2 == 0 || b.1 == 0 || b.2 == 0 => {
+                // A partial date: compared at the coarser precision.
+                let agree = a.0 == b.0 && (a.1 == 0 || b.1 == 0 || a.1 == b.1);
+                Outcome {
+                    level: if agree {
+                        Level::Partial
+                    } else {
+                        Level::Disagree
+                    },
+                    comparator: "partial_date",
+                    similarity: if agree { 0.5 } else { 0.0 },
+                    probe: Value::Date(p.birth_date),
+                    candidate: Value::Date(c.birth_date),
+                }
+            }
             (Some(a), Some(b)) => {
                 let (level, comparator, similarity) = match compare::compare_dates(a, b) {
                     DateAgreement::Exact => (Level::Exact, "exact", 1.0),
@@ -442,6 +497,15 @@ fn levels(model: Option<&Model>, p: &Features, c: &Features) -> Pattern {
         levels[field.index()] = compare_field(model, field, p, c).level;
     }
     Pattern::from_levels(&levels)
+}
+
+/// Every field's outcome under `model`, in field order, for scoring.
+pub(crate) fn outcomes<'a>(
+    model: &Model,
+    p: &'a Features,
+    c: &'a Features,
+) -> [Outcome<'a>; FIELD_COUNT] {
+    FIELDS.map(|field| compare_field(Some(model), field, p, c))
 }
 
 /// Every field's comparison with the values that decided it, for evidence.

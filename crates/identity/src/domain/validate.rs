@@ -72,6 +72,19 @@ pub fn check_date(date: &Date, path: &str, violations: &mut Violations) -> bool 
     *violations == before
 }
 
+/// Checks a birth date, which may be partial: a complete date, the year alone (month and day 0)
+/// or the year and month (day 0).
+pub fn check_birth_date(date: &Date, path: &str, violations: &mut Violations) -> bool {
+    if date.day != 0 || (date.month != 0 && !(1..=12).contains(&date.month)) {
+        return check_date(date, path, violations);
+    }
+    let before = violations.clone();
+    if !(1..=9999).contains(&date.year) {
+        violations.add(format!("{path}.year"), "must be 1 to 9999");
+    }
+    *violations == before
+}
+
 pub fn date_key(date: &Date) -> (i32, i32, i32) {
     (date.year, date.month, date.day)
 }
@@ -180,14 +193,13 @@ pub fn patient(patient: &mut Patient, parts: Parts, prefix: &str, violations: &m
     }
     if parts.names {
         check_count(violations, prefix, "names", patient.names.len(), MAX_NAMES);
-        if !patient
-            .names
-            .iter()
-            .any(|n| !normalize::text(&n.family).is_empty())
-        {
+        if !patient.names.iter().any(|n| {
+            !normalize::text(&n.family).is_empty()
+                || n.given.iter().any(|g| !normalize::text(g).is_empty())
+        }) {
             violations.add(
                 format!("{prefix}.names"),
-                "at least one name with a non-empty family name is required",
+                "at least one name with a non-empty family or given name is required",
             );
         }
         for (i, name) in patient.names.iter_mut().enumerate() {
@@ -210,7 +222,7 @@ pub fn patient(patient: &mut Patient, parts: Parts, prefix: &str, violations: &m
     let today = today();
     if parts.birth_date
         && let Some(birth) = &patient.birth_date
-        && check_date(birth, &format!("{prefix}.birth_date"), violations)
+        && check_birth_date(birth, &format!("{prefix}.birth_date"), violations)
         && date_key(birth) > today
     {
         violations.add(format!("{prefix}.birth_date"), "must not be in the future");
@@ -334,6 +346,7 @@ mod tests {
         let mut p = valid();
         p.nhs_number = "9434765918".into();
         p.names[0].family = " - ".into();
+        p.names[0].given = vec![" ' ".into()];
         p.birth_date = Some(Date {
             year: 1981,
             month: 2,
@@ -366,6 +379,27 @@ mod tests {
                 "patient.deceased_date",
             ]
         );
+    }
+
+    #[test]
+    fn single_names_and_partial_birth_dates_are_accepted() {
+        let cases: [(&str, &str, (i32, i32, i32), &[&str]); 6] = [
+            ("Cher", "", (1946, 5, 20), &[]),
+            ("", "Madonna", (1958, 0, 0), &[]),
+            ("Ada", "", (1985, 12, 0), &[]),
+            ("Ada", "", (1985, 0, 10), &["patient.birth_date.month"]),
+            ("Ada", "", (1985, 13, 0), &["patient.birth_date.month"]),
+            ("Ada", "", (9999, 0, 0), &["patient.birth_date"]),
+        ];
+        for (given, family, (year, month, day), want) in cases {
+            let mut p = valid();
+            p.names[0].given = vec![given.into()];
+            p.names[0].family = family.into();
+            p.birth_date = Some(Date { year, month, day });
+            let mut v = Violations::new();
+            patient(&mut p, Parts::ALL, "patient", &mut v);
+            assert_eq!(fields(&v), want, "{given} {family} {year}-{month}-{day}");
+        }
     }
 
     #[test]

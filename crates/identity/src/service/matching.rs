@@ -12,9 +12,10 @@ use super::request::{check_requester, required_id, valid};
 use crate::convert::{classification_to_proto, evidence, field_parameters};
 use crate::domain::estimate;
 use crate::domain::features::Features;
-use crate::domain::model::{self, Classification};
+use crate::domain::model::Classification;
 use crate::domain::pairs::{Sampling, estimate_from, identified_keys};
 use crate::domain::patient::timestamp;
+use crate::domain::score::Scorer;
 use crate::domain::validate;
 use crate::error::{Error, MATCH_PARAMETERS};
 
@@ -56,7 +57,7 @@ fn check_probe(p: &Patient, v: &mut Violations) {
         );
     }
     if let Some(d) = &p.birth_date {
-        validate::check_date(d, "demographics.birth_date", v);
+        validate::check_birth_date(d, "demographics.birth_date", v);
     }
     if let Some(d) = &p.deceased_date {
         validate::check_date(d, "demographics.deceased_date", v);
@@ -100,9 +101,11 @@ impl IdentityService {
         };
         let current = self.parameters.get().await?;
         let (params, model) = (&current.0, &current.1);
+        let frequencies = self.frequencies.get().await?;
+        let scorer = Scorer::new(model, &frequencies);
         let keys = features.blocking_keys();
         let mut candidates = self.store.candidates(&keys).await?;
-        let score = |f: &Features| model.pattern_weight(model::pattern_with(model, &features, f));
+        let score = |f: &Features| scorer.weight(&features, f);
         let mut weights: Vec<f64> = candidates.iter().map(|(_, f)| score(f)).collect();
         // The person the probe names, through its identifiers, is a second description of the
         // probe: other records of that person, registered without the identifier and too noisy
@@ -169,7 +172,7 @@ impl IdentityService {
                     match_probability: probability,
                     match_weight: weight,
                     classification: classification_to_proto(class) as i32,
-                    evidence: evidence(model, model::explain(model, &features, f)),
+                    evidence: evidence(scorer.explain(&features, f)),
                 })
             })
             .collect::<Result<Vec<_>, Error>>()?;
@@ -315,6 +318,7 @@ impl IdentityService {
         Ok(EstimateMatchParametersResponse {
             parameters: Some(params),
             activated,
+            activation_checks: Vec::new(),
         })
     }
 }

@@ -29,7 +29,7 @@ use tonic::{Request, Response, Status};
 use crate::Settings;
 use crate::error::Error;
 use crate::store::Store;
-use parameters::CurrentParameters;
+use parameters::{CurrentFrequencies, CurrentParameters};
 
 /// The identity API.
 #[derive(Debug, Clone)]
@@ -42,6 +42,7 @@ pub struct IdentityService {
     /// Cancelled when the server shuts down: open feed streams end with UNAVAILABLE.
     shutdown: CancellationToken,
     parameters: Arc<CurrentParameters>,
+    frequencies: Arc<CurrentFrequencies>,
     /// Held while an estimation runs: one at a time per replica.
     estimating: Arc<tokio::sync::Mutex<()>>,
 }
@@ -55,6 +56,7 @@ impl IdentityService {
     ) -> Self {
         IdentityService {
             parameters: Arc::new(CurrentParameters::new(store.clone())),
+            frequencies: Arc::new(CurrentFrequencies::new(store.clone())),
             store,
             settings: Arc::new(settings),
             tokens,

@@ -1,6 +1,8 @@
-//! The current match parameters and their model, cached briefly so that a match costs one query.
+//! The current match parameters and their model, cached briefly so that a match costs one query,
+//! and the index's name frequencies, counted now and then.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use carerecord_contracts::identity::v1::MatchParameters;
@@ -8,6 +10,7 @@ use tokio::sync::RwLock;
 
 use crate::convert::model_of;
 use crate::domain::model::Model;
+use crate::domain::score::NameFrequencies;
 use crate::error::Error;
 use crate::store::Store;
 
@@ -52,5 +55,50 @@ impl CurrentParameters {
     /// Forgets the cached parameters, after new ones were stored.
     pub async fn forget(&self) {
         *self.cache.write().await = None;
+    }
+}
+
+/// How long name frequencies are used before they are counted again (in the background).
+const FREQUENCIES_FOR: Duration = Duration::from_secs(300);
+
+/// The index's name frequencies, for term-frequency adjustment: counted at the first match,
+/// then again in the background when older than a few minutes.
+#[derive(Debug)]
+pub struct CurrentFrequencies {
+    store: Store,
+    cache: RwLock<Option<(Instant, Arc<NameFrequencies>)>>,
+    refreshing: AtomicBool,
+}
+
+impl CurrentFrequencies {
+    pub fn new(store: Store) -> Self {
+        CurrentFrequencies {
+            store,
+            cache: RwLock::new(None),
+            refreshing: AtomicBool::new(false),
+        }
+    }
+
+    pub async fn get(self: &Arc<Self>) -> Result<Arc<NameFrequencies>, Error> {
+        if let Some((at, cached)) = self.cache.read().await.as_ref() {
+            if at.elapsed() > FREQUENCIES_FOR && !self.refreshing.swap(true, Ordering::AcqRel) {
+                let this = self.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = this.count().await {
+                        tracing::warn!(error = %e, "counting name frequencies failed");
+                    }
+                    this.refreshing.store(false, Ordering::Release);
+                });
+            }
+            return Ok(cached.clone());
+        }
+        self.count().await
+    }
+
+    async fn count(&self) -> Result<Arc<NameFrequencies>, Error> {
+        let (given, family) = self.store.name_counts().await?;
+        let frequencies = Arc::new(NameFrequencies::new(given, family));
+        *self.cache.write().await = Some((Instant::now(), frequencies.clone()));
+        Ok(frequencies)
     }
 }

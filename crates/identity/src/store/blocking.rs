@@ -32,7 +32,7 @@ fn name_rows(id: &str, features: &Features) -> Vec<Vec<Value>> {
                 Value::Text(n.family.clone()),
                 Value::Text(n.given.clone()),
                 Value::Text(n.family_code.clone()),
-                Value::Int(i64::from(features.birth_date)),
+                Value::Int(i64::from(features.complete_birth_date())),
             ]
         })
         .collect()

@@ -1,4 +1,5 @@
-//! Name search over `patient_names` (one entry per patient name, with the birth date).
+//! Name search over `patient_names` (one entry per patient name, with the birth date), and how
+//! often each name occurs there.
 
 use sqlx::{Any, QueryBuilder, Row};
 
@@ -69,5 +70,28 @@ impl Store {
         rows.iter()
             .map(|r| r.try_get::<String, _>("patient_id").map_err(Error::from))
             .collect()
+    }
+}
+
+impl Store {
+    /// How many name entries hold each normalised given name, and each family name.
+    pub async fn name_counts(&self) -> Result<(Vec<(String, u32)>, Vec<(String, u32)>), Error> {
+        let mut out = (Vec::new(), Vec::new());
+        for (query, counts) in [
+            (
+                "SELECT given AS name, COUNT(*) AS n FROM patient_names WHERE given <> '' GROUP BY given",
+                &mut out.0,
+            ),
+            (
+                "SELECT family AS name, COUNT(*) AS n FROM patient_names WHERE family <> '' GROUP BY family",
+                &mut out.1,
+            ),
+        ] {
+            for row in sqlx::query(query).fetch_all(&self.db.pool).await? {
+                let n: i64 = row.try_get("n")?;
+                counts.push((row.try_get("name")?, u32::try_from(n).unwrap_or(u32::MAX)));
+            }
+        }
+        Ok(out)
     }
 }
