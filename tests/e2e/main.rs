@@ -3,7 +3,10 @@
 
 mod audit;
 mod conformance;
+mod contributions;
 mod extracts;
+mod follow;
+mod imports;
 mod jwks;
 mod observability;
 mod reads;

@@ -2,12 +2,8 @@ use carerecord_contracts::access::v1::{
     BreakGlassReadPatientRecordRequest, ListBreakGlassEventsRequest, PatientReference,
     ReadPatientRecordRequest, patient_reference::Reference,
 };
-use carerecord_contracts::common::v1::Requester;
-use carerecord_contracts::consent::v1::{
-    ConsentDecision, ConsentDirective, ConsentDirectiveStatus, CreateConsentDirectiveRequest,
-    Provision,
-};
-use carerecord_e2e::{Overrides, Platform, authed, token, uuid};
+use carerecord_contracts::consent::v1::{ConsentDecision, Provision};
+use carerecord_e2e::{Overrides, Platform, authed, token};
 use tonic::Code;
 
 fn by_nhs(nhs_number: &str) -> Option<PatientReference> {
@@ -25,38 +21,6 @@ fn read(nhs_number: &str) -> ReadPatientRecordRequest {
     }
 }
 
-async fn directive(
-    platform: &Platform,
-    patient_id: &str,
-    decision: ConsentDecision,
-    provisions: Vec<Provision>,
-) {
-    let directive = ConsentDirective {
-        patient_id: patient_id.into(),
-        status: ConsentDirectiveStatus::Active as i32,
-        decision: decision as i32,
-        provisions,
-        date_time: Some(std::time::SystemTime::now().into()),
-        ..Default::default()
-    };
-    let requester = Requester {
-        user_id: "e2e".into(),
-        organisation_ods_code: "RR8".into(),
-        role_code: "R8000".into(),
-        display_name: String::new(),
-    };
-    platform
-        .consent_client()
-        .await
-        .create_consent_directive(CreateConsentDirectiveRequest {
-            request_id: uuid(),
-            directive: Some(directive),
-            requester: Some(requester),
-        })
-        .await
-        .expect("record the directive");
-}
-
 #[tokio::test]
 async fn a_permitted_read_returns_the_record_and_withholds_what_the_patient_withholds() {
     for platform in Platform::each_backend(Overrides::default()).await {
@@ -68,13 +32,9 @@ async fn a_permitted_read_returns_the_record_and_withholds_what_the_patient_with
             data_classes: vec!["mental-health".into()],
             ..Default::default()
         };
-        directive(
-            &platform,
-            &patient_id,
-            ConsentDecision::Permit,
-            vec![withhold],
-        )
-        .await;
+        platform
+            .record_directive(&patient_id, ConsentDecision::Permit, vec![withhold])
+            .await;
 
         let clinician = token("R8000", "user/*.rs");
         let response = platform
@@ -108,7 +68,9 @@ async fn dissent_refuses_a_read_and_break_glass_overrides_it_for_review() {
     for platform in Platform::each_backend(Overrides::default()).await {
         let (patient_id, nhs) = platform.register_patient("Grace", "Hopper").await;
         platform.add_record(&patient_id, &[]).await;
-        directive(&platform, &patient_id, ConsentDecision::Deny, vec![]).await;
+        platform
+            .record_directive(&patient_id, ConsentDecision::Deny, vec![])
+            .await;
         let clinician = token("R8000", "user/*.rs");
         let mut access = platform.access_client().await;
 

@@ -8,6 +8,10 @@ use carerecord_access::dev_token::{DevToken, mint};
 use carerecord_contracts::access::v1::data_access_service_client::DataAccessServiceClient;
 use carerecord_contracts::common::v1::{Date, HumanName, NameUse, Requester};
 use carerecord_contracts::consent::v1::consent_service_client::ConsentServiceClient;
+use carerecord_contracts::consent::v1::{
+    ConsentDecision, ConsentDirective, ConsentDirectiveStatus, CreateConsentDirectiveRequest,
+    Provision,
+};
 use carerecord_contracts::identity::v1::patient_identity_service_client::PatientIdentityServiceClient;
 use carerecord_contracts::identity::v1::{CreatePatientRequest, Patient};
 use carerecord_contracts::records::v1::record_hosting_service_client::RecordHostingServiceClient;
@@ -37,6 +41,8 @@ pub struct Platform {
     pub consent: String,
     /// The access service's database, for tests that tamper with the audit log.
     pub access_database_url: String,
+    /// Data access's settings, to start another instance of it (a restart, a replica).
+    pub access_env: Vec<(String, String)>,
     /// One lazily connected channel per module, shared by the helpers (loading data for a
     /// benchmark would otherwise open a connection per record).
     identity_channel: Channel,
@@ -52,6 +58,9 @@ impl Drop for Platform {
     }
 }
 
+/// The sandbox's `CARERECORD_TOKEN_SECRET`.
+pub const TOKEN_SECRET: &str = "e2e-token-secret-0123456789abcdef";
+
 /// A research project every sandbox registers, with its pseudonymisation key.
 pub const PROJECT: &str = "e2e-research";
 pub const OTHER_PROJECT: &str = "e2e-planning";
@@ -63,6 +72,12 @@ fn service_env(database_url: &str, extra: &[(String, String)]) -> Vec<(String, S
         // Four pools per sandbox and tests in parallel: stay well inside PostgreSQL's 100 connections.
         ("CARERECORD_DB_MAX_CONNECTIONS".into(), "4".into()),
         ("CARERECORD_UPSTREAM_TIMEOUT".into(), "2s".into()),
+        // Shared by restarts of a service, so its cursors and page tokens stay valid.
+        ("CARERECORD_TOKEN_SECRET".into(), TOKEN_SECRET.into()),
+        (
+            "CARERECORD_RECORDS_WATCH_POLL_INTERVAL".into(),
+            "50ms".into(),
+        ),
     ];
     with(&mut vars, extra);
     vars
@@ -178,7 +193,7 @@ impl Platform {
             ),
         ]);
         with(&mut access_env, extra);
-        let access = start::<carerecord_access::Application>(access_env, &shutdown).await;
+        let access = start::<carerecord_access::Application>(access_env.clone(), &shutdown).await;
         let identity_channel = Self::channel(&identity).await;
         let records_channel = Self::channel(&records).await;
         Platform {
@@ -188,6 +203,7 @@ impl Platform {
             records,
             consent,
             access_database_url: databases[3].url.clone(),
+            access_env,
             identity_channel,
             records_channel,
             shutdown,
@@ -202,6 +218,17 @@ impl Platform {
         for db in &self._databases {
             db.settle().await;
         }
+    }
+
+    /// Starts another data access on the same database and modules, as a restart or a replica
+    /// would be; it stops when the platform does.
+    pub async fn another_access(&self) -> String {
+        let mut env = self.access_env.clone();
+        with(
+            &mut env,
+            &[("CARERECORD_LISTEN_ADDR".into(), "127.0.0.1:0".into())],
+        );
+        start::<carerecord_access::Application>(env, &self.shutdown).await
     }
 
     pub async fn channel(endpoint: &str) -> Channel {
@@ -258,6 +285,33 @@ impl Platform {
             .patient
             .expect("patient");
         (patient.patient_id, nhs_number)
+    }
+
+    /// Records an active consent directive of the patient's, as a clinician at RR8 would on their
+    /// behalf.
+    pub async fn record_directive(
+        &self,
+        patient_id: &str,
+        decision: ConsentDecision,
+        provisions: Vec<Provision>,
+    ) {
+        let directive = ConsentDirective {
+            patient_id: patient_id.into(),
+            status: ConsentDirectiveStatus::Active as i32,
+            decision: decision as i32,
+            provisions,
+            date_time: Some(std::time::SystemTime::now().into()),
+            ..Default::default()
+        };
+        self.consent_client()
+            .await
+            .create_consent_directive(CreateConsentDirectiveRequest {
+                request_id: uuid(),
+                directive: Some(directive),
+                requester: Some(loader()),
+            })
+            .await
+            .expect("record the directive");
     }
 
     /// Stores an Observation (or, with a data class, a Condition) for a patient; returns the record id.
@@ -327,6 +381,36 @@ pub fn fresh_nhs_number() -> String {
         };
         return format!("999{serial:06}{check}");
     }
+}
+
+/// A development token acting for `organisation` (the sandbox's data access accepts them).
+pub fn token_at(organisation: &str, role: &str, scope: &str, client_id: &str) -> String {
+    mint(&DevToken {
+        subject: format!("e2e-user-{organisation}-{role}"),
+        organisation_ods_code: organisation.into(),
+        role_code: role.into(),
+        display_name: format!("E2E User at {organisation}"),
+        client_id: client_id.into(),
+        scope: scope.into(),
+        audience: carerecord_access::config::DEFAULT_AUDIENCE.into(),
+        ttl_seconds: 600,
+        ..Default::default()
+    })
+    .expect("mint a development token")
+}
+
+/// A development token of a patient-facing app acting for `patient_id`.
+pub fn patient_token(patient_id: &str, scope: &str) -> String {
+    mint(&DevToken {
+        subject: format!("e2e-patient-{patient_id}"),
+        client_id: "e2e-patient-app".into(),
+        scope: scope.into(),
+        patient: patient_id.into(),
+        audience: carerecord_access::config::DEFAULT_AUDIENCE.into(),
+        ttl_seconds: 600,
+        ..Default::default()
+    })
+    .expect("mint a development token")
 }
 
 /// A development token (the sandbox's data access accepts them).

@@ -110,6 +110,17 @@ fn reason_text(reason: &consent::DecisionReason) -> String {
     .to_owned()
 }
 
+/// Whether the patient's own directives refuse the requester: the one part of a decision that
+/// governs a contribution (platform rules and the national data opt-out are about who may read,
+/// not whether a care team may record what it did).
+pub fn patient_dissents(decision: &consent::Decision) -> bool {
+    decision.outcome == consent::DecisionOutcome::Deny as i32
+        && decision
+            .reasons
+            .iter()
+            .any(|r| is_deny(r) && source(r) == consent::DecisionSource::PatientDirective)
+}
+
 /// Interprets a decision; `break_glass` overrides the refusals a patient's own wishes cause
 /// (directives, opt-out) but never a platform rule.
 ///

@@ -244,8 +244,8 @@ impl AccessService {
         }
     }
 
-    /// Asks consent whether `caller` may contribute to `patient_id`'s record for `purpose`; only a
-    /// decision that denies the whole request refuses.
+    /// Asks consent whether `caller` may contribute to `patient_id`'s record for `purpose`: only
+    /// the patient's own dissent refuses (see [`decision::patient_dissents`]).
     pub(super) async fn consent_to_contribute(
         &self,
         caller: &Caller,
@@ -258,7 +258,8 @@ impl AccessService {
             .decide(caller, patient_id, purpose, legal_basis, "")
             .await?;
         let policy = decision::interpret(&decision, false);
-        let outcome = if policy.denied {
+        let refused = decision::patient_dissents(&decision);
+        let outcome = if refused {
             api::DecisionOutcome::Deny
         } else {
             api::DecisionOutcome::Permit
@@ -268,7 +269,7 @@ impl AccessService {
             obligations: Vec::new(),
             reasons: policy.reasons.clone(),
         });
-        if policy.denied {
+        if refused {
             return Err(Error::ConsentDenied {
                 reason_codes: policy.reason_codes(),
                 reason_texts: policy.reason_texts(),

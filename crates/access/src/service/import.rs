@@ -504,7 +504,7 @@ impl AccessService {
             ));
         }
         for (patient, decision) in patients.into_iter().zip(response.decisions) {
-            if decision::interpret(&decision, false).denied {
+            if decision::patient_dissents(&decision) {
                 denied.insert(patient, ());
             }
         }
