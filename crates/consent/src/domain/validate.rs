@@ -261,16 +261,40 @@ fn validate_provision(
     }
 }
 
-/// Whether `s` looks like an absolute URI: a scheme, a colon, and no whitespace.
-fn is_absolute_uri(s: &str) -> bool {
+/// Why a `policy_basis` is refused: it is a link readers follow, so only schemes that are safe to
+/// follow are accepted (never `javascript:`, `data:`, `file:` or plain `http:`).
+pub const POLICY_BASIS_EXPECTED: &str = "must be an https URL (https://host/...) or a URN (urn:<namespace>:<name>, e.g. urn:oid:2.16.840.1.113883.2.1), at most 2048 characters, without spaces";
+
+/// Whether `s` is an absolute `https` URL with a host, or a URN (RFC 8141: `urn:`, a namespace of
+/// 2 to 32 letters, digits and hyphens, a colon, a non-empty name); schemes in any letter case, no
+/// whitespace or control characters anywhere.
+fn is_followable_uri(s: &str) -> bool {
+    if s.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return false;
+    }
     let Some((scheme, rest)) = s.split_once(':') else {
         return false;
     };
-    let mut chars = scheme.chars();
-    chars.next().is_some_and(|c| c.is_ascii_alphabetic())
-        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
-        && !rest.is_empty()
-        && !s.chars().any(|c| c.is_whitespace() || c.is_control())
+    if scheme.eq_ignore_ascii_case("https") {
+        let Some(after) = rest.strip_prefix("//") else {
+            return false;
+        };
+        let authority = after.split(['/', '?', '#']).next().unwrap_or_default();
+        let host = authority.rsplit('@').next().unwrap_or_default();
+        !host.is_empty() && !host.starts_with(':')
+    } else if scheme.eq_ignore_ascii_case("urn") {
+        let Some((namespace, name)) = rest.split_once(':') else {
+            return false;
+        };
+        (2..=32).contains(&namespace.len())
+            && namespace
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !namespace.starts_with('-')
+            && !name.is_empty()
+    } else {
+        false
+    }
 }
 
 /// Checks a directive as a whole (create, and the result of an update), normalising codes in place.
@@ -334,12 +358,9 @@ pub fn validate_directive(
     }
     if !directive.policy_basis.is_empty()
         && (char_count(&directive.policy_basis) > MAX_POLICY_BASIS_CHARS
-            || !is_absolute_uri(&directive.policy_basis))
+            || !is_followable_uri(&directive.policy_basis))
     {
-        v.add(
-            format!("{path}.policy_basis"),
-            format!("must be an absolute URI of at most {MAX_POLICY_BASIS_CHARS} characters"),
-        );
+        v.add(format!("{path}.policy_basis"), POLICY_BASIS_EXPECTED);
     }
     if char_count(&directive.policy_text) > MAX_POLICY_TEXT_CHARS {
         v.add(
@@ -457,6 +478,47 @@ mod tests {
                 "directive.provisions[0].provisions[1]",
             ]
         );
+    }
+
+    #[test]
+    fn policy_basis_is_an_https_url_or_a_urn() {
+        let accepted = [
+            "https://example.org/protocols/iras-123",
+            "HTTPS://EXAMPLE.ORG",
+            "https://host:8443/p?q=1#s",
+            "urn:oid:2.16.840.1.113883.2.1",
+            "URN:uuid:0b9d6f3a-1c2d-4e5f-8a9b-0c1d2e3f4a5b",
+        ];
+        let refused = [
+            "javascript:alert(1)",
+            "JavaScript:alert(1)",
+            "data:text/html,<b>x</b>",
+            "http://example.org/protocol",
+            "file:///etc/passwd",
+            "https:example.org",
+            "https://",
+            "https:///path",
+            "https://:443/x",
+            "https://example.org/a b",
+            "urn:x:thing",
+            "urn:oid:",
+            "urn:-x:y",
+            "protocol.pdf",
+            "not a uri",
+        ];
+        for (basis, ok) in accepted
+            .iter()
+            .map(|b| (*b, true))
+            .chain(refused.iter().map(|b| (*b, false)))
+        {
+            let mut d = valid();
+            d.policy_basis = basis.to_owned();
+            let expected: &[&str] = if ok { &[] } else { &["directive.policy_basis"] };
+            assert_eq!(fields(&mut d), expected, "{basis}");
+        }
+        let mut long = valid();
+        long.policy_basis = format!("https://example.org/{}", "a".repeat(2048));
+        assert_eq!(fields(&mut long), ["directive.policy_basis"]);
     }
 
     #[test]

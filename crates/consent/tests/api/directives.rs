@@ -261,6 +261,27 @@ async fn malformed_directives_are_rejected_field_by_field() {
             .await
             .unwrap_err();
         assert_invalid(&err, &["directive"]);
+
+        // A policy_basis is a link readers follow: only https and urn.
+        for basis in ["javascript:alert(1)", "http://example.org/protocol"] {
+            let err = c
+                .create_consent_directive(CreateConsentDirectiveRequest {
+                    request_id: new_id(),
+                    directive: Some(ConsentDirective {
+                        policy_basis: basis.into(),
+                        ..directive(&new_id(), ConsentDecision::Deny, vec![])
+                    }),
+                    requester: Some(requester()),
+                })
+                .await
+                .unwrap_err();
+            assert_invalid(&err, &["directive.policy_basis"]);
+            let description = carerecord_platform::testing::first_description(&err);
+            assert!(
+                description.contains("https") && description.contains("urn"),
+                "{description}"
+            );
+        }
         // Nothing was written.
         let listed = c
             .list_consent_directives(ListConsentDirectivesRequest {
