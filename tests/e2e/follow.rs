@@ -146,7 +146,7 @@ async fn the_care_team_is_told_of_a_fall_unless_the_patient_withholds_it() {
         let started = Instant::now();
         let fall = raise_fall(&platform, &nhs_shared).await;
         let (notified, cursor) = next_notified(&mut stream, Duration::from_secs(5)).await;
-        assert_eq!(notified, [fall.clone()], "{backend:?}");
+        assert_eq!(notified, std::slice::from_ref(&fall), "{backend:?}");
         assert!(
             started.elapsed() < Duration::from_secs(1),
             "{backend:?}: told within a second, took {:?}",
@@ -185,7 +185,7 @@ async fn the_care_team_is_told_of_a_fall_unless_the_patient_withholds_it() {
             .unwrap()
             .into_inner();
         let (notified, _) = next_notified(&mut resumed, Duration::from_secs(5)).await;
-        assert_eq!(notified, [second_fall.clone()], "{backend:?}");
+        assert_eq!(notified, std::slice::from_ref(&second_fall), "{backend:?}");
         let restarted = platform.another_access().await;
         let mut elsewhere = DataAccessServiceClient::new(Platform::channel(&restarted).await);
         let mut replayed = elsewhere
