@@ -38,7 +38,19 @@ pub struct PatientArgs {
 }
 
 impl PatientArgs {
-    fn reference(&self) -> Result<PatientReference, String> {
+    pub fn from_parts(
+        nhs_number: Option<String>,
+        patient_id: Option<String>,
+        identifier: Option<String>,
+    ) -> Self {
+        PatientArgs {
+            nhs_number,
+            patient_id,
+            identifier,
+        }
+    }
+
+    pub fn reference(&self) -> Result<PatientReference, String> {
         let reference = match (&self.nhs_number, &self.patient_id, &self.identifier) {
             (Some(nhs), _, _) => Reference::NhsNumber(nhs.clone()),
             (_, Some(id), _) => Reference::PatientId(id.clone()),
@@ -119,7 +131,7 @@ pub enum AccessCommand {
 
 /// Adds `authorization: Bearer …` to every call.
 #[derive(Clone)]
-struct Bearer(MetadataValue<tonic::metadata::Ascii>);
+pub struct Bearer(MetadataValue<tonic::metadata::Ascii>);
 
 impl Interceptor for Bearer {
     fn call(
@@ -148,16 +160,13 @@ pub fn dev_token(operator: &Operator, scope: &str, ttl_seconds: u64) -> Result<S
     })
 }
 
-fn client(
+/// A data access client carrying `token`, or a development token for the operator with `scope`.
+pub fn client_with_scope(
     endpoints: &Endpoints,
     operator: &Operator,
     token: Option<String>,
-) -> Result<
-    DataAccessServiceClient<
-        tonic::service::interceptor::InterceptedService<tonic::transport::Channel, Bearer>,
-    >,
-    String,
-> {
+    scope: &str,
+) -> Result<AccessClient, String> {
     let token = match token {
         Some(token) => token,
         None => {
@@ -165,7 +174,7 @@ fn client(
                 "(no --token or CARERECORD_TOKEN: using a development token for {}; data access accepts it only in development)",
                 operator.user
             );
-            dev_token(operator, "user/*.rs", 900)?
+            dev_token(operator, scope, 900)?
         }
     };
     let header = MetadataValue::try_from(format!("Bearer {token}"))
@@ -175,6 +184,18 @@ fn client(
         Bearer(header),
     )
     .max_decoding_message_size(64 << 20))
+}
+
+pub type AccessClient = DataAccessServiceClient<
+    tonic::service::interceptor::InterceptedService<tonic::transport::Channel, Bearer>,
+>;
+
+fn client(
+    endpoints: &Endpoints,
+    operator: &Operator,
+    token: Option<String>,
+) -> Result<AccessClient, String> {
+    client_with_scope(endpoints, operator, token, "user/*.rs")
 }
 
 fn show_read(response: &ReadPatientRecordResponse) {

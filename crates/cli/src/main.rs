@@ -5,6 +5,7 @@ mod conformance;
 mod connect;
 mod consent;
 mod demo;
+mod front_door;
 mod output;
 mod patient;
 mod record;
@@ -52,6 +53,9 @@ enum Command {
     /// Through data access: read a record, break glass, disclosures, extracts.
     #[command(flatten)]
     Access(access::AccessCommand),
+    /// Through data access: submit, amend, retract and import records, and follow patients.
+    #[command(flatten)]
+    FrontDoor(front_door::FrontDoorCommand),
     /// Verify the audit log offline.
     #[command(subcommand)]
     Audit(access::AuditCommand),
@@ -93,6 +97,9 @@ fn main() -> ExitCode {
             Command::Conformance(args) => conformance::run(args).await,
             Command::Access(command) => {
                 access::run(command, token, &endpoints, &operator, out).await
+            }
+            Command::FrontDoor(command) => {
+                front_door::run(command, token, &endpoints, &operator, out).await
             }
             Command::Audit(command) => access::audit(command, token, &endpoints, &operator).await,
             Command::Token(command) => access::token(command, &operator),

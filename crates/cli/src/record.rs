@@ -68,7 +68,7 @@ pub enum RecordCommand {
     },
 }
 
-fn read_input(path: &PathBuf) -> Result<Vec<u8>, String> {
+pub fn read_input(path: &PathBuf) -> Result<Vec<u8>, String> {
     if path.as_os_str() == "-" {
         let mut buffer = Vec::new();
         std::io::Read::read_to_end(&mut std::io::stdin(), &mut buffer)
