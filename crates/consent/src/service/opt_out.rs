@@ -3,7 +3,7 @@
 use carerecord_contracts::consent::v1 as pb;
 use carerecord_platform::db::now_micros;
 
-use super::{ConsentService, new_etag, parse};
+use super::{ConsentService, new_etag, parse, refuse_nul};
 use crate::domain::time::timestamp_from_micros;
 use crate::domain::validate::validate_requester;
 use crate::error::{Error, OPT_OUT_RESOURCE};
@@ -14,6 +14,7 @@ impl ConsentService {
         &self,
         req: pb::GetNationalDataOptOutRequest,
     ) -> Result<pb::GetNationalDataOptOutResponse, Error> {
+        refuse_nul(&req)?;
         let patient_id = parse(|v| v.required_id("patient_id", &req.patient_id))?;
         let record = self.store.opt_out(patient_id.as_str()).await?;
         Ok(pb::GetNationalDataOptOutResponse {
@@ -25,6 +26,7 @@ impl ConsentService {
         &self,
         req: pb::SetNationalDataOptOutRequest,
     ) -> Result<pb::SetNationalDataOptOutResponse, Error> {
+        refuse_nul(&req)?;
         let mut requester = req.requester;
         let patient_id = parse(|v| {
             let patient_id = v.required_id("patient_id", &req.patient_id);

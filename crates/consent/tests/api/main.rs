@@ -4,4 +4,5 @@ mod decide;
 mod directives;
 mod helpers;
 mod opt_out;
+mod refusals;
 mod startup;
