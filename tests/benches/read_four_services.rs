@@ -34,8 +34,11 @@ use carerecord_contracts::records::v1 as records;
 use carerecord_contracts::records::v1::record_hosting_service_client::RecordHostingServiceClient;
 use carerecord_e2e::{Overrides, Platform, authed, token, uuid};
 use carerecord_platform::db::Backend;
+use common::{Stats, connect, load, pool_size};
 use futures::StreamExt;
 use tonic::transport::Channel;
+
+mod common;
 
 const CLIENTS: usize = 64;
 const PATIENTS: usize = 200;
@@ -46,98 +49,6 @@ const ROUNDS: u32 = 5;
 const FEW_CLIENTS: usize = 4;
 /// Concurrent calls while loading the data.
 const LOADERS: usize = 16;
-
-fn pool_size() -> u32 {
-    std::env::var("CARERECORD_BENCH_POOL")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .filter(|n: &u32| *n > 0)
-        .unwrap_or(16)
-}
-
-/// The calls of one or more timed runs.
-#[derive(Default)]
-struct Stats {
-    latencies: Vec<Duration>,
-    errors: usize,
-    elapsed: Duration,
-}
-
-impl Stats {
-    fn merge(&mut self, other: Stats) {
-        self.latencies.extend(other.latencies);
-        self.errors += other.errors;
-        self.elapsed += other.elapsed;
-    }
-
-    fn per_second(&self) -> f64 {
-        self.latencies.len() as f64 / self.elapsed.as_secs_f64()
-    }
-
-    fn quantile(&self, q: f64) -> Duration {
-        let mut sorted = self.latencies.clone();
-        sorted.sort();
-        sorted
-            .get(((sorted.len() as f64 * q) as usize).min(sorted.len().saturating_sub(1)))
-            .copied()
-            .unwrap_or_default()
-    }
-
-    fn p99(&self) -> Duration {
-        self.quantile(0.99)
-    }
-
-    fn line(&self) -> String {
-        format!(
-            "{} calls ({} failed) in {:.1?}: {:.0}/s, p50 {:.2?}, p99 {:.2?}",
-            self.latencies.len(),
-            self.errors,
-            self.elapsed,
-            self.per_second(),
-            self.quantile(0.50),
-            self.p99()
-        )
-    }
-}
-
-/// Runs `clients` loops of `call` for `duration`; `call` answers whether the call succeeded.
-async fn load<F, Fut>(clients: usize, duration: Duration, call: F) -> Stats
-where
-    F: Fn(usize) -> Fut + Send + Sync + 'static,
-    Fut: std::future::Future<Output = bool> + Send,
-{
-    let call = Arc::new(call);
-    let start = Instant::now();
-    let deadline = start + duration;
-    let tasks: Vec<_> = (0..clients)
-        .map(|c| {
-            let call = call.clone();
-            tokio::spawn(async move {
-                let mut latencies = Vec::new();
-                let mut errors = 0;
-                // Clients start at different patients and stride through them.
-                let mut i = c;
-                while Instant::now() < deadline {
-                    let t = Instant::now();
-                    if !call(i).await {
-                        errors += 1;
-                    }
-                    latencies.push(t.elapsed());
-                    i += clients;
-                }
-                (latencies, errors)
-            })
-        })
-        .collect();
-    let mut stats = Stats::default();
-    for task in tasks {
-        let (latencies, errors) = task.await.expect("client task");
-        stats.latencies.extend(latencies);
-        stats.errors += errors;
-    }
-    stats.elapsed = start.elapsed();
-    stats
-}
 
 struct Patient {
     id: String,
@@ -196,15 +107,6 @@ async fn load_data(platform: &Platform) -> Vec<Patient> {
             .expect("record a directive");
     }
     patients
-}
-
-async fn connect(endpoint: &str) -> Channel {
-    tonic::transport::Endpoint::from_shared(endpoint.to_owned())
-        .expect("endpoint")
-        .tcp_nodelay(true)
-        .connect()
-        .await
-        .expect("connect")
 }
 
 fn direct_read(

@@ -1,0 +1,143 @@
+//! What the four-service benchmarks share: load generators (closed loop at a number of clients,
+//! open loop at an offered rate), their statistics, and connections.
+
+// Each bench uses part of this module.
+#![allow(dead_code)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tonic::transport::Channel;
+
+pub fn pool_size() -> u32 {
+    std::env::var("CARERECORD_BENCH_POOL")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .filter(|n: &u32| *n > 0)
+        .unwrap_or(16)
+}
+
+/// The calls of one or more timed runs.
+#[derive(Default)]
+pub struct Stats {
+    pub latencies: Vec<Duration>,
+    pub errors: usize,
+    pub elapsed: Duration,
+}
+
+impl Stats {
+    pub fn merge(&mut self, other: Stats) {
+        self.latencies.extend(other.latencies);
+        self.errors += other.errors;
+        self.elapsed += other.elapsed;
+    }
+
+    pub fn per_second(&self) -> f64 {
+        self.latencies.len() as f64 / self.elapsed.as_secs_f64()
+    }
+
+    pub fn quantile(&self, q: f64) -> Duration {
+        let mut sorted = self.latencies.clone();
+        sorted.sort();
+        sorted
+            .get(((sorted.len() as f64 * q) as usize).min(sorted.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or_default()
+    }
+
+    pub fn p99(&self) -> Duration {
+        self.quantile(0.99)
+    }
+
+    pub fn line(&self) -> String {
+        format!(
+            "{} calls ({} failed) in {:.1?}: {:.0}/s, p50 {:.2?}, p99 {:.2?}",
+            self.latencies.len(),
+            self.errors,
+            self.elapsed,
+            self.per_second(),
+            self.quantile(0.50),
+            self.p99()
+        )
+    }
+}
+
+/// Runs `clients` loops of `call` for `duration`; `call` answers whether the call succeeded.
+pub async fn load<F, Fut>(clients: usize, duration: Duration, call: F) -> Stats
+where
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = bool> + Send,
+{
+    let call = Arc::new(call);
+    let start = Instant::now();
+    let deadline = start + duration;
+    let tasks: Vec<_> = (0..clients)
+        .map(|c| {
+            let call = call.clone();
+            tokio::spawn(async move {
+                let mut latencies = Vec::new();
+                let mut errors = 0;
+                // Clients start at different patients and stride through them.
+                let mut i = c;
+                while Instant::now() < deadline {
+                    let t = Instant::now();
+                    if !call(i).await {
+                        errors += 1;
+                    }
+                    latencies.push(t.elapsed());
+                    i += clients;
+                }
+                (latencies, errors)
+            })
+        })
+        .collect();
+    let mut stats = Stats::default();
+    for task in tasks {
+        let (latencies, errors) = task.await.expect("client task");
+        stats.latencies.extend(latencies);
+        stats.errors += errors;
+    }
+    stats.elapsed = start.elapsed();
+    stats
+}
+
+pub async fn connect(endpoint: &str) -> Channel {
+    tonic::transport::Endpoint::from_shared(endpoint.to_owned())
+        .expect("endpoint")
+        .tcp_nodelay(true)
+        .connect()
+        .await
+        .expect("connect")
+}
+
+/// Offers `call` at `rate` calls per second for `duration`, whatever the calls' progress (open
+/// loop): each call starts at its scheduled instant, and its latency counts from that instant, so
+/// queueing behind slow calls is measured rather than hidden (coordinated omission).
+pub async fn offer<F, Fut>(rate: f64, duration: Duration, call: F) -> Stats
+where
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = bool> + Send + 'static,
+{
+    let call = Arc::new(call);
+    let start = tokio::time::Instant::now();
+    let total = (rate * duration.as_secs_f64()) as usize;
+    let interval = Duration::from_secs_f64(1.0 / rate);
+    let mut tasks = Vec::with_capacity(total);
+    for i in 0..total {
+        let scheduled = start + interval * i as u32;
+        tokio::time::sleep_until(scheduled).await;
+        let call = call.clone();
+        tasks.push(tokio::spawn(async move {
+            let ok = call(i).await;
+            (scheduled.elapsed(), ok)
+        }));
+    }
+    let mut stats = Stats::default();
+    for task in tasks {
+        let (latency, ok) = task.await.expect("call task");
+        stats.latencies.push(latency);
+        stats.errors += usize::from(!ok);
+    }
+    stats.elapsed = start.elapsed();
+    stats
+}
