@@ -2,12 +2,18 @@
 
 use carerecord_platform::db::is_transient;
 use carerecord_platform::errors::{self, Violations};
-use tonic::Status;
+use carerecord_platform::status_policy::{MAX_MESSAGE_BYTES, MAX_VIOLATION_BYTES, bounded};
+use tonic::{Code, Status};
 
 use crate::policy::PolicyError;
 
 pub const DIRECTIVE_RESOURCE: &str = "carerecord.consent.v1.ConsentDirective";
 pub const OPT_OUT_RESOURCE: &str = "carerecord.consent.v1.NationalDataOptOut";
+
+/// The most field violations one error lists. A request with more (a batch of bad ids, a directive
+/// wrong everywhere) hears about the first ones, which say what to fix first, and how many there
+/// were: an error stays small whatever the input.
+pub const MAX_LISTED_VIOLATIONS: usize = 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -72,7 +78,7 @@ impl From<prost::DecodeError> for Error {
 impl From<Error> for Status {
     fn from(error: Error) -> Status {
         match error {
-            Error::Invalid(violations) => errors::invalid_argument(&violations),
+            Error::Invalid(violations) => invalid_argument(&violations),
             Error::NotFound(id) => errors::not_found(DIRECTIVE_RESOURCE, &id),
             Error::StaleEtag {
                 resource_type,
@@ -94,4 +100,34 @@ impl From<Error> for Status {
             other => errors::internal(&other),
         }
     }
+}
+
+/// INVALID_ARGUMENT listing the first violations, at most [`MAX_LISTED_VIOLATIONS`] and
+/// [`MAX_VIOLATION_BYTES`] of them, and saying in its message how many there were in all.
+fn invalid_argument(violations: &Violations) -> Status {
+    let mut listed = Violations::new();
+    let mut bytes = 0;
+    for (field, description) in violations.iter().take(MAX_LISTED_VIOLATIONS) {
+        bytes += field.len() + description.len() + 8;
+        if !listed.is_empty() && bytes > MAX_VIOLATION_BYTES {
+            break;
+        }
+        listed.add(field, description);
+    }
+    let total = violations.iter().count();
+    let shown = listed.iter().count();
+    let status = errors::invalid_argument(&listed);
+    if shown == total {
+        return status;
+    }
+    let (field, description) = listed.iter().next().unwrap_or(("", ""));
+    let message = format!(
+        "{field}: {description} (and {} more; the first {shown} are listed)",
+        total - 1
+    );
+    Status::with_details(
+        Code::InvalidArgument,
+        bounded(&message, MAX_MESSAGE_BYTES),
+        tonic::codegen::Bytes::copy_from_slice(status.details()),
+    )
 }

@@ -8,6 +8,8 @@ use carerecord_contracts::consent::v1::{
 use carerecord_platform::errors::Violations;
 use prost_types::FieldMask;
 
+use super::text::quoted;
+
 /// Fields UpdateConsentDirective may replace.
 const UPDATABLE: [&str; 10] = [
     "status",
@@ -99,7 +101,10 @@ pub fn masked_fields(mask: Option<&FieldMask>, v: &mut Violations) -> Vec<&'stat
                 } else {
                     v.add(
                         format!("update_mask.paths[{i}]"),
-                        format!("{path:?} is not an updatable field of ConsentDirective"),
+                        format!(
+                            "{} is not an updatable field of ConsentDirective",
+                            quoted(path)
+                        ),
                     );
                 }
             }

@@ -9,6 +9,20 @@ use carerecord_platform::errors::Violations;
 /// What a field holding NUL is told.
 pub const NUL_REFUSED: &str = "must not contain the NUL character (U+0000)";
 
+/// The most characters of a client's value an error description quotes.
+pub const MAX_QUOTED_CHARS: usize = 32;
+
+/// `raw` quoted for an error description, cut to [`MAX_QUOTED_CHARS`] characters (saying how
+/// long it was when cut), so that an error never echoes a long input.
+pub fn quoted(raw: &str) -> String {
+    let length = raw.chars().count();
+    if length <= MAX_QUOTED_CHARS {
+        return format!("{raw:?}");
+    }
+    let start: String = raw.chars().take(MAX_QUOTED_CHARS).collect();
+    format!("{start:?}… ({length} characters)")
+}
+
 /// A request, or a part of one, whose text fields can be checked for NUL.
 pub trait Texts {
     /// Records a violation for each text field under `path` (empty for the request itself) that
@@ -239,5 +253,13 @@ mod tests {
         );
         assert!(v.iter().all(|(_, d)| d == NUL_REFUSED));
         assert!(nul_violations(&pb::DecideRequest::default()).is_empty());
+    }
+
+    #[test]
+    fn quoted_values_are_short() {
+        assert_eq!(quoted("HRESCH"), "\"HRESCH\"");
+        let long = quoted(&"é".repeat(10_000));
+        assert!(long.chars().count() < 60, "{long}");
+        assert!(long.ends_with("… (10000 characters)"));
     }
 }

@@ -9,6 +9,7 @@ use carerecord_platform::errors::Violations;
 use carerecord_platform::request::Id;
 
 use super::codes::{DataClass, DataClasses, Purpose, Purposes, is_role_code, normalise_ods_code};
+use super::text::quoted;
 use super::time::{Instant, instant};
 
 pub const MAX_PROVISIONS: usize = 200;
@@ -137,7 +138,7 @@ fn validate_purposes(purposes: &[String], path: &str, v: &mut Violations) {
         match Purpose::parse(code) {
             None => v.add(
                 format!("{path}[{i}]"),
-                format!("unknown purpose of use {code:?}; expected one of TREAT, ETREAT, HRESCH, HOPERAT, HPAYMT, PUBHLTH, HMARKT, PATRQT"),
+                format!("unknown purpose of use {}; expected one of TREAT, ETREAT, HRESCH, HOPERAT, HPAYMT, PUBHLTH, HMARKT, PATRQT", quoted(code)),
             ),
             Some(p) if !seen.insert(p) => v.add(format!("{path}[{i}]"), "is a duplicate"),
             Some(_) => {}
@@ -158,7 +159,8 @@ fn validate_data_classes(classes: &[String], path: &str, v: &mut Violations) {
 
 pub fn unknown_data_class(code: &str) -> String {
     format!(
-        "unknown data class {code:?}; expected one of genomic, hiv, mental-health, reproductive-health, safeguarding, sexual-health, substance-misuse"
+        "unknown data class {}; expected one of genomic, hiv, mental-health, reproductive-health, safeguarding, sexual-health, substance-misuse",
+        quoted(code)
     )
 }
 

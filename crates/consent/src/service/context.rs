@@ -7,6 +7,7 @@ use carerecord_platform::errors::Violations;
 
 use crate::domain::codes::{DataClass, LegalBasis, Purpose};
 use crate::domain::decide::Context;
+use crate::domain::text::quoted;
 use crate::domain::time::Instant;
 use crate::domain::validate::{
     self, MAX_REASON_CHARS, MAX_STUDY_ID_CHARS, char_count, check_timestamp,
@@ -71,7 +72,7 @@ pub(super) fn parse_context(
         match p {
             None => v.add(
                 "purpose_of_use",
-                format!("unknown purpose of use {:?}", fields.purpose_of_use),
+                format!("unknown purpose of use {}", quoted(fields.purpose_of_use)),
             ),
             Some(Purpose::Etreat) if fields.batch => v.add(
                 "purpose_of_use",

@@ -1,9 +1,11 @@
 //! Starting the service in-process, and request builders.
 
-use carerecord_consent::Application;
+use carerecord_consent::{Application, ConsentService, PlatformPolicies};
 use carerecord_contracts::common::v1::{Period, Requester};
 use carerecord_contracts::consent::v1::consent_service_client::ConsentServiceClient;
 use carerecord_contracts::consent::v1::*;
+use carerecord_platform::db::{Database, DatabaseConfig};
+use carerecord_platform::page_token::PageTokens;
 use carerecord_platform::testing::{TestDatabase, spawn};
 use prost_types::Timestamp;
 use tonic::Status;
@@ -40,6 +42,22 @@ pub async fn spawn_app_with(db_url: &str, extra: &[(&str, &str)]) -> TestApp {
         client: ConsentServiceClient::new(app.channel.clone()),
         _app: app,
     }
+}
+
+/// The service itself, called without a server: its own statuses, before the platform's layer
+/// bounds every status on the wire.
+pub async fn direct_service(db_url: &str) -> ConsentService {
+    use carerecord_platform::app::Service;
+    let config = DatabaseConfig::new(db_url).expect("database url");
+    let database = Database::connect(&config, Application::migrations())
+        .await
+        .expect("database");
+    let policies = PlatformPolicies::embedded().expect("embedded policies");
+    ConsentService::new(
+        database,
+        std::sync::Arc::new(policies),
+        PageTokens::new(b"test-secret-0123456789"),
+    )
 }
 
 pub fn requester() -> Requester {
