@@ -85,10 +85,10 @@ const RULES: &[(&str, &str, Mutate, Field)] = &[
     ),
     (
         "ID-VAL-009",
-        "no name with a family name",
+        "no name with a family or a given name (only an honorific)",
         |r| {
             p(r).names = vec![HumanName {
-                given: vec!["Only".into()],
+                prefixes: vec!["Dr".into()],
                 ..Default::default()
             }]
         },
@@ -123,8 +123,8 @@ const RULES: &[(&str, &str, Mutate, Field)] = &[
     ),
     (
         "ID-VAL-014",
-        "a partial birth date",
-        |r| birth(r, 1984, 3, 0),
+        "a birth date with a day but no month",
+        |r| birth(r, 1984, 0, 17),
         Under("patient.birth_date"),
     ),
     (
