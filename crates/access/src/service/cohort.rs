@@ -5,7 +5,6 @@ use std::collections::{BTreeMap, HashMap};
 
 use carerecord_contracts::access::v1 as api;
 use carerecord_contracts::common::v1 as common;
-use carerecord_contracts::consent::v1 as consent;
 use carerecord_contracts::records::v1 as records;
 use carerecord_platform::errors::Violations;
 use carerecord_platform::request::Id;
@@ -15,7 +14,7 @@ use tonic::Status;
 use super::AccessService;
 use super::parse::{Reference, validate_period, validate_types};
 use super::patients::Resolved;
-use super::read::{consent_legal_basis, types_in_scope};
+use super::read::types_in_scope;
 use crate::config::Project;
 use crate::domain::auth::{Caller, Context};
 use crate::domain::decision::{self, Policy};
@@ -23,8 +22,6 @@ use crate::error::{Dependency, Error};
 use crate::upstream::unavailable;
 
 const MAX_COHORT: usize = 100_000;
-/// Patients per BatchDecide call (consent's limit).
-const DECIDE_BATCH: usize = 10_000;
 /// Patients per ExportRecords call (record hosting's limit).
 const EXPORT_BATCH: usize = 1000;
 /// Concurrent identity look-ups while resolving a cohort.
@@ -352,38 +349,23 @@ impl AccessService {
         let survivor_ids: Vec<String> = survivors.keys().cloned().collect();
         let mut included = HashMap::new();
         let mut excluded = 0i64;
-        let up = &self.inner.upstream;
         let study_id = if args.purpose == "HRESCH" {
             args.project_id.clone()
         } else {
             String::new()
         };
-        for chunk in survivor_ids.chunks(DECIDE_BATCH) {
-            let request = consent::BatchDecideRequest {
-                patient_ids: chunk.to_vec(),
-                requester: Some(self.consent_requester(caller)),
-                purpose_of_use: args.purpose.clone(),
-                legal_basis: consent_legal_basis(args.legal_basis) as i32,
-                study_id: study_id.clone(),
-                ..Default::default()
-            };
-            let response = up
-                .batch_decide(request)
-                .await
-                .map_err(|s| unavailable(Dependency::Consent, &s))?;
-            if response.decisions.len() != chunk.len() {
-                return Err(unavailable(
-                    Dependency::Consent,
-                    &Status::internal("decision count differs from the batch"),
-                ));
-            }
-            for (patient_id, decision) in chunk.iter().zip(response.decisions) {
-                let policy = decision::interpret(&decision, false);
-                if policy.denied {
-                    excluded += 1;
-                } else {
-                    included.insert(patient_id.clone(), policy);
-                }
+        let question = super::consent::Question {
+            caller,
+            purpose: &args.purpose,
+            legal_basis: args.legal_basis,
+            study_id: &study_id,
+        };
+        for (patient_id, decision) in self.decide_each(&question, &survivor_ids).await? {
+            let policy = decision::interpret(&decision, false);
+            if policy.denied {
+                excluded += 1;
+            } else {
+                included.insert(patient_id, policy);
             }
         }
         let mut prepared_included = HashMap::new();

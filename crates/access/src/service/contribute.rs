@@ -8,8 +8,6 @@ use carerecord_contracts::records::v1 as records;
 use carerecord_platform::errors::Violations;
 use carerecord_platform::request::Id;
 use carerecord_platform::time::timestamp_from_micros;
-use prost::Message;
-use sha2::{Digest, Sha256};
 use tonic::{Code, Request, Status};
 
 use super::AccessService;
@@ -24,8 +22,6 @@ use crate::upstream::unavailable;
 
 /// The media type record hosting stores payloads under.
 const FHIR_JSON: &str = "application/fhir+json";
-/// The longest retraction reason.
-const MAX_REASON_CHARS: usize = 1000;
 
 /// A contribution's validated content.
 #[derive(Debug, Clone)]
@@ -141,16 +137,6 @@ pub(super) fn content_violations(status: &Status, field: &str) -> Option<Violati
     Some(v)
 }
 
-/// A fingerprint of what an update or retraction asks for, to tell a retry from a reuse.
-fn fingerprint(parts: &[&[u8]]) -> Vec<u8> {
-    let mut hash = Sha256::new();
-    for part in parts {
-        hash.update((part.len() as u64).to_be_bytes());
-        hash.update(part);
-    }
-    hash.finalize().to_vec()
-}
-
 /// Who a contribution is recorded as: the token's requester, with an organisation (a patient's
 /// contributions are filed under the deployment's organisation for patient-entered data).
 pub(super) struct Contributor {
@@ -196,7 +182,7 @@ impl AccessService {
 
     /// The scope a contribution needs: `permission` on `resource_type`, in the contexts the token
     /// may contribute in.
-    fn require_contribution_scope(
+    pub(super) fn require_contribution_scope(
         &self,
         caller: &Caller,
         resource_type: &str,
@@ -288,7 +274,7 @@ impl AccessService {
     }
 
     /// The record hosting record a contribution writes.
-    fn new_record(
+    pub(super) fn new_record(
         contributor: &Contributor,
         patient_id: &str,
         content: &Content,
@@ -390,284 +376,6 @@ impl AccessService {
         })
     }
 
-    pub(super) async fn update_record(
-        &self,
-        request: Request<api::UpdateRecordRequest>,
-    ) -> Result<api::UpdateRecordResponse, Error> {
-        let (caller, trace, req) = self.authenticated(request).await?;
-        let mut v = Violations::new();
-        let request_id = v.required_id("request_id", &req.request_id);
-        let record_id = v.required_id("record_id", &req.record_id);
-        check_precondition(&mut v, &req.etag, req.expected_version);
-        let reference = validate_contribution_reference(&mut v, "patient", req.patient.as_ref());
-        validate_contribution_purpose(&mut v, &caller, &req.purpose_of_use);
-        super::read::validate_legal_basis(&mut v, req.legal_basis, &req.purpose_of_use);
-        let content = validate_content(&mut v, "content", req.content.as_ref());
-        let (Some(request_id), Some(record_id), Some(content)) =
-            (request_id, record_id, content.filter(|_| v.is_empty()))
-        else {
-            return Err(v.into());
-        };
-        let mut leaf = self.leaf(&caller, &trace, api::AuditAction::UpdateRecord);
-        leaf.purpose_of_use = req.purpose_of_use.clone();
-        leaf.legal_basis = req.legal_basis;
-        leaf.request_id = request_id.to_string();
-        leaf.resource_types = vec![content.resource_type.clone()];
-        let print = fingerprint(&[
-            b"update",
-            record_id.as_str().as_bytes(),
-            &req.content
-                .as_ref()
-                .map(Message::encode_to_vec)
-                .unwrap_or_default(),
-            caller.user_id.as_bytes(),
-            caller.client_id.as_bytes(),
-        ]);
-        let change = Change {
-            request_id,
-            record_id,
-            etag: req.etag.clone(),
-            expected_version: req.expected_version,
-            purpose: req.purpose_of_use.clone(),
-            legal_basis: req.legal_basis,
-            fingerprint: print,
-        };
-        let result = async {
-            let (record, patient_id) = self
-                .change(
-                    &caller,
-                    &change,
-                    reference.as_ref(),
-                    Edit::Update(&content),
-                    &mut leaf,
-                )
-                .await?;
-            Ok(api::UpdateRecordResponse {
-                record: Some(record),
-                patient_id,
-                audit_entry_id: String::new(),
-                audit_index: 0,
-            })
-        }
-        .await;
-        self.finish(leaf, result, false).await
-    }
-
-    pub(super) async fn retract_record(
-        &self,
-        request: Request<api::RetractRecordRequest>,
-    ) -> Result<api::RetractRecordResponse, Error> {
-        let (caller, trace, req) = self.authenticated(request).await?;
-        let mut v = Violations::new();
-        let request_id = v.required_id("request_id", &req.request_id);
-        let record_id = v.required_id("record_id", &req.record_id);
-        check_precondition(&mut v, &req.etag, req.expected_version);
-        let reason = req.reason.trim();
-        if reason.is_empty() {
-            v.add("reason", "is required: why the record is entered in error");
-        } else if reason.chars().count() > MAX_REASON_CHARS {
-            v.add("reason", format!("at most {MAX_REASON_CHARS} characters"));
-        }
-        let reference = validate_contribution_reference(&mut v, "patient", req.patient.as_ref());
-        validate_contribution_purpose(&mut v, &caller, &req.purpose_of_use);
-        super::read::validate_legal_basis(&mut v, req.legal_basis, &req.purpose_of_use);
-        let (Some(request_id), Some(record_id)) = (request_id, record_id.filter(|_| v.is_empty()))
-        else {
-            return Err(v.into());
-        };
-        let mut leaf = self.leaf(&caller, &trace, api::AuditAction::RetractRecord);
-        leaf.purpose_of_use = req.purpose_of_use.clone();
-        leaf.legal_basis = req.legal_basis;
-        leaf.request_id = request_id.to_string();
-        let print = fingerprint(&[
-            b"retract",
-            record_id.as_str().as_bytes(),
-            reason.as_bytes(),
-            caller.user_id.as_bytes(),
-            caller.client_id.as_bytes(),
-        ]);
-        let change = Change {
-            request_id,
-            record_id,
-            etag: req.etag.clone(),
-            expected_version: req.expected_version,
-            purpose: req.purpose_of_use.clone(),
-            legal_basis: req.legal_basis,
-            fingerprint: print,
-        };
-        let result = async {
-            let (record, patient_id) = self
-                .change(
-                    &caller,
-                    &change,
-                    reference.as_ref(),
-                    Edit::Retract(reason),
-                    &mut leaf,
-                )
-                .await?;
-            Ok(api::RetractRecordResponse {
-                record: Some(record),
-                patient_id,
-                audit_entry_id: String::new(),
-                audit_index: 0,
-            })
-        }
-        .await;
-        self.finish(leaf, result, false).await
-    }
-
-    /// An update or retraction of an existing record, idempotent by request_id.
-    async fn change(
-        &self,
-        caller: &Caller,
-        change: &Change,
-        reference: Option<&Reference>,
-        edit: Edit<'_>,
-        leaf: &mut api::AuditLeaf,
-    ) -> Result<(api::DisclosedRecord, String), Error> {
-        let store = &self.inner.store;
-        let up = &self.inner.upstream;
-        let prior = store.contribution(change.request_id.as_str()).await?;
-        if let Some(prior) = &prior {
-            if prior.fingerprint != change.fingerprint {
-                return Err(Error::RequestIdReused);
-            }
-            if prior.version > 0 {
-                // A retry of a change already made: its result, written once.
-                let written = self
-                    .record_version(prior.record_id.as_str(), prior.version)
-                    .await?;
-                let patient_id = written.patient_id.clone();
-                let record = disclosed(written, Some(caller.requester()));
-                leaf.patient_id = patient_id.clone();
-                leaf.returned_records = vec![record_ref(&record)];
-                leaf.returned_count = 1;
-                return Ok((record, patient_id));
-            }
-        }
-        let current = self.record_version(change.record_id.as_str(), 0).await?;
-        leaf.patient_id = current.patient_id.clone();
-        leaf.resource_types = vec![current.resource_type.clone()];
-        self.require_contribution_scope(caller, &current.resource_type, 'u')?;
-        let contributor = self.contributor(caller)?;
-        if current.authoring_organisation_ods_code != contributor.organisation {
-            return Err(Error::RecordNotOwned);
-        }
-        let owner = self
-            .resolve(&Reference::PatientId(current.patient_id.clone()))
-            .await?;
-        if contributor.patient_facing {
-            self.check_patient_context(caller, &owner).await?;
-        }
-        if let Some(reference) = reference {
-            let named = self.resolve(reference).await?;
-            if named.id() != owner.id() {
-                return Err(Error::invalid(
-                    "patient",
-                    "the record belongs to another patient",
-                ));
-            }
-        }
-        if let Edit::Update(content) = &edit {
-            if content.resource_type != current.resource_type {
-                return Err(Error::invalid(
-                    "content.resource_type",
-                    "a record's resource type cannot change",
-                ));
-            }
-            if let Some(number) = &content.nhs_number {
-                let named = self.resolve(&Reference::Nhs(number.clone())).await?;
-                if named.id() != owner.id() {
-                    return Err(Error::invalid(
-                        "content.payload",
-                        "the payload's subject names a different patient than the record's",
-                    ));
-                }
-            }
-        }
-        let intended = match &edit {
-            Edit::Update(content) => Self::stored_payload(content, &current.patient_id),
-            Edit::Retract(_) => current.payload.clone(),
-        };
-        if let Some(prior) = &prior
-            && current.version == prior.base_version + 1
-            && already_applied(&current, &edit, &intended)
-        {
-            // The earlier attempt wrote the change but was not answered: finish recording it.
-            store
-                .complete_contribution(change.request_id.as_str(), current.version)
-                .await?;
-            let record = disclosed(current, Some(caller.requester()));
-            leaf.returned_records = vec![record_ref(&record)];
-            leaf.returned_count = 1;
-            return Ok((record, owner.id().to_owned()));
-        }
-        if current.status == records::RecordStatus::EnteredInError as i32 {
-            return Err(Error::RecordRetracted(current.record_id.clone()));
-        }
-        let stale = if change.etag.is_empty() {
-            change.expected_version != current.version
-        } else {
-            change.etag != current.etag
-        };
-        if stale {
-            return Err(Error::EtagMismatch);
-        }
-        self.consent_to_contribute(
-            caller,
-            owner.id(),
-            &change.purpose,
-            change.legal_basis,
-            leaf,
-        )
-        .await?;
-        if prior.is_none() {
-            store
-                .begin_contribution(
-                    change.request_id.as_str(),
-                    &change.fingerprint,
-                    change.record_id.as_str(),
-                    current.version,
-                )
-                .await?;
-        }
-        let requester = contributor.requester.clone();
-        let written = match edit {
-            Edit::Update(content) => {
-                let mut record = Self::new_record(&contributor, &current.patient_id, content);
-                record.record_id = current.record_id.clone();
-                up.update_record(records::UpdateRecordRequest {
-                    record: Some(record),
-                    etag: current.etag.clone(),
-                    update_mask: None,
-                    requester: Some(requester.clone()),
-                })
-                .await
-                .map_err(|s| records_write_error(&s))?
-                .record
-            }
-            Edit::Retract(reason) => {
-                up.retract_record(records::RetractRecordRequest {
-                    record_id: current.record_id.clone(),
-                    etag: current.etag.clone(),
-                    reason: reason.to_owned(),
-                    requester: Some(requester.clone()),
-                })
-                .await
-                .map_err(|s| records_write_error(&s))?
-                .record
-            }
-        }
-        .ok_or_else(|| Error::Internal("record hosting answered without the record".into()))?;
-        store
-            .complete_contribution(change.request_id.as_str(), written.version)
-            .await?;
-        let record = disclosed(written, Some(requester));
-        leaf.returned_records = vec![record_ref(&record)];
-        leaf.returned_count = 1;
-        Ok((record, owner.id().to_owned()))
-    }
-
     /// A version of a record (0: the latest), or RECORD_NOT_FOUND.
     pub(super) async fn record_version(
         &self,
@@ -693,50 +401,6 @@ impl AccessService {
             Err(status) => Err(unavailable(Dependency::Records, &status)),
         }
     }
-}
-
-/// What a change does to the record.
-enum Edit<'a> {
-    Update(&'a Content),
-    Retract(&'a str),
-}
-
-/// Whether `current` (the version after the one a pending change was based on) is that change.
-fn already_applied(current: &records::Record, edit: &Edit<'_>, intended_payload: &[u8]) -> bool {
-    match edit {
-        Edit::Update(_) => current.content_hash == hex::encode(Sha256::digest(intended_payload)),
-        Edit::Retract(reason) => {
-            current.status == records::RecordStatus::EnteredInError as i32
-                && current.retraction_reason == *reason
-        }
-    }
-}
-
-/// Exactly one of an etag and an expected version.
-fn check_precondition(v: &mut Violations, etag: &str, expected_version: i64) {
-    match (etag.is_empty(), expected_version) {
-        (true, 0) => v.add(
-            "etag",
-            "the latest version's etag (or expected_version) is required",
-        ),
-        (false, n) if n != 0 => v.add(
-            "expected_version",
-            "give etag or expected_version, not both",
-        ),
-        (_, n) if n < 0 => v.add("expected_version", "must be a version number from 1"),
-        _ => {}
-    }
-}
-
-/// A write to an existing record: what identifies it and guards it.
-struct Change {
-    request_id: Id,
-    record_id: Id,
-    etag: String,
-    expected_version: i64,
-    purpose: String,
-    legal_basis: i32,
-    fingerprint: Vec<u8>,
 }
 
 /// The error of a failed write to record hosting: its validation and state errors mean something

@@ -8,7 +8,6 @@
 use std::collections::{BTreeMap, HashMap};
 
 use carerecord_contracts::access::v1 as api;
-use carerecord_contracts::consent::v1 as consent;
 use carerecord_contracts::records::v1 as records;
 use carerecord_platform::errors::Violations;
 use carerecord_platform::page_token::{Position, QueryKey};
@@ -362,27 +361,16 @@ impl AccessService {
             .collect();
         patients.sort();
         patients.dedup();
-        let response = self
-            .inner
-            .upstream
-            .batch_decide(consent::BatchDecideRequest {
-                patient_ids: patients.clone(),
-                requester: Some(self.consent_requester(&delivery.caller)),
-                purpose_of_use: delivery.purpose.clone(),
-                legal_basis: super::read::consent_legal_basis(delivery.legal_basis) as i32,
-                ..Default::default()
-            })
-            .await
-            .map_err(|s| unavailable(Dependency::Consent, &s))?;
-        if response.decisions.len() != patients.len() {
-            return Err(unavailable(
-                Dependency::Consent,
-                &Status::internal("decision count differs from the batch"),
-            ));
-        }
-        Ok(patients
+        let question = super::consent::Question {
+            caller: &delivery.caller,
+            purpose: &delivery.purpose,
+            legal_basis: delivery.legal_basis,
+            study_id: "",
+        };
+        Ok(self
+            .decide_each(&question, &patients)
+            .await?
             .into_iter()
-            .zip(response.decisions)
             .map(|(patient, decision)| (patient, decision::interpret(&decision, false)))
             .filter(|(_, policy)| !policy.denied && !policy.pseudonymise)
             .collect())

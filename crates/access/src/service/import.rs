@@ -9,7 +9,6 @@ use std::collections::{BTreeMap, HashMap};
 
 use carerecord_contracts::access::v1 as api;
 use carerecord_contracts::common::v1 as common;
-use carerecord_contracts::consent::v1 as consent;
 use carerecord_contracts::records::v1 as records;
 use carerecord_platform::errors::Violations;
 use futures::StreamExt;
@@ -485,25 +484,13 @@ impl AccessService {
         if patients.is_empty() {
             return Ok(denied);
         }
-        let response = self
-            .inner
-            .upstream
-            .batch_decide(consent::BatchDecideRequest {
-                patient_ids: patients.clone(),
-                requester: Some(self.consent_requester(&session.caller)),
-                purpose_of_use: session.purpose.clone(),
-                legal_basis: super::read::consent_legal_basis(session.legal_basis) as i32,
-                ..Default::default()
-            })
-            .await
-            .map_err(|s| unavailable(Dependency::Consent, &s))?;
-        if response.decisions.len() != patients.len() {
-            return Err(unavailable(
-                Dependency::Consent,
-                &Status::internal("decision count differs from the batch"),
-            ));
-        }
-        for (patient, decision) in patients.into_iter().zip(response.decisions) {
+        let question = super::consent::Question {
+            caller: &session.caller,
+            purpose: &session.purpose,
+            legal_basis: session.legal_basis,
+            study_id: "",
+        };
+        for (patient, decision) in self.decide_each(&question, &patients).await? {
             if decision::patient_dissents(&decision) {
                 denied.insert(patient, ());
             }

@@ -16,15 +16,19 @@
 //! - `review.rs`: break-glass events and their review.
 //! - `audit_log.rs`: the audit log's read side (entries, heads, keys, proofs, VerifyAuditLog).
 //! - `cohort.rs`, `extract.rs`, `aggregate.rs`: research and planning extracts.
-//! - `contribute.rs`: CreateRecord, UpdateRecord, RetractRecord; `import.rs`: ImportRecords.
+//! - `contribute.rs`: CreateRecord and what contributions share; `change.rs`: UpdateRecord and
+//!   RetractRecord; `import.rs`: ImportRecords.
 //! - `record.rs`: ReadRecord and ListRecordVersions (one record by id).
 //! - `follow.rs`: FollowRecordChanges (notifications decided and audited at delivery).
 //! - `disclose.rs`: a record of record hosting as the front door discloses it.
+//! - `consent.rs`: asking the consent module, one patient or a batch.
 
 mod aggregate;
 mod audit_log;
 mod audited;
+mod change;
 mod cohort;
+mod consent;
 mod contribute;
 mod disclose;
 mod extract;

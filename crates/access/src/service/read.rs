@@ -5,12 +5,11 @@ use std::collections::BTreeMap;
 
 use carerecord_contracts::access::v1 as api;
 use carerecord_contracts::common::v1 as common;
-use carerecord_contracts::consent::v1 as consent;
 use carerecord_contracts::records::v1 as records;
 use carerecord_platform::errors::Violations;
 use carerecord_platform::page_token::{Position, QueryKey};
 use carerecord_platform::request::PageSize;
-use tonic::{Request, Status};
+use tonic::Request;
 
 use super::AccessService;
 use super::audited::NamesAuditEntry;
@@ -112,17 +111,6 @@ pub(super) fn is_patient_facing(caller: &Caller) -> bool {
         && !caller.has_context(Context::System)
 }
 
-/// The access legal basis as the consent module knows it (bases consent has no code for are
-/// recorded in the audit log and passed as unspecified).
-pub fn consent_legal_basis(basis: i32) -> consent::LegalBasis {
-    match api::LegalBasis::try_from(basis) {
-        Ok(api::LegalBasis::DirectCare) => consent::LegalBasis::DirectCare,
-        Ok(api::LegalBasis::ExplicitConsent) => consent::LegalBasis::ExplicitConsent,
-        Ok(api::LegalBasis::LegalObligation) => consent::LegalBasis::LegalRequirement,
-        _ => consent::LegalBasis::Unspecified,
-    }
-}
-
 pub(super) fn validate_legal_basis(v: &mut Violations, basis: i32, purpose: &str) {
     match api::LegalBasis::try_from(basis) {
         Err(_) => v.add("legal_basis", "unknown value"),
@@ -163,42 +151,6 @@ pub fn types_in_scope(
 }
 
 impl AccessService {
-    /// The requester sent to consent: consent needs a role, so system tokens without one are
-    /// given the deployment's system role.
-    pub(super) fn consent_requester(&self, caller: &Caller) -> common::Requester {
-        let mut requester = caller.requester();
-        if requester.role_code.is_empty() {
-            requester.role_code = self.inner.config.system_role_code.clone();
-        }
-        requester
-    }
-
-    pub(super) async fn decide(
-        &self,
-        caller: &Caller,
-        patient_id: &str,
-        purpose: &str,
-        legal_basis: i32,
-        break_glass_reason: &str,
-    ) -> Result<consent::Decision, Error> {
-        let up = &self.inner.upstream;
-        let request = consent::DecideRequest {
-            patient_id: patient_id.to_owned(),
-            requester: Some(self.consent_requester(caller)),
-            purpose_of_use: purpose.to_owned(),
-            legal_basis: consent_legal_basis(legal_basis) as i32,
-            break_glass_reason: break_glass_reason.to_owned(),
-            ..Default::default()
-        };
-        let response = up
-            .decide(request)
-            .await
-            .map_err(|s| unavailable(Dependency::Consent, &s))?;
-        response
-            .decision
-            .ok_or_else(|| unavailable(Dependency::Consent, &Status::internal("decision missing")))
-    }
-
     async fn read_body(
         &self,
         caller: &Caller,
