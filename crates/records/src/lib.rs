@@ -11,13 +11,15 @@
 //! - [`domain`]: the pure rules (ids, payloads, record fields, resource types), no I/O;
 //! - [`store`]: all SQL, both backends, one file per aggregate (versions, snapshots, the feed,
 //!   creates, request ids) with PostgreSQL's and SQLite's ways of writing creates apart;
-//! - beside them: [`error`] (the crate's one error, mapped to statuses in one place) and
-//!   [`coalesce`] (group commit of creates, coalesced reads of latest versions).
+//! - beside them: [`error`] (the crate's one error, mapped to statuses in one place),
+//!   [`coalesce`] (group commit of creates, coalesced reads of latest versions) and [`fanout`]
+//!   (one reader of new changes per process, shared by the live watchers).
 
 mod coalesce;
 mod config;
 pub mod domain;
 mod error;
+mod fanout;
 mod service;
 pub mod store;
 

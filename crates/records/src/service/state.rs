@@ -8,6 +8,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::coalesce::{CreateWriter, LatestReader, create_writer, latest_reader};
 use crate::config::RecordsConfig;
+use crate::fanout::FeedHub;
 use crate::store::Store;
 
 /// The records API.
@@ -18,6 +19,8 @@ pub struct RecordsService {
     pub(super) writer: CreateWriter,
     /// Coalesced reads of latest versions, for GetRecord.
     pub(super) reader: LatestReader,
+    /// The one reader of new changes that live watchers share.
+    pub(super) hub: FeedHub,
     pub(super) config: Arc<RecordsConfig>,
     pub(super) tokens: PageTokens,
     /// Cancelled at shutdown: ends open streams.
@@ -25,7 +28,8 @@ pub struct RecordsService {
 }
 
 impl RecordsService {
-    /// Must be called within a tokio runtime: it starts the create writer and the record reader.
+    /// Must be called within a tokio runtime: it starts the create writer, the record reader and
+    /// the shared change feed reader.
     pub fn new(
         database: Database,
         config: Arc<RecordsConfig>,
@@ -36,6 +40,7 @@ impl RecordsService {
         RecordsService {
             writer: create_writer(store.clone()),
             reader: latest_reader(store.clone()),
+            hub: FeedHub::start(store.clone(), config.watch_poll_interval, shutdown.clone()),
             store,
             config,
             tokens,

@@ -1,10 +1,10 @@
-//! WatchRecordChanges: the change feed from a cursor, history first, then live.
+//! WatchRecordChanges: the change feed from a cursor, history first (from the database), then live
+//! (from the events the process's shared reader holds, see [`crate::fanout`]).
 
 use std::time::Duration;
 
 use carerecord_contracts::records::v1::{WatchRecordChangesRequest, WatchRecordChangesResponse};
 use carerecord_platform::errors::Violations;
-use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_stream::StreamExt;
 
@@ -16,6 +16,7 @@ use super::state::RecordsService;
 use super::stream::{PER_MESSAGE, ResponseStream, Sender, channel, fail, shutting_down};
 use crate::domain::record::check_type_filter;
 use crate::error::Error;
+use crate::fanout::{Registration, Taken};
 use crate::store::{FeedFilter, Version};
 
 /// Filtered watchers get a progress message for skipped events at most this often.
@@ -49,8 +50,8 @@ impl RecordsService {
             )
         };
         violations.into_result()?;
-        // Subscribe before reading the head, so no local commit after it goes unnoticed.
-        let commits = self.store.subscribe();
+        // Register before reading the head, so that no event after it goes unnoticed.
+        let registration = self.hub.register(with_payload);
         let head_at_call = self.store.head().await?;
         let position = match cursor {
             Some(seq) if seq > head_at_call => {
@@ -64,6 +65,8 @@ impl RecordsService {
             None => 0,
         };
         let (tx, stream) = channel();
+        let mut patient_ids = patient_ids;
+        patient_ids.sort_unstable();
         let watcher = Watcher {
             service: self.clone(),
             filter: FeedFilter {
@@ -72,7 +75,7 @@ impl RecordsService {
             },
             with_payload,
             head_at_call,
-            commits,
+            registration,
         };
         tokio::spawn(watcher.send(tx, position));
         Ok(stream)
@@ -86,8 +89,8 @@ struct Watcher {
     with_payload: bool,
     /// Once the stream reaches it, it says it has caught up.
     head_at_call: i64,
-    /// This process's commits.
-    commits: watch::Receiver<i64>,
+    /// The newest events, shared with the other watchers of this process.
+    registration: Registration,
 }
 
 impl Watcher {
@@ -100,16 +103,12 @@ impl Watcher {
         let mut last_sent: Option<Instant> = None;
         let mut progress_due = false;
         loop {
-            let head = match self.service.store.head().await {
-                Ok(head) => head,
+            let (head, rows, full) = match self.next(position).await {
+                Ok(next) => next,
                 Err(e) => return fail(&tx, e).await,
             };
             let mut changes = Vec::new();
             if head > position {
-                let (rows, full) = match self.read(position, head).await {
-                    Ok(read) => read,
-                    Err(e) => return fail(&tx, e).await,
-                };
                 // A full message ends at its last change; otherwise every event up to head is accounted for.
                 position = match rows.last() {
                     Some(last) if full => last.seq,
@@ -141,13 +140,17 @@ impl Watcher {
             if position < head {
                 continue; // more history to replay
             }
+            // New events wake the watcher (the shared reader also sees other replicas' writes);
+            // otherwise it wakes only to send a message that falls due.
+            let silent = last_sent.map_or(Duration::ZERO, |t| t.elapsed());
+            let heartbeat_in = config.watch_heartbeat.saturating_sub(silent);
             let wait = if progress_due {
-                PROGRESS_EVERY.min(config.watch_poll_interval)
+                PROGRESS_EVERY.min(heartbeat_in)
             } else {
-                config.watch_poll_interval
+                heartbeat_in
             };
             tokio::select! {
-                _ = self.commits.changed() => {}
+                () = self.registration.advanced() => {}
                 () = tokio::time::sleep(wait) => {}
                 () = tx.closed() => return,
                 () = self.service.shutdown.cancelled() => return shutting_down(&tx).await,
@@ -155,9 +158,26 @@ impl Watcher {
         }
     }
 
-    /// The next changes after `position` up to `head` for one message, and whether the message
-    /// is full. Rows are read one by one so that a message stops at its count or at the size
-    /// budget without holding more than it sends.
+    /// A head, the next changes after `position` up to it for one message, and whether the
+    /// message is full: from the shared window when it holds them, otherwise from the database.
+    async fn next(&self, position: i64) -> Result<(i64, Vec<Version>, bool), sqlx::Error> {
+        let shared =
+            self.registration
+                .take(position, &self.filter, PER_MESSAGE, PAGE_PAYLOAD_BUDGET);
+        if let Some(Taken { head, rows, full }) = shared {
+            return Ok((head, rows, full));
+        }
+        let head = self.service.store.head().await?;
+        if head <= position {
+            return Ok((head, Vec::new(), false));
+        }
+        let (rows, full) = self.read(position, head).await?;
+        Ok((head, rows, full))
+    }
+
+    /// The next changes after `position` up to `head` in the database for one message, and
+    /// whether the message is full. Rows are read one by one so that a message stops at its count
+    /// or at the size budget without holding more than it sends.
     async fn read(&self, position: i64, head: i64) -> Result<(Vec<Version>, bool), sqlx::Error> {
         let mut stream = self.service.store.changes(
             &self.filter,

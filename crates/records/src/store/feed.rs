@@ -5,7 +5,7 @@ use sqlx::Any;
 use tokio::sync::watch;
 
 use super::database::{Store, VersionStream};
-use super::version::select;
+use super::version::{Version, select};
 
 /// Reserves `$1` sequences and takes the head lock until the transaction ends; returns the last.
 pub(super) const TAKE_SEQUENCES: &str =
@@ -25,8 +25,20 @@ pub(super) async fn take_sequences(
 /// Which changes a watcher wants; an empty list filters nothing.
 #[derive(Debug, Clone, Default)]
 pub struct FeedFilter {
+    /// Sorted, for [`FeedFilter::matches`].
     pub patient_ids: Vec<String>,
     pub resource_types: Vec<String>,
+}
+
+impl FeedFilter {
+    /// Whether the filter wants the change that wrote `version`, as the SQL of
+    /// [`Store::changes`] decides.
+    pub fn matches(&self, version: &Version) -> bool {
+        let fields = &version.fields;
+        (self.patient_ids.is_empty() || self.patient_ids.binary_search(&fields.patient_id).is_ok())
+            && (self.resource_types.is_empty()
+                || self.resource_types.contains(&fields.resource_type))
+    }
 }
 
 impl Store {

@@ -85,6 +85,30 @@ impl Version {
         format!("v{}-{}", self.version, self.seq)
     }
 
+    /// A copy in the metadata view, without copying the payload.
+    pub fn without_payload(&self) -> Version {
+        let f = &self.fields;
+        Version {
+            fields: RecordFields {
+                patient_id: f.patient_id.clone(),
+                resource_type: f.resource_type.clone(),
+                payload: Vec::new(),
+                content_hash: f.content_hash.clone(),
+                data_classes: f.data_classes.clone(),
+                authoring_org: f.authoring_org.clone(),
+                author: f.author.clone(),
+                source_system: f.source_system.clone(),
+                effective_time: f.effective_time,
+                recorded_time: f.recorded_time,
+                terms: f.terms.clone(),
+            },
+            record_id: self.record_id.clone(),
+            retraction_reason: self.retraction_reason.clone(),
+            requester: self.requester.clone(),
+            ..*self
+        }
+    }
+
     /// A row selected with [`select`].
     pub(super) fn from_row(row: &AnyRow) -> Result<Version, sqlx::Error> {
         let recorded_time: i64 = row.try_get("recorded_time")?;

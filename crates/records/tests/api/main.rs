@@ -8,3 +8,4 @@ mod provenance;
 mod startup;
 mod streams;
 mod terms;
+mod watchers;
