@@ -246,6 +246,7 @@ pub(crate) fn update_request(
         }),
         etag: etag.into(),
         requester: Some(recorder()),
+        ..SetNationalDataOptOutRequest::default()
     }
 }
 
