@@ -246,7 +246,6 @@ pub(crate) fn update_request(
         }),
         etag: etag.into(),
         requester: Some(recorder()),
-        ..SetNationalDataOptOutRequest::default()
     }
 }
 
@@ -275,6 +274,7 @@ pub(crate) fn opt_out_request(
         opted_out,
         etag: etag.into(),
         requester: Some(recorder()),
+        ..SetNationalDataOptOutRequest::default()
     }
 }
 
