@@ -21,8 +21,14 @@ def main() -> None:
     threshold = float(sys.argv[4]) if len(sys.argv) > 4 else 0.95
     started = time.time()
     db_api = DuckDBAPI()
-    index = db_api.register_from_csv(index_csv)
-    probes = db_api.register_from_csv(probes_csv)
+    # Every column as text, as the CSV holds it (dates are compared as strings).
+    con = db_api.duckdb_con
+    for table, path in (("index_records", index_csv), ("probe_records", probes_csv)):
+        con.execute(
+            f"CREATE TABLE {table} AS SELECT * FROM read_csv(?, all_varchar = true)", [path]
+        )
+    index = db_api.register("index_records")
+    probes = db_api.register("probe_records")
     settings = SettingsCreator(
         link_type="link_only",
         comparisons=[

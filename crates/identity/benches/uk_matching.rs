@@ -79,8 +79,9 @@ async fn match_all(
 ) -> Outcome {
     let started = Instant::now();
     let (mut matched, mut possible) = (Pairs::new(), Pairs::new());
+    let mut refused: HashMap<String, usize> = HashMap::new();
     for (i, probe) in data.probes.iter().enumerate() {
-        let response = client
+        let response = match client
             .match_patients(MatchPatientsRequest {
                 probe: Some(match_patients_request::Probe::Demographics(
                     probe.patient.clone(),
@@ -89,8 +90,13 @@ async fn match_all(
                 include_non_matches: false,
             })
             .await
-            .expect("match")
-            .into_inner();
+        {
+            Ok(r) => r.into_inner(),
+            Err(status) => {
+                *refused.entry(status.message().to_owned()).or_default() += 1;
+                continue;
+            }
+        };
         for c in response.candidates {
             let id = c
                 .patient
@@ -113,6 +119,9 @@ async fn match_all(
         data.probes.len(),
         data.probes.len() as f64 / s
     );
+    for (why, n) in refused {
+        println!("  probe refused {n}: {why}");
+    }
     Outcome { matched, possible }
 }
 
@@ -321,6 +330,21 @@ async fn run(set: &str, client: &mut common::Client) {
         &start.matched,
     );
     misses_by_kind(&data, &truth, &start.matched);
+    // CARERECORD_BENCH_SHOW_MISSES=n prints the evidence of n misses and n false matches.
+    let n: usize = std::env::var("CARERECORD_BENCH_SHOW_MISSES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let mut missed: Vec<&(usize, usize)> = truth.difference(&start.matched).collect();
+    missed.sort();
+    for &&pair in missed.iter().take(n) {
+        show(client, &data, &ids, "miss", pair).await;
+    }
+    let mut false_pairs: Vec<&(usize, usize)> = start.matched.difference(&truth).collect();
+    false_pairs.sort();
+    for &&pair in false_pairs.iter().take(n) {
+        show(client, &data, &ids, "false", pair).await;
+    }
     println!(
         "    POSSIBLE band: {} pairs, {} true",
         start.possible.len(),
@@ -378,6 +402,64 @@ async fn run(set: &str, client: &mut common::Client) {
         }
         Err(why) => println!("splink not run: {why}"),
     }
+}
+
+/// Why probe `i` and index record `j` were (not) matched: the candidate's evidence.
+async fn show(
+    client: &mut common::Client,
+    data: &Population,
+    ids: &[Option<String>],
+    what: &str,
+    (i, j): (usize, usize),
+) {
+    let response = client
+        .match_patients(MatchPatientsRequest {
+            probe: Some(match_patients_request::Probe::Demographics(
+                data.probes[i].patient.clone(),
+            )),
+            max_candidates: 100,
+            include_non_matches: true,
+        })
+        .await
+        .expect("match")
+        .into_inner();
+    let found = response
+        .candidates
+        .iter()
+        .find(|c| c.patient.as_ref().map(|p| &p.patient_id) == ids[j].as_ref());
+    let Some(c) = found else {
+        println!(
+            "{what} {i}-{j} {:?}: not a candidate (blocking)",
+            data.probes[i].tags
+        );
+        return;
+    };
+    let evidence: Vec<String> = c
+        .evidence
+        .iter()
+        .filter(|e| e.level != ComparisonLevel::Missing as i32)
+        .map(|e| {
+            format!(
+                "{}:{}{}({:+.1}) {:?}~{:?}",
+                e.field,
+                e.comparator,
+                if e.adjustment.is_empty() {
+                    String::new()
+                } else {
+                    format!("/{}", e.adjustment)
+                },
+                e.weight,
+                e.probe_value,
+                e.candidate_value
+            )
+        })
+        .collect();
+    println!(
+        "{what} {i}-{j} p={:.3} w={:.1} {}",
+        c.match_probability,
+        c.match_weight,
+        evidence.join(" ")
+    );
 }
 
 fn main() {

@@ -565,7 +565,7 @@ impl Generator {
         let mut edits = 1 + self.rng.below(3);
         while edits > 0 {
             edits -= 1;
-            match self.rng.below(7) {
+            match self.rng.below(8) {
                 0 => p.names[0].family = self.typo(&p.names[0].family),
                 1 => {
                     if let Some(g) = p.names[0].given.first_mut() {
@@ -594,6 +594,8 @@ impl Generator {
                 }
                 4 => p.telecoms.clear(),
                 5 => p.gender = AdministrativeGender::Unspecified as i32,
+                // A new family name (a marriage).
+                6 => p.names[0].family = self.pick(SURNAMES).to_owned(),
                 _ => {
                     let given = p.names[0].given.first().cloned().unwrap_or_default();
                     let family = std::mem::replace(&mut p.names[0].family, given);

@@ -46,7 +46,7 @@ pub struct Features {
     /// Postcodes without spaces, upper case.
     #[prost(string, repeated, tag = "6")]
     pub postcodes: Vec<String>,
-    /// Address lines and city, normalised and joined by spaces.
+    /// Address lines and city, normalised and joined by spaces (none without lines).
     #[prost(string, repeated, tag = "7")]
     pub addresses: Vec<String>,
     #[prost(string, repeated, tag = "8")]
@@ -121,11 +121,10 @@ impl Features {
                 .filter(|l| !l.is_empty())
                 .collect::<Vec<_>>()
                 .join(" ");
+            // A town alone is not an address: it says as little as a missing one.
             let city = normalize::text(&address.city);
-            if !city.is_empty() {
-                if !text.is_empty() {
-                    text.push(' ');
-                }
+            if !city.is_empty() && !text.is_empty() {
+                text.push(' ');
                 text.push_str(&city);
             }
             if !text.is_empty() && !f.addresses.contains(&text) {

@@ -1,6 +1,7 @@
 //! Pure domain logic, no I/O: validation and normalisation, the life of a patient record, search,
 //! comparators, the matching model and its estimation.
 
+pub mod activation;
 pub mod compare;
 pub mod estimate;
 pub mod features;

@@ -58,7 +58,13 @@ pub struct Sampled {
     pub estimate: Estimate,
     pub random_pairs: i64,
     pub blocked_pairs: i64,
+    /// Blocked pairs kept out of the estimation (indexes into the records), to check it on.
+    pub held_out: Vec<(u32, u32)>,
 }
+
+/// The share of blocked pairs held out of estimation, and at most how many.
+const HELD_OUT_SHARE: f64 = 0.2;
+const MAX_HELD_OUT: usize = 200_000;
 
 /// Estimates the model from all active patients' features (CPU-bound): u from random pairs, m and
 /// lambda from blocked pairs. `None` when no two records share a blocking key.
@@ -115,25 +121,32 @@ pub fn estimate_from(records: &[(String, Features)], sampling: Sampling) -> Opti
             }
         }
     }
-    let blocked: Vec<(Pattern, u32)> = pairs
-        .iter()
-        .map(|(&(a, b), &mask)| {
-            (
-                model::pattern(&records[a as usize].1, &records[b as usize].1),
-                mask,
-            )
-        })
-        .collect();
+    let mut sorted: Vec<((u32, u32), u32)> = pairs.into_iter().collect();
+    sorted.sort_unstable(); // reproducible from the seed
+    let mut held_out = Vec::new();
+    let mut blocked: Vec<(Pattern, u32)> = Vec::with_capacity(sorted.len());
+    for ((a, b), mask) in sorted {
+        if held_out.len() < MAX_HELD_OUT && rng.unit() < HELD_OUT_SHARE {
+            held_out.push((a, b));
+            continue;
+        }
+        blocked.push((
+            model::pattern(&records[a as usize].1, &records[b as usize].1),
+            mask,
+        ));
+    }
     debug_assert!(BLOCKING_RULES.len() <= 32);
     let est = estimate::estimate(&blocked, u, all_pairs, sampling.settings);
-    // Lambda is over all pairs: scale sampled blocked pairs back up.
+    // Lambda is over all pairs: scale the sampled, not held-out, blocked pairs back up.
+    let used = 1.0 - held_out.len() as f64 / (held_out.len() + blocked.len()).max(1) as f64;
     let estimate = Estimate {
-        lambda: model::clamp_probability(est.expected_matches / keep / all_pairs),
+        lambda: model::clamp_probability(est.expected_matches / keep / used / all_pairs),
         ..est
     };
     Some(Sampled {
         estimate,
         random_pairs: random_count as i64,
         blocked_pairs: blocked.len() as i64,
+        held_out,
     })
 }

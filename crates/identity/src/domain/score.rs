@@ -10,6 +10,7 @@
 
 use std::collections::HashMap;
 
+use super::compare;
 use super::features::{Features, house_number};
 use super::field::{FIELD_COUNT, FIELDS, Field, Level};
 use super::model::{self, Comparison, Model, Outcome};
@@ -22,11 +23,16 @@ const TERM_FREQUENCY_FLOOR: f64 = 32.0;
 const TERM_FREQUENCY_PRIOR: f64 = 1000.0;
 /// Share of pairs of people at one postcode who live at one address.
 const SAME_POSTCODE_SAME_ADDRESS: f64 = 0.07;
-/// Shares of pairs of different people at one address who share a family name, a given name,
-/// a birth date (twins).
+/// Shares of pairs of different people at one address who share a family name, a given name
+/// (a son named after his father), a birth date (twins), an NHS number (one written on
+/// another's form).
 const HOUSEHOLD_FAMILY: f64 = 0.5;
-const HOUSEHOLD_GIVEN: f64 = 0.02;
-const HOUSEHOLD_BIRTH: f64 = 0.02;
+const HOUSEHOLD_GIVEN: f64 = 0.005;
+const HOUSEHOLD_BIRTH: f64 = 0.01;
+const HOUSEHOLD_NHS_NUMBER: f64 = 0.003;
+/// A name partially agreeing with a rare name is rarer than with a common one: u of a partial
+/// agreement scales with the candidate name's share, down to this fraction of u.
+const PARTIAL_FREQUENCY_FLOOR: f64 = 1.0 / 8.0;
 /// Among twins, the shares whose given names compare partially and that disagree.
 const TWIN_PARTIAL: f64 = 0.25;
 const TWIN_DISAGREE: f64 = 0.75;
@@ -180,19 +186,29 @@ impl<'a> Scorer<'a> {
         };
         let agrees = |l: Level| matches!(l, Level::Exact | Level::Partial);
 
-        // Term frequency of names agreeing exactly.
+        // Term frequency of names agreeing exactly, and partially (not across fields).
         for f in [Field::GivenName, Field::FamilyName] {
-            if level(f) == Level::Exact {
-                let u = self.model.u[f.index()][Level::Exact.index()];
-                let share = self
-                    .frequencies
-                    .share(f, outcomes[f.index()].probe.text(), u);
-                let floor = u / TERM_FREQUENCY_FLOOR;
+            let o = outcomes[f.index()];
+            let u_exact = self.model.u[f.index()][Level::Exact.index()];
+            let share = self.frequencies.share(f, o.candidate.text(), u_exact);
+            if o.level == Level::Exact {
+                let floor = u_exact / TERM_FREQUENCY_FLOOR;
                 e.set(
                     f,
                     self.given_u(f, Level::Exact, share.max(floor)),
                     Adjustment::TermFrequency,
                 );
+            } else if o.level == Level::Partial && !matches!(o.comparator, "transposed" | "crossed")
+            {
+                let u = self.model.u[f.index()][Level::Partial.index()];
+                let scale = (share / u_exact).clamp(PARTIAL_FREQUENCY_FLOOR, 1.0);
+                if scale < 1.0 {
+                    e.set(
+                        f,
+                        self.given_u(f, Level::Partial, u * scale),
+                        Adjustment::TermFrequency,
+                    );
+                }
             }
         }
 
@@ -214,27 +230,37 @@ impl<'a> Scorer<'a> {
 
         // At one address, what family members share says less, and twins look like this.
         let a = outcomes[Field::Address.index()];
-        let same_house = agrees(address)
+        let same_house = (agrees(address)
             && postcode != Level::Disagree
             && (address == Level::Exact
                 || house_number(a.probe.text())
-                    .is_some_and(|n| house_number(a.candidate.text()) == Some(n)));
+                    .is_some_and(|n| house_number(a.candidate.text()) == Some(n))))
+            || (postcode == Level::Exact && address == Level::Missing);
         if same_house {
             for (f, share) in [
                 (Field::FamilyName, HOUSEHOLD_FAMILY),
                 (Field::GivenName, HOUSEHOLD_GIVEN),
                 (Field::BirthDate, HOUSEHOLD_BIRTH),
+                (Field::NhsNumber, HOUSEHOLD_NHS_NUMBER),
             ] {
                 let conditional = self.given_u(f, Level::Exact, share);
                 if level(f) == Level::Exact && conditional < e.weights[f.index()] {
                     e.set(f, conditional, Adjustment::SameHousehold);
                 }
             }
+            // Names alike but not one keying error apart (Jack and Jake), or unlike: twins'
+            // names; a nickname or a single slip of the keyboard is the same child's.
             let given = outcomes[Field::GivenName.index()];
-            if level(Field::BirthDate) == Level::Exact
-                && given.comparator != "nickname"
-                && matches!(given.level, Level::Partial | Level::Disagree)
-            {
+            let twin_like = match given.level {
+                Level::Disagree => true,
+                Level::Partial => {
+                    given.comparator != "nickname"
+                        && compare::damerau_levenshtein(given.probe.text(), given.candidate.text())
+                            > 1
+                }
+                _ => false,
+            };
+            if level(Field::BirthDate) == Level::Exact && twin_like {
                 let share = if given.level == Level::Partial {
                     TWIN_PARTIAL
                 } else {

@@ -383,7 +383,14 @@ mod tests {
 
     #[test]
     fn single_names_and_partial_birth_dates_are_accepted() {
-        let cases: [(&str, &str, (i32, i32, i32), &[&str]); 6] = [
+        // (given, family, birth date, fields refused)
+        type Case = (
+            &'static str,
+            &'static str,
+            (i32, i32, i32),
+            &'static [&'static str],
+        );
+        let cases: [Case; 6] = [
             ("Cher", "", (1946, 5, 20), &[]),
             ("", "Madonna", (1958, 0, 0), &[]),
             ("Ada", "", (1985, 12, 0), &[]),

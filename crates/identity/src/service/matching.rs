@@ -10,13 +10,13 @@ use carerecord_platform::errors::Violations;
 use super::IdentityService;
 use super::request::{check_requester, required_id, valid};
 use crate::convert::{classification_to_proto, evidence, field_parameters};
-use crate::domain::estimate;
 use crate::domain::features::Features;
-use crate::domain::model::Classification;
+use crate::domain::model::{Classification, Model};
 use crate::domain::pairs::{Sampling, estimate_from, identified_keys};
 use crate::domain::patient::timestamp;
 use crate::domain::score::Scorer;
 use crate::domain::validate;
+use crate::domain::{activation, estimate};
 use crate::error::{Error, MATCH_PARAMETERS};
 
 /// Random pairs an estimation samples unless the request asks for fewer (the configured bound
@@ -274,14 +274,40 @@ impl IdentityService {
                 convergence_threshold,
             },
         };
-        let sampled = tokio::task::spawn_blocking(move || estimate_from(&records, sampling))
-            .await
-            .map_err(|e| Error::Corrupt(format!("estimation task failed: {e}")))?
-            .ok_or_else(|| {
-                Error::InsufficientData(format!(
-                    "{n} active patients but no pair of them shares a blocking key"
-                ))
-            })?;
+        let current = match self.parameters.get().await {
+            Ok(current) => Some(current),
+            Err(Error::ParametersMissing) => None,
+            Err(e) => return Err(e),
+        };
+        let frequencies = self.frequencies.get().await?;
+        let thresholds = (settings.match_threshold, settings.possible_threshold);
+        let (sampled, checks) = tokio::task::spawn_blocking(move || {
+            let sampled = estimate_from(&records, sampling)?;
+            let est = &sampled.estimate;
+            let new = Model {
+                m: est.m,
+                u: est.u,
+                lambda: est.lambda,
+                match_threshold: thresholds.0,
+                possible_threshold: thresholds.1,
+            };
+            let context = activation::Context {
+                records: &records,
+                held_out: &sampled.held_out,
+                current: current.as_ref().map(|c| &c.1),
+                new: &new,
+                frequencies: &frequencies,
+            };
+            let checks = activation::checks(est, &context);
+            Some((sampled, checks))
+        })
+        .await
+        .map_err(|e| Error::Corrupt(format!("estimation task failed: {e}")))?
+        .ok_or_else(|| {
+            Error::InsufficientData(format!(
+                "{n} active patients but no pair of them shares a blocking key"
+            ))
+        })?;
         let est = &sampled.estimate;
         let mut params = MatchParameters {
             parameters_version: 0,
@@ -305,20 +331,29 @@ impl IdentityService {
             estimated_at: Some(timestamp(carerecord_platform::db::now_micros())),
             estimated_by: request.requester,
         };
-        let activated = est.converged && !request.dry_run;
+        let activated = !request.dry_run && checks.iter().all(|c| c.passed);
         if !request.dry_run {
             self.store.store_parameters(&mut params, activated).await?;
             self.parameters.forget().await;
             tracing::info!(
                 version = params.parameters_version,
                 converged = est.converged,
+                activated,
+                failed_checks = ?checks.iter().filter(|c| !c.passed).map(|c| c.name).collect::<Vec<_>>(),
                 "match parameters estimated"
             );
         }
         Ok(EstimateMatchParametersResponse {
             parameters: Some(params),
             activated,
-            activation_checks: Vec::new(),
+            activation_checks: checks
+                .into_iter()
+                .map(|c| ActivationCheck {
+                    check: c.name.to_owned(),
+                    passed: c.passed,
+                    detail: c.detail,
+                })
+                .collect(),
         })
     }
 }

@@ -94,7 +94,7 @@ async fn a_new_index_matches_with_the_configured_starting_parameters_until_estim
 
         // Estimation supersedes them; they stay readable as version 1.
         let estimated = ok(c.estimate_match_parameters(estimate_request()).await);
-        assert!(estimated.activated);
+        assert!(estimated.activated, "{:?}", estimated.activation_checks);
         assert_eq!(estimated.parameters.unwrap().parameters_version, 2);
         let first = ok(c
             .get_match_parameters(GetMatchParametersRequest {
@@ -259,7 +259,7 @@ async fn estimate_then_match_explains_candidates() {
             );
 
             let estimated = ok(c.estimate_match_parameters(estimate_request()).await);
-            assert!(estimated.activated);
+            assert!(estimated.activated, "{:?}", estimated.activation_checks);
             let params = estimated.parameters.unwrap();
             assert_eq!(params.parameters_version, 1);
             assert!(params.current && params.converged);
@@ -571,6 +571,85 @@ async fn search_exact_and_fuzzy() {
                 .await,
         );
         assert_eq!(violations(&status), ["birth_date_range"]);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn single_names_and_partial_birth_dates_register_and_match() {
+    on_each_backend(async |c| {
+        let mut single = patient("Madonna", "", (1958, 8, 16));
+        single.names[0].given = vec!["Madonna".into()];
+        let single = create(c, single).await;
+        let year_only = create(c, patient("Peregrine", "Pamplin", (1961, 0, 0))).await;
+        assert_eq!(
+            year_only.birth_date.as_ref().map(|d| (d.month, d.day)),
+            Some((0, 0))
+        );
+
+        // A later registration with the full date finds the year-only one, the dates agreeing
+        // partially at the year.
+        let found = ok(c
+            .match_patients(by_demographics(patient(
+                "Peregrine",
+                "Pamplin",
+                (1961, 4, 2),
+            )))
+            .await);
+        let top = &found.candidates[0];
+        assert_eq!(
+            top.patient.as_ref().unwrap().patient_id,
+            year_only.patient_id
+        );
+        let birth = top
+            .evidence
+            .iter()
+            .find(|e| e.field == "birth_date")
+            .unwrap();
+        assert_eq!(
+            (
+                birth.level,
+                birth.comparator.as_str(),
+                birth.candidate_value.as_str()
+            ),
+            (ComparisonLevel::Partial as i32, "partial_date", "1961")
+        );
+        // A single name is found by its given name; the missing family name is no evidence.
+        let found = ok(c
+            .match_patients(by_demographics(patient("Madonna", "", (1958, 8, 16))))
+            .await);
+        let top = &found.candidates[0];
+        assert_eq!(top.patient.as_ref().unwrap().patient_id, single.patient_id);
+        let family = top
+            .evidence
+            .iter()
+            .find(|e| e.field == "family_name")
+            .unwrap();
+        assert_eq!(
+            (family.level, family.weight),
+            (ComparisonLevel::Missing as i32, 0.0)
+        );
+        // Evidence keeps the level's weight beside the adjusted one, and names the adjustment.
+        let given = top
+            .evidence
+            .iter()
+            .find(|e| e.field == "given_name")
+            .unwrap();
+        assert!(given.level_weight > 0.0);
+        assert!(
+            ["term_frequency", "same_household"].contains(&given.adjustment.as_str()),
+            "{given:?}"
+        );
+        // A day without a month is still refused.
+        let status = refused(
+            c.create_patient(CreatePatientRequest {
+                request_id: request_id(),
+                patient: Some(patient("Ada", "Lovelace", (1985, 0, 10))),
+                requester: Some(requester()),
+            })
+            .await,
+        );
+        assert_eq!(violations(&status), ["patient.birth_date.month"]);
     })
     .await;
 }

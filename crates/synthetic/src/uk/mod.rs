@@ -177,7 +177,7 @@ pub struct Population {
 
 /// Generates a population.
 pub fn generate(seed: u64, config: &Config) -> Population {
-    let mut rng = SplitMix::new(seed ^ 0x5eed_0f_0c_0a11);
+    let mut rng = SplitMix::new(seed ^ 0x5eed_0f0c_0a11);
     let names = Names::new();
     let people = households(&mut rng, &names, config, seed);
     let (common_given, common_family) = names.common();

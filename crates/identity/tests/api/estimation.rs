@@ -1,0 +1,139 @@
+//! Estimation cannot make matching worse: on the UK-like development data, an estimation run
+//! either is not activated (and says why) or does not lower F1.
+
+use std::collections::HashSet;
+
+use carerecord_contracts::identity::v1::*;
+use carerecord_synthetic::uk::{self, Config, Population};
+
+use crate::helpers::*;
+
+/// Registers `patients`, returning their ids in order.
+async fn register(c: &mut Client, patients: &[&Patient]) -> Vec<String> {
+    let mut ids = Vec::new();
+    for chunk in patients.chunks(500) {
+        let response = ok(c
+            .batch_create_patients(BatchCreatePatientsRequest {
+                requests: chunk
+                    .iter()
+                    .map(|p| CreatePatientRequest {
+                        request_id: request_id(),
+                        patient: Some((*p).clone()),
+                        requester: None,
+                    })
+                    .collect(),
+                requester: Some(requester()),
+            })
+            .await);
+        for r in response.results {
+            match r.outcome.unwrap() {
+                batch_create_patients_result::Outcome::Patient(p) => ids.push(p.patient_id),
+                batch_create_patients_result::Outcome::Error(e) => panic!("{e:?}"),
+            }
+        }
+    }
+    ids
+}
+
+/// F1 of MATCH over (probe, index record) pairs: each probe by its demographics, or (when the
+/// probes are registered too) by its patient id.
+async fn f1(
+    c: &mut Client,
+    data: &Population,
+    index_ids: &[String],
+    probe_ids: Option<&[String]>,
+) -> f64 {
+    let truth: HashSet<(usize, usize)> = data
+        .probes
+        .iter()
+        .enumerate()
+        .filter_map(|(i, p)| data.index_of[p.person].map(|j| (i, j)))
+        .collect();
+    let mut predicted = HashSet::new();
+    for (i, probe) in data.probes.iter().enumerate() {
+        let probe = match probe_ids {
+            Some(ids) => match_patients_request::Probe::PatientId(ids[i].clone()),
+            None => match_patients_request::Probe::Demographics(probe.patient.clone()),
+        };
+        let found = ok(c
+            .match_patients(MatchPatientsRequest {
+                probe: Some(probe),
+                max_candidates: 10,
+                include_non_matches: false,
+            })
+            .await);
+        for m in found.candidates {
+            let id = m.patient.unwrap().patient_id;
+            if m.classification == MatchClassification::Match as i32
+                && let Some(j) = index_ids.iter().position(|x| *x == id)
+            {
+                predicted.insert((i, j));
+            }
+        }
+    }
+    let correct = predicted.intersection(&truth).count() as f64;
+    let (precision, recall) = (
+        correct / predicted.len().max(1) as f64,
+        correct / truth.len().max(1) as f64,
+    );
+    2.0 * precision * recall / (precision + recall).max(1e-9)
+}
+
+#[tokio::test]
+async fn an_estimation_run_never_lowers_f1_on_the_development_data() {
+    let data = uk::generate(uk::DEVELOPMENT_SEED, &Config::development(1_500));
+    let index: Vec<&Patient> = data.index.iter().map(|r| &r.patient).collect();
+    // A second registration cannot hold the NHS number the first holds.
+    let probes: Vec<Patient> = data
+        .probes
+        .iter()
+        .map(|r| Patient {
+            nhs_number: String::new(),
+            ..r.patient.clone()
+        })
+        .collect();
+    let probes: Vec<&Patient> = probes.iter().collect();
+    // An index of one record per person, probed by demographics; then one holding the probes
+    // too (duplicate registrations to learn from, without their NHS numbers), probed by
+    // patient id.
+    for with_duplicates in [false, true] {
+        on_each_backend(async |c| {
+            let index_ids = register(c, &index).await;
+            let probe_ids = if with_duplicates {
+                Some(register(c, &probes).await)
+            } else {
+                None
+            };
+            let before = f1(c, &data, &index_ids, probe_ids.as_deref()).await;
+            let estimated = ok(c
+                .estimate_match_parameters(EstimateMatchParametersRequest {
+                    max_random_pairs: 50_000,
+                    random_seed: 11,
+                    max_iterations: 200,
+                    requester: Some(requester()),
+                    ..Default::default()
+                })
+                .await);
+            let names: Vec<&str> = estimated.activation_checks.iter().map(|c| c.check.as_str()).collect();
+            assert_eq!(names, ["converged", "expected_matches", "plausible", "held_out_agreement"]);
+            assert_eq!(
+                estimated.activated,
+                estimated.activation_checks.iter().all(|c| c.passed),
+                "{:?}",
+                estimated.activation_checks
+            );
+            let after = f1(c, &data, &index_ids, probe_ids.as_deref()).await;
+            assert!(
+                after >= before,
+                "duplicates in the index: {with_duplicates}; F1 {before:.4} -> {after:.4}; {:?}",
+                estimated.activation_checks
+            );
+            eprintln!(
+                "duplicates in the index: {with_duplicates}: F1 {before:.4} -> {after:.4}, activated {}: {:?}",
+                estimated.activated,
+                estimated.activation_checks
+            );
+        })
+        .await;
+    }
+}
