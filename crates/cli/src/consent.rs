@@ -2,16 +2,24 @@
 
 use carerecord_contracts::common::v1::Requester;
 use carerecord_contracts::consent::v1::consent_service_client::ConsentServiceClient;
+use std::path::PathBuf;
+
 use carerecord_contracts::consent::v1::{
     ConsentDecision, ConsentDirective, ConsentDirectiveStatus, CreateConsentDirectiveRequest,
     DecideRequest, Decision, DecisionOutcome, GetNationalDataOptOutRequest, LegalBasis,
-    ListConsentDirectivesRequest, ObligationType, Provision, ProvisionActor,
+    ListConsentDirectivesRequest, NationalDataOptOut, ObligationType, Provision, ProvisionActor,
+    RecordNationalDataOptOutCheckRequest, RecordNationalDataOptOutCheckResponse,
     RevokeConsentDirectiveRequest, SetNationalDataOptOutRequest,
 };
+use carerecord_contracts::identity::v1::patient_identity_service_client::PatientIdentityServiceClient;
 use clap::{Args, Subcommand};
 
 use crate::connect::{Endpoints, Operator, connect, new_request_id};
 use crate::output::{Output, call_failed, print_fields, timestamp};
+
+mod opt_out_check;
+
+use opt_out_check::{CheckFiles, MAX_CHECKED_PER_CALL, parse_check_time};
 
 #[derive(Debug, Subcommand)]
 pub enum ConsentCommand {
@@ -43,7 +51,7 @@ pub enum ConsentCommand {
         #[arg(long)]
         reason: String,
     },
-    /// Set or clear the national data opt-out, or show it.
+    /// Set or clear the national data opt-out by hand (a manual check), or show it.
     OptOut {
         #[arg(long)]
         patient: String,
@@ -53,6 +61,26 @@ pub enum ConsentCommand {
         /// Withdraw the opt-out.
         #[arg(long)]
         clear: bool,
+    },
+    /// Record the national data opt-out service's answer: the file of NHS numbers sent to it and the
+    /// file it returned (the numbers whose data may be used; every other number has opted out).
+    /// NHS numbers are resolved to patients through identity. Every line is checked before anything
+    /// is recorded: a file with any bad line records nothing.
+    OptOutCheck {
+        /// The file sent to the national service: NHS numbers (or patient ids), one per line; a
+        /// trailing comma, commas between values and blank lines are accepted.
+        #[arg(long)]
+        sent: PathBuf,
+        /// The file the national service returned (its "cleaned list"), in the same format.
+        #[arg(long)]
+        returned: PathBuf,
+        /// When the national service answered: RFC 3339 (2026-11-30T09:15:00Z) or a date
+        /// (2026-11-30, taken as its start, UTC).
+        #[arg(long)]
+        checked_at: String,
+        /// Where the answer came from, e.g. the MESH message id; defaults to the returned file's name.
+        #[arg(long)]
+        source: Option<String>,
     },
     /// Ask for a decision: may this requester see this patient's data for this purpose?
     Decide {
@@ -334,15 +362,59 @@ pub async fn run(
             out.message(
                 &opt_out.unwrap_or_default(),
                 "carerecord.consent.v1.NationalDataOptOut",
-                |o| {
+                show_opt_out,
+            );
+        }
+        ConsentCommand::OptOutCheck {
+            sent,
+            returned,
+            checked_at,
+            source,
+        } => {
+            let check_time = parse_check_time(&checked_at)?;
+            let source = source.unwrap_or_else(|| {
+                returned
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default()
+            });
+            let answer = CheckFiles::read(&sent, &returned)?;
+            let mut identity =
+                PatientIdentityServiceClient::new(connect("identity", &endpoints.identity)?);
+            let patients = answer
+                .resolve(&mut identity, |s| {
+                    call_failed("identity", &endpoints.identity, &s)
+                })
+                .await?;
+            let mut total = RecordNationalDataOptOutCheckResponse::default();
+            for chunk in patients.chunks(MAX_CHECKED_PER_CALL) {
+                let request = RecordNationalDataOptOutCheckRequest {
+                    checked_patient_ids: chunk.iter().map(|(id, _)| id.clone()).collect(),
+                    not_opted_out_patient_ids: chunk
+                        .iter()
+                        .filter(|(_, opted_out)| !opted_out)
+                        .map(|(id, _)| id.clone())
+                        .collect(),
+                    check_time: Some(check_time),
+                    source: source.clone(),
+                    requester: Some(requester.clone()),
+                };
+                let recorded = client
+                    .record_national_data_opt_out_check(request)
+                    .await
+                    .map_err(status)?
+                    .into_inner();
+                total.patients_checked += recorded.patients_checked;
+                total.patients_opted_out += recorded.patients_opted_out;
+                total.patients_recorded += recorded.patients_recorded;
+            }
+            out.message(
+                &total,
+                "carerecord.consent.v1.RecordNationalDataOptOutCheckResponse",
+                |t| {
                     println!(
-                        "{}: {}",
-                        o.patient_id,
-                        if o.opted_out {
-                            "opted out of research and planning"
-                        } else {
-                            "not opted out"
-                        }
+                        "recorded the national data opt-out check of {} patients ({} opted out; {} records written, the others already had this or a newer check)",
+                        t.patients_checked, t.patients_opted_out, t.patients_recorded
                     );
                 },
             );
@@ -380,6 +452,26 @@ pub async fn run(
         }
     }
     Ok(())
+}
+
+fn show_opt_out(o: &NationalDataOptOut) {
+    let status = if o.opted_out {
+        "opted out of research and planning"
+    } else {
+        "not opted out"
+    };
+    match &o.check_time {
+        None => println!(
+            "{}: never checked (research and planning exclude the patient until a check)",
+            o.patient_id
+        ),
+        Some(checked) => println!(
+            "{}: {status} (checked {checked} from {}; the check counts until {})",
+            o.patient_id,
+            o.check_source,
+            timestamp(o.check_expire_time.as_ref())
+        ),
+    }
 }
 
 #[cfg(test)]

@@ -1,7 +1,9 @@
 //! The synthetic demo population `carerecord up` loads on first start: patients with records, a few
-//! consent directives and national data opt-outs. Everything goes through the public gRPC APIs,
-//! exactly as an integrator's system would write it. All people here are invented; NHS numbers are
-//! drawn from the 999 range, which the NHS reserves for testing.
+//! consent directives, and a national data opt-out check of everyone (as if the population's NHS
+//! numbers had just been sent to the national service: every fifth patient has opted out), so
+//! research and planning extracts of the demo have checked patients to work on. Everything goes
+//! through the public gRPC APIs, exactly as an integrator's system would write it. All people here
+//! are invented; NHS numbers are drawn from the 999 range, which the NHS reserves for testing.
 
 use carerecord_contracts::common::v1::{
     Address, AdministrativeGender, Date, HumanName, NameUse, Requester,
@@ -9,7 +11,7 @@ use carerecord_contracts::common::v1::{
 use carerecord_contracts::consent::v1::consent_service_client::ConsentServiceClient;
 use carerecord_contracts::consent::v1::{
     ConsentDecision, ConsentDirective, ConsentDirectiveStatus, CreateConsentDirectiveRequest,
-    Provision, SetNationalDataOptOutRequest,
+    Provision, RecordNationalDataOptOutCheckRequest,
 };
 use carerecord_contracts::identity::v1::patient_identity_service_client::PatientIdentityServiceClient;
 use carerecord_contracts::identity::v1::{CreatePatientRequest, Patient};
@@ -251,7 +253,7 @@ pub async fn load(
                 })
                 .await?;
         }
-        // Every fourth patient withholds mental-health data; every fifth has opted out of research and planning.
+        // Every fourth patient withholds mental-health data.
         if i.is_multiple_of(4) {
             let directive = ConsentDirective {
                 patient_id: patient.patient_id.clone(),
@@ -276,23 +278,46 @@ pub async fn load(
                 })
                 .await?;
         }
-        if i % 5 == 4 {
-            consent
-                .set_national_data_opt_out(SetNationalDataOptOutRequest {
-                    patient_id: patient.patient_id.clone(),
-                    opted_out: true,
-                    etag: String::new(),
-                    requester: Some(requester()),
-                })
-                .await?;
-        }
         loaded.push(DemoPatient {
             patient_id: patient.patient_id,
             nhs_number,
             name: format!("{given} {family}"),
         });
     }
+    check_opt_outs(&mut consent, &loaded).await?;
     Ok(loaded)
+}
+
+/// Whether the demo patient at `index` has opted out: every fifth.
+fn demo_opted_out(index: usize) -> bool {
+    index % 5 == 4
+}
+
+/// Records a national data opt-out check of the demo population made now, as the national service
+/// would answer it (every fifth patient has opted out). A check stays valid for a limited time
+/// (`CARERECORD_CONSENT_OPT_OUT_VALIDITY`), so a reused demo must be checked again to keep its
+/// research and planning extracts working; checking again is harmless.
+pub async fn check_opt_outs(
+    consent: &mut ConsentServiceClient<Channel>,
+    patients: &[DemoPatient],
+) -> Result<(), tonic::Status> {
+    let checked: Vec<String> = patients.iter().map(|p| p.patient_id.clone()).collect();
+    let not_opted_out = patients
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !demo_opted_out(*i))
+        .map(|(_, p)| p.patient_id.clone())
+        .collect();
+    consent
+        .record_national_data_opt_out_check(RecordNationalDataOptOutCheckRequest {
+            checked_patient_ids: checked,
+            not_opted_out_patient_ids: not_opted_out,
+            check_time: Some(std::time::SystemTime::now().into()),
+            source: "carerecord demo: synthetic national data opt-out check".into(),
+            requester: Some(requester()),
+        })
+        .await?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -311,6 +336,12 @@ mod tests {
             let first_nine: [u32; 9] = digits[..9].try_into().unwrap();
             assert_eq!(nhs_check_digit(&first_nine), Some(digits[9]), "{number}");
         }
+    }
+
+    #[test]
+    fn every_fifth_patient_has_opted_out() {
+        let opted_out: Vec<usize> = (0..12).filter(|i| demo_opted_out(*i)).collect();
+        assert_eq!(opted_out, [4, 9]);
     }
 
     #[test]

@@ -140,7 +140,8 @@ fn rules_of(d: &ConsentDirective) -> ConsentDirective {
     }
 }
 
-/// Loads `directives` directives over `patients` patients (and opts out every 20th patient) with
+/// Loads `directives` directives over `patients` patients (every patient checked against the
+/// national data opt-out just now, every 20th opted out) with
 /// multi-row inserts in large transactions, then settles the database. The versions table is not
 /// loaded: decisions never read it.
 async fn load(db: &TestDatabase, directives: usize, patients: usize) -> Duration {
@@ -191,20 +192,26 @@ async fn load(db: &TestDatabase, directives: usize, patients: usize) -> Duration
             eprintln!("  loaded {written} directives");
         }
     }
+    // Every patient was checked against the national service just now, as in a deployment that
+    // checks its population each month.
+    let checked_at = carerecord_platform::db::now_micros();
     let mut tx = pool.begin().await.expect("begin");
-    let opted_out: Vec<usize> = (0..patients).step_by(20).collect();
-    for rows in opted_out.chunks(ROWS_PER_INSERT) {
+    let everyone: Vec<usize> = (0..patients).collect();
+    for rows in everyone.chunks(ROWS_PER_INSERT) {
         let mut insert = QueryBuilder::<Postgres>::new(
             "INSERT INTO national_data_opt_outs \
-             (patient_id, opted_out, version, etag, update_time, updated_by) ",
+             (patient_id, opted_out, version, etag, update_time, updated_by, check_time, \
+             check_source) ",
         );
         insert.push_values(rows, |mut row, i| {
             row.push_bind(patient_id(*i))
-                .push("1")
+                .push(if i % 20 == 0 { "1" } else { "0" })
                 .push("1")
                 .push("'bench'")
-                .push("0")
-                .push("''::bytea");
+                .push_bind(checked_at)
+                .push("''::bytea")
+                .push_bind(checked_at)
+                .push("'bench'");
         });
         insert
             .build()
@@ -268,11 +275,12 @@ impl ConsentService for Constant {
 }
 
 /// The select BatchDecide makes, for `ids` in one statement.
-const BATCH_SELECT: &str = "SELECT patient_id, directive_id, version, rules FROM consent_directives \
+const BATCH_SELECT: &str = "SELECT patient_id, directive_id, version, rules, CAST(0 AS BIGINT) \
+     FROM consent_directives \
      WHERE status = 2 AND patient_id = ANY(string_to_array($1, ',')) \
      UNION ALL \
-     SELECT patient_id, '', 0, NULL FROM national_data_opt_outs \
-     WHERE opted_out = 1 AND patient_id = ANY(string_to_array($1, ','))";
+     SELECT patient_id, '', opted_out, NULL, check_time FROM national_data_opt_outs \
+     WHERE patient_id = ANY(string_to_array($1, ','))";
 
 /// The service's chunk size for BatchDecide (see service.rs).
 const BATCH_CHUNK: usize = 1_000;

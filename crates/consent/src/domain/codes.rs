@@ -41,6 +41,12 @@ impl Purpose {
         }
     }
 
+    /// Whether the purpose is the patient's own care or own request (TREAT, ETREAT, PATRQT): uses
+    /// the national data opt-out never covers.
+    pub fn serves_the_patient(self) -> bool {
+        matches!(self, Purpose::Treat | Purpose::Etreat | Purpose::Patrqt)
+    }
+
     /// The purpose a code names; codes are case-sensitive.
     pub fn parse(code: &str) -> Option<Purpose> {
         Purpose::ALL.into_iter().find(|p| p.code() == code)

@@ -186,6 +186,20 @@ impl Texts for pb::SetNationalDataOptOutRequest {
     }
 }
 
+impl Texts for pb::RecordNationalDataOptOutCheckRequest {
+    fn find_nul(&self, path: &str, v: &mut Violations) {
+        texts(path, "checked_patient_ids", &self.checked_patient_ids, v);
+        texts(
+            path,
+            "not_opted_out_patient_ids",
+            &self.not_opted_out_patient_ids,
+            v,
+        );
+        text(path, "source", &self.source, v);
+        part(path, "requester", self.requester.as_ref(), v);
+    }
+}
+
 impl Texts for pb::DecideRequest {
     fn find_nul(&self, path: &str, v: &mut Violations) {
         text(path, "patient_id", &self.patient_id, v);

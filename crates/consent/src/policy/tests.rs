@@ -3,6 +3,7 @@ use std::sync::Arc;
 use super::*;
 use crate::domain::codes::{Class, DataClass, LegalBasis, Purpose};
 use crate::domain::decide::{CompiledDirective, Context, RuleMatch, Source, decide};
+use crate::domain::optout::OptOutStatus;
 use carerecord_contracts::consent::v1::{ConsentDecision, ConsentDirective, Provision};
 
 fn ctx(role: &str, purpose: Purpose) -> Context {
@@ -175,7 +176,13 @@ fn decide_opted_out(
         .enumerate()
         .map(|(i, d)| CompiledDirective::compile(format!("d{i}"), 1, d))
         .collect();
-    decide(c, &p.evaluate(c).unwrap(), &compiled, true, true)
+    decide(
+        c,
+        &p.evaluate(c).unwrap(),
+        &compiled,
+        OptOutStatus::OptedOut,
+        true,
+    )
 }
 
 fn research_consent(study: Option<&str>) -> ConsentDirective {

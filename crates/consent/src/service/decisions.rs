@@ -11,6 +11,7 @@ use carerecord_platform::request::Id;
 use super::context::{ContextFields, parse_context};
 use super::{ConsentService, now, parse, refuse_nul};
 use crate::domain::decide::{self, Context, Obligation, PlatformVerdicts, Source};
+use crate::domain::optout::OptOutStatus;
 use crate::domain::time::timestamp_from_micros;
 use crate::error::Error;
 use crate::store::decisions::PatientState;
@@ -36,7 +37,8 @@ impl ConsentService {
         })?;
         let platform = self.platform(&ctx)?;
         let state = self.store.patient_state(patient_id.as_str()).await?;
-        let decision = decide::decide(&ctx, &platform, &state.directives, state.opted_out, true);
+        let opt_out = OptOutStatus::at(state.opt_out, now_us, self.opt_out_validity);
+        let decision = decide::decide(&ctx, &platform, &state.directives, opt_out, true);
         Ok(pb::DecideResponse {
             decision: Some(to_proto(
                 patient_id.as_str(),
@@ -67,33 +69,34 @@ impl ConsentService {
         let version: Arc<str> = Arc::from(self.policies.version());
         let ctx = Arc::new(ctx);
         let explain = req.include_explanations;
+        let validity = self.opt_out_validity;
         let mut chunks = tokio::task::JoinSet::new();
         for chunk in unique.chunks(BATCH_CHUNK) {
             let (store, chunk) = (self.store.clone(), chunk.to_vec());
             let (ctx, platform, version) = (ctx.clone(), platform.clone(), version.clone());
             chunks.spawn(async move {
                 let states = store.patient_states(&chunk).await?;
-                // Patients with no active directive are decided by the opt-out flag alone: two
-                // decisions at most.
-                let mut without_directives: HashMap<bool, decide::Decision> = HashMap::new();
+                // Patients with no active directive are decided by their opt-out status alone: one
+                // decision per status at most.
+                let mut without_directives: HashMap<OptOutStatus, decide::Decision> =
+                    HashMap::new();
                 let none = PatientState::default();
                 let decisions: Vec<(String, pb::Decision)> = chunk
                     .into_iter()
                     .map(|id| {
                         let state = states.get(&id).unwrap_or(&none);
+                        let opt_out = OptOutStatus::at(state.opt_out, now_us, validity);
                         let own;
                         let decision = if state.directives.is_empty() {
-                            without_directives
-                                .entry(state.opted_out)
-                                .or_insert_with(|| {
-                                    decide::decide(&ctx, &platform, &[], state.opted_out, explain)
-                                })
+                            without_directives.entry(opt_out).or_insert_with(|| {
+                                decide::decide(&ctx, &platform, &[], opt_out, explain)
+                            })
                         } else {
                             own = decide::decide(
                                 &ctx,
                                 &platform,
                                 &state.directives,
-                                state.opted_out,
+                                opt_out,
                                 explain,
                             );
                             &own
@@ -195,7 +198,9 @@ fn to_proto(
         .map(|r| pb::DecisionReason {
             source: match r.source {
                 Source::PlatformPolicy => pb::DecisionSource::PlatformPolicy,
-                Source::NationalDataOptOut => pb::DecisionSource::NationalDataOptOut,
+                Source::NationalDataOptOut | Source::OptOutStatusUnknown => {
+                    pb::DecisionSource::NationalDataOptOut
+                }
                 Source::PatientDirective => pb::DecisionSource::PatientDirective,
                 Source::Default => pb::DecisionSource::Default,
             } as i32,
@@ -205,6 +210,7 @@ fn to_proto(
             provision_path: r.path_string(),
             policy_id: r.policy_id.clone(),
             explanation: r.explanation.clone(),
+            reason_code: r.source.reason_code().to_owned(),
         })
         .collect();
     pb::Decision {

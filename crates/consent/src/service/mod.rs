@@ -5,7 +5,7 @@
 //! `directives` creates, reads, updates and revokes directives, `listing` pages through a
 //! patient's directives and a directive's versions, `decisions` answers Decide and BatchDecide
 //! (with `context` parsing their request context), and `opt_out` reads and sets the national
-//! data opt-out.
+//! data opt-out and records batches of the national service's answers.
 
 mod context;
 mod decisions;
@@ -22,6 +22,7 @@ use carerecord_platform::errors::Violations;
 use carerecord_platform::page_token::PageTokens;
 use tonic::{Request, Response, Status};
 
+use crate::domain::optout::CheckValidity;
 use crate::domain::text::{Texts, nul_violations};
 use crate::domain::time::{Instant, instant_from_micros};
 use crate::error::Error;
@@ -34,14 +35,25 @@ pub struct ConsentService {
     store: Store,
     policies: Arc<PlatformPolicies>,
     tokens: PageTokens,
+    opt_out_validity: CheckValidity,
 }
 
 impl ConsentService {
+    /// The service, with national data opt-out checks valid for [`CheckValidity::DEFAULT`].
     pub fn new(database: Database, policies: Arc<PlatformPolicies>, tokens: PageTokens) -> Self {
         ConsentService {
             store: Store::new(database),
             policies,
             tokens,
+            opt_out_validity: CheckValidity::DEFAULT,
+        }
+    }
+
+    /// The service with national data opt-out checks valid for `validity`.
+    pub fn with_opt_out_validity(self, validity: CheckValidity) -> Self {
+        ConsentService {
+            opt_out_validity: validity,
+            ..self
         }
     }
 }
@@ -133,6 +145,13 @@ impl ConsentApi for ConsentService {
         request: Request<pb::SetNationalDataOptOutRequest>,
     ) -> Result<Response<pb::SetNationalDataOptOutResponse>, Status> {
         reply(self.set_opt_out(request.into_inner()).await)
+    }
+
+    async fn record_national_data_opt_out_check(
+        &self,
+        request: Request<pb::RecordNationalDataOptOutCheckRequest>,
+    ) -> Result<Response<pb::RecordNationalDataOptOutCheckResponse>, Status> {
+        reply(self.record_check(request.into_inner()).await)
     }
 
     async fn decide(

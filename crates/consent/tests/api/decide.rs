@@ -200,6 +200,7 @@ async fn roles_purposes_and_break_glass() {
 async fn opt_out_and_each_exemption() {
     on_each_backend(async |c: &mut Client| {
         let patient = new_id();
+        checked(c, &[&patient]).await;
         let planning = decide(c, decide_request(&patient, requester(), "HOPERAT")).await;
         assert_eq!(
             planning.outcome(),
@@ -322,6 +323,7 @@ async fn section_251_support_permits_research_and_planning_but_not_over_the_opt_
             ..decide_request(patient, requester(), purpose)
         };
         let patient = new_id();
+        checked(c, &[&patient]).await;
         let research = decide(c, under_251(&patient, "HRESCH")).await;
         assert_eq!(research.outcome(), Permit);
         assert_eq!(
@@ -354,6 +356,7 @@ async fn section_251_support_permits_research_and_planning_but_not_over_the_opt_
         assert_eq!(reasons(&denied), [(OptOut, Deny, s(""), s(""), s(""))]);
         // And so does the patient's own objection.
         let objector = new_id();
+        checked(c, &[&objector]).await;
         let objection = ConsentDirective {
             scope_purposes: strings(&["HRESCH"]),
             ..directive(&objector, ConsentDecision::Deny, vec![])
@@ -589,6 +592,7 @@ async fn batch_decides_each_patient_in_order() {
             ..directive(&with_directive, ConsentDecision::Permit, vec![])
         };
         create(c, consent).await;
+        checked(c, &[&with_directive, &nothing]).await;
         opt_out(c, &opted_out).await;
         let request = BatchDecideRequest {
             patient_ids: vec![
@@ -702,9 +706,12 @@ async fn a_policy_file_replaces_the_embedded_rules() {
     for db in TestDatabase::each_backend().await {
         let mut app = spawn_app_with(&db.url, &[("CARERECORD_CONSENT_POLICY_FILE", &path)]).await;
         let c = &mut app.client;
+        // The file has no opt-out exemptions: only a checked patient who has not opted out.
+        let patient = new_id();
+        checked(c, &[&patient]).await;
         let research = decide(
             c,
-            decide_request(&new_id(), requester_at("A81001", "R8010"), "HRESCH"),
+            decide_request(&patient, requester_at("A81001", "R8010"), "HRESCH"),
         )
         .await;
         assert_eq!(research.outcome(), Permit);
@@ -722,7 +729,7 @@ async fn a_policy_file_replaces_the_embedded_rules() {
             obligation_types(&research),
             [ObligationType::Pseudonymise, ObligationType::FlagForReview]
         );
-        let marketing = decide(c, decide_request(&new_id(), requester(), "HMARKT")).await;
+        let marketing = decide(c, decide_request(&patient, requester(), "HMARKT")).await;
         assert_eq!(reasons(&marketing), [(BuiltIn, Deny, s(""), s(""), s(""))]);
     }
 
@@ -750,6 +757,7 @@ async fn a_large_batch_is_decided_in_chunks_each_patient_in_its_place() {
         // 2,500 patients (several chunks); every 250th has refused planning, every 250th (offset
         // 125) has opted out, so patients with state fall in every chunk.
         let ids: Vec<String> = (0..2_500).map(|_| new_id()).collect();
+        let mut opted_out = Vec::new();
         for (i, id) in ids.iter().enumerate() {
             if i % 250 == 0 {
                 let refusal = ConsentDirective {
@@ -758,9 +766,19 @@ async fn a_large_batch_is_decided_in_chunks_each_patient_in_its_place() {
                 };
                 create(c, refusal).await;
             } else if i % 250 == 125 {
-                opt_out(c, id).await;
+                opted_out.push(id.clone());
             }
         }
+        // One answer of the national service for everyone.
+        let answer = c
+            .record_national_data_opt_out_check(check_answer(&ids, &opted_out))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            (answer.patients_checked, answer.patients_opted_out),
+            (2_500, 10)
+        );
         let mut patient_ids = ids.clone();
         patient_ids.push(ids[0].clone());
         patient_ids.push(ids[1].clone());

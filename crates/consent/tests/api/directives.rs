@@ -191,15 +191,7 @@ async fn create_is_idempotent_on_request_id() {
         let err = c.create_consent_directive(different).await.unwrap_err();
         assert_eq!(err.code(), Code::FailedPrecondition);
         assert_eq!(reason(&err), "REQUEST_ID_REUSED");
-        let listed = c
-            .list_consent_directives(ListConsentDirectivesRequest {
-                patient_id: patient.clone(),
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        assert_eq!(listed.directives.len(), 1);
+        assert_eq!(list_directives(c, &patient).await.len(), 1);
     })
     .await;
 }
@@ -283,15 +275,7 @@ async fn malformed_directives_are_rejected_field_by_field() {
             );
         }
         // Nothing was written.
-        let listed = c
-            .list_consent_directives(ListConsentDirectivesRequest {
-                patient_id: new_id(),
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        assert!(listed.directives.is_empty());
+        assert!(list_directives(c, &new_id()).await.is_empty());
     })
     .await;
 }

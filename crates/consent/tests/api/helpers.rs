@@ -162,6 +162,19 @@ pub async fn get_directive(
     Ok(response.into_inner().directive.expect("directive"))
 }
 
+/// The first page of a patient's directives.
+pub async fn list_directives(client: &mut Client, patient_id: &str) -> Vec<ConsentDirective> {
+    client
+        .list_consent_directives(ListConsentDirectivesRequest {
+            patient_id: patient_id.into(),
+            ..Default::default()
+        })
+        .await
+        .expect("list directives")
+        .into_inner()
+        .directives
+}
+
 pub async fn update(
     client: &mut Client,
     request: UpdateConsentDirectiveRequest,
@@ -202,6 +215,36 @@ pub async fn set_opt_out(
         .into_inner()
         .national_data_opt_out
         .expect("opt-out"))
+}
+
+/// The national service's answer, checked just now: `checked` patients were sent, all but
+/// `opted_out` came back.
+pub fn check_answer<S: AsRef<str>>(
+    checked: &[S],
+    opted_out: &[S],
+) -> RecordNationalDataOptOutCheckRequest {
+    let out: Vec<&str> = opted_out.iter().map(AsRef::as_ref).collect();
+    RecordNationalDataOptOutCheckRequest {
+        checked_patient_ids: checked.iter().map(|p| p.as_ref().to_owned()).collect(),
+        not_opted_out_patient_ids: checked
+            .iter()
+            .map(AsRef::as_ref)
+            .filter(|id| !out.contains(id))
+            .map(str::to_owned)
+            .collect(),
+        check_time: Some(std::time::SystemTime::now().into()),
+        source: "NDOP answer test-0001".into(),
+        requester: Some(requester()),
+    }
+}
+
+/// Records that a check just now found none of `patients` opted out, so research and planning may
+/// use their data.
+pub async fn checked(client: &mut Client, patients: &[&str]) {
+    client
+        .record_national_data_opt_out_check(check_answer(patients, &[]))
+        .await
+        .expect("record a check");
 }
 
 pub async fn create(client: &mut Client, directive: ConsentDirective) -> ConsentDirective {

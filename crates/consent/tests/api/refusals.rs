@@ -75,15 +75,7 @@ async fn nul_in_any_text_field_is_refused_naming_the_field() {
             assert_nul_refused(result, field);
         }
         // Nothing was stored for the patient but the first directive.
-        let listed = c
-            .list_consent_directives(ListConsentDirectivesRequest {
-                patient_id: patient.clone(),
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        assert_eq!(listed.directives.len(), 1);
+        assert_eq!(list_directives(c, &patient).await.len(), 1);
 
         let edit = ConsentDirective {
             policy_text: "ok".into(),

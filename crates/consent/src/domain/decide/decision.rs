@@ -7,9 +7,24 @@ use crate::domain::time::Period;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Source {
     PlatformPolicy,
+    /// The patient has opted out (a valid check says so).
     NationalDataOptOut,
+    /// The patient's opt-out status is unknown (never checked, or the check expired): the contract's
+    /// NATIONAL_DATA_OPT_OUT source with reason code `opt-out-status-unknown`.
+    OptOutStatusUnknown,
     PatientDirective,
     Default,
+}
+
+impl Source {
+    /// The contract's reason_code of a reason from this source.
+    pub fn reason_code(self) -> &'static str {
+        match self {
+            Source::NationalDataOptOut => "national-data-opt-out",
+            Source::OptOutStatusUnknown => "opt-out-status-unknown",
+            Source::PlatformPolicy | Source::PatientDirective | Source::Default => "",
+        }
+    }
 }
 
 /// One rule that decided at least one cell. Field order is the listing order.

@@ -4,6 +4,7 @@ use super::compiled::{CompiledDirective, describe_provision};
 use super::context::{Context, PlatformVerdicts};
 use super::decision::{Reason, Source};
 use crate::domain::codes::{LegalBasis, Purpose};
+use crate::domain::optout::OptOutStatus;
 
 /// The contract's limit on an explanation's length, in characters.
 pub const MAX_EXPLANATION_CHARS: usize = 500;
@@ -17,6 +18,7 @@ pub(super) fn explain(
     ctx: &Context,
     platform: &PlatformVerdicts,
     directives: &[&CompiledDirective],
+    opt_out: OptOutStatus,
 ) -> String {
     let text = match reason.source {
         Source::PlatformPolicy => {
@@ -70,6 +72,15 @@ pub(super) fn explain(
             } else {
                 ""
             }
+        ),
+        Source::OptOutStatusUnknown => format!(
+            "The patient's national data opt-out status is not known ({}), so their data is not used for {} beyond their own care until a check says they have not opted out",
+            if opt_out == OptOutStatus::CheckExpired {
+                "the latest check is older than this deployment accepts"
+            } else {
+                "they have never been checked"
+            },
+            ctx.purpose.code()
         ),
         Source::PatientDirective => {
             let what = directives

@@ -25,7 +25,7 @@ use std::sync::Arc;
 use evaluate::{DirectiveResult, Path, evaluate_directive};
 
 use crate::domain::codes::{Class, DataClass, Purpose};
-use crate::domain::optout::{DirectiveVerdict, PatientConsent};
+use crate::domain::optout::{DirectiveVerdict, OptOutStatus, PatientConsent};
 use crate::domain::time::{Instant, Period};
 
 /// A reason while cells are evaluated: no strings, so evaluation does not allocate per cell.
@@ -66,13 +66,14 @@ fn plain_reason(source: Source, permit: bool) -> RawReason {
     }
 }
 
-/// Decides for one patient: `directives` are the patient's ACTIVE directives (any order), `opted_out`
-/// the national data opt-out status, `platform` the rules' verdicts for `ctx`.
+/// Decides for one patient: `directives` are the patient's ACTIVE directives (any order), `opt_out`
+/// the national data opt-out status at the time of the decision, `platform` the rules' verdicts for
+/// `ctx`.
 pub fn decide(
     ctx: &Context,
     platform: &PlatformVerdicts,
     directives: &[CompiledDirective],
-    opted_out: bool,
+    opt_out: OptOutStatus,
     explain: bool,
 ) -> Decision {
     let mut applicable: Vec<&CompiledDirective> =
@@ -107,7 +108,7 @@ pub fn decide(
                 ctx,
                 verdicts,
                 &applicable,
-                opted_out,
+                opt_out,
                 class,
                 data_time,
                 &mut CellOut {
@@ -197,7 +198,7 @@ pub fn decide(
         .collect();
     if explain {
         for reason in &mut reasons {
-            reason.explanation = explain::explain(reason, ctx, platform, &applicable);
+            reason.explanation = explain::explain(reason, ctx, platform, &applicable, opt_out);
         }
     }
     Decision {
@@ -220,7 +221,7 @@ fn decide_cell(
     ctx: &Context,
     verdicts: &ClassVerdicts,
     applicable: &[&CompiledDirective],
-    opted_out: bool,
+    opt_out: OptOutStatus,
     class: Class,
     data_time: Instant,
     out: &mut CellOut<'_>,
@@ -251,18 +252,29 @@ fn decide_cell(
         DirectiveVerdict::NoObjection
     };
 
-    // 2. The national data opt-out, unless an exemption rule sets it aside; the exemption is cited.
-    if opted_out {
+    // 2. The national data opt-out, for an opted-out patient or one whose status is unknown (fail
+    // closed), unless an exemption rule sets it aside. An exemption is cited for an opted-out
+    // patient; where the status is unknown and an exemption applies, the status did not matter. An
+    // unknown status never touches the patient's own care or request, whatever the exemption rules
+    // say: a missing check must not hold up care.
+    let unknown_for_care = opt_out.is_unknown() && ctx.purpose.serves_the_patient();
+    if opt_out.withholds() && !unknown_for_care {
+        let source = if opt_out.is_unknown() {
+            Source::OptOutStatusUnknown
+        } else {
+            Source::NationalDataOptOut
+        };
         match &verdicts.exemptions[PatientConsent::of(verdict).index()] {
-            Some(exemption) => add_reason(
+            Some(exemption) if source == Source::NationalDataOptOut => add_reason(
                 out.reasons,
                 RawReason {
                     rule: Some(exemption.policy_id.clone()),
-                    ..plain_reason(Source::NationalDataOptOut, true)
+                    ..plain_reason(source, true)
                 },
             ),
+            Some(_) => {}
             None => {
-                add_reason(out.reasons, plain_reason(Source::NationalDataOptOut, false));
+                add_reason(out.reasons, plain_reason(source, false));
                 return false;
             }
         }

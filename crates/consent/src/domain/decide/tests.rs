@@ -1,10 +1,14 @@
 use super::*;
 use crate::domain::codes::LegalBasis;
+use crate::domain::optout::OptOutStatus;
 use carerecord_contracts::common::v1::Period as P;
 use carerecord_contracts::consent::v1::{
     ConsentDecision, ConsentDirective, Provision, ProvisionActor,
 };
 use prost_types::Timestamp;
+
+/// The national data opt-out step: opted-out, unknown and checked patients, and the exemptions.
+mod opt_out;
 
 const SEC: i128 = 1_000_000_000;
 /// 2020-01-01T00:00:00Z.
@@ -83,8 +87,17 @@ fn compile(d: &ConsentDirective) -> CompiledDirective {
     CompiledDirective::compile(d.directive_id.clone(), 3, d)
 }
 
+/// A decision for a patient checked recently: opted out or not.
 fn run(ctx: &Context, directives: &[ConsentDirective], opted_out: bool) -> Decision {
     run_with(ctx, &PlatformVerdicts::default(), directives, opted_out)
+}
+
+fn checked(opted_out: bool) -> OptOutStatus {
+    if opted_out {
+        OptOutStatus::OptedOut
+    } else {
+        OptOutStatus::NotOptedOut
+    }
 }
 
 fn run_with(
@@ -93,8 +106,17 @@ fn run_with(
     directives: &[ConsentDirective],
     opted_out: bool,
 ) -> Decision {
+    run_status(ctx, platform, directives, checked(opted_out))
+}
+
+fn run_status(
+    ctx: &Context,
+    platform: &PlatformVerdicts,
+    directives: &[ConsentDirective],
+    opt_out: OptOutStatus,
+) -> Decision {
     let compiled: Vec<CompiledDirective> = directives.iter().map(compile).collect();
-    decide(ctx, platform, &compiled, opted_out, true)
+    decide(ctx, platform, &compiled, opt_out, true)
 }
 
 fn withhold(
@@ -438,82 +460,6 @@ fn a_deny_in_one_directive_beats_a_permit_in_another() {
     let d = run(&ctx(Purpose::Hoperat), &[permit], false);
     assert!(d.permit, "an explicit PERMIT grants without platform rules");
     assert_eq!(d.reasons[0].source, Source::PatientDirective);
-}
-
-/// Verdicts where `rule` exempts from the opt-out for the given patient-consent values.
-fn exempting(rule_id: &str, consents: &[PatientConsent]) -> PlatformVerdicts {
-    let mut v = PlatformVerdicts::default();
-    for class in &mut v.classes {
-        for c in consents {
-            class.exemptions[c.index()] = Some(rule(rule_id));
-        }
-    }
-    v
-}
-
-#[test]
-fn the_opt_out_denies_unless_an_exemption_rule_sets_it_aside() {
-    // No exemption rule: the opt-out withholds even individual care.
-    let d = run(&ctx(Purpose::Treat), &[], true);
-    assert!(!d.permit);
-    assert_eq!(
-        reasons(&d),
-        [cited(Source::NationalDataOptOut, false, "", "", "")]
-    );
-    // A context-only exemption (every patient-consent value): cited by id, then the next steps decide.
-    let care = exempting("care", &PatientConsent::ALL);
-    let d = run_with(&ctx(Purpose::Treat), &care, &[], true);
-    assert!(d.permit);
-    assert_eq!(
-        reasons(&d),
-        [
-            cited(Source::NationalDataOptOut, true, "", "", "care"),
-            cited(Source::Default, true, "", "", ""),
-        ]
-    );
-    assert_eq!(
-        reasons(&run_with(&ctx(Purpose::Treat), &care, &[], false)),
-        [cited(Source::Default, true, "", "", "")],
-        "not cited when the patient has not opted out"
-    );
-    // Exempt from the opt-out, a patient's refusal still applies.
-    let refusal = directive("d0", false, vec![]);
-    let d = run_with(&ctx(Purpose::Treat), &care, &[refusal], true);
-    assert!(!d.permit);
-    assert_eq!(d.reasons[0].policy_id, "care");
-    assert_eq!(d.reasons[1].source, Source::PatientDirective);
-}
-
-#[test]
-fn exemptions_see_whether_the_patient_consented_explicitly_and_to_the_study() {
-    let study = exempting("study", &[PatientConsent::StudySpecific]);
-    let consent = study_consent("S1", vec![]);
-    let mut research = ctx(Purpose::Hresch);
-    research.legal_basis = LegalBasis::ExplicitConsent;
-    research.study_id = Some("S1".into());
-    let d = run_with(&research, &study, std::slice::from_ref(&consent), true);
-    assert!(d.permit);
-    assert_eq!(
-        reasons(&d),
-        [
-            cited(Source::NationalDataOptOut, true, "", "", "study"),
-            cited(Source::PatientDirective, true, "d1", "0", ""),
-        ]
-    );
-    // A general research consent (no study named) is explicit but not study-specific.
-    let general = scoped("d2", "HRESCH", true);
-    assert!(!run_with(&research, &study, std::slice::from_ref(&general), true).permit);
-    let explicit = exempting("explicit", &[PatientConsent::Explicit]);
-    assert_eq!(
-        run_with(&research, &explicit, std::slice::from_ref(&general), true).reasons[0].policy_id,
-        "explicit"
-    );
-    assert!(
-        run(&research, &[general], false).permit,
-        "without the opt-out it is an explicit permit"
-    );
-    // No directive at all: the patient gave no consent.
-    assert!(!run_with(&research, &study, &[], true).permit);
 }
 
 #[test]
