@@ -61,6 +61,9 @@ pub enum ConsentCommand {
         /// Withdraw the opt-out.
         #[arg(long)]
         clear: bool,
+        /// With --set or --clear: where the status comes from (the check's source; default `manual`).
+        #[arg(long)]
+        source: Option<String>,
     },
     /// Record the national data opt-out service's answer: the file of NHS numbers sent to it and the
     /// file it returned (the numbers whose data may be used; every other number has opted out).
@@ -335,6 +338,7 @@ pub async fn run(
             patient,
             set,
             clear,
+            source,
         } => {
             let opt_out = if set || clear {
                 let request = SetNationalDataOptOutRequest {
@@ -342,6 +346,7 @@ pub async fn run(
                     opted_out: set,
                     etag: String::new(),
                     requester: Some(requester.clone()),
+                    source: source.unwrap_or_default(),
                 };
                 client
                     .set_national_data_opt_out(request)

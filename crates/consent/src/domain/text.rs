@@ -183,6 +183,7 @@ impl Texts for pb::SetNationalDataOptOutRequest {
         text(path, "patient_id", &self.patient_id, v);
         text(path, "etag", &self.etag, v);
         part(path, "requester", self.requester.as_ref(), v);
+        text(path, "source", &self.source, v);
     }
 }
 

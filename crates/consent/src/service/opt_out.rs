@@ -16,7 +16,7 @@ use crate::domain::validate::{
 use crate::error::{Error, OPT_OUT_RESOURCE};
 use crate::store::opt_outs::{CheckBatch, OptOutRecord};
 
-/// The check source of a status set by hand.
+/// The check source of a status set by hand without a source of its own.
 pub const MANUAL_SOURCE: &str = "manual";
 /// The longest source of a check, in characters.
 pub const MAX_SOURCE_CHARS: usize = 200;
@@ -45,6 +45,9 @@ impl ConsentService {
         let patient_id = parse(|v| {
             let patient_id = v.required_id("patient_id", &req.patient_id);
             validate_requester(requester.as_mut(), "requester", false, v);
+            if !req.source.trim().is_empty() {
+                check_source(&req.source, v);
+            }
             patient_id
         })?
         .into_string();
@@ -67,7 +70,11 @@ impl ConsentService {
                 update_time: now_us,
                 updated_by: requester.unwrap_or_default(),
                 check_time: now_us,
-                check_source: MANUAL_SOURCE.to_owned(),
+                check_source: match req.source.trim() {
+                    "" => MANUAL_SOURCE,
+                    source => source,
+                }
+                .to_owned(),
             };
             if !self.store.write_opt_out(&record, expected).await? {
                 return Err(Error::stale(OPT_OUT_RESOURCE, patient_id));

@@ -24,6 +24,7 @@ async fn opt_out(c: &mut Client, patient_id: &str) {
         opted_out: true,
         etag: String::new(),
         requester: Some(requester()),
+        source: String::new(),
     };
     set_opt_out(c, request).await.unwrap();
 }

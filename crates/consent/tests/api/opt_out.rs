@@ -12,6 +12,7 @@ fn set(patient_id: &str, opted_out: bool, etag: &str) -> SetNationalDataOptOutRe
         opted_out,
         etag: etag.into(),
         requester: Some(requester()),
+        source: String::new(),
     }
 }
 
@@ -71,11 +72,12 @@ async fn opt_out_is_versioned_and_compare_and_set() {
                 opted_out: true,
                 etag: String::new(),
                 requester: None,
+                source: "x".repeat(201),
             },
         )
         .await
         .unwrap_err();
-        assert_invalid(&err, &["patient_id", "requester"]);
+        assert_invalid(&err, &["patient_id", "requester", "source"]);
         let err = get_opt_out(c, "").await.unwrap_err();
         assert_invalid(&err, &["patient_id"]);
     })
@@ -226,10 +228,16 @@ async fn a_check_answer_is_recorded_whole_with_its_time_and_source() {
         assert_eq!(b_now.version, 2);
         assert_ne!(b_now.etag, b_status.etag);
 
-        // A manual record is a check of its own.
+        // A manual record is a check of its own, with the source given or `manual`.
         let manual = set_opt_out(c, set(&b, true, "")).await.unwrap();
         assert_eq!(manual.check_source, "manual");
         assert_eq!(manual.check_time, manual.update_time);
+        let with_source = SetNationalDataOptOutRequest {
+            source: "patient letter 2026-11-03".into(),
+            ..set(&b, false, "")
+        };
+        let manual = set_opt_out(c, with_source).await.unwrap();
+        assert_eq!(manual.check_source, "patient letter 2026-11-03");
 
         // Refused whole: nothing of a bad answer is written.
         let e = new_id();

@@ -113,12 +113,13 @@ async fn nul_in_any_text_field_is_refused_naming_the_field() {
                 patient_id: patient.clone(),
                 opted_out: true,
                 etag: String::new(),
-                requester: Some(with_nul_name()),
+                requester: Some(requester()),
+                source: NUL.into(),
             },
         )
         .await
         .map(drop);
-        assert_nul_refused(result, "requester.display_name");
+        assert_nul_refused(result, "source");
         assert_nul_refused(get_opt_out(c, NUL).await.map(drop), "patient_id");
 
         let decides: [(DecideRequest, &str); 3] = [
