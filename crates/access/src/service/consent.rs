@@ -11,13 +11,14 @@ use crate::domain::auth::Caller;
 use crate::error::{Dependency, Error};
 use crate::upstream::unavailable;
 
-/// The access legal basis as the consent module knows it (bases consent has no code for are
-/// recorded in the audit log and passed as unspecified).
+/// The access legal basis as the consent module knows it (bases consent has no code for, vital
+/// interests and subject access, are recorded in the audit log and passed as unspecified).
 pub fn consent_legal_basis(basis: i32) -> consent::LegalBasis {
     match api::LegalBasis::try_from(basis) {
         Ok(api::LegalBasis::DirectCare) => consent::LegalBasis::DirectCare,
         Ok(api::LegalBasis::ExplicitConsent) => consent::LegalBasis::ExplicitConsent,
         Ok(api::LegalBasis::LegalObligation) => consent::LegalBasis::LegalRequirement,
+        Ok(api::LegalBasis::Section251Support) => consent::LegalBasis::Section251Support,
         _ => consent::LegalBasis::Unspecified,
     }
 }
@@ -34,11 +35,15 @@ pub struct Question<'a> {
 }
 
 impl AccessService {
-    /// The requester sent to consent: consent needs a role, so system tokens without one are
-    /// given the deployment's system role.
+    /// The requester sent to consent. A patient acting for themselves (a patient-facing token) is
+    /// sent with no organisation or role, as consent's contract defines for PATRQT; a system token
+    /// without a role gets the deployment's system role, since consent requires one.
     pub(super) fn consent_requester(&self, caller: &Caller) -> common::Requester {
         let mut requester = caller.requester();
-        if requester.role_code.is_empty() {
+        if super::read::is_patient_facing(caller) {
+            requester.organisation_ods_code.clear();
+            requester.role_code.clear();
+        } else if requester.role_code.is_empty() {
             requester.role_code = self.inner.config.system_role_code.clone();
         }
         requester

@@ -36,6 +36,43 @@ struct ReadArgs {
     query: QueryKey,
     /// Set for a break-glass read.
     break_glass_reason: Option<String>,
+    filters: Filters,
+}
+
+/// What a read selects by besides type and effective time (ReadPatientRecord only): record
+/// hosting applies them, so a page is never filtered after it was fetched.
+#[derive(Debug, Clone, Default)]
+struct Filters {
+    codes: Vec<String>,
+    categories: Vec<String>,
+    statuses: Vec<String>,
+    last_updated: Option<common::Period>,
+}
+
+impl Filters {
+    fn parse(v: &mut Violations, request: &api::ReadPatientRecordRequest) -> Filters {
+        for (field, values, max) in [
+            ("codes", &request.codes, 50),
+            ("categories", &request.categories, 50),
+            ("statuses", &request.statuses, 20),
+        ] {
+            if values.len() > max {
+                v.add(field, format!("at most {max} values"));
+            }
+            for (i, value) in values.iter().enumerate() {
+                if value.trim().is_empty() || value.len() > 512 {
+                    v.add(format!("{field}[{i}]"), "must be 1 to 512 characters");
+                }
+            }
+        }
+        validate_period(v, "last_updated", request.last_updated.as_ref());
+        Filters {
+            codes: request.codes.clone(),
+            categories: request.categories.clone(),
+            statuses: request.statuses.clone(),
+            last_updated: request.last_updated,
+        }
+    }
 }
 
 /// The fields both read requests carry besides the patient and the purpose.
@@ -213,6 +250,11 @@ impl AccessService {
             patient_id: owner.clone(),
             resource_types: fetch_types.clone().unwrap_or_default(),
             effective_time: args.period,
+            codes: args.filters.codes.clone(),
+            categories: args.filters.categories.clone(),
+            statuses: args.filters.statuses.clone(),
+            updated_since: args.filters.last_updated.and_then(|p| p.start),
+            updated_before: args.filters.last_updated.and_then(|p| p.end),
             order: records::RecordOrder::EffectiveTimeDescending as i32,
             page_size: i32::try_from(args.page_size.get()).unwrap_or(50),
             page_token: inner_token,
@@ -321,8 +363,9 @@ impl AccessService {
                 ..req.clone()
             },
         );
+        let filters = Filters::parse(&mut v, &req);
         let fields = read_fields!(req);
-        let args = self.read_args(
+        let mut args = self.read_args(
             v,
             reference,
             req.purpose_of_use.clone(),
@@ -330,6 +373,7 @@ impl AccessService {
             fields,
             query,
         )?;
+        args.filters = filters;
         let page = self.read_page(&caller, &trace, args).await?;
         Ok(page.into())
     }
@@ -399,6 +443,7 @@ impl AccessService {
             position,
             query,
             break_glass_reason,
+            filters: Filters::default(),
         })
     }
 
@@ -445,7 +490,8 @@ fn withhold(
             continue;
         }
         labelled |= !record.data_classes.is_empty();
-        disclosed.push(super::disclose::disclosed(record, None));
+        let agent = record.modified_by.clone();
+        disclosed.push(super::disclose::disclosed(record, agent));
     }
     let withheld_count = withheld.values().sum();
     let summary = api::DisclosureSummary {

@@ -122,7 +122,8 @@ impl AccessService {
                     ],
                 });
             }
-            let record = disclosed(record, None);
+            let agent = record.modified_by.clone();
+            let record = disclosed(record, agent);
             leaf.returned_records = vec![record_ref(&record)];
             leaf.returned_count = 1;
             Ok(api::ReadRecordResponse {
