@@ -1,6 +1,7 @@
 //! One reader of the change feed per process, fanning each new batch of events out to the live
 //! watchers in memory, so that live watching costs the database the same whatever the number of
-//! watchers: one read of the head and one read of the new events per batch of commits.
+//! watchers: one read of the new events per batch of commits (and one of the head every poll
+//! interval, for other replicas' commits).
 //!
 //! The reader keeps a window of the newest events, every event of the feed with `start < seq <=
 //! head`, in sequence order. It reads them without payloads unless some watcher wants the full
@@ -10,9 +11,9 @@
 //! window. Both give exactly the events after a position up to a head, in order, so a watcher
 //! switches between them at any message with no gap and no duplicate.
 //!
-//! The reader wakes on this process's commits and every poll interval (other replicas' commits),
-//! and reads only while some watcher is registered; after an idle spell its window starts afresh,
-//! empty, at the head.
+//! The reader wakes on this process's commits (whose sequence tells it how far to read) and every
+//! poll interval (other replicas' commits: it reads the head), and reads only while some watcher
+//! is registered; after an idle spell its window starts afresh, empty, at the head.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -76,6 +77,18 @@ pub struct Taken {
 impl FeedHub {
     /// Starts the reader on the current runtime; it stops at `shutdown`.
     pub fn start(store: Store, poll_interval: Duration, shutdown: CancellationToken) -> FeedHub {
+        let hub = FeedHub::idle();
+        tokio::spawn(read_feed(
+            hub.shared.clone(),
+            store,
+            poll_interval,
+            shutdown,
+        ));
+        hub
+    }
+
+    /// A hub whose window is not kept up, without its reader.
+    fn idle() -> FeedHub {
         let shared = Arc::new(Shared {
             window: RwLock::new(Window {
                 live: false,
@@ -90,7 +103,6 @@ impl FeedHub {
             full_watchers: AtomicUsize::new(0),
             wake: Notify::new(),
         });
-        tokio::spawn(read_feed(shared.clone(), store, poll_interval, shutdown));
         FeedHub { shared }
     }
 
@@ -204,6 +216,10 @@ async fn read_feed(
     shutdown: CancellationToken,
 ) {
     let mut commits = store.subscribe();
+    // The newest sequence known to be committed, when this process's own commit says so: every
+    // lower sequence is committed too (writers take sequences under the head lock, in commit
+    // order), so the head need not be read. None: read it (other replicas' commits).
+    let mut committed = None;
     loop {
         if shared.watchers.load(Ordering::SeqCst) == 0 {
             shared.lock().stop();
@@ -213,25 +229,33 @@ async fn read_feed(
             }
             continue;
         }
-        let wait = match read_new_events(&shared, &store).await {
+        let wait = match read_new_events(&shared, &store, committed).await {
             Ok(()) => poll_interval,
             Err(e) => {
                 tracing::warn!(error = %e, "reading the change feed for watchers");
                 RETRY_AFTER.min(poll_interval)
             }
         };
-        tokio::select! {
-            _ = commits.changed() => {}
-            () = tokio::time::sleep(wait) => {}
-            () = shared.wake.notified() => {}
+        committed = tokio::select! {
+            changed = commits.changed() => changed.ok().map(|()| *commits.borrow_and_update()),
+            () = tokio::time::sleep(wait) => None,
+            () = shared.wake.notified() => None,
             () = shutdown.cancelled() => return,
-        }
+        };
     }
 }
 
-/// Reads every event committed after the window's head into the window.
-async fn read_new_events(shared: &Shared, store: &Store) -> Result<(), sqlx::Error> {
-    let newest = store.head().await?;
+/// Reads every event committed after the window's head, up to `committed` if known, otherwise up
+/// to the feed's head, into the window.
+async fn read_new_events(
+    shared: &Shared,
+    store: &Store,
+    committed: Option<i64>,
+) -> Result<(), sqlx::Error> {
+    let newest = match committed {
+        Some(seq) => seq,
+        None => store.head().await?,
+    };
     let mut head = {
         let mut window = shared.lock();
         if !window.live {

@@ -251,7 +251,8 @@ enum Json {
 #[derive(Clone, Copy)]
 struct Node {
     depth: usize,
-    /// Within a top-level `code` or `category`, whose strings are kept at any depth.
+    /// On the way from a top-level `code` or `category` to its codings' systems and codes,
+    /// whose strings are kept at any depth.
     terms: bool,
 }
 
@@ -338,7 +339,12 @@ impl<'de> Visitor<'de> for Node {
                     "duplicate member name {key:?}"
                 )));
             }
-            let terms = child.terms || (self.depth == 0 && (key == "code" || key == "category"));
+            // Within the terms, only what leads to a coding's system and code.
+            let terms = if child.terms {
+                matches!(key.as_str(), "coding" | "system" | "code")
+            } else {
+                self.depth == 0 && (key == "code" || key == "category")
+            };
             let value = map.next_value_seed(Node { terms, ..child })?;
             members.insert(key, value);
         }

@@ -22,7 +22,7 @@ pub struct Terms {
 /// Collects codings into their stored form, deduplicated, in payload order.
 #[derive(Debug, Default)]
 pub struct Codings {
-    entries: Vec<String>,
+    encoded: String,
 }
 
 impl Codings {
@@ -33,18 +33,23 @@ impl Codings {
         if code.is_empty() || unsearchable(code) || unsearchable(system) {
             return;
         }
-        let entry = format!("{system}\t{code}");
-        if !self.entries.contains(&entry) {
-            self.entries.push(entry);
+        let known = self
+            .encoded
+            .split('\n')
+            .any(|entry| entry.split_once('\t') == Some((system, code)));
+        if known {
+            return;
+        }
+        if self.encoded.is_empty() {
+            self.encoded.push('\n');
+        }
+        for part in [system, "\t", code, "\n"] {
+            self.encoded.push_str(part);
         }
     }
 
     pub fn encode(self) -> String {
-        if self.entries.is_empty() {
-            String::new()
-        } else {
-            format!("\n{}\n", self.entries.join("\n"))
-        }
+        self.encoded
     }
 }
 
@@ -59,11 +64,7 @@ const MAX_VALUE: usize = 512;
 /// alone: any system; `|code`: no system; `system|`: any code of the system). Violations are
 /// reported on `field[i]`, or on `field` when there are too many.
 pub fn coding_needles(values: &[String], field: &str, violations: &mut Violations) -> Vec<String> {
-    if values.len() > MAX_CODES {
-        violations.add(
-            field,
-            format!("at most {MAX_CODES} values, got {}", values.len()),
-        );
+    if too_many(values, MAX_CODES, field, violations) {
         return Vec::new();
     }
     let mut needles = Vec::with_capacity(values.len());
@@ -93,11 +94,7 @@ pub fn coding_needles(values: &[String], field: &str, violations: &mut Violation
 
 /// Status filter values, checked, sorted and deduplicated.
 pub fn statuses(values: &[String], field: &str, violations: &mut Violations) -> Vec<String> {
-    if values.len() > MAX_STATUSES {
-        violations.add(
-            field,
-            format!("at most {MAX_STATUSES} values, got {}", values.len()),
-        );
+    if too_many(values, MAX_STATUSES, field, violations) {
         return Vec::new();
     }
     for (i, value) in values.iter().enumerate() {
@@ -109,6 +106,14 @@ pub fn statuses(values: &[String], field: &str, violations: &mut Violations) -> 
     statuses.sort_unstable();
     statuses.dedup();
     statuses
+}
+
+/// Whether a list is over its limit, reported on the list's own field.
+fn too_many(values: &[String], max: usize, field: &str, violations: &mut Violations) -> bool {
+    if values.len() > max {
+        violations.add(field, format!("at most {max} values, got {}", values.len()));
+    }
+    values.len() > max
 }
 
 fn check_value(value: &str) -> Result<(), String> {

@@ -31,24 +31,8 @@ fn event(seq: i64, patient: &str, payload: &[u8]) -> Version {
     }
 }
 
-/// A hub whose window holds nothing yet, without a reader task.
 fn hub() -> FeedHub {
-    FeedHub {
-        shared: Arc::new(Shared {
-            window: RwLock::new(Window {
-                live: false,
-                start: 0,
-                head: 0,
-                payloads_from: i64::MAX,
-                events: VecDeque::new(),
-                payload_bytes: 0,
-            }),
-            head: watch::Sender::new(0),
-            watchers: AtomicUsize::new(0),
-            full_watchers: AtomicUsize::new(0),
-            wake: Notify::new(),
-        }),
-    }
+    FeedHub::idle()
 }
 
 fn seqs(taken: &Taken) -> Vec<i64> {
