@@ -5,6 +5,7 @@ mod audit;
 mod conformance;
 mod contributions;
 mod extracts;
+mod fhir;
 mod follow;
 mod imports;
 mod jwks;

@@ -1,6 +1,9 @@
 //! A sandbox of the whole platform for end-to-end tests: the four real services started in-process,
 //! each on its own ephemeral port with its own database, talking gRPC to each other exactly as when
-//! deployed apart.
+//! deployed apart. The FHIR gateway runs in front of the sandbox's data access, as it would be
+//! deployed in front of any supplier's.
+
+mod fhir_client;
 
 use std::net::SocketAddr;
 
@@ -10,7 +13,7 @@ use carerecord_contracts::common::v1::{Date, HumanName, NameUse, Requester};
 use carerecord_contracts::consent::v1::consent_service_client::ConsentServiceClient;
 use carerecord_contracts::consent::v1::{
     ConsentDecision, ConsentDirective, ConsentDirectiveStatus, CreateConsentDirectiveRequest,
-    Provision,
+    Provision, RecordNationalDataOptOutCheckRequest,
 };
 use carerecord_contracts::identity::v1::patient_identity_service_client::PatientIdentityServiceClient;
 use carerecord_contracts::identity::v1::{CreatePatientRequest, Patient};
@@ -22,6 +25,8 @@ use carerecord_platform::env::Env;
 use carerecord_platform::testing::TestDatabase;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
+
+pub use fhir_client::{Fhir, FhirConnection, Reply};
 
 /// Where each module of the sandbox is; any may be another implementation (or nothing at all).
 #[derive(Debug, Clone, Default)]
@@ -36,6 +41,8 @@ pub struct Overrides {
 pub struct Platform {
     pub backend: Backend,
     pub access: String,
+    /// The FHIR gateway (`http://127.0.0.1:<port>`), calling this sandbox's data access.
+    pub fhir: String,
     pub identity: String,
     pub records: String,
     pub consent: String,
@@ -77,6 +84,29 @@ fn service_env(database_url: &str, extra: &[(String, String)]) -> Vec<(String, S
         (
             "CARERECORD_RECORDS_WATCH_POLL_INTERVAL".into(),
             "50ms".into(),
+        ),
+    ];
+    with(&mut vars, extra);
+    vars
+}
+
+/// The SMART issuer the sandbox's gateway advertises in its discovery document.
+pub const SMART_ISSUER: &str = "https://login.e2e.carerecord.example";
+
+/// The gateway's settings: in front of `access`, export files under `exports`.
+fn fhir_env(
+    access: &str,
+    exports: &std::path::Path,
+    extra: &[(String, String)],
+) -> Vec<(String, String)> {
+    let mut vars: Vec<(String, String)> = vec![
+        ("CARERECORD_LISTEN_ADDR".into(), "127.0.0.1:0".into()),
+        ("CARERECORD_ACCESS_ENDPOINT".into(), access.into()),
+        ("CARERECORD_UPSTREAM_TIMEOUT".into(), "10s".into()),
+        ("CARERECORD_FHIR_SMART_ISSUER".into(), SMART_ISSUER.into()),
+        (
+            "CARERECORD_FHIR_EXPORT_DIR".into(),
+            exports.display().to_string(),
         ),
     ];
     with(&mut vars, extra);
@@ -194,11 +224,17 @@ impl Platform {
         ]);
         with(&mut access_env, extra);
         let access = start::<carerecord_access::Application>(access_env.clone(), &shutdown).await;
+        let fhir = start::<carerecord_fhir::Application>(
+            fhir_env(&access, &dir.path().join("fhir-exports"), extra),
+            &shutdown,
+        )
+        .await;
         let identity_channel = Self::channel(&identity).await;
         let records_channel = Self::channel(&records).await;
         Platform {
             backend,
             access,
+            fhir,
             identity,
             records,
             consent,
@@ -229,6 +265,19 @@ impl Platform {
             &[("CARERECORD_LISTEN_ADDR".into(), "127.0.0.1:0".into())],
         );
         start::<carerecord_access::Application>(env, &self.shutdown).await
+    }
+
+    /// Starts another FHIR gateway in front of `access` (this sandbox's, another instance of it, or
+    /// an address where nothing answers), with `extra` settings; it stops when the platform does.
+    pub async fn another_fhir(&self, access: &str, extra: &[(String, String)]) -> String {
+        let exports = self._dir.path().join(format!("fhir-exports-{}", uuid()));
+        start::<carerecord_fhir::Application>(fhir_env(access, &exports, extra), &self.shutdown)
+            .await
+    }
+
+    /// A client of this sandbox's FHIR gateway.
+    pub fn fhir(&self) -> Fhir {
+        Fhir::new(&self.fhir)
     }
 
     pub async fn channel(endpoint: &str) -> Channel {
@@ -312,6 +361,22 @@ impl Platform {
             })
             .await
             .expect("record the directive");
+    }
+
+    /// Records the national data opt-out service's answer for `checked` patients, checked now:
+    /// those in `not_opted_out` may be used for research and planning, the rest have opted out.
+    pub async fn record_opt_out_check(&self, checked: &[String], not_opted_out: &[String]) {
+        self.consent_client()
+            .await
+            .record_national_data_opt_out_check(RecordNationalDataOptOutCheckRequest {
+                checked_patient_ids: checked.to_vec(),
+                not_opted_out_patient_ids: not_opted_out.to_vec(),
+                check_time: Some(std::time::SystemTime::now().into()),
+                source: "e2e: national data opt-out service".into(),
+                requester: Some(loader()),
+            })
+            .await
+            .expect("record the opt-out check");
     }
 
     /// Stores an Observation (or, with a data class, a Condition) for a patient; returns the record id.
