@@ -105,7 +105,7 @@ impl RecordsService {
     async fn writable_latest(&self, record_id: &str, etag: &str) -> Result<Version, Error> {
         let latest = self
             .store
-            .get(record_id, None, true)
+            .latest_for_write(record_id)
             .await?
             .ok_or_else(|| Error::NotFound(record_id.to_owned()))?;
         if latest.etag() != etag {

@@ -16,19 +16,24 @@ pub const RETRACTED: i64 = 3;
 pub const CURRENT: i64 = 1;
 pub const ENTERED_IN_ERROR: i64 = 2;
 
-/// `record_versions` columns as read back, with the payload or an empty blob in its place.
+/// `record_versions` columns as read back, with the payload or an empty blob in its place, and
+/// then `$terms`: nothing, or the clinical terms.
 macro_rules! version_columns {
-    ($payload:literal) => {
+    ($payload:literal, $terms:literal) => {
         concat!(
             "record_id, version, seq, creation_seq, change_type, patient_id, resource_type, status, ",
             "retraction_reason, content_type, ",
             $payload,
             " AS payload, content_hash, payload_size, data_classes, authoring_org, author, source_system, ",
             "effective_time, recorded_time, create_time, update_time, requester_user_id, requester_org, ",
-            "requester_role, requester_display, codes, categories, fhir_status"
+            "requester_role, requester_display",
+            $terms
         )
     };
 }
+
+/// How many columns `version_columns!` reads before the terms.
+const COLUMNS_BEFORE_TERMS: usize = 25;
 
 /// The columns a write fills, in the order of [`put_version`].
 macro_rules! insert_columns {
@@ -44,21 +49,31 @@ pub(super) use insert_columns;
 /// How many values [`put_version`] puts.
 pub const INSERT_WIDTH: usize = 28;
 
-/// `SELECT <columns> FROM record_versions`, to be completed with conditions.
+/// `SELECT <columns> FROM record_versions`, to be completed with conditions. Reads leave the
+/// clinical terms out: only filters and writes use them.
 pub fn select(with_payload: bool) -> QueryBuilder<Any> {
     QueryBuilder::new(if with_payload {
         concat!(
             "SELECT ",
-            version_columns!("payload"),
+            version_columns!("payload", ""),
             " FROM record_versions"
         )
     } else {
         concat!(
             "SELECT ",
-            version_columns!("substr(payload, 1, 0)"),
+            version_columns!("substr(payload, 1, 0)", ""),
             " FROM record_versions"
         )
     })
+}
+
+/// [`select`] with payloads and the clinical terms, for a write that carries them on.
+pub fn select_with_terms() -> QueryBuilder<Any> {
+    QueryBuilder::new(concat!(
+        "SELECT ",
+        version_columns!("payload", ", codes, categories, fhir_status"),
+        " FROM record_versions"
+    ))
 }
 
 /// One stored version of a record.
@@ -109,9 +124,19 @@ impl Version {
         }
     }
 
-    /// A row selected with [`select`].
+    /// A row selected with [`select`] or [`select_with_terms`].
     pub(super) fn from_row(row: &AnyRow) -> Result<Version, sqlx::Error> {
         let recorded_time: i64 = row.try_get("recorded_time")?;
+        // NULL only before the start-up backfill has reached the version.
+        let term = |i: usize| -> Result<String, sqlx::Error> {
+            if row.len() > COLUMNS_BEFORE_TERMS {
+                Ok(row
+                    .try_get::<Option<String>, _>(COLUMNS_BEFORE_TERMS + i)?
+                    .unwrap_or_default())
+            } else {
+                Ok(String::new())
+            }
+        };
         Ok(Version {
             record_id: row.try_get("record_id")?,
             version: row.try_get("version")?,
@@ -131,17 +156,10 @@ impl Version {
                 source_system: row.try_get("source_system")?,
                 effective_time: row.try_get("effective_time")?,
                 recorded_time: Some(recorded_time),
-                // NULL only before the start-up backfill has reached the version.
                 terms: Terms {
-                    codes: row
-                        .try_get::<Option<String>, _>("codes")?
-                        .unwrap_or_default(),
-                    categories: row
-                        .try_get::<Option<String>, _>("categories")?
-                        .unwrap_or_default(),
-                    status: row
-                        .try_get::<Option<String>, _>("fhir_status")?
-                        .unwrap_or_default(),
+                    codes: term(0)?,
+                    categories: term(1)?,
+                    status: term(2)?,
                 },
             },
             payload_size: row.try_get("payload_size")?,

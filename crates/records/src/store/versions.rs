@@ -8,7 +8,7 @@ use sqlx::{Any, QueryBuilder};
 use super::copy::Columns;
 use super::database::Store;
 use super::feed::take_sequences;
-use super::version::{Version, insert_columns, put_version, select};
+use super::version::{Version, insert_columns, put_version, select, select_with_terms};
 
 impl Store {
     /// The latest version of a record, or the given one.
@@ -24,6 +24,15 @@ impl Store {
             Some(v) => sql.push(" AND version = ").push_bind(v),
             None => sql.push(" AND superseded_seq IS NULL"),
         };
+        Ok(self.fetch_versions(sql).await?.pop())
+    }
+
+    /// The latest version of a record with its clinical terms, for a write that follows it.
+    pub async fn latest_for_write(&self, record_id: &str) -> Result<Option<Version>, sqlx::Error> {
+        let mut sql = select_with_terms();
+        sql.push(" WHERE record_id = ")
+            .push_bind(record_id)
+            .push(" AND superseded_seq IS NULL");
         Ok(self.fetch_versions(sql).await?.pop())
     }
 
