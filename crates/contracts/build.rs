@@ -24,12 +24,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         fds.encode_to_vec(),
     )?;
 
+    // Type names let the codec find each request's descriptor (`prost::Name::full_name`).
+    let mut config = tonic_prost_build::Config::new();
+    config.enable_type_names();
     tonic_prost_build::configure()
         .build_server(true)
         .build_client(true)
         // RPCs that a service does not implement yet answer UNIMPLEMENTED.
         .generate_default_stubs(true)
-        .compile_fds(fds)?;
+        // The contracts' rule for text in requests, applied on decoding (src/codec.rs).
+        .codec_path("crate::codec::CheckedCodec")
+        .compile_fds_with_config(fds, config)?;
     Ok(())
 }
 

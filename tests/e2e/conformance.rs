@@ -3,7 +3,7 @@
 //! hide an untested promise of the contract).
 
 use carerecord_conformance::{Module, Options, Report, run};
-use carerecord_e2e::{OTHER_PROJECT, Overrides, PROJECT, Platform, token};
+use carerecord_e2e::{OTHER_PROJECT, Overrides, PROJECT, Platform, token, token_at};
 
 fn options_for(module: Module, platform: &Platform) -> Options {
     let mut options = Options {
@@ -14,6 +14,20 @@ fn options_for(module: Module, platform: &Platform) -> Options {
         options.token = Some(token("R8000", "user/*.rs"));
         options.unscoped_token = Some(token("R8000", "user/Encounter.c"));
         options.auditor_token = Some(token("R0001", "user/*.rs"));
+        // A social care provider's system and a GP practice: organisations other than the
+        // readers' (RR8), so that provenance from the token shows.
+        options.contributor_token = Some(token_at(
+            "8KIT1",
+            "",
+            "system/Observation.cu",
+            "conformance-contributor",
+        ));
+        options.other_org_token = Some(token_at(
+            "A8KIT",
+            "R8000",
+            "user/Observation.cu",
+            "conformance-other-org",
+        ));
         options.identity_endpoint = Some(platform.identity.clone());
         options.records_endpoint = Some(platform.records.clone());
         options.consent_endpoint = Some(platform.consent.clone());

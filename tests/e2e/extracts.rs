@@ -4,7 +4,6 @@ use carerecord_contracts::access::v1::{
     Cohort, ExtractPseudonymisedRequest, PatientIdList, cohort::Selection,
     extract_pseudonymised_response::Item,
 };
-use carerecord_contracts::consent::v1::SetNationalDataOptOutRequest;
 use carerecord_e2e::{OTHER_PROJECT, Overrides, PROJECT, Platform, authed, token};
 
 /// Runs a planning extract (the default rules permit planning on pseudonymised data of patients who
@@ -62,22 +61,13 @@ async fn extracts_exclude_opted_out_patients_and_pseudonyms_are_per_project() {
         let (opted_out, _) = platform.register_patient("Dorothy", "Hodgkin").await;
         platform.add_record(&included, &[]).await;
         platform.add_record(&opted_out, &[]).await;
+        // The national service's answer for the cohort: only `included` may be used.
         platform
-            .consent_client()
-            .await
-            .set_national_data_opt_out(SetNationalDataOptOutRequest {
-                patient_id: opted_out.clone(),
-                opted_out: true,
-                requester: Some(carerecord_contracts::common::v1::Requester {
-                    user_id: "e2e".into(),
-                    organisation_ods_code: "RR8".into(),
-                    role_code: "R8000".into(),
-                    display_name: String::new(),
-                }),
-                ..Default::default()
-            })
-            .await
-            .expect("opt out");
+            .record_opt_out_check(
+                &[included.clone(), opted_out.clone()],
+                std::slice::from_ref(&included),
+            )
+            .await;
         let cohort = vec![included.clone(), opted_out.clone()];
 
         let (rows, excluded) = extract(&platform, PROJECT, &cohort).await;

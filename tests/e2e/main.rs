@@ -4,8 +4,11 @@
 mod audit;
 mod conformance;
 mod contributions;
+mod defects;
 mod extracts;
 mod fhir;
+mod fhir_errors;
+mod fhir_writes;
 mod follow;
 mod imports;
 mod jwks;

@@ -88,6 +88,10 @@ pub enum Error {
     #[error("this deployment does not accept contributions from patient-facing tokens")]
     PatientContributionsDisabled,
     #[error(
+        "the token names no organisation (organisation_ods_code): staff and systems act for one"
+    )]
+    OrganisationMissing,
+    #[error(
         "request_id was already used with different content; use a new request_id for a new request"
     )]
     RequestIdReused,
@@ -167,7 +171,8 @@ impl Error {
             | Error::ProjectNotPermitted(_)
             | Error::SelfReview
             | Error::RecordNotOwned
-            | Error::PatientContributionsDisabled => Code::PermissionDenied,
+            | Error::PatientContributionsDisabled
+            | Error::OrganisationMissing => Code::PermissionDenied,
             Error::PatientNotFound { .. }
             | Error::ProjectNotFound(_)
             | Error::BreakGlassEventNotFound(_)
@@ -211,6 +216,7 @@ impl Error {
             Error::RecordNotOwned => "RECORD_NOT_OWNED",
             Error::RecordRetracted(_) => "RECORD_STATUS",
             Error::PatientContributionsDisabled => "PATIENT_CONTRIBUTIONS_DISABLED",
+            Error::OrganisationMissing => "ORGANISATION_MISSING",
             Error::RequestIdReused => "REQUEST_ID_REUSED",
             Error::CursorAheadOfFeed => "CURSOR_AHEAD_OF_FEED",
             Error::TreeSizeOutOfRange { .. } => "TREE_SIZE_OUT_OF_RANGE",

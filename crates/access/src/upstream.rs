@@ -211,7 +211,10 @@ impl Upstream {
     }
 }
 
-/// The error for a module's failed answer: it is unavailable as far as this call is concerned.
+/// The error for a module's failed answer: a transient one (the module is down, slow or
+/// overloaded) is DEPENDENCY_UNAVAILABLE, which the caller may retry; any other answer to a call
+/// this service made is a fault between the modules (a bug here or in the module), reported as
+/// INTERNAL rather than dressed up as something a retry would cure.
 pub fn unavailable(dependency: Dependency, status: &Status) -> Error {
     tracing::warn!(
         dependency = dependency.as_str(),
@@ -219,5 +222,17 @@ pub fn unavailable(dependency: Dependency, status: &Status) -> Error {
         message = status.message(),
         "dependency call failed"
     );
-    Error::DependencyUnavailable(dependency)
+    match status.code() {
+        Code::Unavailable
+        | Code::DeadlineExceeded
+        | Code::ResourceExhausted
+        | Code::Cancelled
+        | Code::Aborted
+        | Code::Unknown => Error::DependencyUnavailable(dependency),
+        code => Error::Internal(format!(
+            "{} answered {code:?}: {}",
+            dependency.as_str(),
+            carerecord_platform::status_policy::bounded(status.message(), 256)
+        )),
+    }
 }

@@ -1,13 +1,16 @@
-//! Generated code for carerecord's protobuf contracts, one module per proto package.
+//! Generated code for carerecord's protobuf contracts, one module per proto package, and the one
+//! codec the generated services and clients use ([`codec`]: prost's, plus the contracts' rule that
+//! no text field of a request holds NUL).
 //!
-//! Nothing here is written by hand beyond the module tree: services map these types to their own
-//! domain types at the edge.
+//! Services map these types to their own domain types at the edge.
 
 #![allow(clippy::all, missing_docs)]
 
 /// The encoded `FileDescriptorSet` of every carerecord contract, for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/carerecord_descriptor.bin"));
+
+pub mod codec;
 
 pub mod common {
     pub mod v1 {

@@ -75,6 +75,9 @@ fn is_deny(reason: &consent::DecisionReason) -> bool {
 /// The lower-kebab rule category of a consent reason (never naming data).
 pub fn reason_code(reason: &consent::DecisionReason) -> &'static str {
     use consent::DecisionSource as S;
+    if reason.reason_code == "opt-out-status-unknown" {
+        return "opt-out-status-unknown";
+    }
     match (source(reason), is_deny(reason)) {
         (S::PlatformPolicy, true) => "platform-policy",
         (S::PlatformPolicy, false) => "platform-policy-permit",
@@ -97,6 +100,9 @@ fn reason_text(reason: &consent::DecisionReason) -> String {
         "platform-policy-permit" => "A platform policy permits this disclosure",
         "national-data-opt-out" => {
             "The patient has opted out of the use of their data for this purpose"
+        }
+        "opt-out-status-unknown" => {
+            "The patient's national data opt-out status has not been checked recently enough, so for this purpose they are treated as opted out"
         }
         "national-data-opt-out-exemption" => {
             "The national data opt-out does not apply on the stated legal basis"

@@ -38,6 +38,15 @@ impl AccessService {
     /// The requester sent to consent. A patient acting for themselves (a patient-facing token) is
     /// sent with no organisation or role, as consent's contract defines for PATRQT; a system token
     /// without a role gets the deployment's system role, since consent requires one.
+    /// Consent decides for staff and systems acting for an organisation, or for a patient acting
+    /// for themselves; a user or system token without an organisation cannot be decided for.
+    fn check_decidable(caller: &Caller) -> Result<(), Error> {
+        if !super::read::is_patient_facing(caller) && caller.organisation_ods_code.is_empty() {
+            return Err(Error::OrganisationMissing);
+        }
+        Ok(())
+    }
+
     pub(super) fn consent_requester(&self, caller: &Caller) -> common::Requester {
         let mut requester = caller.requester();
         if super::read::is_patient_facing(caller) {
@@ -57,6 +66,7 @@ impl AccessService {
         legal_basis: i32,
         break_glass_reason: &str,
     ) -> Result<consent::Decision, Error> {
+        Self::check_decidable(caller)?;
         let up = &self.inner.upstream;
         let request = consent::DecideRequest {
             patient_id: patient_id.to_owned(),
@@ -81,6 +91,7 @@ impl AccessService {
         question: &Question<'_>,
         patients: &[String],
     ) -> Result<Vec<(String, consent::Decision)>, Error> {
+        Self::check_decidable(question.caller)?;
         let mut decided = Vec::with_capacity(patients.len());
         for chunk in patients.chunks(DECIDE_BATCH) {
             let request = consent::BatchDecideRequest {

@@ -209,9 +209,13 @@ impl Fakes {
     }
 }
 
-fn check_requester(requester: Option<&common::Requester>) -> Result<(), Status> {
+/// Consent's rule: a requester has a user, and an organisation and role unless it is the patient
+/// themselves asking (PATRQT).
+fn check_requester(requester: Option<&common::Requester>, purpose: &str) -> Result<(), Status> {
     let r = requester.ok_or_else(|| Status::invalid_argument("requester missing"))?;
-    if r.user_id.is_empty() || r.role_code.is_empty() {
+    let the_patient =
+        purpose == "PATRQT" && r.organisation_ods_code.is_empty() && r.role_code.is_empty();
+    if r.user_id.is_empty() || (r.role_code.is_empty() && !the_patient) {
         return Err(Status::invalid_argument("requester incomplete"));
     }
     Ok(())
@@ -319,7 +323,7 @@ impl consent::consent_service_server::ConsentService for Fakes {
             return Err(Status::unavailable("consent is down"));
         }
         let req = request.into_inner();
-        check_requester(req.requester.as_ref())?;
+        check_requester(req.requester.as_ref(), &req.purpose_of_use)?;
         if (req.purpose_of_use == "ETREAT") == req.break_glass_reason.is_empty() {
             return Err(Status::invalid_argument("break_glass_reason iff ETREAT"));
         }
@@ -336,7 +340,7 @@ impl consent::consent_service_server::ConsentService for Fakes {
             return Err(Status::unavailable("consent is down"));
         }
         let req = request.into_inner();
-        check_requester(req.requester.as_ref())?;
+        check_requester(req.requester.as_ref(), &req.purpose_of_use)?;
         if req.patient_ids.is_empty()
             || req.patient_ids.len() > 10_000
             || req.purpose_of_use == "ETREAT"

@@ -1,0 +1,314 @@
+//! The codec every generated carerecord service and client uses: prost's, plus one rule the
+//! contracts state for every request of every module: no text field holds NUL (U+0000).
+//!
+//! PostgreSQL cannot store NUL in text and SQLite can, so without one rule the same request would
+//! be stored on one backend and fail on the other. The rule is applied to the request's bytes before
+//! they are decoded, with the contracts' own descriptors telling string fields from bytes and
+//! nested messages, so no service can forget it: a request holding NUL anywhere in a string field
+//! is refused INVALID_ARGUMENT, with a `google.rpc.BadRequest` naming each such field.
+
+use std::collections::HashMap;
+use std::marker::PhantomData;
+use std::sync::OnceLock;
+
+use prost::Message;
+use prost_types::field_descriptor_proto::{Label, Type};
+use tonic::Status;
+use tonic::codec::{BufferSettings, Codec, DecodeBuf, Decoder};
+use tonic_prost::{ProstDecoder, ProstEncoder};
+
+/// What a field holding NUL is told.
+pub const NUL_REFUSED: &str = "must not contain the NUL character (U+0000)";
+
+/// The codec named in the generated code (`codec_path`).
+#[derive(Debug, Clone, Copy)]
+pub struct CheckedCodec<T, U> {
+    _types: PhantomData<(T, U)>,
+}
+
+impl<T, U> Default for CheckedCodec<T, U> {
+    fn default() -> Self {
+        CheckedCodec {
+            _types: PhantomData,
+        }
+    }
+}
+
+impl<T, U> Codec for CheckedCodec<T, U>
+where
+    T: Message + Send + 'static,
+    U: Message + Default + prost::Name + Send + 'static,
+{
+    type Encode = T;
+    type Decode = U;
+    type Encoder = ProstEncoder<T>;
+    type Decoder = CheckedDecoder<U>;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        ProstEncoder::new(BufferSettings::default())
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        CheckedDecoder {
+            inner: ProstDecoder::new(BufferSettings::default()),
+        }
+    }
+}
+
+/// Decodes with prost after checking a request's string fields.
+#[derive(Debug)]
+pub struct CheckedDecoder<U> {
+    inner: ProstDecoder<U>,
+}
+
+impl<U: Message + Default + prost::Name> Decoder for CheckedDecoder<U> {
+    type Item = U;
+    type Error = Status;
+
+    fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<U>, Status> {
+        // Only requests: what a service answers is its own to vouch for.
+        if U::NAME.ends_with("Request") {
+            let name = U::full_name();
+            let bytes = bytes::Buf::chunk(buf);
+            let mut fields = Vec::new();
+            nul_fields(schema(), &name, bytes, "", &mut fields);
+            if !fields.is_empty() {
+                return Err(refusal(&name, &fields));
+            }
+        }
+        self.inner.decode(buf)
+    }
+
+    fn buffer_settings(&self) -> BufferSettings {
+        self.inner.buffer_settings()
+    }
+}
+
+/// INVALID_ARGUMENT naming each field, in the shape every service answers with.
+fn refusal(message: &str, fields: &[String]) -> Status {
+    let package = message.rsplit_once('.').map_or(message, |(p, _)| p);
+    // Data access's contract names its reason INVALID_REQUEST; the others INVALID_ARGUMENT.
+    let reason = if package == "carerecord.access.v1" {
+        "INVALID_REQUEST"
+    } else {
+        "INVALID_ARGUMENT"
+    };
+    let mut details = tonic_types::ErrorDetails::new();
+    details.set_bad_request(
+        fields
+            .iter()
+            .take(20)
+            .map(|f| tonic_types::FieldViolation::new(f, NUL_REFUSED))
+            .collect::<Vec<_>>(),
+    );
+    details.set_error_info(reason, package, []);
+    let first = fields.first().map_or("", String::as_str);
+    <Status as tonic_types::StatusExt>::with_error_details(
+        tonic::Code::InvalidArgument,
+        format!("{first}: {NUL_REFUSED}"),
+        details,
+    )
+}
+
+/// What the scanner needs to know of a message field.
+#[derive(Debug, Clone)]
+enum Kind {
+    Text,
+    Message(String),
+    Other,
+}
+
+#[derive(Debug, Clone)]
+struct Field {
+    name: String,
+    kind: Kind,
+    repeated: bool,
+}
+
+/// Message full name -> field number -> field.
+type Schema = HashMap<String, HashMap<u32, Field>>;
+
+fn schema() -> &'static Schema {
+    static SCHEMA: OnceLock<Schema> = OnceLock::new();
+    SCHEMA.get_or_init(|| {
+        let set =
+            prost_types::FileDescriptorSet::decode(crate::FILE_DESCRIPTOR_SET).unwrap_or_default();
+        let mut schema = Schema::new();
+        for file in &set.file {
+            let package = file.package();
+            for message in &file.message_type {
+                add(&mut schema, package, message);
+            }
+        }
+        schema
+    })
+}
+
+fn add(schema: &mut Schema, scope: &str, message: &prost_types::DescriptorProto) {
+    let name = format!("{scope}.{}", message.name());
+    let fields = message
+        .field
+        .iter()
+        .map(|f| {
+            let kind = match f.r#type() {
+                Type::String => Kind::Text,
+                Type::Message => Kind::Message(f.type_name().trim_start_matches('.').to_owned()),
+                _ => Kind::Other,
+            };
+            let field = Field {
+                name: f.name().to_owned(),
+                kind,
+                repeated: f.label() == Label::Repeated,
+            };
+            (u32::try_from(f.number()).unwrap_or(0), field)
+        })
+        .collect();
+    for nested in &message.nested_type {
+        add(schema, &name, nested);
+    }
+    schema.insert(name, fields);
+}
+
+/// Appends to `out` the path of each string field of the encoded `message` (under `path`) that
+/// holds NUL. Malformed bytes are left for prost to refuse.
+fn nul_fields(schema: &Schema, message: &str, mut bytes: &[u8], path: &str, out: &mut Vec<String>) {
+    let Some(fields) = schema.get(message) else {
+        return;
+    };
+    let mut counts: HashMap<u32, usize> = HashMap::new();
+    while !bytes.is_empty() {
+        let Some(key) = varint(&mut bytes) else {
+            return;
+        };
+        let (number, wire) = ((key >> 3) as u32, key & 7);
+        let value: &[u8] = match wire {
+            0 => {
+                if varint(&mut bytes).is_none() {
+                    return;
+                }
+                continue;
+            }
+            1 | 5 => {
+                let width = if wire == 1 { 8 } else { 4 };
+                let Some(rest) = bytes.get(width..) else {
+                    return;
+                };
+                bytes = rest;
+                continue;
+            }
+            2 => {
+                let Some(len) = varint(&mut bytes) else {
+                    return;
+                };
+                let Ok(len) = usize::try_from(len) else {
+                    return;
+                };
+                let Some(value) = bytes.get(..len) else {
+                    return;
+                };
+                bytes = &bytes[len..];
+                value
+            }
+            _ => return,
+        };
+        let Some(field) = fields.get(&number) else {
+            continue;
+        };
+        let index = counts.entry(number).or_default();
+        let here = if path.is_empty() {
+            field.name.clone()
+        } else {
+            format!("{path}.{}", field.name)
+        };
+        let here = if field.repeated {
+            format!("{here}[{index}]")
+        } else {
+            here
+        };
+        *index += 1;
+        match &field.kind {
+            Kind::Text if value.contains(&0) => out.push(here),
+            Kind::Message(name) => nul_fields(schema, name, value, &here, out),
+            _ => {}
+        }
+    }
+}
+
+fn varint(bytes: &mut &[u8]) -> Option<u64> {
+    let mut value = 0u64;
+    for shift in (0..64).step_by(7) {
+        let (&byte, rest) = bytes.split_first()?;
+        *bytes = rest;
+        value |= u64::from(byte & 0x7f) << shift;
+        if byte & 0x80 == 0 {
+            return Some(value);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::records::v1::{CreateRecordRequest, Record};
+
+    #[test]
+    fn nul_is_found_in_nested_and_repeated_text_but_not_in_bytes() {
+        let request = CreateRecordRequest {
+            request_id: "a\0b".into(),
+            record: Some(Record {
+                source_system: "epr\0".into(),
+                data_classes: vec!["ok".into(), "bad\0".into()],
+                payload: b"{\"x\":\"\0\"}".to_vec(),
+                ..Record::default()
+            }),
+            requester: None,
+        };
+        let mut fields = Vec::new();
+        nul_fields(
+            schema(),
+            "carerecord.records.v1.CreateRecordRequest",
+            &request.encode_to_vec(),
+            "",
+            &mut fields,
+        );
+        assert_eq!(
+            fields,
+            [
+                "request_id",
+                "record.data_classes[1]",
+                "record.source_system"
+            ]
+        );
+        let clean = CreateRecordRequest {
+            request_id: "r".into(),
+            ..CreateRecordRequest::default()
+        };
+        let mut none = Vec::new();
+        nul_fields(
+            schema(),
+            "carerecord.records.v1.CreateRecordRequest",
+            &clean.encode_to_vec(),
+            "",
+            &mut none,
+        );
+        assert!(none.is_empty());
+    }
+
+    #[test]
+    fn the_refusal_names_the_fields_in_the_package_domain() {
+        use tonic_types::StatusExt;
+        let status = refusal(
+            "carerecord.access.v1.CreateRecordRequest",
+            &["request_id".to_owned()],
+        );
+        assert_eq!(status.code(), tonic::Code::InvalidArgument);
+        let details = status.get_error_details();
+        assert_eq!(details.error_info().unwrap().reason, "INVALID_REQUEST");
+        assert_eq!(details.error_info().unwrap().domain, "carerecord.access.v1");
+        assert_eq!(
+            details.bad_request().unwrap().field_violations[0].field,
+            "request_id"
+        );
+    }
+}
