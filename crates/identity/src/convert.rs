@@ -62,6 +62,7 @@ pub fn model_of(params: &MatchParameters) -> Model {
         lambda: params.prior_match_probability,
         match_threshold: params.match_threshold,
         possible_threshold: params.possible_threshold,
+        households: !params.households_absent,
     }
 }
 

@@ -10,7 +10,9 @@
 //!   returns the crate's [`Error`](error::Error), mapped to a status in `error.rs`.
 //! - `convert.rs`: between the contract's messages and the domain's and store's types.
 //! - `domain/`: pure logic, no I/O: validation and normalisation, the life of a patient record,
-//!   search, comparators, the Fellegi-Sunter model and its estimation.
+//!   search, comparators, the Fellegi-Sunter model, the scoring of a pair (its adjustments for
+//!   name frequency, households, twins and marriages), estimation and the checks an estimated
+//!   model must pass before it is used.
 //! - `store/`: all SQL, on PostgreSQL and SQLite, by aggregate (patients, identifiers, blocking
 //!   keys, request ids, merges, the change feed, match parameters, search).
 

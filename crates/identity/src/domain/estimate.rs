@@ -19,6 +19,9 @@ const START_U: [f64; 3] = [0.01, 0.04, 0.95];
 /// independent, takes family members for matches when they count.
 pub const HOUSEHOLD_FIELDS: [Field; 2] = [Field::Postcode, Field::Address];
 
+/// The fewest fields a blocking rule's run must estimate for its result to count.
+const MIN_FIELDS_PER_RUN: usize = 3;
+
 /// The estimation's settings.
 #[derive(Debug, Clone, Copy)]
 pub struct Settings {
@@ -150,6 +153,17 @@ fn run_em(
         }
     }
     let estimated: [bool; FIELD_COUNT] = std::array::from_fn(|f| active[f] && observed[f]);
+    // Two classes need at least three independent fields to be told apart: with fewer the run
+    // wanders, and teaches nothing.
+    if estimated.iter().filter(|e| **e).count() < MIN_FIELDS_PER_RUN {
+        return EmRun {
+            m,
+            estimated: [false; FIELD_COUNT],
+            expected_matches: 0.0,
+            iterations: 0,
+            converged: true,
+        };
+    }
     while iterations < settings.max_iterations {
         iterations += 1;
         let mut acc = [[0.0f64; 3]; FIELD_COUNT];

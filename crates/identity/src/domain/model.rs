@@ -42,6 +42,9 @@ pub struct Model {
     pub lambda: f64,
     pub match_threshold: f64,
     pub possible_threshold: f64,
+    /// Whether the index holds households (different people at one address), so that the
+    /// same-household and twin adjustments apply.
+    pub households: bool,
 }
 
 pub const PROBABILITY_FLOOR: f64 = 0.000_001;
@@ -103,6 +106,7 @@ impl Model {
             lambda: STARTING_PRIOR,
             match_threshold,
             possible_threshold,
+            households: true,
         }
     }
 
@@ -554,6 +558,7 @@ mod tests {
             lambda: 0.001,
             match_threshold: 0.95,
             possible_threshold: 0.5,
+            households: true,
         }
     }
 
@@ -607,6 +612,7 @@ mod tests {
             lambda: 0.5,
             match_threshold: 0.95,
             possible_threshold: 0.5,
+            households: true,
         };
         assert!((model.weight(Field::GivenName, Level::Exact) - (90f64).log2()).abs() < 1e-9);
         assert_eq!(model.weight(Field::GivenName, Level::Missing), 0.0);

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 
 use super::estimate::{self, Estimate, SplitMix};
 use super::features::{BLOCKING_RULES, Features, is_identifier_key, rule_of};
+use super::field::{Field, Level};
 use super::model::{self, Classification, Model, Pattern};
 
 /// The blocking keys, beyond the probe's own, of the candidates the probe identifies: holders of
@@ -60,7 +61,16 @@ pub struct Sampled {
     pub blocked_pairs: i64,
     /// Blocked pairs kept out of the estimation (indexes into the records), to check it on.
     pub held_out: Vec<(u32, u32)>,
+    /// Whether the index looks like one without households: of the blocked pairs at one
+    /// address, few are different people (given name and birth date both disagreeing).
+    pub households_absent: bool,
 }
+
+/// Below this share of different people among pairs at one address, an index has no
+/// households to speak of (its pairs at one address are duplicates).
+const HOUSEHOLD_SHARE: f64 = 0.2;
+/// Fewer pairs at one address than this, and the share says nothing.
+const MIN_PAIRS_AT_ONE_ADDRESS: usize = 20;
 
 /// The share of blocked pairs held out of estimation, and at most how many.
 const HELD_OUT_SHARE: f64 = 0.2;
@@ -125,16 +135,24 @@ pub fn estimate_from(records: &[(String, Features)], sampling: Sampling) -> Opti
     sorted.sort_unstable(); // reproducible from the seed
     let mut held_out = Vec::new();
     let mut blocked: Vec<(Pattern, u32)> = Vec::with_capacity(sorted.len());
+    let (mut at_one_address, mut different_people) = (0usize, 0usize);
     for ((a, b), mask) in sorted {
+        let pattern = model::pattern(&records[a as usize].1, &records[b as usize].1);
+        if pattern.level(Field::Address.index()) == Level::Exact {
+            at_one_address += 1;
+            different_people += usize::from(
+                pattern.level(Field::GivenName.index()) == Level::Disagree
+                    && pattern.level(Field::BirthDate.index()) == Level::Disagree,
+            );
+        }
         if held_out.len() < MAX_HELD_OUT && rng.unit() < HELD_OUT_SHARE {
             held_out.push((a, b));
             continue;
         }
-        blocked.push((
-            model::pattern(&records[a as usize].1, &records[b as usize].1),
-            mask,
-        ));
+        blocked.push((pattern, mask));
     }
+    let households_absent = at_one_address >= MIN_PAIRS_AT_ONE_ADDRESS
+        && (different_people as f64) < HOUSEHOLD_SHARE * at_one_address as f64;
     debug_assert!(BLOCKING_RULES.len() <= 32);
     let est = estimate::estimate(&blocked, u, all_pairs, sampling.settings);
     // Lambda is over all pairs: scale the sampled, not held-out, blocked pairs back up.
@@ -148,5 +166,6 @@ pub fn estimate_from(records: &[(String, Features)], sampling: Sampling) -> Opti
         random_pairs: random_count as i64,
         blocked_pairs: blocked.len() as i64,
         held_out,
+        households_absent,
     })
 }

@@ -212,9 +212,10 @@ impl<'a> Scorer<'a> {
             }
         }
 
-        // Postcode and address: one piece of evidence.
+        // Postcode and address: one piece of evidence (agreeing, where neighbours share a
+        // postcode and often a street; an index without households has few neighbours).
         let (postcode, address) = (level(Field::Postcode), level(Field::Address));
-        if agrees(postcode) && agrees(address) {
+        if agrees(postcode) && agrees(address) && self.model.households {
             let weaker = if e.weights[Field::Postcode.index()] < e.weights[Field::Address.index()] {
                 Field::Postcode
             } else {
@@ -236,7 +237,7 @@ impl<'a> Scorer<'a> {
                 || house_number(a.probe.text())
                     .is_some_and(|n| house_number(a.candidate.text()) == Some(n))))
             || (postcode == Level::Exact && address == Level::Missing);
-        if same_house {
+        if same_house && self.model.households {
             for (f, share) in [
                 (Field::FamilyName, HOUSEHOLD_FAMILY),
                 (Field::GivenName, HOUSEHOLD_GIVEN),

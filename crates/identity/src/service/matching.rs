@@ -290,6 +290,7 @@ impl IdentityService {
                 lambda: est.lambda,
                 match_threshold: thresholds.0,
                 possible_threshold: thresholds.1,
+                households: !sampled.households_absent,
             };
             let context = activation::Context {
                 records: &records,
@@ -330,6 +331,7 @@ impl IdentityService {
             random_seed: seed,
             estimated_at: Some(timestamp(carerecord_platform::db::now_micros())),
             estimated_by: request.requester,
+            households_absent: sampled.households_absent,
         };
         let activated = !request.dry_run && checks.iter().all(|c| c.passed);
         if !request.dry_run {
