@@ -21,6 +21,13 @@ pub struct ConformanceArgs {
     /// Access: a token of a role that may list and verify the audit log (privacy officer, R0001).
     #[arg(long)]
     auditor_token: Option<String>,
+    /// Access: a token of one organisation with `c` and `u` on Observation and no `c` on
+    /// Condition (e.g. `system/Observation.cu`), for the contribution and import tests.
+    #[arg(long)]
+    contributor_token: Option<String>,
+    /// Access: a token of another organisation with `u` on Observation, for the RECORD_NOT_OWNED test.
+    #[arg(long)]
+    other_org_token: Option<String>,
     /// Access: the deployment's identity endpoint, where the kit registers its test patient.
     #[arg(long)]
     identity_endpoint: Option<String>,
@@ -55,6 +62,8 @@ pub async fn run(args: ConformanceArgs) -> Result<(), String> {
         token: args.token,
         unscoped_token: args.unscoped_token,
         auditor_token: args.auditor_token,
+        contributor_token: args.contributor_token,
+        other_org_token: args.other_org_token,
         identity_endpoint: args.identity_endpoint,
         records_endpoint: args.records_endpoint,
         consent_endpoint: args.consent_endpoint,

@@ -117,12 +117,22 @@ pub struct Options {
     /// Access only: a valid token of a role that may list and verify the audit log (a privacy
     /// officer); without it `token` is tried, and those tests are skipped if it is refused.
     pub auditor_token: Option<String>,
-    /// Access only: the deployment's identity endpoint; the kit registers a test patient there.
-    /// Tests reading a patient's record are skipped without it and `records_endpoint`.
+    /// Access only: a token acting for one organisation whose scopes give `c` and `u` on
+    /// Observation and no `c` on Condition (for example `system/Observation.cu`); the
+    /// contribution and import tests are skipped without it.
+    pub contributor_token: Option<String>,
+    /// Access only: a token of another organisation than `contributor_token`'s, also with `u` on
+    /// Observation (for example `user/Observation.cu`), for the RECORD_NOT_OWNED test.
+    pub other_org_token: Option<String>,
+    /// Access only: the deployment's identity endpoint; the kit registers test patients there.
+    /// Tests of a patient's record are skipped without it (and, where they store records directly,
+    /// without `records_endpoint`).
     pub identity_endpoint: Option<String>,
-    /// Access only: the deployment's record hosting endpoint, to store the test patient's records.
+    /// Access only: the deployment's record hosting endpoint, to store the test patients' records
+    /// and change them while a test follows them.
     pub records_endpoint: Option<String>,
-    /// Access only: the deployment's consent endpoint, to record a refusal (CONSENT_DENIED test).
+    /// Access only: the deployment's consent endpoint, to record the test patients' directives (a
+    /// refusal, a withheld data class).
     pub consent_endpoint: Option<String>,
     /// Access only: a registered project approved for HRESCH for this token's organisation and
     /// client; the extract and aggregate tests are skipped without it.
@@ -141,6 +151,8 @@ impl Default for Options {
             token: None,
             unscoped_token: None,
             auditor_token: None,
+            contributor_token: None,
+            other_org_token: None,
             identity_endpoint: None,
             records_endpoint: None,
             consent_endpoint: None,

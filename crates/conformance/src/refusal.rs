@@ -45,6 +45,8 @@ impl Field {
 enum Detail {
     Field(String),
     FieldUnder(String),
+    /// A violation of any one of these fields.
+    FieldAmong(Vec<String>),
     /// A google.rpc.BadRequest with at least one violation.
     BadRequest,
     /// A google.rpc.BadRequest, whatever it holds.
@@ -103,6 +105,15 @@ impl Refusal {
         self
     }
 
+    /// Also a field violation of one of `fields`, where the contract does not say which (for
+    /// example "exactly one of etag and expected_version").
+    pub(crate) fn field_among(mut self, fields: &[&str]) -> Self {
+        self.details.push(Detail::FieldAmong(
+            fields.iter().map(|f| (*f).to_owned()).collect(),
+        ));
+        self
+    }
+
     /// Also a google.rpc.BadRequest with at least one violation.
     pub(crate) fn bad_request(mut self) -> Self {
         self.details.push(Detail::BadRequest);
@@ -149,6 +160,14 @@ impl Refusal {
             match detail {
                 Detail::Field(field) => has_violation(status, field).map(|_| ())?,
                 Detail::FieldUnder(prefix) => has_violation_under(status, prefix)?,
+                Detail::FieldAmong(fields) => ensure!(
+                    status.get_details_bad_request().is_some_and(|br| br
+                        .field_violations
+                        .iter()
+                        .any(|v| fields.contains(&v.field))),
+                    "expected a field violation for one of {fields:?}, got {}",
+                    describe(status)
+                ),
                 Detail::BadRequest => has_bad_request(status)?,
                 Detail::AnyBadRequest => ensure!(
                     status.get_details_bad_request().is_some(),
@@ -216,6 +235,13 @@ where
     Ok(())
 }
 
+/// A copy of `base` changed by `change`: a table row differing from a valid request in one way.
+pub(crate) fn altered<R: Clone>(base: &R, change: impl FnOnce(&mut R)) -> R {
+    let mut request = base.clone();
+    change(&mut request);
+    request
+}
+
 /// One row per update mask, each request refused as `refusal` says; failures name the mask.
 pub(crate) fn masks_refused<R>(
     masks: &[&[&str]],
@@ -277,6 +303,14 @@ mod tests {
             "Call",
         ));
         assert!(message.starts_with("expected a field violation for `patient.names`"));
+        let among = Refusal::invalid_request().field_among(&["patient", "patient.names[0]"]);
+        assert!(refused(invalid_names("kit"), &among, "Call").is_ok());
+        let message = failure(refused(
+            invalid_names("kit"),
+            &Refusal::invalid_request().field_among(&["etag", "expected_version"]),
+            "Call",
+        ));
+        assert!(message.starts_with("expected a field violation for one of"));
         let precondition = Refusal::new(Code::InvalidArgument).precondition("STATUS", None);
         let message = failure(refused(invalid_names("kit"), &precondition, "Call"));
         assert!(message.starts_with("expected google.rpc.PreconditionFailure type STATUS"));

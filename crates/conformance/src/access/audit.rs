@@ -4,14 +4,14 @@
 use carerecord_contracts::access::v1::{
     AuditAction, AuditLeaf, AuditOutcome, GetAuditPublicKeyRequest, GetConsistencyProofRequest,
     GetConsistencyProofResponse, GetInclusionProofRequest, GetSignedTreeHeadRequest,
-    ListAuditEntriesRequest, SignedTreeHead, TreeHeadToSign, VerifyAuditLogRequest,
+    SignedTreeHead, TreeHeadToSign, VerifyAuditLogRequest,
 };
 use prost::Message;
 use sha2::{Digest, Sha256};
 use tonic::Code;
 
 use super::merkle::{Hash, leaf_hash, to_hash, verify_consistency, verify_inclusion};
-use super::support::{audited, auditor, by_id, client, find, has_reason, refusal};
+use super::support::{audit_entry, audited, auditor, by_id, client, find, has_reason, refusal};
 use crate::harness::{
     Ctx, Fail, TestResult, describe, ensure, ensure_eq, err, fail, has_violation_under, ok,
 };
@@ -210,30 +210,6 @@ fn ensure_consistent(
     Ok(())
 }
 
-/// The leaf data of entry `index`, when this token may list audit entries.
-async fn leaf_data(
-    ctx: &Ctx,
-    index: i64,
-) -> TestResult<carerecord_contracts::access::v1::AuditEntry> {
-    let request = ListAuditEntriesRequest {
-        start_index: index,
-        tree_size: index + 1,
-        page_size: 1,
-        page_token: String::new(),
-    };
-    match auditor(ctx)?.list_audit_entries(request).await {
-        Ok(r) => match r.into_inner().entries.into_iter().next() {
-            Some(e) => Ok(e),
-            None => fail!("ListAuditEntries: entry {index} missing"),
-        },
-        Err(st) if st.code() == Code::PermissionDenied => Err(Fail::Skipped(format!(
-            "the token may not list audit entries; give an auditor token ({})",
-            describe(&st)
-        ))),
-        Err(st) => fail!("ListAuditEntries: expected OK, got {}", describe(&st)),
-    }
-}
-
 pub(super) async fn inclusion(ctx: Ctx) -> TestResult {
     let (index, _) = audited_call(&ctx).await?;
     let proof = ok(
@@ -259,7 +235,7 @@ pub(super) async fn inclusion(ctx: Ctx) -> TestResult {
     let Some(path) = path else {
         fail!("audit path hashes must be 32 bytes")
     };
-    let entry = leaf_data(&ctx, index).await?;
+    let entry = audit_entry(&ctx, index).await?;
     ensure_eq!(entry.index, index, "entry index");
     ensure!(
         verify_inclusion(
@@ -277,7 +253,7 @@ pub(super) async fn inclusion(ctx: Ctx) -> TestResult {
 
 pub(super) async fn leaf_contents(ctx: Ctx) -> TestResult {
     let (index, entry_id) = audited_call(&ctx).await?;
-    let entry = leaf_data(&ctx, index).await?;
+    let entry = audit_entry(&ctx, index).await?;
     let Ok(leaf) = AuditLeaf::decode(entry.leaf_data.as_slice()) else {
         fail!("leaf_data does not decode as an AuditLeaf")
     };

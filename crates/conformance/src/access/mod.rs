@@ -3,15 +3,23 @@
 //! Test ids: `ACC-<AREA>-<NNN>`. Data access holds no patient data of its own, so tests that read
 //! a patient's record first register a test patient and records through the deployment's identity
 //! and record hosting contracts (`Options::identity_endpoint`, `records_endpoint`; consent's for
-//! the refusal test) and are skipped without them. Tests that need a registered project
-//! (`Options::project_id`) are skipped without one.
+//! the tests of refusals and withheld data classes) and are skipped without them. Tests that need
+//! a registered project (`Options::project_id`), a contributor's token
+//! (`Options::contributor_token`) or another organisation's (`Options::other_org_token`) are
+//! skipped without one.
 
 mod audit;
 mod auth;
+mod change;
+mod contribute;
+mod contribution_log;
 mod extracts;
+mod follow;
+mod import;
 mod lookups;
 mod merkle;
 mod reads;
+mod record;
 mod support;
 
 use crate::harness::Case;
@@ -110,6 +118,178 @@ pub(crate) fn cases() -> Vec<Case> {
             "ACC-AGG-001",
             "AggregateExtract streams protected counts (suppressed 1-7 as 0, others multiples of 5) in order, then one summary counting the rows",
             extracts::aggregate_shape,
+        ),
+    ]);
+    // Contributions: CreateRecord, UpdateRecord, RetractRecord and what they leave in the logs.
+    cases.extend([
+        Case::new(
+            "ACC-CONTRIB-001",
+            "CreateRecord without `patient`, the payload naming the patient by NHS number alone: version 1 for the resolved patient, stored with `\"reference\": \"Patient/<id>\"` inserted first in subject and every other byte kept (the identifier too), audited",
+            contribute::create_by_nhs,
+        ),
+        Case::new(
+            "ACC-CONTRIB-002",
+            "A contribution's provenance comes from the token, never the request: source organisation, agent and source system as the token says, read back so by another requester (ReadRecord, ReadPatientRecord, ListRecordVersions)",
+            contribute::provenance_from_token,
+        ),
+        Case::new(
+            "ACC-CONTRIB-003",
+            "CreateRecord is idempotent by request_id: the same content returns the first record and writes nothing; other content -> FAILED_PRECONDITION REQUEST_ID_REUSED, audited",
+            contribute::create_idempotent,
+        ),
+        Case::new(
+            "ACC-CONTRIB-004",
+            "CreateRecord validation: request_id missing or malformed, no content, a patient by demographics, resource type Patient, empty payload, purpose missing or not TREAT, no patient anywhere -> INVALID_ARGUMENT INVALID_REQUEST naming the field",
+            contribute::create_invalid,
+        ),
+        Case::new(
+            "ACC-CONTRIB-005",
+            "A payload naming another patient than `patient` (or than an updated record's) -> INVALID_ARGUMENT naming `content.payload`, audited, nothing written",
+            contribute::payload_names_another,
+        ),
+        Case::new(
+            "ACC-CONTRIB-006",
+            "A contribution of a type the token cannot create -> PERMISSION_DENIED SCOPE_MISSING with a required_scope that creates it, audited, nothing written",
+            contribute::scope_missing,
+        ),
+        Case::new(
+            "ACC-CONTRIB-007",
+            "UpdateRecord needs the latest version: by etag or expected_version it writes the next version with a new etag; a stale etag or version (or a stale etag on RetractRecord) -> ABORTED ETAG_MISMATCH, audited, nothing written",
+            change::update_guarded,
+        ),
+        Case::new(
+            "ACC-CONTRIB-008",
+            "UpdateRecord is idempotent by request_id: a retry returns the version the first call wrote though its etag is no longer the latest; other content -> FAILED_PRECONDITION REQUEST_ID_REUSED",
+            change::update_idempotent,
+        ),
+        Case::new(
+            "ACC-CONTRIB-009",
+            "UpdateRecord and RetractRecord by another organisation than the contributor's -> PERMISSION_DENIED RECORD_NOT_OWNED, audited, the record unchanged",
+            change::not_owned,
+        ),
+        Case::new(
+            "ACC-CONTRIB-010",
+            "RetractRecord writes a version ENTERED_IN_ERROR with the reason (a retry returns it); the record leaves the patient's current records, ReadRecord still returns it; a later change -> FAILED_PRECONDITION RECORD_STATUS",
+            change::retract,
+        ),
+        Case::new(
+            "ACC-CONTRIB-011",
+            "UpdateRecord and RetractRecord validation: neither or both of etag and expected_version, negative expected_version, request_id or record_id bad, no content, demographics, purpose, reason missing or over 1000 characters -> INVALID_ARGUMENT naming the field",
+            change::change_invalid,
+        ),
+        Case::new(
+            "ACC-CONTRIB-012",
+            "UpdateRecord and RetractRecord of an unknown record -> NOT_FOUND RECORD_NOT_FOUND with ResourceInfo(Record, id), audited",
+            change::change_unknown,
+        ),
+        Case::new(
+            "ACC-CONTRIB-013",
+            "Contributions' audit entries: CREATE_RECORD, UPDATE_RECORD, RETRACT_RECORD with the request_id, the patient, the contributor's organisation and the version written in returned_records; a refused one REFUSED with its reason",
+            contribution_log::contribution_entries,
+        ),
+        Case::new(
+            "ACC-CONTRIB-014",
+            "A patient who refuses all sharing: CreateRecord -> PERMISSION_DENIED CONSENT_DENIED, audited, and an import item REJECTED CONSENT_DENIED; nothing written",
+            contribute::patient_dissent,
+        ),
+        Case::new(
+            "ACC-DISC-002",
+            "ListDisclosures shows the patient who added to their record and who was told: CREATE_RECORD, UPDATE_RECORD, RETRACT_RECORD and IMPORT_RECORDS entries with the contributor's organisation, and the FOLLOW_RECORD_CHANGES delivery",
+            contribution_log::disclosures_of_contributions,
+        ),
+    ]);
+    // Bulk contributions: ImportRecords.
+    cases.extend([
+        Case::new(
+            "ACC-IMPORT-001",
+            "ImportRecords answers every message (an empty one too) once, with a result per item in index order numbered on over the stream, each answer audited; items are stored as CreateRecord stores them",
+            import::answers_in_order,
+        ),
+        Case::new(
+            "ACC-IMPORT-002",
+            "Item problems are results, never errors, and never reject a good item: PATIENT_NOT_FOUND, SCOPE_MISSING, REQUEST_ID_REUSED, INVALID_REQUEST with field_violations `request_id`, `patient.demographics`, `content.payload`",
+            import::item_reasons,
+        ),
+        Case::new(
+            "ACC-IMPORT-003",
+            "A re-sent stream writes nothing twice: every item comes back DEDUPLICATED, naming the record written the first time",
+            import::resent_deduplicated,
+        ),
+        Case::new(
+            "ACC-IMPORT-004",
+            "ImportRecords stream errors: no purpose in the first message, more than 1000 items in a message -> INVALID_ARGUMENT",
+            import::stream_errors,
+        ),
+        Case::new(
+            "ACC-IMPORT-005",
+            "An import message's audit entry: IMPORT_RECORDS, the records written in returned_records, patients with their counts in ascending order, rejected_count, no request_id",
+            import::import_entry,
+        ),
+    ]);
+    // One record by id: ReadRecord and ListRecordVersions.
+    cases.extend([
+        Case::new(
+            "ACC-READREC-001",
+            "ReadRecord returns the latest version (version 0) or the one asked for, as record hosting holds it, status CURRENT, with the patient_id and a non-DENY decision, audited",
+            record::read_versions,
+        ),
+        Case::new(
+            "ACC-READREC-002",
+            "ReadRecord and ListRecordVersions of an unknown record, or ReadRecord of a version beyond the latest -> NOT_FOUND RECORD_NOT_FOUND with ResourceInfo(Record, id), audited",
+            record::read_not_found,
+        ),
+        Case::new(
+            "ACC-READREC-003",
+            "ReadRecord and ListRecordVersions validation: record_id missing or malformed, negative version, purpose missing, unknown or ETREAT, negative page size -> INVALID_ARGUMENT naming the field",
+            record::read_invalid,
+        ),
+        Case::new(
+            "ACC-READREC-004",
+            "ListRecordVersions lists every version newest first, payload byte for byte, paging without gaps or duplicates; a tampered page token or one of another record -> INVALID_ARGUMENT INVALID_PAGE_TOKEN",
+            record::list_versions,
+        ),
+        Case::new(
+            "ACC-READREC-005",
+            "A record of a data class the patient withholds: ReadRecord -> PERMISSION_DENIED CONSENT_DENIED revealing neither type nor labels, audited; ListRecordVersions leaves its versions out and counts them withheld",
+            record::withheld_record,
+        ),
+        Case::new(
+            "ACC-READREC-006",
+            "ReadRecord and ListRecordVersions with a token that cannot read the record's type -> PERMISSION_DENIED SCOPE_MISSING, audited",
+            record::scope_missing,
+        ),
+    ]);
+    // Following changes: FollowRecordChanges.
+    cases.extend([
+        Case::new(
+            "ACC-FOLLOW-001",
+            "FollowRecordChanges from the head delivers a change written after the stream opened, and nothing before: record_id, version, type, patient_id, CHANGE_TYPE_CREATED and provenance; every message carries a cursor",
+            follow::live_change,
+        ),
+        Case::new(
+            "ACC-FOLLOW-002",
+            "A stream resumed with a message's cursor delivers every change written since (created, updated, retracted) in commit order with no gap; an empty cursor replays the patient's history before caught_up",
+            follow::resume,
+        ),
+        Case::new(
+            "ACC-FOLLOW-003",
+            "A tampered cursor, or one reused with other resource types or another purpose -> INVALID_ARGUMENT INVALID_PAGE_TOKEN",
+            follow::cursor_refused,
+        ),
+        Case::new(
+            "ACC-FOLLOW-004",
+            "FollowRecordChanges validation: no patient or over 1000, a demographics reference, purpose missing or ETREAT, an unknown type, start_at_head with a cursor -> INVALID_ARGUMENT; an unknown patient -> NOT_FOUND PATIENT_NOT_FOUND, audited",
+            follow::follow_invalid,
+        ),
+        Case::new(
+            "ACC-FOLLOW-005",
+            "A change to a record of a data class the patient withholds is never delivered, not even as withheld; the next change is",
+            follow::withheld_not_delivered,
+        ),
+        Case::new(
+            "ACC-FOLLOW-006",
+            "A delivery's audit entry: FOLLOW_RECORD_CHANGES, DISCLOSED, the versions notified in returned_records, the patient with their count",
+            follow::delivery_entry,
         ),
     ]);
     // The tamper-evident audit log: signed tree heads, keys, proofs, VerifyAuditLog.

@@ -1,12 +1,13 @@
 //! ReadPatientRecord and ListDisclosures.
 
 use carerecord_contracts::access::v1::{
-    AuditAction, DecisionOutcome, ListDisclosuresRequest, ReadPatientRecordRequest,
+    AuditAction, DecisionOutcome, ListDisclosuresRequest, ListDisclosuresResponse,
+    ReadPatientRecordRequest,
 };
 use carerecord_contracts::common::v1::Period;
 use tonic::Code;
 
-use super::support::{audited, by_id, client, find, has_reason, seed};
+use super::support::{audited, by_id, client, find, has_reason, record_directive, seed};
 use crate::harness::{Ctx, Fail, TestResult, describe, ensure, ensure_eq, err, fail, ok};
 
 fn read(pid: &str) -> ReadPatientRecordRequest {
@@ -214,15 +215,8 @@ pub(super) async fn read_invalid(ctx: Ctx) -> TestResult {
 
 pub(super) async fn read_consent_denied(ctx: Ctx) -> TestResult {
     let s = seed(&ctx).await?;
-    let Some(consent) = ctx.options.consent_endpoint.clone() else {
-        return Err(Fail::Skipped(
-            "needs the deployment's consent endpoint to record a refusal (--consent-endpoint)"
-                .into(),
-        ));
-    };
-    let consent_ctx = ctx.for_endpoint(&consent).await?;
-    crate::consent::create(
-        &consent_ctx,
+    record_directive(
+        &ctx,
         crate::consent::directive(
             &s.patient.patient_id,
             carerecord_contracts::consent::v1::ConsentDecision::Deny,
@@ -230,7 +224,6 @@ pub(super) async fn read_consent_denied(ctx: Ctx) -> TestResult {
         ),
     )
     .await?;
-    ctx.absorb(&consent_ctx);
     let status = err(
         client(&ctx)
             .read_patient_record(read(&s.patient.patient_id))
@@ -269,21 +262,7 @@ pub(super) async fn disclosures(ctx: Ctx) -> TestResult {
         client(&ctx).read_patient_record(read(&pid)).await,
         "ReadPatientRecord",
     )?;
-    let request = ListDisclosuresRequest {
-        patient: by_id(&pid),
-        ..Default::default()
-    };
-    let listing = match client(&ctx).list_disclosures(request).await {
-        Ok(r) => r.into_inner(),
-        Err(st) if st.code() == Code::PermissionDenied => {
-            has_reason(&st, "SCOPE_MISSING")?;
-            return Err(Fail::Skipped(
-                "the token lacks user/AuditEvent.r or patient/AuditEvent.r (SCOPE_MISSING checked)"
-                    .into(),
-            ));
-        }
-        Err(st) => fail!("ListDisclosures: expected OK, got {}", describe(&st)),
-    };
+    let listing = disclosure_log(&ctx, &pid).await?;
     ensure_eq!(listing.patient_id, pid, "patient_id");
     let entries: Vec<(String, i32)> = listing
         .disclosures
@@ -321,4 +300,26 @@ pub(super) async fn disclosures(ctx: Ctx) -> TestResult {
         "every disclosure names the patient"
     );
     Ok(())
+}
+
+/// The first page of the patient's disclosure log, or a skip when the token may not list it.
+pub(super) async fn disclosure_log(
+    ctx: &Ctx,
+    patient_id: &str,
+) -> TestResult<ListDisclosuresResponse> {
+    let request = ListDisclosuresRequest {
+        patient: by_id(patient_id),
+        ..Default::default()
+    };
+    match client(ctx).list_disclosures(request).await {
+        Ok(r) => Ok(r.into_inner()),
+        Err(st) if st.code() == Code::PermissionDenied => {
+            has_reason(&st, "SCOPE_MISSING")?;
+            Err(Fail::Skipped(
+                "the token lacks user/AuditEvent.r or patient/AuditEvent.r (SCOPE_MISSING checked)"
+                    .into(),
+            ))
+        }
+        Err(st) => fail!("ListDisclosures: expected OK, got {}", describe(&st)),
+    }
 }

@@ -2,7 +2,9 @@
 //!
 //! Every case assumes the deployment's platform policy set has no rule matching the kit's requests
 //! (the contract lets a deployment add FORBID, OVERRIDE and DEFAULT rules); a case whose decision
-//! names a platform rule is reported as skipped, never as passed or failed.
+//! names a platform rule is reported as skipped, never as passed or failed. A case's patient has a
+//! national data opt-out check recorded just before the decision, saying they have opted out or
+//! not, unless the case is about a patient never checked.
 
 use carerecord_contracts::common::v1::Period;
 use carerecord_contracts::consent::v1::{
@@ -12,8 +14,8 @@ use carerecord_contracts::consent::v1::{
 };
 
 use super::support::{
-    ALL_CLASSES, actor, ask, ask_as, at, classes, client, create, decide, directive, period,
-    platform_rule, recorder, set_opt_out, strings, worked_example, year,
+    ALL_CLASSES, actor, ask, ask_as, at, checked_not_opted_out, classes, client, create, decide,
+    directive, period, platform_rule, recorder, set_opt_out, strings, worked_example, year,
 };
 use crate::harness::{Case, Ctx, Fail, TestResult, ensure, ensure_eq, ok};
 
@@ -25,13 +27,24 @@ use DecisionSource::{Default as Builtin, NationalDataOptOut as Ndoo, PatientDire
 /// provision path.
 type Reason = (DecisionSource, DecisionOutcome, Option<usize>, &'static str);
 
+/// The patient's national data opt-out status when the case decides.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum OptOut {
+    /// A check recorded now says the patient has not opted out.
+    NotOptedOut,
+    /// The patient opted out (a manual check, recorded now).
+    OptedOut,
+    /// Never checked: the status is UNKNOWN.
+    NeverChecked,
+}
+
 struct Row {
     id: &'static str,
     title: &'static str,
     directives: fn(&str) -> Vec<ConsentDirective>,
     /// Revoke every directive after creating it (it must stop applying at once).
     revoke: bool,
-    opted_out: bool,
+    opt_out: OptOut,
     request: fn(&str) -> DecideRequest,
     outcome: DecisionOutcome,
     obligations: fn() -> Vec<Obligation>,
@@ -150,7 +163,7 @@ const ROW: Row = Row {
     title: "",
     directives: none,
     revoke: false,
-    opted_out: false,
+    opt_out: OptOut::NotOptedOut,
     request: |p| ask(p, "TREAT"),
     outcome: Permit,
     obligations: no_obligations,
@@ -329,7 +342,7 @@ const TABLE: &[Row] = &[
         id: "CON-DT-17",
         title: "Opted out, HRESCH under EXPLICIT_CONSENT, consent not naming the study: the opt-out denies",
         directives: |p| vec![scoped(p, BasePermit, &["HRESCH"])],
-        opted_out: true,
+        opt_out: OptOut::OptedOut,
         request: |p| research(p, LegalBasis::ExplicitConsent, "IRAS-1"),
         outcome: Deny,
         reasons: Some(&[(Ndoo, Deny, None, "")]),
@@ -339,7 +352,7 @@ const TABLE: &[Row] = &[
         id: "CON-DT-18",
         title: "Opted out, HRESCH under EXPLICIT_CONSENT with study-specific consent: exempt, the directive permits",
         directives: study_consent,
-        opted_out: true,
+        opt_out: OptOut::OptedOut,
         request: |p| research(p, LegalBasis::ExplicitConsent, "IRAS-1"),
         outcome: Permit,
         reasons: Some(&[(Ndoo, Permit, None, ""), (Pd, Permit, Some(0), "0")]),
@@ -349,7 +362,7 @@ const TABLE: &[Row] = &[
         id: "CON-DT-19",
         title: "Opted out, consent for study IRAS-1, request for study IRAS-2: the opt-out denies",
         directives: study_consent,
-        opted_out: true,
+        opt_out: OptOut::OptedOut,
         request: |p| research(p, LegalBasis::ExplicitConsent, "IRAS-2"),
         outcome: Deny,
         reasons: Some(&[(Ndoo, Deny, None, "")]),
@@ -359,7 +372,7 @@ const TABLE: &[Row] = &[
         id: "CON-DT-20",
         title: "Opted out, study-specific consent but no EXPLICIT_CONSENT basis: the opt-out denies",
         directives: study_consent,
-        opted_out: true,
+        opt_out: OptOut::OptedOut,
         request: |p| research(p, LegalBasis::Unspecified, "IRAS-1"),
         outcome: Deny,
         reasons: Some(&[(Ndoo, Deny, None, "")]),
@@ -368,7 +381,7 @@ const TABLE: &[Row] = &[
     Row {
         id: "CON-DT-21",
         title: "The opt-out does not apply to individual care (TREAT)",
-        opted_out: true,
+        opt_out: OptOut::OptedOut,
         request: |p| ask(p, "TREAT"),
         outcome: Permit,
         reasons: None,
@@ -377,7 +390,7 @@ const TABLE: &[Row] = &[
     Row {
         id: "CON-DT-22",
         title: "Opted out, HOPERAT under LEGAL_REQUIREMENT: exempt from the opt-out, but nothing permits -> DENY (default)",
-        opted_out: true,
+        opt_out: OptOut::OptedOut,
         request: |p| DecideRequest {
             legal_basis: LegalBasis::LegalRequirement as i32,
             ..ask(p, "HOPERAT")
@@ -403,7 +416,7 @@ const TABLE: &[Row] = &[
         id: "CON-DT-24",
         title: "Opted out, PUBHLTH under PUBLIC_HEALTH with explicit permission: exempt, PERMIT without flag",
         directives: |p| vec![scoped(p, BasePermit, &["PUBHLTH"])],
-        opted_out: true,
+        opt_out: OptOut::OptedOut,
         request: |p| DecideRequest {
             legal_basis: LegalBasis::PublicHealth as i32,
             ..ask(p, "PUBHLTH")
@@ -541,6 +554,25 @@ const TABLE: &[Row] = &[
         reasons: Some(&[(Builtin, Permit, None, "")]),
         ..ROW
     },
+    Row {
+        id: "CON-DT-37",
+        title: "Never checked (opt-out status UNKNOWN), HRESCH with an explicit PERMIT: the opt-out applies as if opted out -> DENY, reason_code opt-out-status-unknown",
+        directives: |p| vec![scoped(p, BasePermit, &["HRESCH"])],
+        opt_out: OptOut::NeverChecked,
+        request: |p| ask(p, "HRESCH"),
+        outcome: Deny,
+        reasons: Some(&[(Ndoo, Deny, None, "")]),
+        ..ROW
+    },
+    Row {
+        id: "CON-DT-38",
+        title: "Never checked, TREAT: individual care never depends on a check -> PERMIT (default)",
+        opt_out: OptOut::NeverChecked,
+        request: |p| ask(p, "TREAT"),
+        outcome: Permit,
+        reasons: Some(&[(Builtin, Permit, None, "")]),
+        ..ROW
+    },
 ];
 
 pub(super) fn cases() -> Vec<Case> {
@@ -571,8 +603,10 @@ async fn run_row(ctx: Ctx, row: &'static Row) -> TestResult {
             )?;
         }
     }
-    if row.opted_out {
-        set_opt_out(&ctx, &pid, true, "").await?;
+    match row.opt_out {
+        OptOut::NotOptedOut => checked_not_opted_out(&ctx, &pid).await?,
+        OptOut::OptedOut => drop(set_opt_out(&ctx, &pid, true, "").await?),
+        OptOut::NeverChecked => {}
     }
     let decision = decide(&ctx, (row.request)(&pid)).await?;
     if let Some(policy) = platform_rule(&decision) {
@@ -636,6 +670,21 @@ async fn run_row(ctx: Ctx, row: &'static Row) -> TestResult {
             ensure!(
                 r.explanation.chars().count() <= 500,
                 "an explanation is over 500 characters"
+            );
+        }
+        if row.opt_out == OptOut::NeverChecked {
+            let codes: Vec<(i32, &str)> = decision
+                .reasons
+                .iter()
+                .filter(|r| r.source == Ndoo as i32)
+                .map(|r| (r.effect, r.reason_code.as_str()))
+                .collect();
+            ensure!(
+                codes
+                    .iter()
+                    .all(|(effect, code)| *effect != Deny as i32
+                        || *code == "opt-out-status-unknown"),
+                "an opt-out denial for a patient never checked has reason_code opt-out-status-unknown, got {codes:?}"
             );
         }
     }

@@ -7,7 +7,8 @@ use carerecord_contracts::consent::v1::{
     ConsentDecision, ConsentDirective, ConsentDirectiveStatus, CreateConsentDirectiveRequest,
     DecideRequest, Decision, DecisionSource, GetConsentDirectiveRequest,
     ListConsentDirectivesRequest, NationalDataOptOut, Provision, ProvisionActor,
-    SetNationalDataOptOutRequest, UpdateConsentDirectiveRequest,
+    RecordNationalDataOptOutCheckRequest, SetNationalDataOptOutRequest,
+    UpdateConsentDirectiveRequest,
 };
 use prost_types::{FieldMask, Timestamp};
 use tonic::service::interceptor::InterceptedService;
@@ -295,6 +296,25 @@ pub(crate) async fn set_opt_out(
         r.national_data_opt_out,
         "SetNationalDataOptOut: no national_data_opt_out",
     )
+}
+
+/// Records, as the national service's answer of a moment ago, that the patient has not opted out.
+pub(crate) async fn checked_not_opted_out(ctx: &Ctx, pid: &str) -> TestResult {
+    let request = RecordNationalDataOptOutCheckRequest {
+        checked_patient_ids: vec![pid.to_owned()],
+        not_opted_out_patient_ids: vec![pid.to_owned()],
+        check_time: Some(crate::records::seconds_from_now(-1)),
+        source: "carerecord conformance kit".into(),
+        requester: Some(recorder()),
+    };
+    ok(
+        client(ctx)
+            .record_national_data_opt_out_check(request)
+            .await,
+        "RecordNationalDataOptOutCheck",
+    )?;
+    ctx.created("national data opt-out", pid);
+    Ok(())
 }
 
 pub(crate) fn ask(pid: &str, purpose: &str) -> DecideRequest {

@@ -16,7 +16,10 @@ mod watch;
 
 use crate::harness::Case;
 
-pub(crate) use support::{FORGED_TOKEN, create, day, new_record, seconds_from_now, tamper, ts_key};
+pub(crate) use support::{
+    FORGED_TOKEN, create, day, ensure_nothing_written, new_record, requester, retract,
+    seconds_from_now, tamper, ts_key, update,
+};
 
 /// The catalogue: every test of the module, in run order.
 pub(crate) fn cases() -> Vec<Case> {
