@@ -159,14 +159,7 @@ impl AccessService {
             caller.organisation_ods_code.clone()
         };
         if organisation.is_empty() {
-            return Err(Error::Invalid({
-                let mut v = Violations::new();
-                v.add(
-                    "authorization",
-                    "the token names no organisation (organisation_ods_code): contributions are recorded against one",
-                );
-                v
-            }));
+            return Err(Error::OrganisationMissing);
         }
         Ok(Contributor {
             requester: caller.requester(),

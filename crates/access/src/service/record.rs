@@ -48,7 +48,12 @@ impl AccessService {
         } else {
             &[Context::User, Context::System]
         };
-        caller.require(contexts, &record.resource_type, 'r')?;
+        // Refused without naming the type: a record the caller may not read stays undescribed.
+        caller
+            .require(contexts, &record.resource_type, 'r')
+            .map_err(|_| Error::ScopeMissing {
+                required_scope: format!("{}/*.r", contexts[0].as_str()),
+            })?;
         let owner = self
             .resolve(&Reference::PatientId(record.patient_id.clone()))
             .await?;
