@@ -69,9 +69,7 @@ impl<U: Message + Default + prost::Name> Decoder for CheckedDecoder<U> {
         // Only requests: what a service answers is its own to vouch for.
         if U::NAME.ends_with("Request") {
             let name = U::full_name();
-            let bytes = bytes::Buf::chunk(buf);
-            let mut fields = Vec::new();
-            nul_fields(schema(), &name, bytes, "", &mut fields);
+            let fields = nul_text_fields(&name, bytes::Buf::chunk(buf));
             if !fields.is_empty() {
                 return Err(refusal(&name, &fields));
             }
@@ -82,6 +80,15 @@ impl<U: Message + Default + prost::Name> Decoder for CheckedDecoder<U> {
     fn buffer_settings(&self) -> BufferSettings {
         self.inner.buffer_settings()
     }
+}
+
+/// The paths of the string fields holding NUL in `encoded`, a message of the contracts' type
+/// `message` (its full name, e.g. `carerecord.records.v1.CreateRecordRequest`): what the codec
+/// refuses a request for. The codec applies it itself; this is for fuzzing and tests.
+pub fn nul_text_fields(message: &str, encoded: &[u8]) -> Vec<String> {
+    let mut fields = Vec::new();
+    nul_fields(schema(), message, encoded, "", &mut fields);
+    fields
 }
 
 /// INVALID_ARGUMENT naming each field, in the shape every service answers with.
@@ -293,6 +300,57 @@ mod tests {
             &mut none,
         );
         assert!(none.is_empty());
+    }
+
+    #[test]
+    fn nul_is_named_by_its_path_deep_in_nested_repeated_messages() {
+        use crate::common::v1::Requester;
+        use crate::consent::v1 as pb;
+        let request = pb::CreateConsentDirectiveRequest {
+            request_id: "id\0".into(),
+            directive: Some(pb::ConsentDirective {
+                policy_text: "ok".into(),
+                grantor_display: "\0".into(),
+                provisions: vec![pb::Provision {
+                    provisions: vec![pb::Provision {
+                        actors: vec![
+                            pb::ProvisionActor::default(),
+                            pb::ProvisionActor {
+                                user_id: "a\0b".into(),
+                                ..Default::default()
+                            },
+                        ],
+                        study_ids: vec!["x".into(), "\0".into()],
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            requester: Some(Requester {
+                display_name: "Dr\0".into(),
+                ..Default::default()
+            }),
+        };
+        let mut fields = Vec::new();
+        nul_fields(
+            schema(),
+            "carerecord.consent.v1.CreateConsentDirectiveRequest",
+            &request.encode_to_vec(),
+            "",
+            &mut fields,
+        );
+        fields.sort();
+        assert_eq!(
+            fields,
+            [
+                "directive.grantor_display",
+                "directive.provisions[0].provisions[0].actors[1].user_id",
+                "directive.provisions[0].provisions[0].study_ids[1]",
+                "request_id",
+                "requester.display_name",
+            ]
+        );
     }
 
     #[test]

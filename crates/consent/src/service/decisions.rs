@@ -9,7 +9,7 @@ use carerecord_platform::errors::Violations;
 use carerecord_platform::request::Id;
 
 use super::context::{ContextFields, parse_context};
-use super::{ConsentService, now, parse, refuse_nul};
+use super::{ConsentService, now, parse};
 use crate::domain::decide::{self, Context, Obligation, PlatformVerdicts, Source};
 use crate::domain::optout::OptOutStatus;
 use crate::domain::time::timestamp_from_micros;
@@ -28,7 +28,6 @@ impl ConsentService {
         &self,
         req: pb::DecideRequest,
     ) -> Result<pb::DecideResponse, Error> {
-        refuse_nul(&req)?;
         let (now_us, now) = now();
         let (patient_id, ctx) = parse(|v| {
             let patient_id = v.required_id("patient_id", &req.patient_id);
@@ -53,7 +52,6 @@ impl ConsentService {
         &self,
         req: pb::BatchDecideRequest,
     ) -> Result<pb::BatchDecideResponse, Error> {
-        refuse_nul(&req)?;
         let (now_us, now) = now();
         let (ids, ctx) = parse(|v| {
             let ids = patient_ids(&req.patient_ids, v);

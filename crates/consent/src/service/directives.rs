@@ -10,7 +10,7 @@ use carerecord_platform::request::Id;
 use prost::Message;
 use sha2::{Digest, Sha256};
 
-use super::{ConsentService, new_etag, now, parse, refuse_nul};
+use super::{ConsentService, new_etag, now, parse};
 use crate::domain::lifecycle;
 use crate::domain::time::timestamp_from_micros;
 use crate::domain::validate::{
@@ -24,7 +24,6 @@ impl ConsentService {
         &self,
         req: pb::CreateConsentDirectiveRequest,
     ) -> Result<pb::CreateConsentDirectiveResponse, Error> {
-        refuse_nul(&req)?;
         let (now_us, now) = now();
         let mut requester = req.requester;
         let (request_id, mut directive) = parse(|v| {
@@ -78,7 +77,6 @@ impl ConsentService {
         &self,
         req: pb::GetConsentDirectiveRequest,
     ) -> Result<pb::GetConsentDirectiveResponse, Error> {
-        refuse_nul(&req)?;
         let id = parse(|v| {
             let id = v.required_id("directive_id", &req.directive_id);
             v.check(req.version >= 0, "version", "must not be negative");
@@ -99,7 +97,6 @@ impl ConsentService {
         &self,
         req: pb::UpdateConsentDirectiveRequest,
     ) -> Result<pb::UpdateConsentDirectiveResponse, Error> {
-        refuse_nul(&req)?;
         let (now_us, now) = now();
         let mut requester = req.requester;
         let (id, input, fields) = parse(|v| {
@@ -142,7 +139,6 @@ impl ConsentService {
         &self,
         req: pb::RevokeConsentDirectiveRequest,
     ) -> Result<pb::RevokeConsentDirectiveResponse, Error> {
-        refuse_nul(&req)?;
         let now_us = now_micros();
         let mut requester = req.requester;
         let id = parse(|v| {

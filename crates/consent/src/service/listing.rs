@@ -5,7 +5,7 @@ use carerecord_contracts::consent::v1 as pb;
 use carerecord_platform::errors::Violations;
 use carerecord_platform::page_token::{Position, QueryKey, REFUSED};
 
-use super::{ConsentService, parse, refuse_nul};
+use super::{ConsentService, parse};
 use crate::domain::lifecycle;
 use crate::error::Error;
 use crate::store::directives::position_after;
@@ -15,7 +15,6 @@ impl ConsentService {
         &self,
         req: pb::ListConsentDirectivesRequest,
     ) -> Result<pb::ListConsentDirectivesResponse, Error> {
-        refuse_nul(&req)?;
         let (patient_id, size, statuses) = parse(|v| {
             let patient_id = v.required_id("patient_id", &req.patient_id);
             let size = v.page_size(req.page_size);
@@ -61,7 +60,6 @@ impl ConsentService {
         &self,
         req: pb::ListConsentDirectiveVersionsRequest,
     ) -> Result<pb::ListConsentDirectiveVersionsResponse, Error> {
-        refuse_nul(&req)?;
         let (id, size) = parse(|v| {
             let id = v.required_id("directive_id", &req.directive_id);
             let size = v.page_size(req.page_size);

@@ -23,7 +23,6 @@ use carerecord_platform::page_token::PageTokens;
 use tonic::{Request, Response, Status};
 
 use crate::domain::optout::CheckValidity;
-use crate::domain::text::{Texts, nul_violations};
 use crate::domain::time::{Instant, instant_from_micros};
 use crate::error::Error;
 use crate::policy::PlatformPolicies;
@@ -78,11 +77,6 @@ fn parse<T>(parse: impl FnOnce(&mut Violations) -> Option<T>) -> Result<T, Error
     parsed.ok_or(Error::Internal(
         "a request parsed to nothing without a violation",
     ))
-}
-
-/// Refuses a request holding NUL in any text field, naming each such field, before any other check.
-fn refuse_nul(request: &impl Texts) -> Result<(), Error> {
-    Ok(nul_violations(request).into_result()?)
 }
 
 fn reply<T>(handled: Result<T, Error>) -> Result<Response<T>, Status> {

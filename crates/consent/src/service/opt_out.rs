@@ -7,7 +7,7 @@ use carerecord_contracts::consent::v1 as pb;
 use carerecord_platform::errors::Violations;
 use carerecord_platform::request::Id;
 
-use super::{ConsentService, new_etag, now, parse, refuse_nul};
+use super::{ConsentService, new_etag, now, parse};
 use crate::domain::optout::CheckValidity;
 use crate::domain::time::timestamp_from_micros;
 use crate::domain::validate::{
@@ -28,7 +28,6 @@ impl ConsentService {
         &self,
         req: pb::GetNationalDataOptOutRequest,
     ) -> Result<pb::GetNationalDataOptOutResponse, Error> {
-        refuse_nul(&req)?;
         let patient_id = parse(|v| v.required_id("patient_id", &req.patient_id))?;
         let record = self.store.opt_out(patient_id.as_str()).await?;
         Ok(pb::GetNationalDataOptOutResponse {
@@ -40,7 +39,6 @@ impl ConsentService {
         &self,
         req: pb::SetNationalDataOptOutRequest,
     ) -> Result<pb::SetNationalDataOptOutResponse, Error> {
-        refuse_nul(&req)?;
         let mut requester = req.requester;
         let patient_id = parse(|v| {
             let patient_id = v.required_id("patient_id", &req.patient_id);
@@ -91,7 +89,6 @@ impl ConsentService {
         &self,
         req: pb::RecordNationalDataOptOutCheckRequest,
     ) -> Result<pb::RecordNationalDataOptOutCheckResponse, Error> {
-        refuse_nul(&req)?;
         let (now_us, now) = now();
         let mut requester = req.requester;
         let (patients, check_time) = parse(|v| {
