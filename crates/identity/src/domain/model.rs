@@ -164,6 +164,20 @@ pub(crate) enum Value<'a> {
     Gender(i32),
 }
 
+impl Outcome<'_> {
+    /// The outcome with its values copied out, as evidence shows it.
+    pub fn comparison(self, field: Field) -> Comparison {
+        Comparison {
+            field,
+            level: self.level,
+            comparator: self.comparator,
+            similarity: self.similarity,
+            probe_value: self.probe.render(),
+            candidate_value: self.candidate.render(),
+        }
+    }
+}
+
 impl<'a> Value<'a> {
     pub fn text(self) -> &'a str {
         match self {
@@ -487,18 +501,9 @@ fn compare_field<'a>(
 
 /// The level pattern of a pair (levels chosen by level order), for estimation.
 pub fn pattern(p: &Features, c: &Features) -> Pattern {
-    levels(None, p, c)
-}
-
-/// The level pattern of a pair under `model` (repeated data kept by highest weight), for scoring.
-pub fn pattern_with(model: &Model, p: &Features, c: &Features) -> Pattern {
-    levels(Some(model), p, c)
-}
-
-fn levels(model: Option<&Model>, p: &Features, c: &Features) -> Pattern {
     let mut levels = [Level::Missing; FIELD_COUNT];
     for field in FIELDS {
-        levels[field.index()] = compare_field(model, field, p, c).level;
+        levels[field.index()] = compare_field(None, field, p, c).level;
     }
     Pattern::from_levels(&levels)
 }
@@ -516,17 +521,8 @@ pub(crate) fn outcomes<'a>(
 pub fn explain(model: &Model, p: &Features, c: &Features) -> Vec<Comparison> {
     FIELDS
         .iter()
-        .map(|&field| {
-            let o = compare_field(Some(model), field, p, c);
-            Comparison {
-                field,
-                level: o.level,
-                comparator: o.comparator,
-                similarity: o.similarity,
-                probe_value: o.probe.render(),
-                candidate_value: o.candidate.render(),
-            }
-        })
+        .zip(outcomes(model, p, c))
+        .map(|(&field, o)| o.comparison(field))
         .collect()
 }
 

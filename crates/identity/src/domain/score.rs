@@ -155,14 +155,7 @@ impl<'a> Scorer<'a> {
             .map(|&field| {
                 let o = e.outcomes[field.index()];
                 FieldScore {
-                    comparison: Comparison {
-                        field,
-                        level: o.level,
-                        comparator: o.comparator,
-                        similarity: o.similarity,
-                        probe_value: o.probe.render(),
-                        candidate_value: o.candidate.render(),
-                    },
+                    comparison: o.comparison(field),
                     level_weight: self.model.weight(field, o.level),
                     weight: e.weights[field.index()],
                     adjustment: e.adjustments[field.index()],
