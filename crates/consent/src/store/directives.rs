@@ -1,6 +1,7 @@
 //! Directives: the latest version of each, every version, and create request ids.
 
 use carerecord_contracts::consent::v1::{ConsentDirective, ConsentDirectiveStatus};
+use carerecord_platform::sql::{finish, push_in};
 use prost::Message;
 use sqlx::any::AnyArguments;
 use sqlx::query::Query;
@@ -121,33 +122,24 @@ impl Store {
         after: Option<(i64, String)>,
         limit: i64,
     ) -> Result<Vec<ConsentDirective>, Error> {
-        let mut query =
-            QueryBuilder::<Any>::new("SELECT body FROM consent_directives WHERE patient_id = $1");
-        if !statuses.is_empty() {
-            // The statuses are validated enum numbers, written as literals. The other values are
-            // bound to numbered parameters: the Any driver's push_bind writes `?`, which PostgreSQL
-            // does not accept.
-            query.push(" AND status IN (");
-            let mut list = query.separated(", ");
-            for status in statuses {
-                list.push(*status as i32);
-            }
-            list.push_unseparated(")");
-        }
-        query.push(
-            " AND (create_time < $2 OR (create_time = $2 AND directive_id > $3)) \
-             ORDER BY create_time DESC, directive_id ASC LIMIT $4",
-        );
         let (after_time, after_id) = after.unwrap_or((i64::MAX, String::new()));
-        self.directives(
-            query
-                .build()
-                .bind(patient_id)
-                .bind(after_time)
-                .bind(after_id)
-                .bind(limit),
-        )
-        .await
+        let mut query =
+            QueryBuilder::<Any>::new("SELECT body FROM consent_directives WHERE patient_id = ");
+        query.push_bind(patient_id.to_owned());
+        if !statuses.is_empty() {
+            query.push(" AND status");
+            push_in(&mut query, statuses.iter().map(|s| i64::from(*s as i32)));
+        }
+        query
+            .push(" AND (create_time < ")
+            .push_bind(after_time)
+            .push(" OR (create_time = ")
+            .push_bind(after_time)
+            .push(" AND directive_id > ")
+            .push_bind(after_id)
+            .push(")) ORDER BY create_time DESC, directive_id ASC LIMIT ")
+            .push_bind(limit);
+        self.directives(finish(&mut query)?).await
     }
 
     /// Writes a new version if the stored version is still `expected_version`; false when it is not.
