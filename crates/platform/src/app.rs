@@ -106,7 +106,10 @@ impl Startup {
     /// [`Running::run`] is called.
     pub fn serve_http(self, router: axum::Router) -> Running {
         Running {
-            server: Server::Http(self.server.into_http(), router),
+            server: Server::Http(
+                crate::http_server::HttpServer::from_bound(self.server),
+                router,
+            ),
             background: self.background.drop_guard(),
         }
     }

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::config::ServerConfig;
-use crate::server::ServeError;
+use crate::server::{GrpcServer, ServeError};
 
 /// A bound HTTP server, not yet serving.
 pub struct HttpServer {
@@ -22,7 +22,9 @@ pub struct HttpServer {
 }
 
 impl HttpServer {
-    pub(crate) fn new(config: ServerConfig, listener: TcpListener, local_addr: SocketAddr) -> Self {
+    /// Plain HTTP on the listener a [`GrpcServer`] bound (with its settings).
+    pub fn from_bound(server: GrpcServer) -> Self {
+        let (config, listener, local_addr) = server.into_listener();
         HttpServer {
             config,
             listener,

@@ -106,9 +106,9 @@ impl GrpcServer {
         self
     }
 
-    /// The listener, to serve plain HTTP on it instead of gRPC.
-    pub fn into_http(self) -> crate::http_server::HttpServer {
-        crate::http_server::HttpServer::new(self.config, self.listener, self.local_addr)
+    /// The settings and listener, for serving something other than gRPC on them (plain HTTP).
+    pub(crate) fn into_listener(self) -> (ServerConfig, TcpListener, SocketAddr) {
+        (self.config, self.listener, self.local_addr)
     }
 
     /// Records RED metrics with `meter` instead of the global meter provider's.
