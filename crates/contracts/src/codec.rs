@@ -87,7 +87,7 @@ impl<U: Message + Default + prost::Name> Decoder for CheckedDecoder<U> {
 /// refuses a request for. The codec applies it itself; this is for fuzzing and tests.
 pub fn nul_text_fields(message: &str, encoded: &[u8]) -> Vec<String> {
     let mut fields = Vec::new();
-    nul_fields(schema(), message, encoded, "", &mut fields);
+    nul_fields(schema(), message, encoded, "", 0, &mut fields);
     fields
 }
 
@@ -176,12 +176,27 @@ fn add(schema: &mut Schema, scope: &str, message: &prost_types::DescriptorProto)
     schema.insert(name, fields);
 }
 
-/// Appends to `out` the path of each string field of the encoded `message` (under `path`) that
-/// holds NUL. Malformed bytes are left for prost to refuse.
-fn nul_fields(schema: &Schema, message: &str, mut bytes: &[u8], path: &str, out: &mut Vec<String>) {
+/// How deep nested messages are scanned: prost's recursion limit, past which it refuses to decode
+/// the request anyway. Without a bound, a small request nesting a message thousands deep would
+/// overflow the stack of the thread decoding it (and build ever longer paths on the way).
+const MAX_DEPTH: usize = 100;
+
+/// Appends to `out` the path of each string field of the encoded `message` (under `path`, `depth`
+/// messages deep) that holds NUL. Malformed bytes are left for prost to refuse.
+fn nul_fields(
+    schema: &Schema,
+    message: &str,
+    mut bytes: &[u8],
+    path: &str,
+    depth: usize,
+    out: &mut Vec<String>,
+) {
     let Some(fields) = schema.get(message) else {
         return;
     };
+    if depth > MAX_DEPTH {
+        return;
+    }
     let mut counts: HashMap<u32, usize> = HashMap::new();
     while !bytes.is_empty() {
         let Some(key) = varint(&mut bytes) else {
@@ -235,7 +250,7 @@ fn nul_fields(schema: &Schema, message: &str, mut bytes: &[u8], path: &str, out:
         *index += 1;
         match &field.kind {
             Kind::Text if value.contains(&0) => out.push(here),
-            Kind::Message(name) => nul_fields(schema, name, value, &here, out),
+            Kind::Message(name) => nul_fields(schema, name, value, &here, depth + 1, out),
             _ => {}
         }
     }
@@ -277,6 +292,7 @@ mod tests {
             "carerecord.records.v1.CreateRecordRequest",
             &request.encode_to_vec(),
             "",
+            0,
             &mut fields,
         );
         assert_eq!(
@@ -297,6 +313,7 @@ mod tests {
             "carerecord.records.v1.CreateRecordRequest",
             &clean.encode_to_vec(),
             "",
+            0,
             &mut none,
         );
         assert!(none.is_empty());
@@ -338,6 +355,7 @@ mod tests {
             "carerecord.consent.v1.CreateConsentDirectiveRequest",
             &request.encode_to_vec(),
             "",
+            0,
             &mut fields,
         );
         fields.sort();
@@ -350,6 +368,49 @@ mod tests {
                 "request_id",
                 "requester.display_name",
             ]
+        );
+    }
+
+    /// A CreateConsentDirectiveRequest whose directive nests provisions `depth` deep, the innermost
+    /// with a purpose holding NUL, encoded from the inside out (prost's own encoder recurses too).
+    fn nested_directive(depth: usize) -> Vec<u8> {
+        fn wrap(tag: u8, inner: &[u8]) -> Vec<u8> {
+            let mut out = vec![tag];
+            prost::encoding::encode_varint(inner.len() as u64, &mut out);
+            out.extend_from_slice(inner);
+            out
+        }
+        let mut provision = wrap(0x1a, b"\0");
+        for _ in 1..depth {
+            provision = wrap(0x3a, &provision);
+        }
+        wrap(0x12, &wrap(0x3a, &provision))
+    }
+
+    #[test]
+    fn deeply_nested_requests_are_scanned_in_bounded_stack_and_paths() {
+        let message = "carerecord.consent.v1.CreateConsentDirectiveRequest";
+        // Within prost's limit the NUL is found, however deep.
+        let found = nul_text_fields(message, &nested_directive(MAX_DEPTH - 2));
+        assert_eq!(found.len(), 1);
+        assert!(found[0].ends_with("provisions[0].purposes[0]"), "{found:?}");
+        // A request of a few hundred kilobytes nested a hundred thousand deep, scanned on a
+        // thread with a Tokio worker's stack (2 MiB), as a service decodes it: it returns, and
+        // leaves the request to prost, which refuses it as too deep.
+        let deep = nested_directive(100_000);
+        assert!(deep.len() < 1 << 20);
+        let scanned = std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(move || nul_text_fields(message, &deep))
+            .unwrap()
+            .join()
+            .expect("the scan returns");
+        assert!(scanned.is_empty(), "{scanned:?}");
+        assert!(
+            crate::consent::v1::CreateConsentDirectiveRequest::decode(
+                nested_directive(100_000).as_slice()
+            )
+            .is_err()
         );
     }
 
