@@ -15,6 +15,8 @@ use tonic_types::StatusExt;
 pub const REASON_SYSTEM: &str = "https://carerecord.nhs.example/fhir/CodeSystem/error-reason";
 
 /// FHIR's media type for JSON.
+pub const FHIR_MEDIA_TYPE: &str = "application/fhir+json";
+/// The `Content-Type` of every FHIR JSON response.
 pub const FHIR_JSON: &str = "application/fhir+json; charset=utf-8";
 
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +32,9 @@ pub enum Error {
     /// No such resource type, route or interaction here.
     #[error("{0}")]
     NotSupported(String),
+    /// No such resource (of the type the URL names).
+    #[error("{0}")]
+    NotFound(String),
     /// Data access answered with an error.
     #[error("data access: {}", .0.message())]
     Upstream(tonic::Status),
@@ -120,7 +125,18 @@ pub fn from_status(status: &tonic::Status) -> (StatusCode, Vec<Issue>, Option<u6
         .retry_info()
         .and_then(|r| r.retry_delay)
         .map(|d| d.as_secs().max(1));
+    // Violations of the content of a write are the resource's own: FHIR's 422, not a bad request.
+    let about_content = details.bad_request().is_some_and(|bad| {
+        !bad.field_violations.is_empty()
+            && bad
+                .field_violations
+                .iter()
+                .all(|v| v.field.starts_with("content."))
+    });
     let (http, code) = match (status.code(), reason.as_deref()) {
+        (Code::InvalidArgument, _) if about_content => {
+            (StatusCode::UNPROCESSABLE_ENTITY, "processing")
+        }
         (Code::InvalidArgument, _) => (StatusCode::BAD_REQUEST, "invalid"),
         (Code::Unauthenticated, _) => (StatusCode::UNAUTHORIZED, "login"),
         (Code::PermissionDenied, _) => (StatusCode::FORBIDDEN, "forbidden"),
@@ -132,6 +148,9 @@ pub fn from_status(status: &tonic::Status) -> (StatusCode, Vec<Issue>, Option<u6
         }
         (Code::FailedPrecondition, _) => (StatusCode::CONFLICT, "business-rule"),
         (Code::OutOfRange, _) => (StatusCode::BAD_REQUEST, "invalid"),
+        (Code::ResourceExhausted, Some("MESSAGE_TOO_LARGE")) => {
+            (StatusCode::PAYLOAD_TOO_LARGE, "too-long")
+        }
         (Code::ResourceExhausted, _) => (StatusCode::TOO_MANY_REQUESTS, "throttled"),
         (Code::Unavailable, _) => (StatusCode::SERVICE_UNAVAILABLE, "transient"),
         (Code::DeadlineExceeded, _) => (StatusCode::GATEWAY_TIMEOUT, "timeout"),
@@ -168,8 +187,15 @@ impl IntoResponse for Error {
                 status,
             } => {
                 let code = match *status {
-                    StatusCode::PRECONDITION_FAILED => "conflict",
+                    StatusCode::PRECONDITION_FAILED | StatusCode::CONFLICT => "conflict",
                     StatusCode::UNPROCESSABLE_ENTITY => "processing",
+                    StatusCode::PRECONDITION_REQUIRED => "required",
+                    StatusCode::PAYLOAD_TOO_LARGE => "too-long",
+                    StatusCode::METHOD_NOT_ALLOWED | StatusCode::UNSUPPORTED_MEDIA_TYPE => {
+                        "not-supported"
+                    }
+                    StatusCode::NOT_FOUND => "not-found",
+                    s if s.is_server_error() => "exception",
                     _ => "invalid",
                 };
                 let mut issue = Issue::error(code, message.clone());
@@ -179,6 +205,11 @@ impl IntoResponse for Error {
             Error::NotSupported(message) => (
                 StatusCode::NOT_FOUND,
                 vec![Issue::error("not-supported", message.clone())],
+                None,
+            ),
+            Error::NotFound(message) => (
+                StatusCode::NOT_FOUND,
+                vec![Issue::error("not-found", message.clone())],
                 None,
             ),
             Error::Upstream(status) => from_status(status),
@@ -243,6 +274,12 @@ mod tests {
             ),
             (Code::ResourceExhausted, "RATE_LIMITED", 429, "throttled"),
             (
+                Code::ResourceExhausted,
+                "MESSAGE_TOO_LARGE",
+                413,
+                "too-long",
+            ),
+            (
                 Code::Unavailable,
                 "DEPENDENCY_UNAVAILABLE",
                 503,
@@ -264,7 +301,8 @@ mod tests {
         details.add_bad_request_violation("patient.nhs_number", "fails the modulus-11 check");
         details.set_error_info("INVALID_REQUEST", "carerecord.access.v1", []);
         let status = tonic::Status::with_error_details(Code::InvalidArgument, "bad", details);
-        let (_, issues, _) = from_status(&status);
+        let (http, issues, _) = from_status(&status);
+        assert_eq!(http, StatusCode::BAD_REQUEST);
         assert_eq!(issues.len(), 2);
         assert_eq!(issues[1].expression.as_deref(), Some("patient.nhs_number"));
         let outcome = operation_outcome(&issues);
@@ -272,6 +310,17 @@ mod tests {
             outcome["issue"][0]["details"]["coding"][0]["code"],
             "INVALID_REQUEST"
         );
+    }
+
+    #[test]
+    fn a_refused_resource_is_unprocessable() {
+        let mut details = ErrorDetails::new();
+        details.add_bad_request_violation("content.payload", "subject names another patient");
+        details.set_error_info("INVALID_REQUEST", "carerecord.access.v1", []);
+        let status = tonic::Status::with_error_details(Code::InvalidArgument, "bad", details);
+        let (http, issues, _) = from_status(&status);
+        assert_eq!(http, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(issues[0].expression.as_deref(), Some("content.payload"));
     }
 
     #[test]

@@ -28,7 +28,7 @@ use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 
-use super::purpose;
+use super::{legal_basis, purpose};
 use crate::Gateway;
 use crate::config::FhirConfig;
 use crate::error::{Error, Issue, fhir_json, operation_outcome};
@@ -145,7 +145,7 @@ async fn owned(
     let jobs = gateway.exports.lock();
     match jobs.get(id) {
         Some(job) if job.owner == caller => Ok((job.dir.clone(), job.state.clone())),
-        _ => Err(Error::NotSupported(
+        _ => Err(Error::NotFound(
             "no such export job (it may have expired)".into(),
         )),
     }
@@ -207,6 +207,7 @@ pub async fn kick_off(
     let request = ExtractPseudonymisedRequest {
         project_id: project,
         purpose_of_use: purpose,
+        legal_basis: legal_basis(&headers)?,
         cohort: Some(Cohort {
             selection: Some(Selection::Filter(CohortFilter {
                 resource_types: types.clone(),
@@ -447,11 +448,11 @@ pub async fn file(
     let (dir, state) = owned(&gateway, &headers, &job).await?;
     let name_ok = file.strip_suffix(".ndjson").is_some_and(is_clinical_type);
     if !matches!(state, JobState::Done { .. }) || !name_ok {
-        return Err(Error::NotSupported("no such export file".into()));
+        return Err(Error::NotFound("no such export file".into()));
     }
     let handle = tokio::fs::File::open(dir.join(&file))
         .await
-        .map_err(|_| Error::NotSupported("no such export file".into()))?;
+        .map_err(|_| Error::NotFound("no such export file".into()))?;
     let chunks = futures::stream::unfold(handle, |mut handle| async move {
         use tokio::io::AsyncReadExt;
         let mut buffer = vec![0u8; 64 * 1024];

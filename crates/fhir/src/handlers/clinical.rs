@@ -9,10 +9,10 @@ use carerecord_contracts::access::v1::{
 };
 use http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 
-use super::purpose;
 use super::search::{
     canonical_query, check_unknown, identifier_reference, page_size, withheld_note,
 };
+use super::{legal_basis, purpose, resource_id};
 use crate::Gateway;
 use crate::error::{Error, Issue, fhir_json, operation_outcome};
 use crate::query::{Query, Token, Window, alternatives, encode};
@@ -130,6 +130,7 @@ pub async fn search(
             reference: Some(patient_param(&query)?),
         }),
         purpose_of_use: purpose(&headers)?,
+        legal_basis: legal_basis(&headers)?,
         resource_types: vec![resource_type.clone()],
         effective_period: window(&query, "date")?.to_period(),
         last_updated: window(&query, "_lastUpdated")?.to_period(),
@@ -188,30 +189,43 @@ pub async fn search(
     ))
 }
 
-/// One version of a record as a FHIR read response: the resource with `ETag` and `Last-Modified`;
-/// a retracted record reads as deleted (410 Gone).
+/// One version of a record as a FHIR read response: the resource with `ETag` and `Last-Modified`,
+/// or 304 when the client's `If-None-Match` names this version; a retracted record reads as deleted
+/// (410 Gone).
 fn resource_response(
     resource_type: &str,
     record: &carerecord_contracts::access::v1::DisclosedRecord,
+    headers: &HeaderMap,
 ) -> Result<Response, Error> {
     if record.resource_type != resource_type {
-        return Err(Error::NotSupported(format!(
-            "no {resource_type} with that id"
-        )));
+        return Err(Error::NotFound(format!("no {resource_type} with that id")));
     }
     if is_retracted(record) {
-        let mut issue = Issue::error("deleted", "the record was retracted as entered in error");
-        issue.severity = "error";
+        let issue = Issue::error("deleted", "the record was retracted as entered in error");
         let mut response = fhir_json(StatusCode::GONE, &operation_outcome(&[issue]));
-        response.headers_mut().insert(
-            header::ETAG,
-            HeaderValue::from_str(&etag(record.version)).unwrap_or(HeaderValue::from_static("")),
-        );
+        version_headers(&mut response, record);
         return Ok(response);
     }
-    let mut response = fhir_json(StatusCode::OK, &record_resource(record)?);
+    let mut response = if if_none_match(headers) == Some(record.version) {
+        StatusCode::NOT_MODIFIED.into_response()
+    } else {
+        fhir_json(StatusCode::OK, &record_resource(record)?)
+    };
     version_headers(&mut response, record);
     Ok(response)
+}
+
+/// The version an `If-None-Match` names: `W/"3"`, `"3"` or `3`.
+fn if_none_match(headers: &HeaderMap) -> Option<i64> {
+    headers
+        .get(header::IF_NONE_MATCH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .trim_start_matches("W/")
+        .trim_matches('"')
+        .parse()
+        .ok()
 }
 
 /// `ETag` and `Last-Modified` of a record version.
@@ -261,6 +275,7 @@ async fn read_version(
     version: i64,
 ) -> Result<Response, Error> {
     check_type(resource_type)?;
+    let record_id = resource_id(resource_type, &record_id)?;
     let response = gateway
         .access()
         .read_record(gateway.call(
@@ -269,12 +284,13 @@ async fn read_version(
                 record_id,
                 version,
                 purpose_of_use: purpose(headers)?,
+                legal_basis: legal_basis(headers)?,
                 ..ReadRecordRequest::default()
             },
         ))
         .await?
         .into_inner();
-    resource_response(resource_type, &response.record.unwrap_or_default())
+    resource_response(resource_type, &response.record.unwrap_or_default(), headers)
 }
 
 /// `GET /{type}/{id}`.
@@ -308,6 +324,7 @@ pub async fn history(
     uri: Uri,
 ) -> Result<Response, Error> {
     check_type(&resource_type)?;
+    let id = resource_id(&resource_type, &id)?;
     let query = Query::parse(uri.query())?;
     let page_size = page_size(&query)?;
     let page_token = query
@@ -321,6 +338,7 @@ pub async fn history(
             ListRecordVersionsRequest {
                 record_id: id.clone(),
                 purpose_of_use: purpose(&headers)?,
+                legal_basis: legal_basis(&headers)?,
                 page_size,
                 page_token: page_token.clone(),
                 ..ListRecordVersionsRequest::default()
@@ -332,9 +350,7 @@ pub async fn history(
     let mut entries = Vec::with_capacity(page.versions.len());
     for version in &page.versions {
         if version.resource_type != resource_type {
-            return Err(Error::NotSupported(format!(
-                "no {resource_type} with that id"
-            )));
+            return Err(Error::NotFound(format!("no {resource_type} with that id")));
         }
         let url = format!(
             "{base}/{resource_type}/{}/_history/{}",

@@ -17,22 +17,31 @@ use serde_json::json;
 use crate::Gateway;
 use crate::error::{Error, fhir_json};
 
+/// The request header naming the legal basis relied on (lower-kebab, e.g. `section-251-support`),
+/// which FHIR REST has no place for either. Unset: not stated.
+pub const LEGAL_BASIS_HEADER: &str = "x-legal-basis";
+
 /// The request header naming the purpose of use (an HL7 ActReason code, e.g. `TREAT`), which FHIR
 /// REST has no place for. Unset: `PATRQT` for a patient-facing token (only `patient/` scopes),
 /// `TREAT` otherwise.
 pub const PURPOSE_HEADER: &str = "x-purpose-of-use";
 
 impl Gateway {
-    /// A data access request carrying the caller's `Authorization` and the per-call deadline.
+    /// A data access request carrying the caller's `Authorization`, the caller's trace context
+    /// and the per-call deadline.
     pub(crate) fn call<T>(&self, headers: &HeaderMap, message: T) -> tonic::Request<T> {
         let mut request = tonic::Request::new(message);
         request.set_timeout(self.config.upstream_timeout);
-        if let Some(value) = headers
-            .get(http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse().ok())
-        {
-            request.metadata_mut().insert("authorization", value);
+        // The caller's `traceparent` goes on as sent; where this process traces, the client's
+        // interceptor replaces it with this request's own span, a child in the same trace.
+        for name in ["authorization", "traceparent", "tracestate"] {
+            if let Some(value) = headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse().ok())
+            {
+                request.metadata_mut().insert(name, value);
+            }
         }
         request
     }
@@ -79,6 +88,37 @@ pub(crate) fn purpose(headers: &HeaderMap) -> Result<String, Error> {
         "TREAT"
     }
     .to_owned())
+}
+
+/// The id of a resource named in the URL: carerecord's ids are UUIDs, so anything else names
+/// nothing here (404, as for an id that does not exist).
+pub(crate) fn resource_id(resource_type: &str, id: &str) -> Result<String, Error> {
+    carerecord_platform::request::Id::parse(id)
+        .map(carerecord_platform::request::Id::into_string)
+        .ok_or_else(|| Error::NotFound(format!("no {resource_type} with that id")))
+}
+
+/// The legal basis for this request (see [`LEGAL_BASIS_HEADER`]), as the contract's enum value.
+pub(crate) fn legal_basis(headers: &HeaderMap) -> Result<i32, Error> {
+    use carerecord_contracts::access::v1::LegalBasis;
+    let Some(value) = headers.get(LEGAL_BASIS_HEADER) else {
+        return Ok(LegalBasis::Unspecified as i32);
+    };
+    let basis = match value.to_str().unwrap_or("") {
+        "direct-care" => LegalBasis::DirectCare,
+        "explicit-consent" => LegalBasis::ExplicitConsent,
+        "vital-interests" => LegalBasis::VitalInterests,
+        "subject-access" => LegalBasis::SubjectAccess,
+        "section-251-support" => LegalBasis::Section251Support,
+        "legal-obligation" => LegalBasis::LegalObligation,
+        _ => {
+            return Err(Error::invalid(
+                "X-Legal-Basis is one of direct-care, explicit-consent, vital-interests, subject-access, section-251-support, legal-obligation",
+                "X-Legal-Basis",
+            ));
+        }
+    };
+    Ok(basis as i32)
 }
 
 /// Whether the bearer token's scopes are all `patient/` scopes. The token is only looked at here,
@@ -181,5 +221,22 @@ mod tests {
         assert_eq!(purpose(&headers).unwrap(), "HRESCH");
         headers.insert(PURPOSE_HEADER, "treat; drop".parse().unwrap());
         assert!(purpose(&headers).is_err());
+    }
+
+    #[test]
+    fn the_legal_basis_is_named_in_kebab_case() {
+        use carerecord_contracts::access::v1::LegalBasis;
+        let mut headers = HeaderMap::new();
+        assert_eq!(
+            legal_basis(&headers).unwrap(),
+            LegalBasis::Unspecified as i32
+        );
+        headers.insert(LEGAL_BASIS_HEADER, "section-251-support".parse().unwrap());
+        assert_eq!(
+            legal_basis(&headers).unwrap(),
+            LegalBasis::Section251Support as i32
+        );
+        headers.insert(LEGAL_BASIS_HEADER, "SECTION_251".parse().unwrap());
+        assert!(legal_basis(&headers).is_err());
     }
 }

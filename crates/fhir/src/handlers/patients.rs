@@ -12,10 +12,10 @@ use http::{HeaderMap, StatusCode, Uri};
 use serde_json::Value;
 use tonic::Code;
 
-use super::purpose;
 use super::search::{
     canonical_query, check_unknown, identifier_reference, page_size, withheld_note,
 };
+use super::{legal_basis, purpose, resource_id};
 use crate::Gateway;
 use crate::error::{Error, Issue, fhir_json, operation_outcome};
 use crate::query::{Query, Token, encode};
@@ -145,7 +145,7 @@ pub async fn read(
 ) -> Result<Response, Error> {
     let request = FindPatientRequest {
         patient: Some(PatientReference {
-            reference: Some(Reference::PatientId(id)),
+            reference: Some(Reference::PatientId(resource_id("Patient", &id)?)),
         }),
         purpose_of_use: purpose(&headers)?,
     };
@@ -168,6 +168,7 @@ pub async fn everything(
     headers: HeaderMap,
     uri: Uri,
 ) -> Result<Response, Error> {
+    let id = resource_id("Patient", &id)?;
     let query = Query::parse(uri.query())?;
     check_unknown(&query, &["_page_token"], &headers)?;
     let page_size = page_size(&query)?;
@@ -206,6 +207,7 @@ pub async fn everything(
             ReadPatientRecordRequest {
                 patient: Some(patient()),
                 purpose_of_use: purpose,
+                legal_basis: legal_basis(&headers)?,
                 page_size,
                 page_token: page_token.clone(),
                 ..ReadPatientRecordRequest::default()

@@ -17,7 +17,7 @@ use http::{HeaderMap, HeaderValue, StatusCode, header};
 use serde_json::{Map, Value};
 
 use super::clinical::version_headers;
-use super::purpose;
+use super::{legal_basis, purpose, resource_id};
 use crate::Gateway;
 use crate::error::{Error, Issue, fhir_json, operation_outcome};
 use crate::resource::{DATA_CLASS_SYSTEM, record_resource};
@@ -186,6 +186,7 @@ pub async fn create(
         request_id: request_id(&headers)?,
         patient: referenced_patient(&resource),
         purpose_of_use: purpose(&headers)?,
+        legal_basis: legal_basis(&headers)?,
         content: Some(content(&resource_type, &resource, body)),
         ..CreateRecordRequest::default()
     };
@@ -213,6 +214,7 @@ pub async fn update(
     body: Bytes,
 ) -> Result<Response, Error> {
     check_type(&resource_type)?;
+    let id = resource_id(&resource_type, &id)?;
     let resource = resource_body(&resource_type, &headers, &body)?;
     if let Some(body_id) = resource.get("id").and_then(Value::as_str)
         && body_id != id
@@ -234,6 +236,7 @@ pub async fn update(
         record_id: id,
         expected_version: version,
         purpose_of_use: purpose(&headers)?,
+        legal_basis: legal_basis(&headers)?,
         content: Some(content(&resource_type, &resource, body)),
         ..UpdateRecordRequest::default()
     };
@@ -258,6 +261,7 @@ pub async fn delete(
     headers: HeaderMap,
 ) -> Result<Response, Error> {
     check_type(&resource_type)?;
+    let id = resource_id(&resource_type, &id)?;
     let purpose = purpose(&headers)?;
     let version = match if_match(&headers)? {
         Some(version) => version,
@@ -269,6 +273,7 @@ pub async fn delete(
                     ReadRecordRequest {
                         record_id: id.clone(),
                         purpose_of_use: purpose.clone(),
+                        legal_basis: legal_basis(&headers)?,
                         ..ReadRecordRequest::default()
                     },
                 ))
@@ -277,9 +282,7 @@ pub async fn delete(
                 .record
                 .unwrap_or_default();
             if current.resource_type != resource_type {
-                return Err(Error::NotSupported(format!(
-                    "no {resource_type} with that id"
-                )));
+                return Err(Error::NotFound(format!("no {resource_type} with that id")));
             }
             current.version
         }
@@ -300,6 +303,7 @@ pub async fn delete(
                 expected_version: version,
                 reason,
                 purpose_of_use: purpose,
+                legal_basis: legal_basis(&headers)?,
                 ..RetractRecordRequest::default()
             },
         ))
