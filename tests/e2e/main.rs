@@ -7,6 +7,7 @@ mod contributions;
 mod defects;
 mod extracts;
 mod fhir;
+mod fhir_bulk;
 mod fhir_errors;
 mod fhir_writes;
 mod follow;
