@@ -47,6 +47,8 @@ enum Detail {
     FieldUnder(String),
     /// A violation of any one of these fields.
     FieldAmong(Vec<String>),
+    /// Violations of exactly these fields, each at least once, and of no other.
+    FieldsExactly(Vec<String>),
     /// A google.rpc.BadRequest with at least one violation.
     BadRequest,
     /// A google.rpc.BadRequest, whatever it holds.
@@ -83,6 +85,11 @@ impl Refusal {
         Self::new(Code::InvalidArgument).under(prefix)
     }
 
+    /// INVALID_ARGUMENT with field violations of exactly `fields` and no other.
+    pub(crate) fn invalid_exactly(fields: &[&str]) -> Self {
+        Self::new(Code::InvalidArgument).only(fields)
+    }
+
     /// INVALID_ARGUMENT with a google.rpc.BadRequest of any field.
     pub(crate) fn invalid_request() -> Self {
         Self::new(Code::InvalidArgument).bad_request()
@@ -111,6 +118,15 @@ impl Refusal {
         self.details.push(Detail::FieldAmong(
             fields.iter().map(|f| (*f).to_owned()).collect(),
         ));
+        self
+    }
+
+    /// Also field violations of exactly `fields` (each at least once) and of no other field.
+    pub(crate) fn only(mut self, fields: &[&str]) -> Self {
+        let mut fields: Vec<String> = fields.iter().map(|f| (*f).to_owned()).collect();
+        fields.sort();
+        fields.dedup();
+        self.details.push(Detail::FieldsExactly(fields));
         self
     }
 
@@ -168,6 +184,19 @@ impl Refusal {
                     "expected a field violation for one of {fields:?}, got {}",
                     describe(status)
                 ),
+                Detail::FieldsExactly(fields) => {
+                    let mut named: Vec<String> = status
+                        .get_details_bad_request()
+                        .map(|br| br.field_violations.into_iter().map(|v| v.field).collect())
+                        .unwrap_or_default();
+                    named.sort();
+                    named.dedup();
+                    ensure!(
+                        named == *fields,
+                        "expected field violations of exactly {fields:?}, got {}",
+                        describe(status)
+                    );
+                }
                 Detail::BadRequest => has_bad_request(status)?,
                 Detail::AnyBadRequest => ensure!(
                     status.get_details_bad_request().is_some(),
@@ -311,6 +340,20 @@ mod tests {
             "Call",
         ));
         assert!(message.starts_with("expected a field violation for one of"));
+        assert!(
+            refused(
+                invalid_names("kit"),
+                &Refusal::invalid_exactly(&["patient.names[0]"]),
+                "Call"
+            )
+            .is_ok()
+        );
+        let message = failure(refused(
+            invalid_names("kit"),
+            &Refusal::invalid_exactly(&["patient.names[0]", "patient.names[1]"]),
+            "Call",
+        ));
+        assert!(message.starts_with("expected field violations of exactly"));
         let precondition = Refusal::new(Code::InvalidArgument).precondition("STATUS", None);
         let message = failure(refused(invalid_names("kit"), &precondition, "Call"));
         assert!(message.starts_with("expected google.rpc.PreconditionFailure type STATUS"));

@@ -255,7 +255,7 @@ pub(crate) fn cases() -> Vec<Case> {
         ),
         Case::new(
             "ACC-READREC-006",
-            "ReadRecord and ListRecordVersions with a token that cannot read the record's type -> PERMISSION_DENIED SCOPE_MISSING, audited",
+            "ReadRecord and ListRecordVersions with a token that cannot read the record's type -> PERMISSION_DENIED SCOPE_MISSING, audited, without revealing the record's type in the message or any detail",
             record::scope_missing,
         ),
     ]);

@@ -340,18 +340,48 @@ pub(super) async fn withheld_record(ctx: Ctx) -> TestResult {
 pub(super) async fn scope_missing(ctx: Ctx) -> TestResult {
     let c = unscoped(&ctx)?;
     let s = seed(&ctx).await?;
-    let id = s.records[0].record_id.as_str();
+    let record = &s.records[0];
+    let id = record.record_id.as_str();
     let missing = || refusal(Code::PermissionDenied, "SCOPE_MISSING");
-    let status = refused(
-        c.clone().read_record(read_record_request(id, 0)).await,
-        &missing(),
-        "ReadRecord(a token without Observation.r)",
-    )?;
-    audited(&has_reason(&status, "SCOPE_MISSING")?)?;
-    let status = refused(
-        c.clone().list_record_versions(versions_request(id)).await,
-        &missing(),
-        "ListRecordVersions(a token without Observation.r)",
-    )?;
-    audited(&has_reason(&status, "SCOPE_MISSING")?).map(drop)
+    let statuses = [
+        (
+            "ReadRecord(a token without Observation.r)",
+            refused(
+                c.clone().read_record(read_record_request(id, 0)).await,
+                &missing(),
+                "ReadRecord(a token without Observation.r)",
+            )?,
+        ),
+        (
+            "ListRecordVersions(a token without Observation.r)",
+            refused(
+                c.clone().list_record_versions(versions_request(id)).await,
+                &missing(),
+                "ListRecordVersions(a token without Observation.r)",
+            )?,
+        ),
+    ];
+    for (call, status) in statuses {
+        let metadata = has_reason(&status, "SCOPE_MISSING")?;
+        audited(&metadata)?;
+        ensure!(
+            metadata
+                .get("required_scope")
+                .is_some_and(|scope| !scope.is_empty()),
+            "{call}: ErrorInfo metadata must name a required_scope, got {metadata:?}"
+        );
+        // The record stays undescribed: neither the message nor any detail names its type.
+        let told = format!(
+            "{} {}",
+            status.message(),
+            String::from_utf8_lossy(status.details())
+        );
+        ensure!(
+            !told.contains(record.resource_type.as_str()),
+            "{call}: the refusal must not reveal the record's type ({:?}): {}",
+            record.resource_type,
+            describe(&status)
+        );
+    }
+    Ok(())
 }

@@ -1,13 +1,14 @@
 //! Decide and BatchDecide beyond the decision table: determinism, batches and request
 //! validation.
 
+use carerecord_contracts::common::v1::Requester;
 use carerecord_contracts::consent::v1::{
     BatchDecideRequest, ConsentDecision, DecideRequest, DecisionOutcome, LegalBasis,
 };
 
 use super::support::{
-    ask, ask_as, at, client, create, decide, directive, platform_rule, reader, strings,
-    worked_example,
+    ask, ask_as, at, client, create, decide, directive, own_request, platform_rule, reader,
+    strings, the_patient, worked_example,
 };
 use crate::harness::{Ctx, Fail, TestResult, ensure, ensure_eq, ok};
 use crate::refusal::{Refusal, refuse_each};
@@ -235,4 +236,89 @@ pub(super) async fn batch_invalid(ctx: Ctx) -> TestResult {
         ],
     )
     .await
+}
+
+pub(super) async fn requester_without_organisation(ctx: Ctx) -> TestResult {
+    let pid = ctx.new_patient();
+    decide(&ctx, own_request(&pid, &[])).await?;
+    ok(
+        client(&ctx)
+            .batch_decide(BatchDecideRequest {
+                patient_ids: vec![pid.clone()],
+                requester: Some(the_patient()),
+                purpose_of_use: "PATRQT".into(),
+                ..Default::default()
+            })
+            .await,
+        "BatchDecide(PATRQT, the patient as requester)",
+    )?;
+    let as_requester = |purpose: &str, requester: Requester| DecideRequest {
+        requester: Some(requester),
+        ..ask(&pid, purpose)
+    };
+    let with_role = Requester {
+        role_code: "R8000".into(),
+        ..the_patient()
+    };
+    refuse_each!(
+        client(&ctx),
+        decide,
+        "Decide",
+        vec![
+            (
+                "TREAT by a requester with a user id alone",
+                as_requester("TREAT", the_patient()),
+                Refusal::invalid("requester.organisation_ods_code").field("requester.role_code"),
+            ),
+            (
+                "PATRQT by a requester with a role and no organisation",
+                as_requester("PATRQT", with_role),
+                Refusal::invalid("requester.organisation_ods_code"),
+            ),
+            (
+                "PATRQT by a requester with nothing set",
+                as_requester("PATRQT", Requester::default()),
+                Refusal::invalid("requester.user_id"),
+            ),
+        ],
+    )
+    .await
+}
+
+pub(super) async fn section_251_consistency(ctx: Ctx) -> TestResult {
+    let pid = ctx.new_patient();
+    let s251 = |purpose: &str| DecideRequest {
+        legal_basis: LegalBasis::Section251Support as i32,
+        ..ask(&pid, purpose)
+    };
+    refuse_each!(
+        client(&ctx),
+        decide,
+        "Decide",
+        vec![
+            (
+                "HRESCH under SECTION_251_SUPPORT without a study",
+                s251("HRESCH"),
+                Refusal::invalid("study_id"),
+            ),
+            (
+                "TREAT under SECTION_251_SUPPORT",
+                s251("TREAT"),
+                Refusal::invalid("legal_basis"),
+            ),
+            (
+                "HMARKT under SECTION_251_SUPPORT",
+                s251("HMARKT"),
+                Refusal::invalid("legal_basis"),
+            ),
+        ],
+    )
+    .await?;
+    for purpose in ["HOPERAT", "HPAYMT"] {
+        ok(
+            client(&ctx).decide(s251(purpose)).await,
+            &format!("Decide({purpose} under SECTION_251_SUPPORT, no study)"),
+        )?;
+    }
+    Ok(())
 }

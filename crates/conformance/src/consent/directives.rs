@@ -393,3 +393,24 @@ pub(super) async fn update_basics(ctx: Ctx) -> TestResult {
     );
     Ok(())
 }
+
+pub(super) async fn policy_basis_accepted(ctx: Ctx) -> TestResult {
+    for basis in [
+        "urn:oid:2.16.840.1.113883.2.1",
+        "https://example.org/protocols/iras-123?version=2#consent",
+        "HTTPS://Example.org/p",
+        "URN:iras-project:123456",
+    ] {
+        let pid = ctx.new_patient();
+        let created = create(
+            &ctx,
+            ConsentDirective {
+                policy_basis: basis.into(),
+                ..directive(&pid, ConsentDecision::Deny, vec![])
+            },
+        )
+        .await?;
+        ensure_eq!(created.policy_basis, basis, "policy_basis stored as given");
+    }
+    Ok(())
+}

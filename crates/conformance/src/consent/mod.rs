@@ -8,6 +8,8 @@ mod decisions;
 mod directives;
 mod lifecycle;
 mod opt_out;
+mod opt_out_checks;
+mod requests;
 mod support;
 mod validation;
 
@@ -68,17 +70,22 @@ pub(crate) fn cases() -> Vec<Case> {
             "ListConsentDirectiveVersions lists complete snapshots newest first, in pages; unknown directive -> NOT_FOUND; token of another directive -> INVALID_ARGUMENT",
             lifecycle::versions,
         ),
+        Case::new(
+            "CON-DIR-010",
+            "policy_basis accepts an https URL with a host and a URN, schemes in any letter case, stored as given",
+            directives::policy_basis_accepted,
+        ),
     ]);
     // The national data opt-out: GetNationalDataOptOut and SetNationalDataOptOut.
     cases.extend([
         Case::new(
             "CON-NDOO-001",
-            "GetNationalDataOptOut of a patient never recorded: not opted out, version 0, empty etag, no update_time (never NOT_FOUND)",
+            "GetNationalDataOptOut of a patient never recorded: not opted out, version 0, empty etag, no update_time, never checked (no check_time, check_source or check_expire_time); never NOT_FOUND",
             opt_out::opt_out_default,
         ),
         Case::new(
             "CON-NDOO-002",
-            "SetNationalDataOptOut writes a version per change; a write not changing opted_out writes nothing",
+            "SetNationalDataOptOut writes a version per change, a manual check (check_time its update_time, check_source manual, check_expire_time after it); a write not changing opted_out writes nothing",
             opt_out::opt_out_set,
         ),
         Case::new(
@@ -90,6 +97,26 @@ pub(crate) fn cases() -> Vec<Case> {
             "CON-NDOO-004",
             "Opt-out validation: malformed patient_id, missing requester -> INVALID_ARGUMENT",
             opt_out::opt_out_invalid,
+        ),
+        Case::new(
+            "CON-NDOO-005",
+            "RecordNationalDataOptOutCheck records an answer: counts distinct patients, opted out those not returned, check_time, source and updated_by as sent",
+            opt_out_checks::record_answer,
+        ),
+        Case::new(
+            "CON-NDOO-006",
+            "The same or an older answer writes nothing (patients_recorded 0); a newer one writes a version",
+            opt_out_checks::only_newer_answers_write,
+        ),
+        Case::new(
+            "CON-NDOO-007",
+            "RecordNationalDataOptOutCheck validation, all or nothing: ids, returned ids not checked, check_time missing, ahead or too old, source, requester -> INVALID_ARGUMENT naming the field",
+            opt_out_checks::record_invalid,
+        ),
+        Case::new(
+            "CON-NDOO-008",
+            "A check stops counting at check_expire_time: the opt-out then applies as status unknown (reason_code opt-out-status-unknown)",
+            opt_out_checks::check_expires,
         ),
     ]);
     // CreateConsentDirective validation: one test per rule of the contract.
@@ -109,6 +136,16 @@ pub(crate) fn cases() -> Vec<Case> {
             decisions::decide_invalid,
         ),
         Case::new(
+            "CON-DEC-003",
+            "A requester without an organisation: the patient themselves (PATRQT, user_id only) accepted by Decide and BatchDecide; otherwise INVALID_ARGUMENT naming each empty field",
+            decisions::requester_without_organisation,
+        ),
+        Case::new(
+            "CON-DEC-004",
+            "SECTION_251_SUPPORT consistency: HRESCH needs a study_id; TREAT and HMARKT refused on legal_basis; HOPERAT and HPAYMT accepted",
+            decisions::section_251_consistency,
+        ),
+        Case::new(
             "CON-BATCH-001",
             "BatchDecide returns one decision per entry, in order, duplicates decided independently, each as Decide would",
             decisions::batch,
@@ -117,6 +154,19 @@ pub(crate) fn cases() -> Vec<Case> {
             "CON-BATCH-002",
             "BatchDecide validation: no ids, over 10000 ids, a malformed id, ETREAT -> INVALID_ARGUMENT",
             decisions::batch_invalid,
+        ),
+    ]);
+    // What every request shares: no NUL in text, small errors.
+    cases.extend([
+        Case::new(
+            "CON-TEXT-001",
+            "NUL in any text field (create, revoke, update mask, decide, batch, set, record) -> INVALID_ARGUMENT naming it, description citing U+0000, nothing written",
+            requests::nul_refused_everywhere,
+        ),
+        Case::new(
+            "CON-ERR-001",
+            "Errors stay small: 1000 malformed ids of 10 KiB -> at most 20 violations in 4 KiB, the message saying how many in all, no value quoted beyond 32 characters",
+            requests::errors_stay_small,
         ),
     ]);
     cases

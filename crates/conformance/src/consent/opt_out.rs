@@ -7,9 +7,10 @@ use tonic::Code;
 
 use super::support::{client, opt_out_request, recorder, set_opt_out};
 use crate::harness::{Ctx, TestResult, ensure, ensure_eq, err, ok, present};
+use crate::records::ts_key;
 use crate::refusal::{Refusal, refuse_each, refused};
 
-async fn get_opt_out(ctx: &Ctx, pid: &str) -> TestResult<NationalDataOptOut> {
+pub(super) async fn get_opt_out(ctx: &Ctx, pid: &str) -> TestResult<NationalDataOptOut> {
     let r = ok(
         client(ctx)
             .get_national_data_opt_out(GetNationalDataOptOutRequest {
@@ -31,6 +32,12 @@ pub(super) async fn opt_out_default(ctx: Ctx) -> TestResult {
     ensure_eq!(o.version, 0, "version");
     ensure!(o.etag.is_empty(), "etag must be empty");
     ensure!(o.update_time.is_none(), "update_time must be unset");
+    ensure!(o.check_time.is_none(), "check_time must be unset");
+    ensure!(o.check_source.is_empty(), "check_source must be empty");
+    ensure!(
+        o.check_expire_time.is_none(),
+        "check_expire_time must be unset"
+    );
     Ok(())
 }
 
@@ -44,6 +51,22 @@ pub(super) async fn opt_out_set(ctx: Ctx) -> TestResult {
         "etag and update_time are set"
     );
     ensure_eq!(v1.updated_by, Some(recorder()), "updated_by");
+    ensure_eq!(
+        v1.check_time,
+        v1.update_time,
+        "check_time of a manual check is its update_time"
+    );
+    ensure_eq!(
+        v1.check_source,
+        "manual",
+        "check_source of a manual check without source"
+    );
+    ensure!(
+        ts_key(&v1.check_expire_time) > ts_key(&v1.check_time),
+        "check_expire_time must be after check_time: {:?} vs {:?}",
+        v1.check_expire_time,
+        v1.check_time
+    );
     let same = set_opt_out(&ctx, &pid, true, "").await?;
     ensure_eq!(
         same,

@@ -57,6 +57,14 @@ pub(crate) fn reader(ods: &str, role: &str) -> Requester {
     }
 }
 
+/// The patient themselves as requester: a user id, no organisation and no role.
+pub(crate) fn the_patient() -> Requester {
+    Requester {
+        user_id: "conformance-kit-patient".into(),
+        ..Default::default()
+    }
+}
+
 pub(crate) fn now_minus_days(days: i64) -> Timestamp {
     crate::records::seconds_from_now(-days * 86_400)
 }
@@ -330,6 +338,15 @@ pub(crate) fn ask_as(pid: &str, purpose: &str, ods: &str, role: &str) -> DecideR
     DecideRequest {
         requester: Some(reader(ods, role)),
         ..ask(pid, purpose)
+    }
+}
+
+/// The patient asking for their own record (PATRQT), for the given data classes.
+pub(crate) fn own_request(pid: &str, data_classes: &[&str]) -> DecideRequest {
+    DecideRequest {
+        requester: Some(the_patient()),
+        data_classes: strings(data_classes),
+        ..ask(pid, "PATRQT")
     }
 }
 

@@ -214,6 +214,36 @@ const RULES: &[(&str, &str, Mutate, Field)] = &[
         |r| p0(r).data_period = period(Some(year(2021)), Some(year(2020))),
         Under("directive.provisions[0].data_period"),
     ),
+    (
+        "CON-VAL-028",
+        "a javascript: policy_basis",
+        |r| d(r).policy_basis = "javascript:alert(1)".into(),
+        Is("directive.policy_basis"),
+    ),
+    (
+        "CON-VAL-029",
+        "a plain http: policy_basis",
+        |r| d(r).policy_basis = "http://example.org/p".into(),
+        Is("directive.policy_basis"),
+    ),
+    (
+        "CON-VAL-030",
+        "a data: policy_basis",
+        |r| d(r).policy_basis = "data:text/html,x".into(),
+        Is("directive.policy_basis"),
+    ),
+    (
+        "CON-VAL-031",
+        "a file: policy_basis",
+        |r| d(r).policy_basis = "file:///etc/consent.pdf".into(),
+        Is("directive.policy_basis"),
+    ),
+    (
+        "CON-VAL-032",
+        "an https policy_basis without a host",
+        |r| d(r).policy_basis = "https:///protocol".into(),
+        Is("directive.policy_basis"),
+    ),
 ];
 
 pub(super) fn cases() -> Vec<Case> {

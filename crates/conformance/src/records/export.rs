@@ -15,7 +15,7 @@ use super::support::{
 use crate::harness::{Ctx, TestResult, describe, ensure, ensure_eq, fail};
 use crate::refusal::{Refusal, refused};
 
-fn by_patients(pids: &[&str]) -> ExportRecordsRequest {
+pub(super) fn by_patients(pids: &[&str]) -> ExportRecordsRequest {
     ExportRecordsRequest {
         scope: Some(Scope::Patients(PatientIdList {
             patient_ids: pids.iter().map(|p| (*p).to_owned()).collect(),

@@ -14,7 +14,7 @@ use super::support::{
 use crate::harness::{Ctx, TestResult, ensure, ensure_eq, fail, ok};
 use crate::refusal::{Refusal, refuse_all, refused};
 
-fn item(request_id: &str, record: Record) -> ImportItem {
+pub(super) fn item(request_id: &str, record: Record) -> ImportItem {
     ImportItem {
         request_id: request_id.to_owned(),
         record: Some(record),
@@ -25,7 +25,7 @@ fn rid() -> String {
     uuid::Uuid::new_v4().to_string()
 }
 
-async fn import(
+pub(super) async fn import(
     ctx: &Ctx,
     messages: Vec<ImportRecordsRequest>,
 ) -> TestResult<ImportRecordsResponse> {
@@ -41,7 +41,7 @@ async fn import(
     Ok(response)
 }
 
-fn first(items: Vec<ImportItem>, return_ids: bool) -> ImportRecordsRequest {
+pub(super) fn first(items: Vec<ImportItem>, return_ids: bool) -> ImportRecordsRequest {
     ImportRecordsRequest {
         items,
         requester: Some(requester("import")),

@@ -5,14 +5,17 @@
 
 mod create;
 mod export;
+mod filters;
 mod import;
 mod list;
+mod provenance;
 mod retract;
 mod support;
 mod update;
 mod validation;
 mod versions;
 mod watch;
+mod watch_concurrent;
 
 use crate::harness::Case;
 
@@ -228,6 +231,19 @@ pub(crate) fn cases() -> Vec<Case> {
             versions::versions_errors_and_view,
         ),
     ]);
+    // Record.modified_by: who wrote each version, wherever records are returned.
+    cases.extend([
+        Case::new(
+            "REC-PROV-001",
+            "Every returned record names who wrote its version (modified_by): each write's response, and GetRecord of each version in FULL and METADATA views, an imported record the stream's requester",
+            provenance::modified_by_on_writes_and_get,
+        ),
+        Case::new(
+            "REC-PROV-002",
+            "modified_by in lists, history, export and the feed: ListRecords, ListRecordVersions (equal to each version's requester), ExportRecords and WatchRecordChanges",
+            provenance::modified_by_everywhere,
+        ),
+    ]);
     // ListRecords: snapshot pagination, filters, order, page tokens.
     cases.extend([
         Case::new(
@@ -269,6 +285,46 @@ pub(crate) fn cases() -> Vec<Case> {
             "REC-LIST-008",
             "ListRecords RECORD_VIEW_METADATA returns records without payload but with content_hash and payload_size",
             list::list_metadata_view,
+        ),
+        Case::new(
+            "REC-LIST-009",
+            "codes matches `code.coding` by system|code, code, |code and system|, case-sensitively; codings without a code or with a tab or line break never match",
+            filters::codes_match,
+        ),
+        Case::new(
+            "REC-LIST-010",
+            "categories matches a list of CodeableConcepts, a single CodeableConcept, or plain strings (codes without system)",
+            filters::categories_match,
+        ),
+        Case::new(
+            "REC-LIST-011",
+            "statuses matches the payload's top-level status string, case-sensitively; a non-string or missing status never matches",
+            filters::statuses_match,
+        ),
+        Case::new(
+            "REC-LIST-012",
+            "Payload filters (codes, categories, statuses) AND with each other and with the existing filters",
+            filters::filters_combine,
+        ),
+        Case::new(
+            "REC-LIST-013",
+            "Payload filters use each record's state as of the snapshot: later pages, retractions and metadata-only updates",
+            filters::filters_use_the_snapshot,
+        ),
+        Case::new(
+            "REC-LIST-014",
+            "updated_before bounds update_time (exclusive), alone and with updated_since",
+            filters::updated_before,
+        ),
+        Case::new(
+            "REC-LIST-015",
+            "Validation of codes, categories, statuses and updated_before: INVALID_ARGUMENT naming exactly the values at fault or the list; the limits themselves accepted",
+            filters::filters_invalid,
+        ),
+        Case::new(
+            "REC-LIST-016",
+            "The page token binds codes, categories, statuses and updated_before: reused with other values -> INVALID_ARGUMENT `page_token`",
+            filters::token_binds_new_filters,
         ),
     ]);
     // ExportRecords: completeness, order, batching, resumption, validation.
@@ -350,6 +406,16 @@ pub(crate) fn cases() -> Vec<Case> {
             "REC-WATCH-008",
             "WatchRecordChanges validation: cursor with start_at_head, forged or tampered cursor, over 1000 patient ids or 50 types, malformed id -> INVALID_ARGUMENT",
             watch::watch_invalid,
+        ),
+        Case::new(
+            "REC-WATCH-009",
+            "Concurrent filtered watchers each see exactly their events in commit order, while four writers and an import write at once",
+            watch_concurrent::concurrent_filtered_watchers,
+        ),
+        Case::new(
+            "REC-WATCH-010",
+            "A watcher replaying history while writes continue reaches live with no gap or duplicate",
+            watch_concurrent::replaying_watchers_reach_live,
         ),
     ]);
     // ImportRecords: per-item rejections, idempotency shared with CreateRecord, stream errors.

@@ -82,6 +82,37 @@ pub(crate) fn payload_with(resource_type: &str, element: &str, reference: &str) 
     .into_bytes()
 }
 
+/// A record of `resource_type` about `patient_id` whose payload's top-level members `fields`
+/// (for example `code`, `category`, `status`) replace the defaults; a member given as null is left
+/// out.
+pub(crate) fn record_with(
+    patient_id: &str,
+    resource_type: &str,
+    fields: serde_json::Value,
+) -> Record {
+    let mut payload = serde_json::json!({
+        "resourceType": resource_type,
+        "identifier": [{"system": "https://conformance.carerecord.invalid/Id/test", "value": uuid::Uuid::new_v4().to_string()}],
+        "status": "final",
+        "code": {"text": "carerecord conformance kit test data"},
+        "subject": {"reference": format!("Patient/{patient_id}")},
+    });
+    if let (Some(members), Some(changes)) = (payload.as_object_mut(), fields.as_object()) {
+        for (name, value) in changes {
+            if value.is_null() {
+                members.remove(name);
+            } else {
+                members.insert(name.clone(), value.clone());
+            }
+        }
+    }
+    Record {
+        resource_type: resource_type.to_owned(),
+        payload: payload.to_string().into_bytes(),
+        ..new_record(patient_id)
+    }
+}
+
 /// An Observation about `patient_id`.
 pub(crate) fn observation(patient_id: &str) -> Vec<u8> {
     payload_with("Observation", "subject", &format!("Patient/{patient_id}"))

@@ -18,7 +18,7 @@ use crate::refusal::{Refusal, refused};
 
 const WAIT: Duration = Duration::from_secs(20);
 
-async fn open(
+pub(super) async fn open(
     ctx: &Ctx,
     request: WatchRecordChangesRequest,
 ) -> TestResult<Streaming<WatchRecordChangesResponse>> {
@@ -31,7 +31,7 @@ async fn open(
     }
 }
 
-async fn next(
+pub(super) async fn next(
     stream: &mut Streaming<WatchRecordChangesResponse>,
 ) -> TestResult<WatchRecordChangesResponse> {
     match tokio::time::timeout(WAIT, stream.message()).await {
@@ -48,7 +48,7 @@ async fn next(
 /// Reads until the first caught_up message (inclusive). Returns the changes delivered before
 /// and in it, and the last message's cursor. Requires changes before catching up to arrive in
 /// messages with caught_up false, as the contract says.
-async fn read_until_caught_up(
+pub(super) async fn read_until_caught_up(
     stream: &mut Streaming<WatchRecordChangesResponse>,
 ) -> TestResult<(Vec<RecordChange>, String)> {
     let mut changes = Vec::new();
@@ -84,7 +84,7 @@ fn watch(after: &str, patients: &[&str]) -> WatchRecordChangesRequest {
     }
 }
 
-fn strictly_increasing(changes: &[RecordChange]) -> TestResult {
+pub(super) fn strictly_increasing(changes: &[RecordChange]) -> TestResult {
     for pair in changes.windows(2) {
         ensure!(
             pair[0].sequence < pair[1].sequence,

@@ -1,56 +1,30 @@
-//! The decision table: the contract's DECISION SEMANTICS, case by case, through Decide.
-//!
-//! Every case assumes the deployment's platform policy set has no rule matching the kit's requests
-//! (the contract lets a deployment add FORBID, OVERRIDE and DEFAULT rules); a case whose decision
-//! names a platform rule is reported as skipped, never as passed or failed. A case's patient has a
-//! national data opt-out check recorded just before the decision, saying they have opted out or
-//! not, unless the case is about a patient never checked.
+//! The rows of the decision table, in id order.
 
 use carerecord_contracts::common::v1::Period;
 use carerecord_contracts::consent::v1::{
     ConsentDecision, ConsentDirective, ConsentDirectiveStatus, DecideRequest, DecisionOutcome,
     DecisionSource, LegalBasis, Obligation, ObligationType, Provision,
-    RevokeConsentDirectiveRequest,
 };
 
-use super::support::{
-    ALL_CLASSES, actor, ask, ask_as, at, checked_not_opted_out, classes, client, create, decide,
-    directive, period, platform_rule, recorder, set_opt_out, strings, worked_example, year,
+use super::{OptOut, Reason, Row};
+use crate::consent::support::{
+    ALL_CLASSES, actor, ask, ask_as, at, classes, directive, own_request, period, strings,
+    worked_example, year,
 };
-use crate::harness::{Case, Ctx, Fail, TestResult, ensure, ensure_eq, ok};
 
 use ConsentDecision::{Deny as BaseDeny, Permit as BasePermit};
 use DecisionOutcome::{Deny, Permit};
 use DecisionSource::{Default as Builtin, NationalDataOptOut as Ndoo, PatientDirective as Pd};
 
-/// An expected reason: source, effect, index of the case's directive (for PATIENT_DIRECTIVE),
-/// provision path.
-type Reason = (DecisionSource, DecisionOutcome, Option<usize>, &'static str);
-
-/// The patient's national data opt-out status when the case decides.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum OptOut {
-    /// A check recorded now says the patient has not opted out.
-    NotOptedOut,
-    /// The patient opted out (a manual check, recorded now).
-    OptedOut,
-    /// Never checked: the status is UNKNOWN.
-    NeverChecked,
-}
-
-struct Row {
-    id: &'static str,
-    title: &'static str,
-    directives: fn(&str) -> Vec<ConsentDirective>,
-    /// Revoke every directive after creating it (it must stop applying at once).
-    revoke: bool,
-    opt_out: OptOut,
-    request: fn(&str) -> DecideRequest,
-    outcome: DecisionOutcome,
-    obligations: fn() -> Vec<Obligation>,
-    /// None where the contract leaves the reason list open for the case.
-    reasons: Option<&'static [Reason]>,
-}
+/// The built-in default decided.
+const DEFAULT_PERMIT: Reason = (Builtin, Permit, None, "", "");
+const DEFAULT_DENY: Reason = (Builtin, Deny, None, "", "");
+/// A valid check says the patient opted out, and the opt-out applies.
+const OPTED_OUT_DENY: Reason = (Ndoo, Deny, None, "", "national-data-opt-out");
+/// A valid check says the patient opted out, and an exemption set the opt-out aside.
+const OPTED_OUT_EXEMPT: Reason = (Ndoo, Permit, None, "", "national-data-opt-out");
+/// No valid check is recorded, and the opt-out applies as if the patient had opted out.
+const STATUS_UNKNOWN_DENY: Reason = (Ndoo, Deny, None, "", "opt-out-status-unknown");
 
 fn none(_: &str) -> Vec<ConsentDirective> {
     Vec::new()
@@ -170,13 +144,13 @@ const ROW: Row = Row {
     reasons: None,
 };
 
-const TABLE: &[Row] = &[
+pub(super) const TABLE: &[Row] = &[
     Row {
         id: "CON-DT-01",
         title: "No directive, TREAT: the built-in default permits individual care",
         request: |p| ask(p, "TREAT"),
         outcome: Permit,
-        reasons: Some(&[(Builtin, Permit, None, "")]),
+        reasons: Some(&[DEFAULT_PERMIT]),
         ..ROW
     },
     Row {
@@ -184,7 +158,7 @@ const TABLE: &[Row] = &[
         title: "No directive, HRESCH: the built-in default denies every purpose but care",
         request: |p| ask(p, "HRESCH"),
         outcome: Deny,
-        reasons: Some(&[(Builtin, Deny, None, "")]),
+        reasons: Some(&[DEFAULT_DENY]),
         ..ROW
     },
     Row {
@@ -192,15 +166,15 @@ const TABLE: &[Row] = &[
         title: "No directive, HMARKT: denied by the built-in default",
         request: |p| ask(p, "HMARKT"),
         outcome: Deny,
-        reasons: Some(&[(Builtin, Deny, None, "")]),
+        reasons: Some(&[DEFAULT_DENY]),
         ..ROW
     },
     Row {
         id: "CON-DT-04",
-        title: "No directive, PATRQT: denied by the built-in default (only TREAT and ETREAT are implied)",
+        title: "No directive, PATRQT by staff at the patient's request: denied by the built-in default (it implies only care and the patient's own read)",
         request: |p| ask(p, "PATRQT"),
         outcome: Deny,
-        reasons: Some(&[(Builtin, Deny, None, "")]),
+        reasons: Some(&[DEFAULT_DENY]),
         ..ROW
     },
     Row {
@@ -212,7 +186,7 @@ const TABLE: &[Row] = &[
         },
         outcome: Permit,
         obligations: || vec![flag()],
-        reasons: Some(&[(Builtin, Permit, None, "")]),
+        reasons: Some(&[DEFAULT_PERMIT]),
         ..ROW
     },
     Row {
@@ -222,7 +196,7 @@ const TABLE: &[Row] = &[
         request: |p| ask(p, "TREAT"),
         outcome: Permit,
         obligations: || vec![withhold(&["mental-health"], false, None)],
-        reasons: Some(&[(Pd, Deny, Some(0), "0"), (Builtin, Permit, None, "")]),
+        reasons: Some(&[(Pd, Deny, Some(0), "0", ""), DEFAULT_PERMIT]),
         ..ROW
     },
     Row {
@@ -250,9 +224,9 @@ const TABLE: &[Row] = &[
             ]
         },
         reasons: Some(&[
-            (Pd, Deny, Some(0), "0"),
-            (Pd, Deny, Some(0), "1"),
-            (Builtin, Permit, None, ""),
+            (Pd, Deny, Some(0), "0", ""),
+            (Pd, Deny, Some(0), "1", ""),
+            DEFAULT_PERMIT,
         ]),
         ..ROW
     },
@@ -262,7 +236,7 @@ const TABLE: &[Row] = &[
         directives: |p| vec![worked_example(p)],
         request: |p| ask(p, "HMARKT"),
         outcome: Deny,
-        reasons: Some(&[(Pd, Deny, Some(0), "0"), (Builtin, Deny, None, "")]),
+        reasons: Some(&[(Pd, Deny, Some(0), "0", ""), DEFAULT_DENY]),
         ..ROW
     },
     Row {
@@ -271,7 +245,7 @@ const TABLE: &[Row] = &[
         directives: blanket_deny,
         request: |p| ask(p, "TREAT"),
         outcome: Deny,
-        reasons: Some(&[(Pd, Deny, Some(0), "")]),
+        reasons: Some(&[(Pd, Deny, Some(0), "", "")]),
         ..ROW
     },
     Row {
@@ -285,7 +259,7 @@ const TABLE: &[Row] = &[
         },
         request: |p| ask(p, "TREAT"),
         outcome: Permit,
-        reasons: Some(&[(Builtin, Permit, None, "")]),
+        reasons: Some(&[DEFAULT_PERMIT]),
         ..ROW
     },
     Row {
@@ -299,7 +273,7 @@ const TABLE: &[Row] = &[
         },
         request: |p| ask(p, "TREAT"),
         outcome: Permit,
-        reasons: Some(&[(Builtin, Permit, None, "")]),
+        reasons: Some(&[DEFAULT_PERMIT]),
         ..ROW
     },
     Row {
@@ -308,7 +282,7 @@ const TABLE: &[Row] = &[
         directives: |p| vec![scoped(p, BaseDeny, &["HRESCH"])],
         request: |p| ask(p, "TREAT"),
         outcome: Permit,
-        reasons: Some(&[(Builtin, Permit, None, "")]),
+        reasons: Some(&[DEFAULT_PERMIT]),
         ..ROW
     },
     Row {
@@ -317,7 +291,7 @@ const TABLE: &[Row] = &[
         directives: |p| vec![scoped(p, BaseDeny, &["HRESCH"])],
         request: |p| ask(p, "HRESCH"),
         outcome: Deny,
-        reasons: Some(&[(Pd, Deny, Some(0), "")]),
+        reasons: Some(&[(Pd, Deny, Some(0), "", "")]),
         ..ROW
     },
     Row {
@@ -326,7 +300,7 @@ const TABLE: &[Row] = &[
         directives: |p| vec![scoped(p, BasePermit, &["HRESCH"])],
         request: |p| ask(p, "HRESCH"),
         outcome: Permit,
-        reasons: Some(&[(Pd, Permit, Some(0), "")]),
+        reasons: Some(&[(Pd, Permit, Some(0), "", "")]),
         ..ROW
     },
     Row {
@@ -335,7 +309,7 @@ const TABLE: &[Row] = &[
         directives: |p| vec![directive(p, BasePermit, vec![])],
         request: |p| ask(p, "HRESCH"),
         outcome: Deny,
-        reasons: Some(&[(Builtin, Deny, None, "")]),
+        reasons: Some(&[DEFAULT_DENY]),
         ..ROW
     },
     Row {
@@ -345,7 +319,7 @@ const TABLE: &[Row] = &[
         opt_out: OptOut::OptedOut,
         request: |p| research(p, LegalBasis::ExplicitConsent, "IRAS-1"),
         outcome: Deny,
-        reasons: Some(&[(Ndoo, Deny, None, "")]),
+        reasons: Some(&[OPTED_OUT_DENY]),
         ..ROW
     },
     Row {
@@ -355,7 +329,7 @@ const TABLE: &[Row] = &[
         opt_out: OptOut::OptedOut,
         request: |p| research(p, LegalBasis::ExplicitConsent, "IRAS-1"),
         outcome: Permit,
-        reasons: Some(&[(Ndoo, Permit, None, ""), (Pd, Permit, Some(0), "0")]),
+        reasons: Some(&[OPTED_OUT_EXEMPT, (Pd, Permit, Some(0), "0", "")]),
         ..ROW
     },
     Row {
@@ -365,7 +339,7 @@ const TABLE: &[Row] = &[
         opt_out: OptOut::OptedOut,
         request: |p| research(p, LegalBasis::ExplicitConsent, "IRAS-2"),
         outcome: Deny,
-        reasons: Some(&[(Ndoo, Deny, None, "")]),
+        reasons: Some(&[OPTED_OUT_DENY]),
         ..ROW
     },
     Row {
@@ -375,7 +349,7 @@ const TABLE: &[Row] = &[
         opt_out: OptOut::OptedOut,
         request: |p| research(p, LegalBasis::Unspecified, "IRAS-1"),
         outcome: Deny,
-        reasons: Some(&[(Ndoo, Deny, None, "")]),
+        reasons: Some(&[OPTED_OUT_DENY]),
         ..ROW
     },
     Row {
@@ -396,7 +370,7 @@ const TABLE: &[Row] = &[
             ..ask(p, "HOPERAT")
         },
         outcome: Deny,
-        reasons: Some(&[(Ndoo, Permit, None, ""), (Builtin, Deny, None, "")]),
+        reasons: Some(&[OPTED_OUT_EXEMPT, DEFAULT_DENY]),
         ..ROW
     },
     Row {
@@ -409,7 +383,7 @@ const TABLE: &[Row] = &[
         },
         outcome: Permit,
         obligations: || vec![flag()],
-        reasons: Some(&[(Pd, Permit, Some(0), "")]),
+        reasons: Some(&[(Pd, Permit, Some(0), "", "")]),
         ..ROW
     },
     Row {
@@ -422,7 +396,7 @@ const TABLE: &[Row] = &[
             ..ask(p, "PUBHLTH")
         },
         outcome: Permit,
-        reasons: Some(&[(Ndoo, Permit, None, ""), (Pd, Permit, Some(0), "")]),
+        reasons: Some(&[OPTED_OUT_EXEMPT, (Pd, Permit, Some(0), "", "")]),
         ..ROW
     },
     Row {
@@ -435,7 +409,7 @@ const TABLE: &[Row] = &[
         },
         outcome: Deny,
         obligations: || vec![flag()],
-        reasons: Some(&[(Pd, Deny, Some(0), "")]),
+        reasons: Some(&[(Pd, Deny, Some(0), "", "")]),
         ..ROW
     },
     Row {
@@ -448,7 +422,7 @@ const TABLE: &[Row] = &[
         },
         outcome: Permit,
         obligations: || vec![withhold(&["hiv"], false, None)],
-        reasons: Some(&[(Pd, Deny, Some(0), "0"), (Builtin, Permit, None, "")]),
+        reasons: Some(&[(Pd, Deny, Some(0), "0", ""), DEFAULT_PERMIT]),
         ..ROW
     },
     Row {
@@ -460,7 +434,7 @@ const TABLE: &[Row] = &[
             ..ask(p, "TREAT")
         },
         outcome: Permit,
-        reasons: Some(&[(Builtin, Permit, None, "")]),
+        reasons: Some(&[DEFAULT_PERMIT]),
         ..ROW
     },
     Row {
@@ -470,7 +444,7 @@ const TABLE: &[Row] = &[
         request: |p| ask(p, "TREAT"),
         outcome: Permit,
         obligations: || vec![withhold(&[], true, None)],
-        reasons: Some(&[(Pd, Deny, Some(0), ""), (Builtin, Permit, None, "")]),
+        reasons: Some(&[(Pd, Deny, Some(0), "", ""), DEFAULT_PERMIT]),
         ..ROW
     },
     Row {
@@ -479,7 +453,7 @@ const TABLE: &[Row] = &[
         directives: rxa_practitioners,
         request: |p| ask_as(p, "TREAT", "RXA", "R8001"),
         outcome: Permit,
-        reasons: Some(&[(Builtin, Permit, None, "")]),
+        reasons: Some(&[DEFAULT_PERMIT]),
         ..ROW
     },
     Row {
@@ -489,7 +463,7 @@ const TABLE: &[Row] = &[
         request: |p| ask_as(p, "TREAT", "RXA", "R8000"),
         outcome: Permit,
         obligations: || vec![withhold(&["genomic"], false, None)],
-        reasons: Some(&[(Pd, Deny, Some(0), "0"), (Builtin, Permit, None, "")]),
+        reasons: Some(&[(Pd, Deny, Some(0), "0", ""), DEFAULT_PERMIT]),
         ..ROW
     },
     Row {
@@ -498,7 +472,7 @@ const TABLE: &[Row] = &[
         directives: from_2030,
         request: |p| at(ask(p, "TREAT"), 2029),
         outcome: Permit,
-        reasons: Some(&[(Builtin, Permit, None, "")]),
+        reasons: Some(&[DEFAULT_PERMIT]),
         ..ROW
     },
     Row {
@@ -508,7 +482,7 @@ const TABLE: &[Row] = &[
         request: |p| at(ask(p, "TREAT"), 2031),
         outcome: Permit,
         obligations: || vec![withhold(&["hiv"], false, None)],
-        reasons: Some(&[(Pd, Deny, Some(0), "0"), (Builtin, Permit, None, "")]),
+        reasons: Some(&[(Pd, Deny, Some(0), "0", ""), DEFAULT_PERMIT]),
         ..ROW
     },
     Row {
@@ -517,7 +491,7 @@ const TABLE: &[Row] = &[
         directives: nested,
         request: |p| ask(p, "TREAT"),
         outcome: Permit,
-        reasons: Some(&[(Pd, Permit, Some(0), "0.0"), (Builtin, Permit, None, "")]),
+        reasons: Some(&[(Pd, Permit, Some(0), "0.0", ""), DEFAULT_PERMIT]),
         ..ROW
     },
     Row {
@@ -527,7 +501,7 @@ const TABLE: &[Row] = &[
         request: |p| ask_as(p, "TREAT", "X99", "R8000"),
         outcome: Permit,
         obligations: || vec![withhold(&["mental-health"], false, None)],
-        reasons: Some(&[(Pd, Deny, Some(0), "0.0.0"), (Builtin, Permit, None, "")]),
+        reasons: Some(&[(Pd, Deny, Some(0), "0.0.0", ""), DEFAULT_PERMIT]),
         ..ROW
     },
     Row {
@@ -541,7 +515,7 @@ const TABLE: &[Row] = &[
         },
         request: |p| ask(p, "HRESCH"),
         outcome: Deny,
-        reasons: Some(&[(Pd, Deny, Some(1), "")]),
+        reasons: Some(&[(Pd, Deny, Some(1), "", "")]),
         ..ROW
     },
     Row {
@@ -551,7 +525,7 @@ const TABLE: &[Row] = &[
         revoke: true,
         request: |p| ask(p, "TREAT"),
         outcome: Permit,
-        reasons: Some(&[(Builtin, Permit, None, "")]),
+        reasons: Some(&[DEFAULT_PERMIT]),
         ..ROW
     },
     Row {
@@ -561,7 +535,7 @@ const TABLE: &[Row] = &[
         opt_out: OptOut::NeverChecked,
         request: |p| ask(p, "HRESCH"),
         outcome: Deny,
-        reasons: Some(&[(Ndoo, Deny, None, "")]),
+        reasons: Some(&[STATUS_UNKNOWN_DENY]),
         ..ROW
     },
     Row {
@@ -570,154 +544,78 @@ const TABLE: &[Row] = &[
         opt_out: OptOut::NeverChecked,
         request: |p| ask(p, "TREAT"),
         outcome: Permit,
-        reasons: Some(&[(Builtin, Permit, None, "")]),
+        reasons: Some(&[DEFAULT_PERMIT]),
+        ..ROW
+    },
+    Row {
+        id: "CON-DT-39",
+        title: "The patient reading their own record (PATRQT, no organisation or role), [hiv]: the built-in default permits",
+        request: |p| own_request(p, &["hiv"]),
+        outcome: Permit,
+        reasons: Some(&[DEFAULT_PERMIT]),
+        ..ROW
+    },
+    Row {
+        id: "CON-DT-40",
+        title: "Opted out, the patient reading their own record: the opt-out does not apply -> PERMIT",
+        opt_out: OptOut::OptedOut,
+        request: |p| own_request(p, &["hiv"]),
+        outcome: Permit,
+        reasons: None,
+        ..ROW
+    },
+    Row {
+        id: "CON-DT-41",
+        title: "Opted out, HRESCH under SECTION_251_SUPPORT naming a study: section 251 is not exempt, the opt-out denies",
+        opt_out: OptOut::OptedOut,
+        request: |p| research(p, LegalBasis::Section251Support, "IRAS-1"),
+        outcome: Deny,
+        reasons: Some(&[OPTED_OUT_DENY]),
+        ..ROW
+    },
+    Row {
+        id: "CON-DT-42",
+        title: "Section 251 support never overrides the patient's DENY scoped to HRESCH",
+        directives: |p| vec![scoped(p, BaseDeny, &["HRESCH"])],
+        request: |p| research(p, LegalBasis::Section251Support, "IRAS-1"),
+        outcome: Deny,
+        reasons: Some(&[(Pd, Deny, Some(0), "", "")]),
+        ..ROW
+    },
+    Row {
+        id: "CON-DT-43",
+        title: "HRESCH under SECTION_251_SUPPORT grants nothing by itself: without a platform rule the built-in default denies",
+        request: |p| research(p, LegalBasis::Section251Support, "IRAS-1"),
+        outcome: Deny,
+        reasons: Some(&[DEFAULT_DENY]),
+        ..ROW
+    },
+    Row {
+        id: "CON-DT-44",
+        title: "Never checked, HOPERAT: the opt-out applies as if opted out -> DENY, reason_code opt-out-status-unknown",
+        opt_out: OptOut::NeverChecked,
+        request: |p| ask(p, "HOPERAT"),
+        outcome: Deny,
+        reasons: Some(&[STATUS_UNKNOWN_DENY]),
+        ..ROW
+    },
+    Row {
+        id: "CON-DT-45",
+        title: "Never checked, the patient reading their own record: the status does not matter -> PERMIT (default), no opt-out reason",
+        opt_out: OptOut::NeverChecked,
+        request: |p| own_request(p, &["hiv"]),
+        outcome: Permit,
+        reasons: Some(&[DEFAULT_PERMIT]),
+        ..ROW
+    },
+    Row {
+        id: "CON-DT-46",
+        title: "Never checked, HRESCH under EXPLICIT_CONSENT with study-specific consent: exempt, the directive permits, no opt-out reason",
+        directives: study_consent,
+        opt_out: OptOut::NeverChecked,
+        request: |p| research(p, LegalBasis::ExplicitConsent, "IRAS-1"),
+        outcome: Permit,
+        reasons: Some(&[(Pd, Permit, Some(0), "0", "")]),
         ..ROW
     },
 ];
-
-pub(super) fn cases() -> Vec<Case> {
-    TABLE
-        .iter()
-        .map(|row| Case::new(row.id, row.title, move |ctx| run_row(ctx, row)))
-        .collect()
-}
-
-async fn run_row(ctx: Ctx, row: &'static Row) -> TestResult {
-    let pid = ctx.new_patient();
-    let mut made = Vec::new();
-    for d in (row.directives)(&pid) {
-        made.push(create(&ctx, d).await?);
-    }
-    if row.revoke {
-        for d in &made {
-            ok(
-                client(&ctx)
-                    .revoke_consent_directive(RevokeConsentDirectiveRequest {
-                        directive_id: d.directive_id.clone(),
-                        etag: d.etag.clone(),
-                        reason: "conformance kit".into(),
-                        requester: Some(recorder()),
-                    })
-                    .await,
-                "RevokeConsentDirective",
-            )?;
-        }
-    }
-    match row.opt_out {
-        OptOut::NotOptedOut => checked_not_opted_out(&ctx, &pid).await?,
-        OptOut::OptedOut => drop(set_opt_out(&ctx, &pid, true, "").await?),
-        OptOut::NeverChecked => {}
-    }
-    let decision = decide(&ctx, (row.request)(&pid)).await?;
-    if let Some(policy) = platform_rule(&decision) {
-        return Err(Fail::Skipped(format!(
-            "the deployment's platform rule {policy:?} decided part of this case; the expectation assumes no platform rule applies"
-        )));
-    }
-    ensure_eq!(decision.patient_id, pid, "patient_id");
-    ensure_eq!(
-        DecisionOutcome::try_from(decision.outcome).ok(),
-        Some(row.outcome),
-        "outcome"
-    );
-    let expected = (row.obligations)();
-    ensure!(
-        decision.obligations == expected,
-        "obligations: expected {}, got {}",
-        show_obligations(&expected),
-        show_obligations(&decision.obligations)
-    );
-    if let Some(reasons) = row.reasons {
-        let got: Vec<(i32, i32, String, i64, String)> = decision
-            .reasons
-            .iter()
-            .map(|r| {
-                (
-                    r.source,
-                    r.effect,
-                    r.directive_id.clone(),
-                    r.directive_version,
-                    r.provision_path.clone(),
-                )
-            })
-            .collect();
-        let want: Vec<(i32, i32, String, i64, String)> = reasons
-            .iter()
-            .map(|(source, effect, index, path)| {
-                let (id, version) =
-                    index
-                        .and_then(|i| made.get(i))
-                        .map_or((String::new(), 0), |d| {
-                            (
-                                d.directive_id.clone(),
-                                if row.revoke { d.version + 1 } else { d.version },
-                            )
-                        });
-                (
-                    *source as i32,
-                    *effect as i32,
-                    id,
-                    version,
-                    (*path).to_owned(),
-                )
-            })
-            .collect();
-        ensure!(
-            got == want,
-            "reasons (source, effect, directive_id, directive_version, provision_path): expected {want:?}, got {got:?}"
-        );
-        for r in &decision.reasons {
-            ensure!(
-                r.explanation.chars().count() <= 500,
-                "an explanation is over 500 characters"
-            );
-        }
-        if row.opt_out == OptOut::NeverChecked {
-            let codes: Vec<(i32, &str)> = decision
-                .reasons
-                .iter()
-                .filter(|r| r.source == Ndoo as i32)
-                .map(|r| (r.effect, r.reason_code.as_str()))
-                .collect();
-            ensure!(
-                codes
-                    .iter()
-                    .all(|(effect, code)| *effect != Deny as i32
-                        || *code == "opt-out-status-unknown"),
-                "an opt-out denial for a patient never checked has reason_code opt-out-status-unknown, got {codes:?}"
-            );
-        }
-    }
-    Ok(())
-}
-
-fn show_obligations(obligations: &[Obligation]) -> String {
-    let parts: Vec<String> = obligations
-        .iter()
-        .map(|o| {
-            let kind = ObligationType::try_from(o.r#type)
-                .map_or_else(|_| o.r#type.to_string(), |t| t.as_str_name().to_owned());
-            let p = o
-                .data_period
-                .as_ref()
-                .map(|p| {
-                    format!(
-                        " period[{:?}, {:?})",
-                        p.start.as_ref().map(|t| t.seconds),
-                        p.end.as_ref().map(|t| t.seconds)
-                    )
-                })
-                .unwrap_or_default();
-            format!(
-                "{kind}{:?}{}{p}",
-                o.data_classes,
-                if o.include_general_data {
-                    "+general"
-                } else {
-                    ""
-                }
-            )
-        })
-        .collect();
-    format!("[{}]", parts.join(", "))
-}
