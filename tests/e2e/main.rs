@@ -9,6 +9,7 @@ mod extracts;
 mod fhir;
 mod fhir_bulk;
 mod fhir_errors;
+mod fhir_peers;
 mod fhir_writes;
 mod follow;
 mod imports;

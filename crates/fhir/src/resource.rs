@@ -50,8 +50,12 @@ pub fn record_resource(record: &DisclosedRecord) -> Result<Value, Error> {
             Some(Value::Array(existing)) => existing,
             _ => Vec::new(),
         };
+        // A client that sends back what it read (as FHIR clients do on update) already holds them.
         for class in &record.data_classes {
-            security.push(json!({"system": DATA_CLASS_SYSTEM, "code": class}));
+            let label = json!({"system": DATA_CLASS_SYSTEM, "code": class});
+            if !security.contains(&label) {
+                security.push(label);
+            }
         }
         meta.insert("security".into(), Value::Array(security));
     }
@@ -148,8 +152,11 @@ pub fn bundle(
             .into_iter()
             .map(|(relation, url)| json!({"relation": relation, "url": url}))
             .collect::<Vec<_>>(),
-        "entry": entries,
     });
+    // FHIR JSON never holds an empty array: no matches is no `entry` at all.
+    if !entries.is_empty() {
+        bundle["entry"] = Value::Array(entries);
+    }
     if let Some(total) = total {
         bundle["total"] = json!(total);
     }
@@ -194,6 +201,10 @@ mod tests {
         assert_eq!(resource["meta"]["lastUpdated"], "2023-11-14T22:13:20Z");
         assert_eq!(resource["meta"]["source"], "gp-system");
         assert_eq!(resource["meta"]["security"][0]["code"], "mental-health");
+        let mut sent_back = record.clone();
+        sent_back.payload = serde_json::to_vec(&resource).unwrap();
+        let again = record_resource(&sent_back).unwrap();
+        assert_eq!(again["meta"]["security"].as_array().unwrap().len(), 1);
         assert_eq!(resource["status"], "final");
         assert_eq!(etag(3), "W/\"3\"");
     }

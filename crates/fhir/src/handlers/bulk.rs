@@ -21,7 +21,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use carerecord_contracts::access::v1::cohort::Selection;
 use carerecord_contracts::access::v1::extract_pseudonymised_response::Item;
 use carerecord_contracts::access::v1::{
-    Cohort, CohortFilter, ExtractPseudonymisedRequest, GetSignedTreeHeadRequest,
+    Cohort, CohortFilter, ExtractPseudonymisedRequest, GetAuditPublicKeyRequest,
 };
 use http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use serde_json::{Value, json};
@@ -139,7 +139,7 @@ async fn owned(
 ) -> Result<(PathBuf, JobState), Error> {
     gateway
         .access()
-        .get_signed_tree_head(gateway.call(headers, GetSignedTreeHeadRequest::default()))
+        .get_audit_public_key(gateway.call(headers, GetAuditPublicKeyRequest::default()))
         .await?;
     let caller = owner(headers);
     let jobs = gateway.exports.lock();

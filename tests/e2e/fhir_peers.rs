@@ -1,0 +1,125 @@
+//! The FHIR gateway against FHIR clients nobody on this project wrote, on both backends:
+//! fhirpy (search with paging, read, create, update with etags) with every response parsed by
+//! fhir.resources' R4 models, and fhir-kit-client (capability statement, SMART discovery, search,
+//! history, `$everything`, a Bulk Data export to completion). The scripts are in
+//! `tests/fhir_peers/`; `scripts/fhir-peers-install.sh` installs the clients from their pins, and
+//! the test fails (never skips) when it cannot.
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::Duration;
+
+use carerecord_e2e::{Overrides, PROJECT, Platform, token};
+use http::{Method, StatusCode};
+use serde_json::json;
+
+use crate::fhir::{clinician, create, observation};
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Runs `program` with `args` and `vars` from the repository's root, failing the test with its
+/// output when it fails or takes longer than two minutes.
+async fn run(program: &Path, args: &[&str], vars: &[(&str, String)]) -> Output {
+    let mut command = tokio::process::Command::new(program);
+    command
+        .args(args)
+        .current_dir(repo_root())
+        .kill_on_drop(true);
+    for (name, value) in vars {
+        command.env(name, value);
+    }
+    let output = tokio::time::timeout(Duration::from_secs(120), command.output())
+        .await
+        .unwrap_or_else(|_| panic!("{} {args:?} took over two minutes", program.display()))
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", program.display()));
+    assert!(
+        output.status.success(),
+        "{} {args:?} failed ({}):\n{}\n{}",
+        program.display(),
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn independent_fhir_clients_work_with_the_gateway() {
+    let root = repo_root();
+    run(&root.join("scripts/fhir-peers-install.sh"), &[], &[]).await;
+    for platform in Platform::each_backend(Overrides::default()).await {
+        let backend = platform.backend;
+        let clinician = clinician();
+        let research = token("R8000", "system/*.rs");
+        let fhir = platform.fhir().with_token(&clinician);
+
+        // fhirpy's patient starts with no records; the script writes five and deletes one.
+        let (fhirpy_patient, fhirpy_nhs) = platform.register_patient("Python", "Peer").await;
+        let output = run(
+            &root.join(".venv/fhir-peers/bin/python"),
+            &["tests/fhir_peers/fhirpy_peer.py"],
+            &[
+                ("FHIR_BASE", platform.fhir.clone()),
+                ("FHIR_TOKEN", clinician.clone()),
+                ("PATIENT_ID", fhirpy_patient.clone()),
+                ("NHS_NUMBER", fhirpy_nhs),
+            ],
+        )
+        .await;
+        println!("{backend:?}: {}", String::from_utf8_lossy(&output.stdout));
+
+        // fhir-kit-client's patient has five Observations, one of them updated.
+        let (kit_patient, _) = platform.register_patient("Node", "Peer").await;
+        let mut ids = Vec::new();
+        for day in 1..=5 {
+            let made = create(
+                &fhir,
+                &observation(
+                    &kit_patient,
+                    "8867-4",
+                    "vital-signs",
+                    "final",
+                    &format!("2025-04-0{day}"),
+                ),
+            )
+            .await;
+            ids.push(made);
+        }
+        let mut amended = ids[2].clone();
+        amended["status"] = json!("amended");
+        let updated = fhir
+            .send(
+                Method::PUT,
+                &format!("/Observation/{}", amended["id"].as_str().expect("id")),
+                &[("if-match", "W/\"1\"")],
+                Some(&amended),
+            )
+            .await;
+        assert_eq!(updated.status, StatusCode::OK, "{}", updated.text());
+        // Both patients' national data opt-out status is known (not opted out): the export holds
+        // fhirpy's four current Observations and these five.
+        platform
+            .record_opt_out_check(
+                &[fhirpy_patient.clone(), kit_patient.clone()],
+                &[fhirpy_patient, kit_patient.clone()],
+            )
+            .await;
+        let output = run(
+            Path::new("node"),
+            &["tests/fhir_peers/fhir_kit_peer.mjs"],
+            &[
+                ("FHIR_BASE", platform.fhir.clone()),
+                ("FHIR_TOKEN", clinician.clone()),
+                ("RESEARCH_TOKEN", research),
+                ("PATIENT_ID", kit_patient),
+                ("PROJECT", PROJECT.to_owned()),
+                ("OBSERVATIONS", "5".to_owned()),
+                ("EXPORT_COUNT", "9".to_owned()),
+            ],
+        )
+        .await;
+        println!("{backend:?}: {}", String::from_utf8_lossy(&output.stdout));
+    }
+}
