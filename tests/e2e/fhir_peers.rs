@@ -1,6 +1,6 @@
 //! The FHIR gateway against FHIR clients nobody on this project wrote, on both backends:
-//! fhirpy (search with paging, read, create, update with etags) with every response parsed by
-//! fhir.resources' R4 models, and fhir-kit-client (capability statement, SMART discovery, search,
+//! fhirpy (search with paging, read, create, update with etags) with every response, and every
+//! resource of a Bulk Data export, parsed by fhir.resources' R4 models, and fhir-kit-client (capability statement, SMART discovery, search,
 //! history, `$everything`, a Bulk Data export to completion). The scripts are in
 //! `tests/fhir_peers/`; `scripts/fhir-peers-install.sh` installs the clients from their pins, and
 //! the test fails (never skips) when it cannot.
@@ -55,8 +55,16 @@ async fn independent_fhir_clients_work_with_the_gateway() {
         let research = token("R8000", "system/*.rs");
         let fhir = platform.fhir().with_token(&clinician);
 
-        // fhirpy's patient starts with no records; the script writes five and deletes one.
+        // fhirpy's patient starts with no records; the script writes five and deletes one, then
+        // exports. Their national data opt-out status is known (not opted out), so the export
+        // holds their records.
         let (fhirpy_patient, fhirpy_nhs) = platform.register_patient("Python", "Peer").await;
+        platform
+            .record_opt_out_check(
+                std::slice::from_ref(&fhirpy_patient),
+                std::slice::from_ref(&fhirpy_patient),
+            )
+            .await;
         let output = run(
             &root.join(".venv/fhir-peers/bin/python"),
             &["tests/fhir_peers/fhirpy_peer.py"],
@@ -65,6 +73,8 @@ async fn independent_fhir_clients_work_with_the_gateway() {
                 ("FHIR_TOKEN", clinician.clone()),
                 ("PATIENT_ID", fhirpy_patient.clone()),
                 ("NHS_NUMBER", fhirpy_nhs),
+                ("RESEARCH_TOKEN", research.clone()),
+                ("PROJECT", PROJECT.to_owned()),
             ],
         )
         .await;
@@ -98,12 +108,11 @@ async fn independent_fhir_clients_work_with_the_gateway() {
             )
             .await;
         assert_eq!(updated.status, StatusCode::OK, "{}", updated.text());
-        // Both patients' national data opt-out status is known (not opted out): the export holds
-        // fhirpy's four current Observations and these five.
+        // The export holds fhirpy's four current Observations and these five.
         platform
             .record_opt_out_check(
-                &[fhirpy_patient.clone(), kit_patient.clone()],
-                &[fhirpy_patient, kit_patient.clone()],
+                std::slice::from_ref(&kit_patient),
+                std::slice::from_ref(&kit_patient),
             )
             .await;
         let output = run(

@@ -10,9 +10,11 @@ response fhir.resources refuses as R4.
 import json
 import os
 import sys
+import time
 import uuid
 
 import fhir.resources
+import requests
 from fhir.resources import construct_fhir_element
 from fhirpy import SyncFHIRClient
 from fhirpy.base.exceptions import (
@@ -28,6 +30,8 @@ BASE = os.environ["FHIR_BASE"]
 TOKEN = os.environ["FHIR_TOKEN"]
 PATIENT_ID = os.environ["PATIENT_ID"]
 NHS_NUMBER = os.environ["NHS_NUMBER"]
+RESEARCH_TOKEN = os.environ["RESEARCH_TOKEN"]
+PROJECT = os.environ["PROJECT"]
 
 assert fhir.resources.__fhir_version__ == "4.0.1", fhir.resources.__fhir_version__
 
@@ -158,9 +162,52 @@ def main():
     raises(ResourceNotFound, lambda: fhir.get("Observation", created[-1].id))
     expect(statuses[-1] == 410, statuses[-1])
 
+    bulk_export()
+
     for required in ["CapabilityStatement", "Patient", "Observation", "Bundle", "OperationOutcome"]:
         expect(checked.get(required, 0) > 0, f"no {required} was checked")
     print(f"fhirpy peer: every expectation met; R4 resources checked: {json.dumps(checked)}")
+
+
+def bulk_export():
+    """A Bulk Data export with plain requests (fhirpy has no Bulk Data client): every NDJSON line
+    must be an R4 resource too."""
+    research = requests.Session()
+    research.headers.update(
+        {
+            "authorization": f"Bearer {RESEARCH_TOKEN}",
+            "x-purpose-of-use": "HRESCH",
+            "x-legal-basis": "section-251-support",
+        }
+    )
+    research.hooks["response"].append(check_r4)
+    kick_off = research.get(
+        f"{BASE}/Group/{PROJECT}/$export", headers={"prefer": "respond-async"}
+    )
+    expect(kick_off.status_code == 202, kick_off.text)
+    status_url = kick_off.headers["content-location"]
+    for _ in range(600):
+        status = requests.get(status_url, headers={"authorization": f"Bearer {RESEARCH_TOKEN}"})
+        if status.status_code == 200:
+            break
+        expect(status.status_code == 202 and int(status.headers["retry-after"]) >= 1, status.text)
+        time.sleep(0.1)
+    manifest = status.json()
+    lines = 0
+    for output in manifest["output"]:
+        ndjson = requests.get(
+            output["url"], headers={"authorization": f"Bearer {RESEARCH_TOKEN}"}
+        )
+        expect(ndjson.headers["content-type"] == "application/fhir+ndjson", ndjson.headers)
+        for line in ndjson.text.splitlines():
+            resource = json.loads(line)
+            construct_fhir_element(resource["resourceType"], resource)
+            checked["exported " + resource["resourceType"]] = (
+                checked.get("exported " + resource["resourceType"], 0) + 1
+            )
+            lines += 1
+        expect(lines > 0 and output["count"] > 0, output)
+    expect(lines >= 4, f"exported {lines}")
 
 
 if __name__ == "__main__":
