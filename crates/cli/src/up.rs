@@ -1,5 +1,8 @@
 //! `carerecord up`: the whole platform in one process, each service on its own port, SQLite under
 //! one data directory. Services still talk to each other over gRPC, exactly as when deployed apart.
+//! The FHIR gateway serves in front of data access on its own port, and a development token
+//! endpoint (OAuth 2.0 client credentials, minting development tokens) stands in for an
+//! authorization server, so SMART clients can discover and get tokens.
 
 use std::path::PathBuf;
 
@@ -24,6 +27,12 @@ pub struct UpArgs {
     /// Do not load the synthetic demo population on first start.
     #[arg(long)]
     no_demo: bool,
+    /// The FHIR gateway's port.
+    #[arg(long, default_value_t = 8080)]
+    fhir_port: u16,
+    /// The development token endpoint's port (SMART discovery names it).
+    #[arg(long, default_value_t = 8081)]
+    token_port: u16,
 }
 
 /// Written to the data directory once the demo population is loaded, so a second run reuses it.
@@ -66,6 +75,35 @@ pub async fn run(args: UpArgs) -> Result<(), String> {
     let identity = start::<carerecord_identity::Application>(&env_for("identity", 1)).await?;
     let records = start::<carerecord_records::Application>(&env_for("records", 2)).await?;
     let consent = start::<carerecord_consent::Application>(&env_for("consent", 3)).await?;
+    let access_url = format!("http://{}", access.1.local_addr());
+    let issuer = format!("http://{}:{}", args.host, args.token_port);
+    let mut fhir_env: Vec<(String, String)> = std::env::vars().collect();
+    fhir_env.extend([
+        (
+            "CARERECORD_LISTEN_ADDR".to_owned(),
+            format!("{}:{}", args.host, args.fhir_port),
+        ),
+        ("CARERECORD_ACCESS_ENDPOINT".to_owned(), access_url),
+    ]);
+    let mut fhir_env = Env::from_pairs(fhir_env);
+    fhir_env.set_default("CARERECORD_FHIR_SMART_ISSUER", &issuer);
+    fhir_env.set_default(
+        "CARERECORD_FHIR_SMART_TOKEN_URL",
+        &format!("{issuer}/token"),
+    );
+    fhir_env.set_default(
+        "CARERECORD_FHIR_EXPORT_DIR",
+        &format!("{data_dir}/fhir-exports"),
+    );
+    let fhir = start::<carerecord_fhir::Application>(&fhir_env).await?;
+    let token_listener = tokio::net::TcpListener::bind((args.host.as_str(), args.token_port))
+        .await
+        .map_err(|e| {
+            format!(
+                "the development token endpoint on port {}: {e}",
+                args.token_port
+            )
+        })?;
 
     let addrs = [
         access.1.local_addr(),
@@ -73,11 +111,14 @@ pub async fn run(args: UpArgs) -> Result<(), String> {
         records.1.local_addr(),
         consent.1.local_addr(),
     ];
+    let fhir_addr = format!("http://{}", fhir.1.local_addr());
+    tokio::spawn(dev_tokens::serve(token_listener, shutdown.clone()));
     let tasks = [
         tokio::spawn(serve(access, shutdown.clone())),
         tokio::spawn(serve(identity, shutdown.clone())),
         tokio::spawn(serve(records, shutdown.clone())),
         tokio::spawn(serve(consent, shutdown.clone())),
+        tokio::spawn(serve(fhir, shutdown.clone())),
     ];
     let [access_addr, identity_addr, records_addr, consent_addr] =
         addrs.map(|a| format!("http://{a}"));
@@ -92,6 +133,7 @@ pub async fn run(args: UpArgs) -> Result<(), String> {
     println!("  identity     {identity_addr}");
     println!("  records      {records_addr}");
     println!("  consent      {consent_addr}");
+    println!("  FHIR R4      {fhir_addr}  (tokens: {issuer}/token, development only)");
     println!("Try:");
     match demo.first() {
         Some(patient) => {
@@ -122,6 +164,7 @@ pub async fn run(args: UpArgs) -> Result<(), String> {
             );
         }
     }
+    print_fhir_examples(&fhir_addr, &issuer, demo.first());
     println!("Stop with Ctrl-C.");
     let mut failures = Vec::new();
     for task in tasks {
@@ -140,6 +183,30 @@ pub async fn run(args: UpArgs) -> Result<(), String> {
         Ok(())
     } else {
         Err(failures.join("; "))
+    }
+}
+
+/// curl examples against the gateway, with a token from the development token endpoint.
+fn print_fhir_examples(fhir: &str, issuer: &str, patient: Option<&DemoPatient>) {
+    println!("FHIR (a development token, then the gateway):");
+    println!(
+        "  TOKEN=$(curl -s -d grant_type=client_credentials -d 'scope=user/*.cruds' {issuer}/token | sed 's/.*\"access_token\":\"\\([^\"]*\\)\".*/\\1/')"
+    );
+    println!("  curl -s {fhir}/metadata");
+    println!("  curl -s {fhir}/.well-known/smart-configuration");
+    if let Some(patient) = patient {
+        println!(
+            "  curl -s -H \"Authorization: Bearer $TOKEN\" '{fhir}/Patient?identifier=https://fhir.nhs.uk/Id/nhs-number|{}'",
+            patient.nhs_number
+        );
+        println!(
+            "  curl -s -H \"Authorization: Bearer $TOKEN\" '{fhir}/Observation?patient={}&_count=5'",
+            patient.patient_id
+        );
+        println!(
+            "  curl -s -H \"Authorization: Bearer $TOKEN\" '{fhir}/Patient/{}/$everything'",
+            patient.patient_id
+        );
     }
 }
 
@@ -240,4 +307,142 @@ async fn serve(
         .run(shutdown)
         .await
         .map_err(|e| format!("{name}: {e}"))
+}
+
+/// A development OAuth 2.0 token endpoint (RFC 6749 client credentials grant) for `make run`: it
+/// mints development tokens, which data access accepts only with `CARERECORD_DEV_TOKENS=true`, for
+/// a clinician at the CLI's default organisation. Never part of a deployment.
+mod dev_tokens {
+    use carerecord_access::dev_token::{DevToken, mint};
+    use serde_json::json;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
+    use tokio_util::sync::CancellationToken;
+
+    /// The largest request read: a token request is a few hundred bytes.
+    const MAX_REQUEST: usize = 16 << 10;
+    const TTL_SECONDS: u64 = 3600;
+
+    pub async fn serve(listener: TcpListener, shutdown: CancellationToken) {
+        loop {
+            let accepted = tokio::select! {
+                () = shutdown.cancelled() => return,
+                accepted = listener.accept() => accepted,
+            };
+            match accepted {
+                Ok((stream, _)) => {
+                    tokio::spawn(answer(stream));
+                }
+                Err(e) => tracing::warn!(error = %e, "development token endpoint: accept failed"),
+            }
+        }
+    }
+
+    async fn answer(mut stream: TcpStream) {
+        let (status, body) = match read_form(&mut stream).await {
+            Ok(form) => token_response(&form),
+            Err(error) => (
+                400,
+                json!({"error": "invalid_request", "error_description": error}),
+            ),
+        };
+        let body = body.to_string();
+        let reason = if status == 200 { "OK" } else { "Bad Request" };
+        let response = format!(
+            "HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\ncache-control: no-store\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        let _ = stream.write_all(response.as_bytes()).await;
+    }
+
+    /// The form parameters of a `POST /token`.
+    async fn read_form(stream: &mut TcpStream) -> Result<Vec<(String, String)>, String> {
+        let mut request = Vec::new();
+        let mut chunk = [0u8; 4096];
+        let head_end = loop {
+            if let Some(at) = request.windows(4).position(|w| w == b"\r\n\r\n") {
+                break at + 4;
+            }
+            if request.len() > MAX_REQUEST {
+                return Err("request too large".into());
+            }
+            let n = stream.read(&mut chunk).await.map_err(|e| e.to_string())?;
+            if n == 0 {
+                return Err("the request ended early".into());
+            }
+            request.extend_from_slice(&chunk[..n]);
+        };
+        let head = String::from_utf8_lossy(&request[..head_end]).into_owned();
+        let mut lines = head.lines();
+        let request_line = lines.next().unwrap_or_default();
+        if !request_line.starts_with("POST /token ") {
+            return Err("POST /token with a form body is the only request served".into());
+        }
+        let length: usize = lines
+            .filter_map(|l| l.split_once(':'))
+            .find(|(name, _)| name.trim().eq_ignore_ascii_case("content-length"))
+            .and_then(|(_, value)| value.trim().parse().ok())
+            .unwrap_or(0);
+        if length > MAX_REQUEST {
+            return Err("request too large".into());
+        }
+        while request.len() < head_end + length {
+            let n = stream.read(&mut chunk).await.map_err(|e| e.to_string())?;
+            if n == 0 {
+                return Err("the body ended early".into());
+            }
+            request.extend_from_slice(&chunk[..n]);
+        }
+        let body = String::from_utf8_lossy(&request[head_end..head_end + length]).into_owned();
+        body.split('&')
+            .filter(|pair| !pair.is_empty())
+            .map(|pair| {
+                let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+                match (
+                    carerecord_fhir::query::decode(name),
+                    carerecord_fhir::query::decode(value),
+                ) {
+                    (Some(name), Some(value)) => Ok((name, value)),
+                    _ => Err("bad form encoding".to_owned()),
+                }
+            })
+            .collect()
+    }
+
+    fn token_response(form: &[(String, String)]) -> (u16, serde_json::Value) {
+        let field = |name: &str| {
+            form.iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v.as_str())
+        };
+        if field("grant_type") != Some("client_credentials") {
+            return (
+                400,
+                json!({"error": "unsupported_grant_type", "error_description": "only client_credentials"}),
+            );
+        }
+        let scope = field("scope").unwrap_or("user/*.cruds");
+        let client_id = field("client_id").unwrap_or("dev-smart-client");
+        let minted = mint(&DevToken {
+            subject: format!("dev-{client_id}"),
+            organisation_ods_code: "X26".into(),
+            role_code: "R8000".into(),
+            display_name: "Development SMART client".into(),
+            client_id: client_id.into(),
+            scope: scope.into(),
+            audience: carerecord_access::config::DEFAULT_AUDIENCE.into(),
+            ttl_seconds: TTL_SECONDS,
+            ..Default::default()
+        });
+        match minted {
+            Ok(token) => (
+                200,
+                json!({"access_token": token, "token_type": "Bearer", "expires_in": TTL_SECONDS, "scope": scope}),
+            ),
+            Err(e) => (
+                400,
+                json!({"error": "server_error", "error_description": e}),
+            ),
+        }
+    }
 }
