@@ -1,0 +1,3 @@
+#![no_main]
+
+carerecord_fuzz::fuzz_target!(carerecord_fuzz::fhir_search);
