@@ -142,7 +142,6 @@ pub async fn search(
             .collect(),
         page_size,
         page_token: page_token.clone(),
-        ..ReadPatientRecordRequest::default()
     };
     let page = gateway
         .access()
@@ -285,7 +284,6 @@ async fn read_version(
                 version,
                 purpose_of_use: purpose(headers)?,
                 legal_basis: legal_basis(headers)?,
-                ..ReadRecordRequest::default()
             },
         ))
         .await?
@@ -341,7 +339,6 @@ pub async fn history(
                 legal_basis: legal_basis(&headers)?,
                 page_size,
                 page_token: page_token.clone(),
-                ..ListRecordVersionsRequest::default()
             },
         ))
         .await?

@@ -188,7 +188,6 @@ pub async fn create(
         purpose_of_use: purpose(&headers)?,
         legal_basis: legal_basis(&headers)?,
         content: Some(content(&resource_type, &resource, body)),
-        ..CreateRecordRequest::default()
     };
     let created = gateway
         .access()
