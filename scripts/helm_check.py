@@ -268,6 +268,8 @@ def check_workloads(resources: list[Resource], label: str, report: Report) -> No
             report.check("cpu" in requests and "memory" in requests, f"{cwhere}: no cpu/memory requests")
             report.check("memory" in ((container.get("resources") or {}).get("limits") or {}),
                          f"{cwhere}: no memory limit")
+        if resource["kind"] == "Deployment" and component(resource) == "fhir":
+            continue  # the FHIR gateway: HTTP, no data (check_gateway)
         if resource["kind"] == "Deployment":
             module = component(resource)
             main = spec["containers"][0]
@@ -308,6 +310,37 @@ def check_network_policies(resources: list[Resource], enabled: list[str], label:
                 caller = labels.get("app.kubernetes.io/component")
                 report.check(set(peer) == {"podSelector"} and caller in MODULES and caller != module,
                              f"{where}: ingress from {peer}, not a module of this release")
+
+
+def check_gateway(resources: list[Resource], label: str, report: Report) -> None:
+    """The FHIR gateway: HTTP probes, no database or token secret, reaching only data access."""
+    name = f"{PREFIX}-fhir"
+    for kind in ("Deployment", "Service", "ServiceAccount", "ConfigMap", "PodDisruptionBudget", "NetworkPolicy"):
+        report.check(find(resources, kind, name) is not None, f"[{label}] {kind}/{name} missing")
+    deployment = find(resources, "Deployment", name)
+    if deployment:
+        main = pod_spec(deployment)["containers"][0]
+        report.check(main.get("command") == ["carerecord-fhir"], f"[{label}] {name} runs {main.get('command')}")
+        for probe in ("readinessProbe", "livenessProbe"):
+            http = (main.get(probe) or {}).get("httpGet") or {}
+            report.check(http.get("path") == "/metadata", f"[{label}] {name}: {probe} is not HTTP GET /metadata")
+        env = env_of(main)
+        report.check("DATABASE_URL" not in env and "CARERECORD_TOKEN_SECRET" not in env,
+                     f"[{label}] {name} is given a database or a token secret: it holds no data")
+    data = config_map_data(resources, "fhir")
+    report.check(data.get("CARERECORD_FHIR_EXPORT_DIR", "").startswith("/data/"),
+                 f"[{label}] {name} writes exports outside its /data volume")
+    policy = find(resources, "NetworkPolicy", name)
+    if policy:
+        egress_ports = sorted(p.get("port") for rule in policy["spec"].get("egress") or []
+                              for p in rule.get("ports") or [])
+        report.check(MODULES["access"] in egress_ports or not find(resources, "Deployment", f"{PREFIX}-access"),
+                     f"[{label}] {name} cannot reach data access: egress ports {egress_ports}")
+        for rule in policy["spec"].get("egress") or []:
+            for peer in rule.get("to") or []:
+                labels = (peer.get("podSelector") or {}).get("matchLabels") or {}
+                report.check(labels.get("app.kubernetes.io/component") in (None, "access"),
+                             f"[{label}] {name} may call {labels}: only data access")
 
 
 def check_modules(resources: list[Resource], enabled: list[str], label: str, report: Report) -> None:
@@ -355,6 +388,11 @@ def expect_default(resources: list[Resource], report: Report) -> None:
 
 def expect_production(resources: list[Resource], report: Report) -> None:
     label = "production"
+    ingress = find(resources, "Ingress", f"{PREFIX}-fhir")
+    report.check(ingress is not None and ingress["spec"]["rules"][0]["host"] == "fhir.ics.example",
+                 f"[{label}] the FHIR gateway's Ingress is missing")
+    report.check(config_map_data(resources, "fhir").get("CARERECORD_FHIR_BASE_URL") == "https://fhir.ics.example",
+                 f"[{label}] the FHIR gateway's base URL is not its public https name")
     access = config_map_data(resources, "access")
     for module in ("identity", "records", "consent"):
         endpoint = access.get(f"CARERECORD_{module.upper()}_ENDPOINT")
@@ -493,6 +531,7 @@ def main() -> int:
         check_modules(resources, enabled, label, report)
         check_workloads(resources, label, report)
         check_network_policies(resources, enabled, label, report)
+        check_gateway(resources, label, report)
         expectations(resources, report)
         status = "ok" if len(report.failures) == before else "FAILED"
         summary = ", ".join(f"{n} {k}" for k, n in sorted(kinds.items()))
