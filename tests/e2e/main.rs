@@ -16,4 +16,6 @@ mod imports;
 mod jwks;
 mod observability;
 mod reads;
+mod replicas;
+mod restart;
 mod swap;

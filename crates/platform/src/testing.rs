@@ -173,6 +173,23 @@ impl ServiceProcess {
         format!("http://{}", self.addr)
     }
 
+    /// The process id while it runs (`None` once it has been waited for).
+    pub fn id(&self) -> Option<u32> {
+        self.child.id()
+    }
+
+    /// Whether the process is still running: it has neither exited nor been killed.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Kills the process with SIGKILL, as a node failure or the kernel's out-of-memory killer
+    /// would: no drain, no clean exit, connections reset. Returns once it has exited.
+    pub async fn kill(&mut self) {
+        // An error means it had already exited.
+        let _ = self.child.kill().await;
+    }
+
     /// Sends SIGTERM and returns whether the process exited successfully within `timeout`.
     pub async fn terminate(mut self, timeout: std::time::Duration) -> bool {
         let Some(pid) = self.child.id() else {
@@ -188,6 +205,59 @@ impl ServiceProcess {
         }
         matches!(tokio::time::timeout(timeout, self.child.wait()).await, Ok(Ok(status)) if status.success())
     }
+}
+
+/// The path of `binary`, a binary target of the workspace's package `package`, in the target
+/// directory of the running test (`target/debug` beside `target/debug/deps/<test>`), for
+/// [`ServiceProcess::start`] from a test of another package.
+///
+/// `cargo test --workspace` builds every package's binaries before any test runs, so there it is
+/// always current. When it is missing, or older than a source file it was built from (a test run
+/// for one package only, after an edit), it is built first with `cargo build`.
+///
+/// # Panics
+/// When it cannot be built.
+pub fn workspace_binary(package: &str, binary: &str) -> std::path::PathBuf {
+    let test = std::env::current_exe().expect("the running test's path");
+    let profile_dir = test
+        .parent()
+        .and_then(std::path::Path::parent)
+        .expect("the test runs from <target>/<profile>/deps");
+    let path = profile_dir.join(binary);
+    if !is_current(&path) {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+        let mut command = std::process::Command::new(cargo);
+        command.args(["build", "--quiet", "-p", package, "--bin", binary]);
+        if profile_dir
+            .file_name()
+            .is_some_and(|name| name == "release")
+        {
+            command.arg("--release");
+        }
+        let status = command
+            .status()
+            .unwrap_or_else(|e| panic!("cannot run cargo to build {binary}: {e}"));
+        assert!(status.success(), "building {binary} failed: {status}");
+    }
+    path
+}
+
+/// Whether `binary` exists and is newer than every source file its dep-info lists.
+fn is_current(binary: &std::path::Path) -> bool {
+    let modified = |path: &std::path::Path| std::fs::metadata(path).and_then(|m| m.modified());
+    let Ok(built) = modified(binary) else {
+        return false;
+    };
+    let Ok(dep_info) = std::fs::read_to_string(binary.with_extension("d")) else {
+        return false;
+    };
+    // `<binary>: <source> <source> ...` (this workspace's paths have no spaces to escape).
+    let Some((_, sources)) = dep_info.lines().next().and_then(|l| l.split_once(": ")) else {
+        return false;
+    };
+    sources
+        .split_whitespace()
+        .all(|source| modified(std::path::Path::new(source)).is_ok_and(|t| t <= built))
 }
 
 /// The address in a JSON `started` log line, as written by [`crate::app::main`].
