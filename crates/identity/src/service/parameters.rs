@@ -68,6 +68,8 @@ pub struct CurrentFrequencies {
     store: Store,
     cache: RwLock<Option<(Instant, Arc<NameFrequencies>)>>,
     refreshing: AtomicBool,
+    /// Held by the first count, so that concurrent first matches count once.
+    first: tokio::sync::Mutex<()>,
 }
 
 impl CurrentFrequencies {
@@ -76,6 +78,7 @@ impl CurrentFrequencies {
             store,
             cache: RwLock::new(None),
             refreshing: AtomicBool::new(false),
+            first: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -90,6 +93,10 @@ impl CurrentFrequencies {
                     this.refreshing.store(false, Ordering::Release);
                 });
             }
+            return Ok(cached.clone());
+        }
+        let _first = self.first.lock().await;
+        if let Some((_, cached)) = self.cache.read().await.as_ref() {
             return Ok(cached.clone());
         }
         self.count().await
