@@ -6,7 +6,7 @@
 
 use std::collections::BTreeSet;
 
-use carerecord_e2e::{Fhir, Overrides, Platform, Reply, SMART_ISSUER, token};
+use carerecord_e2e::{Fhir, Overrides, Platform, Reply, SMART_ISSUER, patient_token, token};
 use http::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -476,5 +476,22 @@ async fn read_vread_history_and_everything() {
         );
         assert_eq!(everything[0]["id"], patient_id.as_str());
         assert!(pages >= 2, "{backend:?}: paged ({pages})");
+
+        // The patient's own app (purpose PATRQT by default for patient/ scopes): their records,
+        // and their $everything without the Patient resource, which FindPatient does not give to
+        // patient/ scopes.
+        let own = platform
+            .fhir()
+            .with_token(&patient_token(&patient_id, "patient/*.rs"));
+        let (mine, _) = search_all(&own, &format!("/Observation?patient={patient_id}")).await;
+        assert_eq!(mine.len(), 2, "{backend:?}");
+        let (everything, _) = search_all(&own, &format!("/Patient/{patient_id}/$everything")).await;
+        assert_eq!(everything.len(), 2, "{backend:?}: {everything:?}");
+        let (other, _) = platform.register_patient("Some", "Oneelse").await;
+        let refused = own.get(&format!("/Observation?patient={other}")).await;
+        assert_eq!(
+            outcome(&refused, StatusCode::FORBIDDEN)["issue"][0]["details"]["coding"][0]["code"],
+            "PATIENT_CONTEXT_MISMATCH"
+        );
     }
 }

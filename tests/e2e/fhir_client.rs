@@ -158,6 +158,26 @@ impl FhirConnection {
         }
     }
 
+    /// GETs `path` and counts the lines of its body as it streams, holding none of it (a Bulk
+    /// Data file of any size).
+    pub async fn count_lines(&mut self, path: &str) -> (StatusCode, u64) {
+        let request = self.fhir.request(Method::GET, path, &[], None);
+        let response = self
+            .sender
+            .send_request(request)
+            .await
+            .expect("the gateway answers");
+        let status = response.status();
+        let mut body = response.into_body();
+        let mut lines = 0;
+        while let Some(frame) = body.frame().await {
+            if let Ok(data) = frame.expect("the body streams").into_data() {
+                lines += data.iter().filter(|&&b| b == b'\n').count() as u64;
+            }
+        }
+        (status, lines)
+    }
+
     pub async fn send(
         &mut self,
         method: Method,

@@ -234,7 +234,12 @@ impl IntoResponse for Error {
 
 /// A FHIR JSON response.
 pub fn fhir_json(status: StatusCode, body: &Value) -> Response {
-    let mut response = (status, body.to_string()).into_response();
+    fhir_json_text(status, body.to_string().into_bytes())
+}
+
+/// A FHIR JSON response of JSON text already written.
+pub fn fhir_json_text(status: StatusCode, body: Vec<u8>) -> Response {
+    let mut response = (status, body).into_response();
     response
         .headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(FHIR_JSON));

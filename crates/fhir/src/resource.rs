@@ -9,6 +9,9 @@
 use carerecord_contracts::access::v1::{DisclosedRecord, PatientSummary, RecordStatus};
 use carerecord_contracts::common::v1::{AdministrativeGender, HumanName, NameUse};
 use carerecord_platform::time::{micros, rfc3339};
+use std::collections::BTreeMap;
+
+use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 
 use crate::error::Error;
@@ -20,16 +23,43 @@ pub const DATA_CLASS_SYSTEM: &str = "https://carerecord.nhs.example/fhir/CodeSys
 
 /// A disclosed record as the FHIR resource it holds, with the record's id and meta overlaid.
 pub fn record_resource(record: &DisclosedRecord) -> Result<Value, Error> {
-    let mut resource: Map<String, Value> =
+    serde_json::from_str(record_json(record)?.get()).map_err(|_| bad_payload())
+}
+
+/// [`record_resource`] as JSON text, for Bundles: the payload's members are kept as the bytes
+/// stored (only `id` and `meta` are rewritten), so a page of records is never turned into a tree
+/// of values and back.
+pub fn record_json(record: &DisclosedRecord) -> Result<Box<RawValue>, Error> {
+    let members: BTreeMap<String, &RawValue> =
         serde_json::from_slice(&record.payload).map_err(|e| {
             tracing::error!(error = %e, "a stored payload is not a JSON object");
-            Error::Upstream(tonic::Status::internal("a stored record is not valid JSON"))
+            bad_payload()
         })?;
-    resource.insert("id".into(), Value::String(record.record_id.clone()));
-    let mut meta = match resource.remove("meta") {
-        Some(Value::Object(meta)) => meta,
+    let mut meta = match members.get("meta").map(|m| serde_json::from_str(m.get())) {
+        Some(Ok(Value::Object(meta))) => meta,
         _ => Map::new(),
     };
+    overlay_meta(&mut meta, record);
+    let id = raw(&Value::String(record.record_id.clone()));
+    let meta = raw(&Value::Object(meta));
+    let mut resource: BTreeMap<&str, &RawValue> =
+        members.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+    resource.insert("id", &id);
+    resource.insert("meta", &meta);
+    serde_json::value::to_raw_value(&resource).map_err(|_| bad_payload())
+}
+
+fn bad_payload() -> Error {
+    Error::Upstream(tonic::Status::internal("a stored record is not valid JSON"))
+}
+
+/// `value` as JSON text.
+pub fn raw(value: &Value) -> Box<RawValue> {
+    serde_json::value::to_raw_value(value).expect("a JSON value always serialises")
+}
+
+/// The record's version, write time, source system and sensitivity labels in `meta`.
+fn overlay_meta(meta: &mut Map<String, Value>, record: &DisclosedRecord) {
     meta.insert(
         "versionId".into(),
         Value::String(record.version.to_string()),
@@ -59,8 +89,6 @@ pub fn record_resource(record: &DisclosedRecord) -> Result<Value, Error> {
         }
         meta.insert("security".into(), Value::Array(security));
     }
-    resource.insert("meta".into(), Value::Object(meta));
-    Ok(Value::Object(resource))
 }
 
 /// `W/"<version>"`: the weak ETag FHIR uses for a version.
@@ -136,14 +164,14 @@ fn human_name(name: &HumanName) -> Value {
     out
 }
 
-/// A Bundle of `kind` (`searchset`, `history`) with these entries and links.
+/// A Bundle of `kind` (`searchset`, `history`) with these entries and links, as JSON text.
 pub fn bundle(
     kind: &str,
-    entries: Vec<Value>,
+    entries: Vec<Box<RawValue>>,
     links: Vec<(&str, String)>,
     total: Option<usize>,
-) -> Value {
-    let mut bundle = json!({
+) -> Vec<u8> {
+    let mut head = json!({
         "resourceType": "Bundle",
         "id": uuid::Uuid::new_v4().to_string(),
         "meta": {"lastUpdated": rfc3339(carerecord_platform::db::now_micros())},
@@ -153,24 +181,44 @@ pub fn bundle(
             .map(|(relation, url)| json!({"relation": relation, "url": url}))
             .collect::<Vec<_>>(),
     });
+    if let Some(total) = total {
+        head["total"] = json!(total);
+    }
+    let size: usize = entries.iter().map(|e| e.get().len() + 1).sum();
+    let mut out = Vec::with_capacity(size + 512);
+    serde_json::to_writer(&mut out, &head).expect("a JSON value always serialises");
     // FHIR JSON never holds an empty array: no matches is no `entry` at all.
     if !entries.is_empty() {
-        bundle["entry"] = Value::Array(entries);
+        out.pop(); // the head's closing brace
+        out.extend_from_slice(b",\"entry\":[");
+        for (i, entry) in entries.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(entry.get().as_bytes());
+        }
+        out.extend_from_slice(b"]}");
     }
-    if let Some(total) = total {
-        bundle["total"] = json!(total);
-    }
-    bundle
+    out
 }
 
 /// A search result entry.
-pub fn match_entry(full_url: String, resource: Value) -> Value {
-    json!({"fullUrl": full_url, "resource": resource, "search": {"mode": "match"}})
+pub fn match_entry(full_url: &str, resource: &RawValue) -> Box<RawValue> {
+    let (url, search) = (
+        raw(&Value::String(full_url.to_owned())),
+        raw(&json!({"mode": "match"})),
+    );
+    let entry: BTreeMap<&str, &RawValue> = BTreeMap::from([
+        ("fullUrl", &*url),
+        ("resource", resource),
+        ("search", &*search),
+    ]);
+    serde_json::value::to_raw_value(&entry).expect("JSON text always serialises")
 }
 
 /// A search entry carrying an OperationOutcome about the search itself.
-pub fn outcome_entry(outcome: Value) -> Value {
-    json!({"resource": outcome, "search": {"mode": "outcome"}})
+pub fn outcome_entry(outcome: Value) -> Box<RawValue> {
+    raw(&json!({"resource": outcome, "search": {"mode": "outcome"}}))
 }
 
 #[cfg(test)]
@@ -207,6 +255,26 @@ mod tests {
         assert_eq!(again["meta"]["security"].as_array().unwrap().len(), 1);
         assert_eq!(resource["status"], "final");
         assert_eq!(etag(3), "W/\"3\"");
+    }
+
+    #[test]
+    fn bundles_are_written_around_their_entries() {
+        let resource = raw(&json!({"resourceType": "Observation", "id": "o"}));
+        let text = bundle(
+            "searchset",
+            vec![match_entry("http://x/Observation/o", &resource)],
+            vec![("self", "http://x/Observation".into())],
+            None,
+        );
+        let parsed: Value = serde_json::from_slice(&text).unwrap();
+        assert_eq!(parsed["type"], "searchset");
+        assert_eq!(parsed["entry"][0]["resource"]["id"], "o");
+        assert_eq!(parsed["entry"][0]["search"]["mode"], "match");
+        assert_eq!(parsed["entry"][0]["fullUrl"], "http://x/Observation/o");
+        let empty: Value =
+            serde_json::from_slice(&bundle("searchset", Vec::new(), Vec::new(), Some(0))).unwrap();
+        assert!(empty.get("entry").is_none());
+        assert_eq!(empty["total"], 0);
     }
 
     #[test]

@@ -14,9 +14,9 @@ use super::search::{
 };
 use super::{legal_basis, purpose, resource_id};
 use crate::Gateway;
-use crate::error::{Error, Issue, fhir_json, operation_outcome};
+use crate::error::{Error, Issue, fhir_json, fhir_json_text, operation_outcome};
 use crate::query::{Query, Token, Window, alternatives, encode};
-use crate::resource::{bundle, etag, is_retracted, match_entry, record_resource};
+use crate::resource::{bundle, etag, is_retracted, match_entry, raw, record_json, record_resource};
 use crate::table::is_clinical_type;
 
 /// The search parameters clinical search understands.
@@ -152,8 +152,8 @@ pub async fn search(
     let mut entries = Vec::with_capacity(page.records.len() + 1);
     for record in &page.records {
         entries.push(match_entry(
-            format!("{base}/{}/{}", record.resource_type, record.record_id),
-            record_resource(record)?,
+            &format!("{base}/{}/{}", record.resource_type, record.record_id),
+            &record_json(record)?,
         ));
     }
     withheld_note(&page.disclosure, &mut entries);
@@ -182,9 +182,9 @@ pub async fn search(
             ),
         ));
     }
-    Ok(fhir_json(
+    Ok(fhir_json_text(
         StatusCode::OK,
-        &bundle("searchset", entries, links, None),
+        bundle("searchset", entries, links, None),
     ))
 }
 
@@ -368,7 +368,7 @@ pub async fn history(
         if let Some(resource) = resource {
             entry["resource"] = resource;
         }
-        entries.push(entry);
+        entries.push(raw(&entry));
     }
     withheld_note(&page.disclosure, &mut entries);
     let this = format!("{base}/{resource_type}/{}/_history", encode(&id));
@@ -382,7 +382,10 @@ pub async fn history(
             ),
         ));
     }
-    Ok(fhir_json(StatusCode::OK, &bundle("history", entries, links, None)).into_response())
+    Ok(fhir_json_text(
+        StatusCode::OK,
+        bundle("history", entries, links, None),
+    ))
 }
 
 #[cfg(test)]

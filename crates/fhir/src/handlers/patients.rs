@@ -9,7 +9,7 @@ use carerecord_contracts::access::v1::{
 };
 use carerecord_contracts::common::v1::{AdministrativeGender, Date};
 use http::{HeaderMap, StatusCode, Uri};
-use serde_json::Value;
+use serde_json::value::RawValue;
 use tonic::Code;
 
 use super::search::{
@@ -17,9 +17,9 @@ use super::search::{
 };
 use super::{legal_basis, purpose, resource_id};
 use crate::Gateway;
-use crate::error::{Error, Issue, fhir_json, operation_outcome};
+use crate::error::{Error, Issue, fhir_json, fhir_json_text, operation_outcome};
 use crate::query::{Query, Token, encode};
-use crate::resource::{bundle, match_entry, outcome_entry, patient_resource, record_resource};
+use crate::resource::{bundle, match_entry, outcome_entry, patient_resource, raw, record_json};
 
 /// The search parameters Patient search understands.
 const KNOWN: &[&str] = &[
@@ -118,7 +118,10 @@ pub async fn search(
             let response = response.into_inner();
             let patient = response.patient.unwrap_or_default();
             let full_url = format!("{base}/Patient/{}", patient.patient_id);
-            (vec![match_entry(full_url, patient_resource(&patient))], 1)
+            (
+                vec![match_entry(&full_url, &raw(&patient_resource(&patient)))],
+                1,
+            )
         }
         Err(status) if status.code() == Code::NotFound => (Vec::new(), 0),
         Err(status) if status.code() == Code::FailedPrecondition => {
@@ -131,9 +134,9 @@ pub async fn search(
         }
         Err(status) => return Err(status.into()),
     };
-    Ok(fhir_json(
+    Ok(fhir_json_text(
         StatusCode::OK,
-        &bundle("searchset", entries, vec![("self", self_link)], Some(total)),
+        bundle("searchset", entries, vec![("self", self_link)], Some(total)),
     ))
 }
 
@@ -181,7 +184,7 @@ pub async fn everything(
     let patient = || PatientReference {
         reference: Some(Reference::PatientId(id.clone())),
     };
-    let mut entries: Vec<Value> = Vec::new();
+    let mut entries: Vec<Box<RawValue>> = Vec::new();
     if page_token.is_empty() {
         let found = gateway
             .access()
@@ -192,13 +195,21 @@ pub async fn everything(
                     purpose_of_use: purpose.clone(),
                 },
             ))
-            .await?
-            .into_inner();
-        let summary = found.patient.unwrap_or_default();
-        entries.push(match_entry(
-            format!("{base}/Patient/{}", summary.patient_id),
-            patient_resource(&summary),
-        ));
+            .await;
+        match found {
+            Ok(found) => {
+                let summary = found.into_inner().patient.unwrap_or_default();
+                entries.push(match_entry(
+                    &format!("{base}/Patient/{}", summary.patient_id),
+                    &raw(&patient_resource(&summary)),
+                ));
+            }
+            // FindPatient honours no `patient/` scope: a patient's own app gets their records
+            // without the Patient resource (the record read below decides what it may see).
+            Err(status)
+                if status.code() == Code::PermissionDenied && super::patient_facing(&headers) => {}
+            Err(status) => return Err(status.into()),
+        }
     }
     let page = gateway
         .access()
@@ -217,8 +228,8 @@ pub async fn everything(
         .into_inner();
     for record in &page.records {
         entries.push(match_entry(
-            format!("{base}/{}/{}", record.resource_type, record.record_id),
-            record_resource(record)?,
+            &format!("{base}/{}/{}", record.resource_type, record.record_id),
+            &record_json(record)?,
         ));
     }
     withheld_note(&page.disclosure, &mut entries);
@@ -240,9 +251,9 @@ pub async fn everything(
             ),
         ));
     }
-    Ok(fhir_json(
+    Ok(fhir_json_text(
         StatusCode::OK,
-        &bundle("searchset", entries, links, None),
+        bundle("searchset", entries, links, None),
     ))
 }
 

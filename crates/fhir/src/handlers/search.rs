@@ -5,7 +5,7 @@ use carerecord_contracts::access::v1::DisclosureSummary;
 use carerecord_contracts::access::v1::patient_reference::Reference;
 use carerecord_contracts::common::v1::Identifier;
 use http::HeaderMap;
-use serde_json::Value;
+use serde_json::value::RawValue;
 
 use crate::error::{Error, Issue, operation_outcome};
 use crate::query::{Query, Token, encode};
@@ -88,7 +88,10 @@ pub(crate) fn page_size(query: &Query) -> Result<i32, Error> {
 
 /// An informational outcome entry when consent withheld records from a page: the reader learns
 /// that something was withheld (data access tells it so), never what.
-pub(crate) fn withheld_note(disclosure: &Option<DisclosureSummary>, entries: &mut Vec<Value>) {
+pub(crate) fn withheld_note(
+    disclosure: &Option<DisclosureSummary>,
+    entries: &mut Vec<Box<RawValue>>,
+) {
     let withheld = disclosure.as_ref().map_or(0, |d| d.withheld_count);
     if withheld > 0 {
         let mut issue = Issue::error(
