@@ -20,6 +20,7 @@
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -274,12 +275,13 @@ fn retryable(status: &Status) -> bool {
     }
 }
 
-/// Calls until answered, starting on instance `first` and moving to the next on each retryable
-/// failure. Any other failure fails the test: it would not be retryable.
+/// Calls until answered, starting on the instance `preferred` names and moving to the next on each
+/// retryable failure; `preferred` is left naming the instance that answered, as a client keeps
+/// the connection that works. Any other failure fails the test: it would not be retryable.
 pub(crate) async fn until_answered<T, F, Fut>(
     what: &str,
     channels: &[Channel],
-    first: usize,
+    preferred: &AtomicUsize,
     tally: &Shared,
     mut call: F,
 ) -> T
@@ -288,13 +290,16 @@ where
     Fut: Future<Output = Result<T, Status>>,
 {
     let deadline = Instant::now() + Duration::from_secs(60);
-    let mut at = first;
+    let mut at = preferred.load(Ordering::Relaxed);
     loop {
         let channel = channels[at % channels.len()].clone();
         let (code, message) = match tokio::time::timeout(Duration::from_secs(20), call(channel))
             .await
         {
-            Ok(Ok(answer)) => return answer,
+            Ok(Ok(answer)) => {
+                preferred.store(at % channels.len(), Ordering::Relaxed);
+                return answer;
+            }
             Ok(Err(status)) if retryable(&status) => (status.code(), status.message().to_owned()),
             Ok(Err(status)) => {
                 panic!("{what} failed with {status:?}, not a retryable status")
@@ -366,13 +371,14 @@ pub(crate) async fn register(
     tally: &Shared,
 ) -> Vec<(String, Patient)> {
     let mut patients = Vec::new();
+    let preferred = AtomicUsize::new(0);
     for n in 0..count {
         let request = CreatePatientRequest {
             request_id: uuid(),
             patient: Some(demographics(n)),
             requester: Some(requester()),
         };
-        let created = until_answered("CreatePatient", channels, n, tally, |channel| {
+        let created = until_answered("CreatePatient", channels, &preferred, tally, |channel| {
             let request = request.clone();
             async move {
                 PatientIdentityServiceClient::new(channel)
@@ -435,7 +441,9 @@ pub(crate) fn reader(
     stop: &CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
     let token = clinician();
+    let preferred = Arc::new(AtomicUsize::new(first));
     until_stopped(stop, move |n| {
+        let preferred = preferred.clone();
         let (access, patients, tally, token) = (
             access.clone(),
             patients.clone(),
@@ -448,7 +456,7 @@ pub(crate) fn reader(
                 purpose_of_use: "TREAT".into(),
                 ..ReadPatientRecordRequest::default()
             };
-            let page = until_answered("ReadPatientRecord", &access, first + n, &tally, |ch| {
+            let page = until_answered("ReadPatientRecord", &access, &preferred, &tally, |ch| {
                 let request = authed(request.clone(), &token);
                 async move {
                     DataAccessServiceClient::new(ch)
@@ -479,7 +487,9 @@ pub(crate) fn contributor(
     stop: &CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
     let token = clinician();
+    let preferred = Arc::new(AtomicUsize::new(first));
     until_stopped(stop, move |n| {
+        let preferred = preferred.clone();
         let (access, patients, tally, token) = (
             access.clone(),
             patients.clone(),
@@ -495,7 +505,7 @@ pub(crate) fn contributor(
                 content: Some(observation(patient, n)),
                 ..api::CreateRecordRequest::default()
             };
-            let created = until_answered("CreateRecord", &access, first + n, &tally, |ch| {
+            let created = until_answered("CreateRecord", &access, &preferred, &tally, |ch| {
                 let request = authed(request.clone(), &token);
                 async move {
                     DataAccessServiceClient::new(ch)
@@ -540,7 +550,9 @@ pub(crate) fn importer(
     stop: &CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
     let token = device();
+    let preferred = Arc::new(AtomicUsize::new(first));
     until_stopped(stop, move |n| {
+        let preferred = preferred.clone();
         let (access, patients, tally, token) = (
             access.clone(),
             patients.clone(),
@@ -568,7 +580,7 @@ pub(crate) fn importer(
                     ..ImportRecordsRequest::default()
                 })
                 .collect();
-            let responses = until_answered("ImportRecords", &access, first + n, &tally, |ch| {
+            let responses = until_answered("ImportRecords", &access, &preferred, &tally, |ch| {
                 let request = authed(tokio_stream::iter(messages.clone()), &token);
                 async move {
                     let mut stream = DataAccessServiceClient::new(ch)
@@ -616,7 +628,9 @@ fn matcher(
     tally: Shared,
     stop: &CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
+    let preferred = Arc::new(AtomicUsize::new(0));
     until_stopped(stop, move |n| {
+        let preferred = preferred.clone();
         let (identity, patients, tally) = (identity.clone(), patients.clone(), tally.clone());
         async move {
             let (patient_id, patient) = &patients[n % patients.len()];
@@ -629,7 +643,7 @@ fn matcher(
                 max_candidates: 5,
                 ..MatchPatientsRequest::default()
             };
-            let answer = until_answered("MatchPatients", &identity, n, &tally, |ch| {
+            let answer = until_answered("MatchPatients", &identity, &preferred, &tally, |ch| {
                 let request = request.clone();
                 async move {
                     PatientIdentityServiceClient::new(ch)
@@ -658,7 +672,9 @@ fn decider(
     tally: Shared,
     stop: &CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
+    let preferred = Arc::new(AtomicUsize::new(1));
     until_stopped(stop, move |n| {
+        let preferred = preferred.clone();
         let (consent, patients, tally) = (consent.clone(), patients.clone(), tally.clone());
         async move {
             let request = DecideRequest {
@@ -667,7 +683,7 @@ fn decider(
                 purpose_of_use: "TREAT".into(),
                 ..DecideRequest::default()
             };
-            let answer = until_answered("Decide", &consent, n, &tally, |ch| {
+            let answer = until_answered("Decide", &consent, &preferred, &tally, |ch| {
                 let request = request.clone();
                 async move { ConsentServiceClient::new(ch).decide(request).await }
             })
@@ -810,31 +826,43 @@ pub(crate) async fn missing_after_wait(
 /// offline against the current signed tree head and its key; the ids of its entries.
 pub(crate) async fn verified_audit_log(access: &[Channel], tally: &Shared) -> HashSet<String> {
     let officer = token_at("RR8", "R0001", "user/*.rs", "e2e-replicas-audit");
-    let head = until_answered("GetSignedTreeHead", access, 0, tally, |ch| {
-        let request = authed(GetSignedTreeHeadRequest { tree_size: 0 }, &officer);
-        async move {
-            DataAccessServiceClient::new(ch)
-                .get_signed_tree_head(request)
-                .await
-        }
-    })
+    let head = until_answered(
+        "GetSignedTreeHead",
+        access,
+        &AtomicUsize::new(0),
+        tally,
+        |ch| {
+            let request = authed(GetSignedTreeHeadRequest { tree_size: 0 }, &officer);
+            async move {
+                DataAccessServiceClient::new(ch)
+                    .get_signed_tree_head(request)
+                    .await
+            }
+        },
+    )
     .await
     .into_inner()
     .tree_head
     .expect("a tree head");
-    let key = until_answered("GetAuditPublicKey", access, 0, tally, |ch| {
-        let request = authed(
-            GetAuditPublicKeyRequest {
-                key_id: head.key_id.clone(),
-            },
-            &officer,
-        );
-        async move {
-            DataAccessServiceClient::new(ch)
-                .get_audit_public_key(request)
-                .await
-        }
-    })
+    let key = until_answered(
+        "GetAuditPublicKey",
+        access,
+        &AtomicUsize::new(0),
+        tally,
+        |ch| {
+            let request = authed(
+                GetAuditPublicKeyRequest {
+                    key_id: head.key_id.clone(),
+                },
+                &officer,
+            );
+            async move {
+                DataAccessServiceClient::new(ch)
+                    .get_audit_public_key(request)
+                    .await
+            }
+        },
+    )
     .await
     .into_inner()
     .key
@@ -848,14 +876,20 @@ pub(crate) async fn verified_audit_log(access: &[Channel], tally: &Shared) -> Ha
             page_size: 1000,
             page_token: String::new(),
         };
-        let page = until_answered("ListAuditEntries", access, 0, tally, |ch| {
-            let request = authed(request.clone(), &officer);
-            async move {
-                DataAccessServiceClient::new(ch)
-                    .list_audit_entries(request)
-                    .await
-            }
-        })
+        let page = until_answered(
+            "ListAuditEntries",
+            access,
+            &AtomicUsize::new(0),
+            tally,
+            |ch| {
+                let request = authed(request.clone(), &officer);
+                async move {
+                    DataAccessServiceClient::new(ch)
+                        .list_audit_entries(request)
+                        .await
+                }
+            },
+        )
         .await
         .into_inner();
         assert!(

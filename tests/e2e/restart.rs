@@ -12,6 +12,7 @@
 //! (`TEST_DATABASE_URL`, which CI always sets); without it, it says so and checks nothing.
 
 use std::collections::HashMap;
+use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -69,14 +70,20 @@ fn registrar(
                 patient: Some(demographics(1000 + n)),
                 requester: Some(requester()),
             };
-            let created = until_answered("CreatePatient", &identity, 0, &tally, |ch| {
-                let request = request.clone();
-                async move {
-                    PatientIdentityServiceClient::new(ch)
-                        .create_patient(request)
-                        .await
-                }
-            })
+            let created = until_answered(
+                "CreatePatient",
+                &identity,
+                &AtomicUsize::new(0),
+                &tally,
+                |ch| {
+                    let request = request.clone();
+                    async move {
+                        PatientIdentityServiceClient::new(ch)
+                            .create_patient(request)
+                            .await
+                    }
+                },
+            )
             .await
             .into_inner()
             .patient
@@ -126,14 +133,20 @@ fn consenter(
                 directive: Some(directive),
                 requester: Some(requester()),
             };
-            let created = until_answered("CreateConsentDirective", &consent, 0, &tally, |ch| {
-                let request = request.clone();
-                async move {
-                    ConsentServiceClient::new(ch)
-                        .create_consent_directive(request)
-                        .await
-                }
-            })
+            let created = until_answered(
+                "CreateConsentDirective",
+                &consent,
+                &AtomicUsize::new(0),
+                &tally,
+                |ch| {
+                    let request = request.clone();
+                    async move {
+                        ConsentServiceClient::new(ch)
+                            .create_consent_directive(request)
+                            .await
+                    }
+                },
+            )
             .await
             .into_inner()
             .directive
