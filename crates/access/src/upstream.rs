@@ -20,6 +20,7 @@ use carerecord_platform::transport::channel;
 use tonic::codegen::InterceptedService;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
+use tracing::Instrument;
 
 use crate::error::{Dependency, Error};
 
@@ -86,6 +87,7 @@ impl Upstream {
     pub async fn ask<C, M, T, F, Fut>(
         &self,
         dependency: Dependency,
+        rpc: &'static str,
         client: &C,
         message: M,
         call: F,
@@ -99,6 +101,7 @@ impl Upstream {
         self.call(dependency, || {
             call(client.clone(), self.request(message.clone()))
         })
+        .instrument(tracing::info_span!("upstream", rpc))
         .await
     }
 
@@ -137,7 +140,7 @@ macro_rules! rpcs {
     ($($dependency:ident $client:ident . $rpc:ident($request:ty) -> $response:ty;)*) => {
         impl Upstream {
             $(pub async fn $rpc(&self, request: $request) -> Result<$response, Status> {
-                self.ask(Dependency::$dependency, &self.$client, request, |mut c, r| async move {
+                self.ask(Dependency::$dependency, stringify!($rpc), &self.$client, request, |mut c, r| async move {
                     c.$rpc(r).await
                 })
                 .await

@@ -215,16 +215,18 @@ impl AccessService {
         if patient_facing {
             self.check_patient_context(caller, &resolved).await?;
         }
-        let decision = self
-            .decide(
-                caller,
-                resolved.id(),
-                &args.purpose,
-                args.legal_basis,
-                args.break_glass_reason.as_deref().unwrap_or(""),
-            )
-            .await?;
-        let policy = decision::interpret(&decision, break_glass);
+        // The decision and the page are asked for at once; the page is only disclosed (or
+        // dropped) once the decision is known.
+        let decide = self.decide(
+            caller,
+            resolved.id(),
+            &args.purpose,
+            args.legal_basis,
+            args.break_glass_reason.as_deref().unwrap_or(""),
+        );
+        let (decision, fetched) =
+            tokio::join!(decide, self.fetch_page(&resolved, args, fetch_types));
+        let policy = decision::interpret(&decision?, break_glass);
         if policy.denied || (policy.pseudonymise && !break_glass) {
             leaf.decision = Some(api::DecisionSummary {
                 outcome: api::DecisionOutcome::Deny as i32,
@@ -242,28 +244,7 @@ impl AccessService {
                 reason_texts: texts,
             });
         }
-        let owners = self.patient_ids(&resolved.patient).await?;
-        let (owner_idx, inner_token) = args.position.clone().unwrap_or_default();
-        let owner = owners.get(owner_idx).ok_or(Error::InvalidPageToken)?;
-        let up = &self.inner.upstream;
-        let list = records::ListRecordsRequest {
-            patient_id: owner.clone(),
-            resource_types: fetch_types.clone().unwrap_or_default(),
-            effective_time: args.period,
-            codes: args.filters.codes.clone(),
-            categories: args.filters.categories.clone(),
-            statuses: args.filters.statuses.clone(),
-            updated_since: args.filters.last_updated.and_then(|p| p.start),
-            updated_before: args.filters.last_updated.and_then(|p| p.end),
-            order: records::RecordOrder::EffectiveTimeDescending as i32,
-            page_size: i32::try_from(args.page_size.get()).unwrap_or(50),
-            page_token: inner_token,
-            ..Default::default()
-        };
-        let page = up
-            .list_records(list)
-            .await
-            .map_err(|s| unavailable(Dependency::Records, &s))?;
+        let (owners, owner_idx, page) = fetched?;
         let next = if !page.next_page_token.is_empty() {
             Some((owner_idx, page.next_page_token.as_str()))
         } else if owner_idx + 1 < owners.len() {
@@ -332,6 +313,40 @@ impl AccessService {
             audit_entry_id: String::new(),
             audit_index: 0,
         })
+    }
+
+    /// The page of records a read asks for: the patient's ids (survivor first), the index of the
+    /// one this page is of, and record hosting's page.
+    async fn fetch_page(
+        &self,
+        resolved: &super::patients::Resolved,
+        args: &ReadArgs,
+        fetch_types: Option<Vec<String>>,
+    ) -> Result<(Vec<String>, usize, records::ListRecordsResponse), Error> {
+        let owners = self.patient_ids(&resolved.patient).await?;
+        let (owner_idx, inner_token) = args.position.clone().unwrap_or_default();
+        let owner = owners.get(owner_idx).ok_or(Error::InvalidPageToken)?;
+        let list = records::ListRecordsRequest {
+            patient_id: owner.clone(),
+            resource_types: fetch_types.unwrap_or_default(),
+            effective_time: args.period,
+            codes: args.filters.codes.clone(),
+            categories: args.filters.categories.clone(),
+            statuses: args.filters.statuses.clone(),
+            updated_since: args.filters.last_updated.and_then(|p| p.start),
+            updated_before: args.filters.last_updated.and_then(|p| p.end),
+            order: records::RecordOrder::EffectiveTimeDescending as i32,
+            page_size: i32::try_from(args.page_size.get()).unwrap_or(50),
+            page_token: inner_token,
+            ..Default::default()
+        };
+        let page = self
+            .inner
+            .upstream
+            .list_records(list)
+            .await
+            .map_err(|s| unavailable(Dependency::Records, &s))?;
+        Ok((owners, owner_idx, page))
     }
 
     pub(super) async fn read(

@@ -1,5 +1,11 @@
 //! Appending to the log: one writer task commits queued entries in batches (group commit), so
 //! the serialised section costs one commit per batch rather than per call.
+//!
+//! On PostgreSQL, batches of plain entries (the calls' own, with no break-glass event or review
+//! to record) go through `postgres.rs`: the writer's own connection, three round trips per batch.
+//! Every other batch, and every batch on SQLite, is written here through the shared pool.
+
+mod postgres;
 
 use std::sync::{Arc, RwLock};
 
@@ -8,6 +14,7 @@ use carerecord_platform::db::{Backend, Database};
 use prost::Message;
 use sqlx::Row;
 use tokio::sync::{mpsc, oneshot};
+use tracing::Instrument;
 
 use super::break_glass::{insert_event, record_review};
 use super::{Appended, DynamicSql, Effect, Pending, Store, TreeCache};
@@ -52,16 +59,21 @@ impl Store {
             effect,
             reply,
         };
-        self.appends
-            .send(pending)
-            .await
-            .map_err(|_| Error::AuditLogUnavailable)?;
-        answer.await.map_err(|_| Error::AuditLogUnavailable)?
+        async {
+            self.appends
+                .send(pending)
+                .await
+                .map_err(|_| Error::AuditLogUnavailable)?;
+            answer.await.map_err(|_| Error::AuditLogUnavailable)?
+        }
+        .instrument(tracing::info_span!("audit.append"))
+        .await
     }
 }
 
 /// The single writer: drains queued appends into one transaction at a time.
 async fn writer(db: Database, cache: Arc<RwLock<TreeCache>>, mut queue: mpsc::Receiver<Pending>) {
+    let mut own = postgres::Writer::new(&db);
     while let Some(first) = queue.recv().await {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -70,7 +82,13 @@ async fn writer(db: Database, cache: Arc<RwLock<TreeCache>>, mut queue: mpsc::Re
                 Err(_) => break,
             }
         }
-        match write_batch(&db, &batch).await {
+        let plain = batch.iter().all(|p| matches!(p.effect, Effect::None));
+        let span = tracing::info_span!("audit.write_batch", entries = batch.len());
+        let written = match own.as_mut() {
+            Some(own) if plain => own.write(&batch).instrument(span).await,
+            _ => write_batch(&db, &batch).instrument(span).await,
+        };
+        match written {
             Ok(results) => {
                 if let Ok(mut cache) = cache.write() {
                     for (pending, result) in batch.iter().zip(&results) {
