@@ -12,6 +12,9 @@
 //!
 //! Runtimes as in `read_four_services`: the services share a 2-worker runtime, the load its own
 //! 1-worker runtime. `CARERECORD_BENCH_SCALE` scales durations and the cohort (1.0: 1,000 patients).
+//! Each phase reports the CPU a call (or an imported reading) cost, split between the services,
+//! PostgreSQL by service, and the load generator; `CARERECORD_BENCH_SPANS=1` adds each hop's mean
+//! wall time (see `common/`).
 
 mod common;
 
@@ -26,7 +29,13 @@ use carerecord_contracts::records::v1 as records;
 use carerecord_contracts::records::v1::record_hosting_service_client::RecordHostingServiceClient;
 use carerecord_e2e::{Overrides, Platform, authed, token_at, uuid};
 use carerecord_platform::db::Backend;
-use common::{Stats, connect, load, offer, pool_size};
+use common::cpu::{CpuMeter, Spent};
+use common::perf;
+use common::spans::SpanTimes;
+use common::{
+    Phase, Stats, connect, load, load_average, load_runtime, measured, offer, pool_size,
+    services_runtime,
+};
 use futures::StreamExt;
 use tonic::transport::Channel;
 
@@ -95,7 +104,9 @@ async fn contribute(
     patients: Arc<Vec<Patient>>,
     device: String,
     duration: Duration,
-) -> (Stats, Stats) {
+    meter: &CpuMeter,
+    spans: Option<&SpanTimes>,
+) -> (Phase, Phase) {
     let direct_call = {
         let (client, patients) = (records_client, patients.clone());
         move |i: usize| {
@@ -128,21 +139,31 @@ async fn contribute(
     };
     load(CLIENTS, duration / 4, direct_call.clone()).await;
     load(CLIENTS, duration / 4, through_call.clone()).await;
-    let (mut direct, mut through) = (Stats::default(), Stats::default());
+    let (mut direct, mut through) = (Phase::default(), Phase::default());
     for _ in 0..ROUNDS {
-        direct.merge(load(CLIENTS, duration / ROUNDS, direct_call.clone()).await);
-        through.merge(load(CLIENTS, duration / ROUNDS, through_call.clone()).await);
+        let round = load(CLIENTS, duration / ROUNDS, direct_call.clone());
+        direct.merge(measured("contribute-direct", meter, spans, round).await);
+        let round = load(CLIENTS, duration / ROUNDS, through_call.clone());
+        through.merge(measured("contribute-through", meter, spans, round).await);
     }
     (direct, through)
 }
 
-/// One CGM day for the cohort, imported directly and through data access: records per second each.
+/// An import: records per second, and the CPU it cost.
+struct Imported {
+    per_second: f64,
+    cpu: Spent,
+}
+
+/// One CGM day for the cohort, imported directly and through data access (each measured as the
+/// phase `import-direct` or `import-through`); and how many readings data access did not accept.
 async fn import_day(
     records_client: RecordHostingServiceClient<Channel>,
     access: DataAccessServiceClient<Channel>,
     patients: &[Patient],
     device: &str,
-) -> (f64, f64, usize) {
+    meter: &CpuMeter,
+) -> (Imported, Imported, usize) {
     let readings: Vec<(usize, usize)> = (0..READINGS_PER_DAY)
         .flat_map(|n| (0..patients.len()).map(move |p| (p, n)))
         .collect();
@@ -166,7 +187,11 @@ async fn import_day(
         .chunks(1000)
         .enumerate()
         .map(|(i, chunk)| api::ImportRecordsRequest {
-            purpose_of_use: if i == 0 { "TREAT".into() } else { String::new() },
+            purpose_of_use: if i == 0 {
+                "TREAT".into()
+            } else {
+                String::new()
+            },
             items: chunk
                 .iter()
                 .map(|&(p, n)| api::ImportItem {
@@ -179,15 +204,27 @@ async fn import_day(
         })
         .collect();
     let mut client = records_client;
+    let before = meter.snapshot().await;
+    perf::enter("import-direct");
     let started = Instant::now();
     let response = client
         .import_records(tokio_stream::iter(direct_messages))
         .await
         .expect("direct import")
         .into_inner();
-    let direct = total as f64 / started.elapsed().as_secs_f64();
-    assert_eq!(response.accepted_count as usize, total, "direct import accepted every reading");
+    let per_second = total as f64 / started.elapsed().as_secs_f64();
+    perf::leave("import-direct");
+    let direct = Imported {
+        per_second,
+        cpu: meter.since(&before).await,
+    };
+    assert_eq!(
+        response.accepted_count as usize, total,
+        "direct import accepted every reading"
+    );
     let mut access = access;
+    let before = meter.snapshot().await;
+    perf::enter("import-through");
     let started = Instant::now();
     let mut answers = access
         .import_records(authed(tokio_stream::iter(through_messages), device))
@@ -202,7 +239,12 @@ async fn import_day(
             .filter(|r| r.outcome == api::ImportOutcome::Accepted as i32)
             .count();
     }
-    let through = total as f64 / started.elapsed().as_secs_f64();
+    let per_second = total as f64 / started.elapsed().as_secs_f64();
+    perf::leave("import-through");
+    let through = Imported {
+        per_second,
+        cpu: meter.since(&before).await,
+    };
     (direct, through, total - accepted)
 }
 
@@ -214,7 +256,9 @@ async fn notifications(
     device: String,
     rate: f64,
     duration: Duration,
-) -> (Stats, Stats, usize) {
+    meter: &CpuMeter,
+    spans: Option<&SpanTimes>,
+) -> (Phase, Stats, usize) {
     let acknowledged: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
     let delivered: Arc<Mutex<Vec<(String, Instant)>>> = Arc::default();
     let care_team = token_at("A81001", "R8000", "user/*.rs", "care-team");
@@ -235,7 +279,11 @@ async fn notifications(
             .await
             .expect("follow")
             .into_inner();
-        stream.message().await.expect("first message").expect("open");
+        stream
+            .message()
+            .await
+            .expect("first message")
+            .expect("open");
         let delivered = delivered.clone();
         streams.push(tokio::spawn(async move {
             while let Ok(Some(message)) = stream.message().await {
@@ -250,7 +298,7 @@ async fn notifications(
     let access = DataAccessServiceClient::new(connect(&platform.access).await);
     let offered = {
         let acknowledged = acknowledged.clone();
-        offer(rate, duration, move |i| {
+        let offered = offer(rate, duration, move |i| {
             let mut client = access.clone();
             let patient = &patients[i % patients.len()];
             let request = authed(
@@ -268,14 +316,17 @@ async fn notifications(
                 match client.create_record(request).await {
                     Ok(response) => {
                         let id = response.into_inner().record.unwrap_or_default().record_id;
-                        acknowledged.lock().expect("lock").insert(id, Instant::now());
+                        acknowledged
+                            .lock()
+                            .expect("lock")
+                            .insert(id, Instant::now());
                         true
                     }
                     Err(_) => false,
                 }
             }
-        })
-        .await
+        });
+        measured("notify-offered", meter, spans, offered).await
     };
     tokio::time::sleep(Duration::from_secs(3)).await;
     for stream in streams {
@@ -301,45 +352,51 @@ async fn notifications(
 }
 
 fn main() {
+    let spans = SpanTimes::install_if_asked();
     let scale = carerecord_platform::testing::bench_scale();
     let pool = pool_size();
-    let backend = if std::env::var("TEST_DATABASE_URL").is_ok_and(|u| !u.trim().is_empty()) {
+    let database_url = std::env::var("TEST_DATABASE_URL")
+        .ok()
+        .filter(|u| !u.trim().is_empty());
+    let backend = if database_url.is_some() {
         Backend::Postgres
     } else {
         Backend::Sqlite
     };
+    let meter = CpuMeter::new(database_url.as_deref());
     let cohort = ((1000.0 * scale) as usize).max(SUBSCRIBERS);
-    let services = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("services runtime");
-    let load_rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .expect("load runtime");
+    let services = services_runtime(2);
+    let load_rt = load_runtime();
     let settings = [("CARERECORD_DB_MAX_CONNECTIONS".to_owned(), pool.to_string())];
-    let platform = services.block_on(Platform::start_with(backend, Overrides::default(), &settings));
+    let platform = services.block_on(Platform::start_with(
+        backend,
+        Overrides::default(),
+        &settings,
+    ));
     println!(
         "front_door: backend {backend:?}; services on 2 workers, load on 1; pools of {pool}; cohort {cohort}; scale {scale}; load average {}",
-        std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim()
+        load_average()
     );
-    let patients: Arc<Vec<Patient>> = Arc::new(services.block_on(
-        futures::stream::iter(0..cohort)
-            .map(|i| {
-                let platform = &platform;
-                async move {
-                    let (id, nhs_number) = platform.register_patient("Cgm", &format!("Wearer{i}")).await;
-                    Patient { id, nhs_number }
-                }
-            })
-            .buffered(16)
-            .collect(),
-    ));
+    let patients: Arc<Vec<Patient>> = Arc::new(
+        services.block_on(
+            futures::stream::iter(0..cohort)
+                .map(|i| {
+                    let platform = &platform;
+                    async move {
+                        let (id, nhs_number) = platform
+                            .register_patient("Cgm", &format!("Wearer{i}"))
+                            .await;
+                        Patient { id, nhs_number }
+                    }
+                })
+                .buffered(16)
+                .collect(),
+        ),
+    );
     services.block_on(platform.settle());
     let device = token_at("CGM01", "", "system/Observation.c", "cgm-platform");
     let duration = Duration::from_secs_f64(8.0 * scale);
+    let spans = spans.as_ref();
     let (direct, through) = load_rt.block_on(async {
         contribute(
             RecordHostingServiceClient::new(connect(&platform.records).await),
@@ -347,30 +404,42 @@ fn main() {
             patients.clone(),
             device.clone(),
             duration,
+            &meter,
+            spans,
         )
         .await
     });
-    let ratio = through.per_second() / direct.per_second();
-    println!("contribute, CreateRecord on record hosting: {}", direct.line());
-    println!("contribute, CreateRecord through data access (by NHS number): {}", through.line());
+    let ratio = through.stats.per_second() / direct.stats.per_second();
+    direct.print("contribute, CreateRecord on record hosting");
+    through.print("contribute, CreateRecord through data access (by NHS number)");
     println!(
         "goal through/direct >= 0.70: {} ({ratio:.2})",
         if ratio >= 0.7 { "met" } else { "MISSED" }
     );
 
-    let (direct_rate, through_rate, not_accepted) = load_rt.block_on(async {
+    let (direct_import, through_import, not_accepted) = load_rt.block_on(async {
         import_day(
             RecordHostingServiceClient::new(connect(&platform.records).await),
             DataAccessServiceClient::new(connect(&platform.access).await),
             &patients,
             &device,
+            &meter,
         )
         .await
     });
-    let import_ratio = through_rate / direct_rate;
+    let readings = cohort * READINGS_PER_DAY;
+    let import_ratio = through_import.per_second / direct_import.per_second;
     println!(
-        "import of a CGM day ({} readings): record hosting {direct_rate:.0} records/s, through data access {through_rate:.0} records/s ({not_accepted} not accepted)",
-        cohort * READINGS_PER_DAY
+        "import of a CGM day ({readings} readings): record hosting {:.0} records/s, through data access {:.0} records/s ({not_accepted} not accepted)",
+        direct_import.per_second, through_import.per_second
+    );
+    println!(
+        "  record hosting's import: {}",
+        direct_import.cpu.per_call(readings)
+    );
+    println!(
+        "  through data access: {}",
+        through_import.cpu.per_call(readings)
     );
     println!(
         "goal import through/direct >= 0.70: {} ({import_ratio:.2})",
@@ -383,21 +452,27 @@ fn main() {
         device,
         OFFERED_PER_SECOND,
         duration,
+        &meter,
+        spans,
     ));
-    println!(
-        "contributions offered at {OFFERED_PER_SECOND:.0}/s (open loop, latency from the scheduled start): {}",
-        offered.line()
-    );
+    offered.print(&format!(
+        "contributions offered at {OFFERED_PER_SECOND:.0}/s (open loop, latency from the scheduled start)"
+    ));
     println!(
         "notification latency, acknowledgement to delivery, {SUBSCRIBERS} subscribers: {} ({missing} acknowledged changes never delivered)",
         latency.line()
     );
     println!(
         "goal notification p99 < 1 s: {} ({:.2?})",
-        if latency.p99() < Duration::from_secs(1) && missing == 0 { "met" } else { "MISSED" },
+        if latency.p99() < Duration::from_secs(1) && missing == 0 {
+            "met"
+        } else {
+            "MISSED"
+        },
         latency.p99()
     );
-    let clean = direct.errors == 0 && through.errors == 0 && offered.errors == 0;
+    println!("load average at the end: {}", load_average());
+    let clean = direct.stats.errors == 0 && through.stats.errors == 0 && offered.stats.errors == 0;
     if !clean {
         println!("WARNING: some calls failed; the figures are not valid");
     }

@@ -971,12 +971,13 @@ pub(crate) const RECORDS_STORED: (&str, &str) = (
     "SELECT CAST(COUNT(*) AS BIGINT) FROM record_versions",
 );
 
-fn load_seconds() -> f64 {
-    std::env::var("CARERECORD_TEST_REPLICAS_SECONDS")
+/// How long a test's load runs: `variable` in seconds, else `default`.
+pub(crate) fn load_seconds(variable: &str, default: f64) -> f64 {
+    std::env::var(variable)
         .ok()
         .and_then(|s| s.parse::<f64>().ok())
         .filter(|s| *s > 0.0)
-        .unwrap_or(4.0)
+        .unwrap_or(default)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -1052,7 +1053,7 @@ async fn two_replicas_of_every_module_lose_nothing_when_one_of_each_is_killed() 
         &stop,
     ));
 
-    let seconds = load_seconds();
+    let seconds = load_seconds("CARERECORD_TEST_REPLICAS_SECONDS", 4.0);
     tokio::time::sleep(Duration::from_secs_f64(seconds / 2.0)).await;
     // One instance of each module, not all the same index, so each survivor loses a peer.
     let killed = [

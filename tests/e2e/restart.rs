@@ -4,7 +4,8 @@
 //! disclosure the clients received has its entry in the audit log (which verifies offline and has
 //! no gap), and every module serves again within seconds, as the same process.
 //!
-//! In `make test` the fault is every server connection of the four modules' databases terminated,
+//! The load runs `CARERECORD_TEST_RESTART_SECONDS` (default 2), the fault at half time. In `make
+//! test` the fault is every server connection of the four modules' databases terminated,
 //! five times 200 ms apart (other tests share the server). `CARERECORD_TEST_POSTGRES_RESTART` names
 //! a shell command that restarts the server instead, for example `pg_ctlcluster 15 main restart -m
 //! fast`; run the test alone then (`cargo test -p carerecord-e2e --test e2e restart::`), since a
@@ -37,8 +38,8 @@ use tonic::transport::Channel;
 
 use crate::replicas::{
     Cluster, Module, RECORDS_STORED, Shared, assert_gap_free, assert_stored_once, clinician,
-    contributor, demographics, importer, reader, register, until_answered, until_stopped,
-    verified_audit_log,
+    contributor, demographics, importer, load_seconds, reader, register, until_answered,
+    until_stopped, verified_audit_log,
 };
 
 /// How soon after the fault every module must serve again.
@@ -290,7 +291,8 @@ async fn postgres_lost_under_load_on_four_modules_loses_no_acknowledged_write() 
     );
     load.push(consent_writer);
 
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    let seconds = load_seconds("CARERECORD_TEST_RESTART_SECONDS", 2.0);
+    tokio::time::sleep(Duration::from_secs_f64(seconds / 2.0)).await;
     let what = fault(&cluster).await;
 
     // Each module answers a call of its own again, soon, as the same process.
@@ -365,7 +367,7 @@ async fn postgres_lost_under_load_on_four_modules_loses_no_acknowledged_write() 
             .await,
         ),
     ];
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    tokio::time::sleep(Duration::from_secs_f64(seconds / 2.0)).await;
     stop.cancel();
     for worker in load {
         worker.await.expect("a load worker failed");
@@ -415,7 +417,7 @@ async fn postgres_lost_under_load_on_four_modules_loses_no_acknowledged_write() 
         "answers without their audit entry: {unaudited:?}"
     );
     eprintln!(
-        "restart: {what}; serving again after {:?}; acknowledged and found: {} reads (each \
+        "restart: {seconds} s of load; {what}; serving again after {:?}; acknowledged and found: {} reads (each \
          disclosure's audit entry in the verified log of {} entries), {} creates and {} imported \
          items ({} records stored once), {} patients, {} consent directives; retried: {:?} \
          (first: {:?})",

@@ -4,10 +4,48 @@
 // Each bench uses part of this module.
 #![allow(dead_code)]
 
+pub mod cpu;
+pub mod perf;
+pub mod spans;
+
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tonic::transport::Channel;
+
+use cpu::{CpuMeter, Spent};
+use spans::{SpanTimes, Totals};
+
+/// The services' runtime: `workers` threads named [`cpu::SERVICES`].
+pub fn services_runtime(workers: usize) -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .thread_name(cpu::SERVICES)
+        .enable_all()
+        .build()
+        .expect("services runtime")
+}
+
+/// The load generator's runtime: one thread named [`cpu::LOAD`].
+pub fn load_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name(cpu::LOAD)
+        .enable_all()
+        .build()
+        .expect("load runtime")
+}
+
+/// The machine's load average, as `/proc/loadavg` gives it (1, 5 and 15 minutes).
+pub fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
 
 pub fn pool_size() -> u32 {
     std::env::var("CARERECORD_BENCH_POOL")
@@ -140,4 +178,54 @@ where
     }
     stats.elapsed = start.elapsed();
     stats
+}
+
+/// A phase's calls, the CPU they cost, and (with `CARERECORD_BENCH_SPANS=1`) their hops.
+#[derive(Default)]
+pub struct Phase {
+    pub stats: Stats,
+    pub cpu: Spent,
+    pub spans: BTreeMap<String, Totals>,
+}
+
+impl Phase {
+    pub fn merge(&mut self, other: Phase) {
+        self.stats.merge(other.stats);
+        self.cpu.add(&other.cpu);
+        for (key, totals) in other.spans {
+            self.spans.entry(key).or_default().add(&totals);
+        }
+    }
+
+    pub fn print(&self, name: &str) {
+        let calls = self.stats.latencies.len();
+        println!("{name}: {}", self.stats.line());
+        println!("  {}", self.cpu.per_call(calls));
+        for (key, totals) in &self.spans {
+            println!("    {key}: {}", totals.line(calls));
+        }
+    }
+}
+
+/// Runs `run` as the phase `name` (see `perf.rs`), measuring the CPU it costs and the spans it
+/// records.
+pub async fn measured<F: std::future::Future<Output = Stats>>(
+    name: &str,
+    meter: &CpuMeter,
+    spans: Option<&SpanTimes>,
+    run: F,
+) -> Phase {
+    if let Some(spans) = spans {
+        spans.take();
+    }
+    let before = meter.snapshot().await;
+    perf::enter(name);
+    let stats = run.await;
+    perf::leave(name);
+    let cpu = meter.since(&before).await;
+    Phase {
+        spans: spans.map(SpanTimes::take).unwrap_or_default(),
+        stats,
+        cpu,
+    }
 }
