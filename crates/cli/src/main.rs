@@ -5,6 +5,7 @@ mod conformance;
 mod connect;
 mod consent;
 mod demo;
+mod flows;
 mod front_door;
 mod output;
 mod patient;

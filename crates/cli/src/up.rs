@@ -165,6 +165,9 @@ pub async fn run(args: UpArgs) -> Result<(), String> {
         }
     }
     print_fhir_examples(&fhir_addr, &issuer, demo.first());
+    if let Some(examples) = crate::flows::write(&args.data_dir, &demo) {
+        crate::flows::print(&examples, &demo, &args.data_dir);
+    }
     println!("Stop with Ctrl-C.");
     let mut failures = Vec::new();
     for task in tasks {
