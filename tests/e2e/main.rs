@@ -18,4 +18,5 @@ mod observability;
 mod reads;
 mod replicas;
 mod restart;
+mod self_service;
 mod swap;

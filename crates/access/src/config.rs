@@ -118,6 +118,10 @@ pub struct AccessConfig {
     /// records for their own patient, filed under this organisation (the deployment's own code for
     /// patient-entered data); unset, they may not.
     pub patient_contributions_ods_code: Option<String>,
+    /// `CARERECORD_PATIENT_SERVICE_ODS_CODE`: the organisation the consent module records for a
+    /// patient's own changes to their consent directives (consent records an organisation for every
+    /// change; a patient acts for none): the deployment's own code (default `PATIENT`).
+    pub patient_service_ods_code: String,
 }
 
 /// The audience tokens must name unless configured otherwise.
@@ -215,6 +219,11 @@ impl AccessConfig {
             clinical_roles,
             system_role_code: env.string_or("CARERECORD_SYSTEM_ROLE_CODE", "R0000"),
             page_tokens: PageTokens::from_env(env)?,
+            patient_service_ods_code: ods_code_or(
+                env,
+                "CARERECORD_PATIENT_SERVICE_ODS_CODE",
+                "PATIENT",
+            )?,
             patient_contributions_ods_code: match env
                 .get("CARERECORD_PATIENT_CONTRIBUTIONS_ODS_CODE")
             {
@@ -234,6 +243,20 @@ impl AccessConfig {
                 }
             },
         })
+    }
+}
+
+/// The ODS code in `name` (3 to 10 letters and digits, upper-cased), or `default`.
+fn ods_code_or(env: &Env, name: &str, default: &str) -> Result<String, ConfigError> {
+    let code = env.string_or(name, default);
+    if (3..=10).contains(&code.len()) && code.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        Ok(code.to_ascii_uppercase())
+    } else {
+        Err(ConfigError::invalid(
+            name,
+            &code,
+            "expected an ODS code: 3 to 10 letters and digits",
+        ))
     }
 }
 

@@ -81,6 +81,10 @@ pub enum Error {
     EtagMismatch,
     #[error("record {0} not found")]
     RecordNotFound(String),
+    #[error("consent directive {0} not found")]
+    DirectiveNotFound(String),
+    #[error("consent directive {0} is not active: only an active directive can be withdrawn")]
+    DirectiveNotActive(String),
     #[error("only the organisation that contributed the record may change it")]
     RecordNotOwned,
     #[error("record {0} is retracted (entered in error) and cannot be changed")]
@@ -177,10 +181,12 @@ impl Error {
             | Error::ProjectNotFound(_)
             | Error::BreakGlassEventNotFound(_)
             | Error::KeyNotFound(_)
-            | Error::RecordNotFound(_) => Code::NotFound,
+            | Error::RecordNotFound(_)
+            | Error::DirectiveNotFound(_) => Code::NotFound,
             Error::PatientMatchAmbiguous
             | Error::RecordRetracted(_)
             | Error::RequestIdReused
+            | Error::DirectiveNotActive(_)
             | Error::CursorAheadOfFeed => Code::FailedPrecondition,
             Error::EtagMismatch => Code::Aborted,
             Error::TreeSizeOutOfRange { .. } => Code::OutOfRange,
@@ -213,6 +219,8 @@ impl Error {
             Error::PatientMatchAmbiguous => "PATIENT_MATCH_AMBIGUOUS",
             Error::EtagMismatch => "ETAG_MISMATCH",
             Error::RecordNotFound(_) => "RECORD_NOT_FOUND",
+            Error::DirectiveNotFound(_) => "CONSENT_DIRECTIVE_NOT_FOUND",
+            Error::DirectiveNotActive(_) => "CONSENT_DIRECTIVE_STATUS",
             Error::RecordNotOwned => "RECORD_NOT_OWNED",
             Error::RecordRetracted(_) => "RECORD_STATUS",
             Error::PatientContributionsDisabled => "PATIENT_CONTRIBUTIONS_DISABLED",
@@ -285,6 +293,23 @@ impl Error {
             }
             Error::RecordNotFound(name) => {
                 details.set_resource_info("Record", name, "", "no such record");
+                self.to_string()
+            }
+            Error::DirectiveNotFound(name) => {
+                details.set_resource_info(
+                    "ConsentDirective",
+                    name,
+                    "",
+                    "no such consent directive",
+                );
+                self.to_string()
+            }
+            Error::DirectiveNotActive(name) => {
+                details.add_precondition_failure_violation(
+                    "CONSENT_DIRECTIVE_STATUS",
+                    name,
+                    "the directive is not active",
+                );
                 self.to_string()
             }
             Error::RecordRetracted(name) => {

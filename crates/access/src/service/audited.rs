@@ -34,6 +34,10 @@ names_audit_entry!(
     api::RetractRecordResponse,
     api::ReadRecordResponse,
     api::ListRecordVersionsResponse,
+    api::ListConsentDirectivesResponse,
+    api::CreateConsentDirectiveResponse,
+    api::RevokeConsentDirectiveResponse,
+    api::GetNationalDataOptOutResponse,
 );
 
 /// Listings whose contract names no entry: the entry is appended all the same.

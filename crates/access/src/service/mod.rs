@@ -22,6 +22,7 @@
 //! - `follow.rs`: FollowRecordChanges (notifications decided and audited at delivery).
 //! - `disclose.rs`: a record of record hosting as the front door discloses it.
 //! - `consent.rs`: asking the consent module, one patient or a batch.
+//! - `self_service.rs`: a patient's own consent directives and national data opt-out status.
 
 mod aggregate;
 mod audit_log;
@@ -39,6 +40,7 @@ mod patients;
 mod read;
 mod record;
 mod review;
+mod self_service;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -290,6 +292,52 @@ impl DataAccessService for AccessService {
         detached(
             request,
             |r| async move { this.list_record_versions(r).await },
+        )
+        .await
+    }
+
+    async fn list_consent_directives(
+        &self,
+        request: Request<api::ListConsentDirectivesRequest>,
+    ) -> Result<Response<api::ListConsentDirectivesResponse>, Status> {
+        let this = self.clone();
+        detached(
+            request,
+            |r| async move { this.list_consent_directives(r).await },
+        )
+        .await
+    }
+
+    async fn create_consent_directive(
+        &self,
+        request: Request<api::CreateConsentDirectiveRequest>,
+    ) -> Result<Response<api::CreateConsentDirectiveResponse>, Status> {
+        let this = self.clone();
+        detached(request, |r| async move {
+            this.create_consent_directive(r).await
+        })
+        .await
+    }
+
+    async fn revoke_consent_directive(
+        &self,
+        request: Request<api::RevokeConsentDirectiveRequest>,
+    ) -> Result<Response<api::RevokeConsentDirectiveResponse>, Status> {
+        let this = self.clone();
+        detached(request, |r| async move {
+            this.revoke_consent_directive(r).await
+        })
+        .await
+    }
+
+    async fn get_national_data_opt_out(
+        &self,
+        request: Request<api::GetNationalDataOptOutRequest>,
+    ) -> Result<Response<api::GetNationalDataOptOutResponse>, Status> {
+        let this = self.clone();
+        detached(
+            request,
+            |r| async move { this.national_data_opt_out(r).await },
         )
         .await
     }

@@ -1,0 +1,614 @@
+//! A patient's own choices through the front door: their consent directives (list, create,
+//! withdraw) and their national data opt-out status, each asked of the consent module and audited.
+//! A patient-facing token acts only for its own patient; staff act at the patient's request.
+
+use carerecord_contracts::access::v1 as api;
+use carerecord_contracts::common::v1 as common;
+use carerecord_contracts::consent::v1 as consent;
+use carerecord_platform::errors::Violations;
+use carerecord_platform::page_token::Position;
+use sha2::{Digest, Sha256};
+use tonic::{Code, Request, Status};
+use tonic_types::StatusExt;
+
+use super::AccessService;
+use super::parse::{Reference, page_query, resume, validate_reference};
+use super::patients::Resolved;
+use crate::domain::auth::{Caller, Context};
+use crate::error::{Dependency, Error};
+use crate::upstream::unavailable;
+
+/// The longest withdrawal reason (as consent accepts it).
+const MAX_REASON_CHARS: usize = 1000;
+
+/// Whether `caller` acts as a patient for themselves (a patient-facing token without `user/`
+/// scopes); it must hold `Consent.<permission>` in that context.
+fn consent_context(caller: &Caller, permission: char) -> Result<bool, Error> {
+    let patient_facing = !caller.has_context(Context::User) && caller.has_context(Context::Patient);
+    let contexts: &[Context] = if patient_facing {
+        &[Context::Patient]
+    } else {
+        &[Context::User]
+    };
+    caller.require(contexts, "Consent", permission)?;
+    Ok(patient_facing)
+}
+
+/// The error for consent's answer to a directive call: what the caller can act on keeps its
+/// meaning (violations of the directive they sent, a stale etag, an unknown directive), anything
+/// else is a dependency failure.
+fn consent_error(status: &Status, directive_id: &str) -> Error {
+    match status.code() {
+        Code::InvalidArgument => {
+            let mut v = Violations::new();
+            if let Some(bad) = status.get_details_bad_request() {
+                for f in bad.field_violations {
+                    if f.field.starts_with("directive") || f.field == "reason" {
+                        v.add(f.field, f.description);
+                    }
+                }
+            }
+            if v.is_empty() {
+                unavailable(Dependency::Consent, status)
+            } else {
+                Error::Invalid(v)
+            }
+        }
+        Code::NotFound => Error::DirectiveNotFound(directive_id.to_owned()),
+        Code::Aborted => Error::EtagMismatch,
+        Code::FailedPrecondition => match status.get_details_error_info() {
+            Some(info) if info.reason == "REQUEST_ID_REUSED" => Error::RequestIdReused,
+            _ => Error::DirectiveNotActive(directive_id.to_owned()),
+        },
+        _ => unavailable(Dependency::Consent, status),
+    }
+}
+
+fn actor_to_consent(a: &api::ConsentActor) -> consent::ProvisionActor {
+    consent::ProvisionActor {
+        organisation_ods_code: a.organisation_ods_code.clone(),
+        role_code: a.role_code.clone(),
+        user_id: a.user_id.clone(),
+    }
+}
+
+fn provision_to_consent(p: &api::ConsentProvision) -> consent::Provision {
+    consent::Provision {
+        period: p.period,
+        actors: p.actors.iter().map(actor_to_consent).collect(),
+        purposes: p.purposes.clone(),
+        data_classes: p.data_classes.clone(),
+        study_ids: p.study_ids.clone(),
+        data_period: p.data_period,
+        provisions: p.provisions.iter().map(provision_to_consent).collect(),
+    }
+}
+
+fn provision_from_consent(p: consent::Provision) -> api::ConsentProvision {
+    api::ConsentProvision {
+        period: p.period,
+        actors: p
+            .actors
+            .into_iter()
+            .map(|a| api::ConsentActor {
+                organisation_ods_code: a.organisation_ods_code,
+                role_code: a.role_code,
+                user_id: a.user_id,
+            })
+            .collect(),
+        purposes: p.purposes,
+        data_classes: p.data_classes,
+        study_ids: p.study_ids,
+        data_period: p.data_period,
+        provisions: p
+            .provisions
+            .into_iter()
+            .map(provision_from_consent)
+            .collect(),
+    }
+}
+
+/// A directive as the front door shows it (the enums share their numbers with consent's).
+fn directive_from_consent(d: consent::ConsentDirective) -> api::ConsentDirective {
+    api::ConsentDirective {
+        directive_id: d.directive_id,
+        patient_id: d.patient_id,
+        status: d.status,
+        decision: d.decision,
+        scope_purposes: d.scope_purposes,
+        period: d.period,
+        provisions: d
+            .provisions
+            .into_iter()
+            .map(provision_from_consent)
+            .collect(),
+        date_time: d.date_time,
+        grantor_role: d.grantor_role,
+        grantor_display: d.grantor_display,
+        policy_text: d.policy_text,
+        recorded_by: d.recorded_by,
+        updated_by: d.updated_by,
+        revocation_reason: d.revocation_reason,
+        revoke_time: d.revoke_time,
+        version: d.version,
+        etag: d.etag,
+        create_time: d.create_time,
+        update_time: d.update_time,
+    }
+}
+
+impl AccessService {
+    /// One idempotent call of the consent module (deadline and retries as every upstream read).
+    async fn ask_consent<M, T, F, Fut>(&self, message: M, call: F) -> Result<T, Status>
+    where
+        M: Clone,
+        F: Fn(
+            carerecord_contracts::consent::v1::consent_service_client::ConsentServiceClient<
+                crate::upstream::Traced,
+            >,
+            tonic::Request<M>,
+        ) -> Fut,
+        Fut: std::future::Future<Output = Result<tonic::Response<T>, Status>>,
+    {
+        let up = &self.inner.upstream;
+        up.call(Dependency::Consent, || {
+            call(up.consent.clone(), up.request(message.clone()))
+        })
+        .await
+    }
+
+    /// The requester consent records for a change: staff with their organisation, a patient with
+    /// the deployment's organisation for patients' own changes and no role.
+    fn consent_writer(
+        &self,
+        caller: &Caller,
+        patient_facing: bool,
+    ) -> Result<common::Requester, Error> {
+        let mut requester = caller.requester();
+        if patient_facing {
+            requester.organisation_ods_code = self.inner.config.patient_service_ods_code.clone();
+            requester.role_code.clear();
+        } else if requester.organisation_ods_code.is_empty() {
+            return Err(Error::OrganisationMissing);
+        }
+        Ok(requester)
+    }
+
+    /// Resolves the patient and, for a patient-facing token, checks it acts for them.
+    async fn consent_patient(
+        &self,
+        caller: &Caller,
+        patient_facing: bool,
+        reference: &Reference,
+        leaf: &mut api::AuditLeaf,
+    ) -> Result<Resolved, Error> {
+        let resolved = self.resolve(reference).await?;
+        leaf.patient_id = resolved.id().to_owned();
+        leaf.resolved_from_merged_patient_id = resolved.merged_from.clone();
+        if patient_facing {
+            self.check_patient_context(caller, &resolved).await?;
+        }
+        Ok(resolved)
+    }
+
+    pub(super) async fn list_consent_directives(
+        &self,
+        request: Request<api::ListConsentDirectivesRequest>,
+    ) -> Result<api::ListConsentDirectivesResponse, Error> {
+        let (caller, trace, req) = self.authenticated(request).await?;
+        let mut v = Violations::new();
+        let reference = validate_reference(&mut v, "patient", req.patient.as_ref());
+        let limit = v.page_size(req.page_size);
+        let query = page_query(
+            "consent-directives",
+            &caller,
+            &api::ListConsentDirectivesRequest {
+                page_size: 0,
+                page_token: String::new(),
+                ..req.clone()
+            },
+        );
+        let tokens = &self.inner.config.page_tokens;
+        let consent_token =
+            resume(tokens, &query, &req.page_token, Position::read_text)?.unwrap_or_default();
+        let Some(reference) = reference.filter(|_| v.is_empty()) else {
+            return Err(v.into());
+        };
+        let mut leaf = self.leaf(&caller, &trace, api::AuditAction::ListConsentDirectives);
+        leaf.purpose_of_use = "PATRQT".into();
+        leaf.reference_kind = reference.kind() as i32;
+        let result = async {
+            let patient_facing = consent_context(&caller, 'r')?;
+            let resolved = self
+                .consent_patient(&caller, patient_facing, &reference, &mut leaf)
+                .await?;
+            let listed = self
+                .ask_consent(
+                    consent::ListConsentDirectivesRequest {
+                        patient_id: resolved.id().to_owned(),
+                        statuses: Vec::new(),
+                        page_size: i32::try_from(limit.get()).unwrap_or(i32::MAX),
+                        page_token: consent_token.clone(),
+                    },
+                    |mut c, r| async move { c.list_consent_directives(r).await },
+                )
+                .await
+                .map_err(|s| unavailable(Dependency::Consent, &s))?;
+            let directives: Vec<api::ConsentDirective> = listed
+                .directives
+                .into_iter()
+                .map(directive_from_consent)
+                .collect();
+            leaf.returned_count = directives.len() as i64;
+            let next_page_token = if listed.next_page_token.is_empty() {
+                String::new()
+            } else {
+                tokens.issue_at(&query, Position::new().text(&listed.next_page_token))
+            };
+            Ok(api::ListConsentDirectivesResponse {
+                patient_id: resolved.id().to_owned(),
+                directives,
+                next_page_token,
+                ..Default::default()
+            })
+        }
+        .await;
+        self.finish(leaf, result, false).await
+    }
+
+    pub(super) async fn create_consent_directive(
+        &self,
+        request: Request<api::CreateConsentDirectiveRequest>,
+    ) -> Result<api::CreateConsentDirectiveResponse, Error> {
+        let (caller, trace, req) = self.authenticated(request).await?;
+        let mut v = Violations::new();
+        let request_id = v.required_id("request_id", &req.request_id);
+        let reference = validate_reference(&mut v, "patient", req.patient.as_ref());
+        if matches!(reference, Some(Reference::Demographics(_))) {
+            v.add(
+                "patient.demographics",
+                "a consent directive must name the patient by id, NHS number or identifier",
+            );
+        }
+        match &req.directive {
+            None => v.add("directive", "is required"),
+            Some(d) => v.check(d.date_time.is_some(), "directive.date_time", "is required"),
+        }
+        let (Some(request_id), Some(reference), Some(directive)) = (
+            request_id.filter(|_| v.is_empty()),
+            reference,
+            req.directive.as_ref(),
+        ) else {
+            return Err(v.into());
+        };
+        let mut leaf = self.leaf(&caller, &trace, api::AuditAction::CreateConsentDirective);
+        leaf.purpose_of_use = "PATRQT".into();
+        leaf.reference_kind = reference.kind() as i32;
+        leaf.request_id = request_id.to_string();
+        let result = async {
+            let patient_facing = consent_context(&caller, 'c')?;
+            let writer = self.consent_writer(&caller, patient_facing)?;
+            let resolved = self
+                .consent_patient(&caller, patient_facing, &reference, &mut leaf)
+                .await?;
+            let grantor_role = if patient_facing {
+                consent::GrantorRole::Patient as i32
+            } else {
+                directive.grantor_role
+            };
+            let created = self
+                .ask_consent(
+                    consent::CreateConsentDirectiveRequest {
+                        request_id: request_id.to_string(),
+                        directive: Some(consent::ConsentDirective {
+                            patient_id: resolved.id().to_owned(),
+                            status: consent::ConsentDirectiveStatus::Active as i32,
+                            decision: directive.decision,
+                            scope_purposes: directive.scope_purposes.clone(),
+                            period: directive.period,
+                            provisions: directive
+                                .provisions
+                                .iter()
+                                .map(provision_to_consent)
+                                .collect(),
+                            date_time: directive.date_time,
+                            grantor_role,
+                            grantor_display: directive.grantor_display.clone(),
+                            policy_text: directive.policy_text.clone(),
+                            ..Default::default()
+                        }),
+                        requester: Some(writer),
+                    },
+                    |mut c, r| async move { c.create_consent_directive(r).await },
+                )
+                .await
+                .map_err(|s| consent_error(&s, ""))?;
+            let directive = created
+                .directive
+                .map(directive_from_consent)
+                .ok_or_else(|| Error::Internal("consent answered no directive".into()))?;
+            leaf.returned_count = 1;
+            Ok(api::CreateConsentDirectiveResponse {
+                directive: Some(directive),
+                ..Default::default()
+            })
+        }
+        .await;
+        self.finish(leaf, result, false).await
+    }
+
+    pub(super) async fn revoke_consent_directive(
+        &self,
+        request: Request<api::RevokeConsentDirectiveRequest>,
+    ) -> Result<api::RevokeConsentDirectiveResponse, Error> {
+        let (caller, trace, req) = self.authenticated(request).await?;
+        let mut v = Violations::new();
+        let request_id = v.required_id("request_id", &req.request_id);
+        let directive_id = v.required_id("directive_id", &req.directive_id);
+        v.check(
+            !req.etag.is_empty(),
+            "etag",
+            "is required: the directive's current etag",
+        );
+        let reason = req.reason.trim().to_owned();
+        if reason.is_empty() {
+            v.add("reason", "is required");
+        } else if reason.chars().count() > MAX_REASON_CHARS {
+            v.add(
+                "reason",
+                format!("must be at most {MAX_REASON_CHARS} characters"),
+            );
+        }
+        let (Some(request_id), Some(directive_id)) =
+            (request_id.filter(|_| v.is_empty()), directive_id)
+        else {
+            return Err(v.into());
+        };
+        let (request_id, directive_id) = (request_id.into_string(), directive_id.into_string());
+        let mut leaf = self.leaf(&caller, &trace, api::AuditAction::RevokeConsentDirective);
+        leaf.purpose_of_use = "PATRQT".into();
+        leaf.request_id = request_id.clone();
+        let result = async {
+            let patient_facing = consent_context(&caller, 'u')?;
+            let writer = self.consent_writer(&caller, patient_facing)?;
+            let current = self.directive(&directive_id).await?;
+            leaf.reference_kind = api::PatientReferenceKind::PatientId as i32;
+            let reference = Reference::PatientId(current.patient_id.clone());
+            self.consent_patient(&caller, patient_facing, &reference, &mut leaf)
+                .await
+                .map_err(|e| match e {
+                    // The directive names a patient identity no longer knows.
+                    Error::PatientNotFound { .. } => Error::DirectiveNotFound(directive_id.clone()),
+                    other => other,
+                })?;
+            let fingerprint = Sha256::new()
+                .chain_update(b"revoke-consent-directive\0")
+                .chain_update(caller.user_id.as_bytes())
+                .chain_update(b"\0")
+                .chain_update(directive_id.as_bytes())
+                .chain_update(b"\0")
+                .chain_update(req.etag.as_bytes())
+                .chain_update(b"\0")
+                .chain_update(reason.as_bytes())
+                .finalize()
+                .to_vec();
+            // A retry of a withdrawal that went through answers the directive as it stands.
+            if let Some(done) = self.inner.store.contribution(&request_id).await? {
+                if done.fingerprint != fingerprint {
+                    return Err(Error::RequestIdReused);
+                }
+                if done.version != 0 {
+                    return Ok(directive_from_consent(current));
+                }
+            }
+            self.inner
+                .store
+                .begin_contribution(&request_id, &fingerprint, &directive_id, current.version)
+                .await?;
+            let revoked = self
+                .ask_consent(
+                    consent::RevokeConsentDirectiveRequest {
+                        directive_id: directive_id.clone(),
+                        etag: req.etag.clone(),
+                        reason: reason.clone(),
+                        requester: Some(writer),
+                    },
+                    |mut c, r| async move { c.revoke_consent_directive(r).await },
+                )
+                .await;
+            let revoked = match revoked {
+                Ok(answer) => answer
+                    .directive
+                    .ok_or_else(|| Error::Internal("consent answered no directive".into()))?,
+                // The answer to an earlier attempt was lost: the withdrawal it made is this one.
+                Err(status)
+                    if status.code() == Code::Aborted
+                        && self
+                            .directive(&directive_id)
+                            .await
+                            .is_ok_and(|d| withdrawn_by(&d, &caller.user_id, &reason)) =>
+                {
+                    self.directive(&directive_id).await?
+                }
+                Err(status) => return Err(consent_error(&status, &directive_id)),
+            };
+            self.inner
+                .store
+                .complete_contribution(&request_id, revoked.version)
+                .await?;
+            Ok(directive_from_consent(revoked))
+        }
+        .await
+        .map(|directive| {
+            leaf.returned_count = 1;
+            api::RevokeConsentDirectiveResponse {
+                directive: Some(directive),
+                ..Default::default()
+            }
+        });
+        self.finish(leaf, result, false).await
+    }
+
+    /// The latest version of a directive, from consent.
+    async fn directive(&self, directive_id: &str) -> Result<consent::ConsentDirective, Error> {
+        self.ask_consent(
+            consent::GetConsentDirectiveRequest {
+                directive_id: directive_id.to_owned(),
+                version: 0,
+            },
+            |mut c, r| async move { c.get_consent_directive(r).await },
+        )
+        .await
+        .map_err(|s| consent_error(&s, directive_id))?
+        .directive
+        .ok_or_else(|| Error::Internal("consent answered no directive".into()))
+    }
+
+    pub(super) async fn national_data_opt_out(
+        &self,
+        request: Request<api::GetNationalDataOptOutRequest>,
+    ) -> Result<api::GetNationalDataOptOutResponse, Error> {
+        let (caller, trace, req) = self.authenticated(request).await?;
+        let mut v = Violations::new();
+        let reference = validate_reference(&mut v, "patient", req.patient.as_ref());
+        let Some(reference) = reference.filter(|_| v.is_empty()) else {
+            return Err(v.into());
+        };
+        let mut leaf = self.leaf(&caller, &trace, api::AuditAction::GetNationalDataOptOut);
+        leaf.purpose_of_use = "PATRQT".into();
+        leaf.reference_kind = reference.kind() as i32;
+        let result = async {
+            let patient_facing = consent_context(&caller, 'r')?;
+            let resolved = self
+                .consent_patient(&caller, patient_facing, &reference, &mut leaf)
+                .await?;
+            let answer = self
+                .ask_consent(
+                    consent::GetNationalDataOptOutRequest {
+                        patient_id: resolved.id().to_owned(),
+                    },
+                    |mut c, r| async move { c.get_national_data_opt_out(r).await },
+                )
+                .await
+                .map_err(|s| unavailable(Dependency::Consent, &s))?;
+            let opt_out = answer.national_data_opt_out.unwrap_or_default();
+            let now = carerecord_platform::db::now_micros();
+            leaf.returned_count = 1;
+            Ok(api::GetNationalDataOptOutResponse {
+                patient_id: resolved.id().to_owned(),
+                status: opt_out_status(&opt_out, now) as i32,
+                check_time: opt_out.check_time,
+                check_expire_time: opt_out.check_expire_time,
+                ..Default::default()
+            })
+        }
+        .await;
+        self.finish(leaf, result, false).await
+    }
+}
+
+/// Whether `directive` was withdrawn by `user_id` for `reason` (a lost answer's withdrawal).
+fn withdrawn_by(directive: &consent::ConsentDirective, user_id: &str, reason: &str) -> bool {
+    directive.status == consent::ConsentDirectiveStatus::Inactive as i32
+        && directive.revocation_reason == reason
+        && directive
+            .updated_by
+            .as_ref()
+            .is_some_and(|u| u.user_id == user_id)
+}
+
+/// The status decisions see at `now_micros`: a check's answer while it is valid, else unknown.
+fn opt_out_status(
+    opt_out: &consent::NationalDataOptOut,
+    now_micros: i64,
+) -> api::NationalDataOptOutStatus {
+    let valid = opt_out
+        .check_expire_time
+        .as_ref()
+        .and_then(crate::domain::micros)
+        .is_some_and(|expires| now_micros < expires);
+    match (valid, opt_out.opted_out) {
+        (false, _) => api::NationalDataOptOutStatus::Unknown,
+        (true, true) => api::NationalDataOptOutStatus::OptedOut,
+        (true, false) => api::NationalDataOptOutStatus::NotOptedOut,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn opt_out_status_is_unknown_without_a_valid_check() {
+        let never = consent::NationalDataOptOut::default();
+        assert_eq!(
+            opt_out_status(&never, 1_000),
+            api::NationalDataOptOutStatus::Unknown
+        );
+        let checked = |opted_out, expires| consent::NationalDataOptOut {
+            opted_out,
+            check_expire_time: Some(crate::domain::timestamp(expires)),
+            ..Default::default()
+        };
+        assert_eq!(
+            opt_out_status(&checked(true, 2_000), 1_000),
+            api::NationalDataOptOutStatus::OptedOut
+        );
+        assert_eq!(
+            opt_out_status(&checked(false, 2_000), 1_000),
+            api::NationalDataOptOutStatus::NotOptedOut
+        );
+        assert_eq!(
+            opt_out_status(&checked(false, 2_000), 2_000),
+            api::NationalDataOptOutStatus::Unknown
+        );
+    }
+
+    #[test]
+    fn directives_keep_every_field_both_ways() {
+        let provision = api::ConsentProvision {
+            actors: vec![api::ConsentActor {
+                organisation_ods_code: "RR8".into(),
+                ..Default::default()
+            }],
+            data_classes: vec!["mental-health".into()],
+            provisions: vec![api::ConsentProvision {
+                purposes: vec!["TREAT".into()],
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let there = provision_to_consent(&provision);
+        assert_eq!(provision_from_consent(there), provision);
+    }
+
+    #[test]
+    fn consent_refusals_keep_their_meaning() {
+        let mut details = tonic_types::ErrorDetails::new();
+        details.add_bad_request_violation("directive.provisions[0].data_classes[0]", "unknown");
+        let status = Status::with_error_details(Code::InvalidArgument, "invalid", details);
+        match consent_error(&status, "d") {
+            Error::Invalid(v) => assert_eq!(
+                v.iter().next().map(|(f, _)| f.to_owned()),
+                Some("directive.provisions[0].data_classes[0]".to_owned())
+            ),
+            other => panic!("{other:?}"),
+        }
+        let mut ours = tonic_types::ErrorDetails::new();
+        ours.add_bad_request_violation("requester.user_id", "is required");
+        let status = Status::with_error_details(Code::InvalidArgument, "invalid", ours);
+        assert!(matches!(consent_error(&status, "d"), Error::Internal(_)));
+        assert!(matches!(
+            consent_error(&Status::aborted("stale"), "d"),
+            Error::EtagMismatch
+        ));
+        assert!(matches!(
+            consent_error(&Status::not_found("no"), "d"),
+            Error::DirectiveNotFound(id) if id == "d"
+        ));
+        assert!(matches!(
+            consent_error(&Status::unavailable("down"), "d"),
+            Error::DependencyUnavailable(Dependency::Consent)
+        ));
+    }
+}
