@@ -48,6 +48,12 @@ pub enum Error {
     PatientMerged(Vec<(String, String)>),
     #[error("patient {0} is not merged")]
     PatientNotMerged(String),
+    /// The requester's role may not change a confidentiality marker; the roles that may.
+    #[error("the requester's role may not change a confidentiality marker")]
+    RoleNotPermitted { required_roles: String },
+    /// A restricted source cannot be merged into this unrestricted target.
+    #[error("patient {0} is not restricted")]
+    PatientRestricted(String),
     #[error("no match parameters")]
     ParametersMissing,
     #[error("an estimation is already running")]
@@ -275,6 +281,23 @@ impl From<Error> for Status {
                     .join("; ");
                 Status::with_error_details(Code::FailedPrecondition, message, details)
             }
+            Error::RoleNotPermitted { required_roles } => Status::with_error_details_vec(
+                Code::PermissionDenied,
+                format!(
+                    "only a requester in one of these roles may change a patient's confidentiality marker: {required_roles}"
+                ),
+                vec![error_info(
+                    "ROLE_NOT_PERMITTED",
+                    vec![("required_roles", required_roles)],
+                )],
+            ),
+            Error::PatientRestricted(target) => errors::failed_precondition(
+                "PATIENT_RESTRICTED",
+                &target,
+                format!(
+                    "the source is restricted and target {target} is not: restrict the target first (SetPatientConfidentiality), then merge"
+                ),
+            ),
             Error::PatientNotMerged(id) => errors::failed_precondition(
                 "PATIENT_NOT_MERGED",
                 &id,

@@ -67,6 +67,9 @@ pub struct Settings {
     /// `CARERECORD_MATCH_STARTING_PARAMETERS` (default true): an empty index starts with the
     /// built-in CONFIGURED parameters, so matching works before the first estimation.
     pub starting_parameters: bool,
+    /// `CARERECORD_CONFIDENTIALITY_ROLES` (default `R0001`, privacy officer): the role codes whose
+    /// requesters may set or lift a patient's confidentiality marker, comma separated.
+    pub confidentiality_roles: Vec<String>,
 }
 
 impl Settings {
@@ -84,7 +87,20 @@ impl Settings {
             estimation_max_blocked_pairs: env
                 .parse_or("CARERECORD_ESTIMATION_MAX_BLOCKED_PAIRS", 5_000_000)?,
             starting_parameters: env.bool_or("CARERECORD_MATCH_STARTING_PARAMETERS", true)?,
+            confidentiality_roles: env
+                .string_or("CARERECORD_CONFIDENTIALITY_ROLES", "R0001")
+                .split(',')
+                .map(|r| r.trim().to_owned())
+                .filter(|r| !r.is_empty())
+                .collect(),
         };
+        if s.confidentiality_roles.is_empty() {
+            return Err(ConfigError::invalid(
+                "CARERECORD_CONFIDENTIALITY_ROLES",
+                "",
+                "name at least one role code",
+            ));
+        }
         let unit = |name: &str, v: f64| {
             if v > 0.0 && v < 1.0 {
                 Ok(())

@@ -7,6 +7,7 @@
 mod matching;
 mod merges;
 mod registration;
+mod restricted;
 mod search;
 mod support;
 mod updates;
@@ -127,6 +128,29 @@ pub(crate) fn cases() -> Vec<Case> {
             "ID-UNMERGE-002",
             "UnmergePatient of an active patient -> FAILED_PRECONDITION PATIENT_NOT_MERGED; stale etag -> ABORTED; bad reason -> INVALID_ARGUMENT",
             merges::unmerge_errors,
+        ),
+    ]);
+    // SetPatientConfidentiality: restricted patients.
+    cases.extend([
+        Case::new(
+            "ID-RESTRICT-001",
+            "New patients are UNRESTRICTED; a privacy officer (R0001) restricts one: a new version whose confidentiality_change records who, when (the update_time) and why; the same level again writes nothing",
+            restricted::restrict,
+        ),
+        Case::new(
+            "ID-RESTRICT-002",
+            "The marker's history: ListPatientVersions lists each change (changed field `confidentiality`, UPDATED, requester, reason); UpdatePatient keeps the marker; lifting it is a change too",
+            restricted::history,
+        ),
+        Case::new(
+            "ID-RESTRICT-003",
+            "SetPatientConfidentiality refusals: a role that may not -> PERMISSION_DENIED ROLE_NOT_PERMITTED, nothing written; patient_id, confidentiality, etag, reason, requester invalid -> INVALID_ARGUMENT; unknown -> NOT_FOUND; stale etag -> ABORTED; merged -> PATIENT_MERGED",
+            restricted::refusals,
+        ),
+        Case::new(
+            "ID-RESTRICT-004",
+            "A restricted source merged into an unrestricted target -> FAILED_PRECONDITION PATIENT_RESTRICTED naming the target, nothing written; into a restricted target it merges",
+            restricted::merges,
         ),
     ]);
     // WatchPatientChanges: the change feed.

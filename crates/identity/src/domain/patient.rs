@@ -1,7 +1,10 @@
 //! The life of a patient record: what a new version sets, what an update may change, what a merge
 //! and an unmerge do to the two patients, and which identifiers a patient reserves.
 
-use carerecord_contracts::identity::v1::{Patient, PatientState};
+use carerecord_contracts::common::v1::Requester;
+use carerecord_contracts::identity::v1::{
+    ConfidentialityChange, Patient, PatientConfidentiality, PatientState,
+};
 use carerecord_platform::errors::Violations;
 
 use super::validate::NHS_NUMBER_SYSTEM;
@@ -145,7 +148,39 @@ pub fn changed_fields(old: &Patient, new: &Patient) -> Vec<String> {
         "merged_from_patient_ids",
         old.merged_from_patient_ids != new.merged_from_patient_ids,
     );
+    check(
+        "confidentiality",
+        old.confidentiality != new.confidentiality,
+    );
     out
+}
+
+pub fn is_restricted(patient: &Patient) -> bool {
+    patient.confidentiality == PatientConfidentiality::Restricted as i32
+}
+
+/// The next version of `current` with its confidentiality marker set to `level`, recording who
+/// changed it, when and why; `None` when the marker already has that level.
+pub fn with_confidentiality(
+    current: &Patient,
+    level: PatientConfidentiality,
+    requester: &Requester,
+    reason: &str,
+    now: i64,
+) -> Option<Patient> {
+    if current.confidentiality == level as i32 {
+        return None;
+    }
+    let mut new = current.clone();
+    new.confidentiality = level as i32;
+    stamp(&mut new, current.version + 1, now);
+    new.confidentiality_change = Some(ConfidentialityChange {
+        requester: Some(requester.clone()),
+        change_time: new.update_time,
+        reason: reason.to_owned(),
+        version: new.version,
+    });
+    Some(new)
 }
 
 /// The next versions of a merge: `source` merged into `target`, and `target` naming `source`.
@@ -187,6 +222,49 @@ mod tests {
         let paths = update_paths(&["names".into(), "version".into(), "*".into()], &mut v);
         assert_eq!(paths.len(), 1 + UPDATABLE.len());
         assert_eq!(v.iter().next().unwrap().0, "update_mask.paths[1]");
+    }
+
+    #[test]
+    fn a_confidentiality_change_is_a_new_version_recording_who_and_why() {
+        let mut current = Patient {
+            patient_id: "p".into(),
+            confidentiality: PatientConfidentiality::Unrestricted as i32,
+            ..Patient::default()
+        };
+        stamp(&mut current, 1, 10);
+        let officer = Requester {
+            user_id: "po".into(),
+            role_code: "R0001".into(),
+            ..Requester::default()
+        };
+        let restricted = with_confidentiality(
+            &current,
+            PatientConfidentiality::Restricted,
+            &officer,
+            "fleeing violence",
+            20,
+        )
+        .unwrap();
+        assert!(is_restricted(&restricted));
+        assert_eq!(changed_fields(&current, &restricted), ["confidentiality"]);
+        let change = restricted.confidentiality_change.clone().unwrap();
+        assert_eq!(
+            (change.version, change.reason.as_str()),
+            (2, "fleeing violence")
+        );
+        assert_eq!(change.change_time, restricted.update_time);
+        assert_eq!(change.requester, Some(officer.clone()));
+        // The same level again changes nothing.
+        assert!(
+            with_confidentiality(
+                &restricted,
+                PatientConfidentiality::Restricted,
+                &officer,
+                "again",
+                30
+            )
+            .is_none()
+        );
     }
 
     #[test]

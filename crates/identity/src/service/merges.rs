@@ -6,7 +6,7 @@ use carerecord_platform::errors::Violations;
 
 use super::IdentityService;
 use super::request::{body_hash, check_reason, check_requester, required_id, valid};
-use crate::domain::patient::{merged, unmerged};
+use crate::domain::patient::{is_restricted, merged, unmerged};
 use crate::error::Error;
 use crate::store::Stored;
 use crate::store::merges::PairWrite;
@@ -91,6 +91,10 @@ impl IdentityService {
             .collect();
         if !merged_already.is_empty() {
             return Err(Error::PatientMerged(merged_already));
+        }
+        // A restricted person's record must not end up behind an unrestricted survivor.
+        if is_restricted(&source.patient) && !is_restricted(&target.patient) {
+            return Err(Error::PatientRestricted(target_id));
         }
         for (given, stored) in [
             (&request.source_etag, &source),

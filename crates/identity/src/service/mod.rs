@@ -1,12 +1,14 @@
 //! gRPC handlers for `carerecord.identity.v1.PatientIdentityService`, one file per area:
 //! `patients` (create, get, update, versions), `search` (resolve an identifier, search by
 //! name), `matching` (match patients, and the match parameters: read and estimate), `merges`
-//! (merge and unmerge) and `feed` (the change feed).
+//! (merge and unmerge), `feed` (the change feed) and `confidentiality` (the confidentiality
+//! marker).
 //!
 //! Each handler parses its request into typed values (what several share is in `request`), calls
 //! the domain and the store, and returns `Result<_, Error>`; the trait implementation below only
 //! unwraps requests and maps errors to statuses.
 
+mod confidentiality;
 mod feed;
 mod matching;
 mod merges;
@@ -162,6 +164,13 @@ impl PatientIdentityService for IdentityService {
         request: Request<UnmergePatientRequest>,
     ) -> Result<Response<UnmergePatientResponse>, Status> {
         reply(self.unmerge(request.into_inner()).await)
+    }
+
+    async fn set_patient_confidentiality(
+        &self,
+        request: Request<SetPatientConfidentialityRequest>,
+    ) -> Result<Response<SetPatientConfidentialityResponse>, Status> {
+        reply(self.set_confidentiality(request.into_inner()).await)
     }
 
     async fn watch_patient_changes(

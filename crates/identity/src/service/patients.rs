@@ -129,7 +129,7 @@ impl IdentityService {
     }
 
     /// The stored patient `id`, or NOT_FOUND.
-    async fn stored(&self, id: &str) -> Result<Stored, Error> {
+    pub(super) async fn stored(&self, id: &str) -> Result<Stored, Error> {
         self.store
             .get(id)
             .await?

@@ -83,7 +83,7 @@ impl Store {
         match row {
             Some(row) => {
                 let data: Vec<u8> = row.try_get("data")?;
-                Ok(Some(Patient::decode(data.as_slice())?))
+                Ok(Some(super::decode_patient(&data)?))
             }
             None => Ok(None),
         }
@@ -129,7 +129,7 @@ fn version_row(row: &AnyRow) -> Result<VersionRow, Error> {
     let change_type: i32 = row.try_get::<i64, _>("change_type")? as i32;
     Ok(VersionRow {
         seq: row.try_get("seq")?,
-        patient: Patient::decode(data.as_slice())?,
+        patient: super::decode_patient(&data)?,
         change_type: ChangeType::try_from(change_type)
             .map_err(|_| Error::Corrupt(format!("change type {change_type}")))?,
         changed_fields: changed

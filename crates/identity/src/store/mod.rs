@@ -20,7 +20,7 @@ mod patients;
 mod requests;
 mod search;
 
-use carerecord_contracts::identity::v1::Patient;
+use carerecord_contracts::identity::v1::{Patient, PatientConfidentiality};
 use carerecord_platform::db::{Backend, Database};
 use prost::Message;
 use sqlx::any::AnyRow;
@@ -103,9 +103,19 @@ async fn load(conn: &mut AnyConnection, patient_id: &str) -> Result<Option<Store
 fn decode_stored(row: &AnyRow) -> Result<Stored, Error> {
     let data: Vec<u8> = row.try_get("data")?;
     Ok(Stored {
-        patient: Patient::decode(data.as_slice())?,
+        patient: decode_patient(&data)?,
         features: decode_features(row)?,
     })
+}
+
+/// A stored patient message. Patients written before the confidentiality marker existed hold
+/// none: they are unrestricted.
+pub(crate) fn decode_patient(data: &[u8]) -> Result<Patient, Error> {
+    let mut patient = Patient::decode(data)?;
+    if patient.confidentiality == PatientConfidentiality::Unspecified as i32 {
+        patient.confidentiality = PatientConfidentiality::Unrestricted as i32;
+    }
+    Ok(patient)
 }
 
 /// A row's `features`.

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use carerecord_contracts::common::v1::{ChangeType, Requester};
-use carerecord_contracts::identity::v1::{Patient, PatientState};
+use carerecord_contracts::identity::v1::{Patient, PatientConfidentiality, PatientState};
 use carerecord_platform::db::now_micros;
 use prost::Message;
 use sqlx::{Any, AnyConnection, QueryBuilder};
@@ -295,6 +295,8 @@ async fn accept(
         patient.state = PatientState::Active as i32;
         patient.merged_into_patient_id.clear();
         patient.merged_from_patient_ids.clear();
+        patient.confidentiality = PatientConfidentiality::Unrestricted as i32;
+        patient.confidentiality_change = None;
         stamp(&mut patient, 1, now);
         for k in keys {
             in_batch.insert(k, (patient.patient_id.clone(), None));
