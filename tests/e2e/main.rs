@@ -3,6 +3,7 @@
 
 mod audit;
 mod conformance;
+mod console;
 mod contributions;
 mod defects;
 mod extracts;

@@ -4,6 +4,7 @@ mod access;
 mod conformance;
 mod connect;
 mod consent;
+mod console;
 mod demo;
 mod flows;
 mod front_door;

@@ -33,6 +33,9 @@ pub struct UpArgs {
     /// The development token endpoint's port (SMART discovery names it).
     #[arg(long, default_value_t = 8081)]
     token_port: u16,
+    /// The web console's port.
+    #[arg(long, default_value_t = 8082)]
+    console_port: u16,
 }
 
 /// Written to the data directory once the demo population is loaded, so a second run reuses it.
@@ -76,6 +79,7 @@ pub async fn run(args: UpArgs) -> Result<(), String> {
     let records = start::<carerecord_records::Application>(&env_for("records", 2)).await?;
     let consent = start::<carerecord_consent::Application>(&env_for("consent", 3)).await?;
     let access_url = format!("http://{}", access.1.local_addr());
+    let console_access_url = access_url.clone();
     let issuer = format!("http://{}:{}", args.host, args.token_port);
     let mut fhir_env: Vec<(String, String)> = std::env::vars().collect();
     fhir_env.extend([
@@ -113,7 +117,7 @@ pub async fn run(args: UpArgs) -> Result<(), String> {
     ];
     let fhir_addr = format!("http://{}", fhir.1.local_addr());
     tokio::spawn(dev_tokens::serve(token_listener, shutdown.clone()));
-    let tasks = [
+    let mut tasks = vec![
         tokio::spawn(serve(access, shutdown.clone())),
         tokio::spawn(serve(identity, shutdown.clone())),
         tokio::spawn(serve(records, shutdown.clone())),
@@ -127,6 +131,26 @@ pub async fn run(args: UpArgs) -> Result<(), String> {
     } else {
         demo_population(&args.data_dir, &identity_addr, &records_addr, &consent_addr).await
     };
+    // The console, once the demo patients it offers as users are known.
+    let mut console_env: Vec<(String, String)> = std::env::vars().collect();
+    console_env.extend([
+        (
+            "CARERECORD_LISTEN_ADDR".to_owned(),
+            format!("{}:{}", args.host, args.console_port),
+        ),
+        ("CARERECORD_ACCESS_ENDPOINT".to_owned(), console_access_url),
+    ]);
+    let mut console_config = carerecord_console::Config::from_env(&Env::from_pairs(console_env))
+        .map_err(|e| format!("console failed to start: {e}"))?;
+    console_config.console.dev_sign_in = Some(crate::console::dev_sign_in(
+        crate::console::demo_users(&demo),
+    ));
+    let console =
+        carerecord_platform::app::start::<carerecord_console::Application>(console_config)
+            .await
+            .map_err(|e| format!("console failed to start: {e}"))?;
+    let console_addr = format!("http://{}", console.local_addr());
+    tasks.push(tokio::spawn(serve(("console", console), shutdown.clone())));
 
     println!("carerecord is running (data in {data_dir}/). Endpoints:");
     println!("  data access  {access_addr}");
@@ -134,6 +158,9 @@ pub async fn run(args: UpArgs) -> Result<(), String> {
     println!("  records      {records_addr}");
     println!("  consent      {consent_addr}");
     println!("  FHIR R4      {fhir_addr}  (tokens: {issuer}/token, development only)");
+    println!(
+        "  web console  {console_addr}  (open it in a browser; sign in as a demo user, development only)"
+    );
     println!("Try:");
     match demo.first() {
         Some(patient) => {

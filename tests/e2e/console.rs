@@ -1,0 +1,160 @@
+//! The web console in a real browser, on both backends: `web/test/console.browser.mjs` drives
+//! Debian's Chromium (headless, playwright-core) through the console in front of this sandbox's data
+//! access, signing in with the development sign-in (authorization code with PKCE) as a clinician, a
+//! privacy officer and patients, with an axe check of every page and screenshots under
+//! `target/console-screenshots/<backend>/`. First it checks that the committed bundle
+//! (`crates/console/assets/`) is what `web/` builds. `scripts/browser-install.sh` installs Chromium
+//! and the npm packages; the test fails (never skips) when it cannot.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use carerecord_access::dev_token::{DevToken, mint};
+use carerecord_console::dev_sign_in::{CLIENT_ID, DevSignIn, DevUser};
+use carerecord_e2e::{Overrides, Platform};
+use carerecord_platform::env::Env;
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Runs `program` from the repository's root; fails the test with its output when it fails or
+/// takes longer than `limit`.
+async fn run(program: &str, args: &[&str], vars: &[(&str, String)], limit: Duration) -> String {
+    let mut command = tokio::process::Command::new(program);
+    command
+        .args(args)
+        .current_dir(repo_root())
+        .kill_on_drop(true);
+    for (name, value) in vars {
+        command.env(name, value);
+    }
+    let output = tokio::time::timeout(limit, command.output())
+        .await
+        .unwrap_or_else(|_| panic!("{program} {args:?} took over {limit:?}"))
+        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "{program} {args:?} failed ({}):\n{stdout}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
+fn users(patient: &str, patient_name: &str, other: &str) -> Vec<DevUser> {
+    let staff = |label: &str, subject: &str, role: &str, name: &str, scope: &str| DevUser {
+        label: label.into(),
+        subject: subject.into(),
+        organisation_ods_code: "RR8".into(),
+        role_code: role.into(),
+        display_name: name.into(),
+        scope: scope.into(),
+        ..Default::default()
+    };
+    let patient_user = |label: String, id: &str| DevUser {
+        label,
+        subject: format!("e2e-patient-{id}"),
+        display_name: patient_name.into(),
+        scope: "patient/*.rs patient/AuditEvent.r patient/Consent.cru".into(),
+        patient: id.into(),
+        ..Default::default()
+    };
+    vec![
+        staff(
+            "Priya Shah, privacy officer",
+            "e2e-privacy-officer",
+            "R0001",
+            "Priya Shah",
+            "user/AuditEvent.ru",
+        ),
+        staff(
+            "Dr Alex Example, clinician",
+            "e2e-clinician",
+            "R8000",
+            "Dr Alex Example",
+            "user/*.rs",
+        ),
+        patient_user(format!("{patient_name}, patient"), patient),
+        patient_user("Another patient".into(), other),
+    ]
+}
+
+/// Starts the console in front of `access` offering `users`; its URL.
+async fn start_console(platform: &Platform, users: Vec<DevUser>) -> String {
+    let env = Env::from_pairs([
+        ("CARERECORD_LISTEN_ADDR", "127.0.0.1:0"),
+        ("CARERECORD_ACCESS_ENDPOINT", platform.access.as_str()),
+    ]);
+    let mut config = carerecord_console::Config::from_env(&env).expect("console config");
+    config.console.dev_sign_in = Some(DevSignIn {
+        users,
+        mint: Arc::new(|user: &DevUser| {
+            mint(&DevToken {
+                subject: user.subject.clone(),
+                organisation_ods_code: user.organisation_ods_code.clone(),
+                role_code: user.role_code.clone(),
+                display_name: user.display_name.clone(),
+                client_id: CLIENT_ID.into(),
+                scope: user.scope.clone(),
+                patient: user.patient.clone(),
+                audience: carerecord_access::config::DEFAULT_AUDIENCE.into(),
+                ttl_seconds: 3600,
+            })
+        }),
+        token_lifetime: Duration::from_secs(3600),
+    });
+    let running = carerecord_platform::app::start::<carerecord_console::Application>(config)
+        .await
+        .expect("the console starts");
+    let url = format!("http://{}", running.local_addr());
+    tokio::spawn(running.run(tokio_util::sync::CancellationToken::new()));
+    url
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_works_in_a_real_browser() {
+    run(
+        "scripts/browser-install.sh",
+        &[],
+        &[],
+        Duration::from_secs(900),
+    )
+    .await;
+    let built = run(
+        "scripts/console-build.sh",
+        &["--check"],
+        &[],
+        Duration::from_secs(300),
+    )
+    .await;
+    println!("{built}");
+    for platform in Platform::each_backend(Overrides::default()).await {
+        let backend = platform.backend;
+        let (patient, nhs_number) = platform.register_patient("Ada", "Browser").await;
+        let (other, _) = platform.register_patient("Other", "Browser").await;
+        platform.add_record(&patient, &[]).await;
+        platform.add_record(&patient, &["mental-health"]).await;
+        let console = start_console(&platform, users(&patient, "Ada Browser", &other)).await;
+        let out = repo_root().join(format!(
+            "target/console-screenshots/{}",
+            format!("{backend:?}").to_lowercase()
+        ));
+        let report = run(
+            "node",
+            &["web/test/console.browser.mjs"],
+            &[
+                ("CONSOLE_URL", console),
+                ("PATIENT_NHS", nhs_number),
+                ("PATIENT_LABEL", "Ada Browser, patient".into()),
+                ("OTHER_PATIENT_ID", other),
+                ("OUT_DIR", out.display().to_string()),
+            ],
+            Duration::from_secs(300),
+        )
+        .await;
+        println!("{backend:?}:\n{report}");
+    }
+}
