@@ -13,7 +13,7 @@ fn options_for(module: Module, platform: &Platform) -> Options {
     if module == Module::Access {
         options.token = Some(token("R8000", "user/*.rs"));
         options.unscoped_token = Some(token("R8000", "user/Encounter.c"));
-        options.auditor_token = Some(token("R0001", "user/*.rs"));
+        options.auditor_token = Some(token("R0001", "user/*.rs user/AuditEvent.u"));
         // A social care provider's system and a GP practice: organisations other than the
         // readers' (RR8), so that provenance from the token shows.
         options.contributor_token = Some(token_at(

@@ -19,5 +19,6 @@ mod observability;
 mod reads;
 mod replicas;
 mod restart;
+mod restricted;
 mod self_service;
 mod swap;

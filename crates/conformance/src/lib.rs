@@ -114,8 +114,9 @@ pub struct Options {
     /// `Patient.r` or any record read (for example `user/Encounter.c`); the PERMISSION_DENIED
     /// tests are skipped without it.
     pub unscoped_token: Option<String>,
-    /// Access only: a valid token of a role that may list and verify the audit log (a privacy
-    /// officer); without it `token` is tried, and those tests are skipped if it is refused.
+    /// Access only: a valid token of a role that may list and verify the audit log and list and
+    /// review the review queue (a privacy officer, with `user/AuditEvent.u` to review); without it
+    /// `token` is tried, and those tests are skipped if it is refused.
     pub auditor_token: Option<String>,
     /// Access only: a token acting for one organisation whose scopes give `c` and `u` on
     /// Observation and no `c` on Condition (for example `system/Observation.cu`); the

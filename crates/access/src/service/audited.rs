@@ -1,11 +1,11 @@
 //! What every call goes through: the bearer token and the trace id; and for audited calls, the
-//! audit leaf, its append (with the break-glass event it may record), and the answer naming the
-//! entry.
+//! audit leaf, its append (with the review event it may record: break glass, or a restricted
+//! patient), and the answer naming the entry.
 
 use carerecord_contracts::access::v1 as api;
 use tonic::Request;
 
-use super::{AccessService, deadline_passed};
+use super::{AccessService, deadline_passed, restricted};
 use crate::domain::auth::Caller;
 use crate::error::Error;
 use crate::store::{Appended, BreakGlassRow, Effect};
@@ -123,9 +123,9 @@ impl AccessService {
         }
     }
 
-    /// Appends `leaf` with the outcome of the call (`error`, if it failed); a break-glass call
-    /// also becomes an event. On failure to append, the call fails UNAVAILABLE and nothing is
-    /// disclosed.
+    /// Appends `leaf` with the outcome of the call (`error`, if it failed); a break-glass call, and
+    /// a find or read of a restricted patient's record, also becomes an event for review. On
+    /// failure to append, the call fails UNAVAILABLE and nothing is disclosed.
     pub(super) async fn audit(
         &self,
         mut leaf: api::AuditLeaf,
@@ -149,10 +149,22 @@ impl AccessService {
                 leaf.returned_count = 0;
             }
         }
-        let effect = if break_glass {
-            Effect::BreakGlass(Box::new(break_glass_event(&leaf)))
-        } else {
-            Effect::None
+        // A restricted patient's find or read goes to the privacy officer's review queue.
+        let restricted = restricted::reviewed_action(leaf.action)
+            .then(|| restricted::review(&leaf))
+            .flatten();
+        let effect = match (break_glass, restricted) {
+            (true, restricted) => Effect::BreakGlass(Box::new(review_event(
+                &leaf,
+                api::ReviewEventKind::BreakGlass,
+                restricted.is_some(),
+            ))),
+            (false, Some(patient_id)) => {
+                let mut event = review_event(&leaf, api::ReviewEventKind::RestrictedPatient, true);
+                event.patient_id = patient_id;
+                Effect::BreakGlass(Box::new(event))
+            }
+            (false, None) => Effect::None,
         };
         self.inner.store.append(&leaf, effect).await.map_err(|e| {
             tracing::error!(error = %e, "cannot append to the audit log");
@@ -196,8 +208,13 @@ impl AccessService {
     }
 }
 
-/// The break-glass event a break-glass read's leaf records.
-fn break_glass_event(leaf: &api::AuditLeaf) -> BreakGlassRow {
+/// The review event a call's leaf records: a break-glass read, or a restricted patient's find or
+/// read.
+fn review_event(
+    leaf: &api::AuditLeaf,
+    kind: api::ReviewEventKind,
+    restricted: bool,
+) -> BreakGlassRow {
     let requester = leaf.requester.clone().unwrap_or_default();
     BreakGlassRow {
         event_id: leaf.entry_id.clone(),
@@ -218,6 +235,9 @@ fn break_glass_event(leaf: &api::AuditLeaf) -> BreakGlassRow {
         withheld_count: leaf.withheld_count,
         version: 1,
         etag: uuid::Uuid::new_v4().simple().to_string(),
+        kind: i64::from(kind as i32),
+        action: i64::from(leaf.action),
+        restricted_patient: i64::from(restricted),
         ..Default::default()
     }
 }

@@ -13,7 +13,8 @@
 //!   page tokens).
 //! - `patients.rs`: resolving patients through identity; FindPatient, ListDisclosures.
 //! - `read.rs`: ReadPatientRecord and BreakGlassReadPatientRecord (one path).
-//! - `review.rs`: break-glass events and their review.
+//! - `review.rs`: the review queue (break-glass events, restricted patients' accesses) and reviews.
+//! - `restricted.rs`: restricted patients: what a call learns about them, for the review queue.
 //! - `audit_log.rs`: the audit log's read side (entries, heads, keys, proofs, VerifyAuditLog).
 //! - `cohort.rs`, `extract.rs`, `aggregate.rs`: research and planning extracts.
 //! - `contribute.rs`: CreateRecord and what contributions share; `change.rs`: UpdateRecord and
@@ -39,6 +40,7 @@ mod parse;
 mod patients;
 mod read;
 mod record;
+mod restricted;
 mod review;
 mod self_service;
 
@@ -123,8 +125,7 @@ where
     use tracing::Instrument;
     let deadline = deadline(request.metadata());
     let outcome = tokio::spawn(
-        DEADLINE
-            .scope(deadline, call(request))
+        restricted::noting(DEADLINE.scope(deadline, call(request)))
             .instrument(tracing::Span::current()),
     )
     .await

@@ -9,11 +9,11 @@ use carerecord_platform::page_token::Position;
 use prost::Message;
 use tonic::{Code, Request, Status};
 
-use super::AccessService;
 use super::parse::{
     NHS_NUMBER_SYSTEM, Reference, page_query, resume, validate_period, validate_purpose,
     validate_reference,
 };
+use super::{AccessService, restricted};
 use crate::domain::auth::{Caller, Context};
 use crate::error::{Dependency, Error};
 use crate::upstream::unavailable;
@@ -76,6 +76,7 @@ impl AccessService {
         let mut merged_from = String::new();
         for _ in 0..MAX_MERGE_HOPS {
             if patient.state != identity::PatientState::Merged as i32 {
+                restricted::resolved(&patient);
                 return Ok(Resolved {
                     patient,
                     merged_from,
@@ -141,12 +142,21 @@ impl AccessService {
                     .match_patients(request)
                     .await
                     .map_err(|s| unavailable(Dependency::Identity, &s))?;
+                // A search naming a postcode never finds a restricted patient.
+                let postcode = !d.postal_code.trim().is_empty();
                 let at_least_possible: Vec<&identity::MatchCandidate> = response
                     .candidates
                     .iter()
                     .filter(|c| {
                         c.classification == identity::MatchClassification::Match as i32
                             || c.classification == identity::MatchClassification::Possible as i32
+                    })
+                    .filter(|c| match &c.patient {
+                        Some(p) if postcode && restricted::is_restricted(p) => {
+                            restricted::hidden(&p.patient_id);
+                            false
+                        }
+                        _ => true,
                     })
                     .collect();
                 match at_least_possible.as_slice() {
@@ -159,7 +169,14 @@ impl AccessService {
                         let patient = only.patient.clone().ok_or_else(|| {
                             Error::Internal("match candidate without patient".into())
                         })?;
-                        self.follow_merges(patient, reference).await
+                        let resolved = self.follow_merges(patient, reference).await?;
+                        if postcode && restricted::is_restricted(&resolved.patient) {
+                            restricted::hidden(resolved.id());
+                            return Err(Error::PatientNotFound {
+                                name: String::new(),
+                            });
+                        }
+                        Ok(resolved)
                     }
                     _ => Err(Error::PatientMatchAmbiguous),
                 }
@@ -234,10 +251,12 @@ impl AccessService {
             return Err(Error::PatientContextMismatch);
         }
         if caller.patient == resolved.id() {
+            restricted::own_record();
             return Ok(());
         }
         let ids = self.patient_ids(&resolved.patient).await?;
         if ids.contains(&caller.patient) {
+            restricted::own_record();
             Ok(())
         } else {
             Err(Error::PatientContextMismatch)
@@ -273,6 +292,7 @@ impl AccessService {
                     birth_date: p.birth_date,
                     gender: p.gender,
                 }),
+                restricted: restricted::is_restricted(p),
                 resolved_from_merged_patient_id: resolved.merged_from.clone(),
                 ..Default::default()
             })

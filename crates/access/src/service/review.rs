@@ -1,4 +1,5 @@
-//! Break-glass review by privacy officers: listing events and recording reviews.
+//! The privacy officer's review queue (break-glass calls, and accesses to restricted patients'
+//! records): listing events and recording reviews.
 
 use carerecord_contracts::access::v1 as api;
 use carerecord_contracts::common::v1 as common;
@@ -44,6 +45,9 @@ fn event_from(row: BreakGlassRow) -> api::BreakGlassEvent {
         }),
         etag: row.etag,
         version: row.version,
+        kind: i32::try_from(row.kind).unwrap_or_default(),
+        action: i32::try_from(row.action).unwrap_or_default(),
+        restricted_patient: row.restricted_patient != 0,
     }
 }
 
@@ -57,6 +61,9 @@ impl AccessService {
         let (start, end) = validate_period(&mut v, "period", req.period.as_ref());
         if api::BreakGlassReviewFilter::try_from(req.review_filter).is_err() {
             v.add("review_filter", "unknown value");
+        }
+        if api::ReviewEventKind::try_from(req.kind).is_err() {
+            v.add("kind", "unknown value");
         }
         let patient = v.optional_id("patient_id", &req.patient_id);
         let limit = v.page_size(req.page_size);
@@ -99,6 +106,7 @@ impl AccessService {
                     end_micros: end,
                     review_filter: i64::from(req.review_filter),
                     patient_ids,
+                    kind: i64::from(req.kind),
                     after_index: after,
                     limit: limit.fetch_limit(),
                 })

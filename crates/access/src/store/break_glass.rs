@@ -1,4 +1,5 @@
-//! Break-glass events (recorded with the entry of the read that broke glass) and their reviews.
+//! The review queue: break-glass events and accesses to restricted patients' records (each recorded
+//! with the entry of its call), and their reviews.
 
 use carerecord_contracts::common::v1::Requester;
 use sqlx::Row;
@@ -12,7 +13,8 @@ macro_rules! select_events {
         "SELECT event_id, audit_index, time_micros, user_id, organisation_ods_code, role_code, \
      display_name, client_id, patient_id, reason, outcome, returned_count, withheld_count, version, etag, \
      review_outcome, review_notes, reviewer_user_id, reviewer_organisation_ods_code, reviewer_role_code, \
-     reviewer_display_name, review_time_micros, review_entry_id FROM break_glass_events"
+     reviewer_display_name, review_time_micros, review_entry_id, kind, action, restricted_patient \
+     FROM break_glass_events"
     };
 }
 
@@ -42,6 +44,9 @@ impl Store {
             }
             _ => {}
         }
+        if filter.kind != 0 {
+            sql.push(" AND kind = ").bind(filter.kind);
+        }
         if !filter.patient_ids.is_empty() {
             sql.push(" AND patient_id IN ")
                 .list(filter.patient_ids.iter().cloned());
@@ -59,7 +64,8 @@ pub(super) async fn insert_event(
     sqlx::query(
         "INSERT INTO break_glass_events (event_id, audit_index, time_micros, user_id, organisation_ods_code, \
          role_code, display_name, client_id, patient_id, reason, outcome, returned_count, withheld_count, \
-         version, etag) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+         version, etag, kind, action, restricted_patient) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)",
     )
     .bind(&row.event_id)
     .bind(row.audit_index)
@@ -76,6 +82,9 @@ pub(super) async fn insert_event(
     .bind(row.withheld_count)
     .bind(row.version)
     .bind(&row.etag)
+    .bind(row.kind)
+    .bind(row.action)
+    .bind(row.restricted_patient)
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -140,5 +149,8 @@ fn event_from_row(row: &sqlx::any::AnyRow) -> Result<BreakGlassRow, Error> {
         reviewer_display_name: row.try_get(20)?,
         review_time_micros: row.try_get(21)?,
         review_entry_id: row.try_get(22)?,
+        kind: row.try_get(23)?,
+        action: row.try_get(24)?,
+        restricted_patient: row.try_get(25)?,
     })
 }

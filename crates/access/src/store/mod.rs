@@ -39,7 +39,7 @@ pub struct StoredEntry {
     pub leaf_hash: Vec<u8>,
 }
 
-/// A break-glass event row.
+/// A row of the review queue: a break-glass event, or an access to a restricted patient's record.
 #[derive(Debug, Clone, Default)]
 pub struct BreakGlassRow {
     pub event_id: String,
@@ -65,6 +65,12 @@ pub struct BreakGlassRow {
     pub reviewer_display_name: String,
     pub review_time_micros: i64,
     pub review_entry_id: String,
+    /// Why the event needs review (ReviewEventKind: 1 break glass, 2 restricted patient).
+    pub kind: i64,
+    /// The call's audit action.
+    pub action: i64,
+    /// Whether the patient was restricted at the time of the call (0 or 1).
+    pub restricted_patient: i64,
 }
 
 /// What else an append changes, atomically with it.
@@ -104,6 +110,8 @@ pub struct EventFilter {
     /// 0 all, 1 unreviewed, 2 reviewed.
     pub review_filter: i64,
     pub patient_ids: Vec<String>,
+    /// 0 every kind, else only events of this ReviewEventKind.
+    pub kind: i64,
     pub after_index: i64,
     pub limit: i64,
 }

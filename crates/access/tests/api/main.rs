@@ -5,6 +5,7 @@ mod audit_log;
 mod break_glass;
 mod extracts;
 mod reads;
+mod restricted;
 mod startup;
 mod store;
 mod support;

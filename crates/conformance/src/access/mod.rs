@@ -20,6 +20,7 @@ mod lookups;
 mod merkle;
 mod reads;
 mod record;
+mod restricted;
 mod support;
 
 use crate::harness::Case;
@@ -290,6 +291,29 @@ pub(crate) fn cases() -> Vec<Case> {
             "ACC-FOLLOW-006",
             "A delivery's audit entry: FOLLOW_RECORD_CHANGES, DISCLOSED, the versions notified in returned_records, the patient with their count",
             follow::delivery_entry,
+        ),
+    ]);
+    // Restricted patients (identity's confidentiality marker).
+    cases.extend([
+        Case::new(
+            "ACC-RESTRICT-001",
+            "FindPatient of a patient identity marks restricted answers restricted true (the summary never has an address, telecom or GP); an unrestricted patient's false",
+            restricted::summary,
+        ),
+        Case::new(
+            "ACC-RESTRICT-002",
+            "FindPatient by demographics with the postcode finds the patient until identity restricts them, then -> NOT_FOUND PATIENT_NOT_FOUND; without a postcode they are found",
+            restricted::postcode_search,
+        ),
+        Case::new(
+            "ACC-RESTRICT-003",
+            "Every find and read of a restricted patient's record is in the review queue: ListBreakGlassEvents kind RESTRICTED_PATIENT lists the calls' entries (action FIND_PATIENT, READ; restricted_patient); kind BREAK_GLASS leaves them out",
+            restricted::reads_reviewed,
+        ),
+        Case::new(
+            "ACC-RESTRICT-004",
+            "A restricted patient's event is reviewed with ReviewBreakGlassEvent like a break-glass event (new version, kind kept); ListBreakGlassEvents with an unknown kind -> INVALID_ARGUMENT naming `kind`",
+            restricted::review,
         ),
     ]);
     // The tamper-evident audit log: signed tree heads, keys, proofs, VerifyAuditLog.

@@ -16,6 +16,7 @@ mod watch;
 
 use crate::harness::Case;
 
+pub(crate) use restricted::set as set_confidentiality;
 pub(crate) use support::{bad_check_digit, create, new_patient, nhs_number};
 
 /// The catalogue: every test of the module, in run order.
