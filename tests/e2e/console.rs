@@ -3,7 +3,8 @@
 //! access, signing in with the development sign-in (authorization code with PKCE) as a clinician, a
 //! privacy officer and patients, with an axe check of every page and screenshots under
 //! `target/console-screenshots/<backend>/`. First it checks that the committed bundle
-//! (`crates/console/assets/`) is what `web/` builds. `scripts/browser-install.sh` installs Chromium
+//! (`crates/console/assets/`) is what `web/` builds, and runs the front end's unit tests
+//! (`web/test/unit.test.mjs`: PKCE, the authorization request, inclusion proofs). `scripts/browser-install.sh` installs Chromium
 //! and the npm packages; the test fails (never skips) when it cannot.
 
 use std::path::{Path, PathBuf};
@@ -131,6 +132,14 @@ async fn the_console_works_in_a_real_browser() {
     )
     .await;
     println!("{built}");
+    let unit = run(
+        "node",
+        &["--test", "web/test/unit.test.mjs"],
+        &[],
+        Duration::from_secs(120),
+    )
+    .await;
+    println!("{unit}");
     for platform in Platform::each_backend(Overrides::default()).await {
         let backend = platform.backend;
         let (patient, nhs_number) = platform.register_patient("Ada", "Browser").await;
