@@ -268,8 +268,8 @@ def check_workloads(resources: list[Resource], label: str, report: Report) -> No
             report.check("cpu" in requests and "memory" in requests, f"{cwhere}: no cpu/memory requests")
             report.check("memory" in ((container.get("resources") or {}).get("limits") or {}),
                          f"{cwhere}: no memory limit")
-        if resource["kind"] == "Deployment" and component(resource) == "fhir":
-            continue  # the FHIR gateway: HTTP, no data (check_gateway)
+        if resource["kind"] == "Deployment" and component(resource) in ("fhir", "console"):
+            continue  # the FHIR gateway and the web console: HTTP, no data (check_gateway, check_console)
         if resource["kind"] == "Deployment":
             module = component(resource)
             main = spec["containers"][0]
@@ -343,6 +343,42 @@ def check_gateway(resources: list[Resource], label: str, report: Report) -> None
                              f"[{label}] {name} may call {labels}: only data access")
 
 
+def check_console(resources: list[Resource], label: str, report: Report) -> None:
+    """The web console, when enabled: HTTP probes, no database or token secret, signing in with an
+    issuer, reaching only data access."""
+    name = f"{PREFIX}-console"
+    deployment = find(resources, "Deployment", name)
+    if deployment is None:
+        return
+    for kind in ("Service", "ServiceAccount", "ConfigMap", "PodDisruptionBudget", "NetworkPolicy"):
+        report.check(find(resources, kind, name) is not None, f"[{label}] {kind}/{name} missing")
+    main = pod_spec(deployment)["containers"][0]
+    report.check(main.get("command") == ["carerecord-console"], f"[{label}] {name} runs {main.get('command')}")
+    for probe in ("readinessProbe", "livenessProbe"):
+        http = (main.get(probe) or {}).get("httpGet") or {}
+        report.check(http.get("path") == "/healthz", f"[{label}] {name}: {probe} is not HTTP GET /healthz")
+    env = env_of(main)
+    report.check("DATABASE_URL" not in env and "CARERECORD_TOKEN_SECRET" not in env,
+                 f"[{label}] {name} is given a database or a token secret: it holds no data")
+    data = config_map_data(resources, "console")
+    for key in ("AUTHORIZATION_URL", "TOKEN_URL"):
+        report.check(data.get(f"CARERECORD_CONSOLE_OIDC_{key}", "").startswith("https://"),
+                     f"[{label}] {name}: CARERECORD_CONSOLE_OIDC_{key} is not an https URL")
+    policy = find(resources, "NetworkPolicy", name)
+    if policy:
+        for rule in policy["spec"].get("egress") or []:
+            for peer in rule.get("to") or []:
+                labels = (peer.get("podSelector") or {}).get("matchLabels") or {}
+                report.check(labels.get("app.kubernetes.io/component") in (None, "access"),
+                             f"[{label}] {name} may call {labels}: only data access")
+    access_policy = find(resources, "NetworkPolicy", f"{PREFIX}-access")
+    if access_policy:
+        peers = [peer for rule in access_policy["spec"].get("ingress") or [] for peer in rule.get("from") or []]
+        report.check(not peers or any(((p.get("podSelector") or {}).get("matchLabels") or {})
+                                      .get("app.kubernetes.io/component") == "console" for p in peers),
+                     f"[{label}] data access does not admit the console")
+
+
 def check_modules(resources: list[Resource], enabled: list[str], label: str, report: Report) -> None:
     for module in MODULES:
         name = f"{PREFIX}-{module}"
@@ -367,6 +403,8 @@ def check_modules(resources: list[Resource], enabled: list[str], label: str, rep
 # --- what each values file must produce ----------------------------------------------------------------
 def expect_default(resources: list[Resource], report: Report) -> None:
     label = "default"
+    report.check(find(resources, "Deployment", f"{PREFIX}-console") is None,
+                 f"[{label}] the web console is rendered without an issuer to sign in with")
     access = config_map_data(resources, "access")
     for module in ("identity", "records", "consent"):
         endpoint = access.get(f"CARERECORD_{module.upper()}_ENDPOINT")
@@ -393,6 +431,9 @@ def expect_production(resources: list[Resource], report: Report) -> None:
                  f"[{label}] the FHIR gateway's Ingress is missing")
     report.check(config_map_data(resources, "fhir").get("CARERECORD_FHIR_BASE_URL") == "https://fhir.ics.example",
                  f"[{label}] the FHIR gateway's base URL is not its public https name")
+    console = find(resources, "Ingress", f"{PREFIX}-console")
+    report.check(console is not None and console["spec"]["rules"][0]["host"] == "console.ics.example",
+                 f"[{label}] the web console's Ingress is missing")
     access = config_map_data(resources, "access")
     for module in ("identity", "records", "consent"):
         endpoint = access.get(f"CARERECORD_{module.upper()}_ENDPOINT")
@@ -503,6 +544,9 @@ REFUSED: list[tuple[str, dict[str, Any], str]] = [
     ("a short token secret", {"records": {"tokenSecret": "short"}}, "at '/records/tokenSecret'"),
     ("a database URL of another kind", {"consent": {"database": {"url": "mysql://db/consent"}}},
      "at '/consent/database/url'"),
+    ("the console without an issuer", {"console": {"enabled": True}}, "console.oidc.authorizationUrl"),
+    ("the console's issuer over plain text", {"console": {"oidc": {"tokenUrl": "ftp://login.example/token"}}},
+     "at '/console/oidc/tokenUrl'"),
 ]
 
 
@@ -532,6 +576,7 @@ def main() -> int:
         check_workloads(resources, label, report)
         check_network_policies(resources, enabled, label, report)
         check_gateway(resources, label, report)
+        check_console(resources, label, report)
         expectations(resources, report)
         status = "ok" if len(report.failures) == before else "FAILED"
         summary = ", ".join(f"{n} {k}" for k, n in sorted(kinds.items()))
