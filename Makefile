@@ -7,7 +7,7 @@ CARGO ?= cargo
 TEST_DATABASE_URL ?=
 export TEST_DATABASE_URL
 
-.PHONY: help run test fuzz bench lint conformance supplier-venv fmt clippy proto-lint proto-breaking tools clean-test-dbs helm-check deploy-lint
+.PHONY: help run test console fuzz bench lint conformance supplier-venv fmt clippy proto-lint proto-breaking tools clean-test-dbs helm-check deploy-lint
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -19,6 +19,9 @@ test: ## Run every test: SQLite always, PostgreSQL too when TEST_DATABASE_URL is
 	@if [ -n "$(TEST_DATABASE_URL)" ]; then echo "testing on SQLite and PostgreSQL"; else echo "testing on SQLite only (set TEST_DATABASE_URL for PostgreSQL)"; fi
 	@$(MAKE) --no-print-directory clean-test-dbs
 	$(CARGO) test --workspace --no-fail-fast
+
+console: ## Rebuild the web console (web/) into crates/console/assets/ after changing web/ or the contracts.
+	scripts/console-build.sh
 
 fuzz: ## Run every fuzz target for FUZZ_SECONDS (default 6) each; fails on any crash (scripts/fuzz.sh).
 	scripts/fuzz.sh
