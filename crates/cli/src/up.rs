@@ -6,6 +6,7 @@
 
 use std::path::PathBuf;
 
+use carerecord_contracts::consent::v1::consent_service_client::ConsentServiceClient;
 use carerecord_platform::app::{Running, Service};
 use carerecord_platform::env::Env;
 use tokio_util::sync::CancellationToken;
@@ -271,15 +272,30 @@ async fn demo_population(
 ) -> Vec<DemoPatient> {
     let marker = data_dir.join(DEMO_MARKER);
     if let Ok(saved) = std::fs::read(&marker) {
-        return serde_json::from_slice::<Vec<(String, String, String)>>(&saved)
-            .unwrap_or_default()
-            .into_iter()
-            .map(|(patient_id, nhs_number, name)| DemoPatient {
-                patient_id,
-                nhs_number,
-                name,
-            })
-            .collect();
+        let patients: Vec<DemoPatient> =
+            serde_json::from_slice::<Vec<(String, String, String)>>(&saved)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(patient_id, nhs_number, name)| DemoPatient {
+                    patient_id,
+                    nhs_number,
+                    name,
+                })
+                .collect();
+        // An opt-out check expires: a reused demo is checked again, as a deployment would be.
+        let checked = match connect("consent", consent) {
+            Ok(channel) => {
+                let mut client = ConsentServiceClient::new(channel);
+                crate::demo::check_opt_outs(&mut client, &patients)
+                    .await
+                    .map_err(|s| s.message().to_owned())
+            }
+            Err(e) => Err(e),
+        };
+        if let Err(e) = checked {
+            eprintln!("warning: the demo's national data opt-out check was not renewed: {e}");
+        }
+        return patients;
     }
     let channels = (
         connect("identity", identity),
