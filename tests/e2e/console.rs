@@ -115,6 +115,36 @@ async fn start_console(platform: &Platform, users: Vec<DevUser>) -> String {
     url
 }
 
+/// Marks a patient restricted in identity, as a privacy officer would: every access to their record
+/// then joins the review queue.
+async fn restrict(platform: &Platform, patient_id: &str) {
+    use carerecord_contracts::identity::v1 as identity;
+    let mut ids = platform.identity_client().await;
+    let patient = ids
+        .get_patient(identity::GetPatientRequest {
+            patient_id: patient_id.into(),
+        })
+        .await
+        .expect("the patient")
+        .into_inner()
+        .patient
+        .expect("patient");
+    ids.set_patient_confidentiality(identity::SetPatientConfidentialityRequest {
+        patient_id: patient_id.into(),
+        confidentiality: identity::PatientConfidentiality::Restricted as i32,
+        etag: patient.etag,
+        reason: "e2e: a restricted patient".into(),
+        requester: Some(carerecord_contracts::common::v1::Requester {
+            user_id: "e2e-privacy-officer".into(),
+            organisation_ods_code: "RR8".into(),
+            role_code: "R0001".into(),
+            display_name: "Priya Shah".into(),
+        }),
+    })
+    .await
+    .expect("restrict the patient");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_console_works_in_a_real_browser() {
     run(
@@ -146,6 +176,8 @@ async fn the_console_works_in_a_real_browser() {
         let (other, _) = platform.register_patient("Other", "Browser").await;
         platform.add_record(&patient, &[]).await;
         platform.add_record(&patient, &["mental-health"]).await;
+        let (restricted, restricted_nhs) = platform.register_patient("Rowan", "Restricted").await;
+        restrict(&platform, &restricted).await;
         let console = start_console(&platform, users(&patient, "Ada Browser", &other)).await;
         let out = repo_root().join(format!(
             "target/console-screenshots/{}",
@@ -159,6 +191,7 @@ async fn the_console_works_in_a_real_browser() {
                 ("PATIENT_NHS", nhs_number),
                 ("PATIENT_LABEL", "Ada Browser, patient".into()),
                 ("OTHER_PATIENT_ID", other),
+                ("RESTRICTED_NHS", restricted_nhs),
                 ("OUT_DIR", out.display().to_string()),
             ],
             Duration::from_secs(300),

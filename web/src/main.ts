@@ -28,7 +28,7 @@ function pagesOf(s: session.Session): [string, string][] {
   switch (session.roleOf(s.claims)) {
     case "privacy-officer":
       return [
-        ["/review", "Emergency access to review"],
+        ["/review", "Access to review"],
         ["/audit", "Audit log"],
       ];
     case "patient":
@@ -127,7 +127,7 @@ function signInPage(main: HTMLElement, reason: string | null): void {
       ? h("div", { class: "nhsuk-warning-callout", role: "alert" }, h("h2", { class: "nhsuk-warning-callout__label" }, "Your session has ended"), h("p", {}, "For your security you have been signed out. Sign in again to carry on."))
       : null,
     reason && reason !== "expired" ? errorSummary("You could not be signed in", [{ text: reason }]) : null,
-    h("p", { class: "nhsuk-body-l" }, "Privacy officers review emergency access and check the audit log. Patients see who has looked at their record and choose what they share."),
+    h("p", { class: "nhsuk-body-l" }, "Privacy officers review emergency access and access to restricted records, and check the audit log. Patients see who has looked at their record and choose what they share."),
     config.signIn ? start : errorSummary("Sign-in is not set up", [{ text: "This console has no sign-in configured." }]),
   );
 }

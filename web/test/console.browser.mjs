@@ -5,9 +5,10 @@
 //   PATIENT_NHS       the NHS number of the patient, who has a general and a mental-health record
 //   PATIENT_LABEL     text of the patient's button on the development sign-in page
 //   OTHER_PATIENT_ID  another patient's id, whose pages the patient must not see
+//   RESTRICTED_NHS    the NHS number of a restricted patient, every access to whose record is reviewed
 //   OUT_DIR           where screenshots go
-// One scenario, as people would live it: a clinician breaks glass; a privacy officer reviews it and
-// it leaves the queue, then checks the audit log in the browser; the patient sees the clinician's
+// One scenario, as people would live it: a clinician breaks glass, and reads a restricted patient's
+// record; a privacy officer reviews both and they leave the queue, then checks the audit log in the browser; the patient sees the clinician's
 // access, withholds mental-health data from the clinician's organisation, and the clinician's next
 // read withholds it; a patient cannot open another patient's page; an expired or refused token leads
 // back to sign-in. Every page is checked with axe (WCAG 2.1 A and AA) and photographed.
@@ -28,6 +29,7 @@ const CONSOLE = env("CONSOLE_URL");
 const PATIENT_NHS = env("PATIENT_NHS");
 const PATIENT_LABEL = env("PATIENT_LABEL");
 const OTHER_PATIENT_ID = env("OTHER_PATIENT_ID");
+const RESTRICTED_NHS = env("RESTRICTED_NHS");
 const OUT = env("OUT_DIR");
 const CHROMIUM = process.env.CHROMIUM ?? "/usr/bin/chromium";
 const REASON = `Unconscious in ED, need medication history ${Date.now()}`;
@@ -82,9 +84,10 @@ async function signIn(page, label) {
 }
 
 /** The clinician reads the patient's record (in an emergency with a reason); returns the banner text. */
-async function clinicianReads(page, emergency) {
+async function clinicianReads(page, emergency, nhsNumber = PATIENT_NHS) {
   await page.getByRole("heading", { name: "Read a patient's record" }).waitFor();
-  await page.getByLabel("NHS number").fill(PATIENT_NHS);
+  await page.locator("#read-result").evaluate((el) => el.replaceChildren());
+  await page.getByLabel("NHS number").fill(nhsNumber);
   if (emergency) {
     await page.getByText("Emergency access (break glass)").click();
     await page.getByLabel("Why you need emergency access").fill(REASON);
@@ -135,14 +138,19 @@ try {
     check(breakGlassIndex !== "", "the access names its audit entry");
     await accessible(page, "clinician");
     await photograph(page, "03-clinician");
+    // A restricted patient's record: an ordinary read, reviewed all the same.
+    const restricted = await clinicianReads(page, false, RESTRICTED_NHS);
+    check(/0 records shown/.test(restricted), `the restricted patient's read: ${restricted}`);
   });
 
   await step("the privacy officer reviews it and it leaves the queue", async () => {
     await signIn(page, "privacy officer");
-    await page.getByRole("heading", { name: "Emergency access to review" }).waitFor();
+    await page.getByRole("heading", { name: "Access to review" }).waitFor();
     const card = page.locator("section.nhsuk-card", { hasText: REASON });
     await card.waitFor();
-    check((await card.innerText()).includes("Dr Alex Example"), "the card names who broke glass");
+    const text = await card.innerText();
+    check(text.includes("Dr Alex Example"), "the card names who broke glass");
+    check(text.includes("Emergency access (break glass)"), `the card says why it needs review: ${text}`);
     await accessible(page, "review queue");
     await photograph(page, "04-review-queue");
     // Notes are required for a follow-up: the form says so before anything is sent.
@@ -153,7 +161,16 @@ try {
     await card.getByLabel("Notes").fill("Confirmed with the ED consultant: the patient was unconscious.");
     await card.getByRole("button", { name: "Record review" }).click();
     await page.getByRole("status").filter({ hasText: "Review recorded" }).waitFor();
-    check((await page.locator("section.nhsuk-card", { hasText: REASON }).count()) === 0, "the reviewed event left the queue");
+    await card.waitFor({ state: "detached", timeout: 10_000 });
+    // The restricted patient's read is in the queue too, saying why.
+    const restricted = page.locator("section.nhsuk-card", { hasText: "Access to a restricted record by Dr Alex Example" });
+    check((await restricted.count()) === 1, "the restricted patient's read is queued once");
+    check((await restricted.innerText()).includes("The patient's record is restricted"), "it says why");
+    await restricted.getByLabel("Follow-up required").check();
+    await restricted.getByLabel("Notes").fill("Asked the clinician's line manager why this record was read.");
+    await restricted.getByRole("button", { name: "Record review" }).click();
+    // The queue is read again: the reviewed card goes (the banner is already there from the first).
+    await restricted.waitFor({ state: "detached", timeout: 10_000 });
     await photograph(page, "05-review-recorded");
   });
 

@@ -1,9 +1,11 @@
-// The privacy officer's queue: break-glass events waiting for review, each with who, when, what was
-// disclosed and the reason given; a review records an outcome and notes, and the event leaves the
-// queue. A privacy officer cannot review their own access.
+// The privacy officer's queue: break-glass events and accesses to restricted patients' records
+// waiting for review, each with why, who, when, what was disclosed and the reason given; a review
+// records an outcome and notes, and the event leaves the queue. A privacy officer cannot review their
+// own access.
 
 import {
   AuditOutcome,
+  ReviewEventKind,
   BreakGlassReviewFilter,
   BreakGlassReviewOutcome,
   type BreakGlassEvent,
@@ -14,7 +16,7 @@ import { banner, errorSummary, h, summaryList, when, replace } from "../ui";
 import { organisation } from "../words";
 
 const OUTCOMES: [BreakGlassReviewOutcome, string, string][] = [
-  [BreakGlassReviewOutcome.APPROPRIATE, "Appropriate", "The emergency access was justified."],
+  [BreakGlassReviewOutcome.APPROPRIATE, "Appropriate", "The access was justified."],
   [BreakGlassReviewOutcome.INAPPROPRIATE, "Inappropriate", "The access was not justified. Notes are required."],
   [BreakGlassReviewOutcome.FOLLOW_UP_REQUIRED, "Follow-up required", "More information is needed. Notes are required."],
 ];
@@ -34,13 +36,20 @@ function eventCard(event: BreakGlassEvent, me: Session, done: (message: string) 
   const r = event.requester;
   const name = r?.displayName || r?.userId || "Unknown user";
   const id = event.eventId;
+  const restricted = event.kind === ReviewEventKind.RESTRICTED_PATIENT;
+  const why = restricted
+    ? "The patient's record is restricted: every access to it is reviewed"
+    : event.restrictedPatient
+      ? "Emergency access (break glass) to a restricted patient's record"
+      : "Emergency access (break glass)";
   const rows: [string, string][] = [
+    ["Why it needs review", why],
     ["Who", `${name} (user ${r?.userId ?? "unknown"}, role ${r?.roleCode || "none"}) at ${organisation(r?.organisationOdsCode ?? "")}`],
     ["When", when(event.time)],
     ["Patient", event.patientId || "Not resolved"],
     ["What was disclosed", `${event.returnedCount} records shown, ${event.withheldCount} withheld`],
     ["Outcome", outcomeWords(event.outcome)],
-    ["Reason given", event.reason],
+    ["Reason given", event.reason || "None: this was not an emergency access"],
     ["Application", event.clientId],
   ];
   const card = h(
@@ -49,14 +58,18 @@ function eventCard(event: BreakGlassEvent, me: Session, done: (message: string) 
     h(
       "div",
       { class: "nhsuk-card__content" },
-      h("h2", { class: "nhsuk-card__heading nhsuk-heading-m", id: `event-${id}` }, `Emergency access by ${name}`),
+      h(
+        "h2",
+        { class: "nhsuk-card__heading nhsuk-heading-m", id: `event-${id}` },
+        restricted ? `Access to a restricted record by ${name}` : `Emergency access by ${name}`,
+      ),
       summaryList(rows),
     ),
   );
   const content = card.firstElementChild as HTMLElement;
   if (r?.userId === me.claims.sub) {
     content.append(
-      h("div", { class: "nhsuk-inset-text" }, h("p", {}, "This is your own emergency access. Another privacy officer must review it.")),
+      h("div", { class: "nhsuk-inset-text" }, h("p", {}, "This is your own access. Another privacy officer must review it.")),
     );
     return card;
   }
@@ -73,7 +86,7 @@ function eventCard(event: BreakGlassEvent, me: Session, done: (message: string) 
   }) as HTMLTextAreaElement;
   const form = h(
     "form",
-    { novalidate: true, "aria-label": `Review of emergency access by ${name}` },
+    { novalidate: true, "aria-label": `Review of the access by ${name}` },
     errors,
     h(
       "div",
@@ -140,7 +153,7 @@ function eventCard(event: BreakGlassEvent, me: Session, done: (message: string) 
     }
     try {
       await access.reviewBreakGlassEvent({ eventId: id, etag: event.etag, outcome, notes: notes.value });
-      done(`Review recorded for the emergency access by ${name}.`);
+      done(`Review recorded for the access by ${name}.`);
     } catch (error) {
       if (error instanceof SessionEnded) return;
       const summary = errorSummary("The review was not recorded", [{ text: describe(error) }]);
@@ -162,16 +175,16 @@ export async function reviewPage(main: HTMLElement, me: Session, message?: strin
     reviewPage(main, me, text).catch(() => {});
   };
   replace(main, 
-    h("h1", { tabindex: "-1" }, "Emergency access to review"),
+    h("h1", { tabindex: "-1" }, "Access to review"),
     message ? banner(message) : null,
     h(
       "p",
       { class: "nhsuk-body-l" },
       events.length === 0
-        ? "There is no emergency access waiting for review."
+        ? "There is no access waiting for review."
         : events.length === 1
-          ? "1 emergency access is waiting for review, oldest first."
-          : `${events.length} emergency accesses are waiting for review, oldest first.`,
+          ? "1 access is waiting for review: emergency access (break glass) and every access to a restricted patient's record are reviewed."
+          : `${events.length} accesses are waiting for review, oldest first: emergency access (break glass) and every access to a restricted patient's record are reviewed.`,
     ),
     ...events.map((event) => eventCard(event, me, rerender)),
   );
