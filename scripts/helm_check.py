@@ -445,6 +445,7 @@ def expect_production(resources: list[Resource], report: Report) -> None:
         report.check(variable in access, f"[{label}] data access has no {variable}")
     report.check(not any(r["kind"] == "Secret" for r in resources),
                  f"[{label}] the chart creates Secrets although every module names an existing one")
+    check_issuers(resources, label, report)
     for module in MODULES:
         name = f"{PREFIX}-{module}"
         data = config_map_data(resources, module)
@@ -490,6 +491,40 @@ def expect_production(resources: list[Resource], report: Report) -> None:
     if policy:
         peers = policy["spec"]["ingress"][0].get("from")
         report.check(bool(peers), f"[{label}] data access is open to any source despite accessFrom")
+
+
+def check_issuers(resources: list[Resource], label: str, report: Report) -> None:
+    """The issuers file from a ConfigMap: mounted where CARERECORD_ACCESS_ISSUERS_FILE says, valid JSON
+    naming CIS2 and NHS login, and each issuer's JWKS URL reachable through the NetworkPolicy."""
+    import json
+    access = config_map_data(resources, "access")
+    report.check(access.get("CARERECORD_ACCESS_ISSUERS_FILE") == "/etc/carerecord/issuers/issuers.json",
+                 f"[{label}] data access has no CARERECORD_ACCESS_ISSUERS_FILE")
+    cm = find(resources, "ConfigMap", f"{PREFIX}-access-issuers")
+    if not report.check(cm is not None, f"[{label}] ConfigMap/{PREFIX}-access-issuers missing"):
+        return
+    try:
+        issuers = json.loads(cm["data"]["issuers.json"])["issuers"]
+    except (KeyError, ValueError) as e:
+        report.check(False, f"[{label}] issuers.json is not an issuers document: {e}")
+        return
+    report.check(sorted(i.get("claims") for i in issuers) == ["cis2", "nhs_login"],
+                 f"[{label}] issuers.json maps {[i.get('claims') for i in issuers]}")
+    deployment = find(resources, "Deployment", f"{PREFIX}-access")
+    if deployment:
+        spec = pod_spec(deployment)
+        volumes = {v["name"]: v for v in spec["volumes"]}
+        report.check(volumes.get("issuers", {}).get("configMap", {}).get("name") == f"{PREFIX}-access-issuers",
+                     f"[{label}] data access does not mount the issuers ConfigMap")
+        mounts = {m["name"]: m["mountPath"] for m in spec["containers"][0]["volumeMounts"]}
+        report.check(mounts.get("issuers") == "/etc/carerecord/issuers",
+                     f"[{label}] the issuers ConfigMap is mounted at {mounts.get('issuers')}")
+    policy = find(resources, "NetworkPolicy", f"{PREFIX}-access")
+    if policy:
+        https = [rule for rule in policy["spec"].get("egress") or []
+                 if any(p.get("port") == 443 for p in rule.get("ports") or [])]
+        report.check(len(https) >= 1 + len(issuers),
+                     f"[{label}] data access may not reach every issuer's JWKS URL: {https}")
 
 
 def expect_swapped_identity(resources: list[Resource], report: Report) -> None:

@@ -10,6 +10,7 @@ use serde::Deserialize;
 use crate::domain::auth::TokenVerifier;
 use crate::domain::deid::Pseudonymiser;
 use crate::domain::tree_head::TreeHeadSigner;
+use crate::issuers::ISSUERS_FILE;
 use crate::jwks::JwksSource;
 
 /// A registered research or planning project.
@@ -87,14 +88,17 @@ pub struct AccessConfig {
     pub identity_endpoint: String,
     pub records_endpoint: String,
     pub consent_endpoint: String,
-    /// Trusted token keys: `CARERECORD_JWKS_FILE` for issuer `CARERECORD_JWT_ISSUER`, audience
-    /// `CARERECORD_JWT_AUDIENCE`, plus the development key when `CARERECORD_DEV_TOKENS=true`.
+    /// Trusted issuers: `CARERECORD_JWKS_FILE` for issuer `CARERECORD_JWT_ISSUER`, audience
+    /// `CARERECORD_JWT_AUDIENCE` (carerecord's claim names); every issuer of
+    /// `CARERECORD_ACCESS_ISSUERS_FILE` ([`crate::issuers`]); the development key when
+    /// `CARERECORD_DEV_TOKENS=true`.
     pub tokens: TokenVerifier,
-    /// `CARERECORD_JWKS_URL` (issuer `CARERECORD_JWT_ISSUER`): keys fetched at startup and
-    /// refreshed every `CARERECORD_JWKS_REFRESH` (default 10m) and on unknown kids, at most once
-    /// per `CARERECORD_JWKS_MIN_INTERVAL` (default 30s); TLS roots `CARERECORD_JWKS_CA_FILE`, else
-    /// the system's bundle plus `CARERECORD_UPSTREAM_CA_FILE`. See [`crate::jwks`].
-    pub jwks_url: Option<JwksSource>,
+    /// JWKS URLs (`CARERECORD_JWKS_URL` for `CARERECORD_JWT_ISSUER`, and the issuers file's): keys
+    /// fetched at startup and refreshed every `CARERECORD_JWKS_REFRESH` (default 10m) and on
+    /// unknown kids, at most once per `CARERECORD_JWKS_MIN_INTERVAL` (default 30s); TLS roots
+    /// `CARERECORD_JWKS_CA_FILE`, else the system's bundle plus `CARERECORD_UPSTREAM_CA_FILE`. See
+    /// [`crate::jwks`].
+    pub remote_jwks: Vec<JwksSource>,
     pub dev_tokens: bool,
     /// `CARERECORD_AUDIT_SIGNING_KEY_FILE` (PKCS#8 PEM Ed25519), log id `CARERECORD_AUDIT_LOG_ID`.
     pub signer: TreeHeadSigner,
@@ -145,12 +149,31 @@ impl AccessConfig {
                 return Err(ConfigError::invalid(
                     "CARERECORD_JWKS_FILE",
                     path,
-                    "holds no RS256 or ES256 signing key",
+                    "holds no RSA or P-256 signing key",
                 ));
             }
         }
         // Fetched when the service starts (see `Application::build`), not here: this is sync.
-        let jwks_url = JwksSource::from_env(env)?;
+        let mut remote_jwks: Vec<JwksSource> = JwksSource::from_env(env)?.into_iter().collect();
+        if let Some(path) = env.get(ISSUERS_FILE) {
+            let loaded = crate::issuers::load(path, env)?;
+            for issuer in loaded.issuers {
+                if remote_jwks.iter().any(|r| r.issuer() == issuer.issuer) {
+                    return Err(ConfigError::invalid(
+                        ISSUERS_FILE,
+                        path,
+                        format!(
+                            "issuer {:?} is also CARERECORD_JWT_ISSUER: configure it in one place",
+                            issuer.issuer
+                        ),
+                    ));
+                }
+                tokens
+                    .add_issuer(issuer)
+                    .map_err(|e| ConfigError::invalid(ISSUERS_FILE, path, e))?;
+            }
+            remote_jwks.extend(loaded.remote);
+        }
         if dev_tokens {
             tokens
                 .add_pem(
@@ -161,9 +184,9 @@ impl AccessConfig {
                 )
                 .map_err(|e| ConfigError::invalid("CARERECORD_DEV_TOKENS", "true", e))?;
         }
-        if tokens.key_count() == 0 && jwks_url.is_none() {
+        if tokens.key_count() == 0 && remote_jwks.is_empty() {
             return Err(ConfigError::Missing {
-                name: "CARERECORD_JWKS_FILE or CARERECORD_JWKS_URL (or CARERECORD_DEV_TOKENS=true for development)".into(),
+                name: "CARERECORD_JWKS_FILE, CARERECORD_JWKS_URL or CARERECORD_ACCESS_ISSUERS_FILE (or CARERECORD_DEV_TOKENS=true for development)".into(),
             });
         }
         let log_id = env.string_or("CARERECORD_AUDIT_LOG_ID", DEFAULT_LOG_ID);
@@ -208,7 +231,7 @@ impl AccessConfig {
             consent_endpoint: env
                 .string_or("CARERECORD_CONSENT_ENDPOINT", "http://127.0.0.1:50053"),
             tokens,
-            jwks_url,
+            remote_jwks,
             dev_tokens,
             signer,
             projects,

@@ -50,6 +50,26 @@ pub enum Error {
     TokenInvalid(String),
     #[error("the bearer token has expired")]
     TokenExpired,
+    /// The token's `iss` is not one of the deployment's trusted issuers.
+    #[error("the bearer token's issuer is not trusted by this deployment")]
+    TokenIssuerUnknown(String),
+    /// A CIS2 token without a usable selected role: why.
+    #[error("{0}")]
+    RoleNotSelected(String),
+    /// An NHS login token below the proofing level that may act for a patient.
+    #[error(
+        "NHS login identity proofing level {level:?} may not act for a patient: P9 (fully verified) is required"
+    )]
+    IdentityProofingInsufficient { level: String },
+    /// An NHS login token whose NHS number names no single patient: `cause` says why.
+    #[error("the token's NHS number names no single registered patient ({cause})")]
+    PatientContextUnresolved { cause: &'static str },
+    /// The client's call rate or concurrent calls exceed its limit.
+    #[error("too many calls from this client ({limit} limit): retry after {retry_after:?}")]
+    RateLimited {
+        limit: &'static str,
+        retry_after: Duration,
+    },
     #[error("the token does not grant scope {required_scope}")]
     ScopeMissing { required_scope: String },
     #[error("the requester's role may not do this; permitted roles: {required_roles}")]
@@ -165,9 +185,14 @@ impl Error {
         match self {
             Error::Audited { error, .. } => error.code(),
             Error::Invalid(_) | Error::InvalidPageToken => Code::InvalidArgument,
-            Error::TokenMissing | Error::TokenInvalid(_) | Error::TokenExpired => {
-                Code::Unauthenticated
-            }
+            Error::TokenMissing
+            | Error::TokenInvalid(_)
+            | Error::TokenExpired
+            | Error::TokenIssuerUnknown(_) => Code::Unauthenticated,
+            Error::RoleNotSelected(_)
+            | Error::IdentityProofingInsufficient { .. }
+            | Error::PatientContextUnresolved { .. } => Code::PermissionDenied,
+            Error::RateLimited { .. } => Code::ResourceExhausted,
             Error::ScopeMissing { .. }
             | Error::RoleNotPermitted { .. }
             | Error::PatientContextMismatch
@@ -206,6 +231,11 @@ impl Error {
             Error::TokenMissing => "TOKEN_MISSING",
             Error::TokenInvalid(_) => "TOKEN_INVALID",
             Error::TokenExpired => "TOKEN_EXPIRED",
+            Error::TokenIssuerUnknown(_) => "TOKEN_ISSUER_UNKNOWN",
+            Error::RoleNotSelected(_) => "ROLE_NOT_SELECTED",
+            Error::IdentityProofingInsufficient { .. } => "IDENTITY_PROOFING_INSUFFICIENT",
+            Error::PatientContextUnresolved { .. } => "PATIENT_CONTEXT_UNRESOLVED",
+            Error::RateLimited { .. } => "RATE_LIMITED",
             Error::ScopeMissing { .. } => "SCOPE_MISSING",
             Error::RoleNotPermitted { .. } => "ROLE_NOT_PERMITTED",
             Error::PatientContextMismatch => "PATIENT_CONTEXT_MISMATCH",
@@ -346,6 +376,29 @@ impl Error {
                 format!("{self}; nothing was disclosed")
             }
             Error::TokenInvalid(_) => "the bearer token is invalid".to_owned(),
+            Error::TokenIssuerUnknown(issuer) => {
+                let shown: String = issuer.chars().take(200).collect();
+                metadata.insert("issuer".into(), shown);
+                self.to_string()
+            }
+            Error::IdentityProofingInsufficient { level } => {
+                let shown: String = level.chars().take(20).collect();
+                metadata.insert("identity_proofing_level".into(), shown);
+                metadata.insert(
+                    "required_level".into(),
+                    crate::domain::claims::REQUIRED_PROOFING_LEVEL.into(),
+                );
+                self.to_string()
+            }
+            Error::PatientContextUnresolved { cause } => {
+                metadata.insert("cause".into(), (*cause).into());
+                self.to_string()
+            }
+            Error::RateLimited { limit, retry_after } => {
+                metadata.insert("limit".into(), (*limit).into());
+                details.set_retry_info(Some(*retry_after));
+                self.to_string()
+            }
             Error::Internal(cause) => {
                 tracing::error!(error = %cause, "internal error");
                 "internal error; the service has logged the cause".to_owned()

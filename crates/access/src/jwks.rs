@@ -1,4 +1,5 @@
-//! Token keys fetched from the identity provider's JWKS URL (`CARERECORD_JWKS_URL`).
+//! Token keys fetched from an identity provider's JWKS URL (`CARERECORD_JWKS_URL`, or an issuer's
+//! `jwks_url` in `CARERECORD_ACCESS_ISSUERS_FILE`).
 //!
 //! The key set is fetched once at startup (the service does not start without it), then again
 //! every `CARERECORD_JWKS_REFRESH` and whenever a token names a `kid` the service does not know,
@@ -144,15 +145,27 @@ impl JwksSource {
             return Ok(None);
         };
         let issuer = env.require("CARERECORD_JWT_ISSUER")?.to_owned();
+        Self::for_url(NAME, raw, &issuer, env).map(Some)
+    }
+
+    /// The key set at `raw` of tokens of `issuer`; `setting` is what errors name. TLS roots and
+    /// refresh intervals are the deployment's (`CARERECORD_JWKS_CA_FILE`, `_REFRESH`,
+    /// `_MIN_INTERVAL`).
+    pub fn for_url(setting: &str, raw: &str, issuer: &str, env: &Env) -> Result<Self, ConfigError> {
+        let issuer = issuer.to_owned();
         let url: Uri = raw
             .parse()
-            .map_err(|e| ConfigError::invalid(NAME, raw, format!("not a URL: {e}")))?;
+            .map_err(|e| ConfigError::invalid(setting, raw, format!("not a URL: {e}")))?;
         let Some(authority) = url.authority() else {
-            return Err(ConfigError::invalid(NAME, raw, "expected an absolute URL"));
+            return Err(ConfigError::invalid(
+                setting,
+                raw,
+                "expected an absolute URL",
+            ));
         };
         if authority.as_str().contains('@') {
             return Err(ConfigError::invalid(
-                NAME,
+                setting,
                 raw,
                 "credentials in the URL are not supported",
             ));
@@ -164,7 +177,7 @@ impl JwksSource {
                     tokio_rustls::rustls::crypto::ring::default_provider(),
                 ))
                 .with_safe_default_protocol_versions()
-                .map_err(|e| ConfigError::invalid(NAME, raw, format!("TLS: {e}")))?
+                .map_err(|e| ConfigError::invalid(setting, raw, format!("TLS: {e}")))?
                 .with_root_certificates(roots)
                 .with_no_client_auth();
                 config.alpn_protocols = vec![b"http/1.1".to_vec()];
@@ -173,13 +186,17 @@ impl JwksSource {
             Some("http") if is_loopback(authority.host()) => None,
             Some("http") => {
                 return Err(ConfigError::invalid(
-                    NAME,
+                    setting,
                     raw,
                     "plain http:// is accepted only for a loopback host (development); use https://",
                 ));
             }
             _ => {
-                return Err(ConfigError::invalid(NAME, raw, "expected an https:// URL"));
+                return Err(ConfigError::invalid(
+                    setting,
+                    raw,
+                    "expected an https:// URL",
+                ));
             }
         };
         let refresh = env.duration_or("CARERECORD_JWKS_REFRESH", DEFAULT_REFRESH)?;
@@ -190,17 +207,22 @@ impl JwksSource {
                 "must be more than zero",
             ));
         }
-        Ok(Some(JwksSource {
+        Ok(JwksSource {
             url,
             issuer,
             tls,
             refresh,
             min_interval: env.duration_or("CARERECORD_JWKS_MIN_INTERVAL", DEFAULT_MIN_INTERVAL)?,
-        }))
+        })
     }
 
     pub fn url(&self) -> String {
         self.url.to_string()
+    }
+
+    /// The `iss` of the tokens its keys verify.
+    pub fn issuer(&self) -> &str {
+        &self.issuer
     }
 
     /// GETs the document, within [`FETCH_TIMEOUT`].

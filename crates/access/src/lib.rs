@@ -15,7 +15,8 @@
 //!   heads, and verification of a whole log ([`domain::audit_verify`]).
 //! - [`store`]: all SQL, both dialects: the audit log, tree heads, audit keys, break-glass events.
 //! - [`upstream`]: clients of identity, consent and record hosting; [`jwks`]: the token keys of a
-//!   JWKS URL, fetched over HTTPS (a [`domain::auth::KeySource`]).
+//!   JWKS URL, fetched over HTTPS (a [`domain::auth::KeySource`]); [`issuers`]: the trusted
+//!   issuers file.
 //! - [`error`]: the crate's one error type, mapped to gRPC statuses in one place.
 //!
 //! For the CLI: [`dev_token::mint`] mints development tokens (accepted only with
@@ -26,6 +27,7 @@ pub mod config;
 pub mod dev_token;
 pub mod domain;
 pub mod error;
+pub mod issuers;
 pub mod jwks;
 mod service;
 pub mod store;
@@ -94,16 +96,19 @@ impl Service for Application {
 
     async fn build(config: Config, startup: Startup) -> Result<Running, StartError> {
         let mut config = config;
-        // The service does not start without the keys of its JWKS URL.
-        if let Some(source) = &config.access.jwks_url {
+        // The service does not start without the keys of its JWKS URLs.
+        for source in config.access.remote_jwks.clone() {
             let remote = jwks::RemoteJwks::start(source.clone()).await.map_err(|e| {
                 ConfigError::invalid(
                     "CARERECORD_JWKS_URL",
                     &source.url(),
-                    format!("cannot load the key set: {e}"),
+                    format!("cannot load the key set of issuer {}: {e}", source.issuer()),
                 )
             })?;
-            config.access.tokens.add_source(remote.clone());
+            config
+                .access
+                .tokens
+                .add_source(source.issuer(), remote.clone());
             tokio::spawn(remote.refresh_periodically(startup.background()));
         }
         let access = &config.access;

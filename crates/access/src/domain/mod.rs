@@ -2,11 +2,13 @@
 
 pub mod audit_verify;
 pub mod auth;
+pub mod claims;
 pub mod contribution;
 pub mod decision;
 pub mod deid;
 pub mod merkle;
 pub mod suppression;
+pub mod tokens;
 pub mod tree_head;
 
 use prost_types::Timestamp;

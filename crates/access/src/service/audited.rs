@@ -87,10 +87,15 @@ fn trace_id(metadata: &tonic::metadata::MetadataMap) -> String {
 }
 
 impl AccessService {
-    /// The verified caller, or UNAUTHENTICATED.
+    /// The verified caller, or UNAUTHENTICATED; for an NHS login token, with the patient it acts
+    /// for (or PERMISSION_DENIED when it may act for none).
     pub(super) async fn authenticate<T>(&self, request: &Request<T>) -> Result<Caller, Error> {
         let token = bearer(request.metadata())?;
-        self.inner.config.tokens.verify(token).await
+        let mut caller = self.inner.config.tokens.verify(token).await?;
+        if let Some(login) = &caller.nhs_login {
+            caller.patient = self.nhs_login_patient(login).await?;
+        }
+        Ok(caller)
     }
 
     /// The caller, the trace id its audit entry will carry, and the message.

@@ -23,6 +23,7 @@
 //! - `follow.rs`: FollowRecordChanges (notifications decided and audited at delivery).
 //! - `disclose.rs`: a record of record hosting as the front door discloses it.
 //! - `consent.rs`: asking the consent module, one patient or a batch.
+//! - `nhs_login.rs`: the patient an NHS login token acts for (its NHS number through identity).
 //! - `self_service.rs`: a patient's own consent directives and national data opt-out status.
 
 mod aggregate;
@@ -36,6 +37,7 @@ mod disclose;
 mod extract;
 mod follow;
 mod import;
+mod nhs_login;
 mod parse;
 mod patients;
 mod read;
@@ -69,6 +71,8 @@ struct Inner {
     store: Store,
     upstream: Upstream,
     config: AccessConfig,
+    /// NHS login tokens' NHS numbers resolved recently.
+    patient_contexts: nhs_login::PatientContexts,
 }
 
 impl AccessService {
@@ -78,6 +82,7 @@ impl AccessService {
                 store,
                 upstream,
                 config,
+                patient_contexts: Default::default(),
             }),
         }
     }

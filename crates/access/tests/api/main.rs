@@ -4,6 +4,7 @@
 mod audit_log;
 mod break_glass;
 mod extracts;
+mod issuers;
 mod reads;
 mod restricted;
 mod startup;

@@ -242,13 +242,16 @@ impl identity::patient_identity_service_server::PatientIdentityService for Fakes
         &self,
         request: Request<identity::ResolveIdentifierRequest>,
     ) -> Result<Response<identity::ResolveIdentifierResponse>, Status> {
+        if self.identity_down.load(Ordering::SeqCst) {
+            return Err(Status::unavailable("identity is down"));
+        }
         let identifier = request.into_inner().identifier.unwrap_or_default();
-        let holder = {
+        let holders: Vec<identity::Patient> = {
             let world = self.world.lock().unwrap();
             world
                 .patients
                 .values()
-                .find(|p| {
+                .filter(|p| {
                     (identifier.system == "https://fhir.nhs.uk/Id/nhs-number"
                         && p.nhs_number == identifier.value)
                         || p.identifiers
@@ -256,8 +259,16 @@ impl identity::patient_identity_service_server::PatientIdentityService for Fakes
                             .any(|i| i.system == identifier.system && i.value == identifier.value)
                 })
                 .cloned()
+                .collect()
         };
-        let mut patient = holder.ok_or_else(|| Status::not_found("no holder"))?;
+        // Another supplier's index might hold one identifier twice.
+        if holders.len() > 1 {
+            return Err(Status::failed_precondition("held by more than one patient"));
+        }
+        let mut patient = holders
+            .into_iter()
+            .next()
+            .ok_or_else(|| Status::not_found("no holder"))?;
         let mut merged = Vec::new();
         while patient.state == identity::PatientState::Merged as i32 {
             merged.push(patient.patient_id.clone());
@@ -517,6 +528,11 @@ impl TestApp {
 
 /// Data access on `db_url`, wired to fresh doubles.
 pub async fn spawn_app(db_url: &str) -> TestApp {
+    spawn_app_with(db_url, &[]).await
+}
+
+/// [`spawn_app`] with these settings added.
+pub async fn spawn_app_with(db_url: &str, extra: &[(&str, String)]) -> TestApp {
     let fakes = Fakes::default();
     let upstream = format!("http://{}", serve_fakes(fakes.clone()).await);
     let upstream_endpoint = upstream.clone();
@@ -531,7 +547,7 @@ pub async fn spawn_app(db_url: &str) -> TestApp {
         .to_string(),
     )
     .unwrap();
-    let env = Env::from_pairs([
+    let mut vars = vec![
         ("DATABASE_URL", db_url.to_owned()),
         ("CARERECORD_LISTEN_ADDR", "127.0.0.1:0".into()),
         ("CARERECORD_IDENTITY_ENDPOINT", upstream.clone()),
@@ -546,7 +562,9 @@ pub async fn spawn_app(db_url: &str) -> TestApp {
             "0123456789abcdef0123456789abcdef".into(),
         ),
         ("CARERECORD_UPSTREAM_TIMEOUT", "2s".into()),
-    ]);
+    ];
+    vars.extend(extra.iter().map(|(k, v)| (*k, v.clone())));
+    let env = Env::from_pairs(vars);
     let app = spawn_with_config::<Application>(Config::from_env(&env).unwrap()).await;
     let addr = app.addr;
     let channel = app.channel.clone();
