@@ -72,6 +72,13 @@ fn users(patient: &str, patient_name: &str, other: &str) -> Vec<DevUser> {
             "user/AuditEvent.ru",
         ),
         staff(
+            "Sam Jones, privacy officer",
+            "e2e-second-privacy-officer",
+            "R0001",
+            "Sam Jones",
+            "user/AuditEvent.ru",
+        ),
+        staff(
             "Dr Alex Example, clinician",
             "e2e-clinician",
             "R8000",
@@ -113,6 +120,38 @@ async fn start_console(platform: &Platform, users: Vec<DevUser>) -> String {
     let url = format!("http://{}", running.local_addr());
     tokio::spawn(running.run(tokio_util::sync::CancellationToken::new()));
     url
+}
+
+/// The first privacy officer, also a clinician, breaks glass on `patient_id`: not theirs to review.
+async fn own_emergency_access(platform: &Platform, patient_id: &str) {
+    use carerecord_contracts::access::v1 as api;
+    let token = mint(&DevToken {
+        subject: "e2e-privacy-officer".into(),
+        organisation_ods_code: "RR8".into(),
+        role_code: "R8000".into(),
+        display_name: "Priya Shah".into(),
+        client_id: "e2e".into(),
+        scope: "user/*.rs".into(),
+        audience: carerecord_access::config::DEFAULT_AUDIENCE.into(),
+        ttl_seconds: 600,
+        ..Default::default()
+    })
+    .expect("mint");
+    let request = api::BreakGlassReadPatientRecordRequest {
+        patient: Some(api::PatientReference {
+            reference: Some(api::patient_reference::Reference::PatientId(
+                patient_id.into(),
+            )),
+        }),
+        reason: "Covering the ED shift: needs the allergy list".into(),
+        ..Default::default()
+    };
+    platform
+        .access_client()
+        .await
+        .break_glass_read_patient_record(carerecord_e2e::authed(request, &token))
+        .await
+        .expect("break glass");
 }
 
 /// Marks a patient restricted in identity, as a privacy officer would: every access to their record
@@ -178,6 +217,7 @@ async fn the_console_works_in_a_real_browser() {
         platform.add_record(&patient, &["mental-health"]).await;
         let (restricted, restricted_nhs) = platform.register_patient("Rowan", "Restricted").await;
         restrict(&platform, &restricted).await;
+        own_emergency_access(&platform, &other).await;
         let console = start_console(&platform, users(&patient, "Ada Browser", &other)).await;
         let out = repo_root().join(format!(
             "target/console-screenshots/{}",

@@ -144,7 +144,7 @@ try {
   });
 
   await step("the privacy officer reviews it and it leaves the queue", async () => {
-    await signIn(page, "privacy officer");
+    await signIn(page, "Priya Shah, privacy officer");
     await page.getByRole("heading", { name: "Access to review" }).waitFor();
     const card = page.locator("section.nhsuk-card", { hasText: REASON });
     await card.waitFor();
@@ -171,7 +171,24 @@ try {
     await restricted.getByRole("button", { name: "Record review" }).click();
     // The queue is read again: the reviewed card goes (the banner is already there from the first).
     await restricted.waitFor({ state: "detached", timeout: 10_000 });
+    // Left: the officer's own emergency access (made before the test as a clinician), not theirs
+    // to review.
+    const own = page.locator("section.nhsuk-card", { hasText: "Covering the ED shift" });
+    check((await own.innerText()).includes("This is your own access"), "one's own access says so");
+    check((await own.getByRole("button", { name: "Record review" }).count()) === 0, "and has no review form");
+    check((await page.locator("section.nhsuk-card").count()) === 1, "only one's own access is left");
     await photograph(page, "05-review-recorded");
+  });
+
+  await step("another privacy officer reviews the first one's access and the queue empties", async () => {
+    await signIn(page, "Sam Jones, privacy officer");
+    const card = page.locator("section.nhsuk-card", { hasText: "Covering the ED shift" });
+    await card.getByLabel("Inappropriate").check();
+    await card.getByLabel("Notes").fill("Not on the ED rota that day: referred to the Caldicott Guardian.");
+    await card.getByRole("button", { name: "Record review" }).click();
+    await page.getByText("There is no access waiting for review.").waitFor();
+    check((await page.locator("section.nhsuk-card").count()) === 0, "the queue is empty");
+    await accessible(page, "empty review queue");
   });
 
   await step("the privacy officer verifies the audit log in the browser", async () => {
