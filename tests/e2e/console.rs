@@ -122,6 +122,27 @@ async fn start_console(platform: &Platform, users: Vec<DevUser>) -> String {
     url
 }
 
+/// `n` earlier lookups of the patient by a clinician, so their log runs to more than one page.
+async fn earlier_lookups(platform: &Platform, nhs_number: &str, n: usize) {
+    use carerecord_contracts::access::v1 as api;
+    let token = carerecord_e2e::token("R8000", "user/*.rs");
+    let mut access = platform.access_client().await;
+    for _ in 0..n {
+        let request = api::FindPatientRequest {
+            patient: Some(api::PatientReference {
+                reference: Some(api::patient_reference::Reference::NhsNumber(
+                    nhs_number.into(),
+                )),
+            }),
+            purpose_of_use: "TREAT".into(),
+        };
+        access
+            .find_patient(carerecord_e2e::authed(request, &token))
+            .await
+            .expect("find the patient");
+    }
+}
+
 /// The first privacy officer, also a clinician, breaks glass on `patient_id`: not theirs to review.
 async fn own_emergency_access(platform: &Platform, patient_id: &str) {
     use carerecord_contracts::access::v1 as api;
@@ -218,6 +239,7 @@ async fn the_console_works_in_a_real_browser() {
         let (restricted, restricted_nhs) = platform.register_patient("Rowan", "Restricted").await;
         restrict(&platform, &restricted).await;
         own_emergency_access(&platform, &other).await;
+        earlier_lookups(&platform, &nhs_number, 55).await;
         let console = start_console(&platform, users(&patient, "Ada Browser", &other)).await;
         let out = repo_root().join(format!(
             "target/console-screenshots/{}",

@@ -229,6 +229,13 @@ try {
       `the break glass is listed: ${table}`,
     );
     check(table.includes(REASON), "with the reason given");
+    // The log runs to more than a page: older entries come a page at a time.
+    const rows = page.locator("table tbody tr");
+    check((await rows.count()) === 50, `a first page of 50 entries, not ${await rows.count()}`);
+    await page.getByRole("button", { name: "Show older entries" }).click();
+    await page.waitForFunction(() => document.querySelectorAll("table tbody tr").length > 50);
+    check((await page.getByRole("button", { name: "Show older entries" }).count()) === 0, "and then no more");
+    check((await page.locator("table").innerText()).includes("looked up your details for your care"), "earlier lookups are listed");
     await accessible(page, "who has seen your record");
     await photograph(page, "08-record-access");
   });

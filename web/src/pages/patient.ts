@@ -7,10 +7,11 @@ import {
   ConsentDirectiveStatus,
   NationalDataOptOutStatus,
   type ConsentDirective,
+  type Disclosure,
 } from "../gen/carerecord/access/v1/access_pb";
 import { timestampNow } from "@bufbuild/protobuf/wkt";
 import { access, describe, reasonOf, SessionEnded } from "../api";
-import { banner, errorSummary, h, summaryList, when, replace } from "../ui";
+import { append, banner, errorSummary, h, summaryList, when, replace } from "../ui";
 import { DATA_CLASSES, dataClass, disclosureSentence, organisation } from "../words";
 
 const reference = (patientId: string) => ({ reference: { case: "patientId" as const, value: patientId } });
@@ -24,36 +25,61 @@ function refusal(main: HTMLElement, title: string, error: unknown): void {
   replace(main, h("h1", { tabindex: "-1" }, title), errorSummary("You cannot view this page", [{ text }]));
 }
 
+/** One row of "who has seen your record". */
+function disclosureRow(d: Disclosure, patientId: string): HTMLElement {
+  return h(
+    "tr",
+    { class: "nhsuk-table__row" },
+    h("td", { class: "nhsuk-table__cell" }, when(d.time)),
+    h(
+      "td",
+      { class: "nhsuk-table__cell" },
+      disclosureSentence(d, patientId),
+      d.breakGlassReason ? h("span", { class: "nhsuk-body-s nhsuk-u-display-block" }, `Reason given: ${d.breakGlassReason}`) : null,
+    ),
+  );
+}
+
 export async function recordAccessPage(main: HTMLElement, patientId: string): Promise<void> {
+  const PAGE = 50;
   let response;
   try {
-    response = await access.listDisclosures({ patient: reference(patientId), pageSize: 200 });
+    response = await access.listDisclosures({ patient: reference(patientId), pageSize: PAGE });
   } catch (error) {
     if (error instanceof SessionEnded) throw error;
     refusal(main, "Who has seen your record", error);
     return;
   }
-  const rows = response.disclosures.map((d) =>
-    h(
-      "tr",
-      { class: "nhsuk-table__row" },
-      h("td", { class: "nhsuk-table__cell" }, when(d.time)),
-      h(
-        "td",
-        { class: "nhsuk-table__cell" },
-        disclosureSentence(d, response.patientId),
-        d.breakGlassReason ? h("span", { class: "nhsuk-body-s nhsuk-u-display-block" }, `Reason given: ${d.breakGlassReason}`) : null,
-      ),
-    ),
-  );
-  replace(main, 
+  const resolved = response.patientId;
+  const body = h("tbody", { class: "nhsuk-table__body" }, ...response.disclosures.map((d) => disclosureRow(d, resolved)));
+  const more = h("div", {});
+  // Older entries, a page at a time.
+  const offerMore = (token: string) => {
+    replace(more);
+    if (!token) return;
+    const button = h("button", { class: "nhsuk-button nhsuk-button--secondary", type: "button" }, "Show older entries");
+    button.addEventListener("click", async () => {
+      try {
+        const next = await access.listDisclosures({ patient: reference(patientId), pageSize: PAGE, pageToken: token });
+        append(body, ...next.disclosures.map((d) => disclosureRow(d, resolved)));
+        offerMore(next.nextPageToken);
+      } catch (error) {
+        if (error instanceof SessionEnded) return;
+        replace(more, errorSummary("Older entries could not be shown", [{ text: describe(error) }]));
+      }
+    });
+    append(more, button);
+  };
+  offerMore(response.nextPageToken);
+  replace(
+    main,
     h("h1", { tabindex: "-1" }, "Who has seen your record"),
     h(
       "p",
       { class: "nhsuk-body-l" },
       "Every time someone looks at your record, or adds to it, it is logged. This is everything logged, newest first.",
     ),
-    rows.length === 0
+    response.disclosures.length === 0
       ? h("p", {}, "Nobody has looked at your record yet.")
       : h(
           "table",
@@ -69,8 +95,9 @@ export async function recordAccessPage(main: HTMLElement, patientId: string): Pr
               h("th", { class: "nhsuk-table__header", scope: "col" }, "What happened"),
             ),
           ),
-          h("tbody", { class: "nhsuk-table__body" }, ...rows),
+          body,
         ),
+    more,
   );
 }
 

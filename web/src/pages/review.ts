@@ -187,5 +187,8 @@ export async function reviewPage(main: HTMLElement, me: Session, message?: strin
           : `${events.length} accesses are waiting for review, oldest first: emergency access (break glass) and every access to a restricted patient's record are reviewed.`,
     ),
     ...events.map((event) => eventCard(event, me, rerender)),
+    response.nextPageToken
+      ? h("p", {}, `These are the oldest ${events.length}. More are waiting: review these to see them.`)
+      : null,
   );
 }

@@ -5070,9 +5070,11 @@ export const NationalDataOptOutStatusSchema: GenEnum<NationalDataOptOutStatus> =
  * Every call carries an OAuth 2.0 access token in JWT form (RFC 9068) in the `authorization` request
  * metadata as `Bearer <token>`. The server verifies the signature against the keys (JWKS) of the
  * deployment's trusted issuers, rejects `alg: none` and symmetric algorithms, and checks `iss`, `aud`
- * (the deployment's configured audience), `exp` and `nbf` (allowing 60 seconds of clock skew).
- * Missing metadata, a malformed, unverifiable or expired token -> UNAUTHENTICATED (ErrorInfo reason
- * TOKEN_MISSING, TOKEN_INVALID or TOKEN_EXPIRED). Unauthenticated calls are not written to the audit log.
+ * (an audience the deployment configured for that issuer), `exp` and `nbf` (allowing 60 seconds of clock
+ * skew). Missing metadata, a malformed, unverifiable or expired token -> UNAUTHENTICATED (ErrorInfo reason
+ * TOKEN_MISSING, TOKEN_INVALID or TOKEN_EXPIRED); a token whose `iss` is not one of the deployment's
+ * trusted issuers -> UNAUTHENTICATED (reason TOKEN_ISSUER_UNKNOWN, metadata `issuer`). Unauthenticated
+ * calls are not written to the audit log.
  *
  * The requester comes from the verified token only; no request carries a requester field. Claims (these
  * names are the defaults every implementation supports; a deployment may map other names onto them):
@@ -5083,6 +5085,26 @@ export const NationalDataOptOutStatusSchema: GenEnum<NationalDataOptOutStatus> =
  * - `client_id` -> the calling application, recorded in the audit log.
  * - `scope` -> space-separated SMART scopes (below).
  * - `patient` -> on a patient-facing token, the carerecord patient_id of the patient the token acts for.
+ *
+ * Each trusted issuer has its own claim mapping. Beyond the names above, the national identity providers'
+ * tokens are mapped as they are issued (a deployment configures which issuer is which):
+ * - NHS CIS2 (staff signing in with a smartcard or an authenticator): Requester.user_id from `uid` (else
+ *   `sub`); the role the user selected at sign-in, `selected_roleid`, looked up by `person_roleid` in the
+ *   `nhsid_nrbac_roles` claim: role_code the job role of its `role_code` (the `R` code after the last `:`,
+ *   e.g. `R8000` of `S8000:G8000:R8000`), organisation_ods_code its `org_code`; display_name from `name`;
+ *   the calling application from `client_id`, else `azp`. A token with no selected role, or one it does
+ *   not hold -> PERMISSION_DENIED (reason ROLE_NOT_SELECTED). Only `user/` scopes are honoured.
+ * - NHS login (patients): the token names a person by `nhs_number` with an identity proofing level
+ *   (`identity_proofing_level`). It acts for the patient identity holds under that NHS number (following
+ *   merges), and only at level P9: below -> PERMISSION_DENIED (reason IDENTITY_PROOFING_INSUFFICIENT,
+ *   metadata `identity_proofing_level`, `required_level`); an NHS number missing, invalid, or held by no
+ *   patient or by more than one -> PERMISSION_DENIED (reason PATIENT_CONTEXT_UNRESOLVED, metadata `cause`:
+ *   `nhs_number_missing`, `nhs_number_invalid`, `not_registered` or `ambiguous`); identity unreachable ->
+ *   UNAVAILABLE (DEPENDENCY_UNAVAILABLE). display_name from `given_name` and `family_name`; the calling
+ *   application from `client_id`, else `azp`. Only `patient/` scopes are honoured.
+ * These refusals come with authentication, before the request is looked at: they are not audited. Tokens
+ * of both carry OpenID scopes rather than SMART ones; their SMART scopes are the deployment's
+ * configuration of the issuer unless the token's `scope` claim holds SMART scopes.
  *
  * ## Scopes
  *
@@ -5172,12 +5194,13 @@ export const NationalDataOptOutStatusSchema: GenEnum<NationalDataOptOutStatus> =
  * - INVALID_ARGUMENT: reason INVALID_REQUEST with google.rpc.BadRequest, one field violation per invalid
  *   field, paths as in this file (for example `patient.nhs_number`); reason INVALID_PAGE_TOKEN for a
  *   tampered page token or one reused with different filters or by a different requester.
- * - UNAUTHENTICATED: reasons TOKEN_MISSING, TOKEN_INVALID, TOKEN_EXPIRED.
+ * - UNAUTHENTICATED: reasons TOKEN_MISSING, TOKEN_INVALID, TOKEN_EXPIRED, TOKEN_ISSUER_UNKNOWN.
  * - PERMISSION_DENIED: reasons SCOPE_MISSING, ROLE_NOT_PERMITTED (metadata `required_roles`, comma
  *   separated), PATIENT_CONTEXT_MISMATCH, CONSENT_DENIED (see ReadPatientRecord), PROJECT_NOT_PERMITTED,
  *   SELF_REVIEW, RECORD_NOT_OWNED, PATIENT_CONTRIBUTIONS_DISABLED, ORGANISATION_MISSING (a `user/` or
  *   `system/` token without `organisation_ods_code` asking for anything consent decides: staff and
- *   systems act for an organisation; only a patient acting for themselves has none).
+ *   systems act for an organisation; only a patient acting for themselves has none), ROLE_NOT_SELECTED,
+ *   IDENTITY_PROOFING_INSUFFICIENT, PATIENT_CONTEXT_UNRESOLVED (see Authentication).
  * - NOT_FOUND: reasons PATIENT_NOT_FOUND, PROJECT_NOT_FOUND, BREAK_GLASS_EVENT_NOT_FOUND, KEY_NOT_FOUND,
  *   RECORD_NOT_FOUND, CONSENT_DIRECTIVE_NOT_FOUND, with google.rpc.ResourceInfo (resource_type `Patient`,
  *   `Project`, `BreakGlassEvent`, `AuditPublicKey`, `Record` or `ConsentDirective`; resource_name the id
