@@ -412,6 +412,11 @@ def expect_default(resources: list[Resource], report: Report) -> None:
                      f"[{label}] data access calls {module} at {endpoint}")
     report.check(not any(r["kind"] in ("Certificate", "HorizontalPodAutoscaler", "Job") for r in resources),
                  f"[{label}] TLS, autoscaling or hook Jobs rendered by default")
+    limits = {k: access.get(k) for k in ("CARERECORD_CLIENT_RATE_LIMIT", "CARERECORD_CLIENT_RATE_BURST",
+                                         "CARERECORD_CLIENT_CONCURRENCY")}
+    report.check(limits == {"CARERECORD_CLIENT_RATE_LIMIT": "200", "CARERECORD_CLIENT_RATE_BURST": "400",
+                            "CARERECORD_CLIENT_CONCURRENCY": "64"},
+                 f"[{label}] data access's per-client limits are {limits}")
     for module in MODULES:
         deployment = find(resources, "Deployment", f"{PREFIX}-{module}")
         init = [c["command"] for c in pod_spec(deployment).get("initContainers") or []] if deployment else []

@@ -9,6 +9,7 @@ use serde::Deserialize;
 
 use crate::domain::auth::TokenVerifier;
 use crate::domain::deid::Pseudonymiser;
+use crate::domain::limits::{Limit, Limits};
 use crate::domain::tree_head::TreeHeadSigner;
 use crate::issuers::ISSUERS_FILE;
 use crate::jwks::JwksSource;
@@ -99,6 +100,11 @@ pub struct AccessConfig {
     /// `CARERECORD_JWKS_CA_FILE`, else the system's bundle plus `CARERECORD_UPSTREAM_CA_FILE`. See
     /// [`crate::jwks`].
     pub remote_jwks: Vec<JwksSource>,
+    /// Per-client limits: the default from `CARERECORD_CLIENT_RATE_LIMIT` (calls per second, 0:
+    /// none), `CARERECORD_CLIENT_RATE_BURST` (default twice the rate) and
+    /// `CARERECORD_CLIENT_CONCURRENCY` (calls in flight, 0: none), changed and overridden per client
+    /// by the issuers file's `limits`.
+    pub limits: Limits,
     pub dev_tokens: bool,
     /// `CARERECORD_AUDIT_SIGNING_KEY_FILE` (PKCS#8 PEM Ed25519), log id `CARERECORD_AUDIT_LOG_ID`.
     pub signer: TreeHeadSigner,
@@ -128,6 +134,23 @@ pub struct AccessConfig {
     pub patient_service_ods_code: String,
 }
 
+/// The per-client limit `CARERECORD_CLIENT_*` set for every client (none unless set).
+fn default_limit(env: &Env) -> Result<Limit, ConfigError> {
+    let rate: f64 = env.parse_or("CARERECORD_CLIENT_RATE_LIMIT", 0.0)?;
+    if !(rate.is_finite() && rate >= 0.0) {
+        return Err(ConfigError::invalid(
+            "CARERECORD_CLIENT_RATE_LIMIT",
+            &rate.to_string(),
+            "expected calls per second, 0 or more (0: no limit)",
+        ));
+    }
+    Ok(Limit {
+        rate_per_second: rate,
+        burst: env.parse_or("CARERECORD_CLIENT_RATE_BURST", 0)?,
+        concurrency: env.parse_or("CARERECORD_CLIENT_CONCURRENCY", 0)?,
+    })
+}
+
 /// The audience tokens must name unless configured otherwise.
 pub const DEFAULT_AUDIENCE: &str = "carerecord-access";
 /// The audit log id unless configured otherwise.
@@ -155,8 +178,15 @@ impl AccessConfig {
         }
         // Fetched when the service starts (see `Application::build`), not here: this is sync.
         let mut remote_jwks: Vec<JwksSource> = JwksSource::from_env(env)?.into_iter().collect();
+        let mut limits = Limits {
+            default: default_limit(env)?,
+            clients: HashMap::new(),
+        };
         if let Some(path) = env.get(ISSUERS_FILE) {
             let loaded = crate::issuers::load(path, env)?;
+            if let Some(entry) = &loaded.limits {
+                limits = entry.over(limits.default);
+            }
             for issuer in loaded.issuers {
                 if remote_jwks.iter().any(|r| r.issuer() == issuer.issuer) {
                     return Err(ConfigError::invalid(
@@ -232,6 +262,7 @@ impl AccessConfig {
                 .string_or("CARERECORD_CONSENT_ENDPOINT", "http://127.0.0.1:50053"),
             tokens,
             remote_jwks,
+            limits,
             dev_tokens,
             signer,
             projects,

@@ -18,9 +18,15 @@
 //!
 //! `claims` is `carerecord` (the default: the contract's claim names), `cis2`, `nhs_login`, or an
 //! object renaming carerecord's claims (`user_id`, `organisation`, `role`, `name`, `client_id`,
-//! `scope`, `patient`). A relative `jwks_file` is read from the issuers file's directory. Every
-//! mistake stops the service at start, naming the entry.
+//! `scope`, `patient`). A relative `jwks_file` is read from the issuers file's directory.
+//!
+//! The same file may set per-client limits (see [`crate::domain::limits`]): `"limits":
+//! {"default": {"rate_per_second": 50, "burst": 100, "concurrency": 16}, "clients": {"bulk-loader":
+//! {"rate_per_second": 500}}}`, the default over `CARERECORD_CLIENT_*`, each client's over the
+//! default, naming only what they change. Every mistake stops the service at start, naming the
+//! entry.
 
+use std::collections::HashMap;
 use std::path::Path;
 
 use carerecord_platform::env::{ConfigError, Env};
@@ -28,6 +34,7 @@ use serde::Deserialize;
 
 use crate::domain::auth::Issuer;
 use crate::domain::claims::{ClaimMapping, ClaimNames};
+use crate::domain::limits::{Limit, LimitOverride, Limits};
 use crate::jwks::JwksSource;
 
 /// The setting naming the file.
@@ -36,7 +43,36 @@ pub const ISSUERS_FILE: &str = "CARERECORD_ACCESS_ISSUERS_FILE";
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct IssuersFile {
+    #[serde(default)]
     issuers: Vec<IssuerEntry>,
+    #[serde(default)]
+    limits: Option<LimitsEntry>,
+}
+
+/// Per-client limits: the deployment's default (over `CARERECORD_CLIENT_*`) and overrides by
+/// client id, each naming only what it changes.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsEntry {
+    #[serde(default)]
+    pub default: LimitOverride,
+    #[serde(default)]
+    pub clients: HashMap<String, LimitOverride>,
+}
+
+impl LimitsEntry {
+    /// The limits with `base` (the environment's default) under this entry.
+    pub fn over(&self, base: Limit) -> Limits {
+        let default = self.default.over(base);
+        Limits {
+            default,
+            clients: self
+                .clients
+                .iter()
+                .map(|(id, o)| (id.clone(), o.over(default)))
+                .collect(),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -74,6 +110,7 @@ struct IssuerEntry {
 pub struct Loaded {
     pub issuers: Vec<Issuer>,
     pub remote: Vec<JwksSource>,
+    pub limits: Option<LimitsEntry>,
 }
 
 /// Reads and checks the issuers file at `path`.
@@ -119,9 +156,23 @@ fn mapping(entry: Option<ClaimsEntry>) -> Result<ClaimMapping, String> {
 pub fn parse(text: &str, base: &Path, env: &Env) -> Result<Loaded, String> {
     let file: IssuersFile =
         serde_json::from_str(text).map_err(|e| format!("not an issuers document: {e}"))?;
+    if let Some(limits) = &file.limits {
+        let named = std::iter::once(("default".to_owned(), &limits.default)).chain(
+            limits
+                .clients
+                .iter()
+                .map(|(id, o)| (format!("clients.{id}"), o)),
+        );
+        for (at, limit) in named {
+            if let Some(problem) = limit.problem() {
+                return Err(format!("limits.{at}: {problem}"));
+            }
+        }
+    }
     let mut loaded = Loaded {
         issuers: Vec::new(),
         remote: Vec::new(),
+        limits: file.limits,
     };
     for (i, entry) in file.issuers.into_iter().enumerate() {
         let at = format!("issuers[{i}] ({})", entry.name);
@@ -173,8 +224,8 @@ pub fn parse(text: &str, base: &Path, env: &Env) -> Result<Loaded, String> {
         }
         loaded.issuers.push(issuer);
     }
-    if loaded.issuers.is_empty() {
-        return Err("lists no issuer".into());
+    if loaded.issuers.is_empty() && loaded.limits.is_none() {
+        return Err("lists no issuer and no limits".into());
     }
     Ok(loaded)
 }
@@ -250,7 +301,15 @@ mod tests {
                 "loopback",
             ),
             (r#"{"issuers": []}"#.into(), "lists no issuer"),
-            ("[]".into(), "not an issuers document"),
+            (
+                r#"{"limits": {"clients": {"x": {"rate_per_second": -2}}}}"#.into(),
+                "limits.clients.x: rate_per_second",
+            ),
+            (
+                r#"{"limits": {"default": {"rate": 2}}}"#.into(),
+                "unknown field",
+            ),
+            (r#""issuers""#.into(), "not an issuers document"),
         ];
         for (text, expected) in cases {
             let err = parse_in(dir.path(), &text).unwrap_err();
@@ -263,6 +322,38 @@ mod tests {
             parse_in(dir.path(), twice)
                 .unwrap_err()
                 .contains("issuers[1] (y)")
+        );
+    }
+
+    #[test]
+    fn limits_override_the_default_and_each_other() {
+        let loaded = parse_in(
+            Path::new("."),
+            r#"{"limits": {"default": {"concurrency": 16},
+                           "clients": {"bulk": {"rate_per_second": 500, "burst": 1000}}}}"#,
+        )
+        .unwrap();
+        let env = Limit {
+            rate_per_second: 50.0,
+            burst: 0,
+            concurrency: 64,
+        };
+        let limits = loaded.limits.unwrap().over(env);
+        assert_eq!(
+            limits.default,
+            Limit {
+                rate_per_second: 50.0,
+                burst: 0,
+                concurrency: 16
+            }
+        );
+        assert_eq!(
+            limits.of("bulk"),
+            Limit {
+                rate_per_second: 500.0,
+                burst: 1000,
+                concurrency: 16
+            }
         );
     }
 }

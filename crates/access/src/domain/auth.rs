@@ -2,6 +2,7 @@
 //! [`super::tokens`] (re-exported here) and their claims mapped to a caller in [`super::claims`].
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 pub use super::claims::NhsLogin;
 pub use super::tokens::{
@@ -91,6 +92,52 @@ pub struct Caller {
     pub scopes: Vec<Scope>,
     /// For an NHS login token, its person's NHS number and identity proofing level.
     pub nhs_login: Option<NhsLogin>,
+    /// The client's concurrent-call slot this call holds, when the client's calls in flight are
+    /// limited (set by the service once the call is admitted).
+    pub slot: Slot,
+}
+
+/// One of a client's concurrent-call slots, held while a call runs: every clone of the call's
+/// caller holds it, and the last one dropped frees it. Callers compare equal whatever slot they
+/// hold.
+#[derive(Clone, Default)]
+pub struct Slot(Option<Arc<dyn std::any::Any + Send + Sync>>);
+
+impl Slot {
+    /// A slot held as long as `guard` lives.
+    pub fn holding<T: Send + Sync + 'static>(guard: T) -> Self {
+        Slot(Some(Arc::new(guard)))
+    }
+}
+
+impl PartialEq for Slot {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for Slot {}
+
+impl std::fmt::Debug for Slot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "Slot(held)"
+        } else {
+            "Slot(none)"
+        })
+    }
+}
+
+impl Caller {
+    /// Whose limits the call counts against: the token's client_id, else its user (a system
+    /// token's `sub` is the client's own id).
+    pub fn client_key(&self) -> &str {
+        if self.client_id.is_empty() {
+            &self.user_id
+        } else {
+            &self.client_id
+        }
+    }
 }
 
 impl Caller {

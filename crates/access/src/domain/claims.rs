@@ -137,6 +137,7 @@ impl ClaimMapping {
                     patient: text(claims, &names.patient).to_ascii_lowercase(),
                     scopes: scopes(&scope, default_scopes, None),
                     nhs_login: None,
+                    slot: Default::default(),
                 })
             }
             ClaimMapping::Cis2 => cis2(claims, default_scopes),
@@ -159,6 +160,7 @@ impl ClaimMapping {
                         nhs_number: text(claims, "nhs_number"),
                         proofing_level: text(claims, "identity_proofing_level"),
                     }),
+                    slot: Default::default(),
                 })
             }
         }
@@ -219,6 +221,7 @@ fn cis2(claims: &Claims, default_scopes: &str) -> Result<Caller, Error> {
             Some(&[Context::User]),
         ),
         nhs_login: None,
+        slot: Default::default(),
     })
 }
 

@@ -6,6 +6,7 @@ pub mod claims;
 pub mod contribution;
 pub mod decision;
 pub mod deid;
+pub mod limits;
 pub mod merkle;
 pub mod suppression;
 pub mod tokens;

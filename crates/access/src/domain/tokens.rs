@@ -428,6 +428,7 @@ mod tests {
             patient: String::new(),
             scopes: Vec::new(),
             nhs_login: None,
+            slot: Default::default(),
         };
         let now = jsonwebtoken::get_current_timestamp();
         let remember = |token: &str, exp: u64| {

@@ -87,11 +87,13 @@ fn trace_id(metadata: &tonic::metadata::MetadataMap) -> String {
 }
 
 impl AccessService {
-    /// The verified caller, or UNAUTHENTICATED; for an NHS login token, with the patient it acts
-    /// for (or PERMISSION_DENIED when it may act for none).
+    /// The verified caller, or UNAUTHENTICATED; admitted by its client's limits (else
+    /// RESOURCE_EXHAUSTED); for an NHS login token, with the patient it acts for (or
+    /// PERMISSION_DENIED when it may act for none).
     pub(super) async fn authenticate<T>(&self, request: &Request<T>) -> Result<Caller, Error> {
         let token = bearer(request.metadata())?;
         let mut caller = self.inner.config.tokens.verify(token).await?;
+        caller.slot = self.inner.limiter.admit(caller.client_key())?;
         if let Some(login) = &caller.nhs_login {
             caller.patient = self.nhs_login_patient(login).await?;
         }

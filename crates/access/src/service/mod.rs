@@ -24,6 +24,7 @@
 //! - `disclose.rs`: a record of record hosting as the front door discloses it.
 //! - `consent.rs`: asking the consent module, one patient or a batch.
 //! - `nhs_login.rs`: the patient an NHS login token acts for (its NHS number through identity).
+//! - `limits.rs`: per-client rate and concurrency limits, applied once a token is verified.
 //! - `self_service.rs`: a patient's own consent directives and national data opt-out status.
 
 mod aggregate;
@@ -37,6 +38,7 @@ mod disclose;
 mod extract;
 mod follow;
 mod import;
+mod limits;
 mod nhs_login;
 mod parse;
 mod patients;
@@ -73,6 +75,8 @@ struct Inner {
     config: AccessConfig,
     /// NHS login tokens' NHS numbers resolved recently.
     patient_contexts: nhs_login::PatientContexts,
+    /// Per-client rate and concurrency limits.
+    limiter: limits::Limiter,
 }
 
 impl AccessService {
@@ -81,8 +85,9 @@ impl AccessService {
             inner: Arc::new(Inner {
                 store,
                 upstream,
-                config,
                 patient_contexts: Default::default(),
+                limiter: limits::Limiter::new(config.limits.clone()),
+                config,
             }),
         }
     }

@@ -5,6 +5,7 @@ mod audit_log;
 mod break_glass;
 mod extracts;
 mod issuers;
+mod limits;
 mod reads;
 mod restricted;
 mod startup;
