@@ -6,9 +6,9 @@ use carerecord_contracts::common::v1::{
 use carerecord_contracts::identity::v1::patient_identity_service_client::PatientIdentityServiceClient;
 use carerecord_contracts::identity::v1::{
     CreatePatientRequest, GetPatientRequest, MatchCandidate, MatchPatientsRequest,
-    MergePatientsRequest, Patient, ResolveIdentifierRequest, SearchMode, SearchPatientsRequest,
-    SearchPatientsResult, UnmergePatientRequest, match_patients_request::Probe,
-    search_patients_request::Birth,
+    MergePatientsRequest, Patient, PatientConfidentiality, ResolveIdentifierRequest, SearchMode,
+    SearchPatientsRequest, SearchPatientsResult, SetPatientConfidentialityRequest,
+    UnmergePatientRequest, match_patients_request::Probe, search_patients_request::Birth,
 };
 use clap::{Args, Subcommand};
 
@@ -70,6 +70,18 @@ pub enum PatientCommand {
         /// The duplicate's current etag (read it with `patient get`).
         #[arg(long)]
         etag: String,
+    },
+    /// Mark a patient restricted (PDS flag R: their address, telephone and GP are never shown,
+    /// postcode searches do not find them, every access is reviewed), or lift it with --lift.
+    /// Needs a confidentiality role (by default R0001, privacy officer: `--as-role R0001`).
+    Restrict {
+        patient_id: String,
+        /// Why, for the patient's history.
+        #[arg(long)]
+        reason: String,
+        /// Lift the restriction instead.
+        #[arg(long)]
+        lift: bool,
     },
 }
 
@@ -227,6 +239,12 @@ pub fn show_patient(patient: &Patient) {
                 .unwrap_or_default(),
         ),
         ("merged_into", patient.merged_into_patient_id.clone()),
+        (
+            "confidentiality",
+            PatientConfidentiality::try_from(patient.confidentiality)
+                .map(|c| c.as_str_name().to_owned())
+                .unwrap_or_default(),
+        ),
         ("version", patient.version.to_string()),
         ("etag", patient.etag.clone()),
     ]);
@@ -473,6 +491,41 @@ pub async fn run(
                     show_patient(r.patient.as_ref().unwrap_or(&Patient::default()));
                 },
             );
+        }
+        PatientCommand::Restrict {
+            patient_id,
+            reason,
+            lift,
+        } => {
+            let current = client
+                .get_patient(GetPatientRequest {
+                    patient_id: patient_id.clone(),
+                })
+                .await
+                .map_err(status)?
+                .into_inner()
+                .patient
+                .unwrap_or_default();
+            let confidentiality = if lift {
+                PatientConfidentiality::Unrestricted
+            } else {
+                PatientConfidentiality::Restricted
+            };
+            let request = SetPatientConfidentialityRequest {
+                patient_id,
+                confidentiality: confidentiality as i32,
+                etag: current.etag,
+                reason,
+                requester: Some(operator.requester()),
+            };
+            let patient = client
+                .set_patient_confidentiality(request)
+                .await
+                .map_err(status)?
+                .into_inner()
+                .patient
+                .unwrap_or_default();
+            out.message(&patient, PATIENT, show_patient);
         }
     }
     Ok(())
