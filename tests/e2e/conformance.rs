@@ -11,7 +11,8 @@ fn options_for(module: Module, platform: &Platform) -> Options {
         ..Options::default()
     };
     if module == Module::Access {
-        options.token = Some(token("R8000", "user/*.rs"));
+        // Reads everything; records and withdraws patients' consent directives at their request.
+        options.token = Some(token("R8000", "user/*.rs user/Consent.cu"));
         options.unscoped_token = Some(token("R8000", "user/Encounter.c"));
         options.auditor_token = Some(token("R0001", "user/*.rs user/AuditEvent.u"));
         // A social care provider's system and a GP practice: organisations other than the

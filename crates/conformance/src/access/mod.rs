@@ -21,6 +21,7 @@ mod merkle;
 mod reads;
 mod record;
 mod restricted;
+mod self_service;
 mod support;
 
 use crate::harness::Case;
@@ -314,6 +315,24 @@ pub(crate) fn cases() -> Vec<Case> {
             "ACC-RESTRICT-004",
             "A restricted patient's event is reviewed with ReviewBreakGlassEvent like a break-glass event (new version, kind kept); ListBreakGlassEvents with an unknown kind -> INVALID_ARGUMENT naming `kind`",
             restricted::review,
+        ),
+    ]);
+    // A patient's consent through the front door (the kit's staff token, at the patient's request).
+    cases.extend([
+        Case::new(
+            "ACC-CONSENT-001",
+            "ListConsentDirectives and GetNationalDataOptOut for a new patient: no directives, status UNKNOWN with no check time, each audited (LIST_CONSENT_DIRECTIVES, GET_NATIONAL_DATA_OPT_OUT, DISCLOSED); an unknown patient -> NOT_FOUND PATIENT_NOT_FOUND",
+            self_service::listing_and_opt_out,
+        ),
+        Case::new(
+            "ACC-CONSENT-002",
+            "CreateConsentDirective records an ACTIVE directive (audited with its request_id) that ListConsentDirectives lists; a retry returns it, the request_id with another directive -> FAILED_PRECONDITION REQUEST_ID_REUSED; RevokeConsentDirective with a stale etag -> ABORTED ETAG_MISMATCH, else INACTIVE with the reason (audited), a retry answers the same version, a second withdrawal -> FAILED_PRECONDITION CONSENT_DIRECTIVE_STATUS, an unknown directive -> NOT_FOUND CONSENT_DIRECTIVE_NOT_FOUND",
+            self_service::create_and_revoke,
+        ),
+        Case::new(
+            "ACC-CONSENT-003",
+            "CreateConsentDirective with a request_id not a UUID, a demographics reference, no directive or no date_time, and RevokeConsentDirective with no reason, no etag or a directive_id not a UUID -> INVALID_ARGUMENT naming the field",
+            self_service::validation,
         ),
     ]);
     // The tamper-evident audit log: signed tree heads, keys, proofs, VerifyAuditLog.
