@@ -1,9 +1,10 @@
 //! Reading the log: entries, leaf hashes (cached) and roots; and the tree heads handed out.
 
 use carerecord_contracts::access::v1::SignedTreeHead;
-use sqlx::Row;
+use carerecord_platform::sql::{finish, push_in};
+use sqlx::{Any, QueryBuilder, Row};
 
-use super::{DynamicSql, Store, StoredEntry};
+use super::{Store, StoredEntry};
 use crate::domain::merkle::{self, Hash};
 use crate::error::Error;
 
@@ -112,22 +113,22 @@ impl Store {
         end_micros: Option<i64>,
         limit: i64,
     ) -> Result<Vec<StoredEntry>, Error> {
-        let mut sql = DynamicSql::new(select_entries!());
-        sql.push(" WHERE (patient_id IN ")
-            .list(patient_ids.iter().cloned())
-            .push(" OR idx IN (SELECT idx FROM audit_entry_patients WHERE patient_id IN ")
-            .list(patient_ids.iter().cloned())
-            .push(")) AND action IN ")
-            .list(actions.iter().map(|a| i64::from(*a)))
-            .push(" AND idx < ")
-            .bind(before_index)
+        let mut sql = QueryBuilder::<Any>::new(select_entries!());
+        sql.push(" WHERE (patient_id");
+        push_in(&mut sql, patient_ids.iter().cloned());
+        sql.push(" OR idx IN (SELECT idx FROM audit_entry_patients WHERE patient_id");
+        push_in(&mut sql, patient_ids.iter().cloned());
+        sql.push(")) AND action");
+        push_in(&mut sql, actions.iter().map(|a| i64::from(*a)));
+        sql.push(" AND idx < ")
+            .push_bind(before_index)
             .push(" AND time_micros >= ")
-            .bind(start_micros.unwrap_or(i64::MIN))
+            .push_bind(start_micros.unwrap_or(i64::MIN))
             .push(" AND time_micros < ")
-            .bind(end_micros.unwrap_or(i64::MAX))
+            .push_bind(end_micros.unwrap_or(i64::MAX))
             .push(" ORDER BY idx DESC LIMIT ")
-            .bind(limit);
-        let rows = sql.builder().build().fetch_all(&self.db.pool).await?;
+            .push_bind(limit);
+        let rows = finish(&mut sql)?.fetch_all(&self.db.pool).await?;
         rows.iter().map(entry_from_row).collect()
     }
 

@@ -2,9 +2,10 @@
 //! with the entry of its call), and their reviews.
 
 use carerecord_contracts::common::v1::Requester;
-use sqlx::Row;
+use carerecord_platform::sql::{finish, push_in};
+use sqlx::{Any, QueryBuilder, Row};
 
-use super::{BreakGlassRow, DynamicSql, EventFilter, Pending, Store};
+use super::{BreakGlassRow, EventFilter, Pending, Store};
 use crate::error::Error;
 
 /// The columns `event_from_row` reads, as a literal for `concat!`.
@@ -28,13 +29,13 @@ impl Store {
     }
 
     pub async fn events(&self, filter: &EventFilter) -> Result<Vec<BreakGlassRow>, Error> {
-        let mut sql = DynamicSql::new(select_events!());
+        let mut sql = QueryBuilder::<Any>::new(select_events!());
         sql.push(" WHERE audit_index > ")
-            .bind(filter.after_index)
+            .push_bind(filter.after_index)
             .push(" AND time_micros >= ")
-            .bind(filter.start_micros.unwrap_or(i64::MIN))
+            .push_bind(filter.start_micros.unwrap_or(i64::MIN))
             .push(" AND time_micros < ")
-            .bind(filter.end_micros.unwrap_or(i64::MAX));
+            .push_bind(filter.end_micros.unwrap_or(i64::MAX));
         match filter.review_filter {
             1 => {
                 sql.push(" AND review_outcome = 0");
@@ -45,14 +46,15 @@ impl Store {
             _ => {}
         }
         if filter.kind != 0 {
-            sql.push(" AND kind = ").bind(filter.kind);
+            sql.push(" AND kind = ").push_bind(filter.kind);
         }
         if !filter.patient_ids.is_empty() {
-            sql.push(" AND patient_id IN ")
-                .list(filter.patient_ids.iter().cloned());
+            sql.push(" AND patient_id");
+            push_in(&mut sql, filter.patient_ids.iter().cloned());
         }
-        sql.push(" ORDER BY audit_index LIMIT ").bind(filter.limit);
-        let rows = sql.builder().build().fetch_all(&self.db.pool).await?;
+        sql.push(" ORDER BY audit_index LIMIT ")
+            .push_bind(filter.limit);
+        let rows = finish(&mut sql)?.fetch_all(&self.db.pool).await?;
         rows.iter().map(event_from_row).collect()
     }
 }

@@ -17,12 +17,9 @@ mod break_glass;
 mod contributions;
 mod keys;
 
-use std::fmt::Display;
 use std::sync::{Arc, RwLock};
 
 use carerecord_platform::db::{Backend, Database};
-use sqlx::any::AnyArguments;
-use sqlx::{Any, Arguments, Encode, QueryBuilder, Type};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::domain::merkle::{Frontier, Hash};
@@ -156,60 +153,5 @@ impl Store {
             .fetch_one(&self.db.pool)
             .await?;
         Ok(())
-    }
-}
-
-/// SQL whose shape depends on the call (IN lists, optional filters, multi-row inserts).
-///
-/// The text is written with `$N` placeholders, which both dialects accept, and handed whole to
-/// `sqlx::QueryBuilder` with its values: `QueryBuilder<Any>::push_bind` would write `?`, which
-/// PostgreSQL refuses.
-struct DynamicSql {
-    text: String,
-    values: AnyArguments,
-}
-
-impl DynamicSql {
-    fn new(text: impl Display) -> Self {
-        DynamicSql {
-            text: text.to_string(),
-            values: AnyArguments::default(),
-        }
-    }
-
-    fn push(&mut self, text: impl Display) -> &mut Self {
-        self.text.push_str(&text.to_string());
-        self
-    }
-
-    /// A placeholder for `value`.
-    fn bind<T>(&mut self, value: T) -> &mut Self
-    where
-        T: for<'q> Encode<'q, Any> + Type<Any>,
-    {
-        // Encoding into the `Any` buffer only copies the value; it cannot fail.
-        let _ = self.values.add(value);
-        self.text.push('$');
-        self.text.push_str(&self.values.len().to_string());
-        self
-    }
-
-    /// `(v1, v2, ...)`, one placeholder per value.
-    fn list<T>(&mut self, values: impl IntoIterator<Item = T>) -> &mut Self
-    where
-        T: for<'q> Encode<'q, Any> + Type<Any>,
-    {
-        self.push("(");
-        for (i, value) in values.into_iter().enumerate() {
-            if i > 0 {
-                self.push(", ");
-            }
-            self.bind(value);
-        }
-        self.push(")")
-    }
-
-    fn builder(self) -> QueryBuilder<Any> {
-        QueryBuilder::with_arguments(self.text, self.values)
     }
 }

@@ -11,13 +11,14 @@ use std::sync::{Arc, RwLock};
 
 use carerecord_contracts::access::v1::AuditLeaf;
 use carerecord_platform::db::{Backend, Database};
+use carerecord_platform::sql::{Value, insert_rows};
 use prost::Message;
 use sqlx::Row;
 use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument;
 
 use super::break_glass::{insert_event, record_review};
-use super::{Appended, DynamicSql, Effect, Pending, Store, TreeCache};
+use super::{Appended, Effect, Pending, Store, TreeCache};
 use crate::domain::merkle;
 use crate::error::Error;
 
@@ -166,55 +167,48 @@ async fn write_batch(
         .filter(|(i, _)| results[*i].is_none())
         .collect();
     if !writing.is_empty() {
-        let mut insert = DynamicSql::new(
-            "INSERT INTO audit_entries (idx, entry_id, leaf_data, leaf_hash, time_micros, action, patient_id) VALUES ",
-        );
-        for (offset, (_, pending)) in writing.iter().enumerate() {
-            if offset > 0 {
-                insert.push(", ");
-            }
-            insert
-                .push("(")
-                .bind(next + offset as i64)
-                .push(", ")
-                .bind(pending.entry_id.clone())
-                .push(", ")
-                .bind(pending.data.clone())
-                .push(", ")
-                .bind(pending.hash.to_vec())
-                .push(", ")
-                .bind(pending.time_micros)
-                .push(", ")
-                .bind(pending.action)
-                .push(", ")
-                .bind(pending.patient_id.clone())
-                .push(")");
-        }
-        insert.builder().build().execute(&mut *tx).await?;
+        let entries = writing
+            .iter()
+            .enumerate()
+            .map(|(offset, (_, pending))| {
+                vec![
+                    Value::Int(next + offset as i64),
+                    Value::Text(pending.entry_id.clone()),
+                    Value::Blob(pending.data.clone()),
+                    Value::Blob(pending.hash.to_vec()),
+                    Value::Int(pending.time_micros),
+                    Value::Int(pending.action),
+                    Value::Text(pending.patient_id.clone()),
+                ]
+            })
+            .collect();
+        insert_rows(
+            &mut tx,
+            "INSERT INTO audit_entries (idx, entry_id, leaf_data, leaf_hash, time_micros, action, patient_id)",
+            entries,
+        )
+        .await?;
         let named: Vec<(i64, &(String, i64))> = writing
             .iter()
             .enumerate()
             .flat_map(|(offset, (_, p))| p.patients.iter().map(move |n| (next + offset as i64, n)))
             .collect();
-        for chunk in named.chunks(1000) {
-            let mut insert = DynamicSql::new(
-                "INSERT INTO audit_entry_patients (patient_id, idx, record_count) VALUES ",
-            );
-            for (i, (idx, (patient_id, count))) in chunk.iter().enumerate() {
-                if i > 0 {
-                    insert.push(", ");
-                }
-                insert
-                    .push("(")
-                    .bind(patient_id.clone())
-                    .push(", ")
-                    .bind(*idx)
-                    .push(", ")
-                    .bind(*count)
-                    .push(")");
-            }
-            insert.builder().build().execute(&mut *tx).await?;
-        }
+        let rows = named
+            .into_iter()
+            .map(|(idx, (patient_id, count))| {
+                vec![
+                    Value::Text(patient_id.clone()),
+                    Value::Int(idx),
+                    Value::Int(*count),
+                ]
+            })
+            .collect();
+        insert_rows(
+            &mut tx,
+            "INSERT INTO audit_entry_patients (patient_id, idx, record_count)",
+            rows,
+        )
+        .await?;
     }
     for (i, pending) in writing {
         if let Effect::BreakGlass(row) = &pending.effect {
