@@ -58,9 +58,12 @@ pub enum Error {
     RoleNotSelected(String),
     /// An NHS login token below the proofing level that may act for a patient.
     #[error(
-        "NHS login identity proofing level {level:?} may not act for a patient: P9 (fully verified) is required"
+        "NHS login identity proofing level {level:?} may not act for a patient: {required} (fully verified) is required"
     )]
-    IdentityProofingInsufficient { level: String },
+    IdentityProofingInsufficient {
+        level: String,
+        required: &'static str,
+    },
     /// An NHS login token whose NHS number names no single patient: `cause` says why.
     #[error("the token's NHS number names no single registered patient ({cause})")]
     PatientContextUnresolved { cause: &'static str },
@@ -381,13 +384,10 @@ impl Error {
                 metadata.insert("issuer".into(), shown);
                 self.to_string()
             }
-            Error::IdentityProofingInsufficient { level } => {
+            Error::IdentityProofingInsufficient { level, required } => {
                 let shown: String = level.chars().take(20).collect();
                 metadata.insert("identity_proofing_level".into(), shown);
-                metadata.insert(
-                    "required_level".into(),
-                    crate::domain::claims::REQUIRED_PROOFING_LEVEL.into(),
-                );
+                metadata.insert("required_level".into(), (*required).into());
                 self.to_string()
             }
             Error::PatientContextUnresolved { cause } => {

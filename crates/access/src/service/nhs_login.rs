@@ -13,6 +13,7 @@ use tonic::Code;
 use super::AccessService;
 use super::parse::NHS_NUMBER_SYSTEM;
 use crate::domain::auth::NhsLogin;
+use crate::domain::claims::REQUIRED_PROOFING_LEVEL;
 use crate::error::{Dependency, Error};
 use crate::upstream::unavailable;
 
@@ -52,6 +53,7 @@ impl AccessService {
         if !login.proven() {
             return Err(Error::IdentityProofingInsufficient {
                 level: login.proofing_level.clone(),
+                required: REQUIRED_PROOFING_LEVEL,
             });
         }
         if login.nhs_number.trim().is_empty() {
