@@ -231,6 +231,14 @@ fn nul_fields(
                 bytes = &bytes[len..];
                 value
             }
+            // A group (deprecated, never in these contracts) is skipped as prost skips it, so the
+            // fields after it are scanned as prost decodes them.
+            3 => {
+                if skip_group(&mut bytes, number, depth + 1).is_none() {
+                    return;
+                }
+                continue;
+            }
             _ => return,
         };
         let Some(field) = fields.get(&number) else {
@@ -252,6 +260,34 @@ fn nul_fields(
             Kind::Text if value.contains(&0) => out.push(here),
             Kind::Message(name) => nul_fields(schema, name, value, &here, depth + 1, out),
             _ => {}
+        }
+    }
+}
+
+/// Skips a group whose start tag (field `number`) was just read, through its matching end tag;
+/// `None` where prost would refuse the bytes (no end tag, a mismatched one, nesting past the limit).
+fn skip_group(bytes: &mut &[u8], number: u32, depth: usize) -> Option<()> {
+    if depth > MAX_DEPTH {
+        return None;
+    }
+    loop {
+        let key = varint(bytes)?;
+        let (inner, wire) = ((key >> 3) as u32, key & 7);
+        match wire {
+            0 => {
+                varint(bytes)?;
+            }
+            1 | 5 => {
+                let width = if wire == 1 { 8 } else { 4 };
+                *bytes = bytes.get(width..)?;
+            }
+            2 => {
+                let len = usize::try_from(varint(bytes)?).ok()?;
+                *bytes = bytes.get(len..)?;
+            }
+            3 => skip_group(bytes, inner, depth + 1)?,
+            4 if inner == number => return Some(()),
+            _ => return None,
         }
     }
 }
@@ -317,6 +353,37 @@ mod tests {
             &mut none,
         );
         assert!(none.is_empty());
+    }
+
+    /// Found by fuzzing: an unknown field encoded as a group (which prost skips) hid the fields
+    /// after it from the scanner, so a NUL after it reached the service.
+    #[test]
+    fn nul_after_a_skipped_group_is_found() {
+        let after = CreateRecordRequest {
+            request_id: "a\0b".into(),
+            ..CreateRecordRequest::default()
+        }
+        .encode_to_vec();
+        // Field 12 as a group holding a varint, a nested group and a string, then its end tag.
+        let mut encoded = vec![
+            (12 << 3) | 3,
+            8,
+            1,
+            (13 << 3) | 3,
+            (13 << 3) | 4,
+            18,
+            1,
+            b'x',
+        ];
+        encoded.push((12 << 3) | 4);
+        encoded.extend_from_slice(&after);
+        let message = "carerecord.records.v1.CreateRecordRequest";
+        assert!(CreateRecordRequest::decode(encoded.as_slice()).is_ok());
+        assert_eq!(nul_text_fields(message, &encoded), ["request_id"]);
+        // A group never closed is left for prost to refuse.
+        let unclosed = [(12 << 3) | 3, 8, 1];
+        assert!(CreateRecordRequest::decode(unclosed.as_slice()).is_err());
+        assert!(nul_text_fields(message, &unclosed).is_empty());
     }
 
     #[test]
