@@ -157,6 +157,16 @@ rpcs! {
         -> identity::MatchPatientsResponse;
     Consent consent.decide(consent::DecideRequest) -> consent::DecideResponse;
     Consent consent.batch_decide(consent::BatchDecideRequest) -> consent::BatchDecideResponse;
+    Consent consent.list_consent_directives(consent::ListConsentDirectivesRequest)
+        -> consent::ListConsentDirectivesResponse;
+    Consent consent.get_consent_directive(consent::GetConsentDirectiveRequest)
+        -> consent::GetConsentDirectiveResponse;
+    Consent consent.create_consent_directive(consent::CreateConsentDirectiveRequest)
+        -> consent::CreateConsentDirectiveResponse;
+    Consent consent.revoke_consent_directive(consent::RevokeConsentDirectiveRequest)
+        -> consent::RevokeConsentDirectiveResponse;
+    Consent consent.get_national_data_opt_out(consent::GetNationalDataOptOutRequest)
+        -> consent::GetNationalDataOptOutResponse;
     Records records.list_records(records::ListRecordsRequest) -> records::ListRecordsResponse;
     Records records.get_record(records::GetRecordRequest) -> records::GetRecordResponse;
     Records records.list_record_versions(records::ListRecordVersionsRequest)

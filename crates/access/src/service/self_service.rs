@@ -138,25 +138,6 @@ fn directive_from_consent(d: consent::ConsentDirective) -> api::ConsentDirective
 }
 
 impl AccessService {
-    /// One idempotent call of the consent module (deadline and retries as every upstream read).
-    async fn ask_consent<M, T, F, Fut>(&self, message: M, call: F) -> Result<T, Status>
-    where
-        M: Clone,
-        F: Fn(
-            carerecord_contracts::consent::v1::consent_service_client::ConsentServiceClient<
-                crate::upstream::Traced,
-            >,
-            tonic::Request<M>,
-        ) -> Fut,
-        Fut: std::future::Future<Output = Result<tonic::Response<T>, Status>>,
-    {
-        let up = &self.inner.upstream;
-        up.call(Dependency::Consent, || {
-            call(up.consent.clone(), up.request(message.clone()))
-        })
-        .await
-    }
-
     /// The requester consent records for a change: staff with their organisation, a patient with
     /// the deployment's organisation for patients' own changes and no role.
     fn consent_writer(
@@ -223,15 +204,14 @@ impl AccessService {
                 .consent_patient(&caller, patient_facing, &reference, &mut leaf)
                 .await?;
             let listed = self
-                .ask_consent(
-                    consent::ListConsentDirectivesRequest {
-                        patient_id: resolved.id().to_owned(),
-                        statuses: Vec::new(),
-                        page_size: i32::try_from(limit.get()).unwrap_or(i32::MAX),
-                        page_token: consent_token.clone(),
-                    },
-                    |mut c, r| async move { c.list_consent_directives(r).await },
-                )
+                .inner
+                .upstream
+                .list_consent_directives(consent::ListConsentDirectivesRequest {
+                    patient_id: resolved.id().to_owned(),
+                    statuses: Vec::new(),
+                    page_size: i32::try_from(limit.get()).unwrap_or(i32::MAX),
+                    page_token: consent_token.clone(),
+                })
                 .await
                 .map_err(|s| unavailable(Dependency::Consent, &s))?;
             let directives: Vec<api::ConsentDirective> = listed
@@ -297,30 +277,29 @@ impl AccessService {
                 directive.grantor_role
             };
             let created = self
-                .ask_consent(
-                    consent::CreateConsentDirectiveRequest {
-                        request_id: request_id.to_string(),
-                        directive: Some(consent::ConsentDirective {
-                            patient_id: resolved.id().to_owned(),
-                            status: consent::ConsentDirectiveStatus::Active as i32,
-                            decision: directive.decision,
-                            scope_purposes: directive.scope_purposes.clone(),
-                            period: directive.period,
-                            provisions: directive
-                                .provisions
-                                .iter()
-                                .map(provision_to_consent)
-                                .collect(),
-                            date_time: directive.date_time,
-                            grantor_role,
-                            grantor_display: directive.grantor_display.clone(),
-                            policy_text: directive.policy_text.clone(),
-                            ..Default::default()
-                        }),
-                        requester: Some(writer),
-                    },
-                    |mut c, r| async move { c.create_consent_directive(r).await },
-                )
+                .inner
+                .upstream
+                .create_consent_directive(consent::CreateConsentDirectiveRequest {
+                    request_id: request_id.to_string(),
+                    directive: Some(consent::ConsentDirective {
+                        patient_id: resolved.id().to_owned(),
+                        status: consent::ConsentDirectiveStatus::Active as i32,
+                        decision: directive.decision,
+                        scope_purposes: directive.scope_purposes.clone(),
+                        period: directive.period,
+                        provisions: directive
+                            .provisions
+                            .iter()
+                            .map(provision_to_consent)
+                            .collect(),
+                        date_time: directive.date_time,
+                        grantor_role,
+                        grantor_display: directive.grantor_display.clone(),
+                        policy_text: directive.policy_text.clone(),
+                        ..Default::default()
+                    }),
+                    requester: Some(writer),
+                })
                 .await
                 .map_err(|s| consent_error(&s, ""))?;
             let directive = created
@@ -406,15 +385,14 @@ impl AccessService {
                 .begin_contribution(&request_id, &fingerprint, &directive_id, current.version)
                 .await?;
             let revoked = self
-                .ask_consent(
-                    consent::RevokeConsentDirectiveRequest {
-                        directive_id: directive_id.clone(),
-                        etag: req.etag.clone(),
-                        reason: reason.clone(),
-                        requester: Some(writer),
-                    },
-                    |mut c, r| async move { c.revoke_consent_directive(r).await },
-                )
+                .inner
+                .upstream
+                .revoke_consent_directive(consent::RevokeConsentDirectiveRequest {
+                    directive_id: directive_id.clone(),
+                    etag: req.etag.clone(),
+                    reason: reason.clone(),
+                    requester: Some(writer),
+                })
                 .await;
             let revoked = match revoked {
                 Ok(answer) => answer
@@ -451,17 +429,16 @@ impl AccessService {
 
     /// The latest version of a directive, from consent.
     async fn directive(&self, directive_id: &str) -> Result<consent::ConsentDirective, Error> {
-        self.ask_consent(
-            consent::GetConsentDirectiveRequest {
+        self.inner
+            .upstream
+            .get_consent_directive(consent::GetConsentDirectiveRequest {
                 directive_id: directive_id.to_owned(),
                 version: 0,
-            },
-            |mut c, r| async move { c.get_consent_directive(r).await },
-        )
-        .await
-        .map_err(|s| consent_error(&s, directive_id))?
-        .directive
-        .ok_or_else(|| Error::Internal("consent answered no directive".into()))
+            })
+            .await
+            .map_err(|s| consent_error(&s, directive_id))?
+            .directive
+            .ok_or_else(|| Error::Internal("consent answered no directive".into()))
     }
 
     pub(super) async fn national_data_opt_out(
@@ -483,12 +460,11 @@ impl AccessService {
                 .consent_patient(&caller, patient_facing, &reference, &mut leaf)
                 .await?;
             let answer = self
-                .ask_consent(
-                    consent::GetNationalDataOptOutRequest {
-                        patient_id: resolved.id().to_owned(),
-                    },
-                    |mut c, r| async move { c.get_national_data_opt_out(r).await },
-                )
+                .inner
+                .upstream
+                .get_national_data_opt_out(consent::GetNationalDataOptOutRequest {
+                    patient_id: resolved.id().to_owned(),
+                })
                 .await
                 .map_err(|s| unavailable(Dependency::Consent, &s))?;
             let opt_out = answer.national_data_opt_out.unwrap_or_default();
