@@ -431,6 +431,41 @@ where
     })
 }
 
+/// The front door's share of a mixed load: two readers and two contributors (each starting on a
+/// different instance) and one importer.
+pub(crate) fn front_door_load(
+    access: &[Channel],
+    patients: &Arc<Vec<String>>,
+    tally: &Shared,
+    stop: &CancellationToken,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut load = Vec::new();
+    for i in 0..2 {
+        load.push(reader(
+            access.to_vec(),
+            patients.clone(),
+            i,
+            tally.clone(),
+            stop,
+        ));
+        load.push(contributor(
+            access.to_vec(),
+            patients.clone(),
+            i,
+            tally.clone(),
+            stop,
+        ));
+    }
+    load.push(importer(
+        access.to_vec(),
+        patients.clone(),
+        0,
+        tally.clone(),
+        stop,
+    ));
+    load
+}
+
 /// ReadPatientRecord through data access, for a random patient, the disclosure's audit entry
 /// noted.
 pub(crate) fn reader(
@@ -1016,30 +1051,7 @@ async fn two_replicas_of_every_module_lose_nothing_when_one_of_each_is_killed() 
             &watching,
         ),
     ];
-    let mut load = Vec::new();
-    for i in 0..2 {
-        load.push(reader(
-            access.clone(),
-            patients.clone(),
-            i,
-            tally.clone(),
-            &stop,
-        ));
-        load.push(contributor(
-            access.clone(),
-            patients.clone(),
-            i,
-            tally.clone(),
-            &stop,
-        ));
-    }
-    load.push(importer(
-        access.clone(),
-        patients.clone(),
-        0,
-        tally.clone(),
-        &stop,
-    ));
+    let mut load = front_door_load(&access, &patients, &tally, &stop);
     load.push(matcher(
         identity.clone(),
         registered.clone(),

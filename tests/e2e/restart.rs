@@ -38,8 +38,8 @@ use tonic::transport::Channel;
 
 use crate::replicas::{
     Cluster, Module, RECORDS_STORED, Shared, assert_gap_free, assert_stored_once, clinician,
-    contributor, demographics, importer, load_seconds, reader, register, until_answered,
-    until_stopped, verified_audit_log,
+    demographics, front_door_load, load_seconds, register, until_answered, until_stopped,
+    verified_audit_log,
 };
 
 /// How soon after the fault every module must serve again.
@@ -257,30 +257,7 @@ async fn postgres_lost_under_load_on_four_modules_loses_no_acknowledged_write() 
     let processes = cluster.process_ids();
 
     let stop = CancellationToken::new();
-    let mut load = Vec::new();
-    for i in 0..2 {
-        load.push(reader(
-            access.clone(),
-            patients.clone(),
-            i,
-            tally.clone(),
-            &stop,
-        ));
-        load.push(contributor(
-            access.clone(),
-            patients.clone(),
-            i,
-            tally.clone(),
-            &stop,
-        ));
-    }
-    load.push(importer(
-        access.clone(),
-        patients.clone(),
-        0,
-        tally.clone(),
-        &stop,
-    ));
+    let mut load = front_door_load(&access, &patients, &tally, &stop);
     load.push(registrar(identity.clone(), tally.clone(), &stop));
     let consent_writer = consenter(
         consent.clone(),
