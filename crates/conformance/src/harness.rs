@@ -371,3 +371,57 @@ pub(crate) fn present<T>(value: Option<T>, missing: &str) -> TestResult<T> {
         None => fail!("{missing}"),
     }
 }
+
+/// Every item of a paged listing, and the first next_page_token it gave (empty when the first
+/// page held everything). `fetch` gets a page (its items and its next_page_token) from the
+/// previous page's token, starting with none. A page may hold at most `page_size` items where the
+/// request set one; a listing still giving a next_page_token after `pages` pages never ends.
+pub(crate) async fn page_through<T, F, Fut>(
+    call: &str,
+    page_size: i32,
+    pages: usize,
+    mut fetch: F,
+) -> TestResult<(Vec<T>, String)>
+where
+    F: FnMut(String) -> Fut,
+    Fut: Future<Output = TestResult<(Vec<T>, String)>>,
+{
+    let mut all = Vec::new();
+    let mut first_token = String::new();
+    let mut token = String::new();
+    for _ in 0..pages {
+        let (items, next) = fetch(token).await?;
+        ensure!(
+            page_size <= 0 || items.len() <= page_size as usize,
+            "{call}: a page of size {page_size} held {}",
+            items.len()
+        );
+        all.extend(items);
+        if next.is_empty() {
+            return Ok((all, first_token));
+        }
+        if first_token.is_empty() {
+            first_token = next.clone();
+        }
+        token = next;
+    }
+    fail!("{call}: still returning next_page_token after {pages} pages")
+}
+
+/// [`page_through`] the listing `base` sent with `client.$method`, whose pages hold their items
+/// in `$items`.
+macro_rules! every_page {
+    ($client:expr, $method:ident, $call:expr, $items:ident, $pages:expr, $base:expr $(,)?) => {{
+        let base = $base;
+        $crate::harness::page_through($call, base.page_size, $pages, |page_token| {
+            let (mut client, mut request) = ($client, base.clone());
+            request.page_token = page_token;
+            async move {
+                let page = $crate::harness::ok(client.$method(request).await, $call)?;
+                Ok((page.$items, page.next_page_token))
+            }
+        })
+        .await
+    }};
+}
+pub(crate) use every_page;

@@ -8,7 +8,9 @@ use carerecord_contracts::common::v1::Period;
 use tonic::Code;
 
 use super::support::{audited, by_id, client, find, has_reason, record_directive, seed};
-use crate::harness::{Ctx, Fail, TestResult, describe, ensure, ensure_eq, err, fail, ok};
+use crate::harness::{
+    Ctx, Fail, TestResult, describe, ensure, ensure_eq, err, every_page, fail, ok,
+};
 
 fn read(pid: &str) -> ReadPatientRecordRequest {
     ReadPatientRecordRequest {
@@ -110,34 +112,15 @@ pub(super) async fn read_paging(ctx: Ctx) -> TestResult {
         page_size: 1,
         ..read(&s.patient.patient_id)
     };
-    let mut got = Vec::new();
-    let mut token = String::new();
-    let mut first_token = String::new();
-    loop {
-        let page = ok(
-            client(&ctx)
-                .read_patient_record(ReadPatientRecordRequest {
-                    page_token: token.clone(),
-                    ..base.clone()
-                })
-                .await,
-            "ReadPatientRecord(page_size 1)",
-        )?;
-        ensure!(
-            page.records.len() <= 1,
-            "a page of size 1 held {}",
-            page.records.len()
-        );
-        got.extend(page.records.into_iter().map(|r| r.record_id));
-        if page.next_page_token.is_empty() {
-            break;
-        }
-        if first_token.is_empty() {
-            first_token = page.next_page_token.clone();
-        }
-        ensure!(got.len() <= 10, "pagination does not end");
-        token = page.next_page_token;
-    }
+    let (got, first_token) = every_page!(
+        client(&ctx),
+        read_patient_record,
+        "ReadPatientRecord",
+        records,
+        10,
+        &base,
+    )?;
+    let got: Vec<String> = got.into_iter().map(|r| r.record_id).collect();
     ensure_eq!(got, expected_order(&s.records), "records over every page");
     ensure!(
         !first_token.is_empty(),

@@ -11,7 +11,7 @@ use super::support::{
     Client, audited, client, has_reason, invalid, read_record_request, record_hosting,
     record_versions, refusal, seed, unscoped, versions_request, withhold_hiv,
 };
-use crate::harness::{Ctx, TestResult, describe, ensure, ensure_eq, fail, ok, present};
+use crate::harness::{Ctx, TestResult, describe, ensure, ensure_eq, every_page, fail, ok, present};
 use crate::refusal::{Refusal, altered, refuse_each, refused};
 
 async fn read(c: Client, record_id: &str, version: i64) -> TestResult<ReadRecordResponse> {
@@ -229,30 +229,18 @@ pub(super) async fn list_versions(ctx: Ctx) -> TestResult {
         uuid::Uuid::parse_str(&all.audit_entry_id).is_ok() && all.next_page_token.is_empty(),
         "an audited single page"
     );
-    let mut got = Vec::new();
-    let mut token = String::new();
-    let mut first_token = String::new();
-    for _ in 0..10 {
-        let request = ListRecordVersionsRequest {
+    let (got, first_token) = every_page!(
+        client(&ctx),
+        list_record_versions,
+        "ListRecordVersions(page_size 1)",
+        versions,
+        10,
+        ListRecordVersionsRequest {
             page_size: 1,
-            page_token: token.clone(),
             ..versions_request(id)
-        };
-        let page = record_versions(&ctx, request, "ListRecordVersions(page_size 1)").await?;
-        ensure!(
-            page.versions.len() <= 1,
-            "a page of size 1 held {}",
-            page.versions.len()
-        );
-        got.extend(page.versions.iter().map(|v| v.version));
-        if page.next_page_token.is_empty() {
-            break;
-        }
-        if first_token.is_empty() {
-            first_token = page.next_page_token.clone();
-        }
-        token = page.next_page_token;
-    }
+        },
+    )?;
+    let got: Vec<i64> = got.iter().map(|v| v.version).collect();
     ensure_eq!(got, vec![3, 2, 1], "versions over every page");
     ensure!(
         !first_token.is_empty(),

@@ -17,7 +17,9 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 
-use crate::harness::{Auth, Ctx, Fail, TestResult, describe, ensure, ensure_eq, fail, ok, present};
+use crate::harness::{
+    Auth, Ctx, Fail, TestResult, describe, ensure, ensure_eq, every_page, fail, ok, present,
+};
 use crate::refusal::Refusal;
 
 pub(crate) type Client = DataAccessServiceClient<InterceptedService<Channel, Auth>>;
@@ -355,25 +357,21 @@ pub(crate) async fn current_records(
     ctx: &Ctx,
     patient_id: &str,
 ) -> TestResult<Vec<DisclosedRecord>> {
-    let mut request = ReadPatientRecordRequest {
+    let base = ReadPatientRecordRequest {
         patient: by_id(patient_id),
         purpose_of_use: "TREAT".into(),
         page_size: 1000,
         ..Default::default()
     };
-    let mut all = Vec::new();
-    for _ in 0..100 {
-        let page = ok(
-            client(ctx).read_patient_record(request.clone()).await,
-            "ReadPatientRecord",
-        )?;
-        all.extend(page.records);
-        if page.next_page_token.is_empty() {
-            return Ok(all);
-        }
-        request.page_token = page.next_page_token;
-    }
-    fail!("ReadPatientRecord: still returning next_page_token after 100 pages")
+    let (all, _) = every_page!(
+        client(ctx),
+        read_patient_record,
+        "ReadPatientRecord",
+        records,
+        100,
+        base,
+    )?;
+    Ok(all)
 }
 
 /// The ids of the patient's current records.

@@ -10,7 +10,7 @@ use super::support::{
     classes, client, create, create_request, directive, directives_of, draft, get, list_request,
     provisions_of, recorder, set_status, strings, unknown, update, update_request,
 };
-use crate::harness::{Ctx, TestResult, ensure, ensure_eq, err, ok};
+use crate::harness::{Ctx, TestResult, ensure, ensure_eq, err, every_page, ok};
 use crate::refusal::{Refusal, refuse_each, refused};
 
 pub(super) async fn create_basics(ctx: Ctx) -> TestResult {
@@ -196,35 +196,18 @@ pub(super) async fn list_directives(ctx: Ctx) -> TestResult {
     expected.sort_by_key(key);
     let expected_ids: Vec<String> = expected.iter().map(|d| d.directive_id.clone()).collect();
     // Page by page with page_size 1.
-    let mut got = Vec::new();
-    let mut token = String::new();
-    let mut first_token = String::new();
-    loop {
-        let page = ok(
-            client(&ctx)
-                .list_consent_directives(ListConsentDirectivesRequest {
-                    page_size: 1,
-                    page_token: token.clone(),
-                    ..list_request(&pid)
-                })
-                .await,
-            "ListConsentDirectives(page_size 1)",
-        )?;
-        ensure!(
-            page.directives.len() <= 1,
-            "a page of size 1 held {}",
-            page.directives.len()
-        );
-        got.extend(page.directives.into_iter().map(|d| d.directive_id));
-        if page.next_page_token.is_empty() {
-            break;
-        }
-        ensure!(got.len() <= 10, "pagination does not end");
-        token = page.next_page_token;
-        if first_token.is_empty() {
-            first_token = token.clone();
-        }
-    }
+    let (got, first_token) = every_page!(
+        client(&ctx),
+        list_consent_directives,
+        "ListConsentDirectives(page_size 1)",
+        directives,
+        10,
+        ListConsentDirectivesRequest {
+            page_size: 1,
+            ..list_request(&pid)
+        },
+    )?;
+    let got: Vec<String> = got.into_iter().map(|d| d.directive_id).collect();
     ensure_eq!(
         got,
         expected_ids,

@@ -10,7 +10,7 @@ use super::support::{
     client, create, directive, draft, get, provisions_of, recorder, set_status, unknown, update,
     update_request, with_status,
 };
-use crate::harness::{Ctx, TestResult, ensure, ensure_eq, fail, ok};
+use crate::harness::{Ctx, TestResult, ensure, ensure_eq, every_page, fail, ok};
 use crate::refusal::{Refusal, masks_refused, refuse_each};
 
 /// FAILED_PRECONDITION, PreconditionFailure STATUS.
@@ -232,26 +232,18 @@ pub(super) async fn versions(ctx: Ctx) -> TestResult {
     )
     .await?;
     let expected = vec![v3, v2, v1.clone()];
-    let mut got = Vec::new();
-    let mut token = String::new();
-    loop {
-        let page = ok(
-            client(&ctx)
-                .list_consent_directive_versions(ListConsentDirectiveVersionsRequest {
-                    directive_id: v1.directive_id.clone(),
-                    page_size: 2,
-                    page_token: token.clone(),
-                })
-                .await,
-            "ListConsentDirectiveVersions",
-        )?;
-        got.extend(page.versions);
-        if page.next_page_token.is_empty() {
-            break;
-        }
-        ensure!(got.len() <= 10, "pagination does not end");
-        token = page.next_page_token;
-    }
+    let (got, _) = every_page!(
+        client(&ctx),
+        list_consent_directive_versions,
+        "ListConsentDirectiveVersions",
+        versions,
+        10,
+        ListConsentDirectiveVersionsRequest {
+            directive_id: v1.directive_id.clone(),
+            page_size: 2,
+            page_token: String::new()
+        },
+    )?;
     ensure_eq!(got, expected, "versions, newest first, complete snapshots");
     let other = create(&ctx, directive(&pid, ConsentDecision::Deny, vec![])).await?;
     let first = ok(

@@ -8,7 +8,7 @@ use super::support::{
     client, create, family_name, get, has_reason, held_by, new_patient, regender, requester,
     unknown, update, update_request,
 };
-use crate::harness::{Ctx, TestResult, ensure, ensure_eq, err, ok};
+use crate::harness::{Ctx, TestResult, ensure, ensure_eq, err, every_page, ok};
 use crate::refusal::{Refusal, masks_refused, refuse_each, refused};
 
 pub(super) async fn update_basics(ctx: Ctx) -> TestResult {
@@ -212,22 +212,14 @@ pub(super) async fn versions(ctx: Ctx) -> TestResult {
         &["telecoms"],
     )
     .await?;
-    let mut all = Vec::new();
-    let mut token = String::new();
-    loop {
-        let page = ok(
-            client(&ctx)
-                .list_patient_versions(versions_request(&v1.patient_id, 2, &token))
-                .await,
-            "ListPatientVersions",
-        )?;
-        all.extend(page.versions);
-        if page.next_page_token.is_empty() {
-            break;
-        }
-        ensure!(all.len() <= 10, "pagination does not end");
-        token = page.next_page_token;
-    }
+    let (all, _) = every_page!(
+        client(&ctx),
+        list_patient_versions,
+        "ListPatientVersions",
+        versions,
+        10,
+        versions_request(&v1.patient_id, 2, ""),
+    )?;
     ensure_eq!(
         all.iter().map(|v| v.version).collect::<Vec<_>>(),
         vec![1, 2, 3],

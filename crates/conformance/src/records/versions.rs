@@ -9,7 +9,7 @@ use super::support::{
     FHIR_JSON, FORGED_TOKEN, client, create, new_record, observation, requester, retract, tamper,
     unknown, update,
 };
-use crate::harness::{Ctx, TestResult, ensure, ensure_eq, fail, ok};
+use crate::harness::{Ctx, TestResult, ensure, ensure_eq, every_page, fail, ok};
 use crate::refusal::{Refusal, refuse_each};
 
 async fn list_versions(
@@ -18,27 +18,20 @@ async fn list_versions(
     page_size: i32,
     view: RecordView,
 ) -> TestResult<Vec<RecordVersion>> {
-    let mut all = Vec::new();
-    let mut token = String::new();
-    for _ in 0..10_000 {
-        let page = ok(
-            client(ctx)
-                .list_record_versions(ListRecordVersionsRequest {
-                    record_id: record_id.to_owned(),
-                    page_size,
-                    page_token: token.clone(),
-                    view: view as i32,
-                })
-                .await,
-            "ListRecordVersions",
-        )?;
-        all.extend(page.versions);
-        if page.next_page_token.is_empty() {
-            return Ok(all);
-        }
-        token = page.next_page_token;
-    }
-    fail!("ListRecordVersions: still returning next_page_token after 10000 pages")
+    let (all, _) = every_page!(
+        client(ctx),
+        list_record_versions,
+        "ListRecordVersions",
+        versions,
+        10_000,
+        ListRecordVersionsRequest {
+            record_id: record_id.to_owned(),
+            page_size,
+            page_token: String::new(),
+            view: view as i32
+        },
+    )?;
+    Ok(all)
 }
 
 /// A page of `record_id`'s versions in the default view.
