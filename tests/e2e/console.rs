@@ -7,7 +7,7 @@
 //! (`web/test/unit.test.mjs`: PKCE, the authorization request, inclusion proofs). `scripts/browser-install.sh` installs Chromium
 //! and the npm packages; the test fails (never skips) when it cannot.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,34 +16,7 @@ use carerecord_console::dev_sign_in::{CLIENT_ID, DevSignIn, DevUser};
 use carerecord_e2e::{Overrides, Platform};
 use carerecord_platform::env::Env;
 
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-/// Runs `program` from the repository's root; fails the test with its output when it fails or
-/// takes longer than `limit`.
-async fn run(program: &str, args: &[&str], vars: &[(&str, String)], limit: Duration) -> String {
-    let mut command = tokio::process::Command::new(program);
-    command
-        .args(args)
-        .current_dir(repo_root())
-        .kill_on_drop(true);
-    for (name, value) in vars {
-        command.env(name, value);
-    }
-    let output = tokio::time::timeout(limit, command.output())
-        .await
-        .unwrap_or_else(|_| panic!("{program} {args:?} took over {limit:?}"))
-        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    assert!(
-        output.status.success(),
-        "{program} {args:?} failed ({}):\n{stdout}\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
-    stdout
-}
+use crate::{repo_root, run};
 
 fn users(patient: &str, patient_name: &str, other: &str) -> Vec<DevUser> {
     let staff = |label: &str, subject: &str, role: &str, name: &str, scope: &str| DevUser {
@@ -208,14 +181,14 @@ async fn restrict(platform: &Platform, patient_id: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_console_works_in_a_real_browser() {
     run(
-        "scripts/browser-install.sh",
+        Path::new("scripts/browser-install.sh"),
         &[],
         &[],
         Duration::from_secs(900),
     )
     .await;
     let built = run(
-        "scripts/console-build.sh",
+        Path::new("scripts/console-build.sh"),
         &["--check"],
         &[],
         Duration::from_secs(300),
@@ -223,7 +196,7 @@ async fn the_console_works_in_a_real_browser() {
     .await;
     println!("{built}");
     let unit = run(
-        "node",
+        Path::new("node"),
         &["--test", "web/test/unit.test.mjs"],
         &[],
         Duration::from_secs(120),
@@ -246,7 +219,7 @@ async fn the_console_works_in_a_real_browser() {
             format!("{backend:?}").to_lowercase()
         ));
         let report = run(
-            "node",
+            Path::new("node"),
             &["web/test/console.browser.mjs"],
             &[
                 ("CONSOLE_URL", console),

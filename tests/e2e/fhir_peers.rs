@@ -5,8 +5,7 @@
 //! `tests/fhir_peers/`; `scripts/fhir-peers-install.sh` installs the clients from their pins, and
 //! the test fails (never skips) when it cannot.
 
-use std::path::{Path, PathBuf};
-use std::process::Output;
+use std::path::Path;
 use std::time::Duration;
 
 use carerecord_e2e::{Overrides, PROJECT, Platform, token};
@@ -14,41 +13,15 @@ use http::{Method, StatusCode};
 use serde_json::json;
 
 use crate::fhir::{clinician, create, observation};
+use crate::{repo_root, run};
 
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-/// Runs `program` with `args` and `vars` from the repository's root, failing the test with its
-/// output when it fails or takes longer than two minutes.
-async fn run(program: &Path, args: &[&str], vars: &[(&str, String)]) -> Output {
-    let mut command = tokio::process::Command::new(program);
-    command
-        .args(args)
-        .current_dir(repo_root())
-        .kill_on_drop(true);
-    for (name, value) in vars {
-        command.env(name, value);
-    }
-    let output = tokio::time::timeout(Duration::from_secs(120), command.output())
-        .await
-        .unwrap_or_else(|_| panic!("{} {args:?} took over two minutes", program.display()))
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", program.display()));
-    assert!(
-        output.status.success(),
-        "{} {args:?} failed ({}):\n{}\n{}",
-        program.display(),
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output
-}
+/// Two minutes for each peer's script.
+const LIMIT: Duration = Duration::from_secs(120);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn independent_fhir_clients_work_with_the_gateway() {
     let root = repo_root();
-    run(&root.join("scripts/fhir-peers-install.sh"), &[], &[]).await;
+    run(&root.join("scripts/fhir-peers-install.sh"), &[], &[], LIMIT).await;
     for platform in Platform::each_backend(Overrides::default()).await {
         let backend = platform.backend;
         let clinician = clinician();
@@ -76,9 +49,10 @@ async fn independent_fhir_clients_work_with_the_gateway() {
                 ("RESEARCH_TOKEN", research.clone()),
                 ("PROJECT", PROJECT.to_owned()),
             ],
+            LIMIT,
         )
         .await;
-        println!("{backend:?}: {}", String::from_utf8_lossy(&output.stdout));
+        println!("{backend:?}: {output}");
 
         // fhir-kit-client's patient has five Observations, one of them updated.
         let (kit_patient, _) = platform.register_patient("Node", "Peer").await;
@@ -127,8 +101,9 @@ async fn independent_fhir_clients_work_with_the_gateway() {
                 ("OBSERVATIONS", "5".to_owned()),
                 ("EXPORT_COUNT", "9".to_owned()),
             ],
+            LIMIT,
         )
         .await;
-        println!("{backend:?}: {}", String::from_utf8_lossy(&output.stdout));
+        println!("{backend:?}: {output}");
     }
 }

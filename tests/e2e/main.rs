@@ -22,3 +22,37 @@ mod restart;
 mod restricted;
 mod self_service;
 mod swap;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The repository's root.
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Runs `program` with `args` and `vars` from the repository's root; fails the test with its
+/// output when it fails or takes longer than `limit`. Returns what it wrote to standard output.
+async fn run(program: &Path, args: &[&str], vars: &[(&str, String)], limit: Duration) -> String {
+    let mut command = tokio::process::Command::new(program);
+    command
+        .args(args)
+        .current_dir(repo_root())
+        .kill_on_drop(true);
+    for (name, value) in vars {
+        command.env(name, value);
+    }
+    let shown = program.display();
+    let output = tokio::time::timeout(limit, command.output())
+        .await
+        .unwrap_or_else(|_| panic!("{shown} {args:?} took over {limit:?}"))
+        .unwrap_or_else(|e| panic!("cannot run {shown}: {e}"));
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "{shown} {args:?} failed ({}):\n{stdout}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}

@@ -5,9 +5,9 @@
 
 use carerecord_contracts::access::v1 as api;
 use carerecord_contracts::access::v1::patient_reference::Reference;
-use carerecord_contracts::common::v1::{Address, AdministrativeGender, Date, HumanName, Requester};
+use carerecord_contracts::common::v1::{Address, Requester};
 use carerecord_contracts::identity::v1 as identity;
-use carerecord_e2e::{Overrides, Platform, authed, fresh_nhs_number, token, uuid};
+use carerecord_e2e::{Overrides, Platform, authed, new_patient, token, uuid};
 use tonic::Code;
 
 fn officer() -> Requester {
@@ -19,17 +19,14 @@ fn officer() -> Requester {
     }
 }
 
-fn demographics(family: &str, postcode: &str) -> Option<api::PatientReference> {
+/// The patient's demographics as a find gives them, with `postcode` (none when empty).
+fn demographics(patient: &identity::Patient, postcode: &str) -> Option<api::PatientReference> {
     Some(api::PatientReference {
         reference: Some(Reference::Demographics(api::Demographics {
-            given: "Rowan".into(),
-            family: family.into(),
-            birth_date: Some(Date {
-                year: 1979,
-                month: 8,
-                day: 23,
-            }),
-            gender: AdministrativeGender::Female as i32,
+            given: patient.names[0].given[0].clone(),
+            family: patient.names[0].family.clone(),
+            birth_date: patient.birth_date.clone(),
+            gender: patient.gender,
             postal_code: postcode.into(),
         })),
     })
@@ -48,37 +45,16 @@ async fn a_restricted_patient_is_hidden_from_postcode_searches_and_every_access_
         let backend = platform.backend;
         let family = format!("Restricted{}", &uuid()[..8]);
         let mut ids = platform.identity_client().await;
-        let patient = ids
-            .create_patient(identity::CreatePatientRequest {
-                request_id: uuid(),
-                patient: Some(identity::Patient {
-                    nhs_number: fresh_nhs_number(),
-                    names: vec![HumanName {
-                        given: vec!["Rowan".into()],
-                        family: family.clone(),
-                        ..Default::default()
-                    }],
-                    birth_date: Some(Date {
-                        year: 1979,
-                        month: 8,
-                        day: 23,
-                    }),
-                    gender: AdministrativeGender::Female as i32,
-                    addresses: vec![Address {
-                        lines: vec!["4 Refuge Road".into()],
-                        city: "Leeds".into(),
-                        postal_code: "LS6 2AB".into(),
-                        ..Default::default()
-                    }],
-                    ..Default::default()
-                }),
-                requester: Some(officer()),
-            })
-            .await
-            .expect("register")
-            .into_inner()
-            .patient
-            .expect("patient");
+        let patient = identity::Patient {
+            addresses: vec![Address {
+                lines: vec!["4 Refuge Road".into()],
+                city: "Leeds".into(),
+                postal_code: "LS6 2AB".into(),
+                ..Default::default()
+            }],
+            ..new_patient("Rowan", &family)
+        };
+        let patient = platform.register(patient, officer()).await;
         let id = patient.patient_id.clone();
         platform.add_record(&id, &[]).await;
         let clinician = token("R8000", "user/*.rs");
@@ -86,7 +62,7 @@ async fn a_restricted_patient_is_hidden_from_postcode_searches_and_every_access_
 
         // Before the restriction, the postcode search finds them.
         let found = access
-            .find_patient(authed(find(demographics(&family, "LS6 2AB")), &clinician))
+            .find_patient(authed(find(demographics(&patient, "LS6 2AB")), &clinician))
             .await
             .expect("found by postcode before the restriction")
             .into_inner();
@@ -127,12 +103,12 @@ async fn a_restricted_patient_is_hidden_from_postcode_searches_and_every_access_
 
         // Through the front door: the postcode search no longer finds them; other lookups do.
         let status = access
-            .find_patient(authed(find(demographics(&family, "LS6 2AB")), &clinician))
+            .find_patient(authed(find(demographics(&patient, "LS6 2AB")), &clinician))
             .await
             .unwrap_err();
         assert_eq!(status.code(), Code::NotFound, "{backend:?}");
         let by_name = access
-            .find_patient(authed(find(demographics(&family, "")), &clinician))
+            .find_patient(authed(find(demographics(&patient, "")), &clinician))
             .await
             .expect("found without a postcode")
             .into_inner();

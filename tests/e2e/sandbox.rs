@@ -304,36 +304,24 @@ impl Platform {
 
     /// Registers a patient with a fresh valid NHS number; returns (patient_id, nhs_number).
     pub async fn register_patient(&self, given: &str, family: &str) -> (String, String) {
-        let nhs_number = fresh_nhs_number();
-        let patient = Patient {
-            nhs_number: nhs_number.clone(),
-            names: vec![HumanName {
-                r#use: NameUse::Official as i32,
-                given: vec![given.into()],
-                family: family.into(),
-                ..Default::default()
-            }],
-            birth_date: Some(Date {
-                year: 1961,
-                month: 4,
-                day: 12,
-            }),
-            gender: carerecord_contracts::common::v1::AdministrativeGender::Female as i32,
-            ..Default::default()
-        };
+        let patient = self.register(new_patient(given, family), loader()).await;
+        (patient.patient_id, patient.nhs_number)
+    }
+
+    /// Registers `patient` in identity as `requester`; returns the patient as identity keeps them.
+    pub async fn register(&self, patient: Patient, requester: Requester) -> Patient {
         let request = CreatePatientRequest {
             request_id: uuid(),
             patient: Some(patient),
-            requester: Some(loader()),
+            requester: Some(requester),
         };
-        let patient = PatientIdentityServiceClient::new(self.identity_channel.clone())
+        PatientIdentityServiceClient::new(self.identity_channel.clone())
             .create_patient(request)
             .await
             .expect("register patient")
             .into_inner()
             .patient
-            .expect("patient");
-        (patient.patient_id, nhs_number)
+            .expect("patient")
     }
 
     /// Records an active consent directive of the patient's, as a clinician at RR8 would on their
@@ -419,6 +407,27 @@ impl Platform {
 
 pub fn uuid() -> String {
     uuid::Uuid::new_v4().to_string()
+}
+
+/// A patient to register: an official name, born 12 April 1961, female, with a fresh valid NHS
+/// number.
+pub fn new_patient(given: &str, family: &str) -> Patient {
+    Patient {
+        nhs_number: fresh_nhs_number(),
+        names: vec![HumanName {
+            r#use: NameUse::Official as i32,
+            given: vec![given.into()],
+            family: family.into(),
+            ..Default::default()
+        }],
+        birth_date: Some(Date {
+            year: 1961,
+            month: 4,
+            day: 12,
+        }),
+        gender: carerecord_contracts::common::v1::AdministrativeGender::Female as i32,
+        ..Default::default()
+    }
 }
 
 fn loader() -> Requester {
