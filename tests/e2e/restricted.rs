@@ -25,7 +25,7 @@ fn demographics(patient: &identity::Patient, postcode: &str) -> Option<api::Pati
         reference: Some(Reference::Demographics(api::Demographics {
             given: patient.names[0].given[0].clone(),
             family: patient.names[0].family.clone(),
-            birth_date: patient.birth_date.clone(),
+            birth_date: patient.birth_date,
             gender: patient.gender,
             postal_code: postcode.into(),
         })),
