@@ -19,7 +19,7 @@ use tonic::metadata::MetadataValue;
 use tonic::service::Interceptor;
 
 use crate::connect::{Endpoints, Operator, connect};
-use crate::output::{Output, call_failed, print_table, timestamp};
+use crate::output::{Output, call_failed, print_table, reply, timestamp};
 use crate::patient::parse_identifier;
 
 /// How the patient is named: exactly one of these.
@@ -247,11 +247,7 @@ pub async fn run(
                 page_size: 1000,
                 ..Default::default()
             };
-            let response = client
-                .read_patient_record(request)
-                .await
-                .map_err(status)?
-                .into_inner();
+            let response = reply(client.read_patient_record(request), status).await?;
             out.message(&response, READ, show_read);
         }
         AccessCommand::BreakGlass { patient, reason } => {
@@ -261,11 +257,7 @@ pub async fn run(
                 page_size: 1000,
                 ..Default::default()
             };
-            let response = client
-                .break_glass_read_patient_record(request)
-                .await
-                .map_err(status)?
-                .into_inner();
+            let response = reply(client.break_glass_read_patient_record(request), status).await?;
             out.message(
                 &response,
                 "carerecord.access.v1.BreakGlassReadPatientRecordResponse",
@@ -290,11 +282,7 @@ pub async fn run(
                 page_size: 1000,
                 ..Default::default()
             };
-            let response = client
-                .list_disclosures(request)
-                .await
-                .map_err(status)?
-                .into_inner();
+            let response = reply(client.list_disclosures(request), status).await?;
             out.list(
                 &response.disclosures,
                 "carerecord.access.v1.Disclosure",
@@ -337,24 +325,8 @@ pub async fn run(
                 }),
                 ..Default::default()
             };
-            let mut stream = client
-                .extract_pseudonymised(request)
-                .await
-                .map_err(status)?
-                .into_inner();
-            let mut sink: Box<dyn Write> = if path.as_os_str() == "-" {
-                Box::new(std::io::stdout().lock())
-            } else {
-                Box::new(std::io::BufWriter::new(
-                    std::fs::File::create(&path)
-                        .map_err(|e| format!("--out {}: {e}", path.display()))?,
-                ))
-            };
-            let progress = if path.as_os_str() == "-" {
-                indicatif::ProgressBar::hidden()
-            } else {
-                crate::record::progress_bar(0, "extracting")
-            };
+            let mut stream = reply(client.extract_pseudonymised(request), status).await?;
+            let (mut sink, progress) = crate::record::export_sink(&path, "extracting")?;
             while let Some(message) = stream.message().await.map_err(status)? {
                 match message.item {
                     Some(Item::Row(row)) => {
@@ -405,22 +377,22 @@ pub async fn audit(
         token,
     )?;
     let status = |s: tonic::Status| call_failed("access", &endpoints.access, &s);
-    let tree_head = client
-        .get_signed_tree_head(GetSignedTreeHeadRequest { tree_size: 0 })
-        .await
-        .map_err(status)?
-        .into_inner()
-        .tree_head
-        .unwrap_or_default();
-    let key = client
-        .get_audit_public_key(GetAuditPublicKeyRequest {
+    let tree_head = reply(
+        client.get_signed_tree_head(GetSignedTreeHeadRequest { tree_size: 0 }),
+        status,
+    )
+    .await?
+    .tree_head
+    .unwrap_or_default();
+    let key = reply(
+        client.get_audit_public_key(GetAuditPublicKeyRequest {
             key_id: tree_head.key_id.clone(),
-        })
-        .await
-        .map_err(status)?
-        .into_inner()
-        .key
-        .unwrap_or_default();
+        }),
+        status,
+    )
+    .await?
+    .key
+    .unwrap_or_default();
     let public_key: [u8; 32] = key
         .public_key
         .as_slice()
@@ -438,11 +410,7 @@ pub async fn audit(
             page_size: 1000,
             page_token,
         };
-        let page = client
-            .list_audit_entries(request)
-            .await
-            .map_err(status)?
-            .into_inner();
+        let page = reply(client.list_audit_entries(request), status).await?;
         progress.inc(page.entries.len() as u64);
         entries.extend(page.entries);
         if page.next_page_token.is_empty() {

@@ -15,7 +15,7 @@ use carerecord_contracts::identity::v1::patient_identity_service_client::Patient
 use clap::{Args, Subcommand};
 
 use crate::connect::{Endpoints, Operator, connect, new_request_id};
-use crate::output::{Output, call_failed, print_fields, timestamp};
+use crate::output::{Output, call_failed, print_fields, reply, timestamp};
 
 mod opt_out_check;
 
@@ -246,27 +246,17 @@ pub async fn run(
                 .provision()
                 .ok_or("say what to withhold: --data-class, --org, --role or --purpose")?;
             // A provision is an exception to the base decision: permit everything except this.
-            let response = client
-                .create_consent_directive(create(patient, ConsentDecision::Permit, Some(provision)))
-                .await;
-            let directive = response
-                .map_err(status)?
-                .into_inner()
+            let request = create(patient, ConsentDecision::Permit, Some(provision));
+            let directive = reply(client.create_consent_directive(request), status)
+                .await?
                 .directive
                 .unwrap_or_default();
             out.message(&directive, DIRECTIVE, show_directive);
         }
         ConsentCommand::Dissent { patient, except } => {
-            let response = client
-                .create_consent_directive(create(
-                    patient,
-                    ConsentDecision::Deny,
-                    except.provision(),
-                ))
-                .await;
-            let directive = response
-                .map_err(status)?
-                .into_inner()
+            let request = create(patient, ConsentDecision::Deny, except.provision());
+            let directive = reply(client.create_consent_directive(request), status)
+                .await?
                 .directive
                 .unwrap_or_default();
             out.message(&directive, DIRECTIVE, show_directive);
@@ -277,11 +267,8 @@ pub async fn run(
                 page_size: 1000,
                 ..Default::default()
             };
-            let directives = client
-                .list_consent_directives(request)
-                .await
-                .map_err(status)?
-                .into_inner()
+            let directives = reply(client.list_consent_directives(request), status)
+                .await?
                 .directives;
             out.list(
                 &directives,
@@ -325,11 +312,8 @@ pub async fn run(
                 reason,
                 requester: Some(requester.clone()),
             };
-            let directive = client
-                .revoke_consent_directive(request)
-                .await
-                .map_err(status)?
-                .into_inner()
+            let directive = reply(client.revoke_consent_directive(request), status)
+                .await?
                 .directive
                 .unwrap_or_default();
             out.message(&directive, DIRECTIVE, show_directive);
@@ -348,21 +332,18 @@ pub async fn run(
                     requester: Some(requester.clone()),
                     source: source.unwrap_or_default(),
                 };
-                client
-                    .set_national_data_opt_out(request)
-                    .await
-                    .map_err(status)?
-                    .into_inner()
+                reply(client.set_national_data_opt_out(request), status)
+                    .await?
                     .national_data_opt_out
             } else {
-                client
-                    .get_national_data_opt_out(GetNationalDataOptOutRequest {
+                reply(
+                    client.get_national_data_opt_out(GetNationalDataOptOutRequest {
                         patient_id: patient,
-                    })
-                    .await
-                    .map_err(status)?
-                    .into_inner()
-                    .national_data_opt_out
+                    }),
+                    status,
+                )
+                .await?
+                .national_data_opt_out
             };
             out.message(
                 &opt_out.unwrap_or_default(),
@@ -404,11 +385,8 @@ pub async fn run(
                     source: source.clone(),
                     requester: Some(requester.clone()),
                 };
-                let recorded = client
-                    .record_national_data_opt_out_check(request)
-                    .await
-                    .map_err(status)?
-                    .into_inner();
+                let recorded =
+                    reply(client.record_national_data_opt_out_check(request), status).await?;
                 total.patients_checked += recorded.patients_checked;
                 total.patients_opted_out += recorded.patients_opted_out;
                 total.patients_recorded += recorded.patients_recorded;
@@ -446,11 +424,8 @@ pub async fn run(
                 break_glass_reason: break_glass_reason.unwrap_or_default(),
                 ..Default::default()
             };
-            let decision = client
-                .decide(request)
-                .await
-                .map_err(status)?
-                .into_inner()
+            let decision = reply(client.decide(request), status)
+                .await?
                 .decision
                 .unwrap_or_default();
             out.message(&decision, "carerecord.consent.v1.Decision", show_decision);

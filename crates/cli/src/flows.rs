@@ -99,21 +99,33 @@ fn subject(patient: &DemoPatient) -> serde_json::Value {
 }
 
 fn weight(patient: &DemoPatient, kilograms: f64) -> serde_json::Value {
-    json!({
-        "resourceType": "Observation",
-        "status": "final",
-        "category": [{ "coding": [{
-            "system": "http://terminology.hl7.org/CodeSystem/observation-category",
-            "code": "vital-signs"
-        }] }],
-        "code": { "coding": [{ "system": "http://snomed.info/sct", "code": "27113001", "display": "Body weight" }] },
-        "subject": subject(patient),
-        "effectiveDateTime": "2026-03-02T09:30:00Z",
-        "valueQuantity": { "value": kilograms, "unit": "kg", "system": "http://unitsofmeasure.org", "code": "kg" }
-    })
+    let kg = json!({ "value": kilograms, "unit": "kg", "system": "http://unitsofmeasure.org", "code": "kg" });
+    vital_sign(
+        patient,
+        ("27113001", "Body weight"),
+        "2026-03-02T09:30:00Z",
+        kg,
+    )
 }
 
 fn heart_rate(patient: &DemoPatient, beats: u32, date: &str) -> serde_json::Value {
+    let per_minute = json!({ "value": beats, "unit": "/min", "system": "http://unitsofmeasure.org", "code": "/min" });
+    vital_sign(
+        patient,
+        ("364075005", "Heart rate"),
+        &format!("{date}T07:00:00Z"),
+        per_minute,
+    )
+}
+
+/// A final vital-signs Observation of the patient: a SNOMED CT (code, display), when, and the
+/// quantity measured.
+fn vital_sign(
+    patient: &DemoPatient,
+    (code, display): (&str, &str),
+    effective: &str,
+    quantity: serde_json::Value,
+) -> serde_json::Value {
     json!({
         "resourceType": "Observation",
         "status": "final",
@@ -121,10 +133,10 @@ fn heart_rate(patient: &DemoPatient, beats: u32, date: &str) -> serde_json::Valu
             "system": "http://terminology.hl7.org/CodeSystem/observation-category",
             "code": "vital-signs"
         }] }],
-        "code": { "coding": [{ "system": "http://snomed.info/sct", "code": "364075005", "display": "Heart rate" }] },
+        "code": { "coding": [{ "system": "http://snomed.info/sct", "code": code, "display": display }] },
         "subject": subject(patient),
-        "effectiveDateTime": format!("{date}T07:00:00Z"),
-        "valueQuantity": { "value": beats, "unit": "/min", "system": "http://unitsofmeasure.org", "code": "/min" }
+        "effectiveDateTime": effective,
+        "valueQuantity": quantity
     })
 }
 

@@ -254,10 +254,7 @@ pub async fn run(
         }
         FrontDoorCommand::Import { file } => {
             let input = read_input(&file)?;
-            let lines: Vec<&[u8]> = input
-                .split(|b| *b == b'\n')
-                .filter(|l| !l.trim_ascii().is_empty())
-                .collect();
+            let lines = crate::record::non_blank_lines(&input);
             let progress = progress_bar(lines.len() as u64, "importing");
             let messages: Vec<ImportRecordsRequest> = lines
                 .chunks(ITEMS_PER_MESSAGE)

@@ -105,6 +105,14 @@ pub fn call_failed(service: &str, endpoint: &str, status: &tonic::Status) -> Str
     describe_status(status)
 }
 
+/// The reply to a call, or why the call failed in words (`failed`, usually [`call_failed`]).
+pub async fn reply<T>(
+    call: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    failed: impl FnOnce(tonic::Status) -> String,
+) -> Result<T, String> {
+    call.await.map(tonic::Response::into_inner).map_err(failed)
+}
+
 /// The display form of a `google.rpc`-detailed status: code, message, and each field violation.
 pub fn describe_status(status: &tonic::Status) -> String {
     use tonic_types::StatusExt;

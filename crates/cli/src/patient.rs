@@ -13,7 +13,7 @@ use carerecord_contracts::identity::v1::{
 use clap::{Args, Subcommand};
 
 use crate::connect::{Endpoints, Operator, connect, new_request_id};
-use crate::output::{Output, call_failed, date, print_fields};
+use crate::output::{Output, call_failed, date, print_fields, reply};
 
 pub const NHS_NUMBER_SYSTEM: &str = "https://fhir.nhs.uk/Id/nhs-number";
 
@@ -266,21 +266,15 @@ pub async fn run(
                 patient: Some(demographics.to_patient()?),
                 requester: Some(operator.requester()),
             };
-            let patient = client
-                .create_patient(request)
-                .await
-                .map_err(status)?
-                .into_inner()
+            let patient = reply(client.create_patient(request), status)
+                .await?
                 .patient
                 .unwrap_or_default();
             out.message(&patient, PATIENT, show_patient);
         }
         PatientCommand::Get { patient_id } => {
-            let patient = client
-                .get_patient(GetPatientRequest { patient_id })
-                .await
-                .map_err(status)?
-                .into_inner();
+            let patient =
+                reply(client.get_patient(GetPatientRequest { patient_id }), status).await?;
             out.message(&patient.patient.unwrap_or_default(), PATIENT, show_patient);
         }
         PatientCommand::Resolve(args) => {
@@ -292,13 +286,10 @@ pub async fn run(
                 (None, Some(raw)) => parse_identifier(raw)?,
                 (None, None) => return Err("give --nhs-number or --identifier".into()),
             };
-            let response = client
-                .resolve_identifier(ResolveIdentifierRequest {
-                    identifier: Some(identifier),
-                })
-                .await
-                .map_err(status)?;
-            let response = response.into_inner();
+            let request = ResolveIdentifierRequest {
+                identifier: Some(identifier),
+            };
+            let response = reply(client.resolve_identifier(request), status).await?;
             out.message(
                 &response,
                 "carerecord.identity.v1.ResolveIdentifierResponse",
@@ -341,11 +332,8 @@ pub async fn run(
                 } as i32,
                 ..Default::default()
             };
-            let results = client
-                .search_patients(request)
-                .await
-                .map_err(status)?
-                .into_inner()
+            let results = reply(client.search_patients(request), status)
+                .await?
                 .results;
             out.list(
                 &results,
@@ -372,11 +360,8 @@ pub async fn run(
                 max_candidates: max,
                 include_non_matches: false,
             };
-            let candidates = client
-                .match_patients(request)
-                .await
-                .map_err(status)?
-                .into_inner()
+            let candidates = reply(client.match_patients(request), status)
+                .await?
                 .candidates;
             out.list(
                 &candidates,
@@ -453,11 +438,7 @@ pub async fn run(
                 request_id: new_request_id(),
                 ..Default::default()
             };
-            let response = client
-                .merge_patients(request)
-                .await
-                .map_err(status)?
-                .into_inner();
+            let response = reply(client.merge_patients(request), status).await?;
             out.message(
                 &response,
                 "carerecord.identity.v1.MergePatientsResponse",
@@ -478,11 +459,7 @@ pub async fn run(
                 etag,
                 requester: Some(operator.requester()),
             };
-            let response = client
-                .unmerge_patient(request)
-                .await
-                .map_err(status)?
-                .into_inner();
+            let response = reply(client.unmerge_patient(request), status).await?;
             out.message(
                 &response,
                 "carerecord.identity.v1.UnmergePatientResponse",
@@ -497,15 +474,15 @@ pub async fn run(
             reason,
             lift,
         } => {
-            let current = client
-                .get_patient(GetPatientRequest {
+            let current = reply(
+                client.get_patient(GetPatientRequest {
                     patient_id: patient_id.clone(),
-                })
-                .await
-                .map_err(status)?
-                .into_inner()
-                .patient
-                .unwrap_or_default();
+                }),
+                status,
+            )
+            .await?
+            .patient
+            .unwrap_or_default();
             let confidentiality = if lift {
                 PatientConfidentiality::Unrestricted
             } else {
@@ -518,11 +495,8 @@ pub async fn run(
                 reason,
                 requester: Some(operator.requester()),
             };
-            let patient = client
-                .set_patient_confidentiality(request)
-                .await
-                .map_err(status)?
-                .into_inner()
+            let patient = reply(client.set_patient_confidentiality(request), status)
+                .await?
                 .patient
                 .unwrap_or_default();
             out.message(&patient, PATIENT, show_patient);

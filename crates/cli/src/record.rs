@@ -12,7 +12,7 @@ use clap::Subcommand;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::connect::{Endpoints, Operator, connect, new_request_id};
-use crate::output::{Output, call_failed, print_fields, timestamp};
+use crate::output::{Output, call_failed, print_fields, reply, timestamp};
 
 pub const FHIR_JSON: &str = "application/fhir+json";
 const IMPORT_BATCH: usize = 500;
@@ -77,6 +77,30 @@ pub fn read_input(path: &PathBuf) -> Result<Vec<u8>, String> {
     } else {
         std::fs::read(path).map_err(|e| format!("--file {}: {e}", path.display()))
     }
+}
+
+/// The lines of an import file that are not blank: one resource each.
+pub fn non_blank_lines(input: &[u8]) -> Vec<&[u8]> {
+    input
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.trim_ascii().is_empty())
+        .collect()
+}
+
+/// Where an export goes (`-` is standard output), with a progress spinner labelled `label` when
+/// it goes to a file.
+pub fn export_sink(
+    path: &PathBuf,
+    label: &'static str,
+) -> Result<(Box<dyn Write>, ProgressBar), String> {
+    if path.as_os_str() == "-" {
+        return Ok((Box::new(std::io::stdout().lock()), ProgressBar::hidden()));
+    }
+    let file = std::fs::File::create(path).map_err(|e| format!("--out {}: {e}", path.display()))?;
+    Ok((
+        Box::new(std::io::BufWriter::new(file)),
+        progress_bar(0, label),
+    ))
 }
 
 /// The source system this command records on what it writes.
@@ -188,11 +212,8 @@ pub async fn run(
                 record: Some(record),
                 requester: Some(operator.requester()),
             };
-            let record = client
-                .create_record(request)
-                .await
-                .map_err(status)?
-                .into_inner()
+            let record = reply(client.create_record(request), status)
+                .await?
                 .record
                 .unwrap_or_default();
             out.message(&record, "carerecord.records.v1.Record", show_record);
@@ -203,11 +224,8 @@ pub async fn run(
                 version,
                 ..Default::default()
             };
-            let record = client
-                .get_record(request)
-                .await
-                .map_err(status)?
-                .into_inner()
+            let record = reply(client.get_record(request), status)
+                .await?
                 .record
                 .unwrap_or_default();
             out.message(&record, "carerecord.records.v1.Record", show_record);
@@ -231,11 +249,7 @@ pub async fn run(
                     view: carerecord_contracts::records::v1::RecordView::Metadata as i32,
                     ..Default::default()
                 };
-                let page = client
-                    .list_records(request)
-                    .await
-                    .map_err(status)?
-                    .into_inner();
+                let page = reply(client.list_records(request), status).await?;
                 records.extend(page.records);
                 if page.next_page_token.is_empty() {
                     break;
@@ -251,10 +265,7 @@ pub async fn run(
         }
         RecordCommand::Import { file } => {
             let input = read_input(&file)?;
-            let lines: Vec<&[u8]> = input
-                .split(|b| *b == b'\n')
-                .filter(|l| !l.trim_ascii().is_empty())
-                .collect();
+            let lines = non_blank_lines(&input);
             let progress = progress_bar(lines.len() as u64, "importing");
             let requester = operator.requester();
             let mut batches = Vec::new();
@@ -296,11 +307,7 @@ pub async fn run(
                     .into_iter()
                     .inspect(move |batch| counter.inc(batch.items.len() as u64)),
             );
-            let response = client
-                .import_records(stream)
-                .await
-                .map_err(status)?
-                .into_inner();
+            let response = reply(client.import_records(stream), status).await?;
             progress.finish_and_clear();
             out.message(
                 &response,
@@ -330,24 +337,8 @@ pub async fn run(
                 })),
                 ..Default::default()
             };
-            let mut stream = client
-                .export_records(request)
-                .await
-                .map_err(status)?
-                .into_inner();
-            let mut sink: Box<dyn Write> = if path.as_os_str() == "-" {
-                Box::new(std::io::stdout().lock())
-            } else {
-                Box::new(std::io::BufWriter::new(
-                    std::fs::File::create(&path)
-                        .map_err(|e| format!("--out {}: {e}", path.display()))?,
-                ))
-            };
-            let progress = if path.as_os_str() == "-" {
-                ProgressBar::hidden()
-            } else {
-                progress_bar(0, "exporting")
-            };
+            let mut stream = reply(client.export_records(request), status).await?;
+            let (mut sink, progress) = export_sink(&path, "exporting")?;
             let mut count = 0u64;
             while let Some(message) = stream.message().await.map_err(status)? {
                 for record in message.records {
