@@ -24,9 +24,8 @@ use carerecord_contracts::access::v1::data_access_service_client::DataAccessServ
 use carerecord_contracts::common::v1::Requester;
 use carerecord_contracts::records::v1 as records;
 use carerecord_contracts::records::v1::record_hosting_service_client::RecordHostingServiceClient;
-use carerecord_e2e::{Fhir, FhirConnection, Overrides, PROJECT, Platform, authed, token, uuid};
-use carerecord_platform::db::Backend;
-use common::{Stats, connect, load, load_average, load_runtime, pool_size, services_runtime};
+use carerecord_e2e::{Fhir, FhirConnection, PROJECT, Platform, authed, token, uuid};
+use common::{Stats, connect, database, load, load_average, pool_size, start_platform};
 use futures::StreamExt;
 use http::{Method, StatusCode};
 use tokio::sync::Mutex;
@@ -282,21 +281,10 @@ fn growth(samples: &[f64]) -> f64 {
 fn main() {
     let scale = carerecord_platform::testing::bench_scale();
     let pool = pool_size();
-    let backend = if std::env::var("TEST_DATABASE_URL").is_ok_and(|u| !u.trim().is_empty()) {
-        Backend::Postgres
-    } else {
-        Backend::Sqlite
-    };
+    let (backend, _) = database();
     let exported_records = ((100_000.0 * scale) as usize).clamp(10_000, 100_000);
     let patients = exported_records / RECORDS_PER_PATIENT;
-    let services = services_runtime(2);
-    let load_rt = load_runtime();
-    let settings = [("CARERECORD_DB_MAX_CONNECTIONS".to_owned(), pool.to_string())];
-    let platform = services.block_on(Platform::start_with(
-        backend,
-        Overrides::default(),
-        &settings,
-    ));
+    let (services, load_rt, platform) = start_platform(backend, pool);
     println!(
         "fhir: backend {backend:?}; four services and the gateway on 2 workers, load on 1 worker; pools of {pool}; \
          {patients} patients x {RECORDS_PER_PATIENT} Observations; {CLIENTS} clients; scale {scale}; load average {}",

@@ -27,14 +27,12 @@ use carerecord_contracts::access::v1::data_access_service_client::DataAccessServ
 use carerecord_contracts::common::v1::Requester;
 use carerecord_contracts::records::v1 as records;
 use carerecord_contracts::records::v1::record_hosting_service_client::RecordHostingServiceClient;
-use carerecord_e2e::{Overrides, Platform, authed, token_at, uuid};
-use carerecord_platform::db::Backend;
+use carerecord_e2e::{Platform, authed, token_at, uuid};
 use common::cpu::{CpuMeter, Spent};
 use common::perf;
 use common::spans::SpanTimes;
 use common::{
-    Phase, Stats, connect, load, load_average, load_runtime, measured, offer, pool_size,
-    services_runtime,
+    Phase, Stats, connect, database, load, load_average, measured, offer, pool_size, start_platform,
 };
 use futures::StreamExt;
 use tonic::transport::Channel;
@@ -355,24 +353,10 @@ fn main() {
     let spans = SpanTimes::install_if_asked();
     let scale = carerecord_platform::testing::bench_scale();
     let pool = pool_size();
-    let database_url = std::env::var("TEST_DATABASE_URL")
-        .ok()
-        .filter(|u| !u.trim().is_empty());
-    let backend = if database_url.is_some() {
-        Backend::Postgres
-    } else {
-        Backend::Sqlite
-    };
+    let (backend, database_url) = database();
     let meter = CpuMeter::new(database_url.as_deref());
     let cohort = ((1000.0 * scale) as usize).max(SUBSCRIBERS);
-    let services = services_runtime(2);
-    let load_rt = load_runtime();
-    let settings = [("CARERECORD_DB_MAX_CONNECTIONS".to_owned(), pool.to_string())];
-    let platform = services.block_on(Platform::start_with(
-        backend,
-        Overrides::default(),
-        &settings,
-    ));
+    let (services, load_rt, platform) = start_platform(backend, pool);
     println!(
         "front_door: backend {backend:?}; services on 2 workers, load on 1; pools of {pool}; cohort {cohort}; scale {scale}; load average {}",
         load_average()

@@ -37,13 +37,11 @@ use carerecord_contracts::identity::v1 as identity_api;
 use carerecord_contracts::identity::v1::patient_identity_service_client::PatientIdentityServiceClient;
 use carerecord_contracts::records::v1 as records;
 use carerecord_contracts::records::v1::record_hosting_service_client::RecordHostingServiceClient;
-use carerecord_e2e::{Overrides, Platform, authed, token, uuid};
-use carerecord_platform::db::Backend;
+use carerecord_e2e::{Platform, authed, token, uuid};
 use common::cpu::CpuMeter;
 use common::spans::SpanTimes;
 use common::{
-    Phase, Stats, connect, load, load_average, load_runtime, measured, offer, pool_size,
-    services_runtime,
+    Phase, Stats, connect, database, load, load_average, measured, offer, pool_size, start_platform,
 };
 use futures::StreamExt;
 use tonic::transport::Channel;
@@ -256,23 +254,9 @@ fn main() {
     let spans = SpanTimes::install_if_asked();
     let scale = carerecord_platform::testing::bench_scale();
     let pool = pool_size();
-    let database_url = std::env::var("TEST_DATABASE_URL")
-        .ok()
-        .filter(|u| !u.trim().is_empty());
-    let backend = if database_url.is_some() {
-        Backend::Postgres
-    } else {
-        Backend::Sqlite
-    };
+    let (backend, database_url) = database();
     let meter = CpuMeter::new(database_url.as_deref());
-    let services = services_runtime(2);
-    let load_rt = load_runtime();
-    let settings = [("CARERECORD_DB_MAX_CONNECTIONS".to_owned(), pool.to_string())];
-    let platform = services.block_on(Platform::start_with(
-        backend,
-        Overrides::default(),
-        &settings,
-    ));
+    let (services, load_rt, platform) = start_platform(backend, pool);
     println!(
         "read_four_services: backend {backend:?}; four services on 2 workers, load on 1 worker; \
          pools of {pool}; {PATIENTS} patients x {RECORDS_PER_PATIENT} records; {CLIENTS} clients; scale {scale}; \

@@ -12,6 +12,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use carerecord_e2e::{Overrides, Platform};
+use carerecord_platform::db::Backend;
 use tonic::transport::Channel;
 
 use cpu::{CpuMeter, Spent};
@@ -25,6 +27,36 @@ pub fn services_runtime(workers: usize) -> tokio::runtime::Runtime {
         .enable_all()
         .build()
         .expect("services runtime")
+}
+
+/// Where the benches keep their data: PostgreSQL at TEST_DATABASE_URL when it is set (and its
+/// URL), else SQLite.
+pub fn database() -> (Backend, Option<String>) {
+    let url = std::env::var("TEST_DATABASE_URL")
+        .ok()
+        .filter(|u| !u.trim().is_empty());
+    let backend = if url.is_some() {
+        Backend::Postgres
+    } else {
+        Backend::Sqlite
+    };
+    (backend, url)
+}
+
+/// The services' runtime (two workers), the load generator's, and the whole platform on
+/// `backend` started on the former, each service's database pool `pool` connections large.
+pub fn start_platform(
+    backend: Backend,
+    pool: u32,
+) -> (tokio::runtime::Runtime, tokio::runtime::Runtime, Platform) {
+    let services = services_runtime(2);
+    let settings = [("CARERECORD_DB_MAX_CONNECTIONS".to_owned(), pool.to_string())];
+    let platform = services.block_on(Platform::start_with(
+        backend,
+        Overrides::default(),
+        &settings,
+    ));
+    (services, load_runtime(), platform)
 }
 
 /// The load generator's runtime: one thread named [`cpu::LOAD`].
