@@ -26,6 +26,14 @@ pub(crate) fn to_hash(bytes: &[u8]) -> Option<Hash> {
     bytes.try_into().ok()
 }
 
+/// RFC 9162's "right-shift fn and sn equally until either LSB(fn) is set or fn is 0".
+fn shift_to_set_bit(f: &mut u64, s: &mut u64) {
+    while *f & 1 == 0 && *f != 0 {
+        *f >>= 1;
+        *s >>= 1;
+    }
+}
+
 /// Verifies that `leaf` is leaf `index` of the tree of `size` leaves whose root is `root`.
 pub(crate) fn verify_inclusion(
     index: u64,
@@ -45,12 +53,7 @@ pub(crate) fn verify_inclusion(
         }
         if f & 1 == 1 || f == s {
             r = node_hash(p, &r);
-            if f & 1 == 0 {
-                while f & 1 == 0 && f != 0 {
-                    f >>= 1;
-                    s >>= 1;
-                }
-            }
+            shift_to_set_bit(&mut f, &mut s);
         } else {
             r = node_hash(&r, p);
         }
@@ -96,12 +99,7 @@ pub(crate) fn verify_consistency(
         if f & 1 == 1 || f == s {
             fr = node_hash(c, &fr);
             sr = node_hash(c, &sr);
-            if f & 1 == 0 {
-                while f & 1 == 0 && f != 0 {
-                    f >>= 1;
-                    s >>= 1;
-                }
-            }
+            shift_to_set_bit(&mut f, &mut s);
         } else {
             sr = node_hash(&sr, c);
         }

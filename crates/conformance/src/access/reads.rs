@@ -11,6 +11,7 @@ use super::support::{audited, by_id, client, find, has_reason, record_directive,
 use crate::harness::{
     Ctx, Fail, TestResult, describe, ensure, ensure_eq, err, every_page, fail, ok,
 };
+use crate::refusal::{Refusal, refuse_each};
 
 fn read(pid: &str) -> ReadPatientRecordRequest {
     ReadPatientRecordRequest {
@@ -126,43 +127,49 @@ pub(super) async fn read_paging(ctx: Ctx) -> TestResult {
         !first_token.is_empty(),
         "three records with page_size 1 need a next_page_token"
     );
-    for (what, request) in [
-        (
-            "a tampered token",
-            ReadPatientRecordRequest {
-                page_token: crate::records::tamper(&first_token),
-                ..base.clone()
-            },
-        ),
-        (
-            "a token with other filters",
-            ReadPatientRecordRequest {
-                page_token: first_token.clone(),
-                resource_types: vec!["Observation".into()],
-                ..base.clone()
-            },
-        ),
-    ] {
-        let status = err(
-            client(&ctx).read_patient_record(request).await,
-            Code::InvalidArgument,
-            &format!("ReadPatientRecord({what})"),
-        )?;
-        has_reason(&status, "INVALID_PAGE_TOKEN")?;
-    }
-    Ok(())
+    let bad_token = || Refusal::new(Code::InvalidArgument).reason("INVALID_PAGE_TOKEN");
+    refuse_each!(
+        client(&ctx),
+        read_patient_record,
+        "ReadPatientRecord",
+        vec![
+            (
+                "a tampered token",
+                ReadPatientRecordRequest {
+                    page_token: crate::records::tamper(&first_token),
+                    ..base.clone()
+                },
+                bad_token(),
+            ),
+            (
+                "a token with other filters",
+                ReadPatientRecordRequest {
+                    page_token: first_token.clone(),
+                    resource_types: vec!["Observation".into()],
+                    ..base.clone()
+                },
+                bad_token(),
+            ),
+        ],
+    )
+    .await
 }
 
 pub(super) async fn read_invalid(ctx: Ctx) -> TestResult {
     let pid = uuid::Uuid::new_v4().to_string();
-    let cases: Vec<(&str, ReadPatientRecordRequest, &str)> = vec![
+    let invalid = |field| {
+        Refusal::new(Code::InvalidArgument)
+            .reason("INVALID_REQUEST")
+            .under(field)
+    };
+    let cases = vec![
         (
             "purpose ETREAT",
             ReadPatientRecordRequest {
                 purpose_of_use: "ETREAT".into(),
                 ..read(&pid)
             },
-            "purpose_of_use",
+            invalid("purpose_of_use"),
         ),
         (
             "an unknown resource type",
@@ -170,7 +177,7 @@ pub(super) async fn read_invalid(ctx: Ctx) -> TestResult {
                 resource_types: vec!["CarePathway".into()],
                 ..read(&pid)
             },
-            "resource_types[0]",
+            invalid("resource_types[0]"),
         ),
         (
             "a period ending before it starts",
@@ -181,19 +188,16 @@ pub(super) async fn read_invalid(ctx: Ctx) -> TestResult {
                 }),
                 ..read(&pid)
             },
-            "effective_period",
+            invalid("effective_period"),
         ),
     ];
-    for (what, request, field) in cases {
-        let status = err(
-            client(&ctx).read_patient_record(request).await,
-            Code::InvalidArgument,
-            &format!("ReadPatientRecord({what})"),
-        )?;
-        has_reason(&status, "INVALID_REQUEST")?;
-        crate::harness::has_violation_under(&status, field)?;
-    }
-    Ok(())
+    refuse_each!(
+        client(&ctx),
+        read_patient_record,
+        "ReadPatientRecord",
+        cases
+    )
+    .await
 }
 
 pub(super) async fn read_consent_denied(ctx: Ctx) -> TestResult {

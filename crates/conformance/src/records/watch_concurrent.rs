@@ -339,6 +339,25 @@ fn check(
 }
 
 /// Collects every observer's changes, in the order the watchers were given.
+/// Tells the observers every write made, then checks what each watcher saw: the first (the
+/// unfiltered reference) against the writes, every other against the first.
+async fn check_all(
+    writes: Vec<Write>,
+    writes_known: &watch::Sender<Option<Arc<Vec<Write>>>>,
+    observers: JoinSet<(usize, TestResult<Vec<RecordChange>>)>,
+    watchers: &[Arc<Watcher>],
+) -> TestResult {
+    writes_known.send_replace(Some(Arc::new(writes.clone())));
+    let seen = gather(observers, watchers.len()).await?;
+    let others: Vec<_> = watchers
+        .iter()
+        .cloned()
+        .zip(seen.iter().cloned())
+        .skip(1)
+        .collect();
+    check(&writes, &seen[0], &others)
+}
+
 async fn gather(
     mut observers: JoinSet<(usize, TestResult<Vec<RecordChange>>)>,
     count: usize,
@@ -378,15 +397,7 @@ pub(super) async fn concurrent_filtered_watchers(ctx: Ctx) -> TestResult {
         observers.spawn(async move { (i, observe(stream, watcher, true, target).await) });
     }
     let writes = workload(&ctx, &patients, Arc::default()).await?;
-    writes_known.send_replace(Some(Arc::new(writes.clone())));
-    let seen = gather(observers, watchers.len()).await?;
-    let others: Vec<_> = watchers
-        .iter()
-        .cloned()
-        .zip(seen.iter().cloned())
-        .skip(1)
-        .collect();
-    check(&writes, &seen[0], &others)
+    check_all(writes, &writes_known, observers, &watchers).await
 }
 
 pub(super) async fn replaying_watchers_reach_live(ctx: Ctx) -> TestResult {
@@ -441,13 +452,5 @@ pub(super) async fn replaying_watchers_reach_live(ctx: Ctx) -> TestResult {
         Some(Err(e)) => fail!("the workload crashed: {e}"),
         None => fail!("the workload did not run"),
     };
-    writes_known.send_replace(Some(Arc::new(writes.clone())));
-    let seen = gather(observers, watchers.len()).await?;
-    let others: Vec<_> = watchers
-        .iter()
-        .cloned()
-        .zip(seen.iter().cloned())
-        .skip(1)
-        .collect();
-    check(&writes, &seen[0], &others)
+    check_all(writes, &writes_known, observers, &watchers).await
 }
