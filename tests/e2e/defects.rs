@@ -236,15 +236,8 @@ async fn nul_in_any_text_field_is_refused_alike_on_both_backends() {
 #[tokio::test]
 async fn research_under_section_251_support_is_permitted_and_the_opt_out_still_applies() {
     for platform in Platform::each_backend(Overrides::default()).await {
-        let (may, _) = platform.register_patient("Sec", "Twofiftyone").await;
-        let (opted_out, _) = platform.register_patient("Opt", "Out").await;
-        platform.add_record(&may, &[]).await;
-        platform.add_record(&opted_out, &[]).await;
-        platform
-            .record_opt_out_check(
-                &[may.clone(), opted_out.clone()],
-                std::slice::from_ref(&may),
-            )
+        let (may, opted_out) = platform
+            .opt_out_cohort(("Sec", "Twofiftyone"), ("Opt", "Out"))
             .await;
         let researcher = token("R8000", "user/*.rs");
         let request = api::ExtractPseudonymisedRequest {

@@ -57,16 +57,9 @@ async fn extract(
 #[tokio::test]
 async fn extracts_exclude_opted_out_patients_and_pseudonyms_are_per_project() {
     for platform in Platform::each_backend(Overrides::default()).await {
-        let (included, _) = platform.register_patient("Rosalind", "Franklin").await;
-        let (opted_out, _) = platform.register_patient("Dorothy", "Hodgkin").await;
-        platform.add_record(&included, &[]).await;
-        platform.add_record(&opted_out, &[]).await;
         // The national service's answer for the cohort: only `included` may be used.
-        platform
-            .record_opt_out_check(
-                &[included.clone(), opted_out.clone()],
-                std::slice::from_ref(&included),
-            )
+        let (included, opted_out) = platform
+            .opt_out_cohort(("Rosalind", "Franklin"), ("Dorothy", "Hodgkin"))
             .await;
         let cohort = vec![included.clone(), opted_out.clone()];
 

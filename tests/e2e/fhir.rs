@@ -74,17 +74,22 @@ pub async fn search_all(fhir: &Fhir, first: &str) -> (Vec<Value>, usize) {
     }
 }
 
-/// The reply as a searchset Bundle (a 200 with FHIR JSON).
-pub fn searchset(reply: &Reply) -> Value {
-    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+/// The body of a reply with `status` and FHIR JSON.
+fn fhir_json(reply: &Reply, status: StatusCode) -> Value {
+    assert_eq!(reply.status, status, "{}", reply.text());
     assert!(
         reply
             .header("content-type")
             .is_some_and(|c| c.starts_with("application/fhir+json")),
-        "{:?}",
+        "{status}: {:?}",
         reply.headers
     );
-    let bundle = reply.json();
+    reply.json()
+}
+
+/// The reply as a searchset Bundle (a 200 with FHIR JSON).
+pub fn searchset(reply: &Reply) -> Value {
+    let bundle = fhir_json(reply, StatusCode::OK);
     assert_eq!(bundle["resourceType"], "Bundle");
     assert_eq!(bundle["type"], "searchset");
     bundle
@@ -107,15 +112,7 @@ fn ids(resources: &[Value]) -> BTreeSet<String> {
 
 /// An OperationOutcome error with `status`, and its first issue's code.
 pub fn outcome(reply: &Reply, status: StatusCode) -> Value {
-    assert_eq!(reply.status, status, "{}", reply.text());
-    assert!(
-        reply
-            .header("content-type")
-            .is_some_and(|c| c.starts_with("application/fhir+json")),
-        "{status}: {:?}",
-        reply.headers
-    );
-    let outcome = reply.json();
+    let outcome = fhir_json(reply, status);
     assert_eq!(outcome["resourceType"], "OperationOutcome", "{outcome}");
     assert_eq!(outcome["issue"][0]["severity"], "error", "{outcome}");
     outcome

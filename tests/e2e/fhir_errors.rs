@@ -118,19 +118,36 @@ async fn every_error_is_an_operation_outcome_with_the_right_status() {
 
         // Writes: bodies that are not a resource of the URL's type, a resource the front door
         // refuses, a method not served, a wrong media type, a body too large.
-        let not_json = fhir
-            .send(Method::POST, "/Observation", &[], Some(&json!([1, 2])))
-            .await;
-        outcome(&not_json, StatusCode::BAD_REQUEST);
-        let wrong_type = fhir
-            .send(
-                Method::POST,
-                "/Observation",
-                &[],
-                Some(&json!({"resourceType": "Condition"})),
-            )
-            .await;
-        outcome(&wrong_type, StatusCode::BAD_REQUEST);
+        let huge = json!({"resourceType": "Observation", "note": [{"text": "x".repeat(5 << 20)}]});
+        let over_records_limit = json!({"resourceType": "Observation", "status": "final",
+                "subject": {"reference": format!("Patient/{patient_id}")},
+                "note": [{"text": "x".repeat(2 << 20)}]});
+        let json_body: &[(&str, &str)] = &[];
+        let plain_text: &[(&str, &str)] = &[("content-type", "text/plain")];
+        for (headers, body, status) in [
+            (json_body, json!([1, 2]), StatusCode::BAD_REQUEST),
+            (
+                json_body,
+                json!({"resourceType": "Condition"}),
+                StatusCode::BAD_REQUEST,
+            ),
+            (
+                plain_text,
+                json!({"resourceType": "Observation"}),
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ),
+            (json_body, huge, StatusCode::PAYLOAD_TOO_LARGE),
+            (
+                json_body,
+                over_records_limit,
+                StatusCode::UNPROCESSABLE_ENTITY,
+            ),
+        ] {
+            let refused = fhir
+                .send(Method::POST, "/Observation", headers, Some(&body))
+                .await;
+            outcome(&refused, status);
+        }
         let unprocessable = fhir
             .send(
                 Method::POST,
@@ -145,27 +162,6 @@ async fn every_error_is_an_operation_outcome_with_the_right_status() {
         assert_eq!(reason(&unprocessable), "INVALID_REQUEST", "{backend:?}");
         let patch = fhir.send(Method::PATCH, &record, &[], None).await;
         outcome(&patch, StatusCode::METHOD_NOT_ALLOWED);
-        let text = fhir
-            .send(
-                Method::POST,
-                "/Observation",
-                &[("content-type", "text/plain")],
-                Some(&json!({"resourceType": "Observation"})),
-            )
-            .await;
-        outcome(&text, StatusCode::UNSUPPORTED_MEDIA_TYPE);
-        let huge = json!({"resourceType": "Observation", "note": [{"text": "x".repeat(5 << 20)}]});
-        let too_large = fhir
-            .send(Method::POST, "/Observation", &[], Some(&huge))
-            .await;
-        outcome(&too_large, StatusCode::PAYLOAD_TOO_LARGE);
-        let over_records_limit = json!({"resourceType": "Observation", "status": "final",
-                "subject": {"reference": format!("Patient/{patient_id}")},
-                "note": [{"text": "x".repeat(2 << 20)}]});
-        let refused = fhir
-            .send(Method::POST, "/Observation", &[], Some(&over_records_limit))
-            .await;
-        outcome(&refused, StatusCode::UNPROCESSABLE_ENTITY);
     }
 }
 

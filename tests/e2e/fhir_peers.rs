@@ -32,12 +32,7 @@ async fn independent_fhir_clients_work_with_the_gateway() {
         // exports. Their national data opt-out status is known (not opted out), so the export
         // holds their records.
         let (fhirpy_patient, fhirpy_nhs) = platform.register_patient("Python", "Peer").await;
-        platform
-            .record_opt_out_check(
-                std::slice::from_ref(&fhirpy_patient),
-                std::slice::from_ref(&fhirpy_patient),
-            )
-            .await;
+        platform.record_not_opted_out(&fhirpy_patient).await;
         let output = run(
             &root.join(".venv/fhir-peers/bin/python"),
             &["tests/fhir_peers/fhirpy_peer.py"],
@@ -83,12 +78,7 @@ async fn independent_fhir_clients_work_with_the_gateway() {
             .await;
         assert_eq!(updated.status, StatusCode::OK, "{}", updated.text());
         // The export holds fhirpy's four current Observations and these five.
-        platform
-            .record_opt_out_check(
-                std::slice::from_ref(&kit_patient),
-                std::slice::from_ref(&kit_patient),
-            )
-            .await;
+        platform.record_not_opted_out(&kit_patient).await;
         let output = run(
             Path::new("node"),
             &["tests/fhir_peers/fhir_kit_peer.mjs"],

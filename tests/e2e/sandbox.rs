@@ -367,6 +367,32 @@ impl Platform {
             .expect("record the opt-out check");
     }
 
+    /// Records the national data opt-out service's answer that the patient has not opted out.
+    pub async fn record_not_opted_out(&self, patient_id: &str) {
+        let checked = [patient_id.to_owned()];
+        self.record_opt_out_check(&checked, &checked).await;
+    }
+
+    /// A research cohort of two patients with a record each, both checked by the national data
+    /// opt-out service: the first (named `may`) may be used, the second has opted out. Returns
+    /// their ids.
+    pub async fn opt_out_cohort(
+        &self,
+        (given, family): (&str, &str),
+        (opted_out_given, opted_out_family): (&str, &str),
+    ) -> (String, String) {
+        let (may, _) = self.register_patient(given, family).await;
+        let (opted_out, _) = self
+            .register_patient(opted_out_given, opted_out_family)
+            .await;
+        self.add_record(&may, &[]).await;
+        self.add_record(&opted_out, &[]).await;
+        let checked = [may.clone(), opted_out.clone()];
+        self.record_opt_out_check(&checked, std::slice::from_ref(&may))
+            .await;
+        (may, opted_out)
+    }
+
     /// Stores an Observation (or, with a data class, a Condition) for a patient; returns the record id.
     pub async fn add_record(&self, patient_id: &str, data_classes: &[&str]) -> String {
         let payload = if data_classes.is_empty() {
