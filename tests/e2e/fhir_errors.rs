@@ -5,9 +5,8 @@
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
-use carerecord_contracts::access::v1::{ListAuditEntriesRequest, ListAuditEntriesResponse};
 use carerecord_contracts::consent::v1::ConsentDecision;
-use carerecord_e2e::{Fhir, Overrides, Platform, authed, fresh_nhs_number, token, uuid};
+use carerecord_e2e::{Fhir, Overrides, Platform, fresh_nhs_number, token, uuid};
 use http::{Method, StatusCode};
 use prost::Message;
 use serde_json::{Value, json};
@@ -277,21 +276,9 @@ async fn traces_pass_through_and_logs_carry_no_patient_identifier() {
     .await;
 
     let officer = token("R0001", "user/AuditEvent.r");
-    let entries: ListAuditEntriesResponse = platform
-        .access_client()
+    let traced = platform
+        .audit_entries(&officer)
         .await
-        .list_audit_entries(authed(
-            ListAuditEntriesRequest {
-                page_size: 1000,
-                ..Default::default()
-            },
-            &officer,
-        ))
-        .await
-        .expect("the audit log")
-        .into_inner();
-    let traced = entries
-        .entries
         .iter()
         .filter_map(|e| {
             carerecord_contracts::access::v1::AuditLeaf::decode(e.leaf_data.as_slice()).ok()

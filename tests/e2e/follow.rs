@@ -104,15 +104,24 @@ async fn next_notified(
     }
 }
 
+/// FollowRecordChanges as the care team.
+async fn as_care_team(
+    access: &mut DataAccessServiceClient<tonic::transport::Channel>,
+    request: FollowRecordChangesRequest,
+) -> Result<Streaming<FollowRecordChangesResponse>, tonic::Status> {
+    let stream = access
+        .follow_record_changes(authed(request, &care_team()))
+        .await?;
+    Ok(stream.into_inner())
+}
+
 async fn open(
     access: &mut DataAccessServiceClient<tonic::transport::Channel>,
     request: FollowRecordChangesRequest,
 ) -> Streaming<FollowRecordChangesResponse> {
-    let mut stream = access
-        .follow_record_changes(authed(request, &care_team()))
+    let mut stream = as_care_team(access, request)
         .await
-        .unwrap_or_else(|s| panic!("follow: {s:?}"))
-        .into_inner();
+        .unwrap_or_else(|s| panic!("follow: {s:?}"));
     // The first message marks the stream caught up; changes after it are live.
     let first = stream.message().await.unwrap().unwrap();
     assert!(first.caught_up || first.notifications.is_empty());
@@ -125,21 +134,23 @@ async fn the_care_team_is_told_of_a_fall_unless_the_patient_withholds_it() {
         let backend = platform.backend;
         let (shared, nhs_shared) = platform.register_patient("Ivy", "Falls").await;
         let (withholding, nhs_private) = platform.register_patient("Iris", "Falls").await;
-        let from_care_team = |classes: &[&str]| Provision {
-            actors: vec![ProvisionActor {
-                organisation_ods_code: CARE_TEAM.into(),
-                ..ProvisionActor::default()
-            }],
-            data_classes: classes.iter().map(|c| c.to_string()).collect(),
-            ..Provision::default()
+        // A directive withholding the patient's safeguarding data from the care team (a provision
+        // is an exception to the base PERMIT).
+        let withhold_safeguarding = async |patient: &str| {
+            let from_care_team = Provision {
+                actors: vec![ProvisionActor {
+                    organisation_ods_code: CARE_TEAM.into(),
+                    ..ProvisionActor::default()
+                }],
+                data_classes: vec!["safeguarding".into()],
+                ..Provision::default()
+            };
+            let provisions = vec![from_care_team];
+            platform
+                .record_directive(patient, ConsentDecision::Permit, provisions)
+                .await;
         };
-        platform
-            .record_directive(
-                &withholding,
-                ConsentDecision::Permit,
-                vec![from_care_team(&["safeguarding"])],
-            )
-            .await;
+        withhold_safeguarding(&withholding).await;
 
         let mut access = platform.access_client().await;
         let mut stream = open(&mut access, follow(&[&nhs_shared, &nhs_private], "")).await;
@@ -176,26 +187,14 @@ async fn the_care_team_is_told_of_a_fall_unless_the_patient_withholds_it() {
         // Reconnecting with the cursor misses nothing, on this data access or another one.
         drop(stream);
         let second_fall = raise_fall(&platform, &nhs_shared).await;
-        let mut resumed = access
-            .follow_record_changes(authed(
-                follow(&[&nhs_shared, &nhs_private], &cursor),
-                &care_team(),
-            ))
-            .await
-            .unwrap()
-            .into_inner();
+        let both = follow(&[&nhs_shared, &nhs_private], &cursor);
+        let mut resumed = as_care_team(&mut access, both).await.unwrap();
         let (notified, _) = next_notified(&mut resumed, Duration::from_secs(5)).await;
         assert_eq!(notified, std::slice::from_ref(&second_fall), "{backend:?}");
         let restarted = platform.another_access().await;
         let mut elsewhere = DataAccessServiceClient::new(Platform::channel(&restarted).await);
-        let mut replayed = elsewhere
-            .follow_record_changes(authed(
-                follow(&[&nhs_shared, &nhs_private], &cursor),
-                &care_team(),
-            ))
-            .await
-            .unwrap()
-            .into_inner();
+        let both = follow(&[&nhs_shared, &nhs_private], &cursor);
+        let mut replayed = as_care_team(&mut elsewhere, both).await.unwrap();
         let (notified, _) = next_notified(&mut replayed, Duration::from_secs(5)).await;
         assert_eq!(
             notified,
@@ -204,13 +203,7 @@ async fn the_care_team_is_told_of_a_fall_unless_the_patient_withholds_it() {
         );
 
         // A withdrawn consent takes effect on the next change, on the open stream.
-        platform
-            .record_directive(
-                &shared,
-                ConsentDecision::Permit,
-                vec![from_care_team(&["safeguarding"])],
-            )
-            .await;
+        withhold_safeguarding(&shared).await;
         raise_fall(&platform, &nhs_shared).await;
         let (notified, _) = next_notified(&mut resumed, Duration::from_millis(1500)).await;
         assert!(
@@ -231,21 +224,15 @@ async fn a_tampered_cursor_or_a_demographic_reference_is_refused() {
         let mut tampered = cursor.into_bytes();
         let last = tampered.len() - 1;
         tampered[last] = if tampered[last] == b'A' { b'B' } else { b'A' };
-        let refused = access
-            .follow_record_changes(authed(
-                follow(&[&nhs], &String::from_utf8(tampered).unwrap()),
-                &care_team(),
-            ))
-            .await
-            .unwrap_err();
+        let tampered = follow(&[&nhs], &String::from_utf8(tampered).unwrap());
+        let refused = as_care_team(&mut access, tampered).await.unwrap_err();
         assert_eq!(
             (refused.code(), error_info(&refused).reason.as_str()),
             (Code::InvalidArgument, "INVALID_PAGE_TOKEN")
         );
         let mut by_demographics = follow(&[&nhs], "");
         by_demographics.patients[0].reference = Some(Reference::Demographics(Default::default()));
-        let refused = access
-            .follow_record_changes(authed(by_demographics, &care_team()))
+        let refused = as_care_team(&mut access, by_demographics)
             .await
             .unwrap_err();
         assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");

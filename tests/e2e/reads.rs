@@ -21,6 +21,17 @@ fn read(nhs_number: &str) -> ReadPatientRecordRequest {
     }
 }
 
+/// Reads the patient's record by NHS number with `token`, requiring the read refused with `code`.
+async fn read_refused(platform: &Platform, nhs_number: &str, token: &str, code: Code) {
+    let refused = platform
+        .access_client()
+        .await
+        .read_patient_record(authed(read(nhs_number), token))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), code, "{:?}: {refused:?}", platform.backend);
+}
+
 #[tokio::test]
 async fn a_permitted_read_returns_the_record_and_withholds_what_the_patient_withholds() {
     for platform in Platform::each_backend(Overrides::default()).await {
@@ -72,18 +83,8 @@ async fn dissent_refuses_a_read_and_break_glass_overrides_it_for_review() {
             .record_directive(&patient_id, ConsentDecision::Deny, vec![])
             .await;
         let clinician = token("R8000", "user/*.rs");
+        read_refused(&platform, &nhs, &clinician, Code::PermissionDenied).await;
         let mut access = platform.access_client().await;
-
-        let refused = access
-            .read_patient_record(authed(read(&nhs), &clinician))
-            .await
-            .unwrap_err();
-        assert_eq!(
-            refused.code(),
-            Code::PermissionDenied,
-            "{:?}: {refused:?}",
-            platform.backend
-        );
 
         let emergency = BreakGlassReadPatientRecordRequest {
             patient: by_nhs(&nhs),
@@ -142,19 +143,11 @@ async fn forged_and_unscoped_tokens_are_refused() {
         let valid = token("R8000", "user/*.rs");
         let (head, signature) = valid.rsplit_once('.').expect("a JWT");
         let forged = format!("{head}.{}", signature.chars().rev().collect::<String>());
-        let refused = access
-            .read_patient_record(authed(read(&nhs), &forged))
-            .await
-            .unwrap_err();
-        assert_eq!(refused.code(), Code::Unauthenticated);
+        read_refused(&platform, &nhs, &forged, Code::Unauthenticated).await;
 
         // Allowed to create encounters, not to read anything.
         let unscoped = token("R8000", "user/Encounter.c");
-        let refused = access
-            .read_patient_record(authed(read(&nhs), &unscoped))
-            .await
-            .unwrap_err();
-        assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+        read_refused(&platform, &nhs, &unscoped, Code::PermissionDenied).await;
     }
 }
 
@@ -174,31 +167,10 @@ async fn with_consent_down_nothing_is_disclosed_and_the_attempt_is_audited() {
         let (patient_id, nhs) = platform.register_patient("Mary", "Seacole").await;
         platform.add_record(&patient_id, &[]).await;
         let clinician = token("R8000", "user/*.rs");
-        let mut access = platform.access_client().await;
-        let refused = access
-            .read_patient_record(authed(read(&nhs), &clinician))
-            .await
-            .unwrap_err();
-        assert_eq!(
-            refused.code(),
-            Code::Unavailable,
-            "{:?}: {refused:?}",
-            platform.backend
-        );
+        read_refused(&platform, &nhs, &clinician, Code::Unavailable).await;
 
         let officer = token("R0001", "user/*.rs");
-        let entries = access
-            .list_audit_entries(authed(
-                carerecord_contracts::access::v1::ListAuditEntriesRequest {
-                    page_size: 100,
-                    ..Default::default()
-                },
-                &officer,
-            ))
-            .await
-            .expect("audit entries")
-            .into_inner()
-            .entries;
+        let entries = platform.audit_entries(&officer).await;
         let leaf = entries
             .last()
             .and_then(|e| e.leaf.clone())

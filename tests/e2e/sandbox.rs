@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 
 use carerecord_access::dev_token::{DevToken, mint};
 use carerecord_contracts::access::v1::data_access_service_client::DataAccessServiceClient;
+use carerecord_contracts::access::v1::{AuditEntry, ListAuditEntriesRequest};
 use carerecord_contracts::common::v1::{Date, HumanName, NameUse, Requester};
 use carerecord_contracts::consent::v1::consent_service_client::ConsentServiceClient;
 use carerecord_contracts::consent::v1::{
@@ -365,6 +366,21 @@ impl Platform {
             })
             .await
             .expect("record the opt-out check");
+    }
+
+    /// The audit log's first 1,000 entries, as `token` (a privacy officer's) lists them.
+    pub async fn audit_entries(&self, token: &str) -> Vec<AuditEntry> {
+        let request = ListAuditEntriesRequest {
+            page_size: 1000,
+            ..Default::default()
+        };
+        self.access_client()
+            .await
+            .list_audit_entries(authed(request, token))
+            .await
+            .expect("the audit log")
+            .into_inner()
+            .entries
     }
 
     /// Records the national data opt-out service's answer that the patient has not opted out.
