@@ -3,7 +3,7 @@
 
 use carerecord_contracts::access::v1::patient_reference::Reference;
 use carerecord_contracts::access::v1::{
-    AuditAction, BreakGlassEvent, BreakGlassReviewOutcome, Demographics,
+    AuditAction, BreakGlassEvent, BreakGlassReviewOutcome, Demographics, FindPatientResponse,
     ListBreakGlassEventsRequest, PatientReference, ReadPatientRecordRequest,
     ReviewBreakGlassEventRequest, ReviewEventKind,
 };
@@ -107,14 +107,17 @@ async fn queue(
     }
 }
 
+/// FindPatient by patient id, for care, requiring success; `what` names the patient in a failure.
+async fn find_by_id(ctx: &Ctx, patient_id: &str, what: &str) -> TestResult<FindPatientResponse> {
+    let found = client(ctx)
+        .find_patient(find(by_id(patient_id), "TREAT"))
+        .await;
+    ok(found, &format!("FindPatient({what})"))
+}
+
 pub(super) async fn summary(ctx: Ctx) -> TestResult {
     let patient = restricted_patient(&ctx).await?;
-    let found = ok(
-        client(&ctx)
-            .find_patient(find(by_id(&patient.patient_id), "TREAT"))
-            .await,
-        "FindPatient(a restricted patient)",
-    )?;
+    let found = find_by_id(&ctx, &patient.patient_id, "a restricted patient").await?;
     ensure!(
         found.restricted,
         "FindPatient of a restricted patient says restricted"
@@ -122,12 +125,7 @@ pub(super) async fn summary(ctx: Ctx) -> TestResult {
     let summary = present(found.patient, "FindPatient: no patient")?;
     ensure_eq!(summary.patient_id, patient.patient_id, "patient_id");
     let open = register(&ctx).await?;
-    let found = ok(
-        client(&ctx)
-            .find_patient(find(by_id(&open.patient_id), "TREAT"))
-            .await,
-        "FindPatient(an unrestricted patient)",
-    )?;
+    let found = find_by_id(&ctx, &open.patient_id, "an unrestricted patient").await?;
     ensure!(
         !found.restricted,
         "FindPatient of an unrestricted patient does not say restricted"
@@ -182,12 +180,7 @@ pub(super) async fn postcode_search(ctx: Ctx) -> TestResult {
 
 pub(super) async fn reads_reviewed(ctx: Ctx) -> TestResult {
     let patient = restricted_patient(&ctx).await?;
-    let found = ok(
-        client(&ctx)
-            .find_patient(find(by_id(&patient.patient_id), "TREAT"))
-            .await,
-        "FindPatient",
-    )?;
+    let found = find_by_id(&ctx, &patient.patient_id, "a restricted patient").await?;
     let read = ok(
         client(&ctx)
             .read_patient_record(ReadPatientRecordRequest {
@@ -244,12 +237,7 @@ pub(super) async fn reads_reviewed(ctx: Ctx) -> TestResult {
 
 pub(super) async fn review(ctx: Ctx) -> TestResult {
     let patient = restricted_patient(&ctx).await?;
-    let found = ok(
-        client(&ctx)
-            .find_patient(find(by_id(&patient.patient_id), "TREAT"))
-            .await,
-        "FindPatient",
-    )?;
+    let found = find_by_id(&ctx, &patient.patient_id, "a restricted patient").await?;
     let events = queue(&ctx, &patient.patient_id, ReviewEventKind::Unspecified).await?;
     let Some(event) = events
         .into_iter()
