@@ -13,29 +13,18 @@ use crate::helpers::*;
 
 /// Registers `patients`, returning their ids in order.
 async fn register(c: &mut Client, patients: &[&Patient]) -> Vec<String> {
-    let mut ids = Vec::new();
-    for chunk in patients.chunks(500) {
-        let response = ok(c
-            .batch_create_patients(BatchCreatePatientsRequest {
-                requests: chunk
-                    .iter()
-                    .map(|p| CreatePatientRequest {
-                        request_id: request_id(),
-                        patient: Some((*p).clone()),
-                        requester: None,
-                    })
-                    .collect(),
-                requester: Some(requester()),
-            })
-            .await);
-        for r in response.results {
-            match r.outcome.unwrap() {
-                batch_create_patients_result::Outcome::Patient(p) => ids.push(p.patient_id),
-                batch_create_patients_result::Outcome::Error(e) => panic!("{e:?}"),
-            }
-        }
-    }
-    ids
+    let registered = register_all(c, patients).await;
+    registered.into_iter().map(|p| p.patient_id).collect()
+}
+
+/// F1 of the predicted pairs against the true ones.
+fn f1_score(predicted: &HashSet<(usize, usize)>, truth: &HashSet<(usize, usize)>) -> f64 {
+    let correct = predicted.intersection(truth).count() as f64;
+    let (precision, recall) = (
+        correct / predicted.len().max(1) as f64,
+        correct / truth.len().max(1) as f64,
+    );
+    2.0 * precision * recall / (precision + recall).max(1e-9)
 }
 
 /// F1 of MATCH over (probe, index record) pairs: each probe by its demographics, or (when the
@@ -74,12 +63,7 @@ async fn f1(
             }
         }
     }
-    let correct = predicted.intersection(&truth).count() as f64;
-    let (precision, recall) = (
-        correct / predicted.len().max(1) as f64,
-        correct / truth.len().max(1) as f64,
-    );
-    2.0 * precision * recall / (precision + recall).max(1e-9)
+    f1_score(&predicted, &truth)
 }
 
 #[tokio::test]
@@ -165,12 +149,7 @@ async fn f1_of_pairs(c: &mut Client, ids: &[String], truth: &HashSet<(usize, usi
             }
         }
     }
-    let correct = predicted.intersection(truth).count() as f64;
-    let (precision, recall) = (
-        correct / predicted.len().max(1) as f64,
-        correct / truth.len().max(1) as f64,
-    );
-    2.0 * precision * recall / (precision + recall).max(1e-9)
+    f1_score(&predicted, truth)
 }
 
 #[tokio::test]

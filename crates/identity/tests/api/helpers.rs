@@ -113,6 +113,34 @@ pub async fn create(client: &mut Client, p: Patient) -> Patient {
         .expect("patient")
 }
 
+/// Registers `patients` in batches of 500; returns them as registered, in order.
+pub async fn register_all(client: &mut Client, patients: &[&Patient]) -> Vec<Patient> {
+    let mut out = Vec::new();
+    for chunk in patients.chunks(500) {
+        let requests = chunk
+            .iter()
+            .map(|p| CreatePatientRequest {
+                request_id: request_id(),
+                patient: Some((*p).clone()),
+                requester: None,
+            })
+            .collect();
+        let response = ok(client
+            .batch_create_patients(BatchCreatePatientsRequest {
+                requests,
+                requester: Some(requester()),
+            })
+            .await);
+        for r in response.results {
+            match r.outcome.unwrap() {
+                batch_create_patients_result::Outcome::Patient(p) => out.push(p),
+                batch_create_patients_result::Outcome::Error(e) => panic!("{e:?}"),
+            }
+        }
+    }
+    out
+}
+
 pub use carerecord_platform::testing::{reason, violations};
 
 /// The message of a call that must succeed.

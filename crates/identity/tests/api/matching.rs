@@ -8,32 +8,6 @@ use tonic::Code;
 
 use crate::helpers::*;
 
-async fn register(c: &mut Client, patients: Vec<Patient>) -> Vec<Patient> {
-    let mut out = Vec::new();
-    for chunk in patients.chunks(500) {
-        let response = ok(c
-            .batch_create_patients(BatchCreatePatientsRequest {
-                requests: chunk
-                    .iter()
-                    .map(|p| CreatePatientRequest {
-                        request_id: request_id(),
-                        patient: Some(p.clone()),
-                        requester: None,
-                    })
-                    .collect(),
-                requester: Some(requester()),
-            })
-            .await);
-        for r in response.results {
-            match r.outcome.unwrap() {
-                batch_create_patients_result::Outcome::Patient(p) => out.push(p),
-                batch_create_patients_result::Outcome::Error(e) => panic!("{e:?}"),
-            }
-        }
-    }
-    out
-}
-
 /// A match of `patient`'s demographics, with the default limits.
 fn by_demographics(patient: Patient) -> MatchPatientsRequest {
     MatchPatientsRequest {
@@ -76,7 +50,8 @@ async fn a_new_index_matches_with_the_configured_starting_parameters_until_estim
         assert_eq!(start.match_threshold, 0.95);
 
         let population = Generator::new(9).population(300, 0.2);
-        let registered = register(c, population.iter().map(|g| g.patient.clone()).collect()).await;
+        let patients: Vec<&Patient> = population.iter().map(|g| &g.patient).collect();
+        let registered = register_all(c, &patients).await;
         let (dup, original) = population
             .iter()
             .enumerate()
@@ -240,8 +215,8 @@ async fn estimate_then_match_explains_candidates() {
             assert_eq!(reason(&status), "INSUFFICIENT_DATA");
 
             let population = Generator::new(5).population(600, 0.25);
-            let registered =
-                register(c, population.iter().map(|g| g.patient.clone()).collect()).await;
+            let patients: Vec<&Patient> = population.iter().map(|g| &g.patient).collect();
+            let registered = register_all(c, &patients).await;
 
             // A dry run stores nothing.
             let dry = ok(c
