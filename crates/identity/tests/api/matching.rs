@@ -8,6 +8,12 @@ use tonic::Code;
 
 use crate::helpers::*;
 
+/// The candidate's evidence for `field`.
+fn evidence<'a>(candidate: &'a MatchCandidate, field: &str) -> &'a FieldEvidence {
+    let found = candidate.evidence.iter().find(|e| e.field == field);
+    found.unwrap_or_else(|| panic!("no evidence for {field}"))
+}
+
 /// A match of `patient`'s demographics, with the default limits.
 fn by_demographics(patient: Patient) -> MatchPatientsRequest {
     MatchPatientsRequest {
@@ -354,16 +360,15 @@ async fn estimate_then_match_explains_candidates() {
                 original.patient_id
             );
             assert_eq!(top.classification, MatchClassification::Match as i32);
-            let evidence = |field: &str| top.evidence.iter().find(|e| e.field == field).unwrap();
-            let family = evidence("family_name");
+            let family = evidence(top, "family_name");
             assert_eq!(family.level, ComparisonLevel::Partial as i32);
             assert_eq!(family.comparator, "jaro_winkler");
-            let birth = evidence("birth_date");
+            let birth = evidence(top, "birth_date");
             assert_eq!(
                 (birth.level, birth.similarity),
                 (ComparisonLevel::Exact as i32, 1.0)
             );
-            let identifier = evidence("identifier");
+            let identifier = evidence(top, "identifier");
             assert_eq!(
                 (identifier.level, identifier.weight),
                 (ComparisonLevel::Missing as i32, 0.0)
@@ -576,11 +581,7 @@ async fn single_names_and_partial_birth_dates_register_and_match() {
             top.patient.as_ref().unwrap().patient_id,
             year_only.patient_id
         );
-        let birth = top
-            .evidence
-            .iter()
-            .find(|e| e.field == "birth_date")
-            .unwrap();
+        let birth = evidence(top, "birth_date");
         assert_eq!(
             (
                 birth.level,
@@ -595,21 +596,13 @@ async fn single_names_and_partial_birth_dates_register_and_match() {
             .await);
         let top = &found.candidates[0];
         assert_eq!(top.patient.as_ref().unwrap().patient_id, single.patient_id);
-        let family = top
-            .evidence
-            .iter()
-            .find(|e| e.field == "family_name")
-            .unwrap();
+        let family = evidence(top, "family_name");
         assert_eq!(
             (family.level, family.weight),
             (ComparisonLevel::Missing as i32, 0.0)
         );
         // Evidence keeps the level's weight beside the adjusted one, and names the adjustment.
-        let given = top
-            .evidence
-            .iter()
-            .find(|e| e.field == "given_name")
-            .unwrap();
+        let given = evidence(top, "given_name");
         assert!(given.level_weight > 0.0);
         assert!(
             ["term_frequency", "same_household"].contains(&given.adjustment.as_str()),
