@@ -135,34 +135,23 @@ async fn break_glass_overrides_dissent_and_is_reviewed() {
             .unwrap_err();
         assert_eq!(error_info(&status).reason, "SELF_REVIEW");
 
-        let unreviewed = list_events(
-            api::ListBreakGlassEventsRequest {
-                review_filter: api::BreakGlassReviewFilter::Unreviewed as i32,
+        // The privacy officer's listing by review state, of every patient or of one.
+        let by_review = async |patient_id: &str, filter: api::BreakGlassReviewFilter| {
+            let request = api::ListBreakGlassEventsRequest {
+                patient_id: patient_id.into(),
+                review_filter: filter as i32,
                 ..Default::default()
-            },
-            &officer,
-        )
-        .await
-        .unwrap()
-        .into_inner()
-        .events;
+            };
+            let listed = list_events(request, &officer).await.unwrap();
+            listed.into_inner().events
+        };
+        let unreviewed = by_review("", api::BreakGlassReviewFilter::Unreviewed).await;
         assert_eq!(unreviewed.len(), 1);
         assert_eq!(
             unreviewed[0].requester.as_ref().unwrap().user_id,
             "reception-1"
         );
-        let for_patient = list_events(
-            api::ListBreakGlassEventsRequest {
-                patient_id: p.clone(),
-                review_filter: api::BreakGlassReviewFilter::Reviewed as i32,
-                ..Default::default()
-            },
-            &officer,
-        )
-        .await
-        .unwrap()
-        .into_inner()
-        .events;
+        let for_patient = by_review(&p, api::BreakGlassReviewFilter::Reviewed).await;
         assert_eq!(for_patient.len(), 1);
         assert_eq!(
             for_patient[0]

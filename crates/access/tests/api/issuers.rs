@@ -4,7 +4,7 @@
 
 use carerecord_contracts::access::v1 as api;
 use carerecord_platform::testing::TestDatabase;
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use jsonwebtoken::Algorithm;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::Code;
@@ -53,17 +53,6 @@ async fn jwks_server(body: String) -> String {
         }
     });
     format!("http://{addr}/jwks")
-}
-
-fn sign(claims: &Value, alg: Algorithm, kid: &str, key_file: &str) -> String {
-    let pem = std::fs::read(format!("{KEYS_DIR}/{key_file}")).unwrap();
-    let key = match alg {
-        Algorithm::ES256 => EncodingKey::from_ec_pem(&pem).unwrap(),
-        _ => EncodingKey::from_rsa_pem(&pem).unwrap(),
-    };
-    let mut header = Header::new(alg);
-    header.kid = Some(kid.into());
-    jsonwebtoken::encode(&header, claims, &key).unwrap()
 }
 
 fn now() -> i64 {

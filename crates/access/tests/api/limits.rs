@@ -58,6 +58,15 @@ impl Seen {
         self.retry_info |= other.retry_info;
     }
 
+    /// What all the clients saw, together.
+    fn merged(all: impl IntoIterator<Item = Seen>) -> Seen {
+        let mut merged = Seen::default();
+        for seen in all {
+            merged.merge(seen);
+        }
+        merged
+    }
+
     fn p99(&mut self) -> Duration {
         self.latencies.sort();
         let at = (self.latencies.len() * 99).div_ceil(100).saturating_sub(1);
@@ -165,10 +174,7 @@ async fn a_flooding_client_is_limited_while_another_keeps_its_service() {
         );
         let (flooded, mut steady) = tokio::join!(futures::future::join_all(flood), steady);
         let elapsed = started.elapsed();
-        let mut flooder = Seen::default();
-        for seen in flooded {
-            flooder.merge(seen);
-        }
+        let mut flooder = Seen::merged(flooded);
         eprintln!(
             "{:?}: steady client alone: {}",
             db.backend,
@@ -207,10 +213,7 @@ async fn a_flooding_client_is_limited_while_another_keeps_its_service() {
         let (flooded, mut beside_unlimited) =
             tokio::join!(futures::future::join_all(flood), with_unlimited);
         let elapsed = started.elapsed();
-        let mut unlimited = Seen::default();
-        for seen in flooded {
-            unlimited.merge(seen);
-        }
+        let mut unlimited = Seen::merged(flooded);
         eprintln!(
             "{:?}: for comparison, an unlimited client flooding the same way: {}",
             db.backend,

@@ -636,14 +636,19 @@ pub fn token_signed(claims: &Claims, key_file: &str, kid: &str, alg: Algorithm) 
     if !claims.patient.is_empty() {
         body["patient"] = claims.patient.clone().into();
     }
+    sign(&body, alg, kid, key_file)
+}
+
+/// `claims` signed with `alg` by the key in `key_file` (EC for ES256, else RSA), naming `kid`.
+pub fn sign(claims: &serde_json::Value, alg: Algorithm, kid: &str, key_file: &str) -> String {
     let pem = std::fs::read(format!("{KEYS_DIR}/{key_file}")).unwrap();
     let key = match alg {
-        Algorithm::RS256 => EncodingKey::from_rsa_pem(&pem).unwrap(),
-        _ => EncodingKey::from_ec_pem(&pem).unwrap(),
+        Algorithm::ES256 => EncodingKey::from_ec_pem(&pem).unwrap(),
+        _ => EncodingKey::from_rsa_pem(&pem).unwrap(),
     };
     let mut header = Header::new(alg);
     header.kid = Some(kid.into());
-    jsonwebtoken::encode(&header, &body, &key).unwrap()
+    jsonwebtoken::encode(&header, claims, &key).unwrap()
 }
 
 pub fn token(claims: &Claims) -> String {
