@@ -23,6 +23,14 @@
 //! - [`testing`] (feature `testing`): the test kit: fresh databases on both backends, services
 //!   started in-process, assertions on error details.
 
+/// mimalloc, for every service, tool, test and bench that links the platform: matching, reads
+/// and imports make many small, short-lived allocations, and glibc's allocator spent a large
+/// share of identity's CPU on them (perf, README "Measured performance"). Not in fuzzing builds,
+/// where libFuzzer watches the system allocator.
+#[cfg(not(fuzzing))]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 pub mod app;
 pub mod config;
 pub mod db;

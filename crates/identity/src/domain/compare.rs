@@ -159,30 +159,107 @@ pub fn compare_dates(a: (i32, i32, i32), b: (i32, i32, i32)) -> DateAgreement {
     if a.0 == b.0 && a.1 == b.2 && a.2 == b.1 {
         return DateAgreement::Swapped;
     }
-    let fa = format!("{:04}{:02}{:02}", a.0, a.1, a.2);
-    let fb = format!("{:04}{:02}{:02}", b.0, b.1, b.2);
-    let (xa, xb) = (fa.as_bytes(), fb.as_bytes());
-    let diffs: Vec<usize> = (0..xa.len().min(xb.len()))
-        .filter(|&i| xa[i] != xb[i])
-        .collect();
-    match diffs.as_slice() {
-        [_] => DateAgreement::OneTypo,
-        [i, j] if *j == i + 1 && xa[*i] == xb[*j] && xa[*j] == xb[*i] => DateAgreement::OneTypo,
+    let (Some(xa), Some(xb)) = (date_digits(a), date_digits(b)) else {
+        return DateAgreement::Different;
+    };
+    // Positions where the YYYYMMDD digits differ; more than two is already different.
+    let mut diffs = [0usize; 2];
+    let mut n = 0;
+    for i in 0..8 {
+        if xa[i] != xb[i] {
+            if n == 2 {
+                return DateAgreement::Different;
+            }
+            diffs[n] = i;
+            n += 1;
+        }
+    }
+    match (n, diffs) {
+        (1, _) => DateAgreement::OneTypo,
+        (2, [i, j]) if j == i + 1 && xa[i] == xb[j] && xa[j] == xb[i] => DateAgreement::OneTypo,
         _ => DateAgreement::Different,
     }
+}
+
+/// A date's YYYYMMDD digits, on the stack (matching runs this for most candidates); `None` for a
+/// date that has no such eight digits.
+fn date_digits((year, month, day): (i32, i32, i32)) -> Option<[u8; 8]> {
+    if !(0..=9999).contains(&year) || !(0..=99).contains(&month) || !(0..=99).contains(&day) {
+        return None;
+    }
+    let mut digits = [0u8; 8];
+    let mut put = |at: usize, value: i32, width: usize| {
+        let mut v = value;
+        for k in (0..width).rev() {
+            digits[at + k] = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+    };
+    put(0, year, 4);
+    put(4, month, 2);
+    put(6, day, 2);
+    Some(digits)
+}
+
+/// A number's decimal digits written into `buffer` (no allocation), as `to_string` would.
+pub fn decimal(value: i32, buffer: &mut [u8; 11]) -> &str {
+    let mut at = buffer.len();
+    let mut v = i64::from(value).unsigned_abs();
+    loop {
+        at -= 1;
+        buffer[at] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    if value < 0 {
+        at -= 1;
+        buffer[at] = b'-';
+    }
+    // Only ASCII digits and '-' were written.
+    std::str::from_utf8(&buffer[at..]).unwrap_or_default()
 }
 
 /// Token-set similarity of two multi-word values (addresses): the share of tokens of both that
 /// find a close partner (Jaro-Winkler >= 0.9) in the other, in [0, 1].
 pub fn token_set(a: &str, b: &str) -> f64 {
-    let ta: Vec<&str> = a.split(' ').filter(|t| !t.is_empty()).collect();
-    let tb: Vec<&str> = b.split(' ').filter(|t| !t.is_empty()).collect();
+    // Up to 16 tokens a side on the stack: matching compares addresses for most candidates.
+    let (mut small_a, mut small_b) = ([""; 16], [""; 16]);
+    match (tokens_into(a, &mut small_a), tokens_into(b, &mut small_b)) {
+        (Some(na), Some(nb)) => token_set_of(&small_a[..na], &small_b[..nb]),
+        _ => {
+            let ta: Vec<&str> = a.split(' ').filter(|t| !t.is_empty()).collect();
+            let tb: Vec<&str> = b.split(' ').filter(|t| !t.is_empty()).collect();
+            token_set_of(&ta, &tb)
+        }
+    }
+}
+
+/// The non-empty space-separated tokens of `s` in `out`, or `None` when they do not fit.
+fn tokens_into<'a>(s: &'a str, out: &mut [&'a str]) -> Option<usize> {
+    let mut n = 0;
+    for token in s.split(' ').filter(|t| !t.is_empty()) {
+        *out.get_mut(n)? = token;
+        n += 1;
+    }
+    Some(n)
+}
+
+fn token_set_of(ta: &[&str], tb: &[&str]) -> f64 {
     if ta.is_empty() || tb.is_empty() {
         return 0.0;
     }
-    let mut used = vec![false; tb.len()];
+    let mut small = [false; 16];
+    let mut large: Vec<bool>;
+    let used: &mut [bool] = if tb.len() <= small.len() {
+        &mut small[..tb.len()]
+    } else {
+        large = vec![false; tb.len()];
+        &mut large
+    };
     let mut matched = 0usize;
-    for x in &ta {
+    for x in ta {
         let mut best: Option<(usize, f64)> = None;
         for (j, y) in tb.iter().enumerate() {
             if used[j] {
@@ -204,13 +281,38 @@ pub fn token_set(a: &str, b: &str) -> f64 {
 /// Dice coefficient of the character bigrams of two values with spaces removed, in [0, 1]:
 /// robust to words split or joined ("jervoisstreet" / "jervois street") and to typos.
 pub fn bigram_dice(a: &str, b: &str) -> f64 {
+    // ASCII values of up to 128 bytes (normalised addresses) take their bigrams on the stack.
+    const SMALL: usize = 128;
+    if a.is_ascii() && b.is_ascii() && a.len() <= SMALL && b.len() <= SMALL {
+        let (mut x, mut y) = ([0u16; SMALL], [0u16; SMALL]);
+        let (nx, ny) = (ascii_bigrams(a, &mut x), ascii_bigrams(b, &mut y));
+        return dice(&mut x[..nx], &mut y[..ny], a, b);
+    }
     let grams = |s: &str| -> Vec<(char, char)> {
         let chars: Vec<char> = s.chars().filter(|c| !c.is_whitespace()).collect();
-        let mut g: Vec<(char, char)> = chars.windows(2).map(|w| (w[0], w[1])).collect();
-        g.sort_unstable();
-        g
+        chars.windows(2).map(|w| (w[0], w[1])).collect()
     };
-    let (x, y) = (grams(a), grams(b));
+    let (mut x, mut y) = (grams(a), grams(b));
+    dice(&mut x, &mut y, a, b)
+}
+
+/// The bigrams of an ASCII value with white space removed, each as two bytes in one `u16`.
+fn ascii_bigrams(s: &str, out: &mut [u16]) -> usize {
+    let mut n = 0;
+    let mut previous: Option<u8> = None;
+    for c in s.bytes().filter(|&c| !char::from(c).is_whitespace()) {
+        if let Some(p) = previous {
+            out[n] = u16::from(p) << 8 | u16::from(c);
+            n += 1;
+        }
+        previous = Some(c);
+    }
+    n
+}
+
+/// The Dice coefficient of two bigram multisets (sorted here); `a` and `b` are the values they
+/// came from, for the case of a value too short to have a bigram.
+fn dice<T: Ord>(x: &mut [T], y: &mut [T], a: &str, b: &str) -> f64 {
     if x.is_empty() || y.is_empty() {
         return if a.trim() == b.trim() && !x.is_empty() {
             1.0
@@ -218,6 +320,8 @@ pub fn bigram_dice(a: &str, b: &str) -> f64 {
             0.0
         };
     }
+    x.sort_unstable();
+    y.sort_unstable();
     // Multiset intersection of two sorted lists.
     let (mut i, mut j, mut common) = (0, 0, 0usize);
     while i < x.len() && j < y.len() {
@@ -326,6 +430,57 @@ mod tests {
             compare_dates((1980, 3, 7), (1975, 11, 20)),
             DateAgreement::Different
         );
+    }
+
+    #[test]
+    fn decimal_writes_what_to_string_writes() {
+        let mut buffer = [0u8; 11];
+        for n in [0, 7, 19800307, -5, i32::MAX, i32::MIN] {
+            assert_eq!(decimal(n, &mut buffer), n.to_string());
+        }
+    }
+
+    #[test]
+    fn dates_out_of_range_are_different_not_a_typo() {
+        assert_eq!(
+            compare_dates((10000, 1, 1), (10001, 1, 1)),
+            DateAgreement::Different
+        );
+    }
+
+    #[test]
+    fn stack_and_heap_paths_agree() {
+        let words = "a bb ccc dddd high street leeds north yorkshire england";
+        let pairs = [
+            ("12 high street leeds", "high street 12 leeds"),
+            ("jervois street coolaroo", "jervoisstreet coolar oo"),
+            ("night", "nacht"),
+            ("a", "a"),
+            ("", "abc"),
+            ("12 high street leeds", "4 church lane york"),
+        ];
+        for (a, b) in pairs {
+            let mut heap_a: Vec<(char, char)> = Vec::new();
+            let mut heap_b: Vec<(char, char)> = Vec::new();
+            for (s, out) in [(a, &mut heap_a), (b, &mut heap_b)] {
+                let chars: Vec<char> = s.chars().filter(|c| !c.is_whitespace()).collect();
+                out.extend(chars.windows(2).map(|w| (w[0], w[1])));
+            }
+            assert!(
+                close(bigram_dice(a, b), dice(&mut heap_a, &mut heap_b, a, b)),
+                "{a} / {b}"
+            );
+            let ta: Vec<&str> = a.split(' ').filter(|t| !t.is_empty()).collect();
+            let tb: Vec<&str> = b.split(' ').filter(|t| !t.is_empty()).collect();
+            assert!(close(token_set(a, b), token_set_of(&ta, &tb)), "{a} / {b}");
+        }
+        // Past 16 tokens and 128 bytes the heap path runs.
+        let long_a = format!("{words} {words} {words}");
+        let long_b = format!("{words} {words} {}", words.replace("high", "hihg"));
+        assert!(long_a.len() > 128 && long_a.split(' ').count() > 16);
+        assert!(close(token_set(&long_a, &long_b), 1.0));
+        assert!(close(bigram_dice(&long_a, &long_a), 1.0));
+        assert!(bigram_dice(&long_a, &long_b) > 0.9 && bigram_dice(&long_a, &long_b) < 1.0);
     }
 
     #[test]

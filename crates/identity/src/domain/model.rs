@@ -389,13 +389,14 @@ fn compare_field<'a>(
                     DateAgreement::Swapped => (Level::Partial, "date_swap", 0.75),
                     DateAgreement::OneTypo => (Level::Partial, "date_typo", 0.875),
                     DateAgreement::Different => {
-                        let fa = p.birth_date.to_string();
-                        let fb = c.birth_date.to_string();
-                        let d = compare::damerau_levenshtein(&fa, &fb);
+                        let (mut ba, mut bb) = ([0u8; 11], [0u8; 11]);
+                        let fa = compare::decimal(p.birth_date, &mut ba);
+                        let fb = compare::decimal(c.birth_date, &mut bb);
+                        let d = compare::damerau_levenshtein(fa, fb);
                         (
                             Level::Disagree,
                             "levenshtein",
-                            compare::distance_similarity(d, &fa, &fb),
+                            compare::distance_similarity(d, fa, fb),
                         )
                     }
                 };
