@@ -17,12 +17,7 @@ async fn fill(app: &mut TestApp, reads: usize) {
     let p = app.fakes.patient_with_an_observation();
     let clinician = token(&Claims::clinician("user/*.rs"));
     for _ in 0..reads {
-        let request = api::ReadPatientRecordRequest {
-            patient: patient_ref(&p),
-            purpose_of_use: "TREAT".into(),
-            ..Default::default()
-        };
-        app.read(request, &clinician).await.unwrap();
+        app.read(read(&p, "TREAT"), &clinician).await.unwrap();
     }
 }
 

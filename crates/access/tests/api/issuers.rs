@@ -2,7 +2,6 @@
 //! (each from its own local JWKS server, shaped as the provider issues them), client credentials
 //! from a JWKS file, next to the single issuer configured by environment as before.
 
-use carerecord_contracts::access::v1 as api;
 use carerecord_platform::testing::TestDatabase;
 use jsonwebtoken::Algorithm;
 use serde_json::{Value, json};
@@ -125,14 +124,6 @@ async fn spawn(db_url: &str) -> (TestApp, tempfile::TempDir) {
     )
     .await;
     (app, dir)
-}
-
-fn read(patient_id: &str, purpose: &str) -> api::ReadPatientRecordRequest {
-    api::ReadPatientRecordRequest {
-        patient: patient_ref(patient_id),
-        purpose_of_use: purpose.into(),
-        ..Default::default()
-    }
 }
 
 /// The error of a read refused before it was audited: its reason.

@@ -26,14 +26,6 @@ fn disclosures_of(patient_id: &str) -> api::ListDisclosuresRequest {
     }
 }
 
-fn read(patient_id: &str, purpose: &str) -> api::ReadPatientRecordRequest {
-    api::ReadPatientRecordRequest {
-        patient: patient_ref(patient_id),
-        purpose_of_use: purpose.into(),
-        ..Default::default()
-    }
-}
-
 #[tokio::test]
 async fn a_permitted_read_discloses_in_order_and_is_audited() {
     for db in TestDatabase::each_backend().await {

@@ -99,18 +99,8 @@ async fn restricted_patients_are_hidden_from_postcode_searches_and_every_read_is
             .find_patient(authed(find(Some(by_nhs)), &clinician))
             .await
             .unwrap();
-        let read = app
-            .read(
-                api::ReadPatientRecordRequest {
-                    patient: patient_ref(&hidden),
-                    purpose_of_use: "TREAT".into(),
-                    ..Default::default()
-                },
-                &clinician,
-            )
-            .await
-            .unwrap();
-        assert_eq!(read.records.len(), 1);
+        let disclosed = app.read(read(&hidden, "TREAT"), &clinician).await.unwrap();
+        assert_eq!(disclosed.records.len(), 1);
         // An unrestricted patient's find is not reviewed.
         let found = app
             .client
@@ -139,7 +129,7 @@ async fn restricted_patients_are_hidden_from_postcode_searches_and_every_read_is
             && e.kind == api::ReviewEventKind::RestrictedPatient as i32
             && e.requester.as_ref().unwrap().user_id == "dr-who"));
         assert_eq!(flagged[0].outcome, api::AuditOutcome::Failed as i32);
-        assert_eq!(flagged[3].event_id, read.audit_entry_id);
+        assert_eq!(flagged[3].event_id, disclosed.audit_entry_id);
         assert_eq!(flagged[3].returned_count, 1);
         assert!(
             events(&app, api::ReviewEventKind::BreakGlass)
@@ -200,16 +190,9 @@ async fn restricted_patients_are_hidden_from_postcode_searches_and_every_read_is
         own.org = String::new();
         own.role = String::new();
         own.patient = hidden.clone();
-        app.read(
-            api::ReadPatientRecordRequest {
-                patient: patient_ref(&hidden),
-                purpose_of_use: "PATRQT".into(),
-                ..Default::default()
-            },
-            &token(&own),
-        )
-        .await
-        .unwrap();
+        app.read(read(&hidden, "PATRQT"), &token(&own))
+            .await
+            .unwrap();
         assert_eq!(
             events(&app, api::ReviewEventKind::Unspecified).await.len(),
             5

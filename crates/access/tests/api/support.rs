@@ -690,6 +690,15 @@ pub fn audit_index(status: &Status) -> i64 {
     error_info(status).metadata["audit_index"].parse().unwrap()
 }
 
+/// A read of the patient's record (by id) for `purpose`.
+pub fn read(patient_id: &str, purpose: &str) -> api::ReadPatientRecordRequest {
+    api::ReadPatientRecordRequest {
+        patient: patient_ref(patient_id),
+        purpose_of_use: purpose.into(),
+        ..Default::default()
+    }
+}
+
 pub fn patient_ref(id: &str) -> Option<api::PatientReference> {
     Some(api::PatientReference {
         reference: Some(api::patient_reference::Reference::PatientId(id.to_owned())),

@@ -32,21 +32,14 @@ async fn missing_expired_forged_and_unscoped_tokens_are_refused() {
 
         let mut expired = Claims::clinician("user/*.rs");
         expired.exp_offset = -3600;
-        let status = app
-            .client
-            .read_patient_record(authed(read(&p, &[]), &token(&expired)))
-            .await
-            .unwrap_err();
+        let status = app.read(read(&p, &[]), &token(&expired)).await.unwrap_err();
         assert_eq!(status.code(), Code::Unauthenticated);
         assert_eq!(error_info(&status).reason, "TOKEN_EXPIRED");
 
         // Within the 60 s of allowed clock skew, a just-expired token still passes.
         let mut skewed = Claims::clinician("user/*.rs");
         skewed.exp_offset = -30;
-        app.client
-            .read_patient_record(authed(read(&p, &[]), &token(&skewed)))
-            .await
-            .unwrap();
+        app.read(read(&p, &[]), &token(&skewed)).await.unwrap();
 
         // Signed with a key the deployment does not trust, under a trusted kid.
         let forged = token_signed(
