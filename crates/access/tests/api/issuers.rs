@@ -212,10 +212,10 @@ async fn tokens_that_name_no_caller_are_refused_before_anything_is_looked_up() {
         app.fakes.add_patient("9990000026", "Twin");
 
         // An issuer the deployment does not trust, though signed with a trusted key.
-        let mut claims = cis2_claims();
-        claims["iss"] = "https://am.example/not-trusted".into();
+        let mut untrusted = cis2_claims();
+        untrusted["iss"] = "https://am.example/not-trusted".into();
         let status = app
-            .read(read(&p, "TREAT"), &cis2_token(&claims))
+            .read(read(&p, "TREAT"), &cis2_token(&untrusted))
             .await
             .unwrap_err();
         assert_eq!(
@@ -226,19 +226,10 @@ async fn tokens_that_name_no_caller_are_refused_before_anything_is_looked_up() {
             error_info(&status).metadata["issuer"],
             "https://am.example/not-trusted"
         );
-        // A CIS2 token for NHS login's audience.
-        let mut claims = cis2_claims();
-        claims["aud"] = NHS_LOGIN_CLIENT.into();
-        let status = app
-            .read(read(&p, "TREAT"), &cis2_token(&claims))
-            .await
-            .unwrap_err();
-        assert_eq!(
-            unaudited_reason(&status, Code::Unauthenticated),
-            "TOKEN_INVALID"
-        );
-
-        // CIS2 without a selected role, or selecting one it does not hold.
+        // A CIS2 token for NHS login's audience; CIS2 without a selected role, or selecting one
+        // it does not hold.
+        let mut for_nhs_login = cis2_claims();
+        for_nhs_login["aud"] = NHS_LOGIN_CLIENT.into();
         let mut unselected = cis2_claims();
         unselected
             .as_object_mut()
@@ -246,23 +237,23 @@ async fn tokens_that_name_no_caller_are_refused_before_anything_is_looked_up() {
             .remove("selected_roleid");
         let mut foreign = cis2_claims();
         foreign["selected_roleid"] = "123".into();
-        for claims in [unselected, foreign] {
+        for (claims, code, reason) in [
+            (for_nhs_login, Code::Unauthenticated, "TOKEN_INVALID"),
+            (unselected, Code::PermissionDenied, "ROLE_NOT_SELECTED"),
+            (foreign, Code::PermissionDenied, "ROLE_NOT_SELECTED"),
+        ] {
             let status = app
                 .read(read(&p, "TREAT"), &cis2_token(&claims))
                 .await
                 .unwrap_err();
-            assert_eq!(
-                unaudited_reason(&status, Code::PermissionDenied),
-                "ROLE_NOT_SELECTED"
-            );
+            assert_eq!(unaudited_reason(&status, code), reason, "{claims}");
         }
 
+        // The registered patient's NHS login token at an identity proofing level.
+        let login = |level: &str| nhs_login_token(&nhs_login_claims("9434765919", level));
         // NHS login below P9.
         let status = app
-            .read(
-                read(&p, "PATRQT"),
-                &nhs_login_token(&nhs_login_claims("9434765919", "P5")),
-            )
+            .read(read(&p, "PATRQT"), &login("P5"))
             .await
             .unwrap_err();
         assert_eq!(
@@ -298,10 +289,7 @@ async fn tokens_that_name_no_caller_are_refused_before_anything_is_looked_up() {
             .identity_down
             .store(true, std::sync::atomic::Ordering::SeqCst);
         let status = app
-            .read(
-                read(&p, "PATRQT"),
-                &nhs_login_token(&nhs_login_claims("9434765919", "P9")),
-            )
+            .read(read(&p, "PATRQT"), &login("P9"))
             .await
             .unwrap_err();
         assert_eq!(
