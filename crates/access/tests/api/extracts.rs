@@ -27,12 +27,7 @@ async fn run(
     request: api::ExtractPseudonymisedRequest,
     token: &str,
 ) -> (Vec<api::PseudonymisedRow>, api::ExtractSummary) {
-    let mut stream = app
-        .client
-        .extract_pseudonymised(authed(request, token))
-        .await
-        .unwrap()
-        .into_inner();
+    let mut stream = app.extract(request, token).await.unwrap();
     let mut rows = Vec::new();
     while let Some(message) = stream.message().await.unwrap() {
         match message.item.unwrap() {
@@ -137,25 +132,19 @@ async fn extracts_exclude_opted_out_patients_and_pseudonymise_stably_per_project
         // Project B is approved for organisation X26 only.
         let clinician = token(&Claims::clinician("user/*.rs"));
         let status = app
-            .client
-            .extract_pseudonymised(authed(extract(PROJECT_B, &ids), &clinician))
+            .extract(extract(PROJECT_B, &ids), &clinician)
             .await
             .unwrap_err();
         assert_eq!(status.code(), Code::PermissionDenied);
         assert_eq!(error_info(&status).reason, "PROJECT_NOT_PERMITTED");
         let status = app
-            .client
-            .extract_pseudonymised(authed(extract("nope", &ids), &researcher))
+            .extract(extract("nope", &ids), &researcher)
             .await
             .unwrap_err();
         assert_eq!(error_info(&status).reason, "PROJECT_NOT_FOUND");
         let mut bad = extract(PROJECT_A, &["x".into()]);
         bad.purpose_of_use = "TREAT".into();
-        let status = app
-            .client
-            .extract_pseudonymised(authed(bad, &researcher))
-            .await
-            .unwrap_err();
+        let status = app.extract(bad, &researcher).await.unwrap_err();
         assert_eq!(status.code(), Code::InvalidArgument);
         assert_eq!(
             violations(&status),
@@ -165,8 +154,7 @@ async fn extracts_exclude_opted_out_patients_and_pseudonymise_stably_per_project
         // Consent unreachable: nothing extracted, the attempt audited.
         app.fakes.consent_down.store(true, Ordering::SeqCst);
         let status = app
-            .client
-            .extract_pseudonymised(authed(extract(PROJECT_A, &ids), &researcher))
+            .extract(extract(PROJECT_A, &ids), &researcher)
             .await
             .unwrap_err();
         assert_eq!(status.code(), Code::Unavailable);

@@ -116,12 +116,7 @@ async fn find_patient_by_nhs_number_and_demographics() {
         let p = app.fakes.add_patient("9434765919", "Smith");
         let clinician = token(&Claims::clinician("user/Patient.rs"));
         let by_nhs = find_by_nhs_number("943 476 5919", "TREAT");
-        let found = app
-            .client
-            .find_patient(authed(by_nhs.clone(), &clinician))
-            .await
-            .unwrap()
-            .into_inner();
+        let found = app.find(by_nhs.clone(), &clinician).await.unwrap();
         assert_eq!(found.patient.unwrap().patient_id, p);
         let leaf = audit_leaf(&mut app, found.audit_index).await;
         assert_eq!(leaf.action, api::AuditAction::FindPatient as i32);
@@ -146,21 +141,12 @@ async fn find_patient_by_nhs_number_and_demographics() {
             }),
             purpose_of_use: "TREAT".into(),
         };
-        let found = app
-            .client
-            .find_patient(authed(demographics.clone(), &clinician))
-            .await
-            .unwrap()
-            .into_inner();
+        let found = app.find(demographics.clone(), &clinician).await.unwrap();
         assert_eq!(found.patient.unwrap().patient_id, p);
         // A second Smith born the same day makes the match ambiguous.
         let twin = app.fakes.add_patient("", "Smith");
         assert_ne!(twin, p);
-        let status = app
-            .client
-            .find_patient(authed(demographics, &clinician))
-            .await
-            .unwrap_err();
+        let status = app.find(demographics, &clinician).await.unwrap_err();
         assert_eq!(status.code(), Code::FailedPrecondition);
         assert_eq!(error_info(&status).reason, "PATIENT_MATCH_AMBIGUOUS");
         let leaf = audit_leaf(&mut app, audit_index(&status)).await;
@@ -168,19 +154,11 @@ async fn find_patient_by_nhs_number_and_demographics() {
 
         // Unknown NHS number: NOT_FOUND, audited; bad check digit: INVALID_ARGUMENT, not audited.
         let unknown = find_by_nhs_number("9876543210", "TREAT");
-        let status = app
-            .client
-            .find_patient(authed(unknown, &clinician))
-            .await
-            .unwrap_err();
+        let status = app.find(unknown, &clinician).await.unwrap_err();
         assert_eq!(status.code(), Code::NotFound);
         assert_eq!(error_info(&status).reason, "PATIENT_NOT_FOUND");
         let bad = find_by_nhs_number("9434765918", "WHATEVER");
-        let status = app
-            .client
-            .find_patient(authed(bad, &clinician))
-            .await
-            .unwrap_err();
+        let status = app.find(bad, &clinician).await.unwrap_err();
         assert_eq!(status.code(), Code::InvalidArgument);
         assert_eq!(
             violations(&status),

@@ -73,19 +73,16 @@ async fn restricted_patients_are_hidden_from_postcode_searches_and_every_read_is
 
         // A demographic search naming a postcode does not find them, as if they were not registered.
         let status = app
-            .client
-            .find_patient(authed(find(by_demographics("LS1 4AP")), &clinician))
+            .find(find(by_demographics("LS1 4AP")), &clinician)
             .await
             .unwrap_err();
         assert_eq!(status.code(), Code::NotFound);
         assert_eq!(error_info(&status).reason, "PATIENT_NOT_FOUND");
         // Without a postcode, or by NHS number, they are found, marked restricted, with no address.
         let found = app
-            .client
-            .find_patient(authed(find(by_demographics("")), &clinician))
+            .find(find(by_demographics("")), &clinician)
             .await
-            .unwrap()
-            .into_inner();
+            .unwrap();
         assert_eq!(
             (found.patient.unwrap().patient_id.as_str(), found.restricted),
             (hidden.as_str(), true)
@@ -95,19 +92,14 @@ async fn restricted_patients_are_hidden_from_postcode_searches_and_every_read_is
                 "9434765919".into(),
             )),
         };
-        app.client
-            .find_patient(authed(find(Some(by_nhs)), &clinician))
-            .await
-            .unwrap();
+        app.find(find(Some(by_nhs)), &clinician).await.unwrap();
         let disclosed = app.read(read(&hidden, "TREAT"), &clinician).await.unwrap();
         assert_eq!(disclosed.records.len(), 1);
         // An unrestricted patient's find is not reviewed.
         let found = app
-            .client
-            .find_patient(authed(find(patient_ref(&open)), &clinician))
+            .find(find(patient_ref(&open)), &clinician)
             .await
-            .unwrap()
-            .into_inner();
+            .unwrap();
         assert!(!found.restricted);
 
         // The review queue: the postcode search that matched them, both finds and the read.

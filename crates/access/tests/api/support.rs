@@ -524,6 +524,28 @@ impl TestApp {
         let response = client.read_patient_record(authed(request, token)).await?;
         Ok(response.into_inner())
     }
+
+    /// FindPatient with a bearer token.
+    pub async fn find(
+        &self,
+        request: api::FindPatientRequest,
+        token: &str,
+    ) -> Result<api::FindPatientResponse, Status> {
+        let mut client = self.client.clone();
+        let response = client.find_patient(authed(request, token)).await?;
+        Ok(response.into_inner())
+    }
+
+    /// ExtractPseudonymised with a bearer token: the stream of its rows and summary.
+    pub async fn extract(
+        &self,
+        request: api::ExtractPseudonymisedRequest,
+        token: &str,
+    ) -> Result<tonic::Streaming<api::ExtractPseudonymisedResponse>, Status> {
+        let mut client = self.client.clone();
+        let response = client.extract_pseudonymised(authed(request, token)).await?;
+        Ok(response.into_inner())
+    }
 }
 
 /// Data access on `db_url`, wired to fresh doubles.
