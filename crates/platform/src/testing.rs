@@ -375,6 +375,19 @@ pub async fn spawn<S: crate::app::Service>(vars: &[(&str, &str)]) -> TestApp {
     .await
 }
 
+/// [`spawn`]s `S` on the database at `db_url` with the service's own test `settings`, then the
+/// test's `extra` settings.
+pub async fn spawn_on<S: crate::app::Service>(
+    db_url: &str,
+    settings: &[(&str, &str)],
+    extra: &[(&str, &str)],
+) -> TestApp {
+    let mut vars = vec![("DATABASE_URL", db_url)];
+    vars.extend_from_slice(settings);
+    vars.extend_from_slice(extra);
+    spawn::<S>(&vars).await
+}
+
 /// Starts `S` from a configuration the test built itself, and connects to it.
 ///
 /// # Panics

@@ -6,7 +6,7 @@ use carerecord_contracts::consent::v1::consent_service_client::ConsentServiceCli
 use carerecord_contracts::consent::v1::*;
 use carerecord_platform::db::{Database, DatabaseConfig};
 use carerecord_platform::page_token::PageTokens;
-use carerecord_platform::testing::{TestDatabase, spawn};
+use carerecord_platform::testing::{TestDatabase, spawn_on};
 use prost_types::Timestamp;
 use tonic::Status;
 use tonic::transport::Channel;
@@ -32,12 +32,8 @@ pub async fn spawn_app(db_url: &str) -> TestApp {
 }
 
 pub async fn spawn_app_with(db_url: &str, extra: &[(&str, &str)]) -> TestApp {
-    let mut vars = vec![
-        ("DATABASE_URL", db_url),
-        ("CARERECORD_TOKEN_SECRET", "test-secret-0123456789"),
-    ];
-    vars.extend_from_slice(extra);
-    let app = spawn::<Application>(&vars).await;
+    let settings = [("CARERECORD_TOKEN_SECRET", "test-secret-0123456789")];
+    let app = spawn_on::<Application>(db_url, &settings, extra).await;
     TestApp {
         client: ConsentServiceClient::new(app.channel.clone()),
         _app: app,

@@ -6,7 +6,7 @@ use carerecord_contracts::common::v1::{
 use carerecord_contracts::identity::v1::patient_identity_service_client::PatientIdentityServiceClient;
 use carerecord_contracts::identity::v1::*;
 use carerecord_identity::Application;
-use carerecord_platform::testing::{TestDatabase, spawn};
+use carerecord_platform::testing::{TestDatabase, spawn_on};
 
 pub type Client = PatientIdentityServiceClient<tonic::transport::Channel>;
 
@@ -44,12 +44,8 @@ pub async fn spawn_app(db_url: &str) -> App {
 }
 
 pub async fn spawn_app_with(db_url: &str, extra: &[(&str, &str)]) -> App {
-    let mut vars = vec![
-        ("DATABASE_URL", db_url),
-        ("CARERECORD_TOKEN_SECRET", SECRET),
-    ];
-    vars.extend_from_slice(extra);
-    let app = spawn::<Application>(&vars).await;
+    let settings = [("CARERECORD_TOKEN_SECRET", SECRET)];
+    let app = spawn_on::<Application>(db_url, &settings, extra).await;
     App {
         client: PatientIdentityServiceClient::new(app.channel.clone()),
         app,

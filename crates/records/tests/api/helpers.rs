@@ -7,7 +7,7 @@ use carerecord_contracts::records::v1::{
     ListRecordsRequest, ListRecordsResponse, Record, RecordView, RetractRecordRequest,
     UpdateRecordRequest,
 };
-use carerecord_platform::testing::{TestDatabase, spawn};
+use carerecord_platform::testing::{TestDatabase, spawn_on};
 use carerecord_records::Application;
 use prost_types::FieldMask;
 use tonic::transport::Channel;
@@ -50,14 +50,12 @@ pub async fn spawn_app(db: &TestDatabase) -> TestApp {
 
 /// Starts the service on `db_url` with extra settings.
 pub async fn spawn_app_with(db_url: &str, extra: &[(&str, &str)]) -> TestApp {
-    let mut vars = vec![
-        ("DATABASE_URL", db_url),
+    let settings = [
         ("CARERECORD_TOKEN_SECRET", SECRET),
         ("CARERECORD_RECORDS_FHIR_BASE_URLS", BASE_URL),
         ("CARERECORD_RECORDS_WATCH_POLL_INTERVAL", "50ms"),
     ];
-    vars.extend_from_slice(extra);
-    let app = spawn::<Application>(&vars).await;
+    let app = spawn_on::<Application>(db_url, &settings, extra).await;
     TestApp {
         client: RecordHostingServiceClient::new(app.channel.clone()),
         app,
