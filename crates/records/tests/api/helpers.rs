@@ -180,6 +180,15 @@ pub fn item(record: Record, request_id: &str) -> ImportItem {
 }
 
 /// Sends an import stream and returns its answer.
+/// An import message of `items` from the test requester, asking for the ids of the records written.
+pub fn import_message(items: Vec<ImportItem>) -> ImportRecordsRequest {
+    ImportRecordsRequest {
+        items,
+        requester: Some(requester()),
+        return_record_ids: true,
+    }
+}
+
 pub async fn import(
     client: &mut Client,
     messages: Vec<ImportRecordsRequest>,

@@ -485,11 +485,7 @@ async fn import_keeps_good_items_and_reports_bad_ones_by_position() {
             item(record(&patient), ""),           // 8 ok
         ];
         let messages = vec![
-            ImportRecordsRequest {
-                items: first_message,
-                requester: Some(requester()),
-                return_record_ids: true,
-            },
+            import_message(first_message),
             ImportRecordsRequest {
                 items: second_message,
                 requester: None,
@@ -666,11 +662,7 @@ async fn an_import_stores_exactly_what_a_create_stores() {
         let items: Vec<ImportItem> = (0..300)
             .map(|i| item([&dated, &undated][i % 2].clone(), &new_id()))
             .collect();
-        let message = ImportRecordsRequest {
-            items,
-            requester: Some(requester()),
-            return_record_ids: true,
-        };
+        let message = import_message(items);
         let response = import(&mut client, vec![message.clone()]).await;
         assert_eq!((response.accepted_count, response.rejected_count), (300, 0));
         for (i, accepted) in response.accepted_records.iter().enumerate() {
@@ -726,11 +718,7 @@ async fn racing_import_and_create_with_one_request_id_make_one_record() {
             let mut items: Vec<ImportItem> =
                 (0..size).map(|_| item(record(&patient), "")).collect();
             items[size / 2] = item(record(&patient), &request.request_id);
-            let message = ImportRecordsRequest {
-                items,
-                requester: Some(requester()),
-                return_record_ids: true,
-            };
+            let message = import_message(items);
             let (mut a, mut b) = (client.clone(), client.clone());
             let (created, imported) =
                 tokio::join!(create_with(&mut a, request), import(&mut b, vec![message]));

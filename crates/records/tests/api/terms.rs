@@ -1,7 +1,7 @@
 //! ListRecords filters on the payload's clinical terms (codes, categories, statuses) and
 //! updated_before, as of the listing's snapshot, and the backfill of older versions' terms.
 
-use carerecord_contracts::records::v1::{ImportRecordsRequest, ListRecordsRequest, Record};
+use carerecord_contracts::records::v1::{ListRecordsRequest, Record};
 use carerecord_platform::db::{Database, DatabaseConfig};
 use carerecord_platform::testing::TestDatabase;
 use carerecord_records::MIGRATIONS;
@@ -86,23 +86,14 @@ async fn codes_categories_and_statuses_filter_the_listing() {
         )
         .await;
         // Imported the same way as created: the COPY path on PostgreSQL for large batches.
-        let mut imported = import(
-            &mut client,
-            vec![ImportRecordsRequest {
-                items: vec![item(
-                    observation_of(
-                        &patient,
-                        &[("http://snomed.info/sct", "8867-4")],
-                        r#"{"coding":[{"code":"survey"}]}"#,
-                        "final",
-                    ),
-                    &new_id(),
-                )],
-                requester: Some(requester()),
-                return_record_ids: true,
-            }],
-        )
-        .await;
+        let observation = observation_of(
+            &patient,
+            &[("http://snomed.info/sct", "8867-4")],
+            r#"{"coding":[{"code":"survey"}]}"#,
+            "final",
+        );
+        let message = import_message(vec![item(observation, &new_id())]);
+        let mut imported = import(&mut client, vec![message]).await;
         let snomed = imported.accepted_records.remove(0).record_id;
         create(
             &mut client,
@@ -174,15 +165,7 @@ async fn a_bulk_import_stores_the_terms_of_every_item() {
                 )
             })
             .collect();
-        let response = import(
-            &mut client,
-            vec![ImportRecordsRequest {
-                items,
-                requester: Some(requester()),
-                return_record_ids: true,
-            }],
-        )
-        .await;
+        let response = import(&mut client, vec![import_message(items)]).await;
         assert_eq!(response.accepted_count, 150);
         let page = list_page(
             &mut client,

@@ -6,8 +6,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use carerecord_contracts::records::v1::{
-    ImportRecordsRequest, RecordChange, RecordView, WatchRecordChangesRequest,
-    WatchRecordChangesResponse,
+    RecordChange, RecordView, WatchRecordChangesRequest, WatchRecordChangesResponse,
 };
 use carerecord_platform::testing::TestDatabase;
 use tokio::task::JoinHandle;
@@ -170,15 +169,7 @@ async fn many_watchers_each_see_exactly_their_events_in_order() {
             let items = (0..IMPORTED)
                 .map(|_| item(record(&import_patient), &new_id()))
                 .collect();
-            let response = import(
-                &mut importer,
-                vec![ImportRecordsRequest {
-                    items,
-                    requester: Some(requester()),
-                    return_record_ids: true,
-                }],
-            )
-            .await;
+            let response = import(&mut importer, vec![import_message(items)]).await;
             response
                 .accepted_records
                 .into_iter()
