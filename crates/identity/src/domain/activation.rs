@@ -146,7 +146,7 @@ fn held_out_agreement(context: &Context) -> Check {
             &context.records[a as usize].1,
             &context.records[b as usize].1,
         );
-        model.classify(model.probability(scorer.weight(p, c)))
+        scorer.score(p, c).classify(model)
     };
     let (mut current_matches, mut new_matches, mut kept, mut overturned) = (0, 0, 0, 0);
     for &(a, b) in context.held_out {

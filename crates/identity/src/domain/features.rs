@@ -183,12 +183,22 @@ impl Features {
         for id in &self.identifiers {
             push(format!("i:{}|{}", id.system, id.value));
         }
+        // The two broad keys (a birth date; a family name and birth year) are split by sex: in a
+        // million patients each holds dozens, and most candidates came from them. A record of
+        // unknown or other gender takes both halves, so it still meets everyone it did.
+        let sexes: &[char] = match self.gender {
+            1 => &['m'],
+            2 => &['f'],
+            _ => &['m', 'f'],
+        };
         let birth = self.birth();
         if let Some((y, m, d)) = birth
             && m > 0
             && d > 0
         {
-            push(format!("d:{y:04}{m:02}{d:02}"));
+            for sex in sexes {
+                push(format!("d:{y:04}{m:02}{d:02}|{sex}"));
+            }
         }
         // The birth decade keeps name blocks small in a large index (common given and family
         // names together are shared by hundreds of people in a million); "-" when unknown.
@@ -197,7 +207,9 @@ impl Features {
             if let Some((y, _, _)) = birth
                 && !name.family_code.is_empty()
             {
-                push(format!("fy:{}|{y}", name.family_code));
+                for sex in sexes {
+                    push(format!("fy:{}|{y}|{sex}", name.family_code));
+                }
             }
             // A single name (no family name): its given name and birth year.
             if let Some((y, _, _)) = birth
@@ -234,8 +246,9 @@ impl Features {
 }
 
 /// The version of [`Features::blocking_keys`]: 1 was the first release's keys; 2 has d:, fy:,
-/// gf: with the birth decade, nh: and pn:; 3 adds gy: for single names.
-pub const BLOCKING_SCHEME: i64 = 3;
+/// gf: with the birth decade, nh: and pn:; 3 adds gy: for single names; 4 splits d: and fy: by
+/// sex.
+pub const BLOCKING_SCHEME: i64 = 4;
 
 /// The house number of a normalised address: its first token when that starts with a digit
 /// ("12", "12a").
@@ -253,8 +266,8 @@ pub const BLOCKING_RULES: &[(&str, &[super::field::Field])] = {
     &[
         ("n:", &[NhsNumber]),
         ("i:", &[Identifier]),
-        ("d:", &[BirthDate]),
-        ("fy:", &[FamilyName, BirthDate]),
+        ("d:", &[BirthDate, Gender]),
+        ("fy:", &[FamilyName, BirthDate, Gender]),
         ("gy:", &[GivenName, BirthDate]),
         ("gf:", &[GivenName, FamilyName, BirthDate]),
         ("nh:", &[GivenName, FamilyName, Address]),
@@ -327,10 +340,12 @@ mod tests {
         assert_eq!(f.addresses, ["1 high st leeds"]);
         let keys = f.blocking_keys();
         assert!(keys.contains(&"n:9434765919".to_owned()));
-        assert!(keys.contains(&"d:19800307".to_owned()));
+        // Gender unknown: both halves of the birth date and family name keys.
+        assert!(keys.contains(&"d:19800307|m".to_owned()));
+        assert!(keys.contains(&"d:19800307|f".to_owned()));
         assert!(
             keys.iter()
-                .any(|k| k.starts_with("fy:") && k.ends_with("|1980"))
+                .any(|k| k.starts_with("fy:") && k.ends_with("|1980|f"))
         );
         assert!(keys.iter().all(|k| rule_of(k).is_some()));
     }
@@ -345,6 +360,44 @@ mod tests {
             }],
             ..Patient::default()
         }
+    }
+
+    #[test]
+    fn the_broad_keys_are_split_by_sex_and_unknown_meets_both() {
+        let with_gender = |gender: AdministrativeGender| {
+            Features::of(&Patient {
+                gender: gender as i32,
+                birth_date: Some(Date {
+                    year: 1980,
+                    month: 3,
+                    day: 7,
+                }),
+                ..named("Mary", "Jones")
+            })
+            .blocking_keys()
+        };
+        let broad = |keys: &[String]| -> Vec<String> {
+            keys.iter()
+                .filter(|k| k.starts_with("d:") || k.starts_with("fy:"))
+                .cloned()
+                .collect()
+        };
+        let male = broad(&with_gender(AdministrativeGender::Male));
+        let female = broad(&with_gender(AdministrativeGender::Female));
+        let unknown = broad(&with_gender(AdministrativeGender::Unspecified));
+        assert_eq!(male.len(), 2);
+        assert!(!male.iter().any(|k| female.contains(k)));
+        assert!(male.iter().chain(&female).all(|k| unknown.contains(k)));
+        // The name keys are not split: a sex recorded wrongly still meets its other record.
+        let other_keys = |keys: Vec<String>| -> Vec<String> {
+            keys.into_iter()
+                .filter(|k| !k.starts_with("d:") && !k.starts_with("fy:"))
+                .collect()
+        };
+        assert_eq!(
+            other_keys(with_gender(AdministrativeGender::Male)),
+            other_keys(with_gender(AdministrativeGender::Female))
+        );
     }
 
     #[test]

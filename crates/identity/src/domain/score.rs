@@ -124,6 +124,31 @@ struct Evaluation<'a> {
     outcomes: [Outcome<'a>; FIELD_COUNT],
     weights: [f64; FIELD_COUNT],
     adjustments: [Adjustment; FIELD_COUNT],
+    /// Whether nothing in the pair tells a patient from their twin (see [`PairScore`]).
+    twin_ambiguous: bool,
+}
+
+/// A pair's match weight, and whether its class may be MATCH at all.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PairScore {
+    pub weight: f64,
+    /// False when the pair lives at one address with one birth date, one of them has no given
+    /// name, and no NHS number or identifier agrees: a twin would look exactly the same, so the
+    /// pair is at most a possible match, for a person to decide.
+    pub may_match: bool,
+}
+
+impl PairScore {
+    /// The pair's class under `model`: its probability's class, at most POSSIBLE when it may
+    /// not match.
+    pub fn classify(&self, model: &Model) -> model::Classification {
+        let class = model.classify(model.probability(self.weight));
+        if class == model::Classification::Match && !self.may_match {
+            model::Classification::Possible
+        } else {
+            class
+        }
+    }
 }
 
 impl Evaluation<'_> {
@@ -144,7 +169,16 @@ impl<'a> Scorer<'a> {
 
     /// The pair's match weight.
     pub fn weight(&self, p: &Features, c: &Features) -> f64 {
-        self.evaluate(p, c).weights.iter().sum()
+        self.score(p, c).weight
+    }
+
+    /// The pair's match weight and whether it may be a match.
+    pub fn score(&self, p: &Features, c: &Features) -> PairScore {
+        let e = self.evaluate(p, c);
+        PairScore {
+            weight: e.weights.iter().sum(),
+            may_match: !e.twin_ambiguous,
+        }
     }
 
     /// Every field's comparison and weight, in field order.
@@ -176,6 +210,7 @@ impl<'a> Scorer<'a> {
             outcomes,
             weights: FIELDS.map(|f| self.model.weight(f, level(f))),
             adjustments: [Adjustment::None; FIELD_COUNT],
+            twin_ambiguous: false,
         };
         let agrees = |l: Level| matches!(l, Level::Exact | Level::Partial);
 
@@ -254,6 +289,16 @@ impl<'a> Scorer<'a> {
                 }
                 _ => false,
             };
+            // No given name on one side: nothing tells the patient from a twin, unless an NHS
+            // number or identifier agrees.
+            if level(Field::BirthDate) == Level::Exact
+                && given.level == Level::Missing
+                && level(Field::NhsNumber) != Level::Exact
+                && level(Field::Identifier) != Level::Exact
+            {
+                e.adjustments[Field::GivenName.index()] = Adjustment::Twin;
+                e.twin_ambiguous = true;
+            }
             if level(Field::BirthDate) == Level::Exact && twin_like {
                 let share = if given.level == Level::Partial {
                     TWIN_PARTIAL

@@ -14,7 +14,7 @@ use crate::domain::features::Features;
 use crate::domain::model::{Classification, Model};
 use crate::domain::pairs::{Sampling, estimate_from, identified_keys};
 use crate::domain::patient::timestamp;
-use crate::domain::score::Scorer;
+use crate::domain::score::{PairScore, Scorer};
 use crate::domain::validate;
 use crate::domain::{activation, estimate};
 use crate::error::{Error, MATCH_PARAMETERS};
@@ -105,8 +105,9 @@ impl IdentityService {
         let scorer = Scorer::new(model, &frequencies);
         let keys = features.blocking_keys();
         let mut candidates = self.store.candidates(&keys).await?;
-        let score = |f: &Features| scorer.weight(&features, f);
-        let mut weights: Vec<f64> = candidates.iter().map(|(_, f)| score(f)).collect();
+        let score = |f: &Features| scorer.score(&features, f);
+        let mut scores: Vec<PairScore> = candidates.iter().map(|(_, f)| score(f)).collect();
+        let weights: Vec<f64> = scores.iter().map(|s| s.weight).collect();
         // The person the probe names, through its identifiers, is a second description of the
         // probe: other records of that person, registered without the identifier and too noisy
         // to share a blocking key with the probe, share one with that description.
@@ -122,15 +123,15 @@ impl IdentityService {
             let seen: HashSet<String> = candidates.iter().map(|(id, _)| id.clone()).collect();
             for (id, f) in self.store.candidates(&more_keys).await? {
                 if !seen.contains(&id) {
-                    weights.push(score(&f));
+                    scores.push(score(&f));
                     candidates.push((id, f));
                 }
             }
         }
         let mut ranked: Vec<(f64, &str, usize)> = Vec::with_capacity(candidates.len());
-        for (i, ((id, _), weight)) in candidates.iter().zip(&weights).enumerate() {
+        for (i, ((id, _), score)) in candidates.iter().zip(&scores).enumerate() {
             if probe_id.as_deref() != Some(id.as_str()) {
-                ranked.push((*weight, id, i));
+                ranked.push((score.weight, id, i));
             }
         }
         let compared = ranked.len() as i32;
@@ -139,7 +140,7 @@ impl IdentityService {
         let mut non_matches = Vec::new();
         for (weight, _, i) in ranked {
             let probability = model.probability(weight);
-            let class = model.classify(probability);
+            let class = scores[i].classify(model);
             if class == Classification::NonMatch {
                 if request.include_non_matches && non_matches.len() < max.get() {
                     non_matches.push((weight, probability, class, i));

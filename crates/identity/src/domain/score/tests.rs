@@ -60,11 +60,12 @@ fn score(
     let model = model();
     let scorer = Scorer::new(&model, frequencies);
     let (fa, fb) = (Features::of(a), Features::of(b));
-    let weight = scorer.weight(&fa, &fb);
+    let scored = scorer.score(&fa, &fb);
+    let weight = scored.weight;
     let explained = scorer.explain(&fa, &fb);
     let sum: f64 = explained.iter().map(|s| s.weight).sum();
     assert!((sum - weight).abs() < 1e-9);
-    (model.classify(model.probability(weight)), weight, explained)
+    (scored.classify(&model), weight, explained)
 }
 
 fn field(scores: &[FieldScore], f: Field) -> &FieldScore {
@@ -98,6 +99,39 @@ fn twins_at_one_address_are_not_matched() {
     // The same child registered twice at that address is.
     let (class, _, _) = score(&a, &person("Jack", "Pamplin", (2015, 3, 7), false), &none());
     assert_eq!(class, Classification::Match);
+}
+
+#[test]
+fn a_missing_given_name_at_a_twins_address_is_at_most_possible() {
+    let registered = person("Jack", "Pamplin", (2015, 3, 7), false);
+    let mut nameless = registered.clone();
+    nameless.names[0].given.clear();
+    // Weighs like a match (weights alone cannot tell), yet a twin would look the same.
+    let model = model();
+    let (class, weight, evidence) = score(&nameless, &registered, &none());
+    assert!(
+        model.classify(model.probability(weight)) == Classification::Match,
+        "the weight alone would say MATCH: {weight}"
+    );
+    assert_eq!(class, Classification::Possible, "{evidence:#?}");
+    let given = field(&evidence, Field::GivenName);
+    assert_eq!(
+        (given.comparison.level, given.adjustment, given.weight),
+        (Level::Missing, Adjustment::Twin, 0.0)
+    );
+    // An NHS number on both makes it the same patient again.
+    let (class, _, _) = score(
+        &with_nhs(nameless.clone(), "943 476 5919"),
+        &with_nhs(registered.clone(), "943 476 5919"),
+        &none(),
+    );
+    assert_eq!(class, Classification::Match);
+    // Away from that address (a move) the rule does not apply.
+    let (_, _, evidence) = score(&moved(nameless), &registered, &none());
+    assert_eq!(
+        field(&evidence, Field::GivenName).adjustment,
+        Adjustment::None
+    );
 }
 
 #[test]
