@@ -6,12 +6,14 @@
 //! every message (a decision is never older than the message it governs).
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use carerecord_contracts::access::v1 as api;
 use carerecord_contracts::common::v1 as common;
 use carerecord_contracts::records::v1 as records;
 use carerecord_platform::errors::Violations;
 use futures::StreamExt;
+use futures::stream::FuturesOrdered;
 use tokio::sync::mpsc;
 use tonic::{Request, Status, Streaming};
 
@@ -27,6 +29,9 @@ use crate::upstream::unavailable;
 const MAX_ITEMS: usize = 1000;
 /// Patients resolved at once.
 const RESOLVE_CONCURRENCY: usize = 16;
+/// Messages of one stream being written and audited at once (each waits on record hosting and
+/// on the audit log's commit; one at a time left both idle between messages).
+const PIPELINE: usize = 4;
 
 /// An item's way to its record: checked, then either rejected or written.
 enum Item {
@@ -116,35 +121,67 @@ impl AccessService {
         }
         super::read::validate_legal_basis(&mut v, first.legal_basis, &first.purpose_of_use);
         v.into_result()?;
-        let (tx, rx) = mpsc::channel::<Result<api::ImportRecordsResponse, Status>>(2);
+        let (tx, rx) = mpsc::channel::<Result<api::ImportRecordsResponse, Status>>(PIPELINE);
         let this = self.clone();
         tokio::spawn(async move {
             let mut session = Session {
-                caller,
-                trace,
-                contributor,
-                purpose: first.purpose_of_use.clone(),
-                legal_basis: first.legal_basis,
+                stream: Arc::new(StreamContext {
+                    caller,
+                    trace,
+                    contributor,
+                    purpose: first.purpose_of_use.clone(),
+                    legal_basis: first.legal_basis,
+                }),
                 next_index: 0,
                 patients: HashMap::new(),
             };
-            let mut message = Some(first);
+            // Messages are checked and their patients resolved one after another (the stream's
+            // cache of patients is built in order), then written and audited several at once,
+            // and answered in order.
+            let mut in_flight = FuturesOrdered::new();
+            let mut next = Some(first);
+            let mut ended = false;
             loop {
-                let Some(current) = message.take() else {
-                    match stream.message().await {
-                        Ok(Some(next)) => message = Some(next),
-                        Ok(None) => return,
-                        Err(status) => {
-                            let _ = tx.send(Err(stream_error(status).into())).await;
+                if let Some(message) = next.take() {
+                    let written = match this.check_message(&mut session, message.items).await {
+                        Ok(prepared) => {
+                            let (this, stream) = (this.clone(), session.stream.clone());
+                            tokio::spawn(async move { this.write_message(&stream, prepared).await })
+                        }
+                        Err(e) => {
+                            ended = true;
+                            tokio::spawn(async move { Err(e) })
+                        }
+                    };
+                    in_flight.push_back(written);
+                }
+                if ended && in_flight.is_empty() {
+                    return;
+                }
+                tokio::select! {
+                    biased;
+                    Some(answer) = in_flight.next(), if !in_flight.is_empty() => {
+                        let answer = answer.unwrap_or_else(|e| {
+                            Err(Error::Internal(format!("an import message's task failed: {e}")))
+                        });
+                        let failed = answer.is_err();
+                        if tx.send(answer.map_err(Status::from)).await.is_err() || failed {
+                            // Messages still being written finish on their own: their items are
+                            // written and audited, and a resend comes back DEDUPLICATED.
                             return;
                         }
                     }
-                    continue;
-                };
-                let answer = this.import_message(&mut session, current.items).await;
-                let failed = answer.is_err();
-                if tx.send(answer.map_err(Status::from)).await.is_err() || failed {
-                    return;
+                    message = stream.message(), if !ended && in_flight.len() < PIPELINE => {
+                        match message {
+                            Ok(Some(message)) => next = Some(message),
+                            Ok(None) => ended = true,
+                            Err(status) => {
+                                ended = true;
+                                let e = stream_error(status);
+                                in_flight.push_back(tokio::spawn(async move { Err(e) }));
+                            }
+                        }
+                    }
                 }
             }
         });
@@ -161,12 +198,12 @@ impl AccessService {
         }
     }
 
-    /// One request message: its items checked, written, audited and answered.
-    async fn import_message(
+    /// One request message checked: its items' stream indexes, requests, scopes and patients.
+    async fn check_message(
         &self,
         session: &mut Session,
         items: Vec<api::ImportItem>,
-    ) -> Result<api::ImportRecordsResponse, Error> {
+    ) -> Result<Prepared, Error> {
         if items.len() > MAX_ITEMS {
             return Err(Error::invalid(
                 "items",
@@ -175,7 +212,7 @@ impl AccessService {
         }
         let base = session.next_index;
         session.next_index += items.len() as i64;
-        let contexts = self.contribution_contexts(&session.caller);
+        let contexts = self.contribution_contexts(&session.stream.caller);
         let mut checked: Vec<Item> = Vec::with_capacity(items.len());
         for (offset, item) in items.into_iter().enumerate() {
             let index = base + offset as i64;
@@ -209,6 +246,7 @@ impl AccessService {
                 continue;
             }
             if let Err(e) = session
+                .stream
                 .caller
                 .require(contexts, &content.resource_type, 'c')
             {
@@ -264,7 +302,26 @@ impl AccessService {
                 }
             }
         }
-        let denied = self.denied_patients(session, &owners).await?;
+        Ok(Prepared {
+            base,
+            checked,
+            owners,
+        })
+    }
+
+    /// One checked message written and audited: consent asked for its patients now, the items
+    /// still standing written to record hosting as one import, then one audit entry.
+    async fn write_message(
+        &self,
+        stream: &StreamContext,
+        prepared: Prepared,
+    ) -> Result<api::ImportRecordsResponse, Error> {
+        let Prepared {
+            base,
+            mut checked,
+            owners,
+        } = prepared;
+        let denied = self.denied_patients(stream, &owners).await?;
         // The import record hosting writes: the items still standing, in order.
         let mut writes = Vec::new();
         let mut written_index = Vec::new();
@@ -291,9 +348,9 @@ impl AccessService {
                 content_type: "application/fhir+json".into(),
                 payload: Self::stored_payload(content, owner),
                 data_classes: content.data_classes.clone(),
-                authoring_organisation_ods_code: session.contributor.organisation.clone(),
+                authoring_organisation_ods_code: stream.contributor.organisation.clone(),
                 author: content.author.clone(),
-                source_system: session.contributor.source_system.clone(),
+                source_system: stream.contributor.source_system.clone(),
                 effective_time: content.effective_time,
                 recorded_time: content.recorded_time,
                 ..Default::default()
@@ -313,19 +370,19 @@ impl AccessService {
             })
             .collect();
         let mut leaf = self.leaf(
-            &session.caller,
-            &session.trace,
+            &stream.caller,
+            &stream.trace,
             api::AuditAction::ImportRecords,
         );
-        leaf.purpose_of_use = session.purpose.clone();
-        leaf.legal_basis = session.legal_basis;
+        leaf.purpose_of_use = stream.purpose.clone();
+        leaf.legal_basis = stream.legal_basis;
         if !writes.is_empty() {
             let answer = self
                 .inner
                 .upstream
                 .import_records(records::ImportRecordsRequest {
                     items: writes,
-                    requester: Some(session.contributor.requester.clone()),
+                    requester: Some(stream.contributor.requester.clone()),
                     return_record_ids: true,
                 })
                 .await
@@ -439,7 +496,7 @@ impl AccessService {
                 }
             }
         }
-        let caller = session.caller.clone();
+        let caller = session.stream.caller.clone();
         let resolved: Vec<(String, Result<Resolution, Error>)> = futures::stream::iter(wanted)
             .map(|reference| {
                 let caller = caller.clone();
@@ -474,7 +531,7 @@ impl AccessService {
     /// The patients among `owners` whose decision for this stream's purpose denies, decided now.
     async fn denied_patients(
         &self,
-        session: &Session,
+        stream: &StreamContext,
         owners: &[Option<String>],
     ) -> Result<HashMap<String, ()>, Error> {
         let mut patients: Vec<String> = owners.iter().flatten().cloned().collect();
@@ -485,9 +542,9 @@ impl AccessService {
             return Ok(denied);
         }
         let question = super::consent::Question {
-            caller: &session.caller,
-            purpose: &session.purpose,
-            legal_basis: session.legal_basis,
+            caller: &stream.caller,
+            purpose: &stream.purpose,
+            legal_basis: stream.legal_basis,
             study_id: "",
         };
         for (patient, decision) in self.decide_each(&question, &patients).await? {
@@ -499,17 +556,31 @@ impl AccessService {
     }
 }
 
-/// What a stream keeps between its messages.
-struct Session {
+/// What every message of a stream shares.
+struct StreamContext {
     caller: Caller,
     trace: String,
     contributor: Contributor,
     purpose: String,
     legal_basis: i32,
+}
+
+/// What a stream keeps between its messages.
+struct Session {
+    stream: Arc<StreamContext>,
     /// The stream index of the next message's first item.
     next_index: i64,
     /// Each reference resolved so far: the patient, or the rejection reason.
     patients: HashMap<String, Resolution>,
+}
+
+/// A message checked and its patients resolved, ready to be written.
+struct Prepared {
+    /// The stream index of its first item.
+    base: i64,
+    checked: Vec<Item>,
+    /// Each item's patient, where it has one.
+    owners: Vec<Option<String>>,
 }
 
 /// A client stream that failed mid-way: its status (an undecodable message is the client's fault).
