@@ -87,6 +87,27 @@ fn fhir_json(reply: &Reply, status: StatusCode) -> Value {
     reply.json()
 }
 
+/// A newly registered patient (id, NHS number), and the gateway as a clinician.
+pub async fn fhir_and_patient(
+    platform: &Platform,
+    given: &str,
+    family: &str,
+) -> (Fhir, String, String) {
+    let (patient_id, nhs_number) = platform.register_patient(given, family).await;
+    (
+        platform.fhir().with_token(&clinician()),
+        patient_id,
+        nhs_number,
+    )
+}
+
+/// The reason code of an OperationOutcome's first issue (empty when it names none).
+pub fn reason(outcome: &Value) -> &str {
+    outcome["issue"][0]["details"]["coding"][0]["code"]
+        .as_str()
+        .unwrap_or_default()
+}
+
 /// The reply as a searchset Bundle (a 200 with FHIR JSON).
 pub fn searchset(reply: &Reply) -> Value {
     let bundle = fhir_json(reply, StatusCode::OK);
@@ -190,8 +211,8 @@ async fn capability_statement_and_smart_discovery_describe_the_gateway() {
 async fn patients_are_found_by_nhs_number_and_demographics_and_read_by_id() {
     for platform in Platform::each_backend(Overrides::default()).await {
         let backend = platform.backend;
-        let (patient_id, nhs_number) = platform.register_patient("Imogen", "Fairweather").await;
-        let fhir = platform.fhir().with_token(&clinician());
+        let (fhir, patient_id, nhs_number) =
+            fhir_and_patient(&platform, "Imogen", "Fairweather").await;
 
         let by_nhs = searchset(
             &fhir
@@ -393,8 +414,7 @@ async fn clinical_search_filters_in_the_front_door_and_pages_through_next_links(
 async fn read_vread_history_and_everything() {
     for platform in Platform::each_backend(Overrides::default()).await {
         let backend = platform.backend;
-        let (patient_id, _) = platform.register_patient("Ottoline", "Brackenbury").await;
-        let fhir = platform.fhir().with_token(&clinician());
+        let (fhir, patient_id, _) = fhir_and_patient(&platform, "Ottoline", "Brackenbury").await;
         let created = create(
             &fhir,
             &observation(&patient_id, "8867-4", "vital-signs", "final", "2025-05-05"),
@@ -404,12 +424,7 @@ async fn read_vread_history_and_everything() {
         let mut changed = created.clone();
         changed["status"] = json!("amended");
         let updated = fhir
-            .send(
-                Method::PUT,
-                &format!("/Observation/{id}"),
-                &[("if-match", "W/\"1\"")],
-                Some(&changed),
-            )
+            .put_if_match(&format!("/Observation/{id}"), 1, &changed)
             .await;
         assert_eq!(updated.status, StatusCode::OK, "{}", updated.text());
 
@@ -486,9 +501,7 @@ async fn read_vread_history_and_everything() {
         assert_eq!(everything.len(), 2, "{backend:?}: {everything:?}");
         let (other, _) = platform.register_patient("Some", "Oneelse").await;
         let refused = own.get(&format!("/Observation?patient={other}")).await;
-        assert_eq!(
-            outcome(&refused, StatusCode::FORBIDDEN)["issue"][0]["details"]["coding"][0]["code"],
-            "PATIENT_CONTEXT_MISMATCH"
-        );
+        let refused = outcome(&refused, StatusCode::FORBIDDEN);
+        assert_eq!(reason(&refused), "PATIENT_CONTEXT_MISMATCH");
     }
 }

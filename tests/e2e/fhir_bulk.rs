@@ -9,7 +9,7 @@ use carerecord_e2e::{Fhir, Overrides, PROJECT, Platform, Reply, token, token_at}
 use http::{Method, StatusCode};
 use serde_json::Value;
 
-use crate::fhir::outcome;
+use crate::fhir::{outcome, reason};
 
 /// The headers of a research export's kick-off under section 251 support.
 pub const KICK_OFF: [(&str, &str); 3] = [
@@ -196,10 +196,7 @@ async fn bulk_kick_off_refusals_are_operation_outcomes() {
         )
         .await;
     let unknown = outcome(&unknown, StatusCode::NOT_FOUND);
-    assert_eq!(
-        unknown["issue"][0]["details"]["coding"][0]["code"],
-        "PROJECT_NOT_FOUND"
-    );
+    assert_eq!(reason(&unknown), "PROJECT_NOT_FOUND");
     let treat = researcher
         .send(
             Method::GET,

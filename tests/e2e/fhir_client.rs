@@ -82,6 +82,13 @@ impl Fhir {
         self.send(Method::GET, path, &[], None).await
     }
 
+    /// PUT `body` on `path` with `If-Match: W/"version"`.
+    pub async fn put_if_match(&self, path: &str, version: u32, body: &Value) -> Reply {
+        let etag = format!("W/\"{version}\"");
+        self.send(Method::PUT, path, &[("if-match", &etag)], Some(body))
+            .await
+    }
+
     /// `method` on `path` (relative to the base, or an absolute URL under it) with `headers` and
     /// an optional FHIR JSON body.
     pub async fn send(

@@ -9,23 +9,16 @@ use carerecord_contracts::consent::v1::ConsentDecision;
 use carerecord_e2e::{Fhir, Overrides, Platform, fresh_nhs_number, token, uuid};
 use http::{Method, StatusCode};
 use prost::Message;
-use serde_json::{Value, json};
+use serde_json::json;
 
-use crate::fhir::{NHS_SYSTEM, clinician, create, observation, outcome};
-
-/// The reason code carerecord puts in an issue's details.
-fn reason(outcome: &Value) -> &str {
-    outcome["issue"][0]["details"]["coding"][0]["code"]
-        .as_str()
-        .unwrap_or_default()
-}
+use crate::fhir::{NHS_SYSTEM, clinician, create, fhir_and_patient, observation, outcome, reason};
 
 #[tokio::test]
 async fn every_error_is_an_operation_outcome_with_the_right_status() {
     for platform in Platform::each_backend(Overrides::default()).await {
         let backend = platform.backend;
-        let (patient_id, nhs_number) = platform.register_patient("Gwendolen", "Fairfax").await;
-        let fhir = platform.fhir().with_token(&clinician());
+        let (fhir, patient_id, nhs_number) =
+            fhir_and_patient(&platform, "Gwendolen", "Fairfax").await;
         let created = create(
             &fhir,
             &observation(&patient_id, "8867-4", "vital-signs", "final", "2025-01-01"),
@@ -176,8 +169,7 @@ async fn unavailable_modules_are_503_with_retry_after() {
         },
     )
     .await;
-    let (patient_id, _) = platform.register_patient("Algernon", "Moncrieff").await;
-    let fhir = platform.fhir().with_token(&clinician());
+    let (fhir, patient_id, _) = fhir_and_patient(&platform, "Algernon", "Moncrieff").await;
     let reply = fhir
         .get(&format!("/Observation?patient={patient_id}"))
         .await;
@@ -249,8 +241,8 @@ async fn traces_pass_through_and_logs_carry_no_patient_identifier() {
         Overrides::default(),
     )
     .await;
-    let (patient_id, nhs_number) = platform.register_patient("Euphemia", "Grimsditch").await;
-    let fhir = platform.fhir().with_token(&clinician());
+    let (fhir, patient_id, nhs_number) =
+        fhir_and_patient(&platform, "Euphemia", "Grimsditch").await;
     create(
         &fhir,
         &observation(&patient_id, "8867-4", "vital-signs", "final", "2025-02-02"),

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use carerecord_e2e::{Overrides, PROJECT, Platform, token};
-use http::{Method, StatusCode};
+use http::StatusCode;
 use serde_json::json;
 
 use crate::fhir::{clinician, create, observation};
@@ -69,11 +69,10 @@ async fn independent_fhir_clients_work_with_the_gateway() {
         let mut amended = ids[2].clone();
         amended["status"] = json!("amended");
         let updated = fhir
-            .send(
-                Method::PUT,
+            .put_if_match(
                 &format!("/Observation/{}", amended["id"].as_str().expect("id")),
-                &[("if-match", "W/\"1\"")],
-                Some(&amended),
+                1,
+                &amended,
             )
             .await;
         assert_eq!(updated.status, StatusCode::OK, "{}", updated.text());

@@ -6,14 +6,15 @@ use carerecord_e2e::{Overrides, Platform, token_at, uuid};
 use http::{Method, StatusCode};
 use serde_json::json;
 
-use crate::fhir::{NHS_SYSTEM, clinician, create, observation, outcome, search_all};
+use crate::fhir::{
+    NHS_SYSTEM, clinician, create, fhir_and_patient, observation, outcome, reason, search_all,
+};
 
 #[tokio::test]
 async fn create_update_with_if_match_and_delete_as_retraction() {
     for platform in Platform::each_backend(Overrides::default()).await {
         let backend = platform.backend;
-        let (patient_id, _) = platform.register_patient("Wilhelmina", "Thorne").await;
-        let fhir = platform.fhir().with_token(&clinician());
+        let (fhir, patient_id, _) = fhir_and_patient(&platform, "Wilhelmina", "Thorne").await;
         let resource = observation(&patient_id, "8867-4", "vital-signs", "final", "2025-07-01");
 
         let created = fhir
@@ -40,41 +41,17 @@ async fn create_update_with_if_match_and_delete_as_retraction() {
         let path = format!("/Observation/{id}");
         let missing = fhir.send(Method::PUT, &path, &[], Some(&amended)).await;
         outcome(&missing, StatusCode::PRECONDITION_REQUIRED);
-        let updated = fhir
-            .send(
-                Method::PUT,
-                &path,
-                &[("if-match", "W/\"1\"")],
-                Some(&amended),
-            )
-            .await;
+        let updated = fhir.put_if_match(&path, 1, &amended).await;
         assert_eq!(updated.status, StatusCode::OK, "{}", updated.text());
         assert_eq!(updated.header("etag"), Some("W/\"2\""));
         assert_eq!(updated.json()["status"], "amended");
-        let stale = fhir
-            .send(
-                Method::PUT,
-                &path,
-                &[("if-match", "W/\"1\"")],
-                Some(&amended),
-            )
-            .await;
+        let stale = fhir.put_if_match(&path, 1, &amended).await;
         let refused = outcome(&stale, StatusCode::PRECONDITION_FAILED);
-        assert_eq!(
-            refused["issue"][0]["details"]["coding"][0]["code"],
-            "ETAG_MISMATCH"
-        );
+        assert_eq!(reason(&refused), "ETAG_MISMATCH");
         let mut other_id = amended.clone();
         other_id["id"] = json!(uuid());
         outcome(
-            &fhir
-                .send(
-                    Method::PUT,
-                    &path,
-                    &[("if-match", "W/\"2\"")],
-                    Some(&other_id),
-                )
-                .await,
+            &fhir.put_if_match(&path, 2, &other_id).await,
             StatusCode::BAD_REQUEST,
         );
 
@@ -113,14 +90,7 @@ async fn create_update_with_if_match_and_delete_as_retraction() {
         // Nor is it found by search, nor can it be changed.
         let (found, _) = search_all(&fhir, &format!("/Observation?patient={patient_id}")).await;
         assert!(found.is_empty(), "{backend:?}: {found:?}");
-        let conflict = fhir
-            .send(
-                Method::PUT,
-                &path,
-                &[("if-match", "W/\"3\"")],
-                Some(&amended),
-            )
-            .await;
+        let conflict = fhir.put_if_match(&path, 3, &amended).await;
         outcome(&conflict, StatusCode::CONFLICT);
 
         // Without If-Match, DELETE retracts the latest version.
@@ -178,18 +148,14 @@ async fn a_subject_named_by_nhs_number_alone_is_resolved_and_filed() {
         let mut changed = created.clone();
         changed["title"] = json!("Evening visits");
         let refused = gp
-            .send(
-                Method::PUT,
+            .put_if_match(
                 &format!("/CarePlan/{}", created["id"].as_str().expect("id")),
-                &[("if-match", "W/\"1\"")],
-                Some(&changed),
+                1,
+                &changed,
             )
             .await;
         let refused = outcome(&refused, StatusCode::FORBIDDEN);
-        assert_eq!(
-            refused["issue"][0]["details"]["coding"][0]["code"],
-            "RECORD_NOT_OWNED"
-        );
+        assert_eq!(reason(&refused), "RECORD_NOT_OWNED");
     }
 }
 
@@ -197,8 +163,7 @@ async fn a_subject_named_by_nhs_number_alone_is_resolved_and_filed() {
 async fn retries_by_request_id_write_once_and_prefer_shapes_the_answer() {
     for platform in Platform::each_backend(Overrides::default()).await {
         let backend = platform.backend;
-        let (patient_id, _) = platform.register_patient("Araminta", "Holloway").await;
-        let fhir = platform.fhir().with_token(&clinician());
+        let (fhir, patient_id, _) = fhir_and_patient(&platform, "Araminta", "Holloway").await;
         let resource = observation(&patient_id, "8867-4", "vital-signs", "final", "2025-08-08");
         let request_id = uuid();
         let headers = [("x-request-id", request_id.as_str())];
@@ -219,10 +184,7 @@ async fn retries_by_request_id_write_once_and_prefer_shapes_the_answer() {
             .send(Method::POST, "/Observation", &headers, Some(&different))
             .await;
         let reused = outcome(&reused, StatusCode::CONFLICT);
-        assert_eq!(
-            reused["issue"][0]["details"]["coding"][0]["code"],
-            "REQUEST_ID_REUSED"
-        );
+        assert_eq!(reason(&reused), "REQUEST_ID_REUSED");
 
         let minimal = fhir
             .send(
