@@ -42,6 +42,23 @@ fn withholding(data_class: &str, organisation: &str) -> api::ConsentDirective {
     }
 }
 
+/// ListConsentDirectives of the patient with `token`.
+async fn list_directives(
+    platform: &Platform,
+    patient_id: &str,
+    token: &str,
+) -> Result<api::ListConsentDirectivesResponse, tonic::Status> {
+    let request = api::ListConsentDirectivesRequest {
+        patient: patient(patient_id),
+        ..Default::default()
+    };
+    let mut access = platform.access_client().await;
+    let listed = access
+        .list_consent_directives(authed(request, token))
+        .await?;
+    Ok(listed.into_inner())
+}
+
 async fn read_count(platform: &Platform, patient_id: &str, clinician: &str) -> (usize, i64) {
     let page = platform
         .access_client()
@@ -97,17 +114,9 @@ async fn a_patient_manages_their_own_consent_directives() {
 
         let mine = patient_token(&patient_id, PATIENT_SCOPES);
         let mut access = platform.access_client().await;
-        let listed = access
-            .list_consent_directives(authed(
-                api::ListConsentDirectivesRequest {
-                    patient: patient(&patient_id),
-                    ..Default::default()
-                },
-                &mine,
-            ))
+        let listed = list_directives(&platform, &patient_id, &mine)
             .await
-            .expect("list")
-            .into_inner();
+            .expect("list");
         assert!(listed.directives.is_empty(), "{backend:?}");
         assert!(!listed.audit_entry_id.is_empty());
 
@@ -179,14 +188,7 @@ async fn a_patient_manages_their_own_consent_directives() {
         );
 
         // Another patient's directives and opt-out are refused; so is a token without the scope.
-        let refused = access
-            .list_consent_directives(authed(
-                api::ListConsentDirectivesRequest {
-                    patient: patient(&other_id),
-                    ..Default::default()
-                },
-                &mine,
-            ))
+        let refused = list_directives(&platform, &other_id, &mine)
             .await
             .expect_err("another patient");
         assert_eq!(refused.code(), Code::PermissionDenied);
@@ -224,17 +226,9 @@ async fn a_patient_manages_their_own_consent_directives() {
         );
 
         // Withdrawing it: the clinician sees everything again; a retry answers the same.
-        let listed = access
-            .list_consent_directives(authed(
-                api::ListConsentDirectivesRequest {
-                    patient: patient(&patient_id),
-                    ..Default::default()
-                },
-                &mine,
-            ))
+        let listed = list_directives(&platform, &patient_id, &mine)
             .await
-            .expect("list")
-            .into_inner();
+            .expect("list");
         assert_eq!(listed.directives.len(), 1);
         let revoke = api::RevokeConsentDirectiveRequest {
             request_id: uuid(),
@@ -242,53 +236,40 @@ async fn a_patient_manages_their_own_consent_directives() {
             etag: listed.directives[0].etag.clone(),
             reason: "I changed my mind".into(),
         };
-        let refused = access
-            .revoke_consent_directive(authed(
-                revoke.clone(),
-                &patient_token(&other_id, PATIENT_SCOPES),
-            ))
+        // A withdrawal with `token`: the directive withdrawn, or the refusal.
+        let withdraw = async |request: api::RevokeConsentDirectiveRequest, token: &str| {
+            let mut access = platform.access_client().await;
+            let response = access
+                .revoke_consent_directive(authed(request, token))
+                .await?;
+            Ok::<_, tonic::Status>(response.into_inner().directive.expect("directive"))
+        };
+        let someone_else = patient_token(&other_id, PATIENT_SCOPES);
+        let refused = withdraw(revoke.clone(), &someone_else)
             .await
             .expect_err("another patient's directive");
         assert_eq!(reason(&refused), "PATIENT_CONTEXT_MISMATCH");
-        let revoked = access
-            .revoke_consent_directive(authed(revoke.clone(), &mine))
-            .await
-            .expect("revoke")
-            .into_inner()
-            .directive
-            .expect("directive");
+        let revoked = withdraw(revoke.clone(), &mine).await.expect("revoke");
         assert_eq!(revoked.status, api::ConsentDirectiveStatus::Inactive as i32);
         assert_eq!(revoked.revocation_reason, "I changed my mind");
-        let retried = access
-            .revoke_consent_directive(authed(revoke.clone(), &mine))
+        let retried = withdraw(revoke.clone(), &mine)
             .await
-            .expect("retry of a withdrawal")
-            .into_inner()
-            .directive
-            .expect("directive");
+            .expect("retry of a withdrawal");
         assert_eq!(retried.version, revoked.version);
-        let reused = access
-            .revoke_consent_directive(authed(
-                api::RevokeConsentDirectiveRequest {
-                    reason: "Something else".into(),
-                    ..revoke.clone()
-                },
-                &mine,
-            ))
+        let other_reason = api::RevokeConsentDirectiveRequest {
+            reason: "Something else".into(),
+            ..revoke.clone()
+        };
+        let reused = withdraw(other_reason, &mine)
             .await
             .expect_err("reused request_id");
         assert_eq!(reason(&reused), "REQUEST_ID_REUSED");
-        let inactive = access
-            .revoke_consent_directive(authed(
-                api::RevokeConsentDirectiveRequest {
-                    request_id: uuid(),
-                    etag: revoked.etag.clone(),
-                    ..revoke
-                },
-                &mine,
-            ))
-            .await
-            .expect_err("already withdrawn");
+        let again = api::RevokeConsentDirectiveRequest {
+            request_id: uuid(),
+            etag: revoked.etag.clone(),
+            ..revoke
+        };
+        let inactive = withdraw(again, &mine).await.expect_err("already withdrawn");
         assert_eq!(inactive.code(), Code::FailedPrecondition);
         assert_eq!(reason(&inactive), "CONSENT_DIRECTIVE_STATUS");
         assert_eq!(
