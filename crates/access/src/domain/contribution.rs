@@ -122,10 +122,16 @@ const EFFECTIVE_ELEMENTS: &[&[&str]] = &[
 /// The clinically effective time of a resource, in microseconds: the start of the first present
 /// element of [`EFFECTIVE_ELEMENTS`] that holds a FHIR date or date-time.
 pub fn effective_micros(payload: &[u8]) -> Option<i64> {
-    let resource: Value = serde_json::from_slice(payload).ok()?;
+    // Only the member holding the time is parsed into a tree, not the whole resource: imports
+    // run this for every item.
+    let members = top_level_members(payload)?;
     EFFECTIVE_ELEMENTS.iter().find_map(|path| {
-        let mut value = &resource;
-        for step in *path {
+        let (first, rest) = path.split_first()?;
+        // The last of repeated members, as a full parse would keep.
+        let (_, span) = members.iter().rfind(|(name, _)| name == first)?;
+        let member: Value = serde_json::from_slice(&payload[span.clone()]).ok()?;
+        let mut value = &member;
+        for step in rest {
             value = value.get(step)?;
         }
         carerecord_platform::time::fhir_range(value.as_str()?).map(|(start, _)| start)
@@ -318,5 +324,15 @@ mod tests {
             effective_micros(br#"{"resourceType":"Flag","date":"soon"}"#),
             None
         );
+        // A repeated member counts as a full parse would take it: the last one.
+        let repeated =
+            br#"{"issued":"2020-01-01","resourceType":"Observation","issued":"2021-06-01"}"#;
+        assert_eq!(
+            effective_micros(repeated),
+            carerecord_platform::time::fhir_range("2021-06-01").map(|r| r.0)
+        );
+        // Not a JSON object: no time, as before.
+        assert_eq!(effective_micros(b"[\"2024-01-01\"]"), None);
+        assert_eq!(effective_micros(b"{\"date\":"), None);
     }
 }
