@@ -477,6 +477,19 @@ pub fn error_info(status: &tonic::Status) -> tonic_types::ErrorInfo {
         .unwrap_or_else(|| panic!("no ErrorInfo in {status:?}"))
 }
 
+/// The status's `ResourceInfo`.
+///
+/// # Panics
+/// When it has none.
+pub fn resource_info(status: &tonic::Status) -> tonic_types::ResourceInfo {
+    use tonic_types::StatusExt;
+    status
+        .get_error_details()
+        .resource_info()
+        .cloned()
+        .unwrap_or_else(|| panic!("no ResourceInfo in {status:?}"))
+}
+
 /// The life of a service binary on each backend: it migrates its database, serves `api` (a gRPC
 /// service name) with health and reflection, and exits cleanly on SIGTERM.
 ///

@@ -3,7 +3,7 @@
 use carerecord_access::domain::merkle;
 use carerecord_access::domain::tree_head;
 use carerecord_contracts::access::v1 as api;
-use carerecord_platform::testing::{TestDatabase, violations};
+use carerecord_platform::testing::{TestDatabase, resource_info, violations};
 use sqlx::Connection;
 use tonic::Code;
 
@@ -279,7 +279,6 @@ async fn a_tampered_entry_is_detected() {
 
 #[tokio::test]
 async fn bad_audit_requests_are_precise() {
-    use tonic_types::StatusExt;
     for db in TestDatabase::each_backend().await {
         let mut app = spawn_app(&db.url).await;
         fill(&mut app, 2).await;
@@ -338,14 +337,7 @@ async fn bad_audit_requests_are_precise() {
             .unwrap_err();
         assert_eq!(status.code(), Code::NotFound);
         assert_eq!(error_info(&status).reason, "BREAK_GLASS_EVENT_NOT_FOUND");
-        assert_eq!(
-            status
-                .get_error_details()
-                .resource_info()
-                .unwrap()
-                .resource_type,
-            "BreakGlassEvent"
-        );
+        assert_eq!(resource_info(&status).resource_type, "BreakGlassEvent");
         let status = app
             .client
             .review_break_glass_event(authed(

@@ -328,13 +328,7 @@ async fn update_checks_mask_etag_and_transitions() {
             .await
             .unwrap_err();
         assert_eq!(err.code(), Code::NotFound);
-        assert_eq!(
-            err.get_error_details()
-                .resource_info()
-                .unwrap()
-                .resource_name,
-            unknown.directive_id
-        );
+        assert_eq!(resource_info(&err).resource_name, unknown.directive_id);
 
         // DRAFT -> ACTIVE with an edit, in one write; '*' replaces every updatable field.
         let mut whole = d.clone();

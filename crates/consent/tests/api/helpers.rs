@@ -276,7 +276,7 @@ pub async fn decide(client: &mut Client, request: DecideRequest) -> Decision {
         .expect("decision")
 }
 
-pub use carerecord_platform::testing::{assert_invalid, reason, violations};
+pub use carerecord_platform::testing::{assert_invalid, reason, resource_info, violations};
 
 /// (source, effect, directive_id, provision_path, policy_id) of each reason.
 pub fn reasons(

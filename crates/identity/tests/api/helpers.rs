@@ -137,7 +137,7 @@ pub async fn register_all(client: &mut Client, patients: &[&Patient]) -> Vec<Pat
     out
 }
 
-pub use carerecord_platform::testing::{reason, violations};
+pub use carerecord_platform::testing::{reason, resource_info, violations};
 
 /// The message of a call that must succeed.
 pub fn ok<T>(response: Result<tonic::Response<T>, tonic::Status>) -> T {
@@ -199,16 +199,6 @@ pub async fn versions(client: &mut Client, patient_id: &str) -> Vec<PatientVersi
         })
         .await)
     .versions
-}
-
-/// The resource a status names in its `ResourceInfo`.
-pub fn resource(status: &tonic::Status) -> tonic_types::ResourceInfo {
-    use tonic_types::StatusExt;
-    status
-        .get_error_details()
-        .resource_info()
-        .cloned()
-        .unwrap_or_else(|| panic!("no ResourceInfo in {status:?}"))
 }
 
 /// The first violation of a FAILED_PRECONDITION status's `PreconditionFailure`.

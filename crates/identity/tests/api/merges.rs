@@ -70,7 +70,11 @@ async fn merge_then_unmerge_restores_both_exactly() {
             .await,
         );
         assert_eq!(status.code(), Code::AlreadyExists);
-        assert!(resource(&status).description.contains(&survivor.patient_id));
+        assert!(
+            resource_info(&status)
+                .description
+                .contains(&survivor.patient_id)
+        );
         // Merged patients are frozen.
         let status = refused(
             c.update_patient(update_request(source.clone(), &source.etag, &["names"], ""))

@@ -265,7 +265,7 @@ async fn get_update_versions_and_resolve() {
             .await,
         );
         assert_eq!(status.code(), Code::NotFound);
-        let info = resource(&status);
+        let info = resource_info(&status);
         assert_eq!(
             (info.resource_type.as_str(), info.resource_name.as_str()),
             ("carerecord.identity.v1.Patient", missing.as_str())
@@ -363,7 +363,7 @@ async fn get_update_versions_and_resolve() {
                 .await,
         );
         assert_eq!(status.code(), Code::AlreadyExists);
-        assert_eq!(resource(&status).resource_name, other.patient_id);
+        assert_eq!(resource_info(&status).resource_name, other.patient_id);
 
         // Versions: ascending, with what changed and why, paged with tokens bound to the patient.
         let list =
@@ -405,7 +405,7 @@ async fn get_update_versions_and_resolve() {
         assert_eq!(r.patient.unwrap().version, 2);
         let status = refused(c.resolve_identifier(resolve(MRN, "m1")).await);
         assert_eq!(status.code(), Code::NotFound);
-        assert_eq!(resource(&status).resource_name, format!("{MRN}|m1"));
+        assert_eq!(resource_info(&status).resource_name, format!("{MRN}|m1"));
         let status = refused(c.resolve_identifier(resolve(NHS, "9434765918")).await);
         assert_eq!(violations(&status), ["identifier.value"]);
         let status = refused(c.resolve_identifier(resolve("", "")).await);

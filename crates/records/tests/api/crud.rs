@@ -311,7 +311,7 @@ async fn get_refuses_bad_ids_and_unknown_records() {
             .await
             .unwrap_err();
         assert_eq!(status.code(), Code::NotFound);
-        let info = status.get_error_details().resource_info().cloned().unwrap();
+        let info = resource_info(&status);
         assert_eq!(
             (info.resource_type.as_str(), info.resource_name.as_str()),
             ("carerecord.records.v1.Record", unknown.as_str())

@@ -227,4 +227,4 @@ pub async fn list_all(client: &mut Client, patient_id: &str) -> Vec<Record> {
     }
 }
 
-pub use carerecord_platform::testing::{assert_invalid, first_description, reason};
+pub use carerecord_platform::testing::{assert_invalid, first_description, reason, resource_info};
