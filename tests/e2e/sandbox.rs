@@ -120,6 +120,18 @@ fn with(vars: &mut Vec<(String, String)>, extra: &[(String, String)]) {
     vars.extend(extra.iter().cloned());
 }
 
+/// `endpoint` when the test gives one, else `S` started with `vars`.
+async fn given_or_started<S: Service>(
+    endpoint: Option<String>,
+    vars: Vec<(String, String)>,
+    shutdown: &CancellationToken,
+) -> String {
+    match endpoint {
+        Some(endpoint) => endpoint,
+        None => start::<S>(vars, shutdown).await,
+    }
+}
+
 async fn start<S: Service>(vars: Vec<(String, String)>, shutdown: &CancellationToken) -> String {
     let running = carerecord_platform::app::start_from_env::<S>(&Env::from_pairs(vars))
         .await
@@ -170,26 +182,18 @@ impl Platform {
         }
         let shutdown = CancellationToken::new();
         let dir = tempfile::tempdir().expect("temporary directory");
-        let identity = match overrides.identity {
-            Some(endpoint) => endpoint,
-            None => {
-                start::<carerecord_identity::Application>(
-                    service_env(&databases[0].url, extra),
-                    &shutdown,
-                )
-                .await
-            }
-        };
-        let records = match overrides.records {
-            Some(endpoint) => endpoint,
-            None => {
-                start::<carerecord_records::Application>(
-                    service_env(&databases[1].url, extra),
-                    &shutdown,
-                )
-                .await
-            }
-        };
+        let identity = given_or_started::<carerecord_identity::Application>(
+            overrides.identity,
+            service_env(&databases[0].url, extra),
+            &shutdown,
+        )
+        .await;
+        let records = given_or_started::<carerecord_records::Application>(
+            overrides.records,
+            service_env(&databases[1].url, extra),
+            &shutdown,
+        )
+        .await;
         let consent = match overrides.consent {
             Some(endpoint) => endpoint,
             None => {
@@ -490,64 +494,59 @@ pub fn fresh_nhs_number() -> String {
     loop {
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let serial = (start + u128::from(n)) % 1_000_000;
-        let digits: Vec<u32> = format!("999{serial:06}")
-            .chars()
-            .filter_map(|c| c.to_digit(10))
-            .collect();
-        let sum: u32 = digits.iter().zip((2..=10).rev()).map(|(d, w)| d * w).sum();
-        let check = match 11 - sum % 11 {
-            11 => 0,
-            10 => continue,
-            c => c,
-        };
-        return format!("999{serial:06}{check}");
+        let first_nine = format!("999{serial:06}");
+        // Serials whose check digit would be 10 make no valid number.
+        if let Some(check) = carerecord_platform::nhs_number::check_digit(first_nine.as_bytes()) {
+            return format!("{first_nine}{check}");
+        }
     }
+}
+
+/// A development token of `claims` for the sandbox's data access: its audience, ten minutes.
+fn sandbox_token(claims: DevToken) -> String {
+    mint(&DevToken {
+        audience: carerecord_access::config::DEFAULT_AUDIENCE.into(),
+        ttl_seconds: 600,
+        ..claims
+    })
+    .expect("mint a development token")
 }
 
 /// A development token acting for `organisation` (the sandbox's data access accepts them).
 pub fn token_at(organisation: &str, role: &str, scope: &str, client_id: &str) -> String {
-    mint(&DevToken {
+    sandbox_token(DevToken {
         subject: format!("e2e-user-{organisation}-{role}"),
         organisation_ods_code: organisation.into(),
         role_code: role.into(),
         display_name: format!("E2E User at {organisation}"),
         client_id: client_id.into(),
         scope: scope.into(),
-        audience: carerecord_access::config::DEFAULT_AUDIENCE.into(),
-        ttl_seconds: 600,
         ..Default::default()
     })
-    .expect("mint a development token")
 }
 
 /// A development token of a patient-facing app acting for `patient_id`.
 pub fn patient_token(patient_id: &str, scope: &str) -> String {
-    mint(&DevToken {
+    sandbox_token(DevToken {
         subject: format!("e2e-patient-{patient_id}"),
         client_id: "e2e-patient-app".into(),
         scope: scope.into(),
         patient: patient_id.into(),
-        audience: carerecord_access::config::DEFAULT_AUDIENCE.into(),
-        ttl_seconds: 600,
         ..Default::default()
     })
-    .expect("mint a development token")
 }
 
 /// A development token (the sandbox's data access accepts them).
 pub fn token(role: &str, scope: &str) -> String {
-    mint(&DevToken {
+    sandbox_token(DevToken {
         subject: format!("e2e-user-{role}"),
         organisation_ods_code: "RR8".into(),
         role_code: role.into(),
         display_name: "E2E User".into(),
         client_id: "e2e".into(),
         scope: scope.into(),
-        audience: carerecord_access::config::DEFAULT_AUDIENCE.into(),
-        ttl_seconds: 600,
         ..Default::default()
     })
-    .expect("mint a development token")
 }
 
 pub fn authed<T>(message: T, token: &str) -> tonic::Request<T> {
