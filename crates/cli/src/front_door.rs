@@ -13,7 +13,7 @@ use clap::{Args, Subcommand};
 
 use crate::access::{PatientArgs, client_with_scope};
 use crate::connect::{Endpoints, Operator};
-use crate::output::{Output, call_failed, print_table, timestamp};
+use crate::output::{Output, call_failed, print_table, reply, timestamp};
 use crate::record::{progress_bar, read_input};
 
 /// Items per import message (the contract's maximum).
@@ -166,6 +166,7 @@ pub async fn run(
     out: Output,
 ) -> Result<(), String> {
     let mut access = client_with_scope(endpoints, operator, token, "user/*.cruds")?;
+    let status = |s: tonic::Status| call_failed("data access", &endpoints.access, &s);
     match command {
         FrontDoorCommand::Submit {
             patient,
@@ -180,11 +181,7 @@ pub async fn run(
                 content: Some(content(read_input(&file)?, data_classes)?),
                 ..CreateRecordRequest::default()
             };
-            let created = access
-                .create_record(request)
-                .await
-                .map_err(|s| call_failed("data access", &endpoints.access, &s))?
-                .into_inner();
+            let created = reply(access.create_record(request), status).await?;
             out.message(&created, "carerecord.access.v1.CreateRecordResponse", |r| {
                 let record = r.record.clone().unwrap_or_default();
                 println!(
@@ -208,11 +205,7 @@ pub async fn run(
                 content: Some(content(read_input(&file)?, data_classes)?),
                 ..UpdateRecordRequest::default()
             };
-            let updated = access
-                .update_record(request)
-                .await
-                .map_err(|s| call_failed("data access", &endpoints.access, &s))?
-                .into_inner();
+            let updated = reply(access.update_record(request), status).await?;
             out.message(&updated, "carerecord.access.v1.UpdateRecordResponse", |r| {
                 let record = r.record.clone().unwrap_or_default();
                 println!(
@@ -235,11 +228,7 @@ pub async fn run(
                 purpose_of_use: "TREAT".into(),
                 ..RetractRecordRequest::default()
             };
-            let retracted = access
-                .retract_record(request)
-                .await
-                .map_err(|s| call_failed("data access", &endpoints.access, &s))?
-                .into_inner();
+            let retracted = reply(access.retract_record(request), status).await?;
             out.message(
                 &retracted,
                 "carerecord.access.v1.RetractRecordResponse",
@@ -269,17 +258,10 @@ pub async fn run(
                     ..ImportRecordsRequest::default()
                 })
                 .collect();
-            let mut answers = access
-                .import_records(tokio_stream::iter(messages))
-                .await
-                .map_err(|s| call_failed("data access", &endpoints.access, &s))?
-                .into_inner();
+            let mut answers =
+                reply(access.import_records(tokio_stream::iter(messages)), status).await?;
             let (mut accepted, mut deduplicated, mut rejected) = (0, 0, Vec::new());
-            while let Some(answer) = answers
-                .message()
-                .await
-                .map_err(|s| call_failed("data access", &endpoints.access, &s))?
-            {
+            while let Some(answer) = answers.message().await.map_err(status)? {
                 progress.inc(answer.results.len() as u64);
                 for result in answer.results {
                     match ImportOutcome::try_from(result.outcome) {
@@ -345,18 +327,14 @@ pub async fn run(
                 after_cursor,
                 ..FollowRecordChangesRequest::default()
             };
-            let mut stream = access
-                .follow_record_changes(request)
-                .await
-                .map_err(|s| call_failed("data access", &endpoints.access, &s))?
-                .into_inner();
+            let mut stream = reply(access.follow_record_changes(request), status).await?;
             eprintln!("following; Ctrl-C stops");
             let stop = tokio::signal::ctrl_c();
             tokio::pin!(stop);
             loop {
                 let message = tokio::select! {
                     _ = &mut stop => return Ok(()),
-                    message = stream.message() => message.map_err(|s| call_failed("data access", &endpoints.access, &s))?,
+                    message = stream.message() => message.map_err(status)?,
                 };
                 let Some(message) = message else {
                     return Err("data access ended the stream: run again to resume".into());
