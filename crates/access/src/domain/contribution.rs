@@ -5,6 +5,7 @@
 //! The scanner here reads only the top level of the JSON object and the `subject` and `patient`
 //! elements; record hosting checks the whole payload (strict JSON, depth, size) when it is written.
 
+use std::borrow::Cow;
 use std::ops::Range;
 
 use carerecord_platform::nhs_number;
@@ -140,7 +141,7 @@ pub fn effective_micros(payload: &[u8]) -> Option<i64> {
 
 /// The names and value spans of a top-level JSON object's members, or `None` if `payload` is not
 /// a well-formed object at the top level.
-fn top_level_members(payload: &[u8]) -> Option<Vec<(String, Range<usize>)>> {
+fn top_level_members(payload: &[u8]) -> Option<Vec<(Cow<'_, str>, Range<usize>)>> {
     let mut i = skip_ws(payload, 0);
     if payload.get(i) != Some(&b'{') {
         return None;
@@ -152,7 +153,12 @@ fn top_level_members(payload: &[u8]) -> Option<Vec<(String, Range<usize>)>> {
     }
     loop {
         let key_end = string_end(payload, i)?;
-        let name: String = serde_json::from_slice(&payload[i..key_end]).ok()?;
+        // A name without escapes is its bytes (no allocation: imports scan every item).
+        let raw = &payload[i + 1..key_end - 1];
+        let name: Cow<'_, str> = match std::str::from_utf8(raw) {
+            Ok(plain) if !raw.contains(&b'\\') => Cow::Borrowed(plain),
+            _ => Cow::Owned(serde_json::from_slice(&payload[i..key_end]).ok()?),
+        };
         i = skip_ws(payload, key_end);
         if payload.get(i) != Some(&b':') {
             return None;
@@ -306,6 +312,17 @@ mod tests {
                 PatientNaming::default()
             );
         }
+    }
+
+    #[test]
+    fn member_names_with_escapes_are_read_as_json_reads_them() {
+        // "\u0073ubject" is "subject", "effectiveDate\u0054ime" is "effectiveDateTime".
+        let payload = br#"{"resourceType":"Observation","\u0073ubject":{"reference":"Patient/x"},"effectiveDate\u0054ime":"2024-03-05"}"#;
+        assert!(patient_naming(payload).unwrap().has_reference);
+        assert_eq!(
+            effective_micros(payload),
+            carerecord_platform::time::fhir_range("2024-03-05").map(|r| r.0)
+        );
     }
 
     #[test]
