@@ -5,7 +5,7 @@
 //! Patients resolved earlier in the stream are not resolved again; consent is asked afresh for
 //! every message (a decision is never older than the message it governs).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use carerecord_contracts::access::v1 as api;
@@ -138,34 +138,42 @@ impl AccessService {
             // Messages are checked and their patients resolved one after another (the stream's
             // cache of patients is built in order), then written and audited several at once,
             // and answered in order.
-            let mut in_flight = FuturesOrdered::new();
+            let mut in_flight = InFlight::default();
             let mut next = Some(first);
             let mut ended = false;
             loop {
                 if let Some(message) = next.take() {
-                    let written = match this.check_message(&mut session, message.items).await {
+                    match this.check_message(&mut session, message.items).await {
                         Ok(prepared) => {
+                            // A request id an earlier message is still writing waits for it, so
+                            // the first use of an id is the one that counts.
+                            let ids = prepared.request_ids();
+                            while in_flight.holds_any(&ids) {
+                                if !in_flight.answer_oldest(&tx).await {
+                                    return;
+                                }
+                            }
                             let (this, stream) = (this.clone(), session.stream.clone());
-                            tokio::spawn(async move { this.write_message(&stream, prepared).await })
+                            in_flight.push(
+                                tokio::spawn(
+                                    async move { this.write_message(&stream, prepared).await },
+                                ),
+                                ids,
+                            );
                         }
                         Err(e) => {
                             ended = true;
-                            tokio::spawn(async move { Err(e) })
+                            in_flight.push(tokio::spawn(async move { Err(e) }), HashSet::new());
                         }
-                    };
-                    in_flight.push_back(written);
+                    }
                 }
                 if ended && in_flight.is_empty() {
                     return;
                 }
                 tokio::select! {
                     biased;
-                    Some(answer) = in_flight.next(), if !in_flight.is_empty() => {
-                        let answer = answer.unwrap_or_else(|e| {
-                            Err(Error::Internal(format!("an import message's task failed: {e}")))
-                        });
-                        let failed = answer.is_err();
-                        if tx.send(answer.map_err(Status::from)).await.is_err() || failed {
+                    Some(answer) = in_flight.answers.next(), if !in_flight.is_empty() => {
+                        if !in_flight.deliver(answer, &tx).await {
                             // Messages still being written finish on their own: their items are
                             // written and audited, and a resend comes back DEDUPLICATED.
                             return;
@@ -178,7 +186,7 @@ impl AccessService {
                             Err(status) => {
                                 ended = true;
                                 let e = stream_error(status);
-                                in_flight.push_back(tokio::spawn(async move { Err(e) }));
+                                in_flight.push(tokio::spawn(async move { Err(e) }), HashSet::new());
                             }
                         }
                     }
@@ -574,6 +582,62 @@ struct Session {
     patients: HashMap<String, Resolution>,
 }
 
+type Answer = Result<api::ImportRecordsResponse, Error>;
+
+/// The messages of a stream being written, oldest first, each with its items' request ids.
+#[derive(Default)]
+struct InFlight {
+    answers: FuturesOrdered<tokio::task::JoinHandle<Answer>>,
+    request_ids: VecDeque<HashSet<String>>,
+}
+
+impl InFlight {
+    fn push(&mut self, answer: tokio::task::JoinHandle<Answer>, request_ids: HashSet<String>) {
+        self.answers.push_back(answer);
+        self.request_ids.push_back(request_ids);
+    }
+
+    fn len(&self) -> usize {
+        self.answers.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.answers.is_empty()
+    }
+
+    fn holds_any(&self, ids: &HashSet<String>) -> bool {
+        self.request_ids.iter().any(|held| !held.is_disjoint(ids))
+    }
+
+    /// Waits for the oldest message and sends its answer, as [`InFlight::deliver`].
+    async fn answer_oldest(
+        &mut self,
+        tx: &mpsc::Sender<Result<api::ImportRecordsResponse, Status>>,
+    ) -> bool {
+        match self.answers.next().await {
+            Some(answer) => self.deliver(answer, tx).await,
+            None => true,
+        }
+    }
+
+    /// Sends the oldest message's answer (just taken from `answers`); false when the stream is
+    /// over (the answer was an error, or the client went away).
+    async fn deliver(
+        &mut self,
+        answer: Result<Answer, tokio::task::JoinError>,
+        tx: &mpsc::Sender<Result<api::ImportRecordsResponse, Status>>,
+    ) -> bool {
+        self.request_ids.pop_front();
+        let answer = answer.unwrap_or_else(|e| {
+            Err(Error::Internal(format!(
+                "an import message's task failed: {e}"
+            )))
+        });
+        let failed = answer.is_err();
+        tx.send(answer.map_err(Status::from)).await.is_ok() && !failed
+    }
+}
+
 /// A message checked and its patients resolved, ready to be written.
 struct Prepared {
     /// The stream index of its first item.
@@ -581,6 +645,19 @@ struct Prepared {
     checked: Vec<Item>,
     /// Each item's patient, where it has one.
     owners: Vec<Option<String>>,
+}
+
+impl Prepared {
+    /// The request ids of the items to be written.
+    fn request_ids(&self) -> HashSet<String> {
+        self.checked
+            .iter()
+            .filter_map(|item| match item {
+                Item::Pending { request_id, .. } => Some(request_id.clone()),
+                Item::Rejected(_) => None,
+            })
+            .collect()
+    }
 }
 
 /// A client stream that failed mid-way: its status (an undecodable message is the client's fault).
