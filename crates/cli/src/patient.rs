@@ -405,26 +405,16 @@ pub async fn run(
                         candidate.match_weight
                     );
                     crate::output::print_table(
-                        &["field", "level", "comparator", "similarity", "weight"],
-                        candidate.evidence.iter().map(|e| {
-                            let level =
-                                carerecord_contracts::identity::v1::ComparisonLevel::try_from(
-                                    e.level,
-                                )
-                                .map(|l| {
-                                    l.as_str_name()
-                                        .trim_start_matches("COMPARISON_LEVEL_")
-                                        .to_owned()
-                                })
-                                .unwrap_or_default();
-                            vec![
-                                e.field.clone(),
-                                level,
-                                e.comparator.clone(),
-                                format!("{:.3}", e.similarity),
-                                format!("{:+.2}", e.weight),
-                            ]
-                        }),
+                        &[
+                            "field",
+                            "level",
+                            "comparator",
+                            "similarity",
+                            "level weight",
+                            "adjustment",
+                            "weight",
+                        ],
+                        evidence_rows(&candidate.evidence),
                     );
                 }
             }
@@ -505,6 +495,34 @@ pub async fn run(
     Ok(())
 }
 
+/// The `--explain` table's rows: each field's level, comparator, similarity, the level's weight,
+/// the rule that adjusted it (twin, household, marriage, ...) and what it contributed.
+fn evidence_rows(
+    evidence: &[carerecord_contracts::identity::v1::FieldEvidence],
+) -> Vec<Vec<String>> {
+    evidence
+        .iter()
+        .map(|e| {
+            let level = carerecord_contracts::identity::v1::ComparisonLevel::try_from(e.level)
+                .map(|l| {
+                    l.as_str_name()
+                        .trim_start_matches("COMPARISON_LEVEL_")
+                        .to_owned()
+                })
+                .unwrap_or_default();
+            vec![
+                e.field.clone(),
+                level,
+                e.comparator.clone(),
+                format!("{:.3}", e.similarity),
+                format!("{:+.2}", e.level_weight),
+                e.adjustment.clone(),
+                format!("{:+.2}", e.weight),
+            ]
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -535,6 +553,44 @@ mod tests {
             parse_identifier("A123")
                 .unwrap_err()
                 .contains("SYSTEM|VALUE")
+        );
+    }
+
+    #[test]
+    fn explain_shows_each_adjustment_beside_the_level_weight() {
+        use carerecord_contracts::identity::v1::{ComparisonLevel, FieldEvidence};
+        let rows = evidence_rows(&[
+            FieldEvidence {
+                field: "given_name".into(),
+                level: ComparisonLevel::Missing as i32,
+                comparator: "missing".into(),
+                adjustment: "twin".into(),
+                ..Default::default()
+            },
+            FieldEvidence {
+                field: "birth_date".into(),
+                level: ComparisonLevel::Exact as i32,
+                comparator: "exact".into(),
+                similarity: 1.0,
+                level_weight: 14.9,
+                weight: 6.5,
+                adjustment: "same_household".into(),
+                ..Default::default()
+            },
+        ]);
+        assert_eq!(rows[0][1], "MISSING");
+        assert_eq!(rows[0][5], "twin");
+        assert_eq!(
+            rows[1],
+            [
+                "birth_date",
+                "EXACT",
+                "exact",
+                "1.000",
+                "+14.90",
+                "same_household",
+                "+6.50"
+            ]
         );
     }
 }
