@@ -5214,6 +5214,11 @@ export const NationalDataOptOutStatusSchema: GenEnum<NationalDataOptOutStatus> =
  * - OUT_OF_RANGE: reason TREE_SIZE_OUT_OF_RANGE (a tree size larger than the log's current size).
  * - UNAVAILABLE: reasons DEPENDENCY_UNAVAILABLE, AUDIT_LOG_UNAVAILABLE, with google.rpc.RetryInfo.
  * - RESOURCE_EXHAUSTED: reason RATE_LIMITED with google.rpc.RetryInfo (deployments may limit per client).
+ *   The reference implementation limits each client (the token's client_id, else its `sub`) to a rate
+ *   of calls and a number of calls in flight (an open stream counts until it ends), as the deployment
+ *   configures; a call beyond either is refused right after authentication, before anything is looked
+ *   up, with ErrorInfo metadata `limit` (`rate` or `concurrency`) and RetryInfo saying when to try again.
+ *   Such refusals are not audited.
  * - DEADLINE_EXCEEDED, CANCELLED, INTERNAL: as gRPC defines them; audited calls ending so are audited FAILED.
  *
  * Text: no string field of any request (at any depth, including repeated fields) may contain the NUL
@@ -5662,13 +5667,14 @@ export const DataAccessService: GenService<{
    * carrying a result for every item of that message, in order, once every accepted item of the message is
    * durably written and audited. Each item is checked and written as CreateRecord would (patient
    * resolution, scope, consent, provenance from the token, idempotency by the item's request_id); a bad item
-   * never causes a good one to be rejected, and nothing acknowledged is lost. If the stream fails, items of
-   * messages already answered are written; resend the rest (or everything: items whose request_id was
-   * already used with the same content come back DEDUPLICATED).
+   * never causes a good one to be rejected, and nothing acknowledged is lost. A server may write several
+   * messages at once (answers still come in order). If the stream fails, items of messages already answered
+   * are written, and items of messages not answered may be; resend the rest (or everything: items whose
+   * request_id was already used with the same content come back DEDUPLICATED).
    *
    * Scope: `c` on each item's resource type (checked per item: an item of an uncovered type is rejected with
    * reason SCOPE_MISSING). Purpose: in the first message, as CreateRecord. Audited: action IMPORT_RECORDS, one
-   * entry per answered message, listing the records written and the patients they belong to.
+   * entry per message written, listing the records written and the patients they belong to.
    *
    * Errors (the whole stream fails; item problems are results, never errors): INVALID_ARGUMENT (no purpose
    * in the first message, more than 1000 items in a message); UNAUTHENTICATED; PERMISSION_DENIED
