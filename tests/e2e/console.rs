@@ -14,6 +14,7 @@ use std::time::Duration;
 use carerecord_access::dev_token::{DevToken, mint};
 use carerecord_console::dev_sign_in::{CLIENT_ID, DevSignIn, DevUser};
 use carerecord_e2e::{Overrides, Platform};
+use carerecord_platform::app::ServiceConfiguration;
 use carerecord_platform::env::Env;
 
 use crate::{repo_root, run};

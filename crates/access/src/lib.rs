@@ -39,7 +39,7 @@ pub use domain::audit_verify as audit;
 use std::net::SocketAddr;
 
 use carerecord_contracts::access::v1::data_access_service_server::DataAccessServiceServer;
-use carerecord_platform::app::{Running, Service, StartError, Startup};
+use carerecord_platform::app::{Running, Service, ServiceConfiguration, StartError, Startup};
 use carerecord_platform::config::ServiceConfig;
 use carerecord_platform::db::Migrations;
 use carerecord_platform::env::{ConfigError, Env};
@@ -66,12 +66,16 @@ pub struct Config {
     pub access: config::AccessConfig,
 }
 
-impl Config {
-    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+impl ServiceConfiguration for Config {
+    fn from_env(env: &Env) -> Result<Self, ConfigError> {
         Ok(Config {
             service: ServiceConfig::from_env(env, Application::NAME, DEFAULT_ADDR)?,
             access: config::AccessConfig::from_env(env)?,
         })
+    }
+
+    fn shared(&self) -> &ServiceConfig {
+        &self.service
     }
 }
 
@@ -81,14 +85,6 @@ pub struct Application;
 impl Service for Application {
     const NAME: &'static str = "access";
     type Config = Config;
-
-    fn config_from_env(env: &Env) -> Result<Config, ConfigError> {
-        Config::from_env(env)
-    }
-
-    fn shared_config(config: &Config) -> &ServiceConfig {
-        &config.service
-    }
 
     fn migrations() -> &'static Migrations {
         &MIGRATIONS

@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 
 use carerecord_contracts::consent::v1::consent_service_client::ConsentServiceClient;
-use carerecord_platform::app::{Running, Service};
+use carerecord_platform::app::{Running, Service, ServiceConfiguration};
 use carerecord_platform::env::Env;
 use tokio_util::sync::CancellationToken;
 

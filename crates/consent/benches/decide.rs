@@ -22,6 +22,7 @@ use carerecord_contracts::consent::v1::consent_service_server::{
     ConsentService, ConsentServiceServer,
 };
 use carerecord_contracts::consent::v1::*;
+use carerecord_platform::app::ServiceConfiguration;
 use carerecord_platform::env::Env;
 use carerecord_platform::testing::TestDatabase;
 use prost::Message;

@@ -31,7 +31,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use carerecord_contracts::consent::v1::consent_service_server::ConsentServiceServer;
-use carerecord_platform::app::{Running, Service, StartError, Startup};
+use carerecord_platform::app::{Running, Service, ServiceConfiguration, StartError, Startup};
 use carerecord_platform::config::ServiceConfig;
 use carerecord_platform::db::Migrations;
 use carerecord_platform::env::{ConfigError, Env};
@@ -72,8 +72,8 @@ pub struct Config {
     pub opt_out_validity: CheckValidity,
 }
 
-impl Config {
-    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+impl ServiceConfiguration for Config {
+    fn from_env(env: &Env) -> Result<Self, ConfigError> {
         Ok(Config {
             service: ServiceConfig::from_env(env, Application::NAME, DEFAULT_ADDR)?,
             tokens: PageTokens::from_env(env)?,
@@ -86,6 +86,12 @@ impl Config {
         })
     }
 
+    fn shared(&self) -> &ServiceConfig {
+        &self.service
+    }
+}
+
+impl Config {
     /// Loads the platform policies this configuration names, with an error naming the file.
     pub fn load_policies(&self) -> Result<PlatformPolicies, StartError> {
         match &self.policy_file {
@@ -112,14 +118,6 @@ pub struct Application;
 impl Service for Application {
     const NAME: &'static str = "consent";
     type Config = Config;
-
-    fn config_from_env(env: &Env) -> Result<Config, ConfigError> {
-        Config::from_env(env)
-    }
-
-    fn shared_config(config: &Config) -> &ServiceConfig {
-        &config.service
-    }
 
     fn migrations() -> &'static Migrations {
         &MIGRATIONS

@@ -22,7 +22,7 @@ use std::net::SocketAddr;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use carerecord_platform::app::{Running, Service, StartError, Startup};
+use carerecord_platform::app::{Running, Service, ServiceConfiguration, StartError, Startup};
 use carerecord_platform::config::ServiceConfig;
 use carerecord_platform::db::Migrations;
 use carerecord_platform::env::{ConfigError, Env};
@@ -41,12 +41,16 @@ pub struct Config {
     pub console: ConsoleConfig,
 }
 
-impl Config {
-    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+impl ServiceConfiguration for Config {
+    fn from_env(env: &Env) -> Result<Self, ConfigError> {
         Ok(Config {
             service: ServiceConfig::from_env(env, Application::NAME, DEFAULT_ADDR)?,
             console: ConsoleConfig::from_env(env)?,
         })
+    }
+
+    fn shared(&self) -> &ServiceConfig {
+        &self.service
     }
 }
 
@@ -56,14 +60,6 @@ pub struct Application;
 impl Service for Application {
     const NAME: &'static str = "console";
     type Config = Config;
-
-    fn config_from_env(env: &Env) -> Result<Config, ConfigError> {
-        Config::from_env(env)
-    }
-
-    fn shared_config(config: &Config) -> &ServiceConfig {
-        &config.service
-    }
 
     fn migrations() -> &'static Migrations {
         &Migrations::NONE

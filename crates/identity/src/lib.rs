@@ -26,7 +26,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use carerecord_contracts::identity::v1::patient_identity_service_server::PatientIdentityServiceServer;
-use carerecord_platform::app::{Running, Service, StartError, Startup};
+use carerecord_platform::app::{Running, Service, ServiceConfiguration, StartError, Startup};
 use carerecord_platform::config::ServiceConfig;
 use carerecord_platform::db::Migrations;
 use carerecord_platform::env::{ConfigError, Env};
@@ -147,13 +147,17 @@ pub struct Config {
     pub tokens: PageTokens,
 }
 
-impl Config {
-    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+impl ServiceConfiguration for Config {
+    fn from_env(env: &Env) -> Result<Self, ConfigError> {
         Ok(Config {
             service: ServiceConfig::from_env(env, Application::NAME, DEFAULT_ADDR)?,
             identity: Settings::from_env(env)?,
             tokens: PageTokens::from_env(env)?,
         })
+    }
+
+    fn shared(&self) -> &ServiceConfig {
+        &self.service
     }
 }
 
@@ -163,14 +167,6 @@ pub struct Application;
 impl Service for Application {
     const NAME: &'static str = "identity";
     type Config = Config;
-
-    fn config_from_env(env: &Env) -> Result<Config, ConfigError> {
-        Config::from_env(env)
-    }
-
-    fn shared_config(config: &Config) -> &ServiceConfig {
-        &config.service
-    }
 
     fn migrations() -> &'static Migrations {
         &MIGRATIONS

@@ -34,11 +34,15 @@ pub enum StartError {
 pub trait Service: Sized + Send + 'static {
     /// The short name: `identity`, `records`, `consent` or `access`.
     const NAME: &'static str;
-    type Config: Send + 'static;
+    type Config: ServiceConfiguration;
 
-    fn config_from_env(env: &Env) -> Result<Self::Config, ConfigError>;
+    fn config_from_env(env: &Env) -> Result<Self::Config, ConfigError> {
+        Self::Config::from_env(env)
+    }
     /// The settings every service shares, inside this service's configuration.
-    fn shared_config(config: &Self::Config) -> &ServiceConfig;
+    fn shared_config(config: &Self::Config) -> &ServiceConfig {
+        config.shared()
+    }
     /// The service's migrations, one set per dialect. `carerecord-<service> migrate` applies them and
     /// exits, needing only `DATABASE_URL` (for an init container or a hook that runs before a new
     /// version serves).
@@ -49,6 +53,14 @@ pub trait Service: Sized + Send + 'static {
         config: Self::Config,
         startup: Startup,
     ) -> impl Future<Output = Result<Running, StartError>> + Send;
+}
+
+/// A service's configuration: read from the environment, holding the settings every service
+/// shares.
+pub trait ServiceConfiguration: Send + Sized + 'static {
+    fn from_env(env: &Env) -> Result<Self, ConfigError>;
+    /// The server, database and telemetry settings.
+    fn shared(&self) -> &ServiceConfig;
 }
 
 /// What a service builds itself with: its bound listener, its database, and a token that ends its

@@ -27,7 +27,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use carerecord_contracts::records::v1::record_hosting_service_server::RecordHostingServiceServer;
-use carerecord_platform::app::{Running, Service, StartError, Startup};
+use carerecord_platform::app::{Running, Service, ServiceConfiguration, StartError, Startup};
 use carerecord_platform::config::ServiceConfig;
 use carerecord_platform::db::Migrations;
 use carerecord_platform::env::{ConfigError, Env};
@@ -56,13 +56,17 @@ pub struct Config {
     pub tokens: PageTokens,
 }
 
-impl Config {
-    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+impl ServiceConfiguration for Config {
+    fn from_env(env: &Env) -> Result<Self, ConfigError> {
         Ok(Config {
             service: ServiceConfig::from_env(env, Application::NAME, DEFAULT_ADDR)?,
             records: RecordsConfig::from_env(env)?,
             tokens: PageTokens::from_env(env)?,
         })
+    }
+
+    fn shared(&self) -> &ServiceConfig {
+        &self.service
     }
 }
 
@@ -72,14 +76,6 @@ pub struct Application;
 impl Service for Application {
     const NAME: &'static str = "records";
     type Config = Config;
-
-    fn config_from_env(env: &Env) -> Result<Config, ConfigError> {
-        Config::from_env(env)
-    }
-
-    fn shared_config(config: &Config) -> &ServiceConfig {
-        &config.service
-    }
 
     fn migrations() -> &'static Migrations {
         &MIGRATIONS

@@ -13,6 +13,7 @@ use carerecord_contracts::common::v1 as common;
 use carerecord_contracts::consent::v1 as consent;
 use carerecord_contracts::identity::v1 as identity;
 use carerecord_contracts::records::v1 as records;
+use carerecord_platform::app::ServiceConfiguration;
 use carerecord_platform::env::Env;
 pub use carerecord_platform::testing::error_info;
 use carerecord_platform::testing::spawn_with_config;

@@ -3,6 +3,7 @@
 use carerecord_consent::{Application, Config};
 use carerecord_contracts::common::v1::Requester;
 use carerecord_contracts::consent::v1::*;
+use carerecord_platform::app::ServiceConfiguration;
 use carerecord_platform::env::Env;
 use carerecord_platform::testing::TestDatabase;
 

@@ -12,6 +12,7 @@ use carerecord_contracts::identity::v1::{
     EstimateMatchParametersRequest, EstimateMatchParametersResponse,
 };
 use carerecord_identity::{Application, Config};
+use carerecord_platform::app::ServiceConfiguration;
 use carerecord_platform::env::Env;
 use carerecord_platform::testing::TestDatabase;
 use tokio_util::sync::CancellationToken;
