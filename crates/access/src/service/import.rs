@@ -163,7 +163,7 @@ impl AccessService {
                         }
                         Err(e) => {
                             ended = true;
-                            in_flight.push(tokio::spawn(async move { Err(e) }), HashSet::new());
+                            in_flight.push_error(e);
                         }
                     }
                 }
@@ -185,8 +185,7 @@ impl AccessService {
                             Ok(None) => ended = true,
                             Err(status) => {
                                 ended = true;
-                                let e = stream_error(status);
-                                in_flight.push(tokio::spawn(async move { Err(e) }), HashSet::new());
+                                in_flight.push_error(stream_error(status));
                             }
                         }
                     }
@@ -595,6 +594,11 @@ impl InFlight {
     fn push(&mut self, answer: tokio::task::JoinHandle<Answer>, request_ids: HashSet<String>) {
         self.answers.push_back(answer);
         self.request_ids.push_back(request_ids);
+    }
+
+    /// An error that ends the stream, answered after the messages before it.
+    fn push_error(&mut self, error: Error) {
+        self.push(tokio::spawn(async move { Err(error) }), HashSet::new());
     }
 
     fn len(&self) -> usize {

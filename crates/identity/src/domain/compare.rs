@@ -201,26 +201,6 @@ fn date_digits((year, month, day): (i32, i32, i32)) -> Option<[u8; 8]> {
     Some(digits)
 }
 
-/// A number's decimal digits written into `buffer` (no allocation), as `to_string` would.
-pub fn decimal(value: i32, buffer: &mut [u8; 11]) -> &str {
-    let mut at = buffer.len();
-    let mut v = i64::from(value).unsigned_abs();
-    loop {
-        at -= 1;
-        buffer[at] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
-    }
-    if value < 0 {
-        at -= 1;
-        buffer[at] = b'-';
-    }
-    // Only ASCII digits and '-' were written.
-    std::str::from_utf8(&buffer[at..]).unwrap_or_default()
-}
-
 /// Token-set similarity of two multi-word values (addresses): the share of tokens of both that
 /// find a close partner (Jaro-Winkler >= 0.9) in the other, in [0, 1].
 pub fn token_set(a: &str, b: &str) -> f64 {
@@ -430,14 +410,6 @@ mod tests {
             compare_dates((1980, 3, 7), (1975, 11, 20)),
             DateAgreement::Different
         );
-    }
-
-    #[test]
-    fn decimal_writes_what_to_string_writes() {
-        let mut buffer = [0u8; 11];
-        for n in [0, 7, 19800307, -5, i32::MAX, i32::MIN] {
-            assert_eq!(decimal(n, &mut buffer), n.to_string());
-        }
     }
 
     #[test]

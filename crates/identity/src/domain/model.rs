@@ -389,9 +389,8 @@ fn compare_field<'a>(
                     DateAgreement::Swapped => (Level::Partial, "date_swap", 0.75),
                     DateAgreement::OneTypo => (Level::Partial, "date_typo", 0.875),
                     DateAgreement::Different => {
-                        let (mut ba, mut bb) = ([0u8; 11], [0u8; 11]);
-                        let fa = compare::decimal(p.birth_date, &mut ba);
-                        let fb = compare::decimal(c.birth_date, &mut bb);
+                        let (mut ba, mut bb) = (itoa::Buffer::new(), itoa::Buffer::new());
+                        let (fa, fb) = (ba.format(p.birth_date), bb.format(c.birth_date));
                         let d = compare::damerau_levenshtein(fa, fb);
                         (
                             Level::Disagree,

@@ -7,6 +7,7 @@ use super::estimate::{self, Estimate, SplitMix};
 use super::features::{BLOCKING_RULES, Features, is_identifier_key, rule_of};
 use super::field::{Field, Level};
 use super::model::{self, Classification, Model, Pattern};
+use super::score::PairScore;
 
 /// The blocking keys, beyond the probe's own, of the candidates the probe identifies: holders of
 /// its NHS number or of one of its identifiers whose demographics agree enough to classify as a
@@ -18,11 +19,11 @@ pub fn identified_keys(
     probe_keys: &[String],
     probe_id: Option<&str>,
     candidates: &[(String, Features)],
-    weights: &[f64],
+    scores: &[PairScore],
     model: &Model,
 ) -> Vec<String> {
     let mut keys = Vec::new();
-    for ((id, candidate), &weight) in candidates.iter().zip(weights) {
+    for ((id, candidate), score) in candidates.iter().zip(scores) {
         let identified = (!probe.nhs_number.is_empty() && probe.nhs_number == candidate.nhs_number)
             || probe
                 .identifiers
@@ -30,7 +31,7 @@ pub fn identified_keys(
                 .any(|i| candidate.identifiers.contains(i));
         if !identified
             || probe_id == Some(id.as_str())
-            || model.classify(model.probability(weight)) != Classification::Match
+            || score.classify(model) != Classification::Match
         {
             continue;
         }

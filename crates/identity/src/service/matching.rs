@@ -107,7 +107,6 @@ impl IdentityService {
         let mut candidates = self.store.candidates(&keys).await?;
         let score = |f: &Features| scorer.score(&features, f);
         let mut scores: Vec<PairScore> = candidates.iter().map(|(_, f)| score(f)).collect();
-        let weights: Vec<f64> = scores.iter().map(|s| s.weight).collect();
         // The person the probe names, through its identifiers, is a second description of the
         // probe: other records of that person, registered without the identifier and too noisy
         // to share a blocking key with the probe, share one with that description.
@@ -116,7 +115,7 @@ impl IdentityService {
             &keys,
             probe_id.as_deref(),
             &candidates,
-            &weights,
+            &scores,
             model,
         );
         if !more_keys.is_empty() {
