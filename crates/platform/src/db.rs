@@ -145,13 +145,15 @@ impl Migrations {
 pub struct Database {
     pub pool: AnyPool,
     pub backend: Backend,
-    /// On PostgreSQL, its own driver beside the `Any` pool, for what `Any` cannot express: COPY
-    /// (bulk writes at about half the server time of an INSERT that parses its rows from JSON).
-    /// Connected lazily, so a service that never copies opens no connection.
+    /// On PostgreSQL, its own driver beside the `Any` pool, for what `Any` cannot express or does
+    /// slowly: COPY (bulk writes at about half the server time of an INSERT that parses its rows
+    /// from JSON) and hot reads ([`crate::sql::fetch_all`]). Connected lazily, so a service that
+    /// uses neither opens no connection.
     pub postgres: Option<PgPool>,
 }
 
-/// Connections of the native PostgreSQL pool: bulk writes are few and long.
+/// The fewest connections of the native PostgreSQL pool: bulk writes are few and long; it grows to
+/// the `Any` pool's size for the reads it serves.
 const COPY_CONNECTIONS: u32 = 4;
 
 /// Session settings for every PostgreSQL connection. Every query here is short OLTP. With
@@ -231,7 +233,7 @@ impl Database {
         let postgres = match backend {
             Backend::Postgres => Some(
                 PgPoolOptions::new()
-                    .max_connections(COPY_CONNECTIONS)
+                    .max_connections(max_connections.max(COPY_CONNECTIONS))
                     .acquire_timeout(config.acquire_timeout)
                     .test_before_acquire(false)
                     .after_connect(|conn, _meta| {

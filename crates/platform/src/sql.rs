@@ -2,9 +2,12 @@
 //! (row counts, IN lists, search conditions), built with `sqlx::QueryBuilder` and run on either
 //! backend.
 
-use sqlx::any::AnyArguments;
+use sqlx::any::{AnyArguments, AnyRow};
+use sqlx::postgres::{PgArguments, PgRow};
 use sqlx::query::Query;
-use sqlx::{Any, AnyConnection, AssertSqlSafe, Execute, QueryBuilder};
+use sqlx::{Any, AnyConnection, AssertSqlSafe, Execute, QueryBuilder, Row};
+
+use crate::db::Database;
 
 /// The most bind values one statement carries (SQLite allows 32,766; PostgreSQL 65,535).
 pub const MAX_BINDS: usize = 30_000;
@@ -30,6 +33,86 @@ pub fn finish(
         .unwrap_or_default();
     let sql = number_binds(built.sql().as_str());
     Ok(sqlx::query_with(AssertSqlSafe(sql), arguments))
+}
+
+/// A row of either driver, read with the same code: an `AnyRow`, or on PostgreSQL a `PgRow`.
+pub trait ReadRow {
+    fn text(&self, column: &str) -> Result<String, sqlx::Error>;
+    fn opt_text(&self, column: &str) -> Result<Option<String>, sqlx::Error>;
+    fn opt_text_at(&self, index: usize) -> Result<Option<String>, sqlx::Error>;
+    fn int(&self, column: &str) -> Result<i64, sqlx::Error>;
+    fn opt_int(&self, column: &str) -> Result<Option<i64>, sqlx::Error>;
+    fn bytes(&self, column: &str) -> Result<Vec<u8>, sqlx::Error>;
+    /// How many columns the row has.
+    fn width(&self) -> usize;
+}
+
+macro_rules! read_row {
+    ($($row:ty),*) => {$(
+        impl ReadRow for $row {
+            fn text(&self, column: &str) -> Result<String, sqlx::Error> {
+                self.try_get(column)
+            }
+            fn opt_text(&self, column: &str) -> Result<Option<String>, sqlx::Error> {
+                self.try_get(column)
+            }
+            fn opt_text_at(&self, index: usize) -> Result<Option<String>, sqlx::Error> {
+                self.try_get(index)
+            }
+            fn int(&self, column: &str) -> Result<i64, sqlx::Error> {
+                self.try_get(column)
+            }
+            fn opt_int(&self, column: &str) -> Result<Option<i64>, sqlx::Error> {
+                self.try_get(column)
+            }
+            fn bytes(&self, column: &str) -> Result<Vec<u8>, sqlx::Error> {
+                self.try_get(column)
+            }
+            fn width(&self) -> usize {
+                self.len()
+            }
+        }
+    )*};
+}
+
+read_row!(AnyRow, PgRow);
+
+/// A value built from one row of either driver.
+pub trait DecodeRow: Sized {
+    fn decode_row<R: ReadRow>(row: &R) -> Result<Self, sqlx::Error>;
+}
+
+/// Runs the SELECT `builder` holds and decodes every row. On PostgreSQL the statement runs on the
+/// native driver, with the same binds: `Any` would first copy every value of every row into its
+/// own representation and then again into the result, which on a hot read costs more than the
+/// decoding itself.
+pub async fn fetch_all<T: DecodeRow>(
+    db: &Database,
+    builder: &mut QueryBuilder<Any>,
+) -> Result<Vec<T>, sqlx::Error> {
+    let mut built = builder.build();
+    let arguments = built
+        .take_arguments()
+        .map_err(sqlx::Error::Encode)?
+        .unwrap_or_default();
+    let sql = number_binds(built.sql().as_str());
+    match &db.postgres {
+        Some(postgres) => {
+            let arguments: PgArguments = arguments
+                .convert_into()
+                .map_err(sqlx::Error::Encode)?;
+            let rows = sqlx::query_with(AssertSqlSafe(sql), arguments)
+                .fetch_all(postgres)
+                .await?;
+            rows.iter().map(T::decode_row).collect()
+        }
+        None => {
+            let rows = sqlx::query_with(AssertSqlSafe(sql), arguments)
+                .fetch_all(&db.pool)
+                .await?;
+            rows.iter().map(T::decode_row).collect()
+        }
+    }
 }
 
 /// `sql` with each `?` outside single quotes replaced by `$1`, `$2`, ... in order.

@@ -3,7 +3,7 @@
 use std::pin::Pin;
 
 use carerecord_platform::db::{Backend, Database};
-use carerecord_platform::sql::finish;
+use carerecord_platform::sql::{DecodeRow, fetch_all, finish};
 use sqlx::{Any, QueryBuilder};
 use tokio::sync::watch;
 use tokio_stream::{Stream, StreamExt};
@@ -50,8 +50,7 @@ impl Store {
         &self,
         mut sql: QueryBuilder<Any>,
     ) -> Result<Vec<Version>, sqlx::Error> {
-        let rows = finish(&mut sql)?.fetch_all(&self.db.pool).await?;
-        rows.iter().map(Version::from_row).collect()
+        fetch_all(&self.db, &mut sql).await
     }
 
     /// Streams the rows of a SELECT started with [`super::version::select`].
@@ -60,7 +59,7 @@ impl Store {
             Ok(query) => Box::pin(
                 query
                     .fetch(&self.db.pool)
-                    .map(|row| row.and_then(|row| Version::from_row(&row))),
+                    .map(|row| row.and_then(|row| Version::decode_row(&row))),
             ),
             Err(e) => Box::pin(tokio_stream::once(Err(e))),
         }

@@ -1,8 +1,7 @@
 //! One row of `record_versions`: its columns, as read back and as written.
 
-use sqlx::Any;
-use sqlx::any::AnyRow;
-use sqlx::{QueryBuilder, Row};
+use carerecord_platform::sql::{DecodeRow, ReadRow};
+use sqlx::{Any, QueryBuilder};
 
 use super::copy::Columns;
 use crate::domain::record::{Actor, FHIR_JSON, RecordFields};
@@ -123,38 +122,40 @@ impl Version {
             ..*self
         }
     }
+}
 
+impl DecodeRow for Version {
     /// A row selected with [`select`] or [`select_with_terms`].
-    pub(super) fn from_row(row: &AnyRow) -> Result<Version, sqlx::Error> {
-        let recorded_time: i64 = row.try_get("recorded_time")?;
+    fn decode_row<R: ReadRow>(row: &R) -> Result<Version, sqlx::Error> {
+        let recorded_time = row.int("recorded_time")?;
         // NULL only before the start-up backfill has reached the version.
         let term = |i: usize| -> Result<String, sqlx::Error> {
-            if row.len() > COLUMNS_BEFORE_TERMS {
+            if row.width() > COLUMNS_BEFORE_TERMS {
                 Ok(row
-                    .try_get::<Option<String>, _>(COLUMNS_BEFORE_TERMS + i)?
+                    .opt_text_at(COLUMNS_BEFORE_TERMS + i)?
                     .unwrap_or_default())
             } else {
                 Ok(String::new())
             }
         };
         Ok(Version {
-            record_id: row.try_get("record_id")?,
-            version: row.try_get("version")?,
-            seq: row.try_get("seq")?,
-            creation_seq: row.try_get("creation_seq")?,
-            change_type: row.try_get("change_type")?,
-            status: row.try_get("status")?,
-            retraction_reason: row.try_get("retraction_reason")?,
+            record_id: row.text("record_id")?,
+            version: row.int("version")?,
+            seq: row.int("seq")?,
+            creation_seq: row.int("creation_seq")?,
+            change_type: row.int("change_type")?,
+            status: row.int("status")?,
+            retraction_reason: row.text("retraction_reason")?,
             fields: RecordFields {
-                patient_id: row.try_get("patient_id")?,
-                resource_type: row.try_get("resource_type")?,
-                payload: row.try_get("payload")?,
-                content_hash: row.try_get("content_hash")?,
-                data_classes: row.try_get("data_classes")?,
-                authoring_org: row.try_get("authoring_org")?,
-                author: row.try_get("author")?,
-                source_system: row.try_get("source_system")?,
-                effective_time: row.try_get("effective_time")?,
+                patient_id: row.text("patient_id")?,
+                resource_type: row.text("resource_type")?,
+                payload: row.bytes("payload")?,
+                content_hash: row.text("content_hash")?,
+                data_classes: row.text("data_classes")?,
+                authoring_org: row.text("authoring_org")?,
+                author: row.text("author")?,
+                source_system: row.text("source_system")?,
+                effective_time: row.opt_int("effective_time")?,
                 recorded_time: Some(recorded_time),
                 terms: Terms {
                     codes: term(0)?,
@@ -162,15 +163,15 @@ impl Version {
                     status: term(2)?,
                 },
             },
-            payload_size: row.try_get("payload_size")?,
+            payload_size: row.int("payload_size")?,
             recorded_time,
-            create_time: row.try_get("create_time")?,
-            update_time: row.try_get("update_time")?,
+            create_time: row.int("create_time")?,
+            update_time: row.int("update_time")?,
             requester: Actor {
-                user_id: row.try_get("requester_user_id")?,
-                organisation_ods_code: row.try_get("requester_org")?,
-                role_code: row.try_get("requester_role")?,
-                display_name: row.try_get("requester_display")?,
+                user_id: row.text("requester_user_id")?,
+                organisation_ods_code: row.text("requester_org")?,
+                role_code: row.text("requester_role")?,
+                display_name: row.text("requester_display")?,
             },
         })
     }
