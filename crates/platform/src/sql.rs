@@ -98,9 +98,7 @@ pub async fn fetch_all<T: DecodeRow>(
     let sql = number_binds(built.sql().as_str());
     match &db.postgres {
         Some(postgres) => {
-            let arguments: PgArguments = arguments
-                .convert_into()
-                .map_err(sqlx::Error::Encode)?;
+            let arguments: PgArguments = arguments.convert_into().map_err(sqlx::Error::Encode)?;
             let rows = sqlx::query_with(AssertSqlSafe(sql), arguments)
                 .fetch_all(postgres)
                 .await?;

@@ -140,19 +140,24 @@ impl RecordsService {
             query,
         } = Listing::parse(&request)?;
         // Position: the snapshot, then the last record listed (see `listed_position`).
-        let (snapshot, after) =
+        let (snapshot, rows) =
             match resume(&self.tokens, &query, &request.page_token, "page_token")? {
-                Some([snapshot, state, time, seq]) => (
-                    snapshot,
-                    listed_from_position(state, time, seq, "page_token")?,
-                ),
-                None => (self.store.head().await?, None),
+                Some([snapshot, state, time, seq]) => {
+                    let after = listed_from_position(state, time, seq, "page_token")?;
+                    filter.snapshot = snapshot;
+                    let rows = self
+                        .store
+                        .list(&filter, order, after, page_size.fetch_limit(), with_payload)
+                        .await?;
+                    (snapshot, rows)
+                }
+                // The first page: as of the feed head, read by the same statement.
+                None => {
+                    self.store
+                        .list_first(&filter, order, page_size.fetch_limit(), with_payload)
+                        .await?
+                }
             };
-        filter.snapshot = snapshot;
-        let rows = self
-            .store
-            .list(&filter, order, after, page_size.fetch_limit(), with_payload)
-            .await?;
         let (rows, more) = fit_page(rows, page_size.get());
         let next_page_token = match (more, rows.last()) {
             (true, Some(last)) => {

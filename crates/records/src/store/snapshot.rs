@@ -1,11 +1,11 @@
 //! Records as of a snapshot of the feed: the pages of ListRecords and the chunks of ExportRecords.
 
 use carerecord_platform::db::Backend;
-use carerecord_platform::sql::push_in;
+use carerecord_platform::sql::{fetch_all, push_in};
 use sqlx::{Any, QueryBuilder};
 
 use super::database::{Store, VersionStream};
-use super::version::{CURRENT, Version, select};
+use super::version::{AtHead, CURRENT, FEED_HEAD, Version, select, select_at_head};
 
 /// Conditions on the state of records as of a snapshot, shared by ListRecords and ExportRecords.
 #[derive(Debug, Clone, Default)]
@@ -31,12 +31,19 @@ pub struct Filter {
 
 impl Filter {
     /// Appends ` WHERE ...`: the version current at the snapshot, matching every filter.
-    fn push_conditions(&self, sql: &mut QueryBuilder<Any>, backend: Backend) {
-        sql.push(" WHERE seq <= ")
-            .push_bind(self.snapshot)
-            .push(" AND (superseded_seq IS NULL OR superseded_seq > ")
-            .push_bind(self.snapshot)
-            .push(")");
+    /// `at_head`: as of the feed head when the statement starts, not `snapshot`.
+    fn push_conditions(&self, sql: &mut QueryBuilder<Any>, backend: Backend, at_head: bool) {
+        if at_head {
+            sql.push(format_args!(
+                " WHERE seq <= {FEED_HEAD} AND (superseded_seq IS NULL OR superseded_seq > {FEED_HEAD})"
+            ));
+        } else {
+            sql.push(" WHERE seq <= ")
+                .push_bind(self.snapshot)
+                .push(" AND (superseded_seq IS NULL OR superseded_seq > ")
+                .push_bind(self.snapshot)
+                .push(")");
+        }
         if !self.patient_ids.is_empty() {
             sql.push(" AND patient_id");
             push_in(sql, self.patient_ids.iter().cloned());
@@ -133,7 +140,7 @@ impl From<&Version> for Listed {
 }
 
 impl Store {
-    /// Up to `limit` records matching `filter` in `order`, after `after` (from the start: None).
+    /// Up to `limit` records matching `filter` as of its snapshot, in `order`, after `after`.
     pub async fn list(
         &self,
         filter: &Filter,
@@ -143,41 +150,30 @@ impl Store {
         with_payload: bool,
     ) -> Result<Vec<Version>, sqlx::Error> {
         let mut sql = select(with_payload);
-        filter.push_conditions(&mut sql, self.db.backend);
-        match order {
-            ListOrder::EffectiveTimeDescending => {
-                match after {
-                    Some(Listed {
-                        effective_time: Some(time),
-                        creation_seq,
-                    }) => {
-                        sql.push(" AND ((effective_time IS NOT NULL AND (effective_time < ")
-                            .push_bind(time)
-                            .push(" OR (effective_time = ")
-                            .push_bind(time)
-                            .push(" AND creation_seq < ")
-                            .push_bind(creation_seq)
-                            .push("))) OR effective_time IS NULL)");
-                    }
-                    Some(Listed {
-                        effective_time: None,
-                        creation_seq,
-                    }) => {
-                        sql.push(" AND effective_time IS NULL AND creation_seq < ")
-                            .push_bind(creation_seq);
-                    }
-                    None => {}
-                }
-                sql.push(" ORDER BY (CASE WHEN effective_time IS NULL THEN 1 ELSE 0 END), effective_time DESC, creation_seq DESC");
-            }
-            ListOrder::Creation => {
-                sql.push(" AND creation_seq > ")
-                    .push_bind(after.map_or(0, |last| last.creation_seq))
-                    .push(" ORDER BY creation_seq");
-            }
-        }
-        sql.push(" LIMIT ").push_bind(limit);
+        filter.push_conditions(&mut sql, self.db.backend, false);
+        push_order(&mut sql, order, after, limit);
         self.fetch_versions(sql).await
+    }
+
+    /// The first page of a listing as of the feed head now: the head and up to `limit` records
+    /// matching `filter` (its snapshot unused) in `order`. One statement reads both, so the page is
+    /// exactly the head's; only an empty page costs a second, for the head alone.
+    pub async fn list_first(
+        &self,
+        filter: &Filter,
+        order: ListOrder,
+        limit: i64,
+        with_payload: bool,
+    ) -> Result<(i64, Vec<Version>), sqlx::Error> {
+        let mut sql = select_at_head(with_payload);
+        filter.push_conditions(&mut sql, self.db.backend, true);
+        push_order(&mut sql, order, None, limit);
+        let rows: Vec<AtHead> = fetch_all(&self.db, &mut sql).await?;
+        let snapshot = match rows.first() {
+            Some(row) => row.snapshot,
+            None => self.head().await?,
+        };
+        Ok((snapshot, rows.into_iter().map(|row| row.version).collect()))
     }
 
     /// Up to `limit` records matching `filter` created after sequence `after`, in creation order,
@@ -190,9 +186,46 @@ impl Store {
         with_payload: bool,
     ) -> VersionStream<'a> {
         let mut sql = select(with_payload);
-        filter.push_conditions(&mut sql, self.db.backend);
+        filter.push_conditions(&mut sql, self.db.backend, false);
         sql.push(" AND creation_seq > ").push_bind(after);
         sql.push(" ORDER BY creation_seq LIMIT ").push_bind(limit);
         self.stream_versions(sql)
     }
+}
+
+/// Appends a listing's position (after `after`), order and limit.
+fn push_order(sql: &mut QueryBuilder<Any>, order: ListOrder, after: Option<Listed>, limit: i64) {
+    match order {
+        ListOrder::EffectiveTimeDescending => {
+            match after {
+                Some(Listed {
+                    effective_time: Some(time),
+                    creation_seq,
+                }) => {
+                    sql.push(" AND ((effective_time IS NOT NULL AND (effective_time < ")
+                        .push_bind(time)
+                        .push(" OR (effective_time = ")
+                        .push_bind(time)
+                        .push(" AND creation_seq < ")
+                        .push_bind(creation_seq)
+                        .push("))) OR effective_time IS NULL)");
+                }
+                Some(Listed {
+                    effective_time: None,
+                    creation_seq,
+                }) => {
+                    sql.push(" AND effective_time IS NULL AND creation_seq < ")
+                        .push_bind(creation_seq);
+                }
+                None => {}
+            }
+            sql.push(" ORDER BY (CASE WHEN effective_time IS NULL THEN 1 ELSE 0 END), effective_time DESC, creation_seq DESC");
+        }
+        ListOrder::Creation => {
+            sql.push(" AND creation_seq > ")
+                .push_bind(after.map_or(0, |last| last.creation_seq))
+                .push(" ORDER BY creation_seq");
+        }
+    }
+    sql.push(" LIMIT ").push_bind(limit);
 }

@@ -66,6 +66,48 @@ pub fn select(with_payload: bool) -> QueryBuilder<Any> {
     })
 }
 
+/// The feed head, as a scalar subquery: every occurrence in one statement reads the same value.
+pub const FEED_HEAD: &str = "(SELECT seq FROM feed_head WHERE id = 1)";
+
+/// [`select`] with the feed head as a column `snapshot`, for a listing as of the head at the
+/// statement's start (decode rows as [`AtHead`]).
+pub fn select_at_head(with_payload: bool) -> QueryBuilder<Any> {
+    QueryBuilder::new(if with_payload {
+        concat!(
+            "SELECT ",
+            version_columns!(
+                "payload",
+                ", (SELECT seq FROM feed_head WHERE id = 1) AS snapshot"
+            ),
+            " FROM record_versions"
+        )
+    } else {
+        concat!(
+            "SELECT ",
+            version_columns!(
+                "substr(payload, 1, 0)",
+                ", (SELECT seq FROM feed_head WHERE id = 1) AS snapshot"
+            ),
+            " FROM record_versions"
+        )
+    })
+}
+
+/// A row of [`select_at_head`]: a version and the feed head the statement read it at.
+pub struct AtHead {
+    pub snapshot: i64,
+    pub version: Version,
+}
+
+impl DecodeRow for AtHead {
+    fn decode_row<R: ReadRow>(row: &R) -> Result<AtHead, sqlx::Error> {
+        Ok(AtHead {
+            snapshot: row.int("snapshot")?,
+            version: Version::decode_row(row)?,
+        })
+    }
+}
+
 /// [`select`] with payloads and the clinical terms, for a write that carries them on.
 pub fn select_with_terms() -> QueryBuilder<Any> {
     QueryBuilder::new(concat!(
@@ -130,7 +172,7 @@ impl DecodeRow for Version {
         let recorded_time = row.int("recorded_time")?;
         // NULL only before the start-up backfill has reached the version.
         let term = |i: usize| -> Result<String, sqlx::Error> {
-            if row.width() > COLUMNS_BEFORE_TERMS {
+            if row.width() >= COLUMNS_BEFORE_TERMS + 3 {
                 Ok(row
                     .opt_text_at(COLUMNS_BEFORE_TERMS + i)?
                     .unwrap_or_default())
