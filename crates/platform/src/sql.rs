@@ -26,13 +26,18 @@ pub enum Value {
 pub fn finish(
     builder: &mut QueryBuilder<Any>,
 ) -> Result<Query<'static, Any, AnyArguments>, sqlx::Error> {
+    let (sql, arguments) = statement(builder)?;
+    Ok(sqlx::query_with(AssertSqlSafe(sql), arguments))
+}
+
+/// The text (binds numbered) and the bind values of the statement `builder` holds.
+fn statement(builder: &mut QueryBuilder<Any>) -> Result<(String, AnyArguments), sqlx::Error> {
     let mut built = builder.build();
     let arguments = built
         .take_arguments()
         .map_err(sqlx::Error::Encode)?
         .unwrap_or_default();
-    let sql = number_binds(built.sql().as_str());
-    Ok(sqlx::query_with(AssertSqlSafe(sql), arguments))
+    Ok((number_binds(built.sql().as_str()), arguments))
 }
 
 /// A row of either driver, read with the same code: an `AnyRow`, or on PostgreSQL a `PgRow`.
@@ -90,12 +95,7 @@ pub async fn fetch_all<T: DecodeRow>(
     db: &Database,
     builder: &mut QueryBuilder<Any>,
 ) -> Result<Vec<T>, sqlx::Error> {
-    let mut built = builder.build();
-    let arguments = built
-        .take_arguments()
-        .map_err(sqlx::Error::Encode)?
-        .unwrap_or_default();
-    let sql = number_binds(built.sql().as_str());
+    let (sql, arguments) = statement(builder)?;
     match &db.postgres {
         Some(postgres) => {
             let arguments: PgArguments = arguments.convert_into().map_err(sqlx::Error::Encode)?;
