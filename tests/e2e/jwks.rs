@@ -10,7 +10,7 @@ use carerecord_contracts::access::v1::{
     PatientReference, ReadPatientRecordRequest, patient_reference::Reference,
 };
 use carerecord_e2e::{Overrides, Platform, authed};
-use carerecord_platform::app::Service;
+use carerecord_platform::app::ServiceConfiguration;
 use carerecord_platform::db::Backend;
 use carerecord_platform::env::Env;
 use carerecord_platform::testing::TestDatabase;
@@ -238,7 +238,7 @@ async fn data_access_does_not_start_when_its_jwks_url_cannot_be_loaded() {
             ),
             ("CARERECORD_DEV_TOKENS".to_owned(), "true".to_owned()),
         ]);
-        let config = carerecord_access::Application::config_from_env(&Env::from_pairs(vars))
+        let config = carerecord_access::Config::from_env(&Env::from_pairs(vars))
             .expect("the configuration itself is valid");
         let Err(error) =
             carerecord_platform::app::start::<carerecord_access::Application>(config).await

@@ -36,13 +36,6 @@ pub trait Service: Sized + Send + 'static {
     const NAME: &'static str;
     type Config: ServiceConfiguration;
 
-    fn config_from_env(env: &Env) -> Result<Self::Config, ConfigError> {
-        Self::Config::from_env(env)
-    }
-    /// The settings every service shares, inside this service's configuration.
-    fn shared_config(config: &Self::Config) -> &ServiceConfig {
-        config.shared()
-    }
     /// The service's migrations, one set per dialect. `carerecord-<service> migrate` applies them and
     /// exits, needing only `DATABASE_URL` (for an init container or a hook that runs before a new
     /// version serves).
@@ -172,7 +165,7 @@ impl Running {
 /// Binds `S`'s listener and builds it from `config`: what `main`, `carerecord up` and the tests
 /// all start a service with.
 pub async fn start<S: Service>(config: S::Config) -> Result<Running, StartError> {
-    let shared = S::shared_config(&config).clone();
+    let shared = config.shared().clone();
     let server = GrpcServer::bind(&shared.server).await?;
     let startup = Startup {
         shared,
@@ -185,7 +178,7 @@ pub async fn start<S: Service>(config: S::Config) -> Result<Running, StartError>
 
 /// [`start`] with the configuration read from `env`.
 pub async fn start_from_env<S: Service>(env: &Env) -> Result<Running, StartError> {
-    start::<S>(S::config_from_env(env)?).await
+    start::<S>(S::Config::from_env(env)?).await
 }
 
 /// What the binary was asked to do.
@@ -249,8 +242,8 @@ pub fn main<S: Service>() -> ExitCode {
 }
 
 async fn serve<S: Service>(env: &Env) -> Result<(), StartError> {
-    let config = S::config_from_env(env)?;
-    let telemetry = crate::telemetry::init(&S::shared_config(&config).telemetry)?;
+    let config = S::Config::from_env(env)?;
+    let telemetry = crate::telemetry::init(&config.shared().telemetry)?;
     let result = async {
         let service = start::<S>(config).await?;
         tracing::info!(service = S::NAME, addr = %service.local_addr(), "started");

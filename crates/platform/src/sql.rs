@@ -43,7 +43,6 @@ fn statement(builder: &mut QueryBuilder<Any>) -> Result<(String, AnyArguments), 
 /// A row of either driver, read with the same code: an `AnyRow`, or on PostgreSQL a `PgRow`.
 pub trait ReadRow {
     fn text(&self, column: &str) -> Result<String, sqlx::Error>;
-    fn opt_text(&self, column: &str) -> Result<Option<String>, sqlx::Error>;
     fn opt_text_at(&self, index: usize) -> Result<Option<String>, sqlx::Error>;
     fn int(&self, column: &str) -> Result<i64, sqlx::Error>;
     fn opt_int(&self, column: &str) -> Result<Option<i64>, sqlx::Error>;
@@ -56,9 +55,6 @@ macro_rules! read_row {
     ($($row:ty),*) => {$(
         impl ReadRow for $row {
             fn text(&self, column: &str) -> Result<String, sqlx::Error> {
-                self.try_get(column)
-            }
-            fn opt_text(&self, column: &str) -> Result<Option<String>, sqlx::Error> {
                 self.try_get(column)
             }
             fn opt_text_at(&self, index: usize) -> Result<Option<String>, sqlx::Error> {

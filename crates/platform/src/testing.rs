@@ -370,7 +370,8 @@ pub async fn spawn<S: crate::app::Service>(vars: &[(&str, &str)]) -> TestApp {
     env.set_default("CARERECORD_LISTEN_ADDR", "127.0.0.1:0");
     env.set_default("CARERECORD_SHUTDOWN_GRACE", "5s");
     spawn_with_config::<S>(
-        S::config_from_env(&env).unwrap_or_else(|e| panic!("{} configuration: {e}", S::NAME)),
+        <S::Config as crate::app::ServiceConfiguration>::from_env(&env)
+            .unwrap_or_else(|e| panic!("{} configuration: {e}", S::NAME)),
     )
     .await
 }

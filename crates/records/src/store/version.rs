@@ -18,7 +18,7 @@ pub const ENTERED_IN_ERROR: i64 = 2;
 /// `record_versions` columns as read back, with the payload or an empty blob in its place, and
 /// then `$terms`: nothing, or the clinical terms.
 macro_rules! version_columns {
-    ($payload:literal, $terms:literal) => {
+    ($payload:literal, $terms:expr) => {
         concat!(
             "record_id, version, seq, creation_seq, change_type, patient_id, resource_type, status, ",
             "retraction_reason, content_type, ",
@@ -67,7 +67,14 @@ pub fn select(with_payload: bool) -> QueryBuilder<Any> {
 }
 
 /// The feed head, as a scalar subquery: every occurrence in one statement reads the same value.
-pub const FEED_HEAD: &str = "(SELECT seq FROM feed_head WHERE id = 1)";
+macro_rules! feed_head {
+    () => {
+        "(SELECT seq FROM feed_head WHERE id = 1)"
+    };
+}
+
+/// [`feed_head!`] for statements built at run time.
+pub const FEED_HEAD: &str = feed_head!();
 
 /// [`select`] with the feed head as a column `snapshot`, for a listing as of the head at the
 /// statement's start (decode rows as [`AtHead`]).
@@ -75,10 +82,7 @@ pub fn select_at_head(with_payload: bool) -> QueryBuilder<Any> {
     QueryBuilder::new(if with_payload {
         concat!(
             "SELECT ",
-            version_columns!(
-                "payload",
-                ", (SELECT seq FROM feed_head WHERE id = 1) AS snapshot"
-            ),
+            version_columns!("payload", concat!(", ", feed_head!(), " AS snapshot")),
             " FROM record_versions"
         )
     } else {
@@ -86,7 +90,7 @@ pub fn select_at_head(with_payload: bool) -> QueryBuilder<Any> {
             "SELECT ",
             version_columns!(
                 "substr(payload, 1, 0)",
-                ", (SELECT seq FROM feed_head WHERE id = 1) AS snapshot"
+                concat!(", ", feed_head!(), " AS snapshot")
             ),
             " FROM record_versions"
         )
