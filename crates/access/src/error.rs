@@ -269,6 +269,44 @@ impl Error {
         }
     }
 
+    /// The resource a NOT_FOUND error names: its type, its name, and what is missing.
+    fn missing_resource(&self) -> Option<(&'static str, &str, &'static str)> {
+        let (kind, name, description) = match self {
+            Error::PatientNotFound { name } => ("Patient", name, "no such current patient"),
+            Error::ProjectNotFound(name) => ("Project", name, "no such registered project"),
+            Error::BreakGlassEventNotFound(name) => {
+                ("BreakGlassEvent", name, "no such break-glass event")
+            }
+            Error::KeyNotFound(name) => ("AuditPublicKey", name, "no such audit key"),
+            Error::RecordNotFound(name) => ("Record", name, "no such record"),
+            Error::DirectiveNotFound(name) => {
+                ("ConsentDirective", name, "no such consent directive")
+            }
+            _ => return None,
+        };
+        Some((kind, name.as_str(), description))
+    }
+
+    /// The precondition a FAILED_PRECONDITION error names: its type, its subject, and how it
+    /// failed.
+    fn failed_precondition(&self) -> Option<(&'static str, &str, String)> {
+        Some(match self {
+            Error::DirectiveNotActive(name) => (
+                "CONSENT_DIRECTIVE_STATUS",
+                name.as_str(),
+                "the directive is not active".to_owned(),
+            ),
+            Error::RecordRetracted(name) => (
+                "RECORD_STATUS",
+                name.as_str(),
+                "the record is entered in error".to_owned(),
+            ),
+            Error::CursorAheadOfFeed => ("CURSOR_AHEAD_OF_FEED", "after_cursor", self.to_string()),
+            Error::PatientMatchAmbiguous => ("AMBIGUOUS_MATCH", "patient", self.to_string()),
+            _ => return None,
+        })
+    }
+
     /// The status for this error; `audit` names the audit entry written for the call, if any.
     fn to_status(&self, audit: Option<(&str, i64)>) -> Status {
         let mut metadata: HashMap<String, String> = HashMap::new();
@@ -277,6 +315,12 @@ impl Error {
             metadata.insert("audit_index".into(), index.to_string());
         }
         let mut details = ErrorDetails::new();
+        if let Some((kind, name, description)) = self.missing_resource() {
+            details.set_resource_info(kind, name, "", description);
+        }
+        if let Some((kind, subject, description)) = self.failed_precondition() {
+            details.add_precondition_failure_violation(kind, subject, description);
+        }
         let message = match self {
             Error::Invalid(violations) => {
                 details.set_bad_request(
@@ -306,67 +350,6 @@ impl Error {
                 metadata.insert("decision_outcome".into(), "DENY".into());
                 metadata.insert("reason_codes".into(), reason_codes.join(","));
                 details.set_localized_message("en-GB", reason_texts.join("; "));
-                self.to_string()
-            }
-            Error::PatientNotFound { name } => {
-                details.set_resource_info("Patient", name, "", "no such current patient");
-                self.to_string()
-            }
-            Error::ProjectNotFound(name) => {
-                details.set_resource_info("Project", name, "", "no such registered project");
-                self.to_string()
-            }
-            Error::BreakGlassEventNotFound(name) => {
-                details.set_resource_info("BreakGlassEvent", name, "", "no such break-glass event");
-                self.to_string()
-            }
-            Error::KeyNotFound(name) => {
-                details.set_resource_info("AuditPublicKey", name, "", "no such audit key");
-                self.to_string()
-            }
-            Error::RecordNotFound(name) => {
-                details.set_resource_info("Record", name, "", "no such record");
-                self.to_string()
-            }
-            Error::DirectiveNotFound(name) => {
-                details.set_resource_info(
-                    "ConsentDirective",
-                    name,
-                    "",
-                    "no such consent directive",
-                );
-                self.to_string()
-            }
-            Error::DirectiveNotActive(name) => {
-                details.add_precondition_failure_violation(
-                    "CONSENT_DIRECTIVE_STATUS",
-                    name,
-                    "the directive is not active",
-                );
-                self.to_string()
-            }
-            Error::RecordRetracted(name) => {
-                details.add_precondition_failure_violation(
-                    "RECORD_STATUS",
-                    name,
-                    "the record is entered in error",
-                );
-                self.to_string()
-            }
-            Error::CursorAheadOfFeed => {
-                details.add_precondition_failure_violation(
-                    "CURSOR_AHEAD_OF_FEED",
-                    "after_cursor",
-                    self.to_string(),
-                );
-                self.to_string()
-            }
-            Error::PatientMatchAmbiguous => {
-                details.add_precondition_failure_violation(
-                    "AMBIGUOUS_MATCH",
-                    "patient",
-                    self.to_string(),
-                );
                 self.to_string()
             }
             Error::DependencyUnavailable(dependency) => {

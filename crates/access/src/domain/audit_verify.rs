@@ -214,14 +214,18 @@ mod tests {
             .collect()
     }
 
+    fn leaf_hashes(entries: &[AuditEntry]) -> Vec<Hash> {
+        entries
+            .iter()
+            .map(|e| merkle::leaf_hash(&e.leaf_data))
+            .collect()
+    }
+
     #[test]
     fn a_good_log_verifies_with_and_without_a_trusted_head() {
         let signer = TreeHeadSigner::generate("log").unwrap();
         let entries = log(11);
-        let hashes: Vec<Hash> = entries
-            .iter()
-            .map(|e| merkle::leaf_hash(&e.leaf_data))
-            .collect();
+        let hashes = leaf_hashes(&entries);
         let head = signer.sign(7, &merkle::root(&hashes[..7]), 1);
         let report = verify_entries(&entries, &signer.public_key(), Some(&head));
         assert!(report.ok, "{}", report.message);
@@ -233,10 +237,7 @@ mod tests {
     fn altered_removed_or_reordered_entries_are_found() {
         let signer = TreeHeadSigner::generate("log").unwrap();
         let entries = log(9);
-        let hashes: Vec<Hash> = entries
-            .iter()
-            .map(|e| merkle::leaf_hash(&e.leaf_data))
-            .collect();
+        let hashes = leaf_hashes(&entries);
         let head = signer.sign(9, &merkle::root(&hashes), 1);
 
         // Altered leaf_data, decoded copy left alone: the copy disagrees.

@@ -3,6 +3,7 @@
 
 use carerecord_contracts::access::v1 as api;
 use carerecord_contracts::consent::v1 as consent;
+use carerecord_contracts::records::v1 as records;
 
 /// One WITHHOLD_DATA_CLASSES obligation.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,6 +54,12 @@ impl Policy {
                 .withholds
                 .iter()
                 .any(|w| w.matches(classes, effective_micros))
+    }
+
+    /// Whether the policy withholds `record`, by its data classes and effective time.
+    pub fn withholds_record(&self, record: &records::Record) -> bool {
+        let effective = record.effective_time.as_ref().and_then(super::micros);
+        self.withholds(&record.data_classes, effective)
     }
 
     pub fn reason_codes(&self) -> Vec<String> {

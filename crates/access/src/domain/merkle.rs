@@ -115,6 +115,36 @@ pub enum ProofError {
     RootMismatch,
 }
 
+/// The walk both verifications make up a proof (RFC 9162 §2.1.3.2 and §2.1.4.2), from node
+/// `fnode` of a level whose last node is `snode`: `step` takes each hash and whether it is the
+/// left sibling. A proof that ends before or after the root is WrongLength.
+fn walk_proof(
+    mut fnode: u64,
+    mut snode: u64,
+    proof: &[Hash],
+    mut step: impl FnMut(&Hash, bool),
+) -> Result<(), ProofError> {
+    for hash in proof {
+        if snode == 0 {
+            return Err(ProofError::WrongLength);
+        }
+        let left = fnode & 1 == 1 || fnode == snode;
+        step(hash, left);
+        if left {
+            while fnode & 1 == 0 && fnode != 0 {
+                fnode >>= 1;
+                snode >>= 1;
+            }
+        }
+        fnode >>= 1;
+        snode >>= 1;
+    }
+    if snode != 0 {
+        return Err(ProofError::WrongLength);
+    }
+    Ok(())
+}
+
 /// RFC 9162 §2.1.3.2: verifies that `leaf` is leaf `index` of the tree of `size` leaves with `root`.
 pub fn verify_inclusion(
     index: u64,
@@ -126,29 +156,14 @@ pub fn verify_inclusion(
     if index >= size {
         return Err(ProofError::IndexOutOfRange);
     }
-    let (mut fnode, mut snode) = (index, size - 1);
     let mut r = *leaf;
-    for p in proof {
-        if snode == 0 {
-            return Err(ProofError::WrongLength);
-        }
-        if fnode & 1 == 1 || fnode == snode {
-            r = node_hash(p, &r);
-            if fnode & 1 == 0 {
-                while fnode & 1 == 0 && fnode != 0 {
-                    fnode >>= 1;
-                    snode >>= 1;
-                }
-            }
+    walk_proof(index, size - 1, proof, |p, left| {
+        r = if left {
+            node_hash(p, &r)
         } else {
-            r = node_hash(&r, p);
-        }
-        fnode >>= 1;
-        snode >>= 1;
-    }
-    if snode != 0 {
-        return Err(ProofError::WrongLength);
-    }
+            node_hash(&r, p)
+        };
+    })?;
     if &r != expected_root {
         return Err(ProofError::RootMismatch);
     }
@@ -191,28 +206,14 @@ pub fn verify_consistency(
         snode >>= 1;
     }
     let (mut fr, mut sr) = (*head, *head);
-    for c in rest {
-        if snode == 0 {
-            return Err(ProofError::WrongLength);
-        }
-        if fnode & 1 == 1 || fnode == snode {
+    walk_proof(fnode, snode, rest, |c, left| {
+        if left {
             fr = node_hash(c, &fr);
             sr = node_hash(c, &sr);
-            if fnode & 1 == 0 {
-                while fnode & 1 == 0 && fnode != 0 {
-                    fnode >>= 1;
-                    snode >>= 1;
-                }
-            }
         } else {
             sr = node_hash(&sr, c);
         }
-        fnode >>= 1;
-        snode >>= 1;
-    }
-    if snode != 0 {
-        return Err(ProofError::WrongLength);
-    }
+    })?;
     if &fr != first_root || &sr != second_root {
         return Err(ProofError::RootMismatch);
     }

@@ -12,8 +12,6 @@ pub mod suppression;
 pub mod tokens;
 pub mod tree_head;
 
-use prost_types::Timestamp;
-
 /// HL7 v3 ActReason purposes of use the contract knows.
 pub const PURPOSES: [&str; 8] = [
     "TREAT", "ETREAT", "HRESCH", "HOPERAT", "HPAYMT", "PUBHLTH", "HMARKT", "PATRQT",
@@ -23,23 +21,8 @@ pub fn is_known_purpose(code: &str) -> bool {
     PURPOSES.contains(&code)
 }
 
-/// A protobuf timestamp from microseconds since the Unix epoch.
-pub fn timestamp(micros: i64) -> Timestamp {
-    Timestamp {
-        seconds: micros.div_euclid(1_000_000),
-        nanos: i32::try_from(micros.rem_euclid(1_000_000) * 1000).unwrap_or(0),
-    }
-}
-
-/// Microseconds since the epoch of a timestamp (saturating), or `None` if it is out of range.
-pub fn micros(ts: &Timestamp) -> Option<i64> {
-    if !(0..1_000_000_000).contains(&ts.nanos) {
-        return None;
-    }
-    ts.seconds
-        .checked_mul(1_000_000)?
-        .checked_add(i64::from(ts.nanos / 1000))
-}
+/// Protobuf timestamps and microseconds since the Unix epoch, as the platform converts them.
+pub use carerecord_platform::time::{micros, timestamp_from_micros as timestamp};
 
 pub use carerecord_platform::fhir::FHIR_R4_RESOURCE_TYPES;
 

@@ -237,15 +237,17 @@ async fn https_is_verified_against_the_configured_ca() {
         }
     });
     let url = format!("https://localhost:{port}/jwks");
-    let issuer = ("CARERECORD_JWT_ISSUER", "https://idp.example");
-    let trusted = JwksSource::from_env(&env(&[
-        ("CARERECORD_JWKS_URL", &url),
-        ("CARERECORD_JWKS_CA_FILE", ca_file.to_str().unwrap()),
-        issuer,
-    ]))
-    .unwrap()
-    .unwrap();
-    let remote = RemoteJwks::start(trusted).await.unwrap();
+    // The key set at `url`, fetched by a client trusting the CA in `ca_file`.
+    let source = |ca_file: &std::path::Path| {
+        JwksSource::from_env(&env(&[
+            ("CARERECORD_JWKS_URL", &url),
+            ("CARERECORD_JWKS_CA_FILE", ca_file.to_str().unwrap()),
+            ("CARERECORD_JWT_ISSUER", "https://idp.example"),
+        ]))
+        .unwrap()
+        .unwrap()
+    };
+    let remote = RemoteJwks::start(source(&ca_file)).await.unwrap();
     assert!(remote.knows("tls-key"));
 
     // A client trusting only another CA refuses the server.
@@ -260,13 +262,6 @@ async fn https_is_verified_against_the_configured_ca() {
     .unwrap();
     let other_file = dir.path().join("other.pem");
     std::fs::write(&other_file, other_ca.pem()).unwrap();
-    let untrusted = JwksSource::from_env(&env(&[
-        ("CARERECORD_JWKS_URL", &url),
-        ("CARERECORD_JWKS_CA_FILE", other_file.to_str().unwrap()),
-        issuer,
-    ]))
-    .unwrap()
-    .unwrap();
-    let err = RemoteJwks::start(untrusted).await.unwrap_err();
+    let err = RemoteJwks::start(source(&other_file)).await.unwrap_err();
     assert!(matches!(err, JwksError::Tls(_)), "{err}");
 }

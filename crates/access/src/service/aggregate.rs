@@ -15,17 +15,10 @@ use crate::error::Error;
 /// An aggregate group: (resource_type, code system, code, month).
 type GroupKey = (String, String, String, String);
 
-/// `YYYY-MM` of a UTC instant (days-from-civil inverse, H. Hinnant).
+/// `YYYY-MM` of a UTC instant.
 pub fn month_of(micros: i64) -> String {
-    let days = micros.div_euclid(86_400_000_000);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
+    let (year, month, _) =
+        carerecord_platform::time::civil_from_days(micros.div_euclid(86_400_000_000));
     format!("{year:04}-{month:02}")
 }
 

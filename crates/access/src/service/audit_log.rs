@@ -68,16 +68,7 @@ impl AccessService {
         v.check(req.start_index >= 0, "start_index", "must not be negative");
         v.check(req.tree_size >= 0, "tree_size", "must not be negative");
         let limit = v.page_size(req.page_size);
-        let query = page_query(
-            "audit-entries",
-            &caller,
-            &api::ListAuditEntriesRequest {
-                page_size: 0,
-                page_token: String::new(),
-                start_index: 0,
-                ..req.clone()
-            },
-        );
+        let query = page_query("audit-entries", &caller, &req);
         let tokens = &self.inner.config.page_tokens;
         // A page resumes at its next index, up to the tree size of the first page.
         let resumed = resume(tokens, &query, &req.page_token, |position| {

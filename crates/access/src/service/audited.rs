@@ -2,6 +2,8 @@
 //! audit leaf, its append (with the review event it may record: break glass, or a restricted
 //! patient), and the answer naming the entry.
 
+use std::collections::BTreeMap;
+
 use carerecord_contracts::access::v1 as api;
 use tonic::Request;
 
@@ -213,6 +215,21 @@ impl AccessService {
             Err(e) => Err(self.audited_failure(leaf, e, break_glass).await),
         }
     }
+}
+
+/// Names on `leaf` the patients a call disclosed records of, with how many of each (and the
+/// patient, when there is only one).
+pub(super) fn name_patients(leaf: &mut api::AuditLeaf, counts: BTreeMap<String, i64>) {
+    if counts.len() == 1 {
+        leaf.patient_id = counts.keys().next().cloned().unwrap_or_default();
+    }
+    leaf.patients = counts
+        .into_iter()
+        .map(|(patient_id, record_count)| api::PatientRecordCount {
+            patient_id,
+            record_count,
+        })
+        .collect();
 }
 
 /// The review event a call's leaf records: a break-glass read, or a restricted patient's find or

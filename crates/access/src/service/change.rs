@@ -12,6 +12,7 @@ use sha2::{Digest, Sha256};
 use tonic::Request;
 
 use super::AccessService;
+use super::audited::NamesAuditEntry;
 use super::contribute::{
     Content, records_write_error, validate_content, validate_contribution_purpose,
     validate_contribution_reference,
@@ -46,151 +47,165 @@ struct ChangeFields<'a> {
     legal_basis: i32,
 }
 
-impl AccessService {
-    /// The checks UpdateRecord and RetractRecord share, and the audit leaf of the call.
-    fn parse_change(
-        &self,
-        caller: &Caller,
-        trace: &str,
-        action: api::AuditAction,
-        fields: &ChangeFields<'_>,
-        v: &mut Violations,
-    ) -> (Option<(Id, Id)>, Option<Reference>, api::AuditLeaf) {
-        let request_id = v.required_id("request_id", fields.request_id);
-        let record_id = v.required_id("record_id", fields.record_id);
-        check_precondition(v, fields.etag, fields.expected_version);
-        let reference = validate_contribution_reference(v, "patient", fields.patient);
-        validate_contribution_purpose(v, caller, fields.purpose);
-        validate_legal_basis(v, fields.legal_basis, fields.purpose);
-        let mut leaf = self.leaf(caller, trace, action);
-        leaf.purpose_of_use = fields.purpose.to_owned();
-        leaf.legal_basis = fields.legal_basis;
-        leaf.request_id = request_id.as_ref().map(Id::to_string).unwrap_or_default();
-        (request_id.zip(record_id), reference, leaf)
-    }
-
-    /// The change a request asks for, identified and guarded.
-    fn change_of(fields: &ChangeFields<'_>, ids: (Id, Id), fingerprint: Vec<u8>) -> Change {
+impl ChangeFields<'_> {
+    /// The change the request asks for, identified and guarded; `kind` and `written` (what it
+    /// writes) are fingerprinted with the record and the caller.
+    fn change(&self, caller: &Caller, ids: (Id, Id), kind: &[u8], written: &[u8]) -> Change {
+        let fingerprint = fingerprint(&[
+            kind,
+            ids.1.as_str().as_bytes(),
+            written,
+            caller.user_id.as_bytes(),
+            caller.client_id.as_bytes(),
+        ]);
         Change {
             request_id: ids.0,
             record_id: ids.1,
-            etag: fields.etag.to_owned(),
-            expected_version: fields.expected_version,
-            purpose: fields.purpose.to_owned(),
-            legal_basis: fields.legal_basis,
+            etag: self.etag.to_owned(),
+            expected_version: self.expected_version,
+            purpose: self.purpose.to_owned(),
+            legal_basis: self.legal_basis,
             fingerprint,
         }
     }
+}
 
+/// UpdateRecord's and RetractRecord's requests: the fields they share, and the edit each asks for.
+trait ChangeRequest {
+    const ACTION: api::AuditAction;
+    /// What the fingerprint calls the change.
+    const KIND: &'static [u8];
+    type Response: From<Changed> + NamesAuditEntry;
+
+    fn fields(&self) -> ChangeFields<'_>;
+
+    /// The edit, checked into `v`, and the bytes of it that are fingerprinted.
+    fn edit(&self, v: &mut Violations) -> Option<(Edit<'_>, Vec<u8>)>;
+}
+
+/// A changed record and its patient, as either response carries them.
+struct Changed {
+    record: api::DisclosedRecord,
+    patient_id: String,
+}
+
+/// The [`ChangeFields`] of either request (both name them alike).
+macro_rules! change_fields {
+    ($request:expr) => {
+        ChangeFields {
+            request_id: &$request.request_id,
+            record_id: &$request.record_id,
+            etag: &$request.etag,
+            expected_version: $request.expected_version,
+            patient: $request.patient.as_ref(),
+            purpose: &$request.purpose_of_use,
+            legal_basis: $request.legal_basis,
+        }
+    };
+}
+
+/// Both change responses carry the same fields.
+macro_rules! change_response_from_changed {
+    ($($response:ty),*) => {
+        $(impl From<Changed> for $response {
+            fn from(changed: Changed) -> Self {
+                Self {
+                    record: Some(changed.record),
+                    patient_id: changed.patient_id,
+                    audit_entry_id: String::new(),
+                    audit_index: 0,
+                }
+            }
+        })*
+    };
+}
+
+change_response_from_changed!(api::UpdateRecordResponse, api::RetractRecordResponse);
+
+impl ChangeRequest for api::UpdateRecordRequest {
+    const ACTION: api::AuditAction = api::AuditAction::UpdateRecord;
+    const KIND: &'static [u8] = b"update";
+    type Response = api::UpdateRecordResponse;
+
+    fn fields(&self) -> ChangeFields<'_> {
+        change_fields!(self)
+    }
+
+    fn edit(&self, v: &mut Violations) -> Option<(Edit<'_>, Vec<u8>)> {
+        let content = validate_content(v, "content", self.content.as_ref())?;
+        let written = self
+            .content
+            .as_ref()
+            .map(Message::encode_to_vec)
+            .unwrap_or_default();
+        Some((Edit::Update(content), written))
+    }
+}
+
+impl ChangeRequest for api::RetractRecordRequest {
+    const ACTION: api::AuditAction = api::AuditAction::RetractRecord;
+    const KIND: &'static [u8] = b"retract";
+    type Response = api::RetractRecordResponse;
+
+    fn fields(&self) -> ChangeFields<'_> {
+        change_fields!(self)
+    }
+
+    fn edit(&self, v: &mut Violations) -> Option<(Edit<'_>, Vec<u8>)> {
+        let reason = self.reason.trim();
+        if reason.is_empty() {
+            v.add("reason", "is required: why the record is entered in error");
+        } else if reason.chars().count() > MAX_REASON_CHARS {
+            v.add("reason", format!("at most {MAX_REASON_CHARS} characters"));
+        }
+        Some((Edit::Retract(reason), reason.as_bytes().to_vec()))
+    }
+}
+
+impl AccessService {
     pub(super) async fn update_record(
         &self,
         request: Request<api::UpdateRecordRequest>,
     ) -> Result<api::UpdateRecordResponse, Error> {
-        let (caller, trace, req) = self.authenticated(request).await?;
-        let fields = ChangeFields {
-            request_id: &req.request_id,
-            record_id: &req.record_id,
-            etag: &req.etag,
-            expected_version: req.expected_version,
-            patient: req.patient.as_ref(),
-            purpose: &req.purpose_of_use,
-            legal_basis: req.legal_basis,
-        };
-        let mut v = Violations::new();
-        let (ids, reference, mut leaf) = self.parse_change(
-            &caller,
-            &trace,
-            api::AuditAction::UpdateRecord,
-            &fields,
-            &mut v,
-        );
-        let content = validate_content(&mut v, "content", req.content.as_ref());
-        let (Some(ids), Some(content)) = (ids, content.filter(|_| v.is_empty())) else {
-            return Err(v.into());
-        };
-        let print = fingerprint(&[
-            b"update",
-            ids.1.as_str().as_bytes(),
-            &req.content
-                .as_ref()
-                .map(Message::encode_to_vec)
-                .unwrap_or_default(),
-            caller.user_id.as_bytes(),
-            caller.client_id.as_bytes(),
-        ]);
-        let change = Self::change_of(&fields, ids, print);
-        let result = self
-            .change(
-                &caller,
-                &change,
-                reference.as_ref(),
-                Edit::Update(&content),
-                &mut leaf,
-            )
-            .await
-            .map(|(record, patient_id)| api::UpdateRecordResponse {
-                record: Some(record),
-                patient_id,
-                audit_entry_id: String::new(),
-                audit_index: 0,
-            });
-        self.finish(leaf, result, false).await
+        self.change_rpc(request).await
     }
 
     pub(super) async fn retract_record(
         &self,
         request: Request<api::RetractRecordRequest>,
     ) -> Result<api::RetractRecordResponse, Error> {
+        self.change_rpc(request).await
+    }
+
+    /// Either change: the checks both share, then the request's own; the change, audited.
+    async fn change_rpc<R: ChangeRequest>(
+        &self,
+        request: Request<R>,
+    ) -> Result<R::Response, Error> {
         let (caller, trace, req) = self.authenticated(request).await?;
-        let fields = ChangeFields {
-            request_id: &req.request_id,
-            record_id: &req.record_id,
-            etag: &req.etag,
-            expected_version: req.expected_version,
-            patient: req.patient.as_ref(),
-            purpose: &req.purpose_of_use,
-            legal_basis: req.legal_basis,
-        };
+        let fields = req.fields();
         let mut v = Violations::new();
-        let (ids, reference, mut leaf) = self.parse_change(
-            &caller,
-            &trace,
-            api::AuditAction::RetractRecord,
-            &fields,
-            &mut v,
-        );
-        let reason = req.reason.trim();
-        if reason.is_empty() {
-            v.add("reason", "is required: why the record is entered in error");
-        } else if reason.chars().count() > MAX_REASON_CHARS {
-            v.add("reason", format!("at most {MAX_REASON_CHARS} characters"));
-        }
-        let Some(ids) = ids.filter(|_| v.is_empty()) else {
+        let request_id = v.required_id("request_id", fields.request_id);
+        let record_id = v.required_id("record_id", fields.record_id);
+        check_precondition(&mut v, fields.etag, fields.expected_version);
+        let reference = validate_contribution_reference(&mut v, "patient", fields.patient);
+        validate_contribution_purpose(&mut v, &caller, fields.purpose);
+        validate_legal_basis(&mut v, fields.legal_basis, fields.purpose);
+        let mut leaf = self.leaf(&caller, &trace, R::ACTION);
+        leaf.purpose_of_use = fields.purpose.to_owned();
+        leaf.legal_basis = fields.legal_basis;
+        leaf.request_id = request_id.as_ref().map(Id::to_string).unwrap_or_default();
+        let edit = req.edit(&mut v);
+        let (Some(ids), Some((edit, written))) =
+            (request_id.zip(record_id), edit.filter(|_| v.is_empty()))
+        else {
             return Err(v.into());
         };
-        let print = fingerprint(&[
-            b"retract",
-            ids.1.as_str().as_bytes(),
-            reason.as_bytes(),
-            caller.user_id.as_bytes(),
-            caller.client_id.as_bytes(),
-        ]);
-        let change = Self::change_of(&fields, ids, print);
+        let change = fields.change(&caller, ids, R::KIND, &written);
         let result = self
-            .change(
-                &caller,
-                &change,
-                reference.as_ref(),
-                Edit::Retract(reason),
-                &mut leaf,
-            )
+            .change(&caller, &change, reference.as_ref(), edit, &mut leaf)
             .await
-            .map(|(record, patient_id)| api::RetractRecordResponse {
-                record: Some(record),
-                patient_id,
-                audit_entry_id: String::new(),
-                audit_index: 0,
-            });
+            .map(R::Response::from);
         self.finish(leaf, result, false).await
     }
 
@@ -202,7 +217,7 @@ impl AccessService {
         reference: Option<&Reference>,
         edit: Edit<'_>,
         leaf: &mut api::AuditLeaf,
-    ) -> Result<(api::DisclosedRecord, String), Error> {
+    ) -> Result<Changed, Error> {
         let store = &self.inner.store;
         let up = &self.inner.upstream;
         let prior = store.contribution(change.request_id.as_str()).await?;
@@ -220,7 +235,7 @@ impl AccessService {
                 leaf.patient_id = patient_id.clone();
                 leaf.returned_records = vec![record_ref(&record)];
                 leaf.returned_count = 1;
-                return Ok((record, patient_id));
+                return Ok(Changed { record, patient_id });
             }
         }
         let current = self.record_version(change.record_id.as_str(), 0).await?;
@@ -278,7 +293,10 @@ impl AccessService {
             let record = disclosed(current, Some(caller.requester()));
             leaf.returned_records = vec![record_ref(&record)];
             leaf.returned_count = 1;
-            return Ok((record, owner.id().to_owned()));
+            return Ok(Changed {
+                record,
+                patient_id: owner.id().to_owned(),
+            });
         }
         if current.status == records::RecordStatus::EnteredInError as i32 {
             return Err(Error::RecordRetracted(current.record_id.clone()));
@@ -312,7 +330,7 @@ impl AccessService {
         let requester = contributor.requester.clone();
         let written = match edit {
             Edit::Update(content) => {
-                let mut record = Self::new_record(&contributor, &current.patient_id, content);
+                let mut record = Self::new_record(&contributor, &current.patient_id, &content);
                 record.record_id = current.record_id.clone();
                 up.update_record(records::UpdateRecordRequest {
                     record: Some(record),
@@ -343,13 +361,16 @@ impl AccessService {
         let record = disclosed(written, Some(requester));
         leaf.returned_records = vec![record_ref(&record)];
         leaf.returned_count = 1;
-        Ok((record, owner.id().to_owned()))
+        Ok(Changed {
+            record,
+            patient_id: owner.id().to_owned(),
+        })
     }
 }
 
 /// What a change does to the record.
 enum Edit<'a> {
-    Update(&'a Content),
+    Update(Content),
     Retract(&'a str),
 }
 

@@ -14,7 +14,8 @@ use super::AccessService;
 use super::disclose::{disclosed, record_ref};
 use super::parse::{Reference, validate_purpose, validate_reference};
 use super::patients::Resolved;
-use crate::domain::auth::{Caller, Context};
+use super::read::caller_contexts;
+use crate::domain::auth::Caller;
 use crate::domain::contribution::{effective_micros, patient_naming, with_patient_reference};
 use crate::domain::decision;
 use crate::error::{Dependency, Error};
@@ -125,16 +126,28 @@ pub(super) fn content_violations(status: &Status, field: &str) -> Option<Violati
     }
     let details = status.get_error_details();
     let bad = details.bad_request()?;
+    let found = bad
+        .field_violations
+        .iter()
+        .map(|f| (f.field.clone(), f.description.clone()));
+    Some(record_violations(found, field))
+}
+
+/// Record hosting's violations (field, description) of a record written for the request's
+/// `field`: its `record.` paths renamed to the request's.
+pub(super) fn record_violations(
+    found: impl IntoIterator<Item = (String, String)>,
+    field: &str,
+) -> Violations {
     let mut v = Violations::new();
-    for violation in &bad.field_violations {
-        let path = violation
-            .field
-            .strip_prefix("record.")
-            .map(|rest| format!("{field}.{rest}"))
-            .unwrap_or_else(|| violation.field.clone());
-        v.add(path, violation.description.clone());
+    for (path, description) in found {
+        let path = match path.strip_prefix("record.") {
+            Some(rest) => format!("{field}.{rest}"),
+            None => path,
+        };
+        v.add(path, description);
     }
-    Some(v)
+    v
 }
 
 /// Who a contribution is recorded as: the token's requester, with an organisation (a patient's
@@ -181,13 +194,8 @@ impl AccessService {
         resource_type: &str,
         permission: char,
     ) -> Result<(), Error> {
-        let contexts: &[Context] = if super::read::is_patient_facing(caller) {
-            &[Context::Patient]
-        } else {
-            &[Context::User, Context::System]
-        };
         caller
-            .require(contexts, resource_type, permission)
+            .require(caller_contexts(caller), resource_type, permission)
             .map(drop)
     }
 

@@ -15,11 +15,12 @@ use futures::StreamExt;
 use tokio::sync::mpsc;
 use tonic::{Code, Request, Status};
 
+use super::audited::name_patients;
 use super::contribute::validate_contribution_reference;
 use super::parse::{Reference, page_query, resume, validate_purpose, validate_types};
-use super::read::{is_patient_facing, types_in_scope, validate_legal_basis};
+use super::read::{caller_contexts, is_patient_facing, types_in_scope, validate_legal_basis};
 use super::{AccessService, BoxStream};
-use crate::domain::auth::{Caller, Context};
+use crate::domain::auth::Caller;
 use crate::domain::decision::{self, Policy};
 use crate::error::{Dependency, Error};
 use crate::upstream::unavailable;
@@ -139,15 +140,7 @@ impl AccessService {
             v.add("after_cursor", "must be empty when start_at_head is set");
         }
         v.into_result()?;
-        let query = page_query(
-            "follow",
-            caller,
-            &api::FollowRecordChangesRequest {
-                after_cursor: String::new(),
-                start_at_head: false,
-                ..req.clone()
-            },
-        );
+        let query = page_query("follow", caller, req);
         let after_cursor = resume(
             &self.inner.config.page_tokens,
             &query,
@@ -179,11 +172,7 @@ impl AccessService {
         Error,
     > {
         let patient_facing = is_patient_facing(caller);
-        let contexts: &[Context] = if patient_facing {
-            &[Context::Patient]
-        } else {
-            &[Context::User, Context::System]
-        };
+        let contexts = caller_contexts(caller);
         let types = types_in_scope(caller, contexts, &follow.types)?;
         let resolved: Vec<Result<super::patients::Resolved, Error>> =
             futures::stream::iter(follow.references.clone())
@@ -302,11 +291,7 @@ impl AccessService {
                 continue;
             };
             let record = change.record.unwrap_or_default();
-            let effective = record
-                .effective_time
-                .as_ref()
-                .and_then(carerecord_platform::time::micros);
-            if policy.withholds(&record.data_classes, effective) {
+            if policy.withholds_record(&record) {
                 continue;
             }
             *counts.entry(patient.clone()).or_default() += 1;
@@ -333,16 +318,7 @@ impl AccessService {
         leaf.purpose_of_use = delivery.purpose.clone();
         leaf.legal_basis = delivery.legal_basis;
         leaf.returned_count = response.notifications.len() as i64;
-        if counts.len() == 1 {
-            leaf.patient_id = counts.keys().next().cloned().unwrap_or_default();
-        }
-        leaf.patients = counts
-            .into_iter()
-            .map(|(patient_id, record_count)| api::PatientRecordCount {
-                patient_id,
-                record_count,
-            })
-            .collect();
+        name_patients(&mut leaf, counts);
         let appended = self.audit(leaf, None, false).await?;
         response.audit_entry_id = appended.entry_id;
         response.audit_index = appended.index;

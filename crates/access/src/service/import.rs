@@ -17,10 +17,14 @@ use futures::stream::FuturesOrdered;
 use tokio::sync::mpsc;
 use tonic::{Request, Status, Streaming};
 
-use super::contribute::{Contributor, validate_content, validate_contribution_reference};
+use super::audited::name_patients;
+use super::contribute::{
+    Contributor, record_violations, validate_content, validate_contribution_reference,
+};
 use super::parse::Reference;
+use super::read::caller_contexts;
 use super::{AccessService, BoxStream};
-use crate::domain::auth::Caller;
+use crate::domain::auth::{Caller, Context};
 use crate::domain::decision;
 use crate::error::{Dependency, Error};
 use crate::upstream::unavailable;
@@ -41,6 +45,35 @@ enum Item {
         reference: Option<Reference>,
         content: super::contribute::Content,
     },
+}
+
+/// One item at stream `index` checked on its own: its fields, that it names its patient, and that
+/// `caller` may contribute its type in `contexts`.
+fn check_item(caller: &Caller, contexts: &[Context], index: i64, item: api::ImportItem) -> Item {
+    let invalid = |v| Item::Rejected(rejected(index, "INVALID_REQUEST", "", Some(v)));
+    let mut v = Violations::new();
+    let request_id = v.required_id("request_id", &item.request_id);
+    let reference = validate_contribution_reference(&mut v, "patient", item.patient.as_ref());
+    let content = validate_content(&mut v, "content", item.content.as_ref());
+    let (Some(request_id), Some(content)) = (request_id, content.filter(|_| v.is_empty())) else {
+        return invalid(v);
+    };
+    if reference.is_none() && content.nhs_number.is_none() {
+        let mut v = Violations::new();
+        v.add(
+            "patient",
+            "name the patient, or name them in the payload's subject by NHS number",
+        );
+        return invalid(v);
+    }
+    if let Err(e) = caller.require(contexts, &content.resource_type, 'c') {
+        return Item::Rejected(rejected(index, e.reason(), "", None));
+    }
+    Item::Pending {
+        request_id: request_id.into_string(),
+        reference,
+        content,
+    }
 }
 
 /// Why an item was rejected, as the result carries it.
@@ -97,7 +130,7 @@ impl AccessService {
     ) -> Result<BoxStream<api::ImportRecordsResponse>, Error> {
         let (caller, trace, mut stream) = self.authenticated(request).await?;
         let contributor = self.contributor(&caller)?;
-        let contexts = self.contribution_contexts(&caller);
+        let contexts = caller_contexts(&caller);
         if !caller.covers_all_types(contexts, 'c') && caller.covered_types(contexts, 'c').is_empty()
         {
             return Err(Error::ScopeMissing {
@@ -195,16 +228,6 @@ impl AccessService {
         Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)))
     }
 
-    /// The contexts a caller contributes in.
-    fn contribution_contexts(&self, caller: &Caller) -> &'static [crate::domain::auth::Context] {
-        use crate::domain::auth::Context;
-        if super::read::is_patient_facing(caller) {
-            &[Context::Patient]
-        } else {
-            &[Context::User, Context::System]
-        }
-    }
-
     /// One request message checked: its items' stream indexes, requests, scopes and patients.
     async fn check_message(
         &self,
@@ -219,52 +242,11 @@ impl AccessService {
         }
         let base = session.next_index;
         session.next_index += items.len() as i64;
-        let contexts = self.contribution_contexts(&session.stream.caller);
+        let contexts = caller_contexts(&session.stream.caller);
         let mut checked: Vec<Item> = Vec::with_capacity(items.len());
         for (offset, item) in items.into_iter().enumerate() {
             let index = base + offset as i64;
-            let mut v = Violations::new();
-            let request_id = v.required_id("request_id", &item.request_id);
-            let reference =
-                validate_contribution_reference(&mut v, "patient", item.patient.as_ref());
-            let content = validate_content(&mut v, "content", item.content.as_ref());
-            let (Some(request_id), Some(content)) = (request_id, content.filter(|_| v.is_empty()))
-            else {
-                checked.push(Item::Rejected(rejected(
-                    index,
-                    "INVALID_REQUEST",
-                    "",
-                    Some(v),
-                )));
-                continue;
-            };
-            if reference.is_none() && content.nhs_number.is_none() {
-                let mut v = Violations::new();
-                v.add(
-                    "patient",
-                    "name the patient, or name them in the payload's subject by NHS number",
-                );
-                checked.push(Item::Rejected(rejected(
-                    index,
-                    "INVALID_REQUEST",
-                    "",
-                    Some(v),
-                )));
-                continue;
-            }
-            if let Err(e) = session
-                .stream
-                .caller
-                .require(contexts, &content.resource_type, 'c')
-            {
-                checked.push(Item::Rejected(rejected(index, e.reason(), "", None)));
-                continue;
-            }
-            checked.push(Item::Pending {
-                request_id: request_id.into_string(),
-                reference,
-                content,
-            });
+            checked.push(check_item(&session.stream.caller, contexts, index, item));
         }
         self.resolve_all(session, &checked).await?;
         // Each pending item's patient, or its rejection.
@@ -394,11 +376,13 @@ impl AccessService {
                 })
                 .await
                 .map_err(|s| unavailable(Dependency::Records, &s))?;
+            // The offset in this batch of the item record hosting answers about at `index`.
+            let offset_of = |index: i64| {
+                let i = usize::try_from(index).ok()?;
+                written_index.get(i).copied()
+            };
             for accepted in answer.accepted_records {
-                let Some(&offset) = usize::try_from(accepted.index)
-                    .ok()
-                    .and_then(|i| written_index.get(i))
-                else {
+                let Some(offset) = offset_of(accepted.index) else {
                     continue;
                 };
                 let owner = owners[offset].clone().unwrap_or_default();
@@ -420,10 +404,7 @@ impl AccessService {
                 });
             }
             for rejection in answer.rejections {
-                let Some(&offset) = usize::try_from(rejection.index)
-                    .ok()
-                    .and_then(|i| written_index.get(i))
-                else {
+                let Some(offset) = offset_of(rejection.index) else {
                     continue;
                 };
                 let owner = owners[offset].clone().unwrap_or_default();
@@ -431,15 +412,11 @@ impl AccessService {
                     if rejection.reason == records::ImportRejectionReason::RequestIdReused as i32 {
                         rejected(base + offset as i64, "REQUEST_ID_REUSED", &owner, None)
                     } else {
-                        let mut v = Violations::new();
-                        for violation in rejection.field_violations {
-                            let field = violation
-                                .field
-                                .strip_prefix("record.")
-                                .map(|rest| format!("content.{rest}"))
-                                .unwrap_or(violation.field);
-                            v.add(field, violation.description);
-                        }
+                        let found = rejection
+                            .field_violations
+                            .into_iter()
+                            .map(|f| (f.field, f.description));
+                        let v = record_violations(found, "content");
                         rejected(base + offset as i64, "INVALID_REQUEST", &owner, Some(v))
                     };
                 results[offset] = Some(result);
@@ -458,16 +435,7 @@ impl AccessService {
                 *patients.entry(result.patient_id.clone()).or_default() += 1;
             }
         }
-        if let [(only, _)] = patients.iter().collect::<Vec<_>>().as_slice() {
-            leaf.patient_id = (*only).clone();
-        }
-        leaf.patients = patients
-            .into_iter()
-            .map(|(patient_id, record_count)| api::PatientRecordCount {
-                patient_id,
-                record_count,
-            })
-            .collect();
+        name_patients(&mut leaf, patients);
         leaf.returned_count = leaf.returned_records.len() as i64;
         leaf.rejected_count = results
             .iter()

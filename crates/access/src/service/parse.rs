@@ -173,16 +173,79 @@ pub fn validate_types(v: &mut Violations, field: &str, types: &[String]) -> Vec<
     out
 }
 
+/// A request read in pages: its page tokens are bound to its fields other than the paging ones.
+pub trait Paged: Message + Sized {
+    /// The request with the fields that move from page to page cleared.
+    fn unpaged(&self) -> Self;
+}
+
+/// Requests whose paging fields are `page_size` and `page_token`.
+macro_rules! paged {
+    ($($request:ty),* $(,)?) => {
+        $(impl Paged for $request {
+            fn unpaged(&self) -> Self {
+                Self {
+                    page_size: 0,
+                    page_token: String::new(),
+                    ..self.clone()
+                }
+            }
+        })*
+    };
+}
+
+paged!(
+    api::ReadPatientRecordRequest,
+    api::BreakGlassReadPatientRecordRequest,
+    api::ListRecordVersionsRequest,
+    api::ListDisclosuresRequest,
+    api::ListBreakGlassEventsRequest,
+    api::ListConsentDirectivesRequest,
+);
+
+impl Paged for api::ListAuditEntriesRequest {
+    /// Later pages resume at their own index, not the first page's start.
+    fn unpaged(&self) -> Self {
+        Self {
+            page_size: 0,
+            page_token: String::new(),
+            start_index: 0,
+            ..self.clone()
+        }
+    }
+}
+
+impl Paged for api::FollowRecordChangesRequest {
+    /// A follow resumes at its cursor, wherever it first started.
+    fn unpaged(&self) -> Self {
+        Self {
+            after_cursor: String::new(),
+            start_at_head: false,
+            ..self.clone()
+        }
+    }
+}
+
 /// What a page token of the list `kind` is bound to: the requester and the request's other
-/// fields (`request`, with its paging fields cleared by the caller).
-pub fn page_query(kind: &str, caller: &Caller, request: &impl Message) -> QueryKey {
+/// fields.
+pub fn page_query(kind: &str, caller: &Caller, request: &impl Paged) -> QueryKey {
     let mut query = QueryKey::new(kind);
     query
         .text(&caller.user_id)
         .text(&caller.client_id)
         .text(&caller.organisation_ods_code)
-        .text(&hex::encode(request.encode_to_vec()));
+        .text(&hex::encode(request.unpaged().encode_to_vec()));
     query
+}
+
+/// The page token of the next page of a listing another module pages (`next`, its own token):
+/// bound to `query`, and empty once that module's listing has ended.
+pub fn relayed_token(tokens: &PageTokens, query: &QueryKey, next: &str) -> String {
+    if next.is_empty() {
+        String::new()
+    } else {
+        tokens.issue_at(query, Position::new().text(next))
+    }
 }
 
 /// Where a page token resumes, as `read` takes it out of the token's position; `None` without a

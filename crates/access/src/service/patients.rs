@@ -53,7 +53,58 @@ fn reference_is_identifier(reference: &Reference) -> bool {
     matches!(reference, Reference::Identifier(..))
 }
 
+/// Whether `caller` acts as a patient for themselves (a patient-facing token without `user/`
+/// scopes); it must hold `<resource_type>.<permission>` in that context (else as a user).
+pub(super) fn acting_as_patient(
+    caller: &Caller,
+    resource_type: &str,
+    permission: char,
+) -> Result<bool, Error> {
+    let patient_facing = !caller.has_context(Context::User) && caller.has_context(Context::Patient);
+    let contexts: &[Context] = if patient_facing {
+        &[Context::Patient]
+    } else {
+        &[Context::User]
+    };
+    caller.require(contexts, resource_type, permission)?;
+    Ok(patient_facing)
+}
+
 impl AccessService {
+    /// The leaf of a call made at the patient's request (PATRQT): on their consent choices or
+    /// their disclosures.
+    pub(super) fn patient_request_leaf(
+        &self,
+        caller: &Caller,
+        trace: &str,
+        action: api::AuditAction,
+        reference: Option<&Reference>,
+    ) -> api::AuditLeaf {
+        let mut leaf = self.leaf(caller, trace, action);
+        leaf.purpose_of_use = "PATRQT".into();
+        if let Some(reference) = reference {
+            leaf.reference_kind = reference.kind() as i32;
+        }
+        leaf
+    }
+
+    /// Resolves the patient onto `leaf` and, for a patient-facing token, checks it acts for them.
+    pub(super) async fn resolve_for(
+        &self,
+        caller: &Caller,
+        patient_facing: bool,
+        reference: &Reference,
+        leaf: &mut api::AuditLeaf,
+    ) -> Result<Resolved, Error> {
+        let resolved = self.resolve(reference).await?;
+        leaf.patient_id = resolved.id().to_owned();
+        leaf.resolved_from_merged_patient_id = resolved.merged_from.clone();
+        if patient_facing {
+            self.check_patient_context(caller, &resolved).await?;
+        }
+        Ok(resolved)
+    }
+
     async fn get_patient(&self, patient_id: &str) -> Result<Option<identity::Patient>, Error> {
         let up = &self.inner.upstream;
         let request = identity::GetPatientRequest {
@@ -310,39 +361,20 @@ impl AccessService {
         let reference = validate_reference(&mut v, "patient", req.patient.as_ref());
         let (start, end) = validate_period(&mut v, "period", req.period.as_ref());
         let limit = v.page_size(req.page_size);
-        let query = page_query(
-            "disclosures",
-            &caller,
-            &api::ListDisclosuresRequest {
-                page_size: 0,
-                page_token: String::new(),
-                ..req.clone()
-            },
-        );
+        let query = page_query("disclosures", &caller, &req);
         let tokens = &self.inner.config.page_tokens;
         let before =
             resume(tokens, &query, &req.page_token, Position::read_int)?.unwrap_or(i64::MAX);
         let Some(reference) = reference.filter(|_| v.is_empty()) else {
             return Err(v.into());
         };
-        let mut leaf = self.leaf(&caller, &trace, api::AuditAction::ListDisclosures);
-        leaf.purpose_of_use = "PATRQT".into();
-        leaf.reference_kind = reference.kind() as i32;
+        let action = api::AuditAction::ListDisclosures;
+        let mut leaf = self.patient_request_leaf(&caller, &trace, action, Some(&reference));
         let result = async {
-            let patient_facing =
-                !caller.has_context(Context::User) && caller.has_context(Context::Patient);
-            let contexts: &[Context] = if patient_facing {
-                &[Context::Patient]
-            } else {
-                &[Context::User]
-            };
-            caller.require(contexts, "AuditEvent", 'r')?;
-            let resolved = self.resolve(&reference).await?;
-            leaf.patient_id = resolved.id().to_owned();
-            leaf.resolved_from_merged_patient_id = resolved.merged_from.clone();
-            if patient_facing {
-                self.check_patient_context(&caller, &resolved).await?;
-            }
+            let patient_facing = acting_as_patient(&caller, "AuditEvent", 'r')?;
+            let resolved = self
+                .resolve_for(&caller, patient_facing, &reference, &mut leaf)
+                .await?;
             let ids = self.patient_ids(&resolved.patient).await?;
             let actions = [
                 api::AuditAction::FindPatient as i32,

@@ -82,17 +82,20 @@ struct ReadFields<'a> {
     effective_period: Option<&'a common::Period>,
     page_size: i32,
     page_token: &'a str,
+    query: QueryKey,
 }
 
-/// The [`ReadFields`] of either request (both name them alike).
+/// The [`ReadFields`] of either request (both name them alike), with the query its page tokens
+/// are bound to (reads of the kind `$kind` by `$caller`).
 macro_rules! read_fields {
-    ($request:expr) => {
+    ($kind:expr, $caller:expr, $request:expr) => {
         ReadFields {
             legal_basis: $request.legal_basis,
             resource_types: &$request.resource_types,
             effective_period: $request.effective_period.as_ref(),
             page_size: $request.page_size,
             page_token: &$request.page_token,
+            query: page_query($kind, $caller, &$request),
         }
     };
 }
@@ -140,6 +143,30 @@ read_response_from_page!(
     api::ReadPatientRecordResponse,
     api::BreakGlassReadPatientRecordResponse
 );
+
+/// Purpose rules of reads other than break glass: any known code but ETREAT; PATRQT for patients.
+pub(super) fn validate_read_purpose(v: &mut Violations, caller: &Caller, purpose: &str) {
+    validate_purpose(v, purpose);
+    if purpose == "ETREAT" {
+        v.add(
+            "purpose_of_use",
+            "ETREAT is only accepted by BreakGlassReadPatientRecord",
+        );
+    }
+    if is_patient_facing(caller) && !purpose.is_empty() && purpose != "PATRQT" {
+        v.add("purpose_of_use", "patient-facing tokens must use PATRQT");
+    }
+}
+
+/// The contexts a caller reads and contributes in: a patient-facing token's, else user and
+/// system.
+pub(super) fn caller_contexts(caller: &Caller) -> &'static [Context] {
+    if is_patient_facing(caller) {
+        &[Context::Patient]
+    } else {
+        &[Context::User, Context::System]
+    }
+}
 
 /// A token whose scopes are only patient-facing ones.
 pub(super) fn is_patient_facing(caller: &Caller) -> bool {
@@ -198,10 +225,8 @@ impl AccessService {
         let patient_facing = !break_glass && is_patient_facing(caller);
         let contexts: &[Context] = if break_glass {
             &[Context::User]
-        } else if patient_facing {
-            &[Context::Patient]
         } else {
-            &[Context::User, Context::System]
+            caller_contexts(caller)
         };
         if break_glass && !self.inner.config.clinical_roles.contains(&caller.role_code) {
             return Err(Error::RoleNotPermitted {
@@ -209,12 +234,9 @@ impl AccessService {
             });
         }
         let fetch_types = types_in_scope(caller, contexts, &args.types)?;
-        let resolved = self.resolve(&args.reference).await?;
-        leaf.patient_id = resolved.id().to_owned();
-        leaf.resolved_from_merged_patient_id = resolved.merged_from.clone();
-        if patient_facing {
-            self.check_patient_context(caller, &resolved).await?;
-        }
+        let resolved = self
+            .resolve_for(caller, patient_facing, &args.reference, leaf)
+            .await?;
         // The decision and the page are asked for at once; the page is only disclosed (or
         // dropped) once the decision is known.
         let decide = self.decide(
@@ -356,41 +378,12 @@ impl AccessService {
         let (caller, trace, req) = self.authenticated(request).await?;
         let mut v = Violations::new();
         let reference = validate_reference(&mut v, "patient", req.patient.as_ref());
-        validate_purpose(&mut v, &req.purpose_of_use);
-        if req.purpose_of_use == "ETREAT" {
-            v.add(
-                "purpose_of_use",
-                "ETREAT is only accepted by BreakGlassReadPatientRecord",
-            );
-        }
-        if is_patient_facing(&caller)
-            && !req.purpose_of_use.is_empty()
-            && req.purpose_of_use != "PATRQT"
-        {
-            v.add("purpose_of_use", "patient-facing tokens must use PATRQT");
-        }
-        let query = page_query(
-            "read",
-            &caller,
-            &api::ReadPatientRecordRequest {
-                page_size: 0,
-                page_token: String::new(),
-                ..req.clone()
-            },
-        );
+        validate_read_purpose(&mut v, &caller, &req.purpose_of_use);
         let filters = Filters::parse(&mut v, &req);
-        let fields = read_fields!(req);
-        let mut args = self.read_args(
-            v,
-            reference,
-            req.purpose_of_use.clone(),
-            None,
-            fields,
-            query,
-        )?;
+        let fields = read_fields!("read", &caller, req);
+        let mut args = self.read_args(v, reference, req.purpose_of_use.clone(), None, fields)?;
         args.filters = filters;
-        let page = self.read_page(&caller, &trace, args).await?;
-        Ok(page.into())
+        self.read_page(&caller, &trace, args).await.map(Into::into)
     }
 
     pub(super) async fn break_glass_read(
@@ -407,19 +400,9 @@ impl AccessService {
         } else if !(10..=1000).contains(&reason_len) {
             v.add("reason", "must be 10 to 1000 characters after trimming");
         }
-        let query = page_query(
-            "break-glass-read",
-            &caller,
-            &api::BreakGlassReadPatientRecordRequest {
-                page_size: 0,
-                page_token: String::new(),
-                ..req.clone()
-            },
-        );
-        let fields = read_fields!(req);
-        let args = self.read_args(v, reference, "ETREAT".into(), Some(reason), fields, query)?;
-        let page = self.read_page(&caller, &trace, args).await?;
-        Ok(page.into())
+        let fields = read_fields!("break-glass-read", &caller, req);
+        let args = self.read_args(v, reference, "ETREAT".into(), Some(reason), fields)?;
+        self.read_page(&caller, &trace, args).await.map(Into::into)
     }
 
     /// The rest of either request's validation, after its own fields.
@@ -430,7 +413,6 @@ impl AccessService {
         purpose: String,
         break_glass_reason: Option<String>,
         fields: ReadFields<'_>,
-        query: QueryKey,
     ) -> Result<ReadArgs, Error> {
         validate_legal_basis(&mut v, fields.legal_basis, &purpose);
         let types = validate_types(&mut v, "resource_types", fields.resource_types);
@@ -438,7 +420,7 @@ impl AccessService {
         let page_size = v.page_size(fields.page_size);
         let position = resume(
             &self.inner.config.page_tokens,
-            &query,
+            &fields.query,
             fields.page_token,
             |position| {
                 let owner = usize::try_from(position.read_int()?).ok()?;
@@ -456,7 +438,7 @@ impl AccessService {
             period: fields.effective_period.copied(),
             page_size,
             position,
-            query,
+            query: fields.query,
             break_glass_reason,
             filters: Filters::default(),
         })
@@ -496,11 +478,7 @@ fn withhold(
     let mut withheld: BTreeMap<String, i64> = BTreeMap::new();
     let mut labelled = false;
     for record in page {
-        let effective = record
-            .effective_time
-            .as_ref()
-            .and_then(crate::domain::micros);
-        if policy.withholds(&record.data_classes, effective) {
+        if policy.withholds_record(&record) {
             *withheld.entry(policy.withheld_reason.clone()).or_default() += 1;
             continue;
         }

@@ -4,50 +4,53 @@
 use carerecord_contracts::access::v1 as api;
 use carerecord_contracts::records::v1 as records;
 use carerecord_platform::errors::Violations;
-use carerecord_platform::page_token::{Position, QueryKey};
+use carerecord_platform::page_token::Position;
+use carerecord_platform::request::Id;
 use tonic::Request;
 
 use super::AccessService;
 use super::disclose::{disclosed, record_ref};
-use super::parse::{Reference, page_query, resume, validate_purpose};
-use super::read::{is_patient_facing, validate_legal_basis};
-use crate::domain::auth::{Caller, Context};
+use super::parse::{Reference, page_query, relayed_token, resume};
+use super::read::{
+    caller_contexts, is_patient_facing, validate_legal_basis, validate_read_purpose,
+};
+use crate::domain::auth::Caller;
 use crate::domain::decision::{self, Policy};
 use crate::error::{Dependency, Error};
 use crate::upstream::unavailable;
 
-/// Purpose rules shared with ReadPatientRecord: any known code but ETREAT; PATRQT for patients.
-fn validate_read_purpose(v: &mut Violations, caller: &Caller, purpose: &str) {
-    validate_purpose(v, purpose);
-    if purpose == "ETREAT" {
-        v.add(
-            "purpose_of_use",
-            "ETREAT is only accepted by BreakGlassReadPatientRecord",
-        );
-    }
-    if is_patient_facing(caller) && !purpose.is_empty() && purpose != "PATRQT" {
-        v.add("purpose_of_use", "patient-facing tokens must use PATRQT");
-    }
-}
-
 impl AccessService {
-    /// The consent policy for reading a record of `record`'s patient and type, after the scope and
-    /// patient-context checks; refuses when the decision denies. Returns the record's current
-    /// patient (after merges) and the policy.
+    /// The audit leaf of a read of one record (the patient is named by the record's patient id).
+    fn record_leaf(
+        &self,
+        caller: &Caller,
+        trace: &str,
+        purpose: &str,
+        legal_basis: i32,
+    ) -> api::AuditLeaf {
+        let mut leaf = self.leaf(caller, trace, api::AuditAction::Read);
+        leaf.purpose_of_use = purpose.to_owned();
+        leaf.legal_basis = legal_basis;
+        leaf.reference_kind = api::PatientReferenceKind::PatientId as i32;
+        leaf
+    }
+
+    /// A version of a record (0: the latest) and the consent policy for reading it, after the
+    /// scope and patient-context checks; refuses when the decision denies. Returns the record, its
+    /// current patient (after merges) and the policy.
     async fn record_policy(
         &self,
         caller: &Caller,
-        record: &records::Record,
+        record_id: &Id,
+        version: i64,
         purpose: &str,
         legal_basis: i32,
         leaf: &mut api::AuditLeaf,
-    ) -> Result<(String, Policy), Error> {
+    ) -> Result<(records::Record, String, Policy), Error> {
+        let record = self.record_version(record_id.as_str(), version).await?;
+        leaf.resource_types = vec![record.resource_type.clone()];
         let patient_facing = is_patient_facing(caller);
-        let contexts: &[Context] = if patient_facing {
-            &[Context::Patient]
-        } else {
-            &[Context::User, Context::System]
-        };
+        let contexts = caller_contexts(caller);
         // Refused without naming the type: a record the caller may not read stays undescribed.
         caller
             .require(contexts, &record.resource_type, 'r')
@@ -78,7 +81,7 @@ impl AccessService {
             });
         }
         leaf.decision = Some(summary(api::DecisionOutcome::Permit));
-        Ok((owner.id().to_owned(), policy))
+        Ok((record, owner.id().to_owned(), policy))
     }
 
     pub(super) async fn read_record(
@@ -99,27 +102,19 @@ impl AccessService {
         let Some(record_id) = record_id.filter(|_| v.is_empty()) else {
             return Err(v.into());
         };
-        let mut leaf = self.leaf(&caller, &trace, api::AuditAction::Read);
-        leaf.purpose_of_use = req.purpose_of_use.clone();
-        leaf.legal_basis = req.legal_basis;
-        leaf.reference_kind = api::PatientReferenceKind::PatientId as i32;
+        let mut leaf = self.record_leaf(&caller, &trace, &req.purpose_of_use, req.legal_basis);
         let result = async {
-            let record = self.record_version(record_id.as_str(), req.version).await?;
-            leaf.resource_types = vec![record.resource_type.clone()];
-            let (patient_id, policy) = self
+            let (record, patient_id, policy) = self
                 .record_policy(
                     &caller,
-                    &record,
+                    &record_id,
+                    req.version,
                     &req.purpose_of_use,
                     req.legal_basis,
                     &mut leaf,
                 )
                 .await?;
-            let effective = record
-                .effective_time
-                .as_ref()
-                .and_then(carerecord_platform::time::micros);
-            if policy.withholds(&record.data_classes, effective) {
+            if policy.withholds_record(&record) {
                 return Err(Error::ConsentDenied {
                     reason_codes: vec![policy.withheld_reason.clone()],
                     reason_texts: vec![
@@ -153,31 +148,20 @@ impl AccessService {
         validate_read_purpose(&mut v, &caller, &req.purpose_of_use);
         validate_legal_basis(&mut v, req.legal_basis, &req.purpose_of_use);
         let page_size = v.page_size(req.page_size);
-        let query: QueryKey = page_query(
-            "record-versions",
-            &caller,
-            &api::ListRecordVersionsRequest {
-                page_size: 0,
-                page_token: String::new(),
-                ..req.clone()
-            },
-        );
+        let query = page_query("record-versions", &caller, &req);
         let tokens = &self.inner.config.page_tokens;
         let inner_token = resume(tokens, &query, &req.page_token, Position::read_text)?;
         let Some(record_id) = record_id.filter(|_| v.is_empty()) else {
             return Err(v.into());
         };
-        let mut leaf = self.leaf(&caller, &trace, api::AuditAction::Read);
-        leaf.purpose_of_use = req.purpose_of_use.clone();
-        leaf.legal_basis = req.legal_basis;
-        leaf.reference_kind = api::PatientReferenceKind::PatientId as i32;
+        let mut leaf = self.record_leaf(&caller, &trace, &req.purpose_of_use, req.legal_basis);
         let result = async {
-            let latest = self.record_version(record_id.as_str(), 0).await?;
-            leaf.resource_types = vec![latest.resource_type.clone()];
-            let (patient_id, policy) = self
+            // The latest version decides who the record's patient is and what may be read.
+            let (_, patient_id, policy) = self
                 .record_policy(
                     &caller,
-                    &latest,
+                    &record_id,
+                    0,
                     &req.purpose_of_use,
                     req.legal_basis,
                     &mut leaf,
@@ -200,11 +184,7 @@ impl AccessService {
                 let Some(record) = version.record else {
                     continue;
                 };
-                let effective = record
-                    .effective_time
-                    .as_ref()
-                    .and_then(carerecord_platform::time::micros);
-                if policy.withholds(&record.data_classes, effective) {
+                if policy.withholds_record(&record) {
                     withheld += 1;
                     continue;
                 }
@@ -226,11 +206,7 @@ impl AccessService {
             leaf.returned_count = disclosure.returned_count;
             leaf.withheld_count = disclosure.withheld_count;
             leaf.withheld_by_rule = disclosure.withheld_by_rule.clone();
-            let next_page_token = if page.next_page_token.is_empty() {
-                String::new()
-            } else {
-                tokens.issue_at(&query, Position::new().text(&page.next_page_token))
-            };
+            let next_page_token = relayed_token(tokens, &query, &page.next_page_token);
             Ok(api::ListRecordVersionsResponse {
                 versions,
                 patient_id,

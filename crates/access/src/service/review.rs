@@ -67,15 +67,7 @@ impl AccessService {
         }
         let patient = v.optional_id("patient_id", &req.patient_id);
         let limit = v.page_size(req.page_size);
-        let query = page_query(
-            "break-glass-events",
-            &caller,
-            &api::ListBreakGlassEventsRequest {
-                page_size: 0,
-                page_token: String::new(),
-                ..req.clone()
-            },
-        );
+        let query = page_query("break-glass-events", &caller, &req);
         let tokens = &self.inner.config.page_tokens;
         let after = resume(tokens, &query, &req.page_token, Position::read_int)?.unwrap_or(-1);
         v.into_result()?;

@@ -12,27 +12,14 @@ use tonic::{Code, Request, Status};
 use tonic_types::StatusExt;
 
 use super::AccessService;
-use super::parse::{Reference, page_query, resume, validate_reference};
-use super::patients::Resolved;
-use crate::domain::auth::{Caller, Context};
+use super::parse::{Reference, page_query, relayed_token, resume, validate_reference};
+use super::patients::{Resolved, acting_as_patient};
+use crate::domain::auth::Caller;
 use crate::error::{Dependency, Error};
 use crate::upstream::unavailable;
 
 /// The longest withdrawal reason (as consent accepts it).
 const MAX_REASON_CHARS: usize = 1000;
-
-/// Whether `caller` acts as a patient for themselves (a patient-facing token without `user/`
-/// scopes); it must hold `Consent.<permission>` in that context.
-fn consent_context(caller: &Caller, permission: char) -> Result<bool, Error> {
-    let patient_facing = !caller.has_context(Context::User) && caller.has_context(Context::Patient);
-    let contexts: &[Context] = if patient_facing {
-        &[Context::Patient]
-    } else {
-        &[Context::User]
-    };
-    caller.require(contexts, "Consent", permission)?;
-    Ok(patient_facing)
-}
 
 /// The error for consent's answer to a directive call: what the caller can act on keeps its
 /// meaning (violations of the directive they sent, a stale etag, an unknown directive), anything
@@ -155,21 +142,16 @@ impl AccessService {
         Ok(requester)
     }
 
-    /// Resolves the patient and, for a patient-facing token, checks it acts for them.
-    async fn consent_patient(
+    /// The patient whose consent choices `caller` reads (with `Consent.r`), resolved.
+    async fn consent_read_patient(
         &self,
         caller: &Caller,
-        patient_facing: bool,
         reference: &Reference,
         leaf: &mut api::AuditLeaf,
     ) -> Result<Resolved, Error> {
-        let resolved = self.resolve(reference).await?;
-        leaf.patient_id = resolved.id().to_owned();
-        leaf.resolved_from_merged_patient_id = resolved.merged_from.clone();
-        if patient_facing {
-            self.check_patient_context(caller, &resolved).await?;
-        }
-        Ok(resolved)
+        let patient_facing = acting_as_patient(caller, "Consent", 'r')?;
+        self.resolve_for(caller, patient_facing, reference, leaf)
+            .await
     }
 
     pub(super) async fn list_consent_directives(
@@ -180,28 +162,18 @@ impl AccessService {
         let mut v = Violations::new();
         let reference = validate_reference(&mut v, "patient", req.patient.as_ref());
         let limit = v.page_size(req.page_size);
-        let query = page_query(
-            "consent-directives",
-            &caller,
-            &api::ListConsentDirectivesRequest {
-                page_size: 0,
-                page_token: String::new(),
-                ..req.clone()
-            },
-        );
+        let query = page_query("consent-directives", &caller, &req);
         let tokens = &self.inner.config.page_tokens;
         let consent_token =
             resume(tokens, &query, &req.page_token, Position::read_text)?.unwrap_or_default();
         let Some(reference) = reference.filter(|_| v.is_empty()) else {
             return Err(v.into());
         };
-        let mut leaf = self.leaf(&caller, &trace, api::AuditAction::ListConsentDirectives);
-        leaf.purpose_of_use = "PATRQT".into();
-        leaf.reference_kind = reference.kind() as i32;
+        let action = api::AuditAction::ListConsentDirectives;
+        let mut leaf = self.patient_request_leaf(&caller, &trace, action, Some(&reference));
         let result = async {
-            let patient_facing = consent_context(&caller, 'r')?;
             let resolved = self
-                .consent_patient(&caller, patient_facing, &reference, &mut leaf)
+                .consent_read_patient(&caller, &reference, &mut leaf)
                 .await?;
             let listed = self
                 .inner
@@ -220,11 +192,7 @@ impl AccessService {
                 .map(directive_from_consent)
                 .collect();
             leaf.returned_count = directives.len() as i64;
-            let next_page_token = if listed.next_page_token.is_empty() {
-                String::new()
-            } else {
-                tokens.issue_at(&query, Position::new().text(&listed.next_page_token))
-            };
+            let next_page_token = relayed_token(tokens, &query, &listed.next_page_token);
             Ok(api::ListConsentDirectivesResponse {
                 patient_id: resolved.id().to_owned(),
                 directives,
@@ -261,15 +229,14 @@ impl AccessService {
         ) else {
             return Err(v.into());
         };
-        let mut leaf = self.leaf(&caller, &trace, api::AuditAction::CreateConsentDirective);
-        leaf.purpose_of_use = "PATRQT".into();
-        leaf.reference_kind = reference.kind() as i32;
+        let action = api::AuditAction::CreateConsentDirective;
+        let mut leaf = self.patient_request_leaf(&caller, &trace, action, Some(&reference));
         leaf.request_id = request_id.to_string();
         let result = async {
-            let patient_facing = consent_context(&caller, 'c')?;
+            let patient_facing = acting_as_patient(&caller, "Consent", 'c')?;
             let writer = self.consent_writer(&caller, patient_facing)?;
             let resolved = self
-                .consent_patient(&caller, patient_facing, &reference, &mut leaf)
+                .resolve_for(&caller, patient_facing, &reference, &mut leaf)
                 .await?;
             let grantor_role = if patient_facing {
                 consent::GrantorRole::Patient as i32
@@ -344,16 +311,16 @@ impl AccessService {
             return Err(v.into());
         };
         let (request_id, directive_id) = (request_id.into_string(), directive_id.into_string());
-        let mut leaf = self.leaf(&caller, &trace, api::AuditAction::RevokeConsentDirective);
-        leaf.purpose_of_use = "PATRQT".into();
+        let action = api::AuditAction::RevokeConsentDirective;
+        let mut leaf = self.patient_request_leaf(&caller, &trace, action, None);
         leaf.request_id = request_id.clone();
         let result = async {
-            let patient_facing = consent_context(&caller, 'u')?;
+            let patient_facing = acting_as_patient(&caller, "Consent", 'u')?;
             let writer = self.consent_writer(&caller, patient_facing)?;
             let current = self.directive(&directive_id).await?;
             leaf.reference_kind = api::PatientReferenceKind::PatientId as i32;
             let reference = Reference::PatientId(current.patient_id.clone());
-            self.consent_patient(&caller, patient_facing, &reference, &mut leaf)
+            self.resolve_for(&caller, patient_facing, &reference, &mut leaf)
                 .await
                 .map_err(|e| match e {
                     // The directive names a patient identity no longer knows.
@@ -451,13 +418,11 @@ impl AccessService {
         let Some(reference) = reference.filter(|_| v.is_empty()) else {
             return Err(v.into());
         };
-        let mut leaf = self.leaf(&caller, &trace, api::AuditAction::GetNationalDataOptOut);
-        leaf.purpose_of_use = "PATRQT".into();
-        leaf.reference_kind = reference.kind() as i32;
+        let action = api::AuditAction::GetNationalDataOptOut;
+        let mut leaf = self.patient_request_leaf(&caller, &trace, action, Some(&reference));
         let result = async {
-            let patient_facing = consent_context(&caller, 'r')?;
             let resolved = self
-                .consent_patient(&caller, patient_facing, &reference, &mut leaf)
+                .consent_read_patient(&caller, &reference, &mut leaf)
                 .await?;
             let answer = self
                 .inner

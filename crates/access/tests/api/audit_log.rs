@@ -29,12 +29,7 @@ async fn all_entries(app: &mut TestApp) -> Vec<api::AuditEntry> {
         ..Default::default()
     };
     loop {
-        let page = app
-            .client
-            .list_audit_entries(authed(request.clone(), &auditor))
-            .await
-            .unwrap()
-            .into_inner();
+        let page = app.audit_entries(request.clone(), &auditor).await.unwrap();
         entries.extend(page.entries);
         if page.next_page_token.is_empty() {
             return entries;
@@ -50,23 +45,16 @@ async fn heads_proofs_and_offline_verification_agree() {
         fill(&mut app, 6).await;
         let anyone = token(&Claims::clinician("openid"));
         let head6 = app
-            .client
-            .get_signed_tree_head(authed(
-                api::GetSignedTreeHeadRequest { tree_size: 0 },
-                &anyone,
-            ))
+            .signed_tree_head(api::GetSignedTreeHeadRequest { tree_size: 0 }, &anyone)
             .await
             .unwrap()
-            .into_inner()
             .tree_head
             .unwrap();
         assert_eq!(head6.tree_size, 6);
         let key = app
-            .client
-            .get_audit_public_key(authed(api::GetAuditPublicKeyRequest::default(), &anyone))
+            .audit_public_key(api::GetAuditPublicKeyRequest::default(), &anyone)
             .await
             .unwrap()
-            .into_inner()
             .key
             .unwrap();
         assert_eq!(key.key_id, head6.key_id);
@@ -83,17 +71,15 @@ async fn heads_proofs_and_offline_verification_agree() {
 
         // Inclusion of entry 3 in the latest tree, and consistency of the 6-entry head with it.
         let inclusion = app
-            .client
-            .get_inclusion_proof(authed(
+            .inclusion_proof(
                 api::GetInclusionProofRequest {
                     leaf_index: 3,
                     tree_size: 0,
                 },
                 &anyone,
-            ))
+            )
             .await
-            .unwrap()
-            .into_inner();
+            .unwrap();
         let head = inclusion.tree_head.unwrap();
         tree_head::verify_head(&head, &public_key).unwrap();
         let path: Vec<merkle::Hash> = inclusion.audit_path.iter().map(|h| hash(h)).collect();
@@ -106,17 +92,15 @@ async fn heads_proofs_and_offline_verification_agree() {
         )
         .unwrap();
         let consistency = app
-            .client
-            .get_consistency_proof(authed(
+            .consistency_proof(
                 api::GetConsistencyProofRequest {
                     first_tree_size: 6,
                     second_tree_size: 0,
                 },
                 &anyone,
-            ))
+            )
             .await
-            .unwrap()
-            .into_inner();
+            .unwrap();
         let second = consistency.second_tree_head.unwrap();
         let proof: Vec<merkle::Hash> = consistency.proof.iter().map(|h| hash(h)).collect();
         merkle::verify_consistency(
@@ -130,46 +114,39 @@ async fn heads_proofs_and_offline_verification_agree() {
 
         // Bad sizes.
         let status = app
-            .client
-            .get_signed_tree_head(authed(
-                api::GetSignedTreeHeadRequest { tree_size: 10_000 },
-                &anyone,
-            ))
+            .signed_tree_head(api::GetSignedTreeHeadRequest { tree_size: 10_000 }, &anyone)
             .await
             .unwrap_err();
         assert_eq!(status.code(), Code::OutOfRange);
         assert_eq!(error_info(&status).reason, "TREE_SIZE_OUT_OF_RANGE");
         let status = app
-            .client
-            .get_consistency_proof(authed(
+            .consistency_proof(
                 api::GetConsistencyProofRequest {
                     first_tree_size: 0,
                     second_tree_size: 0,
                 },
                 &anyone,
-            ))
+            )
             .await
             .unwrap_err();
         assert_eq!(status.code(), Code::InvalidArgument);
         let status = app
-            .client
-            .get_audit_public_key(authed(
+            .audit_public_key(
                 api::GetAuditPublicKeyRequest {
                     key_id: "ab".repeat(32),
                 },
                 &anyone,
-            ))
+            )
             .await
             .unwrap_err();
         assert_eq!(error_info(&status).reason, "KEY_NOT_FOUND");
 
         // Only auditors list entries.
         let status = app
-            .client
-            .list_audit_entries(authed(
+            .audit_entries(
                 api::ListAuditEntriesRequest::default(),
                 &token(&Claims::clinician("user/*.rs")),
-            ))
+            )
             .await
             .unwrap_err();
         assert_eq!(error_info(&status).reason, "ROLE_NOT_PERMITTED");
@@ -183,11 +160,9 @@ async fn a_tampered_entry_is_detected() {
         fill(&mut app, 4).await;
         let officer = token(&Claims::privacy_officer());
         let clean = app
-            .client
-            .verify_audit_log(authed(api::VerifyAuditLogRequest::default(), &officer))
+            .verify_audit_log(api::VerifyAuditLogRequest::default(), &officer)
             .await
-            .unwrap()
-            .into_inner();
+            .unwrap();
         assert!(clean.ok, "{}", clean.message);
         assert_eq!(clean.tree_size, 4);
         let trusted = clean.tree_head.unwrap();
@@ -215,11 +190,9 @@ async fn a_tampered_entry_is_detected() {
             .await
             .unwrap();
         let report = app
-            .client
-            .verify_audit_log(authed(api::VerifyAuditLogRequest::default(), &officer))
+            .verify_audit_log(api::VerifyAuditLogRequest::default(), &officer)
             .await
-            .unwrap()
-            .into_inner();
+            .unwrap();
         assert!(!report.ok);
         assert_eq!(report.first_bad_index, Some(1));
         assert!(report.message.contains("entry 1"), "{}", report.message);
@@ -231,26 +204,22 @@ async fn a_tampered_entry_is_detected() {
             .await
             .unwrap();
         let report = app
-            .client
-            .verify_audit_log(authed(
+            .verify_audit_log(
                 api::VerifyAuditLogRequest {
                     trusted_tree_head: Some(trusted.clone()),
                 },
                 &officer,
-            ))
+            )
             .await
-            .unwrap()
-            .into_inner();
+            .unwrap();
         assert!(!report.ok);
         assert!(report.message.contains("altered"), "{}", report.message);
 
         // And offline, from the listed entries and the trusted head alone.
         let key: [u8; 32] = app
-            .client
-            .get_audit_public_key(authed(api::GetAuditPublicKeyRequest::default(), &officer))
+            .audit_public_key(api::GetAuditPublicKeyRequest::default(), &officer)
             .await
             .unwrap()
-            .into_inner()
             .key
             .unwrap()
             .public_key
@@ -264,13 +233,12 @@ async fn a_tampered_entry_is_detected() {
         let mut malformed = trusted;
         malformed.signature.truncate(10);
         let status = app
-            .client
-            .verify_audit_log(authed(
+            .verify_audit_log(
                 api::VerifyAuditLogRequest {
                     trusted_tree_head: Some(malformed),
                 },
                 &officer,
-            ))
+            )
             .await
             .unwrap_err();
         assert_eq!(status.code(), Code::InvalidArgument);
@@ -311,20 +279,18 @@ async fn bad_audit_requests_are_precise() {
         .unwrap_err();
         assert_eq!(error_info(&status).reason, "INVALID_PAGE_TOKEN");
         let status = app
-            .client
-            .get_inclusion_proof(authed(
+            .inclusion_proof(
                 api::GetInclusionProofRequest {
                     leaf_index: 2,
                     tree_size: 2,
                 },
                 &officer,
-            ))
+            )
             .await
             .unwrap_err();
         assert_eq!(status.code(), Code::InvalidArgument);
         let status = app
-            .client
-            .review_break_glass_event(authed(
+            .review(
                 api::ReviewBreakGlassEventRequest {
                     event_id: uuid(),
                     etag: "x".into(),
@@ -332,21 +298,20 @@ async fn bad_audit_requests_are_precise() {
                     notes: String::new(),
                 },
                 &officer,
-            ))
+            )
             .await
             .unwrap_err();
         assert_eq!(status.code(), Code::NotFound);
         assert_eq!(error_info(&status).reason, "BREAK_GLASS_EVENT_NOT_FOUND");
         assert_eq!(resource_info(&status).resource_type, "BreakGlassEvent");
         let status = app
-            .client
-            .review_break_glass_event(authed(
+            .review(
                 api::ReviewBreakGlassEventRequest {
                     event_id: "nope".into(),
                     ..Default::default()
                 },
                 &officer,
-            ))
+            )
             .await
             .unwrap_err();
         assert_eq!(violations(&status), ["event_id", "etag", "outcome"]);

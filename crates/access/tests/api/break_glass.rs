@@ -28,11 +28,9 @@ async fn break_glass_overrides_dissent_and_is_reviewed() {
         let clinician = token(&Claims::clinician("user/*.rs"));
 
         let response = app
-            .client
-            .break_glass_read_patient_record(authed(break_glass(&p, REASON), &clinician))
+            .break_glass_read(break_glass(&p, REASON), &clinician)
             .await
-            .unwrap()
-            .into_inner();
+            .unwrap();
         assert_eq!(response.records.len(), 1);
         assert_eq!(
             response.decision.unwrap().outcome,
@@ -45,8 +43,7 @@ async fn break_glass_overrides_dissent_and_is_reviewed() {
 
         // A reason too short is invalid (and not audited); a non-clinical role is refused (and audited).
         let status = app
-            .client
-            .break_glass_read_patient_record(authed(break_glass(&p, "  urgent  "), &clinician))
+            .break_glass_read(break_glass(&p, "  urgent  "), &clinician)
             .await
             .unwrap_err();
         assert_eq!(status.code(), Code::InvalidArgument);
@@ -54,8 +51,7 @@ async fn break_glass_overrides_dissent_and_is_reviewed() {
         receptionist.sub = "reception-1".into();
         receptionist.role = "R8008".into();
         let status = app
-            .client
-            .break_glass_read_patient_record(authed(break_glass(&p, REASON), &token(&receptionist)))
+            .break_glass_read(break_glass(&p, REASON), &token(&receptionist))
             .await
             .unwrap_err();
         assert_eq!(status.code(), Code::PermissionDenied);

@@ -198,12 +198,7 @@ async fn aggregates_suppress_small_numbers() {
             group_by: vec![api::AggregateDimension::ResourceType as i32],
             ..Default::default()
         };
-        let mut stream = app
-            .client
-            .aggregate_extract(authed(request.clone(), &researcher))
-            .await
-            .unwrap()
-            .into_inner();
+        let mut stream = app.aggregate(request.clone(), &researcher).await.unwrap();
         let mut rows = Vec::new();
         let mut summary = None;
         while let Some(message) = stream.message().await.unwrap() {
@@ -239,11 +234,7 @@ async fn aggregates_suppress_small_numbers() {
             api::AggregateDimension::Code as i32,
             api::AggregateDimension::Code as i32,
         ];
-        let status = app
-            .client
-            .aggregate_extract(authed(repeated, &researcher))
-            .await
-            .unwrap_err();
+        let status = app.aggregate(repeated, &researcher).await.unwrap_err();
         assert_eq!(status.code(), Code::InvalidArgument);
     }
 }

@@ -322,11 +322,9 @@ async fn patient_facing_tokens_read_only_their_own_record() {
         let clinician = token(&Claims::clinician("user/*.rs"));
         app.read(read(&me, "TREAT"), &clinician).await.unwrap();
         let log = app
-            .client
-            .list_disclosures(authed(disclosures_of(&me), &patient_token))
+            .disclosures(disclosures_of(&me), &patient_token)
             .await
-            .unwrap()
-            .into_inner();
+            .unwrap();
         let users: Vec<String> = log
             .disclosures
             .iter()
@@ -338,8 +336,7 @@ async fn patient_facing_tokens_read_only_their_own_record() {
         assert_eq!(leaf.action, api::AuditAction::ListDisclosures as i32);
         assert_eq!(leaf.purpose_of_use, "PATRQT");
         let status = app
-            .client
-            .list_disclosures(authed(disclosures_of(&someone), &patient_token))
+            .disclosures(disclosures_of(&someone), &patient_token)
             .await
             .unwrap_err();
         assert_eq!(error_info(&status).reason, "PATIENT_CONTEXT_MISMATCH");

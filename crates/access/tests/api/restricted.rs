@@ -63,7 +63,7 @@ async fn events(app: &TestApp, kind: api::ReviewEventKind) -> Vec<api::BreakGlas
 #[tokio::test]
 async fn restricted_patients_are_hidden_from_postcode_searches_and_every_read_is_reviewed() {
     for db in TestDatabase::each_backend().await {
-        let mut app = spawn_app(&db.url).await;
+        let app = spawn_app(&db.url).await;
         let hidden = app.fakes.add_patient("9434765919", "Hidden");
         app.fakes
             .add_record(&hidden, "Observation", &[], Some(1_600_000_000));
@@ -132,8 +132,7 @@ async fn restricted_patients_are_hidden_from_postcode_searches_and_every_read_is
         // Reviewed like a break-glass event.
         let officer = token(&Claims::privacy_officer());
         let reviewed = app
-            .client
-            .review_break_glass_event(authed(
+            .review(
                 api::ReviewBreakGlassEventRequest {
                     event_id: flagged[3].event_id.clone(),
                     etag: flagged[3].etag.clone(),
@@ -141,10 +140,9 @@ async fn restricted_patients_are_hidden_from_postcode_searches_and_every_read_is
                     notes: String::new(),
                 },
                 &officer,
-            ))
+            )
             .await
             .unwrap()
-            .into_inner()
             .event
             .unwrap();
         assert!(reviewed.reviewed);
@@ -155,18 +153,16 @@ async fn restricted_patients_are_hidden_from_postcode_searches_and_every_read_is
 
         // Breaking glass on them is one event, of kind BREAK_GLASS, marked restricted.
         let glass = app
-            .client
-            .break_glass_read_patient_record(authed(
+            .break_glass_read(
                 api::BreakGlassReadPatientRecordRequest {
                     patient: patient_ref(&hidden),
                     reason: "Unconscious in ED, need medication history".into(),
                     ..Default::default()
                 },
                 &clinician,
-            ))
+            )
             .await
-            .unwrap()
-            .into_inner();
+            .unwrap();
         let broken = events(&app, api::ReviewEventKind::BreakGlass).await;
         assert_eq!(broken.len(), 1);
         assert_eq!(broken[0].event_id, glass.audit_entry_id);
@@ -192,14 +188,13 @@ async fn restricted_patients_are_hidden_from_postcode_searches_and_every_read_is
 
         // An unknown kind is invalid.
         let status = app
-            .client
-            .list_break_glass_events(authed(
+            .break_glass_events(
                 api::ListBreakGlassEventsRequest {
                     kind: 9,
                     ..Default::default()
                 },
                 &officer,
-            ))
+            )
             .await
             .unwrap_err();
         assert_eq!(status.code(), Code::InvalidArgument);
