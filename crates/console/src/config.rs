@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use carerecord_platform::env::{ConfigError, Env};
-use carerecord_platform::tls::ClientTls;
+use carerecord_platform::transport::DataAccess;
 
 /// Sign-in with OpenID Connect: the authorization code flow with PKCE (RFC 7636, S256), run by the
 /// browser as a public client. The access token it gets is what data access verifies.
@@ -23,12 +23,9 @@ pub struct Oidc {
 
 #[derive(Debug, Clone)]
 pub struct ConsoleConfig {
-    /// `CARERECORD_ACCESS_ENDPOINT`: data access (default `http://127.0.0.1:50050`).
-    pub access_endpoint: String,
-    /// `CARERECORD_UPSTREAM_*`: TLS towards an `https://` data access.
-    pub upstream_tls: ClientTls,
-    /// `CARERECORD_UPSTREAM_TIMEOUT`: the longest a call to data access may take (default 30s).
-    pub upstream_timeout: Duration,
+    /// Data access (`CARERECORD_ACCESS_ENDPOINT`, `CARERECORD_UPSTREAM_*`); a call may take up to
+    /// 30s unless `CARERECORD_UPSTREAM_TIMEOUT` says otherwise.
+    pub access: DataAccess,
     /// Sign-in for a deployment; `None` without `CARERECORD_CONSOLE_OIDC_AUTHORIZATION_URL`.
     pub oidc: Option<Oidc>,
     /// Development sign-in (`carerecord up` and tests only): never read from the environment.
@@ -38,17 +35,7 @@ pub struct ConsoleConfig {
 impl ConsoleConfig {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         let url = |name: &str| -> Result<Option<String>, ConfigError> {
-            match env.get(name) {
-                None => Ok(None),
-                Some(raw) if raw.starts_with("https://") || raw.starts_with("http://") => {
-                    Ok(Some(raw.to_owned()))
-                }
-                Some(raw) => Err(ConfigError::invalid(
-                    name,
-                    raw,
-                    "expected an http(s):// URL",
-                )),
-            }
+            Ok(env.url(name)?.map(str::to_owned))
         };
         let oidc = match url("CARERECORD_CONSOLE_OIDC_AUTHORIZATION_URL")? {
             None => None,
@@ -64,10 +51,7 @@ impl ConsoleConfig {
             }),
         };
         Ok(ConsoleConfig {
-            access_endpoint: env.string_or("CARERECORD_ACCESS_ENDPOINT", "http://127.0.0.1:50050"),
-            upstream_tls: ClientTls::from_env(env)?,
-            upstream_timeout: env
-                .duration_or("CARERECORD_UPSTREAM_TIMEOUT", Duration::from_secs(30))?,
+            access: DataAccess::from_env(env, Duration::from_secs(30))?,
             oidc,
             dev_sign_in: None,
         })

@@ -73,12 +73,7 @@ impl Service for Application {
             }
             .into());
         }
-        let channel = carerecord_platform::transport::channel(
-            "CARERECORD_ACCESS_ENDPOINT",
-            &console.access_endpoint,
-            &console.upstream_tls,
-            console.upstream_timeout,
-        )?;
+        let channel = console.access.channel()?;
         Ok(startup.serve_http(router(&console, proxy::Forward::new(channel))))
     }
 }

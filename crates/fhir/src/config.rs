@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use carerecord_platform::env::{ConfigError, Env};
-use carerecord_platform::tls::ClientTls;
+use carerecord_platform::transport::DataAccess;
 
 /// SMART App Launch discovery: where clients get their tokens.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,12 +19,9 @@ pub struct Smart {
 
 #[derive(Debug, Clone)]
 pub struct FhirConfig {
-    /// `CARERECORD_ACCESS_ENDPOINT`: data access (default `http://127.0.0.1:50050`).
-    pub access_endpoint: String,
-    /// `CARERECORD_UPSTREAM_*`: TLS towards an `https://` data access.
-    pub upstream_tls: ClientTls,
-    /// `CARERECORD_UPSTREAM_TIMEOUT`: deadline of each call to data access (default 10s).
-    pub upstream_timeout: Duration,
+    /// Data access (`CARERECORD_ACCESS_ENDPOINT`, `CARERECORD_UPSTREAM_*`); the deadline of each call
+    /// is 10s unless `CARERECORD_UPSTREAM_TIMEOUT` says otherwise.
+    pub access: DataAccess,
     /// `CARERECORD_FHIR_BASE_URL`: the public base URL written in links and `Location`; unset means
     /// `http://<Host header>`.
     pub base_url: Option<String>,
@@ -39,18 +36,9 @@ pub struct FhirConfig {
 
 impl FhirConfig {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        // Without the trailing slash: links are written as `{url}/path`.
         let url = |name: &str| -> Result<Option<String>, ConfigError> {
-            match env.get(name) {
-                None => Ok(None),
-                Some(raw) if raw.starts_with("https://") || raw.starts_with("http://") => {
-                    Ok(Some(raw.trim_end_matches('/').to_owned()))
-                }
-                Some(raw) => Err(ConfigError::invalid(
-                    name,
-                    raw,
-                    "expected an http(s):// URL",
-                )),
-            }
+            Ok(env.url(name)?.map(|u| u.trim_end_matches('/').to_owned()))
         };
         let smart = match url("CARERECORD_FHIR_SMART_ISSUER")? {
             None => None,
@@ -63,10 +51,7 @@ impl FhirConfig {
             }),
         };
         Ok(FhirConfig {
-            access_endpoint: env.string_or("CARERECORD_ACCESS_ENDPOINT", "http://127.0.0.1:50050"),
-            upstream_tls: ClientTls::from_env(env)?,
-            upstream_timeout: env
-                .duration_or("CARERECORD_UPSTREAM_TIMEOUT", Duration::from_secs(10))?,
+            access: DataAccess::from_env(env, Duration::from_secs(10))?,
             base_url: url("CARERECORD_FHIR_BASE_URL")?,
             smart,
             export_dir: env

@@ -85,12 +85,7 @@ impl Service for Application {
 
     async fn build(config: Config, startup: Startup) -> Result<Running, StartError> {
         let fhir = config.fhir;
-        let channel = carerecord_platform::transport::channel(
-            "CARERECORD_ACCESS_ENDPOINT",
-            &fhir.access_endpoint,
-            &fhir.upstream_tls,
-            fhir.upstream_timeout,
-        )?;
+        let channel = fhir.access.channel()?;
         let access = DataAccessServiceClient::with_interceptor(channel, PropagateTrace)
             .max_decoding_message_size(MAX_MESSAGE)
             .max_encoding_message_size(MAX_MESSAGE);

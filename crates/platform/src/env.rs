@@ -113,6 +113,19 @@ impl Env {
         }
     }
 
+    /// An `http://` or `https://` URL, or `None` when unset.
+    pub fn url(&self, name: &str) -> Result<Option<&str>, ConfigError> {
+        match self.get(name) {
+            None => Ok(None),
+            Some(raw) if raw.starts_with("https://") || raw.starts_with("http://") => Ok(Some(raw)),
+            Some(raw) => Err(ConfigError::invalid(
+                name,
+                raw,
+                "expected an http(s):// URL",
+            )),
+        }
+    }
+
     pub fn bool_or(&self, name: &str, default: bool) -> Result<bool, ConfigError> {
         match self.get(name) {
             None => Ok(default),
@@ -125,14 +138,19 @@ impl Env {
     }
 }
 
-pub fn parse_duration(raw: &str) -> Result<Duration, String> {
+/// `raw` as a whole number and the unit after it; `expected` says what was expected otherwise.
+fn amount_and_unit<'a, T: FromStr>(raw: &'a str, expected: &str) -> Result<(T, &'a str), String> {
     let raw = raw.trim();
     let split = raw.find(|c: char| !c.is_ascii_digit()).unwrap_or(raw.len());
     let (digits, unit) = raw.split_at(split);
-    let amount: u64 = digits
-        .parse()
-        .map_err(|_| "expected a whole number followed by ms, s, m or h".to_owned())?;
-    let duration = match unit.trim() {
+    let amount = digits.parse().map_err(|_| expected.to_owned())?;
+    Ok((amount, unit.trim()))
+}
+
+pub fn parse_duration(raw: &str) -> Result<Duration, String> {
+    let (amount, unit): (u64, _) =
+        amount_and_unit(raw, "expected a whole number followed by ms, s, m or h")?;
+    let duration = match unit {
         "ms" => Duration::from_millis(amount),
         "" | "s" => Duration::from_secs(amount),
         "m" => Duration::from_secs(amount.saturating_mul(60)),
@@ -143,13 +161,11 @@ pub fn parse_duration(raw: &str) -> Result<Duration, String> {
 }
 
 pub fn parse_bytes(raw: &str) -> Result<usize, String> {
-    let raw = raw.trim();
-    let split = raw.find(|c: char| !c.is_ascii_digit()).unwrap_or(raw.len());
-    let (digits, unit) = raw.split_at(split);
-    let amount: usize = digits
-        .parse()
-        .map_err(|_| "expected a whole number optionally followed by KiB, MiB or GiB".to_owned())?;
-    let factor: usize = match unit.trim() {
+    let (amount, unit): (usize, _) = amount_and_unit(
+        raw,
+        "expected a whole number optionally followed by KiB, MiB or GiB",
+    )?;
+    let factor: usize = match unit {
         "" | "B" => 1,
         "KiB" => 1 << 10,
         "MiB" => 1 << 20,
@@ -172,8 +188,11 @@ mod tests {
         assert!(parse_duration("-3s").is_err());
         assert_eq!(parse_bytes("512KiB").unwrap(), 512 * 1024);
         assert!(parse_bytes("12 parsecs").is_err());
-        let env = Env::from_pairs([("FLAG", "maybe")]);
+        let env = Env::from_pairs([("FLAG", "maybe"), ("SITE", "https://a.example/")]);
         assert!(env.bool_or("FLAG", false).is_err());
+        assert_eq!(env.url("SITE").unwrap(), Some("https://a.example/"));
+        assert!(env.url("FLAG").is_err());
+        assert_eq!(env.url("ABSENT").unwrap(), None);
         assert_eq!(
             env.require("ABSENT").unwrap_err(),
             ConfigError::Missing {

@@ -18,7 +18,8 @@
 //!   batched inserts).
 //! - [`db`]: a sqlx pool over PostgreSQL or embedded SQLite, with migrations run at start.
 //! - [`tls`]: TLS and mutual TLS for serving and for calls between modules.
-//! - [`transport`]: HTTP/2 windows and the channel one module opens to another.
+//! - [`transport`]: HTTP/2 windows, the channel one module opens to another, and data access as
+//!   the gateways call it.
 //! - [`request`]: parsing requests into ids, page sizes and page positions.
 //! - [`testing`] (feature `testing`): the test kit: fresh databases on both backends, services
 //!   started in-process, assertions on error details.

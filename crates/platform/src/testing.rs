@@ -400,18 +400,40 @@ pub async fn spawn_with_config<S: crate::app::Service>(config: S::Config) -> Tes
     let addr = running.local_addr();
     let shutdown = tokio_util::sync::CancellationToken::new();
     let task = tokio::spawn(running.run(shutdown.clone()));
+    connected(S::NAME, addr, shutdown, task).await
+}
+
+/// A bare gRPC server (health and reflection behind the platform's layers) serving in the
+/// background, and connected to: for tests of the serving itself.
+///
+/// # Panics
+/// When it cannot be connected to.
+pub async fn serve(server: crate::server::GrpcServer) -> TestApp {
+    let addr = server.local_addr();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let task = tokio::spawn(server.serve(shutdown.clone()));
+    connected("the server", addr, shutdown, task).await
+}
+
+/// The [`TestApp`] of `name` serving at `addr` in `task`, which must not stop with an error.
+async fn connected<E: std::fmt::Display + Send + 'static>(
+    name: &'static str,
+    addr: std::net::SocketAddr,
+    shutdown: tokio_util::sync::CancellationToken,
+    task: tokio::task::JoinHandle<Result<(), E>>,
+) -> TestApp {
     let task = tokio::spawn(async move {
         match task.await {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => panic!("{} stopped with an error: {e}", S::NAME),
-            Err(e) => panic!("{} task failed: {e}", S::NAME),
+            Ok(Err(e)) => panic!("{name} stopped with an error: {e}"),
+            Err(e) => panic!("{name} task failed: {e}"),
         }
     });
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
         .expect("a valid endpoint")
         .connect()
         .await
-        .unwrap_or_else(|e| panic!("cannot connect to {}: {e}", S::NAME));
+        .unwrap_or_else(|e| panic!("cannot connect to {name}: {e}"));
     TestApp {
         addr,
         channel,

@@ -1,11 +1,11 @@
-//! HTTP/2 between carerecord's processes: the flow-control windows servers and channels share, and
-//! the channel one module opens to another.
+//! HTTP/2 between carerecord's processes: the flow-control windows servers and channels share, the
+//! channel one module opens to another, and the settings of data access as the gateways call it.
 
 use std::time::Duration;
 
 use tonic::transport::{Channel, Endpoint};
 
-use crate::env::ConfigError;
+use crate::env::{ConfigError, Env};
 use crate::tls::ClientTls;
 
 /// HTTP/2 flow-control windows. The 64 KiB default lets a stream carry one window per round trip,
@@ -47,4 +47,36 @@ pub fn channel(
         }
     }
     Ok(endpoint.connect_lazy())
+}
+
+/// Data access as a gateway in front of it (the FHIR gateway, the console) calls it.
+#[derive(Debug, Clone)]
+pub struct DataAccess {
+    /// `CARERECORD_ACCESS_ENDPOINT` (default `http://127.0.0.1:50050`).
+    pub endpoint: String,
+    /// `CARERECORD_UPSTREAM_*`: TLS towards an `https://` data access.
+    pub tls: ClientTls,
+    /// `CARERECORD_UPSTREAM_TIMEOUT`: the longest a call to data access may take.
+    pub timeout: Duration,
+}
+
+impl DataAccess {
+    /// The settings, with `timeout` unless `CARERECORD_UPSTREAM_TIMEOUT` says otherwise.
+    pub fn from_env(env: &Env, timeout: Duration) -> Result<Self, ConfigError> {
+        Ok(DataAccess {
+            endpoint: env.string_or("CARERECORD_ACCESS_ENDPOINT", "http://127.0.0.1:50050"),
+            tls: ClientTls::from_env(env)?,
+            timeout: env.duration_or("CARERECORD_UPSTREAM_TIMEOUT", timeout)?,
+        })
+    }
+
+    /// A lazily connected [`channel`] to data access.
+    pub fn channel(&self) -> Result<Channel, ConfigError> {
+        channel(
+            "CARERECORD_ACCESS_ENDPOINT",
+            &self.endpoint,
+            &self.tls,
+            self.timeout,
+        )
+    }
 }

@@ -3,10 +3,10 @@
 use carerecord_platform::config::ServerConfig;
 use carerecord_platform::env::Env;
 use carerecord_platform::server::GrpcServer;
+use carerecord_platform::testing::serve;
 use opentelemetry::metrics::MeterProvider as _;
 use opentelemetry_sdk::metrics::data::{AggregatedMetrics, MetricData};
 use opentelemetry_sdk::metrics::{InMemoryMetricExporter, PeriodicReader, SdkMeterProvider};
-use tokio_util::sync::CancellationToken;
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
 #[tokio::test]
@@ -20,16 +20,9 @@ async fn each_call_is_counted_by_method_and_status() {
         .await
         .unwrap()
         .with_meter(&provider.meter("test"));
-    let url = format!("http://{}", server.local_addr());
-    let shutdown = CancellationToken::new();
-    tokio::spawn(server.serve(shutdown.clone()));
+    let app = serve(server).await;
 
-    let channel = tonic::transport::Endpoint::from_shared(url)
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let mut health = HealthClient::new(channel);
+    let mut health = HealthClient::new(app.channel.clone());
     for _ in 0..3 {
         health
             .check(HealthCheckRequest {
@@ -81,5 +74,4 @@ async fn each_call_is_counted_by_method_and_status() {
         counts.contains(&("Check".to_owned(), tonic::Code::NotFound as i64, 1)),
         "{counts:?}"
     );
-    shutdown.cancel();
 }

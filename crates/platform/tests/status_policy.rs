@@ -3,8 +3,7 @@
 use carerecord_platform::config::ServerConfig;
 use carerecord_platform::env::Env;
 use carerecord_platform::server::GrpcServer;
-use carerecord_platform::testing::{call_raw, error_info};
-use tokio_util::sync::CancellationToken;
+use carerecord_platform::testing::{call_raw, error_info, serve};
 
 const CHECK: &str = "/grpc.health.v1.Health/Check";
 
@@ -12,15 +11,8 @@ const CHECK: &str = "/grpc.health.v1.Health/Check";
 async fn undecodable_and_oversized_requests_answer_the_clients_fault() {
     let env = Env::from_pairs([("CARERECORD_MAX_MESSAGE_BYTES", "64KiB")]);
     let config = ServerConfig::from_env(&env, "127.0.0.1:0".parse().unwrap()).unwrap();
-    let server = GrpcServer::bind(&config).await.unwrap();
-    let url = format!("http://{}", server.local_addr());
-    let shutdown = CancellationToken::new();
-    tokio::spawn(server.serve(shutdown.clone()));
-    let channel = tonic::transport::Endpoint::from_shared(url)
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let app = serve(GrpcServer::bind(&config).await.unwrap()).await;
+    let channel = app.channel.clone();
 
     // A field header followed by a varint that never ends.
     let status = call_raw(
@@ -45,5 +37,4 @@ async fn undecodable_and_oversized_requests_answer_the_clients_fault() {
     // A well-formed request is untouched: an empty Check is the server's overall health.
     let served = call_raw(channel, CHECK, Vec::new()).await.unwrap();
     assert_eq!(served, [0x08, 0x01], "SERVING");
-    shutdown.cancel();
 }

@@ -10,13 +10,14 @@ use carerecord_contracts::access::v1::{
 use http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 
 use super::search::{
-    canonical_query, check_unknown, identifier_reference, page_size, withheld_note,
+    canonical_query, check_unknown, identifier_reference, page_bundle, page_size, page_token,
+    withheld_note,
 };
 use super::{legal_basis, purpose, resource_id};
 use crate::Gateway;
-use crate::error::{Error, Issue, fhir_json, fhir_json_text, operation_outcome};
+use crate::error::{Error, Issue, fhir_json, operation_outcome};
 use crate::query::{Query, Token, Window, alternatives, encode};
-use crate::resource::{bundle, etag, is_retracted, match_entry, raw, record_json, record_resource};
+use crate::resource::{etag, is_retracted, match_entry, raw, record_json, record_resource};
 use crate::table::is_clinical_type;
 
 /// The search parameters clinical search understands.
@@ -121,10 +122,7 @@ pub async fn search(
         ));
     }
     let page_size = page_size(&query)?;
-    let page_token = query
-        .one("_page_token")?
-        .map(|p| p.value.clone())
-        .unwrap_or_default();
+    let page_token = page_token(&query)?;
     let request = ReadPatientRecordRequest {
         patient: Some(PatientReference {
             reference: Some(patient_param(&query)?),
@@ -158,33 +156,25 @@ pub async fn search(
     }
     withheld_note(&page.disclosure, &mut entries);
     let this = format!("{base}/{resource_type}?{}", canonical_query(&query, KNOWN));
-    let mut links = vec![("self", this.clone())];
-    if !page.next_page_token.is_empty() {
-        let without_token = format!(
-            "{base}/{resource_type}?{}",
-            canonical_query(
-                &Query(
-                    query
-                        .0
-                        .iter()
-                        .filter(|p| p.name != "_page_token" && p.name != "_count")
-                        .cloned()
-                        .collect()
-                ),
-                KNOWN
-            )
-        );
-        links.push((
-            "next",
-            format!(
-                "{without_token}&_count={page_size}&_page_token={}",
-                encode(&page.next_page_token)
-            ),
-        ));
-    }
-    Ok(fhir_json_text(
-        StatusCode::OK,
-        bundle("searchset", entries, links, None),
+    let without_paging = Query(
+        query
+            .0
+            .iter()
+            .filter(|p| p.name != "_page_token" && p.name != "_count")
+            .cloned()
+            .collect(),
+    );
+    let next_from = format!(
+        "{base}/{resource_type}?{}&",
+        canonical_query(&without_paging, KNOWN)
+    );
+    Ok(page_bundle(
+        "searchset",
+        entries,
+        this,
+        &next_from,
+        page_size,
+        &page.next_page_token,
     ))
 }
 
@@ -325,10 +315,7 @@ pub async fn history(
     let id = resource_id(&resource_type, &id)?;
     let query = Query::parse(uri.query())?;
     let page_size = page_size(&query)?;
-    let page_token = query
-        .one("_page_token")?
-        .map(|p| p.value.clone())
-        .unwrap_or_default();
+    let page_token = page_token(&query)?;
     let page = gateway
         .access()
         .list_record_versions(gateway.call(
@@ -372,19 +359,14 @@ pub async fn history(
     }
     withheld_note(&page.disclosure, &mut entries);
     let this = format!("{base}/{resource_type}/{}/_history", encode(&id));
-    let mut links = vec![("self", this.clone())];
-    if !page.next_page_token.is_empty() {
-        links.push((
-            "next",
-            format!(
-                "{this}?_count={page_size}&_page_token={}",
-                encode(&page.next_page_token)
-            ),
-        ));
-    }
-    Ok(fhir_json_text(
-        StatusCode::OK,
-        bundle("history", entries, links, None),
+    let next_from = format!("{this}?");
+    Ok(page_bundle(
+        "history",
+        entries,
+        this,
+        &next_from,
+        page_size,
+        &page.next_page_token,
     ))
 }
 

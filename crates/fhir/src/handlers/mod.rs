@@ -31,7 +31,7 @@ impl Gateway {
     /// and the per-call deadline.
     pub(crate) fn call<T>(&self, headers: &HeaderMap, message: T) -> tonic::Request<T> {
         let mut request = tonic::Request::new(message);
-        request.set_timeout(self.config.upstream_timeout);
+        request.set_timeout(self.config.access.timeout);
         // The caller's `traceparent` goes on as sent; where this process traces, the client's
         // interceptor replaces it with this request's own span, a child in the same trace.
         for name in ["authorization", "traceparent", "tracestate"] {

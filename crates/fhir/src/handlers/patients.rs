@@ -13,7 +13,8 @@ use serde_json::value::RawValue;
 use tonic::Code;
 
 use super::search::{
-    canonical_query, check_unknown, identifier_reference, page_size, withheld_note,
+    canonical_query, check_unknown, identifier_reference, page_bundle, page_size, page_token,
+    withheld_note,
 };
 use super::{legal_basis, purpose, resource_id};
 use crate::Gateway;
@@ -175,10 +176,7 @@ pub async fn everything(
     let query = Query::parse(uri.query())?;
     check_unknown(&query, &["_page_token"], &headers)?;
     let page_size = page_size(&query)?;
-    let page_token = query
-        .one("_page_token")?
-        .map(|p| p.value.clone())
-        .unwrap_or_default();
+    let page_token = page_token(&query)?;
     let purpose = purpose(&headers)?;
     let base = gateway.base_url(&headers);
     let patient = || PatientReference {
@@ -234,26 +232,19 @@ pub async fn everything(
     }
     withheld_note(&page.disclosure, &mut entries);
     let this = format!("{base}/Patient/{}/$everything", encode(&id));
-    let mut links = vec![(
-        "self",
-        if page_token.is_empty() {
-            this.clone()
-        } else {
-            format!("{this}?_page_token={}", encode(&page_token))
-        },
-    )];
-    if !page.next_page_token.is_empty() {
-        links.push((
-            "next",
-            format!(
-                "{this}?_count={page_size}&_page_token={}",
-                encode(&page.next_page_token)
-            ),
-        ));
-    }
-    Ok(fhir_json_text(
-        StatusCode::OK,
-        bundle("searchset", entries, links, None),
+    let next_from = format!("{this}?");
+    let self_link = if page_token.is_empty() {
+        this
+    } else {
+        format!("{this}?_page_token={}", encode(&page_token))
+    };
+    Ok(page_bundle(
+        "searchset",
+        entries,
+        self_link,
+        &next_from,
+        page_size,
+        &page.next_page_token,
     ))
 }
 

@@ -1,15 +1,16 @@
-//! What the search handlers share: naming a patient by identifier, page sizes, unknown
-//! parameters and self links, and the note about withheld records.
+//! What the search handlers share: naming a patient by identifier, page sizes and tokens, unknown
+//! parameters, self and next links, and the note about withheld records.
 
+use axum::response::Response;
 use carerecord_contracts::access::v1::DisclosureSummary;
 use carerecord_contracts::access::v1::patient_reference::Reference;
 use carerecord_contracts::common::v1::Identifier;
-use http::HeaderMap;
+use http::{HeaderMap, StatusCode};
 use serde_json::value::RawValue;
 
-use crate::error::{Error, Issue, operation_outcome};
+use crate::error::{Error, Issue, fhir_json_text, operation_outcome};
 use crate::query::{Query, Token, encode};
-use crate::resource::{NHS_NUMBER_SYSTEM, outcome_entry};
+use crate::resource::{NHS_NUMBER_SYSTEM, bundle, outcome_entry};
 
 /// A patient named by an identifier token: the NHS number system is the front door's nhs_number.
 pub(crate) fn identifier_reference(token: &Token, expression: &str) -> Result<Reference, Error> {
@@ -84,6 +85,38 @@ pub(crate) fn page_size(query: &Query) -> Result<i32, Error> {
             )),
         },
     }
+}
+
+/// `_page_token`: where the page starts (empty for the first page).
+pub(crate) fn page_token(query: &Query) -> Result<String, Error> {
+    Ok(query
+        .one("_page_token")?
+        .map(|p| p.value.clone())
+        .unwrap_or_default())
+}
+
+/// A page as a Bundle of `kind` (`searchset`, `history`) with its `self` link and, when there is a
+/// next page, a `next` link: `next_from` (the page's URL and query without `_count` and
+/// `_page_token`, ending in `?` or `&`) with those two added.
+pub(crate) fn page_bundle(
+    kind: &str,
+    entries: Vec<Box<RawValue>>,
+    this: String,
+    next_from: &str,
+    page_size: i32,
+    next_page_token: &str,
+) -> Response {
+    let mut links = vec![("self", this)];
+    if !next_page_token.is_empty() {
+        links.push((
+            "next",
+            format!(
+                "{next_from}_count={page_size}&_page_token={}",
+                encode(next_page_token)
+            ),
+        ));
+    }
+    fhir_json_text(StatusCode::OK, bundle(kind, entries, links, None))
 }
 
 /// An informational outcome entry when consent withheld records from a page: the reader learns
