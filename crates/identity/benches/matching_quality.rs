@@ -174,24 +174,9 @@ async fn run(set: &str, client: &mut common::Client) {
             .map(|&i| (i, records[i].patient.clone()))
             .collect();
         for attempt in 0..2 {
-            let request = BatchCreatePatientsRequest {
-                requests: pending
-                    .iter()
-                    .map(|(_, p)| CreatePatientRequest {
-                        request_id: uuid::Uuid::new_v4().to_string(),
-                        patient: Some(p.clone()),
-                        requester: None,
-                    })
-                    .collect(),
-                requester: Some(common::requester()),
-            };
-            let response = client
-                .batch_create_patients(request)
-                .await
-                .expect("batch create")
-                .into_inner();
+            let results = common::batch_create(client, pending.iter().map(|(_, p)| p)).await;
             let mut retry = Vec::new();
-            for (result, (i, p)) in response.results.into_iter().zip(pending) {
+            for (result, (i, p)) in results.into_iter().zip(pending) {
                 match result.outcome {
                     Some(batch_create_patients_result::Outcome::Patient(created)) => {
                         patient_of.insert(i, created.patient_id);
@@ -224,14 +209,7 @@ async fn run(set: &str, client: &mut common::Client) {
         refused
     );
 
-    let estimated = common::estimate(
-        client,
-        EstimateMatchParametersRequest {
-            random_seed: 20_240_601,
-            ..EstimateMatchParametersRequest::default()
-        },
-    )
-    .await;
+    let estimated = common::estimate_seeded(client).await;
     let params = estimated.parameters.clone().expect("parameters");
     for field in &params.fields {
         let levels: Vec<String> = field
@@ -249,45 +227,23 @@ async fn run(set: &str, client: &mut common::Client) {
             .collect();
         println!("  {:12} {}", field.field, levels.join("  "));
     }
-    println!("estimation activated: {}", estimated.activated);
-    for check in &estimated.activation_checks {
-        println!(
-            "  check {:<20} {:<6} {}",
-            check.check,
-            if check.passed { "passed" } else { "FAILED" },
-            check.detail
-        );
-    }
 
     // Match every record (as an incoming referral would be) against the index.
     let started = Instant::now();
     let mut predicted = HashSet::new();
     let mut possible = HashSet::new();
     for (i, record) in records.iter().enumerate() {
-        let response = client
-            .match_patients(MatchPatientsRequest {
-                probe: Some(match_patients_request::Probe::Demographics(
-                    record.patient.clone(),
-                )),
-                max_candidates: 20,
-                include_non_matches: false,
-            })
+        let response = common::match_demographics(client, &record.patient, 20, false)
             .await
-            .expect("match")
-            .into_inner();
-        for candidate in response.candidates {
-            let id = candidate
-                .patient
-                .as_ref()
-                .map(|p| p.patient_id.as_str())
-                .unwrap_or_default();
+            .expect("match");
+        for (id, is_match) in common::classified(&response.candidates) {
             let Some(&j) = record_of.get(id) else {
                 continue;
             };
             if j == i {
                 continue;
             }
-            if candidate.classification == MatchClassification::Match as i32 {
+            if is_match {
                 predicted.insert(pair(i, j));
             } else {
                 possible.insert(pair(i, j));
@@ -356,17 +312,9 @@ async fn run(set: &str, client: &mut common::Client) {
             println!("miss {probe}-{other}: neither record could be registered");
             continue;
         }
-        let response = client
-            .match_patients(MatchPatientsRequest {
-                probe: Some(match_patients_request::Probe::Demographics(
-                    records[probe].patient.clone(),
-                )),
-                max_candidates: 100,
-                include_non_matches: true,
-            })
+        let response = common::match_demographics(client, &records[probe].patient, 100, true)
             .await
-            .expect("match")
-            .into_inner();
+            .expect("match");
         let found = response.candidates.iter().find(|c| {
             c.patient
                 .as_ref()
@@ -375,22 +323,7 @@ async fn run(set: &str, client: &mut common::Client) {
         match found {
             None => println!("miss {probe}-{other}: not a candidate (blocking)"),
             Some(c) => {
-                let evidence: Vec<String> = c
-                    .evidence
-                    .iter()
-                    .filter(|e| e.level != ComparisonLevel::Missing as i32)
-                    .map(|e| {
-                        format!(
-                            "{}:{:?}/{}({:+.1}) {:?}~{:?}",
-                            e.field,
-                            ComparisonLevel::try_from(e.level).unwrap_or_default(),
-                            e.comparator,
-                            e.weight,
-                            e.probe_value,
-                            e.candidate_value
-                        )
-                    })
-                    .collect();
+                let evidence = common::evidence(c);
                 println!(
                     "miss {probe}-{other}: p={:.3} w={:.1} {}",
                     c.match_probability,
@@ -403,20 +336,10 @@ async fn run(set: &str, client: &mut common::Client) {
 }
 
 fn main() {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    for set in febrl_sets() {
-        // A fresh index per data set.
-        let server = common::Server::start(2);
-        println!(
-            "matching_quality: identity server on {} (2 worker threads), client on 1 thread",
-            server.backend
-        );
-        runtime.block_on(async {
-            let mut client = server.client().await;
-            run(&set, &mut client).await;
-        });
-    }
+    let sets = febrl_sets();
+    common::for_each_set(
+        "matching_quality",
+        sets.iter().map(String::as_str),
+        async |set, client| run(set, client).await,
+    );
 }

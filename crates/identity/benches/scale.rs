@@ -150,20 +150,10 @@ fn main() {
                             break ok;
                         }
                         let range = b * 1000..((b + 1) * 1000).min(population.len());
-                        let request = BatchCreatePatientsRequest {
-                            requests: population[range.clone()]
-                                .iter()
-                                .map(|g| CreatePatientRequest {
-                                    request_id: uuid::Uuid::new_v4().to_string(),
-                                    patient: Some(g.patient.clone()),
-                                    requester: None,
-                                })
-                                .collect(),
-                            requester: Some(common::requester()),
-                        };
-                        let response = client.batch_create_patients(request).await.expect("batch").into_inner();
+                        let batch = population[range.clone()].iter().map(|g| &g.patient);
+                        let results = common::batch_create(&mut client, batch).await;
                         let mut ids = ids.lock().expect("ids");
-                        for (i, r) in range.zip(response.results) {
+                        for (i, r) in range.zip(results) {
                             if let Some(batch_create_patients_result::Outcome::Patient(p)) = r.outcome {
                                 ids[i] = p.patient_id;
                                 ok += 1;

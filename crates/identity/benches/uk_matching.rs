@@ -37,23 +37,9 @@ async fn register(client: &mut common::Client, data: &Population) -> Vec<Option<
     let mut refused: HashMap<String, usize> = HashMap::new();
     for start in (0..data.index.len()).step_by(1000) {
         let end = (start + 1000).min(data.index.len());
-        let request = BatchCreatePatientsRequest {
-            requests: data.index[start..end]
-                .iter()
-                .map(|r| CreatePatientRequest {
-                    request_id: uuid::Uuid::new_v4().to_string(),
-                    patient: Some(r.patient.clone()),
-                    requester: None,
-                })
-                .collect(),
-            requester: Some(common::requester()),
-        };
-        let response = client
-            .batch_create_patients(request)
-            .await
-            .expect("batch create")
-            .into_inner();
-        for (i, result) in (start..end).zip(response.results) {
+        let index = data.index[start..end].iter().map(|r| &r.patient);
+        let results = common::batch_create(client, index).await;
+        for (i, result) in (start..end).zip(results) {
             match result.outcome {
                 Some(batch_create_patients_result::Outcome::Patient(p)) => {
                     ids[i] = Some(p.patient_id)
@@ -82,32 +68,18 @@ async fn match_all(
     let (mut matched, mut possible) = (Pairs::new(), Pairs::new());
     let mut refused: HashMap<String, usize> = HashMap::new();
     for (i, probe) in data.probes.iter().enumerate() {
-        let response = match client
-            .match_patients(MatchPatientsRequest {
-                probe: Some(match_patients_request::Probe::Demographics(
-                    probe.patient.clone(),
-                )),
-                max_candidates: 10,
-                include_non_matches: false,
-            })
-            .await
-        {
-            Ok(r) => r.into_inner(),
+        let response = match common::match_demographics(client, &probe.patient, 10, false).await {
+            Ok(r) => r,
             Err(status) => {
                 *refused.entry(status.message().to_owned()).or_default() += 1;
                 continue;
             }
         };
-        for c in response.candidates {
-            let id = c
-                .patient
-                .as_ref()
-                .map(|p| p.patient_id.as_str())
-                .unwrap_or_default();
+        for (id, is_match) in common::classified(&response.candidates) {
             let Some(&j) = record_of.get(id) else {
                 continue;
             };
-            if c.classification == MatchClassification::Match as i32 {
+            if is_match {
                 matched.insert((i, j));
             } else {
                 possible.insert((i, j));
@@ -358,23 +330,7 @@ async fn run(set: &str, client: &mut common::Client) {
         start.possible.intersection(&truth).count()
     );
 
-    let estimated = common::estimate(
-        client,
-        EstimateMatchParametersRequest {
-            random_seed: 20_240_601,
-            ..Default::default()
-        },
-    )
-    .await;
-    println!("estimation activated: {}", estimated.activated);
-    for check in &estimated.activation_checks {
-        println!(
-            "    check {:<28} {:<6} {}",
-            check.check,
-            if check.passed { "passed" } else { "FAILED" },
-            check.detail
-        );
-    }
+    let estimated = common::estimate_seeded(client).await;
     let after_f1 = if estimated.activated {
         let after = match_all(client, &data, &record_of).await;
         let s = report("identity, after estimation", &data, &truth, &after.matched);
@@ -419,17 +375,9 @@ async fn show(
     what: &str,
     (i, j): (usize, usize),
 ) {
-    let response = client
-        .match_patients(MatchPatientsRequest {
-            probe: Some(match_patients_request::Probe::Demographics(
-                data.probes[i].patient.clone(),
-            )),
-            max_candidates: 100,
-            include_non_matches: true,
-        })
+    let response = common::match_demographics(client, &data.probes[i].patient, 100, true)
         .await
-        .expect("match")
-        .into_inner();
+        .expect("match");
     let found = response
         .candidates
         .iter()
@@ -441,26 +389,7 @@ async fn show(
         );
         return;
     };
-    let evidence: Vec<String> = c
-        .evidence
-        .iter()
-        .filter(|e| e.level != ComparisonLevel::Missing as i32)
-        .map(|e| {
-            format!(
-                "{}:{}{}({:+.1}) {:?}~{:?}",
-                e.field,
-                e.comparator,
-                if e.adjustment.is_empty() {
-                    String::new()
-                } else {
-                    format!("/{}", e.adjustment)
-                },
-                e.weight,
-                e.probe_value,
-                e.candidate_value
-            )
-        })
-        .collect();
+    let evidence = common::evidence(c);
     println!(
         "{what} {i}-{j} p={:.3} w={:.1} {}",
         c.match_probability,
@@ -471,19 +400,8 @@ async fn show(
 
 fn main() {
     let sets = std::env::var("CARERECORD_UK_SETS").unwrap_or_else(|_| "held-out".into());
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    for set in sets.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-        let server = common::Server::start(2);
-        println!(
-            "uk_matching: identity server on {} (2 worker threads), client on 1 thread",
-            server.backend
-        );
-        runtime.block_on(async {
-            let mut client = server.client().await;
-            run(set, &mut client).await;
-        });
-    }
+    let sets = sets.split(',').map(str::trim).filter(|s| !s.is_empty());
+    common::for_each_set("uk_matching", sets, async |set, client| {
+        run(set, client).await
+    });
 }

@@ -177,6 +177,16 @@ fn error_info(reason: &str, metadata: Vec<(&str, String)>) -> ErrorDetail {
     ))
 }
 
+/// A status whose only detail is an `ErrorInfo` with `reason` and `metadata`.
+fn with_info(
+    code: Code,
+    message: impl Into<String>,
+    reason: &str,
+    metadata: Vec<(&str, String)>,
+) -> Status {
+    Status::with_error_details_vec(code, message, vec![error_info(reason, metadata)])
+}
+
 impl From<Error> for Status {
     fn from(error: Error) -> Status {
         match error {
@@ -235,15 +245,13 @@ impl From<Error> for Status {
                 };
                 Status::with_error_details_vec(Code::AlreadyExists, message, details)
             }
-            Error::RequestIdReused { patient_id } => Status::with_error_details_vec(
+            Error::RequestIdReused { patient_id } => with_info(
                 Code::FailedPrecondition,
                 format!(
                     "request_id was already used with a different request (first result: patient {patient_id})"
                 ),
-                vec![error_info(
-                    "REQUEST_ID_REUSED",
-                    vec![("patient_id", patient_id)],
-                )],
+                "REQUEST_ID_REUSED",
+                vec![("patient_id", patient_id)],
             ),
             Error::EtagMismatch {
                 patient_id,
@@ -281,15 +289,13 @@ impl From<Error> for Status {
                     .join("; ");
                 Status::with_error_details(Code::FailedPrecondition, message, details)
             }
-            Error::RoleNotPermitted { required_roles } => Status::with_error_details_vec(
+            Error::RoleNotPermitted { required_roles } => with_info(
                 Code::PermissionDenied,
                 format!(
                     "only a requester in one of these roles may change a patient's confidentiality marker: {required_roles}"
                 ),
-                vec![error_info(
-                    "ROLE_NOT_PERMITTED",
-                    vec![("required_roles", required_roles)],
-                )],
+                "ROLE_NOT_PERMITTED",
+                vec![("required_roles", required_roles)],
             ),
             Error::PatientRestricted(target) => errors::failed_precondition(
                 "PATIENT_RESTRICTED",
@@ -303,15 +309,17 @@ impl From<Error> for Status {
                 &id,
                 format!("patient {id} is not merged"),
             ),
-            Error::ParametersMissing => Status::with_error_details_vec(
+            Error::ParametersMissing => with_info(
                 Code::FailedPrecondition,
                 "no match parameters exist yet: run EstimateMatchParameters first",
-                vec![error_info("MATCH_PARAMETERS_MISSING", vec![])],
+                "MATCH_PARAMETERS_MISSING",
+                vec![],
             ),
-            Error::EstimationInProgress => Status::with_error_details_vec(
+            Error::EstimationInProgress => with_info(
                 Code::Aborted,
                 "another estimation is running; retry later",
-                vec![error_info("ESTIMATION_IN_PROGRESS", vec![])],
+                "ESTIMATION_IN_PROGRESS",
+                vec![],
             ),
             Error::InsufficientData(description) => {
                 errors::failed_precondition("INSUFFICIENT_DATA", "patients", description)

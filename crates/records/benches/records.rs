@@ -9,17 +9,15 @@
 //! the load generator on a current-thread runtime. `CARERECORD_BENCH_SCALE` (default 1.0) scales
 //! durations and volumes (0.1 for a quick look). Needs TEST_DATABASE_URL (PostgreSQL).
 
-use std::net::SocketAddr;
+mod common;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use carerecord_contracts::common::v1::{Period, Requester};
 use carerecord_contracts::records::v1::export_records_request::Scope;
-use carerecord_contracts::records::v1::record_hosting_service_client::RecordHostingServiceClient;
-use carerecord_contracts::records::v1::record_hosting_service_server::{
-    RecordHostingService, RecordHostingServiceServer,
-};
+use carerecord_contracts::records::v1::record_hosting_service_server::RecordHostingService;
 use carerecord_contracts::records::v1::{
     CreateRecordRequest, CreateRecordResponse, ExportRecordsRequest, GetRecordRequest,
     GetRecordResponse, ImportItem, ImportRecordsRequest, ListRecordsRequest, ListRecordsResponse,
@@ -27,18 +25,14 @@ use carerecord_contracts::records::v1::{
 };
 use carerecord_platform::db::{Database, DatabaseConfig, now_micros};
 use carerecord_platform::env::Env;
-use carerecord_platform::page_token::PageTokens;
-use carerecord_platform::testing::TestDatabase;
-use carerecord_records::{MIGRATIONS, RecordsConfig, RecordsService};
+use carerecord_records::RecordsConfig;
 use sqlx::Row;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::{Channel, Server};
+
+use common::CONNECTIONS;
 use tonic::{Request, Response, Status};
 
 const CLIENTS: usize = 64;
-const CONNECTIONS: usize = 4;
-/// HTTP/2 stream window of server and clients: 4 MiB.
-const WINDOW: u32 = 4 << 20;
 
 fn payload(patient_id: &str) -> Vec<u8> {
     format!(
@@ -147,45 +141,6 @@ impl RecordHostingService for Bare {
     }
 }
 
-async fn serve<S: RecordHostingService>(service: S, shutdown: CancellationToken) -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(
-        Server::builder()
-            // Windows of 64 KiB (the HTTP/2 default) cap a single import or export stream at
-            // one window per round trip; streams of megabytes need larger ones.
-            .initial_stream_window_size(WINDOW)
-            .initial_connection_window_size(2 * WINDOW)
-            .add_service(
-                RecordHostingServiceServer::new(service).max_decoding_message_size(16 << 20),
-            )
-            // TCP_NODELAY on accepted connections: without it a response written after an await
-            // (any handler that queries the database) waits for the client's delayed ACK, about
-            // 40 ms (the platform's GrpcServer sets both, as here).
-            .serve_with_incoming_shutdown(
-                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
-                shutdown.cancelled_owned(),
-            ),
-    );
-    addr
-}
-
-async fn clients(addr: SocketAddr) -> Vec<RecordHostingServiceClient<Channel>> {
-    let mut clients = Vec::new();
-    for _ in 0..CONNECTIONS {
-        let channel = Channel::from_shared(format!("http://{addr}"))
-            .unwrap()
-            .tcp_nodelay(true)
-            .initial_stream_window_size(WINDOW)
-            .initial_connection_window_size(2 * WINDOW)
-            .connect()
-            .await
-            .unwrap();
-        clients.push(RecordHostingServiceClient::new(channel).max_decoding_message_size(16 << 20));
-    }
-    clients
-}
-
 struct Load {
     per_second: f64,
     p50: Duration,
@@ -194,13 +149,9 @@ struct Load {
 }
 
 /// Runs `call` from CLIENTS concurrent tasks for `duration`.
-async fn load<F, Fut>(
-    clients: &[RecordHostingServiceClient<Channel>],
-    duration: Duration,
-    call: F,
-) -> Load
+async fn load<F, Fut>(clients: &[common::Client], duration: Duration, call: F) -> Load
 where
-    F: Fn(RecordHostingServiceClient<Channel>, usize) -> Fut + Clone + Send + 'static,
+    F: Fn(common::Client, usize) -> Fut + Clone + Send + 'static,
     Fut: std::future::Future<Output = Result<(), Status>> + Send,
 {
     let errors = Arc::new(AtomicUsize::new(0));
@@ -261,25 +212,12 @@ fn rss_mib() -> f64 {
 }
 
 fn main() {
-    let Ok(url) = std::env::var("TEST_DATABASE_URL") else {
-        println!("records bench: TEST_DATABASE_URL is not set; skipped (make bench sets it)");
-        return;
-    };
-    if url.trim().is_empty() {
-        println!("records bench: TEST_DATABASE_URL is empty; skipped");
+    if !common::have_postgres("records") {
         return;
     }
     let scale = carerecord_platform::testing::bench_scale();
     let phase = Duration::from_secs_f64(5.0 * scale);
-    let server = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let generator = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let (server, generator) = common::runtimes();
     println!(
         "records bench: PostgreSQL, 2 cores; server runtime 1 worker, load generator current-thread, {CLIENTS} clients over {CONNECTIONS} connections; phases of {:.1} s (CARERECORD_BENCH_SCALE={scale})",
         phase.as_secs_f64()
@@ -287,27 +225,17 @@ fn main() {
 
     let shutdown = CancellationToken::new();
     let (db, real_addr, bare_addr) = server.block_on(async {
-        let test_db = TestDatabase::postgres().await.expect("TEST_DATABASE_URL");
-        let db = Database::connect(&DatabaseConfig::new(&test_db.url).unwrap(), &MIGRATIONS)
-            .await
-            .unwrap();
+        let (db, real) = common::service(&shutdown).await;
         sqlx::query("CREATE TABLE bare_versions (LIKE record_versions INCLUDING ALL)")
             .execute(&db.pool)
             .await
             .unwrap();
-        let config = Arc::new(RecordsConfig::from_env(&Env::default()).unwrap());
-        let real = RecordsService::new(
-            db.clone(),
-            config,
-            PageTokens::new(b"records-bench-secret"),
-            shutdown.clone(),
-        );
         let bare = Bare {
             db: db.clone(),
             seq: Arc::new(AtomicI64::new(1)),
         };
-        let real_addr = serve(real, shutdown.clone()).await;
-        let bare_addr = serve(bare, shutdown.clone()).await;
+        let real_addr = common::serve(real, shutdown.clone()).await;
+        let bare_addr = common::serve(bare, shutdown.clone()).await;
         (db, real_addr, bare_addr)
     });
     println!(
@@ -345,12 +273,12 @@ fn main() {
         println!("  sqlx pool alone, SELECT by key from {CLIENTS} tasks, 1 s: {total} queries");
     });
     generator.block_on(async {
-        let real = clients(real_addr).await;
-        let bare = clients(bare_addr).await;
+        let real = common::clients(real_addr).await;
+        let bare = common::clients(bare_addr).await;
         let patients: Arc<Vec<String>> = Arc::new((0..1000).map(|_| uuid::Uuid::new_v4().to_string()).collect());
 
         let create = |patients: Arc<Vec<String>>| {
-            move |mut client: RecordHostingServiceClient<Channel>, n: usize| {
+            move |mut client: common::Client, n: usize| {
                 let patients = patients.clone();
                 async move {
                     let record = record(&patients[n % patients.len()]);
@@ -363,7 +291,7 @@ fn main() {
         load(&bare, phase / 5, create(patients.clone())).await;
         load(&real, phase / 5, create(patients.clone())).await;
 
-        let echo = |mut client: RecordHostingServiceClient<Channel>, _: usize| async move {
+        let echo = |mut client: common::Client, _: usize| async move {
             client.list_records(ListRecordsRequest::default()).await.map(|_| ())
         };
         load(&bare, phase / 5, echo).await;
@@ -382,7 +310,7 @@ fn main() {
             sqlx::query_scalar("SELECT record_id FROM bare_versions ORDER BY seq DESC LIMIT 20000").fetch_all(&db.pool).await.unwrap(),
         );
         let get = |ids: Arc<Vec<String>>| {
-            move |mut client: RecordHostingServiceClient<Channel>, n: usize| {
+            move |mut client: common::Client, n: usize| {
                 let record_id = ids[(n * 7919) % ids.len()].clone();
                 async move { client.get_record(GetRecordRequest { record_id, version: 0, view: 0 }).await.map(|_| ()) }
             }

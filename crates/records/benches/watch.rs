@@ -13,27 +13,20 @@
 //! (default 100) and `CARERECORD_BENCH_WRITES` (writes per second, default 1000) the load.
 //! Needs TEST_DATABASE_URL (PostgreSQL).
 
-use std::net::SocketAddr;
+mod common;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use carerecord_contracts::common::v1::Requester;
-use carerecord_contracts::records::v1::record_hosting_service_client::RecordHostingServiceClient;
-use carerecord_contracts::records::v1::record_hosting_service_server::RecordHostingServiceServer;
 use carerecord_contracts::records::v1::{
     CreateRecordRequest, Record, RecordView, WatchRecordChangesRequest,
 };
-use carerecord_platform::db::{Database, DatabaseConfig};
-use carerecord_platform::env::Env;
-use carerecord_platform::page_token::PageTokens;
-use carerecord_platform::testing::TestDatabase;
-use carerecord_records::{MIGRATIONS, RecordsConfig, RecordsService};
+use carerecord_platform::db::Database;
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::{Channel, Server};
 
-const CONNECTIONS: usize = 4;
 const PATIENTS_PER_WATCHER: usize = 3;
 /// Watchers that ask for the full view (payloads); the others ask for metadata.
 const FULL_VIEW_EVERY: usize = 5;
@@ -68,34 +61,6 @@ fn env_usize(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-async fn serve(service: RecordsService, shutdown: CancellationToken) -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(
-        Server::builder()
-            .add_service(RecordHostingServiceServer::new(service))
-            .serve_with_incoming_shutdown(
-                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
-                shutdown.cancelled_owned(),
-            ),
-    );
-    addr
-}
-
-async fn clients(addr: SocketAddr) -> Vec<RecordHostingServiceClient<Channel>> {
-    let mut clients = Vec::new();
-    for _ in 0..CONNECTIONS {
-        let channel = Channel::from_shared(format!("http://{addr}"))
-            .unwrap()
-            .tcp_nodelay(true)
-            .connect()
-            .await
-            .unwrap();
-        clients.push(RecordHostingServiceClient::new(channel));
-    }
-    clients
-}
-
 /// Transactions committed in the bench database so far, and when they were counted.
 async fn transactions(db: &Database) -> (i64, Instant) {
     // The statistics are flushed by each backend within a second or so of its work.
@@ -117,7 +82,7 @@ fn per_second(from: (i64, Instant), to: (i64, Instant)) -> f64 {
 /// Creates at `rate` per second, open-loop (each sent on schedule whatever the previous ones do),
 /// for `duration`, each for a patient picked in turn. Returns how many were acknowledged.
 async fn write(
-    clients: &[RecordHostingServiceClient<Channel>],
+    clients: &[common::Client],
     patients: &[String],
     rate: usize,
     duration: Duration,
@@ -158,49 +123,26 @@ fn micros_now() -> i64 {
 }
 
 fn main() {
-    let Ok(url) = std::env::var("TEST_DATABASE_URL") else {
-        println!("watch bench: TEST_DATABASE_URL is not set; skipped");
-        return;
-    };
-    if url.trim().is_empty() {
-        println!("watch bench: TEST_DATABASE_URL is empty; skipped");
+    if !common::have_postgres("watch") {
         return;
     }
     let scale = carerecord_platform::testing::bench_scale();
     let phase = Duration::from_secs_f64(10.0 * scale);
     let watchers = env_usize("CARERECORD_BENCH_WATCHERS", 100);
     let rate = env_usize("CARERECORD_BENCH_WRITES", 1000);
-    let server = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let generator = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let (server, generator) = common::runtimes();
     println!(
         "watch bench: PostgreSQL, 2 cores; server runtime 1 worker; {watchers} watchers of {PATIENTS_PER_WATCHER} patients each (1 in {FULL_VIEW_EVERY} full view, the others metadata); {rate} creates/s open-loop; phases of {:.1} s (CARERECORD_BENCH_SCALE={scale})",
         phase.as_secs_f64()
     );
     let shutdown = CancellationToken::new();
     let (db, addr) = server.block_on(async {
-        let test_db = TestDatabase::postgres().await.expect("TEST_DATABASE_URL");
-        let db = Database::connect(&DatabaseConfig::new(&test_db.url).unwrap(), &MIGRATIONS)
-            .await
-            .unwrap();
-        let config = Arc::new(RecordsConfig::from_env(&Env::default()).unwrap());
-        let service = RecordsService::new(
-            db.clone(),
-            config,
-            PageTokens::new(b"records-bench-secret"),
-            shutdown.clone(),
-        );
-        let addr = serve(service, shutdown.clone()).await;
+        let (db, service) = common::service(&shutdown).await;
+        let addr = common::serve(service, shutdown.clone()).await;
         (db, addr)
     });
     generator.block_on(async {
-        let clients = clients(addr).await;
+        let clients = common::clients(addr).await;
         let patients: Vec<Vec<String>> = (0..watchers)
             .map(|_| {
                 (0..PATIENTS_PER_WATCHER)

@@ -7,18 +7,7 @@ use crate::domain::optout::OptOutStatus;
 use carerecord_contracts::consent::v1::{ConsentDecision, ConsentDirective, Provision};
 
 fn ctx(role: &str, purpose: Purpose) -> Context {
-    Context {
-        time: 0,
-        user_id: "u1".into(),
-        organisation_ods_code: "RXA".into(),
-        role_code: role.into(),
-        requester_is_patient: false,
-        purpose,
-        classes: DataClass::ALL.to_vec(),
-        legal_basis: LegalBasis::Unspecified,
-        study_id: None,
-        break_glass: false,
-    }
+    Context::for_test(0, "RXA", role, purpose)
 }
 
 fn ids(rules: &[RuleMatch]) -> Vec<&str> {

@@ -27,31 +27,30 @@ pub(super) struct ContextFields<'a> {
     batch: bool,
 }
 
+/// The context fields of `$req`, a request message that names them as Decide does (the two
+/// generated messages share no type).
+macro_rules! context_fields {
+    ($req:expr, $break_glass_reason:expr, $batch:expr) => {
+        ContextFields {
+            requester: $req.requester.clone(),
+            purpose_of_use: &$req.purpose_of_use,
+            data_classes: &$req.data_classes,
+            time: $req.time.as_ref(),
+            legal_basis: $req.legal_basis,
+            study_id: &$req.study_id,
+            break_glass_reason: $break_glass_reason,
+            batch: $batch,
+        }
+    };
+}
+
 impl<'a> ContextFields<'a> {
     pub(super) fn of_decide(req: &'a pb::DecideRequest) -> Self {
-        ContextFields {
-            requester: req.requester.clone(),
-            purpose_of_use: &req.purpose_of_use,
-            data_classes: &req.data_classes,
-            time: req.time.as_ref(),
-            legal_basis: req.legal_basis,
-            study_id: &req.study_id,
-            break_glass_reason: Some(&req.break_glass_reason),
-            batch: false,
-        }
+        context_fields!(req, Some(&req.break_glass_reason), false)
     }
 
     pub(super) fn of_batch(req: &'a pb::BatchDecideRequest) -> Self {
-        ContextFields {
-            requester: req.requester.clone(),
-            purpose_of_use: &req.purpose_of_use,
-            data_classes: &req.data_classes,
-            time: req.time.as_ref(),
-            legal_basis: req.legal_basis,
-            study_id: &req.study_id,
-            break_glass_reason: None,
-            batch: true,
-        }
+        context_fields!(req, None, true)
     }
 }
 

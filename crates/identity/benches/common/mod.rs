@@ -9,7 +9,10 @@ use std::net::SocketAddr;
 use carerecord_contracts::common::v1::Requester;
 use carerecord_contracts::identity::v1::patient_identity_service_client::PatientIdentityServiceClient;
 use carerecord_contracts::identity::v1::{
-    EstimateMatchParametersRequest, EstimateMatchParametersResponse,
+    BatchCreatePatientsRequest, BatchCreatePatientsResult, ComparisonLevel, CreatePatientRequest,
+    EstimateMatchParametersRequest, EstimateMatchParametersResponse, MatchCandidate,
+    MatchClassification, MatchPatientsRequest, MatchPatientsResponse, Patient,
+    match_patients_request,
 };
 use carerecord_identity::{Application, Config};
 use carerecord_platform::app::ServiceConfiguration;
@@ -173,8 +176,116 @@ pub fn requester() -> Requester {
     }
 }
 
-/// Estimates the match parameters (as the bench's requester), and says how it went and how long
-/// it took.
+/// Registers `patients` in one BatchCreatePatients (each under a fresh request id, as the
+/// bench's requester); the result of each, in order.
+pub async fn batch_create<'a>(
+    client: &mut Client,
+    patients: impl IntoIterator<Item = &'a Patient>,
+) -> Vec<BatchCreatePatientsResult> {
+    let request = BatchCreatePatientsRequest {
+        requests: patients
+            .into_iter()
+            .map(|p| CreatePatientRequest {
+                request_id: uuid::Uuid::new_v4().to_string(),
+                patient: Some(p.clone()),
+                requester: None,
+            })
+            .collect(),
+        requester: Some(requester()),
+    };
+    client
+        .batch_create_patients(request)
+        .await
+        .expect("batch create")
+        .into_inner()
+        .results
+}
+
+/// Runs `run` for each data set of `sets`, each against a fresh server (2 workers) from a client on
+/// one thread; `bench` names the bench in what it prints.
+pub fn for_each_set<'a>(
+    bench: &str,
+    sets: impl IntoIterator<Item = &'a str>,
+    run: impl AsyncFn(&str, &mut Client),
+) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    for set in sets {
+        let server = Server::start(2);
+        println!(
+            "{bench}: identity server on {} (2 worker threads), client on 1 thread",
+            server.backend
+        );
+        runtime.block_on(async {
+            let mut client = server.client().await;
+            run(set, &mut client).await;
+        });
+    }
+}
+
+/// What the quality benches print of a candidate: each compared field's comparator, adjustment,
+/// weight and values.
+pub fn evidence(candidate: &MatchCandidate) -> Vec<String> {
+    candidate
+        .evidence
+        .iter()
+        .filter(|e| e.level != ComparisonLevel::Missing as i32)
+        .map(|e| {
+            let adjustment = if e.adjustment.is_empty() {
+                String::new()
+            } else {
+                format!("/{}", e.adjustment)
+            };
+            format!(
+                "{}:{:?}/{}{adjustment}({:+.1}) {:?}~{:?}",
+                e.field,
+                ComparisonLevel::try_from(e.level).unwrap_or_default(),
+                e.comparator,
+                e.weight,
+                e.probe_value,
+                e.candidate_value
+            )
+        })
+        .collect()
+}
+
+/// MatchPatients with `patient`'s demographics as the probe.
+pub async fn match_demographics(
+    client: &mut Client,
+    patient: &Patient,
+    max_candidates: i32,
+    include_non_matches: bool,
+) -> Result<MatchPatientsResponse, tonic::Status> {
+    let request = MatchPatientsRequest {
+        probe: Some(match_patients_request::Probe::Demographics(patient.clone())),
+        max_candidates,
+        include_non_matches,
+    };
+    Ok(client.match_patients(request).await?.into_inner())
+}
+
+/// The patient id of each candidate, and whether it was classified MATCH (else POSSIBLE).
+pub fn classified(candidates: &[MatchCandidate]) -> impl Iterator<Item = (&str, bool)> {
+    candidates.iter().map(|c| {
+        let id = c.patient.as_ref().map(|p| p.patient_id.as_str());
+        let is_match = c.classification == MatchClassification::Match as i32;
+        (id.unwrap_or_default(), is_match)
+    })
+}
+
+/// Estimates the match parameters as the quality benches do: one fixed seed, so that runs compare.
+pub async fn estimate_seeded(client: &mut Client) -> EstimateMatchParametersResponse {
+    let request = EstimateMatchParametersRequest {
+        random_seed: 20_240_601,
+        ..Default::default()
+    };
+    estimate(client, request).await
+}
+
+/// Estimates the match parameters (as the bench's requester), and says how it went, how long it
+/// took and whether the new parameters were activated.
 pub async fn estimate(
     client: &mut Client,
     request: EstimateMatchParametersRequest,
@@ -201,6 +312,15 @@ pub async fn estimate(
         params.match_threshold,
         params.possible_threshold
     );
+    println!("estimation activated: {}", estimated.activated);
+    for check in &estimated.activation_checks {
+        println!(
+            "    check {:<28} {:<6} {}",
+            check.check,
+            if check.passed { "passed" } else { "FAILED" },
+            check.detail
+        );
+    }
     estimated
 }
 

@@ -2,13 +2,23 @@
 
 /// Jaro-Winkler similarity in [0, 1] (prefix scale 0.1, at most four prefix characters).
 pub fn jaro_winkler(a: &str, b: &str) -> f64 {
-    // Normalised names are ASCII: compare their bytes, with no allocation on this hot path.
+    by_units(a, b, winkler, winkler)
+}
+
+/// `ascii` over the bytes of two ASCII strings, else `wide` over their characters. Normalised
+/// names are ASCII: comparing their bytes keeps this hot path free of allocation.
+fn by_units<R>(
+    a: &str,
+    b: &str,
+    ascii: fn(&[u8], &[u8]) -> R,
+    wide: fn(&[char], &[char]) -> R,
+) -> R {
     if a.is_ascii() && b.is_ascii() {
-        return winkler(a.as_bytes(), b.as_bytes());
+        return ascii(a.as_bytes(), b.as_bytes());
     }
     let a: Vec<char> = a.chars().collect();
     let b: Vec<char> = b.chars().collect();
-    winkler(&a, &b)
+    wide(&a, &b)
 }
 
 fn winkler<T: PartialEq>(a: &[T], b: &[T]) -> f64 {
@@ -71,12 +81,7 @@ fn jaro<T: PartialEq>(a: &[T], b: &[T]) -> f64 {
 /// Damerau-Levenshtein distance (optimal string alignment: insertions, deletions,
 /// substitutions and adjacent transpositions).
 pub fn damerau_levenshtein(a: &str, b: &str) -> usize {
-    if a.is_ascii() && b.is_ascii() {
-        return osa_distance(a.as_bytes(), b.as_bytes());
-    }
-    let a: Vec<char> = a.chars().collect();
-    let b: Vec<char> = b.chars().collect();
-    osa_distance(&a, &b)
+    by_units(a, b, osa_distance, osa_distance)
 }
 
 /// The dynamic programme over three rolling rows (the transposition looks two rows back), on the
@@ -386,30 +391,17 @@ mod tests {
 
     #[test]
     fn dates_tolerate_swaps_and_single_typos() {
-        assert_eq!(
-            compare_dates((1980, 3, 7), (1980, 3, 7)),
-            DateAgreement::Exact
-        );
-        assert_eq!(
-            compare_dates((1980, 3, 7), (1980, 7, 3)),
-            DateAgreement::Swapped
-        );
-        assert_eq!(
-            compare_dates((1980, 3, 7), (1981, 3, 7)),
-            DateAgreement::OneTypo
-        );
-        assert_eq!(
-            compare_dates((1980, 3, 17), (1980, 3, 28)),
-            DateAgreement::Different
-        );
-        assert_eq!(
-            compare_dates((1989, 3, 7), (1998, 3, 7)),
-            DateAgreement::OneTypo
-        );
-        assert_eq!(
-            compare_dates((1980, 3, 7), (1975, 11, 20)),
-            DateAgreement::Different
-        );
+        let cases = [
+            ((1980, 3, 7), (1980, 3, 7), DateAgreement::Exact),
+            ((1980, 3, 7), (1980, 7, 3), DateAgreement::Swapped),
+            ((1980, 3, 7), (1981, 3, 7), DateAgreement::OneTypo),
+            ((1980, 3, 17), (1980, 3, 28), DateAgreement::Different),
+            ((1989, 3, 7), (1998, 3, 7), DateAgreement::OneTypo),
+            ((1980, 3, 7), (1975, 11, 20), DateAgreement::Different),
+        ];
+        for (a, b, agreement) in cases {
+            assert_eq!(compare_dates(a, b), agreement, "{a:?} {b:?}");
+        }
     }
 
     #[test]

@@ -603,12 +603,8 @@ mod tests {
     #[test]
     fn weights_and_probability() {
         let model = Model {
-            m: [[0.9, 0.05, 0.05]; FIELD_COUNT],
-            u: [[0.01, 0.04, 0.95]; FIELD_COUNT],
             lambda: 0.5,
-            match_threshold: 0.95,
-            possible_threshold: 0.5,
-            households: true,
+            ..uniform_model()
         };
         assert!((model.weight(Field::GivenName, Level::Exact) - (90f64).log2()).abs() < 1e-9);
         assert_eq!(model.weight(Field::GivenName, Level::Missing), 0.0);

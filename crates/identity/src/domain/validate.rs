@@ -107,13 +107,31 @@ fn check_len(value: &str, path: &str, violations: &mut Violations) {
     }
 }
 
-/// A violation on `{prefix}.{field}` when the list holds more than `max` items.
-fn check_count(violations: &mut Violations, prefix: &str, field: &str, count: usize, max: usize) {
-    if count > max {
+/// The items of the list `{prefix}.{field}`, each with its path, after a violation on the list
+/// when it holds more than `max` items.
+fn items<'a, T>(
+    violations: &mut Violations,
+    prefix: &'a str,
+    field: &'a str,
+    list: &'a mut [T],
+    max: usize,
+) -> impl Iterator<Item = (String, &'a mut T)> + use<'a, T> {
+    if list.len() > max {
         violations.add(
             format!("{prefix}.{field}"),
             format!("at most {max} {field}"),
         );
+    }
+    list.iter_mut()
+        .enumerate()
+        .map(move |(i, item)| (format!("{prefix}.{field}[{i}]"), item))
+}
+
+/// Trims each string of the list at `path` and checks its length.
+fn trim_each(values: &mut [String], path: &str, violations: &mut Violations) {
+    for (j, value) in values.iter_mut().enumerate() {
+        *value = value.trim().to_owned();
+        check_len(value, &format!("{path}[{j}]"), violations);
     }
 }
 
@@ -156,16 +174,9 @@ pub fn patient(patient: &mut Patient, parts: Parts, prefix: &str, violations: &m
         patient.nhs_number.clear();
     }
     if parts.identifiers {
-        check_count(
-            violations,
-            prefix,
-            "identifiers",
-            patient.identifiers.len(),
-            MAX_IDENTIFIERS,
-        );
         let mut seen: Vec<(String, String)> = Vec::new();
-        for (i, id) in patient.identifiers.iter_mut().enumerate() {
-            let path = format!("{prefix}.identifiers[{i}]");
+        let ids = &mut patient.identifiers;
+        for (path, id) in items(violations, prefix, "identifiers", ids, MAX_IDENTIFIERS) {
             id.system = id.system.trim().to_owned();
             id.value = id.value.trim().to_owned();
             if id.system.is_empty() {
@@ -192,31 +203,25 @@ pub fn patient(patient: &mut Patient, parts: Parts, prefix: &str, violations: &m
         }
     }
     if parts.names {
-        check_count(violations, prefix, "names", patient.names.len(), MAX_NAMES);
-        if !patient.names.iter().any(|n| {
+        let named = patient.names.iter().any(|n| {
             !normalize::text(&n.family).is_empty()
                 || n.given.iter().any(|g| !normalize::text(g).is_empty())
-        }) {
+        });
+        let names = items(violations, prefix, "names", &mut patient.names, MAX_NAMES);
+        if !named {
             violations.add(
                 format!("{prefix}.names"),
                 "at least one name with a non-empty family or given name is required",
             );
         }
-        for (i, name) in patient.names.iter_mut().enumerate() {
-            let path = format!("{prefix}.names[{i}]");
+        for (path, name) in names {
             if NameUse::try_from(name.r#use).is_err() {
                 violations.add(format!("{path}.use"), "unknown name use");
             }
             name.family = name.family.trim().to_owned();
             check_len(&name.family, &format!("{path}.family"), violations);
-            for (j, g) in name.given.iter_mut().enumerate() {
-                *g = g.trim().to_owned();
-                check_len(g, &format!("{path}.given[{j}]"), violations);
-            }
-            for (j, p) in name.prefixes.iter_mut().enumerate() {
-                *p = p.trim().to_owned();
-                check_len(p, &format!("{path}.prefixes[{j}]"), violations);
-            }
+            trim_each(&mut name.given, &format!("{path}.given"), violations);
+            trim_each(&mut name.prefixes, &format!("{path}.prefixes"), violations);
         }
     }
     let today = today();
@@ -231,22 +236,12 @@ pub fn patient(patient: &mut Patient, parts: Parts, prefix: &str, violations: &m
         violations.add(format!("{prefix}.gender"), "unknown administrative gender");
     }
     if parts.addresses {
-        check_count(
-            violations,
-            prefix,
-            "addresses",
-            patient.addresses.len(),
-            MAX_ADDRESSES,
-        );
-        for (i, address) in patient.addresses.iter_mut().enumerate() {
-            let path = format!("{prefix}.addresses[{i}]");
+        let addresses = &mut patient.addresses;
+        for (path, address) in items(violations, prefix, "addresses", addresses, MAX_ADDRESSES) {
             if AddressUse::try_from(address.r#use).is_err() {
                 violations.add(format!("{path}.use"), "unknown address use");
             }
-            for (j, line) in address.lines.iter_mut().enumerate() {
-                *line = line.trim().to_owned();
-                check_len(line, &format!("{path}.lines[{j}]"), violations);
-            }
+            trim_each(&mut address.lines, &format!("{path}.lines"), violations);
             for (field, value) in [
                 ("city", &mut address.city),
                 ("district", &mut address.district),
@@ -260,15 +255,8 @@ pub fn patient(patient: &mut Patient, parts: Parts, prefix: &str, violations: &m
         }
     }
     if parts.telecoms {
-        check_count(
-            violations,
-            prefix,
-            "telecoms",
-            patient.telecoms.len(),
-            MAX_TELECOMS,
-        );
-        for (i, telecom) in patient.telecoms.iter_mut().enumerate() {
-            let path = format!("{prefix}.telecoms[{i}]");
+        let telecoms = &mut patient.telecoms;
+        for (path, telecom) in items(violations, prefix, "telecoms", telecoms, MAX_TELECOMS) {
             if ContactPointSystem::try_from(telecom.system).is_err() {
                 violations.add(format!("{path}.system"), "unknown contact point system");
             }
@@ -326,7 +314,14 @@ mod tests {
         }
     }
 
-    fn fields(v: &Violations) -> Vec<String> {
+    fn date(year: i32, month: i32, day: i32) -> Date {
+        Date { year, month, day }
+    }
+
+    /// The fields violated when all of `p` is validated (and normalised in place).
+    fn violated_fields(p: &mut Patient) -> Vec<String> {
+        let mut v = Violations::new();
+        patient(p, Parts::ALL, "patient", &mut v);
         v.iter().map(|(f, _)| f.to_owned()).collect()
     }
 
@@ -347,28 +342,16 @@ mod tests {
         p.nhs_number = "9434765918".into();
         p.names[0].family = " - ".into();
         p.names[0].given = vec![" ' ".into()];
-        p.birth_date = Some(Date {
-            year: 1981,
-            month: 2,
-            day: 29,
-        });
-        p.identifiers.push(Identifier {
-            system: "not a uri".into(),
-            value: "".into(),
-        });
-        p.identifiers.push(Identifier {
-            system: NHS_NUMBER_SYSTEM.into(),
-            value: "1".into(),
-        });
-        p.deceased_date = Some(Date {
-            year: 9999,
-            month: 1,
-            day: 1,
-        });
-        let mut v = Violations::new();
-        patient(&mut p, Parts::ALL, "patient", &mut v);
+        p.birth_date = Some(date(1981, 2, 29));
+        for (system, value) in [("not a uri", ""), (NHS_NUMBER_SYSTEM, "1")] {
+            p.identifiers.push(Identifier {
+                system: system.into(),
+                value: value.into(),
+            });
+        }
+        p.deceased_date = Some(date(9999, 1, 1));
         assert_eq!(
-            fields(&v),
+            violated_fields(&mut p),
             [
                 "patient.nhs_number",
                 "patient.identifiers[1].system",
@@ -402,10 +385,12 @@ mod tests {
             let mut p = valid();
             p.names[0].given = vec![given.into()];
             p.names[0].family = family.into();
-            p.birth_date = Some(Date { year, month, day });
-            let mut v = Violations::new();
-            patient(&mut p, Parts::ALL, "patient", &mut v);
-            assert_eq!(fields(&v), want, "{given} {family} {year}-{month}-{day}");
+            p.birth_date = Some(date(year, month, day));
+            assert_eq!(
+                violated_fields(&mut p),
+                want,
+                "{given} {family} {year}-{month}-{day}"
+            );
         }
     }
 
@@ -420,18 +405,8 @@ mod tests {
         assert!(!is_absolute_uri("mrn"));
         assert!(!is_absolute_uri("1http://x"));
         let mut p = valid();
-        p.birth_date = Some(Date {
-            year: 2000,
-            month: 1,
-            day: 1,
-        });
-        p.deceased_date = Some(Date {
-            year: 1999,
-            month: 1,
-            day: 1,
-        });
-        let mut v = Violations::new();
-        patient(&mut p, Parts::ALL, "patient", &mut v);
-        assert_eq!(fields(&v), ["patient.deceased_date"]);
+        p.birth_date = Some(date(2000, 1, 1));
+        p.deceased_date = Some(date(1999, 1, 1));
+        assert_eq!(violated_fields(&mut p), ["patient.deceased_date"]);
     }
 }

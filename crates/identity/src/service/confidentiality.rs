@@ -52,19 +52,7 @@ impl IdentityService {
                 required_roles: roles.join(","),
             });
         }
-        let current = self.stored(&id).await?;
-        if current.patient.etag != request.etag {
-            return Err(Error::EtagMismatch {
-                patient_id: id,
-                current_version: current.patient.version,
-            });
-        }
-        if current.is_merged() {
-            return Err(Error::PatientMerged(vec![(
-                id,
-                current.patient.merged_into_patient_id.clone(),
-            )]));
-        }
+        let current = self.changeable(&id, &request.etag).await?;
         let reason = request.reason.trim();
         let now = carerecord_platform::db::now_micros();
         let Some(new) = with_confidentiality(&current.patient, level, &requester, reason, now)

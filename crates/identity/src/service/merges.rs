@@ -5,22 +5,11 @@ use carerecord_contracts::identity::v1::*;
 use carerecord_platform::errors::Violations;
 
 use super::IdentityService;
+use super::patients::check_etag;
 use super::request::{body_hash, check_reason, check_requester, required_id, valid};
 use crate::domain::patient::{is_restricted, merged, unmerged};
 use crate::error::Error;
-use crate::store::Stored;
 use crate::store::merges::PairWrite;
-
-/// ETAG_MISMATCH unless `etag` is that of the stored patient.
-fn check_etag(etag: &str, stored: &Stored) -> Result<(), Error> {
-    if etag == stored.patient.etag {
-        return Ok(());
-    }
-    Err(Error::EtagMismatch {
-        patient_id: stored.patient.patient_id.clone(),
-        current_version: stored.patient.version,
-    })
-}
 
 impl IdentityService {
     pub(super) async fn merge(

@@ -36,6 +36,17 @@ fn new_patient(request: &CreatePatientRequest, v: &mut Violations) -> Option<New
     })
 }
 
+/// ETAG_MISMATCH unless `etag` is that of the stored patient.
+pub(super) fn check_etag(etag: &str, stored: &Stored) -> Result<(), Error> {
+    if etag == stored.patient.etag {
+        return Ok(());
+    }
+    Err(Error::EtagMismatch {
+        patient_id: stored.patient.patient_id.clone(),
+        current_version: stored.patient.version,
+    })
+}
+
 /// The query a ListPatientVersions page token is bound to.
 fn versions_query(patient_id: &str) -> QueryKey {
     let mut query = QueryKey::new("versions");
@@ -136,6 +147,20 @@ impl IdentityService {
             .ok_or_else(|| Error::patient_not_found(id))
     }
 
+    /// The stored patient `id` for a change read at `etag`: NOT_FOUND, ETAG_MISMATCH, or
+    /// PATIENT_MERGED (a merged patient changes only by unmerging).
+    pub(super) async fn changeable(&self, id: &str, etag: &str) -> Result<Stored, Error> {
+        let current = self.stored(id).await?;
+        check_etag(etag, &current)?;
+        if current.is_merged() {
+            return Err(Error::PatientMerged(vec![(
+                id.to_owned(),
+                current.patient.merged_into_patient_id.clone(),
+            )]));
+        }
+        Ok(current)
+    }
+
     pub(super) async fn get(
         &self,
         request: GetPatientRequest,
@@ -175,19 +200,7 @@ impl IdentityService {
         check_requester(request.requester.as_ref(), &mut v);
         check_reason(&request.reason, false, &mut v);
         let id = valid(v, id)?;
-        let current = self.stored(&id).await?;
-        if current.patient.etag != request.etag {
-            return Err(Error::EtagMismatch {
-                patient_id: id,
-                current_version: current.patient.version,
-            });
-        }
-        if current.is_merged() {
-            return Err(Error::PatientMerged(vec![(
-                id,
-                current.patient.merged_into_patient_id.clone(),
-            )]));
-        }
+        let current = self.changeable(&id, &request.etag).await?;
         let mut new = updated(&current.patient, &input, &paths);
         let mut v = Violations::new();
         validate::patient(&mut new, Parts::ALL, "patient", &mut v);

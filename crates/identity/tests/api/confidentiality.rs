@@ -29,13 +29,15 @@ fn set(
     }
 }
 
-fn violations(status: &tonic::Status) -> Vec<String> {
-    use tonic_types::StatusExt;
-    status
-        .get_error_details()
-        .bad_request()
-        .map(|b| b.field_violations.iter().map(|v| v.field.clone()).collect())
-        .unwrap_or_default()
+/// Sets the marker of `patient` (at the version read) to `level`, as `requester`.
+async fn set_marker(
+    c: &mut Client,
+    patient: &Patient,
+    level: PatientConfidentiality,
+    requester: Requester,
+) -> Result<tonic::Response<SetPatientConfidentialityResponse>, tonic::Status> {
+    c.set_patient_confidentiality(set(patient, level, requester))
+        .await
 }
 
 #[tokio::test]
@@ -49,19 +51,15 @@ async fn a_privacy_officer_restricts_and_lifts_with_history() {
         assert_eq!(p.confidentiality_change, None);
 
         // A clerk may not; nothing is written.
-        let status = refused(
-            c.set_patient_confidentiality(set(&p, PatientConfidentiality::Restricted, requester()))
-                .await,
-        );
+        let status =
+            refused(set_marker(c, &p, PatientConfidentiality::Restricted, requester()).await);
         assert_eq!(status.code(), Code::PermissionDenied);
         assert_eq!(metadata(&status, "required_roles"), "R0001");
         assert_eq!(get(c, &p.patient_id).await, p);
 
-        let restricted = ok(c
-            .set_patient_confidentiality(set(&p, PatientConfidentiality::Restricted, officer()))
-            .await)
-        .patient
-        .unwrap();
+        let restricted = ok(set_marker(c, &p, PatientConfidentiality::Restricted, officer()).await)
+            .patient
+            .unwrap();
         assert_eq!(
             restricted.confidentiality,
             PatientConfidentiality::Restricted as i32
@@ -75,18 +73,16 @@ async fn a_privacy_officer_restricts_and_lifts_with_history() {
         assert_eq!(get(c, &p.patient_id).await, restricted);
 
         // The same level again writes nothing; a stale etag is refused.
-        let same = ok(c
-            .set_patient_confidentiality(set(
-                &restricted,
-                PatientConfidentiality::Restricted,
-                officer(),
-            ))
-            .await);
+        let same = ok(set_marker(
+            c,
+            &restricted,
+            PatientConfidentiality::Restricted,
+            officer(),
+        )
+        .await);
         assert_eq!(same.patient.unwrap(), restricted);
-        let status = refused(
-            c.set_patient_confidentiality(set(&p, PatientConfidentiality::Unrestricted, officer()))
-                .await,
-        );
+        let status =
+            refused(set_marker(c, &p, PatientConfidentiality::Unrestricted, officer()).await);
         assert_eq!(status.code(), Code::Aborted);
 
         // An update keeps the marker.
@@ -108,15 +104,10 @@ async fn a_privacy_officer_restricts_and_lifts_with_history() {
         );
         assert_eq!(updated.confidentiality_change, Some(change));
 
-        let lifted = ok(c
-            .set_patient_confidentiality(set(
-                &updated,
-                PatientConfidentiality::Unrestricted,
-                officer(),
-            ))
-            .await)
-        .patient
-        .unwrap();
+        let lifted =
+            ok(set_marker(c, &updated, PatientConfidentiality::Unrestricted, officer()).await)
+                .patient
+                .unwrap();
         assert_eq!(
             lifted.confidentiality,
             PatientConfidentiality::Unrestricted as i32
@@ -187,23 +178,15 @@ async fn bad_requests_and_merged_patients_are_refused() {
             missing.patient_id = request_id();
             let status = refused(c.set_patient_confidentiality(missing).await);
             assert_eq!(status.code(), Code::NotFound);
-            let status = refused(
-                c.set_patient_confidentiality(set(
-                    &p,
-                    PatientConfidentiality::Restricted,
-                    requester(),
-                ))
-                .await,
-            );
+            let status =
+                refused(set_marker(c, &p, PatientConfidentiality::Restricted, requester()).await);
             assert_eq!(metadata(&status, "required_roles"), "R0001,R8008");
 
             // A restricted source is not merged into an unrestricted target; restricting the target
             // first lets it, and a merged patient's marker cannot change.
-            let source = ok(c
-                .set_patient_confidentiality(set(&p, PatientConfidentiality::Restricted, manager))
-                .await)
-            .patient
-            .unwrap();
+            let source = ok(set_marker(c, &p, PatientConfidentiality::Restricted, manager).await)
+                .patient
+                .unwrap();
             let target = create(c, patient("Grace B", "Hopper", (1976, 12, 9))).await;
             let merge = |target: &Patient| MergePatientsRequest {
                 request_id: request_id(),
@@ -220,23 +203,19 @@ async fn bad_requests_and_merged_patients_are_refused() {
                 (violation.r#type.as_str(), violation.subject.as_str()),
                 ("PATIENT_RESTRICTED", target.patient_id.as_str())
             );
-            let target = ok(c
-                .set_patient_confidentiality(set(
-                    &target,
-                    PatientConfidentiality::Restricted,
-                    officer(),
-                ))
-                .await)
-            .patient
-            .unwrap();
+            let target =
+                ok(set_marker(c, &target, PatientConfidentiality::Restricted, officer()).await)
+                    .patient
+                    .unwrap();
             let merged = ok(c.merge_patients(merge(&target)).await);
             let merged_source = merged.source_patient.unwrap();
             let status = refused(
-                c.set_patient_confidentiality(set(
+                set_marker(
+                    c,
                     &merged_source,
                     PatientConfidentiality::Unrestricted,
                     officer(),
-                ))
+                )
                 .await,
             );
             assert_eq!(precondition(&status).r#type, "PATIENT_MERGED");

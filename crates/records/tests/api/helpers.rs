@@ -3,9 +3,9 @@
 use carerecord_contracts::common::v1::Requester;
 use carerecord_contracts::records::v1::record_hosting_service_client::RecordHostingServiceClient;
 use carerecord_contracts::records::v1::{
-    CreateRecordRequest, GetRecordRequest, ImportItem, ImportRecordsRequest, ImportRecordsResponse,
-    ListRecordsRequest, ListRecordsResponse, Record, RecordView, RetractRecordRequest,
-    UpdateRecordRequest,
+    CreateRecordRequest, ExportRecordsRequest, ExportRecordsResponse, GetRecordRequest, ImportItem,
+    ImportRecordsRequest, ImportRecordsResponse, ListRecordsRequest, ListRecordsResponse, Record,
+    RecordView, RetractRecordRequest, UpdateRecordRequest,
 };
 use carerecord_platform::testing::{TestDatabase, spawn_on};
 use carerecord_records::Application;
@@ -228,3 +228,16 @@ pub async fn list_all(client: &mut Client, patient_id: &str) -> Vec<Record> {
 }
 
 pub use carerecord_platform::testing::{assert_invalid, first_description, reason, resource_info};
+
+/// Every message of an export, to the end of the stream.
+pub async fn export_all(
+    client: &mut Client,
+    request: ExportRecordsRequest,
+) -> Vec<ExportRecordsResponse> {
+    let mut stream = client.export_records(request).await.unwrap().into_inner();
+    let mut messages = Vec::new();
+    while let Some(message) = stream.message().await.unwrap() {
+        messages.push(message);
+    }
+    messages
+}

@@ -100,21 +100,18 @@ async fn every_read_names_who_wrote_the_version_in_every_view() {
             let writers: Vec<&str> = listed.iter().map(writer).collect();
             assert_eq!(writers, ["retractor", "feed"]);
 
-            let mut export = client
-                .export_records(ExportRecordsRequest {
-                    scope: Some(Scope::UpdatedBetween(Period::default())),
-                    include_retracted: true,
-                    view: view as i32,
-                    ..Default::default()
-                })
-                .await
-                .unwrap()
-                .into_inner();
-            let mut exported = Vec::new();
-            while let Some(message) = export.message().await.unwrap() {
-                exported.extend(message.records);
-            }
-            let writers: Vec<&str> = exported.iter().map(writer).collect();
+            let export = ExportRecordsRequest {
+                scope: Some(Scope::UpdatedBetween(Period::default())),
+                include_retracted: true,
+                view: view as i32,
+                ..Default::default()
+            };
+            let exported = export_all(&mut client, export).await;
+            let writers: Vec<&str> = exported
+                .iter()
+                .flat_map(|m| &m.records)
+                .map(writer)
+                .collect();
             assert_eq!(writers, ["retractor", "feed"]);
 
             let mut watch = client

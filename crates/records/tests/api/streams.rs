@@ -331,18 +331,6 @@ async fn watch_refuses_bad_cursors() {
     }
 }
 
-async fn export_all(
-    client: &mut Client,
-    request: ExportRecordsRequest,
-) -> Vec<ExportRecordsResponse> {
-    let mut stream = client.export_records(request).await.unwrap().into_inner();
-    let mut messages = Vec::new();
-    while let Some(message) = stream.message().await.unwrap() {
-        messages.push(message);
-    }
-    messages
-}
-
 /// The ids of the records in export messages, in order.
 fn exported_ids(messages: &[ExportRecordsResponse]) -> Vec<String> {
     messages

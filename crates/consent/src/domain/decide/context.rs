@@ -34,6 +34,31 @@ impl Context {
     }
 }
 
+#[cfg(test)]
+impl Context {
+    /// A request by user u1 of `organisation` in `role`, for `purpose` at `time`, about every data
+    /// class, under no legal basis: what the unit tests vary from.
+    pub(crate) fn for_test(
+        time: Instant,
+        organisation: &str,
+        role: &str,
+        purpose: Purpose,
+    ) -> Self {
+        Context {
+            time,
+            user_id: "u1".into(),
+            organisation_ods_code: organisation.into(),
+            role_code: role.into(),
+            requester_is_patient: false,
+            purpose,
+            classes: DataClass::ALL.to_vec(),
+            legal_basis: LegalBasis::Unspecified,
+            study_id: None,
+            break_glass: false,
+        }
+    }
+}
+
 /// A platform rule that matched, with the obligations it attaches to the permits it produces.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RuleMatch {

@@ -21,18 +21,7 @@ fn ts(seconds: i64) -> Option<Timestamp> {
 }
 
 fn ctx(purpose: Purpose) -> Context {
-    Context {
-        time: i128::from(NOW) * SEC,
-        user_id: "u1".into(),
-        organisation_ods_code: "A81001".into(),
-        role_code: "R8000".into(),
-        requester_is_patient: false,
-        purpose,
-        classes: DataClass::ALL.to_vec(),
-        legal_basis: LegalBasis::Unspecified,
-        study_id: None,
-        break_glass: false,
-    }
+    Context::for_test(i128::from(NOW) * SEC, "A81001", "R8000", purpose)
 }
 
 fn org(code: &str) -> ProvisionActor {
