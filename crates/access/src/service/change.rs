@@ -37,7 +37,7 @@ fn fingerprint(parts: &[&[u8]]) -> Vec<u8> {
 }
 
 /// The fields UpdateRecord and RetractRecord share.
-struct ChangeFields<'a> {
+pub(super) struct ChangeFields<'a> {
     request_id: &'a str,
     record_id: &'a str,
     etag: &'a str,
@@ -71,7 +71,7 @@ impl ChangeFields<'_> {
 }
 
 /// UpdateRecord's and RetractRecord's requests: the fields they share, and the edit each asks for.
-trait ChangeRequest {
+pub(super) trait ChangeRequest {
     const ACTION: api::AuditAction;
     /// What the fingerprint calls the change.
     const KIND: &'static [u8];
@@ -84,30 +84,38 @@ trait ChangeRequest {
 }
 
 /// A changed record and its patient, as either response carries them.
-struct Changed {
+pub(super) struct Changed {
     record: api::DisclosedRecord,
     patient_id: String,
 }
 
-/// The [`ChangeFields`] of either request (both name them alike).
-macro_rules! change_fields {
-    ($request:expr) => {
-        ChangeFields {
-            request_id: &$request.request_id,
-            record_id: &$request.record_id,
-            etag: &$request.etag,
-            expected_version: $request.expected_version,
-            patient: $request.patient.as_ref(),
-            purpose: &$request.purpose_of_use,
-            legal_basis: $request.legal_basis,
-        }
-    };
-}
+/// Both change requests: what they name alike (the shared fields, the response), their audit
+/// action, what the fingerprint calls them, and the check of their own edit.
+macro_rules! change_requests {
+    ($($request:ty => $response:ty, $action:ident, $kind:literal, $edit:ident;)*) => {
+        $(impl ChangeRequest for $request {
+            const ACTION: api::AuditAction = api::AuditAction::$action;
+            const KIND: &'static [u8] = $kind;
+            type Response = $response;
 
-/// Both change responses carry the same fields.
-macro_rules! change_response_from_changed {
-    ($($response:ty),*) => {
-        $(impl From<Changed> for $response {
+            fn fields(&self) -> ChangeFields<'_> {
+                ChangeFields {
+                    request_id: &self.request_id,
+                    record_id: &self.record_id,
+                    etag: &self.etag,
+                    expected_version: self.expected_version,
+                    patient: self.patient.as_ref(),
+                    purpose: &self.purpose_of_use,
+                    legal_basis: self.legal_basis,
+                }
+            }
+
+            fn edit(&self, v: &mut Violations) -> Option<(Edit<'_>, Vec<u8>)> {
+                $edit(self, v)
+            }
+        }
+
+        impl From<Changed> for $response {
             fn from(changed: Changed) -> Self {
                 Self {
                     record: Some(changed.record),
@@ -120,65 +128,43 @@ macro_rules! change_response_from_changed {
     };
 }
 
-change_response_from_changed!(api::UpdateRecordResponse, api::RetractRecordResponse);
-
-impl ChangeRequest for api::UpdateRecordRequest {
-    const ACTION: api::AuditAction = api::AuditAction::UpdateRecord;
-    const KIND: &'static [u8] = b"update";
-    type Response = api::UpdateRecordResponse;
-
-    fn fields(&self) -> ChangeFields<'_> {
-        change_fields!(self)
-    }
-
-    fn edit(&self, v: &mut Violations) -> Option<(Edit<'_>, Vec<u8>)> {
-        let content = validate_content(v, "content", self.content.as_ref())?;
-        let written = self
-            .content
-            .as_ref()
-            .map(Message::encode_to_vec)
-            .unwrap_or_default();
-        Some((Edit::Update(content), written))
-    }
+change_requests! {
+    api::UpdateRecordRequest => api::UpdateRecordResponse, UpdateRecord, b"update", update_edit;
+    api::RetractRecordRequest => api::RetractRecordResponse, RetractRecord, b"retract", retract_edit;
 }
 
-impl ChangeRequest for api::RetractRecordRequest {
-    const ACTION: api::AuditAction = api::AuditAction::RetractRecord;
-    const KIND: &'static [u8] = b"retract";
-    type Response = api::RetractRecordResponse;
+/// UpdateRecord's edit: the new content (its encoding is fingerprinted).
+fn update_edit<'a>(
+    request: &'a api::UpdateRecordRequest,
+    v: &mut Violations,
+) -> Option<(Edit<'a>, Vec<u8>)> {
+    let content = validate_content(v, "content", request.content.as_ref())?;
+    let written = request
+        .content
+        .as_ref()
+        .map(Message::encode_to_vec)
+        .unwrap_or_default();
+    Some((Edit::Update(content), written))
+}
 
-    fn fields(&self) -> ChangeFields<'_> {
-        change_fields!(self)
+/// RetractRecord's edit: the reason the record is entered in error.
+fn retract_edit<'a>(
+    request: &'a api::RetractRecordRequest,
+    v: &mut Violations,
+) -> Option<(Edit<'a>, Vec<u8>)> {
+    let reason = request.reason.trim();
+    if reason.is_empty() {
+        v.add("reason", "is required: why the record is entered in error");
+    } else if reason.chars().count() > MAX_REASON_CHARS {
+        v.add("reason", format!("at most {MAX_REASON_CHARS} characters"));
     }
-
-    fn edit(&self, v: &mut Violations) -> Option<(Edit<'_>, Vec<u8>)> {
-        let reason = self.reason.trim();
-        if reason.is_empty() {
-            v.add("reason", "is required: why the record is entered in error");
-        } else if reason.chars().count() > MAX_REASON_CHARS {
-            v.add("reason", format!("at most {MAX_REASON_CHARS} characters"));
-        }
-        Some((Edit::Retract(reason), reason.as_bytes().to_vec()))
-    }
+    Some((Edit::Retract(reason), reason.as_bytes().to_vec()))
 }
 
 impl AccessService {
-    pub(super) async fn update_record(
-        &self,
-        request: Request<api::UpdateRecordRequest>,
-    ) -> Result<api::UpdateRecordResponse, Error> {
-        self.change_rpc(request).await
-    }
-
-    pub(super) async fn retract_record(
-        &self,
-        request: Request<api::RetractRecordRequest>,
-    ) -> Result<api::RetractRecordResponse, Error> {
-        self.change_rpc(request).await
-    }
-
-    /// Either change: the checks both share, then the request's own; the change, audited.
-    async fn change_rpc<R: ChangeRequest>(
+    /// UpdateRecord or RetractRecord: the checks both share, then the request's own; the change,
+    /// audited.
+    pub(super) async fn change_record<R: ChangeRequest>(
         &self,
         request: Request<R>,
     ) -> Result<R::Response, Error> {
@@ -369,7 +355,7 @@ impl AccessService {
 }
 
 /// What a change does to the record.
-enum Edit<'a> {
+pub(super) enum Edit<'a> {
     Update(Content),
     Retract(&'a str),
 }

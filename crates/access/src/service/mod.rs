@@ -162,7 +162,7 @@ impl DataAccessService for AccessService {
         request: Request<api::ReadPatientRecordRequest>,
     ) -> Result<Response<api::ReadPatientRecordResponse>, Status> {
         let this = self.clone();
-        detached(request, |r| async move { this.read(r).await }).await
+        detached(request, |r| async move { this.read_patient(r).await }).await
     }
 
     async fn break_glass_read_patient_record(
@@ -170,7 +170,7 @@ impl DataAccessService for AccessService {
         request: Request<api::BreakGlassReadPatientRecordRequest>,
     ) -> Result<Response<api::BreakGlassReadPatientRecordResponse>, Status> {
         let this = self.clone();
-        detached(request, |r| async move { this.break_glass_read(r).await }).await
+        detached(request, |r| async move { this.read_patient(r).await }).await
     }
 
     async fn list_break_glass_events(
@@ -269,7 +269,7 @@ impl DataAccessService for AccessService {
         request: Request<api::UpdateRecordRequest>,
     ) -> Result<Response<api::UpdateRecordResponse>, Status> {
         let this = self.clone();
-        detached(request, |r| async move { this.update_record(r).await }).await
+        detached(request, |r| async move { this.change_record(r).await }).await
     }
 
     async fn retract_record(
@@ -277,7 +277,7 @@ impl DataAccessService for AccessService {
         request: Request<api::RetractRecordRequest>,
     ) -> Result<Response<api::RetractRecordResponse>, Status> {
         let this = self.clone();
-        detached(request, |r| async move { this.retract_record(r).await }).await
+        detached(request, |r| async move { this.change_record(r).await }).await
     }
 
     async fn import_records(

@@ -14,7 +14,7 @@ use tonic::Request;
 use super::AccessService;
 use super::audited::NamesAuditEntry;
 use super::parse::{
-    Reference, page_query, resume, validate_period, validate_purpose, validate_reference,
+    Paged, Reference, page_query, resume, validate_period, validate_purpose, validate_reference,
     validate_types,
 };
 use crate::domain::auth::{Caller, Context};
@@ -42,7 +42,7 @@ struct ReadArgs {
 /// What a read selects by besides type and effective time (ReadPatientRecord only): record
 /// hosting applies them, so a page is never filtered after it was fetched.
 #[derive(Debug, Clone, Default)]
-struct Filters {
+pub(super) struct Filters {
     codes: Vec<String>,
     categories: Vec<String>,
     statuses: Vec<String>,
@@ -75,33 +75,72 @@ impl Filters {
     }
 }
 
-/// The fields both read requests carry besides the patient and the purpose.
-struct ReadFields<'a> {
+/// The fields both read requests carry besides the purpose.
+pub(super) struct ReadFields<'a> {
+    patient: Option<&'a api::PatientReference>,
     legal_basis: i32,
     resource_types: &'a [String],
     effective_period: Option<&'a common::Period>,
     page_size: i32,
     page_token: &'a str,
-    query: QueryKey,
 }
 
-/// The [`ReadFields`] of either request (both name them alike), with the query its page tokens
-/// are bound to (reads of the kind `$kind` by `$caller`).
-macro_rules! read_fields {
-    ($kind:expr, $caller:expr, $request:expr) => {
-        ReadFields {
-            legal_basis: $request.legal_basis,
-            resource_types: &$request.resource_types,
-            effective_period: $request.effective_period.as_ref(),
-            page_size: $request.page_size,
-            page_token: &$request.page_token,
-            query: page_query($kind, $caller, &$request),
-        }
-    };
+/// What a read request asks for in its own way: its purpose, a break-glass reason, filters.
+pub(super) struct ReadOwn {
+    purpose: String,
+    /// Set for a break-glass read.
+    break_glass_reason: Option<String>,
+    filters: Filters,
+}
+
+/// ReadPatientRecord's and BreakGlassReadPatientRecord's requests.
+pub(super) trait ReadRequest: Paged {
+    /// What the read's page tokens are issued for.
+    const KIND: &'static str;
+    type Response: From<ReadPage>;
+
+    fn fields(&self) -> ReadFields<'_>;
+
+    /// The request's own fields, checked into `v`.
+    fn own(&self, caller: &Caller, v: &mut Violations) -> ReadOwn;
+}
+
+/// Checks ReadPatientRecord's own fields: its purpose and filters.
+fn read_own(
+    request: &api::ReadPatientRecordRequest,
+    caller: &Caller,
+    v: &mut Violations,
+) -> ReadOwn {
+    validate_read_purpose(v, caller, &request.purpose_of_use);
+    ReadOwn {
+        purpose: request.purpose_of_use.clone(),
+        break_glass_reason: None,
+        filters: Filters::parse(v, request),
+    }
+}
+
+/// Checks BreakGlassReadPatientRecord's own field, its reason; the purpose is ETREAT.
+fn break_glass_own(
+    request: &api::BreakGlassReadPatientRecordRequest,
+    _: &Caller,
+    v: &mut Violations,
+) -> ReadOwn {
+    let reason = request.reason.trim().to_owned();
+    let reason_len = reason.chars().count();
+    if reason.is_empty() {
+        v.add("reason", "is required: why glass is being broken");
+    } else if !(10..=1000).contains(&reason_len) {
+        v.add("reason", "must be 10 to 1000 characters after trimming");
+    }
+    ReadOwn {
+        purpose: "ETREAT".into(),
+        break_glass_reason: Some(reason),
+        filters: Filters::default(),
+    }
 }
 
 /// A page of either read, and the audit entry recording it.
-struct ReadPage {
+pub(super) struct ReadPage {
     patient_id: String,
     merged_from: String,
     records: Vec<api::DisclosedRecord>,
@@ -119,10 +158,31 @@ impl NamesAuditEntry for ReadPage {
     }
 }
 
-/// Both read responses carry the same fields.
-macro_rules! read_response_from_page {
-    ($($response:ty),*) => {
-        $(impl From<ReadPage> for $response {
+/// Both read requests: what they name alike (the shared fields, the response of a page), their
+/// kind of page token and the check of their own fields.
+macro_rules! read_requests {
+    ($($request:ty => $response:ty, $kind:literal, $own:ident;)*) => {
+        $(impl ReadRequest for $request {
+            const KIND: &'static str = $kind;
+            type Response = $response;
+
+            fn fields(&self) -> ReadFields<'_> {
+                ReadFields {
+                    patient: self.patient.as_ref(),
+                    legal_basis: self.legal_basis,
+                    resource_types: &self.resource_types,
+                    effective_period: self.effective_period.as_ref(),
+                    page_size: self.page_size,
+                    page_token: &self.page_token,
+                }
+            }
+
+            fn own(&self, caller: &Caller, v: &mut Violations) -> ReadOwn {
+                $own(self, caller, v)
+            }
+        }
+
+        impl From<ReadPage> for $response {
             fn from(page: ReadPage) -> Self {
                 Self {
                     patient_id: page.patient_id,
@@ -139,10 +199,11 @@ macro_rules! read_response_from_page {
     };
 }
 
-read_response_from_page!(
-    api::ReadPatientRecordResponse,
-    api::BreakGlassReadPatientRecordResponse
-);
+read_requests! {
+    api::ReadPatientRecordRequest => api::ReadPatientRecordResponse, "read", read_own;
+    api::BreakGlassReadPatientRecordRequest => api::BreakGlassReadPatientRecordResponse,
+        "break-glass-read", break_glass_own;
+}
 
 /// Purpose rules of reads other than break glass: any known code but ETREAT; PATRQT for patients.
 pub(super) fn validate_read_purpose(v: &mut Violations, caller: &Caller, purpose: &str) {
@@ -371,56 +432,25 @@ impl AccessService {
         Ok((owners, owner_idx, page))
     }
 
-    pub(super) async fn read(
+    /// ReadPatientRecord or BreakGlassReadPatientRecord: the request's own checks, then those
+    /// both share; the page, audited.
+    pub(super) async fn read_patient<R: ReadRequest>(
         &self,
-        request: Request<api::ReadPatientRecordRequest>,
-    ) -> Result<api::ReadPatientRecordResponse, Error> {
+        request: Request<R>,
+    ) -> Result<R::Response, Error> {
         let (caller, trace, req) = self.authenticated(request).await?;
+        let fields = req.fields();
         let mut v = Violations::new();
-        let reference = validate_reference(&mut v, "patient", req.patient.as_ref());
-        validate_read_purpose(&mut v, &caller, &req.purpose_of_use);
-        let filters = Filters::parse(&mut v, &req);
-        let fields = read_fields!("read", &caller, req);
-        let mut args = self.read_args(v, reference, req.purpose_of_use.clone(), None, fields)?;
-        args.filters = filters;
-        self.read_page(&caller, &trace, args).await.map(Into::into)
-    }
-
-    pub(super) async fn break_glass_read(
-        &self,
-        request: Request<api::BreakGlassReadPatientRecordRequest>,
-    ) -> Result<api::BreakGlassReadPatientRecordResponse, Error> {
-        let (caller, trace, req) = self.authenticated(request).await?;
-        let mut v = Violations::new();
-        let reference = validate_reference(&mut v, "patient", req.patient.as_ref());
-        let reason = req.reason.trim().to_owned();
-        let reason_len = reason.chars().count();
-        if reason.is_empty() {
-            v.add("reason", "is required: why glass is being broken");
-        } else if !(10..=1000).contains(&reason_len) {
-            v.add("reason", "must be 10 to 1000 characters after trimming");
-        }
-        let fields = read_fields!("break-glass-read", &caller, req);
-        let args = self.read_args(v, reference, "ETREAT".into(), Some(reason), fields)?;
-        self.read_page(&caller, &trace, args).await.map(Into::into)
-    }
-
-    /// The rest of either request's validation, after its own fields.
-    fn read_args(
-        &self,
-        mut v: Violations,
-        reference: Option<Reference>,
-        purpose: String,
-        break_glass_reason: Option<String>,
-        fields: ReadFields<'_>,
-    ) -> Result<ReadArgs, Error> {
-        validate_legal_basis(&mut v, fields.legal_basis, &purpose);
+        let reference = validate_reference(&mut v, "patient", fields.patient);
+        let own = req.own(&caller, &mut v);
+        validate_legal_basis(&mut v, fields.legal_basis, &own.purpose);
         let types = validate_types(&mut v, "resource_types", fields.resource_types);
         validate_period(&mut v, "effective_period", fields.effective_period);
         let page_size = v.page_size(fields.page_size);
+        let query = page_query(R::KIND, &caller, &req);
         let position = resume(
             &self.inner.config.page_tokens,
-            &fields.query,
+            &query,
             fields.page_token,
             |position| {
                 let owner = usize::try_from(position.read_int()?).ok()?;
@@ -430,18 +460,19 @@ impl AccessService {
         let Some(reference) = reference.filter(|_| v.is_empty()) else {
             return Err(v.into());
         };
-        Ok(ReadArgs {
+        let args = ReadArgs {
             reference,
-            purpose,
+            purpose: own.purpose,
             legal_basis: fields.legal_basis,
             types,
             period: fields.effective_period.copied(),
             page_size,
             position,
-            query: fields.query,
-            break_glass_reason,
-            filters: Filters::default(),
-        })
+            query,
+            break_glass_reason: own.break_glass_reason,
+            filters: own.filters,
+        };
+        self.read_page(&caller, &trace, args).await.map(Into::into)
     }
 
     /// Reads a page and audits it (as a break-glass event too, for a break-glass read).
