@@ -607,12 +607,7 @@ async fn batch_decides_each_patient_in_order() {
             purpose_of_use: "HOPERAT".into(),
             ..Default::default()
         };
-        let decisions = c
-            .batch_decide(request.clone())
-            .await
-            .unwrap()
-            .into_inner()
-            .decisions;
+        let decisions = batch_decide(c, request.clone()).await;
         let summary: Vec<(String, DecisionOutcome)> = decisions
             .iter()
             .map(|d| (d.patient_id.clone(), d.outcome()))
@@ -657,12 +652,7 @@ async fn batch_decides_each_patient_in_order() {
             include_explanations: true,
             ..request.clone()
         };
-        let decisions = c
-            .batch_decide(explained)
-            .await
-            .unwrap()
-            .into_inner()
-            .decisions;
+        let decisions = batch_decide(c, explained).await;
         assert!(
             decisions
                 .iter()
@@ -784,17 +774,16 @@ async fn a_large_batch_is_decided_in_chunks_each_patient_in_its_place() {
         let mut patient_ids = ids.clone();
         patient_ids.push(ids[0].clone());
         patient_ids.push(ids[1].clone());
-        let decisions = c
-            .batch_decide(BatchDecideRequest {
+        let decisions = batch_decide(
+            c,
+            BatchDecideRequest {
                 patient_ids: patient_ids.clone(),
                 requester: Some(requester()),
                 purpose_of_use: "HOPERAT".into(),
                 ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .decisions;
+            },
+        )
+        .await;
         assert_eq!(decisions.len(), patient_ids.len());
         for (i, (d, id)) in decisions.iter().zip(&patient_ids).enumerate() {
             assert_eq!(&d.patient_id, id, "decision {i} is for its entry");

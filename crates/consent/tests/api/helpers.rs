@@ -276,6 +276,16 @@ pub async fn decide(client: &mut Client, request: DecideRequest) -> Decision {
         .expect("decision")
 }
 
+/// The decisions of a BatchDecide, in the order of its patients.
+pub async fn batch_decide(client: &mut Client, request: BatchDecideRequest) -> Vec<Decision> {
+    client
+        .batch_decide(request)
+        .await
+        .expect("batch decide")
+        .into_inner()
+        .decisions
+}
+
 pub use carerecord_platform::testing::{assert_invalid, reason, resource_info, violations};
 
 /// (source, effect, directive_id, provision_path, policy_id) of each reason.

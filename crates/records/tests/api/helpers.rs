@@ -5,11 +5,13 @@ use carerecord_contracts::records::v1::record_hosting_service_client::RecordHost
 use carerecord_contracts::records::v1::{
     CreateRecordRequest, ExportRecordsRequest, ExportRecordsResponse, GetRecordRequest, ImportItem,
     ImportRecordsRequest, ImportRecordsResponse, ListRecordsRequest, ListRecordsResponse, Record,
-    RecordView, RetractRecordRequest, UpdateRecordRequest,
+    RecordView, RetractRecordRequest, UpdateRecordRequest, WatchRecordChangesRequest,
+    WatchRecordChangesResponse,
 };
 use carerecord_platform::testing::{TestDatabase, spawn_on};
 use carerecord_records::Application;
 use prost_types::FieldMask;
+use tonic::Streaming;
 use tonic::transport::Channel;
 
 pub const BASE_URL: &str = "https://fhir.example-ics.nhs.uk/R4";
@@ -240,4 +242,16 @@ pub async fn export_all(
         messages.push(message);
     }
     messages
+}
+
+/// A WatchRecordChanges stream, opened.
+pub async fn open_watch(
+    client: &mut Client,
+    request: WatchRecordChangesRequest,
+) -> Streaming<WatchRecordChangesResponse> {
+    client
+        .watch_record_changes(request)
+        .await
+        .unwrap()
+        .into_inner()
 }

@@ -114,15 +114,15 @@ async fn every_read_names_who_wrote_the_version_in_every_view() {
                 .collect();
             assert_eq!(writers, ["retractor", "feed"]);
 
-            let mut watch = client
-                .watch_record_changes(WatchRecordChangesRequest {
+            let mut watch = open_watch(
+                &mut client,
+                WatchRecordChangesRequest {
                     patient_ids: vec![patient.clone()],
                     view: view as i32,
                     ..Default::default()
-                })
-                .await
-                .unwrap()
-                .into_inner();
+                },
+            )
+            .await;
             let mut changes = Vec::new();
             while changes.len() < 4 {
                 let message = tokio::time::timeout(Duration::from_secs(10), watch.message())

@@ -83,11 +83,7 @@ async fn watch_replays_history_then_live_changes_in_commit_order() {
         )
         .await;
 
-        let mut stream = client
-            .watch_record_changes(watch_from(""))
-            .await
-            .unwrap()
-            .into_inner();
+        let mut stream = open_watch(&mut client, watch_from("")).await;
         let (history, last) = changes_until(&mut stream, 3).await;
         let kinds: Vec<i32> = history.iter().map(|c| c.change_type).collect();
         assert_eq!(
@@ -114,14 +110,14 @@ async fn watch_replays_history_then_live_changes_in_commit_order() {
         assert!(more[0].sequence > history[2].sequence);
 
         // Concurrent writers: the feed still comes in strictly increasing sequence, complete.
-        let mut stream = client
-            .watch_record_changes(WatchRecordChangesRequest {
+        let mut stream = open_watch(
+            &mut client,
+            WatchRecordChangesRequest {
                 start_at_head: true,
                 ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner();
+            },
+        )
+        .await;
         let writers: Vec<_> = (0..8)
             .map(|_| {
                 let mut client = client.clone();
@@ -153,11 +149,7 @@ async fn a_watcher_reconnecting_across_a_restart_misses_nothing() {
         for _ in 0..5 {
             written.push(create(&mut client, record(&patient)).await.record_id);
         }
-        let mut stream = client
-            .watch_record_changes(watch_from(""))
-            .await
-            .unwrap()
-            .into_inner();
+        let mut stream = open_watch(&mut client, watch_from("")).await;
         let (mut seen, mut cursor) = changes(&mut stream, 3).await;
         // Writes continue while the service goes down and comes back on the same database.
         for _ in 0..3 {
@@ -176,11 +168,7 @@ async fn a_watcher_reconnecting_across_a_restart_misses_nothing() {
         for _ in 0..2 {
             written.push(create(&mut client, record(&patient)).await.record_id);
         }
-        let mut stream = client
-            .watch_record_changes(watch_from(&cursor))
-            .await
-            .unwrap()
-            .into_inner();
+        let mut stream = open_watch(&mut client, watch_from(&cursor)).await;
         let unique = |seen: &[RecordChange]| {
             seen.iter()
                 .map(|c| c.sequence)
@@ -215,11 +203,7 @@ async fn watch_filters_and_progress_cursors() {
             view: RecordView::Metadata as i32,
             ..Default::default()
         };
-        let mut stream = client
-            .watch_record_changes(request.clone())
-            .await
-            .unwrap()
-            .into_inner();
+        let mut stream = open_watch(&mut client, request.clone()).await;
         let (seen, last) = changes_until(&mut stream, 1).await;
         assert_eq!(seen.len(), 1);
         assert_eq!(seen[0].record_id, mine.record_id);
@@ -235,11 +219,7 @@ async fn watch_filters_and_progress_cursors() {
             }
         };
         // Resuming from the progress cursor without the filter starts after bob's record.
-        let mut stream = client
-            .watch_record_changes(watch_from(&progress.cursor))
-            .await
-            .unwrap()
-            .into_inner();
+        let mut stream = open_watch(&mut client, watch_from(&progress.cursor)).await;
         let next_one = create(&mut client, record(&bob)).await;
         let (after, _) = changes(&mut stream, 1).await;
         assert_eq!(after[0].record_id, next_one.record_id);
@@ -256,11 +236,7 @@ async fn watch_refuses_bad_cursors() {
         for _ in 0..3 {
             create(&mut client, record(&new_id())).await;
         }
-        let mut stream = client
-            .watch_record_changes(watch_from(""))
-            .await
-            .unwrap()
-            .into_inner();
+        let mut stream = open_watch(&mut client, watch_from("")).await;
         let (seen, _) = changes(&mut stream, 3).await;
         let cursor = seen[2].cursor.clone();
 
@@ -640,11 +616,7 @@ async fn an_import_stores_exactly_what_a_create_stores() {
             create(&mut client, dated.clone()).await,
             create(&mut client, undated.clone()).await,
         ];
-        let mut watch = client
-            .watch_record_changes(watch_from(""))
-            .await
-            .unwrap()
-            .into_inner();
+        let mut watch = open_watch(&mut client, watch_from("")).await;
         let (before, _) = changes(&mut watch, 2).await;
 
         let items: Vec<ImportItem> = (0..300)
@@ -752,11 +724,7 @@ async fn large_records_keep_every_message_under_4_mib() {
         assert_eq!(page.records.len(), 2);
         assert_eq!(list_all(&mut client, &patient).await.len(), 3);
 
-        let mut stream = client
-            .watch_record_changes(watch_from(""))
-            .await
-            .unwrap()
-            .into_inner();
+        let mut stream = open_watch(&mut client, watch_from("")).await;
         let first = next(&mut stream).await;
         assert_eq!(first.changes.len(), 2);
         let (rest, _) = changes(&mut stream, 1).await;

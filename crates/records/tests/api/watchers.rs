@@ -22,17 +22,6 @@ const IMPORTED: usize = 150;
 /// (record_id, version): one write.
 type Write = (String, i64);
 
-async fn open(
-    client: &mut Client,
-    request: WatchRecordChangesRequest,
-) -> Streaming<WatchRecordChangesResponse> {
-    client
-        .watch_record_changes(request)
-        .await
-        .unwrap()
-        .into_inner()
-}
-
 /// Reads a stream until it has delivered `count` changes, then a little longer to catch extras.
 fn collect(
     mut stream: Streaming<WatchRecordChangesResponse>,
@@ -137,7 +126,7 @@ async fn many_watchers_each_see_exactly_their_events_in_order() {
         let patients: Vec<String> = (0..PATIENTS).map(|_| new_id()).collect();
         // Live watchers, started at the head before any write: one of everything, then one per
         // pair of patients, every third with payloads.
-        let everything = open(
+        let everything = open_watch(
             &mut client,
             WatchRecordChangesRequest {
                 start_at_head: true,
@@ -158,7 +147,7 @@ async fn many_watchers_each_see_exactly_their_events_in_order() {
                 view: view as i32,
                 ..Default::default()
             };
-            live.push((pair.to_vec(), view, open(&mut client, request).await));
+            live.push((pair.to_vec(), view, open_watch(&mut client, request).await));
         }
 
         // Writes from several tasks at once, an import among them; watchers replaying from the
@@ -196,7 +185,7 @@ async fn many_watchers_each_see_exactly_their_events_in_order() {
                 streams.push((
                     vec![patient.clone()],
                     view,
-                    open(&mut replaying_client, request).await,
+                    open_watch(&mut replaying_client, request).await,
                 ));
             }
             streams
@@ -252,7 +241,7 @@ async fn a_watcher_sees_the_writes_of_another_replica() {
         let other = spawn_app(&db).await;
         let patient = new_id();
         let mut client = watched.client.clone();
-        let stream = open(
+        let stream = open_watch(
             &mut client,
             WatchRecordChangesRequest {
                 start_at_head: true,
