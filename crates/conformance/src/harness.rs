@@ -364,6 +364,16 @@ pub(crate) fn has_precondition(status: &Status, kind: &str, subject: Option<&str
     Ok(())
 }
 
+/// Requires `id`, the `field` of something just created, to be written as the contracts write new
+/// ids: a hyphenated UUID in lower case.
+pub(crate) fn ensure_new_id(field: &str, id: &str) -> TestResult {
+    ensure!(
+        uuid::Uuid::parse_str(id).is_ok() && id.len() == 36 && id == id.to_lowercase(),
+        "{field} must be a lower-case hyphenated UUID, got {id:?}"
+    );
+    Ok(())
+}
+
 /// Requires a response field the contract says is always set; `missing` says which was not.
 pub(crate) fn present<T>(value: Option<T>, missing: &str) -> TestResult<T> {
     match value {

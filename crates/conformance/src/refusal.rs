@@ -171,6 +171,14 @@ impl Refusal {
         self
     }
 
+    /// The ErrorInfo reason this refusal requires, if it requires one.
+    pub(crate) fn required_reason(&self) -> Option<&str> {
+        self.details.iter().find_map(|detail| match detail {
+            Detail::Reason(_, reason) => Some(reason.as_str()),
+            _ => None,
+        })
+    }
+
     fn check(&self, status: &Status) -> TestResult {
         for detail in &self.details {
             match detail {
@@ -229,19 +237,33 @@ pub(crate) fn refused<T>(
 }
 
 /// Sends every request of a table with `client.$method` and requires each to be refused as its
-/// row says; failures name the call as `<call>(<what>)`. For calls that need more than the
-/// request, see [`refuse_all`].
+/// row says; failures name the call as `<Rpc>(<what>)`, the RPC named after the method. For calls
+/// that need more than the request, see [`refuse_all`].
 macro_rules! refuse_each {
-    ($client:expr, $method:ident, $call:expr, $table:expr $(,)?) => {
+    ($client:expr, $method:ident, $table:expr $(,)?) => {
         $crate::refusal::refuse_all(
             &$client,
-            $call,
+            &$crate::refusal::rpc_name(stringify!($method)),
             |mut c, r| async move { c.$method(r).await },
             $table,
         )
     };
 }
 pub(crate) use refuse_each;
+
+/// The RPC a generated client method calls: `list_record_versions` -> `ListRecordVersions`.
+pub(crate) fn rpc_name(method: &str) -> String {
+    method
+        .split('_')
+        .map(|word| {
+            let mut chars = word.chars();
+            chars
+                .next()
+                .map(|first| first.to_ascii_uppercase().to_string() + chars.as_str())
+                .unwrap_or_default()
+        })
+        .collect()
+}
 
 /// Sends every request of a table with `send` (on a clone of `client`) and requires each to be
 /// refused as its row says; failures name the call as `<call>(<what>)`.
@@ -357,6 +379,12 @@ mod tests {
         let precondition = Refusal::new(Code::InvalidArgument).precondition("STATUS", None);
         let message = failure(refused(invalid_names("kit"), &precondition, "Call"));
         assert!(message.starts_with("expected google.rpc.PreconditionFailure type STATUS"));
+    }
+
+    #[test]
+    fn rpcs_are_named_after_client_methods() {
+        assert_eq!(rpc_name("list_record_versions"), "ListRecordVersions");
+        assert_eq!(rpc_name("decide"), "Decide");
     }
 
     #[tokio::test]

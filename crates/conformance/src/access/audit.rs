@@ -322,55 +322,35 @@ pub(super) async fn audit_errors(ctx: Ctx) -> TestResult {
         second_tree_size,
     };
     let key = |key_id: String| GetAuditPublicKeyRequest { key_id };
-    refuse_each!(
-        client(&ctx),
-        get_signed_tree_head,
-        "GetSignedTreeHead",
-        vec![
-            ("beyond the log", signed_head(beyond), out_of_range()),
-            ("-1", signed_head(-1), invalid()),
-        ],
-    )
-    .await?;
-    refuse_each!(
-        client(&ctx),
-        get_inclusion_proof,
-        "GetInclusionProof",
-        vec![
-            ("tree beyond the log", inclusion(0, beyond), out_of_range()),
-            ("leaf not below the size", inclusion(size, size), invalid()),
-            ("negative leaf", inclusion(-1, 0), invalid()),
-        ],
-    )
-    .await?;
-    refuse_each!(
-        client(&ctx),
-        get_consistency_proof,
-        "GetConsistencyProof",
-        vec![
-            (
-                "second beyond the log",
-                consistency(1, beyond),
-                out_of_range()
-            ),
-            ("first 0", consistency(0, size), invalid()),
-            ("first above second", consistency(size, size - 1), invalid()),
-        ],
-    )
-    .await?;
+    let table = vec![
+        ("beyond the log", signed_head(beyond), out_of_range()),
+        ("-1", signed_head(-1), invalid()),
+    ];
+    refuse_each!(client(&ctx), get_signed_tree_head, table).await?;
+    let table = vec![
+        ("tree beyond the log", inclusion(0, beyond), out_of_range()),
+        ("leaf not below the size", inclusion(size, size), invalid()),
+        ("negative leaf", inclusion(-1, 0), invalid()),
+    ];
+    refuse_each!(client(&ctx), get_inclusion_proof, table).await?;
+    let table = vec![
+        (
+            "second beyond the log",
+            consistency(1, beyond),
+            out_of_range(),
+        ),
+        ("first 0", consistency(0, size), invalid()),
+        ("first above second", consistency(size, size - 1), invalid()),
+    ];
+    refuse_each!(client(&ctx), get_consistency_proof, table).await?;
     let unknown = hex::encode(Sha256::digest(uuid::Uuid::new_v4().as_bytes()));
     let not_found = refusal(Code::NotFound, "KEY_NOT_FOUND").resource("AuditPublicKey", &unknown);
-    refuse_each!(
-        client(&ctx),
-        get_audit_public_key,
-        "GetAuditPublicKey",
-        vec![
-            ("upper-case key_id", key("AB".repeat(32)), invalid()),
-            ("short key_id", key("abc".into()), invalid()),
-            ("unknown key", key(unknown.clone()), not_found),
-        ],
-    )
-    .await
+    let table = vec![
+        ("upper-case key_id", key("AB".repeat(32)), invalid()),
+        ("short key_id", key("abc".into()), invalid()),
+        ("unknown key", key(unknown.clone()), not_found),
+    ];
+    refuse_each!(client(&ctx), get_audit_public_key, table).await
 }
 
 pub(super) async fn verify_log(ctx: Ctx) -> TestResult {

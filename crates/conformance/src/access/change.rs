@@ -7,12 +7,11 @@ use carerecord_contracts::access::v1::{
 use tonic::Code;
 
 use super::support::{
-    Client, audited, by_demographics, by_nhs, contribute, contributor, create_request, current_ids,
-    has_reason, invalid, observation, observation_by_nhs, other_org, read_record, refusal,
-    register,
+    Client, by_demographics, by_nhs, contribute, contributor, create_request, current_ids, invalid,
+    observation, observation_by_nhs, other_org, read_record, refusal, refused_audited, register,
 };
 use crate::harness::{Ctx, TestResult, ensure, ensure_eq, ok, present};
-use crate::refusal::{Refusal, altered, refuse_each, refused};
+use crate::refusal::{Refusal, altered, refuse_each};
 
 /// An update of `record_id` guarded by `etag`, with a fresh request_id.
 pub(super) fn update_request(
@@ -115,11 +114,6 @@ fn etag_mismatch() -> Refusal {
     refusal(Code::Aborted, "ETAG_MISMATCH")
 }
 
-/// Requires the refusal to be audited, as every change that passes validation is.
-fn audited_refusal(status: &tonic::Status, reason: &str) -> TestResult {
-    audited(&has_reason(status, reason)?).map(drop)
-}
-
 pub(super) async fn update_guarded(ctx: Ctx) -> TestResult {
     let c = contributor(&ctx)?;
     let (patient, v1) = contributed(&ctx, &c).await?;
@@ -159,15 +153,10 @@ pub(super) async fn update_guarded(ctx: Ctx) -> TestResult {
             etag_mismatch(),
         ),
     ];
-    refuse_each!(c, update_record, "UpdateRecord", stale).await?;
-    let call = "RetractRecord(version 2's etag)";
+    refuse_each!(c, update_record, stale).await?;
     let retraction = retract_request(&v1.record_id, &v2.etag);
-    let status = refused(
-        c.clone().retract_record(retraction).await,
-        &etag_mismatch(),
-        call,
-    )?;
-    audited_refusal(&status, "ETAG_MISMATCH")?;
+    let result = c.clone().retract_record(retraction).await;
+    refused_audited(result, &etag_mismatch(), "RetractRecord(version 2's etag)")?;
     let latest = read_record(&ctx, &v1.record_id, 0).await?;
     ensure_eq!(
         (latest.version, latest.etag),
@@ -202,8 +191,7 @@ pub(super) async fn update_idempotent(ctx: Ctx) -> TestResult {
     };
     let call = "UpdateRecord(request_id reused with other content)";
     let reuse = refusal(Code::FailedPrecondition, "REQUEST_ID_REUSED");
-    let status = refused(c.clone().update_record(reused).await, &reuse, call)?;
-    audited_refusal(&status, "REQUEST_ID_REUSED")?;
+    refused_audited(c.clone().update_record(reused).await, &reuse, call)?;
     ensure_eq!(
         read_record(&ctx, &v1.record_id, 0).await?.version,
         2,
@@ -218,22 +206,14 @@ pub(super) async fn not_owned(ctx: Ctx) -> TestResult {
     let (patient, v1) = contributed(&ctx, &c).await?;
     let content = observation(observation_by_nhs(&patient.nhs_number));
     let not_owned = || refusal(Code::PermissionDenied, "RECORD_NOT_OWNED");
-    let call = "UpdateRecord(by another organisation)";
     let update = update_request(&v1.record_id, &v1.etag, content);
-    let status = refused(
-        other.clone().update_record(update).await,
-        &not_owned(),
-        call,
-    )?;
-    audited_refusal(&status, "RECORD_NOT_OWNED")?;
-    let call = "RetractRecord(by another organisation)";
+    let result = other.clone().update_record(update).await;
+    let call = "UpdateRecord(by another organisation)";
+    refused_audited(result, &not_owned(), call)?;
     let retraction = retract_request(&v1.record_id, &v1.etag);
-    let status = refused(
-        other.clone().retract_record(retraction).await,
-        &not_owned(),
-        call,
-    )?;
-    audited_refusal(&status, "RECORD_NOT_OWNED")?;
+    let result = other.clone().retract_record(retraction).await;
+    let call = "RetractRecord(by another organisation)";
+    refused_audited(result, &not_owned(), call)?;
     let latest = read_record(&ctx, &v1.record_id, 0).await?;
     ensure_eq!(
         (latest.version, latest.status),
@@ -295,13 +275,10 @@ pub(super) async fn retract(ctx: Ctx) -> TestResult {
     let content = observation(observation_by_nhs(&patient.nhs_number));
     let update = update_request(&v1.record_id, &v2.etag, content);
     let call = "UpdateRecord(a retracted record)";
-    let status = refused(c.clone().update_record(update).await, &closed(), call)?;
-    audited_refusal(&status, "RECORD_STATUS")?;
+    refused_audited(c.clone().update_record(update).await, &closed(), call)?;
     let call = "RetractRecord(a retracted record, its latest etag)";
     let retraction = retract_request(&v1.record_id, &v2.etag);
-    let status = refused(c.clone().retract_record(retraction).await, &closed(), call)?;
-    audited_refusal(&status, "RECORD_STATUS")?;
-    Ok(())
+    refused_audited(c.clone().retract_record(retraction).await, &closed(), call).map(drop)
 }
 
 pub(super) async fn change_invalid(ctx: Ctx) -> TestResult {
@@ -357,7 +334,7 @@ pub(super) async fn change_invalid(ctx: Ctx) -> TestResult {
             invalid("purpose_of_use"),
         ),
     ];
-    refuse_each!(c, update_record, "UpdateRecord", table).await?;
+    refuse_each!(c, update_record, table).await?;
     let base = retract_request(&id, "\"1\"");
     let retraction = |f: fn(&mut RetractRecordRequest)| altered(&base, f);
     let table = vec![
@@ -392,7 +369,7 @@ pub(super) async fn change_invalid(ctx: Ctx) -> TestResult {
             invalid("request_id"),
         ),
     ];
-    refuse_each!(c, retract_record, "RetractRecord", table).await
+    refuse_each!(c, retract_record, table).await
 }
 
 fn invalid_request() -> Refusal {
@@ -405,21 +382,13 @@ pub(super) async fn change_unknown(ctx: Ctx) -> TestResult {
     let nhs = crate::identity::nhs_number();
     let unknown = || refusal(Code::NotFound, "RECORD_NOT_FOUND").resource("Record", &id);
     let update = update_at_version(&id, 1, observation(observation_by_nhs(&nhs)));
-    let status = refused(
-        c.clone().update_record(update).await,
-        &unknown(),
-        "UpdateRecord(an unknown record)",
-    )?;
-    audited_refusal(&status, "RECORD_NOT_FOUND")?;
+    let call = "UpdateRecord(an unknown record)";
+    refused_audited(c.clone().update_record(update).await, &unknown(), call)?;
     let retraction = RetractRecordRequest {
         etag: String::new(),
         expected_version: 1,
         ..retract_request(&id, "")
     };
-    let status = refused(
-        c.clone().retract_record(retraction).await,
-        &unknown(),
-        "RetractRecord(an unknown record)",
-    )?;
-    audited_refusal(&status, "RECORD_NOT_FOUND")
+    let call = "RetractRecord(an unknown record)";
+    refused_audited(c.clone().retract_record(retraction).await, &unknown(), call).map(drop)
 }

@@ -10,13 +10,13 @@ use tonic::Code;
 
 use super::import::{first_message, import_ok, item};
 use super::support::{
-    audited, by_demographics, by_id, by_nhs, claims, content, contribute, contributor,
-    create_request, current_ids, current_records, ensure_reference_inserted, has_reason, invalid,
+    by_demographics, by_id, by_nhs, claims, content, contribute, contributor, create_request,
+    current_ids, current_records, ensure_audit_named, ensure_reference_inserted, invalid,
     naming_by_nhs, observation, observation_by_nhs, observation_of, read_record, record_directive,
-    record_hosting, record_versions, refusal, register, versions_request,
+    record_hosting, record_versions, refusal, refused_audited, register, versions_request,
 };
 use crate::harness::{Ctx, TestResult, ensure, ensure_eq, fail, present};
-use crate::refusal::{altered, refuse_each, refused};
+use crate::refusal::{altered, refuse_each};
 
 pub(super) async fn create_by_nhs(ctx: Ctx) -> TestResult {
     let c = contributor(&ctx)?;
@@ -34,10 +34,11 @@ pub(super) async fn create_by_nhs(ctx: Ctx) -> TestResult {
         !record.etag.is_empty(),
         "the record as stored carries an etag"
     );
-    ensure!(
-        uuid::Uuid::parse_str(&response.audit_entry_id).is_ok() && response.audit_index >= 0,
-        "audit_entry_id and audit_index must be set"
-    );
+    ensure_audit_named(
+        "CreateRecord",
+        &response.audit_entry_id,
+        response.audit_index,
+    )?;
     ensure_reference_inserted(&submitted, &record.payload, &patient.patient_id)?;
     let read = read_record(&ctx, &record.record_id, 0).await?;
     ensure_eq!(
@@ -155,8 +156,7 @@ pub(super) async fn create_idempotent(ctx: Ctx) -> TestResult {
     };
     let reuse = refusal(Code::FailedPrecondition, "REQUEST_ID_REUSED");
     let call = "CreateRecord(request_id reused with other content)";
-    let status = refused(c.clone().create_record(reused).await, &reuse, call)?;
-    audited(&has_reason(&status, "REQUEST_ID_REUSED")?)?;
+    refused_audited(c.clone().create_record(reused).await, &reuse, call)?;
     ensure_eq!(
         current_ids(&ctx, &patient.patient_id).await?,
         vec![first.record_id.clone()],
@@ -228,7 +228,7 @@ pub(super) async fn create_invalid(ctx: Ctx) -> TestResult {
             invalid("patient"),
         ),
     ];
-    refuse_each!(c, create_record, "CreateRecord", table).await
+    refuse_each!(c, create_record, table).await
 }
 
 pub(super) async fn payload_names_another(ctx: Ctx) -> TestResult {
@@ -238,13 +238,9 @@ pub(super) async fn payload_names_another(ctx: Ctx) -> TestResult {
         by_nhs(&a.nhs_number),
         observation(observation_by_nhs(&b.nhs_number)),
     );
+    let names_b = invalid("content.payload");
     let call = "CreateRecord(patient A, payload naming B)";
-    let status = refused(
-        c.clone().create_record(request).await,
-        &invalid("content.payload"),
-        call,
-    )?;
-    audited(&has_reason(&status, "INVALID_REQUEST")?)?;
+    refused_audited(c.clone().create_record(request).await, &names_b, call)?;
     for (who, patient) in [("A", &a), ("B", &b)] {
         ensure!(
             current_ids(&ctx, &patient.patient_id).await?.is_empty(),
@@ -260,12 +256,7 @@ pub(super) async fn payload_names_another(ctx: Ctx) -> TestResult {
         observation(observation_by_nhs(&b.nhs_number)),
     );
     let call = "UpdateRecord(A's record, payload naming B)";
-    let status = refused(
-        c.clone().update_record(update).await,
-        &invalid("content.payload"),
-        call,
-    )?;
-    audited(&has_reason(&status, "INVALID_REQUEST")?)?;
+    refused_audited(c.clone().update_record(update).await, &names_b, call)?;
     ensure_eq!(
         read_record(&ctx, &record.record_id, 0).await?.version,
         1,
@@ -281,19 +272,14 @@ pub(super) async fn scope_missing(ctx: Ctx) -> TestResult {
     let reference: Option<PatientReference> = by_nhs(&patient.nhs_number);
     let request = create_request(reference, content("Condition", condition));
     let call = "CreateRecord(a Condition, which the token cannot create)";
-    let status = refused(
-        c.clone().create_record(request).await,
-        &refusal(Code::PermissionDenied, "SCOPE_MISSING"),
-        call,
-    )?;
-    let metadata = has_reason(&status, "SCOPE_MISSING")?;
+    let missing = refusal(Code::PermissionDenied, "SCOPE_MISSING");
+    let metadata = refused_audited(c.clone().create_record(request).await, &missing, call)?;
     ensure!(
         metadata
             .get("required_scope")
             .is_some_and(|s| creates(s, "Condition")),
         "ErrorInfo metadata required_scope must name a scope that creates Conditions, got {metadata:?}"
     );
-    audited(&metadata)?;
     ensure!(
         current_ids(&ctx, &patient.patient_id).await?.is_empty(),
         "a refused contribution writes nothing"
@@ -313,12 +299,8 @@ pub(super) async fn patient_dissent(ctx: Ctx) -> TestResult {
     .await?;
     let request = create_request(None, observation(observation_by_nhs(nhs)));
     let call = "CreateRecord(for a patient who refuses all sharing)";
-    let status = refused(
-        c.clone().create_record(request).await,
-        &refusal(Code::PermissionDenied, "CONSENT_DENIED"),
-        call,
-    )?;
-    audited(&has_reason(&status, "CONSENT_DENIED")?)?;
+    let denied = refusal(Code::PermissionDenied, "CONSENT_DENIED");
+    refused_audited(c.clone().create_record(request).await, &denied, call)?;
     let items = vec![item(None, observation_by_nhs(nhs))];
     let answers = import_ok(&ctx, &c, vec![first_message(items)]).await?;
     let results: Vec<(i32, &str)> = answers

@@ -14,11 +14,11 @@ use carerecord_contracts::records::v1::Record;
 use tonic::{Code, Status, Streaming};
 
 use super::support::{
-    Client, audited, by_demographics, by_id, client, disclosed_entry, has_reason, invalid,
-    record_hosting, refusal, register, withhold_hiv,
+    Client, by_demographics, by_id, client, disclosed_entry, invalid, record_hosting, refusal,
+    refused_audited, register, withhold_hiv,
 };
 use crate::harness::{Ctx, TestResult, describe, ensure, ensure_eq, fail};
-use crate::refusal::{Refusal, altered, refuse_all, refused};
+use crate::refusal::{Refusal, altered, refuse_all};
 
 /// The longest the kit waits for a change to be delivered.
 const DELIVERY_WAIT: Duration = Duration::from_secs(30);
@@ -346,8 +346,7 @@ pub(super) async fn follow_invalid(ctx: Ctx) -> TestResult {
     refuse_all(&client(&ctx), "FollowRecordChanges", open_refused, table).await?;
     let unknown = refusal(Code::NotFound, "PATIENT_NOT_FOUND").resource("Patient", &pid);
     let result = open_refused(client(&ctx), base.clone()).await;
-    let status = refused(result, &unknown, "FollowRecordChanges(an unknown patient)")?;
-    audited(&has_reason(&status, "PATIENT_NOT_FOUND")?).map(drop)
+    refused_audited(result, &unknown, "FollowRecordChanges(an unknown patient)").map(drop)
 }
 
 pub(super) async fn withheld_not_delivered(ctx: Ctx) -> TestResult {

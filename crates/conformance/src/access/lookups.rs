@@ -5,20 +5,21 @@ use carerecord_contracts::access::v1::{Demographics, FindPatientRequest, Patient
 use carerecord_contracts::common::v1::{Date, Identifier};
 use tonic::Code;
 
-use super::support::{DOMAIN, audited, by_id, client, find, has_reason, seed};
-use crate::harness::{Ctx, TestResult, describe, ensure, ensure_eq, err, fail, has_resource, ok};
+use super::support::{
+    DOMAIN, audited, by_id, client, ensure_audit_named, find, has_reason, refusal, refused_audited,
+    seed,
+};
+use crate::harness::{Ctx, TestResult, describe, ensure, ensure_eq, err, fail, ok};
 use crate::refusal::{Refusal, refuse_each};
 
 pub(super) async fn find_unknown_id(ctx: Ctx) -> TestResult {
     let id = uuid::Uuid::new_v4().to_string();
-    let status = err(
+    refused_audited(
         client(&ctx).find_patient(find(by_id(&id), "TREAT")).await,
-        Code::NotFound,
+        &refusal(Code::NotFound, "PATIENT_NOT_FOUND").resource("Patient", &id),
         "FindPatient(unknown patient_id)",
-    )?;
-    let metadata = has_reason(&status, "PATIENT_NOT_FOUND")?;
-    has_resource(&status, "Patient", &id)?;
-    audited(&metadata).map(|_| ())
+    )
+    .map(drop)
 }
 
 pub(super) async fn find_unknown_nhs(ctx: Ctx) -> TestResult {
@@ -103,7 +104,7 @@ pub(super) async fn find_invalid(ctx: Ctx) -> TestResult {
             invalid("purpose_of_use"),
         ),
     ];
-    refuse_each!(client(&ctx), find_patient, "FindPatient", table).await
+    refuse_each!(client(&ctx), find_patient, table).await
 }
 
 pub(super) async fn find_seeded(ctx: Ctx) -> TestResult {
@@ -154,10 +155,8 @@ pub(super) async fn find_seeded(ctx: Ctx) -> TestResult {
             found.resolved_from_merged_patient_id.is_empty(),
             "no merge was followed"
         );
-        ensure!(
-            uuid::Uuid::parse_str(&found.audit_entry_id).is_ok() && found.audit_index >= 0,
-            "audit_entry_id and audit_index must be set"
-        );
+        let call = format!("FindPatient(by {what})");
+        ensure_audit_named(&call, &found.audit_entry_id, found.audit_index)?;
     }
     Ok(())
 }

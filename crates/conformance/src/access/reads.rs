@@ -7,7 +7,9 @@ use carerecord_contracts::access::v1::{
 use carerecord_contracts::common::v1::Period;
 use tonic::Code;
 
-use super::support::{audited, by_id, client, find, has_reason, record_directive, seed};
+use super::support::{
+    audited, by_id, client, ensure_audit_named, find, has_reason, record_directive, seed,
+};
 use crate::harness::{
     Ctx, Fail, TestResult, describe, ensure, ensure_eq, err, every_page, fail, ok,
 };
@@ -96,10 +98,7 @@ pub(super) async fn read_seeded(ctx: Ctx) -> TestResult {
             .is_some_and(|dec| dec.outcome != 0 && dec.outcome != DecisionOutcome::Deny as i32),
         "a disclosing page carries a non-DENY decision"
     );
-    ensure!(
-        uuid::Uuid::parse_str(&page.audit_entry_id).is_ok() && page.audit_index >= 0,
-        "audit_entry_id and audit_index must be set"
-    );
+    ensure_audit_named("ReadPatientRecord", &page.audit_entry_id, page.audit_index)?;
     ensure!(
         page.next_page_token.is_empty(),
         "three records fit one page of 50"
@@ -128,31 +127,26 @@ pub(super) async fn read_paging(ctx: Ctx) -> TestResult {
         "three records with page_size 1 need a next_page_token"
     );
     let bad_token = || Refusal::new(Code::InvalidArgument).reason("INVALID_PAGE_TOKEN");
-    refuse_each!(
-        client(&ctx),
-        read_patient_record,
-        "ReadPatientRecord",
-        vec![
-            (
-                "a tampered token",
-                ReadPatientRecordRequest {
-                    page_token: crate::records::tamper(&first_token),
-                    ..base.clone()
-                },
-                bad_token(),
-            ),
-            (
-                "a token with other filters",
-                ReadPatientRecordRequest {
-                    page_token: first_token.clone(),
-                    resource_types: vec!["Observation".into()],
-                    ..base.clone()
-                },
-                bad_token(),
-            ),
-        ],
-    )
-    .await
+    let table = vec![
+        (
+            "a tampered token",
+            ReadPatientRecordRequest {
+                page_token: crate::records::tamper(&first_token),
+                ..base.clone()
+            },
+            bad_token(),
+        ),
+        (
+            "a token with other filters",
+            ReadPatientRecordRequest {
+                page_token: first_token.clone(),
+                resource_types: vec!["Observation".into()],
+                ..base.clone()
+            },
+            bad_token(),
+        ),
+    ];
+    refuse_each!(client(&ctx), read_patient_record, table).await
 }
 
 pub(super) async fn read_invalid(ctx: Ctx) -> TestResult {
@@ -191,13 +185,7 @@ pub(super) async fn read_invalid(ctx: Ctx) -> TestResult {
             invalid("effective_period"),
         ),
     ];
-    refuse_each!(
-        client(&ctx),
-        read_patient_record,
-        "ReadPatientRecord",
-        cases
-    )
-    .await
+    refuse_each!(client(&ctx), read_patient_record, cases).await
 }
 
 pub(super) async fn read_consent_denied(ctx: Ctx) -> TestResult {

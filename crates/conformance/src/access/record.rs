@@ -8,8 +8,9 @@ use carerecord_contracts::records::v1::Record;
 use tonic::Code;
 
 use super::support::{
-    Client, audited, client, has_reason, invalid, read_record_request, record_hosting,
-    record_versions, refusal, seed, unscoped, versions_request, withhold_hiv,
+    Client, audited, client, ensure_audit_named, has_reason, invalid, read_record_request,
+    record_hosting, record_versions, refusal, refused_audited, seed, unscoped, versions_request,
+    withhold_hiv,
 };
 use crate::harness::{Ctx, TestResult, describe, ensure, ensure_eq, every_page, fail, ok, present};
 use crate::refusal::{Refusal, altered, refuse_each, refused};
@@ -89,10 +90,8 @@ pub(super) async fn read_versions(ctx: Ctx) -> TestResult {
                 .is_some_and(|d| d.outcome != 0 && d.outcome != DecisionOutcome::Deny as i32),
             "ReadRecord(version {asked}): a disclosing read carries a non-DENY decision"
         );
-        ensure!(
-            uuid::Uuid::parse_str(&response.audit_entry_id).is_ok() && response.audit_index >= 0,
-            "ReadRecord(version {asked}): audit_entry_id and audit_index must be set"
-        );
+        let call = format!("ReadRecord(version {asked})");
+        ensure_audit_named(&call, &response.audit_entry_id, response.audit_index)?;
     }
     Ok(())
 }
@@ -100,30 +99,20 @@ pub(super) async fn read_versions(ctx: Ctx) -> TestResult {
 pub(super) async fn read_not_found(ctx: Ctx) -> TestResult {
     let unknown = uuid::Uuid::new_v4().to_string();
     let not_found = |id: &str| refusal(Code::NotFound, "RECORD_NOT_FOUND").resource("Record", id);
-    let status = refused(
-        client(&ctx)
-            .read_record(read_record_request(&unknown, 0))
-            .await,
-        &not_found(&unknown),
-        "ReadRecord(an unknown record)",
-    )?;
-    audited(&has_reason(&status, "RECORD_NOT_FOUND")?)?;
-    let status = refused(
-        client(&ctx)
-            .list_record_versions(versions_request(&unknown))
-            .await,
-        &not_found(&unknown),
-        "ListRecordVersions(an unknown record)",
-    )?;
-    audited(&has_reason(&status, "RECORD_NOT_FOUND")?)?;
+    let result = client(&ctx)
+        .read_record(read_record_request(&unknown, 0))
+        .await;
+    let call = "ReadRecord(an unknown record)";
+    refused_audited(result, &not_found(&unknown), call)?;
+    let list = versions_request(&unknown);
+    let result = client(&ctx).list_record_versions(list).await;
+    let call = "ListRecordVersions(an unknown record)";
+    refused_audited(result, &not_found(&unknown), call)?;
     let s = seed(&ctx).await?;
     let id = s.records[0].record_id.as_str();
-    let status = refused(
-        client(&ctx).read_record(read_record_request(id, 2)).await,
-        &not_found(id),
-        "ReadRecord(version 2 of a record with one)",
-    )?;
-    audited(&has_reason(&status, "RECORD_NOT_FOUND")?).map(drop)
+    let result = client(&ctx).read_record(read_record_request(id, 2)).await;
+    let call = "ReadRecord(version 2 of a record with one)";
+    refused_audited(result, &not_found(id), call).map(drop)
 }
 
 pub(super) async fn read_invalid(ctx: Ctx) -> TestResult {
@@ -162,7 +151,7 @@ pub(super) async fn read_invalid(ctx: Ctx) -> TestResult {
             invalid("purpose_of_use"),
         ),
     ];
-    refuse_each!(client(&ctx), read_record, "ReadRecord", table).await?;
+    refuse_each!(client(&ctx), read_record, table).await?;
     let base = versions_request(&id);
     let list = |f: fn(&mut ListRecordVersionsRequest)| altered(&base, f);
     let table = vec![
@@ -190,13 +179,7 @@ async fn refuse_versions(
     ctx: &Ctx,
     table: Vec<(&str, ListRecordVersionsRequest, Refusal)>,
 ) -> TestResult {
-    refuse_each!(
-        client(ctx),
-        list_record_versions,
-        "ListRecordVersions",
-        table
-    )
-    .await
+    refuse_each!(client(ctx), list_record_versions, table).await
 }
 
 pub(super) async fn list_versions(ctx: Ctx) -> TestResult {

@@ -10,10 +10,10 @@ use carerecord_contracts::access::v1::{
 use tonic::{Code, Status};
 
 use super::support::{
-    by_demographics, by_id, client, disclosed_entry, has_reason, invalid, register,
+    by_demographics, by_id, client, disclosed_entry, has_reason, invalid, refusal, register,
 };
-use crate::harness::{Ctx, Fail, TestResult, describe, ensure, ensure_eq, err, fail, ok, present};
-use crate::refusal::{Refusal, refuse_each};
+use crate::harness::{Ctx, Fail, TestResult, describe, ensure, ensure_eq, fail, ok, present};
+use crate::refusal::{Refusal, refuse_each, refused};
 
 /// A skip when the token lacks the scope `call` needs, else a failure naming the status.
 fn scope_or_fail<T>(status: Status, call: &str, scope: &str) -> TestResult<T> {
@@ -99,18 +99,16 @@ pub(super) async fn listing_and_opt_out(ctx: Ctx) -> TestResult {
         AuditAction::GetNationalDataOptOut,
     )
     .await?;
-    let unknown = err(
-        client(&ctx)
-            .list_consent_directives(ListConsentDirectivesRequest {
-                patient: by_id(&uuid::Uuid::new_v4().to_string()),
-                ..Default::default()
-            })
-            .await,
-        Code::NotFound,
+    let unknown = ListConsentDirectivesRequest {
+        patient: by_id(&uuid::Uuid::new_v4().to_string()),
+        ..Default::default()
+    };
+    refused(
+        client(&ctx).list_consent_directives(unknown).await,
+        &refusal(Code::NotFound, "PATIENT_NOT_FOUND"),
         "ListConsentDirectives(an unknown patient)",
-    )?;
-    has_reason(&unknown, "PATIENT_NOT_FOUND")?;
-    Ok(())
+    )
+    .map(drop)
 }
 
 pub(super) async fn create_and_revoke(ctx: Ctx) -> TestResult {
@@ -156,18 +154,12 @@ pub(super) async fn create_and_revoke(ctx: Ctx) -> TestResult {
         Some(made.directive_id.clone()),
         "a retry's directive"
     );
-    let reused = err(
-        client(&ctx)
-            .create_consent_directive(create(
-                &patient.patient_id,
-                &request_id,
-                withholding("genomic"),
-            ))
-            .await,
-        Code::FailedPrecondition,
+    let reused = create(&patient.patient_id, &request_id, withholding("genomic"));
+    refused(
+        client(&ctx).create_consent_directive(reused).await,
+        &refusal(Code::FailedPrecondition, "REQUEST_ID_REUSED"),
         "CreateConsentDirective(the request_id with another directive)",
     )?;
-    has_reason(&reused, "REQUEST_ID_REUSED")?;
     let listed = ok(
         client(&ctx)
             .list_consent_directives(ListConsentDirectivesRequest {
@@ -193,18 +185,16 @@ pub(super) async fn create_and_revoke(ctx: Ctx) -> TestResult {
         etag: made.etag.clone(),
         reason: "The patient changed their mind".into(),
     };
-    let stale = err(
-        client(&ctx)
-            .revoke_consent_directive(RevokeConsentDirectiveRequest {
-                request_id: uuid::Uuid::new_v4().to_string(),
-                etag: "stale".into(),
-                ..revoke.clone()
-            })
-            .await,
-        Code::Aborted,
+    let stale = RevokeConsentDirectiveRequest {
+        request_id: uuid::Uuid::new_v4().to_string(),
+        etag: "stale".into(),
+        ..revoke.clone()
+    };
+    refused(
+        client(&ctx).revoke_consent_directive(stale).await,
+        &refusal(Code::Aborted, "ETAG_MISMATCH"),
         "RevokeConsentDirective(a stale etag)",
     )?;
-    has_reason(&stale, "ETAG_MISMATCH")?;
     let revoked = match client(&ctx).revoke_consent_directive(revoke.clone()).await {
         Ok(r) => r.into_inner(),
         Err(st) => return scope_or_fail(st, "RevokeConsentDirective", "user/Consent.u"),
@@ -234,32 +224,28 @@ pub(super) async fn create_and_revoke(ctx: Ctx) -> TestResult {
         Some(withdrawn.version),
         "a retry's directive version"
     );
-    let again = err(
-        client(&ctx)
-            .revoke_consent_directive(RevokeConsentDirectiveRequest {
+    let table = vec![
+        (
+            "an inactive directive",
+            RevokeConsentDirectiveRequest {
                 request_id: uuid::Uuid::new_v4().to_string(),
                 etag: withdrawn.etag.clone(),
                 ..revoke
-            })
-            .await,
-        Code::FailedPrecondition,
-        "RevokeConsentDirective(an inactive directive)",
-    )?;
-    has_reason(&again, "CONSENT_DIRECTIVE_STATUS")?;
-    let unknown = err(
-        client(&ctx)
-            .revoke_consent_directive(RevokeConsentDirectiveRequest {
+            },
+            refusal(Code::FailedPrecondition, "CONSENT_DIRECTIVE_STATUS"),
+        ),
+        (
+            "an unknown directive",
+            RevokeConsentDirectiveRequest {
                 request_id: uuid::Uuid::new_v4().to_string(),
                 directive_id: uuid::Uuid::new_v4().to_string(),
                 etag: "e".into(),
                 reason: "r".into(),
-            })
-            .await,
-        Code::NotFound,
-        "RevokeConsentDirective(an unknown directive)",
-    )?;
-    has_reason(&unknown, "CONSENT_DIRECTIVE_NOT_FOUND")?;
-    Ok(())
+            },
+            refusal(Code::NotFound, "CONSENT_DIRECTIVE_NOT_FOUND"),
+        ),
+    ];
+    refuse_each!(client(&ctx), revoke_consent_directive, table).await
 }
 
 pub(super) async fn validation(ctx: Ctx) -> TestResult {
@@ -301,13 +287,7 @@ pub(super) async fn validation(ctx: Ctx) -> TestResult {
             invalid("directive.date_time"),
         ),
     ];
-    refuse_each!(
-        client(&ctx),
-        create_consent_directive,
-        "CreateConsentDirective",
-        table
-    )
-    .await?;
+    refuse_each!(client(&ctx), create_consent_directive, table).await?;
     let revoke = RevokeConsentDirectiveRequest {
         request_id: fresh(),
         directive_id: fresh(),
@@ -340,11 +320,5 @@ pub(super) async fn validation(ctx: Ctx) -> TestResult {
             invalid("directive_id"),
         ),
     ];
-    refuse_each!(
-        client(&ctx),
-        revoke_consent_directive,
-        "RevokeConsentDirective",
-        table
-    )
-    .await
+    refuse_each!(client(&ctx), revoke_consent_directive, table).await
 }

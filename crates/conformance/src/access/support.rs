@@ -20,7 +20,7 @@ use tonic::{Code, Status};
 use crate::harness::{
     Auth, Ctx, Fail, TestResult, describe, ensure, ensure_eq, every_page, fail, ok, present,
 };
-use crate::refusal::Refusal;
+use crate::refusal::{Refusal, refused};
 
 pub(crate) type Client = DataAccessServiceClient<InterceptedService<Channel, Auth>>;
 
@@ -132,6 +132,32 @@ pub(crate) fn audited(metadata: &std::collections::HashMap<String, String>) -> T
             "an audited call's error must carry ErrorInfo metadata audit_entry_id and audit_index, got {metadata:?}"
         ),
     }
+}
+
+/// Requires the response of a successful audited call to name its audit entry: `entry_id` a UUID
+/// and `index` not negative.
+pub(crate) fn ensure_audit_named(call: &str, entry_id: &str, index: i64) -> TestResult {
+    ensure!(
+        uuid::Uuid::parse_str(entry_id).is_ok() && index >= 0,
+        "{call}: audit_entry_id and audit_index must be set"
+    );
+    Ok(())
+}
+
+/// Requires a call to be refused as `expected` (which names an ErrorInfo reason) and the refusal
+/// to be audited, as every call that passes validation is; returns the ErrorInfo metadata.
+pub(crate) fn refused_audited<T>(
+    result: Result<T, Status>,
+    expected: &Refusal,
+    call: &str,
+) -> TestResult<std::collections::HashMap<String, String>> {
+    let status = refused(result, expected, call)?;
+    let Some(reason) = expected.required_reason() else {
+        fail!("{call}: the kit expects an audited refusal without naming its reason")
+    };
+    let metadata = has_reason(&status, reason)?;
+    audited(&metadata)?;
+    Ok(metadata)
 }
 
 pub(crate) fn by_id(id: &str) -> Option<PatientReference> {

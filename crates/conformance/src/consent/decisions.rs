@@ -59,81 +59,76 @@ pub(super) async fn decide_invalid(ctx: Ctx) -> TestResult {
     let basis = || Refusal::invalid("legal_basis");
     let study = || Refusal::invalid("study_id");
     let break_glass = || Refusal::invalid("break_glass_reason");
-    refuse_each!(
-        client(&ctx),
-        decide,
-        "Decide",
-        vec![
-            (
-                "a malformed patient_id",
-                treat(|r| r.patient_id = "x".into()),
-                Refusal::invalid("patient_id"),
-            ),
-            (
-                "no requester",
-                treat(|r| r.requester = None),
-                Refusal::invalid_under("requester"),
-            ),
-            (
-                "a requester without role_code",
-                treat(|r| r.requester = Some(reader("A81001", ""))),
-                role(),
-            ),
-            (
-                "a requester with a role that is not an R-code",
-                treat(|r| r.requester = Some(reader("A81001", "S8000:G8000:R8000"))),
-                role(),
-            ),
-            (
-                "a requester without organisation",
-                treat(|r| r.requester = Some(reader("", "R8000"))),
-                Refusal::invalid("requester.organisation_ods_code"),
-            ),
-            ("a lower-case purpose", ask(&pid, "treat"), purpose()),
-            ("an unknown purpose", ask(&pid, "RESEARCH"), purpose()),
-            (
-                "an unknown data class",
-                treat(|r| r.data_classes = strings(&["hiv", "secret"])),
-                Refusal::invalid("data_classes[1]"),
-            ),
-            (
-                "DIRECT_CARE with HRESCH",
-                research(|r| r.legal_basis = LegalBasis::DirectCare as i32),
-                basis(),
-            ),
-            (
-                "PUBLIC_HEALTH with TREAT",
-                treat(|r| r.legal_basis = LegalBasis::PublicHealth as i32),
-                basis(),
-            ),
-            (
-                "EXPLICIT_CONSENT with HRESCH and no study_id",
-                research(|r| r.legal_basis = LegalBasis::ExplicitConsent as i32),
-                study(),
-            ),
-            (
-                "a study_id over 128 characters",
-                research(|r| r.study_id = "s".repeat(129)),
-                study(),
-            ),
-            (
-                "ETREAT without break_glass_reason",
-                ask(&pid, "ETREAT"),
-                break_glass(),
-            ),
-            (
-                "a break_glass_reason with TREAT",
-                treat(|r| r.break_glass_reason = "Unconscious in ED, need history".into()),
-                break_glass(),
-            ),
-            (
-                "a break_glass_reason over 1000 characters",
-                emergency(|r| r.break_glass_reason = "b".repeat(1001)),
-                break_glass(),
-            ),
-        ],
-    )
-    .await
+    let table = vec![
+        (
+            "a malformed patient_id",
+            treat(|r| r.patient_id = "x".into()),
+            Refusal::invalid("patient_id"),
+        ),
+        (
+            "no requester",
+            treat(|r| r.requester = None),
+            Refusal::invalid_under("requester"),
+        ),
+        (
+            "a requester without role_code",
+            treat(|r| r.requester = Some(reader("A81001", ""))),
+            role(),
+        ),
+        (
+            "a requester with a role that is not an R-code",
+            treat(|r| r.requester = Some(reader("A81001", "S8000:G8000:R8000"))),
+            role(),
+        ),
+        (
+            "a requester without organisation",
+            treat(|r| r.requester = Some(reader("", "R8000"))),
+            Refusal::invalid("requester.organisation_ods_code"),
+        ),
+        ("a lower-case purpose", ask(&pid, "treat"), purpose()),
+        ("an unknown purpose", ask(&pid, "RESEARCH"), purpose()),
+        (
+            "an unknown data class",
+            treat(|r| r.data_classes = strings(&["hiv", "secret"])),
+            Refusal::invalid("data_classes[1]"),
+        ),
+        (
+            "DIRECT_CARE with HRESCH",
+            research(|r| r.legal_basis = LegalBasis::DirectCare as i32),
+            basis(),
+        ),
+        (
+            "PUBLIC_HEALTH with TREAT",
+            treat(|r| r.legal_basis = LegalBasis::PublicHealth as i32),
+            basis(),
+        ),
+        (
+            "EXPLICIT_CONSENT with HRESCH and no study_id",
+            research(|r| r.legal_basis = LegalBasis::ExplicitConsent as i32),
+            study(),
+        ),
+        (
+            "a study_id over 128 characters",
+            research(|r| r.study_id = "s".repeat(129)),
+            study(),
+        ),
+        (
+            "ETREAT without break_glass_reason",
+            ask(&pid, "ETREAT"),
+            break_glass(),
+        ),
+        (
+            "a break_glass_reason with TREAT",
+            treat(|r| r.break_glass_reason = "Unconscious in ED, need history".into()),
+            break_glass(),
+        ),
+        (
+            "a break_glass_reason over 1000 characters",
+            emergency(|r| r.break_glass_reason = "b".repeat(1001)),
+            break_glass(),
+        ),
+    ];
+    refuse_each!(client(&ctx), decide, table).await
 }
 
 pub(super) async fn batch(ctx: Ctx) -> TestResult {
@@ -197,45 +192,40 @@ pub(super) async fn batch_invalid(ctx: Ctx) -> TestResult {
         ..base.clone()
     };
     let many: Vec<String> = (0..10_001).map(|_| pid.clone()).collect();
-    refuse_each!(
-        client(&ctx),
-        batch_decide,
-        "BatchDecide",
-        vec![
-            (
-                "no patient ids",
-                with_ids(vec![]),
-                Refusal::invalid("patient_ids"),
-            ),
-            (
-                "10001 patient ids",
-                with_ids(many),
-                Refusal::invalid("patient_ids"),
-            ),
-            (
-                "a malformed id",
-                with_ids(vec![pid.clone(), "nope".into()]),
-                Refusal::invalid("patient_ids[1]"),
-            ),
-            (
-                "ETREAT",
-                BatchDecideRequest {
-                    purpose_of_use: "ETREAT".into(),
-                    ..base.clone()
-                },
-                Refusal::invalid("purpose_of_use"),
-            ),
-            (
-                "a requester without role_code",
-                BatchDecideRequest {
-                    requester: Some(reader("A81001", "")),
-                    ..base.clone()
-                },
-                Refusal::invalid_under("requester"),
-            ),
-        ],
-    )
-    .await
+    let table = vec![
+        (
+            "no patient ids",
+            with_ids(vec![]),
+            Refusal::invalid("patient_ids"),
+        ),
+        (
+            "10001 patient ids",
+            with_ids(many),
+            Refusal::invalid("patient_ids"),
+        ),
+        (
+            "a malformed id",
+            with_ids(vec![pid.clone(), "nope".into()]),
+            Refusal::invalid("patient_ids[1]"),
+        ),
+        (
+            "ETREAT",
+            BatchDecideRequest {
+                purpose_of_use: "ETREAT".into(),
+                ..base.clone()
+            },
+            Refusal::invalid("purpose_of_use"),
+        ),
+        (
+            "a requester without role_code",
+            BatchDecideRequest {
+                requester: Some(reader("A81001", "")),
+                ..base.clone()
+            },
+            Refusal::invalid_under("requester"),
+        ),
+    ];
+    refuse_each!(client(&ctx), batch_decide, table).await
 }
 
 pub(super) async fn requester_without_organisation(ctx: Ctx) -> TestResult {
@@ -260,29 +250,24 @@ pub(super) async fn requester_without_organisation(ctx: Ctx) -> TestResult {
         role_code: "R8000".into(),
         ..the_patient()
     };
-    refuse_each!(
-        client(&ctx),
-        decide,
-        "Decide",
-        vec![
-            (
-                "TREAT by a requester with a user id alone",
-                as_requester("TREAT", the_patient()),
-                Refusal::invalid("requester.organisation_ods_code").field("requester.role_code"),
-            ),
-            (
-                "PATRQT by a requester with a role and no organisation",
-                as_requester("PATRQT", with_role),
-                Refusal::invalid("requester.organisation_ods_code"),
-            ),
-            (
-                "PATRQT by a requester with nothing set",
-                as_requester("PATRQT", Requester::default()),
-                Refusal::invalid("requester.user_id"),
-            ),
-        ],
-    )
-    .await
+    let table = vec![
+        (
+            "TREAT by a requester with a user id alone",
+            as_requester("TREAT", the_patient()),
+            Refusal::invalid("requester.organisation_ods_code").field("requester.role_code"),
+        ),
+        (
+            "PATRQT by a requester with a role and no organisation",
+            as_requester("PATRQT", with_role),
+            Refusal::invalid("requester.organisation_ods_code"),
+        ),
+        (
+            "PATRQT by a requester with nothing set",
+            as_requester("PATRQT", Requester::default()),
+            Refusal::invalid("requester.user_id"),
+        ),
+    ];
+    refuse_each!(client(&ctx), decide, table).await
 }
 
 pub(super) async fn section_251_consistency(ctx: Ctx) -> TestResult {
@@ -291,29 +276,24 @@ pub(super) async fn section_251_consistency(ctx: Ctx) -> TestResult {
         legal_basis: LegalBasis::Section251Support as i32,
         ..ask(&pid, purpose)
     };
-    refuse_each!(
-        client(&ctx),
-        decide,
-        "Decide",
-        vec![
-            (
-                "HRESCH under SECTION_251_SUPPORT without a study",
-                s251("HRESCH"),
-                Refusal::invalid("study_id"),
-            ),
-            (
-                "TREAT under SECTION_251_SUPPORT",
-                s251("TREAT"),
-                Refusal::invalid("legal_basis"),
-            ),
-            (
-                "HMARKT under SECTION_251_SUPPORT",
-                s251("HMARKT"),
-                Refusal::invalid("legal_basis"),
-            ),
-        ],
-    )
-    .await?;
+    let table = vec![
+        (
+            "HRESCH under SECTION_251_SUPPORT without a study",
+            s251("HRESCH"),
+            Refusal::invalid("study_id"),
+        ),
+        (
+            "TREAT under SECTION_251_SUPPORT",
+            s251("TREAT"),
+            Refusal::invalid("legal_basis"),
+        ),
+        (
+            "HMARKT under SECTION_251_SUPPORT",
+            s251("HMARKT"),
+            Refusal::invalid("legal_basis"),
+        ),
+    ];
+    refuse_each!(client(&ctx), decide, table).await?;
     for purpose in ["HOPERAT", "HPAYMT"] {
         ok(
             client(&ctx).decide(s251(purpose)).await,

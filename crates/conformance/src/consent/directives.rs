@@ -10,7 +10,7 @@ use super::support::{
     classes, client, create, create_request, directive, directives_of, draft, get, list_request,
     provisions_of, recorder, set_status, strings, unknown, update, update_request,
 };
-use crate::harness::{Ctx, TestResult, ensure, ensure_eq, err, every_page, ok};
+use crate::harness::{Ctx, TestResult, ensure, ensure_eq, ensure_new_id, err, every_page, ok};
 use crate::refusal::{Refusal, refuse_each, refused};
 
 pub(super) async fn create_basics(ctx: Ctx) -> TestResult {
@@ -30,13 +30,7 @@ pub(super) async fn create_basics(ctx: Ctx) -> TestResult {
         )
     };
     let created = create(&ctx, input.clone()).await?;
-    ensure!(
-        uuid::Uuid::parse_str(&created.directive_id).is_ok()
-            && created.directive_id == created.directive_id.to_lowercase()
-            && created.directive_id.len() == 36,
-        "directive_id must be a lower-case UUID, got {:?}",
-        created.directive_id
-    );
+    ensure_new_id("directive_id", &created.directive_id)?;
     ensure_eq!(created.version, 1, "version");
     ensure!(!created.etag.is_empty(), "etag must be set");
     ensure!(created.create_time.is_some(), "create_time must be set");
@@ -157,13 +151,7 @@ pub(super) async fn get_versions(ctx: Ctx) -> TestResult {
             Refusal::invalid(field),
         ));
     }
-    refuse_each!(
-        client(&ctx),
-        get_consent_directive,
-        "GetConsentDirective",
-        table,
-    )
-    .await
+    refuse_each!(client(&ctx), get_consent_directive, table,).await
 }
 
 pub(super) async fn list_directives(ctx: Ctx) -> TestResult {
@@ -246,61 +234,56 @@ pub(super) async fn list_directives(ctx: Ctx) -> TestResult {
         none.directives.is_empty(),
         "an unknown patient has no directives"
     );
-    refuse_each!(
-        client(&ctx),
-        list_consent_directives,
-        "ListConsentDirectives",
-        vec![
-            // The token is bound to patient_id and statuses.
-            (
-                "token of another patient",
-                ListConsentDirectivesRequest {
-                    page_token: first_token.clone(),
-                    ..list_request(&ctx.new_patient())
-                },
-                Refusal::invalid("page_token"),
-            ),
-            (
-                "token with other statuses",
-                ListConsentDirectivesRequest {
-                    statuses: vec![ConsentDirectiveStatus::Active as i32],
-                    page_token: first_token,
-                    ..list_request(&pid)
-                },
-                Refusal::invalid("page_token"),
-            ),
-            (
-                "statuses [UNSPECIFIED]",
-                ListConsentDirectivesRequest {
-                    statuses: vec![0],
-                    ..list_request(&pid)
-                },
-                Refusal::invalid_under("statuses"),
-            ),
-            (
-                "bad patient_id",
-                list_request("bad"),
-                Refusal::invalid("patient_id"),
-            ),
-            (
-                "bad page_size",
-                ListConsentDirectivesRequest {
-                    page_size: -1,
-                    ..list_request(&pid)
-                },
-                Refusal::invalid("page_size"),
-            ),
-            (
-                "forged token",
-                ListConsentDirectivesRequest {
-                    page_token: crate::records::FORGED_TOKEN.into(),
-                    ..list_request(&pid)
-                },
-                Refusal::invalid("page_token"),
-            ),
-        ],
-    )
-    .await
+    let table = vec![
+        // The token is bound to patient_id and statuses.
+        (
+            "token of another patient",
+            ListConsentDirectivesRequest {
+                page_token: first_token.clone(),
+                ..list_request(&ctx.new_patient())
+            },
+            Refusal::invalid("page_token"),
+        ),
+        (
+            "token with other statuses",
+            ListConsentDirectivesRequest {
+                statuses: vec![ConsentDirectiveStatus::Active as i32],
+                page_token: first_token,
+                ..list_request(&pid)
+            },
+            Refusal::invalid("page_token"),
+        ),
+        (
+            "statuses [UNSPECIFIED]",
+            ListConsentDirectivesRequest {
+                statuses: vec![0],
+                ..list_request(&pid)
+            },
+            Refusal::invalid_under("statuses"),
+        ),
+        (
+            "bad patient_id",
+            list_request("bad"),
+            Refusal::invalid("patient_id"),
+        ),
+        (
+            "bad page_size",
+            ListConsentDirectivesRequest {
+                page_size: -1,
+                ..list_request(&pid)
+            },
+            Refusal::invalid("page_size"),
+        ),
+        (
+            "forged token",
+            ListConsentDirectivesRequest {
+                page_token: crate::records::FORGED_TOKEN.into(),
+                ..list_request(&pid)
+            },
+            Refusal::invalid("page_token"),
+        ),
+    ];
+    refuse_each!(client(&ctx), list_consent_directives, table).await
 }
 
 pub(super) async fn update_basics(ctx: Ctx) -> TestResult {

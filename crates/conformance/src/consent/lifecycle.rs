@@ -7,8 +7,8 @@ use carerecord_contracts::consent::v1::{
 use tonic::Code;
 
 use super::support::{
-    client, create, directive, draft, get, provisions_of, recorder, set_status, unknown, update,
-    update_request, with_status,
+    client, create, directive, draft, get, provisions_of, revoke_request, set_status, unknown,
+    update, update_request, with_status,
 };
 use crate::harness::{Ctx, TestResult, ensure, ensure_eq, every_page, fail, ok};
 use crate::refusal::{Refusal, masks_refused, refuse_each};
@@ -24,24 +24,19 @@ pub(super) async fn update_transitions(ctx: Ctx) -> TestResult {
     let to = |from: &ConsentDirective, status| {
         update_request(with_status(from, status), &from.etag, &["status"])
     };
-    refuse_each!(
-        client(&ctx),
-        update_consent_directive,
-        "UpdateConsentDirective",
-        vec![
-            (
-                "ACTIVE -> INACTIVE".to_owned(),
-                to(&active, ConsentDirectiveStatus::Inactive),
-                Refusal::invalid_under("directive.status"),
-            ),
-            (
-                "status UNSPECIFIED".to_owned(),
-                to(&active, ConsentDirectiveStatus::Unspecified),
-                Refusal::invalid_under("directive.status"),
-            ),
-        ],
-    )
-    .await?;
+    let table = vec![
+        (
+            "ACTIVE -> INACTIVE".to_owned(),
+            to(&active, ConsentDirectiveStatus::Inactive),
+            Refusal::invalid_under("directive.status"),
+        ),
+        (
+            "status UNSPECIFIED".to_owned(),
+            to(&active, ConsentDirectiveStatus::Unspecified),
+            Refusal::invalid_under("directive.status"),
+        ),
+    ];
+    refuse_each!(client(&ctx), update_consent_directive, table).await?;
     let eie = set_status(&ctx, &active, ConsentDirectiveStatus::EnteredInError).await?;
     ensure_eq!(
         eie.status,
@@ -49,24 +44,19 @@ pub(super) async fn update_transitions(ctx: Ctx) -> TestResult {
         "status after ACTIVE -> ENTERED_IN_ERROR"
     );
     let edit = provisions_of(&eie.directive_id, &["hiv"]);
-    refuse_each!(
-        client(&ctx),
-        update_consent_directive,
-        "UpdateConsentDirective",
-        vec![
-            (
-                "ENTERED_IN_ERROR -> ACTIVE".to_owned(),
-                to(&eie, ConsentDirectiveStatus::Active),
-                status_precondition(),
-            ),
-            (
-                "edit an ENTERED_IN_ERROR directive".to_owned(),
-                update_request(edit, &eie.etag, &["provisions"]),
-                status_precondition(),
-            ),
-        ],
-    )
-    .await
+    let table = vec![
+        (
+            "ENTERED_IN_ERROR -> ACTIVE".to_owned(),
+            to(&eie, ConsentDirectiveStatus::Active),
+            status_precondition(),
+        ),
+        (
+            "edit an ENTERED_IN_ERROR directive".to_owned(),
+            update_request(edit, &eie.etag, &["provisions"]),
+            status_precondition(),
+        ),
+    ];
+    refuse_each!(client(&ctx), update_consent_directive, table).await
 }
 
 pub(super) async fn update_invalid(ctx: Ctx) -> TestResult {
@@ -111,13 +101,7 @@ pub(super) async fn update_invalid(ctx: Ctx) -> TestResult {
             unknown(&unknown_id),
         ),
     ]);
-    refuse_each!(
-        client(&ctx),
-        update_consent_directive,
-        "UpdateConsentDirective",
-        table
-    )
-    .await?;
+    refuse_each!(client(&ctx), update_consent_directive, table).await?;
     ensure_eq!(
         get(&ctx, &active.directive_id, 0).await?.version,
         1,
@@ -126,51 +110,37 @@ pub(super) async fn update_invalid(ctx: Ctx) -> TestResult {
     Ok(())
 }
 
-fn revoke_request(directive_id: &str, etag: &str, reason: &str) -> RevokeConsentDirectiveRequest {
-    RevokeConsentDirectiveRequest {
-        directive_id: directive_id.into(),
-        etag: etag.into(),
-        reason: reason.into(),
-        requester: Some(recorder()),
-    }
-}
-
 pub(super) async fn revoke(ctx: Ctx) -> TestResult {
     let pid = ctx.new_patient();
     let active = create(&ctx, directive(&pid, ConsentDecision::Deny, vec![])).await?;
     let req = |etag: &str, reason: &str| revoke_request(&active.directive_id, etag, reason);
-    refuse_each!(
-        client(&ctx),
-        revoke_consent_directive,
-        "RevokeConsentDirective",
-        vec![
-            (
-                "bad reason",
-                req(&active.etag, ""),
-                Refusal::invalid_under("reason"),
-            ),
-            (
-                "bad reason",
-                req(&active.etag, &"r".repeat(1001)),
-                Refusal::invalid_under("reason"),
-            ),
-            ("bad etag", req("", "why"), Refusal::invalid_under("etag")),
-            (
-                "bad requester",
-                RevokeConsentDirectiveRequest {
-                    requester: None,
-                    ..req(&active.etag, "why")
-                },
-                Refusal::invalid_under("requester"),
-            ),
-            (
-                "stale etag",
-                req("stale-etag", "why"),
-                Refusal::new(Code::Aborted),
-            ),
-        ],
-    )
-    .await?;
+    let table = vec![
+        (
+            "bad reason",
+            req(&active.etag, ""),
+            Refusal::invalid_under("reason"),
+        ),
+        (
+            "bad reason",
+            req(&active.etag, &"r".repeat(1001)),
+            Refusal::invalid_under("reason"),
+        ),
+        ("bad etag", req("", "why"), Refusal::invalid_under("etag")),
+        (
+            "bad requester",
+            RevokeConsentDirectiveRequest {
+                requester: None,
+                ..req(&active.etag, "why")
+            },
+            Refusal::invalid_under("requester"),
+        ),
+        (
+            "stale etag",
+            req("stale-etag", "why"),
+            Refusal::new(Code::Aborted),
+        ),
+    ];
+    refuse_each!(client(&ctx), revoke_consent_directive, table).await?;
     let revoked = ok(
         client(&ctx)
             .revoke_consent_directive(req(&active.etag, "Patient withdrew consent by phone"))
@@ -195,29 +165,24 @@ pub(super) async fn revoke(ctx: Ctx) -> TestResult {
     ensure_eq!(revoked.version, 2, "version");
     let draft = create(&ctx, draft(&pid)).await?;
     let unknown_id = uuid::Uuid::new_v4().to_string();
-    refuse_each!(
-        client(&ctx),
-        revoke_consent_directive,
-        "RevokeConsentDirective",
-        vec![
-            (
-                "already INACTIVE",
-                req(&revoked.etag, "again"),
-                status_precondition(),
-            ),
-            (
-                "a DRAFT",
-                revoke_request(&draft.directive_id, &draft.etag, "why"),
-                status_precondition(),
-            ),
-            (
-                "unknown directive",
-                revoke_request(&unknown_id, "e", "why"),
-                unknown(&unknown_id),
-            ),
-        ],
-    )
-    .await
+    let table = vec![
+        (
+            "already INACTIVE",
+            req(&revoked.etag, "again"),
+            status_precondition(),
+        ),
+        (
+            "a DRAFT",
+            revoke_request(&draft.directive_id, &draft.etag, "why"),
+            status_precondition(),
+        ),
+        (
+            "unknown directive",
+            revoke_request(&unknown_id, "e", "why"),
+            unknown(&unknown_id),
+        ),
+    ];
+    refuse_each!(client(&ctx), revoke_consent_directive, table).await
 }
 
 pub(super) async fn versions(ctx: Ctx) -> TestResult {
@@ -257,29 +222,24 @@ pub(super) async fn versions(ctx: Ctx) -> TestResult {
         "ListConsentDirectiveVersions(page_size 1)",
     )?;
     let unknown_id = uuid::Uuid::new_v4().to_string();
-    refuse_each!(
-        client(&ctx),
-        list_consent_directive_versions,
-        "ListConsentDirectiveVersions",
-        vec![
-            (
-                "token of another directive",
-                ListConsentDirectiveVersionsRequest {
-                    directive_id: other.directive_id.clone(),
-                    page_size: 1,
-                    page_token: first.next_page_token,
-                },
-                Refusal::invalid("page_token"),
-            ),
-            (
-                "unknown",
-                ListConsentDirectiveVersionsRequest {
-                    directive_id: unknown_id.clone(),
-                    ..Default::default()
-                },
-                unknown(&unknown_id),
-            ),
-        ],
-    )
-    .await
+    let table = vec![
+        (
+            "token of another directive",
+            ListConsentDirectiveVersionsRequest {
+                directive_id: other.directive_id.clone(),
+                page_size: 1,
+                page_token: first.next_page_token,
+            },
+            Refusal::invalid("page_token"),
+        ),
+        (
+            "unknown",
+            ListConsentDirectiveVersionsRequest {
+                directive_id: unknown_id.clone(),
+                ..Default::default()
+            },
+            unknown(&unknown_id),
+        ),
+    ];
+    refuse_each!(client(&ctx), list_consent_directive_versions, table).await
 }

@@ -5,22 +5,14 @@ use carerecord_contracts::consent::v1::{
 };
 use tonic::Code;
 
-use super::support::{client, opt_out_request, recorder, set_opt_out};
-use crate::harness::{Ctx, TestResult, ensure, ensure_eq, err, ok, present};
+use super::support::{client, opt_out_of, opt_out_request, recorder, set_opt_out};
+use crate::harness::{Ctx, TestResult, ensure, ensure_eq, err, present};
 use crate::records::ts_key;
 use crate::refusal::{Refusal, refuse_each, refused};
 
 pub(super) async fn get_opt_out(ctx: &Ctx, pid: &str) -> TestResult<NationalDataOptOut> {
-    let r = ok(
-        client(ctx)
-            .get_national_data_opt_out(GetNationalDataOptOutRequest {
-                patient_id: pid.into(),
-            })
-            .await,
-        "GetNationalDataOptOut",
-    )?;
     present(
-        r.national_data_opt_out,
+        opt_out_of(ctx, pid).await?,
         "GetNationalDataOptOut: no national_data_opt_out",
     )
 }
@@ -124,27 +116,22 @@ pub(super) async fn opt_out_invalid(ctx: Ctx) -> TestResult {
         "GetNationalDataOptOut(bad id)",
     )?;
     let pid = ctx.new_patient();
-    refuse_each!(
-        client(&ctx),
-        set_national_data_opt_out,
-        "SetNationalDataOptOut",
-        vec![
-            (
-                "bad id",
-                opt_out_request("x", true, ""),
-                Refusal::invalid("patient_id"),
-            ),
-            (
-                "no requester",
-                SetNationalDataOptOutRequest {
-                    requester: None,
-                    ..opt_out_request(&pid, true, "")
-                },
-                Refusal::invalid_under("requester"),
-            ),
-        ],
-    )
-    .await?;
+    let table = vec![
+        (
+            "bad id",
+            opt_out_request("x", true, ""),
+            Refusal::invalid("patient_id"),
+        ),
+        (
+            "no requester",
+            SetNationalDataOptOutRequest {
+                requester: None,
+                ..opt_out_request(&pid, true, "")
+            },
+            Refusal::invalid_under("requester"),
+        ),
+    ];
+    refuse_each!(client(&ctx), set_national_data_opt_out, table).await?;
     ensure_eq!(
         get_opt_out(&ctx, &pid).await?.version,
         0,

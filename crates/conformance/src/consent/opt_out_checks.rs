@@ -195,68 +195,63 @@ pub(super) async fn record_invalid(ctx: Ctx) -> TestResult {
     };
     let too_old = from_micros(micros_of(&now) - validity - 86_400_000_000);
     let field = Refusal::invalid;
-    refuse_each!(
-        client(&ctx),
-        record_national_data_opt_out_check,
-        "RecordNationalDataOptOutCheck",
-        vec![
-            (
-                "no checked patients",
-                with(&|r| {
-                    r.checked_patient_ids.clear();
-                    r.not_opted_out_patient_ids.clear();
-                }),
-                field("checked_patient_ids"),
-            ),
-            (
-                "10001 checked patients",
-                with(&|r| r.checked_patient_ids = vec![valid.clone(); 10_001]),
-                field("checked_patient_ids"),
-            ),
-            (
-                "a checked id not a UUID",
-                with(&|r| r.checked_patient_ids.push("9434765919".into())),
-                field("checked_patient_ids[1]"),
-            ),
-            (
-                "a returned id not among the checked",
-                with(&|r| r.not_opted_out_patient_ids.push(unchecked.clone())),
-                field("not_opted_out_patient_ids[1]"),
-            ),
-            (
-                "a returned id not a UUID",
-                with(&|r| r.not_opted_out_patient_ids = vec!["x".into()]),
-                field("not_opted_out_patient_ids[0]"),
-            ),
-            (
-                "no check_time",
-                with(&|r| r.check_time = None),
-                field("check_time"),
-            ),
-            (
-                "a check_time an hour ahead",
-                with(&|r| r.check_time = Some(seconds_from_now(3600))),
-                field("check_time"),
-            ),
-            (
-                "a check_time older than the validity period",
-                with(&|r| r.check_time = Some(too_old)),
-                field("check_time"),
-            ),
-            ("no source", with(&|r| r.source.clear()), field("source"),),
-            (
-                "a source over 200 characters",
-                with(&|r| r.source = "s".repeat(201)),
-                field("source"),
-            ),
-            (
-                "no requester",
-                with(&|r| r.requester = None),
-                Refusal::invalid_under("requester"),
-            ),
-        ],
-    )
-    .await?;
+    let table = vec![
+        (
+            "no checked patients",
+            with(&|r| {
+                r.checked_patient_ids.clear();
+                r.not_opted_out_patient_ids.clear();
+            }),
+            field("checked_patient_ids"),
+        ),
+        (
+            "10001 checked patients",
+            with(&|r| r.checked_patient_ids = vec![valid.clone(); 10_001]),
+            field("checked_patient_ids"),
+        ),
+        (
+            "a checked id not a UUID",
+            with(&|r| r.checked_patient_ids.push("9434765919".into())),
+            field("checked_patient_ids[1]"),
+        ),
+        (
+            "a returned id not among the checked",
+            with(&|r| r.not_opted_out_patient_ids.push(unchecked.clone())),
+            field("not_opted_out_patient_ids[1]"),
+        ),
+        (
+            "a returned id not a UUID",
+            with(&|r| r.not_opted_out_patient_ids = vec!["x".into()]),
+            field("not_opted_out_patient_ids[0]"),
+        ),
+        (
+            "no check_time",
+            with(&|r| r.check_time = None),
+            field("check_time"),
+        ),
+        (
+            "a check_time an hour ahead",
+            with(&|r| r.check_time = Some(seconds_from_now(3600))),
+            field("check_time"),
+        ),
+        (
+            "a check_time older than the validity period",
+            with(&|r| r.check_time = Some(too_old)),
+            field("check_time"),
+        ),
+        ("no source", with(&|r| r.source.clear()), field("source")),
+        (
+            "a source over 200 characters",
+            with(&|r| r.source = "s".repeat(201)),
+            field("source"),
+        ),
+        (
+            "no requester",
+            with(&|r| r.requester = None),
+            Refusal::invalid_under("requester"),
+        ),
+    ];
+    refuse_each!(client(&ctx), record_national_data_opt_out_check, table).await?;
     ensure_eq!(
         get_opt_out(&ctx, &valid).await?.version,
         0,

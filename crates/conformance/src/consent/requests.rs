@@ -5,17 +5,16 @@ use std::collections::HashSet;
 
 use carerecord_contracts::consent::v1::{
     BatchDecideRequest, ConsentDecision, ConsentDirective, ConsentDirectiveStatus,
-    GetNationalDataOptOutRequest, RecordNationalDataOptOutCheckRequest,
-    RevokeConsentDirectiveRequest, SetNationalDataOptOutRequest,
+    RecordNationalDataOptOutCheckRequest, SetNationalDataOptOutRequest,
 };
 use tonic::{Code, Status};
 use tonic_types::StatusExt;
 
 use super::support::{
-    ask, client, create, create_request, directive, directives_of, get, opt_out_request, reader,
-    recorder, update_request,
+    ask, client, create, create_request, directive, directives_of, get, opt_out_of,
+    opt_out_request, reader, recorder, revoke_request, update_request,
 };
-use crate::harness::{Ctx, TestResult, describe, ensure, ensure_eq, err, fail, has_violation, ok};
+use crate::harness::{Ctx, TestResult, describe, ensure, ensure_eq, err, fail, has_violation};
 use crate::refusal::{Refusal, refused};
 
 /// Requires INVALID_ARGUMENT naming `field`, with a description mentioning U+0000.
@@ -30,15 +29,7 @@ fn nul_refused<T>(result: Result<T, Status>, field: &str, call: &str) -> TestRes
 }
 
 async fn opt_out_version(ctx: &Ctx, pid: &str) -> TestResult<i64> {
-    let response = ok(
-        client(ctx)
-            .get_national_data_opt_out(GetNationalDataOptOutRequest {
-                patient_id: pid.to_owned(),
-            })
-            .await,
-        "GetNationalDataOptOut",
-    )?;
-    Ok(response.national_data_opt_out.map_or(0, |o| o.version))
+    Ok(opt_out_of(ctx, pid).await?.map_or(0, |o| o.version))
 }
 
 pub(super) async fn nul_refused_everywhere(ctx: Ctx) -> TestResult {
@@ -59,15 +50,9 @@ pub(super) async fn nul_refused_everywhere(ctx: Ctx) -> TestResult {
     );
 
     let active = create(&ctx, directive(&pid, ConsentDecision::Deny, vec![])).await?;
+    let revoke = revoke_request(&active.directive_id, &active.etag, "patient asked\0");
     nul_refused(
-        c.clone()
-            .revoke_consent_directive(RevokeConsentDirectiveRequest {
-                directive_id: active.directive_id.clone(),
-                etag: active.etag.clone(),
-                reason: "patient asked\0".into(),
-                requester: Some(recorder()),
-            })
-            .await,
+        c.clone().revoke_consent_directive(revoke).await,
         "reason",
         "RevokeConsentDirective(NUL in reason)",
     )?;

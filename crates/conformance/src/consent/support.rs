@@ -6,9 +6,9 @@ use carerecord_contracts::consent::v1::consent_service_client::ConsentServiceCli
 use carerecord_contracts::consent::v1::{
     ConsentDecision, ConsentDirective, ConsentDirectiveStatus, CreateConsentDirectiveRequest,
     DecideRequest, Decision, DecisionSource, GetConsentDirectiveRequest,
-    ListConsentDirectivesRequest, NationalDataOptOut, Provision, ProvisionActor,
-    RecordNationalDataOptOutCheckRequest, SetNationalDataOptOutRequest,
-    UpdateConsentDirectiveRequest,
+    GetNationalDataOptOutRequest, ListConsentDirectivesRequest, NationalDataOptOut, Provision,
+    ProvisionActor, RecordNationalDataOptOutCheckRequest, RevokeConsentDirectiveRequest,
+    SetNationalDataOptOutRequest, UpdateConsentDirectiveRequest,
 };
 use prost_types::{FieldMask, Timestamp};
 use tonic::service::interceptor::InterceptedService;
@@ -271,6 +271,32 @@ pub(crate) async fn update(
         "UpdateConsentDirective",
     )?;
     present(r.directive, "UpdateConsentDirective: no directive")
+}
+
+/// A revocation of `directive_id` at `etag`, recorded by the kit's recorder.
+pub(crate) fn revoke_request(
+    directive_id: &str,
+    etag: &str,
+    reason: &str,
+) -> RevokeConsentDirectiveRequest {
+    RevokeConsentDirectiveRequest {
+        directive_id: directive_id.into(),
+        etag: etag.into(),
+        reason: reason.into(),
+        requester: Some(recorder()),
+    }
+}
+
+/// The patient's national data opt-out as GetNationalDataOptOut returns it, requiring success.
+pub(crate) async fn opt_out_of(ctx: &Ctx, pid: &str) -> TestResult<Option<NationalDataOptOut>> {
+    let request = GetNationalDataOptOutRequest {
+        patient_id: pid.to_owned(),
+    };
+    let response = ok(
+        client(ctx).get_national_data_opt_out(request).await,
+        "GetNationalDataOptOut",
+    )?;
+    Ok(response.national_data_opt_out)
 }
 
 pub(crate) fn opt_out_request(

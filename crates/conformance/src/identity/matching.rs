@@ -238,42 +238,37 @@ pub(super) async fn match_invalid(ctx: Ctx) -> TestResult {
         change(&mut patient);
         probe(Probe::Demographics(patient))
     };
-    refuse_each!(
-        client(&ctx),
-        match_patients,
-        "MatchPatients",
-        vec![
-            (
-                "no probe",
-                MatchPatientsRequest::default(),
-                Refusal::invalid_request(),
-            ),
-            (
-                "a malformed patient_id",
-                probe(Probe::PatientId("x".into())),
-                Refusal::invalid_under("patient_id"),
-            ),
-            (
-                "demographics with nothing to match on",
-                demographics(|p| p.gender = 1),
-                Refusal::invalid_under("demographics"),
-            ),
-            (
-                "an NHS number of nine digits",
-                demographics(|p| p.nhs_number = "999 123 456".into()),
-                Refusal::invalid_under("demographics.nhs_number"),
-            ),
-            (
-                "negative max_candidates",
-                MatchPatientsRequest {
-                    max_candidates: -1,
-                    ..probe(Probe::Demographics(new_patient()))
-                },
-                Refusal::invalid_under("max_candidates"),
-            ),
-        ],
-    )
-    .await?;
+    let table = vec![
+        (
+            "no probe",
+            MatchPatientsRequest::default(),
+            Refusal::invalid_request(),
+        ),
+        (
+            "a malformed patient_id",
+            probe(Probe::PatientId("x".into())),
+            Refusal::invalid_under("patient_id"),
+        ),
+        (
+            "demographics with nothing to match on",
+            demographics(|p| p.gender = 1),
+            Refusal::invalid_under("demographics"),
+        ),
+        (
+            "an NHS number of nine digits",
+            demographics(|p| p.nhs_number = "999 123 456".into()),
+            Refusal::invalid_under("demographics.nhs_number"),
+        ),
+        (
+            "negative max_candidates",
+            MatchPatientsRequest {
+                max_candidates: -1,
+                ..probe(Probe::Demographics(new_patient()))
+            },
+            Refusal::invalid_under("max_candidates"),
+        ),
+    ];
+    refuse_each!(client(&ctx), match_patients, table).await?;
     let unknown = uuid::Uuid::new_v4().to_string();
     match client(&ctx)
         .match_patients(probe(Probe::PatientId(unknown.clone())))
@@ -302,37 +297,32 @@ pub(super) async fn estimate_invalid(ctx: Ctx) -> TestResult {
         request
     };
     let threshold = || Refusal::invalid_under("convergence_threshold");
-    refuse_each!(
-        client(&ctx),
-        estimate_match_parameters,
-        "EstimateMatchParameters",
-        vec![
-            (
-                "no requester",
-                with(|r| r.requester = None),
-                Refusal::invalid_under("requester"),
-            ),
-            (
-                "a negative max_random_pairs",
-                with(|r| r.max_random_pairs = -1),
-                Refusal::invalid_under("max_random_pairs"),
-            ),
-            (
-                "a negative max_iterations",
-                with(|r| r.max_iterations = -1),
-                Refusal::invalid_under("max_iterations"),
-            ),
-            (
-                "convergence_threshold 1",
-                with(|r| r.convergence_threshold = 1.0),
-                threshold(),
-            ),
-            (
-                "a negative convergence_threshold",
-                with(|r| r.convergence_threshold = -0.1),
-                threshold(),
-            ),
-        ],
-    )
-    .await
+    let table = vec![
+        (
+            "no requester",
+            with(|r| r.requester = None),
+            Refusal::invalid_under("requester"),
+        ),
+        (
+            "a negative max_random_pairs",
+            with(|r| r.max_random_pairs = -1),
+            Refusal::invalid_under("max_random_pairs"),
+        ),
+        (
+            "a negative max_iterations",
+            with(|r| r.max_iterations = -1),
+            Refusal::invalid_under("max_iterations"),
+        ),
+        (
+            "convergence_threshold 1",
+            with(|r| r.convergence_threshold = 1.0),
+            threshold(),
+        ),
+        (
+            "a negative convergence_threshold",
+            with(|r| r.convergence_threshold = -0.1),
+            threshold(),
+        ),
+    ];
+    refuse_each!(client(&ctx), estimate_match_parameters, table).await
 }

@@ -38,17 +38,12 @@ pub(super) async fn resolve_case(ctx: Ctx) -> TestResult {
         p.patient_id,
         "ResolveIdentifier(local identifier, padded)"
     );
-    refuse_each!(
-        client(&ctx),
-        resolve_identifier,
-        "ResolveIdentifier",
-        vec![(
-            "value in another case".to_owned(),
-            resolve_request(&id.system, &id.value.to_lowercase()),
-            Refusal::new(Code::NotFound),
-        )],
-    )
-    .await
+    let table = vec![(
+        "value in another case".to_owned(),
+        resolve_request(&id.system, &id.value.to_lowercase()),
+        Refusal::new(Code::NotFound),
+    )];
+    refuse_each!(client(&ctx), resolve_identifier, table).await
 }
 
 pub(super) async fn resolve_errors(ctx: Ctx) -> TestResult {
@@ -91,7 +86,7 @@ pub(super) async fn resolve_errors(ctx: Ctx) -> TestResult {
             Refusal::invalid(field),
         ));
     }
-    refuse_each!(client(&ctx), resolve_identifier, "ResolveIdentifier", table).await
+    refuse_each!(client(&ctx), resolve_identifier, table).await
 }
 
 pub(super) async fn merge_basics(ctx: Ctx) -> TestResult {
@@ -199,30 +194,25 @@ pub(super) async fn merge_errors(ctx: Ctx) -> TestResult {
         patient_id: uuid::Uuid::new_v4().to_string(),
         ..Default::default()
     };
-    refuse_each!(
-        client(&ctx),
-        merge_patients,
-        "MergePatients",
-        vec![
-            (
-                "source = target",
-                merge_request(&a, &a),
-                Refusal::invalid_request(),
-            ),
-            ("no reason", no_reason, Refusal::invalid("reason")),
-            (
-                "stale source_etag",
-                stale,
-                refusal(Code::Aborted, "ETAG_MISMATCH"),
-            ),
-            (
-                "unknown target",
-                merge_request(&a, &nobody),
-                unknown(&nobody.patient_id),
-            ),
-        ],
-    )
-    .await?;
+    let table = vec![
+        (
+            "source = target",
+            merge_request(&a, &a),
+            Refusal::invalid_request(),
+        ),
+        ("no reason", no_reason, Refusal::invalid("reason")),
+        (
+            "stale source_etag",
+            stale,
+            refusal(Code::Aborted, "ETAG_MISMATCH"),
+        ),
+        (
+            "unknown target",
+            merge_request(&a, &nobody),
+            unknown(&nobody.patient_id),
+        ),
+    ];
+    refuse_each!(client(&ctx), merge_patients, table).await?;
     let request = merge_request(&a, &b);
     let first = ok(
         client(&ctx).merge_patients(request.clone()).await,
@@ -244,29 +234,24 @@ pub(super) async fn merge_errors(ctx: Ctx) -> TestResult {
     again_merge.source_etag.clear();
     let mut into_merged = merge_request(&c, &a);
     into_merged.target_etag.clear();
-    refuse_each!(
-        client(&ctx),
-        merge_patients,
-        "MergePatients",
-        vec![
-            (
-                "reused request_id, another body",
-                reused,
-                refusal(Code::FailedPrecondition, "REQUEST_ID_REUSED"),
-            ),
-            (
-                "source already merged",
-                again_merge,
-                merge_state("PATIENT_MERGED", &a.patient_id),
-            ),
-            (
-                "target merged",
-                into_merged,
-                merge_state("PATIENT_MERGED", &a.patient_id),
-            ),
-        ],
-    )
-    .await
+    let table = vec![
+        (
+            "reused request_id, another body",
+            reused,
+            refusal(Code::FailedPrecondition, "REQUEST_ID_REUSED"),
+        ),
+        (
+            "source already merged",
+            again_merge,
+            merge_state("PATIENT_MERGED", &a.patient_id),
+        ),
+        (
+            "target merged",
+            into_merged,
+            merge_state("PATIENT_MERGED", &a.patient_id),
+        ),
+    ];
+    refuse_each!(client(&ctx), merge_patients, table).await
 }
 
 pub(super) async fn update_merged(ctx: Ctx) -> TestResult {
@@ -364,17 +349,12 @@ fn unmerge_request(id: &str, etag: &str, reason: &str) -> UnmergePatientRequest 
 pub(super) async fn unmerge_errors(ctx: Ctx) -> TestResult {
     let req = unmerge_request;
     let a = create(&ctx, new_patient()).await?;
-    refuse_each!(
-        client(&ctx),
-        unmerge_patient,
-        "UnmergePatient",
-        vec![(
-            "active patient".to_owned(),
-            req(&a.patient_id, &a.etag, "why"),
-            merge_state("PATIENT_NOT_MERGED", &a.patient_id),
-        )],
-    )
-    .await?;
+    let table = vec![(
+        "active patient".to_owned(),
+        req(&a.patient_id, &a.etag, "why"),
+        merge_state("PATIENT_NOT_MERGED", &a.patient_id),
+    )];
+    refuse_each!(client(&ctx), unmerge_patient, table).await?;
     let b = create(&ctx, new_patient()).await?;
     let (s, _) = merge(&ctx, &a, &b).await?;
     let mut table = vec![(
@@ -396,5 +376,5 @@ pub(super) async fn unmerge_errors(ctx: Ctx) -> TestResult {
         req(&unknown_id, "e", "why"),
         unknown(&unknown_id),
     ));
-    refuse_each!(client(&ctx), unmerge_patient, "UnmergePatient", table).await
+    refuse_each!(client(&ctx), unmerge_patient, table).await
 }

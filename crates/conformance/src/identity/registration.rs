@@ -10,7 +10,7 @@ use super::support::{
     bad_check_digit, client, create, create_request, ensure_unheld, get, has_reason, held_by,
     local_id, new_patient, nhs_number, regender, requester, unknown,
 };
-use crate::harness::{Ctx, TestResult, ensure, ensure_eq, err, fail, ok};
+use crate::harness::{Ctx, TestResult, ensure, ensure_eq, ensure_new_id, err, fail, ok};
 use crate::refusal::{Refusal, refuse_each};
 
 pub(super) async fn create_basics(ctx: Ctx) -> TestResult {
@@ -21,13 +21,7 @@ pub(super) async fn create_basics(ctx: Ctx) -> TestResult {
     input.identifiers[0].value = format!("  {}  ", id.value);
     input.addresses[0].postal_code = "ls14ap".into();
     let created = create(&ctx, input.clone()).await?;
-    ensure!(
-        uuid::Uuid::parse_str(&created.patient_id).is_ok()
-            && created.patient_id.len() == 36
-            && created.patient_id == created.patient_id.to_lowercase(),
-        "patient_id must be a lower-case UUID, got {:?}",
-        created.patient_id
-    );
+    ensure_new_id("patient_id", &created.patient_id)?;
     ensure_eq!(created.version, 1, "version");
     ensure_eq!(created.state, PatientState::Active as i32, "state");
     ensure!(!created.etag.is_empty(), "etag must be set");
@@ -110,24 +104,19 @@ pub(super) async fn create_conflicts(ctx: Ctx) -> TestResult {
         identifiers: holder.identifiers.clone(),
         ..new_patient()
     };
-    refuse_each!(
-        client(&ctx),
-        create_patient,
-        "CreatePatient",
-        vec![
-            (
-                "NHS number held by another",
-                create_request(same_nhs),
-                held_by(&holder),
-            ),
-            (
-                "identifier held by another",
-                create_request(same_id),
-                held_by(&holder),
-            ),
-        ],
-    )
-    .await?;
+    let table = vec![
+        (
+            "NHS number held by another",
+            create_request(same_nhs),
+            held_by(&holder),
+        ),
+        (
+            "identifier held by another",
+            create_request(same_id),
+            held_by(&holder),
+        ),
+    ];
+    refuse_each!(client(&ctx), create_patient, table).await?;
     // Case-sensitive values: an identifier differing only in case is another identifier.
     let mut lower = holder.identifiers[0].clone();
     lower.value = lower.value.to_lowercase();
@@ -240,34 +229,29 @@ pub(super) async fn batch_invalid(ctx: Ctx) -> TestResult {
         requester,
     };
     let too_many = (0..1001).map(|_| create_request(new_patient())).collect();
-    refuse_each!(
-        client(&ctx),
-        batch_create_patients,
-        "BatchCreatePatients",
-        vec![
-            (
-                "no items",
-                batch(vec![], Some(requester())),
-                Refusal::invalid_under("requests"),
-            ),
-            (
-                "1001 items",
-                batch(too_many, Some(requester())),
-                Refusal::invalid_under("requests"),
-            ),
-            (
-                "no requester",
-                batch(vec![item.clone()], None),
-                Refusal::invalid_under("requester"),
-            ),
-            (
-                "a repeated request_id",
-                batch(vec![item, second], Some(requester())),
-                Refusal::invalid_under("requests"),
-            ),
-        ],
-    )
-    .await?;
+    let table = vec![
+        (
+            "no items",
+            batch(vec![], Some(requester())),
+            Refusal::invalid_under("requests"),
+        ),
+        (
+            "1001 items",
+            batch(too_many, Some(requester())),
+            Refusal::invalid_under("requests"),
+        ),
+        (
+            "no requester",
+            batch(vec![item.clone()], None),
+            Refusal::invalid_under("requester"),
+        ),
+        (
+            "a repeated request_id",
+            batch(vec![item, second], Some(requester())),
+            Refusal::invalid_under("requests"),
+        ),
+    ];
+    refuse_each!(client(&ctx), batch_create_patients, table).await?;
     ensure_unheld(&ctx, &nhs, "a refused batch wrote a patient").await
 }
 
@@ -282,5 +266,5 @@ pub(super) async fn get_patient(ctx: Ctx) -> TestResult {
     for bad in ["", "not-a-uuid"] {
         table.push((format!("{bad:?}"), get(bad), Refusal::invalid("patient_id")));
     }
-    refuse_each!(client(&ctx), get_patient, "GetPatient", table).await
+    refuse_each!(client(&ctx), get_patient, table).await
 }

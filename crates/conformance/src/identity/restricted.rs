@@ -199,13 +199,7 @@ pub(super) async fn refusals(ctx: Ctx) -> TestResult {
             unknown(&missing),
         ),
     ];
-    refuse_each!(
-        client(&ctx),
-        set_patient_confidentiality,
-        "SetPatientConfidentiality",
-        table
-    )
-    .await?;
+    refuse_each!(client(&ctx), set_patient_confidentiality, table).await?;
     ensure_eq!(
         get(&ctx, &p.patient_id).await?,
         p.clone(),

@@ -304,66 +304,61 @@ pub(super) async fn search_invalid(ctx: Ctx) -> TestResult {
     let range = |start, end| Birth::BirthDateRange(DateRange { start, end });
     let smith = |birth| search("Smith", birth);
     let family_name = || Refusal::invalid_under("family_name");
-    refuse_each!(
-        client(&ctx),
-        search_patients,
-        "SearchPatients",
-        vec![
-            (
-                "an empty family name",
-                search(" - ", Birth::BirthDate(DOB)),
-                family_name(),
-            ),
-            (
-                "no birth date",
-                SearchPatientsRequest {
-                    family_name: "Smith".into(),
-                    ..Default::default()
-                },
-                Refusal::invalid_request(),
-            ),
-            (
-                "a range with no bound",
-                smith(range(None, None)),
-                Refusal::invalid_under("birth_date_range"),
-            ),
-            (
-                "a range with start after end",
-                smith(range(Some(on(1990, 1, 2)), Some(on(1990, 1, 1)))),
-                Refusal::invalid_under("birth_date_range"),
-            ),
-            (
-                "an invalid date",
-                smith(Birth::BirthDate(on(1990, 13, 1))),
-                Refusal::invalid_under("birth_date"),
-            ),
-            (
-                "a wildcard after one character",
-                search("S*", Birth::BirthDate(DOB)),
-                family_name(),
-            ),
-            (
-                "a wildcard not at the end",
-                search("Sm*th", Birth::BirthDate(DOB)),
-                family_name(),
-            ),
-            (
-                "a wildcard in fuzzy mode",
-                SearchPatientsRequest {
-                    mode: SearchMode::Fuzzy as i32,
-                    ..search("Smi*", Birth::BirthDate(DOB))
-                },
-                family_name(),
-            ),
-            (
-                "negative max_results",
-                SearchPatientsRequest {
-                    max_results: -1,
-                    ..smith(Birth::BirthDate(DOB))
-                },
-                Refusal::invalid_under("max_results"),
-            ),
-        ],
-    )
-    .await
+    let table = vec![
+        (
+            "an empty family name",
+            search(" - ", Birth::BirthDate(DOB)),
+            family_name(),
+        ),
+        (
+            "no birth date",
+            SearchPatientsRequest {
+                family_name: "Smith".into(),
+                ..Default::default()
+            },
+            Refusal::invalid_request(),
+        ),
+        (
+            "a range with no bound",
+            smith(range(None, None)),
+            Refusal::invalid_under("birth_date_range"),
+        ),
+        (
+            "a range with start after end",
+            smith(range(Some(on(1990, 1, 2)), Some(on(1990, 1, 1)))),
+            Refusal::invalid_under("birth_date_range"),
+        ),
+        (
+            "an invalid date",
+            smith(Birth::BirthDate(on(1990, 13, 1))),
+            Refusal::invalid_under("birth_date"),
+        ),
+        (
+            "a wildcard after one character",
+            search("S*", Birth::BirthDate(DOB)),
+            family_name(),
+        ),
+        (
+            "a wildcard not at the end",
+            search("Sm*th", Birth::BirthDate(DOB)),
+            family_name(),
+        ),
+        (
+            "a wildcard in fuzzy mode",
+            SearchPatientsRequest {
+                mode: SearchMode::Fuzzy as i32,
+                ..search("Smi*", Birth::BirthDate(DOB))
+            },
+            family_name(),
+        ),
+        (
+            "negative max_results",
+            SearchPatientsRequest {
+                max_results: -1,
+                ..smith(Birth::BirthDate(DOB))
+            },
+            Refusal::invalid_under("max_results"),
+        ),
+    ];
+    refuse_each!(client(&ctx), search_patients, table).await
 }

@@ -159,7 +159,7 @@ pub(super) async fn update_invalid(ctx: Ctx) -> TestResult {
             unknown(&unknown_id),
         ),
     ]);
-    refuse_each!(client(&ctx), update_patient, "UpdatePatient", table,).await?;
+    refuse_each!(client(&ctx), update_patient, table,).await?;
     ensure_eq!(
         get(&ctx, &v1.patient_id).await?.version,
         1,
@@ -280,32 +280,27 @@ pub(super) async fn versions_invalid(ctx: Ctx) -> TestResult {
         "a next_page_token while versions remain"
     );
     let unknown_id = uuid::Uuid::new_v4().to_string();
-    refuse_each!(
-        client(&ctx),
-        list_patient_versions,
-        "ListPatientVersions",
-        vec![
-            (
-                "a token of another patient",
-                versions_request(&b.patient_id, 1, &first.next_page_token),
-                Refusal::invalid("page_token"),
-            ),
-            (
-                "a forged token",
-                versions_request(&a.patient_id, 1, crate::records::FORGED_TOKEN),
-                Refusal::invalid("page_token"),
-            ),
-            (
-                "page_size -1",
-                versions_request(&a.patient_id, -1, ""),
-                Refusal::invalid("page_size"),
-            ),
-            (
-                "unknown",
-                versions_request(&unknown_id, 0, ""),
-                unknown(&unknown_id),
-            ),
-        ],
-    )
-    .await
+    let table = vec![
+        (
+            "a token of another patient",
+            versions_request(&b.patient_id, 1, &first.next_page_token),
+            Refusal::invalid("page_token"),
+        ),
+        (
+            "a forged token",
+            versions_request(&a.patient_id, 1, crate::records::FORGED_TOKEN),
+            Refusal::invalid("page_token"),
+        ),
+        (
+            "page_size -1",
+            versions_request(&a.patient_id, -1, ""),
+            Refusal::invalid("page_size"),
+        ),
+        (
+            "unknown",
+            versions_request(&unknown_id, 0, ""),
+            unknown(&unknown_id),
+        ),
+    ];
+    refuse_each!(client(&ctx), list_patient_versions, table).await
 }

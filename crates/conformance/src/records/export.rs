@@ -10,7 +10,8 @@ use carerecord_contracts::records::v1::{
 use tonic::{Code, Status};
 
 use super::support::{
-    FORGED_TOKEN, client, create, day, ids, new_record, new_record_of, relabel, retract, tamper,
+    FORGED_TOKEN, client, create, day, ids, new_record, new_record_of, patient_with_record,
+    patient_with_records, relabel, retract, tamper,
 };
 use crate::harness::{Ctx, TestResult, describe, ensure, ensure_eq, fail};
 use crate::refusal::{Refusal, refused};
@@ -97,11 +98,8 @@ pub(super) async fn export_complete(ctx: Ctx) -> TestResult {
 }
 
 pub(super) async fn export_batching(ctx: Ctx) -> TestResult {
-    let pid = ctx.new_patient();
-    let mut made = Vec::new();
-    for _ in 0..105 {
-        made.push(create(&ctx, new_record(&pid)).await?.record_id);
-    }
+    let (pid, records) = patient_with_records(&ctx, 105).await?;
+    let made = ids(&records);
     let messages = export_all(&ctx, by_patients(&[&pid])).await?;
     ensure!(
         messages.len() >= 2,
@@ -142,11 +140,7 @@ pub(super) async fn export_empty(ctx: Ctx) -> TestResult {
 }
 
 pub(super) async fn export_resume(ctx: Ctx) -> TestResult {
-    let pid = ctx.new_patient();
-    let mut made = Vec::new();
-    for _ in 0..150 {
-        made.push(create(&ctx, new_record(&pid)).await?);
-    }
+    let (pid, made) = patient_with_records(&ctx, 150).await?;
     let request = by_patients(&[&pid]);
     let full = export_all(&ctx, request.clone()).await?;
     let full_records = records_of(&full);
@@ -196,8 +190,7 @@ pub(super) async fn export_resume(ctx: Ctx) -> TestResult {
 }
 
 pub(super) async fn export_filters(ctx: Ctx) -> TestResult {
-    let pid = ctx.new_patient();
-    let a = create(&ctx, new_record(&pid)).await?;
+    let (pid, a) = patient_with_record(&ctx).await?;
     let b = create(
         &ctx,
         Record {

@@ -494,70 +494,65 @@ pub(super) async fn filters_invalid(ctx: Ctx) -> TestResult {
     let many = |n: usize| vec!["x".to_owned(); n];
     let now = Some(super::support::seconds_from_now(0));
     let exactly = Refusal::invalid_exactly;
-    refuse_each!(
-        client(&ctx),
-        list_records,
-        "ListRecords",
-        vec![
-            (
-                "codes with an empty value and a tab",
-                with(&|r| r.codes = strings(&["ok", "", "a\tb"])),
-                exactly(&["codes[1]", "codes[2]"]),
-            ),
-            (
-                "a code over 512 characters",
-                with(&|r| r.codes = vec!["c".repeat(513)]),
-                exactly(&["codes[0]"]),
-            ),
-            (
-                "51 codes",
-                with(&|r| r.codes = many(51)),
-                exactly(&["codes"])
-            ),
-            (
-                "a category over 512 characters",
-                with(&|r| r.categories = vec!["ok".to_owned(), "x".repeat(513)]),
-                exactly(&["categories[1]"]),
-            ),
-            (
-                "a category with a line break",
-                with(&|r| r.categories = strings(&["vital\nsigns"])),
-                exactly(&["categories[0]"]),
-            ),
-            (
-                "51 categories",
-                with(&|r| r.categories = many(51)),
-                exactly(&["categories"]),
-            ),
-            (
-                "a status with a line break, an empty status",
-                with(&|r| r.statuses = strings(&["final", "\n", ""])),
-                exactly(&["statuses[1]", "statuses[2]"]),
-            ),
-            (
-                "21 statuses",
-                with(&|r| r.statuses = many(21)),
-                exactly(&["statuses"]),
-            ),
-            (
-                "updated_since equal to updated_before",
-                with(&|r| {
-                    r.updated_since = now;
-                    r.updated_before = now;
-                }),
-                exactly(&["updated_before"]),
-            ),
-            (
-                "updated_since after updated_before",
-                with(&|r| {
-                    r.updated_since = Some(super::support::seconds_from_now(60));
-                    r.updated_before = now;
-                }),
-                exactly(&["updated_before"]),
-            ),
-        ],
-    )
-    .await?;
+    let table = vec![
+        (
+            "codes with an empty value and a tab",
+            with(&|r| r.codes = strings(&["ok", "", "a\tb"])),
+            exactly(&["codes[1]", "codes[2]"]),
+        ),
+        (
+            "a code over 512 characters",
+            with(&|r| r.codes = vec!["c".repeat(513)]),
+            exactly(&["codes[0]"]),
+        ),
+        (
+            "51 codes",
+            with(&|r| r.codes = many(51)),
+            exactly(&["codes"]),
+        ),
+        (
+            "a category over 512 characters",
+            with(&|r| r.categories = vec!["ok".to_owned(), "x".repeat(513)]),
+            exactly(&["categories[1]"]),
+        ),
+        (
+            "a category with a line break",
+            with(&|r| r.categories = strings(&["vital\nsigns"])),
+            exactly(&["categories[0]"]),
+        ),
+        (
+            "51 categories",
+            with(&|r| r.categories = many(51)),
+            exactly(&["categories"]),
+        ),
+        (
+            "a status with a line break, an empty status",
+            with(&|r| r.statuses = strings(&["final", "\n", ""])),
+            exactly(&["statuses[1]", "statuses[2]"]),
+        ),
+        (
+            "21 statuses",
+            with(&|r| r.statuses = many(21)),
+            exactly(&["statuses"]),
+        ),
+        (
+            "updated_since equal to updated_before",
+            with(&|r| {
+                r.updated_since = now;
+                r.updated_before = now;
+            }),
+            exactly(&["updated_before"]),
+        ),
+        (
+            "updated_since after updated_before",
+            with(&|r| {
+                r.updated_since = Some(super::support::seconds_from_now(60));
+                r.updated_before = now;
+            }),
+            exactly(&["updated_before"]),
+        ),
+    ];
+    refuse_each!(client(&ctx), list_records, table).await?;
     let at_limits = with(&|r| {
         r.codes = many(50);
         r.categories = vec!["x".repeat(512)];
@@ -594,32 +589,27 @@ pub(super) async fn token_binds_new_filters(ctx: Ctx) -> TestResult {
         request
     };
     let page_token = || Refusal::invalid("page_token");
-    refuse_each!(
-        client(&ctx),
-        list_records,
-        "ListRecords",
-        vec![
-            (
-                "the token with statuses [final]",
-                reuse(|r| r.statuses = strings(&["final"])),
-                page_token(),
-            ),
-            (
-                "the token with codes added",
-                reuse(|r| r.codes = strings(&["1"])),
-                page_token(),
-            ),
-            (
-                "the token with categories added",
-                reuse(|r| r.categories = strings(&["vital-signs"])),
-                page_token(),
-            ),
-            (
-                "the token with updated_before added",
-                reuse(|r| r.updated_before = Some(super::support::seconds_from_now(60))),
-                page_token(),
-            ),
-        ],
-    )
-    .await
+    let table = vec![
+        (
+            "the token with statuses [final]",
+            reuse(|r| r.statuses = strings(&["final"])),
+            page_token(),
+        ),
+        (
+            "the token with codes added",
+            reuse(|r| r.codes = strings(&["1"])),
+            page_token(),
+        ),
+        (
+            "the token with categories added",
+            reuse(|r| r.categories = strings(&["vital-signs"])),
+            page_token(),
+        ),
+        (
+            "the token with updated_before added",
+            reuse(|r| r.updated_before = Some(super::support::seconds_from_now(60))),
+            page_token(),
+        ),
+    ];
+    refuse_each!(client(&ctx), list_records, table).await
 }

@@ -7,14 +7,13 @@ use carerecord_contracts::records::v1::{
 
 use super::support::{
     FORGED_TOKEN, client, create, day, get, ids, list_all, list_request, new_record, new_record_of,
-    relabel, retract, tamper,
+    patient_with_record, patient_with_records, relabel, retract, tamper,
 };
 use crate::harness::{Ctx, TestResult, ensure, ensure_eq, ok};
 use crate::refusal::{Refusal, refuse_each};
 
 pub(super) async fn list_basics(ctx: Ctx) -> TestResult {
-    let pid = ctx.new_patient();
-    let a = create(&ctx, new_record(&pid)).await?;
+    let (pid, a) = patient_with_record(&ctx).await?;
     let b = create(&ctx, new_record_of(&pid, "Condition")).await?;
     let b2 = relabel(&ctx, &b, &["genomic"]).await?;
     let other = ctx.new_patient();
@@ -40,11 +39,8 @@ pub(super) async fn list_basics(ctx: Ctx) -> TestResult {
 }
 
 pub(super) async fn list_paging(ctx: Ctx) -> TestResult {
-    let pid = ctx.new_patient();
-    let mut created = Vec::new();
-    for _ in 0..7 {
-        created.push(create(&ctx, new_record(&pid)).await?.record_id);
-    }
+    let (pid, records) = patient_with_records(&ctx, 7).await?;
+    let created = ids(&records);
     for page_size in [1, 2, 3, 0, 5000] {
         let (records, _) = list_all(
             &ctx,
@@ -82,11 +78,7 @@ pub(super) async fn list_paging(ctx: Ctx) -> TestResult {
 }
 
 pub(super) async fn list_snapshot(ctx: Ctx) -> TestResult {
-    let pid = ctx.new_patient();
-    let mut rs = Vec::new();
-    for _ in 0..5 {
-        rs.push(create(&ctx, new_record(&pid)).await?);
-    }
+    let (pid, rs) = patient_with_records(&ctx, 5).await?;
     let first = ok(
         client(&ctx)
             .list_records(ListRecordsRequest {
@@ -410,10 +402,7 @@ pub(super) async fn list_effective_order(ctx: Ctx) -> TestResult {
 }
 
 pub(super) async fn list_bad_token(ctx: Ctx) -> TestResult {
-    let pid = ctx.new_patient();
-    for _ in 0..3 {
-        create(&ctx, new_record(&pid)).await?;
-    }
+    let (pid, _) = patient_with_records(&ctx, 3).await?;
     let first = ok(
         client(&ctx)
             .list_records(ListRecordsRequest {
@@ -431,45 +420,40 @@ pub(super) async fn list_bad_token(ctx: Ctx) -> TestResult {
         ..list_request(patient_id)
     };
     let page_token = || Refusal::invalid("page_token");
-    refuse_each!(
-        client(&ctx),
-        list_records,
-        "ListRecords",
-        vec![
-            (
-                "page token with another patient",
-                with_token(&other, token.clone()),
-                page_token(),
-            ),
-            (
-                "page token with another filter",
-                ListRecordsRequest {
-                    include_retracted: true,
-                    ..with_token(&pid, token.clone())
-                },
-                page_token(),
-            ),
-            (
-                "page token with another order",
-                ListRecordsRequest {
-                    order: RecordOrder::EffectiveTimeDescending as i32,
-                    ..with_token(&pid, token.clone())
-                },
-                page_token(),
-            ),
-            (
-                "page token with a forged token",
-                with_token(&pid, FORGED_TOKEN.into()),
-                page_token(),
-            ),
-            (
-                "page token with a tampered token",
-                with_token(&pid, tamper(&token)),
-                page_token(),
-            ),
-        ],
-    )
-    .await?;
+    let table = vec![
+        (
+            "page token with another patient",
+            with_token(&other, token.clone()),
+            page_token(),
+        ),
+        (
+            "page token with another filter",
+            ListRecordsRequest {
+                include_retracted: true,
+                ..with_token(&pid, token.clone())
+            },
+            page_token(),
+        ),
+        (
+            "page token with another order",
+            ListRecordsRequest {
+                order: RecordOrder::EffectiveTimeDescending as i32,
+                ..with_token(&pid, token.clone())
+            },
+            page_token(),
+        ),
+        (
+            "page token with a forged token",
+            with_token(&pid, FORGED_TOKEN.into()),
+            page_token(),
+        ),
+        (
+            "page token with a tampered token",
+            with_token(&pid, tamper(&token)),
+            page_token(),
+        ),
+    ];
+    refuse_each!(client(&ctx), list_records, table).await?;
     // page_size and view are not bound.
     let next = ok(
         client(&ctx)
@@ -501,65 +485,59 @@ pub(super) async fn list_invalid(ctx: Ctx) -> TestResult {
     };
     let one_day = period(1, 1);
     let backwards = period(2, 1);
-    refuse_each!(
-        client(&ctx),
-        list_records,
-        "ListRecords",
-        vec![
-            (
-                "no patient_id",
-                list_request(""),
-                Refusal::invalid("patient_id"),
-            ),
-            (
-                "malformed patient_id",
-                list_request("abc"),
-                Refusal::invalid("patient_id"),
-            ),
-            (
-                "unknown data class",
-                with(|r| r.data_classes = vec!["secret".into()]),
-                Refusal::invalid_under("data_classes"),
-            ),
-            (
-                "unknown excluded data class",
-                with(|r| r.excluded_data_classes = vec!["secret".into()]),
-                Refusal::invalid_under("excluded_data_classes"),
-            ),
-            (
-                "malformed resource type",
-                with(|r| r.resource_types = vec!["Observation; DROP".into()]),
-                Refusal::invalid_under("resource_types"),
-            ),
-            (
-                "51 resource types",
-                with(|r| r.resource_types = vec!["Observation".to_owned(); 51]),
-                Refusal::invalid_under("resource_types"),
-            ),
-            (
-                "effective_time.start equal to end",
-                ListRecordsRequest {
-                    effective_time: one_day,
-                    ..list_request(&pid)
-                },
-                Refusal::invalid_under("effective_time"),
-            ),
-            (
-                "effective_time.start after end",
-                ListRecordsRequest {
-                    effective_time: backwards,
-                    ..list_request(&pid)
-                },
-                Refusal::invalid_under("effective_time"),
-            ),
-        ],
-    )
-    .await
+    let table = vec![
+        (
+            "no patient_id",
+            list_request(""),
+            Refusal::invalid("patient_id"),
+        ),
+        (
+            "malformed patient_id",
+            list_request("abc"),
+            Refusal::invalid("patient_id"),
+        ),
+        (
+            "unknown data class",
+            with(|r| r.data_classes = vec!["secret".into()]),
+            Refusal::invalid_under("data_classes"),
+        ),
+        (
+            "unknown excluded data class",
+            with(|r| r.excluded_data_classes = vec!["secret".into()]),
+            Refusal::invalid_under("excluded_data_classes"),
+        ),
+        (
+            "malformed resource type",
+            with(|r| r.resource_types = vec!["Observation; DROP".into()]),
+            Refusal::invalid_under("resource_types"),
+        ),
+        (
+            "51 resource types",
+            with(|r| r.resource_types = vec!["Observation".to_owned(); 51]),
+            Refusal::invalid_under("resource_types"),
+        ),
+        (
+            "effective_time.start equal to end",
+            ListRecordsRequest {
+                effective_time: one_day,
+                ..list_request(&pid)
+            },
+            Refusal::invalid_under("effective_time"),
+        ),
+        (
+            "effective_time.start after end",
+            ListRecordsRequest {
+                effective_time: backwards,
+                ..list_request(&pid)
+            },
+            Refusal::invalid_under("effective_time"),
+        ),
+    ];
+    refuse_each!(client(&ctx), list_records, table).await
 }
 
 pub(super) async fn list_metadata_view(ctx: Ctx) -> TestResult {
-    let pid = ctx.new_patient();
-    let r = create(&ctx, new_record(&pid)).await?;
+    let (pid, r) = patient_with_record(&ctx).await?;
     let (records, _) = list_all(
         &ctx,
         ListRecordsRequest {

@@ -3,8 +3,8 @@
 use carerecord_contracts::records::v1::{Record, RecordStatus, RetractRecordRequest};
 
 use super::support::{
-    client, create, ensure_latest, ensure_version, etag_mismatch, get, new_record, relabel,
-    requester, retract, retracted, unknown,
+    client, create, ensure_latest, ensure_version, etag_mismatch, get, new_record,
+    patient_with_record, relabel, requester, retract, retracted, unknown,
 };
 use crate::harness::{Ctx, TestResult, ensure, ensure_eq, ok};
 use crate::refusal::{Refusal, refuse_each, refused};
@@ -48,8 +48,7 @@ pub(super) async fn retract_basics(ctx: Ctx) -> TestResult {
 }
 
 pub(super) async fn retract_twice(ctx: Ctx) -> TestResult {
-    let pid = ctx.new_patient();
-    let v1 = create(&ctx, new_record(&pid)).await?;
+    let (_, v1) = patient_with_record(&ctx).await?;
     let v2 = retract(&ctx, &v1, "retract").await?;
     refused(
         client(&ctx)
@@ -63,8 +62,7 @@ pub(super) async fn retract_twice(ctx: Ctx) -> TestResult {
 }
 
 pub(super) async fn retract_stale(ctx: Ctx) -> TestResult {
-    let pid = ctx.new_patient();
-    let v1 = create(&ctx, new_record(&pid)).await?;
+    let (_, v1) = patient_with_record(&ctx).await?;
     relabel(&ctx, &v1, &["hiv"]).await?;
     refused(
         client(&ctx)
@@ -92,8 +90,7 @@ fn retract_request(record_id: &str, etag: &str, reason: &str) -> RetractRecordRe
 }
 
 pub(super) async fn retract_reason(ctx: Ctx) -> TestResult {
-    let pid = ctx.new_patient();
-    let v1 = create(&ctx, new_record(&pid)).await?;
+    let (_, v1) = patient_with_record(&ctx).await?;
     let table = [String::new(), " \t\n ".to_owned(), "r".repeat(1025)]
         .into_iter()
         .map(|reason| {
@@ -104,7 +101,7 @@ pub(super) async fn retract_reason(ctx: Ctx) -> TestResult {
             )
         })
         .collect();
-    refuse_each!(client(&ctx), retract_record, "RetractRecord", table).await?;
+    refuse_each!(client(&ctx), retract_record, table).await?;
     // 1024 characters, counted as characters, not bytes.
     let reason = "é".repeat(1024);
     let retracted = ok(
@@ -122,8 +119,7 @@ pub(super) async fn retract_reason(ctx: Ctx) -> TestResult {
 }
 
 pub(super) async fn retract_invalid(ctx: Ctx) -> TestResult {
-    let pid = ctx.new_patient();
-    let v1 = create(&ctx, new_record(&pid)).await?;
+    let (_, v1) = patient_with_record(&ctx).await?;
     let base = retract_request(&v1.record_id, &v1.etag, "test");
     let mut table = Vec::new();
     for (request, field) in [
@@ -149,7 +145,7 @@ pub(super) async fn retract_invalid(ctx: Ctx) -> TestResult {
         },
         unknown(&unknown_id),
     ));
-    refuse_each!(client(&ctx), retract_record, "RetractRecord", table).await?;
+    refuse_each!(client(&ctx), retract_record, table).await?;
     ensure_latest(
         &ctx,
         &v1.record_id,

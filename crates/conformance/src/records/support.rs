@@ -153,6 +153,26 @@ pub(crate) async fn create(ctx: &Ctx, record: Record) -> TestResult<Record> {
     create_with(ctx, create_request(record)).await
 }
 
+/// A fresh patient and a new record of theirs, created: where most record tests start.
+pub(crate) async fn patient_with_record(ctx: &Ctx) -> TestResult<(String, Record)> {
+    let pid = ctx.new_patient();
+    let record = create(ctx, new_record(&pid)).await?;
+    Ok((pid, record))
+}
+
+/// A fresh patient and `count` new records of theirs, created one after another.
+pub(crate) async fn patient_with_records(
+    ctx: &Ctx,
+    count: usize,
+) -> TestResult<(String, Vec<Record>)> {
+    let pid = ctx.new_patient();
+    let mut records = Vec::with_capacity(count);
+    for _ in 0..count {
+        records.push(create(ctx, new_record(&pid)).await?);
+    }
+    Ok((pid, records))
+}
+
 pub(crate) async fn create_with(ctx: &Ctx, request: CreateRecordRequest) -> TestResult<Record> {
     let response = ok(client(ctx).create_record(request).await, "CreateRecord")?;
     let record = present(response.record, "CreateRecord: the response has no record")?;
@@ -298,6 +318,20 @@ pub(crate) async fn ensure_nothing_written(ctx: &Ctx, patient_id: &str) -> TestR
         records.is_empty(),
         "a refused request must write nothing, but patient {patient_id} now has {} record(s)",
         records.len()
+    );
+    Ok(())
+}
+
+/// Requires a record as the METADATA view returns it: no payload, its content_hash still set.
+pub(crate) fn ensure_metadata_only(r: &Record) -> TestResult {
+    ensure!(
+        r.payload.is_empty(),
+        "payload must be empty in METADATA view (version {})",
+        r.version
+    );
+    ensure!(
+        !r.content_hash.is_empty(),
+        "content_hash must be set in METADATA view"
     );
     Ok(())
 }

@@ -5,8 +5,8 @@ use prost_types::FieldMask;
 
 use super::support::{
     FHIR_JSON, client, create, day, ensure_latest, ensure_version, etag_mismatch, new_record,
-    observation, payload_with, relabel, requester, retract, retracted, sha256_hex, ts_key, unknown,
-    update,
+    observation, patient_with_record, payload_with, relabel, requester, retract, retracted,
+    sha256_hex, ts_key, unknown, update,
 };
 use crate::harness::{Ctx, TestResult, ensure, ensure_eq};
 use crate::refusal::{Refusal, masks_refused, refuse_each, refused};
@@ -23,8 +23,7 @@ fn update_request(record: Record, etag: &str, paths: &[&str]) -> UpdateRecordReq
 }
 
 pub(super) async fn update_payload(ctx: Ctx) -> TestResult {
-    let pid = ctx.new_patient();
-    let v1 = create(&ctx, new_record(&pid)).await?;
+    let (pid, v1) = patient_with_record(&ctx).await?;
     let payload = observation(&pid);
     let change = Record {
         record_id: v1.record_id.clone(),
@@ -53,8 +52,7 @@ pub(super) async fn update_payload(ctx: Ctx) -> TestResult {
 }
 
 pub(super) async fn stale_etag(ctx: Ctx) -> TestResult {
-    let pid = ctx.new_patient();
-    let v1 = create(&ctx, new_record(&pid)).await?;
+    let (_, v1) = patient_with_record(&ctx).await?;
     let v2 = relabel(&ctx, &v1, &["genomic"]).await?;
     let change = Record {
         record_id: v1.record_id.clone(),
@@ -79,8 +77,7 @@ pub(super) async fn stale_etag(ctx: Ctx) -> TestResult {
 }
 
 pub(super) async fn update_without_change(ctx: Ctx) -> TestResult {
-    let pid = ctx.new_patient();
-    let v1 = create(&ctx, new_record(&pid)).await?;
+    let (_, v1) = patient_with_record(&ctx).await?;
     let same = Record {
         record_id: v1.record_id.clone(),
         ..v1.clone()
@@ -215,8 +212,7 @@ fn about_someone_else() -> Vec<u8> {
 }
 
 pub(super) async fn update_full_replacement_required(ctx: Ctx) -> TestResult {
-    let pid = ctx.new_patient();
-    let v1 = create(&ctx, new_record(&pid)).await?;
+    let (_, v1) = patient_with_record(&ctx).await?;
     let change = Record {
         record_id: v1.record_id.clone(),
         source_system: String::new(),
@@ -234,8 +230,7 @@ pub(super) async fn update_full_replacement_required(ctx: Ctx) -> TestResult {
 }
 
 pub(super) async fn update_mask_invalid(ctx: Ctx) -> TestResult {
-    let pid = ctx.new_patient();
-    let v1 = create(&ctx, new_record(&pid)).await?;
+    let (_, v1) = patient_with_record(&ctx).await?;
     let masks: &[&[&str]] = &[
         &["status"],
         &["patient_id"],
@@ -249,14 +244,13 @@ pub(super) async fn update_mask_invalid(ctx: Ctx) -> TestResult {
         |paths| update_request(v1.clone(), &v1.etag, paths),
         || Refusal::invalid("update_mask"),
     );
-    refuse_each!(client(&ctx), update_record, "UpdateRecord", table).await?;
+    refuse_each!(client(&ctx), update_record, table).await?;
     ensure_version(&ctx, &v1.record_id, 1, "version after refused updates").await?;
     Ok(())
 }
 
 pub(super) async fn update_immutable(ctx: Ctx) -> TestResult {
-    let pid = ctx.new_patient();
-    let v1 = create(&ctx, new_record(&pid)).await?;
+    let (_, v1) = patient_with_record(&ctx).await?;
     let moved = Record {
         patient_id: uuid::Uuid::new_v4().to_string(),
         ..v1.clone()
@@ -265,24 +259,19 @@ pub(super) async fn update_immutable(ctx: Ctx) -> TestResult {
         resource_type: "Condition".into(),
         ..v1.clone()
     };
-    refuse_each!(
-        client(&ctx),
-        update_record,
-        "UpdateRecord",
-        vec![
-            (
-                "different patient_id".to_owned(),
-                update_request(moved, &v1.etag, &[]),
-                Refusal::invalid("record.patient_id"),
-            ),
-            (
-                "different resource_type".to_owned(),
-                update_request(retyped, &v1.etag, &["data_classes"]),
-                Refusal::invalid("record.resource_type"),
-            ),
-        ],
-    )
-    .await?;
+    let table = vec![
+        (
+            "different patient_id".to_owned(),
+            update_request(moved, &v1.etag, &[]),
+            Refusal::invalid("record.patient_id"),
+        ),
+        (
+            "different resource_type".to_owned(),
+            update_request(retyped, &v1.etag, &["data_classes"]),
+            Refusal::invalid("record.resource_type"),
+        ),
+    ];
+    refuse_each!(client(&ctx), update_record, table).await?;
     // Equal values are allowed.
     let same = Record {
         data_classes: vec!["hiv".into()],
@@ -304,8 +293,7 @@ fn set_record_id(request: &mut UpdateRecordRequest, record_id: &str) {
 }
 
 pub(super) async fn update_missing_fields(ctx: Ctx) -> TestResult {
-    let pid = ctx.new_patient();
-    let v1 = create(&ctx, new_record(&pid)).await?;
+    let (_, v1) = patient_with_record(&ctx).await?;
     let with = |change: fn(&mut UpdateRecordRequest)| {
         let mut request = update_request(relabelling(&v1.record_id), &v1.etag, &["data_classes"]);
         change(&mut request);
@@ -320,7 +308,7 @@ pub(super) async fn update_missing_fields(ctx: Ctx) -> TestResult {
     ] {
         table.push((format!("bad {field}"), request, Refusal::invalid(field)));
     }
-    refuse_each!(client(&ctx), update_record, "UpdateRecord", table).await?;
+    refuse_each!(client(&ctx), update_record, table).await?;
     ensure_version(&ctx, &v1.record_id, 1, "version after refused updates").await?;
     Ok(())
 }
@@ -342,8 +330,7 @@ pub(super) async fn update_unknown(ctx: Ctx) -> TestResult {
 }
 
 pub(super) async fn update_retracted(ctx: Ctx) -> TestResult {
-    let pid = ctx.new_patient();
-    let v1 = create(&ctx, new_record(&pid)).await?;
+    let (_, v1) = patient_with_record(&ctx).await?;
     let v2 = retract(&ctx, &v1, "retract").await?;
     refused(
         client(&ctx)
@@ -367,8 +354,7 @@ pub(super) async fn update_retracted(ctx: Ctx) -> TestResult {
 }
 
 pub(super) async fn update_order_of_checks(ctx: Ctx) -> TestResult {
-    let pid = ctx.new_patient();
-    let v1 = create(&ctx, new_record(&pid)).await?;
+    let (_, v1) = patient_with_record(&ctx).await?;
     let relabelled = relabel(&ctx, &v1, &["hiv"]).await?;
     let stale = v1.etag.clone();
     let id = &v1.record_id;
@@ -384,62 +370,51 @@ pub(super) async fn update_order_of_checks(ctx: Ctx) -> TestResult {
         let change = new_payload(id, FHIR_JSON, about_someone_else());
         update_request(change, etag, &["payload"])
     };
-    refuse_each!(
-        client(&ctx),
-        update_record,
-        "UpdateRecord",
-        vec![
-            (
-                "unknown record, no requester".to_owned(),
-                no_requester,
-                Refusal::invalid("requester"),
-            ),
-            // Existence before etag.
-            (
-                "unknown record, any etag".to_owned(),
-                update_request(relabelling(&unknown_id), &stale, &["data_classes"]),
-                unknown(&unknown_id),
-            ),
-            // Etag before the payload's check against the stored patient.
-            (
-                "stale etag, payload about another patient".to_owned(),
-                payload(&stale),
-                etag_mismatch(),
-            ),
-        ],
-    )
-    .await?;
+    let table = vec![
+        (
+            "unknown record, no requester".to_owned(),
+            no_requester,
+            Refusal::invalid("requester"),
+        ),
+        // Existence before etag.
+        (
+            "unknown record, any etag".to_owned(),
+            update_request(relabelling(&unknown_id), &stale, &["data_classes"]),
+            unknown(&unknown_id),
+        ),
+        // Etag before the payload's check against the stored patient.
+        (
+            "stale etag, payload about another patient".to_owned(),
+            payload(&stale),
+            etag_mismatch(),
+        ),
+    ];
+    refuse_each!(client(&ctx), update_record, table).await?;
     let retracted_v3 = retract(&ctx, &relabelled, "retract").await?;
     let genomic = Record {
         record_id: id.clone(),
         data_classes: vec!["genomic".into()],
         ..Default::default()
     };
-    refuse_each!(
-        client(&ctx),
-        update_record,
-        "UpdateRecord",
-        vec![
-            // Etag before state.
-            (
-                "retracted record, stale etag".to_owned(),
-                update_request(genomic, &relabelled.etag, &["data_classes"]),
-                etag_mismatch(),
-            ),
-            // State before the payload's check against the stored patient.
-            (
-                "retracted record, payload about another patient".to_owned(),
-                payload(&retracted_v3.etag),
-                retracted(id),
-            ),
-        ],
-    )
-    .await
+    let table = vec![
+        // Etag before state.
+        (
+            "retracted record, stale etag".to_owned(),
+            update_request(genomic, &relabelled.etag, &["data_classes"]),
+            etag_mismatch(),
+        ),
+        // State before the payload's check against the stored patient.
+        (
+            "retracted record, payload about another patient".to_owned(),
+            payload(&retracted_v3.etag),
+            retracted(id),
+        ),
+    ];
+    refuse_each!(client(&ctx), update_record, table).await
 }
 
 pub(super) async fn update_payload_checked(ctx: Ctx) -> TestResult {
-    let pid = ctx.new_patient();
-    let v1 = create(&ctx, new_record(&pid)).await?;
+    let (pid, v1) = patient_with_record(&ctx).await?;
     let fhir = |payload| new_payload(&v1.record_id, FHIR_JSON, payload);
     let mut table = Vec::new();
     for (payload, what) in [
@@ -462,7 +437,7 @@ pub(super) async fn update_payload_checked(ctx: Ctx) -> TestResult {
         update_request(plain, &v1.etag, &["payload"]),
         Refusal::invalid("record.content_type"),
     ));
-    refuse_each!(client(&ctx), update_record, "UpdateRecord", table).await?;
+    refuse_each!(client(&ctx), update_record, table).await?;
     ensure_latest(&ctx, &v1.record_id, &v1, "the record after refused updates").await?;
     Ok(())
 }

@@ -35,6 +35,13 @@ fn with_subject(req: &mut CreateRecordRequest, subject: serde_json::Value) {
     set_payload(req, payload.to_string().into_bytes());
 }
 
+/// A record of `resource_type` whose payload agrees with it, so that only the type is refused.
+fn claim_type(req: &mut CreateRecordRequest, pid: &str, resource_type: &str) {
+    record(req).resource_type = resource_type.into();
+    let reference = format!("Patient/{pid}");
+    set_payload(req, payload_with(resource_type, "subject", &reference));
+}
+
 const RULES: &[Rule] = &[
     Rule {
         id: "REC-VAL-001",
@@ -90,52 +97,28 @@ const RULES: &[Rule] = &[
         title: "record.resource_type `Patient` is refused",
         field: "record.resource_type",
         pointer: None,
-        mutate: |r, pid| {
-            record(r).resource_type = "Patient".into();
-            set_payload(
-                r,
-                payload_with("Patient", "subject", &format!("Patient/{pid}")),
-            )
-        },
+        mutate: |r, pid| claim_type(r, pid, "Patient"),
     },
     Rule {
         id: "REC-VAL-009",
         title: "record.resource_type `Bundle` is refused",
         field: "record.resource_type",
         pointer: None,
-        mutate: |r, pid| {
-            record(r).resource_type = "Bundle".into();
-            set_payload(
-                r,
-                payload_with("Bundle", "subject", &format!("Patient/{pid}")),
-            )
-        },
+        mutate: |r, pid| claim_type(r, pid, "Bundle"),
     },
     Rule {
         id: "REC-VAL-010",
         title: "record.resource_type not a FHIR R4 type name (case-sensitive: `observation`)",
         field: "record.resource_type",
         pointer: None,
-        mutate: |r, pid| {
-            record(r).resource_type = "observation".into();
-            set_payload(
-                r,
-                payload_with("observation", "subject", &format!("Patient/{pid}")),
-            )
-        },
+        mutate: |r, pid| claim_type(r, pid, "observation"),
     },
     Rule {
         id: "REC-VAL-011",
         title: "record.resource_type not a FHIR R4 type name (`CarePathway`)",
         field: "record.resource_type",
         pointer: None,
-        mutate: |r, pid| {
-            record(r).resource_type = "CarePathway".into();
-            set_payload(
-                r,
-                payload_with("CarePathway", "subject", &format!("Patient/{pid}")),
-            )
-        },
+        mutate: |r, pid| claim_type(r, pid, "CarePathway"),
     },
     Rule {
         id: "REC-VAL-012",

@@ -6,8 +6,8 @@ use carerecord_contracts::records::v1::{
 };
 
 use super::support::{
-    FHIR_JSON, FORGED_TOKEN, client, create, new_record, observation, requester, retract, tamper,
-    unknown, update,
+    FHIR_JSON, FORGED_TOKEN, client, create, ensure_metadata_only, new_record, observation,
+    requester, retract, tamper, unknown, update,
 };
 use crate::harness::{Ctx, TestResult, ensure, ensure_eq, every_page, fail, ok};
 use crate::refusal::{Refusal, refuse_each};
@@ -169,29 +169,24 @@ pub(super) async fn versions_bad_token(ctx: Ctx) -> TestResult {
     let token = first.next_page_token;
     ensure!(!token.is_empty(), "a next_page_token while versions remain");
     let page_token = || Refusal::invalid("page_token");
-    refuse_each!(
-        client(&ctx),
-        list_record_versions,
-        "ListRecordVersions",
-        vec![
-            (
-                "a forged token".to_owned(),
-                page_request(&id, 1, FORGED_TOKEN),
-                page_token(),
-            ),
-            (
-                "a tampered token".to_owned(),
-                page_request(&id, 1, &tamper(&token)),
-                page_token(),
-            ),
-            (
-                "a token issued for another record".to_owned(),
-                page_request(&other.record_id, 1, &token),
-                page_token(),
-            ),
-        ],
-    )
-    .await
+    let table = vec![
+        (
+            "a forged token".to_owned(),
+            page_request(&id, 1, FORGED_TOKEN),
+            page_token(),
+        ),
+        (
+            "a tampered token".to_owned(),
+            page_request(&id, 1, &tamper(&token)),
+            page_token(),
+        ),
+        (
+            "a token issued for another record".to_owned(),
+            page_request(&other.record_id, 1, &token),
+            page_token(),
+        ),
+    ];
+    refuse_each!(client(&ctx), list_record_versions, table).await
 }
 
 pub(super) async fn versions_errors_and_view(ctx: Ctx) -> TestResult {
@@ -208,13 +203,7 @@ pub(super) async fn versions_errors_and_view(ctx: Ctx) -> TestResult {
             Refusal::invalid("record_id"),
         ));
     }
-    refuse_each!(
-        client(&ctx),
-        list_record_versions,
-        "ListRecordVersions",
-        table
-    )
-    .await?;
+    refuse_each!(client(&ctx), list_record_versions, table).await?;
     let written = four_versions(&ctx).await?;
     let versions = list_versions(&ctx, &written[0].record_id, 0, RecordView::Metadata).await?;
     ensure_eq!(versions.len(), 4, "number of versions");
@@ -222,15 +211,7 @@ pub(super) async fn versions_errors_and_view(ctx: Ctx) -> TestResult {
         let Some(r) = &v.record else {
             fail!("a version without its record")
         };
-        ensure!(
-            r.payload.is_empty(),
-            "payload must be empty in METADATA view (version {})",
-            r.version
-        );
-        ensure!(
-            !r.content_hash.is_empty(),
-            "content_hash must be set in METADATA view"
-        );
+        ensure_metadata_only(r)?;
     }
     Ok(())
 }

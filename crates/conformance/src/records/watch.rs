@@ -10,8 +10,8 @@ use tonic::codec::Streaming;
 use tonic::{Code, Status};
 
 use super::support::{
-    FORGED_TOKEN, client, create, list_all, list_request, new_record, new_record_of, relabel,
-    requester, retract, tamper,
+    FORGED_TOKEN, client, create, ensure_metadata_only, list_all, list_request, new_record,
+    new_record_of, relabel, requester, retract, tamper,
 };
 use crate::harness::{Ctx, TestResult, describe, ensure, ensure_eq, fail};
 use crate::refusal::{Refusal, refused};
@@ -325,14 +325,7 @@ pub(super) async fn watch_metadata_view(ctx: Ctx) -> TestResult {
         let Some(r) = &c.record else {
             fail!("a change without its record")
         };
-        ensure!(
-            r.payload.is_empty(),
-            "payload must be empty in METADATA view"
-        );
-        ensure!(
-            !r.content_hash.is_empty(),
-            "content_hash must be set in METADATA view"
-        );
+        ensure_metadata_only(r)?;
     }
     Ok(())
 }

@@ -10,11 +10,10 @@ mod rows;
 
 use carerecord_contracts::consent::v1::{
     ConsentDirective, DecideRequest, DecisionOutcome, DecisionSource, Obligation, ObligationType,
-    RevokeConsentDirectiveRequest,
 };
 
 use super::support::{
-    checked_not_opted_out, client, create, decide, platform_rule, recorder, set_opt_out,
+    checked_not_opted_out, client, create, decide, platform_rule, revoke_request, set_opt_out,
 };
 use crate::harness::{Case, Ctx, Fail, TestResult, ensure, ensure_eq, ok};
 use rows::TABLE;
@@ -69,15 +68,9 @@ async fn run_row(ctx: Ctx, row: &'static Row) -> TestResult {
     }
     if row.revoke {
         for d in &made {
+            let revoke = revoke_request(&d.directive_id, &d.etag, "conformance kit");
             ok(
-                client(&ctx)
-                    .revoke_consent_directive(RevokeConsentDirectiveRequest {
-                        directive_id: d.directive_id.clone(),
-                        etag: d.etag.clone(),
-                        reason: "conformance kit".into(),
-                        requester: Some(recorder()),
-                    })
-                    .await,
+                client(&ctx).revoke_consent_directive(revoke).await,
                 "RevokeConsentDirective",
             )?;
         }
