@@ -134,16 +134,33 @@ impl Upstream {
     }
 }
 
+/// A module's final answer to a call that failed (after any retries), and which module it was.
+#[derive(Debug)]
+pub struct Failed {
+    pub dependency: Dependency,
+    pub status: Status,
+}
+
+/// A failed call means the module is unavailable (see [`unavailable`]), unless the caller gives
+/// the module's answer a meaning of its own first.
+impl From<Failed> for Error {
+    fn from(failed: Failed) -> Self {
+        unavailable(failed.dependency, &failed.status)
+    }
+}
+
 /// One method per RPC data access makes, each through [`Upstream::ask`]: the module's answer, or
 /// its final status after retries.
 macro_rules! rpcs {
     ($($dependency:ident $client:ident . $rpc:ident($request:ty) -> $response:ty;)*) => {
         impl Upstream {
-            $(pub async fn $rpc(&self, request: $request) -> Result<$response, Status> {
-                self.ask(Dependency::$dependency, stringify!($rpc), &self.$client, request, |mut c, r| async move {
+            $(pub async fn $rpc(&self, request: $request) -> Result<$response, Failed> {
+                let dependency = Dependency::$dependency;
+                self.ask(dependency, stringify!($rpc), &self.$client, request, |mut c, r| async move {
                     c.$rpc(r).await
                 })
                 .await
+                .map_err(|status| Failed { dependency, status })
             })*
         }
     };
@@ -183,7 +200,7 @@ impl Upstream {
     pub async fn update_record(
         &self,
         request: records::UpdateRecordRequest,
-    ) -> Result<records::UpdateRecordResponse, Status> {
+    ) -> Result<records::UpdateRecordResponse, Failed> {
         let mut client = self.records.clone();
         self.once(client.update_record(self.request(request))).await
     }
@@ -192,7 +209,7 @@ impl Upstream {
     pub async fn retract_record(
         &self,
         request: records::RetractRecordRequest,
-    ) -> Result<records::RetractRecordResponse, Status> {
+    ) -> Result<records::RetractRecordResponse, Failed> {
         let mut client = self.records.clone();
         self.once(client.retract_record(self.request(request)))
             .await
@@ -203,25 +220,35 @@ impl Upstream {
     pub async fn import_records(
         &self,
         request: records::ImportRecordsRequest,
-    ) -> Result<records::ImportRecordsResponse, Status> {
+    ) -> Result<records::ImportRecordsResponse, Failed> {
         let mut client = self.records.clone();
         let mut call = tonic::Request::new(tokio_stream::once(request));
         call.set_timeout(self.timeout * 4);
-        match tokio::time::timeout(self.timeout * 4, client.import_records(call)).await {
-            Ok(result) => result.map(tonic::Response::into_inner),
-            Err(_) => Err(Status::deadline_exceeded("the call's deadline passed")),
-        }
+        records_once(self.timeout * 4, client.import_records(call)).await
     }
 
     async fn once<T>(
         &self,
         call: impl Future<Output = Result<tonic::Response<T>, Status>>,
-    ) -> Result<T, Status> {
-        match tokio::time::timeout(self.timeout, call).await {
-            Ok(result) => result.map(tonic::Response::into_inner),
-            Err(_) => Err(Status::deadline_exceeded("the call's deadline passed")),
-        }
+    ) -> Result<T, Failed> {
+        records_once(self.timeout, call).await
     }
+}
+
+/// A call of record hosting made once, within `timeout`.
+async fn records_once<T>(
+    timeout: Duration,
+    call: impl Future<Output = Result<tonic::Response<T>, Status>>,
+) -> Result<T, Failed> {
+    let status = match tokio::time::timeout(timeout, call).await {
+        Ok(Ok(response)) => return Ok(response.into_inner()),
+        Ok(Err(status)) => status,
+        Err(_) => Status::deadline_exceeded("the call's deadline passed"),
+    };
+    Err(Failed {
+        dependency: Dependency::Records,
+        status,
+    })
 }
 
 /// The error for a module's failed answer: a transient one (the module is down, slow or

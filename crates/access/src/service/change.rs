@@ -325,7 +325,7 @@ impl AccessService {
                     requester: Some(requester.clone()),
                 })
                 .await
-                .map_err(|s| records_write_error(&s))?
+                .map_err(|f| records_write_error(&f.status))?
                 .record
             }
             Edit::Retract(reason) => {
@@ -336,7 +336,7 @@ impl AccessService {
                     requester: Some(requester.clone()),
                 })
                 .await
-                .map_err(|s| records_write_error(&s))?
+                .map_err(|f| records_write_error(&f.status))?
                 .record
             }
         }

@@ -269,10 +269,7 @@ impl AccessService {
         mut each: impl FnMut(records::Record) -> Result<(), Error>,
     ) -> Result<(), Error> {
         let up = &self.inner.upstream;
-        let mut stream = up
-            .export_records(request)
-            .await
-            .map_err(|s| unavailable(Dependency::Records, &s))?;
+        let mut stream = up.export_records(request).await?;
         loop {
             let message = tokio::time::timeout(up.timeout, stream.message())
                 .await

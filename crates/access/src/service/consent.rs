@@ -76,10 +76,7 @@ impl AccessService {
             break_glass_reason: break_glass_reason.to_owned(),
             ..Default::default()
         };
-        let response = up
-            .decide(request)
-            .await
-            .map_err(|s| unavailable(Dependency::Consent, &s))?;
+        let response = up.decide(request).await?;
         response
             .decision
             .ok_or_else(|| unavailable(Dependency::Consent, &Status::internal("decision missing")))
@@ -102,12 +99,7 @@ impl AccessService {
                 study_id: question.study_id.to_owned(),
                 ..Default::default()
             };
-            let response = self
-                .inner
-                .upstream
-                .batch_decide(request)
-                .await
-                .map_err(|s| unavailable(Dependency::Consent, &s))?;
+            let response = self.inner.upstream.batch_decide(request).await?;
             if response.decisions.len() != chunk.len() {
                 return Err(unavailable(
                     Dependency::Consent,

@@ -362,7 +362,7 @@ impl AccessService {
             .upstream
             .create_record(write)
             .await
-            .map_err(|s| records_write_error(&s))?
+            .map_err(|f| records_write_error(&f.status))?
             .record
             .ok_or_else(|| Error::Internal("record hosting answered without the record".into()))?;
         let record = disclosed(created, Some(contributor.requester));
@@ -396,10 +396,10 @@ impl AccessService {
             Ok(response) => response.record.ok_or_else(|| {
                 Error::Internal("record hosting answered without the record".into())
             }),
-            Err(status) if status.code() == Code::NotFound => {
+            Err(failed) if failed.status.code() == Code::NotFound => {
                 Err(Error::RecordNotFound(record_id.to_owned()))
             }
-            Err(status) => Err(unavailable(Dependency::Records, &status)),
+            Err(failed) => Err(failed.into()),
         }
     }
 }

@@ -26,8 +26,7 @@ use super::read::caller_contexts;
 use super::{AccessService, BoxStream};
 use crate::domain::auth::{Caller, Context};
 use crate::domain::decision;
-use crate::error::{Dependency, Error};
-use crate::upstream::unavailable;
+use crate::error::Error;
 
 /// The most items one request message may carry.
 const MAX_ITEMS: usize = 1000;
@@ -374,8 +373,7 @@ impl AccessService {
                     requester: Some(stream.contributor.requester.clone()),
                     return_record_ids: true,
                 })
-                .await
-                .map_err(|s| unavailable(Dependency::Records, &s))?;
+                .await?;
             // The offset in this batch of the item record hosting answers about at `index`.
             let offset_of = |index: i64| {
                 let i = usize::try_from(index).ok()?;

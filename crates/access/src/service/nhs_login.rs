@@ -14,8 +14,7 @@ use super::AccessService;
 use super::parse::NHS_NUMBER_SYSTEM;
 use crate::domain::auth::NhsLogin;
 use crate::domain::claims::REQUIRED_PROOFING_LEVEL;
-use crate::error::{Dependency, Error};
-use crate::upstream::unavailable;
+use crate::error::Error;
 
 /// How long a resolved NHS number is remembered.
 const REMEMBER_FOR: Duration = Duration::from_secs(60);
@@ -82,12 +81,12 @@ impl AccessService {
             .upstream
             .resolve_identifier(request)
             .await
-            .map_err(|status| match status.code() {
+            .map_err(|failed| match failed.status.code() {
                 Code::NotFound => Error::PatientContextUnresolved {
                     cause: "not_registered",
                 },
                 Code::FailedPrecondition => Error::PatientContextUnresolved { cause: "ambiguous" },
-                _ => unavailable(Dependency::Identity, &status),
+                _ => failed.into(),
             })?;
         let patient_id = response.patient_id.to_ascii_lowercase();
         contexts.put(nhs_number, patient_id.clone());

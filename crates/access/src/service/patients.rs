@@ -113,8 +113,8 @@ impl AccessService {
         let result = up.get_patient(request).await;
         match result {
             Ok(response) => Ok(response.patient),
-            Err(status) if status.code() == Code::NotFound => Ok(None),
-            Err(status) => Err(unavailable(Dependency::Identity, &status)),
+            Err(failed) if failed.status.code() == Code::NotFound => Ok(None),
+            Err(failed) => Err(failed.into()),
         }
     }
 
@@ -189,10 +189,7 @@ impl AccessService {
                     max_candidates: 10,
                     include_non_matches: false,
                 };
-                let response = up
-                    .match_patients(request)
-                    .await
-                    .map_err(|s| unavailable(Dependency::Identity, &s))?;
+                let response = up.match_patients(request).await?;
                 // A search naming a postcode never finds a restricted patient.
                 let postcode = !d.postal_code.trim().is_empty();
                 let at_least_possible: Vec<&identity::MatchCandidate> = response
@@ -252,7 +249,7 @@ impl AccessService {
         let response = up
             .resolve_identifier(request)
             .await
-            .map_err(|s| identity_error(&s, reference))?;
+            .map_err(|f| identity_error(&f.status, reference))?;
         let patient = match response.patient {
             Some(p) => p,
             None => self

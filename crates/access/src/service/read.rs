@@ -19,9 +19,8 @@ use super::parse::{
 };
 use crate::domain::auth::{Caller, Context};
 use crate::domain::decision::{self, Policy};
-use crate::error::{Dependency, Error};
+use crate::error::Error;
 use crate::store::Appended;
-use crate::upstream::unavailable;
 
 /// A validated read request (either RPC).
 struct ReadArgs {
@@ -423,12 +422,7 @@ impl AccessService {
             page_token: inner_token,
             ..Default::default()
         };
-        let page = self
-            .inner
-            .upstream
-            .list_records(list)
-            .await
-            .map_err(|s| unavailable(Dependency::Records, &s))?;
+        let page = self.inner.upstream.list_records(list).await?;
         Ok((owners, owner_idx, page))
     }
 

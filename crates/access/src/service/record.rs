@@ -16,8 +16,7 @@ use super::read::{
 };
 use crate::domain::auth::Caller;
 use crate::domain::decision::{self, Policy};
-use crate::error::{Dependency, Error};
-use crate::upstream::unavailable;
+use crate::error::Error;
 
 impl AccessService {
     /// The audit leaf of a read of one record (the patient is named by the record's patient id).
@@ -176,8 +175,7 @@ impl AccessService {
                     page_token: inner_token.unwrap_or_default(),
                     view: records::RecordView::Full as i32,
                 })
-                .await
-                .map_err(|s| unavailable(Dependency::Records, &s))?;
+                .await?;
             let mut versions = Vec::with_capacity(page.versions.len());
             let mut withheld = 0;
             for version in page.versions {

@@ -16,7 +16,7 @@ use super::parse::{Reference, page_query, relayed_token, resume, validate_refere
 use super::patients::{Resolved, acting_as_patient};
 use crate::domain::auth::Caller;
 use crate::error::{Dependency, Error};
-use crate::upstream::unavailable;
+use crate::upstream::{Failed, unavailable};
 
 /// The longest withdrawal reason (as consent accepts it).
 const MAX_REASON_CHARS: usize = 1000;
@@ -184,8 +184,7 @@ impl AccessService {
                     page_size: i32::try_from(limit.get()).unwrap_or(i32::MAX),
                     page_token: consent_token.clone(),
                 })
-                .await
-                .map_err(|s| unavailable(Dependency::Consent, &s))?;
+                .await?;
             let directives: Vec<api::ConsentDirective> = listed
                 .directives
                 .into_iter()
@@ -268,7 +267,7 @@ impl AccessService {
                     requester: Some(writer),
                 })
                 .await
-                .map_err(|s| consent_error(&s, ""))?;
+                .map_err(|f| consent_error(&f.status, ""))?;
             let directive = created
                 .directive
                 .map(directive_from_consent)
@@ -366,7 +365,7 @@ impl AccessService {
                     .directive
                     .ok_or_else(|| Error::Internal("consent answered no directive".into()))?,
                 // The answer to an earlier attempt was lost: the withdrawal it made is this one.
-                Err(status)
+                Err(Failed { status, .. })
                     if status.code() == Code::Aborted
                         && self
                             .directive(&directive_id)
@@ -375,7 +374,7 @@ impl AccessService {
                 {
                     self.directive(&directive_id).await?
                 }
-                Err(status) => return Err(consent_error(&status, &directive_id)),
+                Err(Failed { status, .. }) => return Err(consent_error(&status, &directive_id)),
             };
             self.inner
                 .store
@@ -403,7 +402,7 @@ impl AccessService {
                 version: 0,
             })
             .await
-            .map_err(|s| consent_error(&s, directive_id))?
+            .map_err(|f| consent_error(&f.status, directive_id))?
             .directive
             .ok_or_else(|| Error::Internal("consent answered no directive".into()))
     }
@@ -430,8 +429,7 @@ impl AccessService {
                 .get_national_data_opt_out(consent::GetNationalDataOptOutRequest {
                     patient_id: resolved.id().to_owned(),
                 })
-                .await
-                .map_err(|s| unavailable(Dependency::Consent, &s))?;
+                .await?;
             let opt_out = answer.national_data_opt_out.unwrap_or_default();
             let now = carerecord_platform::db::now_micros();
             leaf.returned_count = 1;
