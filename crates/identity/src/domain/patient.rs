@@ -216,6 +216,18 @@ pub fn unmerged(duplicate: &Patient, former: &Patient, now: i64) -> (Patient, Pa
 mod tests {
     use super::*;
 
+    /// Version 1 of the active, unrestricted patient `id`, written at time 10.
+    fn first_version(id: &str) -> Patient {
+        let mut patient = Patient {
+            patient_id: id.into(),
+            state: PatientState::Active as i32,
+            confidentiality: PatientConfidentiality::Unrestricted as i32,
+            ..Patient::default()
+        };
+        stamp(&mut patient, 1, 10);
+        patient
+    }
+
     #[test]
     fn update_masks_name_updatable_fields_or_all() {
         let mut v = Violations::new();
@@ -226,12 +238,7 @@ mod tests {
 
     #[test]
     fn a_confidentiality_change_is_a_new_version_recording_who_and_why() {
-        let mut current = Patient {
-            patient_id: "p".into(),
-            confidentiality: PatientConfidentiality::Unrestricted as i32,
-            ..Patient::default()
-        };
-        stamp(&mut current, 1, 10);
+        let current = first_version("p");
         let officer = Requester {
             user_id: "po".into(),
             role_code: "R0001".into(),
@@ -269,18 +276,7 @@ mod tests {
 
     #[test]
     fn a_merge_then_an_unmerge_restores_the_fields() {
-        let mut source = Patient {
-            patient_id: "s".into(),
-            state: PatientState::Active as i32,
-            ..Patient::default()
-        };
-        stamp(&mut source, 1, 10);
-        let mut target = Patient {
-            patient_id: "t".into(),
-            state: PatientState::Active as i32,
-            ..Patient::default()
-        };
-        stamp(&mut target, 1, 10);
+        let (source, target) = (first_version("s"), first_version("t"));
         let (merged_source, merged_target) = merged(&source, &target, 20);
         assert!(is_merged(&merged_source));
         assert_eq!(merged_target.merged_from_patient_ids, ["s"]);
