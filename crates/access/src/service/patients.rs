@@ -9,6 +9,7 @@ use carerecord_platform::page_token::Position;
 use prost::Message;
 use tonic::{Code, Request, Status};
 
+use super::audited::NamesAuditEntry;
 use super::parse::{
     NHS_NUMBER_SYSTEM, Reference, page_query, resume, validate_period, validate_purpose,
     validate_reference,
@@ -86,6 +87,30 @@ impl AccessService {
             leaf.reference_kind = reference.kind() as i32;
         }
         leaf
+    }
+
+    /// A read made at the patient's request about them (their consent choices, their
+    /// disclosures): the caller needs `<resource_type>.r`, as the patient or as staff; the patient
+    /// is resolved, `read` runs for them, and the call is audited.
+    pub(super) async fn patient_request<T: NamesAuditEntry>(
+        &self,
+        caller: &Caller,
+        trace: &str,
+        action: api::AuditAction,
+        reference: &Reference,
+        resource_type: &str,
+        read: impl AsyncFnOnce(&Resolved, &mut api::AuditLeaf) -> Result<T, Error>,
+    ) -> Result<T, Error> {
+        let mut leaf = self.patient_request_leaf(caller, trace, action, Some(reference));
+        let result = async {
+            let patient_facing = acting_as_patient(caller, resource_type, 'r')?;
+            let resolved = self
+                .resolve_for(caller, patient_facing, reference, &mut leaf)
+                .await?;
+            read(&resolved, &mut leaf).await
+        }
+        .await;
+        self.finish(leaf, result, false).await
     }
 
     /// Resolves the patient onto `leaf` and, for a patient-facing token, checks it acts for them.
@@ -366,73 +391,74 @@ impl AccessService {
             return Err(v.into());
         };
         let action = api::AuditAction::ListDisclosures;
-        let mut leaf = self.patient_request_leaf(&caller, &trace, action, Some(&reference));
-        let result = async {
-            let patient_facing = acting_as_patient(&caller, "AuditEvent", 'r')?;
-            let resolved = self
-                .resolve_for(&caller, patient_facing, &reference, &mut leaf)
-                .await?;
-            let ids = self.patient_ids(&resolved.patient).await?;
-            let actions = [
-                api::AuditAction::FindPatient as i32,
-                api::AuditAction::Read as i32,
-                api::AuditAction::BreakGlassRead as i32,
-                api::AuditAction::ListDisclosures as i32,
-                api::AuditAction::CreateRecord as i32,
-                api::AuditAction::UpdateRecord as i32,
-                api::AuditAction::RetractRecord as i32,
-                api::AuditAction::ImportRecords as i32,
-                api::AuditAction::FollowRecordChanges as i32,
-            ];
-            let rows = self
-                .inner
-                .store
-                .patient_entries(&ids, &actions, before, start, end, limit.fetch_limit())
-                .await?;
-            let more = rows.len() > limit.get();
-            let mut disclosures = Vec::new();
-            let mut last = before;
-            for row in rows.into_iter().take(limit.get()) {
-                last = row.index;
-                let entry = api::AuditLeaf::decode(row.leaf_data.as_slice()).map_err(|_| {
-                    Error::Internal(format!("audit entry {} does not parse", row.index))
-                })?;
-                // An entry about several patients counts only this patient's records.
-                let named = entry.patients.iter().find(|p| ids.contains(&p.patient_id));
-                let (patient_id, returned_count) = match named {
-                    Some(named) => (named.patient_id.clone(), named.record_count),
-                    None => (entry.patient_id.clone(), entry.returned_count),
+        self.patient_request(
+            &caller,
+            &trace,
+            action,
+            &reference,
+            "AuditEvent",
+            async |resolved, leaf| {
+                let ids = self.patient_ids(&resolved.patient).await?;
+                let actions = [
+                    api::AuditAction::FindPatient as i32,
+                    api::AuditAction::Read as i32,
+                    api::AuditAction::BreakGlassRead as i32,
+                    api::AuditAction::ListDisclosures as i32,
+                    api::AuditAction::CreateRecord as i32,
+                    api::AuditAction::UpdateRecord as i32,
+                    api::AuditAction::RetractRecord as i32,
+                    api::AuditAction::ImportRecords as i32,
+                    api::AuditAction::FollowRecordChanges as i32,
+                ];
+                let rows = self
+                    .inner
+                    .store
+                    .patient_entries(&ids, &actions, before, start, end, limit.fetch_limit())
+                    .await?;
+                let more = rows.len() > limit.get();
+                let mut disclosures = Vec::new();
+                let mut last = before;
+                for row in rows.into_iter().take(limit.get()) {
+                    last = row.index;
+                    let entry = api::AuditLeaf::decode(row.leaf_data.as_slice()).map_err(|_| {
+                        Error::Internal(format!("audit entry {} does not parse", row.index))
+                    })?;
+                    // An entry about several patients counts only this patient's records.
+                    let named = entry.patients.iter().find(|p| ids.contains(&p.patient_id));
+                    let (patient_id, returned_count) = match named {
+                        Some(named) => (named.patient_id.clone(), named.record_count),
+                        None => (entry.patient_id.clone(), entry.returned_count),
+                    };
+                    disclosures.push(api::Disclosure {
+                        audit_entry_id: entry.entry_id,
+                        audit_index: row.index,
+                        time: entry.time,
+                        requester: entry.requester,
+                        client_id: entry.client_id,
+                        action: entry.action,
+                        purpose_of_use: entry.purpose_of_use,
+                        outcome: entry.outcome,
+                        returned_count,
+                        withheld_count: entry.withheld_count,
+                        break_glass_reason: entry.break_glass_reason,
+                        patient_id,
+                    });
+                }
+                leaf.returned_count = disclosures.len() as i64;
+                let next_page_token = if more {
+                    tokens.issue_at(&query, Position::new().int(last))
+                } else {
+                    String::new()
                 };
-                disclosures.push(api::Disclosure {
-                    audit_entry_id: entry.entry_id,
-                    audit_index: row.index,
-                    time: entry.time,
-                    requester: entry.requester,
-                    client_id: entry.client_id,
-                    action: entry.action,
-                    purpose_of_use: entry.purpose_of_use,
-                    outcome: entry.outcome,
-                    returned_count,
-                    withheld_count: entry.withheld_count,
-                    break_glass_reason: entry.break_glass_reason,
-                    patient_id,
-                });
-            }
-            leaf.returned_count = disclosures.len() as i64;
-            let next_page_token = if more {
-                tokens.issue_at(&query, Position::new().int(last))
-            } else {
-                String::new()
-            };
-            Ok(api::ListDisclosuresResponse {
-                patient_id: resolved.id().to_owned(),
-                resolved_from_merged_patient_id: resolved.merged_from.clone(),
-                disclosures,
-                next_page_token,
-                ..Default::default()
-            })
-        }
-        .await;
-        self.finish(leaf, result, false).await
+                Ok(api::ListDisclosuresResponse {
+                    patient_id: resolved.id().to_owned(),
+                    resolved_from_merged_patient_id: resolved.merged_from.clone(),
+                    disclosures,
+                    next_page_token,
+                    ..Default::default()
+                })
+            },
+        )
+        .await
     }
 }

@@ -13,7 +13,7 @@ use tonic_types::StatusExt;
 
 use super::AccessService;
 use super::parse::{Reference, page_query, relayed_token, resume, validate_reference};
-use super::patients::{Resolved, acting_as_patient};
+use super::patients::acting_as_patient;
 use crate::domain::auth::Caller;
 use crate::error::{Dependency, Error};
 use crate::upstream::{Failed, unavailable};
@@ -142,18 +142,6 @@ impl AccessService {
         Ok(requester)
     }
 
-    /// The patient whose consent choices `caller` reads (with `Consent.r`), resolved.
-    async fn consent_read_patient(
-        &self,
-        caller: &Caller,
-        reference: &Reference,
-        leaf: &mut api::AuditLeaf,
-    ) -> Result<Resolved, Error> {
-        let patient_facing = acting_as_patient(caller, "Consent", 'r')?;
-        self.resolve_for(caller, patient_facing, reference, leaf)
-            .await
-    }
-
     pub(super) async fn list_consent_directives(
         &self,
         request: Request<api::ListConsentDirectivesRequest>,
@@ -170,37 +158,39 @@ impl AccessService {
             return Err(v.into());
         };
         let action = api::AuditAction::ListConsentDirectives;
-        let mut leaf = self.patient_request_leaf(&caller, &trace, action, Some(&reference));
-        let result = async {
-            let resolved = self
-                .consent_read_patient(&caller, &reference, &mut leaf)
-                .await?;
-            let listed = self
-                .inner
-                .upstream
-                .list_consent_directives(consent::ListConsentDirectivesRequest {
+        self.patient_request(
+            &caller,
+            &trace,
+            action,
+            &reference,
+            "Consent",
+            async |resolved, leaf| {
+                let listed = self
+                    .inner
+                    .upstream
+                    .list_consent_directives(consent::ListConsentDirectivesRequest {
+                        patient_id: resolved.id().to_owned(),
+                        statuses: Vec::new(),
+                        page_size: i32::try_from(limit.get()).unwrap_or(i32::MAX),
+                        page_token: consent_token.clone(),
+                    })
+                    .await?;
+                let directives: Vec<api::ConsentDirective> = listed
+                    .directives
+                    .into_iter()
+                    .map(directive_from_consent)
+                    .collect();
+                leaf.returned_count = directives.len() as i64;
+                let next_page_token = relayed_token(tokens, &query, &listed.next_page_token);
+                Ok(api::ListConsentDirectivesResponse {
                     patient_id: resolved.id().to_owned(),
-                    statuses: Vec::new(),
-                    page_size: i32::try_from(limit.get()).unwrap_or(i32::MAX),
-                    page_token: consent_token.clone(),
+                    directives,
+                    next_page_token,
+                    ..Default::default()
                 })
-                .await?;
-            let directives: Vec<api::ConsentDirective> = listed
-                .directives
-                .into_iter()
-                .map(directive_from_consent)
-                .collect();
-            leaf.returned_count = directives.len() as i64;
-            let next_page_token = relayed_token(tokens, &query, &listed.next_page_token);
-            Ok(api::ListConsentDirectivesResponse {
-                patient_id: resolved.id().to_owned(),
-                directives,
-                next_page_token,
-                ..Default::default()
-            })
-        }
-        .await;
-        self.finish(leaf, result, false).await
+            },
+        )
+        .await
     }
 
     pub(super) async fn create_consent_directive(
@@ -418,31 +408,33 @@ impl AccessService {
             return Err(v.into());
         };
         let action = api::AuditAction::GetNationalDataOptOut;
-        let mut leaf = self.patient_request_leaf(&caller, &trace, action, Some(&reference));
-        let result = async {
-            let resolved = self
-                .consent_read_patient(&caller, &reference, &mut leaf)
-                .await?;
-            let answer = self
-                .inner
-                .upstream
-                .get_national_data_opt_out(consent::GetNationalDataOptOutRequest {
+        self.patient_request(
+            &caller,
+            &trace,
+            action,
+            &reference,
+            "Consent",
+            async |resolved, leaf| {
+                let answer = self
+                    .inner
+                    .upstream
+                    .get_national_data_opt_out(consent::GetNationalDataOptOutRequest {
+                        patient_id: resolved.id().to_owned(),
+                    })
+                    .await?;
+                let opt_out = answer.national_data_opt_out.unwrap_or_default();
+                let now = carerecord_platform::db::now_micros();
+                leaf.returned_count = 1;
+                Ok(api::GetNationalDataOptOutResponse {
                     patient_id: resolved.id().to_owned(),
+                    status: opt_out_status(&opt_out, now) as i32,
+                    check_time: opt_out.check_time,
+                    check_expire_time: opt_out.check_expire_time,
+                    ..Default::default()
                 })
-                .await?;
-            let opt_out = answer.national_data_opt_out.unwrap_or_default();
-            let now = carerecord_platform::db::now_micros();
-            leaf.returned_count = 1;
-            Ok(api::GetNationalDataOptOutResponse {
-                patient_id: resolved.id().to_owned(),
-                status: opt_out_status(&opt_out, now) as i32,
-                check_time: opt_out.check_time,
-                check_expire_time: opt_out.check_expire_time,
-                ..Default::default()
-            })
-        }
-        .await;
-        self.finish(leaf, result, false).await
+            },
+        )
+        .await
     }
 }
 
