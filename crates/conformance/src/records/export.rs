@@ -354,6 +354,11 @@ pub(super) async fn export_invalid(ctx: Ctx) -> TestResult {
     let too_many: Vec<String> = (0..1001)
         .map(|_| uuid::Uuid::new_v4().to_string())
         .collect();
+    let resuming = |cursor: &str, patient: &str| ExportRecordsRequest {
+        resume_cursor: cursor.to_owned(),
+        ..by_patients(&[patient])
+    };
+    let bad_cursor = || Refusal::invalid_under("resume_cursor");
     // No scope: the contract does not say which field the violation names.
     let any_field = Refusal::new(Code::InvalidArgument).any_bad_request();
     let cases: Vec<(&str, ExportRecordsRequest, Refusal)> = vec![
@@ -407,36 +412,26 @@ pub(super) async fn export_invalid(ctx: Ctx) -> TestResult {
         ),
         (
             "a forged resume_cursor",
-            ExportRecordsRequest {
-                resume_cursor: FORGED_TOKEN.into(),
-                ..by_patients(&[&pid])
-            },
-            Refusal::invalid_under("resume_cursor"),
+            resuming(FORGED_TOKEN, &pid),
+            bad_cursor(),
         ),
         (
             "a tampered resume_cursor",
-            ExportRecordsRequest {
-                resume_cursor: tamper(&cursor),
-                ..by_patients(&[&pid])
-            },
-            Refusal::invalid_under("resume_cursor"),
+            resuming(&tamper(&cursor), &pid),
+            bad_cursor(),
         ),
         (
             "a resume_cursor of another query",
-            ExportRecordsRequest {
-                resume_cursor: cursor.clone(),
-                ..by_patients(&[&other])
-            },
-            Refusal::invalid_under("resume_cursor"),
+            resuming(&cursor, &other),
+            bad_cursor(),
         ),
         (
             "a resume_cursor with other filters",
             ExportRecordsRequest {
-                resume_cursor: cursor.clone(),
                 include_retracted: true,
-                ..by_patients(&[&pid])
+                ..resuming(&cursor, &pid)
             },
-            Refusal::invalid_under("resume_cursor"),
+            bad_cursor(),
         ),
     ];
     for (what, request, expected) in cases {

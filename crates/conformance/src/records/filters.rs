@@ -31,6 +31,11 @@ fn observation(patient_id: &str, fields: Value) -> Record {
     record_with(patient_id, "Observation", fields)
 }
 
+/// An Observation about `patient_id` coded with these codings.
+fn coded(patient_id: &str, codings: Value) -> Record {
+    observation(patient_id, json!({ "code": code(codings) }))
+}
+
 /// A listing of the patient's records filtered by codes, categories and statuses.
 fn by_terms(
     patient_id: &str,
@@ -63,48 +68,39 @@ pub(super) async fn codes_match(ctx: Ctx) -> TestResult {
     let pid = ctx.new_patient();
     let r1 = create(
         &ctx,
-        observation(
+        coded(
             &pid,
-            json!({"code": code(json!([{"system": LOINC, "code": "8867-4"}, {"code": "hr"}]))}),
+            json!([{"system": LOINC, "code": "8867-4"}, {"code": "hr"}]),
         ),
     )
     .await?;
     let r2 = create(
         &ctx,
-        observation(
-            &pid,
-            json!({"code": code(json!([{"system": LOINC, "code": "2339-0"}]))}),
-        ),
+        coded(&pid, json!([{"system": LOINC, "code": "2339-0"}])),
     )
     .await?;
     let r3 = create(
         &ctx,
-        observation(
-            &pid,
-            json!({"code": code(json!([{"system": SNOMED, "code": "8867-4"}]))}),
-        ),
+        coded(&pid, json!([{"system": SNOMED, "code": "8867-4"}])),
     )
     .await?;
     // Codings that never match: no code, and a system or code with a tab or a line break.
     create(
         &ctx,
-        observation(
+        coded(
             &pid,
-            json!({"code": code(json!([
+            json!([
                 {"system": LOINC},
                 {"system": format!("{LOINC}\n"), "code": "8867-4"},
                 {"system": LOINC, "code": "x\ty"},
-            ]))}),
+            ]),
         ),
     )
     .await?;
     let other = ctx.new_patient();
     create(
         &ctx,
-        observation(
-            &other,
-            json!({"code": code(json!([{"system": LOINC, "code": "8867-4"}]))}),
-        ),
+        coded(&other, json!([{"system": LOINC, "code": "8867-4"}])),
     )
     .await?;
     let codes = |values: &[&str]| by_terms(&pid, values, &[], &[]);
