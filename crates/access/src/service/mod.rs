@@ -11,14 +11,15 @@
 //! - `audited.rs`: authentication, audit leaves, appending, answering.
 //! - `parse.rs`: request fields several RPCs share (patient references, purposes, periods, types,
 //!   page tokens).
-//! - `patients.rs`: resolving patients through identity; FindPatient, ListDisclosures.
-//! - `read.rs`: ReadPatientRecord and BreakGlassReadPatientRecord (one path).
+//! - `patients.rs`: resolving patients through identity; reads made at the patient's request
+//!   (their consent choices, their disclosures); FindPatient, ListDisclosures.
+//! - `read.rs`: ReadPatientRecord and BreakGlassReadPatientRecord (one generic handler).
 //! - `review.rs`: the review queue (break-glass events, restricted patients' accesses) and reviews.
 //! - `restricted.rs`: restricted patients: what a call learns about them, for the review queue.
 //! - `audit_log.rs`: the audit log's read side (entries, heads, keys, proofs, VerifyAuditLog).
 //! - `cohort.rs`, `extract.rs`, `aggregate.rs`: research and planning extracts.
 //! - `contribute.rs`: CreateRecord and what contributions share; `change.rs`: UpdateRecord and
-//!   RetractRecord; `import.rs`: ImportRecords.
+//!   RetractRecord (one generic handler); `import.rs`: ImportRecords.
 //! - `record.rs`: ReadRecord and ListRecordVersions (one record by id).
 //! - `follow.rs`: FollowRecordChanges (notifications decided and audited at delivery).
 //! - `disclose.rs`: a record of record hosting as the front door discloses it.

@@ -1,5 +1,5 @@
-//! Resolving patient references through identity (following merges), FindPatient and the
-//! patient's disclosure log.
+//! Resolving patient references through identity (following merges), the flow of reads made at
+//! the patient's request, FindPatient and the patient's disclosure log.
 
 use carerecord_contracts::access::v1 as api;
 use carerecord_contracts::common::v1 as common;
