@@ -21,12 +21,13 @@ use std::time::{Duration, Instant};
 
 use carerecord_contracts::access::v1 as api;
 use carerecord_contracts::access::v1::data_access_service_client::DataAccessServiceClient;
-use carerecord_contracts::common::v1::Requester;
 use carerecord_contracts::records::v1 as records;
 use carerecord_contracts::records::v1::record_hosting_service_client::RecordHostingServiceClient;
 use carerecord_e2e::{Fhir, FhirConnection, PROJECT, Platform, authed, token, uuid};
-use common::{Stats, connect, database, load, load_average, pool_size, start_platform};
-use futures::StreamExt;
+use common::{
+    Stats, connect, database, load, load_average, loader, pool_size, register_patients,
+    start_platform,
+};
 use http::{Method, StatusCode};
 use tokio::sync::Mutex;
 
@@ -39,16 +40,6 @@ const RECORDS_PER_PATIENT: usize = 100;
 const READ_PATIENTS: usize = 200;
 /// The page read: every path returns this many Observations per call.
 const PAGE: i32 = 50;
-const LOADERS: usize = 16;
-
-fn requester() -> Requester {
-    Requester {
-        user_id: "bench-loader".into(),
-        organisation_ods_code: "RR8".into(),
-        role_code: "R8000".into(),
-        display_name: String::new(),
-    }
-}
 
 fn observation(patient_id: &str, n: usize) -> Vec<u8> {
     serde_json::json!({
@@ -67,16 +58,12 @@ fn observation(patient_id: &str, n: usize) -> Vec<u8> {
 /// Registers `patients` patients with `RECORDS_PER_PATIENT` Observations each (imported into
 /// record hosting in messages of 1,000) and records their opt-out status as checked.
 async fn load_data(platform: &Platform, patients: usize) -> Vec<String> {
-    let ids: Vec<String> = futures::stream::iter(0..patients)
-        .map(|i| async move {
-            platform
-                .register_patient(&format!("Bench{i}"), "Fhir")
-                .await
-                .0
-        })
-        .buffered(LOADERS)
-        .collect()
-        .await;
+    let ids: Vec<String> =
+        register_patients(platform, patients, |i| (format!("Bench{i}"), "Fhir".into()))
+            .await
+            .into_iter()
+            .map(|p| p.id)
+            .collect();
     let items: Vec<records::ImportItem> = ids
         .iter()
         .flat_map(|id| {
@@ -100,7 +87,7 @@ async fn load_data(platform: &Platform, patients: usize) -> Vec<String> {
         .enumerate()
         .map(|(i, chunk)| records::ImportRecordsRequest {
             items: chunk.to_vec(),
-            requester: (i == 0).then(requester),
+            requester: (i == 0).then(loader),
             return_record_ids: false,
         })
         .collect();
@@ -225,23 +212,7 @@ async fn direct_extract(platform: &Platform, token: &str) -> u64 {
 
 /// Runs one export through the gateway to completion and downloads its files; returns the rows.
 async fn export(fhir: &Fhir) -> u64 {
-    let kick_off = fhir
-        .send(
-            Method::GET,
-            &format!("/Group/{PROJECT}/$export?_type=Observation"),
-            &[
-                ("prefer", "respond-async"),
-                ("x-purpose-of-use", "HRESCH"),
-                ("x-legal-basis", "section-251-support"),
-            ],
-            None,
-        )
-        .await;
-    assert_eq!(kick_off.status, StatusCode::ACCEPTED, "{}", kick_off.text());
-    let status_url = kick_off
-        .header("content-location")
-        .expect("Content-Location")
-        .to_owned();
+    let status_url = fhir.export_observations().await;
     let manifest = loop {
         tokio::time::sleep(Duration::from_millis(100)).await;
         let status = fhir.get(&status_url).await;

@@ -32,9 +32,9 @@ use common::cpu::{CpuMeter, Spent};
 use common::perf;
 use common::spans::SpanTimes;
 use common::{
-    Phase, Stats, connect, database, load, load_average, measured, offer, pool_size, start_platform,
+    Patient, Phase, Stats, alternating, connect, database, load, load_average, measured, offer,
+    pool_size, register_patients, start_platform,
 };
-use futures::StreamExt;
 use tonic::transport::Channel;
 
 const CLIENTS: usize = 64;
@@ -43,11 +43,6 @@ const READINGS_PER_DAY: usize = 288;
 const SUBSCRIBERS: usize = 100;
 const FOLLOWED_EACH: usize = 10;
 const OFFERED_PER_SECOND: f64 = 1000.0;
-
-struct Patient {
-    id: String,
-    nhs_number: String,
-}
 
 fn observation(patient_id: &str, n: usize) -> Vec<u8> {
     format!(
@@ -96,6 +91,22 @@ fn by_nhs(patient: &Patient) -> Option<api::PatientReference> {
     })
 }
 
+/// CreateRecord through data access of `patient`'s reading `n`, by NHS number, as `device`.
+fn create_through(
+    patient: &Patient,
+    n: usize,
+    device: &str,
+) -> tonic::Request<api::CreateRecordRequest> {
+    let request = api::CreateRecordRequest {
+        request_id: uuid(),
+        patient: by_nhs(patient),
+        purpose_of_use: "TREAT".into(),
+        content: Some(through_content(patient, n)),
+        ..Default::default()
+    };
+    authed(request, device)
+}
+
 async fn contribute(
     records_client: RecordHostingServiceClient<Channel>,
     access: DataAccessServiceClient<Channel>,
@@ -122,29 +133,22 @@ async fn contribute(
         move |i: usize| {
             let mut client = client.clone();
             let patient = &patients[i % patients.len()];
-            let request = authed(
-                api::CreateRecordRequest {
-                    request_id: uuid(),
-                    patient: by_nhs(patient),
-                    purpose_of_use: "TREAT".into(),
-                    content: Some(through_content(patient, i)),
-                    ..Default::default()
-                },
-                &device,
-            );
+            let request = create_through(patient, i, &device);
             async move { client.create_record(request).await.is_ok() }
         }
     };
     load(CLIENTS, duration / 4, direct_call.clone()).await;
     load(CLIENTS, duration / 4, through_call.clone()).await;
-    let (mut direct, mut through) = (Phase::default(), Phase::default());
-    for _ in 0..ROUNDS {
-        let round = load(CLIENTS, duration / ROUNDS, direct_call.clone());
-        direct.merge(measured("contribute-direct", meter, spans, round).await);
-        let round = load(CLIENTS, duration / ROUNDS, through_call.clone());
-        through.merge(measured("contribute-through", meter, spans, round).await);
-    }
-    (direct, through)
+    alternating(
+        ROUNDS,
+        CLIENTS,
+        duration,
+        meter,
+        spans,
+        ("contribute-direct", direct_call),
+        ("contribute-through", through_call),
+    )
+    .await
 }
 
 /// An import: records per second, and the CPU it cost.
@@ -299,16 +303,7 @@ async fn notifications(
         let offered = offer(rate, duration, move |i| {
             let mut client = access.clone();
             let patient = &patients[i % patients.len()];
-            let request = authed(
-                api::CreateRecordRequest {
-                    request_id: uuid(),
-                    patient: by_nhs(patient),
-                    purpose_of_use: "TREAT".into(),
-                    content: Some(through_content(patient, i)),
-                    ..Default::default()
-                },
-                &device,
-            );
+            let request = create_through(patient, i, &device);
             let acknowledged = acknowledged.clone();
             async move {
                 match client.create_record(request).await {
@@ -361,22 +356,9 @@ fn main() {
         "front_door: backend {backend:?}; services on 2 workers, load on 1; pools of {pool}; cohort {cohort}; scale {scale}; load average {}",
         load_average()
     );
-    let patients: Arc<Vec<Patient>> = Arc::new(
-        services.block_on(
-            futures::stream::iter(0..cohort)
-                .map(|i| {
-                    let platform = &platform;
-                    async move {
-                        let (id, nhs_number) = platform
-                            .register_patient("Cgm", &format!("Wearer{i}"))
-                            .await;
-                        Patient { id, nhs_number }
-                    }
-                })
-                .buffered(16)
-                .collect(),
-        ),
-    );
+    let patients = Arc::new(services.block_on(register_patients(&platform, cohort, |i| {
+        ("Cgm".into(), format!("Wearer{i}"))
+    })));
     services.block_on(platform.settle());
     let device = token_at("CGM01", "", "system/Observation.c", "cgm-platform");
     let duration = Duration::from_secs_f64(8.0 * scale);

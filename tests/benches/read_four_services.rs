@@ -41,7 +41,8 @@ use carerecord_e2e::{Platform, authed, token, uuid};
 use common::cpu::CpuMeter;
 use common::spans::SpanTimes;
 use common::{
-    Phase, Stats, connect, database, load, load_average, measured, offer, pool_size, start_platform,
+    LOADERS, Patient, Phase, Stats, alternating, connect, database, load, load_average, loader,
+    measured, offer, pool_size, register_patients, start_platform,
 };
 use futures::StreamExt;
 use tonic::transport::Channel;
@@ -57,26 +58,13 @@ const ROUNDS: u32 = 5;
 const FEW_CLIENTS: usize = 4;
 /// The open-loop rate offered through data access.
 const OFFERED_PER_SECOND: f64 = 1000.0;
-/// Concurrent calls while loading the data.
-const LOADERS: usize = 16;
-
-struct Patient {
-    id: String,
-    nhs_number: String,
-}
 
 /// Registers the patients, their records and the withholding directives.
 async fn load_data(platform: &Platform) -> Vec<Patient> {
-    let patients: Vec<Patient> = futures::stream::iter(0..PATIENTS)
-        .map(|i| async move {
-            let (id, nhs_number) = platform
-                .register_patient(&format!("Bench{i}"), "Patient")
-                .await;
-            Patient { id, nhs_number }
-        })
-        .buffered(LOADERS)
-        .collect()
-        .await;
+    let patients = register_patients(platform, PATIENTS, |i| {
+        (format!("Bench{i}"), "Patient".into())
+    })
+    .await;
     let records = patients.iter().flat_map(|p| {
         (0..RECORDS_PER_PATIENT).map(move |r| {
             let classes: &'static [&'static str] =
@@ -106,12 +94,7 @@ async fn load_data(platform: &Platform) -> Vec<Patient> {
             .create_consent_directive(consent::CreateConsentDirectiveRequest {
                 request_id: uuid(),
                 directive: Some(directive),
-                requester: Some(Requester {
-                    user_id: "bench-loader".into(),
-                    organisation_ods_code: "RR8".into(),
-                    role_code: "R8000".into(),
-                    display_name: String::new(),
-                }),
+                requester: Some(loader()),
             })
             .await
             .expect("record a directive");
@@ -304,14 +287,16 @@ fn main() {
             duration / 2,
             idle.cpu.per_second(duration / 2)
         );
-        // Alternate short rounds, so other work on the machine weighs on both paths alike.
-        let (mut direct, mut through) = (Phase::default(), Phase::default());
-        for _ in 0..ROUNDS {
-            let round = load(CLIENTS, duration / ROUNDS, direct_call.clone());
-            direct.merge(measured("direct", &meter, spans, round).await);
-            let round = load(CLIENTS, duration / ROUNDS, through_call.clone());
-            through.merge(measured("through", &meter, spans, round).await);
-        }
+        let (direct, through) = alternating(
+            ROUNDS,
+            CLIENTS,
+            duration,
+            &meter,
+            spans,
+            ("direct", direct_call.clone()),
+            ("through", through_call.clone()),
+        )
+        .await;
         // Open loop: the latency users feel at a fixed offered rate.
         let offered = measured(
             "offered",
@@ -321,18 +306,14 @@ fn main() {
         )
         .await;
         // Unsaturated: the latency a few clients see.
-        let direct_few = measured(
-            "direct-few",
+        let (direct_few, through_few) = alternating(
+            1,
+            FEW_CLIENTS,
+            duration / 2,
             &meter,
             spans,
-            load(FEW_CLIENTS, duration / 2, direct_call),
-        )
-        .await;
-        let through_few = measured(
-            "through-few",
-            &meter,
-            spans,
-            load(FEW_CLIENTS, duration / 2, through_call),
+            ("direct-few", direct_call),
+            ("through-few", through_call),
         )
         .await;
         (direct, through, offered, direct_few, through_few)

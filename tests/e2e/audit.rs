@@ -1,7 +1,5 @@
-use carerecord_contracts::access::v1::{
-    PatientReference, ReadPatientRecordRequest, VerifyAuditLogRequest, patient_reference::Reference,
-};
-use carerecord_e2e::{Overrides, Platform, authed, token};
+use carerecord_contracts::access::v1::VerifyAuditLogRequest;
+use carerecord_e2e::{Overrides, Platform, authed, by_id, read_request, token};
 
 #[tokio::test]
 async fn a_tampered_audit_entry_is_detected_by_verification() {
@@ -11,13 +9,7 @@ async fn a_tampered_audit_entry_is_detected_by_verification() {
         let clinician = token("R8000", "user/*.rs");
         let mut access = platform.access_client().await;
         for _ in 0..3 {
-            let request = ReadPatientRecordRequest {
-                patient: Some(PatientReference {
-                    reference: Some(Reference::PatientId(patient_id.clone())),
-                }),
-                purpose_of_use: "TREAT".into(),
-                ..Default::default()
-            };
+            let request = read_request(by_id(&patient_id), "TREAT");
             access
                 .read_patient_record(authed(request, &clinician))
                 .await

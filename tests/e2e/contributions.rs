@@ -7,7 +7,9 @@ use carerecord_contracts::access::v1::{
     RecordContent, RecordStatus, RetractRecordRequest, UpdateRecordRequest,
     patient_reference::Reference,
 };
-use carerecord_e2e::{Overrides, Platform, authed, patient_token, token_at, uuid};
+use carerecord_e2e::{
+    Overrides, Platform, authed, by_nhs, patient_token, read_request, token_at, uuid,
+};
 use carerecord_platform::testing::{error_info, violations};
 use serde_json::{Value, json};
 use tonic::Code;
@@ -29,12 +31,6 @@ fn dscr() -> String {
 
 fn gp() -> String {
     token_at(GP, "R8000", "user/*.rs", "gp-system")
-}
-
-fn by_nhs(nhs: &str) -> Option<PatientReference> {
-    Some(PatientReference {
-        reference: Some(Reference::NhsNumber(nhs.into())),
-    })
 }
 
 /// A payload naming its patient by NHS number alone, as UK Core does.
@@ -70,10 +66,8 @@ fn create(patient: Option<PatientReference>, record: Option<RecordContent>) -> C
 
 fn read_all(nhs: &str) -> ReadPatientRecordRequest {
     ReadPatientRecordRequest {
-        patient: by_nhs(nhs),
-        purpose_of_use: "TREAT".into(),
         page_size: 1000,
-        ..ReadPatientRecordRequest::default()
+        ..read_request(by_nhs(nhs), "TREAT")
     }
 }
 

@@ -3,22 +3,18 @@
 //! over-long requests, NUL in text, and research under section 251 support.
 
 use carerecord_contracts::access::v1::{
-    self as api, FindPatientRequest, LegalBasis, PatientReference, ReadPatientRecordRequest,
-    patient_reference::Reference,
+    self as api, FindPatientRequest, LegalBasis, PatientReference, patient_reference::Reference,
 };
 use carerecord_contracts::common::v1::Identifier;
 use carerecord_contracts::identity::v1::ResolveIdentifierRequest;
 use carerecord_contracts::records::v1::{CreateRecordRequest, Record};
-use carerecord_e2e::{Overrides, PROJECT, Platform, authed, patient_token, token, token_at, uuid};
+use carerecord_e2e::{
+    Overrides, PROJECT, Platform, authed, by_nhs, patient_token, read_request, token, token_at,
+    uuid,
+};
 use carerecord_platform::testing::{call_raw, error_info, violations};
 use prost::Message;
 use tonic::Code;
-
-fn by_nhs(nhs: &str) -> Option<PatientReference> {
-    Some(PatientReference {
-        reference: Some(Reference::NhsNumber(nhs.into())),
-    })
-}
 
 /// Every error's trailers stay well under the 16 KiB common clients accept.
 fn assert_small(status: &tonic::Status) {
@@ -40,14 +36,7 @@ async fn a_patient_reads_their_own_record_and_staff_need_an_organisation() {
         let mut access = platform.access_client().await;
         let app = patient_token(&patient_id, "patient/*.rs");
         let page = access
-            .read_patient_record(authed(
-                ReadPatientRecordRequest {
-                    patient: by_nhs(&nhs),
-                    purpose_of_use: "PATRQT".into(),
-                    ..ReadPatientRecordRequest::default()
-                },
-                &app,
-            ))
+            .read_patient_record(authed(read_request(by_nhs(&nhs), "PATRQT"), &app))
             .await
             .unwrap_or_else(|s| panic!("{backend:?}: the patient's own read: {s:?}"))
             .into_inner();
@@ -62,14 +51,7 @@ async fn a_patient_reads_their_own_record_and_staff_need_an_organisation() {
         // A system token without an organisation is refused for what it is, not as an outage.
         let nameless = token_at("", "", "system/*.rs", "integration");
         let refused = access
-            .read_patient_record(authed(
-                ReadPatientRecordRequest {
-                    patient: by_nhs(&nhs),
-                    purpose_of_use: "TREAT".into(),
-                    ..ReadPatientRecordRequest::default()
-                },
-                &nameless,
-            ))
+            .read_patient_record(authed(read_request(by_nhs(&nhs), "TREAT"), &nameless))
             .await
             .unwrap_err();
         assert_eq!(

@@ -5,18 +5,11 @@
 
 use std::time::{Duration, Instant};
 
-use carerecord_e2e::{Fhir, Overrides, PROJECT, Platform, Reply, token, token_at};
+use carerecord_e2e::{Fhir, KICK_OFF, Overrides, PROJECT, Platform, Reply, token, token_at};
 use http::{Method, StatusCode};
 use serde_json::Value;
 
 use crate::fhir::{outcome, reason};
-
-/// The headers of a research export's kick-off under section 251 support.
-pub const KICK_OFF: [(&str, &str); 3] = [
-    ("prefer", "respond-async"),
-    ("x-purpose-of-use", "HRESCH"),
-    ("x-legal-basis", "section-251-support"),
-];
 
 /// Polls `status_url` until the export is done (or fails the test after `limit`); returns the
 /// manifest and how many polls were answered 202.
@@ -76,19 +69,7 @@ async fn a_bulk_export_runs_to_completion_and_honours_the_opt_out() {
         platform.record_opt_out_check(&checked, &may).await;
 
         let researcher = platform.fhir().with_token(&token("R8000", "system/*.rs"));
-        let kick_off = researcher
-            .send(
-                Method::GET,
-                &format!("/Group/{PROJECT}/$export?_type=Observation"),
-                &KICK_OFF,
-                None,
-            )
-            .await;
-        assert_eq!(kick_off.status, StatusCode::ACCEPTED, "{}", kick_off.text());
-        let status_url = kick_off
-            .header("content-location")
-            .expect("Content-Location")
-            .to_owned();
+        let status_url = researcher.export_observations().await;
         assert!(status_url.starts_with(&researcher.base), "{status_url}");
 
         // Only the client that started it may see it.

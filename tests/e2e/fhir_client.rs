@@ -10,6 +10,13 @@ use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
 
+/// The headers of a research export's kick-off under section 251 support.
+pub const KICK_OFF: [(&str, &str); 3] = [
+    ("prefer", "respond-async"),
+    ("x-purpose-of-use", "HRESCH"),
+    ("x-legal-basis", "section-251-support"),
+];
+
 /// The gateway at `base` (`http://127.0.0.1:<port>`), with an optional bearer token.
 #[derive(Debug, Clone)]
 pub struct Fhir {
@@ -80,6 +87,18 @@ impl Fhir {
 
     pub async fn get(&self, path: &str) -> Reply {
         self.send(Method::GET, path, &[], None).await
+    }
+
+    /// Kicks off the research project's export of Observations ([`KICK_OFF`]), failing the test
+    /// unless it is accepted; the export's status URL.
+    pub async fn export_observations(&self) -> String {
+        let path = format!("/Group/{}/$export?_type=Observation", crate::PROJECT);
+        let kick_off = self.send(Method::GET, &path, &KICK_OFF, None).await;
+        assert_eq!(kick_off.status, StatusCode::ACCEPTED, "{}", kick_off.text());
+        kick_off
+            .header("content-location")
+            .expect("Content-Location")
+            .to_owned()
     }
 
     /// PUT `body` on `path` with `If-Match: W/"version"`.

@@ -7,11 +7,11 @@ use std::time::{Duration, Instant};
 
 use carerecord_contracts::access::v1::data_access_service_client::DataAccessServiceClient;
 use carerecord_contracts::access::v1::{
-    CreateRecordRequest, FollowRecordChangesRequest, FollowRecordChangesResponse, PatientReference,
+    CreateRecordRequest, FollowRecordChangesRequest, FollowRecordChangesResponse,
     ReadRecordRequest, RecordContent, patient_reference::Reference,
 };
 use carerecord_contracts::consent::v1::{ConsentDecision, Provision, ProvisionActor};
-use carerecord_e2e::{Overrides, Platform, authed, token_at, uuid};
+use carerecord_e2e::{Overrides, Platform, authed, by_nhs, token_at, uuid};
 use carerecord_platform::testing::error_info;
 use serde_json::json;
 use tonic::{Code, Streaming};
@@ -26,15 +26,9 @@ fn falls_service() -> String {
     token_at("FALL1", "", "system/Flag.c", "falls-detect")
 }
 
-fn by_nhs(nhs: &str) -> PatientReference {
-    PatientReference {
-        reference: Some(Reference::NhsNumber(nhs.into())),
-    }
-}
-
 fn follow(nhs: &[&str], after_cursor: &str) -> FollowRecordChangesRequest {
     FollowRecordChangesRequest {
-        patients: nhs.iter().map(|n| by_nhs(n)).collect(),
+        patients: nhs.iter().filter_map(|n| by_nhs(n)).collect(),
         purpose_of_use: "TREAT".into(),
         after_cursor: after_cursor.into(),
         start_at_head: after_cursor.is_empty(),

@@ -2,10 +2,10 @@
 //! readings for a cohort, in one stream, with a result per item and nothing lost or doubled.
 
 use carerecord_contracts::access::v1::{
-    ImportItem, ImportOutcome, ImportRecordsRequest, ImportRecordsResponse, PatientReference,
-    ReadPatientRecordRequest, RecordContent, patient_reference::Reference,
+    ImportItem, ImportOutcome, ImportRecordsRequest, ImportRecordsResponse,
+    ReadPatientRecordRequest, RecordContent,
 };
-use carerecord_e2e::{Overrides, Platform, authed, token_at, uuid};
+use carerecord_e2e::{Overrides, Platform, authed, by_nhs, token_at, uuid};
 use serde_json::json;
 
 /// Readings a CGM takes in a day (one every five minutes).
@@ -36,9 +36,7 @@ fn reading(nhs: &str, patient_id: &str, n: usize) -> ImportItem {
     let key = format!("cgm-device-{nhs}-{n}");
     ImportItem {
         request_id: uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, key.as_bytes()).to_string(),
-        patient: Some(PatientReference {
-            reference: Some(Reference::NhsNumber(nhs.into())),
-        }),
+        patient: by_nhs(nhs),
         content: Some(RecordContent {
             resource_type: "Observation".into(),
             payload: payload.to_string().into_bytes(),
@@ -183,9 +181,7 @@ async fn a_day_of_cgm_readings_is_imported_once_with_a_result_per_item() {
                 .await
                 .read_patient_record(authed(
                     ReadPatientRecordRequest {
-                        patient: Some(PatientReference {
-                            reference: Some(Reference::NhsNumber(nhs.clone())),
-                        }),
+                        patient: by_nhs(nhs),
                         purpose_of_use: "TREAT".into(),
                         page_size: 1000,
                         page_token,

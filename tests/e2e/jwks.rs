@@ -6,10 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use carerecord_contracts::access::v1::{
-    PatientReference, ReadPatientRecordRequest, patient_reference::Reference,
-};
-use carerecord_e2e::{Overrides, Platform, authed};
+use carerecord_e2e::{Overrides, Platform, authed, by_nhs, read_request};
 use carerecord_platform::app::ServiceConfiguration;
 use carerecord_platform::db::Backend;
 use carerecord_platform::env::Env;
@@ -139,13 +136,7 @@ fn backends() -> Vec<Backend> {
 
 /// Reads the patient's record with `token`: Ok(number of records) or the status code.
 async fn read(platform: &Platform, nhs_number: &str, token: &str) -> Result<usize, Code> {
-    let request = ReadPatientRecordRequest {
-        patient: Some(PatientReference {
-            reference: Some(Reference::NhsNumber(nhs_number.into())),
-        }),
-        purpose_of_use: "TREAT".into(),
-        ..Default::default()
-    };
+    let request = read_request(by_nhs(nhs_number), "TREAT");
     platform
         .access_client()
         .await

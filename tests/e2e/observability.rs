@@ -4,10 +4,7 @@
 use std::io::Write;
 use std::sync::{Arc, Mutex, OnceLock};
 
-use carerecord_contracts::access::v1::{
-    PatientReference, ReadPatientRecordRequest, patient_reference::Reference,
-};
-use carerecord_e2e::{Platform, authed, token};
+use carerecord_e2e::{Platform, authed, by_nhs, read_request, token};
 use carerecord_platform::db::Backend;
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider};
@@ -76,13 +73,7 @@ async fn one_read_is_one_trace_across_the_services_and_logs_carry_no_patient_ide
     platform.add_record(&patient_id, &[]).await;
 
     let clinician = token("R8000", "user/*.rs");
-    let request = ReadPatientRecordRequest {
-        patient: Some(PatientReference {
-            reference: Some(Reference::NhsNumber(nhs_number.clone())),
-        }),
-        purpose_of_use: "TREAT".into(),
-        ..Default::default()
-    };
+    let request = read_request(by_nhs(&nhs_number), "TREAT");
     let mut request = authed(request, &clinician);
     request.metadata_mut().insert(
         "traceparent",

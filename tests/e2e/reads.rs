@@ -1,23 +1,14 @@
 use carerecord_contracts::access::v1::{
-    BreakGlassReadPatientRecordRequest, ListBreakGlassEventsRequest, PatientReference,
-    ReadPatientRecordRequest, patient_reference::Reference,
+    BreakGlassReadPatientRecordRequest, ListBreakGlassEventsRequest, ReadPatientRecordRequest,
 };
 use carerecord_contracts::consent::v1::{ConsentDecision, Provision};
-use carerecord_e2e::{Overrides, Platform, authed, token};
+use carerecord_e2e::{Overrides, Platform, authed, by_nhs, read_request, token};
 use tonic::Code;
-
-fn by_nhs(nhs_number: &str) -> Option<PatientReference> {
-    Some(PatientReference {
-        reference: Some(Reference::NhsNumber(nhs_number.into())),
-    })
-}
 
 fn read(nhs_number: &str) -> ReadPatientRecordRequest {
     ReadPatientRecordRequest {
-        patient: by_nhs(nhs_number),
-        purpose_of_use: "TREAT".into(),
         page_size: 100,
-        ..Default::default()
+        ..read_request(by_nhs(nhs_number), "TREAT")
     }
 }
 

@@ -13,33 +13,28 @@
 //! (`TEST_DATABASE_URL`, which CI always sets); without it, it says so and checks nothing.
 
 use std::collections::HashMap;
-use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use carerecord_contracts::access::v1::data_access_service_client::DataAccessServiceClient;
-use carerecord_contracts::access::v1::{
-    PatientReference, ReadPatientRecordRequest, patient_reference::Reference,
-};
 use carerecord_contracts::common::v1::Requester;
 use carerecord_contracts::consent::v1::consent_service_client::ConsentServiceClient;
 use carerecord_contracts::consent::v1::{
     ConsentDecision, ConsentDirective, ConsentDirectiveStatus, CreateConsentDirectiveRequest,
     DecideRequest, Provision, ProvisionActor,
 };
+use carerecord_contracts::identity::v1::GetPatientRequest;
 use carerecord_contracts::identity::v1::patient_identity_service_client::PatientIdentityServiceClient;
-use carerecord_contracts::identity::v1::{CreatePatientRequest, GetPatientRequest};
 use carerecord_contracts::records::v1::ListRecordsRequest;
 use carerecord_contracts::records::v1::record_hosting_service_client::RecordHostingServiceClient;
-use carerecord_e2e::{authed, uuid};
+use carerecord_e2e::{authed, by_id, read_request, uuid};
 use sqlx::Connection;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Channel;
 
 use crate::replicas::{
-    Cluster, Module, RECORDS_STORED, Shared, assert_gap_free, assert_stored_once, clinician,
-    demographics, front_door_load, load_seconds, register, until_answered, until_stopped,
-    verified_audit_log,
+    Caller, Cluster, Module, RECORDS_STORED, Shared, assert_gap_free, assert_stored_once,
+    clinician, create_patient, demographics, front_door_load, load_seconds, register,
+    until_stopped, verified_audit_log,
 };
 
 /// How soon after the fault every module must serve again.
@@ -58,62 +53,24 @@ fn requester() -> Requester {
 type Directives = Arc<Mutex<HashMap<String, String>>>;
 
 /// CreatePatient on identity, each retried with its request_id until acknowledged.
-fn registrar(
-    identity: Vec<Channel>,
-    tally: Shared,
-    stop: &CancellationToken,
-) -> tokio::task::JoinHandle<()> {
-    until_stopped(stop, move |n| {
-        let (identity, tally) = (identity.clone(), tally.clone());
-        async move {
-            let request = CreatePatientRequest {
-                request_id: uuid(),
-                patient: Some(demographics(1000 + n)),
-                requester: Some(requester()),
-            };
-            let created = until_answered(
-                "CreatePatient",
-                &identity,
-                &AtomicUsize::new(0),
-                &tally,
-                |ch| {
-                    let request = request.clone();
-                    async move {
-                        PatientIdentityServiceClient::new(ch)
-                            .create_patient(request)
-                            .await
-                    }
-                },
-            )
-            .await
-            .into_inner()
-            .patient
-            .expect("the patient");
-            tally
-                .lock()
-                .expect("tally lock")
-                .patients
-                .insert(request.request_id, created.patient_id);
-        }
+fn registrar(identity: Caller, stop: &CancellationToken) -> tokio::task::JoinHandle<()> {
+    until_stopped(stop, identity, |identity, n| async move {
+        create_patient(&identity, demographics(1000 + n), requester()).await;
     })
 }
 
 /// CreateConsentDirective on consent, each retried with its request_id until acknowledged.
 fn consenter(
-    consent: Vec<Channel>,
+    consent: Caller,
     patients: Arc<Vec<String>>,
     directives: Directives,
-    tally: Shared,
     stop: &CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
-    until_stopped(stop, move |n| {
-        let (consent, patients, directives, tally) = (
-            consent.clone(),
-            patients.clone(),
-            directives.clone(),
-            tally.clone(),
-        );
-        async move {
+    let context = (consent, patients, directives);
+    until_stopped(
+        stop,
+        context,
+        |(consent, patients, directives), n| async move {
             let directive = ConsentDirective {
                 patient_id: patients[n % patients.len()].clone(),
                 status: ConsentDirectiveStatus::Active as i32,
@@ -134,30 +91,25 @@ fn consenter(
                 directive: Some(directive),
                 requester: Some(requester()),
             };
-            let created = until_answered(
-                "CreateConsentDirective",
-                &consent,
-                &AtomicUsize::new(0),
-                &tally,
-                |ch| {
+            let created = consent
+                .call("CreateConsentDirective", |ch| {
                     let request = request.clone();
                     async move {
                         ConsentServiceClient::new(ch)
                             .create_consent_directive(request)
                             .await
                     }
-                },
-            )
-            .await
-            .into_inner()
-            .directive
-            .expect("the directive");
+                })
+                .await
+                .into_inner()
+                .directive
+                .expect("the directive");
             directives
                 .lock()
                 .expect("directives lock")
                 .insert(request.request_id, created.directive_id);
-        }
-    })
+        },
+    )
 }
 
 /// Terminates every server connection to the databases of `urls`, five times, 200 ms apart.
@@ -247,10 +199,7 @@ async fn postgres_lost_under_load_on_four_modules_loses_no_acknowledged_write() 
     };
     let tally = Shared::default();
     let directives = Directives::default();
-    let identity = cluster.channels(Module::Identity);
-    let records = cluster.channels(Module::Records);
-    let consent = cluster.channels(Module::Consent);
-    let access = cluster.channels(Module::Access);
+    let [identity, records, consent, access] = Module::ALL.map(|m| cluster.channels(m));
     let registered = register(&identity, 6, &tally).await;
     let patients: Arc<Vec<String>> =
         Arc::new(registered.iter().map(|(id, _)| id.clone()).collect());
@@ -258,12 +207,11 @@ async fn postgres_lost_under_load_on_four_modules_loses_no_acknowledged_write() 
 
     let stop = CancellationToken::new();
     let mut load = front_door_load(&access, &patients, &tally, &stop);
-    load.push(registrar(identity.clone(), tally.clone(), &stop));
+    load.push(registrar(Caller::new(&identity, 0, &tally), &stop));
     let consent_writer = consenter(
-        consent.clone(),
+        Caller::new(&consent, 0, &tally),
         patients.clone(),
         directives.clone(),
-        tally.clone(),
         &stop,
     );
     load.push(consent_writer);
@@ -325,16 +273,7 @@ async fn postgres_lost_under_load_on_four_modules_loses_no_acknowledged_write() 
             "access",
             serving_again("access", || {
                 let (ch, patient_id) = (access[0].clone(), patient.clone());
-                let request = authed(
-                    ReadPatientRecordRequest {
-                        patient: Some(PatientReference {
-                            reference: Some(Reference::PatientId(patient_id)),
-                        }),
-                        purpose_of_use: "TREAT".into(),
-                        ..ReadPatientRecordRequest::default()
-                    },
-                    &token,
-                );
+                let request = authed(read_request(by_id(&patient_id), "TREAT"), &token);
                 async move {
                     DataAccessServiceClient::new(ch)
                         .read_patient_record(request)

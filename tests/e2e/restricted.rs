@@ -7,7 +7,7 @@ use carerecord_contracts::access::v1 as api;
 use carerecord_contracts::access::v1::patient_reference::Reference;
 use carerecord_contracts::common::v1::{Address, Requester};
 use carerecord_contracts::identity::v1 as identity;
-use carerecord_e2e::{Overrides, Platform, authed, new_patient, token, uuid};
+use carerecord_e2e::{Overrides, Platform, authed, by_id, new_patient, read_request, token, uuid};
 use tonic::Code;
 
 fn officer() -> Requester {
@@ -114,16 +114,7 @@ async fn a_restricted_patient_is_hidden_from_postcode_searches_and_every_access_
             .into_inner();
         assert!(by_name.restricted && by_name.patient.unwrap().patient_id == id);
         let read = access
-            .read_patient_record(authed(
-                api::ReadPatientRecordRequest {
-                    patient: Some(api::PatientReference {
-                        reference: Some(Reference::PatientId(id.clone())),
-                    }),
-                    purpose_of_use: "TREAT".into(),
-                    ..Default::default()
-                },
-                &clinician,
-            ))
+            .read_patient_record(authed(read_request(by_id(&id), "TREAT"), &clinician))
             .await
             .expect("read")
             .into_inner();

@@ -9,7 +9,10 @@ use std::net::SocketAddr;
 
 use carerecord_access::dev_token::{DevToken, mint};
 use carerecord_contracts::access::v1::data_access_service_client::DataAccessServiceClient;
-use carerecord_contracts::access::v1::{AuditEntry, ListAuditEntriesRequest};
+use carerecord_contracts::access::v1::patient_reference::Reference;
+use carerecord_contracts::access::v1::{
+    AuditEntry, ListAuditEntriesRequest, PatientReference, ReadPatientRecordRequest,
+};
 use carerecord_contracts::common::v1::{Date, HumanName, NameUse, Requester};
 use carerecord_contracts::consent::v1::consent_service_client::ConsentServiceClient;
 use carerecord_contracts::consent::v1::{
@@ -27,7 +30,7 @@ use carerecord_platform::testing::TestDatabase;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
-pub use fhir_client::{Fhir, FhirConnection, Reply};
+pub use fhir_client::{Fhir, FhirConnection, KICK_OFF, Reply};
 
 /// Where each module of the sandbox is; any may be another implementation (or nothing at all).
 #[derive(Debug, Clone, Default)]
@@ -448,6 +451,29 @@ impl Platform {
             .record
             .expect("record")
             .record_id
+    }
+}
+
+/// The patient with NHS number `nhs_number`, as the front door's requests name a patient.
+pub fn by_nhs(nhs_number: &str) -> Option<PatientReference> {
+    Some(PatientReference {
+        reference: Some(Reference::NhsNumber(nhs_number.into())),
+    })
+}
+
+/// The patient with identity's id `patient_id`, as the front door's requests name a patient.
+pub fn by_id(patient_id: &str) -> Option<PatientReference> {
+    Some(PatientReference {
+        reference: Some(Reference::PatientId(patient_id.into())),
+    })
+}
+
+/// ReadPatientRecord of `patient` for `purpose` (a PurposeOfUse code), with the defaults otherwise.
+pub fn read_request(patient: Option<PatientReference>, purpose: &str) -> ReadPatientRecordRequest {
+    ReadPatientRecordRequest {
+        patient,
+        purpose_of_use: purpose.into(),
+        ..ReadPatientRecordRequest::default()
     }
 }
 

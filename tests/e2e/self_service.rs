@@ -5,18 +5,13 @@
 //! request_id reused.
 
 use carerecord_contracts::access::v1 as api;
-use carerecord_contracts::access::v1::patient_reference::Reference;
-use carerecord_e2e::{Overrides, Platform, authed, patient_token, token, uuid};
+use carerecord_e2e::{
+    Overrides, Platform, authed, by_id, patient_token, read_request, token, uuid,
+};
 use tonic::Code;
 use tonic_types::StatusExt;
 
 const PATIENT_SCOPES: &str = "patient/Consent.cru patient/AuditEvent.r";
-
-fn patient(id: &str) -> Option<api::PatientReference> {
-    Some(api::PatientReference {
-        reference: Some(Reference::PatientId(id.to_owned())),
-    })
-}
 
 fn reason(status: &tonic::Status) -> String {
     status
@@ -49,7 +44,7 @@ async fn list_directives(
     token: &str,
 ) -> Result<api::ListConsentDirectivesResponse, tonic::Status> {
     let request = api::ListConsentDirectivesRequest {
-        patient: patient(patient_id),
+        patient: by_id(patient_id),
         ..Default::default()
     };
     let mut access = platform.access_client().await;
@@ -63,14 +58,7 @@ async fn read_count(platform: &Platform, patient_id: &str, clinician: &str) -> (
     let page = platform
         .access_client()
         .await
-        .read_patient_record(authed(
-            api::ReadPatientRecordRequest {
-                patient: patient(patient_id),
-                purpose_of_use: "TREAT".into(),
-                ..Default::default()
-            },
-            clinician,
-        ))
+        .read_patient_record(authed(read_request(by_id(patient_id), "TREAT"), clinician))
         .await
         .expect("clinician reads")
         .into_inner();
@@ -87,7 +75,7 @@ async fn opt_out(platform: &Platform, patient_id: &str, token: &str) -> i32 {
         .await
         .get_national_data_opt_out(authed(
             api::GetNationalDataOptOutRequest {
-                patient: patient(patient_id),
+                patient: by_id(patient_id),
             },
             token,
         ))
@@ -124,7 +112,7 @@ async fn a_patient_manages_their_own_consent_directives() {
         let request_id = uuid();
         let create = |request_id: String, directive| api::CreateConsentDirectiveRequest {
             request_id,
-            patient: patient(&patient_id),
+            patient: by_id(&patient_id),
             directive: Some(directive),
         };
         let withheld = withholding("mental-health", "RR8");
@@ -204,7 +192,7 @@ async fn a_patient_manages_their_own_consent_directives() {
         let refused = access
             .get_national_data_opt_out(authed(
                 api::GetNationalDataOptOutRequest {
-                    patient: patient(&patient_id),
+                    patient: by_id(&patient_id),
                 },
                 &patient_token(&patient_id, "patient/AuditEvent.r"),
             ))

@@ -6,10 +6,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
 use carerecord_conformance::{Module, Options, run};
-use carerecord_contracts::access::v1::{
-    PatientReference, ReadPatientRecordRequest, patient_reference::Reference,
-};
-use carerecord_e2e::{Overrides, Platform, authed, token};
+use carerecord_e2e::{Overrides, Platform, authed, by_nhs, read_request, token};
 
 struct PythonRecords(Child);
 
@@ -66,13 +63,7 @@ async fn data_access_reads_a_record_hosted_by_another_suppliers_implementation()
     {
         let (patient_id, nhs_number) = platform.register_patient("Katherine", "Johnson").await;
         let record_id = platform.add_record(&patient_id, &[]).await;
-        let request = ReadPatientRecordRequest {
-            patient: Some(PatientReference {
-                reference: Some(Reference::NhsNumber(nhs_number)),
-            }),
-            purpose_of_use: "TREAT".into(),
-            ..Default::default()
-        };
+        let request = read_request(by_nhs(&nhs_number), "TREAT");
         let response = platform
             .access_client()
             .await

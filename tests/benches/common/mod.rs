@@ -1,5 +1,6 @@
 //! What the four-service benchmarks share: load generators (closed loop at a number of clients,
-//! open loop at an offered rate), their statistics, and connections.
+//! open loop at an offered rate, two ways compared in alternating rounds), their statistics,
+//! connections, and the patients they load.
 
 // Each bench uses part of this module.
 #![allow(dead_code)]
@@ -12,8 +13,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use carerecord_contracts::common::v1::Requester;
 use carerecord_e2e::{Overrides, Platform};
 use carerecord_platform::db::Backend;
+use futures::StreamExt;
 use tonic::transport::Channel;
 
 use cpu::{CpuMeter, Spent};
@@ -85,6 +88,45 @@ pub fn pool_size() -> u32 {
         .and_then(|s| s.parse().ok())
         .filter(|n: &u32| *n > 0)
         .unwrap_or(16)
+}
+
+/// A registered patient.
+pub struct Patient {
+    pub id: String,
+    pub nhs_number: String,
+}
+
+/// Concurrent calls while loading a bench's data.
+pub const LOADERS: usize = 16;
+
+/// Registers `count` patients, [`LOADERS`] at a time; `name(i)` is patient i's given and family
+/// name.
+pub async fn register_patients(
+    platform: &Platform,
+    count: usize,
+    name: impl Fn(usize) -> (String, String),
+) -> Vec<Patient> {
+    futures::stream::iter(0..count)
+        .map(|i| {
+            let (given, family) = name(i);
+            async move {
+                let (id, nhs_number) = platform.register_patient(&given, &family).await;
+                Patient { id, nhs_number }
+            }
+        })
+        .buffered(LOADERS)
+        .collect()
+        .await
+}
+
+/// Who loads the benches' data directly into the modules.
+pub fn loader() -> Requester {
+    Requester {
+        user_id: "bench-loader".into(),
+        organisation_ods_code: "RR8".into(),
+        role_code: "R8000".into(),
+        display_name: String::new(),
+    }
 }
 
 /// The calls of one or more timed runs.
@@ -260,4 +302,32 @@ pub async fn measured<F: std::future::Future<Output = Stats>>(
         stats,
         cpu,
     }
+}
+
+/// Two ways of making a call compared: `rounds` alternating rounds of each at `clients` clients,
+/// `duration` in all for each, so other work on the machine weighs on both alike. Each is measured
+/// as the phase its name gives.
+pub async fn alternating<A, AFut, B, BFut>(
+    rounds: u32,
+    clients: usize,
+    duration: Duration,
+    meter: &CpuMeter,
+    spans: Option<&SpanTimes>,
+    (a_name, a): (&str, A),
+    (b_name, b): (&str, B),
+) -> (Phase, Phase)
+where
+    A: Fn(usize) -> AFut + Clone + Send + Sync + 'static,
+    AFut: std::future::Future<Output = bool> + Send,
+    B: Fn(usize) -> BFut + Clone + Send + Sync + 'static,
+    BFut: std::future::Future<Output = bool> + Send,
+{
+    let (mut first, mut second) = (Phase::default(), Phase::default());
+    for _ in 0..rounds {
+        let round = load(clients, duration / rounds, a.clone());
+        first.merge(measured(a_name, meter, spans, round).await);
+        let round = load(clients, duration / rounds, b.clone());
+        second.merge(measured(b_name, meter, spans, round).await);
+    }
+    (first, second)
 }

@@ -277,14 +277,8 @@ class RecordHostingService(pb_grpc.RecordHostingServiceServicer):
         violations += self._create_violations(request.request_id, request.record, request.HasField("record"), True)
         if violations:
             raise invalid(violations)
-        with self.store.lock:
-            self.store.db.execute("BEGIN IMMEDIATE")
-            try:
-                row, _ = self._write_create(request.request_id, request.record, request.requester)
-                self.store.db.execute("COMMIT")
-            except BaseException:
-                self.store.db.execute("ROLLBACK")
-                raise
+        with self.store.transaction():
+            row, _ = self._write_create(request.request_id, request.record, request.requester)
         self.store.notify()
         return pb.CreateRecordResponse(record=to_record(row))
 
@@ -303,6 +297,15 @@ class RecordHostingService(pb_grpc.RecordHostingServiceServicer):
         return pb.GetRecordResponse(record=to_record(row, request.view))
 
     # ---- updates and retractions
+
+    def _latest(self, record_id, etag):
+        """The record's latest version, which `etag` must name (callers hold a transaction)."""
+        latest = self.store.version(record_id)
+        if latest is None:
+            raise not_found(record_id)
+        if etag != latest.etag:
+            raise etag_mismatch()
+        return latest
 
     def _write_version(self, latest, changes, change_type, requester):
         now = self.store.next_time_us(v.now_us())
@@ -347,48 +350,38 @@ class RecordHostingService(pb_grpc.RecordHostingServiceServicer):
         if violations:
             raise invalid(violations)
         record_id = record.record_id.lower()
-        with self.store.lock:
-            self.store.db.execute("BEGIN IMMEDIATE")
-            try:
-                latest = self.store.version(record_id)
-                if latest is None:
-                    raise not_found(record_id)
-                if request.etag != latest.etag:
-                    raise etag_mismatch()
-                if latest.status == ENTERED_IN_ERROR:
-                    raise precondition("RECORD_STATUS", record_id, "the record is retracted; retracted records cannot be updated")
-                stored = []
-                if record.patient_id and record.patient_id.lower() != latest.patient_id:
-                    stored.append(("record.patient_id", "immutable: differs from the stored patient_id"))
-                if record.resource_type and record.resource_type != latest.resource_type:
-                    stored.append(("record.resource_type", "immutable: differs from the stored resource_type"))
-                if "payload" in paths:
-                    value, _ = v.parse_payload(record.payload, self.limit)
-                    stored += v.check_payload_against(value, latest.resource_type, latest.patient_id, self.bases)
-                if stored:
-                    raise invalid(stored)
-                changes = {}
-                if "payload" in paths:
-                    changes.update(
-                        payload=bytes(record.payload),
-                        content_type=record.content_type,
-                        content_hash=hashlib.sha256(record.payload).hexdigest(),
-                    )
-                if "data_classes" in paths:
-                    changes["data_classes"] = sorted(set(record.data_classes))
-                if "effective_time" in paths:
-                    changes["effective_us"] = ts_us(record.effective_time) if record.HasField("effective_time") else None
-                if "author" in paths:
-                    changes["author"] = record.author
-                if "authoring_organisation_ods_code" in paths:
-                    changes["ods"] = record.authoring_organisation_ods_code.upper()
-                if "source_system" in paths:
-                    changes["source_system"] = record.source_system
-                row = self._write_version(latest, changes, UPDATED, request.requester)
-                self.store.db.execute("COMMIT")
-            except BaseException:
-                self.store.db.execute("ROLLBACK")
-                raise
+        with self.store.transaction():
+            latest = self._latest(record_id, request.etag)
+            if latest.status == ENTERED_IN_ERROR:
+                raise precondition("RECORD_STATUS", record_id, "the record is retracted; retracted records cannot be updated")
+            stored = []
+            if record.patient_id and record.patient_id.lower() != latest.patient_id:
+                stored.append(("record.patient_id", "immutable: differs from the stored patient_id"))
+            if record.resource_type and record.resource_type != latest.resource_type:
+                stored.append(("record.resource_type", "immutable: differs from the stored resource_type"))
+            if "payload" in paths:
+                value, _ = v.parse_payload(record.payload, self.limit)
+                stored += v.check_payload_against(value, latest.resource_type, latest.patient_id, self.bases)
+            if stored:
+                raise invalid(stored)
+            changes = {}
+            if "payload" in paths:
+                changes.update(
+                    payload=bytes(record.payload),
+                    content_type=record.content_type,
+                    content_hash=hashlib.sha256(record.payload).hexdigest(),
+                )
+            if "data_classes" in paths:
+                changes["data_classes"] = sorted(set(record.data_classes))
+            if "effective_time" in paths:
+                changes["effective_us"] = ts_us(record.effective_time) if record.HasField("effective_time") else None
+            if "author" in paths:
+                changes["author"] = record.author
+            if "authoring_organisation_ods_code" in paths:
+                changes["ods"] = record.authoring_organisation_ods_code.upper()
+            if "source_system" in paths:
+                changes["source_system"] = record.source_system
+            row = self._write_version(latest, changes, UPDATED, request.requester)
         self.store.notify()
         return pb.UpdateRecordResponse(record=to_record(row))
 
@@ -406,22 +399,12 @@ class RecordHostingService(pb_grpc.RecordHostingServiceServicer):
         if violations:
             raise invalid(violations)
         record_id = request.record_id.lower()
-        with self.store.lock:
-            self.store.db.execute("BEGIN IMMEDIATE")
-            try:
-                latest = self.store.version(record_id)
-                if latest is None:
-                    raise not_found(record_id)
-                if request.etag != latest.etag:
-                    raise etag_mismatch()
-                if latest.status == ENTERED_IN_ERROR:
-                    raise precondition("RECORD_STATUS", record_id, "the record is already retracted")
-                changes = {"status": ENTERED_IN_ERROR, "retraction_reason": request.reason}
-                row = self._write_version(latest, changes, RETRACTED, request.requester)
-                self.store.db.execute("COMMIT")
-            except BaseException:
-                self.store.db.execute("ROLLBACK")
-                raise
+        with self.store.transaction():
+            latest = self._latest(record_id, request.etag)
+            if latest.status == ENTERED_IN_ERROR:
+                raise precondition("RECORD_STATUS", record_id, "the record is already retracted")
+            changes = {"status": ENTERED_IN_ERROR, "retraction_reason": request.reason}
+            row = self._write_version(latest, changes, RETRACTED, request.requester)
         self.store.notify()
         return pb.RetractRecordResponse(record=to_record(row))
 
@@ -741,16 +724,10 @@ class RecordHostingService(pb_grpc.RecordHostingServiceServicer):
                 requester, return_ids, first = message.requester, message.return_record_ids, False
             if len(message.items) > 1000:
                 raise invalid([("items", f"at most 1000 items per message, got {len(message.items)}")])
-            with self.store.lock:
-                self.store.db.execute("BEGIN IMMEDIATE")
-                try:
-                    for item in message.items:
-                        self._import_item(item, index, requester, return_ids, response)
-                        index += 1
-                    self.store.db.execute("COMMIT")
-                except BaseException:
-                    self.store.db.execute("ROLLBACK")
-                    raise
+            with self.store.transaction():
+                for item in message.items:
+                    self._import_item(item, index, requester, return_ids, response)
+                    index += 1
             self.store.notify()
         if first:
             raise invalid([("requester", "the stream has no message")])

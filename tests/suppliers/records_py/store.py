@@ -4,6 +4,7 @@ One connection behind one lock: every write takes the next change sequence insid
 commits before releasing it, so sequences are assigned in commit order (the feed's guarantee).
 """
 
+import contextlib
 import json
 import os
 import sqlite3
@@ -75,6 +76,18 @@ class Store:
             row = self.db.execute("SELECT value FROM meta WHERE key = 'secret'").fetchone()
         self.secret = bytes(row[0])
         self._last_us = 0
+
+    @contextlib.contextmanager
+    def transaction(self):
+        """The lock and a write transaction: committed when the block ends, rolled back if it raises."""
+        with self.lock:
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+                self.db.execute("COMMIT")
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
 
     # -- time and sequence ----------------------------------------------------------------
 
