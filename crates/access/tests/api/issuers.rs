@@ -174,12 +174,9 @@ async fn cis2_nhs_login_and_client_credentials_tokens_name_their_callers() {
         let leaf = audit_leaf(&mut app, own.audit_index).await;
         assert_eq!(leaf.client_id, "");
         assert_eq!(leaf.requester.unwrap().display_name, "Mona Millar");
-        let status = app
-            .read(read(&other, "PATRQT"), &patient)
-            .await
-            .unwrap_err();
+        let status = app.refused_read(&other, "PATRQT", &patient).await;
         assert_eq!(error_info(&status).reason, "PATIENT_CONTEXT_MISMATCH");
-        let status = app.read(read(&p, "TREAT"), &patient).await.unwrap_err();
+        let status = app.refused_read(&p, "TREAT", &patient).await;
         assert_eq!(status.code(), Code::InvalidArgument);
 
         // Client credentials from the JWKS file, with a renamed organisation claim.
@@ -214,10 +211,7 @@ async fn tokens_that_name_no_caller_are_refused_before_anything_is_looked_up() {
         // An issuer the deployment does not trust, though signed with a trusted key.
         let mut untrusted = cis2_claims();
         untrusted["iss"] = "https://am.example/not-trusted".into();
-        let status = app
-            .read(read(&p, "TREAT"), &cis2_token(&untrusted))
-            .await
-            .unwrap_err();
+        let status = app.refused_read(&p, "TREAT", &cis2_token(&untrusted)).await;
         assert_eq!(
             unaudited_reason(&status, Code::Unauthenticated),
             "TOKEN_ISSUER_UNKNOWN"
@@ -242,20 +236,14 @@ async fn tokens_that_name_no_caller_are_refused_before_anything_is_looked_up() {
             (unselected, Code::PermissionDenied, "ROLE_NOT_SELECTED"),
             (foreign, Code::PermissionDenied, "ROLE_NOT_SELECTED"),
         ] {
-            let status = app
-                .read(read(&p, "TREAT"), &cis2_token(&claims))
-                .await
-                .unwrap_err();
+            let status = app.refused_read(&p, "TREAT", &cis2_token(&claims)).await;
             assert_eq!(unaudited_reason(&status, code), reason, "{claims}");
         }
 
         // The registered patient's NHS login token at an identity proofing level.
         let login = |level: &str| nhs_login_token(&nhs_login_claims("9434765919", level));
         // NHS login below P9.
-        let status = app
-            .read(read(&p, "PATRQT"), &login("P5"))
-            .await
-            .unwrap_err();
+        let status = app.refused_read(&p, "PATRQT", &login("P5")).await;
         assert_eq!(
             unaudited_reason(&status, Code::PermissionDenied),
             "IDENTITY_PROOFING_INSUFFICIENT"
@@ -276,7 +264,7 @@ async fn tokens_that_name_no_caller_are_refused_before_anything_is_looked_up() {
             ("12345", "nhs_number_invalid"),
         ] {
             let token = nhs_login_token(&nhs_login_claims(nhs_number, "P9"));
-            let status = app.read(read(&p, "PATRQT"), &token).await.unwrap_err();
+            let status = app.refused_read(&p, "PATRQT", &token).await;
             assert_eq!(
                 unaudited_reason(&status, Code::PermissionDenied),
                 "PATIENT_CONTEXT_UNRESOLVED",
@@ -288,10 +276,7 @@ async fn tokens_that_name_no_caller_are_refused_before_anything_is_looked_up() {
         app.fakes
             .identity_down
             .store(true, std::sync::atomic::Ordering::SeqCst);
-        let status = app
-            .read(read(&p, "PATRQT"), &login("P9"))
-            .await
-            .unwrap_err();
+        let status = app.refused_read(&p, "PATRQT", &login("P9")).await;
         assert_eq!(
             unaudited_reason(&status, Code::Unavailable),
             "DEPENDENCY_UNAVAILABLE"

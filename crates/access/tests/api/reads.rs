@@ -176,7 +176,7 @@ async fn a_denied_read_discloses_nothing_and_is_audited_as_refused() {
         let p = app.fakes.patient_with_an_observation();
         app.fakes.world.lock().unwrap().dissent.insert(p.clone());
         let clinician = token(&Claims::clinician("user/*.rs"));
-        let status = app.read(read(&p, "TREAT"), &clinician).await.unwrap_err();
+        let status = app.refused_read(&p, "TREAT", &clinician).await;
         assert_eq!(status.code(), Code::PermissionDenied);
         let info = error_info(&status);
         assert_eq!(info.reason, "CONSENT_DENIED");
@@ -301,10 +301,7 @@ async fn patient_facing_tokens_read_only_their_own_record() {
             patient: me.clone(),
             exp_offset: 300,
         });
-        let status = app
-            .read(read(&me, "TREAT"), &patient_token)
-            .await
-            .unwrap_err();
+        let status = app.refused_read(&me, "TREAT", &patient_token).await;
         assert_eq!(
             status.code(),
             Code::InvalidArgument,
@@ -312,10 +309,7 @@ async fn patient_facing_tokens_read_only_their_own_record() {
         );
         let mine = app.read(read(&me, "PATRQT"), &patient_token).await.unwrap();
         assert_eq!(mine.records.len(), 1);
-        let status = app
-            .read(read(&someone, "PATRQT"), &patient_token)
-            .await
-            .unwrap_err();
+        let status = app.refused_read(&someone, "PATRQT", &patient_token).await;
         assert_eq!(error_info(&status).reason, "PATIENT_CONTEXT_MISMATCH");
 
         // The patient's disclosure log shows the clinician's read and their own.
@@ -389,7 +383,7 @@ async fn a_module_down_fails_closed_and_the_attempt_is_audited() {
             let p = app.fakes.patient_with_an_observation();
             switch(&app.fakes).store(true, Ordering::SeqCst);
             let clinician = token(&Claims::clinician("user/*.rs"));
-            let status = app.read(read(&p, "TREAT"), &clinician).await.unwrap_err();
+            let status = app.refused_read(&p, "TREAT", &clinician).await;
             assert_eq!(status.code(), Code::Unavailable, "{module}");
             let info = error_info(&status);
             assert_eq!(info.reason, "DEPENDENCY_UNAVAILABLE");

@@ -569,6 +569,15 @@ authed_calls! {
     verify_audit_log: verify_audit_log(api::VerifyAuditLogRequest) -> api::VerifyAuditLogResponse;
 }
 
+impl TestApp {
+    /// ReadPatientRecord of `patient_id` for `purpose`, expected to be refused: the refusal.
+    pub async fn refused_read(&self, patient_id: &str, purpose: &str, token: &str) -> Status {
+        self.read(read(patient_id, purpose), token)
+            .await
+            .unwrap_err()
+    }
+}
+
 /// Data access on `db_url`, wired to fresh doubles.
 pub async fn spawn_app(db_url: &str) -> TestApp {
     spawn_app_with(db_url, &[]).await
