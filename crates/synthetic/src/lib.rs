@@ -8,6 +8,7 @@
 //!   registration per person and probes whose true matches are known; a development seed and a
 //!   held-out one.
 
+mod places;
 pub mod population;
 pub mod uk;
 

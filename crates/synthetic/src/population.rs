@@ -10,6 +10,8 @@ use carerecord_contracts::identity::v1::Patient;
 use carerecord_identity::domain::estimate::SplitMix;
 use carerecord_platform::nhs_number as nhs;
 
+use crate::places::{INWARD_LETTERS, STREETS};
+
 const MALE: &[&str] = &[
     "Oliver",
     "George",
@@ -336,48 +338,9 @@ const SURNAMES: &[&str] = &[
     "Hopkins",
     "O'Connor",
 ];
-const STREETS: &[&str] = &[
-    "High Street",
-    "Station Road",
-    "Main Street",
-    "Park Road",
-    "Church Road",
-    "Church Street",
-    "London Road",
-    "Victoria Road",
-    "Green Lane",
-    "Manor Road",
-    "Church Lane",
-    "Park Avenue",
-    "The Avenue",
-    "The Crescent",
-    "Queens Road",
-    "New Road",
-    "Grange Road",
-    "Kings Road",
-    "Kingsway",
-    "Windsor Road",
-    "Highfield Road",
-    "Mill Lane",
-    "Alexandra Road",
-    "York Road",
-    "Main Road",
-    "Broadway",
-    "King Street",
-    "The Green",
-    "Springfield Road",
-    "George Street",
-    "Park Lane",
-    "Victoria Street",
-    "Albert Road",
-    "Queensway",
-    "Hillside",
-    "Chester Road",
-    "Stanley Road",
-    "Mill Road",
-    "North Street",
-    "Richmond Road",
-];
+/// The streets this generator picks from: the first 40 of the shared list, so that a seed makes the
+/// same population as before the UK generator lengthened it.
+const POPULATION_STREETS: &[&str] = STREETS.split_at(40).0;
 /// Postcode areas with a post town each.
 const AREAS: &[(&str, &str)] = &[
     ("LS", "Leeds"),
@@ -415,7 +378,6 @@ const AREAS: &[(&str, &str)] = &[
     ("DN", "Doncaster"),
     ("WA", "Warrington"),
 ];
-const INWARD_LETTERS: &[u8] = b"ABDEFGHJLNPQRSTUWXYZ";
 
 /// The system of the synthetic trusts' hospital numbers.
 pub const MRN_SYSTEM: &str = "https://fhir.synthetic-trust.nhs.uk/Id/mrn";
@@ -493,7 +455,7 @@ impl Generator {
             .below(carerecord_identity::domain::validate::days_in_month(year, month) as u64)
             as i32;
         let (postcode, town) = self.postcode();
-        let street = self.pick(STREETS);
+        let street = self.pick(POPULATION_STREETS);
         let number = 1 + self.rng.below(180);
         let mut telecoms = Vec::new();
         if self.chance(0.7) {
@@ -584,7 +546,7 @@ impl Generator {
                 }
                 3 => {
                     let (postcode, town) = self.postcode();
-                    let street = self.pick(STREETS);
+                    let street = self.pick(POPULATION_STREETS);
                     p.addresses = vec![Address {
                         lines: vec![format!("{} {street}", 1 + self.rng.below(180))],
                         city: town.into(),

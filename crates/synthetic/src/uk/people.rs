@@ -6,6 +6,7 @@ use carerecord_identity::domain::estimate::SplitMix;
 use carerecord_platform::nhs_number as nhs;
 
 use super::names::{self, parse};
+use crate::places::{INWARD_LETTERS, STREETS};
 
 /// A weighted list of names.
 #[derive(Debug, Clone)]
@@ -237,56 +238,6 @@ pub struct Person {
     pub twin: Option<usize>,
 }
 
-const STREETS: &[&str] = &[
-    "High Street",
-    "Station Road",
-    "Main Street",
-    "Park Road",
-    "Church Road",
-    "Church Street",
-    "London Road",
-    "Victoria Road",
-    "Green Lane",
-    "Manor Road",
-    "Church Lane",
-    "Park Avenue",
-    "The Avenue",
-    "The Crescent",
-    "Queens Road",
-    "New Road",
-    "Grange Road",
-    "Kings Road",
-    "Kingsway",
-    "Windsor Road",
-    "Highfield Road",
-    "Mill Lane",
-    "Alexandra Road",
-    "York Road",
-    "Main Road",
-    "Broadway",
-    "King Street",
-    "The Green",
-    "Springfield Road",
-    "George Street",
-    "Park Lane",
-    "Victoria Street",
-    "Albert Road",
-    "Queensway",
-    "Hillside",
-    "Chester Road",
-    "Stanley Road",
-    "Mill Road",
-    "North Street",
-    "Richmond Road",
-    "Beech Grove",
-    "Elm Close",
-    "Orchard Way",
-    "Meadow View",
-    "Willow Drive",
-    "Oak Avenue",
-    "School Lane",
-    "West Street",
-];
 const AREAS: &[(&str, &str)] = &[
     ("LS", "Leeds"),
     ("M", "Manchester"),
@@ -314,7 +265,6 @@ const AREAS: &[(&str, &str)] = &[
     ("HX", "Halifax"),
     ("DN", "Doncaster"),
 ];
-const INWARD_LETTERS: &[u8] = b"ABDEFGHJLNPQRSTUWXYZ";
 
 /// Addresses: postcode units of a dozen or so houses on one street, filled in turn, so that
 /// neighbours share a postcode as they do in the UK.
