@@ -23,7 +23,7 @@ use carerecord_contracts::access::v1 as api;
 use carerecord_contracts::access::v1::data_access_service_client::DataAccessServiceClient;
 use carerecord_contracts::records::v1 as records;
 use carerecord_contracts::records::v1::record_hosting_service_client::RecordHostingServiceClient;
-use carerecord_e2e::{Fhir, FhirConnection, PROJECT, Platform, authed, token, uuid};
+use carerecord_e2e::{Fhir, FhirConnection, PROJECT, Platform, authed, by_id, token, uuid};
 use common::{
     Stats, connect, database, load, load_average, loader, pool_size, register_patients,
     start_platform,
@@ -114,9 +114,7 @@ async fn grpc_read(
     token: &str,
 ) -> bool {
     let request = api::ReadPatientRecordRequest {
-        patient: Some(api::PatientReference {
-            reference: Some(api::patient_reference::Reference::PatientId(patient.into())),
-        }),
+        patient: by_id(patient),
         purpose_of_use: "TREAT".into(),
         resource_types: vec!["Observation".into()],
         page_size: PAGE,

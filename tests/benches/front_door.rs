@@ -27,7 +27,7 @@ use carerecord_contracts::access::v1::data_access_service_client::DataAccessServ
 use carerecord_contracts::common::v1::Requester;
 use carerecord_contracts::records::v1 as records;
 use carerecord_contracts::records::v1::record_hosting_service_client::RecordHostingServiceClient;
-use carerecord_e2e::{Platform, authed, token_at, uuid};
+use carerecord_e2e::{Platform, authed, by_nhs, token_at, uuid};
 use common::cpu::{CpuMeter, Spent};
 use common::perf;
 use common::spans::SpanTimes;
@@ -83,14 +83,6 @@ fn through_content(patient: &Patient, n: usize) -> api::RecordContent {
     }
 }
 
-fn by_nhs(patient: &Patient) -> Option<api::PatientReference> {
-    Some(api::PatientReference {
-        reference: Some(api::patient_reference::Reference::NhsNumber(
-            patient.nhs_number.clone(),
-        )),
-    })
-}
-
 /// CreateRecord through data access of `patient`'s reading `n`, by NHS number, as `device`.
 fn create_through(
     patient: &Patient,
@@ -99,7 +91,7 @@ fn create_through(
 ) -> tonic::Request<api::CreateRecordRequest> {
     let request = api::CreateRecordRequest {
         request_id: uuid(),
-        patient: by_nhs(patient),
+        patient: by_nhs(&patient.nhs_number),
         purpose_of_use: "TREAT".into(),
         content: Some(through_content(patient, n)),
         ..Default::default()
@@ -198,7 +190,7 @@ async fn import_day(
                 .iter()
                 .map(|&(p, n)| api::ImportItem {
                     request_id: uuid(),
-                    patient: by_nhs(&patients[p]),
+                    patient: by_nhs(&patients[p].nhs_number),
                     content: Some(through_content(&patients[p], n + READINGS_PER_DAY)),
                 })
                 .collect(),
@@ -268,7 +260,10 @@ async fn notifications(
     for s in 0..SUBSCRIBERS {
         let mut client = DataAccessServiceClient::new(connect(&platform.access).await);
         let followed: Vec<api::PatientReference> = (0..FOLLOWED_EACH)
-            .map(|k| by_nhs(&patients[(s * FOLLOWED_EACH + k) % patients.len()]).unwrap())
+            .map(|k| {
+                let patient = &patients[(s * FOLLOWED_EACH + k) % patients.len()];
+                by_nhs(&patient.nhs_number).unwrap()
+            })
             .collect();
         let request = api::FollowRecordChangesRequest {
             patients: followed,

@@ -37,7 +37,7 @@ use carerecord_contracts::identity::v1 as identity_api;
 use carerecord_contracts::identity::v1::patient_identity_service_client::PatientIdentityServiceClient;
 use carerecord_contracts::records::v1 as records;
 use carerecord_contracts::records::v1::record_hosting_service_client::RecordHostingServiceClient;
-use carerecord_e2e::{Platform, authed, token, uuid};
+use carerecord_e2e::{Platform, authed, by_nhs, token, uuid};
 use common::cpu::CpuMeter;
 use common::spans::SpanTimes;
 use common::{
@@ -129,11 +129,7 @@ fn read_through(
 ) -> impl std::future::Future<Output = bool> + Send + use<> {
     let mut client = client.clone();
     let request = api::ReadPatientRecordRequest {
-        patient: Some(api::PatientReference {
-            reference: Some(api::patient_reference::Reference::NhsNumber(
-                patients[i % patients.len()].nhs_number.clone(),
-            )),
-        }),
+        patient: by_nhs(&patients[i % patients.len()].nhs_number),
         purpose_of_use: "TREAT".into(),
         ..Default::default()
     };
@@ -210,11 +206,7 @@ async fn breakdown(
             load(CLIENTS, duration, move |i| {
                 let mut client = access.clone();
                 let request = api::FindPatientRequest {
-                    patient: Some(api::PatientReference {
-                        reference: Some(api::patient_reference::Reference::NhsNumber(
-                            patients[i % patients.len()].nhs_number.clone(),
-                        )),
-                    }),
+                    patient: by_nhs(&patients[i % patients.len()].nhs_number),
                     purpose_of_use: "TREAT".into(),
                 };
                 let request = authed(request, &clinician);
