@@ -75,8 +75,8 @@ impl AccessService {
             Some((position.read_int()?, position.read_int()?))
         })?;
         v.into_result()?;
-        let mut leaf = self.leaf(&caller, &trace, api::AuditAction::ListAuditEntries);
-        let result = async {
+        let leaf = self.leaf(&caller, &trace, api::AuditAction::ListAuditEntries);
+        self.audited(leaf, async |leaf| {
             self.require_auditor(&caller, 'r', true)?;
             let log_size = self.inner.store.size().await?;
             let (start, end) = match resumed {
@@ -110,9 +110,8 @@ impl AccessService {
                 log_size,
                 next_page_token,
             })
-        }
-        .await;
-        self.finish(leaf, result, false).await
+        })
+        .await
     }
 
     pub(super) async fn signed_tree_head(

@@ -194,6 +194,17 @@ impl AccessService {
         }
     }
 
+    /// Runs `body` with the leaf of the call, then audits the call whatever the outcome and
+    /// answers (see [`Self::finish`]).
+    pub(super) async fn audited<T: NamesAuditEntry>(
+        &self,
+        mut leaf: api::AuditLeaf,
+        body: impl AsyncFnOnce(&mut api::AuditLeaf) -> Result<T, Error>,
+    ) -> Result<T, Error> {
+        let result = body(&mut leaf).await;
+        self.finish(leaf, result, false).await
+    }
+
     /// Audits the call and answers: the response naming its entry, or the error naming it.
     pub(super) async fn finish<T: NamesAuditEntry>(
         &self,

@@ -188,11 +188,11 @@ impl AccessService {
             return Err(v.into());
         };
         let change = fields.change(&caller, ids, R::KIND, &written);
-        let result = self
-            .change(&caller, &change, reference.as_ref(), edit, &mut leaf)
-            .await
-            .map(R::Response::from);
-        self.finish(leaf, result, false).await
+        self.audited(leaf, async |leaf| {
+            let changed = self.change(&caller, &change, reference.as_ref(), edit, leaf);
+            changed.await.map(R::Response::from)
+        })
+        .await
     }
 
     /// An update or retraction of an existing record, idempotent by request_id.

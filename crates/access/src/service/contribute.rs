@@ -319,10 +319,11 @@ impl AccessService {
             .as_ref()
             .map_or(api::PatientReferenceKind::NhsNumber, Reference::kind)
             as i32;
-        let result = self
-            .create_body(&caller, request_id, reference, content, &req, &mut leaf)
-            .await;
-        self.finish(leaf, result, false).await
+        self.audited(leaf, async |leaf| {
+            self.create_body(&caller, request_id, reference, content, &req, leaf)
+                .await
+        })
+        .await
     }
 
     async fn create_body(

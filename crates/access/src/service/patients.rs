@@ -101,16 +101,15 @@ impl AccessService {
         resource_type: &str,
         read: impl AsyncFnOnce(&Resolved, &mut api::AuditLeaf) -> Result<T, Error>,
     ) -> Result<T, Error> {
-        let mut leaf = self.patient_request_leaf(caller, trace, action, Some(reference));
-        let result = async {
+        let leaf = self.patient_request_leaf(caller, trace, action, Some(reference));
+        self.audited(leaf, async |leaf| {
             let patient_facing = acting_as_patient(caller, resource_type, 'r')?;
             let resolved = self
-                .resolve_for(caller, patient_facing, reference, &mut leaf)
+                .resolve_for(caller, patient_facing, reference, leaf)
                 .await?;
-            read(&resolved, &mut leaf).await
-        }
-        .await;
-        self.finish(leaf, result, false).await
+            read(&resolved, leaf).await
+        })
+        .await
     }
 
     /// Resolves the patient onto `leaf` and, for a patient-facing token, checks it acts for them.
@@ -350,7 +349,7 @@ impl AccessService {
         let mut leaf = self.leaf(&caller, &trace, api::AuditAction::FindPatient);
         leaf.purpose_of_use = req.purpose_of_use.clone();
         leaf.reference_kind = reference.kind() as i32;
-        let result = async {
+        self.audited(leaf, async |leaf| {
             caller.require(&[Context::User, Context::System], "Patient", 'r')?;
             let resolved = self.resolve(&reference).await?;
             leaf.patient_id = resolved.id().to_owned();
@@ -369,9 +368,8 @@ impl AccessService {
                 resolved_from_merged_patient_id: resolved.merged_from.clone(),
                 ..Default::default()
             })
-        }
-        .await;
-        self.finish(leaf, result, false).await
+        })
+        .await
     }
 
     pub(super) async fn disclosures(

@@ -101,8 +101,8 @@ impl AccessService {
         let Some(record_id) = record_id.filter(|_| v.is_empty()) else {
             return Err(v.into());
         };
-        let mut leaf = self.record_leaf(&caller, &trace, &req.purpose_of_use, req.legal_basis);
-        let result = async {
+        let leaf = self.record_leaf(&caller, &trace, &req.purpose_of_use, req.legal_basis);
+        self.audited(leaf, async |leaf| {
             let (record, patient_id, policy) = self
                 .record_policy(
                     &caller,
@@ -110,7 +110,7 @@ impl AccessService {
                     req.version,
                     &req.purpose_of_use,
                     req.legal_basis,
-                    &mut leaf,
+                    leaf,
                 )
                 .await?;
             if policy.withholds_record(&record) {
@@ -132,9 +132,8 @@ impl AccessService {
                 audit_entry_id: String::new(),
                 audit_index: 0,
             })
-        }
-        .await;
-        self.finish(leaf, result, false).await
+        })
+        .await
     }
 
     pub(super) async fn list_record_versions(
@@ -153,8 +152,8 @@ impl AccessService {
         let Some(record_id) = record_id.filter(|_| v.is_empty()) else {
             return Err(v.into());
         };
-        let mut leaf = self.record_leaf(&caller, &trace, &req.purpose_of_use, req.legal_basis);
-        let result = async {
+        let leaf = self.record_leaf(&caller, &trace, &req.purpose_of_use, req.legal_basis);
+        self.audited(leaf, async |leaf| {
             // The latest version decides who the record's patient is and what may be read.
             let (_, patient_id, policy) = self
                 .record_policy(
@@ -163,7 +162,7 @@ impl AccessService {
                     0,
                     &req.purpose_of_use,
                     req.legal_basis,
-                    &mut leaf,
+                    leaf,
                 )
                 .await?;
             let page = self
@@ -214,8 +213,7 @@ impl AccessService {
                 audit_entry_id: String::new(),
                 audit_index: 0,
             })
-        }
-        .await;
-        self.finish(leaf, result, false).await
+        })
+        .await
     }
 }

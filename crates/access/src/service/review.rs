@@ -73,7 +73,7 @@ impl AccessService {
         v.into_result()?;
         let mut leaf = self.leaf(&caller, &trace, api::AuditAction::ListBreakGlassEvents);
         leaf.purpose_of_use = "HOPERAT".into();
-        let result = async {
+        self.audited(leaf, async |leaf| {
             self.require_auditor(&caller, 'r', false)?;
             let patient_ids = match &patient {
                 None => Vec::new(),
@@ -117,9 +117,8 @@ impl AccessService {
                 events,
                 next_page_token,
             })
-        }
-        .await;
-        self.finish(leaf, result, false).await
+        })
+        .await
     }
 
     pub(super) async fn review(

@@ -221,11 +221,11 @@ impl AccessService {
         let action = api::AuditAction::CreateConsentDirective;
         let mut leaf = self.patient_request_leaf(&caller, &trace, action, Some(&reference));
         leaf.request_id = request_id.to_string();
-        let result = async {
+        self.audited(leaf, async |leaf| {
             let patient_facing = acting_as_patient(&caller, "Consent", 'c')?;
             let writer = self.consent_writer(&caller, patient_facing)?;
             let resolved = self
-                .resolve_for(&caller, patient_facing, &reference, &mut leaf)
+                .resolve_for(&caller, patient_facing, &reference, leaf)
                 .await?;
             let grantor_role = if patient_facing {
                 consent::GrantorRole::Patient as i32
@@ -267,9 +267,8 @@ impl AccessService {
                 directive: Some(directive),
                 ..Default::default()
             })
-        }
-        .await;
-        self.finish(leaf, result, false).await
+        })
+        .await
     }
 
     pub(super) async fn revoke_consent_directive(
@@ -303,84 +302,88 @@ impl AccessService {
         let action = api::AuditAction::RevokeConsentDirective;
         let mut leaf = self.patient_request_leaf(&caller, &trace, action, None);
         leaf.request_id = request_id.clone();
-        let result = async {
-            let patient_facing = acting_as_patient(&caller, "Consent", 'u')?;
-            let writer = self.consent_writer(&caller, patient_facing)?;
-            let current = self.directive(&directive_id).await?;
-            leaf.reference_kind = api::PatientReferenceKind::PatientId as i32;
-            let reference = Reference::PatientId(current.patient_id.clone());
-            self.resolve_for(&caller, patient_facing, &reference, &mut leaf)
-                .await
-                .map_err(|e| match e {
-                    // The directive names a patient identity no longer knows.
-                    Error::PatientNotFound { .. } => Error::DirectiveNotFound(directive_id.clone()),
-                    other => other,
-                })?;
-            let fingerprint = Sha256::new()
-                .chain_update(b"revoke-consent-directive\0")
-                .chain_update(caller.user_id.as_bytes())
-                .chain_update(b"\0")
-                .chain_update(directive_id.as_bytes())
-                .chain_update(b"\0")
-                .chain_update(req.etag.as_bytes())
-                .chain_update(b"\0")
-                .chain_update(reason.as_bytes())
-                .finalize()
-                .to_vec();
-            // A retry of a withdrawal that went through answers the directive as it stands.
-            if let Some(done) = self.inner.store.contribution(&request_id).await? {
-                if done.fingerprint != fingerprint {
-                    return Err(Error::RequestIdReused);
+        self.audited(leaf, async |leaf| {
+            let directive = async {
+                let patient_facing = acting_as_patient(&caller, "Consent", 'u')?;
+                let writer = self.consent_writer(&caller, patient_facing)?;
+                let current = self.directive(&directive_id).await?;
+                leaf.reference_kind = api::PatientReferenceKind::PatientId as i32;
+                let reference = Reference::PatientId(current.patient_id.clone());
+                self.resolve_for(&caller, patient_facing, &reference, leaf)
+                    .await
+                    .map_err(|e| match e {
+                        // The directive names a patient identity no longer knows.
+                        Error::PatientNotFound { .. } => {
+                            Error::DirectiveNotFound(directive_id.clone())
+                        }
+                        other => other,
+                    })?;
+                let fingerprint = Sha256::new()
+                    .chain_update(b"revoke-consent-directive\0")
+                    .chain_update(caller.user_id.as_bytes())
+                    .chain_update(b"\0")
+                    .chain_update(directive_id.as_bytes())
+                    .chain_update(b"\0")
+                    .chain_update(req.etag.as_bytes())
+                    .chain_update(b"\0")
+                    .chain_update(reason.as_bytes())
+                    .finalize()
+                    .to_vec();
+                // A retry of a withdrawal that went through answers the directive as it stands.
+                if let Some(done) = self.inner.store.contribution(&request_id).await? {
+                    if done.fingerprint != fingerprint {
+                        return Err(Error::RequestIdReused);
+                    }
+                    if done.version != 0 {
+                        return Ok(directive_from_consent(current));
+                    }
                 }
-                if done.version != 0 {
-                    return Ok(directive_from_consent(current));
-                }
+                self.inner
+                    .store
+                    .begin_contribution(&request_id, &fingerprint, &directive_id, current.version)
+                    .await?;
+                let revoked = self
+                    .inner
+                    .upstream
+                    .revoke_consent_directive(consent::RevokeConsentDirectiveRequest {
+                        directive_id: directive_id.clone(),
+                        etag: req.etag.clone(),
+                        reason: reason.clone(),
+                        requester: Some(writer),
+                    })
+                    .await;
+                let revoked = match revoked {
+                    Ok(answer) => answer
+                        .directive
+                        .ok_or_else(|| Error::Internal("consent answered no directive".into()))?,
+                    // The answer to an earlier attempt was lost: the withdrawal it made is this one.
+                    Err(Failed { status, .. })
+                        if status.code() == Code::Aborted
+                            && self
+                                .directive(&directive_id)
+                                .await
+                                .is_ok_and(|d| withdrawn_by(&d, &caller.user_id, &reason)) =>
+                    {
+                        self.directive(&directive_id).await?
+                    }
+                    Err(Failed { status, .. }) => {
+                        return Err(consent_error(&status, &directive_id));
+                    }
+                };
+                self.inner
+                    .store
+                    .complete_contribution(&request_id, revoked.version)
+                    .await?;
+                Ok(directive_from_consent(revoked))
             }
-            self.inner
-                .store
-                .begin_contribution(&request_id, &fingerprint, &directive_id, current.version)
-                .await?;
-            let revoked = self
-                .inner
-                .upstream
-                .revoke_consent_directive(consent::RevokeConsentDirectiveRequest {
-                    directive_id: directive_id.clone(),
-                    etag: req.etag.clone(),
-                    reason: reason.clone(),
-                    requester: Some(writer),
-                })
-                .await;
-            let revoked = match revoked {
-                Ok(answer) => answer
-                    .directive
-                    .ok_or_else(|| Error::Internal("consent answered no directive".into()))?,
-                // The answer to an earlier attempt was lost: the withdrawal it made is this one.
-                Err(Failed { status, .. })
-                    if status.code() == Code::Aborted
-                        && self
-                            .directive(&directive_id)
-                            .await
-                            .is_ok_and(|d| withdrawn_by(&d, &caller.user_id, &reason)) =>
-                {
-                    self.directive(&directive_id).await?
-                }
-                Err(Failed { status, .. }) => return Err(consent_error(&status, &directive_id)),
-            };
-            self.inner
-                .store
-                .complete_contribution(&request_id, revoked.version)
-                .await?;
-            Ok(directive_from_consent(revoked))
-        }
-        .await
-        .map(|directive| {
+            .await?;
             leaf.returned_count = 1;
-            api::RevokeConsentDirectiveResponse {
+            Ok(api::RevokeConsentDirectiveResponse {
                 directive: Some(directive),
                 ..Default::default()
-            }
-        });
-        self.finish(leaf, result, false).await
+            })
+        })
+        .await
     }
 
     /// The latest version of a directive, from consent.
