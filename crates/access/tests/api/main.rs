@@ -3,6 +3,7 @@
 
 mod audit_log;
 mod break_glass;
+mod calls;
 mod extracts;
 mod issuers;
 mod limits;
