@@ -28,7 +28,10 @@ fn falls_service() -> String {
 
 fn follow(nhs: &[&str], after_cursor: &str) -> FollowRecordChangesRequest {
     FollowRecordChangesRequest {
-        patients: nhs.iter().filter_map(|n| by_nhs(n)).collect(),
+        patients: nhs
+            .iter()
+            .map(|n| by_nhs(n).expect("a reference"))
+            .collect(),
         purpose_of_use: "TREAT".into(),
         after_cursor: after_cursor.into(),
         start_at_head: after_cursor.is_empty(),

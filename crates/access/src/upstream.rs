@@ -150,7 +150,7 @@ impl From<Failed> for Error {
 }
 
 /// One method per RPC data access makes, each through [`Upstream::ask`]: the module's answer, or
-/// its final status after retries.
+/// [`Failed`] (the module and its final status after retries).
 macro_rules! rpcs {
     ($($dependency:ident $client:ident . $rpc:ident($request:ty) -> $response:ty;)*) => {
         impl Upstream {

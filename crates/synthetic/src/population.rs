@@ -338,8 +338,8 @@ const SURNAMES: &[&str] = &[
     "Hopkins",
     "O'Connor",
 ];
-/// The streets this generator picks from: the first 40 of the shared list, so that a seed makes the
-/// same population as before the UK generator lengthened it.
+/// The streets this generator picks from: the first 40 of the shared list (the UK generator uses all
+/// of it), the list this generator always had, so that a seed makes the same population.
 const POPULATION_STREETS: &[&str] = STREETS.split_at(40).0;
 /// Postcode areas with a post town each.
 const AREAS: &[(&str, &str)] = &[

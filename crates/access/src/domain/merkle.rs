@@ -115,7 +115,7 @@ pub enum ProofError {
     RootMismatch,
 }
 
-/// The walk both verifications make up a proof (RFC 9162 §2.1.3.2 and §2.1.4.2), from node
+/// The walk both verifications make along a proof (RFC 9162 §2.1.3.2 and §2.1.4.2), from node
 /// `fnode` of a level whose last node is `snode`: `step` takes each hash and whether it is the
 /// left sibling. A proof that ends before or after the root is WrongLength.
 fn walk_proof(

@@ -50,7 +50,13 @@ pub(super) struct ChangeFields<'a> {
 impl ChangeFields<'_> {
     /// The change the request asks for, identified and guarded; `kind` and `written` (what it
     /// writes) are fingerprinted with the record and the caller.
-    fn change(&self, caller: &Caller, ids: (Id, Id), kind: &[u8], written: &[u8]) -> Change {
+    fn guarded_change(
+        &self,
+        caller: &Caller,
+        ids: (Id, Id),
+        kind: &[u8],
+        written: &[u8],
+    ) -> Change {
         let fingerprint = fingerprint(&[
             kind,
             ids.1.as_str().as_bytes(),
@@ -187,16 +193,16 @@ impl AccessService {
         else {
             return Err(v.into());
         };
-        let change = fields.change(&caller, ids, R::KIND, &written);
+        let change = fields.guarded_change(&caller, ids, R::KIND, &written);
         self.audited(leaf, async |leaf| {
-            let changed = self.change(&caller, &change, reference.as_ref(), edit, leaf);
+            let changed = self.make_change(&caller, &change, reference.as_ref(), edit, leaf);
             changed.await.map(R::Response::from)
         })
         .await
     }
 
     /// An update or retraction of an existing record, idempotent by request_id.
-    async fn change(
+    async fn make_change(
         &self,
         caller: &Caller,
         change: &Change,

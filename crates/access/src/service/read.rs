@@ -74,7 +74,8 @@ impl Filters {
     }
 }
 
-/// The fields both read requests carry besides the purpose.
+/// The fields both read requests carry alike (the purpose, a break-glass reason and the filters
+/// are each request's own: [`ReadOwn`]).
 pub(super) struct ReadFields<'a> {
     patient: Option<&'a api::PatientReference>,
     legal_basis: i32,

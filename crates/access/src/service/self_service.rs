@@ -303,6 +303,8 @@ impl AccessService {
         let mut leaf = self.patient_request_leaf(&caller, &trace, action, None);
         leaf.request_id = request_id.clone();
         self.audited(leaf, async |leaf| {
+            // An inner block, so that its early answer to a retry (`return Ok`) still reaches the
+            // count below.
             let directive = async {
                 let patient_facing = acting_as_patient(&caller, "Consent", 'u')?;
                 let writer = self.consent_writer(&caller, patient_facing)?;
