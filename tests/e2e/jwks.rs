@@ -2,17 +2,14 @@
 //! publishes, follows a key rotation (an unknown kid triggers a refetch), is not made to hammer the
 //! provider by forged kids, and keeps its last good keys when the provider fails.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use carerecord_e2e::{Overrides, Platform, authed, by_nhs, read_request};
 use carerecord_platform::app::ServiceConfiguration;
 use carerecord_platform::db::Backend;
 use carerecord_platform::env::Env;
-use carerecord_platform::testing::TestDatabase;
+use carerecord_platform::testing::{JsonEndpoint, TestDatabase};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::Code;
 
 const ISSUER: &str = "https://idp.e2e.test";
@@ -60,61 +57,25 @@ fn jwks(keys: &[&IdpKey]) -> String {
     serde_json::json!({ "keys": keys }).to_string()
 }
 
-/// A JWKS endpoint on 127.0.0.1 whose answer (status, body) the test changes; counts fetches.
+/// An identity provider's JWKS endpoint on 127.0.0.1, whose answer the test changes.
 struct IdentityProvider {
+    endpoint: JsonEndpoint,
     url: String,
-    answer: Arc<Mutex<(u16, String)>>,
-    fetches: Arc<AtomicUsize>,
 }
 
 impl IdentityProvider {
     async fn start(body: String) -> IdentityProvider {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let url = format!(
-            "http://{}/.well-known/jwks.json",
-            listener.local_addr().unwrap()
-        );
-        let answer = Arc::new(Mutex::new((200, body)));
-        let fetches = Arc::new(AtomicUsize::new(0));
-        let (shared, counter) = (answer.clone(), fetches.clone());
-        tokio::spawn(async move {
-            while let Ok((mut socket, _)) = listener.accept().await {
-                counter.fetch_add(1, Ordering::SeqCst);
-                let (status, body) = shared.lock().expect("answer").clone();
-                tokio::spawn(async move {
-                    let mut request = Vec::new();
-                    let mut buf = [0u8; 1024];
-                    while !request.windows(4).any(|w| w == b"\r\n\r\n") {
-                        match socket.read(&mut buf).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => request.extend_from_slice(&buf[..n]),
-                        }
-                    }
-                    let head = format!(
-                        "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-                        body.len()
-                    );
-                    let _ = socket.write_all(head.as_bytes()).await;
-                    let _ = socket.write_all(body.as_bytes()).await;
-                    let _ = socket.shutdown().await;
-                });
-            }
-        });
-        IdentityProvider {
-            url,
-            answer,
-            fetches,
-        }
+        let endpoint = JsonEndpoint::start(200, body).await;
+        let url = endpoint.url("/.well-known/jwks.json");
+        IdentityProvider { endpoint, url }
     }
 
     fn answer(&self, status: u16, body: String) {
-        *self.answer.lock().expect("answer") = (status, body);
+        self.endpoint.answer(status, body);
     }
 
     fn fetches(&self) -> usize {
-        self.fetches.load(Ordering::SeqCst)
+        self.endpoint.requests()
     }
 
     fn settings(&self) -> Vec<(String, String)> {

@@ -1,9 +1,14 @@
 //! The test kit (feature `testing`, never in a production binary): fresh databases on both
-//! backends, services started in-process or as processes, and assertions on error details.
+//! backends, services started in-process or as processes, assertions on error details, and a
+//! stand-in for another organisation's HTTP endpoint ([`JsonEndpoint`]).
 //!
 //! SQLite is always tested. PostgreSQL is tested when `TEST_DATABASE_URL` names a server (CI sets
 //! it); each test then gets a database of its own, created on that server. When the variable is set
 //! but the server cannot be reached, the test fails: a missing backend must never pass silently.
+
+mod endpoint;
+
+pub use endpoint::{JsonEndpoint, answer_json};
 
 use sqlx::any::AnyConnectOptions;
 use sqlx::{ConnectOptions, Connection, Executor};

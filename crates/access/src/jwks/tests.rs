@@ -1,5 +1,5 @@
 use super::*;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use carerecord_platform::testing::{JsonEndpoint, answer_json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn env(pairs: &[(&str, &str)]) -> Env {
@@ -63,44 +63,9 @@ fn jwks(kid: &str) -> String {
     serde_json::json!({ "keys": [jwk] }).to_string()
 }
 
-/// Answers every connection with `status` and `body` (HTTP/1.1, then closes); counts requests.
-async fn serve_plain(status: u16, body: String) -> (String, Arc<AtomicUsize>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let hits = Arc::new(AtomicUsize::new(0));
-    let counter = hits.clone();
-    tokio::spawn(async move {
-        while let Ok((mut socket, _)) = listener.accept().await {
-            counter.fetch_add(1, Ordering::SeqCst);
-            let body = body.clone();
-            tokio::spawn(async move {
-                respond(&mut socket, status, &body).await;
-            });
-        }
-    });
-    (format!("http://{addr}/jwks"), hits)
-}
-
-async fn respond<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
-    socket: &mut S,
-    status: u16,
-    body: &str,
-) {
-    let mut request = Vec::new();
-    let mut buf = [0u8; 1024];
-    while !request.windows(4).any(|w| w == b"\r\n\r\n") {
-        match socket.read(&mut buf).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => request.extend_from_slice(&buf[..n]),
-        }
-    }
-    let head = format!(
-        "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-        body.len()
-    );
-    let _ = socket.write_all(head.as_bytes()).await;
-    let _ = socket.write_all(body.as_bytes()).await;
-    let _ = socket.shutdown().await;
+/// The URL of a key set endpoint answering every request with `status` and `body`.
+async fn serve_plain_url(status: u16, body: String) -> String {
+    JsonEndpoint::start(status, body).await.url("/jwks")
 }
 
 #[tokio::test]
@@ -149,16 +114,16 @@ fn source(url: &str, min_interval: &str) -> JwksSource {
 
 #[tokio::test]
 async fn bad_answers_are_errors() {
-    let (url, _) = serve_plain(500, "{}".into()).await;
+    let url = serve_plain_url(500, "{}".into()).await;
     let err = RemoteJwks::start(source(&url, "30s")).await.unwrap_err();
     assert!(matches!(err, JwksError::Status(s) if s == 500), "{err}");
-    let (url, _) = serve_plain(200, "not json".into()).await;
+    let url = serve_plain_url(200, "not json".into()).await;
     let err = RemoteJwks::start(source(&url, "30s")).await.unwrap_err();
     assert!(matches!(err, JwksError::Document(_)), "{err}");
-    let (url, _) = serve_plain(200, r#"{"keys":[]}"#.into()).await;
+    let url = serve_plain_url(200, r#"{"keys":[]}"#.into()).await;
     let err = RemoteJwks::start(source(&url, "30s")).await.unwrap_err();
     assert!(matches!(err, JwksError::NoKeys), "{err}");
-    let (url, _) = serve_plain(200, "x".repeat(MAX_DOCUMENT_BYTES + 1)).await;
+    let url = serve_plain_url(200, "x".repeat(MAX_DOCUMENT_BYTES + 1)).await;
     let err = RemoteJwks::start(source(&url, "30s")).await.unwrap_err();
     assert!(matches!(err, JwksError::TooLarge), "{err}");
     // Nothing listens on the port any more.
@@ -173,25 +138,27 @@ async fn bad_answers_are_errors() {
 
 #[tokio::test]
 async fn unknown_kids_refetch_at_most_once_per_interval() {
-    let (url, hits) = serve_plain(200, jwks("k1")).await;
+    let endpoint = JsonEndpoint::start(200, jwks("k1")).await;
+    let url = endpoint.url("/jwks");
     let remote = RemoteJwks::start(source(&url, "1h")).await.unwrap();
-    assert_eq!(hits.load(Ordering::SeqCst), 1);
+    assert_eq!(endpoint.requests(), 1);
     assert!(remote.knows("k1"));
     // Within the interval since the startup fetch: a flood of unknown kids fetches nothing.
     for i in 0..50 {
         remote.refresh_for_unknown_kid(&format!("forged-{i}")).await;
     }
-    assert_eq!(hits.load(Ordering::SeqCst), 1);
+    assert_eq!(endpoint.requests(), 1);
 
-    let (url, hits) = serve_plain(200, jwks("k1")).await;
+    let endpoint = JsonEndpoint::start(200, jwks("k1")).await;
+    let url = endpoint.url("/jwks");
     let remote = RemoteJwks::start(source(&url, "0s")).await.unwrap();
     remote.refresh_for_unknown_kid("forged").await;
-    assert_eq!(hits.load(Ordering::SeqCst), 2);
+    assert_eq!(endpoint.requests(), 2);
     // The same document: no change, so verified tokens stay remembered.
     assert_eq!(remote.generation(), 0);
     // A known kid never fetches.
     remote.refresh_for_unknown_kid("k1").await;
-    assert_eq!(hits.load(Ordering::SeqCst), 2);
+    assert_eq!(endpoint.requests(), 2);
 }
 
 #[tokio::test]
@@ -231,7 +198,7 @@ async fn https_is_verified_against_the_configured_ca() {
             let document = document.clone();
             tokio::spawn(async move {
                 if let Ok(mut tls) = acceptor.accept(socket).await {
-                    respond(&mut tls, 200, &document).await;
+                    answer_json(&mut tls, 200, &document).await;
                 }
             });
         }
