@@ -156,23 +156,25 @@ pub async fn search(
     }
     withheld_note(&page.disclosure, &mut entries);
     let this = format!("{base}/{resource_type}?{}", canonical_query(&query, KNOWN));
-    let without_paging = Query(
-        query
-            .0
-            .iter()
-            .filter(|p| p.name != "_page_token" && p.name != "_count")
-            .cloned()
-            .collect(),
-    );
-    let next_from = format!(
-        "{base}/{resource_type}?{}&",
-        canonical_query(&without_paging, KNOWN)
-    );
+    let next_from = || {
+        let without_paging = Query(
+            query
+                .0
+                .iter()
+                .filter(|p| p.name != "_page_token" && p.name != "_count")
+                .cloned()
+                .collect(),
+        );
+        format!(
+            "{base}/{resource_type}?{}&",
+            canonical_query(&without_paging, KNOWN)
+        )
+    };
     Ok(page_bundle(
         "searchset",
         entries,
         this,
-        &next_from,
+        next_from,
         page_size,
         &page.next_page_token,
     ))
@@ -364,7 +366,7 @@ pub async fn history(
         "history",
         entries,
         this,
-        &next_from,
+        || next_from,
         page_size,
         &page.next_page_token,
     ))

@@ -242,7 +242,7 @@ pub async fn everything(
         "searchset",
         entries,
         self_link,
-        &next_from,
+        || next_from,
         page_size,
         &page.next_page_token,
     ))

@@ -96,13 +96,13 @@ pub(crate) fn page_token(query: &Query) -> Result<String, Error> {
 }
 
 /// A page as a Bundle of `kind` (`searchset`, `history`) with its `self` link and, when there is a
-/// next page, a `next` link: `next_from` (the page's URL and query without `_count` and
-/// `_page_token`, ending in `?` or `&`) with those two added.
+/// next page, a `next` link: `next_from()` (the page's URL and query without `_count` and
+/// `_page_token`, ending in `?` or `&`; built only for a `next` link) with those two added.
 pub(crate) fn page_bundle(
     kind: &str,
     entries: Vec<Box<RawValue>>,
     this: String,
-    next_from: &str,
+    next_from: impl FnOnce() -> String,
     page_size: i32,
     next_page_token: &str,
 ) -> Response {
@@ -111,7 +111,8 @@ pub(crate) fn page_bundle(
         links.push((
             "next",
             format!(
-                "{next_from}_count={page_size}&_page_token={}",
+                "{}_count={page_size}&_page_token={}",
+                next_from(),
                 encode(next_page_token)
             ),
         ));

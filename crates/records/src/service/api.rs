@@ -6,7 +6,7 @@ use carerecord_contracts::records::v1::{
     CreateRecordRequest, CreateRecordResponse, ExportRecordsRequest, ExportRecordsResponse,
     GetRecordRequest, GetRecordResponse, ImportRecordsRequest, ImportRecordsResponse,
     ListRecordVersionsRequest, ListRecordVersionsResponse, ListRecordsRequest, ListRecordsResponse,
-    Record, RetractRecordRequest, RetractRecordResponse, UpdateRecordRequest, UpdateRecordResponse,
+    RetractRecordRequest, RetractRecordResponse, UpdateRecordRequest, UpdateRecordResponse,
     WatchRecordChangesRequest, WatchRecordChangesResponse,
 };
 use tonic::{Request, Response, Status, Streaming};
@@ -20,50 +20,46 @@ fn respond<T>(answer: Result<T, Error>) -> Result<Response<T>, Status> {
     answer.map(Response::new).map_err(Status::from)
 }
 
-/// A single-record handler's answer, in the response message `message` makes of the record.
-fn respond_record<T>(
-    answer: Result<Record, Error>,
-    message: impl FnOnce(Option<Record>) -> T,
-) -> Result<Response<T>, Status> {
-    respond(answer.map(|record| message(Some(record))))
-}
-
 #[tonic::async_trait]
 impl RecordHostingService for RecordsService {
     async fn create_record(
         &self,
         request: Request<CreateRecordRequest>,
     ) -> Result<Response<CreateRecordResponse>, Status> {
-        respond_record(self.create(request.into_inner()).await, |record| {
-            CreateRecordResponse { record }
-        })
+        let record = self.create(request.into_inner()).await;
+        respond(record.map(|record| CreateRecordResponse {
+            record: Some(record),
+        }))
     }
 
     async fn get_record(
         &self,
         request: Request<GetRecordRequest>,
     ) -> Result<Response<GetRecordResponse>, Status> {
-        respond_record(self.get(request.into_inner()).await, |record| {
-            GetRecordResponse { record }
-        })
+        let record = self.get(request.into_inner()).await;
+        respond(record.map(|record| GetRecordResponse {
+            record: Some(record),
+        }))
     }
 
     async fn update_record(
         &self,
         request: Request<UpdateRecordRequest>,
     ) -> Result<Response<UpdateRecordResponse>, Status> {
-        respond_record(self.update(request.into_inner()).await, |record| {
-            UpdateRecordResponse { record }
-        })
+        let record = self.update(request.into_inner()).await;
+        respond(record.map(|record| UpdateRecordResponse {
+            record: Some(record),
+        }))
     }
 
     async fn retract_record(
         &self,
         request: Request<RetractRecordRequest>,
     ) -> Result<Response<RetractRecordResponse>, Status> {
-        respond_record(self.retract(request.into_inner()).await, |record| {
-            RetractRecordResponse { record }
-        })
+        let record = self.retract(request.into_inner()).await;
+        respond(record.map(|record| RetractRecordResponse {
+            record: Some(record),
+        }))
     }
 
     async fn list_record_versions(
