@@ -2,6 +2,7 @@
 //! on SQLite and (when TEST_DATABASE_URL is set) PostgreSQL.
 
 mod audit;
+mod coherence;
 mod conformance;
 mod console;
 mod contributions;

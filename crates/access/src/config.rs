@@ -132,6 +132,9 @@ pub struct AccessConfig {
     /// patient's own changes to their consent directives (consent records an organisation for every
     /// change; a patient acts for none): the deployment's own code (default `PATIENT`).
     pub patient_service_ods_code: String,
+    /// `CARERECORD_ACCESS_RESOLUTION_CACHE`: how many patient resolutions are kept between calls,
+    /// each validated by identity's change listing before use (default 100000; 0: none kept).
+    pub resolution_cache_entries: usize,
 }
 
 /// The per-client limit `CARERECORD_CLIENT_*` set for every client (none unless set).
@@ -273,6 +276,8 @@ impl AccessConfig {
             clinical_roles,
             system_role_code: env.string_or("CARERECORD_SYSTEM_ROLE_CODE", "R0000"),
             page_tokens: PageTokens::from_env(env)?,
+            resolution_cache_entries: env
+                .parse_or("CARERECORD_ACCESS_RESOLUTION_CACHE", 100_000)?,
             patient_service_ods_code: ods_code_or(
                 env,
                 "CARERECORD_PATIENT_SERVICE_ODS_CODE",

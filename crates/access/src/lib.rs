@@ -14,7 +14,8 @@
 //!   consent decisions, de-identification, small-number suppression, the Merkle tree, signed tree
 //!   heads, and verification of a whole log ([`domain::audit_verify`]).
 //! - [`store`]: all SQL, both dialects: the audit log, tree heads, audit keys, break-glass events.
-//! - [`upstream`]: clients of identity, consent and record hosting; [`jwks`]: the token keys of a
+//! - [`upstream`]: clients of identity, consent and record hosting; `cache`: their answers kept
+//!   between calls and validated by one listing of changes per batch of calls; [`jwks`]: the token keys of a
 //!   JWKS URL, fetched over HTTPS (a [`domain::auth::KeySource`]); [`issuers`]: the trusted
 //!   issuers file.
 //! - [`error`]: the crate's one error type, mapped to gRPC statuses in one place.
@@ -23,6 +24,7 @@
 //! `CARERECORD_DEV_TOKENS=true`), and [`domain::audit_verify::verify_entries`] verifies a whole log
 //! offline.
 
+mod cache;
 pub mod config;
 pub mod dev_token;
 pub mod domain;

@@ -172,6 +172,8 @@ rpcs! {
         -> identity::ResolveIdentifierResponse;
     Identity identity.match_patients(identity::MatchPatientsRequest)
         -> identity::MatchPatientsResponse;
+    Identity identity.list_patient_changes(identity::ListPatientChangesRequest)
+        -> identity::ListPatientChangesResponse;
     Consent consent.decide(consent::DecideRequest) -> consent::DecideResponse;
     Consent consent.batch_decide(consent::BatchDecideRequest) -> consent::BatchDecideResponse;
     Consent consent.list_consent_directives(consent::ListConsentDirectivesRequest)

@@ -11,7 +11,8 @@
 //! - `audited.rs`: authentication, audit leaves, appending, answering.
 //! - `parse.rs`: request fields several RPCs share (patient references, purposes, periods, types,
 //!   page tokens).
-//! - `patients.rs`: resolving patients through identity; reads made at the patient's request
+//! - `patients.rs`: resolving patients through identity (`resolutions.rs`: resolutions kept
+//!   between calls, validated by identity's change listing); reads made at the patient's request
 //!   (their consent choices, their disclosures); FindPatient, ListDisclosures.
 //! - `read.rs`: ReadPatientRecord and BreakGlassReadPatientRecord (one generic handler).
 //! - `review.rs`: the review queue (break-glass events, restricted patients' accesses) and reviews.
@@ -45,6 +46,7 @@ mod parse;
 mod patients;
 mod read;
 mod record;
+mod resolutions;
 mod restricted;
 mod review;
 mod self_service;
@@ -78,6 +80,8 @@ struct Inner {
     patient_contexts: nhs_login::PatientContexts,
     /// Per-client rate and concurrency limits.
     limiter: limits::Limiter,
+    /// Patient resolutions kept between calls.
+    resolutions: resolutions::Resolutions,
 }
 
 impl AccessService {
@@ -88,6 +92,10 @@ impl AccessService {
                 upstream,
                 patient_contexts: Default::default(),
                 limiter: limits::Limiter::new(config.limits.clone()),
+                resolutions: resolutions::Resolutions::new(
+                    "identity resolutions",
+                    config.resolution_cache_entries,
+                ),
                 config,
             }),
         }

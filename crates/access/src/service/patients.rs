@@ -171,8 +171,8 @@ impl AccessService {
         Err(Error::Internal("merge chain too long or cyclic".into()))
     }
 
-    /// Resolves a reference to the surviving patient.
-    pub(super) async fn resolve(&self, reference: &Reference) -> Result<Resolved, Error> {
+    /// Resolves a reference to the surviving patient through identity (following merges).
+    pub(super) async fn resolve_upstream(&self, reference: &Reference) -> Result<Resolved, Error> {
         let up = &self.inner.upstream;
         match reference {
             Reference::PatientId(id) => {

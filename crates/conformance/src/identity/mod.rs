@@ -4,6 +4,7 @@
 //! numbers from the 999 range (reserved for testing, never issued to a person), so they collide
 //! with no real patient and no other run.
 
+mod changes;
 mod matching;
 mod merges;
 mod registration;
@@ -165,6 +166,24 @@ pub(crate) fn cases() -> Vec<Case> {
             "ID-WATCH-002",
             "WatchPatientChanges with a malformed or foreign cursor -> INVALID_ARGUMENT",
             watch::watch_invalid,
+        ),
+    ]);
+    // ListPatientChanges: the feed's patients after a cursor (optional: skipped if UNIMPLEMENTED).
+    cases.extend([
+        Case::new(
+            "ID-CHANGES-001",
+            "ListPatientChanges from an empty cursor answers the head; from it, every patient written since in commit order, with its identifiers (NHS number included) and a merge's other patient; nothing twice",
+            changes::list_changes,
+        ),
+        Case::new(
+            "ID-CHANGES-002",
+            "ListPatientChanges honours page_size (a full page says more), and a WatchPatientChanges cursor resumes it where the feed's next event is",
+            changes::list_changes_paged,
+        ),
+        Case::new(
+            "ID-CHANGES-003",
+            "ListPatientChanges with a malformed or foreign cursor, or a negative page_size -> INVALID_ARGUMENT",
+            changes::list_changes_invalid,
         ),
     ]);
     // CreatePatient validation: one test per rule of the contract.

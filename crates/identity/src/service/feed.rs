@@ -1,12 +1,18 @@
-//! WatchPatientChanges: the change feed, replayed from a cursor and then followed live.
+//! The change feed: WatchPatientChanges (replayed from a cursor, then followed live) and
+//! ListPatientChanges (who the feed touched after a cursor, in one call).
 
-use carerecord_contracts::identity::v1::{WatchPatientChangesRequest, WatchPatientChangesResponse};
+use carerecord_contracts::common::v1::Identifier;
+use carerecord_contracts::identity::v1::{
+    ListPatientChangesRequest, ListPatientChangesResponse, PatientChange,
+    WatchPatientChangesRequest, WatchPatientChangesResponse,
+};
 use carerecord_platform::page_token::PageTokens;
 use tokio::sync::mpsc::Sender;
 use tonic::Status;
 
 use super::{IdentityService, WatchStream};
 use crate::convert::feed_event;
+use crate::domain::validate::NHS_NUMBER_SYSTEM;
 use crate::error::Error;
 
 /// What feed cursors are bound to. Integrators keep cursors durably, so these bytes and the
@@ -15,6 +21,9 @@ const FEED_QUERY: &[u8] = b"carerecord.identity.v1/feed";
 
 /// Events read from the store at a time.
 const FEED_PAGE: i64 = 500;
+
+/// The most changes one ListPatientChanges answers (and its default page size).
+const MAX_LISTED: i64 = 1000;
 
 /// Events buffered for a slow client before the feed waits for it.
 const STREAM_BUFFER: usize = 256;
@@ -45,6 +54,54 @@ fn refused() -> Error {
 }
 
 impl IdentityService {
+    pub(super) async fn list_changes(
+        &self,
+        request: ListPatientChangesRequest,
+    ) -> Result<ListPatientChangesResponse, Error> {
+        if request.page_size < 0 {
+            return Err(Error::invalid("page_size", "must not be negative"));
+        }
+        if request.after_cursor.is_empty() {
+            let head = self.store.feed_head().await?;
+            return Ok(ListPatientChangesResponse {
+                changes: Vec::new(),
+                next_cursor: cursor(&self.tokens, head),
+                more: false,
+            });
+        }
+        let after = resume_after(&self.tokens, &request.after_cursor)?;
+        let limit = match i64::from(request.page_size) {
+            0 => MAX_LISTED,
+            n => n.min(MAX_LISTED),
+        };
+        let rows = self.store.feed_changes(after, limit).await?;
+        let more = rows.len() as i64 == limit;
+        let last = rows.last().map_or(after, |row| row.seq);
+        Ok(ListPatientChangesResponse {
+            changes: rows
+                .into_iter()
+                .map(|row| {
+                    let mut identifiers = row.patient.identifiers;
+                    if !row.patient.nhs_number.is_empty() {
+                        identifiers.push(Identifier {
+                            system: NHS_NUMBER_SYSTEM.to_owned(),
+                            value: row.patient.nhs_number,
+                        });
+                    }
+                    PatientChange {
+                        sequence: row.seq,
+                        patient_id: row.patient.patient_id,
+                        related_patient_id: row.related_patient_id,
+                        identifiers,
+                        change_type: row.change_type as i32,
+                    }
+                })
+                .collect(),
+            next_cursor: cursor(&self.tokens, last),
+            more,
+        })
+    }
+
     pub(super) fn watch(&self, request: WatchPatientChangesRequest) -> Result<WatchStream, Error> {
         let after = resume_after(&self.tokens, &request.after_cursor)?;
         let (tx, rx) = tokio::sync::mpsc::channel(STREAM_BUFFER);

@@ -173,6 +173,13 @@ impl PatientIdentityService for IdentityService {
         reply(self.set_confidentiality(request.into_inner()).await)
     }
 
+    async fn list_patient_changes(
+        &self,
+        request: Request<ListPatientChangesRequest>,
+    ) -> Result<Response<ListPatientChangesResponse>, Status> {
+        reply(self.list_changes(request.into_inner()).await)
+    }
+
     async fn watch_patient_changes(
         &self,
         request: Request<WatchPatientChangesRequest>,

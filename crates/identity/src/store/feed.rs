@@ -122,16 +122,66 @@ impl Store {
     }
 }
 
+/// What a change listing needs of one version: who it touched.
+#[derive(Debug, Clone)]
+pub struct ChangeRow {
+    pub seq: i64,
+    pub patient: Patient,
+    pub change_type: ChangeType,
+    pub related_patient_id: String,
+}
+
+impl Store {
+    /// The sequence of the last version committed (0 before the first): where a listing that
+    /// starts now begins.
+    pub async fn feed_head(&self) -> Result<i64, Error> {
+        let head: i64 = sqlx::query_scalar(
+            "SELECT CAST(COALESCE(MAX(seq), 0) AS BIGINT) FROM patient_versions",
+        )
+        .fetch_one(&self.db.pool)
+        .await?;
+        Ok(head)
+    }
+
+    /// Changes after `after_seq`, in sequence order, at most `limit`, without the requester and
+    /// changed fields a listing does not carry.
+    pub async fn feed_changes(&self, after_seq: i64, limit: i64) -> Result<Vec<ChangeRow>, Error> {
+        let rows = sqlx::query(
+            "SELECT seq, data, CAST(change_type AS BIGINT) AS change_type, related_patient_id \
+             FROM patient_versions WHERE seq > $1 ORDER BY seq LIMIT $2",
+        )
+        .bind(after_seq)
+        .bind(limit)
+        .fetch_all(&self.db.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let data: Vec<u8> = row.try_get("data")?;
+                Ok(ChangeRow {
+                    seq: row.try_get("seq")?,
+                    patient: super::decode_patient(&data)?,
+                    change_type: change_type(row)?,
+                    related_patient_id: row.try_get("related_patient_id")?,
+                })
+            })
+            .collect()
+    }
+}
+
+fn change_type(row: &AnyRow) -> Result<ChangeType, Error> {
+    let change_type: i32 = row.try_get::<i64, _>("change_type")? as i32;
+    ChangeType::try_from(change_type)
+        .map_err(|_| Error::Corrupt(format!("change type {change_type}")))
+}
+
 fn version_row(row: &AnyRow) -> Result<VersionRow, Error> {
     let data: Vec<u8> = row.try_get("data")?;
     let requester: Vec<u8> = row.try_get("requester")?;
     let changed: String = row.try_get("changed_fields")?;
-    let change_type: i32 = row.try_get::<i64, _>("change_type")? as i32;
     Ok(VersionRow {
         seq: row.try_get("seq")?,
         patient: super::decode_patient(&data)?,
-        change_type: ChangeType::try_from(change_type)
-            .map_err(|_| Error::Corrupt(format!("change type {change_type}")))?,
+        change_type: change_type(row)?,
         changed_fields: changed
             .split(',')
             .filter(|s| !s.is_empty())
