@@ -135,6 +135,9 @@ pub struct AccessConfig {
     /// `CARERECORD_ACCESS_RESOLUTION_CACHE`: how many patient resolutions are kept between calls,
     /// each validated by identity's change listing before use (default 100000; 0: none kept).
     pub resolution_cache_entries: usize,
+    /// `CARERECORD_ACCESS_DECISION_CACHE`: how many consent decisions are kept between calls, each
+    /// validated by consent's change listing before use (default 100000; 0: none kept).
+    pub decision_cache_entries: usize,
 }
 
 /// The per-client limit `CARERECORD_CLIENT_*` set for every client (none unless set).
@@ -278,6 +281,7 @@ impl AccessConfig {
             page_tokens: PageTokens::from_env(env)?,
             resolution_cache_entries: env
                 .parse_or("CARERECORD_ACCESS_RESOLUTION_CACHE", 100_000)?,
+            decision_cache_entries: env.parse_or("CARERECORD_ACCESS_DECISION_CACHE", 100_000)?,
             patient_service_ods_code: ods_code_or(
                 env,
                 "CARERECORD_PATIENT_SERVICE_ODS_CODE",

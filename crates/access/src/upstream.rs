@@ -175,6 +175,8 @@ rpcs! {
     Identity identity.list_patient_changes(identity::ListPatientChangesRequest)
         -> identity::ListPatientChangesResponse;
     Consent consent.decide(consent::DecideRequest) -> consent::DecideResponse;
+    Consent consent.list_decision_changes(consent::ListDecisionChangesRequest)
+        -> consent::ListDecisionChangesResponse;
     Consent consent.batch_decide(consent::BatchDecideRequest) -> consent::BatchDecideResponse;
     Consent consent.list_consent_directives(consent::ListConsentDirectivesRequest)
         -> consent::ListConsentDirectivesResponse;

@@ -10,6 +10,7 @@
 //! - [`status_policy`]: every status sent is bounded in size, and undecodable requests are the
 //!   client's fault.
 //! - [`page_token`]: opaque, unforgeable page tokens and cursors.
+//! - [`change_log`]: listings of a change log after a cursor (identity's and consent's).
 //! - [`fhir`]: the FHIR R4 resource type names.
 //! - [`time`]: timestamps, microseconds and FHIR's partial dates.
 //! - [`nhs_number`]: NHS numbers (ten digits, modulus-11 check digit).
@@ -33,6 +34,7 @@
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 pub mod app;
+pub mod change_log;
 pub mod config;
 pub mod db;
 pub mod env;

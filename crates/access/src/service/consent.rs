@@ -67,7 +67,6 @@ impl AccessService {
         break_glass_reason: &str,
     ) -> Result<consent::Decision, Error> {
         Self::check_decidable(caller)?;
-        let up = &self.inner.upstream;
         let request = consent::DecideRequest {
             patient_id: patient_id.to_owned(),
             requester: Some(self.consent_requester(caller)),
@@ -76,7 +75,7 @@ impl AccessService {
             break_glass_reason: break_glass_reason.to_owned(),
             ..Default::default()
         };
-        let response = up.decide(request).await?;
+        let response = self.decide_reusing(request).await?;
         response
             .decision
             .ok_or_else(|| unavailable(Dependency::Consent, &Status::internal("decision missing")))

@@ -24,7 +24,8 @@
 //! - `record.rs`: ReadRecord and ListRecordVersions (one record by id).
 //! - `follow.rs`: FollowRecordChanges (notifications decided and audited at delivery).
 //! - `disclose.rs`: a record of record hosting as the front door discloses it.
-//! - `consent.rs`: asking the consent module, one patient or a batch.
+//! - `consent.rs`: asking the consent module, one patient or a batch (`decisions.rs`: decisions
+//!   kept between calls, validated by consent's change listing).
 //! - `nhs_login.rs`: the patient an NHS login token acts for (its NHS number through identity).
 //! - `limits.rs`: per-client rate and concurrency limits, applied once a token is verified.
 //! - `self_service.rs`: a patient's own consent directives and national data opt-out status.
@@ -36,6 +37,7 @@ mod change;
 mod cohort;
 mod consent;
 mod contribute;
+mod decisions;
 mod disclose;
 mod extract;
 mod follow;
@@ -82,6 +84,8 @@ struct Inner {
     limiter: limits::Limiter,
     /// Patient resolutions kept between calls.
     resolutions: resolutions::Resolutions,
+    /// Consent decisions kept between calls.
+    decisions: decisions::Decisions,
 }
 
 impl AccessService {
@@ -96,6 +100,7 @@ impl AccessService {
                     "identity resolutions",
                     config.resolution_cache_entries,
                 ),
+                decisions: decisions::Decisions::new(config.decision_cache_entries),
                 config,
             }),
         }

@@ -3,6 +3,7 @@
 //! Test ids: `CON-<AREA>-<NNN>`; the decision table is `CON-DT-<NN>`. Every test works on freshly
 //! invented patient ids, so directives and opt-outs it records affect no one else.
 
+mod changes;
 mod decision_table;
 mod decisions;
 mod directives;
@@ -117,6 +118,24 @@ pub(crate) fn cases() -> Vec<Case> {
             "CON-NDOO-008",
             "A check stops counting at check_expire_time: the opt-out then applies as status unknown (reason_code opt-out-status-unknown)",
             opt_out_checks::check_expires,
+        ),
+    ]);
+    // ListDecisionChanges and Decision.valid_until (optional: skipped if UNIMPLEMENTED).
+    cases.extend([
+        Case::new(
+            "CON-CHANGES-001",
+            "ListDecisionChanges from an empty cursor answers the head and the policy set; from it, the patient of every directive write, opt-out and opt-out check in commit order; nothing twice",
+            changes::list_changes,
+        ),
+        Case::new(
+            "CON-CHANGES-002",
+            "ListDecisionChanges honours page_size (a full page says more); a malformed or foreign cursor, or a negative page_size -> INVALID_ARGUMENT",
+            changes::list_changes_paged_and_invalid,
+        ),
+        Case::new(
+            "CON-CHANGES-003",
+            "Decision.valid_until: unset with nothing recorded; at a directive's period end; after decided_at for a recent opt-out check",
+            changes::valid_until,
         ),
     ]);
     // CreateConsentDirective validation: one test per rule of the contract.

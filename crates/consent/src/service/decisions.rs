@@ -12,7 +12,7 @@ use super::context::{ContextFields, parse_context};
 use super::{ConsentService, now, parse};
 use crate::domain::decide::{self, Context, Obligation, PlatformVerdicts, Source};
 use crate::domain::optout::OptOutStatus;
-use crate::domain::time::timestamp_from_micros;
+use crate::domain::time::{timestamp_from_instant, timestamp_from_micros};
 use crate::error::Error;
 use crate::store::decisions::PatientState;
 
@@ -38,13 +38,22 @@ impl ConsentService {
         let state = self.store.patient_state(patient_id.as_str()).await?;
         let opt_out = OptOutStatus::at(state.opt_out, now_us, self.opt_out_validity);
         let decision = decide::decide(&ctx, &platform, &state.directives, opt_out, true);
+        let valid_until = decide::valid_until(
+            &state.directives,
+            state.opt_out,
+            self.opt_out_validity,
+            ctx.time,
+            now_us,
+        );
+        let mut decision = to_proto(
+            patient_id.as_str(),
+            &decision,
+            self.policies.version(),
+            &timestamp_from_micros(now_us),
+        );
+        decision.valid_until = valid_until.map(timestamp_from_instant);
         Ok(pb::DecideResponse {
-            decision: Some(to_proto(
-                patient_id.as_str(),
-                &decision,
-                self.policies.version(),
-                &timestamp_from_micros(now_us),
-            )),
+            decision: Some(decision),
         })
     }
 
@@ -99,7 +108,15 @@ impl ConsentService {
                             );
                             &own
                         };
-                        let proto = to_proto(&id, decision, &version, &decided_at);
+                        let mut proto = to_proto(&id, decision, &version, &decided_at);
+                        proto.valid_until = decide::valid_until(
+                            &state.directives,
+                            state.opt_out,
+                            validity,
+                            ctx.time,
+                            now_us,
+                        )
+                        .map(timestamp_from_instant);
                         (id, proto)
                     })
                     .collect();
@@ -218,5 +235,6 @@ fn to_proto(
         reasons,
         policy_set_version: policy_set_version.to_owned(),
         decided_at: Some(*decided_at),
+        valid_until: None,
     }
 }

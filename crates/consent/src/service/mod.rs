@@ -4,9 +4,11 @@
 //!
 //! `directives` creates, reads, updates and revokes directives, `listing` pages through a
 //! patient's directives and a directive's versions, `decisions` answers Decide and BatchDecide
-//! (with `context` parsing their request context), and `opt_out` reads and sets the national
-//! data opt-out and records batches of the national service's answers.
+//! (with `context` parsing their request context), `opt_out` reads and sets the national data
+//! opt-out and records batches of the national service's answers, and `changes` lists the
+//! patients whose decisions writes may have changed (ListDecisionChanges).
 
+mod changes;
 mod context;
 mod decisions;
 mod directives;
@@ -146,6 +148,13 @@ impl ConsentApi for ConsentService {
         request: Request<pb::RecordNationalDataOptOutCheckRequest>,
     ) -> Result<Response<pb::RecordNationalDataOptOutCheckResponse>, Status> {
         reply(self.record_check(request.into_inner()).await)
+    }
+
+    async fn list_decision_changes(
+        &self,
+        request: Request<pb::ListDecisionChangesRequest>,
+    ) -> Result<Response<pb::ListDecisionChangesResponse>, Status> {
+        reply(self.list_decision_changes(request.into_inner()).await)
     }
 
     async fn decide(

@@ -84,6 +84,9 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         insert_version(&mut tx, directive, body).await?;
+        let time = micros_of(directive.create_time.as_ref());
+        self.note_changes(&mut tx, [directive.patient_id.clone()], time)
+            .await?;
         tx.commit().await?;
         Ok(CreateOutcome::Created)
     }
@@ -170,6 +173,9 @@ impl Store {
             return Ok(false);
         }
         insert_version(&mut tx, directive, body).await?;
+        let time = micros_of(directive.update_time.as_ref());
+        self.note_changes(&mut tx, [directive.patient_id.clone()], time)
+            .await?;
         tx.commit().await?;
         Ok(true)
     }

@@ -1,9 +1,11 @@
 //! Storage on PostgreSQL or SQLite; the only place with SQL.
 //!
 //! `directives` holds directives, their versions and create request ids, `opt_outs` the national
-//! data opt-out, `decisions` what Decide and BatchDecide read of a patient, and `rules_cache` the
-//! compiled rules those reads share.
+//! data opt-out, `decisions` what Decide and BatchDecide read of a patient, `rules_cache` the
+//! compiled rules those reads share, and `changes` the log of patients whose decisions every write
+//! may have changed.
 
+pub mod changes;
 pub mod decisions;
 pub mod directives;
 pub mod opt_outs;

@@ -107,6 +107,8 @@ impl Store {
             Value::Text(record.check_source.clone()),
         ];
         insert_rows(&mut tx, VERSIONS_HEAD, vec![version_row]).await?;
+        self.note_changes(&mut tx, [record.patient_id.clone()], record.update_time)
+            .await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -165,7 +167,16 @@ impl Store {
             }
         }
         let written = versions.len();
+        let changed: Vec<String> = versions
+            .iter()
+            .filter_map(|row| match row.first() {
+                Some(Value::Text(patient_id)) => Some(patient_id.clone()),
+                _ => None,
+            })
+            .collect();
         insert_rows(&mut tx, VERSIONS_HEAD, versions).await?;
+        self.note_changes(&mut tx, changed, batch.update_time)
+            .await?;
         tx.commit().await?;
         Ok(written)
     }

@@ -6,6 +6,8 @@ use carerecord_contracts::identity::v1::{
     ListPatientChangesRequest, ListPatientChangesResponse, PatientChange,
     WatchPatientChangesRequest, WatchPatientChangesResponse,
 };
+use carerecord_platform::change_log::{self, Listing};
+use carerecord_platform::errors::Violations;
 use carerecord_platform::page_token::PageTokens;
 use tokio::sync::mpsc::Sender;
 use tonic::Status;
@@ -14,6 +16,7 @@ use super::{IdentityService, WatchStream};
 use crate::convert::feed_event;
 use crate::domain::validate::NHS_NUMBER_SYSTEM;
 use crate::error::Error;
+use crate::store::feed::ChangeRow;
 
 /// What feed cursors are bound to. Integrators keep cursors durably, so these bytes and the
 /// cursor's position (the sequence, 8 bytes big-endian) never change.
@@ -22,35 +25,21 @@ const FEED_QUERY: &[u8] = b"carerecord.identity.v1/feed";
 /// Events read from the store at a time.
 const FEED_PAGE: i64 = 500;
 
-/// The most changes one ListPatientChanges answers (and its default page size).
-const MAX_LISTED: i64 = 1000;
-
 /// Events buffered for a slow client before the feed waits for it.
 const STREAM_BUFFER: usize = 256;
 
 fn cursor(tokens: &PageTokens, seq: i64) -> String {
-    tokens.issue(FEED_QUERY, &seq.to_be_bytes())
+    change_log::cursor(tokens, FEED_QUERY, seq)
 }
 
 /// The sequence a cursor resumes after.
 fn resume_after(tokens: &PageTokens, cursor: &str) -> Result<i64, Error> {
-    if cursor.is_empty() {
-        return Ok(0);
-    }
-    match tokens.verify(FEED_QUERY, cursor) {
-        Ok(position) => match <[u8; 8]>::try_from(position.as_slice()) {
-            Ok(seq) => Ok(i64::from_be_bytes(seq)),
-            Err(_) => Err(refused()),
-        },
-        Err(_) => Err(refused()),
-    }
-}
-
-fn refused() -> Error {
-    Error::invalid(
-        "after_cursor",
-        "is malformed or was not issued by this index",
-    )
+    change_log::resume_after(tokens, FEED_QUERY, cursor).ok_or_else(|| {
+        Error::invalid(
+            "after_cursor",
+            "is malformed or was not issued by this index",
+        )
+    })
 }
 
 impl IdentityService {
@@ -58,46 +47,29 @@ impl IdentityService {
         &self,
         request: ListPatientChangesRequest,
     ) -> Result<ListPatientChangesResponse, Error> {
-        if request.page_size < 0 {
-            return Err(Error::invalid("page_size", "must not be negative"));
-        }
-        if request.after_cursor.is_empty() {
-            let head = self.store.feed_head().await?;
-            return Ok(ListPatientChangesResponse {
-                changes: Vec::new(),
-                next_cursor: cursor(&self.tokens, head),
-                more: false,
-            });
-        }
-        let after = resume_after(&self.tokens, &request.after_cursor)?;
-        let limit = match i64::from(request.page_size) {
-            0 => MAX_LISTED,
-            n => n.min(MAX_LISTED),
+        let mut v = Violations::new();
+        let listing = Listing::parse(
+            &mut v,
+            &self.tokens,
+            FEED_QUERY,
+            &request.after_cursor,
+            request.page_size,
+        );
+        let Some(listing) = listing else {
+            return Err(v.into());
         };
-        let rows = self.store.feed_changes(after, limit).await?;
-        let more = rows.len() as i64 == limit;
-        let last = rows.last().map_or(after, |row| row.seq);
+        let rows = match listing {
+            Listing::Head => Vec::new(),
+            Listing::After { sequence, limit } => self.store.feed_changes(sequence, limit).await?,
+        };
+        let listed: Vec<i64> = match listing {
+            Listing::Head => vec![self.store.feed_head().await?],
+            Listing::After { .. } => rows.iter().map(|row| row.seq).collect(),
+        };
+        let (next_cursor, more) = listing.answer(&self.tokens, FEED_QUERY, &listed);
         Ok(ListPatientChangesResponse {
-            changes: rows
-                .into_iter()
-                .map(|row| {
-                    let mut identifiers = row.patient.identifiers;
-                    if !row.patient.nhs_number.is_empty() {
-                        identifiers.push(Identifier {
-                            system: NHS_NUMBER_SYSTEM.to_owned(),
-                            value: row.patient.nhs_number,
-                        });
-                    }
-                    PatientChange {
-                        sequence: row.seq,
-                        patient_id: row.patient.patient_id,
-                        related_patient_id: row.related_patient_id,
-                        identifiers,
-                        change_type: row.change_type as i32,
-                    }
-                })
-                .collect(),
-            next_cursor: cursor(&self.tokens, last),
+            changes: rows.into_iter().map(patient_change).collect(),
+            next_cursor,
             more,
         })
     }
@@ -150,5 +122,24 @@ impl IdentityService {
                 () = self.shutdown.cancelled() => {}
             }
         }
+    }
+}
+
+/// A version as ListPatientChanges lists it: the patient, the merge's other patient, and the
+/// identifiers the patient now holds (its NHS number among them).
+fn patient_change(row: ChangeRow) -> PatientChange {
+    let mut identifiers = row.patient.identifiers;
+    if !row.patient.nhs_number.is_empty() {
+        identifiers.push(Identifier {
+            system: NHS_NUMBER_SYSTEM.to_owned(),
+            value: row.patient.nhs_number,
+        });
+    }
+    PatientChange {
+        sequence: row.seq,
+        patient_id: row.patient.patient_id,
+        related_patient_id: row.related_patient_id,
+        identifiers,
+        change_type: row.change_type as i32,
     }
 }

@@ -95,6 +95,13 @@ impl Node {
             .is_some_and(|s| self.study_ids.iter().any(|x| x == s))
     }
 
+    /// The instants at which this provision, or one below it, starts or stops applying.
+    fn time_boundaries(&self, out: &mut Vec<Instant>) {
+        out.extend(self.period.start);
+        out.extend(self.period.end);
+        self.children.iter().for_each(|c| c.time_boundaries(out));
+    }
+
     pub(super) fn boundaries(&self, out: &mut Vec<Instant>) {
         out.extend(self.data_period.start);
         out.extend(self.data_period.end);
@@ -125,6 +132,16 @@ impl CompiledRules {
             period: Period::from_proto(rules.period.as_ref()),
             provisions: rules.provisions.iter().map(Node::compile).collect(),
         }
+    }
+}
+
+impl CompiledRules {
+    /// The instants at which the directive or one of its provisions starts or stops applying:
+    /// where a decision on unchanged rules may change with time alone.
+    pub fn time_boundaries(&self, out: &mut Vec<Instant>) {
+        out.extend(self.period.start);
+        out.extend(self.period.end);
+        self.provisions.iter().for_each(|p| p.time_boundaries(out));
     }
 }
 

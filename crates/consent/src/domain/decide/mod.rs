@@ -25,8 +25,32 @@ use std::sync::Arc;
 use evaluate::{DirectiveResult, Path, evaluate_directive};
 
 use crate::domain::codes::{Class, DataClass, Purpose};
-use crate::domain::optout::{DirectiveVerdict, OptOutStatus, PatientConsent};
-use crate::domain::time::{Instant, Period};
+use crate::domain::optout::{
+    CheckValidity, DirectiveVerdict, OptOutStatus, PatientConsent, RecordedCheck,
+};
+use crate::domain::time::{Instant, Period, instant_from_micros};
+
+/// The first instant after the evaluation time `at` at which a decision on the same recorded state
+/// could differ with time alone: a directive's or a provision's period starts or ends, or the
+/// opt-out check (judged at `now_micros`, as decisions judge it) expires; the platform rules do
+/// not depend on time. `None`: no such instant.
+pub fn valid_until(
+    directives: &[CompiledDirective],
+    opt_out: Option<RecordedCheck>,
+    validity: CheckValidity,
+    at: Instant,
+    now_micros: i64,
+) -> Option<Instant> {
+    let mut boundaries = Vec::new();
+    for directive in directives {
+        directive.time_boundaries(&mut boundaries);
+    }
+    boundaries.retain(|&b| b > at);
+    if let Some(check) = opt_out.filter(|c| validity.holds(c.check_time, now_micros)) {
+        boundaries.push(instant_from_micros(validity.expiry(check.check_time)));
+    }
+    boundaries.into_iter().min()
+}
 
 /// A reason while cells are evaluated: no strings, so evaluation does not allocate per cell.
 #[derive(Debug, Clone, PartialEq)]

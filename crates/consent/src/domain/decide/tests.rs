@@ -595,3 +595,100 @@ fn decisions_do_not_depend_on_directive_order_or_scope_order() {
         .collect();
     assert_eq!(ids, twos);
 }
+
+/// A decision's validity ends at the first period boundary or opt-out expiry after now.
+#[test]
+fn a_decision_is_valid_until_the_next_boundary_of_a_period_or_an_opt_out_check() {
+    let now_micros = NOW * 1_000_000;
+    let day = 86_400;
+    let timed = ConsentDirective {
+        // Began in the past; ends in ten days.
+        period: Some(P {
+            start: ts(Y2020),
+            end: ts(NOW + 10 * day),
+        }),
+        ..directive(
+            "d1",
+            false,
+            vec![Provision {
+                // A provision that starts applying in three days.
+                period: Some(P {
+                    start: ts(NOW + 3 * day),
+                    end: None,
+                }),
+                ..Default::default()
+            }],
+        )
+    };
+    let validity = CheckValidity::DEFAULT;
+    let at = |seconds: i64| Some(i128::from(seconds) * SEC);
+    assert_eq!(
+        valid_until(
+            &[compile(&timed)],
+            None,
+            validity,
+            i128::from(NOW) * SEC,
+            now_micros
+        ),
+        at(NOW + 3 * day)
+    );
+    // An opt-out check made 29 days ago expires (30-day validity) in one day.
+    let check = RecordedCheck {
+        opted_out: false,
+        check_time: (NOW - 29 * day) * 1_000_000,
+    };
+    assert_eq!(
+        valid_until(
+            &[compile(&timed)],
+            Some(check),
+            validity,
+            i128::from(NOW) * SEC,
+            now_micros
+        ),
+        at(NOW + day)
+    );
+    // An expired check, a never-checked patient and timeless directives: valid until a write.
+    let expired = RecordedCheck {
+        check_time: (NOW - 31 * day) * 1_000_000,
+        ..check
+    };
+    let timeless = compile(&scoped("d2", "TREAT", true));
+    assert_eq!(
+        valid_until(
+            std::slice::from_ref(&timeless),
+            Some(expired),
+            validity,
+            i128::from(NOW) * SEC,
+            now_micros
+        ),
+        None
+    );
+    assert_eq!(
+        valid_until(
+            &[timeless],
+            None,
+            validity,
+            i128::from(NOW) * SEC,
+            now_micros
+        ),
+        None
+    );
+    // A boundary at now has passed: the decision already reflects it.
+    let ending_now = ConsentDirective {
+        period: Some(P {
+            start: None,
+            end: ts(NOW),
+        }),
+        ..directive("d3", true, vec![])
+    };
+    assert_eq!(
+        valid_until(
+            &[compile(&ending_now)],
+            None,
+            validity,
+            i128::from(NOW) * SEC,
+            now_micros
+        ),
+        None
+    );
+}
