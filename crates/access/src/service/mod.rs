@@ -78,8 +78,6 @@ struct Inner {
     store: Store,
     upstream: Upstream,
     config: AccessConfig,
-    /// NHS login tokens' NHS numbers resolved recently.
-    patient_contexts: nhs_login::PatientContexts,
     /// Per-client rate and concurrency limits.
     limiter: limits::Limiter,
     /// Patient resolutions kept between calls.
@@ -94,7 +92,6 @@ impl AccessService {
             inner: Arc::new(Inner {
                 store,
                 upstream,
-                patient_contexts: Default::default(),
                 limiter: limits::Limiter::new(config.limits.clone()),
                 resolutions: resolutions::Resolutions::new(
                     "identity resolutions",

@@ -50,8 +50,10 @@ fn identity_error(status: &Status, reference: &Reference) -> Error {
     }
 }
 
+/// An NHS number or local identifier: identity answers FAILED_PRECONDITION when another
+/// supplier's index holds it for more than one patient.
 fn reference_is_identifier(reference: &Reference) -> bool {
-    matches!(reference, Reference::Identifier(..))
+    matches!(reference, Reference::Nhs(_) | Reference::Identifier(..))
 }
 
 /// Whether `caller` acts as a patient for themselves (a patient-facing token without `user/`

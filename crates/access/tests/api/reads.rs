@@ -152,6 +152,18 @@ async fn find_patient_by_nhs_number_and_demographics() {
         let leaf = audit_leaf(&mut app, audit_index(&status)).await;
         assert_eq!(leaf.outcome, api::AuditOutcome::Failed as i32);
 
+        // An NHS number another supplier's index holds for two patients: ambiguous, audited.
+        app.fakes.add_patient("9990000026", "Twin");
+        app.fakes.add_patient("9990000026", "Twin");
+        let status = app
+            .find(find_by_nhs_number("9990000026", "TREAT"), &clinician)
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::FailedPrecondition);
+        assert_eq!(error_info(&status).reason, "PATIENT_MATCH_AMBIGUOUS");
+        let leaf = audit_leaf(&mut app, audit_index(&status)).await;
+        assert_eq!(leaf.outcome, api::AuditOutcome::Failed as i32);
+
         // Unknown NHS number: NOT_FOUND, audited; bad check digit: INVALID_ARGUMENT, not audited.
         let unknown = find_by_nhs_number("9876543210", "TREAT");
         let status = app.find(unknown, &clinician).await.unwrap_err();
