@@ -133,10 +133,11 @@ pub struct AccessConfig {
     /// change; a patient acts for none): the deployment's own code (default `PATIENT`).
     pub patient_service_ods_code: String,
     /// `CARERECORD_ACCESS_RESOLUTION_CACHE`: how many patient resolutions are kept between calls,
-    /// each validated by identity's change listing before use (default 100000; 0: none kept).
+    /// each validated by identity's change listing before use (default 20000, a few tens of MB of
+    /// patients at most; 0: none kept).
     pub resolution_cache_entries: usize,
     /// `CARERECORD_ACCESS_DECISION_CACHE`: how many consent decisions are kept between calls, each
-    /// validated by consent's change listing before use (default 100000; 0: none kept).
+    /// validated by consent's change listing before use (default 20000; 0: none kept).
     pub decision_cache_entries: usize,
 }
 
@@ -279,9 +280,8 @@ impl AccessConfig {
             clinical_roles,
             system_role_code: env.string_or("CARERECORD_SYSTEM_ROLE_CODE", "R0000"),
             page_tokens: PageTokens::from_env(env)?,
-            resolution_cache_entries: env
-                .parse_or("CARERECORD_ACCESS_RESOLUTION_CACHE", 100_000)?,
-            decision_cache_entries: env.parse_or("CARERECORD_ACCESS_DECISION_CACHE", 100_000)?,
+            resolution_cache_entries: env.parse_or("CARERECORD_ACCESS_RESOLUTION_CACHE", 20_000)?,
+            decision_cache_entries: env.parse_or("CARERECORD_ACCESS_DECISION_CACHE", 20_000)?,
             patient_service_ods_code: ods_code_or(
                 env,
                 "CARERECORD_PATIENT_SERVICE_ODS_CODE",
