@@ -210,6 +210,16 @@ pub(crate) fn ok<T>(result: Result<tonic::Response<T>, Status>, call: &str) -> T
     }
 }
 
+/// Requires success of a call to an RPC the contract marks optional: UNIMPLEMENTED skips the case.
+pub(crate) fn optional<T>(result: Result<tonic::Response<T>, Status>, call: &str) -> TestResult<T> {
+    match result {
+        Err(status) if status.code() == Code::Unimplemented => Err(Fail::Skipped(format!(
+            "{call}: not implemented (optional in the contract)"
+        ))),
+        other => ok(other, call),
+    }
+}
+
 /// Requires a call to fail with `code`; returns the status for further checks.
 pub(crate) fn err<T>(result: Result<T, Status>, code: Code, call: &str) -> TestResult<Status> {
     match result {

@@ -1,12 +1,10 @@
 //! ListDecisionChanges (optional: a module that answers UNIMPLEMENTED skips these cases) and
 //! Decision.valid_until: what a holder of cached decisions relies on.
 
-use tonic::Code;
-
 use super::support::{
     ask, checked_not_opted_out, client, create, directive, period, revoke_request, set_opt_out,
 };
-use crate::harness::{Ctx, Fail, TestResult, describe, ensure, ensure_eq, fail, ok, present};
+use crate::harness::{Ctx, TestResult, ensure, ensure_eq, ok, optional, present};
 use crate::refusal::{Refusal, refused};
 use carerecord_contracts::consent::v1::{
     ConsentDecision, ConsentDirective, Decision, ListDecisionChangesRequest,
@@ -26,13 +24,8 @@ async fn list(
         after_cursor: after_cursor.to_owned(),
         page_size,
     };
-    match client(ctx).list_decision_changes(request).await {
-        Ok(response) => Ok(response.into_inner()),
-        Err(s) if s.code() == Code::Unimplemented => Err(Fail::Skipped(
-            "the module does not implement ListDecisionChanges (optional)".into(),
-        )),
-        Err(s) => fail!("ListDecisionChanges({after_cursor:?}): {}", describe(&s)),
-    }
+    let call = format!("ListDecisionChanges({after_cursor:?})");
+    optional(client(ctx).list_decision_changes(request).await, &call)
 }
 
 /// The patients listed after `cursor`, in order, following `next_cursor` to the end; and where

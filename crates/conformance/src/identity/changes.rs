@@ -1,10 +1,8 @@
 //! ListPatientChanges: who the change feed touched after a cursor, in one call. Optional: an
 //! index that answers UNIMPLEMENTED skips these cases (data access then asks it every time).
 
-use tonic::Code;
-
 use super::support::{client, create, merge, new_patient, regender};
-use crate::harness::{Ctx, Fail, TestResult, describe, ensure, ensure_eq, fail};
+use crate::harness::{Ctx, TestResult, describe, ensure, ensure_eq, fail, optional};
 use crate::refusal::{Refusal, refused};
 use carerecord_contracts::common::v1::ChangeType;
 use carerecord_contracts::identity::v1::{
@@ -23,13 +21,8 @@ async fn list(
         after_cursor: after_cursor.to_owned(),
         page_size,
     };
-    match client(ctx).list_patient_changes(request).await {
-        Ok(response) => Ok(response.into_inner()),
-        Err(s) if s.code() == Code::Unimplemented => Err(Fail::Skipped(
-            "the index does not implement ListPatientChanges (optional)".into(),
-        )),
-        Err(s) => fail!("ListPatientChanges({after_cursor:?}): {}", describe(&s)),
-    }
+    let call = format!("ListPatientChanges({after_cursor:?})");
+    optional(client(ctx).list_patient_changes(request).await, &call)
 }
 
 /// Every change after `cursor` to one of `patients`, following `next_cursor` to the head.
