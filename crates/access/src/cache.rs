@@ -18,9 +18,11 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;
 use std::hash::Hash;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
+use opentelemetry::KeyValue;
+use opentelemetry::metrics::{Meter, ObservableCounter};
 use tonic::{Code, Status};
 
 /// What a check learnt from the module.
@@ -75,7 +77,9 @@ pub struct ValidatedCache<K, V> {
     state: Mutex<State<K, V>>,
     /// Held while a check runs: one at a time, waiters served in arrival order.
     checking: tokio::sync::Mutex<()>,
-    stats: Stats,
+    stats: Arc<Stats>,
+    /// Kept for as long as the cache: the metrics that report `stats`.
+    _metrics: [ObservableCounter<u64>; 3],
 }
 
 #[derive(Debug)]
@@ -103,8 +107,19 @@ struct Entry<V> {
 }
 
 impl<K: Clone + Eq + Hash, V: Clone> ValidatedCache<K, V> {
-    /// A cache of at most `capacity` answers (0: off, every call asks the module).
+    /// A cache of at most `capacity` answers (0: off, every call asks the module), reporting its
+    /// metrics to the process's meter provider.
     pub fn new(name: &'static str, capacity: usize) -> Self {
+        Self::with_meter(
+            name,
+            capacity,
+            &opentelemetry::global::meter("carerecord-access"),
+        )
+    }
+
+    /// A cache reporting its metrics to `meter`.
+    pub fn with_meter(name: &'static str, capacity: usize, meter: &Meter) -> Self {
+        let stats = Arc::new(Stats::default());
         ValidatedCache {
             name,
             capacity,
@@ -119,7 +134,8 @@ impl<K: Clone + Eq + Hash, V: Clone> ValidatedCache<K, V> {
                 recent: VecDeque::new(),
             }),
             checking: tokio::sync::Mutex::new(()),
-            stats: Stats::default(),
+            _metrics: metrics(meter, name, &stats),
+            stats,
         }
     }
 
@@ -278,6 +294,54 @@ impl<K: Clone + Eq + Hash, V: Clone> ValidatedCache<K, V> {
     pub fn len(&self) -> usize {
         self.state().entries.len()
     }
+}
+
+/// Values of a metric read from the counts, each with its `outcome` attribute (if any).
+type Readings = fn(&Stats) -> Vec<(u64, Option<&'static str>)>;
+
+/// The cache's counts as OpenTelemetry counters, each with the cache's name as `cache`:
+/// `carerecord.access.cache.lookups` by `outcome` (hit, miss, bypass), `.checks` and `.dropped`.
+fn metrics(meter: &Meter, name: &'static str, stats: &Arc<Stats>) -> [ObservableCounter<u64>; 3] {
+    let cache = KeyValue::new("cache", name);
+    let counter = |metric: &'static str, description: &'static str, read: Readings| {
+        let (stats, cache) = (stats.clone(), cache.clone());
+        meter
+            .u64_observable_counter(metric)
+            .with_description(description)
+            .with_callback(move |observer| {
+                for (value, outcome) in read(&stats) {
+                    match outcome {
+                        Some(outcome) => observer
+                            .observe(value, &[cache.clone(), KeyValue::new("outcome", outcome)]),
+                        None => observer.observe(value, std::slice::from_ref(&cache)),
+                    }
+                }
+            })
+            .build()
+    };
+    [
+        counter(
+            "carerecord.access.cache.lookups",
+            "Answers looked up in data access's caches of other modules' answers, by cache and outcome (bypass: the cache was off or its check failed)",
+            |s| {
+                vec![
+                    (s.hits.load(Ordering::Relaxed), Some("hit")),
+                    (s.misses.load(Ordering::Relaxed), Some("miss")),
+                    (s.bypassed.load(Ordering::Relaxed), Some("bypass")),
+                ]
+            },
+        ),
+        counter(
+            "carerecord.access.cache.checks",
+            "Listings of a module's changes that validated a cache (each serves every call waiting for it)",
+            |s| vec![(s.checks.load(Ordering::Relaxed), None)],
+        ),
+        counter(
+            "carerecord.access.cache.dropped",
+            "Cached answers dropped because a listing named a change they depend on",
+            |s| vec![(s.dropped.load(Ordering::Relaxed), None)],
+        ),
+    ]
 }
 
 impl<K: Clone + Eq + Hash, V> State<K, V> {

@@ -271,3 +271,51 @@ async fn calls_arriving_during_a_check_share_the_next_one() {
     );
     assert_eq!(cache.counts().checks, 2);
 }
+
+#[tokio::test]
+async fn lookups_checks_and_drops_are_reported_as_metrics() {
+    use opentelemetry::metrics::MeterProvider;
+    use opentelemetry_sdk::metrics::data::{AggregatedMetrics, MetricData};
+    use opentelemetry_sdk::metrics::{InMemoryMetricExporter, SdkMeterProvider};
+
+    let exporter = InMemoryMetricExporter::default();
+    let provider = SdkMeterProvider::builder()
+        .with_periodic_exporter(exporter.clone())
+        .build();
+    let cache = Cache::with_meter("test", 100, &provider.meter("test"));
+    let checked = cache.validate(quiet()).await;
+    cache.get(checked, &"a".into());
+    cache.insert(checked, "a".into(), 1, vec!["x".into()]);
+    let checked = cache.validate(listing(&[], false)).await;
+    cache.get(checked, &"a".into());
+    cache.validate(listing(&["x"], false)).await;
+    provider.force_flush().unwrap();
+    let mut seen = Vec::new();
+    for resource in exporter.get_finished_metrics().unwrap() {
+        for scope in resource.scope_metrics() {
+            for metric in scope.metrics() {
+                if let AggregatedMetrics::U64(MetricData::Sum(sum)) = metric.data() {
+                    for point in sum.data_points() {
+                        let outcome = point
+                            .attributes()
+                            .find(|kv| kv.key.as_str() == "outcome")
+                            .map(|kv| kv.value.to_string())
+                            .unwrap_or_default();
+                        assert!(point.attributes().any(|kv| kv.key.as_str() == "cache"));
+                        seen.push((metric.name().to_owned(), outcome, point.value()));
+                    }
+                }
+            }
+        }
+    }
+    seen.sort();
+    let expected = [
+        ("carerecord.access.cache.checks", "", 3),
+        ("carerecord.access.cache.dropped", "", 1),
+        ("carerecord.access.cache.lookups", "bypass", 0),
+        ("carerecord.access.cache.lookups", "hit", 1),
+        ("carerecord.access.cache.lookups", "miss", 1),
+    ]
+    .map(|(name, outcome, value)| (name.to_owned(), outcome.to_owned(), value));
+    assert_eq!(seen, expected);
+}
