@@ -7,6 +7,7 @@ use carerecord_contracts::consent::v1 as consent;
 use tonic::Status;
 
 use super::AccessService;
+use crate::cache::Checked;
 use crate::domain::auth::Caller;
 use crate::error::{Dependency, Error};
 use crate::upstream::unavailable;
@@ -58,6 +59,8 @@ impl AccessService {
         requester
     }
 
+    /// Consent's decision for `caller` on the patient. `checked`: a check of the kept decisions
+    /// begun after the call arrived, if the caller ran one alongside other work; else one is run.
     pub(super) async fn decide(
         &self,
         caller: &Caller,
@@ -65,6 +68,7 @@ impl AccessService {
         purpose: &str,
         legal_basis: i32,
         break_glass_reason: &str,
+        checked: Option<Checked>,
     ) -> Result<consent::Decision, Error> {
         Self::check_decidable(caller)?;
         let request = consent::DecideRequest {
@@ -75,7 +79,7 @@ impl AccessService {
             break_glass_reason: break_glass_reason.to_owned(),
             ..Default::default()
         };
-        let response = self.decide_reusing(request).await?;
+        let response = self.decide_reusing(request, checked).await?;
         response
             .decision
             .ok_or_else(|| unavailable(Dependency::Consent, &Status::internal("decision missing")))

@@ -242,7 +242,7 @@ impl AccessService {
         leaf: &mut api::AuditLeaf,
     ) -> Result<(), Error> {
         let decision = self
-            .decide(caller, patient_id, purpose, legal_basis, "")
+            .decide(caller, patient_id, purpose, legal_basis, "", None)
             .await?;
         let policy = decision::interpret(&decision, false);
         let refused = decision::patient_dissents(&decision);

@@ -63,20 +63,31 @@ fn current(decision: &consent::Decision, now: i64) -> bool {
 }
 
 impl AccessService {
-    /// Consent's decision on `request`: from memory when a check allows it and it is still
-    /// current, else asked of consent (and kept). Break-glass requests always ask.
+    /// Waits for a check of the kept decisions that began after this call (see [`crate::cache`]).
+    pub(super) async fn check_decisions(&self) -> Checked {
+        self.inner
+            .decisions
+            .cache
+            .validate(|after_cursor| self.consent_changes(after_cursor))
+            .await
+    }
+
+    /// Consent's decision on `request`: from memory when a check (`checked`, or one run now)
+    /// allows it and it is still current, else asked of consent (and kept). Break-glass requests
+    /// always ask.
     pub(super) async fn decide_reusing(
         &self,
         request: consent::DecideRequest,
+        checked: Option<Checked>,
     ) -> Result<consent::DecideResponse, Failed> {
         if !request.break_glass_reason.is_empty() {
             return self.inner.upstream.decide(request).await;
         }
         let decisions = &self.inner.decisions;
-        let checked = decisions
-            .cache
-            .validate(|after_cursor| self.consent_changes(after_cursor))
-            .await;
+        let checked = match checked {
+            Some(checked) => checked,
+            None => self.check_decisions().await,
+        };
         let key = request.encode_to_vec();
         let now = carerecord_platform::db::now_micros();
         if let Some(decision) = decisions

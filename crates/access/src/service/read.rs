@@ -17,6 +17,7 @@ use super::parse::{
     Paged, Reference, page_query, resume, validate_period, validate_purpose, validate_reference,
     validate_types,
 };
+use crate::cache::Checked;
 use crate::domain::auth::{Caller, Context};
 use crate::domain::decision::{self, Policy};
 use crate::error::Error;
@@ -295,9 +296,20 @@ impl AccessService {
             });
         }
         let fetch_types = types_in_scope(caller, contexts, &args.types)?;
-        let resolved = self
-            .resolve_for(caller, patient_facing, &args.reference, leaf)
-            .await?;
+        // The kept decisions are checked while the patient is resolved (the check need only begin
+        // after the read arrived); break glass always asks consent.
+        let checking = async {
+            if break_glass {
+                Checked::Bypass
+            } else {
+                self.check_decisions().await
+            }
+        };
+        let (resolved, checked) = tokio::join!(
+            self.resolve_for(caller, patient_facing, &args.reference, leaf),
+            checking
+        );
+        let resolved = resolved?;
         // The decision and the page are asked for at once; the page is only disclosed (or
         // dropped) once the decision is known.
         let decide = self.decide(
@@ -306,6 +318,7 @@ impl AccessService {
             &args.purpose,
             args.legal_basis,
             args.break_glass_reason.as_deref().unwrap_or(""),
+            Some(checked),
         );
         let (decision, fetched) =
             tokio::join!(decide, self.fetch_page(&resolved, args, fetch_types));

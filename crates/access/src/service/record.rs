@@ -64,7 +64,7 @@ impl AccessService {
             self.check_patient_context(caller, &owner).await?;
         }
         let decision = self
-            .decide(caller, owner.id(), purpose, legal_basis, "")
+            .decide(caller, owner.id(), purpose, legal_basis, "", None)
             .await?;
         let policy = decision::interpret(&decision, false);
         let summary = |outcome: api::DecisionOutcome| api::DecisionSummary {
