@@ -286,6 +286,29 @@ where
     Ok(())
 }
 
+/// The rows a change listing (ListPatientChanges, ListDecisionChanges) must refuse, as
+/// `(what, after_cursor, page_size, refusal)`; `head` is a cursor the service issued.
+pub(crate) fn change_listing_refusals(head: &str) -> Vec<(String, String, i32, Refusal)> {
+    let mut rows: Vec<_> = [crate::records::FORGED_TOKEN, "not a cursor"]
+        .into_iter()
+        .map(|cursor| {
+            (
+                format!("after_cursor {cursor:?}"),
+                cursor.to_owned(),
+                0,
+                Refusal::invalid("after_cursor"),
+            )
+        })
+        .collect();
+    rows.push((
+        "page_size -1".into(),
+        head.to_owned(),
+        -1,
+        Refusal::invalid("page_size"),
+    ));
+    rows
+}
+
 /// A copy of `base` changed by `change`: a table row differing from a valid request in one way.
 pub(crate) fn altered<R: Clone>(base: &R, change: impl FnOnce(&mut R)) -> R {
     let mut request = base.clone();

@@ -5,7 +5,7 @@ use super::support::{
     ask, checked_not_opted_out, client, create, directive, period, revoke_request, set_opt_out,
 };
 use crate::harness::{Ctx, TestResult, ensure, ensure_eq, ok, optional, present};
-use crate::refusal::{Refusal, refused};
+use crate::refusal::{change_listing_refusals, refuse_each};
 use carerecord_contracts::consent::v1::{
     ConsentDecision, ConsentDirective, Decision, ListDecisionChangesRequest,
     ListDecisionChangesResponse,
@@ -118,31 +118,17 @@ pub(super) async fn list_changes_paged_and_invalid(ctx: Ctx) -> TestResult {
     let page = list(&ctx, &head.next_cursor, 1).await?;
     ensure_eq!(page.changes.len(), 1, "page_size 1 lists one change");
     ensure!(page.more, "a full page says more may follow");
-    for cursor in [crate::records::FORGED_TOKEN, "not a cursor"] {
-        let result = client(&ctx)
-            .list_decision_changes(ListDecisionChangesRequest {
-                after_cursor: cursor.into(),
-                page_size: 0,
-            })
-            .await;
-        refused(
-            result,
-            &Refusal::invalid("after_cursor"),
-            &format!("ListDecisionChanges(after_cursor {cursor:?})"),
-        )?;
-    }
-    let result = client(&ctx)
-        .list_decision_changes(ListDecisionChangesRequest {
-            after_cursor: head.next_cursor,
-            page_size: -1,
+    let table = change_listing_refusals(&head.next_cursor)
+        .into_iter()
+        .map(|(what, after_cursor, page_size, refusal)| {
+            let request = ListDecisionChangesRequest {
+                after_cursor,
+                page_size,
+            };
+            (what, request, refusal)
         })
-        .await;
-    refused(
-        result,
-        &Refusal::invalid("page_size"),
-        "ListDecisionChanges(page_size -1)",
-    )?;
-    Ok(())
+        .collect();
+    refuse_each!(client(&ctx), list_decision_changes, table).await
 }
 
 pub(super) async fn valid_until(ctx: Ctx) -> TestResult {

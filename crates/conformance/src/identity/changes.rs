@@ -3,7 +3,7 @@
 
 use super::support::{client, create, merge, new_patient, regender};
 use crate::harness::{Ctx, TestResult, describe, ensure, ensure_eq, fail, optional};
-use crate::refusal::{Refusal, refused};
+use crate::refusal::{change_listing_refusals, refuse_each};
 use carerecord_contracts::common::v1::ChangeType;
 use carerecord_contracts::identity::v1::{
     ListPatientChangesRequest, ListPatientChangesResponse, PatientChange,
@@ -193,31 +193,16 @@ pub(super) async fn list_changes_paged(ctx: Ctx) -> TestResult {
 
 pub(super) async fn list_changes_invalid(ctx: Ctx) -> TestResult {
     // Skipped, not failed, by an index without the listing.
-    list(&ctx, "", 0).await?;
-    for cursor in [crate::records::FORGED_TOKEN, "not a cursor"] {
-        let result = client(&ctx)
-            .list_patient_changes(ListPatientChangesRequest {
-                after_cursor: cursor.into(),
-                page_size: 0,
-            })
-            .await;
-        refused(
-            result,
-            &Refusal::invalid("after_cursor"),
-            &format!("ListPatientChanges(after_cursor {cursor:?})"),
-        )?;
-    }
     let head = list(&ctx, "", 0).await?;
-    let result = client(&ctx)
-        .list_patient_changes(ListPatientChangesRequest {
-            after_cursor: head.next_cursor,
-            page_size: -1,
+    let table = change_listing_refusals(&head.next_cursor)
+        .into_iter()
+        .map(|(what, after_cursor, page_size, refusal)| {
+            let request = ListPatientChangesRequest {
+                after_cursor,
+                page_size,
+            };
+            (what, request, refusal)
         })
-        .await;
-    refused(
-        result,
-        &Refusal::invalid("page_size"),
-        "ListPatientChanges(page_size -1)",
-    )?;
-    Ok(())
+        .collect();
+    refuse_each!(client(&ctx), list_patient_changes, table).await
 }
