@@ -287,9 +287,13 @@ where
 }
 
 /// The rows a change listing (ListPatientChanges, ListDecisionChanges) must refuse, as
-/// `(what, after_cursor, page_size, refusal)`; `head` is a cursor the service issued.
-pub(crate) fn change_listing_refusals(head: &str) -> Vec<(String, String, i32, Refusal)> {
-    let mut rows: Vec<_> = [crate::records::FORGED_TOKEN, "not a cursor"]
+/// `(what, after_cursor, page_size, refusal)`; `head` is a cursor the service issued, `forged` one
+/// it did not.
+pub(crate) fn change_listing_refusals(
+    head: &str,
+    forged: &str,
+) -> Vec<(String, String, i32, Refusal)> {
+    let mut rows: Vec<_> = [forged, "not a cursor"]
         .into_iter()
         .map(|cursor| {
             (

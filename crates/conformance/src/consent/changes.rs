@@ -118,7 +118,7 @@ pub(super) async fn list_changes_paged_and_invalid(ctx: Ctx) -> TestResult {
     let page = list(&ctx, &head.next_cursor, 1).await?;
     ensure_eq!(page.changes.len(), 1, "page_size 1 lists one change");
     ensure!(page.more, "a full page says more may follow");
-    let table = change_listing_refusals(&head.next_cursor)
+    let table = change_listing_refusals(&head.next_cursor, crate::records::FORGED_TOKEN)
         .into_iter()
         .map(|(what, after_cursor, page_size, refusal)| {
             let request = ListDecisionChangesRequest {

@@ -194,7 +194,7 @@ pub(super) async fn list_changes_paged(ctx: Ctx) -> TestResult {
 pub(super) async fn list_changes_invalid(ctx: Ctx) -> TestResult {
     // Skipped, not failed, by an index without the listing.
     let head = list(&ctx, "", 0).await?;
-    let table = change_listing_refusals(&head.next_cursor)
+    let table = change_listing_refusals(&head.next_cursor, crate::records::FORGED_TOKEN)
         .into_iter()
         .map(|(what, after_cursor, page_size, refusal)| {
             let request = ListPatientChangesRequest {
