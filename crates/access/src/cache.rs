@@ -66,6 +66,9 @@ pub struct Counts {
     pub dropped: u64,
 }
 
+/// How many changes a check asks a module to list; beyond them it drops every kept answer.
+pub const LISTED_PER_CHECK: i32 = 1000;
+
 /// How many recent checks' changes are remembered, to decide whether an answer fetched while
 /// they completed may be kept.
 const REMEMBERED_CHECKS: usize = 64;

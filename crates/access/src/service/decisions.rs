@@ -11,11 +11,8 @@ use carerecord_contracts::consent::v1 as consent;
 use prost::Message;
 
 use super::AccessService;
-use crate::cache::{Changes, Checked, ValidatedCache};
+use crate::cache::{Changes, Checked, LISTED_PER_CHECK, ValidatedCache};
 use crate::upstream::Failed;
-
-/// How many changes one check lists before it drops everything instead.
-const LISTED_PER_CHECK: i32 = 1000;
 
 #[derive(Debug)]
 pub(super) struct Decisions {
@@ -51,15 +48,13 @@ impl Decisions {
     }
 }
 
-/// Whether `decision` may still be used at `now` (microseconds since the epoch).
+/// Whether `decision` may still be used at `now` (microseconds since the epoch); a malformed
+/// `valid_until` counts as passed.
 fn current(decision: &consent::Decision, now: i64) -> bool {
-    decision.valid_until.as_ref().is_none_or(|until| {
-        let until = until
-            .seconds
-            .saturating_mul(1_000_000)
-            .saturating_add(i64::from(until.nanos / 1000));
-        now < until
-    })
+    match &decision.valid_until {
+        None => true,
+        Some(until) => crate::domain::micros(until).is_some_and(|until| now < until),
+    }
 }
 
 impl AccessService {
@@ -116,10 +111,10 @@ impl AccessService {
             after_cursor,
             page_size: LISTED_PER_CHECK,
         };
-        match self.inner.upstream.list_decision_changes(request).await {
-            Ok(response) => Ok(self.inner.decisions.changed(response)),
-            Err(failed) => Err(failed.status),
-        }
+        let listed = self.inner.upstream.list_decision_changes(request).await;
+        listed
+            .map(|response| self.inner.decisions.changed(response))
+            .map_err(|failed| failed.status)
     }
 }
 

@@ -9,7 +9,7 @@ use carerecord_contracts::identity::v1 as identity;
 use super::parse::{NHS_NUMBER_SYSTEM, Reference};
 use super::patients::Resolved;
 use super::{AccessService, restricted};
-use crate::cache::{Changes, Checked, ValidatedCache};
+use crate::cache::{Changes, Checked, LISTED_PER_CHECK, ValidatedCache};
 use crate::error::Error;
 
 /// What a kept resolution is found by.
@@ -21,9 +21,6 @@ pub(super) enum ResolutionKey {
 }
 
 pub(super) type Resolutions = ValidatedCache<ResolutionKey, Resolved>;
-
-/// How many changes one check lists before it drops everything instead.
-const LISTED_PER_CHECK: i32 = 1000;
 
 impl ResolutionKey {
     fn of(reference: &Reference) -> Option<ResolutionKey> {
@@ -113,10 +110,8 @@ impl AccessService {
             after_cursor,
             page_size: LISTED_PER_CHECK,
         };
-        match self.inner.upstream.list_patient_changes(request).await {
-            Ok(response) => Ok(changed(response)),
-            Err(failed) => Err(failed.status),
-        }
+        let listed = self.inner.upstream.list_patient_changes(request).await;
+        listed.map(changed).map_err(|failed| failed.status)
     }
 }
 

@@ -121,6 +121,8 @@ impl Store {
         let per_statement = carerecord_platform::sql::MAX_BINDS / RECORD_WIDTH;
         let mut tx = self.db.pool.begin().await?;
         let mut versions = Vec::new();
+        // The patients written, for the decision change log.
+        let mut changed = Vec::new();
         for (patients, etags) in batch
             .patients
             .chunks(per_statement)
@@ -155,8 +157,10 @@ impl Store {
                  RETURNING patient_id, version, opted_out",
             );
             for row in finish(&mut upsert)?.fetch_all(&mut *tx).await? {
+                let patient_id: String = row.try_get(0)?;
+                changed.push(patient_id.clone());
                 versions.push(vec![
-                    Value::Text(row.try_get(0)?),
+                    Value::Text(patient_id),
                     Value::Int(row.try_get(1)?),
                     Value::Int(row.try_get(2)?),
                     Value::Int(batch.update_time),
@@ -167,13 +171,6 @@ impl Store {
             }
         }
         let written = versions.len();
-        let changed: Vec<String> = versions
-            .iter()
-            .filter_map(|row| match row.first() {
-                Some(Value::Text(patient_id)) => Some(patient_id.clone()),
-                _ => None,
-            })
-            .collect();
         insert_rows(&mut tx, VERSIONS_HEAD, versions).await?;
         self.note_changes(&mut tx, changed, batch.update_time)
             .await?;

@@ -58,13 +58,13 @@ impl IdentityService {
         let Some(listing) = listing else {
             return Err(v.into());
         };
-        let rows = match listing {
-            Listing::Head => Vec::new(),
-            Listing::After { sequence, limit } => self.store.feed_changes(sequence, limit).await?,
-        };
-        let listed: Vec<i64> = match listing {
-            Listing::Head => vec![self.store.feed_head().await?],
-            Listing::After { .. } => rows.iter().map(|row| row.seq).collect(),
+        let (rows, listed) = match listing {
+            Listing::Head => (Vec::new(), vec![self.store.feed_head().await?]),
+            Listing::After { sequence, limit } => {
+                let rows = self.store.feed_changes(sequence, limit).await?;
+                let listed = rows.iter().map(|row| row.seq).collect();
+                (rows, listed)
+            }
         };
         let (next_cursor, more) = listing.answer(&self.tokens, FEED_QUERY, &listed);
         Ok(ListPatientChangesResponse {
